@@ -1,0 +1,152 @@
+"""Configuration dataclasses. Defaults are the paper's values (Najafi et al., 2018) unless a comment
+says why we differ; the CLIs only fill these in."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+def from_dict(cls, data: dict[str, Any]):
+    """Build a dataclass from a dict, ignoring unknown keys and turning lists back into tuples."""
+    known = {f.name: f for f in fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key in known:
+            kwargs[key] = tuple(value) if isinstance(value, list) else value
+    return cls(**kwargs)
+
+
+def to_dict(config) -> dict[str, Any]:
+    return asdict(config)
+
+
+@dataclass
+class ModelConfig:
+    """The Siamese embedding network: backbone + decoder -> H/2 x W/2 x d embeddings."""
+
+    backbone: str = "efficientnet-lite0"  # efficientnet-lite0 | resnet101-deeplab | resnet50-deeplab | tiny
+    pretrained: str = "imagenet"  # imagenet | coco | none (which weights the backbone starts from)
+    output_stride: int = 8  # paper: dilated backbone with output stride 8
+    embedding_dim: int = 128  # d
+    # Frames are resized to this (H, W) before the network; embeddings come out at half of it.
+    input_size: tuple[int, int] = (240, 427)
+    # Per-channel normalisation of RGB in [0, 1]; filled from the backbone when left None.
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    # Backbone stages whose features are concatenated (Lite0: 0..4 at strides 2..32, capped at the output
+    # stride); None: the backbone's default (Lite0: the last stage only).
+    feature_levels: tuple[int, ...] | None = None
+    normalize_embeddings: bool = False  # L2-normalise embeddings (cosine similarity) instead of raw inner products
+
+
+@dataclass
+class PoolingConfig:
+    """Stochastic pooling: K pixels uniformly at random per object class."""
+
+    samples_per_class: int = 100  # K
+
+
+@dataclass
+class TransferConfig:
+    """Label transfer from pooled reference pixels to every query pixel."""
+
+    aggregation: str = "eq3"  # eq3 (paper, Eq. 3: sum of BN-ed similarities over K samples) | topk
+    samples_per_class: int = 100  # K for eq3
+    topk: int = 20  # for topk: mean of the k best similarities per class
+    max_reference_pixels: int = 4096  # for topk: per class, random subset of the reference pixels
+    chunk_size: int = 16384  # query pixels per chunk, bounds memory at 480x854 with 10 classes
+
+
+@dataclass
+class TrainConfig:
+    """Pretraining (python -m agent.train)."""
+
+    davis_root: Path | None = None
+    synthetic_sequences: int = 8
+    iterations: int = 100_000  # paper
+    lr_backbone: float = 2.5e-4
+    lr_decoder: float = 5e-4  # twice the backbone's, for decoder and head
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    poly_power: float = 0.9
+    crop_size: tuple[int, int] = (240, 427)
+    scale_range: tuple[float, float] = (0.75, 1.25)
+    max_frame_gap: int = 0  # 0: any pair of frames of the video (paper); >0 limits the gap
+    checkpoint_every: int = 500
+    validate_every: int = 0
+    seed: int = 0
+    device: str = "auto"
+    output_dir: Path = Path("runs/train")
+
+
+@dataclass
+class ScribbleConfig:
+    """Scribbles -> sparse labels on the embedding grid."""
+
+    dilation: int = 3  # square kernel side (paper: 3x3)
+    # Pixels farther than this fraction of the image diagonal from every object scribble are background.
+    far_background_fraction: float = 0.25
+    # Without any background label, this fraction of the frame's least object-similar pixels is background.
+    least_similar_fraction: float = 0.25
+
+
+@dataclass
+class FinetuneConfig:
+    """Time-budgeted fine-tuning on the scribbles (the strategy sets the budget per round)."""
+
+    lr: float = 5e-4
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    flip: bool = True
+    scale_range: tuple[float, float] = (0.5, 1.5)
+    rotation_degrees: float = 30.0
+    early_stop_loss: float = 0.04
+    train_backbone: bool = False  # on CPU only decoder + head adapt; backbone features are cached
+
+
+@dataclass
+class CRFConfig:
+    """Dense CRF (pydensecrf) on the per-class scores with the RGB frame."""
+
+    # DeepLab-style values for 480p frames (sxy in pixels, srgb in 0-255 intensity units); on a
+    # synthetic 480x854 check bilateral sxy 30-50 / srgb 10 / compat 4-5 beat sxy 80 / compat 10.
+    iterations: int = 5
+    gaussian_sxy: float = 3.0
+    gaussian_compat: float = 3.0
+    bilateral_sxy: float = 50.0
+    bilateral_srgb: float = 10.0
+    bilateral_compat: float = 5.0
+    score_temperature: float = 1.0  # scores / temperature -> softmax -> unary
+    # <1 runs the CRF on a downscaled frame (sxy scaled along) and upsamples the marginals: ~1/scale^2
+    # faster (a 480x854 frame with 2 classes takes ~0.5-0.8 s on one CPU core at 1.0).
+    scale: float = 1.0
+
+
+@dataclass
+class AgentConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+    scribbles: ScribbleConfig = field(default_factory=ScribbleConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    crf: CRFConfig = field(default_factory=CRFConfig)
+    checkpoint: Path | None = None  # None: the shipped default checkpoint
+    device: str = "auto"
+    seed: int = 0
+
+
+@dataclass
+class SessionConfig:
+    """One local DAVIS Interactive session (python session_runner.py)."""
+
+    subset: str = "val"
+    davis_root: Path | None = None  # None: the built-in synthetic dataset
+    sequences: tuple[str, ...] | None = None
+    max_interactions: int = 8  # DAVIS-2017 challenge
+    max_time: float = 240.0  # seconds per object
+    metric: str = "J"
+    strategy: str = "paper"
+    output_dir: Path = Path("outputs/session")
+    device: str = "auto"
+    seed: int = 0

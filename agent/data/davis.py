@@ -1,0 +1,152 @@
+"""Read a DAVIS-format root (DAVIS-2017 layout): frames, palette annotations, scribble JSON.
+
+    <root>/JPEGImages/480p/<seq>/00000.jpg
+    <root>/Annotations/480p/<seq>/00000.png   palette PNG: 0 background, 1..N objects, 255 void
+    <root>/Scribbles/<seq>/001.json           {"sequence": ..., "scribbles": [[{path, object_id}, ...] per frame]}
+    <root>/ImageSets/2017/<subset>.txt        one sequence name per line
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+VOID_LABEL = 255
+
+
+class DatasetError(ValueError):
+    """A DAVIS-format root or file that is missing or malformed; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class SequenceInfo:
+    name: str
+    num_frames: int
+    num_objects: int
+    height: int
+    width: int
+    num_scribbles: int
+
+
+class DavisReader:
+    def __init__(self, root: str | Path, resolution: str = "480p") -> None:
+        self.root = Path(root).expanduser()
+        self.resolution = resolution
+        if not self.root.is_dir():
+            raise DatasetError(
+                f"DAVIS root {self.root} does not exist: pass --davis-root with a DAVIS-format folder "
+                "(JPEGImages/, Annotations/, Scribbles/) or leave it out to use the built-in synthetic data."
+            )
+
+    # --- paths -------------------------------------------------------------------------------
+    def frames_dir(self, sequence: str) -> Path:
+        return self.root / "JPEGImages" / self.resolution / sequence
+
+    def annotations_dir(self, sequence: str) -> Path:
+        return self.root / "Annotations" / self.resolution / sequence
+
+    def scribbles_dir(self, sequence: str) -> Path:
+        return self.root / "Scribbles" / sequence
+
+    def frame_paths(self, sequence: str) -> list[Path]:
+        paths = sorted(self.frames_dir(sequence).glob("*.jpg"))
+        if not paths:
+            raise DatasetError(f"no frames for sequence '{sequence}' in {self.frames_dir(sequence)}")
+        return paths
+
+    def annotation_paths(self, sequence: str) -> list[Path]:
+        return sorted(self.annotations_dir(sequence).glob("*.png"))
+
+    def scribble_paths(self, sequence: str) -> list[Path]:
+        return sorted(self.scribbles_dir(sequence).glob("[0-9][0-9][0-9].json"))
+
+    # --- listings ------------------------------------------------------------------------------
+    def subset_file(self, subset: str) -> Path:
+        return self.root / "ImageSets" / "2017" / f"{subset}.txt"
+
+    def sequences(self, subset: str | None = None) -> list[str]:
+        """Sequences of a subset (from ImageSets/2017/<subset>.txt), or every folder of JPEGImages."""
+        if subset is not None:
+            listing = self.subset_file(subset)
+            if not listing.is_file():
+                raise DatasetError(f"no list of '{subset}' sequences at {listing}: add it (one name per line)")
+            return [line.strip() for line in listing.read_text().splitlines() if line.strip()]
+        base = self.root / "JPEGImages" / self.resolution
+        return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+
+    def has_sequence(self, sequence: str) -> bool:
+        return self.frames_dir(sequence).is_dir()
+
+    # --- loading -------------------------------------------------------------------------------
+    def load_frames(self, sequence: str) -> np.ndarray:
+        """(T, H, W, 3) uint8 RGB."""
+        frames = [np.asarray(Image.open(p).convert("RGB")) for p in self.frame_paths(sequence)]
+        if len({f.shape for f in frames}) != 1:
+            raise DatasetError(f"frames of '{sequence}' do not all have the same size")
+        return np.stack(frames)
+
+    def load_annotations(self, sequence: str) -> np.ndarray:
+        """(T, H, W) uint8: 0 background, 1..N objects, 255 void."""
+        paths = self.annotation_paths(sequence)
+        if not paths:
+            raise DatasetError(f"no annotations for sequence '{sequence}' in {self.annotations_dir(sequence)}")
+        masks = []
+        for path in paths:
+            image = Image.open(path)
+            if image.mode not in ("P", "L"):
+                raise DatasetError(f"{path} is not a palette (or grey) PNG of object ids")
+            masks.append(np.asarray(image, dtype=np.uint8))
+        return np.stack(masks)
+
+    def load_scribble(self, sequence: str, index: int) -> dict:
+        """Scribble `index` (1-based, as in 001.json), validated."""
+        path = self.scribbles_dir(sequence) / f"{index:03d}.json"
+        if not path.is_file():
+            raise DatasetError(f"scribble file {path} does not exist")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise DatasetError(f"scribble file {path} is not valid JSON ({error})") from error
+        validate_scribbles(data, source=str(path))
+        return data
+
+    def info(self, sequence: str) -> SequenceInfo:
+        """Metadata inferred from the files (reads every annotation to count objects)."""
+        frame_paths = self.frame_paths(sequence)
+        width, height = Image.open(frame_paths[0]).size
+        annotations = self.load_annotations(sequence)
+        labels = np.unique(annotations)
+        objects = labels[(labels > 0) & (labels != VOID_LABEL)]
+        return SequenceInfo(
+            name=sequence,
+            num_frames=len(frame_paths),
+            num_objects=int(objects.max()) if objects.size else 0,
+            height=height,
+            width=width,
+            num_scribbles=len(self.scribble_paths(sequence)),
+        )
+
+
+def validate_scribbles(data: object, source: str = "scribbles", num_frames: int | None = None) -> None:
+    """Raise DatasetError with one clear line when `data` is not a DAVIS scribble dict."""
+    if not isinstance(data, dict) or "scribbles" not in data or not isinstance(data["scribbles"], list):
+        raise DatasetError(f"{source}: expected a dict with a 'scribbles' list (one list of strokes per frame)")
+    if num_frames is not None and len(data["scribbles"]) != num_frames:
+        raise DatasetError(f"{source}: has {len(data['scribbles'])} frames of strokes, the video has {num_frames}")
+    for frame, strokes in enumerate(data["scribbles"]):
+        if not isinstance(strokes, list):
+            raise DatasetError(f"{source}: frame {frame} must hold a list of strokes")
+        for stroke in strokes:
+            if not isinstance(stroke, dict) or "path" not in stroke or "object_id" not in stroke:
+                raise DatasetError(f"{source}: frame {frame} has a stroke without 'path' and 'object_id'")
+            path = np.asarray(stroke["path"], dtype=float)
+            if path.ndim != 2 or path.shape[1] != 2:
+                raise DatasetError(f"{source}: frame {frame} has a path that is not a list of [x, y] points")
+            if path.size and (path.min() < 0 or path.max() > 1):
+                raise DatasetError(f"{source}: frame {frame} has points outside [0, 1] (coordinates are normalised)")
+            if int(stroke["object_id"]) < 0:
+                raise DatasetError(f"{source}: frame {frame} has a negative object_id")

@@ -1,0 +1,27 @@
+"""Shared fixtures: a tiny synthetic DAVIS-format dataset and the real one when it is present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DAVIS = REPO.parent / "shared" / "davis"
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic_root(tmp_path_factory) -> Path:
+    """Three short, small sequences with 1, 2 and 3 objects (val subset)."""
+    from agent.data.synthetic import SyntheticSpec, write_dataset
+
+    root = tmp_path_factory.mktemp("synthetic")
+    write_dataset(root, SyntheticSpec(num_sequences=3, num_frames=6, height=96, width=160, seed=3))
+    return root
+
+
+@pytest.fixture(scope="session")
+def shared_davis() -> Path:
+    if not (SHARED_DAVIS / "JPEGImages").is_dir():
+        pytest.skip("real DAVIS not found at ../shared/davis")
+    return SHARED_DAVIS

@@ -1,0 +1,44 @@
+import pytest
+
+from agent.data.davis import SequenceInfo
+from strategies import REGISTRY, RoundPlan, UnknownStrategyError, get_strategy
+
+INFO = SequenceInfo(name="s", num_frames=10, num_objects=2, height=48, width=64, num_scribbles=1)
+
+
+def test_paper_schedule():
+    strategy = get_strategy("paper")
+    plans = [strategy.plan(i, 480.0, INFO) for i in range(1, 6)]
+    assert [p.finetune_seconds for p in plans] == [5.0, 20.0, 60.0, 60.0, 60.0]
+    assert [p.use_crf for p in plans] == [False, False, True, True, True]
+    assert all(p.early_stop_loss == 0.04 for p in plans)
+
+
+def test_no_finetune_never_trains():
+    strategy = get_strategy("no-finetune")
+    assert all(strategy.plan(i, 100.0, INFO).finetune_seconds == 0 for i in range(1, 9))
+
+
+def test_every_strategy_has_a_one_line_description():
+    for name, cls in REGISTRY.items():
+        assert cls.name == name
+        assert cls.description and "\n" not in cls.description
+
+
+class MyStrategy:
+    name = "mine"
+    description = "test strategy"
+
+    def plan(self, interaction, time_left, info):
+        return RoundPlan(finetune_seconds=1.0)
+
+
+def test_user_strategy_by_module_path():
+    strategy = get_strategy("tests.test_strategies:MyStrategy")
+    assert strategy.plan(1, 10.0, INFO).finetune_seconds == 1.0
+
+
+@pytest.mark.parametrize("name", ["nope", "tests.test_strategies:Missing", "no_such_module:X"])
+def test_unknown_strategy_is_a_clear_error(name):
+    with pytest.raises(UnknownStrategyError, match="strateg"):
+        get_strategy(name)
