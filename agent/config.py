@@ -36,9 +36,14 @@ class ModelConfig:
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
     # Backbone stages whose features are concatenated (Lite0: 0..4 at strides 2..32, capped at the output
-    # stride); None: the backbone's default (Lite0: the last stage only).
+    # stride); None: the backbone's default (Lite0: stages 2, 3, 4, measured better than the last alone).
     feature_levels: tuple[int, ...] | None = None
-    normalize_embeddings: bool = False  # L2-normalise embeddings (cosine similarity) instead of raw inner products
+    # L2-normalise embeddings (cosine similarity; the BN head rescales it). The paper uses raw inner products;
+    # for one-shot transfer with ImageNet features L2 measured much better (top-k J 0.78 vs 0.51).
+    normalize_embeddings: bool = True
+    # L2-normalise each backbone level before the decoder: the levels' magnitudes differ by orders, and
+    # the same normalisation is what makes raw ImageNet features transfer well (see feature_embeddings).
+    normalize_features: bool = True
 
 
 @dataclass
@@ -52,11 +57,21 @@ class PoolingConfig:
 class TransferConfig:
     """Label transfer from pooled reference pixels to every query pixel."""
 
-    aggregation: str = "eq3"  # eq3 (paper, Eq. 3: sum of BN-ed similarities over K samples) | topk
+    # eq3 (paper, Eq. 3: sum of BN-ed similarities over K samples) | topk. topk by default: one-shot J 0.78
+    # vs 0.34 for eq3 with ImageNet Lite0 features on DAVIS val (eq3 is what the paper's training optimises).
+    aggregation: str = "topk"
     samples_per_class: int = 100  # K for eq3
-    topk: int = 20  # for topk: mean of the k best similarities per class
-    max_reference_pixels: int = 4096  # for topk: per class, random subset of the reference pixels
-    chunk_size: int = 16384  # query pixels per chunk, bounds memory at 480x854 with 10 classes
+    topk: int = 20  # for topk: mean of the k best similarities per class (5/20/50 within 0.01 J)
+    # For topk: per class, random subset of the reference pixels. Coverage matters: on the H/4 grid 1024
+    # gave J 0.68, 4096 0.78, all 0.785; cost grows linearly.
+    max_reference_pixels: int = 4096
+    # Query pixels per chunk: topk holds chunk x max_reference_pixels floats (64 MB) at a time.
+    chunk_size: int = 4096
+    # Transfer on the H/grid_stride grid, then upsample the scores bilinearly. The paper's grid is H/2
+    # (stride 2); the decoder's transposed conv outputs H/4, and the H/2 embeddings are only its bilinear
+    # interpolation, so stride 4 is 4x cheaper and, for a fixed reference budget, measured more accurate
+    # (one-shot J 0.78 vs 0.71 at 4096 references).
+    grid_stride: int = 4
 
 
 @dataclass
@@ -71,8 +86,10 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     poly_power: float = 0.9
-    crop_size: tuple[int, int] = (240, 427)
     scale_range: tuple[float, float] = (0.75, 1.25)
+    rotation_degrees: float = 15.0
+    colour_jitter: float = 0.2  # full mode only: brightness/contrast/saturation factors in 1 +- this
+    synthetic_frames: int = 16
     max_frame_gap: int = 0  # 0: any pair of frames of the video (paper); >0 limits the gap
     checkpoint_every: int = 500
     validate_every: int = 0

@@ -7,6 +7,7 @@ window, so the reported seconds are honest.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -110,7 +111,7 @@ def run_session(
                     predictor.start(reader.load_frames(sequence), info.num_objects)
                 interaction = session.interaction_nb + 1
                 time_left = config.max_time * info.num_objects - (time.time() - session.sample_start_time)
-                plan = strategy.plan(interaction, time_left, info)
+                plan = dataclasses.replace(strategy.plan(interaction, time_left, info), time_left=time_left)
                 started = time.time()
                 masks = check_masks(predictor.step(scribbles, plan), info)
                 candidates = None

@@ -17,6 +17,9 @@ class RoundPlan:
     use_crf: bool = False
     # Ask the evaluator to scribble next on one of this many least-confident frames (None: its own choice).
     frame_candidates: int | None = None
+    # Seconds left for the sample when the round starts; the session fills it in, the agent keeps
+    # fine-tuning short enough that propagation still fits.
+    time_left: float | None = None
 
 
 @runtime_checkable

@@ -1,0 +1,170 @@
+"""InteractiveAgent: the paper's method behind the Predictor interface, one sample at a time.
+
+Each round: merge the new scribbles into the sample's scribble memory (dilated; far-away background;
+least-similar background while no background label exists), fine-tune decoder + head on every
+scribbled frame so far for the strategy's budget, then transfer labels from all scribbled pixels to
+every frame (+ dense CRF when the plan says so).
+
+What is cached, and why the timing stays honest: the backbone is frozen on CPU, so its features of
+every frame cannot change within a sample; they are computed once, inside the first round's timed
+window, and reused. Decoder and head are reset to the pretrained weights at every `start`, so nothing
+leaks between samples.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from strategies.base import RoundPlan
+
+from .checkpoint import default_checkpoint_path, load_checkpoint
+from .config import AgentConfig
+from .data.davis import DatasetError
+from .device import resolve_device
+from .finetune import FinetuneStats, finetune
+from .model.siamese import SiameseEmbedder
+from .predictor import Predictor
+from .propagate import propagate, reference_set
+from .scribbles import ScribbleMemory
+from .transfer import transfer_labels
+
+log = logging.getLogger(__name__)
+
+# Propagation time is reserved from the measured per-frame cost times this margin, plus a fixed slack.
+RESERVE_MARGIN = 1.5
+RESERVE_SLACK_SECONDS = 2.0
+CRF_COST_FACTOR = 4.0
+
+
+class InteractiveAgent(Predictor):
+    name = "simlearn"
+
+    def __init__(self, model: SiameseEmbedder, config: AgentConfig | None = None) -> None:
+        self.config = config or AgentConfig()
+        self.device = next(model.parameters()).device
+        self.model = model.eval()
+        self._pretrained_state = copy.deepcopy(model.state_dict())
+        self.last_finetune = FinetuneStats()
+        self._frames: np.ndarray | None = None
+        # The first optimizer built in a process imports torch's compiler stack (~2 s): a one-off
+        # library import, paid here rather than inside the first timed interaction.
+        torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.0)
+
+    @classmethod
+    def from_pretrained(
+        cls, checkpoint: str | Path | None = None, config: AgentConfig | None = None, device: str | None = None
+    ) -> InteractiveAgent:
+        """The agent with a checkpoint's weights (default: the shipped one)."""
+        config = config or AgentConfig()
+        path = Path(checkpoint or config.checkpoint or default_checkpoint_path())
+        model, model_config, _ = load_checkpoint(path, resolve_device(device or config.device))
+        config = dataclasses.replace(config, model=model_config, checkpoint=path)
+        log.info("agent: %s (%s, d=%d, input %s)", path.name, model_config.backbone,
+                 model_config.embedding_dim, tuple(model_config.input_size))
+        return cls(model, config)
+
+    # --- Predictor interface -----------------------------------------------------------------------
+    def start(self, frames: np.ndarray, num_objects: int | None = None) -> None:
+        """A new sample: frames (T, H, W, 3) uint8; num_objects None = learn it from the scribbles."""
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"frames must be a (T, H, W, 3) uint8 array, got {frames.shape} {frames.dtype}")
+        self.model.load_state_dict(self._pretrained_state)
+        self.model.eval()
+        self._frames = frames
+        self.num_objects = num_objects
+        self._features: torch.Tensor | None = None
+        self._grid = self.model.embedding_size(stride=self.config.transfer.grid_stride)
+        self.memory = ScribbleMemory(self._grid, self.config.scribbles, num_objects, len(frames))
+        self._seconds_per_frame: dict[bool, float] = {}  # measured propagation cost, without / with CRF
+        self._confidence: np.ndarray | None = None
+        self._round = 0
+        self._generator = torch.Generator().manual_seed(self.config.seed)
+
+    def step(self, scribbles: dict, plan: RoundPlan | None = None) -> np.ndarray:
+        if self._frames is None:
+            raise RuntimeError("call start(frames) before step(scribbles)")
+        plan = plan or RoundPlan()
+        started = time.perf_counter()
+        self._round += 1
+        self.memory.add(scribbles)
+        if not self.memory.frames():
+            raise DatasetError("no scribble yet: the first round needs at least one object stroke")
+        num_classes = 1 + (self.num_objects or max(self.memory.object_ids() | {0}))
+        features = self._backbone_features()
+        labels = self._scribble_labels(features)
+
+        budget = self._finetune_budget(plan, time.perf_counter() - started)
+        self.last_finetune = finetune(
+            self.model, {f: features[f] for f in labels}, labels, budget, self.config.finetune,
+            self.config.transfer.samples_per_class, plan.early_stop_loss, self._generator,
+        )
+
+        propagation_start = time.perf_counter()
+        refs, ref_labels = reference_set(self.model, features, labels, self._grid)
+        result = propagate(
+            self.model, features, refs, ref_labels, num_classes, self._frames, self._grid, self.config.transfer,
+            self.config.crf if plan.use_crf else None, generator=self._generator,
+        )
+        self._seconds_per_frame[plan.use_crf] = (time.perf_counter() - propagation_start) / len(self._frames)
+        self._confidence = result.confidence
+        log.debug("round %d: %d scribbled frames, fine-tune %d steps (%.1fs), total %.1fs", self._round,
+                  len(labels), self.last_finetune.steps, self.last_finetune.seconds, time.perf_counter() - started)
+        return result.labels
+
+    def next_scribble_frame_candidates(self, count: int) -> list[int] | None:
+        """The `count` least confident frames of the last prediction."""
+        if self._confidence is None:
+            return None
+        return [int(i) for i in np.argsort(self._confidence)[:count]]
+
+    # --- internals -----------------------------------------------------------------------------------
+    def _backbone_features(self) -> torch.Tensor:
+        if self._features is None:
+            started = time.perf_counter()
+            images = self.model.preprocess(self._frames)
+            self._features = self.model.extract_features(images)
+            log.debug("backbone features of %d frames in %.1fs", len(images), time.perf_counter() - started)
+        return self._features
+
+    def _scribble_labels(self, features: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Label maps on the embedding grid for every scribbled frame (see ScribbleMemory)."""
+        frames = self.memory.frames()
+        if self.memory.has_background():
+            return {f: torch.from_numpy(self.memory.labels(f)) for f in frames}
+        # No background label anywhere yet: the pixels least similar to the object scribbles are.
+        out = {}
+        for frame in frames:
+            raw = torch.from_numpy(self.memory.raw_labels(frame))
+            similarity = self._object_similarity(features[frame], raw)
+            out[frame] = torch.from_numpy(self.memory.labels(frame, similarity))
+        return out
+
+    @torch.no_grad()
+    def _object_similarity(self, frame_features: torch.Tensor, raw_labels: torch.Tensor) -> np.ndarray:
+        """Per-pixel similarity to the closest object's scribbles under the current model."""
+        emb = self.model.decode(frame_features[None].float().to(self.device), self._grid)
+        flat_labels = raw_labels.reshape(-1).to(self.device)
+        keep = flat_labels > 0
+        refs = emb[0].reshape(emb.shape[1], -1).t()[keep]
+        result = transfer_labels(emb, refs, flat_labels[keep], self.config.transfer, self.model.head,
+                                 generator=self._generator)
+        return result.scores[0, 1:].amax(0).cpu().numpy()
+
+    def _finetune_budget(self, plan: RoundPlan, spent: float) -> float:
+        """The plan's budget, cut so that propagation still fits in the sample's remaining time."""
+        budget = plan.finetune_seconds
+        if plan.time_left is not None:
+            per_frame = self._seconds_per_frame.get(plan.use_crf)
+            if per_frame is None:  # not measured yet: a CRF round costs a few plain ones
+                per_frame = self._seconds_per_frame.get(False, 0.0) * (CRF_COST_FACTOR if plan.use_crf else 1)
+            reserve = RESERVE_MARGIN * per_frame * len(self._frames) + RESERVE_SLACK_SECONDS
+            budget = min(budget, plan.time_left - spent - reserve)
+        return max(0.0, budget)

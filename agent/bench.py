@@ -1,0 +1,156 @@
+"""Speed, memory and one-shot quality figures: python -m agent.bench [--davis-root ../shared/davis].
+
+Prints (and writes as JSON): backbone milliseconds per frame at 240x427 and 480x854; label-transfer
+time per frame and its GFLOP/s beside this machine's matmul GFLOP/s measured in the same run; the
+propagation (decode + transfer + upsample) time per frame; peak memory; and, with a DAVIS root, one-shot
+J on the validation videos for ImageNet features without Siamese training versus the checkpoint.
+Times depend on the machine: compare the ratios printed beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import resource
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import default_checkpoint_path, load_checkpoint
+from .config import TransferConfig
+from .data.davis import DavisReader
+from .device import resolve_device
+from .evaluate import one_shot_benchmark
+from .model.siamese import SiameseEmbedder, build_model
+from .transfer import transfer_labels
+
+log = logging.getLogger("agent.bench")
+
+
+def _timed(fn, repeats: int) -> float:
+    """Median seconds of `repeats` calls after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return float(np.median(times))
+
+
+def matmul_gflops(device: torch.device, size: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    seconds = _timed(lambda: (a @ b, torch.cuda.synchronize() if device.type == "cuda" else None), repeats)
+    return 2 * size**3 / seconds / 1e9
+
+
+@torch.no_grad()
+def backbone_ms(model: SiameseEmbedder, size: tuple[int, int], repeats: int) -> float:
+    device = next(model.parameters()).device
+    images = torch.randn(1, 3, *size, device=device)
+    return 1000 * _timed(lambda: model.backbone_features(images), repeats)
+
+
+@torch.no_grad()
+def transfer_figures(model: SiameseEmbedder, transfer: TransferConfig, num_classes: int,
+                     references_per_class: int, repeats: int) -> dict:
+    """Seconds per frame and GFLOP/s of the similarity matmuls for one embedding-grid frame."""
+    device = next(model.parameters()).device
+    height, width = model.embedding_size(stride=transfer.grid_stride)
+    d = model.embedding_dim
+    generator = torch.Generator().manual_seed(0)
+    query = torch.randn(1, d, height, width, device=device)
+    refs = torch.randn(num_classes * references_per_class, d, device=device)
+    labels = torch.arange(num_classes, device=device).repeat_interleave(references_per_class)
+    seconds = _timed(lambda: transfer_labels(query, refs, labels, transfer, model.head, num_classes,
+                                             generator), repeats)
+    per_class = transfer.samples_per_class if transfer.aggregation == "eq3" else transfer.max_reference_pixels
+    compared = num_classes if transfer.aggregation == "eq3" else num_classes * min(per_class, references_per_class)
+    flops = 2.0 * height * width * compared * d
+    features = model.extract_features(torch.randn(4, 3, *model.config.input_size, device=device))
+    decode = _timed(lambda: model.decode(features.to(device), (height, width)), repeats) / 4
+    return {"transfer_seconds_per_frame": seconds, "transfer_gflops": flops / seconds / 1e9,
+            "decode_seconds_per_frame": decode, "references": int(len(refs)), "grid": [height, width]}
+
+
+def peak_memory_mb(device: torch.device) -> dict:
+    out = {"max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.type == "cuda":
+        out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped checkpoint")
+    parser.add_argument("--davis-root", type=Path, default=None, help="for one-shot J on its val videos")
+    parser.add_argument("--aggregation", default=None, help="override the transfer aggregation (eq3|topk)")
+    parser.add_argument("--stride", type=int, default=3, help="one-shot: every k-th frame")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--output", type=Path, default=Path("outputs/bench.json"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    torch.manual_seed(0)
+    device = resolve_device(args.device)
+    path = args.checkpoint or default_checkpoint_path()
+    model, config, extra = load_checkpoint(path, device)
+    transfer = TransferConfig(**({"aggregation": args.aggregation} if args.aggregation else {}))
+    report: dict = {"device": str(device), "threads": torch.get_num_threads(), "checkpoint": str(path),
+                    "model": {"backbone": config.backbone, "output_stride": config.output_stride,
+                              "feature_levels": config.feature_levels, "input_size": list(config.input_size)},
+                    "aggregation": transfer.aggregation}
+
+    report["matmul_gflops"] = matmul_gflops(device)
+    for size in ((240, 427), (480, 854)):
+        report[f"backbone_ms_{size[0]}x{size[1]}"] = backbone_ms(model, size, args.repeats)
+    report["transfer"] = transfer_figures(model, transfer, num_classes=2, references_per_class=4096,
+                                          repeats=args.repeats)
+    report["transfer"]["fraction_of_matmul_peak"] = report["transfer"]["transfer_gflops"] / report["matmul_gflops"]
+
+    if args.davis_root is not None:
+        reader = DavisReader(args.davis_root)
+        sequences = reader.sequences("val")
+        # Without Siamese training: a fresh ImageNet backbone's features, compared directly (no decoder).
+        imagenet = build_model(replace(config, pretrained="imagenet")).to(device).eval()
+        report["one_shot_J"] = {
+            "imagenet_features": one_shot_benchmark(imagenet, reader, sequences, transfer, args.stride,
+                                                    raw_features=True),
+            "checkpoint": one_shot_benchmark(model, reader, sequences, transfer, args.stride),
+        }
+        for name, values in report["one_shot_J"].items():
+            report["one_shot_J"][name] = {**values, "mean": float(np.mean(list(values.values())))}
+    report["peak_memory"] = peak_memory_mb(device)
+
+    _print(report)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2))
+    print(f"written: {args.output}")
+    return 0
+
+
+def _print(report: dict) -> None:
+    t = report["transfer"]
+    print(f"device {report['device']} ({report['threads']} threads); model {report['model']}")
+    print(f"matmul: {report['matmul_gflops']:.1f} GFLOP/s")
+    print(f"backbone: {report['backbone_ms_240x427']:.0f} ms/frame at 240x427, "
+          f"{report['backbone_ms_480x854']:.0f} ms/frame at 480x854 "
+          f"(ratio {report['backbone_ms_480x854'] / report['backbone_ms_240x427']:.2f})")
+    print(f"label transfer ({report['aggregation']}, {t['references']} reference pixels, grid {t['grid']}): "
+          f"{1000 * t['transfer_seconds_per_frame']:.1f} ms/frame, {t['transfer_gflops']:.1f} GFLOP/s "
+          f"= {100 * t['fraction_of_matmul_peak']:.0f}% of matmul; decode {1000 * t['decode_seconds_per_frame']:.1f} ms/frame")
+    if "one_shot_J" in report:
+        for name, values in report["one_shot_J"].items():
+            per = ", ".join(f"{k} {v:.3f}" for k, v in values.items() if k != "mean")
+            print(f"one-shot J, {name}: mean {values['mean']:.3f} ({per})")
+    print(f"peak memory: {report['peak_memory']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

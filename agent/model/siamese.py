@@ -1,0 +1,170 @@
+"""The Siamese embedding network: backbone -> decoder -> pixel embeddings at H/2 x W/2 x d.
+
+Both branches of the Siamese pair are the same module applied to two frames (shared weights). The
+backbone and the decoder are separate calls because the interactive agent caches backbone features per
+video (on CPU) and fine-tunes only the decoder and the similarity head on the scribbles.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+from .backbones import build_backbone
+from .similarity import SimilarityHead
+
+log = logging.getLogger(__name__)
+
+
+def embedding_size(input_size: tuple[int, int], stride: int = 2) -> tuple[int, int]:
+    """Embedding grid for an (H, W) input: H/stride x W/stride rounded up (as 'same' strided convs do).
+
+    stride 2 is the paper's grid; stride 4 is the decoder's transposed-conv grid before its bilinear x2,
+    where label transfer is ~4x cheaper and, at a fixed reference budget, more accurate (see transfer.py).
+    """
+    return math.ceil(input_size[0] / stride), math.ceil(input_size[1] / stride)
+
+
+def preprocess_frames(
+    frames: np.ndarray,
+    input_size: tuple[int, int],
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+    batch: int = 16,
+) -> torch.Tensor:
+    """(T, H, W, 3) uint8 RGB -> (T, 3, *input_size) float32, resized (antialiased bilinear) and normalised."""
+    frames = np.asarray(frames)
+    if frames.ndim == 3:
+        frames = frames[None]
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected frames of shape (T, H, W, 3), got {frames.shape}")
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    out = torch.empty((len(frames), 3, *input_size), dtype=torch.float32)
+    for start in range(0, len(frames), batch):  # bounded memory for long 480p videos
+        x = (
+            torch.from_numpy(np.ascontiguousarray(frames[start : start + batch])).permute(0, 3, 1, 2).float()
+            / 255
+        )
+        if tuple(x.shape[-2:]) != tuple(input_size):
+            x = F.interpolate(x, size=input_size, mode="bilinear", align_corners=False, antialias=True)
+        out[start : start + batch] = (x - mean_t) / std_t
+    return out
+
+
+class Decoder(nn.Module):
+    """One transposed conv (x2) then non-parametric bilinear upsampling (x2), as in the paper."""
+
+    def __init__(self, in_channels: int, embedding_dim: int) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(in_channels, embedding_dim, kernel_size=4, stride=2, padding=1)
+
+    def forward(self, features: torch.Tensor, out_size: tuple[int, int] | None = None) -> torch.Tensor:
+        x = self.up(features)
+        size = out_size or (2 * x.shape[-2], 2 * x.shape[-1])
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+class SiameseEmbedder(nn.Module):
+    """Backbone + decoder (+ the similarity head, so one state dict holds everything that is trained).
+
+    The stored `config` has mean/std filled in from the backbone.
+    """
+
+    def __init__(self, config: ModelConfig, load_pretrained: bool = True) -> None:
+        super().__init__()
+        pretrained = config.pretrained if load_pretrained else "none"
+        self.backbone = build_backbone(
+            config.backbone,
+            pretrained=pretrained,
+            output_stride=config.output_stride,
+            feature_levels=config.feature_levels,
+        )
+        self.config = replace(
+            config,
+            mean=tuple(config.mean) if config.mean is not None else self.backbone.mean,
+            std=tuple(config.std) if config.std is not None else self.backbone.std,
+            input_size=tuple(config.input_size),
+        )
+        self.decoder = Decoder(self.backbone.out_channels, config.embedding_dim)
+        self.head = SimilarityHead()
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.config.embedding_dim
+
+    def preprocess(self, frames: np.ndarray) -> torch.Tensor:
+        """(T, H, W, 3) uint8 -> (T, 3, *config.input_size) normalised float32 on the model's device."""
+        x = preprocess_frames(frames, self.config.input_size, self.config.mean, self.config.std)
+        return x.to(next(self.parameters()).device)
+
+    def embedding_size(self, input_size: tuple[int, int] | None = None, stride: int = 2) -> tuple[int, int]:
+        return embedding_size(input_size or self.config.input_size, stride)
+
+    def backbone_features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) normalised -> (B, C, H/os, W/os)."""
+        return self.backbone(images)
+
+    def decode(self, features: torch.Tensor, out_size: tuple[int, int] | None = None) -> torch.Tensor:
+        """(B, C, h, w) backbone features -> (B, d, *out_size) embeddings.
+
+        out_size None: 4x the feature grid (H/2 for output stride 8). `forward` passes ceil(H/2) x ceil(W/2);
+        callers decoding cached features should pass `self.embedding_size(image size)` to match.
+        """
+        if self.config.normalize_features:
+            features = self.normalized_levels(features)
+        emb = self.decoder(features, out_size)
+        if self.config.normalize_embeddings:
+            emb = F.normalize(emb, dim=1)
+        return emb
+
+    def normalized_levels(self, features: torch.Tensor) -> torch.Tensor:
+        """Each backbone level L2-normalised over its channels (levels differ in magnitude by orders)."""
+        levels = torch.split(features, list(self.backbone.level_channels), dim=1)
+        return torch.cat([F.normalize(level, dim=1) for level in levels], dim=1)
+
+    def feature_embeddings(
+        self, features: torch.Tensor, out_size: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """Decode-free embeddings from raw backbone features: L2 per level, concatenated, L2 again, then
+        bilinear to out_size (default 4x the feature grid). With ImageNet Lite0 (levels 2-4) this gives
+        one-shot J ~0.78 with top-k transfer: a baseline before any training or fine-tuning."""
+        emb = F.normalize(self.normalized_levels(features), dim=1)
+        size = out_size or (4 * features.shape[-2], 4 * features.shape[-1])
+        return F.interpolate(emb, size=size, mode="bilinear", align_corners=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, d, ceil(H/2), ceil(W/2))."""
+        return self.decode(self.backbone_features(images), embedding_size(tuple(images.shape[-2:])))
+
+    @torch.no_grad()
+    def extract_features(self, images: torch.Tensor, batch: int = 4) -> torch.Tensor:
+        """Backbone features of many frames, batched, in eval mode, kept on CPU (the agent's cache)."""
+        was_training = self.training
+        self.eval()
+        try:
+            out = [self.backbone_features(images[i : i + batch]).cpu() for i in range(0, len(images), batch)]
+        finally:
+            self.train(was_training)
+        return torch.cat(out)
+
+
+def build_model(config: ModelConfig, load_pretrained: bool = True) -> SiameseEmbedder:
+    """A SiameseEmbedder; load_pretrained=False skips downloading/reading backbone weights (checkpoint loads)."""
+    model = SiameseEmbedder(config, load_pretrained=load_pretrained)
+    log.info(
+        "model: %s (os %d, %d channels) -> d=%d, %.1fM parameters",
+        config.backbone,
+        config.output_stride,
+        model.backbone.out_channels,
+        config.embedding_dim,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+    )
+    return model

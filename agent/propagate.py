@@ -1,0 +1,80 @@
+"""Propagation: label transfer from the scribbled pixels to every frame, upsampled to the video size,
+optionally refined by the dense CRF. Frames go through in batches so memory stays bounded for long
+480p videos; only the labels and a per-frame confidence are kept."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import CRFConfig, TransferConfig
+from .crf import refine_frames
+from .model.siamese import SiameseEmbedder
+from .transfer import transfer_labels
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Propagation:
+    labels: np.ndarray  # (T, H, W) int64
+    confidence: np.ndarray  # (T,) mean margin between the best and second-best class score
+
+
+def reference_set(
+    model: SiameseEmbedder,
+    features: dict[int, torch.Tensor],
+    labels: dict[int, torch.Tensor],
+    out_size: tuple[int, int],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings (M, d) and class ids (M,) of every labelled pixel of the scribbled frames."""
+    device = next(model.parameters()).device
+    frames = sorted(labels)
+    with torch.no_grad():
+        emb = model.decode(torch.stack([features[f] for f in frames]).float().to(device), out_size)
+    lab = torch.stack([labels[f] for f in frames]).to(device)
+    emb = emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1])
+    lab = lab.reshape(-1)
+    keep = lab >= 0
+    return emb[keep], lab[keep]
+
+
+@torch.no_grad()
+def propagate(
+    model: SiameseEmbedder,
+    features: torch.Tensor,
+    ref_embeddings: torch.Tensor,
+    ref_labels: torch.Tensor,
+    num_classes: int,
+    frames: np.ndarray,
+    grid: tuple[int, int],
+    transfer_config: TransferConfig,
+    crf_config: CRFConfig | None,
+    batch: int = 8,
+    generator: torch.Generator | None = None,
+) -> Propagation:
+    """Labels for every frame. features: (T, C, h8, w8) cached backbone features; frames: (T, H, W, 3)
+    uint8 (the output size and the CRF's image); grid: the embedding grid; crf_config None = no CRF."""
+    device = next(model.parameters()).device
+    num_frames, height, width = frames.shape[:3]
+    labels = np.empty((num_frames, height, width), np.int64)
+    confidence = np.empty(num_frames, np.float32)
+    for start in range(0, num_frames, batch):
+        stop = min(start + batch, num_frames)
+        query = model.decode(features[start:stop].float().to(device), grid)
+        result = transfer_labels(query, ref_embeddings, ref_labels, transfer_config, model.head,
+                                 num_classes=num_classes, generator=generator)
+        scores = result.scores  # a class without references scores transfer.ABSENT_SCORE (finite)
+        top2 = scores.topk(min(2, num_classes), dim=1).values
+        margin = top2[:, 0] - top2[:, -1] if num_classes > 1 else top2[:, 0]
+        confidence[start:stop] = margin.mean((1, 2)).cpu().numpy()
+        full = F.interpolate(scores, size=(height, width), mode="bilinear", align_corners=False)
+        if crf_config is not None and num_classes > 1:
+            labels[start:stop] = refine_frames(frames[start:stop], full.cpu().numpy(), crf_config)
+        else:
+            labels[start:stop] = full.argmax(1).cpu().numpy()
+    return Propagation(labels=labels, confidence=confidence)

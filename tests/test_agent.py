@@ -1,0 +1,97 @@
+"""The interactive agent: time-budgeted fine-tuning, early stop, and full rounds on synthetic data."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from agent.agent import InteractiveAgent
+from agent.checkpoint import save_checkpoint
+from agent.config import AgentConfig, FinetuneConfig, ModelConfig
+from agent.data.davis import DatasetError, DavisReader
+from agent.finetune import EARLY_STOP_WINDOW, finetune
+from agent.model.siamese import build_model
+from strategies.base import RoundPlan
+
+TINY = ModelConfig(backbone="tiny", pretrained="none", input_size=(48, 80), embedding_dim=16)
+
+
+@pytest.fixture
+def tiny_model():
+    torch.manual_seed(0)
+    return build_model(TINY)
+
+
+def _scribbled_frame(model):
+    features = model.extract_features(torch.randn(1, 3, *TINY.input_size))[0]
+    labels = torch.full(model.embedding_size(), -1, dtype=torch.long)
+    labels[2:6, 2:10] = 1
+    labels[16:20, 20:36] = 0
+    return {0: features}, {0: labels}
+
+
+def test_one_second_budget_stops_within_tolerance(tiny_model):
+    features, labels = _scribbled_frame(tiny_model)
+    torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.0)  # one-off import, as the agent does
+    started = time.perf_counter()
+    stats = finetune(tiny_model, features, labels, 1.0, FinetuneConfig(), samples_per_class=20, early_stop_loss=0.0)
+    elapsed = time.perf_counter() - started
+    assert stats.steps > 1 and not stats.stopped_early
+    assert 1.0 <= stats.seconds <= 1.5 and elapsed <= 1.6
+
+
+def test_early_stop_fires(tiny_model):
+    features, labels = _scribbled_frame(tiny_model)
+    stats = finetune(tiny_model, features, labels, 30.0, FinetuneConfig(), samples_per_class=20, early_stop_loss=10.0)
+    assert stats.stopped_early and stats.steps == EARLY_STOP_WINDOW and stats.seconds < 30
+
+
+def test_single_class_does_not_train(tiny_model):
+    features, labels = _scribbled_frame(tiny_model)
+    labels[0][labels[0] == 0] = 1
+    assert finetune(tiny_model, features, labels, 5.0, FinetuneConfig(), samples_per_class=20).steps == 0
+
+
+@pytest.fixture
+def tiny_agent(tmp_path, tiny_model):
+    path = save_checkpoint(tmp_path / "tiny.pt", tiny_model)
+    return InteractiveAgent.from_pretrained(path, AgentConfig(device="cpu"))
+
+
+def test_agent_round_gives_valid_labels_and_resets_between_samples(tiny_agent, tiny_synthetic_root):
+    reader = DavisReader(tiny_synthetic_root)
+    sequence = reader.sequences("val")[1]
+    info = reader.info(sequence)
+    frames, scribbles = reader.load_frames(sequence), reader.load_scribble(sequence, 1)
+    pristine = {k: v.clone() for k, v in tiny_agent.model.state_dict().items()}
+
+    tiny_agent.start(frames, info.num_objects)
+    masks = tiny_agent.step(scribbles, RoundPlan(finetune_seconds=0.5))
+    assert masks.shape == frames.shape[:3] and masks.dtype == np.int64
+    assert masks.min() >= 0 and masks.max() <= info.num_objects
+    assert tiny_agent.last_finetune.steps > 0
+    candidates = tiny_agent.next_scribble_frame_candidates(2)
+    assert len(candidates) == 2 and all(0 <= c < len(frames) for c in candidates)
+
+    tiny_agent.start(frames, info.num_objects)  # a new sample starts from the checkpoint again
+    for key, value in tiny_agent.model.state_dict().items():
+        assert torch.equal(value, pristine[key]), key
+
+
+def test_agent_respects_time_left(tiny_agent, tiny_synthetic_root):
+    reader = DavisReader(tiny_synthetic_root)
+    sequence = reader.sequences("val")[0]
+    tiny_agent.start(reader.load_frames(sequence), 1)
+    tiny_agent.step(reader.load_scribble(sequence, 1), RoundPlan(finetune_seconds=30.0, time_left=1.0))
+    assert tiny_agent.last_finetune.seconds < 0.5  # the 2 s reserve for propagation leaves nothing
+
+
+def test_step_before_start_and_bad_scribbles(tiny_agent):
+    with pytest.raises(RuntimeError, match="start"):
+        tiny_agent.step({"scribbles": []})
+    tiny_agent.start(np.zeros((2, 32, 48, 3), np.uint8), 1)
+    with pytest.raises(DatasetError):
+        tiny_agent.step({"scribbles": [[{"path": [[2.0, 0.5]], "object_id": 1}], []]})

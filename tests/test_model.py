@@ -1,0 +1,228 @@
+"""The Siamese embedder, its backbones, stochastic pooling and the pairwise loss (tiny, CPU)."""
+
+from __future__ import annotations
+
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from agent.config import ModelConfig
+from agent.model import (
+    SimilarityHead,
+    WeightsUnavailableError,
+    available_backbones,
+    build_backbone,
+    build_lite0_classifier,
+    build_model,
+    pairwise_loss,
+    preprocess_frames,
+    sample_pixels,
+)
+from agent.model.backbones import IMAGENET_MEAN, IMAGENET_STD
+from agent.model.similarity import gather_embeddings
+
+
+def _tiny(**overrides) -> torch.nn.Module:
+    values = dict(backbone="tiny", pretrained="none", embedding_dim=16, input_size=(64, 96))
+    values.update(overrides)
+    return build_model(ModelConfig(**values))
+
+
+def test_registry_lists_backbones_and_rejects_unknown():
+    assert {"efficientnet-lite0", "resnet101-deeplab", "resnet50-deeplab", "tiny"} <= set(
+        available_backbones()
+    )
+    with pytest.raises(ValueError, match="unknown backbone"):
+        build_backbone("vgg-nope")
+    with pytest.raises(ValueError, match="output_stride"):
+        build_backbone("tiny", output_stride=4)
+
+
+def test_forward_backward_shapes():
+    torch.manual_seed(0)
+    model = _tiny()
+    assert model.config.mean == IMAGENET_MEAN and model.config.std == IMAGENET_STD  # filled from backbone
+    x = torch.randn(2, 3, 64, 96)
+    features = model.backbone_features(x)
+    assert features.shape == (2, model.backbone.out_channels, 8, 12)  # output stride 8
+    emb = model.decode(features)
+    assert emb.shape == (2, 16, 32, 48)  # H/2 x W/2 x d
+    assert torch.allclose(model(x), emb)
+    emb.pow(2).mean().backward()
+    assert all(p.grad is not None for p in model.backbone.parameters())
+    assert all(p.grad is not None for p in model.decoder.parameters())
+
+
+def test_odd_input_size_gives_half_rounded_up():
+    model = _tiny()
+    emb = model(torch.randn(1, 3, 60, 85))
+    assert emb.shape[-2:] == (30, 43) == model.embedding_size((60, 85))
+
+
+def test_normalized_embeddings_have_unit_norm():
+    emb = _tiny(normalize_embeddings=True)(torch.randn(1, 3, 32, 48))
+    assert torch.allclose(emb.norm(dim=1), torch.ones(1, 16, 24), atol=1e-5)
+    raw = _tiny(normalize_embeddings=False)(torch.randn(1, 3, 32, 48))
+    assert not torch.allclose(raw.norm(dim=1), torch.ones(1, 16, 24), atol=1e-2)
+
+
+def test_decode_on_the_quarter_grid_and_feature_embeddings():
+    model = _tiny()
+    features = model.backbone_features(torch.randn(1, 3, 64, 96))
+    size = model.embedding_size(stride=4)
+    assert size == (16, 24) and model.decode(features, size).shape == (1, 16, 16, 24)
+    direct = model.feature_embeddings(features, size)
+    assert direct.shape == (1, model.backbone.out_channels, 16, 24)
+    assert torch.allclose(model.feature_embeddings(features, (8, 12)).norm(dim=1), torch.ones(1, 8, 12))
+
+
+def test_preprocess_resizes_and_normalises():
+    model = _tiny()
+    frames = np.full((3, 50, 70, 3), 255, dtype=np.uint8)
+    x = model.preprocess(frames)
+    assert x.shape == (3, 3, 64, 96) and x.dtype == torch.float32
+    expected = (1 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
+    assert torch.allclose(x[0, :, 10, 10], expected, atol=1e-5)
+    same = preprocess_frames(frames[0], (50, 70), (0.5,) * 3, (0.5,) * 3)  # one frame, no resize
+    assert same.shape == (1, 3, 50, 70) and torch.allclose(same, torch.ones_like(same))
+
+
+def test_resnet_deeplab_builds_without_weights_at_stride_8():
+    backbone = build_backbone("resnet50-deeplab", pretrained="none")
+    assert backbone.out_channels == 2048 and backbone.output_stride == 8
+    with torch.no_grad():
+        assert backbone.eval()(torch.randn(1, 3, 64, 96)).shape == (1, 2048, 8, 12)
+
+
+def test_resnet_deeplab_download_failure_is_one_clear_error(monkeypatch, tmp_path):
+    import torchvision.models._api as api
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(api, "load_state_dict_from_url", offline)
+    with pytest.raises(WeightsUnavailableError, match="--pretrained none"):
+        build_backbone("resnet101-deeplab", pretrained="coco")
+
+
+# --- stochastic pooling --------------------------------------------------------------------------
+
+
+def _labels() -> np.ndarray:
+    labels = np.full((40, 50), -1, dtype=np.int64)
+    labels[:10] = 0  # 500 pixels
+    labels[10:12, :15] = 1  # 30 pixels: fewer than K
+    labels[20:24] = 2  # 200 pixels
+    return labels
+
+
+def test_sample_pixels_counts_and_classes():
+    labels = _labels()
+    pooled = sample_pixels(labels, 100, torch.Generator().manual_seed(0))
+    counts = {c: int((pooled.classes == c).sum()) for c in (0, 1, 2)}
+    assert counts == {0: 100, 1: 30, 2: 100}  # a small class contributes all its pixels, once
+    assert len(torch.unique(pooled.indices)) == len(pooled.indices)
+    assert np.array_equal(labels.reshape(-1)[pooled.indices.numpy()], pooled.classes.numpy())
+
+
+def test_sample_pixels_is_reproducible_under_a_seed():
+    labels = _labels()
+    a = sample_pixels(labels, 50, torch.Generator().manual_seed(1))
+    b = sample_pixels(torch.from_numpy(labels), 50, torch.Generator().manual_seed(1))
+    c = sample_pixels(labels, 50, torch.Generator().manual_seed(2))
+    assert torch.equal(a.indices, b.indices) and torch.equal(a.classes, b.classes)
+    assert not torch.equal(a.indices, c.indices)
+    assert len(sample_pixels(np.full((4, 4), -1), 10).indices) == 0
+
+
+# --- similarity head and loss ----------------------------------------------------------------------
+
+
+def test_head_affine_equals_eval_batchnorm():
+    torch.manual_seed(0)
+    head = SimilarityHead()
+    head(torch.randn(20, 8) + 1, torch.randn(30, 8))  # training step updates the running statistics
+    with torch.no_grad():
+        head.bn.weight.fill_(0.7)
+        head.bn.bias.fill_(-0.2)
+    head.eval()
+    a, b = torch.randn(5, 8), torch.randn(6, 8)
+    assert torch.allclose(head(a, b), head.normalize(a @ b.t()), atol=1e-5)
+
+
+def test_pairwise_loss_is_bce_over_every_pair():
+    torch.manual_seed(0)
+    head = SimilarityHead()
+    emb_a, emb_b = torch.randn(4, 6, 7), torch.randn(4, 6, 7)
+    labels = np.zeros((6, 7), dtype=np.int64)
+    labels[:, 4:] = 1
+    pa = sample_pixels(labels, 5, torch.Generator().manual_seed(0))
+    pb = sample_pixels(labels, 3, torch.Generator().manual_seed(1))
+    loss = pairwise_loss(emb_a, pa, emb_b, pb, head)
+    a, b = gather_embeddings(emb_a, pa.indices), gather_embeddings(emb_b, pb.indices)
+    assert a.shape == (10, 4) and torch.allclose(a[0], emb_a.flatten(1)[:, pa.indices[0]])
+    scores = (a @ b.t()).reshape(-1)
+    logits = (scores - scores.mean()) / torch.sqrt(scores.var(unbiased=False) + head.bn.eps)
+    targets = (pa.classes[:, None] == pb.classes[None, :]).float().reshape(-1)
+    assert torch.allclose(loss, F.binary_cross_entropy_with_logits(logits, targets), atol=1e-5)
+
+
+def _two_region_frame(split: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """48x64 frame: red left of `split`, blue right, with noise; labels 0 / 1."""
+    frame = np.zeros((48, 64, 3), dtype=np.float64)
+    frame[:, :split] = (200, 40, 40)
+    frame[:, split:] = (40, 60, 200)
+    frame += rng.normal(0, 20, frame.shape)
+    labels = np.zeros((48, 64), dtype=np.int64)
+    labels[:, split:] = 1
+    return np.clip(frame, 0, 255).astype(np.uint8), labels
+
+
+def test_sgd_iterations_lower_the_pairwise_loss():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    model = _tiny(input_size=(48, 64))
+    frame_a, labels_a = _two_region_frame(28, rng)
+    frame_b, labels_b = _two_region_frame(36, rng)
+    images = model.preprocess(np.stack([frame_a, frame_b]))
+    half_a, half_b = labels_a[::2, ::2], labels_b[::2, ::2]  # labels on the H/2 embedding grid
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    generator = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(25):
+        emb = model(images)
+        pa, pb = sample_pixels(half_a, 50, generator), sample_pixels(half_b, 50, generator)
+        loss = pairwise_loss(emb[0], pa, emb[1], pb, model.head)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:3])
+
+
+# --- Lite0 ImageNet weights --------------------------------------------------------------------------
+
+
+def test_lite0_wheel_weights_classify_chelsea_as_a_cat():
+    from skimage import data
+
+    model = build_lite0_classifier()
+    x = preprocess_frames(data.chelsea(), (224, 224), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    with torch.no_grad():
+        predicted = int(model(x).argmax(1))
+    assert 281 <= predicted <= 285  # ImageNet cats
+
+
+def test_lite0_backbone_levels_and_stride():
+    single = build_backbone("efficientnet-lite0", pretrained="none", feature_levels=(4,))
+    multi = build_backbone("efficientnet-lite0", pretrained="none")  # default: stages 2, 3, 4
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        assert single.eval()(x).shape == (1, 320, 8, 12)
+        assert multi.eval()(x).shape == (1, 40 + 112 + 320, 8, 12) and multi.level_channels == (40, 112, 320)
+    assert single.mean == (0.5, 0.5, 0.5)
+    with pytest.raises(ValueError, match="ImageNet weights only"):
+        build_backbone("efficientnet-lite0", pretrained="coco")
