@@ -3,7 +3,9 @@
 Prints (and writes as JSON): backbone milliseconds per frame at 240x427 and 480x854; label-transfer
 time per frame and its GFLOP/s beside this machine's matmul GFLOP/s measured in the same run; the
 propagation (decode + transfer + upsample) time per frame; peak memory; and, with a DAVIS root, one-shot
-J on the validation videos for ImageNet features without Siamese training versus the checkpoint.
+J on the validation videos for ImageNet features without Siamese training versus the checkpoint. A
+backbone without ImageNet weights (the tiny test backbone; ResNet offline) is compared with its random
+initialisation instead, reported as "random_features" with the reason in "one_shot_baseline".
 Times depend on the machine: compare the ratios printed beside them.
 """
 
@@ -22,10 +24,11 @@ import numpy as np
 import torch
 
 from .checkpoint import default_checkpoint_path, load_checkpoint
-from .config import TransferConfig
+from .config import ModelConfig, TransferConfig
 from .data.davis import DavisReader
 from .device import resolve_device
 from .evaluate import one_shot_benchmark
+from .model.backbones import WeightsUnavailableError
 from .model.siamese import SiameseEmbedder, build_model
 from .transfer import transfer_labels
 
@@ -78,6 +81,26 @@ def transfer_figures(model: SiameseEmbedder, transfer: TransferConfig, num_class
             "decode_seconds_per_frame": decode, "references": int(len(refs)), "grid": [height, width]}
 
 
+def untrained_baseline(config: ModelConfig, device: torch.device) -> tuple[str, SiameseEmbedder, str | None]:
+    """The checkpoint's architecture without Siamese training: (name, model in eval mode, why not ImageNet).
+
+    ImageNet weights when the backbone has them ("imagenet_features"); otherwise its random initialisation
+    ("random_features", seeded), with the reason.
+    """
+    reason = None
+    try:
+        model = build_model(replace(config, pretrained="imagenet"))
+        if model.backbone.weights != "imagenet":
+            reason = f"{config.backbone} has no ImageNet weights"
+    except WeightsUnavailableError as error:
+        reason = f"ImageNet weights for {config.backbone} unavailable ({error})"
+    if reason is None:
+        return "imagenet_features", model.to(device).eval(), None
+    log.warning("one-shot baseline: %s; comparing with random backbone weights instead", reason)
+    torch.manual_seed(0)
+    return "random_features", build_model(replace(config, pretrained="none")).to(device).eval(), reason
+
+
 def peak_memory_mb(device: torch.device) -> dict:
     out = {"max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if device.type == "cuda":
@@ -117,11 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.davis_root is not None:
         reader = DavisReader(args.davis_root)
         sequences = reader.sequences("val")
-        # Without Siamese training: a fresh ImageNet backbone's features, compared directly (no decoder).
-        imagenet = build_model(replace(config, pretrained="imagenet")).to(device).eval()
+        # Without Siamese training: a fresh backbone's features, compared directly (no decoder).
+        name, baseline, reason = untrained_baseline(config, device)
+        report["one_shot_baseline"] = {"features": name, "reason": reason}
         report["one_shot_J"] = {
-            "imagenet_features": one_shot_benchmark(imagenet, reader, sequences, transfer, args.stride,
-                                                    raw_features=True),
+            name: one_shot_benchmark(baseline, reader, sequences, transfer, args.stride, raw_features=True),
             "checkpoint": one_shot_benchmark(model, reader, sequences, transfer, args.stride),
         }
         for name, values in report["one_shot_J"].items():
@@ -149,6 +172,8 @@ def _print(report: dict) -> None:
         for name, values in report["one_shot_J"].items():
             per = ", ".join(f"{k} {v:.3f}" for k, v in values.items() if k != "mean")
             print(f"one-shot J, {name}: mean {values['mean']:.3f} ({per})")
+        if report["one_shot_baseline"]["reason"]:
+            print(f"(no ImageNet baseline: {report['one_shot_baseline']['reason']})")
     print(f"peak memory: {report['peak_memory']}")
 
 

@@ -44,6 +44,9 @@ class ModelConfig:
     # L2-normalise each backbone level before the decoder: the levels' magnitudes differ by orders, and
     # the same normalisation is what makes raw ImageNet features transfer well (see feature_embeddings).
     normalize_features: bool = True
+    # random: the usual initialisation. identity (needs embedding_dim == backbone channels): the transposed
+    # conv starts as a copy of its input, so training starts from the ImageNet features' own similarity.
+    decoder_init: str = "random"
 
 
 @dataclass
@@ -107,6 +110,14 @@ class ScribbleConfig:
     far_background_fraction: float = 0.25
     # Without any background label, this fraction of the frame's least object-similar pixels is background.
     least_similar_fraction: float = 0.25
+    # True: least-similar background until the first background stroke, on top of far-away background.
+    # False: only while there is no background at all (far-away background included).
+    least_similar_until_stroke: bool = True
+    # Densify the scribbled frames before propagating: transfer from the scribbles to those frames, refine
+    # with the CRF, and use the result (minus a 1-pixel band at its boundaries; scribbles win) as the
+    # reference. Transfer from a whole mask is far better than from thin strokes (one-shot J ~0.75).
+    dense_reference: bool = False
+    dense_reference_crf: bool = True
 
 
 @dataclass

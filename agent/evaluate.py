@@ -13,19 +13,12 @@ from . import davis_compat  # noqa: F401
 from .config import TransferConfig
 from .data.davis import VOID_LABEL, DavisReader
 from .model.siamese import SiameseEmbedder
+from .scribbles import grid_labels
 from .transfer import transfer_labels
 
 from davisinteractive.metrics import batched_jaccard  # isort: skip  (after davis_compat)
 
 log = logging.getLogger(__name__)
-
-
-def grid_labels(mask: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
-    """A full-size (H, W) mask -> (h, w) int64 labels on the embedding grid (nearest); void -> -1."""
-    labels = torch.from_numpy(mask.astype(np.int64))[None, None].float()
-    small = F.interpolate(labels, size=size, mode="nearest")[0, 0].long()
-    small[small == VOID_LABEL] = -1
-    return small
 
 
 @torch.no_grad()

