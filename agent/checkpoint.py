@@ -156,3 +156,24 @@ def default_checkpoint_path() -> Path:
             f"the shipped checkpoint {DEFAULT_CHECKPOINT} is missing: reinstall the package or pass --checkpoint"
         )
     return DEFAULT_CHECKPOINT
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m agent.checkpoint SRC DST [--half]: re-save a checkpoint (e.g. fp16 for shipping)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m agent.checkpoint", description=main.__doc__)
+    parser.add_argument("source", type=Path)
+    parser.add_argument("destination", type=Path)
+    parser.add_argument("--half", action="store_true", help="store weights as fp16 (half the size)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        model, config, extra = load_checkpoint(args.source)
+    except CheckpointError as error:
+        parser.exit(2, f"error: {error}\n")
+    save_checkpoint(args.destination, model, config, extra, half=args.half)
+
+
+if __name__ == "__main__":
+    main()
