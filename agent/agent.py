@@ -112,9 +112,12 @@ class InteractiveAgent(Predictor):
 
         propagation_start = time.perf_counter()
         refs, ref_labels = reference_set(self.model, features, labels, self._grid)
+        crf = None
+        if plan.use_crf:
+            crf = self.config.crf if plan.crf_scale is None else dataclasses.replace(self.config.crf, scale=plan.crf_scale)
         result = propagate(
             self.model, features, refs, ref_labels, num_classes, self._frames, self._grid, self.config.transfer,
-            self.config.crf if plan.use_crf else None, generator=self._generator,
+            crf, generator=self._generator,
         )
         self._seconds_per_frame[plan.use_crf] = (time.perf_counter() - propagation_start) / len(self._frames)
         self._confidence = result.confidence

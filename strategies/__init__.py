@@ -5,10 +5,11 @@ from __future__ import annotations
 import importlib
 
 from .base import RoundPlan, Strategy
+from .cpu import CPUStrategy
 from .no_finetune import NoFinetuneStrategy
 from .paper import PaperStrategy
 
-REGISTRY: dict[str, type] = {cls.name: cls for cls in (PaperStrategy, NoFinetuneStrategy)}
+REGISTRY: dict[str, type] = {cls.name: cls for cls in (PaperStrategy, NoFinetuneStrategy, CPUStrategy)}
 
 
 class UnknownStrategyError(ValueError):

@@ -15,6 +15,7 @@ class RoundPlan:
     finetune_seconds: float = 0.0  # fine-tuning budget; 0 = pure label transfer
     early_stop_loss: float = 0.04  # stop fine-tuning once the maximum loss falls below this
     use_crf: bool = False
+    crf_scale: float | None = None  # run the CRF on frames downscaled by this factor (None: the config's)
     # Ask the evaluator to scribble next on one of this many least-confident frames (None: its own choice).
     frame_candidates: int | None = None
     # Seconds left for the sample when the round starts; the session fills it in, the agent keeps

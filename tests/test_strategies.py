@@ -42,3 +42,10 @@ def test_user_strategy_by_module_path():
 def test_unknown_strategy_is_a_clear_error(name):
     with pytest.raises(UnknownStrategyError, match="strateg"):
         get_strategy(name)
+
+
+def test_cpu_strategy_fast_first_round_then_half_resolution_crf():
+    plans = [get_strategy("cpu").plan(i, 240.0, INFO) for i in range(1, 9)]
+    assert all(p.finetune_seconds == 0 for p in plans)
+    assert [p.use_crf for p in plans[:3]] == [False, True, True]
+    assert all(p.crf_scale == 0.5 for p in plans)
