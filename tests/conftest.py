@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DAVIS = REPO.parent / "shared" / "davis"
@@ -25,3 +26,12 @@ def shared_davis() -> Path:
     if not (SHARED_DAVIS / "JPEGImages").is_dir():
         pytest.skip("real DAVIS not found at ../shared/davis")
     return SHARED_DAVIS
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread: tiny tensors gain nothing from more, and they thrash on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -15,13 +15,7 @@ from agent.config import ModelConfig
 from agent.model import WeightsUnavailableError, build_model
 from agent.model.backbones import lite0_wheel_path
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

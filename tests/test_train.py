@@ -27,13 +27,7 @@ TINY_ARGS = ["--backbone", "tiny", "--pretrained", "none", "--input-size", "48x8
              "--device", "cpu"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: tiny tensors gain nothing from more, and they thrash on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(autouse=True)
