@@ -9,7 +9,9 @@ Why these choices (measured on the 5 DAVIS val videos x 3 scribbles; figures in 
   0 s, and the round-1 latency is spent at J = 0).
 - CRF from round 2 on frames downscaled by 2: the largest single gain we measured (on the 5 videos'
   first scribbles, round 2 has identical inputs with and without it: mean J 0.68 -> 0.77), at about a
-  quarter of the full-resolution CRF's cost (~2 s more per round on a 50-frame video).
+  quarter of the full-resolution CRF's cost (~2 s more per round on a 50-frame video). Caveat: on
+  car-shadow + libby, `no-finetune` (full-resolution CRF from round 3) ended slightly higher (AUC 0.688
+  vs 0.672), so half resolution loses some accuracy in later rounds; not yet measured on all 5 videos.
 """
 
 from __future__ import annotations
