@@ -77,14 +77,19 @@ def save_checkpoint(
     return path
 
 
+def first_line(error: BaseException) -> str:
+    """An exception's first message line (its type name when it has no message), for one-line errors."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def _read(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a checkpoint ({first})") from error
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a checkpoint ({first_line(error)})") from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path} is not a {FORMAT} checkpoint")
     for key in ("model_config", "state_dict"):

@@ -38,7 +38,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError, save_checkpoint
+from .checkpoint import CheckpointError, first_line, save_checkpoint
 from .config import ModelConfig, TrainConfig, TransferConfig, from_dict, to_dict
 from .data.davis import DatasetError, DavisReader
 from .device import resolve_device
@@ -275,8 +275,9 @@ def _load_training_state(path: Path, model: SiameseEmbedder, optimizer, device: 
     except CheckpointError:
         raise
     except Exception as error:  # corrupt file, wrong format
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"cannot resume from {path} ({first}): delete it or pick another --output-dir") from error
+        raise CheckpointError(
+            f"cannot resume from {path} ({first_line(error)}): delete it or pick another --output-dir"
+        ) from error
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
