@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from strategies.base import RoundPlan
 
@@ -33,7 +32,7 @@ from .finetune import FinetuneStats, finetune
 from .model.siamese import SiameseEmbedder
 from .predictor import Predictor
 from .propagate import propagate, reference_set
-from .scribbles import ScribbleMemory, grid_labels
+from .scribbles import ScribbleMemory
 from .transfer import transfer_labels
 
 log = logging.getLogger(__name__)
@@ -101,8 +100,6 @@ class InteractiveAgent(Predictor):
         num_classes = 1 + (self.num_objects or max(self.memory.object_ids() | {0}))
         features = self._backbone_features()
         labels = self._scribble_labels(features)
-        if self.config.scribbles.dense_reference:
-            labels = self._dense_labels(features, labels, num_classes)
 
         budget = self._finetune_budget(plan, time.perf_counter() - started)
         self.last_finetune = finetune(
@@ -151,25 +148,6 @@ class InteractiveAgent(Predictor):
             raw = torch.from_numpy(self.memory.raw_labels(frame))
             similarity = self._object_similarity(features[frame], raw)
             out[frame] = torch.from_numpy(self.memory.labels(frame, similarity))
-        return out
-
-    def _dense_labels(
-        self, features: torch.Tensor, labels: dict[int, torch.Tensor], num_classes: int
-    ) -> dict[int, torch.Tensor]:
-        """The scribbled frames' own prediction (transfer from the scribbles, + CRF), with the scribbles
-        kept as they are and a one-pixel band at the predicted boundaries left unlabeled."""
-        frames = sorted(labels)
-        refs, ref_labels = reference_set(self.model, features, labels, self._grid)
-        crf = self.config.crf if self.config.scribbles.dense_reference_crf else None
-        predicted = propagate(self.model, features[frames], refs, ref_labels, num_classes, self._frames[frames],
-                              self._grid, self.config.transfer, crf, generator=self._generator).labels
-        out = {}
-        for frame, full in zip(frames, predicted, strict=True):
-            dense = grid_labels(full, self._grid)
-            band = torch.from_numpy(ndimage.maximum_filter(dense.numpy(), 3) != ndimage.minimum_filter(dense.numpy(), 3))
-            dense[band] = -1
-            sparse = labels[frame]
-            out[frame] = torch.where(sparse >= 0, sparse, dense)
         return out
 
     @torch.no_grad()

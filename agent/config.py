@@ -113,11 +113,6 @@ class ScribbleConfig:
     # True: least-similar background until the first background stroke, on top of far-away background.
     # False: only while there is no background at all (far-away background included).
     least_similar_until_stroke: bool = True
-    # Densify the scribbled frames before propagating: transfer from the scribbles to those frames, refine
-    # with the CRF, and use the result (minus a 1-pixel band at its boundaries; scribbles win) as the
-    # reference. Transfer from a whole mask is far better than from thin strokes (one-shot J ~0.75).
-    dense_reference: bool = False
-    dense_reference_crf: bool = True
 
 
 @dataclass
