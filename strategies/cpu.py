@@ -7,11 +7,11 @@ Why these choices (measured on the 5 DAVIS val videos x 3 scribbles; figures in 
   to more rounds of propagation and to the CRF instead.
 - No CRF in round 1: the first mask arrives as early as possible (the AUC integrates J over time from
   0 s, and the round-1 latency is spent at J = 0).
-- CRF from round 2 on frames downscaled by 2: the largest single gain we measured (on the 5 videos'
-  first scribbles, round 2 has identical inputs with and without it: mean J 0.68 -> 0.77), at about a
-  quarter of the full-resolution CRF's cost (~2 s more per round on a 50-frame video). Caveat: on
-  car-shadow + libby, `no-finetune` (full-resolution CRF from round 3) ended slightly higher (AUC 0.688
-  vs 0.672), so half resolution loses some accuracy in later rounds; not yet measured on all 5 videos.
+- CRF from round 2 on frames downscaled by 2: the largest single gain we saw (in a development run on
+  the 5 videos' first scribbles, round 2 with identical inputs went from mean J 0.68 without it to 0.77),
+  at about a quarter of the full-resolution CRF's cost. Caveat: on car-shadow + libby, `no-finetune`
+  (full-resolution CRF from round 3) ended higher after round 8 (J 0.737 vs 0.714), so half resolution
+  loses some accuracy in later rounds; not yet measured on all 5 videos.
 """
 
 from __future__ import annotations
