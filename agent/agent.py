@@ -5,10 +5,15 @@ least-similar background while no background label exists), fine-tune decoder + 
 scribbled frame so far for the strategy's budget, then transfer labels from all scribbled pixels to
 every frame (+ dense CRF when the plan says so).
 
+Work is reused, not redone: rounds without fine-tuning only compare every frame with the pixels that are
+new this round (ReferencePool keeps each frame's running top-k; it starts over when the model changed or
+a pooled pixel lost its label), and the CRF's frames go to one worker process per core.
+
 What is cached, and why the timing stays honest: the backbone is frozen on CPU, so its features of
 every frame cannot change within a sample; they are computed once, inside the first round's timed
 window, and reused. Decoder and head are reset to the pretrained weights at every `start`, so nothing
-leaks between samples.
+leaks between samples. The CRF worker processes are started once when the agent is built (like the
+library imports), before any sample's clock runs.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import torch
 
 from strategies.base import RoundPlan
 
+from . import crf
 from .checkpoint import default_checkpoint_path, load_checkpoint
 from .config import AgentConfig
 from .data.davis import DatasetError
@@ -32,6 +38,7 @@ from .finetune import FinetuneStats, finetune
 from .model.siamese import SiameseEmbedder
 from .predictor import Predictor
 from .propagate import propagate, reference_set
+from .reference_pool import ReferencePool
 from .scribbles import ScribbleMemory
 from .transfer import transfer_labels
 
@@ -56,6 +63,7 @@ class InteractiveAgent(Predictor):
         # The first optimizer built in a process imports torch's compiler stack (~2 s): a one-off
         # library import, paid here rather than inside the first timed interaction.
         torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.0)
+        crf.warm_up(self.config.crf)  # likewise: start the CRF's worker processes now
 
     @classmethod
     def from_pretrained(
@@ -86,6 +94,8 @@ class InteractiveAgent(Predictor):
         self._seconds_per_frame: dict[bool, float] = {}  # measured propagation cost, without / with CRF
         self._confidence: np.ndarray | None = None
         self._round = 0
+        incremental = self.config.transfer.incremental and self.config.transfer.aggregation == "topk"
+        self._pool = ReferencePool(len(frames), self._grid, self.config.transfer) if incremental else None
         self._generator = torch.Generator().manual_seed(self.config.seed)
 
     def step(self, scribbles: dict, plan: RoundPlan | None = None) -> np.ndarray:
@@ -108,13 +118,21 @@ class InteractiveAgent(Predictor):
         )
 
         propagation_start = time.perf_counter()
-        refs, ref_labels = reference_set(self.model, features, labels, self._grid)
-        crf = None
+        crf_config = None
         if plan.use_crf:
-            crf = self.config.crf if plan.crf_scale is None else dataclasses.replace(self.config.crf, scale=plan.crf_scale)
+            crf_config = dataclasses.replace(self.config.crf, scale=plan.crf_scale or self.config.crf.scale)
+        if self._pool is not None:
+            # The model changed if fine-tuning took a step: similarities to the old pool are stale.
+            self._pool.update(self.model, features, labels, num_classes, rebuild=self.last_finetune.steps > 0,
+                              generator=self._generator)
+            refs = ref_labels = None
+            scorer = lambda start, stop: self._pool.scores(self.model, start, stop)  # noqa: E731
+        else:
+            refs, ref_labels = reference_set(self.model, features, labels, self._grid)
+            scorer = None
         result = propagate(
             self.model, features, refs, ref_labels, num_classes, self._frames, self._grid, self.config.transfer,
-            crf, generator=self._generator,
+            crf_config, generator=self._generator, scorer=scorer,
         )
         self._seconds_per_frame[plan.use_crf] = (time.perf_counter() - propagation_start) / len(self._frames)
         self._confidence = result.confidence

@@ -75,6 +75,11 @@ class TransferConfig:
     # interpolation, so stride 4 is 4x cheaper and, for a fixed reference budget, measured more accurate
     # (one-shot J 0.78 vs 0.71 at 4096 references).
     grid_stride: int = 4
+    # Rounds without fine-tuning keep every frame's running top-k and compare it only with the pixels
+    # labelled since the last round, at most this many per class (see reference_pool.py); False: full
+    # transfer from a fresh sample of max_reference_pixels per class every round.
+    incremental: bool = True
+    max_new_reference_pixels: int = 1024
 
 
 @dataclass
@@ -145,6 +150,9 @@ class CRFConfig:
     # <1 runs the CRF on a downscaled frame (sxy scaled along) and upsamples the marginals: ~1/scale^2
     # faster (a 480x854 frame with 2 classes takes ~0.5-0.8 s on one CPU core at 1.0).
     scale: float = 1.0
+    # Processes that refine frames in parallel (pydensecrf is single-threaded and holds the GIL);
+    # 0 = one per CPU core, 1 = in the calling process. 2 workers: 1.8x faster on 2 cores.
+    workers: int = 0
 
 
 @dataclass

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import logging
+import math
+import multiprocessing
+import os
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 
+import cv2
 import numpy as np
 import pydensecrf.densecrf as dcrf
-from skimage.transform import resize
 
 from .config import CRFConfig
 
@@ -62,6 +67,14 @@ def _mean_field(image: np.ndarray, prob: np.ndarray, config: CRFConfig, scale: f
     return marginals.reshape(num_classes, height, width)
 
 
+def _resize_channels(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of (C, h, w) float maps to (C, *size) float32."""
+    return np.stack([
+        cv2.resize(np.ascontiguousarray(m, dtype=np.float32), size[::-1], interpolation=cv2.INTER_LINEAR)
+        for m in maps
+    ])
+
+
 def probabilities(image: np.ndarray, scores: np.ndarray, config: CRFConfig | None = None) -> np.ndarray:
     """Mean-field marginals (C, H, W) float32 of the dense CRF over `scores` on `image`."""
     config = config or CRFConfig()
@@ -73,12 +86,12 @@ def probabilities(image: np.ndarray, scores: np.ndarray, config: CRFConfig | Non
     if config.scale == 1:
         return _mean_field(image, prob, config, 1.0)
     small = (max(1, round(height * config.scale)), max(1, round(width * config.scale)))
-    # Anti-aliased image so the bilateral term sees averaged colours, not aliasing.
-    small_image = resize(image, small, order=1, anti_aliasing=True, preserve_range=True)
-    small_image = np.clip(np.rint(small_image), 0, 255).astype(np.uint8)
-    small_prob = resize(prob, (num_classes, *small), order=1, anti_aliasing=False).astype(np.float32)
+    # OpenCV resizes (~100x faster than skimage's here, which cost as much as the CRF itself): area
+    # averaging for the image so the bilateral term sees averaged colours, bilinear for probabilities.
+    small_image = cv2.resize(np.ascontiguousarray(image, dtype=np.uint8), small[::-1], interpolation=cv2.INTER_AREA)
+    small_prob = _resize_channels(prob, small)
     marginals = _mean_field(small_image, small_prob, config, small[0] / height)
-    up = resize(marginals, (num_classes, height, width), order=1, anti_aliasing=False).astype(np.float32)
+    up = _resize_channels(marginals, (height, width))
     return up / np.maximum(up.sum(axis=0, keepdims=True), _MIN_PROBABILITY)
 
 
@@ -87,16 +100,61 @@ def refine(image: np.ndarray, scores: np.ndarray, config: CRFConfig | None = Non
     return probabilities(image, scores, config).argmax(axis=0).astype(np.int64)
 
 
+def worker_count(config: CRFConfig) -> int:
+    """Processes refine_frames uses: config.workers, 0 = one per CPU core."""
+    return config.workers if config.workers > 0 else (os.cpu_count() or 1)
+
+
+_POOLS: dict[int, ProcessPoolExecutor] = {}
+
+
+def _worker_init() -> None:
+    cv2.setNumThreads(1)  # the workers already fill the cores; OpenCV's own threads would only contend
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """A process pool kept for the whole run: pydensecrf holds the GIL, so frames go to processes.
+
+    fork where the platform has it: forkserver and spawn re-run the user's `__main__`, which breaks any
+    script without an `if __name__ == "__main__"` guard. The workers never touch torch or OpenMP, so
+    forking after torch has started its threads is safe for them."""
+    if workers not in _POOLS:
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        _POOLS[workers] = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init)
+    return _POOLS[workers]
+
+
+def warm_up(config: CRFConfig | None = None) -> None:
+    """Start the worker processes and import pydensecrf in each (a one-off cost, kept out of timed work)."""
+    config = config or CRFConfig()
+    workers = worker_count(config)
+    if workers > 1:
+        image = np.zeros((8, 8, 3), np.uint8)
+        scores = np.zeros((2, 8, 8), np.float32)
+        list(worker_pool(workers).map(partial(refine, config=config), [image] * workers, [scores] * workers))
+
+
 def refine_frames(
     images: np.ndarray | Sequence[np.ndarray],
     scores: np.ndarray | Sequence[np.ndarray],
     config: CRFConfig | None = None,
 ) -> np.ndarray:
-    """refine() per frame: images (T, H, W, 3) uint8, scores (T, C, H, W) -> (T, H, W) int64."""
+    """refine() per frame: images (T, H, W, 3) uint8, scores (T, C, H, W) -> (T, H, W) int64.
+    Frames are spread over worker_count(config) processes (1: in this process)."""
+    config = config or CRFConfig()
     if len(images) != len(scores):
         raise ValueError(f"{len(images)} images but {len(scores)} score maps")
     if len(images) == 0:
         raise ValueError("refine_frames needs at least one frame")
-    out = np.stack([refine(image, score, config) for image, score in zip(images, scores, strict=True)])
+    workers = min(worker_count(config), len(images))
+    if workers > 1:
+        for image, score in zip(images, scores, strict=True):
+            _check(image, score, config)  # fail here with one clear line, not inside a worker
+        chunk = math.ceil(len(images) / workers)
+        out = np.stack(list(worker_pool(worker_count(config)).map(
+            partial(refine, config=config), images, scores, chunksize=chunk)))
+    else:
+        out = np.stack([refine(image, score, config) for image, score in zip(images, scores, strict=True)])
     log.debug("CRF refined %d frames", len(out))
     return out

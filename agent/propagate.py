@@ -5,6 +5,7 @@ optionally refined by the dense CRF. Frames go through in batches so memory stay
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,8 +48,8 @@ def reference_set(
 def propagate(
     model: SiameseEmbedder,
     features: torch.Tensor,
-    ref_embeddings: torch.Tensor,
-    ref_labels: torch.Tensor,
+    ref_embeddings: torch.Tensor | None,
+    ref_labels: torch.Tensor | None,
     num_classes: int,
     frames: np.ndarray,
     grid: tuple[int, int],
@@ -56,19 +57,25 @@ def propagate(
     crf_config: CRFConfig | None,
     batch: int = 8,
     generator: torch.Generator | None = None,
+    scorer: Callable[[int, int], torch.Tensor] | None = None,
 ) -> Propagation:
     """Labels for every frame. features: (T, C, h8, w8) cached backbone features; frames: (T, H, W, 3)
-    uint8 (the output size and the CRF's image); grid: the embedding grid; crf_config None = no CRF."""
+    uint8 (the output size and the CRF's image); grid: the embedding grid; crf_config None = no CRF.
+    scorer(start, stop) -> (B, C, h, w) scores replaces the transfer from ref_embeddings (e.g. a
+    ReferencePool's running top-k)."""
     device = next(model.parameters()).device
     num_frames, height, width = frames.shape[:3]
     labels = np.empty((num_frames, height, width), np.int64)
     confidence = np.empty(num_frames, np.float32)
     for start in range(0, num_frames, batch):
         stop = min(start + batch, num_frames)
-        query = model.decode(features[start:stop].float().to(device), grid)
-        result = transfer_labels(query, ref_embeddings, ref_labels, transfer_config, model.head,
-                                 num_classes=num_classes, generator=generator)
-        scores = result.scores  # a class without references scores transfer.ABSENT_SCORE (finite)
+        if scorer is not None:
+            scores = scorer(start, stop).to(device)
+        else:
+            query = model.decode(features[start:stop].float().to(device), grid)
+            scores = transfer_labels(query, ref_embeddings, ref_labels, transfer_config, model.head,
+                                     num_classes=num_classes, generator=generator).scores
+        # a class without references scores transfer.ABSENT_SCORE (finite)
         top2 = scores.topk(min(2, num_classes), dim=1).values
         margin = top2[:, 0] - top2[:, -1] if num_classes > 1 else top2[:, 0]
         confidence[start:stop] = margin.mean((1, 2)).cpu().numpy()

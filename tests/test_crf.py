@@ -80,3 +80,14 @@ def test_bad_inputs_raise() -> None:
         refine(image, scores, CRFConfig(score_temperature=0.0))
     with pytest.raises(ValueError):
         refine_frames([image], [scores, scores])
+
+
+def test_worker_processes_give_the_in_process_labels() -> None:
+    frames = [synthetic(seed) for seed in range(3)]
+    images = np.stack([f[0] for f in frames])
+    scores = np.stack([f[1] for f in frames])
+    serial = refine_frames(images, scores, CRFConfig(scale=0.5, workers=1))
+    parallel = refine_frames(images, scores, CRFConfig(scale=0.5, workers=2))
+    np.testing.assert_array_equal(parallel, serial)
+    with pytest.raises(ValueError, match="NaN"):  # checked before any worker sees it
+        refine_frames(images, np.full_like(scores, np.nan), CRFConfig(workers=2))
