@@ -2,7 +2,9 @@
 
 Prints (and writes as JSON): backbone milliseconds per frame at 240x427 and 480x854; label-transfer
 time per frame and its GFLOP/s beside this machine's matmul GFLOP/s measured in the same run; the
-propagation (decode + transfer + upsample) time per frame; peak memory; and, with a DAVIS root, one-shot
+decoder's time per frame; what a later round costs per frame (the incremental reference pool's update
+against a full transfer, and the dense CRF at half and full resolution, in one process and on every
+core); peak memory; and, with a DAVIS root, one-shot
 J on the validation videos for ImageNet features without Siamese training versus the checkpoint. A
 backbone without ImageNet weights (the tiny test backbone; ResNet offline) is compared with its random
 initialisation instead, reported as "random_features" with the reason in "one_shot_baseline".
@@ -20,16 +22,20 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
+from skimage import data as skimage_data
 
 from .checkpoint import default_checkpoint_path, load_checkpoint
-from .config import ModelConfig, TransferConfig
+from .config import CRFConfig, ModelConfig, TransferConfig
+from .crf import refine_frames, warm_up, worker_count
 from .data.davis import DavisReader
 from .device import resolve_device
 from .evaluate import one_shot_benchmark
 from .model.backbones import WeightsUnavailableError
 from .model.siamese import SiameseEmbedder, build_model
+from .reference_pool import ReferencePool
 from .transfer import transfer_labels
 
 log = logging.getLogger("agent.bench")
@@ -79,6 +85,47 @@ def transfer_figures(model: SiameseEmbedder, transfer: TransferConfig, num_class
     decode = _timed(lambda: model.decode(features.to(device), (height, width)), repeats) / 4
     return {"transfer_seconds_per_frame": seconds, "transfer_gflops": flops / seconds / 1e9,
             "decode_seconds_per_frame": decode, "references": int(len(refs)), "grid": [height, width]}
+
+
+@torch.no_grad()
+def incremental_figures(model: SiameseEmbedder, transfer: TransferConfig, repeats: int, frames: int = 4) -> dict:
+    """Seconds per frame of a later round's reference-pool update: every frame's running top-k against
+    max_new_reference_pixels new pixels per class, after a first round that pooled up to
+    max_reference_pixels per class (two fully labelled frames, two classes)."""
+    device = next(model.parameters()).device
+    features = model.extract_features(torch.randn(frames, 3, *model.config.input_size, device=device))
+    grid = model.embedding_size(stride=transfer.grid_stride)
+    rng = np.random.default_rng(0)
+    labels = {f: rng.integers(0, 2, grid) for f in range(3)}
+    times = []
+    for _ in range(repeats):
+        generator = torch.Generator().manual_seed(0)
+        pool = ReferencePool(frames, grid, transfer)
+        pool.update(model, features, {0: labels[0], 1: labels[1]}, 2, generator=generator)
+        started = time.perf_counter()
+        pool.update(model, features, labels, 2, generator=generator)
+        times.append(time.perf_counter() - started)
+    return {"update_seconds_per_frame": float(np.median(times)) / frames,
+            "new_references_per_class": transfer.max_new_reference_pixels}
+
+
+def crf_figures(size: tuple[int, int], repeats: int, frames: int = 8) -> dict:
+    """Seconds per frame of the dense CRF on a size (H, W) photograph with soft two-class scores, at half
+    and full resolution, in this process and on worker_count() processes."""
+    image = cv2.resize(skimage_data.chelsea(), size[::-1], interpolation=cv2.INTER_AREA)
+    rows, cols = np.mgrid[: size[0], : size[1]]
+    blob = np.exp(-(((rows - size[0] / 2) / (size[0] / 4)) ** 2 + ((cols - size[1] / 2) / (size[1] / 4)) ** 2))
+    noise = np.random.default_rng(0).normal(0, 0.3, size)
+    scores = np.stack([np.zeros(size), 4 * blob - 2 + noise]).astype(np.float32)
+    images, score_maps = np.stack([image] * frames), np.stack([scores] * frames)
+    out = {"frames": frames, "size": list(size), "workers": worker_count(CRFConfig())}
+    for scale in (0.5, 1.0):
+        for workers in (1, 0):
+            config = CRFConfig(scale=scale, workers=workers)
+            warm_up(config)
+            seconds = _timed(lambda config=config: refine_frames(images, score_maps, config), repeats)
+            out[f"scale_{scale}_{'one_process' if workers == 1 else 'workers'}_seconds_per_frame"] = seconds / frames
+    return out
 
 
 def untrained_baseline(config: ModelConfig, device: torch.device) -> tuple[str, SiameseEmbedder, str | None]:
@@ -136,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     report["transfer"] = transfer_figures(model, transfer, num_classes=2, references_per_class=4096,
                                           repeats=args.repeats)
     report["transfer"]["fraction_of_matmul_peak"] = report["transfer"]["transfer_gflops"] / report["matmul_gflops"]
+    if transfer.aggregation == "topk":
+        report["incremental"] = incremental_figures(model, transfer, args.repeats)
+    input_size = tuple(config.input_size)
+    report["crf"] = crf_figures((2 * input_size[0], 2 * input_size[1]), args.repeats)  # frames at 2x the input
 
     if args.davis_root is not None:
         reader = DavisReader(args.davis_root)
@@ -168,6 +219,16 @@ def _print(report: dict) -> None:
     print(f"label transfer ({report['aggregation']}, {t['references']} reference pixels, grid {t['grid']}): "
           f"{1000 * t['transfer_seconds_per_frame']:.1f} ms/frame, {t['transfer_gflops']:.1f} GFLOP/s "
           f"= {100 * t['fraction_of_matmul_peak']:.0f}% of matmul; decode {1000 * t['decode_seconds_per_frame']:.1f} ms/frame")
+    if "incremental" in report:
+        inc = report["incremental"]
+        print(f"later round, incremental pool (+{inc['new_references_per_class']} pixels per class): "
+              f"{1000 * inc['update_seconds_per_frame']:.1f} ms/frame, "
+              f"{t['transfer_seconds_per_frame'] / inc['update_seconds_per_frame']:.1f}x faster than the full transfer")
+    c = report["crf"]
+    for scale in (0.5, 1.0):
+        one, many = (c[f"scale_{scale}_{k}_seconds_per_frame"] for k in ("one_process", "workers"))
+        print(f"dense CRF at scale {scale} of {c['size'][0]}x{c['size'][1]}: {1000 * one:.0f} ms/frame in one "
+              f"process, {1000 * many:.0f} ms/frame on {c['workers']} workers ({one / many:.2f}x)")
     if "one_shot_J" in report:
         for name, values in report["one_shot_J"].items():
             per = ", ".join(f"{k} {v:.3f}" for k, v in values.items() if k != "mean")

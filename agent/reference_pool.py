@@ -146,9 +146,10 @@ class ReferencePool:
                     hi = min(lo + chunk, q.shape[0])
                     for cls, r in refs.items():
                         sims = (q[lo:hi] @ r.t()).cpu()  # (n, M_new)
-                        merged = torch.cat([self._best[start + b, cls, :, lo:hi].t(), sims], dim=1)
-                        top = merged.topk(self.config.topk, dim=1).values  # -inf pads until k references
-                        self._best[start + b, cls, :, lo:hi] = top.t()
+                        if not first:  # the first build has nothing to merge with
+                            sims = torch.cat([self._best[start + b, cls, :, lo:hi].t(), sims], dim=1)
+                        k = min(self.config.topk, sims.shape[1])  # -inf pads until k references
+                        self._best[start + b, cls, :k, lo:hi] = sims.topk(k, dim=1).values.t()
         log.debug("reference pool: +%s pixels per class, now %s", {c: len(r) for c, r in refs.items()}, self._counts)
 
     def scores(self, model: SiameseEmbedder, start: int, stop: int) -> torch.Tensor:

@@ -46,6 +46,11 @@ def test_bench_figures_and_one_shot_j(tiny_checkpoint: Path, tiny_synthetic_root
         assert _positive(transfer[key]), key
     assert transfer["grid"] == [12, 20] and transfer["references"] == 2 * 4096
     assert _positive(report["peak_memory"]["max_rss_mb"])
+    assert _positive(report["incremental"]["update_seconds_per_frame"])
+    assert report["crf"]["size"] == [96, 160]
+    for scale in (0.5, 1.0):
+        for kind in ("one_process", "workers"):
+            assert _positive(report["crf"][f"scale_{scale}_{kind}_seconds_per_frame"])
 
     # The tiny backbone has no ImageNet weights: the baseline is its random initialisation, said so.
     assert report["one_shot_baseline"]["features"] == "random_features"
@@ -57,6 +62,7 @@ def test_bench_figures_and_one_shot_j(tiny_checkpoint: Path, tiny_synthetic_root
         assert all(0.0 <= v <= 1.0 for v in values.values())
 
     printed = capsys.readouterr().out
+    assert "incremental pool" in printed and "dense CRF at scale 0.5" in printed
     assert "one-shot J, checkpoint" in printed and "no ImageNet baseline" in printed
     assert f"written: {output}" in printed
 
