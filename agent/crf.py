@@ -75,24 +75,34 @@ def _resize_channels(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     ])
 
 
+def _crf_inputs(image: np.ndarray, scores: np.ndarray, config: CRFConfig) -> tuple[np.ndarray, np.ndarray, float]:
+    """(image, probabilities, kernel scale) at the CRF's resolution. OpenCV resizes (~100x faster than
+    skimage's here, which cost as much as the CRF itself): area averaging for the image so the bilateral
+    term sees averaged colours, bilinear for probabilities."""
+    num_classes, height, width = scores.shape
+    prob = softmax(scores, config.score_temperature)
+    if config.scale == 1:
+        return image, prob, 1.0
+    small = (max(1, round(height * config.scale)), max(1, round(width * config.scale)))
+    small_image = cv2.resize(np.ascontiguousarray(image, dtype=np.uint8), small[::-1], interpolation=cv2.INTER_AREA)
+    return small_image, _resize_channels(prob, small), small[0] / height
+
+
+def _full_size(marginals: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if marginals.shape[1:] == size:
+        return marginals
+    up = _resize_channels(marginals, size)
+    return up / np.maximum(up.sum(axis=0, keepdims=True), _MIN_PROBABILITY)
+
+
 def probabilities(image: np.ndarray, scores: np.ndarray, config: CRFConfig | None = None) -> np.ndarray:
     """Mean-field marginals (C, H, W) float32 of the dense CRF over `scores` on `image`."""
     config = config or CRFConfig()
     _check(image, scores, config)
-    num_classes, height, width = scores.shape
-    prob = softmax(scores, config.score_temperature)
-    if num_classes == 1 or config.iterations == 0:
-        return prob  # one label (or no inference asked): nothing for the pairwise terms to change
-    if config.scale == 1:
-        return _mean_field(image, prob, config, 1.0)
-    small = (max(1, round(height * config.scale)), max(1, round(width * config.scale)))
-    # OpenCV resizes (~100x faster than skimage's here, which cost as much as the CRF itself): area
-    # averaging for the image so the bilateral term sees averaged colours, bilinear for probabilities.
-    small_image = cv2.resize(np.ascontiguousarray(image, dtype=np.uint8), small[::-1], interpolation=cv2.INTER_AREA)
-    small_prob = _resize_channels(prob, small)
-    marginals = _mean_field(small_image, small_prob, config, small[0] / height)
-    up = _resize_channels(marginals, (height, width))
-    return up / np.maximum(up.sum(axis=0, keepdims=True), _MIN_PROBABILITY)
+    if scores.shape[0] == 1 or config.iterations == 0:
+        return softmax(scores, config.score_temperature)  # nothing for the pairwise terms to change
+    small_image, small_prob, kernel_scale = _crf_inputs(image, scores, config)
+    return _full_size(_mean_field(small_image, small_prob, config, kernel_scale), scores.shape[1:])
 
 
 def refine(image: np.ndarray, scores: np.ndarray, config: CRFConfig | None = None) -> np.ndarray:
@@ -108,21 +118,22 @@ def worker_count(config: CRFConfig) -> int:
 _POOLS: dict[int, ProcessPoolExecutor] = {}
 
 
-def _worker_init() -> None:
-    cv2.setNumThreads(1)  # the workers already fill the cores; OpenCV's own threads would only contend
-
-
 def worker_pool(workers: int) -> ProcessPoolExecutor:
     """A process pool kept for the whole run: pydensecrf holds the GIL, so frames go to processes.
 
     fork where the platform has it: forkserver and spawn re-run the user's `__main__`, which breaks any
     script without an `if __name__ == "__main__"` guard. The workers never touch torch or OpenMP, so
-    forking after torch has started its threads is safe for them."""
+    forking after torch has started its threads is safe for them; they only run pydensecrf and numpy
+    (never OpenCV, whose thread pool does not survive a fork)."""
     if workers not in _POOLS:
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        _POOLS[workers] = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init)
+        _POOLS[workers] = ProcessPoolExecutor(workers, mp_context=context)
     return _POOLS[workers]
+
+
+def _worker_marginals(image: np.ndarray, prob: np.ndarray, scale: float, config: CRFConfig) -> np.ndarray:
+    return _mean_field(image, prob, config, scale)
 
 
 def warm_up(config: CRFConfig | None = None) -> None:
@@ -131,8 +142,9 @@ def warm_up(config: CRFConfig | None = None) -> None:
     workers = worker_count(config)
     if workers > 1:
         image = np.zeros((8, 8, 3), np.uint8)
-        scores = np.zeros((2, 8, 8), np.float32)
-        list(worker_pool(workers).map(partial(refine, config=config), [image] * workers, [scores] * workers))
+        prob = np.full((2, 8, 8), 0.5, np.float32)
+        list(worker_pool(workers).map(partial(_worker_marginals, config=config), [image] * workers,
+                                      [prob] * workers, [1.0] * workers))
 
 
 def refine_frames(
@@ -148,12 +160,19 @@ def refine_frames(
     if len(images) == 0:
         raise ValueError("refine_frames needs at least one frame")
     workers = min(worker_count(config), len(images))
-    if workers > 1:
+    if workers > 1 and scores[0].shape[0] > 1 and config.iterations > 0:
+        # Resizing stays here and only pydensecrf runs in the workers: OpenCV's thread pool does not
+        # survive a fork (a forked child that touches it can hang), so the workers never call OpenCV.
+        inputs = []
         for image, score in zip(images, scores, strict=True):
             _check(image, score, config)  # fail here with one clear line, not inside a worker
+            inputs.append(_crf_inputs(image, score, config))
+        small_images, small_probs, kernel_scales = zip(*inputs, strict=True)
         chunk = math.ceil(len(images) / workers)
-        out = np.stack(list(worker_pool(worker_count(config)).map(
-            partial(refine, config=config), images, scores, chunksize=chunk)))
+        marginals = worker_pool(worker_count(config)).map(
+            partial(_worker_marginals, config=config), small_images, small_probs, kernel_scales, chunksize=chunk)
+        size = scores[0].shape[1:]
+        out = np.stack([_full_size(m, size).argmax(axis=0).astype(np.int64) for m in marginals])
     else:
         out = np.stack([refine(image, score, config) for image, score in zip(images, scores, strict=True)])
     log.debug("CRF refined %d frames", len(out))

@@ -5,13 +5,14 @@ Why these choices (measured on the 5 DAVIS val videos x 3 scribbles; figures in 
   object (`paper` submits only ~4 of 8 rounds in time), and the few steps did not help: after round 1
   (same propagation, no CRF) J was 0.57 with 5 s of fine-tuning against 0.61 without. The time goes
   to more rounds of propagation and to the CRF instead.
-- No CRF in round 1: the first mask arrives as early as possible (the AUC integrates J over time from
-  0 s, and the round-1 latency is spent at J = 0).
+- No CRF in round 1: the first mask arrives as early as possible (the framework's J-over-time curve
+  starts at J = 0 at 0 s and rises linearly to the first mask's J only when that mask is submitted).
 - CRF from round 2 on frames downscaled by 2: the largest single gain we saw (in a development run on
   the 5 videos' first scribbles, round 2 with identical inputs went from mean J 0.68 without it to 0.77),
-  at about a quarter of the full-resolution CRF's cost. Caveat: on car-shadow + libby, `no-finetune`
-  (full-resolution CRF from round 3) ended higher after round 8 (J 0.737 vs 0.714), so half resolution
-  loses some accuracy in later rounds; not yet measured on all 5 videos.
+  at about a quarter of the full-resolution CRF's cost. Full resolution gained little for its price in a
+  robot-driven development run on blackswan (J +0.002 to +0.009 in rounds 2-4, rounds twice as long).
+- Without fine-tuning the model never changes, so every round after the first only compares the frames
+  with the new scribbles' pixels (agent/reference_pool.py): rounds cost mostly the CRF.
 """
 
 from __future__ import annotations
