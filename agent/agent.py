@@ -7,7 +7,7 @@ every frame (+ dense CRF when the plan says so).
 
 Work is reused, not redone: rounds without fine-tuning only compare every frame with the pixels that are
 new this round (ReferencePool keeps each frame's running top-k; it starts over when the model changed or
-a pooled pixel lost its label), and the CRF's frames go to one worker process per core.
+a stroke gives a pooled pixel another class), and the CRF's frames go to one worker process per core.
 
 What is cached, and why the timing stays honest: the backbone is frozen on CPU, so its features of
 every frame cannot change within a sample; they are computed once, inside the first round's timed
@@ -120,7 +120,9 @@ class InteractiveAgent(Predictor):
         propagation_start = time.perf_counter()
         crf_config = None
         if plan.use_crf:
-            crf_config = dataclasses.replace(self.config.crf, scale=plan.crf_scale or self.config.crf.scale)
+            crf_config = self.config.crf
+            if plan.crf_scale is not None:
+                crf_config = dataclasses.replace(crf_config, scale=plan.crf_scale)
         if self._pool is not None:
             # The model changed if fine-tuning took a step: similarities to the old pool are stale.
             self._pool.update(self.model, features, labels, num_classes, rebuild=self.last_finetune.steps > 0,

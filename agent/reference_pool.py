@@ -24,7 +24,7 @@ import torch
 
 from .config import TransferConfig
 from .model.siamese import SiameseEmbedder
-from .transfer import ABSENT_SCORE
+from .transfer import ABSENT_SCORE, _head_affine
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class ReferencePool:
         if not new:
             return
         device = next(model.parameters()).device
-        scale = float(model.head.affine()[0].detach())
+        scale, _ = _head_affine(model.head, device)
         sign = 1.0 if scale >= 0 else -1.0  # a negative BN scale flips the order: keep the bottom k
         frames = sorted({frame for parts in new.values() for frame, _ in parts})
         emb = model.decode(torch.stack([features[f] for f in frames]).float().to(device), self.grid)
@@ -157,7 +157,7 @@ class ReferencePool:
         similarities (ABSENT_SCORE for classes without references), as transfer_labels (topk) gives them."""
         if self._best is None:
             raise RuntimeError("update() the pool before asking for scores")
-        scale, shift = (float(v.detach()) for v in model.head.affine())
+        scale, shift = _head_affine(model.head, self._best.device)
         sign = 1.0 if scale >= 0 else -1.0
         best = self._best[start:stop]
         height, width = self.grid

@@ -43,14 +43,18 @@ def _full_scores(model, features, grid, labels, num_classes, config):
     return transfer_labels(query, refs[lab >= 0], lab[lab >= 0], config, model.head, num_classes=num_classes).scores
 
 
+def _assert_equals_full_transfer(pool, model, features, labels, num_classes):
+    expected = _full_scores(model, features, pool.grid, labels, num_classes, NO_SUBSAMPLING)
+    torch.testing.assert_close(pool.scores(model, 0, len(features)), expected)
+
+
 def test_incremental_rounds_equal_a_full_transfer(model_and_features):
     model, features = model_and_features
     grid = model.embedding_size(stride=4)
     pool = ReferencePool(len(features), grid, NO_SUBSAMPLING)
     round1 = {0: _labels(grid, [(1, (1, 4, 1, 6)), (0, (8, 12, 10, 20))])}
     pool.update(model, features, round1, num_classes=3)
-    full1 = _full_scores(model, features, grid, round1, 3, NO_SUBSAMPLING)
-    torch.testing.assert_close(pool.scores(model, 0, 4), full1)
+    _assert_equals_full_transfer(pool, model, features, round1, 3)
     assert (pool.scores(model, 0, 4)[:, 2] == ABSENT_SCORE).all()  # object 2 has no pixel yet
 
     # Round 2 adds pixels on frame 0 (old ones untouched) and a new frame with the second object.
@@ -58,7 +62,7 @@ def test_incremental_rounds_equal_a_full_transfer(model_and_features):
               2: _labels(grid, [(2, (3, 5, 3, 9)), (0, (0, 2, 0, 20))])}
     pool.update(model, features, round2, num_classes=3)
     assert pool.rebuilds == 0
-    torch.testing.assert_close(pool.scores(model, 0, 4), _full_scores(model, features, grid, round2, 3, NO_SUBSAMPLING))
+    _assert_equals_full_transfer(pool, model, features, round2, 3)
     assert pool.references(1) == 3 * 5 + 2 and pool.references(2) == 2 * 6
 
 
@@ -71,12 +75,12 @@ def test_relabelled_pixel_rebuilds_the_pool_and_receded_background_stays(model_a
     # Background receded (e.g. far-away background shrank): pooled pixels stay, nothing is recomputed.
     pool.update(model, features, {1: _labels(grid, [(1, (1, 4, 1, 6)), (0, (8, 10, 10, 20))])}, num_classes=2)
     assert pool.rebuilds == 0
-    torch.testing.assert_close(pool.scores(model, 0, 4), _full_scores(model, features, grid, first, 2, NO_SUBSAMPLING))
+    _assert_equals_full_transfer(pool, model, features, first, 2)
     # A stroke turns pooled background into the object: the top-k cannot forget, so the pool starts over.
     relabelled = {1: _labels(grid, [(1, (1, 4, 1, 6)), (0, (8, 12, 10, 20)), (1, (8, 9, 10, 12))])}
     pool.update(model, features, relabelled, num_classes=2)
     assert pool.rebuilds == 1
-    torch.testing.assert_close(pool.scores(model, 0, 4), _full_scores(model, features, grid, relabelled, 2, NO_SUBSAMPLING))
+    _assert_equals_full_transfer(pool, model, features, relabelled, 2)
     pool.update(model, features, relabelled, num_classes=2, rebuild=True)  # e.g. the model was fine-tuned
     assert pool.rebuilds == 2
 

@@ -169,7 +169,6 @@ class SiameseEmbedder(nn.Module):
         return self.decode(self.backbone_features(images), embedding_size(tuple(images.shape[-2:])))
 
     @torch.no_grad()
-    @torch.no_grad()
     def extract_features(self, images: torch.Tensor, batch: int = 1) -> torch.Tensor:
         """Backbone features of many frames, batched, in eval mode, kept on CPU (the agent's cache).
         One frame at a time is the fastest on CPU (measured at 240x427: 0.26 s/frame, 0.39 s in batches
