@@ -44,8 +44,8 @@ def test_unknown_strategy_is_a_clear_error(name):
         get_strategy(name)
 
 
-def test_cpu_strategy_fast_first_round_then_half_resolution_crf():
+def test_cpu_strategy_quarter_resolution_crf_first_then_half():
     plans = [get_strategy("cpu").plan(i, 240.0, INFO) for i in range(1, 9)]
     assert all(p.finetune_seconds == 0 for p in plans)
-    assert [p.use_crf for p in plans[:3]] == [False, True, True]
-    assert all(p.crf_scale == 0.5 for p in plans)
+    assert all(p.use_crf for p in plans)
+    assert [p.crf_scale for p in plans[:3]] == [0.25, 0.5, 0.5]
