@@ -109,9 +109,12 @@ def incremental_figures(model: SiameseEmbedder, transfer: TransferConfig, repeat
             "new_references_per_class": transfer.max_new_reference_pixels}
 
 
+CRF_SCALES = (0.25, 0.5, 1.0)  # cpu's round 1, cpu's later rounds, paper / no-finetune
+
+
 def crf_figures(size: tuple[int, int], repeats: int, frames: int = 8) -> dict:
-    """Seconds per frame of the dense CRF on a size (H, W) photograph with soft two-class scores, at half
-    and full resolution, in this process and on worker_count() processes."""
+    """Seconds per frame of the dense CRF on a size (H, W) photograph with soft two-class scores, at the
+    scales the strategies use (quarter, half, full), in this process and on worker_count() processes."""
     image = cv2.resize(skimage_data.chelsea(), size[::-1], interpolation=cv2.INTER_AREA)
     rows, cols = np.mgrid[: size[0], : size[1]]
     blob = np.exp(-(((rows - size[0] / 2) / (size[0] / 4)) ** 2 + ((cols - size[1] / 2) / (size[1] / 4)) ** 2))
@@ -119,7 +122,7 @@ def crf_figures(size: tuple[int, int], repeats: int, frames: int = 8) -> dict:
     scores = np.stack([np.zeros(size), 4 * blob - 2 + noise]).astype(np.float32)
     images, score_maps = np.stack([image] * frames), np.stack([scores] * frames)
     out = {"frames": frames, "size": list(size), "workers": worker_count(CRFConfig())}
-    for scale in (0.5, 1.0):
+    for scale in CRF_SCALES:
         for workers in (1, 0):
             config = CRFConfig(scale=scale, workers=workers)
             warm_up(config)
@@ -225,7 +228,7 @@ def _print(report: dict) -> None:
               f"{1000 * inc['update_seconds_per_frame']:.1f} ms/frame, "
               f"{t['transfer_seconds_per_frame'] / inc['update_seconds_per_frame']:.1f}x faster than the full transfer")
     c = report["crf"]
-    for scale in (0.5, 1.0):
+    for scale in CRF_SCALES:
         one, many = (c[f"scale_{scale}_{k}_seconds_per_frame"] for k in ("one_process", "workers"))
         print(f"dense CRF at scale {scale} of {c['size'][0]}x{c['size'][1]}: {1000 * one:.0f} ms/frame in one "
               f"process, {1000 * many:.0f} ms/frame on {c['workers']} workers ({one / many:.2f}x)")

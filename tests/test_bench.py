@@ -48,7 +48,7 @@ def test_bench_figures_and_one_shot_j(tiny_checkpoint: Path, tiny_synthetic_root
     assert _positive(report["peak_memory"]["max_rss_mb"])
     assert _positive(report["incremental"]["update_seconds_per_frame"])
     assert report["crf"]["size"] == [96, 160]
-    for scale in (0.5, 1.0):
+    for scale in (0.25, 0.5, 1.0):
         for kind in ("one_process", "workers"):
             assert _positive(report["crf"][f"scale_{scale}_{kind}_seconds_per_frame"])
 
