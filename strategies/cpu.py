@@ -8,10 +8,10 @@ Why these choices (measured on the 5 DAVIS val videos x 3 scribbles; figures in 
 - A dense CRF in every round, because it is the largest single gain we saw. In round 1 it runs on
   frames downscaled by 4: in a robot-driven development run on the 5 videos' first scribbles (round 1,
   identical inputs, backbone features precomputed) mean J@1 went from 0.623 without a CRF to 0.714 at
-  quarter resolution (0.718 at half), and the round took 2.4 s longer (6.6 s at half). For the AUC the
-  gain and the delay nearly cancel (the framework's J-over-time curve starts at J = 0 at 0 s, so J@1
-  counts only over the first rounds while the delay shifts the whole curve); the first mask a user
-  sees is much better, for a few seconds.
+  quarter resolution (0.718 at half), and the round took 2.4 s longer (6.6 s at half). In back-to-back
+  val sessions (README) J@1 went from 0.612 to 0.706 for 1.6 s, and AUC-J stayed level (0.773 vs
+  0.774): the framework's J-over-time curve starts at J = 0 at 0 s, so J@1 counts only over the first
+  rounds while the delay shifts the whole curve. It is kept for the much better first mask.
 - From round 2 the CRF runs at half resolution: in the same kind of run round 2 with identical inputs
   went from mean J 0.68 without it to 0.77, at about a quarter of the full-resolution CRF's cost. Full
   resolution gained little for its price in a robot-driven development run on blackswan (J +0.002 to
