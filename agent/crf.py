@@ -95,19 +95,28 @@ def _full_size(marginals: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return up / np.maximum(up.sum(axis=0, keepdims=True), _MIN_PROBABILITY)
 
 
+def _runs_mean_field(num_classes: int, config: CRFConfig) -> bool:
+    """False when there is nothing for the pairwise terms to change (one label, or no inference asked)."""
+    return num_classes > 1 and config.iterations > 0
+
+
+def _labels(marginals: np.ndarray) -> np.ndarray:
+    return marginals.argmax(axis=0).astype(np.int64)
+
+
 def probabilities(image: np.ndarray, scores: np.ndarray, config: CRFConfig | None = None) -> np.ndarray:
     """Mean-field marginals (C, H, W) float32 of the dense CRF over `scores` on `image`."""
     config = config or CRFConfig()
     _check(image, scores, config)
-    if scores.shape[0] == 1 or config.iterations == 0:
-        return softmax(scores, config.score_temperature)  # nothing for the pairwise terms to change
+    if not _runs_mean_field(scores.shape[0], config):
+        return softmax(scores, config.score_temperature)
     small_image, small_prob, kernel_scale = _crf_inputs(image, scores, config)
     return _full_size(_mean_field(small_image, small_prob, config, kernel_scale), scores.shape[1:])
 
 
 def refine(image: np.ndarray, scores: np.ndarray, config: CRFConfig | None = None) -> np.ndarray:
     """CRF-refined labels (H, W) int64: the index into the C classes of `scores` (0 everywhere if C == 1)."""
-    return probabilities(image, scores, config).argmax(axis=0).astype(np.int64)
+    return _labels(probabilities(image, scores, config))
 
 
 def worker_count(config: CRFConfig) -> int:
@@ -160,7 +169,7 @@ def refine_frames(
     if len(images) == 0:
         raise ValueError("refine_frames needs at least one frame")
     workers = min(worker_count(config), len(images))
-    if workers > 1 and scores[0].shape[0] > 1 and config.iterations > 0:
+    if workers > 1 and _runs_mean_field(scores[0].shape[0], config):
         # Resizing stays here and only pydensecrf runs in the workers: OpenCV's thread pool does not
         # survive a fork (a forked child that touches it can hang), so the workers never call OpenCV.
         inputs = []
@@ -172,7 +181,7 @@ def refine_frames(
         marginals = worker_pool(worker_count(config)).map(
             partial(_worker_marginals, config=config), small_images, small_probs, kernel_scales, chunksize=chunk)
         size = scores[0].shape[1:]
-        out = np.stack([_full_size(m, size).argmax(axis=0).astype(np.int64) for m in marginals])
+        out = np.stack([_labels(_full_size(m, size)) for m in marginals])
     else:
         out = np.stack([refine(image, score, config) for image, score in zip(images, scores, strict=True)])
     log.debug("CRF refined %d frames", len(out))
