@@ -9,9 +9,13 @@ Work is reused, not redone: rounds without fine-tuning only compare every frame 
 new this round (ReferencePool keeps each frame's running top-k; it starts over when the model changed or
 a stroke gives a pooled pixel another class), and the CRF's frames go to one worker process per core.
 
+A round may propagate to keyframes only (RoundPlan.frame_stride: every n-th frame plus the scribbled
+ones; the other frames copy their nearest keyframe's labels): a fast first mask, with the rest of the
+work done by the next full round.
+
 What is cached, and why the timing stays honest: the backbone is frozen on CPU, so its features of
-every frame cannot change within a sample; they are computed once, inside the first round's timed
-window, and reused. Decoder and head are reset to the pretrained weights at every `start`, so nothing
+every frame cannot change within a sample; each frame's are computed once, inside the timed window of
+the first round that needs them, and reused. Decoder and head are reset to the pretrained weights at every `start`, so nothing
 leaks between samples. The CRF worker processes are started once when the agent is built (like the
 library imports), before any sample's clock runs.
 """
@@ -37,7 +41,7 @@ from .device import resolve_device
 from .finetune import FinetuneStats, finetune
 from .model.siamese import SiameseEmbedder
 from .predictor import Predictor
-from .propagate import propagate, reference_set
+from .propagate import propagate, reference_set, select_keyframes
 from .reference_pool import ReferencePool
 from .scribbles import ScribbleMemory
 from .transfer import transfer_labels
@@ -88,7 +92,8 @@ class InteractiveAgent(Predictor):
         self.model.eval()
         self._frames = frames
         self.num_objects = num_objects
-        self._features: torch.Tensor | None = None
+        self._features: torch.Tensor | None = None  # (T, C, h, w), filled frame by frame as rounds need them
+        self._have_features = np.zeros(len(frames), bool)
         self._grid = self.model.embedding_size(stride=self.config.transfer.grid_stride)
         self.memory = ScribbleMemory(self._grid, self.config.scribbles, num_objects, len(frames))
         self._seconds_per_frame: dict[bool, float] = {}  # measured propagation cost, without / with CRF
@@ -108,7 +113,8 @@ class InteractiveAgent(Predictor):
         if not self.memory.frames():
             raise DatasetError("no scribble yet: the first round needs at least one object stroke")
         num_classes = 1 + (self.num_objects or max(self.memory.object_ids() | {0}))
-        features = self._backbone_features()
+        keyframes = select_keyframes(len(self._frames), plan.frame_stride, self.memory.frames())
+        features = self._backbone_features(keyframes)
         labels = self._scribble_labels(features)
 
         budget = self._finetune_budget(plan, time.perf_counter() - started)
@@ -126,17 +132,17 @@ class InteractiveAgent(Predictor):
         if self._pool is not None:
             # The model changed if fine-tuning took a step: similarities to the old pool are stale.
             self._pool.update(self.model, features, labels, num_classes, rebuild=self.last_finetune.steps > 0,
-                              generator=self._generator)
+                              generator=self._generator, frames=keyframes)
             refs = ref_labels = None
-            scorer = lambda start, stop: self._pool.scores(self.model, start, stop)  # noqa: E731
+            scorer = lambda index: self._pool.scores(self.model, index)  # noqa: E731
         else:
             refs, ref_labels = reference_set(self.model, features, labels, self._grid)
             scorer = None
         result = propagate(
             self.model, features, refs, ref_labels, num_classes, self._frames, self._grid, self.config.transfer,
-            crf_config, generator=self._generator, scorer=scorer,
+            crf_config, generator=self._generator, scorer=scorer, keyframes=keyframes,
         )
-        self._seconds_per_frame[plan.use_crf] = (time.perf_counter() - propagation_start) / len(self._frames)
+        self._seconds_per_frame[plan.use_crf] = (time.perf_counter() - propagation_start) / len(keyframes)
         self._confidence = result.confidence
         log.debug("round %d: %d scribbled frames, fine-tune %d steps (%.1fs), total %.1fs", self._round,
                   len(labels), self.last_finetune.steps, self.last_finetune.seconds, time.perf_counter() - started)
@@ -149,12 +155,18 @@ class InteractiveAgent(Predictor):
         return [int(i) for i in np.argsort(self._confidence)[:count]]
 
     # --- internals -----------------------------------------------------------------------------------
-    def _backbone_features(self) -> torch.Tensor:
-        if self._features is None:
+    def _backbone_features(self, frames: np.ndarray) -> torch.Tensor:
+        """(T, C, h, w) backbone features; those of `frames` are computed now if they were not yet (the
+        others stay zero until a round needs them)."""
+        missing = np.asarray(frames, np.int64)[~self._have_features[frames]]
+        if len(missing):
             started = time.perf_counter()
-            images = self.model.preprocess(self._frames)
-            self._features = self.model.extract_features(images)
-            log.debug("backbone features of %d frames in %.1fs", len(images), time.perf_counter() - started)
+            computed = self.model.extract_features(self.model.preprocess(self._frames[missing]))
+            if self._features is None:
+                self._features = computed.new_zeros((len(self._frames), *computed.shape[1:]))
+            self._features[torch.from_numpy(missing)] = computed
+            self._have_features[missing] = True
+            log.debug("backbone features of %d frames in %.1fs", len(missing), time.perf_counter() - started)
         return self._features
 
     def _scribble_labels(self, features: torch.Tensor) -> dict[int, torch.Tensor]:

@@ -68,31 +68,57 @@ def propagate(
     crf_config: CRFConfig | None,
     batch: int = 8,
     generator: torch.Generator | None = None,
-    scorer: Callable[[int, int], torch.Tensor] | None = None,
+    scorer: Callable[[np.ndarray], torch.Tensor] | None = None,
+    keyframes: np.ndarray | None = None,
 ) -> Propagation:
     """Labels for every frame. features: (T, C, h8, w8) cached backbone features; frames: (T, H, W, 3)
     uint8 (the output size and the CRF's image); grid: the embedding grid; crf_config None = no CRF.
-    scorer(start, stop) -> (B, C, h, w) scores replaces the transfer from ref_embeddings (e.g. a
-    ReferencePool's running top-k)."""
+    scorer(frame indices) -> (B, C, h, w) scores replaces the transfer from ref_embeddings (e.g. a
+    ReferencePool's running top-k). keyframes: sorted frame indices to compute (None: all); every other
+    frame copies the labels of its nearest keyframe (only their features are read)."""
     device = next(model.parameters()).device
     num_frames, height, width = frames.shape[:3]
+    computed = np.arange(num_frames) if keyframes is None else np.asarray(keyframes, np.int64)
     labels = np.empty((num_frames, height, width), np.int64)
     confidence = np.empty(num_frames, np.float32)
-    for start in range(0, num_frames, batch):
-        stop = min(start + batch, num_frames)
+    for lo in range(0, len(computed), batch):
+        index = computed[lo:lo + batch]
         if scorer is not None:
-            scores = scorer(start, stop).to(device)
+            scores = scorer(index).to(device)
         else:
-            query = model.decode(features[start:stop].float().to(device), grid)
+            query = model.decode(features[torch.from_numpy(index)].float().to(device), grid)
             scores = transfer_labels(query, ref_embeddings, ref_labels, transfer_config, model.head,
                                      num_classes=num_classes, generator=generator).scores
         # a class without references scores transfer.ABSENT_SCORE (finite)
         top2 = scores.topk(min(2, num_classes), dim=1).values
         margin = top2[:, 0] - top2[:, -1] if num_classes > 1 else top2[:, 0]
-        confidence[start:stop] = margin.mean((1, 2)).cpu().numpy()
+        confidence[index] = margin.mean((1, 2)).cpu().numpy()
         full = F.interpolate(scores, size=(height, width), mode="bilinear", align_corners=False)
         if crf_config is not None and num_classes > 1:
-            labels[start:stop] = refine_frames(frames[start:stop], full.cpu().numpy(), crf_config)
+            labels[index] = refine_frames(frames[index], full.cpu().numpy(), crf_config)
         else:
-            labels[start:stop] = _argmax_classes(full).cpu().numpy()
+            labels[index] = _argmax_classes(full).cpu().numpy()
+    if len(computed) < num_frames:
+        others = np.setdiff1d(np.arange(num_frames), computed)
+        source = computed[nearest_keyframe(computed, num_frames)][others]
+        labels[others] = labels[source]
+        confidence[others] = confidence[source]
     return Propagation(labels=labels, confidence=confidence)
+
+
+def nearest_keyframe(keyframes: np.ndarray, num_frames: int) -> np.ndarray:
+    """(num_frames,) position in the sorted `keyframes` of each frame's nearest keyframe (ties: the earlier)."""
+    keyframes = np.asarray(keyframes, np.int64)
+    frames = np.arange(num_frames)
+    after = np.clip(np.searchsorted(keyframes, frames), 0, len(keyframes) - 1)
+    before = np.clip(after - 1, 0, len(keyframes) - 1)
+    closer_before = np.abs(frames - keyframes[before]) <= np.abs(keyframes[after] - frames)
+    return np.where(closer_before, before, after)
+
+
+def select_keyframes(num_frames: int, stride: int, always: list[int] | set[int] = ()) -> np.ndarray:
+    """Every `stride`-th frame, the last frame and the frames in `always` (e.g. the scribbled ones), sorted."""
+    if stride < 1:
+        raise ValueError(f"frame stride must be >= 1, got {stride}")
+    chosen = set(range(0, num_frames, stride)) | {num_frames - 1} | {int(f) for f in always}
+    return np.array(sorted(chosen), np.int64)

@@ -7,6 +7,10 @@ compare every query pixel with the pixels that are new this round (at most `max_
 per class), not with the whole pool: on 2 CPU cores this takes most of the transfer's cost out of every
 round after the first. The result equals `transfer_labels` (topk) over the same pool exactly.
 
+Frames can join late: `update(..., frames=...)` keeps only the given frames up to date (a round that
+propagates to keyframes only), and a frame that was left out is built against the whole pool when it
+is first asked for, so every frame's top-k is always that of the whole pool.
+
 The pool is rebuilt from scratch (a fresh sample of up to `max_reference_pixels` per class) when the
 model changed (fine-tuning) or when a stroke gave a pooled pixel another class, because the top-k of a
 set cannot forget an element. Pooled pixels whose derived background label receded (far-away background
@@ -48,6 +52,7 @@ class ReferencePool:
         self._pooled: dict[int, np.ndarray] = {}  # frame -> (h*w,) class id of pooled pixels, else UNPOOLED
         self._seen: dict[int, np.ndarray] = {}  # frame -> (h*w,) labels as of the last update
         self._best: torch.Tensor | None = None  # (T, C, k, h*w), -inf where a class has < k references
+        self._built = np.zeros(self.num_frames, bool)  # frames whose top-k covers the whole pool
         self._counts: dict[int, int] = {}  # class -> pooled pixels
 
     def references(self, cls: int) -> int:
@@ -105,9 +110,12 @@ class ReferencePool:
         rebuild: bool = False,
         generator: torch.Generator | None = None,
         batch: int = 8,
+        frames: np.ndarray | list[int] | None = None,
     ) -> None:
         """Add this round's new labelled pixels (labels: {frame: (h, w)} on the grid, -1 unlabeled) and fold
-        their similarities into every frame's top-k. rebuild=True (e.g. the model changed) starts over."""
+        their similarities into the top-k of `frames` (None: every frame; the others catch up, against the
+        whole pool, when a later update asks for them). rebuild=True (e.g. the model changed) starts over.
+        features: (T, C', h', w') backbone features; only those of `frames` and the scribbled frames are read."""
         flat = {f: np.asarray(torch.as_tensor(v).cpu()).reshape(-1).astype(np.int64) for f, v in labels.items()}
         first = self._best is None
         if not first and (rebuild or self._is_stale(flat) or num_classes > self._best.shape[1]):
@@ -121,49 +129,69 @@ class ReferencePool:
             self._best = torch.full(
                 (self.num_frames, num_classes, self.config.topk, height * width), float("-inf")
             )
-        if not new:
-            return
+        wanted = np.arange(self.num_frames) if frames is None else np.unique(np.asarray(frames, np.int64))
+        stale = wanted[self._built[wanted]]  # up to date but for this round's new pixels
+        late = wanted[~self._built[wanted]]  # never built (or since a reset): against the whole pool
         device = next(model.parameters()).device
+        if new and len(stale):
+            self._fold(model, features, stale, self._embed(model, features, new, device), batch)
+        if len(late):
+            everything = {cls: [(f, np.flatnonzero(p == cls)) for f, p in sorted(self._pooled.items())]
+                          for cls in sorted(self._counts.keys() | new.keys())}
+            everything = {cls: [(f, i) for f, i in parts if len(i)] for cls, parts in everything.items()}
+            self._fold(model, features, late, self._embed(model, features, everything, device), batch)
+        for cls, parts in new.items():
+            self._counts[cls] = self._counts.get(cls, 0) + sum(len(idx) for _, idx in parts)
+        self._built[wanted] = True
+        log.debug("reference pool: +%s pixels per class, now %s; %d frames caught up",
+                  {c: sum(len(i) for _, i in p) for c, p in new.items()}, self._counts, len(late))
+
+    def _embed(self, model: SiameseEmbedder, features: torch.Tensor, parts_by_class: dict, device) -> dict:
+        """{class: (M, d) sign-adjusted embeddings} of the given {class: [(frame, flat indices)]}."""
         scale, _ = _head_affine(model.head, device)
         sign = 1.0 if scale >= 0 else -1.0  # a negative BN scale flips the order: keep the bottom k
-        frames = sorted({frame for parts in new.values() for frame, _ in parts})
+        frames = sorted({frame for parts in parts_by_class.values() for frame, _ in parts})
         emb = model.decode(torch.stack([features[f] for f in frames]).float().to(device), self.grid)
         emb = emb.reshape(len(frames), emb.shape[1], -1)
         position = {f: i for i, f in enumerate(frames)}
-        refs = {
+        return {
             cls: torch.cat([emb[position[f]][:, torch.from_numpy(idx).to(device)].t() for f, idx in parts]) * sign
-            for cls, parts in new.items()
+            for cls, parts in parts_by_class.items() if parts
         }
-        for cls, r in refs.items():
-            self._counts[cls] = self._counts.get(cls, 0) + len(r)
+
+    def _fold(self, model: SiameseEmbedder, features: torch.Tensor, frames: np.ndarray, refs: dict, batch: int) -> None:
+        """Merge the similarities of `frames`' query pixels to `refs` into their running top-k."""
+        device = next(model.parameters()).device
         chunk = self.config.chunk_size
-        for start in range(0, self.num_frames, batch):
-            stop = min(start + batch, self.num_frames)
-            query = model.decode(features[start:stop].float().to(device), self.grid)
-            for b in range(stop - start):
+        for lo_frame in range(0, len(frames), batch):
+            index = frames[lo_frame:lo_frame + batch]
+            query = model.decode(features[torch.from_numpy(index)].float().to(device), self.grid)
+            for b, frame in enumerate(index.tolist()):
                 q = query[b].reshape(query.shape[1], -1).t().contiguous()
                 for lo in range(0, q.shape[0], chunk):  # disjoint chunks: a pixel must merge only once
                     hi = min(lo + chunk, q.shape[0])
                     for cls, r in refs.items():
-                        sims = (q[lo:hi] @ r.t()).cpu()  # (n, M_new)
-                        if not first:  # the first build has nothing to merge with
-                            sims = torch.cat([self._best[start + b, cls, :, lo:hi].t(), sims], dim=1)
-                        k = min(self.config.topk, sims.shape[1])  # -inf pads until k references
-                        self._best[start + b, cls, :k, lo:hi] = sims.topk(k, dim=1).values.t()
-        log.debug("reference pool: +%s pixels per class, now %s", {c: len(r) for c, r in refs.items()}, self._counts)
+                        sims = (q[lo:hi] @ r.t()).cpu()  # (n, M)
+                        # merge with what the frame has so far (-inf until k references)
+                        sims = torch.cat([self._best[frame, cls, :, lo:hi].t(), sims], dim=1)
+                        k = min(self.config.topk, sims.shape[1])
+                        self._best[frame, cls, :k, lo:hi] = sims.topk(k, dim=1).values.t()
 
-    def scores(self, model: SiameseEmbedder, start: int, stop: int) -> torch.Tensor:
-        """(stop - start, C, h, w) scores of frames [start, stop): BN of the mean of each class's top-k
+    def scores(self, model: SiameseEmbedder, frames: np.ndarray | list[int] | range) -> torch.Tensor:
+        """(len(frames), C, h, w) scores of the given frames: BN of the mean of each class's top-k
         similarities (ABSENT_SCORE for classes without references), as transfer_labels (topk) gives them."""
         if self._best is None:
             raise RuntimeError("update() the pool before asking for scores")
+        index = np.asarray(frames, np.int64)
+        if not self._built[index].all():
+            raise RuntimeError(f"frames {index[~self._built[index]].tolist()} were left out of the last update()")
         scale, shift = _head_affine(model.head, self._best.device)
         sign = 1.0 if scale >= 0 else -1.0
-        best = self._best[start:stop]
+        best = self._best[torch.from_numpy(index)]
         height, width = self.grid
-        out = torch.full((stop - start, best.shape[1], height * width), ABSENT_SCORE)
+        out = torch.full((len(index), best.shape[1], height * width), ABSENT_SCORE)
         for cls, count in self._counts.items():
             k = min(self.config.topk, count)
             mean = best[:, cls, :k].mean(1) * sign
             out[:, cls] = mean * scale + shift
-        return out.reshape(stop - start, best.shape[1], height, width)
+        return out.reshape(len(index), best.shape[1], height, width)

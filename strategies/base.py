@@ -16,6 +16,9 @@ class RoundPlan:
     early_stop_loss: float = 0.04  # stop fine-tuning once the maximum loss falls below this
     use_crf: bool = False
     crf_scale: float | None = None  # run the CRF on frames downscaled by this factor (None: the config's)
+    # Propagate only to every n-th frame (and the scribbled ones) this round; the others copy their nearest
+    # such frame's labels. A later round with stride 1 computes the rest. 1 = every frame.
+    frame_stride: int = 1
     # Ask the evaluator to scribble next on one of this many least-confident frames (None: its own choice).
     frame_candidates: int | None = None
     # Seconds left for the sample when the round starts; the session fills it in, the agent keeps

@@ -29,10 +29,14 @@ from .base import RoundPlan
 
 class CPUStrategy:
     name = "cpu"
-    description = "CPU-tuned: no fine-tuning (time goes to propagation), CRF at quarter resolution in round 1, half from round 2"
+    description = ("CPU-tuned: no fine-tuning (time goes to propagation); round 1 on every 4th frame with a quarter-"
+                   "resolution CRF, then every frame with a half-resolution CRF")
     first_crf_scale = 0.25
     crf_scale = 0.5
+    first_frame_stride = 4
 
     def plan(self, interaction: int, time_left: float, info: SequenceInfo) -> RoundPlan:
-        scale = self.first_crf_scale if interaction == 1 else self.crf_scale
-        return RoundPlan(finetune_seconds=0.0, use_crf=True, crf_scale=scale)
+        if interaction == 1:
+            return RoundPlan(finetune_seconds=0.0, use_crf=True, crf_scale=self.first_crf_scale,
+                             frame_stride=self.first_frame_stride)
+        return RoundPlan(finetune_seconds=0.0, use_crf=True, crf_scale=self.crf_scale)

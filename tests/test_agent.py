@@ -95,3 +95,32 @@ def test_step_before_start_and_bad_scribbles(tiny_agent):
     tiny_agent.start(np.zeros((2, 32, 48, 3), np.uint8), 1)
     with pytest.raises(DatasetError):
         tiny_agent.step({"scribbles": [[{"path": [[2.0, 0.5]], "object_id": 1}], []]})
+
+
+def test_keyframe_round_copies_nearest_keyframe_and_later_rounds_catch_up(tiny_agent, tiny_synthetic_root):
+    """A round with frame_stride computes features and labels of keyframes only; the next full round gives
+    exactly what two full rounds give (the left-out frames are built against the whole pool)."""
+    reader = DavisReader(tiny_synthetic_root)
+    sequence = reader.sequences("val")[1]
+    info = reader.info(sequence)
+    frames = reader.load_frames(sequence)
+    first = reader.load_scribble(sequence, 1)
+    # a second round: the first round's strokes moved to the middle frame, plus a background stroke
+    strokes = [stroke for frame_strokes in first["scribbles"] for stroke in frame_strokes]
+    second = {"scribbles": [[] for _ in frames]}
+    second["scribbles"][len(frames) // 2] = strokes + [{"path": [[0.02, 0.02], [0.98, 0.03]], "object_id": 0}]
+
+    tiny_agent.start(frames, info.num_objects)
+    sparse = tiny_agent.step(first, RoundPlan(frame_stride=3))
+    keyframes = np.flatnonzero(tiny_agent._have_features)
+    assert len(keyframes) < len(frames) and {0, len(frames) - 1} <= set(keyframes.tolist())
+    for frame in range(len(frames)):
+        nearest = keyframes[np.abs(keyframes - frame).argmin()]
+        assert np.array_equal(sparse[frame], sparse[nearest])
+    caught_up = tiny_agent.step(second, RoundPlan())
+    assert tiny_agent._have_features.all()
+
+    tiny_agent.start(frames, info.num_objects)
+    full = tiny_agent.step(first, RoundPlan())
+    assert all(np.array_equal(full[f], sparse[f]) for f in keyframes)
+    assert np.array_equal(tiny_agent.step(second, RoundPlan()), caught_up)

@@ -45,7 +45,7 @@ def _full_scores(model, features, grid, labels, num_classes, config):
 
 def _assert_equals_full_transfer(pool, model, features, labels, num_classes):
     expected = _full_scores(model, features, pool.grid, labels, num_classes, NO_SUBSAMPLING)
-    torch.testing.assert_close(pool.scores(model, 0, len(features)), expected)
+    torch.testing.assert_close(pool.scores(model, range(len(features))), expected)
 
 
 def test_incremental_rounds_equal_a_full_transfer(model_and_features):
@@ -55,7 +55,7 @@ def test_incremental_rounds_equal_a_full_transfer(model_and_features):
     round1 = {0: _labels(grid, [(1, (1, 4, 1, 6)), (0, (8, 12, 10, 20))])}
     pool.update(model, features, round1, num_classes=3)
     _assert_equals_full_transfer(pool, model, features, round1, 3)
-    assert (pool.scores(model, 0, 4)[:, 2] == ABSENT_SCORE).all()  # object 2 has no pixel yet
+    assert (pool.scores(model, range(4))[:, 2] == ABSENT_SCORE).all()  # object 2 has no pixel yet
 
     # Round 2 adds pixels on frame 0 (old ones untouched) and a new frame with the second object.
     round2 = {0: _labels(grid, [(1, (1, 4, 1, 6)), (0, (8, 12, 10, 20)), (1, (5, 6, 1, 3))]),
@@ -96,10 +96,42 @@ def test_new_pixels_per_round_are_capped(model_and_features):
     pool.update(model, features, {0: _labels(grid, [(1, (0, 6, 0, 10)), (0, (6, 12, 0, 20))]),
                                   3: _labels(grid, [(1, (0, 6, 0, 10)), (0, (6, 12, 0, 20))])}, 2, generator=generator)
     assert pool.rebuilds == 0 and pool.references(0) == 37 and pool.references(1) == 37
-    scores = pool.scores(model, 0, 4)
+    scores = pool.scores(model, range(4))
     assert scores.shape == (4, 2, *grid) and torch.isfinite(scores).all()
 
 
 def test_pool_needs_topk():
     with pytest.raises(ValueError, match="topk"):
         ReferencePool(2, (4, 4), TransferConfig(aggregation="eq3"))
+
+
+def test_frames_left_out_catch_up_against_the_whole_pool(model_and_features):
+    """A round that updates only keyframes, then one that asks for every frame: the late frames are built
+    against every pooled pixel (both rounds'), so all frames equal a full transfer."""
+    model, features = model_and_features
+    grid = model.embedding_size(stride=4)
+    pool = ReferencePool(len(features), grid, NO_SUBSAMPLING)
+    round1 = {0: _labels(grid, [(1, (1, 4, 1, 6)), (0, (8, 12, 10, 20))])}
+    pool.update(model, features, round1, num_classes=2, frames=[0, 3])
+    expected = _full_scores(model, features, grid, round1, 2, NO_SUBSAMPLING)
+    torch.testing.assert_close(pool.scores(model, [0, 3]), expected[[0, 3]])
+    with pytest.raises(RuntimeError, match=r"frames \[1\] were left out"):
+        pool.scores(model, [0, 1])
+    round2 = {0: round1[0], 2: _labels(grid, [(1, (3, 5, 3, 9)), (0, (0, 2, 0, 20))])}
+    pool.update(model, features, round2, num_classes=2)
+    assert pool.rebuilds == 0
+    _assert_equals_full_transfer(pool, model, features, round2, 2)
+
+
+def test_left_out_frames_are_rebuilt_after_a_reset(model_and_features):
+    model, features = model_and_features
+    grid = model.embedding_size(stride=4)
+    pool = ReferencePool(len(features), grid, NO_SUBSAMPLING)
+    pool.update(model, features, {1: _labels(grid, [(1, (1, 4, 1, 6)), (0, (8, 12, 10, 20))])}, 2, frames=[1])
+    relabelled = {1: _labels(grid, [(1, (1, 4, 1, 6)), (0, (8, 12, 10, 20)), (1, (8, 9, 10, 12))])}
+    pool.update(model, features, relabelled, 2, frames=[1, 2])
+    assert pool.rebuilds == 1
+    expected = _full_scores(model, features, grid, relabelled, 2, NO_SUBSAMPLING)
+    torch.testing.assert_close(pool.scores(model, [1, 2]), expected[[1, 2]])
+    with pytest.raises(RuntimeError, match="left out"):
+        pool.scores(model, [0])
