@@ -127,24 +127,38 @@ def per_sequence_table(report: pd.DataFrame, metric: str = "J") -> pd.DataFrame:
 
 
 def plot_curve(summary: dict, path: str | Path, title: str) -> None:
+    plot_curves({"": summary}, path, title)
+
+
+def plot_curves(summaries: dict[str, dict], path: str | Path, title: str) -> None:
+    """Metric against cumulative time, one line per run ({label: summary}; one unlabeled run is shaded)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metric = summary["metric"]
-    time, values = summary["curve"]["time"], summary["curve"][metric]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    ax.plot(time, values, marker="o", markersize=3)
-    ax.fill_between(time, values, alpha=0.15)
-    ax.axvline(summary["threshold"], color="grey", linestyle=":", linewidth=1)
+    end = 1.0
+    for label, summary in summaries.items():
+        metric = summary["metric"]
+        time, values = summary["curve"]["time"], summary["curve"][metric]
+        figures = f"AUC {summary['auc']:.3f}, {metric}@{summary['threshold']:.0f}s {summary['metric_at_threshold']:.3f}"
+        ax.plot(time, values, marker="o", markersize=3, label=f"{label}: {figures}" if label else None)
+        if len(summaries) == 1:
+            ax.fill_between(time, values, alpha=0.15)
+            title = f"{title}\nAUC-{metric} {summary['auc']:.3f}   {metric}@{summary['threshold']:.0f}s " \
+                    f"{summary['metric_at_threshold']:.3f}"
+        end = max(end, max(time))
+    first = next(iter(summaries.values()))
+    ax.axvline(first["threshold"], color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("cumulative interaction time per sample (s)")
-    ax.set_ylabel(metric)
+    ax.set_ylabel(first["metric"])
     ax.set_ylim(0, 1)
-    ax.set_xlim(0, max(time) if max(time) > 0 else 1)
-    ax.set_title(f"{title}\nAUC-{metric} {summary['auc']:.3f}   {metric}@{summary['threshold']:.0f}s "
-                 f"{summary['metric_at_threshold']:.3f}", fontsize=9)
+    ax.set_xlim(0, end)
+    ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
+    if any(summaries):
+        ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -189,3 +203,28 @@ def _plain(value):
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m agent.report RUN_DIR[=LABEL] ... --output curves.png: the runs' curves in one plot."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m agent.report", description=main.__doc__)
+    parser.add_argument("runs", nargs="+", help="session output directories (with summary.json), optionally =LABEL")
+    parser.add_argument("--output", type=Path, required=True, help="PNG to write")
+    parser.add_argument("--title", default="J over time")
+    args = parser.parse_args(argv)
+    summaries = {}
+    for run in args.runs:
+        directory, _, label = run.partition("=")
+        path = Path(directory) / "summary.json"
+        if not path.is_file():
+            parser.exit(2, f"error: {path} does not exist (pass the output directory of a session run)\n")
+        summaries[label or Path(directory).name] = json.loads(path.read_text())
+    plot_curves(summaries, args.output, args.title)
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

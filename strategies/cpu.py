@@ -12,6 +12,12 @@ Why these choices (measured on the 5 DAVIS val videos x 3 scribbles; figures in 
   val sessions (README) J@1 went from 0.612 to 0.706 for 1.6 s, and AUC-J stayed level (0.773 vs
   0.774): the framework's J-over-time curve starts at J = 0 at 0 s, so J@1 counts only over the first
   rounds while the delay shifts the whole curve. It is kept for the much better first mask.
+- Round 1 propagates to every 4th frame only (RoundPlan.frame_stride; the others copy their nearest
+  keyframe's labels), round 2 computes the rest: the framework's curve rises linearly from J = 0 at 0 s
+  to J@1, so round 1's seconds weigh more than its J. Back-to-back val sessions (README): round 1
+  30.3 s -> 10.7 s, J@1 0.706 -> 0.673, J@2 0.785 -> 0.781 (round 2 pays the deferred work), AUC-J
+  0.747 -> 0.779. In a robot-driven dev run (first scribbles, features precomputed) every 8th frame
+  lost more: J@1 0.654 and J@2 0.774 against 0.684 and 0.790 at every 4th.
 - From round 2 the CRF runs at half resolution: in the same kind of run round 2 with identical inputs
   went from mean J 0.68 without it to 0.77, at about a quarter of the full-resolution CRF's cost. Full
   resolution gained little for its price in a robot-driven development run on blackswan (J +0.002 to

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from agent.report import SampleLayout, load_report, per_sequence_table, summarize, write_outputs
+from agent.report import SampleLayout, load_report, main, per_sequence_table, summarize, write_outputs
 
 
 def _rows(sequence, interaction, obj, jaccards, timing):
@@ -64,3 +64,15 @@ def test_write_outputs_round_trip(report, tmp_path):
     again = summarize(load_report(paths["report"]), LAYOUT, max_interactions=2, max_time=10.0)
     assert again["auc"] == pytest.approx(summary["auc"])
     assert json.loads(paths["summary"].read_text())["framework"]["auc"] == pytest.approx(summary["auc"])
+
+
+def test_compare_runs_plot_and_missing_run(report, tmp_path, capsys):
+    summary = summarize(report, LAYOUT, max_interactions=2, max_time=10.0)
+    for name in ("a", "b"):
+        write_outputs(tmp_path / name, report, summary, name)
+    output = tmp_path / "both.png"
+    assert main([str(tmp_path / "a") + "=first", str(tmp_path / "b"), "--output", str(output)]) == 0
+    assert output.stat().st_size > 0
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "missing"), "--output", str(output)])
+    assert exit_info.value.code == 2 and "summary.json does not exist" in capsys.readouterr().err

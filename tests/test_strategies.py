@@ -44,8 +44,9 @@ def test_unknown_strategy_is_a_clear_error(name):
         get_strategy(name)
 
 
-def test_cpu_strategy_quarter_resolution_crf_first_then_half():
+def test_cpu_strategy_keyframes_and_quarter_resolution_crf_first_then_every_frame_at_half():
     plans = [get_strategy("cpu").plan(i, 240.0, INFO) for i in range(1, 9)]
     assert all(p.finetune_seconds == 0 for p in plans)
     assert all(p.use_crf for p in plans)
     assert [p.crf_scale for p in plans[:3]] == [0.25, 0.5, 0.5]
+    assert [p.frame_stride for p in plans[:3]] == [4, 1, 1]
