@@ -15,9 +15,9 @@ work done by the next full round.
 
 What is cached, and why the timing stays honest: the backbone is frozen on CPU, so its features of
 every frame cannot change within a sample; each frame's are computed once, inside the timed window of
-the first round that needs them, and reused. Decoder and head are reset to the pretrained weights at every `start`, so nothing
-leaks between samples. The CRF worker processes are started once when the agent is built (like the
-library imports), before any sample's clock runs.
+the first round that needs them, and reused. Decoder and head are reset to the pretrained weights at
+every `start`, so nothing leaks between samples. The CRF worker processes are started once when the
+agent is built (like the library imports), before any sample's clock runs.
 """
 
 from __future__ import annotations

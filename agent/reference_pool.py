@@ -135,16 +135,21 @@ class ReferencePool:
         device = next(model.parameters()).device
         if new and len(stale):
             self._fold(model, features, stale, self._embed(model, features, new, device), batch)
-        if len(late):
-            everything = {cls: [(f, np.flatnonzero(p == cls)) for f, p in sorted(self._pooled.items())]
-                          for cls in sorted(self._counts.keys() | new.keys())}
-            everything = {cls: [(f, i) for f, i in parts if len(i)] for cls, parts in everything.items()}
-            self._fold(model, features, late, self._embed(model, features, everything, device), batch)
-        for cls, parts in new.items():
-            self._counts[cls] = self._counts.get(cls, 0) + sum(len(idx) for _, idx in parts)
+        if len(late):  # _sample_new has already marked this round's pixels as pooled
+            self._fold(model, features, late, self._embed(model, features, self._pooled_by_class(), device), batch)
+        added = {cls: sum(len(idx) for _, idx in parts) for cls, parts in new.items()}
+        for cls, count in added.items():
+            self._counts[cls] = self._counts.get(cls, 0) + count
         self._built[wanted] = True
-        log.debug("reference pool: +%s pixels per class, now %s; %d frames caught up",
-                  {c: sum(len(i) for _, i in p) for c, p in new.items()}, self._counts, len(late))
+        log.debug("reference pool: +%s pixels per class, now %s; %d frames caught up", added, self._counts, len(late))
+
+    def _pooled_by_class(self) -> dict[int, list[tuple[int, np.ndarray]]]:
+        """Every pooled pixel so far, as {class: [(frame, flat indices)]} (the layout _sample_new returns)."""
+        out: dict[int, list[tuple[int, np.ndarray]]] = {}
+        for frame, pooled in sorted(self._pooled.items()):
+            for cls in np.unique(pooled[pooled != UNPOOLED]).tolist():
+                out.setdefault(int(cls), []).append((frame, np.flatnonzero(pooled == cls)))
+        return out
 
     def _embed(self, model: SiameseEmbedder, features: torch.Tensor, parts_by_class: dict, device) -> dict:
         """{class: (M, d) sign-adjusted embeddings} of the given {class: [(frame, flat indices)]}."""
@@ -156,7 +161,7 @@ class ReferencePool:
         position = {f: i for i, f in enumerate(frames)}
         return {
             cls: torch.cat([emb[position[f]][:, torch.from_numpy(idx).to(device)].t() for f, idx in parts]) * sign
-            for cls, parts in parts_by_class.items() if parts
+            for cls, parts in parts_by_class.items()
         }
 
     def _fold(self, model: SiameseEmbedder, features: torch.Tensor, frames: np.ndarray, refs: dict, batch: int) -> None:
