@@ -75,14 +75,13 @@ def _class_subsets(
     return {c: pooled.indices[pooled.classes == c] for c in torch.unique(pooled.classes).tolist()}
 
 
-def _chunks(total: int, size: int) -> list[tuple[int, int]]:
-    """[start, stop) ranges of `size`; the last one is widened backwards to `size` (overlap is recomputed
-    identically) so that no chunk is small."""
-    ranges = []
-    for start in range(0, total, size):
-        stop = min(start + size, total)
-        ranges.append((max(0, min(start, stop - size)), stop))
-    return ranges
+def query_chunks(total: int, size: int) -> list[tuple[int, int]]:
+    """Disjoint [start, stop) ranges covering `total` rows, as equal as possible and each at least `size`
+    rows (one range when total < size): a small remainder chunk would both waste a BLAS call and fall on
+    the few-row path whose results differ in the last bit."""
+    parts = max(1, total // max(1, size))
+    bounds = np.linspace(0, total, parts + 1).round().astype(int)
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
 
 
 @torch.no_grad()
@@ -133,7 +132,7 @@ def transfer_labels(
         centroids = torch.stack([ref_embeddings[subsets[c].to(device)].mean(0) for c in classes])  # (C', d)
         for b in range(batch):
             q = query[b].reshape(dim, -1).t().contiguous()  # (h*w, d): row layout keeps results chunk-exact
-            for start, stop in _chunks(height * width, chunk):
+            for start, stop in query_chunks(height * width, chunk):
                 raw = q[start:stop] @ centroids.t()  # (n, C')
                 scores[b, classes, start:stop] = (raw * scale + shift).float().t()
     else:
@@ -142,7 +141,7 @@ def transfer_labels(
         refs = {c: ref_embeddings[subsets[c].to(device)] * sign for c in classes}  # (M_c, d)
         for b in range(batch):
             q = query[b].reshape(dim, -1).t().contiguous()
-            for start, stop in _chunks(height * width, chunk):
+            for start, stop in query_chunks(height * width, chunk):
                 for c in classes:
                     sims = q[start:stop] @ refs[c].t()  # (n, M_c): at most chunk_size x max_reference_pixels
                     best = sims.topk(min(config.topk, sims.shape[1]), dim=1).values.mean(1) * sign
