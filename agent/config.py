@@ -68,8 +68,8 @@ class TransferConfig:
     # For topk: per class, random subset of the reference pixels. Coverage matters: on the H/4 grid 1024
     # gave J 0.68, 4096 0.78, all 0.785; cost grows linearly.
     max_reference_pixels: int = 4096
-    # Query pixels per chunk (chunks are split evenly, each 1-2x this): a 1024 x 4096 similarity block
-    # (16 MB) stays in cache; per frame at 240x427 the top-k transfer took 216 ms against 369 ms with
+    # Query pixels per chunk (chunks are split evenly, each 1-2x this; at least transfer.MIN_CHUNK): a
+    # 1024 x 4096 similarity block (16 MB) fits the 32 MB L3 cache of the machines we measured on; per frame at 240x427 the top-k transfer took 216 ms against 369 ms with
     # 4096-row chunks (best of 8, 2 CPU cores).
     chunk_size: int = 1024
     # Transfer on the H/grid_stride grid, then upsample the scores bilinearly. The paper's grid is H/2

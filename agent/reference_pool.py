@@ -28,7 +28,7 @@ import torch
 
 from .config import TransferConfig
 from .model.siamese import SiameseEmbedder
-from .transfer import ABSENT_SCORE, MIN_CHUNK, _head_affine, query_chunks
+from .transfer import ABSENT_SCORE, _head_affine, query_chunks
 
 log = logging.getLogger(__name__)
 
@@ -167,13 +167,12 @@ class ReferencePool:
     def _fold(self, model: SiameseEmbedder, features: torch.Tensor, frames: np.ndarray, refs: dict, batch: int) -> None:
         """Merge the similarities of `frames`' query pixels to `refs` into their running top-k."""
         device = next(model.parameters()).device
-        chunk = max(MIN_CHUNK, self.config.chunk_size)
         for lo_frame in range(0, len(frames), batch):
             index = frames[lo_frame:lo_frame + batch]
             query = model.decode(features[torch.from_numpy(index)].float().to(device), self.grid)
             for b, frame in enumerate(index.tolist()):
                 q = query[b].reshape(query.shape[1], -1).t().contiguous()
-                for lo, hi in query_chunks(q.shape[0], chunk):  # disjoint: a pixel must merge only once
+                for lo, hi in query_chunks(q.shape[0], self.config.chunk_size):  # disjoint: a pixel must merge only once
                     for cls, r in refs.items():
                         sims = (q[lo:hi] @ r.t()).cpu()  # (n, M)
                         # merge with what the frame has so far (-inf until k references)

@@ -76,10 +76,10 @@ def _class_subsets(
 
 
 def query_chunks(total: int, size: int) -> list[tuple[int, int]]:
-    """Disjoint [start, stop) ranges covering `total` rows, as equal as possible and each at least `size`
-    rows (one range when total < size): a small remainder chunk would both waste a BLAS call and fall on
-    the few-row path whose results differ in the last bit."""
-    parts = max(1, total // max(1, size))
+    """Disjoint [start, stop) ranges covering `total` rows, as equal as possible and each at least
+    max(size, MIN_CHUNK) rows (one range when total is smaller): a small remainder chunk would both waste
+    a BLAS call and fall on the few-row path whose results differ in the last bit."""
+    parts = max(1, total // max(MIN_CHUNK, size))
     bounds = np.linspace(0, total, parts + 1).round().astype(int)
     return list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
 
@@ -122,7 +122,6 @@ def transfer_labels(
     limit = config.samples_per_class if config.aggregation == "eq3" else config.max_reference_pixels
     subsets = _class_subsets(ref_labels.cpu(), limit, generator)
     classes = sorted(subsets)
-    chunk = max(MIN_CHUNK, config.chunk_size)
     scores = torch.full(
         (batch, num_classes, height * width), ABSENT_SCORE, dtype=torch.float32, device=device
     )
@@ -132,7 +131,7 @@ def transfer_labels(
         centroids = torch.stack([ref_embeddings[subsets[c].to(device)].mean(0) for c in classes])  # (C', d)
         for b in range(batch):
             q = query[b].reshape(dim, -1).t().contiguous()  # (h*w, d): row layout keeps results chunk-exact
-            for start, stop in query_chunks(height * width, chunk):
+            for start, stop in query_chunks(height * width, config.chunk_size):
                 raw = q[start:stop] @ centroids.t()  # (n, C')
                 scores[b, classes, start:stop] = (raw * scale + shift).float().t()
     else:
@@ -141,9 +140,9 @@ def transfer_labels(
         refs = {c: ref_embeddings[subsets[c].to(device)] * sign for c in classes}  # (M_c, d)
         for b in range(batch):
             q = query[b].reshape(dim, -1).t().contiguous()
-            for start, stop in query_chunks(height * width, chunk):
+            for start, stop in query_chunks(height * width, config.chunk_size):
                 for c in classes:
-                    sims = q[start:stop] @ refs[c].t()  # (n, M_c): at most chunk_size x max_reference_pixels
+                    sims = q[start:stop] @ refs[c].t()  # (n, M_c): n < 2 x chunk_size, M_c <= max_reference_pixels
                     best = sims.topk(min(config.topk, sims.shape[1]), dim=1).values.mean(1) * sign
                     scores[b, c, start:stop] = (best * scale + shift).float()
 

@@ -8,7 +8,14 @@ import torch
 
 from agent.config import TransferConfig
 from agent.model.similarity import SimilarityHead, sample_pixels
-from agent.transfer import ABSENT_SCORE, query_chunks, reference_pixels, transfer_from_frames, transfer_labels
+from agent.transfer import (
+    ABSENT_SCORE,
+    MIN_CHUNK,
+    query_chunks,
+    reference_pixels,
+    transfer_from_frames,
+    transfer_labels,
+)
 
 
 def _head(weight: float = 0.8, bias: float = 0.1, mean: float = 0.3, var: float = 2.0) -> SimilarityHead:
@@ -123,10 +130,14 @@ def test_errors():
         transfer_labels(query, torch.randn(4, 2), torch.zeros(4), TransferConfig(aggregation="max"))
 
 
-@pytest.mark.parametrize("total,size", [(1230, 64), (6420, 1024), (5, 64), (2047, 1024), (2048, 1024)])
+@pytest.mark.parametrize(
+    "total,size", [(1230, 64), (6420, 1024), (5, 64), (2047, 1024), (2048, 1024), (1230, 1), (100, 1)]
+)
 def test_query_chunks_cover_disjointly_and_are_never_small(total, size):
     ranges = query_chunks(total, size)
     assert ranges[0][0] == 0 and ranges[-1][1] == total
     assert all(stop == start for (_, stop), (start, _) in zip(ranges, ranges[1:], strict=False))  # contiguous, disjoint
     lengths = [stop - start for start, stop in ranges]
-    assert min(lengths) >= min(size, total) and max(lengths) < 2 * size or len(ranges) == 1
+    floor = max(size, MIN_CHUNK)  # sizes below MIN_CHUNK are raised to it
+    assert len(ranges) == 1 or (min(lengths) >= floor and max(lengths) < 2 * floor)
+    assert len(ranges) > 1 or total < 2 * floor
