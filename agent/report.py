@@ -142,12 +142,12 @@ def plot_curves(summaries: dict[str, dict], path: str | Path, title: str) -> Non
     for label, summary in summaries.items():
         metric = summary["metric"]
         time, values = summary["curve"]["time"], summary["curve"][metric]
-        figures = f"AUC {summary['auc']:.3f}, {metric}@{summary['threshold']:.0f}s {summary['metric_at_threshold']:.3f}"
+        figures = f"AUC-{metric} {summary['auc']:.3f}, {metric}@{summary['threshold']:.0f}s " \
+                  f"{summary['metric_at_threshold']:.3f}"
         ax.plot(time, values, marker="o", markersize=3, label=f"{label}: {figures}" if label else None)
         if len(summaries) == 1:
             ax.fill_between(time, values, alpha=0.15)
-            title = f"{title}\nAUC-{metric} {summary['auc']:.3f}   {metric}@{summary['threshold']:.0f}s " \
-                    f"{summary['metric_at_threshold']:.3f}"
+            title = f"{title}\n{figures}"
         end = max(end, max(time))
     first = next(iter(summaries.values()))
     ax.axvline(first["threshold"], color="grey", linestyle=":", linewidth=1)
