@@ -114,10 +114,7 @@ class ScribbleConfig:
 
     dilation: int = 3  # square kernel side (paper: 3x3)
     # Pixels farther than this fraction of the image diagonal from every object scribble are background.
-    # 0.15 rather than 0.25: nearer background evidence (a small dog's surroundings, flowers, a pole) lifted
-    # J after round 1 on the val videos' human scribbles (dev runs, robot-driven after round 1; figures in
-    # the README); 0.10 lifted round 1 more but lost in round 2.
-    far_background_fraction: float = 0.15
+    far_background_fraction: float = 0.25
     # Without any background label, this fraction of the frame's least object-similar pixels is background.
     least_similar_fraction: float = 0.25
     # True: least-similar background until the first background stroke, on top of far-away background.
