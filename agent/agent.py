@@ -43,7 +43,7 @@ from .model.siamese import SiameseEmbedder
 from .predictor import Predictor
 from .propagate import propagate, reference_set, select_keyframes
 from .reference_pool import ReferencePool
-from .scribbles import ScribbleMemory
+from .scribbles import ScribbleMemory, objects_on_grid
 from .transfer import transfer_labels
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,7 @@ class InteractiveAgent(Predictor):
         self.memory = ScribbleMemory(self._grid, self.config.scribbles, num_objects, len(frames))
         self._seconds_per_frame: dict[bool, float] = {}  # measured propagation cost, without / with CRF
         self._confidence: np.ndarray | None = None
+        self._last_labels: np.ndarray | None = None  # (T, H, W) the last round's prediction
         self._round = 0
         incremental = self.config.transfer.incremental and self.config.transfer.aggregation == "topk"
         self._pool = ReferencePool(len(frames), self._grid, self.config.transfer) if incremental else None
@@ -144,6 +145,7 @@ class InteractiveAgent(Predictor):
         )
         self._seconds_per_frame[plan.use_crf] = (time.perf_counter() - propagation_start) / len(keyframes)
         self._confidence = result.confidence
+        self._last_labels = result.labels
         log.debug("round %d: %d scribbled frames, fine-tune %d steps (%.1fs), total %.1fs", self._round,
                   len(labels), self.last_finetune.steps, self.last_finetune.seconds, time.perf_counter() - started)
         return result.labels
@@ -172,14 +174,16 @@ class InteractiveAgent(Predictor):
     def _scribble_labels(self, features: torch.Tensor) -> dict[int, torch.Tensor]:
         """Label maps on the embedding grid for every scribbled frame (see ScribbleMemory)."""
         frames = self.memory.frames()
+        predicted = {f: None if self._last_labels is None else objects_on_grid(self._last_labels[f], self._grid)
+                     for f in frames}
         if not self.memory.needs_least_similar():
-            return {f: torch.from_numpy(self.memory.labels(f)) for f in frames}
+            return {f: torch.from_numpy(self.memory.labels(f, predicted_objects=predicted[f])) for f in frames}
         # No background label anywhere yet: the pixels least similar to the object scribbles are.
         out = {}
         for frame in frames:
             raw = torch.from_numpy(self.memory.raw_labels(frame))
             similarity = self._object_similarity(features[frame], raw)
-            out[frame] = torch.from_numpy(self.memory.labels(frame, similarity))
+            out[frame] = torch.from_numpy(self.memory.labels(frame, similarity, predicted[frame]))
         return out
 
     @torch.no_grad()

@@ -120,6 +120,11 @@ class ScribbleConfig:
     # True: least-similar background until the first background stroke, on top of far-away background.
     # False: only while there is no background at all (far-away background included).
     least_similar_until_stroke: bool = True
+    # True: no derived background (far-away, least-similar) where the previous round predicted an object. A
+    # short late object stroke on part of a large object otherwise makes the rest of it far-away background
+    # on that frame, and the object can collapse on every frame (seen on blackswan). Off until measured in a
+    # full val session (dev run: steadier blackswan, libby a little lower; see the README's Limitations).
+    spare_predicted_objects: bool = False
 
 
 @dataclass

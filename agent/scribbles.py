@@ -192,19 +192,28 @@ class ScribbleMemory:
             raise KeyError(f"frame {frame} has no scribbles (scribbled frames: {self.frames()})")
         return self._labels[frame].copy()
 
-    def labels(self, frame: int, object_similarity: np.ndarray | None = None) -> np.ndarray:
+    def labels(
+        self, frame: int, object_similarity: np.ndarray | None = None, predicted_objects: np.ndarray | None = None
+    ) -> np.ndarray:
         """(h, w) int64 labels of a scribbled frame, with far-away background on unlabeled pixels.
 
         With `object_similarity` (h, w) and no background label yet (first human round), the least
         object-similar unlabeled pixels become background too. "No background label" means no background
         stroke when `config.least_similar_until_stroke`, else no background of any kind (far-away included).
+        With `predicted_objects` (h, w) bool, the previous round's object pixels on this frame, and
+        `config.spare_predicted_objects`, none of them becomes derived background (strokes still apply).
         """
-        out = self.raw_labels(frame)
+        raw = self.raw_labels(frame)
+        out = raw.copy()
         out[far_background(out, self.config.far_background_fraction) & (out == UNLABELED)] = BACKGROUND
         if object_similarity is not None and self.needs_least_similar():
             out[least_similar_background(object_similarity, out, self.config.least_similar_fraction)] = (
                 BACKGROUND
             )
+        if predicted_objects is not None and self.config.spare_predicted_objects:
+            if predicted_objects.shape != out.shape:
+                raise ValueError(f"predicted objects {predicted_objects.shape} != label grid {out.shape}")
+            out[(out == BACKGROUND) & (raw != BACKGROUND) & predicted_objects] = UNLABELED
         return out
 
     def needs_least_similar(self) -> bool:
@@ -231,6 +240,12 @@ class ScribbleMemory:
 
     def __len__(self) -> int:
         return len(self._labels)
+
+
+def objects_on_grid(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) predicted labels -> (h, w) bool: grid cells whose area is more than half object (any id > 0)."""
+    objects = torch.from_numpy(np.asarray(labels) > BACKGROUND)[None, None].float()
+    return (F.interpolate(objects, size=size, mode="area")[0, 0] > 0.5).numpy()
 
 
 def grid_labels(mask: np.ndarray, size: tuple[int, int]) -> torch.Tensor:

@@ -12,6 +12,7 @@ from agent.scribbles import (
     ScribbleMemory,
     far_background,
     least_similar_background,
+    objects_on_grid,
     rasterize_scribbles,
     scribble_labels,
 )
@@ -144,6 +145,35 @@ def test_memory_far_background_applies_on_read() -> None:
     assert labels[0, 0] == 1 and memory.has_background()
     with pytest.raises(KeyError):
         memory.labels(5)
+
+
+def test_derived_background_spares_the_predicted_objects() -> None:
+    """A short object stroke on part of a large predicted object: far-away background must not cover the
+    rest of it, but background strokes still apply there."""
+    memory = ScribbleMemory(SHAPE, ScribbleConfig(dilation=1, far_background_fraction=0.25), num_frames=1)
+    memory.add(scribbles([stroke([(0, 0)], 1), stroke([(9, 19)], 0)]))
+    predicted = np.zeros(SHAPE, bool)
+    predicted[:, 10:] = True  # the object as the previous round saw it, far from the stroke
+    plain = memory.labels(0)
+    spared = memory.labels(0, predicted_objects=predicted)
+    assert (plain[:, 10:] == 0).sum() > 40
+    assert spared[9, 19] == 0  # the background stroke stays
+    assert ((spared[:, 10:] == 0).sum(), spared[0, 0]) == (1, 1)
+    np.testing.assert_array_equal(spared[:, :10], plain[:, :10])  # elsewhere unchanged
+    off = ScribbleMemory(SHAPE, ScribbleConfig(dilation=1, far_background_fraction=0.25,
+                                               spare_predicted_objects=False), num_frames=1)
+    off.add(scribbles([stroke([(0, 0)], 1), stroke([(9, 19)], 0)]))
+    np.testing.assert_array_equal(off.labels(0, predicted_objects=predicted), plain)
+    with pytest.raises(ValueError, match="label grid"):
+        memory.labels(0, predicted_objects=predicted[:5])
+
+
+def test_objects_on_grid_takes_the_majority_of_each_cell() -> None:
+    labels = np.zeros((8, 8), np.int64)
+    labels[:4, :4] = 2  # a whole cell of object 2
+    labels[4:, 4:6] = 1  # half a cell: not a majority
+    labels[4:, :3] = 1  # three quarters of a cell
+    np.testing.assert_array_equal(objects_on_grid(labels, (2, 2)), [[True, False], [True, False]])
 
 
 @pytest.mark.parametrize(
