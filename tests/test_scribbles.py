@@ -150,7 +150,8 @@ def test_memory_far_background_applies_on_read() -> None:
 def test_derived_background_spares_the_predicted_objects() -> None:
     """A short object stroke on part of a large predicted object: far-away background must not cover the
     rest of it, but background strokes still apply there."""
-    memory = ScribbleMemory(SHAPE, ScribbleConfig(dilation=1, far_background_fraction=0.25), num_frames=1)
+    config = ScribbleConfig(dilation=1, far_background_fraction=0.25, spare_predicted_objects=True)
+    memory = ScribbleMemory(SHAPE, config, num_frames=1)
     memory.add(scribbles([stroke([(0, 0)], 1), stroke([(9, 19)], 0)]))
     predicted = np.zeros(SHAPE, bool)
     predicted[:, 10:] = True  # the object as the previous round saw it, far from the stroke
