@@ -122,8 +122,8 @@ class ScribbleConfig:
     least_similar_until_stroke: bool = True
     # True: no derived background (far-away, least-similar) where the previous round predicted an object. A
     # short late object stroke on part of a large object otherwise makes the rest of it far-away background
-    # on that frame, and the object can collapse on every frame (seen on blackswan). Off until measured in a
-    # full val session (dev run: steadier blackswan, libby a little lower; see the README's Limitations).
+    # on that frame, and the object can collapse on every frame (seen on blackswan). Off: in a full val
+    # session blackswan was steadier but libby lower (AUC-J 0.785 vs 0.783; README, Limitations).
     spare_predicted_objects: bool = False
 
 
