@@ -174,8 +174,8 @@ class InteractiveAgent(Predictor):
     def _scribble_labels(self, features: torch.Tensor) -> dict[int, torch.Tensor]:
         """Label maps on the embedding grid for every scribbled frame (see ScribbleMemory)."""
         frames = self.memory.frames()
-        predicted = {f: None if self._last_labels is None else objects_on_grid(self._last_labels[f], self._grid)
-                     for f in frames}
+        spare = self.config.scribbles.spare_predicted_objects and self._last_labels is not None
+        predicted = {f: objects_on_grid(self._last_labels[f], self._grid) if spare else None for f in frames}
         if not self.memory.needs_least_similar():
             return {f: torch.from_numpy(self.memory.labels(f, predicted_objects=predicted[f])) for f in frames}
         # No background label anywhere yet: the pixels least similar to the object scribbles are.

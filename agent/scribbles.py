@@ -203,8 +203,8 @@ class ScribbleMemory:
         With `predicted_objects` (h, w) bool, the previous round's object pixels on this frame, and
         `config.spare_predicted_objects`, none of them becomes derived background (strokes still apply).
         """
-        raw = self.raw_labels(frame)
-        out = raw.copy()
+        out = self.raw_labels(frame)
+        raw = self._labels[frame]  # read only: the strokes, to tell them from derived background
         out[far_background(out, self.config.far_background_fraction) & (out == UNLABELED)] = BACKGROUND
         if object_similarity is not None and self.needs_least_similar():
             out[least_similar_background(object_similarity, out, self.config.least_similar_fraction)] = (
