@@ -39,7 +39,8 @@ from .config import AgentConfig
 from .data.davis import DatasetError
 from .device import resolve_device
 from .finetune import FinetuneStats, finetune
-from .model.siamese import SiameseEmbedder
+from .model.onnx_backbone import build_backbone_runtime
+from .model.siamese import SiameseEmbedder, embedding_size, preprocess_frames
 from .predictor import Predictor
 from .propagate import propagate, reference_set, select_keyframes
 from .reference_pool import ReferencePool
@@ -62,6 +63,15 @@ class InteractiveAgent(Predictor):
         self.device = next(model.parameters()).device
         self.model = model.eval()
         self._pretrained_state = copy.deepcopy(model.state_dict())
+        trained_size = tuple(model.config.input_size)
+        if self.config.inference_scale <= 0:
+            raise ValueError(f"inference_scale must be positive, got {self.config.inference_scale}")
+        self.input_size = tuple(max(1, round(side * self.config.inference_scale)) for side in trained_size)
+        # The transfer grid follows the checkpoint's size, not the inference size: its cost stays the same.
+        self.grid = embedding_size(trained_size, self.config.transfer.grid_stride)
+        # Built once here (the ONNX export takes a few seconds), before any sample's clock runs.
+        self._backbone_runtime = build_backbone_runtime(model.backbone, self.input_size,
+                                                        self.config.backbone_runtime, self.device)
         self.last_finetune = FinetuneStats()
         self._frames: np.ndarray | None = None
         # The first optimizer built in a process imports torch's compiler stack (~2 s): a one-off
@@ -78,9 +88,11 @@ class InteractiveAgent(Predictor):
         path = Path(checkpoint or config.checkpoint or default_checkpoint_path())
         model, model_config, _ = load_checkpoint(path, resolve_device(device or config.device))
         config = dataclasses.replace(config, model=model_config, checkpoint=path)
-        log.info("agent: %s (%s, d=%d, input %s)", path.name, model_config.backbone,
-                 model_config.embedding_dim, tuple(model_config.input_size))
-        return cls(model, config)
+        agent = cls(model, config)
+        log.info("agent: %s (%s, d=%d, trained at %s, frames at %s, transfer grid %s, backbone in %s)", path.name,
+                 model_config.backbone, model_config.embedding_dim, tuple(model_config.input_size), agent.input_size,
+                 agent.grid, "ONNX Runtime" if agent._backbone_runtime else "PyTorch")
+        return agent
 
     # --- Predictor interface -----------------------------------------------------------------------
     def start(self, frames: np.ndarray, num_objects: int | None = None) -> None:
@@ -94,7 +106,7 @@ class InteractiveAgent(Predictor):
         self.num_objects = num_objects
         self._features: torch.Tensor | None = None  # (T, C, h, w), filled frame by frame as rounds need them
         self._have_features = np.zeros(len(frames), bool)
-        self._grid = self.model.embedding_size(stride=self.config.transfer.grid_stride)
+        self._grid = self.grid
         self.memory = ScribbleMemory(self._grid, self.config.scribbles, num_objects, len(frames))
         self._seconds_per_frame: dict[bool, float] = {}  # measured propagation cost, without / with CRF
         self._confidence: np.ndarray | None = None
@@ -163,7 +175,9 @@ class InteractiveAgent(Predictor):
         missing = np.asarray(frames, np.int64)[~self._have_features[frames]]
         if len(missing):
             started = time.perf_counter()
-            computed = self.model.extract_features(self.model.preprocess(self._frames[missing]))
+            config = self.model.config
+            images = preprocess_frames(self._frames[missing], self.input_size, config.mean, config.std)
+            computed = self.model.extract_features(images.to(self.device), backbone=self._backbone_runtime)
             if self._features is None:
                 self._features = computed.new_zeros((len(self._frames), *computed.shape[1:]))
             self._features[torch.from_numpy(missing)] = computed
