@@ -58,7 +58,10 @@ class OnnxBackbone:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads() or os.cpu_count() or 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle runtime threads must not spin: PyTorch and the CRF workers need the cores between frames.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+        self(example)  # the first run allocates the runtime's buffers: pay it here, not in a timed round
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if tuple(images.shape[-2:]) != self.input_size:
