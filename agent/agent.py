@@ -16,8 +16,12 @@ work done by the next full round.
 What is cached, and why the timing stays honest: the backbone is frozen on CPU, so its features of
 every frame cannot change within a sample; each frame's are computed once, inside the timed window of
 the first round that needs them, and reused. Decoder and head are reset to the pretrained weights at
-every `start`, so nothing leaks between samples. The CRF worker processes are started once when the
-agent is built (like the library imports), before any sample's clock runs.
+every `start`, so nothing leaks between samples. The CRF worker processes are started, and the backbone
+is exported to ONNX Runtime and run once, when the agent is built (like the library imports), before any
+sample's clock runs.
+
+Frames go through the backbone at `inference_scale` times the checkpoint's input size, but the transfer
+grid is the checkpoint's (see AgentConfig.inference_scale): finer features at the same transfer cost.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Speed, memory and one-shot quality figures: python -m agent.bench [--davis-root ../shared/davis].
 
-Prints (and writes as JSON): backbone milliseconds per frame at 240x427 and 480x854; label-transfer
+Prints (and writes as JSON): backbone milliseconds per frame at 240x427 and 480x854, and at the agent's
+frame size in PyTorch against ONNX Runtime (the agent's CPU runtime); label-transfer
 time per frame and its GFLOP/s beside this machine's matmul GFLOP/s measured in the same run; the
 decoder's time per frame; what a later round costs per frame (the incremental reference pool's update
 against a full transfer, and the dense CRF at half and full resolution, in one process and on every
@@ -28,12 +29,13 @@ import torch
 from skimage import data as skimage_data
 
 from .checkpoint import default_checkpoint_path, load_checkpoint
-from .config import CRFConfig, ModelConfig, TransferConfig
+from .config import AgentConfig, CRFConfig, ModelConfig, TransferConfig
 from .crf import refine_frames, warm_up, worker_count
 from .data.davis import DavisReader
 from .device import resolve_device
 from .evaluate import one_shot_benchmark
 from .model.backbones import WeightsUnavailableError
+from .model.onnx_backbone import OnnxBackbone, onnxruntime_available
 from .model.siamese import SiameseEmbedder, build_model
 from .reference_pool import ReferencePool
 from .transfer import transfer_labels
@@ -107,6 +109,22 @@ def incremental_figures(model: SiameseEmbedder, transfer: TransferConfig, repeat
         times.append(time.perf_counter() - started)
     return {"update_seconds_per_frame": float(np.median(times)) / frames,
             "new_references_per_class": transfer.max_new_reference_pixels}
+
+
+@torch.no_grad()
+def backbone_runtime_figures(model: SiameseEmbedder, size: tuple[int, int], repeats: int) -> dict:
+    """Backbone ms/frame at the agent's frame size in eager PyTorch and in ONNX Runtime (CPU only: the
+    agent's `auto` runtime), and the largest feature difference between the two."""
+    device = next(model.parameters()).device
+    if device.type != "cpu" or not onnxruntime_available():
+        return {"size": list(size), "onnxruntime": None}
+    images = torch.randn(1, 3, *size)
+    runtime = OnnxBackbone(model.backbone, size)
+    difference = float((runtime(images) - model.backbone_features(images)).abs().max())
+    torch_ms = 1000 * _timed(lambda: model.backbone_features(images), repeats)
+    onnx_ms = 1000 * _timed(lambda: runtime(images), repeats)
+    return {"size": list(size), "onnxruntime": True, "torch_ms": torch_ms, "onnxruntime_ms": onnx_ms,
+            "max_feature_difference": difference}
 
 
 CRF_SCALES = (0.25, 0.5, 1.0)  # cpu's round 1, cpu's later rounds, paper / no-finetune
@@ -183,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     report["matmul_gflops"] = matmul_gflops(device)
     for size in ((240, 427), (480, 854)):
         report[f"backbone_ms_{size[0]}x{size[1]}"] = backbone_ms(model, size, args.repeats)
+    agent_size = tuple(max(1, round(side * AgentConfig().inference_scale)) for side in config.input_size)
+    report["backbone_runtime"] = backbone_runtime_figures(model, agent_size, args.repeats)
     report["transfer"] = transfer_figures(model, transfer, num_classes=2, references_per_class=4096,
                                           repeats=args.repeats)
     report["transfer"]["fraction_of_matmul_peak"] = report["transfer"]["transfer_gflops"] / report["matmul_gflops"]
@@ -219,6 +239,11 @@ def _print(report: dict) -> None:
     print(f"backbone: {report['backbone_ms_240x427']:.0f} ms/frame at 240x427, "
           f"{report['backbone_ms_480x854']:.0f} ms/frame at 480x854 "
           f"(ratio {report['backbone_ms_480x854'] / report['backbone_ms_240x427']:.2f})")
+    r = report["backbone_runtime"]
+    if r["onnxruntime"]:
+        print(f"backbone at the agent's frame size {r['size'][0]}x{r['size'][1]}: {r['torch_ms']:.0f} ms/frame in "
+              f"PyTorch, {r['onnxruntime_ms']:.0f} ms/frame in ONNX Runtime ({r['torch_ms'] / r['onnxruntime_ms']:.2f}x; "
+              f"features within {r['max_feature_difference']:.1e})")
     print(f"label transfer ({report['aggregation']}, {t['references']} reference pixels, grid {t['grid']}): "
           f"{1000 * t['transfer_seconds_per_frame']:.1f} ms/frame, {t['transfer_gflops']:.1f} GFLOP/s "
           f"= {100 * t['fraction_of_matmul_peak']:.0f}% of matmul; decode {1000 * t['decode_seconds_per_frame']:.1f} ms/frame")

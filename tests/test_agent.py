@@ -124,3 +124,24 @@ def test_keyframe_round_copies_nearest_keyframe_and_later_rounds_catch_up(tiny_a
     full = tiny_agent.step(first, RoundPlan())
     assert all(np.array_equal(full[f], sparse[f]) for f in keyframes)
     assert np.array_equal(tiny_agent.step(second, RoundPlan()), caught_up)
+
+
+def test_frames_at_the_inference_scale_and_transfer_on_the_checkpoint_grid(tmp_path, tiny_model, tiny_synthetic_root):
+    path = save_checkpoint(tmp_path / "tiny.pt", tiny_model)
+    reader = DavisReader(tiny_synthetic_root)
+    sequence = reader.sequences("val")[0]
+    frames = reader.load_frames(sequence)
+    masks = {}
+    for scale, runtime in ((1.0, "torch"), (1.5, "torch"), (1.5, "onnxruntime")):
+        agent = InteractiveAgent.from_pretrained(path, AgentConfig(device="cpu", inference_scale=scale,
+                                                                   backbone_runtime=runtime))
+        assert agent.input_size == ((48, 80) if scale == 1.0 else (72, 120))
+        assert agent.grid == (12, 20)  # the checkpoint's 48x80 at grid stride 4, whatever the frame size
+        agent.start(frames, 1)
+        masks[scale, runtime] = agent.step(reader.load_scribble(sequence, 1), RoundPlan())
+        assert agent._features.shape[-2:] == (agent.input_size[0] // 8, agent.input_size[1] // 8)
+    assert masks[1.5, "torch"].shape == masks[1.0, "torch"].shape == frames.shape[:3]
+    # ONNX Runtime's features differ from PyTorch's by ~1e-5: nearly every pixel gets the same label.
+    assert (masks[1.5, "torch"] == masks[1.5, "onnxruntime"]).mean() > 0.99
+    with pytest.raises(ValueError, match="inference_scale must be positive"):
+        InteractiveAgent.from_pretrained(path, AgentConfig(device="cpu", inference_scale=0.0))

@@ -40,6 +40,10 @@ def test_bench_figures_and_one_shot_j(tiny_checkpoint: Path, tiny_synthetic_root
     assert report["checkpoint"] == str(tiny_checkpoint) and report["model"]["backbone"] == "tiny"
     assert _positive(report["matmul_gflops"])
     assert _positive(report["backbone_ms_240x427"]) and _positive(report["backbone_ms_480x854"])
+    runtime = report["backbone_runtime"]  # the agent's frame size: 1.5x the checkpoint's 48x80
+    assert runtime["size"] == [72, 120] and runtime["onnxruntime"]
+    assert _positive(runtime["torch_ms"]) and _positive(runtime["onnxruntime_ms"])
+    assert runtime["max_feature_difference"] < 1e-3
     transfer = report["transfer"]
     for key in ("transfer_seconds_per_frame", "transfer_gflops", "decode_seconds_per_frame",
                 "fraction_of_matmul_peak"):
