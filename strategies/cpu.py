@@ -1,6 +1,9 @@
 """A schedule for a CPU, where the paper's fine-tuning budgets buy few steps and eat the session's time.
 
-Why these choices (measured on the 5 DAVIS val videos x 3 scribbles; figures in the README):
+Why these choices (measured on the 5 DAVIS val videos x 3 scribbles; figures in the README). They were
+measured with frames at 240x427 and the PyTorch backbone, before AgentConfig.inference_scale = 1.5 and the
+ONNX Runtime backbone; with those, the same schedule reached AUC-J 0.823 (README), but the choices below
+were not re-measured one by one:
 - No fine-tuning: on 2 CPU cores the paper's budgets buy few steps and cost most of the 240 s per
   object (`paper` submits only ~4 of 8 rounds in time), and the few steps did not help: after round 1
   (same propagation, no CRF) J was 0.57 with 5 s of fine-tuning against 0.61 without. The time goes
