@@ -44,6 +44,8 @@ def test_runtime_choice(monkeypatch):
     assert build_backbone_runtime(backbone, (64, 96), "torch", CPU) is None
     assert build_backbone_runtime(backbone, (64, 96), "auto", torch.device("cuda")) is None  # no export on CUDA
     assert build_backbone_runtime(backbone, (64, 96), "auto", CPU) is not None
+    with pytest.raises(BackboneRuntimeError, match="runs on the CPU"):
+        build_backbone_runtime(backbone, (64, 96), "onnxruntime", torch.device("cuda"))
     with pytest.raises(ValueError, match="unknown backbone runtime 'tvm'"):
         build_backbone_runtime(backbone, (64, 96), "tvm", CPU)
     monkeypatch.setattr(onnx_backbone, "onnxruntime_available", lambda: False)

@@ -81,6 +81,9 @@ def build_backbone_runtime(
         raise ValueError(f"unknown backbone runtime '{runtime}': use one of {', '.join(RUNTIMES)}")
     if runtime == "torch" or (runtime == "auto" and (device.type != "cpu" or not onnxruntime_available())):
         return None
+    if device.type != "cpu":
+        raise BackboneRuntimeError(f"backbone runtime 'onnxruntime' runs on the CPU, but the model is on {device}: "
+                                   "use --device cpu, or the torch runtime")
     if not onnxruntime_available():
         raise BackboneRuntimeError("backbone runtime 'onnxruntime' asked for but onnxruntime is not installed: "
                                    "pip install onnxruntime, or use the torch runtime")
