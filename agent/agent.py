@@ -44,7 +44,7 @@ from .data.davis import DatasetError
 from .device import resolve_device
 from .finetune import FinetuneStats, finetune
 from .model.onnx_backbone import build_backbone_runtime
-from .model.siamese import SiameseEmbedder, embedding_size, preprocess_frames
+from .model.siamese import SiameseEmbedder, embedding_size, scaled_size
 from .predictor import Predictor
 from .propagate import propagate, reference_set, select_keyframes
 from .reference_pool import ReferencePool
@@ -68,9 +68,7 @@ class InteractiveAgent(Predictor):
         self.model = model.eval()
         self._pretrained_state = copy.deepcopy(model.state_dict())
         trained_size = tuple(model.config.input_size)
-        if self.config.inference_scale <= 0:
-            raise ValueError(f"inference_scale must be positive, got {self.config.inference_scale}")
-        self.input_size = tuple(max(1, round(side * self.config.inference_scale)) for side in trained_size)
+        self.input_size = scaled_size(trained_size, self.config.inference_scale)
         # The transfer grid follows the checkpoint's size, not the inference size: its cost stays the same.
         self.grid = embedding_size(trained_size, self.config.transfer.grid_stride)
         # Built once here (the ONNX export takes a few seconds), before any sample's clock runs.
@@ -110,14 +108,13 @@ class InteractiveAgent(Predictor):
         self.num_objects = num_objects
         self._features: torch.Tensor | None = None  # (T, C, h, w), filled frame by frame as rounds need them
         self._have_features = np.zeros(len(frames), bool)
-        self._grid = self.grid
-        self.memory = ScribbleMemory(self._grid, self.config.scribbles, num_objects, len(frames))
+        self.memory = ScribbleMemory(self.grid, self.config.scribbles, num_objects, len(frames))
         self._seconds_per_frame: dict[bool, float] = {}  # measured propagation cost, without / with CRF
         self._confidence: np.ndarray | None = None
         self._last_labels: np.ndarray | None = None  # (T, H, W) the last round's prediction
         self._round = 0
         incremental = self.config.transfer.incremental and self.config.transfer.aggregation == "topk"
-        self._pool = ReferencePool(len(frames), self._grid, self.config.transfer) if incremental else None
+        self._pool = ReferencePool(len(frames), self.grid, self.config.transfer) if incremental else None
         self._generator = torch.Generator().manual_seed(self.config.seed)
 
     def step(self, scribbles: dict, plan: RoundPlan | None = None) -> np.ndarray:
@@ -153,10 +150,10 @@ class InteractiveAgent(Predictor):
             refs = ref_labels = None
             scorer = lambda index: self._pool.scores(self.model, index)  # noqa: E731
         else:
-            refs, ref_labels = reference_set(self.model, features, labels, self._grid)
+            refs, ref_labels = reference_set(self.model, features, labels, self.grid)
             scorer = None
         result = propagate(
-            self.model, features, refs, ref_labels, num_classes, self._frames, self._grid, self.config.transfer,
+            self.model, features, refs, ref_labels, num_classes, self._frames, self.grid, self.config.transfer,
             crf_config, generator=self._generator, scorer=scorer, keyframes=keyframes,
         )
         self._seconds_per_frame[plan.use_crf] = (time.perf_counter() - propagation_start) / len(keyframes)
@@ -179,9 +176,8 @@ class InteractiveAgent(Predictor):
         missing = np.asarray(frames, np.int64)[~self._have_features[frames]]
         if len(missing):
             started = time.perf_counter()
-            config = self.model.config
-            images = preprocess_frames(self._frames[missing], self.input_size, config.mean, config.std)
-            computed = self.model.extract_features(images.to(self.device), backbone=self._backbone_runtime)
+            images = self.model.preprocess(self._frames[missing], self.input_size)
+            computed = self.model.extract_features(images, backbone=self._backbone_runtime)
             if self._features is None:
                 self._features = computed.new_zeros((len(self._frames), *computed.shape[1:]))
             self._features[torch.from_numpy(missing)] = computed
@@ -193,7 +189,7 @@ class InteractiveAgent(Predictor):
         """Label maps on the embedding grid for every scribbled frame (see ScribbleMemory)."""
         frames = self.memory.frames()
         spare = self.config.scribbles.spare_predicted_objects and self._last_labels is not None
-        predicted = {f: objects_on_grid(self._last_labels[f], self._grid) if spare else None for f in frames}
+        predicted = {f: objects_on_grid(self._last_labels[f], self.grid) if spare else None for f in frames}
         if not self.memory.needs_least_similar():
             return {f: torch.from_numpy(self.memory.labels(f, predicted_objects=predicted[f])) for f in frames}
         # No background label anywhere yet: the pixels least similar to the object scribbles are.
@@ -207,7 +203,7 @@ class InteractiveAgent(Predictor):
     @torch.no_grad()
     def _object_similarity(self, frame_features: torch.Tensor, raw_labels: torch.Tensor) -> np.ndarray:
         """Per-pixel similarity to the closest object's scribbles under the current model."""
-        emb = self.model.decode(frame_features[None].float().to(self.device), self._grid)
+        emb = self.model.decode(frame_features[None].float().to(self.device), self.grid)
         flat_labels = raw_labels.reshape(-1).to(self.device)
         keep = flat_labels > 0
         refs = emb[0].reshape(emb.shape[1], -1).t()[keep]

@@ -36,7 +36,7 @@ from .device import resolve_device
 from .evaluate import one_shot_benchmark
 from .model.backbones import WeightsUnavailableError
 from .model.onnx_backbone import OnnxBackbone, onnxruntime_available
-from .model.siamese import SiameseEmbedder, build_model
+from .model.siamese import SiameseEmbedder, build_model, scaled_size
 from .reference_pool import ReferencePool
 from .transfer import transfer_labels
 
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     report["matmul_gflops"] = matmul_gflops(device)
     for size in ((240, 427), (480, 854)):
         report[f"backbone_ms_{size[0]}x{size[1]}"] = backbone_ms(model, size, args.repeats)
-    agent_size = tuple(max(1, round(side * AgentConfig().inference_scale)) for side in config.input_size)
+    agent_size = scaled_size(tuple(config.input_size), AgentConfig().inference_scale)
     report["backbone_runtime"] = backbone_runtime_figures(model, agent_size, args.repeats)
     report["transfer"] = transfer_figures(model, transfer, num_classes=2, references_per_class=4096,
                                           repeats=args.repeats)

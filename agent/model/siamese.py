@@ -33,6 +33,13 @@ def embedding_size(input_size: tuple[int, int], stride: int = 2) -> tuple[int, i
     return math.ceil(input_size[0] / stride), math.ceil(input_size[1] / stride)
 
 
+def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
+    """(H, W) times scale, rounded (at least 1 pixel): the agent's frame size for AgentConfig.inference_scale."""
+    if scale <= 0:
+        raise ValueError(f"inference_scale must be positive, got {scale}")
+    return tuple(max(1, round(side * scale)) for side in size)
+
+
 def preprocess_frames(
     frames: np.ndarray,
     input_size: tuple[int, int],
@@ -125,9 +132,10 @@ class SiameseEmbedder(nn.Module):
     def embedding_dim(self) -> int:
         return self.config.embedding_dim
 
-    def preprocess(self, frames: np.ndarray) -> torch.Tensor:
-        """(T, H, W, 3) uint8 -> (T, 3, *config.input_size) normalised float32 on the model's device."""
-        x = preprocess_frames(frames, self.config.input_size, self.config.mean, self.config.std)
+    def preprocess(self, frames: np.ndarray, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """(T, H, W, 3) uint8 -> (T, 3, *size) normalised float32 on the model's device (size None:
+        config.input_size, the size the model was trained at)."""
+        x = preprocess_frames(frames, size or self.config.input_size, self.config.mean, self.config.std)
         return x.to(next(self.parameters()).device)
 
     def embedding_size(self, input_size: tuple[int, int] | None = None, stride: int = 2) -> tuple[int, int]:
