@@ -1,8 +1,10 @@
 #!/usr/bin/env python
-"""Run a local DAVIS Interactive session: flags -> config dataclasses -> agent.session.run_session().
+"""Play a DAVIS Interactive session: flags and config -> agent.evaluation.session.run_session().
 
-    python session_runner.py --subset val                                # built-in synthetic data
-    python session_runner.py --subset val --davis-root ../shared/davis   # real DAVIS
+    python session_runner.py                                      # built-in synthetic data, strategy auto
+    python session_runner.py --davis-root ../shared/davis         # real DAVIS (val)
+    python session_runner.py --config outputs/RUN/config.json     # re-run a run with its resolved config
+    python session_runner.py --set agent.crf.iterations=10 --set agent.inference_scale=1.0
 """
 
 from __future__ import annotations
@@ -13,38 +15,68 @@ import sys
 import time
 from pathlib import Path
 
-from agent.config import AgentConfig, SessionConfig
-from agent.predictor import PREDICTORS
-from strategies import REGISTRY
+from agent.config import AgentConfig, ConfigError, RunConfig, load_config, to_dict
+from strategies import describe_strategies
 
 log = logging.getLogger("session_runner")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    defaults = SessionConfig()
-    strategy_help = "\n".join(f"  {name}: {cls.description}" for name, cls in sorted(REGISTRY.items()))
+    strategies = "\n".join(f"  {line}" for line in describe_strategies().splitlines())
     parser = argparse.ArgumentParser(
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=f"strategies (--strategy):\n{strategy_help}\n  module:Class: your own strategy class",
+        epilog=f"strategies (--strategy):\n{strategies}\n  module:Class: your own strategy class\n\n"
+               "Every field of agent/config.py's RunConfig can be set with --set section.field=value "
+               "(sections: session, agent, agent.transfer, agent.scribbles, agent.finetune, agent.crf).",
     )
-    parser.add_argument("--subset", default=defaults.subset, choices=["train", "val", "trainval"])
+    # Flags default to None: only the ones given override --config files (then --set overrides them).
+    parser.add_argument("--config", action="append", default=[], metavar="FILE",
+                        help="JSON or YAML of RunConfig (e.g. a run's config.json); several are merged in order")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="assignments",
+                        help="one config field, e.g. agent.crf.iterations=10 (repeatable; wins over everything)")
+    parser.add_argument("--subset", default=None, help="val (default), train or trainval")
     parser.add_argument("--davis-root", type=Path, default=None,
                         help="DAVIS-format root (official, partial or custom); default: built-in synthetic data")
     parser.add_argument("--sequences", default=None, help="comma-separated subset of the sequences")
-    parser.add_argument("--max-interactions", type=int, default=defaults.max_interactions)
-    parser.add_argument("--max-time", type=float, default=defaults.max_time, help="seconds per object per sample")
-    parser.add_argument("--metric", default=defaults.metric, choices=["J", "F", "J_AND_F"])
-    parser.add_argument("--strategy", default=defaults.strategy, help="a strategy name (below) or module:Class")
-    parser.add_argument("--predictor", default="simlearn", choices=PREDICTORS,
-                        help="simlearn: the paper's agent; baseline: paint scribbles, copy to every frame")
+    parser.add_argument("--max-interactions", type=int, default=None, help="per sample (default 8)")
+    parser.add_argument("--max-time", type=float, default=None, help="seconds per object per sample (default 240)")
+    parser.add_argument("--metric", default=None, help="J (default), F or J_AND_F")
+    parser.add_argument("--strategy", default=None, help="a strategy name (below) or module:Class (default auto)")
+    parser.add_argument("--predictor", default=None, help="simlearn (the paper's agent, default) or baseline")
     parser.add_argument("--checkpoint", type=Path, default=None, help="model checkpoint (default: the shipped one)")
     parser.add_argument("--output-dir", type=Path, default=None,
                         help="where results go (default: outputs/<subset>-<predictor>-<strategy>-<time>)")
-    parser.add_argument("--device", default=defaults.device, help="auto, cpu or cuda")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--device", default=None, help="auto (default), cpu or cuda")
+    parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser.parse_args(argv)
+
+
+def resolve_config(args: argparse.Namespace) -> RunConfig:
+    """Defaults < --config files < flags < --set; ConfigError names the bad key or value."""
+    sequences = None
+    if args.sequences is not None:
+        sequences = [s.strip() for s in args.sequences.split(",") if s.strip()]
+    flags = {
+        "session.subset": args.subset, "session.davis_root": args.davis_root, "session.sequences": sequences,
+        "session.max_interactions": args.max_interactions, "session.max_time": args.max_time,
+        "session.metric": args.metric, "session.strategy": args.strategy, "session.predictor": args.predictor,
+        "session.output_dir": args.output_dir, "agent.checkpoint": args.checkpoint, "agent.device": args.device,
+        "agent.seed": args.seed,
+    }
+    return load_config(RunConfig, args.config, args.assignments, flags)
+
+
+def build_predictor(name: str, agent_config: AgentConfig | None = None):
+    """The predictor factory: `simlearn` (the paper's agent) or `baseline` (scribble painting)."""
+    if name == "baseline":
+        from agent.evaluation.baseline import ScribblePaintBaseline
+
+        return ScribblePaintBaseline()
+    from agent.inference.agent import InteractiveAgent
+
+    return InteractiveAgent.from_pretrained(config=agent_config)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,41 +84,46 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("absl").setLevel(logging.WARNING)  # davisinteractive logs every step at INFO
+    try:
+        config = resolve_config(args)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
     # Heavy imports after argument parsing, so --help is instant.
+    import dataclasses
+
     import numpy as np
     import torch
 
-    from agent.checkpoint import CheckpointError
     from agent.data.davis import DatasetError
+    from agent.device import resolve_device
+    from agent.evaluation.session import PredictionError, run_session
     from agent.model.backbones import WeightsUnavailableError
-    from agent.predictor import build_predictor
-    from agent.session import PredictionError, run_session
-    from strategies import UnknownStrategyError, get_strategy
+    from agent.model.checkpoint import CheckpointError
+    from strategies import UnknownStrategyError, get_strategy, resolve_name
 
-    output_dir = args.output_dir or Path("outputs") / (
-        f"{args.subset}-{args.predictor}-{args.strategy.replace(':', '.')}-{time.strftime('%Y%m%d-%H%M%S')}"
-    )
-    config = SessionConfig(
-        subset=args.subset,
-        davis_root=args.davis_root,
-        sequences=tuple(s.strip() for s in args.sequences.split(",") if s.strip()) if args.sequences else None,
-        max_interactions=args.max_interactions,
-        max_time=args.max_time,
-        metric=args.metric,
-        strategy=args.strategy,
-        output_dir=output_dir,
-        device=args.device,
-        seed=args.seed,
-    )
-    np.random.seed(config.seed)
-    torch.manual_seed(config.seed)
+    session = config.session
     try:
-        strategy = get_strategy(config.strategy)
-        predictor = build_predictor(
-            args.predictor, AgentConfig(checkpoint=args.checkpoint, device=config.device, seed=config.seed)
-        )
-        result = run_session(config, predictor, strategy)
+        device = resolve_device(config.agent.device)
+        strategy_name = resolve_name(session.strategy, device.type)
+        strategy = get_strategy(strategy_name)
+    except (UnknownStrategyError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    output_dir = session.output_dir or Path("outputs") / (
+        f"{session.subset}-{session.predictor}-{strategy_name.replace(':', '.')}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    # config.json holds the resolved run: passing it back with --config plays the same run.
+    config = dataclasses.replace(config, session=dataclasses.replace(session, strategy=strategy_name,
+                                                                      output_dir=output_dir))
+    if session.strategy != strategy_name:
+        log.info("strategy auto -> %s (device %s)", strategy_name, device.type)
+    np.random.seed(config.agent.seed)
+    torch.manual_seed(config.agent.seed)
+    try:
+        predictor = build_predictor(config.session.predictor, config.agent)
+        result = run_session(config.session, predictor, strategy, run_config=to_dict(config))
     except (DatasetError, UnknownStrategyError, CheckpointError, WeightsUnavailableError, PredictionError,
             ValueError) as error:
         if args.verbose:

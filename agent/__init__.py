@@ -14,7 +14,7 @@ __all__ = ["InteractiveAgent"]
 def __getattr__(name: str):
     # Lazy, so `import agent.data...` and `session_runner.py --help` do not pay for torch.
     if name == "InteractiveAgent":
-        from .agent import InteractiveAgent
+        from .inference.agent import InteractiveAgent
 
         return InteractiveAgent
     raise AttributeError(name)

@@ -1,25 +1,36 @@
-"""Configuration dataclasses. Defaults are the paper's values (Najafi et al., 2018) unless a comment
-says why we differ; the CLIs only fill these in."""
+"""Configuration dataclasses: every parameter has its one home here, with the paper's value (Najafi et al.,
+2018) as default unless a comment says why we differ (measurements: docs/METHOD.md).
+
+The CLIs fill these from flags, from `--config FILE` (JSON or YAML of the dataclasses, e.g. a run's
+config.json) and from `--set section.field=value`; `load_config` validates all of it, so a wrong key or
+value ends with one clear line.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import math
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-
-def from_dict(cls, data: dict[str, Any]):
-    """Build a dataclass from a dict, ignoring unknown keys and turning lists back into tuples."""
-    known = {f.name: f for f in fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        if key in known:
-            kwargs[key] = tuple(value) if isinstance(value, list) else value
-    return cls(**kwargs)
+STRATEGY_AUTO = "auto"
 
 
-def to_dict(config) -> dict[str, Any]:
-    return asdict(config)
+class ConfigError(ValueError):
+    """A configuration key or value that does not fit the dataclasses; the message names it."""
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _choice(value: str, name: str, choices: tuple[str, ...]) -> None:
+    _require(value in choices, f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def _finite(value: float) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
 
 
 @dataclass
@@ -27,69 +38,71 @@ class ModelConfig:
     """The Siamese embedding network: backbone + decoder -> H/2 x W/2 x d embeddings."""
 
     backbone: str = "efficientnet-lite0"  # efficientnet-lite0 | resnet101-deeplab | resnet50-deeplab | tiny
-    pretrained: str = "imagenet"  # imagenet | coco | none (which weights the backbone starts from)
+    pretrained: str = "imagenet"  # imagenet | coco | none: which weights the backbone starts from
     output_stride: int = 8  # paper: dilated backbone with output stride 8
     embedding_dim: int = 128  # d
-    # Frames are resized to this (H, W) before the network; embeddings come out at half of it.
-    input_size: tuple[int, int] = (240, 427)
-    # Per-channel normalisation of RGB in [0, 1]; filled from the backbone when left None.
+    input_size: tuple[int, int] = (240, 427)  # frames are resized to this (H, W) in training
+    # Per-channel normalisation of RGB in [0, 1]; None: the backbone's own.
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
-    # Backbone stages whose features are concatenated (Lite0: 0..4 at strides 2..32, capped at the output
-    # stride); None: the backbone's default (Lite0: stages 2, 3, 4, measured better than the last alone).
+    # Backbone stages concatenated (Lite0: 0..4 at strides 2..32); None: the backbone's default (Lite0: 2, 3, 4).
     feature_levels: tuple[int, ...] | None = None
-    # L2-normalise embeddings (cosine similarity; the BN head rescales it). The paper uses raw inner products;
-    # for one-shot transfer with ImageNet features L2 measured much better (top-k J 0.78 vs 0.51).
+    # L2-normalised embeddings (cosine similarity, the BN head rescales it): the paper's raw inner products
+    # transferred far worse here.
     normalize_embeddings: bool = True
-    # L2-normalise each backbone level before the decoder: the levels' magnitudes differ by orders, and
-    # the same normalisation is what makes raw ImageNet features transfer well (see feature_embeddings).
+    # Each backbone level L2-normalised before the decoder: their magnitudes differ by orders.
     normalize_features: bool = True
-    # random: the usual initialisation. identity (needs embedding_dim == backbone channels): the transposed
-    # conv starts as a copy of its input, so training starts from the ImageNet features' own similarity.
+    # random | identity (needs embedding_dim == backbone channels: training starts from the ImageNet similarity)
     decoder_init: str = "random"
 
-
-@dataclass
-class PoolingConfig:
-    """Stochastic pooling: K pixels uniformly at random per object class."""
-
-    samples_per_class: int = 100  # K
+    def __post_init__(self) -> None:
+        _choice(self.pretrained, "model.pretrained", ("imagenet", "coco", "none"))
+        _choice(self.decoder_init, "model.decoder_init", ("random", "identity"))
+        _require(self.output_stride in (8, 16), f"model.output_stride must be 8 or 16, got {self.output_stride}")
+        _require(self.embedding_dim >= 1, f"model.embedding_dim must be >= 1, got {self.embedding_dim}")
+        _require(len(self.input_size) == 2 and min(self.input_size) >= 16,
+                 f"model.input_size must be (H, W) of at least 16 pixels, got {self.input_size}")
 
 
 @dataclass
 class TransferConfig:
-    """Label transfer from pooled reference pixels to every query pixel."""
+    """Label transfer from the labelled reference pixels to every query pixel."""
 
-    # eq3 (paper, Eq. 3: sum of BN-ed similarities over K samples) | topk. topk by default: one-shot J 0.78
-    # vs 0.34 for eq3 with ImageNet Lite0 features on DAVIS val (eq3 is what the paper's training optimises).
+    # eq3 (the paper's Eq. 3: mean BN-ed similarity to K pooled pixels per class) | topk (mean of the k best
+    # similarities per class): topk transfers far better, with or without training (docs/METHOD.md).
     aggregation: str = "topk"
-    samples_per_class: int = 100  # K for eq3
-    topk: int = 20  # for topk: mean of the k best similarities per class (5/20/50 within 0.01 J)
-    # For topk: per class, random subset of the reference pixels. Coverage matters: on the H/4 grid 1024
-    # gave J 0.68, 4096 0.78, all 0.785; cost grows linearly.
-    max_reference_pixels: int = 4096
-    # Query pixels per chunk (chunks are split evenly, each 1-2x this; at least transfer.MIN_CHUNK): a
-    # 1024 x 4096 similarity block (16 MB) fits the 32 MB L3 cache of the machines we measured on; per frame at 240x427 the top-k transfer took 216 ms against 369 ms with
-    # 4096-row chunks (best of 8, 2 CPU cores).
+    samples_per_class: int = 100  # K: pooled pixels per class (eq3, training and fine-tuning pairs)
+    topk: int = 20  # k for topk
+    max_reference_pixels: int = 4096  # topk: random subset per class; coverage matters, cost is linear
+    # Query pixels per chunk (evenly split, 1-2x this): the similarity block then stays in the CPU cache.
     chunk_size: int = 1024
-    # Transfer on the H/grid_stride grid, then upsample the scores bilinearly. The paper's grid is H/2
-    # (stride 2); the decoder's transposed conv outputs H/4, and the H/2 embeddings are only its bilinear
-    # interpolation, so stride 4 is 4x cheaper and, for a fixed reference budget, measured more accurate
-    # (one-shot J 0.78 vs 0.71 at 4096 references).
+    # Transfer on the H/grid_stride grid and upsample the scores: the decoder's own H/4 grid is 4x cheaper
+    # than the paper's H/2 (a bilinear interpolation of it) and covers more of the frame per reference.
     grid_stride: int = 4
-    # Rounds without fine-tuning keep every frame's running top-k and compare it only with the pixels
-    # labelled since the last round, at most this many per class (see reference_pool.py); False: full
-    # transfer from a fresh sample of max_reference_pixels per class every round.
+    # Rounds without fine-tuning compare every frame only with the pixels labelled since the last round
+    # (inference/reference_pool.py); False: a full transfer every round.
     incremental: bool = True
-    max_new_reference_pixels: int = 1024
+    max_new_reference_pixels: int = 1024  # per class and round, for the incremental pool
+
+    def __post_init__(self) -> None:
+        _choice(self.aggregation, "transfer.aggregation", ("eq3", "topk"))
+        for name in ("samples_per_class", "topk", "max_reference_pixels", "chunk_size", "grid_stride",
+                     "max_new_reference_pixels"):
+            _require(getattr(self, name) >= 1, f"transfer.{name} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass
 class TrainConfig:
     """Pretraining (python -m agent.train)."""
 
+    mode: str = "frozen-backbone"  # frozen-backbone (cached features, CPU) | full (the paper's, a GPU)
     davis_root: Path | None = None
+    # Training videos never trained on (a validation split of your own; see docs/TRAINING.md).
+    holdout: tuple[str, ...] = ()
+    val_sequences: tuple[str, ...] | None = None  # validated on (None: the root's val.txt)
     synthetic_sequences: int = 8
+    synthetic_frames: int = 16
+    max_frames_per_video: int = 0  # 0: every frame
     iterations: int = 100_000  # paper
     lr_backbone: float = 2.5e-4
     lr_decoder: float = 5e-4  # twice the backbone's, for decoder and head
@@ -99,13 +112,22 @@ class TrainConfig:
     scale_range: tuple[float, float] = (0.75, 1.25)
     rotation_degrees: float = 15.0
     colour_jitter: float = 0.2  # full mode only: brightness/contrast/saturation factors in 1 +- this
-    synthetic_frames: int = 16
-    max_frame_gap: int = 0  # 0: any pair of frames of the video (paper); >0 limits the gap
     checkpoint_every: int = 500
     validate_every: int = 0
     seed: int = 0
     device: str = "auto"
     output_dir: Path = Path("runs/train")
+
+    def __post_init__(self) -> None:
+        _choice(self.mode, "train.mode", ("frozen-backbone", "full"))
+        _require(self.iterations >= 1, f"train.iterations must be >= 1, got {self.iterations}")
+        _require(self.checkpoint_every >= 1, f"train.checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        for name in ("synthetic_sequences", "max_frames_per_video", "validate_every", "seed"):
+            _require(getattr(self, name) >= 0, f"train.{name} must be >= 0, got {getattr(self, name)}")
+        _require(self.synthetic_frames >= 2, f"train.synthetic_frames must be >= 2, got {self.synthetic_frames}")
+        for name in ("lr_backbone", "lr_decoder", "momentum", "weight_decay", "poly_power", "colour_jitter"):
+            value = getattr(self, name)
+            _require(_finite(value) and value >= 0, f"train.{name} must be a finite number >= 0, got {value}")
 
 
 @dataclass
@@ -120,11 +142,17 @@ class ScribbleConfig:
     # True: least-similar background until the first background stroke, on top of far-away background.
     # False: only while there is no background at all (far-away background included).
     least_similar_until_stroke: bool = True
-    # True: no derived background (far-away, least-similar) where the previous round predicted an object. A
-    # short late object stroke on part of a large object otherwise makes the rest of it far-away background
-    # on that frame, and the object can collapse on every frame (seen on blackswan). Off: in a full val
-    # session blackswan was steadier but libby lower (AUC-J 0.785 vs 0.783; README, Limitations).
+    # True: no derived background (far-away, least-similar) where the previous round predicted an object,
+    # so a short late object stroke cannot make the rest of a large object background. Off: measured no
+    # clear gain (docs/METHOD.md).
     spare_predicted_objects: bool = False
+
+    def __post_init__(self) -> None:
+        _require(self.dilation >= 1, f"scribbles.dilation must be >= 1, got {self.dilation}")
+        _require(_finite(self.far_background_fraction) and self.far_background_fraction >= 0,
+                 f"scribbles.far_background_fraction must be >= 0, got {self.far_background_fraction}")
+        _require(_finite(self.least_similar_fraction) and 0 <= self.least_similar_fraction <= 1,
+                 f"scribbles.least_similar_fraction must be in [0, 1], got {self.least_similar_fraction}")
 
 
 @dataclass
@@ -137,16 +165,22 @@ class FinetuneConfig:
     flip: bool = True
     scale_range: tuple[float, float] = (0.5, 1.5)
     rotation_degrees: float = 30.0
-    early_stop_loss: float = 0.04
+    early_stop_loss: float = 0.04  # stop once the largest recent loss is below this (paper)
     train_backbone: bool = False  # on CPU only decoder + head adapt; backbone features are cached
+
+    def __post_init__(self) -> None:
+        for name in ("lr", "momentum", "weight_decay", "rotation_degrees", "early_stop_loss"):
+            value = getattr(self, name)
+            _require(_finite(value) and value >= 0, f"finetune.{name} must be a finite number >= 0, got {value}")
+        low, high = self.scale_range
+        _require(0 < low <= high, f"finetune.scale_range must be (low, high) with 0 < low <= high, got {self.scale_range}")
 
 
 @dataclass
 class CRFConfig:
     """Dense CRF (pydensecrf) on the per-class scores with the RGB frame."""
 
-    # DeepLab-style values for 480p frames (sxy in pixels, srgb in 0-255 intensity units); on a
-    # synthetic 480x854 check bilateral sxy 30-50 / srgb 10 / compat 4-5 beat sxy 80 / compat 10.
+    # DeepLab-style values for 480p frames (sxy in pixels, srgb in 0-255 intensity units).
     iterations: int = 5
     gaussian_sxy: float = 3.0
     gaussian_compat: float = 3.0
@@ -154,39 +188,55 @@ class CRFConfig:
     bilateral_srgb: float = 10.0
     bilateral_compat: float = 5.0
     score_temperature: float = 1.0  # scores / temperature -> softmax -> unary
-    # <1 runs the CRF on a downscaled frame (sxy scaled along) and upsamples the marginals: ~1/scale^2
-    # faster (a 480x854 frame with 2 classes takes ~0.5-0.8 s on one CPU core at 1.0).
+    # <1: the CRF runs on a downscaled frame (sxy scaled along), ~1/scale^2 faster; a RoundPlan may override.
     scale: float = 1.0
-    # Processes that refine frames in parallel (pydensecrf is single-threaded and holds the GIL);
-    # 0 = one per CPU core, 1 = in the calling process. 2 workers: 1.8x faster on 2 cores.
+    # Processes refining frames in parallel (pydensecrf holds the GIL); 0 = one per core, 1 = in-process.
     workers: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.iterations >= 0, f"crf.iterations must be >= 0, got {self.iterations}")
+        _require(self.workers >= 0, f"crf.workers must be >= 0, got {self.workers}")
+        _require(_finite(self.scale) and 0 < self.scale <= 1, f"crf.scale must be in (0, 1], got {self.scale}")
+        for name in ("gaussian_sxy", "bilateral_sxy", "bilateral_srgb", "score_temperature"):
+            value = getattr(self, name)
+            _require(_finite(value) and value > 0, f"crf.{name} must be a finite number > 0, got {value}")
 
 
 @dataclass
 class AgentConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
+    """The interactive agent; its model (ModelConfig) comes with the checkpoint."""
+
     transfer: TransferConfig = field(default_factory=TransferConfig)
     scribbles: ScribbleConfig = field(default_factory=ScribbleConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     crf: CRFConfig = field(default_factory=CRFConfig)
     checkpoint: Path | None = None  # None: the shipped default checkpoint
-    device: str = "auto"
+    device: str = "auto"  # auto | cpu | cuda
     seed: int = 0
-    # The backbone sees frames at this multiple of the checkpoint's input size (1.5: 360x640 for the shipped
-    # 240x427), while label transfer stays on the grid of the checkpoint's size (TransferConfig.grid_stride
-    # of 240x427: 60x107), so finer features cost backbone time only. In a robot-driven dev run on the 5 val
-    # videos' first scribbles, 1.5 lifted mean J by 0.07 after round 1 and 0.01 after round 8 (0.04 on
-    # average; small objects most); in full val sessions with `cpu`, AUC-J went from 0.783 to 0.823 (README).
-    # Small videos gain nothing from upscaling: use 1.0 for frames smaller than 1.5x the checkpoint's size.
-    inference_scale: float = 1.5
-    # Backbone forward passes (features are cached per sample): auto = ONNX Runtime on CPU when installed
-    # (same features, ~1.8x faster here; see model/onnx_backbone.py), else PyTorch | torch | onnxruntime.
+    # The backbone sees frames at this multiple of the checkpoint's input size while label transfer stays
+    # on the checkpoint's grid: finer features for backbone time only. auto: the video's height over the
+    # checkpoint's, clipped to [1, 1.5] (never upscales beyond the checkpoint's size; 1.5 measured best).
+    inference_scale: float | str = "auto"
+    # Backbone forward passes: auto = ONNX Runtime on CPU when installed (same features, faster), else
+    # PyTorch | torch | onnxruntime.
     backbone_runtime: str = "auto"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.inference_scale, str):
+            _require(self.inference_scale == "auto",
+                     f"agent.inference_scale must be 'auto' or a number > 0, got {self.inference_scale!r}")
+        else:
+            _require(_finite(self.inference_scale) and self.inference_scale > 0,
+                     f"agent.inference_scale must be 'auto' or a number > 0, got {self.inference_scale}")
+        _choice(self.backbone_runtime, "agent.backbone_runtime", ("auto", "torch", "onnxruntime"))
+        _require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+                 f"agent.device must be auto, cpu or cuda, got {self.device!r}")
+        _require(self.seed >= 0, f"agent.seed must be >= 0, got {self.seed}")
 
 
 @dataclass
 class SessionConfig:
-    """One local DAVIS Interactive session (python session_runner.py)."""
+    """One DAVIS Interactive session (python session_runner.py)."""
 
     subset: str = "val"
     davis_root: Path | None = None  # None: the built-in synthetic dataset
@@ -194,7 +244,169 @@ class SessionConfig:
     max_interactions: int = 8  # DAVIS-2017 challenge
     max_time: float = 240.0  # seconds per object
     metric: str = "J"
-    strategy: str = "paper"
-    output_dir: Path = Path("outputs/session")
-    device: str = "auto"
-    seed: int = 0
+    strategy: str = STRATEGY_AUTO  # auto: the best measured schedule for the device (strategies/__init__.py)
+    predictor: str = "simlearn"  # simlearn: the paper's agent | baseline: paint scribbles, copy to every frame
+    output_dir: Path | None = None  # None: outputs/<subset>-<predictor>-<strategy>-<time>
+
+    def __post_init__(self) -> None:
+        _choice(self.subset, "session.subset", ("train", "val", "trainval"))
+        _choice(self.metric, "session.metric", ("J", "F", "J_AND_F"))
+        _choice(self.predictor, "session.predictor", ("simlearn", "baseline"))
+        _require(self.max_interactions >= 1, f"session.max_interactions must be >= 1, got {self.max_interactions}")
+        _require(_finite(self.max_time) and self.max_time > 0,
+                 f"session.max_time must be a finite number of seconds > 0, got {self.max_time}")
+        if self.sequences is not None:
+            _require(len(self.sequences) > 0 and all(self.sequences), "session.sequences must name sequences")
+
+
+@dataclass
+class RunConfig:
+    """Everything session_runner.py runs with; written as config.json, which --config reads back."""
+
+    session: SessionConfig = field(default_factory=SessionConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+
+
+@dataclass
+class TrainRunConfig:
+    """Everything python -m agent.train runs with (train_config.json)."""
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+
+
+# --- loading, overriding, validating -------------------------------------------------------------------
+def to_dict(config) -> dict[str, Any]:
+    """A config as plain JSON types (paths as strings, tuples as lists)."""
+    return _plain(asdict(config))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _int_hook(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ConfigError(f"expected an integer, got {value!r}")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _float_hook(value: Any) -> Any:
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def from_dict(cls, data: dict[str, Any], strict: bool = True, where: str = "config"):
+    """Build (nested) dataclass `cls` from a dict, checking every key and value's type; ConfigError says
+    which. strict=False ignores unknown keys (e.g. a checkpoint written by a newer version)."""
+    import dacite
+
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of {cls.__name__} fields, got {type(data).__name__}")
+    if not strict:
+        data = _known_keys(cls, data)
+    options = dacite.Config(strict=strict, cast=[tuple, Path], type_hooks={int: _int_hook, float: _float_hook})
+    try:
+        return dacite.from_dict(cls, data, options)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from error
+    except dacite.UnexpectedDataError as error:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(error.keys))} "
+                          f"(known: {', '.join(f.name for f in fields(cls))})") from error
+    except dacite.DaciteError as error:
+        raise ConfigError(f"{where}: {error}") from error
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}: {error}") from error
+
+
+def _known_keys(cls, data: dict[str, Any]) -> dict[str, Any]:
+    known = {f.name: f for f in fields(cls)}
+    out = {}
+    for key, value in data.items():
+        if key not in known:
+            continue
+        default = known[key].default_factory() if callable(known[key].default_factory) else None
+        out[key] = _known_keys(type(default), value) if is_dataclass(default) and isinstance(value, dict) else value
+    return out
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A JSON or YAML file (by suffix; .json is read as YAML too, a superset) as a dict."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config file {path} is not valid JSON or YAML ({str(error).splitlines()[0]})") from error
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def set_key(data: dict[str, Any], assignment: str, cls) -> None:
+    """Apply one `section.field=value` (value parsed as YAML: 3, 0.5, true, null, [1, 2], text) to `data`."""
+    import yaml
+
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {assignment!r}: expected section.field=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--set {assignment!r}: cannot parse the value ({str(error).splitlines()[0]})") from error
+    parts = key.strip().split(".")
+    node, node_cls = data, cls
+    for depth, part in enumerate(parts):
+        known = {f.name: f for f in fields(node_cls)} if is_dataclass(node_cls) else {}
+        if part not in known:
+            prefix = ".".join(parts[:depth]) or "the top level"
+            raise ConfigError(f"--set {key}: unknown key '{part}' in {prefix} (known: {', '.join(known)})")
+        if depth == len(parts) - 1:
+            node[part] = value
+            return
+        default = known[part].default_factory() if callable(known[part].default_factory) else None
+        if not is_dataclass(default):
+            raise ConfigError(f"--set {key}: '{'.'.join(parts[:depth + 1])}' is a value, not a section")
+        node = node.setdefault(part, {})
+        node_cls = type(default)
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Nested dict merge: `update` wins, sections merge key by key."""
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_config(cls, files: list[str | Path] = (), assignments: list[str] = (), flags: dict[str, Any] | None = None):
+    """Defaults < each file < flags ({'section.field': value}, None values skipped) < --set assignments."""
+    data = to_dict(cls())
+    for path in files:
+        data = merge(data, read_config_file(path))
+    overrides: dict[str, Any] = {}
+    for key, value in (flags or {}).items():
+        if value is not None:
+            set_key(overrides, f"{key}=null", cls)  # validates the key
+            _assign(overrides, key, _plain(value))
+    for assignment in assignments:
+        set_key(overrides, assignment, cls)
+    return from_dict(cls, merge(data, overrides))
+
+
+def _assign(data: dict[str, Any], key: str, value: Any) -> None:
+    *sections, last = key.split(".")
+    for section in sections:
+        data = data.setdefault(section, {})
+    data[last] = value

@@ -12,12 +12,23 @@ from .paper import PaperStrategy
 REGISTRY: dict[str, type] = {cls.name: cls for cls in (PaperStrategy, NoFinetuneStrategy, CPUStrategy)}
 
 
+# --strategy auto: the best measured schedule per device type (docs/RESULTS.md). On CUDA only `paper` and
+# `no-finetune` were measured, and `paper`'s fine-tuning lowered J there, so CUDA gets `cpu` too.
+AUTO = {"cpu": "cpu", "cuda": "cpu"}
+
+
 class UnknownStrategyError(ValueError):
     pass
 
 
-def get_strategy(name: str) -> Strategy:
-    """A registered strategy by name, or a user's own class given as `package.module:ClassName`."""
+def resolve_name(name: str, device_type: str = "cpu") -> str:
+    """`auto` -> the registered name for this device type (cpu, cuda); any other name unchanged."""
+    return AUTO.get(device_type, "cpu") if name == "auto" else name
+
+
+def get_strategy(name: str, device_type: str = "cpu") -> Strategy:
+    """A registered strategy by name (`auto`: resolve_name), or a user's own class as `package.module:ClassName`."""
+    name = resolve_name(name, device_type)
     if name in REGISTRY:
         return REGISTRY[name]()
     if ":" in name:
@@ -36,7 +47,10 @@ def get_strategy(name: str) -> Strategy:
 
 
 def describe_strategies() -> str:
-    return "; ".join(f"{name}: {cls.description}" for name, cls in sorted(REGISTRY.items()))
+    """One line per strategy, `auto` first."""
+    lines = [f"auto: the best measured schedule for the device ({', '.join(f'{k}: {v}' for k, v in AUTO.items())})"]
+    return "\n".join(lines + [f"{name}: {cls.description}" for name, cls in sorted(REGISTRY.items())])
 
 
-__all__ = ["REGISTRY", "RoundPlan", "Strategy", "UnknownStrategyError", "describe_strategies", "get_strategy"]
+__all__ = ["AUTO", "REGISTRY", "RoundPlan", "Strategy", "UnknownStrategyError", "describe_strategies",
+           "get_strategy", "resolve_name"]

@@ -31,9 +31,12 @@ were not re-measured one by one:
 
 from __future__ import annotations
 
-from agent.data.davis import SequenceInfo
+from typing import TYPE_CHECKING
 
-from .base import RoundPlan
+from agent.inference.plan import RoundPlan
+
+if TYPE_CHECKING:
+    from agent.data.davis import SequenceInfo
 
 
 class CPUStrategy:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from agent.data.davis import SequenceInfo
+from typing import TYPE_CHECKING
 
-from .base import RoundPlan
+from agent.inference.plan import RoundPlan
+
+if TYPE_CHECKING:
+    from agent.data.davis import SequenceInfo
 
 
 class NoFinetuneStrategy:

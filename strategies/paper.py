@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from agent.data.davis import SequenceInfo
+from typing import TYPE_CHECKING
 
-from .base import RoundPlan
+from agent.inference.plan import RoundPlan
+
+if TYPE_CHECKING:
+    from agent.data.davis import SequenceInfo
 
 
 class PaperStrategy:
     name = "paper"
-    description = "the paper's schedule: fine-tune 5 s, 20 s, then 60 s; early stop at loss 0.04; CRF from round 3"
+    description = "the paper's schedule: fine-tune 5 s, 20 s, then 60 s (early stop: FinetuneConfig); CRF from round 3"
     budgets = (5.0, 20.0, 60.0)
 
     def plan(self, interaction: int, time_left: float, info: SequenceInfo) -> RoundPlan:
         seconds = self.budgets[min(interaction, len(self.budgets)) - 1]
-        return RoundPlan(finetune_seconds=seconds, early_stop_loss=0.04, use_crf=interaction >= 3)
+        return RoundPlan(finetune_seconds=seconds, use_crf=interaction >= 3)

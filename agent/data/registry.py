@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .. import davis_compat  # noqa: F401  (patches davisinteractive before it is imported)
+from . import compat  # noqa: F401  (patches davisinteractive before it is imported)
 from .davis import VOID_LABEL, DatasetError, DavisReader, SequenceInfo
 
-from davisinteractive.dataset.davis import Davis  # isort: skip  (must come after davis_compat)
+from davisinteractive.dataset.davis import Davis  # isort: skip  (must come after compat)
 
 log = logging.getLogger(__name__)
 

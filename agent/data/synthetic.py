@@ -294,7 +294,7 @@ def initial_scribble(sequence: str, masks: np.ndarray, num_objects: int, max_fra
     Tries the `max_frames` best frames; returns None if none gives every object a stroke (the robot
     drops error regions whose skeleton is too short, e.g. round ones).
     """
-    from .. import davis_compat
+    from . import compat as davis_compat
 
     davis_compat.apply()  # numpy-2 fixes and a seeded skeleton, before davisinteractive is imported
     from davisinteractive.robot import InteractiveScribblesRobot

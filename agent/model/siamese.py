@@ -40,6 +40,19 @@ def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
     return tuple(max(1, round(side * scale)) for side in size)
 
 
+# inference_scale auto: at most this multiple of the checkpoint's size (measured best: docs/METHOD.md).
+AUTO_MAX_SCALE = 1.5
+
+
+def inference_size(trained_size: tuple[int, int], frame_size: tuple[int, int], scale: float | str = "auto") -> tuple[int, int]:
+    """The backbone's input size for frames of `frame_size` (H, W): `scale` times the checkpoint's size; auto:
+    the frames' height over the checkpoint's, clipped to [1, AUTO_MAX_SCALE] (small videos are not upscaled
+    beyond the size the model was trained at)."""
+    if scale == "auto":
+        scale = min(AUTO_MAX_SCALE, max(1.0, frame_size[0] / trained_size[0]))
+    return scaled_size(trained_size, float(scale))
+
+
 def preprocess_frames(
     frames: np.ndarray,
     input_size: tuple[int, int],

@@ -1,0 +1,42 @@
+"""A non-learned baseline that says what it is: paint each object's dilated scribbles on their frame,
+then give every frame the painted labels of the nearest scribbled frame. No appearance model at all,
+so it measures what the evaluation gives for nearly free; the real agent must beat it by far."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from ..inference.plan import RoundPlan
+from ..inference.predictor import Predictor
+from ..inference.scribbles import rasterize_scribbles
+
+
+class ScribblePaintBaseline(Predictor):
+    name = "baseline"
+
+    def __init__(self, dilation: int = 15) -> None:
+        # A wide brush: the robot's and humans' strokes are thin lines through the object's middle.
+        self.dilation = dilation
+        self.painted: dict[int, np.ndarray] = {}
+
+    def start(self, frames: np.ndarray, num_objects: int) -> None:
+        self.num_frames, self.height, self.width = frames.shape[:3]
+        self.num_objects = num_objects
+        self.painted = {}
+
+    def step(self, scribbles: dict, plan: RoundPlan | None = None) -> np.ndarray:
+        strokes = rasterize_scribbles(scribbles, (self.height, self.width))
+        for frame, labels in strokes.items():
+            canvas = self.painted.get(frame, np.zeros((self.height, self.width), np.int64))
+            structure = np.ones((self.dilation, self.dilation), bool)
+            for object_id in range(self.num_objects + 1):  # background strokes (0) erase
+                grown = ndimage.binary_dilation(labels == object_id, structure)
+                canvas[grown] = object_id
+            self.painted[frame] = canvas
+        out = np.zeros((self.num_frames, self.height, self.width), np.int64)
+        if self.painted:
+            annotated = np.array(sorted(self.painted))
+            for t in range(self.num_frames):
+                out[t] = self.painted[int(annotated[np.abs(annotated - t).argmin()])]
+        return out

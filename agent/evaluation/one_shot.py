@@ -1,0 +1,82 @@
+"""One-shot label transfer (no fine-tuning, no scribbles): the ground truth of frame 0 -> every k-th
+frame, scored with the DAVIS Jaccard. Validation during pretraining and the benchmark both use it."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import TransferConfig
+from ..data import compat  # noqa: F401
+from ..data.davis import VOID_LABEL, DavisReader
+from ..inference.scribbles import grid_labels
+from ..inference.transfer import transfer_labels
+from ..model.siamese import SiameseEmbedder
+
+from davisinteractive.metrics import batched_jaccard  # isort: skip  (after compat)
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def one_shot_j(
+    model: SiameseEmbedder,
+    frames: np.ndarray,
+    masks: np.ndarray,
+    transfer_config: TransferConfig,
+    stride: int = 3,
+    generator: torch.Generator | None = None,
+    raw_features: bool = False,
+) -> float:
+    """Mean J (over objects and the frames stride, 2*stride, ...) of transferring frame 0's ground truth.
+
+    raw_features: compare the backbone's features directly (no decoder): ImageNet without Siamese training.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    num_objects = int(masks[(masks != VOID_LABEL)].max())
+    query_ids = list(range(stride, len(frames), stride)) or [len(frames) - 1]
+    grid = model.embedding_size(stride=transfer_config.grid_stride)
+    embed = model.feature_embeddings if raw_features else model.decode
+
+    def embeddings(ids: list[int]) -> torch.Tensor:
+        return embed(model.backbone_features(model.preprocess(frames[ids])), grid)
+
+    reference = embeddings([0])[0]
+    ref_labels = grid_labels(masks[0], grid).to(device)
+    keep = ref_labels.reshape(-1) >= 0
+    refs = reference.reshape(reference.shape[0], -1).t()[keep]
+    ref_classes = ref_labels.reshape(-1)[keep]
+    predictions = []
+    for start in range(0, len(query_ids), 4):
+        ids = query_ids[start : start + 4]
+        query = embeddings(ids)
+        result = transfer_labels(query, refs, ref_classes, transfer_config, model.head,
+                                 num_classes=num_objects + 1, generator=generator)
+        full = F.interpolate(result.scores, size=masks.shape[1:], mode="bilinear", align_corners=False)
+        predictions.append(full.argmax(1).cpu().numpy())
+    prediction = np.concatenate(predictions)
+    truth = masks[query_ids].astype(np.int64)
+    return float(np.mean(batched_jaccard(truth, prediction, average_over_objects=True, nb_objects=num_objects)))
+
+
+def one_shot_benchmark(
+    model: SiameseEmbedder,
+    reader: DavisReader,
+    sequences: list[str],
+    transfer_config: TransferConfig,
+    stride: int = 3,
+    seed: int = 0,
+    raw_features: bool = False,
+) -> dict[str, float]:
+    """One-shot J per sequence of a DAVIS-format root."""
+    results = {}
+    for sequence in sequences:
+        frames, masks = reader.load_frames(sequence), reader.load_annotations(sequence)
+        results[sequence] = one_shot_j(model, frames, masks, transfer_config, stride,
+                                       torch.Generator().manual_seed(seed), raw_features)
+        log.info("one-shot J %s: %.3f", sequence, results[sequence])
+    return results

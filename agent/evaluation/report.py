@@ -1,0 +1,230 @@
+"""Session results: our own summary (AUC, metric at 60 s) recomputed from the report, the
+per-sequence x per-interaction table, and the time-vs-metric plot.
+
+The summary follows the DAVIS Interactive definition, computed independently of the framework so
+the two can be checked against each other: per (interaction, sequence, scribble, object) the metric
+is averaged over frames; an interaction that was never evaluated (timeout) repeats the previous
+value at zero cost; the curve's time axis is the cumulative mean interaction time of the samples,
+starting at (0, 0) and held flat until the global timeout (mean objects per sequence x max time);
+AUC is the trapezoid area divided by that timeout, and the metric at 60 s is read off the curve.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+METRIC_COLUMNS = {"J": "jaccard", "F": "contour", "J_AND_F": "j_and_f"}
+KEYS = ["interaction", "sequence", "scribble_idx", "object_id"]
+
+
+@dataclass(frozen=True)
+class SampleLayout:
+    """What the evaluation expected: per sequence, its number of scribbles and objects."""
+
+    num_scribbles: dict[str, int]
+    num_objects: dict[str, int]
+
+    @property
+    def mean_objects(self) -> float:
+        return float(np.mean(list(self.num_objects.values())))
+
+
+def load_report(path: str | Path) -> pd.DataFrame:
+    """A report CSV as written by the session (or by davisinteractive), with numeric columns."""
+    df = pd.read_csv(path, index_col=0)
+    for column in df.columns:
+        if column not in ("sequence", "session_id"):
+            df[column] = pd.to_numeric(df[column])
+    df["sequence"] = df["sequence"].astype(str)
+    return df
+
+
+def numeric_report(report: pd.DataFrame) -> pd.DataFrame:
+    df = report.drop(columns=[c for c in ("session_id",) if c in report.columns]).copy()
+    for column in df.columns:
+        df[column] = df[column].astype(str) if column == "sequence" else pd.to_numeric(df[column])
+    return df
+
+
+def per_object_results(report: pd.DataFrame, layout: SampleLayout, max_interactions: int) -> pd.DataFrame:
+    """Frame-averaged results for every expected (interaction, sequence, scribble, object).
+
+    Missing interactions (never submitted in time) repeat the previous result with timing 0, and
+    score 0 when nothing was ever submitted for the sample.
+    """
+    df = numeric_report(report)
+    values = ["jaccard", "contour", "j_and_f", "timing"]
+    means = df.groupby(KEYS)[values].mean() if len(df) else pd.DataFrame(columns=values)
+    rows = []
+    for sequence, scribbles in layout.num_scribbles.items():
+        for scribble in range(1, scribbles + 1):
+            for obj in range(1, layout.num_objects[sequence] + 1):
+                previous = {"jaccard": 0.0, "contour": 0.0, "j_and_f": 0.0}
+                for interaction in range(1, max_interactions + 1):
+                    key = (interaction, sequence, scribble, obj)
+                    if key in means.index:
+                        result = means.loc[key].to_dict()
+                        previous = {k: result[k] for k in previous}
+                        evaluated = True
+                    else:
+                        result = {**previous, "timing": 0.0}
+                        evaluated = False
+                    rows.append(dict(zip(KEYS, key, strict=True), **result, evaluated=evaluated))
+    return pd.DataFrame(rows)
+
+
+def summarize(
+    report: pd.DataFrame,
+    layout: SampleLayout,
+    max_interactions: int,
+    max_time: float,
+    metric: str = "J",
+    time_threshold: float = 60.0,
+) -> dict:
+    """AUC and metric@threshold of the time-vs-metric curve (see the module docstring)."""
+    column = METRIC_COLUMNS[metric]
+    results = per_object_results(report, layout, max_interactions)
+    metric_per_interaction = results.groupby("interaction")[column].mean()
+    sample_time = results.groupby(["sequence", "scribble_idx", "interaction"])["timing"].mean()
+    time_per_interaction = sample_time.groupby("interaction").mean()
+
+    time = np.concatenate([[0.0], time_per_interaction.cumsum().to_numpy()])
+    values = np.concatenate([[0.0], metric_per_interaction.to_numpy()])
+    timeout = layout.mean_objects * max_time
+    time = np.append(time, timeout)
+    values = np.append(values, values[-1])
+    auc = float(np.trapezoid(values, time) / time.max()) if time.max() > 0 else 0.0
+    return {
+        "auc": auc,
+        "metric": metric,
+        "metric_at_threshold": float(np.interp(time_threshold, time, values)),
+        "threshold": time_threshold,
+        "curve": {"time": time.tolist(), metric: values.tolist()},
+        "per_interaction": {
+            metric: metric_per_interaction.round(6).tolist(),
+            "seconds": time_per_interaction.round(4).tolist(),
+        },
+        "evaluated_fraction": float(results["evaluated"].mean()) if len(results) else 0.0,
+    }
+
+
+def per_sequence_table(report: pd.DataFrame, metric: str = "J") -> pd.DataFrame:
+    """Rows (sequence, scribble_idx), columns interaction 1..N: the metric averaged over objects and frames."""
+    df = numeric_report(report)
+    column = METRIC_COLUMNS[metric]
+    per_object = df.groupby(KEYS)[column].mean().reset_index()
+    table = per_object.pivot_table(index=["sequence", "scribble_idx"], columns="interaction", values=column)
+    table.columns = [f"{metric}@{int(i)}" for i in table.columns]
+    return table
+
+
+def plot_curve(summary: dict, path: str | Path, title: str) -> None:
+    plot_curves({"": summary}, path, title)
+
+
+def plot_curves(summaries: dict[str, dict], path: str | Path, title: str) -> None:
+    """Metric against cumulative time, one line per run ({label: summary}; one unlabeled run is shaded)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    end = 1.0
+    for label, summary in summaries.items():
+        metric = summary["metric"]
+        time, values = summary["curve"]["time"], summary["curve"][metric]
+        figures = f"AUC-{metric} {summary['auc']:.3f}, {metric}@{summary['threshold']:.0f}s " \
+                  f"{summary['metric_at_threshold']:.3f}"
+        ax.plot(time, values, marker="o", markersize=3, label=f"{label}: {figures}" if label else None)
+        if len(summaries) == 1:
+            ax.fill_between(time, values, alpha=0.15)
+            title = f"{title}\n{figures}"
+        end = max(end, max(time))
+    first = next(iter(summaries.values()))
+    ax.axvline(first["threshold"], color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("cumulative interaction time per sample (s)")
+    ax.set_ylabel(first["metric"])
+    ax.set_ylim(0, 1)
+    ax.set_xlim(0, end)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    if any(summaries):
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_outputs(
+    output_dir: Path,
+    report: pd.DataFrame,
+    summary: dict,
+    title: str,
+    extra: dict | None = None,
+) -> dict[str, Path]:
+    """Write report.csv, summary.json, per_sequence.csv and curve.png; return their paths."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "report": output_dir / "report.csv",
+        "summary": output_dir / "summary.json",
+        "per_sequence": output_dir / "per_sequence.csv",
+        "plot": output_dir / "curve.png",
+    }
+    report.to_csv(paths["report"])
+    document = {**summary, **(extra or {})}
+    paths["summary"].write_text(json.dumps(_plain(document), indent=2))
+    if len(report):
+        per_sequence_table(report, summary["metric"]).to_csv(paths["per_sequence"])
+    else:
+        paths["per_sequence"].write_text("sequence,scribble_idx\n")
+    plot_curve(summary, paths["plot"], title)
+    return paths
+
+
+def _plain(value):
+    """numpy scalars/arrays -> plain Python for JSON."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m agent.report RUN_DIR[=LABEL] ... --output curves.png: the runs' curves in one plot."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m agent.report", description=main.__doc__)
+    parser.add_argument("runs", nargs="+", help="session output directories (with summary.json), optionally =LABEL")
+    parser.add_argument("--output", type=Path, required=True, help="PNG to write")
+    parser.add_argument("--title", default="J over time")
+    args = parser.parse_args(argv)
+    summaries = {}
+    for run in args.runs:
+        directory, _, label = run.partition("=")
+        path = Path(directory) / "summary.json"
+        if not path.is_file():
+            parser.exit(2, f"error: {path} does not exist (pass the output directory of a session run)\n")
+        summaries[label or Path(directory).name] = json.loads(path.read_text())
+    plot_curves(summaries, args.output, args.title)
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,171 @@
+"""One local DAVIS Interactive session: the davisinteractive loop, timing, and results written as they come.
+
+The framework times each interaction from `get_scribbles` to `submit_masks`; everything the
+predictor does for a sample (loading frames, computing features, fine-tuning) happens inside that
+window, so the reported seconds are honest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..config import SessionConfig, to_dict
+from ..data import compat  # noqa: F401  (patches davisinteractive before it is imported)
+from ..data.davis import DavisReader, SequenceInfo
+from ..data.registry import Registration, register_dataset
+from ..inference.plan import Strategy
+from ..inference.predictor import Predictor
+from .report import SampleLayout, summarize, write_outputs
+
+log = logging.getLogger(__name__)
+
+
+class PredictionError(RuntimeError):
+    """The predictor returned something the evaluation cannot take."""
+
+
+@dataclass
+class SessionResult:
+    summary: dict
+    paths: dict[str, Path]
+    interrupted: bool
+
+
+def resolve_dataset(config: SessionConfig) -> Path:
+    """The DAVIS root to evaluate on: the given one, or the built-in synthetic dataset."""
+    if config.davis_root is not None:
+        log.info("dataset: DAVIS-format root %s", config.davis_root)
+        return Path(config.davis_root)
+    from ..data.synthetic import ensure_default_dataset
+
+    root = ensure_default_dataset()
+    log.info("dataset: built-in synthetic DAVIS-format data at %s (pass --davis-root for real DAVIS)", root)
+    return root
+
+
+def check_masks(masks: np.ndarray, info: SequenceInfo) -> np.ndarray:
+    expected = (info.num_frames, info.height, info.width)
+    masks = np.asarray(masks)
+    if masks.shape != expected:
+        raise PredictionError(f"predictor returned masks of shape {masks.shape}, expected {expected}")
+    if not np.issubdtype(masks.dtype, np.integer):
+        raise PredictionError(f"predictor returned {masks.dtype} masks, expected integer labels")
+    if masks.min() < 0 or masks.max() > info.num_objects:
+        raise PredictionError(f"predictor returned labels outside 0..{info.num_objects}")
+    return masks.astype(np.int64, copy=False)
+
+
+def run_session(
+    config: SessionConfig,
+    predictor: Predictor,
+    strategy: Strategy,
+    registration: Registration | None = None,
+    run_config: dict | None = None,
+) -> SessionResult:
+    """Play every sample of the subset; write report.csv, summary.json, per_sequence.csv, curve.png, and
+    config.json (`run_config`, the CLI's full resolved RunConfig; default: the session config alone).
+
+    A crash or Ctrl-C still writes what finished (summary marked "interrupted") before re-raising.
+    """
+    from davisinteractive.session import DavisInteractiveSession
+
+    root = resolve_dataset(config)
+    if registration is None:
+        registration = register_dataset(root, config.subset, config.sequences)
+    reader = DavisReader(root)
+    if config.output_dir is None:
+        raise ValueError("session.output_dir is not set")
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    record = run_config if run_config is not None else {"session": to_dict(config)}
+    (output_dir / "config.json").write_text(json.dumps(record, indent=2, default=str))
+    layout = SampleLayout(
+        num_scribbles={s: registration.infos[s].num_scribbles for s in registration.sequences},
+        num_objects={s: registration.infos[s].num_objects for s in registration.sequences},
+    )
+    # One-off set-up for the videos' frame sizes (e.g. the backbone runtime), before any clock runs.
+    predictor.prepare(sorted({(registration.infos[s].height, registration.infos[s].width)
+                              for s in registration.sequences}))
+    interactions_log = output_dir / "interactions.jsonl"
+    interactions_log.write_text("")
+
+    session = DavisInteractiveSession(
+        host="localhost",
+        davis_root=str(root),
+        subset=config.subset,
+        max_time=config.max_time,
+        max_nb_interactions=config.max_interactions,
+        metric_to_optimize=config.metric,
+        report_save_dir=str(output_dir / "framework"),
+    )
+    interrupted = True
+    framework_summary = None
+    with session:
+        progress = tqdm(total=len(session.samples) * config.max_interactions, desc="interactions", unit="it")
+        try:
+            while session.next():
+                sequence, scribbles, new_sample = session.get_scribbles(only_last=True)
+                info = registration.infos[sequence]
+                if new_sample:
+                    predictor.start(reader.load_frames(sequence), info.num_objects)
+                interaction = session.interaction_nb + 1
+                time_left = config.max_time * info.num_objects - (time.time() - session.sample_start_time)
+                plan = dataclasses.replace(strategy.plan(interaction, time_left, info), time_left=time_left)
+                started = time.time()
+                masks = check_masks(predictor.step(scribbles, plan), info)
+                candidates = None
+                if plan.frame_candidates:
+                    candidates = predictor.next_scribble_frame_candidates(plan.frame_candidates)
+                session.submit_masks(masks, next_scribble_frame_candidates=candidates)
+                _log_interaction(interactions_log, session, sequence, interaction, time.time() - started, plan)
+                progress.update(1)
+                progress.set_postfix_str(f"{sequence} #{interaction}")
+            framework_summary = session.get_global_summary()
+            interrupted = False
+        finally:
+            progress.close()
+            report = session.get_report()
+            summary = summarize(report, layout, config.max_interactions, config.max_time, config.metric)
+            summary["interrupted"] = interrupted
+            if framework_summary:
+                summary["framework"] = framework_summary
+            title = f"{predictor.name} / {strategy.name} on {config.subset} ({len(layout.num_objects)} sequences)"
+            extra = {
+                "predictor": predictor.name,
+                "strategy": strategy.name,
+                "dataset": str(root),
+                "dataset_kind": registration.kind,
+                "sequences": registration.sequences,
+            }
+            paths = write_outputs(output_dir, report, summary, title, extra)
+            if interrupted:
+                log.warning("session stopped early: partial results written to %s", output_dir)
+    return SessionResult(summary=summary, paths=paths, interrupted=interrupted)
+
+
+def _log_interaction(path: Path, session, sequence: str, interaction: int, seconds: float, plan) -> None:
+    """Append one line per submitted interaction, so progress survives a crash."""
+    report = session.get_report()
+    rows = report[(report["sequence"] == sequence) & (report["interaction"] == interaction)]
+    _, scribble_idx = session.samples[session.sample_idx]
+    rows = rows[rows["scribble_idx"] == scribble_idx]
+    record = {
+        "sequence": sequence,
+        "scribble_idx": int(scribble_idx),
+        "interaction": interaction,
+        "seconds": round(seconds, 3),
+        "evaluated": bool(len(rows)),
+        "J": float(rows["jaccard"].astype(float).mean()) if len(rows) else None,
+        "finetune_seconds": plan.finetune_seconds,
+        "crf": plan.use_crf,
+    }
+    with path.open("a") as handle:
+        handle.write(json.dumps(record) + "\n")

@@ -1,0 +1,239 @@
+"""InteractiveAgent: the paper's method behind the Predictor interface, one sample at a time.
+
+Each round: merge the new scribbles into the sample's scribble memory (dilated; far-away background;
+least-similar background while no background label exists), fine-tune decoder + head on every
+scribbled frame so far for the strategy's budget, then transfer labels from all scribbled pixels to
+every frame (+ dense CRF when the plan says so).
+
+Work is reused, not redone: rounds without fine-tuning only compare every frame with the pixels that are
+new this round (ReferencePool keeps each frame's running top-k; it starts over when the model changed or
+a stroke gives a pooled pixel another class), and the CRF's frames go to one worker process per core.
+
+A round may propagate to keyframes only (RoundPlan.frame_stride: every n-th frame plus the scribbled
+ones; the other frames copy their nearest keyframe's labels): a fast first mask, with the rest of the
+work done by the next full round.
+
+What is cached, and why the timing stays honest: the backbone is frozen on CPU, so its features of
+every frame cannot change within a sample; each frame's are computed once, inside the timed window of
+the first round that needs them, and reused. Decoder and head are reset to the pretrained weights at
+every `start`, so nothing leaks between samples. The CRF worker processes are started, and the backbone
+is exported to ONNX Runtime and run once, when the agent is built (like the library imports), before any
+sample's clock runs.
+
+Frames go through the backbone at `inference_scale` times the checkpoint's input size, but the transfer
+grid is the checkpoint's (see AgentConfig.inference_scale): finer features at the same transfer cost.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import AgentConfig
+from ..data.davis import DatasetError
+from ..device import resolve_device
+from ..model.checkpoint import default_checkpoint_path, load_checkpoint
+from ..model.onnx_backbone import OnnxBackbone, build_backbone_runtime
+from ..model.siamese import SiameseEmbedder, embedding_size, inference_size, scaled_size
+from . import crf
+from .finetune import FinetuneStats, finetune
+from .plan import RoundPlan
+from .predictor import Predictor
+from .propagate import propagate, reference_set, select_keyframes
+from .reference_pool import ReferencePool
+from .scribbles import ScribbleMemory, objects_on_grid
+from .transfer import transfer_labels
+
+log = logging.getLogger(__name__)
+
+# Propagation time is reserved from the measured per-frame cost times this margin, plus a fixed slack.
+RESERVE_MARGIN = 1.5
+RESERVE_SLACK_SECONDS = 2.0
+CRF_COST_FACTOR = 4.0
+
+
+class InteractiveAgent(Predictor):
+    name = "simlearn"
+
+    def __init__(self, model: SiameseEmbedder, config: AgentConfig | None = None) -> None:
+        self.config = config or AgentConfig()
+        self.device = next(model.parameters()).device
+        self.model = model.eval()
+        self._pretrained_state = copy.deepcopy(model.state_dict())
+        self.trained_size = tuple(model.config.input_size)
+        # The transfer grid follows the checkpoint's size, not the inference size: its cost stays the same.
+        self.grid = embedding_size(self.trained_size, self.config.transfer.grid_stride)
+        self._runtimes: dict[tuple[int, int], OnnxBackbone | None] = {}
+        if self.config.inference_scale != "auto":  # the one frame size is known now
+            self._runtime_for(scaled_size(self.trained_size, self.config.inference_scale))
+        self.last_finetune = FinetuneStats()
+        self._frames: np.ndarray | None = None
+        # The first optimizer built in a process imports torch's compiler stack (~2 s): a one-off
+        # library import, paid here rather than inside the first timed interaction.
+        torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.0)
+        crf.warm_up(self.config.crf)  # likewise: start the CRF's worker processes now
+
+    def input_size_for(self, frame_size: tuple[int, int]) -> tuple[int, int]:
+        """The backbone's input size for frames of (H, W): AgentConfig.inference_scale times the checkpoint's."""
+        return inference_size(self.trained_size, frame_size, self.config.inference_scale)
+
+    def prepare(self, frame_sizes) -> None:
+        """Build the backbone runtime for each (H, W) the coming videos have (the ONNX export takes seconds),
+        so that no sample's clock pays for it."""
+        for size in frame_sizes:
+            self._runtime_for(self.input_size_for(tuple(size)))
+
+    def _runtime_for(self, input_size: tuple[int, int]) -> OnnxBackbone | None:
+        if input_size not in self._runtimes:
+            self._runtimes[input_size] = build_backbone_runtime(
+                self.model.backbone, input_size, self.config.backbone_runtime, self.device)
+        return self._runtimes[input_size]
+
+    @classmethod
+    def from_pretrained(
+        cls, checkpoint: str | Path | None = None, config: AgentConfig | None = None, device: str | None = None
+    ) -> InteractiveAgent:
+        """The agent with a checkpoint's weights (default: the shipped one)."""
+        config = config or AgentConfig()
+        path = Path(checkpoint or config.checkpoint or default_checkpoint_path())
+        model, model_config, _ = load_checkpoint(path, resolve_device(device or config.device))
+        config = dataclasses.replace(config, checkpoint=path)
+        agent = cls(model, config)
+        log.info("agent: %s (%s, d=%d, trained at %s, inference scale %s, transfer grid %s)", path.name,
+                 model_config.backbone, model_config.embedding_dim, agent.trained_size, config.inference_scale,
+                 agent.grid)
+        return agent
+
+    # --- Predictor interface -----------------------------------------------------------------------
+    def start(self, frames: np.ndarray, num_objects: int | None = None) -> None:
+        """A new sample: frames (T, H, W, 3) uint8; num_objects None = learn it from the scribbles."""
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"frames must be a (T, H, W, 3) uint8 array, got {frames.shape} {frames.dtype}")
+        self.model.load_state_dict(self._pretrained_state)
+        self.model.eval()
+        self.input_size = self.input_size_for(frames.shape[1:3])
+        self._backbone_runtime = self._runtime_for(self.input_size)
+        self._frames = frames
+        self.num_objects = num_objects
+        self._features: torch.Tensor | None = None  # (T, C, h, w), filled frame by frame as rounds need them
+        self._have_features = np.zeros(len(frames), bool)
+        self.memory = ScribbleMemory(self.grid, self.config.scribbles, num_objects, len(frames))
+        self._seconds_per_frame: dict[bool, float] = {}  # measured propagation cost, without / with CRF
+        self._confidence: np.ndarray | None = None
+        self._last_labels: np.ndarray | None = None  # (T, H, W) the last round's prediction
+        self._round = 0
+        incremental = self.config.transfer.incremental and self.config.transfer.aggregation == "topk"
+        self._pool = ReferencePool(len(frames), self.grid, self.config.transfer) if incremental else None
+        self._generator = torch.Generator().manual_seed(self.config.seed)
+
+    def step(self, scribbles: dict, plan: RoundPlan | None = None) -> np.ndarray:
+        if self._frames is None:
+            raise RuntimeError("call start(frames) before step(scribbles)")
+        plan = plan or RoundPlan()
+        started = time.perf_counter()
+        self._round += 1
+        self.memory.add(scribbles)
+        if not self.memory.frames():
+            raise DatasetError("no scribble yet: the first round needs at least one object stroke")
+        num_classes = 1 + (self.num_objects or max(self.memory.object_ids() | {0}))
+        keyframes = select_keyframes(len(self._frames), plan.frame_stride, self.memory.frames())
+        features = self._backbone_features(keyframes)
+        labels = self._scribble_labels(features)
+
+        budget = self._finetune_budget(plan, time.perf_counter() - started)
+        self.last_finetune = finetune(
+            self.model, {f: features[f] for f in labels}, labels, budget, self.config.finetune,
+            self.config.transfer.samples_per_class, generator=self._generator,
+        )
+
+        propagation_start = time.perf_counter()
+        crf_config = None
+        if plan.use_crf:
+            crf_config = self.config.crf
+            if plan.crf_scale is not None:
+                crf_config = dataclasses.replace(crf_config, scale=plan.crf_scale)
+        if self._pool is not None:
+            # The model changed if fine-tuning took a step: similarities to the old pool are stale.
+            self._pool.update(self.model, features, labels, num_classes, rebuild=self.last_finetune.steps > 0,
+                              generator=self._generator, frames=keyframes)
+            refs = ref_labels = None
+            scorer = lambda index: self._pool.scores(self.model, index)  # noqa: E731
+        else:
+            refs, ref_labels = reference_set(self.model, features, labels, self.grid)
+            scorer = None
+        result = propagate(
+            self.model, features, refs, ref_labels, num_classes, self._frames, self.grid, self.config.transfer,
+            crf_config, generator=self._generator, scorer=scorer, keyframes=keyframes,
+        )
+        self._seconds_per_frame[plan.use_crf] = (time.perf_counter() - propagation_start) / len(keyframes)
+        self._confidence = result.confidence
+        self._last_labels = result.labels
+        log.debug("round %d: %d scribbled frames, fine-tune %d steps (%.1fs), total %.1fs", self._round,
+                  len(labels), self.last_finetune.steps, self.last_finetune.seconds, time.perf_counter() - started)
+        return result.labels
+
+    def next_scribble_frame_candidates(self, count: int) -> list[int] | None:
+        """The `count` least confident frames of the last prediction."""
+        if self._confidence is None:
+            return None
+        return [int(i) for i in np.argsort(self._confidence)[:count]]
+
+    # --- internals -----------------------------------------------------------------------------------
+    def _backbone_features(self, frames: np.ndarray) -> torch.Tensor:
+        """(T, C, h, w) backbone features; those of `frames` are computed now if they were not yet (the
+        others stay zero until a round needs them)."""
+        missing = np.asarray(frames, np.int64)[~self._have_features[frames]]
+        if len(missing):
+            started = time.perf_counter()
+            images = self.model.preprocess(self._frames[missing], self.input_size)
+            computed = self.model.extract_features(images, backbone=self._backbone_runtime)
+            if self._features is None:
+                self._features = computed.new_zeros((len(self._frames), *computed.shape[1:]))
+            self._features[torch.from_numpy(missing)] = computed
+            self._have_features[missing] = True
+            log.debug("backbone features of %d frames in %.1fs", len(missing), time.perf_counter() - started)
+        return self._features
+
+    def _scribble_labels(self, features: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Label maps on the embedding grid for every scribbled frame (see ScribbleMemory)."""
+        frames = self.memory.frames()
+        spare = self.config.scribbles.spare_predicted_objects and self._last_labels is not None
+        predicted = {f: objects_on_grid(self._last_labels[f], self.grid) if spare else None for f in frames}
+        if not self.memory.needs_least_similar():
+            return {f: torch.from_numpy(self.memory.labels(f, predicted_objects=predicted[f])) for f in frames}
+        # No background label anywhere yet: the pixels least similar to the object scribbles are.
+        out = {}
+        for frame in frames:
+            raw = torch.from_numpy(self.memory.raw_labels(frame))
+            similarity = self._object_similarity(features[frame], raw)
+            out[frame] = torch.from_numpy(self.memory.labels(frame, similarity, predicted[frame]))
+        return out
+
+    @torch.no_grad()
+    def _object_similarity(self, frame_features: torch.Tensor, raw_labels: torch.Tensor) -> np.ndarray:
+        """Per-pixel similarity to the closest object's scribbles under the current model."""
+        emb = self.model.decode(frame_features[None].float().to(self.device), self.grid)
+        flat_labels = raw_labels.reshape(-1).to(self.device)
+        keep = flat_labels > 0
+        refs = emb[0].reshape(emb.shape[1], -1).t()[keep]
+        result = transfer_labels(emb, refs, flat_labels[keep], self.config.transfer, self.model.head,
+                                 generator=self._generator)
+        return result.scores[0, 1:].amax(0).cpu().numpy()
+
+    def _finetune_budget(self, plan: RoundPlan, spent: float) -> float:
+        """The plan's budget, cut so that propagation still fits in the sample's remaining time."""
+        budget = plan.finetune_seconds
+        if plan.time_left is not None:
+            per_frame = self._seconds_per_frame.get(plan.use_crf)
+            if per_frame is None:  # not measured yet: a CRF round costs a few plain ones
+                per_frame = self._seconds_per_frame.get(False, 0.0) * (CRF_COST_FACTOR if plan.use_crf else 1)
+            reserve = RESERVE_MARGIN * per_frame * len(self._frames) + RESERVE_SLACK_SECONDS
+            budget = min(budget, plan.time_left - spent - reserve)
+        return max(0.0, budget)

@@ -1,0 +1,188 @@
+"""Dense CRF refinement (Kraehenbuehl & Koltun) of per-class scores with the RGB frame, via pydensecrf."""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
+
+import cv2
+import numpy as np
+import pydensecrf.densecrf as dcrf
+
+from ..config import CRFConfig
+
+log = logging.getLogger(__name__)
+
+# Probabilities are clipped before -log so a confident softmax cannot give an infinite unary.
+_MIN_PROBABILITY = 1e-8
+
+
+def _check(image: np.ndarray, scores: np.ndarray, config: CRFConfig) -> None:
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be (H, W, 3), got {image.shape}")
+    if scores.ndim != 3 or scores.shape[0] < 1:
+        raise ValueError(f"scores must be (C, H, W) with C >= 1, got {scores.shape}")
+    if scores.shape[1:] != image.shape[:2]:
+        raise ValueError(f"scores {scores.shape[1:]} and image {image.shape[:2]} differ in size")
+    if not np.isfinite(scores).all():
+        raise ValueError("scores contain NaN or infinite values")
+    if config.score_temperature <= 0:
+        raise ValueError(f"score_temperature must be > 0, got {config.score_temperature}")
+    if config.iterations < 0:
+        raise ValueError(f"iterations must be >= 0, got {config.iterations}")
+    if not 0 < config.scale <= 1:
+        raise ValueError(f"scale must be in (0, 1], got {config.scale}")
+
+
+def softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Softmax over axis 0 of (C, H, W) scores / temperature, as float32."""
+    z = scores.astype(np.float32) / np.float32(temperature)
+    z -= z.max(axis=0, keepdims=True)  # numerically stable
+    np.exp(z, out=z)
+    z /= z.sum(axis=0, keepdims=True)
+    return z
+
+
+def _mean_field(image: np.ndarray, prob: np.ndarray, config: CRFConfig, scale: float) -> np.ndarray:
+    """Run pydensecrf on (C, h, w) probabilities; spatial kernel widths are multiplied by `scale`."""
+    num_classes, height, width = prob.shape
+    unary = -np.log(np.clip(prob, _MIN_PROBABILITY, 1.0)).reshape(num_classes, -1)
+    crf = dcrf.DenseCRF2D(width, height, num_classes)
+    crf.setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
+    # Smoothness: nearby pixels agree regardless of colour (removes isolated noise).
+    crf.addPairwiseGaussian(sxy=config.gaussian_sxy * scale, compat=config.gaussian_compat)
+    # Appearance: nearby pixels of similar colour agree (snaps labels to image edges).
+    crf.addPairwiseBilateral(
+        sxy=config.bilateral_sxy * scale,
+        srgb=config.bilateral_srgb,
+        rgbim=np.ascontiguousarray(image, dtype=np.uint8),
+        compat=config.bilateral_compat,
+    )
+    marginals = np.asarray(crf.inference(int(config.iterations)), dtype=np.float32)
+    return marginals.reshape(num_classes, height, width)
+
+
+def _resize_channels(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of (C, h, w) float maps to (C, *size) float32."""
+    return np.stack([
+        cv2.resize(np.ascontiguousarray(m, dtype=np.float32), size[::-1], interpolation=cv2.INTER_LINEAR)
+        for m in maps
+    ])
+
+
+def _crf_inputs(image: np.ndarray, scores: np.ndarray, config: CRFConfig) -> tuple[np.ndarray, np.ndarray, float]:
+    """(image, probabilities, kernel scale) at the CRF's resolution. OpenCV resizes (~100x faster than
+    skimage's here, which cost as much as the CRF itself): area averaging for the image so the bilateral
+    term sees averaged colours, bilinear for probabilities."""
+    num_classes, height, width = scores.shape
+    prob = softmax(scores, config.score_temperature)
+    if config.scale == 1:
+        return image, prob, 1.0
+    small = (max(1, round(height * config.scale)), max(1, round(width * config.scale)))
+    small_image = cv2.resize(np.ascontiguousarray(image, dtype=np.uint8), small[::-1], interpolation=cv2.INTER_AREA)
+    return small_image, _resize_channels(prob, small), small[0] / height
+
+
+def _full_size(marginals: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if marginals.shape[1:] == size:
+        return marginals
+    up = _resize_channels(marginals, size)
+    return up / np.maximum(up.sum(axis=0, keepdims=True), _MIN_PROBABILITY)
+
+
+def _runs_mean_field(num_classes: int, config: CRFConfig) -> bool:
+    """False when there is nothing for the pairwise terms to change (one label, or no inference asked)."""
+    return num_classes > 1 and config.iterations > 0
+
+
+def _labels(marginals: np.ndarray) -> np.ndarray:
+    return marginals.argmax(axis=0).astype(np.int64)
+
+
+def probabilities(image: np.ndarray, scores: np.ndarray, config: CRFConfig | None = None) -> np.ndarray:
+    """Mean-field marginals (C, H, W) float32 of the dense CRF over `scores` on `image`."""
+    config = config or CRFConfig()
+    _check(image, scores, config)
+    if not _runs_mean_field(scores.shape[0], config):
+        return softmax(scores, config.score_temperature)
+    small_image, small_prob, kernel_scale = _crf_inputs(image, scores, config)
+    return _full_size(_mean_field(small_image, small_prob, config, kernel_scale), scores.shape[1:])
+
+
+def refine(image: np.ndarray, scores: np.ndarray, config: CRFConfig | None = None) -> np.ndarray:
+    """CRF-refined labels (H, W) int64: the index into the C classes of `scores` (0 everywhere if C == 1)."""
+    return _labels(probabilities(image, scores, config))
+
+
+def worker_count(config: CRFConfig) -> int:
+    """Processes refine_frames uses: config.workers, 0 = one per CPU core."""
+    return config.workers if config.workers > 0 else (os.cpu_count() or 1)
+
+
+_POOLS: dict[int, ProcessPoolExecutor] = {}
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """A process pool kept for the whole run: pydensecrf holds the GIL, so frames go to processes.
+
+    fork where the platform has it: forkserver and spawn re-run the user's `__main__`, which breaks any
+    script without an `if __name__ == "__main__"` guard. The workers never touch torch or OpenMP, so
+    forking after torch has started its threads is safe for them; they only run pydensecrf and numpy
+    (never OpenCV, whose thread pool does not survive a fork)."""
+    if workers not in _POOLS:
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        _POOLS[workers] = ProcessPoolExecutor(workers, mp_context=context)
+    return _POOLS[workers]
+
+
+def _worker_marginals(image: np.ndarray, prob: np.ndarray, scale: float, config: CRFConfig) -> np.ndarray:
+    return _mean_field(image, prob, config, scale)
+
+
+def warm_up(config: CRFConfig | None = None) -> None:
+    """Start the worker processes and import pydensecrf in each (a one-off cost, kept out of timed work)."""
+    config = config or CRFConfig()
+    workers = worker_count(config)
+    if workers > 1:
+        image = np.zeros((8, 8, 3), np.uint8)
+        prob = np.full((2, 8, 8), 0.5, np.float32)
+        list(worker_pool(workers).map(partial(_worker_marginals, config=config), [image] * workers,
+                                      [prob] * workers, [1.0] * workers))
+
+
+def refine_frames(
+    images: np.ndarray | Sequence[np.ndarray],
+    scores: np.ndarray | Sequence[np.ndarray],
+    config: CRFConfig | None = None,
+) -> np.ndarray:
+    """refine() per frame: images (T, H, W, 3) uint8, scores (T, C, H, W) -> (T, H, W) int64.
+    Frames are spread over worker_count(config) processes (1: in this process)."""
+    config = config or CRFConfig()
+    if len(images) != len(scores):
+        raise ValueError(f"{len(images)} images but {len(scores)} score maps")
+    if len(images) == 0:
+        raise ValueError("refine_frames needs at least one frame")
+    workers = min(worker_count(config), len(images))
+    if workers > 1 and _runs_mean_field(scores[0].shape[0], config):
+        # Resizing stays here and only pydensecrf runs in the workers: OpenCV's thread pool does not
+        # survive a fork (a forked child that touches it can hang), so the workers never call OpenCV.
+        inputs = []
+        for image, score in zip(images, scores, strict=True):
+            _check(image, score, config)  # fail here with one clear line, not inside a worker
+            inputs.append(_crf_inputs(image, score, config))
+        small_images, small_probs, kernel_scales = zip(*inputs, strict=True)
+        chunk = math.ceil(len(images) / workers)
+        marginals = worker_pool(worker_count(config)).map(
+            partial(_worker_marginals, config=config), small_images, small_probs, kernel_scales, chunksize=chunk)
+        size = scores[0].shape[1:]
+        out = np.stack([_labels(_full_size(m, size)) for m in marginals])
+    else:
+        out = np.stack([refine(image, score, config) for image, score in zip(images, scores, strict=True)])
+    log.debug("CRF refined %d frames", len(out))
+    return out

@@ -1,0 +1,106 @@
+"""Time-budgeted fine-tuning of the decoder and similarity head on the scribbles of one sample.
+
+Each step draws two scribbled frames (the same one twice when there is only one), transforms each with
+its own random flip/scale/rotation (applied to the cached backbone features and the labels alike), pools
+K labelled pixels per class in both and minimises the pairwise "same object?" loss, as in pretraining.
+It stops at the time budget or as soon as the largest of the recent step losses falls below the
+early-stop threshold (the paper's 0.04).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import torch
+
+from ..config import FinetuneConfig
+from ..data.augment import augment
+from ..model.siamese import SiameseEmbedder
+from ..model.similarity import pairwise_loss, sample_pixels
+
+log = logging.getLogger(__name__)
+
+# The early stop looks at the largest loss of this many recent steps, so one easy draw does not stop it.
+EARLY_STOP_WINDOW = 5
+
+
+@dataclass
+class FinetuneStats:
+    steps: int = 0
+    seconds: float = 0.0
+    first_loss: float = float("nan")
+    last_loss: float = float("nan")
+    stopped_early: bool = False
+
+
+def trainable_parameters(model: SiameseEmbedder, train_backbone: bool) -> list[torch.nn.Parameter]:
+    modules = [model.decoder, model.head] + ([model.backbone] if train_backbone else [])
+    return [p for m in modules for p in m.parameters() if p.requires_grad]
+
+
+def finetune(
+    model: SiameseEmbedder,
+    features: dict[int, torch.Tensor],
+    labels: dict[int, torch.Tensor],
+    seconds: float,
+    config: FinetuneConfig,
+    samples_per_class: int,
+    early_stop_loss: float | None = None,
+    generator: torch.Generator | None = None,
+) -> FinetuneStats:
+    """Fine-tune on scribbled frames for at most `seconds`.
+
+    features: frame -> cached backbone features (C, h8, w8); labels: frame -> (h, w) int64 on the
+    embedding grid (-1 unlabeled, 0 background, 1..N objects). Returns what happened.
+    """
+    start = time.perf_counter()  # the budget covers the set-up too
+    stats = FinetuneStats()
+    frames = [f for f in labels if (labels[f] >= 0).any()]
+    classes = torch.unique(torch.cat([labels[f][labels[f] >= 0] for f in frames])) if frames else []
+    if seconds <= 0 or len(classes) < 2:
+        return stats  # nothing to learn from a single class
+    early_stop_loss = config.early_stop_loss if early_stop_loss is None else early_stop_loss
+    generator = generator or torch.Generator().manual_seed(0)
+    device = next(model.parameters()).device
+    params = trainable_parameters(model, config.train_backbone)
+    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    recent: deque[float] = deque(maxlen=EARLY_STOP_WINDOW)
+    out_size = next(iter(labels.values())).shape
+    model.train()
+    try:
+        while time.perf_counter() - start < seconds:
+            pick = torch.randint(len(frames), (2,), generator=generator).tolist()
+            views = []
+            for index in pick:
+                frame = frames[index]
+                feats, labs = augment(
+                    features[frame].float(), labels[frame], generator,
+                    flip=config.flip, scale_range=config.scale_range, rotation_degrees=config.rotation_degrees,
+                )
+                views.append((feats, labs))
+            pooled = [sample_pixels(labs, samples_per_class, generator) for _, labs in views]
+            if any(len(p.indices) == 0 for p in pooled):
+                continue  # a transform pushed every labelled pixel out of the frame
+            batch = torch.stack([feats for feats, _ in views]).to(device)
+            embeddings = model.decode(batch, tuple(out_size))
+            loss = pairwise_loss(embeddings[0], pooled[0], embeddings[1], pooled[1], model.head)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            value = float(loss.detach())
+            stats.first_loss = value if stats.steps == 0 else stats.first_loss
+            stats.last_loss = value
+            stats.steps += 1
+            recent.append(value)
+            if len(recent) == EARLY_STOP_WINDOW and max(recent) < early_stop_loss:
+                stats.stopped_early = True
+                break
+    finally:
+        model.eval()
+        stats.seconds = time.perf_counter() - start
+    log.debug("fine-tuned %d steps in %.1fs, loss %.3f -> %.3f%s", stats.steps, stats.seconds,
+              stats.first_loss, stats.last_loss, " (early stop)" if stats.stopped_early else "")
+    return stats

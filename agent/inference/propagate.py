@@ -1,0 +1,124 @@
+"""Propagation: label transfer from the scribbled pixels to every frame, upsampled to the video size,
+optionally refined by the dense CRF. Frames go through in batches so memory stays bounded for long
+480p videos; only the labels and a per-frame confidence are kept."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import CRFConfig, TransferConfig
+from ..model.siamese import SiameseEmbedder
+from .crf import refine_frames
+from .transfer import transfer_labels
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Propagation:
+    labels: np.ndarray  # (T, H, W) int64
+    confidence: np.ndarray  # (T,) mean margin between the best and second-best class score
+
+
+def reference_set(
+    model: SiameseEmbedder,
+    features: dict[int, torch.Tensor],
+    labels: dict[int, torch.Tensor],
+    out_size: tuple[int, int],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings (M, d) and class ids (M,) of every labelled pixel of the scribbled frames."""
+    device = next(model.parameters()).device
+    frames = sorted(labels)
+    with torch.no_grad():
+        emb = model.decode(torch.stack([features[f] for f in frames]).float().to(device), out_size)
+    lab = torch.stack([labels[f] for f in frames]).to(device)
+    emb = emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1])
+    lab = lab.reshape(-1)
+    keep = lab >= 0
+    return emb[keep], lab[keep]
+
+
+def _argmax_classes(scores: torch.Tensor) -> torch.Tensor:
+    """argmax over dim 1 of (B, C, H, W), C small: a running maximum over the classes is ~50x faster
+    on CPU than torch.argmax(1) here (0.46 s for 8 frames of 2 x 480 x 854)."""
+    best, labels = scores[:, 0].clone(), torch.zeros(scores[:, 0].shape, dtype=torch.int64, device=scores.device)
+    for cls in range(1, scores.shape[1]):
+        better = scores[:, cls] > best  # ties keep the lower class, as argmax does
+        labels[better] = cls
+        best = torch.maximum(best, scores[:, cls])
+    return labels
+
+
+@torch.no_grad()
+def propagate(
+    model: SiameseEmbedder,
+    features: torch.Tensor,
+    ref_embeddings: torch.Tensor | None,
+    ref_labels: torch.Tensor | None,
+    num_classes: int,
+    frames: np.ndarray,
+    grid: tuple[int, int],
+    transfer_config: TransferConfig,
+    crf_config: CRFConfig | None,
+    batch: int = 8,
+    generator: torch.Generator | None = None,
+    scorer: Callable[[np.ndarray], torch.Tensor] | None = None,
+    keyframes: np.ndarray | None = None,
+) -> Propagation:
+    """Labels for every frame. features: (T, C, h8, w8) cached backbone features; frames: (T, H, W, 3)
+    uint8 (the output size and the CRF's image); grid: the embedding grid; crf_config None = no CRF.
+    scorer(frame indices) -> (B, C, h, w) scores replaces the transfer from ref_embeddings (e.g. a
+    ReferencePool's running top-k). keyframes: sorted frame indices to compute (None: all); every other
+    frame copies the labels of its nearest keyframe (only their features are read)."""
+    device = next(model.parameters()).device
+    num_frames, height, width = frames.shape[:3]
+    computed = np.arange(num_frames) if keyframes is None else np.asarray(keyframes, np.int64)
+    labels = np.empty((num_frames, height, width), np.int64)
+    confidence = np.empty(num_frames, np.float32)
+    for lo in range(0, len(computed), batch):
+        index = computed[lo:lo + batch]
+        if scorer is not None:
+            scores = scorer(index).to(device)
+        else:
+            query = model.decode(features[torch.from_numpy(index)].float().to(device), grid)
+            scores = transfer_labels(query, ref_embeddings, ref_labels, transfer_config, model.head,
+                                     num_classes=num_classes, generator=generator).scores
+        # a class without references scores transfer.ABSENT_SCORE (finite)
+        top2 = scores.topk(min(2, num_classes), dim=1).values
+        margin = top2[:, 0] - top2[:, -1] if num_classes > 1 else top2[:, 0]
+        confidence[index] = margin.mean((1, 2)).cpu().numpy()
+        full = F.interpolate(scores, size=(height, width), mode="bilinear", align_corners=False)
+        if crf_config is not None and num_classes > 1:
+            labels[index] = refine_frames(frames[index], full.cpu().numpy(), crf_config)
+        else:
+            labels[index] = _argmax_classes(full).cpu().numpy()
+    if len(computed) < num_frames:
+        others = np.setdiff1d(np.arange(num_frames), computed)
+        source = computed[nearest_keyframe(computed, num_frames)][others]
+        labels[others] = labels[source]
+        confidence[others] = confidence[source]
+    return Propagation(labels=labels, confidence=confidence)
+
+
+def nearest_keyframe(keyframes: np.ndarray, num_frames: int) -> np.ndarray:
+    """(num_frames,) position in the sorted `keyframes` of each frame's nearest keyframe (ties: the earlier)."""
+    keyframes = np.asarray(keyframes, np.int64)
+    frames = np.arange(num_frames)
+    after = np.clip(np.searchsorted(keyframes, frames), 0, len(keyframes) - 1)
+    before = np.clip(after - 1, 0, len(keyframes) - 1)
+    closer_before = np.abs(frames - keyframes[before]) <= np.abs(keyframes[after] - frames)
+    return np.where(closer_before, before, after)
+
+
+def select_keyframes(num_frames: int, stride: int, always: list[int] | set[int] = ()) -> np.ndarray:
+    """Every `stride`-th frame, the last frame and the frames in `always` (e.g. the scribbled ones), sorted."""
+    if stride < 1:
+        raise ValueError(f"frame stride must be >= 1, got {stride}")
+    chosen = set(range(0, num_frames, stride)) | {num_frames - 1} | {int(f) for f in always}
+    return np.array(sorted(chosen), np.int64)

@@ -1,0 +1,256 @@
+"""Scribbles -> sparse labels: rasterise DAVIS strokes onto a label grid, dilate them, add background.
+
+Label maps use UNLABELED (-1) for unknown pixels, 0 for background and 1..N for objects.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from skimage.draw import line
+
+from ..config import ScribbleConfig
+from ..data.davis import VOID_LABEL, DatasetError, validate_scribbles
+
+UNLABELED = -1
+BACKGROUND = 0
+
+log = logging.getLogger(__name__)
+
+
+def rasterize_scribbles(scribbles: dict, shape: tuple[int, int]) -> dict[int, np.ndarray]:
+    """Draw every stroke (normalised [x, y] points, joined by straight segments) of every frame.
+
+    Returns {frame: (H, W) int64 array} for frames that have strokes: the stroke's object_id on the
+    stroke (0 for background strokes), UNLABELED elsewhere. Later strokes draw over earlier ones.
+    """
+    height, width = shape
+    scale = np.array([width - 1, height - 1], dtype=float)
+    out: dict[int, np.ndarray] = {}
+    for frame, strokes in enumerate(scribbles["scribbles"]):
+        for stroke in strokes:
+            points = np.rint(np.asarray(stroke["path"], dtype=float).reshape(-1, 2) * scale).astype(int)
+            if len(points) == 0:
+                continue
+            canvas = out.setdefault(frame, np.full(shape, UNLABELED, dtype=np.int64))
+            xs, ys = [points[:1, 0]], [points[:1, 1]]
+            for (x0, y0), (x1, y1) in zip(points[:-1], points[1:], strict=True):
+                rr, cc = line(y0, x0, y1, x1)
+                ys.append(rr)
+                xs.append(cc)
+            canvas[np.concatenate(ys), np.concatenate(xs)] = int(stroke["object_id"])
+    return out
+
+
+def check_scribbles(
+    scribbles: object,
+    num_objects: int | None = None,
+    num_frames: int | None = None,
+    source: str = "scribbles",
+) -> None:
+    """Raise DatasetError (one line) for malformed scribbles or object ids above num_objects."""
+    validate_scribbles(scribbles, source=source, num_frames=num_frames)
+    if num_objects is None:
+        return
+    for frame, strokes in enumerate(scribbles["scribbles"]):  # type: ignore[index]
+        for stroke in strokes:
+            if int(stroke["object_id"]) > num_objects:
+                raise DatasetError(
+                    f"{source}: frame {frame} has object_id {int(stroke['object_id'])} "
+                    f"but the video has only {num_objects} objects"
+                )
+
+
+def _check_shape(shape: tuple[int, int]) -> tuple[int, int]:
+    height, width = (int(v) for v in shape)
+    if height < 1 or width < 1:
+        raise ValueError(f"label grid shape must be positive, got {shape}")
+    return height, width
+
+
+def dilate_labels(raster: np.ndarray, dilation: int) -> np.ndarray:
+    """Grow a rasterised stroke map with a `dilation x dilation` square.
+
+    Overlaps are resolved so that no evidence is lost and objects are never eaten by background:
+      1. stroke pixels keep their rasterised label (where strokes cross, the later stroke won already);
+      2. a halo pixel within reach of any object stroke takes the label of the nearest object stroke
+         pixel (Euclidean), so two objects' halos split down the middle;
+      3. remaining halo pixels within reach of a background stroke become background.
+    Use an odd `dilation` to keep halos centred on the stroke (1 = no dilation).
+    """
+    if dilation < 1:
+        raise ValueError(f"dilation must be >= 1, got {dilation}")
+    out = raster.copy()
+    if dilation == 1:
+        return out
+    structure = np.ones((dilation, dilation), dtype=bool)
+    objects = raster > BACKGROUND
+    if objects.any():
+        halo = ndimage.binary_dilation(objects, structure) & (raster == UNLABELED)
+        # Indices of the nearest object pixel for every pixel: halo pixels copy its label.
+        _, (rows, cols) = ndimage.distance_transform_edt(~objects, return_indices=True)
+        out[halo] = raster[rows[halo], cols[halo]]
+    background = raster == BACKGROUND
+    if background.any():
+        halo = ndimage.binary_dilation(background, structure) & (out == UNLABELED)
+        out[halo] = BACKGROUND
+    return out
+
+
+def scribble_labels(
+    scribbles: dict,
+    shape: tuple[int, int],
+    dilation: int,
+    num_objects: int | None = None,
+    num_frames: int | None = None,
+) -> dict[int, np.ndarray]:
+    """Validated, rasterised at `shape` and dilated (see dilate_labels): {frame: (h, w) int64}."""
+    check_scribbles(scribbles, num_objects=num_objects, num_frames=num_frames)
+    shape = _check_shape(shape)
+    return {
+        frame: dilate_labels(raster, dilation)
+        for frame, raster in rasterize_scribbles(scribbles, shape).items()
+    }
+
+
+def far_background(labels: np.ndarray, fraction: float) -> np.ndarray:
+    """Pixels farther than `fraction` x image diagonal from every object pixel (all False without objects)."""
+    if fraction < 0:
+        raise ValueError(f"far-background fraction must be >= 0, got {fraction}")
+    objects = labels > BACKGROUND
+    if not objects.any():
+        return np.zeros(labels.shape, dtype=bool)
+    height, width = labels.shape
+    distance = ndimage.distance_transform_edt(~objects)
+    return distance > fraction * float(np.hypot(height, width))
+
+
+def least_similar_background(
+    object_similarity: np.ndarray, labels: np.ndarray, fraction: float
+) -> np.ndarray:
+    """The `fraction` of the unlabeled pixels with the lowest object similarity (labelled pixels never)."""
+    if object_similarity.shape != labels.shape:
+        raise ValueError(f"similarity shape {object_similarity.shape} != label shape {labels.shape}")
+    if not 0 <= fraction <= 1:
+        raise ValueError(f"least-similar fraction must be in [0, 1], got {fraction}")
+    candidates = np.flatnonzero(labels.ravel() == UNLABELED)
+    count = int(round(fraction * candidates.size))
+    mask = np.zeros(labels.size, dtype=bool)
+    if count:
+        # Stable sort: ties resolve by pixel order, so the result is deterministic; NaN sorts last.
+        order = np.argsort(object_similarity.ravel()[candidates], kind="stable")
+        mask[candidates[order[:count]]] = True
+    return mask.reshape(labels.shape)
+
+
+class ScribbleMemory:
+    """Every round's scribbles of one sample as sparse label maps on the embedding grid.
+
+    A newer stroke (with its dilation halo) overrides older labels where it lands; elsewhere old labels
+    stay. Far-away background is derived on read, so it always reflects all object strokes so far.
+    """
+
+    def __init__(
+        self,
+        shape: tuple[int, int],
+        config: ScribbleConfig | None = None,
+        num_objects: int | None = None,
+        num_frames: int | None = None,
+    ) -> None:
+        self.shape = _check_shape(shape)
+        self.config = config or ScribbleConfig()
+        self.num_objects = num_objects
+        self.num_frames = num_frames
+        self.rounds = 0
+        self._labels: dict[int, np.ndarray] = {}
+
+    def add(self, scribbles: dict) -> list[int]:
+        """Merge one interaction's scribbles; returns the frames it touched (sorted)."""
+        # Validates everything before touching memory, so a bad round leaves it unchanged.
+        new = scribble_labels(scribbles, self.shape, self.config.dilation, self.num_objects, self.num_frames)
+        for frame, fresh in new.items():
+            merged = self._labels.get(frame)
+            if merged is None:
+                self._labels[frame] = fresh
+            else:
+                painted = fresh != UNLABELED
+                merged[painted] = fresh[painted]
+        self.rounds += 1
+        log.debug("scribble round %d: frames %s", self.rounds, sorted(new))
+        return sorted(new)
+
+    def frames(self) -> list[int]:
+        return sorted(self._labels)
+
+    def raw_labels(self, frame: int) -> np.ndarray:
+        """The dilated strokes alone, without derived background (a copy)."""
+        if frame not in self._labels:
+            raise KeyError(f"frame {frame} has no scribbles (scribbled frames: {self.frames()})")
+        return self._labels[frame].copy()
+
+    def labels(
+        self, frame: int, object_similarity: np.ndarray | None = None, predicted_objects: np.ndarray | None = None
+    ) -> np.ndarray:
+        """(h, w) int64 labels of a scribbled frame, with far-away background on unlabeled pixels.
+
+        With `object_similarity` (h, w) and no background label yet (first human round), the least
+        object-similar unlabeled pixels become background too. "No background label" means no background
+        stroke when `config.least_similar_until_stroke`, else no background of any kind (far-away included).
+        With `predicted_objects` (h, w) bool, the previous round's object pixels on this frame, and
+        `config.spare_predicted_objects`, none of them becomes derived background (strokes still apply).
+        """
+        out = self.raw_labels(frame)
+        raw = self._labels[frame]  # read only: the strokes, to tell them from derived background
+        out[far_background(out, self.config.far_background_fraction) & (out == UNLABELED)] = BACKGROUND
+        if object_similarity is not None and self.needs_least_similar():
+            out[least_similar_background(object_similarity, out, self.config.least_similar_fraction)] = (
+                BACKGROUND
+            )
+        if predicted_objects is not None and self.config.spare_predicted_objects:
+            if predicted_objects.shape != out.shape:
+                raise ValueError(f"predicted objects {predicted_objects.shape} != label grid {out.shape}")
+            out[(out == BACKGROUND) & (raw != BACKGROUND) & predicted_objects] = UNLABELED
+        return out
+
+    def needs_least_similar(self) -> bool:
+        """Whether the least-similar background applies (see `labels`)."""
+        if self.config.least_similar_until_stroke:
+            return not self.has_background_strokes()
+        return not self.has_background()
+
+    def has_background_strokes(self) -> bool:
+        return any((raw == BACKGROUND).any() for raw in self._labels.values())
+
+    def has_background(self) -> bool:
+        """Whether any frame has a background label (strokes or far-away background)."""
+        fraction = self.config.far_background_fraction
+        return any(
+            (raw == BACKGROUND).any() or far_background(raw, fraction).any() for raw in self._labels.values()
+        )
+
+    def object_ids(self) -> set[int]:
+        ids: set[int] = set()
+        for raw in self._labels.values():
+            ids.update(int(v) for v in np.unique(raw) if v > BACKGROUND)
+        return ids
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+
+def objects_on_grid(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) predicted labels -> (h, w) bool: grid cells whose area is more than half object (any id > 0)."""
+    objects = torch.from_numpy(np.asarray(labels) > BACKGROUND)[None, None].float()
+    return (F.interpolate(objects, size=size, mode="area")[0, 0] > 0.5).numpy()
+
+
+def grid_labels(mask: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """A full-size (H, W) mask -> (h, w) int64 labels on the embedding grid (nearest); void -> -1."""
+    labels = torch.from_numpy(mask.astype(np.int64))[None, None].float()
+    small = F.interpolate(labels, size=size, mode="nearest")[0, 0].long()
+    small[small == VOID_LABEL] = UNLABELED
+    return small

@@ -1,0 +1,190 @@
+"""Save and load the Siamese model with its ModelConfig, as plain types loadable with weights_only=True.
+
+File layout (a dict): format, model_config (plain dict, mean/std filled in), state_dict, extra, half.
+Any problem loading raises CheckpointError with one line saying what is wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import ConfigError, ModelConfig, from_dict, to_dict
+from .siamese import SiameseEmbedder, build_model
+
+log = logging.getLogger(__name__)
+
+FORMAT = "simlearn-ivos/siamese-v1"
+# Tensors smaller than this stay float32 in half checkpoints: BN statistics and biases are tiny and
+# lose the most from fp16 rounding.
+HALF_MIN_NUMEL = 1024
+_PLAIN = (str, int, float, bool, type(None))
+
+
+class CheckpointError(RuntimeError):
+    """A missing, corrupt or mismatched checkpoint."""
+
+
+def _plain(value: Any, where: str = "extra") -> Any:
+    """Tuples -> lists, and refuse anything torch.load(weights_only=True) would reject later."""
+    if isinstance(value, _PLAIN) or torch.is_tensor(value):
+        return value
+    if isinstance(value, list | tuple):
+        return [_plain(v, where) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v, where) for k, v in value.items()}
+    if isinstance(value, os.PathLike):
+        return str(value)
+    raise ValueError(f"{where}: {type(value).__name__} cannot be stored in a checkpoint (use plain types)")
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: SiameseEmbedder,
+    model_config: ModelConfig | None = None,
+    extra: dict[str, Any] | None = None,
+    half: bool = False,
+) -> Path:
+    """Write model weights + config (+ plain `extra`, e.g. training step); half=True stores fp16 weights."""
+    path = Path(path)
+    config = model_config or model.config
+    if config.mean is None or config.std is None:  # store the normalisation actually used
+        config = model.config
+    state = {}
+    for key, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu()
+        if half and tensor.is_floating_point() and tensor.numel() >= HALF_MIN_NUMEL:
+            tensor = tensor.half()
+        state[key] = tensor.clone()
+    payload = {
+        "format": FORMAT,
+        "model_config": _plain(to_dict(config), "model_config"),
+        "state_dict": state,
+        "extra": _plain(extra or {}),
+        "half": bool(half),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)  # atomic: a crash mid-save never leaves a truncated checkpoint behind
+    log.info("saved checkpoint %s (%.1f MB%s)", path, path.stat().st_size / 1e6, ", fp16" if half else "")
+    return path
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's first message line (its type name when it has no message), for one-line errors."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as error:
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a checkpoint ({first_line(error)})") from error
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path} is not a {FORMAT} checkpoint")
+    for key in ("model_config", "state_dict"):
+        if not isinstance(payload.get(key), dict):
+            raise CheckpointError(f"checkpoint {path} has no '{key}'")
+    return payload
+
+
+def read_checkpoint_config(path: str | Path) -> ModelConfig:
+    """Only the ModelConfig stored in a checkpoint."""
+    path = Path(path)
+    return _model_config(path, _read(path))
+
+
+def _model_config(path: Path, payload: dict[str, Any]) -> ModelConfig:
+    # Unknown keys are ignored (a newer version's checkpoint); a wrong value is an error.
+    try:
+        return from_dict(ModelConfig, payload["model_config"], strict=False, where="model_config")
+    except ConfigError as error:
+        raise CheckpointError(f"checkpoint {path} has an invalid {error}") from error
+
+
+def _check_expected(path: Path, config: ModelConfig, expected: ModelConfig) -> None:
+    for name in ("backbone", "output_stride", "embedding_dim", "feature_levels"):
+        have, want = getattr(config, name), getattr(expected, name)
+        if have != want:
+            raise CheckpointError(f"checkpoint {path} has {name}={have!r}, expected {want!r}")
+
+
+def load_checkpoint(
+    path: str | Path, device: str | torch.device = "cpu", expected: ModelConfig | None = None
+) -> tuple[SiameseEmbedder, ModelConfig, dict[str, Any]]:
+    """Rebuild the model from the stored config (no ImageNet download) and load its float32 weights.
+
+    expected: when given, the checkpoint's backbone / output stride / d / feature levels must match it.
+    Returns (model in eval mode on `device`, its ModelConfig, extra).
+    """
+    path = Path(path)
+    payload = _read(path)
+    config = _model_config(path, payload)
+    if expected is not None:
+        _check_expected(path, config, expected)
+    try:
+        model = build_model(config, load_pretrained=False)
+    except (ValueError, KeyError) as error:
+        raise CheckpointError(f"checkpoint {path}: cannot build its model ({error})") from error
+    state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+    current = model.state_dict()
+    missing = sorted(set(current) - set(state))
+    unexpected = sorted(set(state) - set(current))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit its {config.backbone} model: missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}"
+        )
+    for key, tensor in state.items():
+        if tensor.shape != current[key].shape:
+            raise CheckpointError(
+                f"checkpoint {path}: {key} has shape {tuple(tensor.shape)}, the model expects "
+                f"{tuple(current[key].shape)}"
+            )
+    model.load_state_dict(state)
+    model.to(device).eval()
+    log.info("loaded checkpoint %s (%s, d=%d)", path, config.backbone, config.embedding_dim)
+    return model, model.config, payload.get("extra") or {}
+
+
+# The shipped default model (trained by the command in agent/checkpoints/README.md).
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "default.pt"
+
+
+def default_checkpoint_path() -> Path:
+    if not DEFAULT_CHECKPOINT.is_file():
+        raise CheckpointError(
+            f"the shipped checkpoint {DEFAULT_CHECKPOINT} is missing: reinstall the package or pass --checkpoint"
+        )
+    return DEFAULT_CHECKPOINT
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m agent.checkpoint SRC DST [--half]: re-save a checkpoint (e.g. fp16 for shipping)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m agent.checkpoint", description=main.__doc__)
+    parser.add_argument("source", type=Path)
+    parser.add_argument("destination", type=Path)
+    parser.add_argument("--half", action="store_true", help="store weights as fp16 (half the size)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        model, config, extra = load_checkpoint(args.source)
+    except CheckpointError as error:
+        parser.exit(2, f"error: {error}\n")
+    save_checkpoint(args.destination, model, config, extra, half=args.half)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""Training videos for pretraining: DAVIS-format training sequences plus synthetic ones, and the random
+frame pairs (with augmentation) that each iteration draws."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..config import TrainConfig
+from ..data.augment import random_affine, warp, warp_labels
+from ..data.davis import DatasetError, DavisReader
+from ..data.synthetic import generate_sequence
+from ..inference.scribbles import grid_labels
+from ..model.siamese import SiameseEmbedder, preprocess_frames
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingVideo:
+    name: str
+    inputs: torch.Tensor  # frozen: (T, C, h8, w8) fp16 backbone features; full: (T, 3, H, W) uint8 frames
+    labels: torch.Tensor  # (T, h, w) int64 on the embedding grid, -1 = void
+
+
+@dataclass
+class TrainingSet:
+    videos: list[TrainingVideo]
+    frozen: bool
+    config: TrainConfig
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @property
+    def names(self) -> list[str]:
+        return [v.name for v in self.videos]
+
+    def sample_pair(self, generator: torch.Generator) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """A random video, two different random frames, each with its own random transform."""
+        video = self.videos[int(torch.randint(len(self.videos), (1,), generator=generator))]
+        count = len(video.labels)
+        first = int(torch.randint(count, (1,), generator=generator))
+        second = (first + 1 + int(torch.randint(max(count - 1, 1), (1,), generator=generator))) % count
+        inputs, labels = [], []
+        for index in (first, second):
+            theta = random_affine(generator, True, self.config.scale_range, self.config.rotation_degrees)
+            data = video.inputs[index].float()
+            if not self.frozen:
+                data = self._colour_jitter(data / 255, generator)
+                data = (data - torch.tensor(self.mean).view(3, 1, 1)) / torch.tensor(self.std).view(3, 1, 1)
+            inputs.append(warp(data, theta))
+            labels.append(warp_labels(video.labels[index], theta))
+        return torch.stack(inputs), labels
+
+    def _colour_jitter(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        amount = self.config.colour_jitter
+        brightness, contrast, saturation = (1 + amount * (2 * torch.rand(3, generator=generator) - 1)).tolist()
+        image = image * brightness
+        mean = image.mean()
+        image = (image - mean) * contrast + mean
+        grey = image.mean(0, keepdim=True)
+        return ((image - grey) * saturation + grey).clamp(0, 1)
+
+
+def _training_sequences(reader: DavisReader, holdout: tuple[str, ...] = ()) -> list[str]:
+    """The root's training videos that are present, without the held-out ones (which must be training videos)."""
+    train = reader.sequences("train")
+    unknown = sorted(set(holdout) - set(train))
+    if unknown:
+        raise DatasetError(f"held-out videos {', '.join(unknown)} are not in {reader.subset_file('train')}")
+    try:
+        val = set(reader.sequences("val"))
+    except DatasetError:
+        val = set()
+    overlap = sorted(set(train) & val)
+    if overlap:
+        raise DatasetError(f"training and validation lists share {', '.join(overlap)}: fix ImageSets/2017")
+    return [s for s in train if reader.has_sequence(s) and s not in holdout]
+
+
+def _feature_cache_dir() -> Path:
+    base = os.environ.get("SIMLEARN_CACHE") or Path.home() / ".cache" / "simlearn-ivos"
+    return Path(base) / "features"
+
+
+def _cache_key(model: SiameseEmbedder, name: str, count: int, frame_limit: int) -> str:
+    c = model.config
+    text = f"{c.backbone}|{c.pretrained}|{c.output_stride}|{c.feature_levels}|{c.input_size}|{name}|{count}|{frame_limit}"
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def _features(model: SiameseEmbedder, frames: np.ndarray, key: str) -> torch.Tensor:
+    """Backbone features of the frames (fp16), from the on-disk cache when they were computed before.
+
+    Only features of pretrained weights are cached (they never change); the key holds everything they
+    depend on. A backbone without pretrained weights (pretrained none, or the tiny test backbone whatever
+    `pretrained` says) is random: its features depend on the seed and are never cached.
+    """
+    if model.backbone.weights == "none":
+        return model.extract_features(model.preprocess(frames)).half()
+    path = _feature_cache_dir() / f"{key}.pt"
+    if path.is_file():
+        try:
+            return torch.load(path, weights_only=True)
+        except Exception:  # a broken cache file is recomputed
+            log.warning("ignoring unreadable feature cache %s", path)
+    features = model.extract_features(model.preprocess(frames)).half()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    torch.save(features, tmp)
+    os.replace(tmp, path)
+    return features
+
+
+def load_training_set(config: TrainConfig, model: SiameseEmbedder, frozen: bool, rank: int = 0) -> TrainingSet:
+    """DAVIS training videos (if a root is given) + `config.synthetic_sequences` synthetic ones."""
+    sources: list[tuple[str, Callable[[], tuple[np.ndarray, np.ndarray]]]] = []
+    max_frames_per_video = config.max_frames_per_video
+    if config.davis_root is not None:
+        reader = DavisReader(config.davis_root)
+
+        def davis_video(name: str) -> tuple[np.ndarray, np.ndarray]:
+            frames, masks = reader.load_frames(name), reader.load_annotations(name)
+            stride = max(1, -(-len(frames) // max_frames_per_video)) if max_frames_per_video else 1
+            return frames[::stride], masks[::stride]
+
+        sources += [(name, functools.partial(davis_video, name)) for name in _training_sequences(reader, config.holdout)]
+    height, width = model.config.input_size
+    for index in range(config.synthetic_sequences):
+        sources.append((f"synthetic-{index:03d}", functools.partial(
+            generate_sequence, [config.seed, 7, index], config.synthetic_frames, height, width, 1 + index % 3)))
+    if not sources:
+        raise DatasetError("no training videos: give --davis-root with ImageSets/2017/train.txt or synthetic ones")
+
+    grid = model.embedding_size()
+    videos = []
+    for name, load in tqdm(sources, desc="training videos", disable=rank != 0):
+        frames, masks = load()  # one video in memory at a time
+        labels = torch.stack([grid_labels(mask, grid) for mask in masks])
+        if frozen:
+            inputs = _features(model, frames, _cache_key(model, name, len(frames), max_frames_per_video))
+        else:
+            resized = preprocess_frames(frames, model.config.input_size, (0, 0, 0), (1, 1, 1))
+            inputs = (resized * 255).round().to(torch.uint8)
+        videos.append(TrainingVideo(name, inputs, labels))
+    total = sum(len(v.labels) for v in videos)
+    log.info("training on %d videos (%d frames): %s", len(videos), total, ", ".join(v.name for v in videos))
+    return TrainingSet(videos, frozen, config, tuple(model.config.mean), tuple(model.config.std))

@@ -1,0 +1,373 @@
+"""Pretraining of the Siamese model: python -m agent.train (torchrun for several processes).
+
+Each iteration draws a random training video and a random pair of its frames, augments both, pools K
+pixels per class in each and minimises the pairwise "same object?" loss (the paper's recipe: SGD,
+momentum 0.9, weight decay 5e-4, lr 2.5e-4 backbone / 5e-4 decoder and head, polynomial decay 0.9).
+
+Two modes:
+  full             the paper's: the whole network trains on augmented images (flip, scale, crop,
+                   colour jitter). Meant for a GPU.
+  frozen-backbone  the backbone stays at its ImageNet weights; its features of every training frame are
+                   computed once and the decoder + head train on them with flip/scale/rotation applied
+                   to features and labels alike (the same machinery the interactive fine-tuning uses).
+                   Hundreds of times cheaper per step, which is what makes training on a CPU possible.
+Validation videos are never used for training; validation is one-shot J on them.
+
+Under torchrun (e.g. `torchrun --nproc_per_node=2 -m agent.train ...`) every process draws its own
+pairs and DistributedDataParallel averages the gradients; all processes start from the same weights and
+rank 0 alone writes files. Written to --output-dir: train_config.json, losses.csv (rank 0's loss and the
+decoder lr per iteration), last.pt (state for --resume), model.pt (the checkpoint, with the iteration
+count and a digest of every process's parameters in its extra) and validation.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import hashlib
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from ..config import (
+    ConfigError,
+    ModelConfig,
+    TrainConfig,
+    TrainRunConfig,
+    TransferConfig,
+    from_dict,
+    load_config,
+    to_dict,
+)
+from ..data.davis import DatasetError, DavisReader
+from ..device import resolve_device
+from ..model.backbones import WeightsUnavailableError
+from ..model.checkpoint import CheckpointError, first_line, save_checkpoint
+from ..model.siamese import SiameseEmbedder, build_model
+from ..model.similarity import Pooled, pairwise_loss, sample_pixels
+from .data import load_training_set
+
+log = logging.getLogger("agent.train")
+
+
+class PairLoss(nn.Module):
+    """The Siamese step as one module (so DistributedDataParallel can wrap it): two views -> loss.
+
+    The pixels are pooled before the call (with the caller's generator), so the forward takes tensors only.
+    """
+
+    def __init__(self, model: SiameseEmbedder, frozen_backbone: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.frozen_backbone = frozen_backbone
+
+    def forward(self, inputs: torch.Tensor, pooled: list[Pooled], out_size: tuple[int, int]) -> torch.Tensor:
+        """inputs: (2, C, h, w) features (frozen) or (2, 3, H, W) images; pooled: one Pooled per view."""
+        if self.frozen_backbone:
+            embeddings = self.model.decode(inputs, out_size)
+        else:
+            embeddings = self.model.decode(self.model.backbone_features(inputs), out_size)
+        return pairwise_loss(embeddings[0], pooled[0], embeddings[1], pooled[1], self.model.head)
+
+
+def make_optimizer(model: SiameseEmbedder, config: TrainConfig, frozen_backbone: bool) -> torch.optim.SGD:
+    groups = [{"params": list(model.decoder.parameters()) + list(model.head.parameters()),
+               "lr": config.lr_decoder}]
+    if not frozen_backbone:
+        groups.append({"params": list(model.backbone.parameters()), "lr": config.lr_backbone})
+    return torch.optim.SGD(groups, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def poly_factor(iteration: int, total: int, power: float) -> float:
+    return (1 - min(iteration, total) / total) ** power
+
+
+def parameter_digest(model: nn.Module) -> str:
+    """SHA-1 of every parameter's bytes (in registration order): equal digests, equal weights."""
+    digest = hashlib.sha1()
+    for name, parameter in model.named_parameters():
+        digest.update(name.encode())
+        digest.update(parameter.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _replica_digests(model: nn.Module, world: int) -> list[str]:
+    """parameter_digest of every process (a collective call under DDP: every rank must make it)."""
+    digests: list[str] = [parameter_digest(model)] * world
+    if world > 1:
+        dist.all_gather_object(digests, digests[0])
+    return digests
+
+
+def _distributed(device: torch.device) -> tuple[int, int, torch.device]:
+    """(rank, world size, this process's device); initialises the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        # Rank 0 validates while the others wait at a barrier: allow long validations.
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
+                                timeout=datetime.timedelta(hours=2))
+    return dist.get_rank(), world, device
+
+
+def train(config: TrainConfig, model_config: ModelConfig, transfer: TransferConfig, resume: bool = False) -> Path:
+    """Run pretraining; returns the path of the final model checkpoint (output_dir/model.pt)."""
+    if config.davis_root is not None:
+        DavisReader(config.davis_root)  # a missing root fails before any model is built
+    owns_group = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
+    rank, world, device = _distributed(resolve_device(config.device))
+    try:
+        return _train(config, model_config, transfer, resume, rank, world, device)
+    finally:
+        if owns_group and dist.is_initialized():
+            dist.destroy_process_group()  # every rank, also on errors
+
+
+def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferConfig, resume: bool, rank: int,
+           world: int, device: torch.device) -> Path:
+    mode = config.mode
+    frozen = mode == "frozen-backbone"
+    output_dir = Path(config.output_dir)
+    state_path, model_path = output_dir / "last.pt", output_dir / "model.pt"
+
+    # The same initial weights on every rank: frozen mode computes its training features with this
+    # backbone before DDP broadcasts rank 0's weights.
+    torch.manual_seed(config.seed)
+    model = build_model(model_config).to(device)
+    optimizer = make_optimizer(model, config, frozen)
+    start_iteration = 0
+    if resume and state_path.is_file():
+        start_iteration = _load_training_state(state_path, model, optimizer, device)
+        log.info("resumed from %s at iteration %d", state_path, start_iteration)
+    elif resume:
+        log.info("no %s to resume from: starting at iteration 0", state_path)
+    if frozen:
+        model.backbone.requires_grad_(False)
+    # Each rank (and each resumed run) draws its own pairs, pixels and augmentations.
+    seed = int(np.random.SeedSequence([config.seed, rank, start_iteration]).generate_state(1)[0])
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    data = load_training_set(config, model, frozen, rank=rank)
+    step = PairLoss(model, frozen).to(device)
+    if world > 1:
+        # DDP registers only the parameters that require grad (frozen: decoder + head, all used in every
+        # step, so find_unused_parameters can stay False) and broadcasts rank 0's weights here.
+        step = nn.parallel.DistributedDataParallel(
+            step, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False)
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
+
+    loss_log = None
+    if rank == 0:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        # train_config.json is a TrainRunConfig (--config reads it back); train_info.json what the run saw.
+        run = TrainRunConfig(train=config, model=model.config, transfer=transfer)
+        (output_dir / "train_config.json").write_text(json.dumps(to_dict(run), indent=2))
+        (output_dir / "train_info.json").write_text(json.dumps(
+            {"world_size": world, "training_videos": data.names, "held_out": list(config.holdout),
+             "start_iteration": start_iteration, "command": " ".join(sys.argv)}, indent=2))
+        loss_log = _open_loss_log(output_dir / "losses.csv", start_iteration)
+    progress = tqdm(range(start_iteration, config.iterations), initial=start_iteration,
+                    total=config.iterations, desc="train", disable=rank != 0)
+    running = None
+    model.train()
+    if frozen:
+        model.backbone.eval()  # frozen BN statistics
+    try:
+        for iteration in progress:
+            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                group["lr"] = base * poly_factor(iteration, config.iterations, config.poly_power)
+            inputs, labels = data.sample_pair(generator)
+            pooled = [sample_pixels(lab, transfer.samples_per_class, generator) for lab in labels]
+            loss = step(inputs.to(device), pooled, tuple(labels[0].shape))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            value = float(loss.detach())
+            running = value if running is None else 0.98 * running + 0.02 * value
+            progress.set_postfix(loss=f"{running:.4f}")
+            done = iteration + 1
+            if loss_log is not None:
+                loss_log.write(f"{done},{value:.6f},{optimizer.param_groups[0]['lr']:.6g}\n")
+            synchronise = False
+            if done % config.checkpoint_every == 0 or done == config.iterations:
+                digests = _replica_digests(model, world)  # every rank, at the same iterations
+                if len(set(digests)) > 1:
+                    raise RuntimeError(f"the processes' weights differ at iteration {done}: {digests}")
+                if rank == 0:
+                    _save_training_state(state_path, model, optimizer, done, config)
+                    save_checkpoint(model_path, model, extra={"iterations": done, "mode": mode,
+                                                              "world_size": world, "parameter_digests": digests})
+                synchronise = True
+            if config.validate_every and (done % config.validate_every == 0 or done == config.iterations):
+                if rank == 0:
+                    record = {"iteration": done, "loss": running,
+                              **_validate(model, config, transfer)}
+                    log.info("validation at %d: %s", done, json.dumps(record))
+                    with (output_dir / "validation.jsonl").open("a") as handle:
+                        handle.write(json.dumps(record) + "\n")
+                    model.train()
+                    if frozen:
+                        model.backbone.eval()
+                synchronise = True
+            if synchronise and world > 1:
+                dist.barrier()  # the others wait while rank 0 writes and validates
+    finally:
+        progress.close()
+        if loss_log is not None:
+            loss_log.close()
+    return model_path
+
+
+def _open_loss_log(path: Path, start_iteration: int):
+    """losses.csv for appending (line-buffered); on resume, rows after the resumed iteration are dropped."""
+    rows = []
+    if start_iteration > 0 and path.is_file():
+        for line in path.read_text().splitlines()[1:]:
+            try:
+                if int(line.split(",", 1)[0]) <= start_iteration:
+                    rows.append(line + "\n")
+            except ValueError:
+                continue
+    path.write_text("iteration,loss,lr\n" + "".join(rows))
+    return path.open("a", buffering=1)
+
+
+def _validate(model: SiameseEmbedder, config: TrainConfig, transfer: TransferConfig) -> dict:
+    from ..evaluation.one_shot import one_shot_benchmark
+
+    if config.davis_root is None:
+        return {}
+    reader = DavisReader(config.davis_root)
+    sequences = list(config.val_sequences or reader.sequences("val"))
+    results = one_shot_benchmark(model, reader, sequences, transfer, stride=3, seed=config.seed)
+    return {"one_shot_J": float(np.mean(list(results.values()))), "per_sequence": results}
+
+
+def _save_training_state(path: Path, model: SiameseEmbedder, optimizer, iteration: int,
+                         config: TrainConfig) -> None:
+    payload = {"model_config": dataclasses.asdict(model.config), "state_dict": model.state_dict(),
+               "optimizer": optimizer.state_dict(), "iteration": iteration,
+               "train_config": json.loads(json.dumps(to_dict(config), default=str))}
+    payload["model_config"] = json.loads(json.dumps(payload["model_config"]))
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def _load_training_state(path: Path, model: SiameseEmbedder, optimizer, device: torch.device) -> int:
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+        saved = from_dict(ModelConfig, payload["model_config"], strict=False)
+        if (saved.backbone, saved.embedding_dim) != (model.config.backbone, model.config.embedding_dim):
+            raise CheckpointError(f"{path} was trained with {saved.backbone} d={saved.embedding_dim}, "
+                                  f"not {model.config.backbone} d={model.config.embedding_dim}")
+        model.load_state_dict(payload["state_dict"])
+        optimizer.load_state_dict(payload["optimizer"])
+        return int(payload["iteration"])
+    except CheckpointError:
+        raise
+    except Exception as error:  # corrupt file, wrong format
+        raise CheckpointError(
+            f"cannot resume from {path} ({first_line(error)}): delete it or pick another --output-dir"
+        ) from error
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Every field of agent/config.py's TrainRunConfig can be set with --set section.field=value "
+               "(sections: train, model, transfer), e.g. --set train.lr_decoder=5e-3.")
+    # Flags default to None: only the ones given override --config files (then --set overrides them).
+    parser.add_argument("--config", action="append", default=[], metavar="FILE",
+                        help="JSON or YAML of TrainRunConfig (e.g. a run's train_config.json)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="assignments",
+                        help="one config field (repeatable; wins over everything)")
+    parser.add_argument("--davis-root", type=Path, default=None, help="DAVIS-format root with ImageSets/2017/train.txt")
+    parser.add_argument("--holdout", default=None,
+                        help="comma-separated training videos never trained on (your validation split)")
+    parser.add_argument("--synthetic-sequences", type=int, default=None)
+    parser.add_argument("--synthetic-frames", type=int, default=None)
+    parser.add_argument("--mode", default=None, help="frozen-backbone (default) or full")
+    parser.add_argument("--iterations", type=int, default=None)
+    parser.add_argument("--backbone", default=None)
+    parser.add_argument("--pretrained", default=None)
+    parser.add_argument("--output-stride", type=int, default=None)
+    parser.add_argument("--feature-levels", default=None, help="comma-separated backbone stages, e.g. 2,3,4")
+    parser.add_argument("--embedding-dim", type=int, default=None)
+    parser.add_argument("--input-size", default=None, help="HxW")
+    parser.add_argument("--decoder-init", default=None, help="random or identity")
+    parser.add_argument("--lr-backbone", type=float, default=None)
+    parser.add_argument("--lr-decoder", type=float, default=None, help="decoder and head")
+    parser.add_argument("--samples-per-class", type=int, default=None)
+    parser.add_argument("--max-frames-per-video", type=int, default=None, help="0: all frames")
+    parser.add_argument("--checkpoint-every", type=int, default=None)
+    parser.add_argument("--validate-every", type=int, default=None)
+    parser.add_argument("--val-sequences", default=None, help="comma-separated (default: the root's val.txt)")
+    parser.add_argument("--output-dir", type=Path, default=None)
+    parser.add_argument("--resume", action="store_true", help="continue from output-dir/last.pt")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--seed", type=int, default=None)
+    return parser.parse_args(argv)
+
+
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [s.strip() for s in text.split(",") if s.strip()]
+
+
+def resolve_config(args: argparse.Namespace) -> TrainRunConfig:
+    """Defaults < --config files < flags < --set; ConfigError names the bad key or value."""
+    size = None
+    if args.input_size is not None:
+        try:
+            size = [int(v) for v in args.input_size.lower().split("x")]
+        except ValueError as error:
+            raise ConfigError(f"--input-size must be HxW, e.g. 240x427, got {args.input_size!r}") from error
+    levels = _names(args.feature_levels)
+    flags = {
+        "train.davis_root": args.davis_root, "train.holdout": _names(args.holdout),
+        "train.synthetic_sequences": args.synthetic_sequences, "train.synthetic_frames": args.synthetic_frames,
+        "train.mode": args.mode, "train.iterations": args.iterations, "train.lr_backbone": args.lr_backbone,
+        "train.lr_decoder": args.lr_decoder, "train.max_frames_per_video": args.max_frames_per_video,
+        "train.checkpoint_every": args.checkpoint_every, "train.validate_every": args.validate_every,
+        "train.val_sequences": _names(args.val_sequences), "train.output_dir": args.output_dir,
+        "train.device": args.device, "train.seed": args.seed,
+        "model.backbone": args.backbone, "model.pretrained": args.pretrained, "model.output_stride": args.output_stride,
+        "model.feature_levels": [int(v) for v in levels] if levels and all(v.isdigit() for v in levels) else levels,
+        "model.embedding_dim": args.embedding_dim, "model.input_size": size, "model.decoder_init": args.decoder_init,
+        "transfer.samples_per_class": args.samples_per_class,
+    }
+    return load_config(TrainRunConfig, args.config, args.assignments, flags)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    try:
+        run = resolve_config(args)
+        path = train(run.train, run.model, run.transfer, args.resume)
+    except (DatasetError, CheckpointError, WeightsUnavailableError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: the last checkpoint is in {args.output_dir or TrainConfig().output_dir}", file=sys.stderr)
+        return 130
+    print(f"model: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

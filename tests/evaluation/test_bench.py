@@ -1,0 +1,90 @@
+"""agent.bench on a tiny checkpoint: speed and memory figures, one-shot J, the untrained baseline."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from agent.config import ModelConfig
+from agent.evaluation.bench import main, untrained_baseline
+from agent.model import WeightsUnavailableError, build_model
+from agent.model.backbones import lite0_wheel_path
+from agent.model.checkpoint import save_checkpoint
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="tiny", pretrained="none", embedding_dim=16, input_size=(48, 80)))
+    return save_checkpoint(tmp_path / "tiny.pt", model, extra={"iterations": 0})
+
+
+def _positive(value) -> bool:
+    return isinstance(value, float) and math.isfinite(value) and value > 0
+
+
+def test_bench_figures_and_one_shot_j(tiny_checkpoint: Path, tiny_synthetic_root: Path, tmp_path: Path,
+                                      capsys) -> None:
+    output = tmp_path / "out" / "bench.json"
+    args = ["--checkpoint", str(tiny_checkpoint), "--repeats", "1", "--device", "cpu", "--output", str(output),
+            "--davis-root", str(tiny_synthetic_root)]
+    assert main(args) == 0
+    report = json.loads(output.read_text())
+
+    assert report["checkpoint"] == str(tiny_checkpoint) and report["model"]["backbone"] == "tiny"
+    assert _positive(report["matmul_gflops"])
+    assert _positive(report["backbone_ms_240x427"]) and _positive(report["backbone_ms_480x854"])
+    runtime = report["backbone_runtime"]  # the agent's frame size: 1.5x the checkpoint's 48x80
+    assert runtime["size"] == [72, 120] and runtime["onnxruntime"]
+    assert _positive(runtime["torch_ms"]) and _positive(runtime["onnxruntime_ms"])
+    assert runtime["max_feature_difference"] < 1e-3
+    transfer = report["transfer"]
+    for key in ("transfer_seconds_per_frame", "transfer_gflops", "decode_seconds_per_frame",
+                "fraction_of_matmul_peak"):
+        assert _positive(transfer[key]), key
+    assert transfer["grid"] == [12, 20] and transfer["references"] == 2 * 4096
+    assert _positive(report["peak_memory"]["max_rss_mb"])
+    assert _positive(report["incremental"]["update_seconds_per_frame"])
+    assert report["crf"]["size"] == [96, 160]
+    for scale in (0.25, 0.5, 1.0):
+        for kind in ("one_process", "workers"):
+            assert _positive(report["crf"][f"scale_{scale}_{kind}_seconds_per_frame"])
+
+    # The tiny backbone has no ImageNet weights: the baseline is its random initialisation, said so.
+    assert report["one_shot_baseline"]["features"] == "random_features"
+    assert "no ImageNet weights" in report["one_shot_baseline"]["reason"]
+    sequences = ["synth-000", "synth-001", "synth-002"]
+    assert set(report["one_shot_J"]) == {"random_features", "checkpoint"}
+    for values in report["one_shot_J"].values():
+        assert set(values) == {*sequences, "mean"}
+        assert all(0.0 <= v <= 1.0 for v in values.values())
+
+    printed = capsys.readouterr().out
+    assert "incremental pool" in printed and "dense CRF at scale 0.5" in printed
+    assert "one-shot J, checkpoint" in printed and "no ImageNet baseline" in printed
+    assert f"written: {output}" in printed
+
+
+def test_untrained_baseline_uses_imagenet_weights_when_there_are_some() -> None:
+    try:
+        lite0_wheel_path()
+    except WeightsUnavailableError as error:
+        pytest.skip(str(error))
+    config = ModelConfig(backbone="efficientnet-lite0", pretrained="none", input_size=(48, 80))
+    name, model, reason = untrained_baseline(config, torch.device("cpu"))
+    assert (name, reason, model.backbone.weights) == ("imagenet_features", None, "imagenet")
+    assert not model.training
+
+
+def test_untrained_baseline_without_imagenet_weights_is_seeded_random() -> None:
+    config = ModelConfig(backbone="tiny", pretrained="none", input_size=(48, 80))
+    name, first, reason = untrained_baseline(config, torch.device("cpu"))
+    _, second, _ = untrained_baseline(config, torch.device("cpu"))
+    assert name == "random_features" and reason == "tiny has no ImageNet weights"
+    assert all(torch.equal(a, b) for a, b in zip(first.parameters(), second.parameters(), strict=True))

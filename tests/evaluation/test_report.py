@@ -1,0 +1,85 @@
+"""The summary recomputed from a hand-made report, the per-sequence table and the written outputs."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from agent.evaluation.report import (
+    SampleLayout,
+    load_report,
+    main,
+    per_sequence_table,
+    summarize,
+    write_outputs,
+)
+
+
+def _rows(sequence, interaction, obj, jaccards, timing):
+    return [
+        dict(session_id="s", sequence=sequence, scribble_idx=1, interaction=interaction, object_id=obj,
+             frame=f, jaccard=j, contour=j, j_and_f=j, timing=timing)
+        for f, j in enumerate(jaccards)
+    ]
+
+
+@pytest.fixture
+def report():
+    # seqA: 1 object, 2 interactions; seqB: 2 objects, only interaction 1 arrived in time.
+    rows = (_rows("seqA", 1, 1, [0.4, 0.6], 2.0) + _rows("seqA", 2, 1, [0.8, 0.8], 4.0)
+            + _rows("seqB", 1, 1, [0.2, 0.2], 3.0) + _rows("seqB", 1, 2, [0.4, 0.4], 3.0))
+    # The framework's report holds object dtypes; mimic that.
+    return pd.DataFrame(rows).astype(object)
+
+
+LAYOUT = SampleLayout(num_scribbles={"seqA": 1, "seqB": 1}, num_objects={"seqA": 1, "seqB": 2})
+
+
+def test_summary_matches_hand_computation(report):
+    summary = summarize(report, LAYOUT, max_interactions=2, max_time=10.0, metric="J", time_threshold=3.0)
+    # per-interaction means over (sequence, scribble, object): (.5+.2+.4)/3 and (.8+.2+.4)/3 (B repeats)
+    assert summary["per_interaction"]["J"] == pytest.approx([1.1 / 3, 1.4 / 3], abs=1e-6)
+    # time: mean per sample (A 2, B 3) then (A 4, B 0 for the missing one), cumulated; timeout 1.5 x 10
+    assert summary["curve"]["time"] == pytest.approx([0.0, 2.5, 4.5, 15.0])
+    area = 0.5 * 2.5 * (1.1 / 3) + 2.0 * (2.5 / 3) / 2 + 10.5 * (1.4 / 3)
+    assert summary["auc"] == pytest.approx(area / 15.0)
+    assert summary["metric_at_threshold"] == pytest.approx(1.1 / 3 + 0.25 * 0.1)
+    assert summary["evaluated_fraction"] == pytest.approx(4 / 6)
+
+
+def test_missing_sample_scores_zero(report):
+    layout = SampleLayout(num_scribbles={"seqA": 1, "seqB": 1, "seqC": 2},
+                          num_objects={"seqA": 1, "seqB": 2, "seqC": 1})
+    summary = summarize(report, layout, max_interactions=2, max_time=10.0)
+    # seqC's two samples were never played: they count as 0 in every interaction.
+    assert summary["per_interaction"]["J"][0] == pytest.approx(1.1 / 5)
+
+
+def test_per_sequence_table(report):
+    table = per_sequence_table(report)
+    assert list(table.columns) == ["J@1", "J@2"]
+    assert table.loc[("seqA", 1), "J@1"] == pytest.approx(0.5)
+    assert table.loc[("seqB", 1), "J@1"] == pytest.approx(0.3)
+    assert pd.isna(table.loc[("seqB", 1), "J@2"])
+
+
+def test_write_outputs_round_trip(report, tmp_path):
+    summary = summarize(report, LAYOUT, max_interactions=2, max_time=10.0)
+    paths = write_outputs(tmp_path, report, {**summary, "framework": {"auc": summary["auc"]}}, "test")
+    for path in paths.values():
+        assert path.is_file() and path.stat().st_size > 0
+    again = summarize(load_report(paths["report"]), LAYOUT, max_interactions=2, max_time=10.0)
+    assert again["auc"] == pytest.approx(summary["auc"])
+    assert json.loads(paths["summary"].read_text())["framework"]["auc"] == pytest.approx(summary["auc"])
+
+
+def test_compare_runs_plot_and_missing_run(report, tmp_path, capsys):
+    summary = summarize(report, LAYOUT, max_interactions=2, max_time=10.0)
+    for name in ("a", "b"):
+        write_outputs(tmp_path / name, report, summary, name)
+    output = tmp_path / "both.png"
+    assert main([str(tmp_path / "a") + "=first", str(tmp_path / "b"), "--output", str(output)]) == 0
+    assert output.stat().st_size > 0
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "missing"), "--output", str(output)])
+    assert exit_info.value.code == 2 and "summary.json does not exist" in capsys.readouterr().err

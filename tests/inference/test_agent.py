@@ -1,0 +1,160 @@
+"""The interactive agent: time-budgeted fine-tuning, early stop, and full rounds on synthetic data."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from agent.config import AgentConfig, FinetuneConfig, ModelConfig
+from agent.data.davis import DatasetError, DavisReader
+from agent.inference.agent import InteractiveAgent
+from agent.inference.finetune import EARLY_STOP_WINDOW, finetune
+from agent.model.checkpoint import save_checkpoint
+from agent.model.siamese import build_model
+from strategies.base import RoundPlan
+
+TINY = ModelConfig(backbone="tiny", pretrained="none", input_size=(48, 80), embedding_dim=16)
+
+
+@pytest.fixture
+def tiny_model():
+    torch.manual_seed(0)
+    return build_model(TINY)
+
+
+def _scribbled_frame(model):
+    features = model.extract_features(torch.randn(1, 3, *TINY.input_size))[0]
+    labels = torch.full(model.embedding_size(), -1, dtype=torch.long)
+    labels[2:6, 2:10] = 1
+    labels[16:20, 20:36] = 0
+    return {0: features}, {0: labels}
+
+
+def test_one_second_budget_stops_within_tolerance(tiny_model):
+    features, labels = _scribbled_frame(tiny_model)
+    torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.0)  # one-off import, as the agent does
+    started = time.perf_counter()
+    stats = finetune(tiny_model, features, labels, 1.0, FinetuneConfig(), samples_per_class=20, early_stop_loss=0.0)
+    elapsed = time.perf_counter() - started
+    assert stats.steps > 1 and not stats.stopped_early
+    assert 1.0 <= stats.seconds <= 1.5 and elapsed <= 1.6
+
+
+def test_early_stop_fires(tiny_model):
+    features, labels = _scribbled_frame(tiny_model)
+    stats = finetune(tiny_model, features, labels, 30.0, FinetuneConfig(), samples_per_class=20, early_stop_loss=10.0)
+    assert stats.stopped_early and stats.steps == EARLY_STOP_WINDOW and stats.seconds < 30
+
+
+def test_single_class_does_not_train(tiny_model):
+    features, labels = _scribbled_frame(tiny_model)
+    labels[0][labels[0] == 0] = 1
+    assert finetune(tiny_model, features, labels, 5.0, FinetuneConfig(), samples_per_class=20).steps == 0
+
+
+@pytest.fixture
+def tiny_agent(tmp_path, tiny_model):
+    path = save_checkpoint(tmp_path / "tiny.pt", tiny_model)
+    return InteractiveAgent.from_pretrained(path, AgentConfig(device="cpu"))
+
+
+def test_agent_round_gives_valid_labels_and_resets_between_samples(tiny_agent, tiny_synthetic_root):
+    reader = DavisReader(tiny_synthetic_root)
+    sequence = reader.sequences("val")[1]
+    info = reader.info(sequence)
+    frames, scribbles = reader.load_frames(sequence), reader.load_scribble(sequence, 1)
+    pristine = {k: v.clone() for k, v in tiny_agent.model.state_dict().items()}
+
+    tiny_agent.start(frames, info.num_objects)
+    masks = tiny_agent.step(scribbles, RoundPlan(finetune_seconds=0.5))
+    assert masks.shape == frames.shape[:3] and masks.dtype == np.int64
+    assert masks.min() >= 0 and masks.max() <= info.num_objects
+    assert tiny_agent.last_finetune.steps > 0
+    candidates = tiny_agent.next_scribble_frame_candidates(2)
+    assert len(candidates) == 2 and all(0 <= c < len(frames) for c in candidates)
+
+    tiny_agent.start(frames, info.num_objects)  # a new sample starts from the checkpoint again
+    for key, value in tiny_agent.model.state_dict().items():
+        assert torch.equal(value, pristine[key]), key
+
+
+def test_agent_respects_time_left(tiny_agent, tiny_synthetic_root):
+    reader = DavisReader(tiny_synthetic_root)
+    sequence = reader.sequences("val")[0]
+    tiny_agent.start(reader.load_frames(sequence), 1)
+    tiny_agent.step(reader.load_scribble(sequence, 1), RoundPlan(finetune_seconds=30.0, time_left=1.0))
+    assert tiny_agent.last_finetune.seconds < 0.5  # the 2 s reserve for propagation leaves nothing
+
+
+def test_step_before_start_and_bad_scribbles(tiny_agent):
+    with pytest.raises(RuntimeError, match="start"):
+        tiny_agent.step({"scribbles": []})
+    tiny_agent.start(np.zeros((2, 32, 48, 3), np.uint8), 1)
+    with pytest.raises(DatasetError):
+        tiny_agent.step({"scribbles": [[{"path": [[2.0, 0.5]], "object_id": 1}], []]})
+
+
+def test_keyframe_round_copies_nearest_keyframe_and_later_rounds_catch_up(tiny_agent, tiny_synthetic_root):
+    """A round with frame_stride computes features and labels of keyframes only; the next full round gives
+    exactly what two full rounds give (the left-out frames are built against the whole pool)."""
+    reader = DavisReader(tiny_synthetic_root)
+    sequence = reader.sequences("val")[1]
+    info = reader.info(sequence)
+    frames = reader.load_frames(sequence)
+    first = reader.load_scribble(sequence, 1)
+    # a second round: the first round's strokes moved to the middle frame, plus a background stroke
+    strokes = [stroke for frame_strokes in first["scribbles"] for stroke in frame_strokes]
+    second = {"scribbles": [[] for _ in frames]}
+    second["scribbles"][len(frames) // 2] = strokes + [{"path": [[0.02, 0.02], [0.98, 0.03]], "object_id": 0}]
+
+    tiny_agent.start(frames, info.num_objects)
+    sparse = tiny_agent.step(first, RoundPlan(frame_stride=3))
+    keyframes = np.flatnonzero(tiny_agent._have_features)
+    assert len(keyframes) < len(frames) and {0, len(frames) - 1} <= set(keyframes.tolist())
+    for frame in range(len(frames)):
+        nearest = keyframes[np.abs(keyframes - frame).argmin()]
+        assert np.array_equal(sparse[frame], sparse[nearest])
+    caught_up = tiny_agent.step(second, RoundPlan())
+    assert tiny_agent._have_features.all()
+
+    tiny_agent.start(frames, info.num_objects)
+    full = tiny_agent.step(first, RoundPlan())
+    assert all(np.array_equal(full[f], sparse[f]) for f in keyframes)
+    assert np.array_equal(tiny_agent.step(second, RoundPlan()), caught_up)
+
+
+def test_frames_at_the_inference_scale_and_transfer_on_the_checkpoint_grid(tmp_path, tiny_model, tiny_synthetic_root):
+    path = save_checkpoint(tmp_path / "tiny.pt", tiny_model)
+    reader = DavisReader(tiny_synthetic_root)
+    sequence = reader.sequences("val")[0]
+    frames = reader.load_frames(sequence)
+    masks = {}
+    for scale, runtime in ((1.0, "torch"), (1.5, "torch"), (1.5, "onnxruntime")):
+        agent = InteractiveAgent.from_pretrained(path, AgentConfig(device="cpu", inference_scale=scale,
+                                                                   backbone_runtime=runtime))
+        assert agent.grid == (12, 20)  # the checkpoint's 48x80 at grid stride 4, whatever the frame size
+        agent.start(frames, 1)
+        assert agent.input_size == ((48, 80) if scale == 1.0 else (72, 120))
+        masks[scale, runtime] = agent.step(reader.load_scribble(sequence, 1), RoundPlan())
+        assert agent._features.shape[-2:] == (agent.input_size[0] // 8, agent.input_size[1] // 8)
+    assert masks[1.5, "torch"].shape == masks[1.0, "torch"].shape == frames.shape[:3]
+    # ONNX Runtime's features differ from PyTorch's by ~1e-5: nearly every pixel gets the same label.
+    assert (masks[1.5, "torch"] == masks[1.5, "onnxruntime"]).mean() > 0.99
+    with pytest.raises(ValueError, match="inference_scale must be 'auto' or a number > 0"):
+        AgentConfig(device="cpu", inference_scale=0.0)
+
+
+def test_auto_inference_scale_follows_the_video_height(tmp_path, tiny_model):
+    """auto: the frames' height over the checkpoint's (48), clipped to [1, 1.5]; the runtime is built by prepare()."""
+    agent = InteractiveAgent.from_pretrained(save_checkpoint(tmp_path / "tiny.pt", tiny_model),
+                                             AgentConfig(device="cpu", backbone_runtime="onnxruntime"))
+    assert agent.config.inference_scale == "auto"
+    assert agent.input_size_for((96, 160)) == (72, 120)  # 2x the checkpoint: capped at 1.5
+    assert agent.input_size_for((60, 100)) == (60, 100)  # 1.25x
+    assert agent.input_size_for((24, 40)) == (48, 80)  # smaller videos run at the checkpoint's size
+    assert not agent._runtimes
+    agent.prepare([(96, 160), (60, 100)])
+    assert set(agent._runtimes) == {(72, 120), (60, 100)}

@@ -1,0 +1,208 @@
+"""Scribbles -> sparse grid labels: rasterisation, dilation, overlaps, derived background, memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agent.config import ScribbleConfig
+from agent.data.davis import DatasetError
+from agent.inference.scribbles import (
+    UNLABELED,
+    ScribbleMemory,
+    far_background,
+    least_similar_background,
+    objects_on_grid,
+    rasterize_scribbles,
+    scribble_labels,
+)
+
+SHAPE = (10, 20)  # rows 0..9, cols 0..19: x = col / 19, y = row / 9 lands exactly on a pixel
+
+
+def stroke(points: list[tuple[int, int]], object_id: int) -> dict:
+    """A stroke through (row, col) grid points of SHAPE, in DAVIS normalised [x, y]."""
+    return {
+        "path": [[col / (SHAPE[1] - 1), row / (SHAPE[0] - 1)] for row, col in points],
+        "object_id": object_id,
+    }
+
+
+def scribbles(*frames: list[dict]) -> dict:
+    return {"sequence": "toy", "scribbles": list(frames)}
+
+
+def test_rasterize_horizontal_line_exact_pixels() -> None:
+    out = rasterize_scribbles(scribbles([], [stroke([(3, 2), (3, 8)], 1)]), SHAPE)
+    assert list(out) == [1]
+    expected = np.full(SHAPE, UNLABELED, np.int64)
+    expected[3, 2:9] = 1
+    np.testing.assert_array_equal(out[1], expected)
+    assert out[1].dtype == np.int64
+
+
+def test_dilation_grows_a_square_around_the_line() -> None:
+    labels = scribble_labels(scribbles([stroke([(3, 2), (3, 8)], 1)]), SHAPE, dilation=3)
+    expected = np.full(SHAPE, UNLABELED, np.int64)
+    expected[2:5, 1:10] = 1
+    np.testing.assert_array_equal(labels[0], expected)
+
+
+def test_dilation_one_is_the_raw_raster() -> None:
+    data = scribbles([stroke([(0, 0), (9, 19)], 2)])
+    np.testing.assert_array_equal(scribble_labels(data, SHAPE, 1)[0], rasterize_scribbles(data, SHAPE)[0])
+
+
+def test_background_stroke_is_dilated_too() -> None:
+    labels = scribble_labels(scribbles([stroke([(5, 10)], 0)]), SHAPE, dilation=3)[0]
+    assert (labels == 0).sum() == 9
+    assert (labels[4:7, 9:12] == 0).all()
+
+
+def test_two_object_halos_split_by_nearest_stroke() -> None:
+    data = scribbles([stroke([(2, 3), (2, 15)], 1), stroke([(5, 3), (5, 15)], 2)])
+    labels = scribble_labels(data, SHAPE, dilation=5)[0]
+    column = labels[:, 9]
+    np.testing.assert_array_equal(column, [1, 1, 1, 1, 2, 2, 2, 2, UNLABELED, UNLABELED])
+
+
+def test_object_halo_beats_background_halo_and_later_stroke_wins_on_its_pixels() -> None:
+    # Object 1 vertical at col 5, then a background stroke across it along row 4.
+    data = scribbles([stroke([(0, 5), (9, 5)], 1), stroke([(4, 0), (4, 19)], 0)])
+    labels = scribble_labels(data, SHAPE, dilation=3)[0]
+    assert labels[4, 5] == 0  # both strokes' pixel: the later (background) stroke drew last
+    assert labels[3, 4] == 1 and labels[5, 6] == 1  # in both halos: the object wins
+    assert labels[3, 10] == 0 and labels[5, 10] == 0  # background halo away from the object
+    assert labels[2, 10] == UNLABELED
+    assert labels[0, 4] == 1 and labels[9, 6] == 1
+
+
+def test_far_background_on_known_layout() -> None:
+    labels = np.full((100, 100), UNLABELED, np.int64)
+    labels[0, 0] = 3
+    far = far_background(labels, 0.5)
+    rows, cols = np.mgrid[:100, :100]
+    np.testing.assert_array_equal(far, np.hypot(rows, cols) > 0.5 * np.hypot(100, 100))
+    assert not far[70, 0] and far[71, 0] and far[50, 51] and not far[0, 0]
+
+
+def test_far_background_needs_an_object() -> None:
+    labels = np.full((8, 8), UNLABELED, np.int64)
+    labels[0, 0] = 0  # a background stroke alone says nothing about distance to objects
+    assert not far_background(labels, 0.01).any()
+
+
+def test_least_similar_background_picks_lowest_unlabeled() -> None:
+    labels = np.full((4, 5), UNLABELED, np.int64)
+    labels[0] = 1  # the five lowest similarities are labelled and must stay untouched
+    similarity = np.arange(20, dtype=float).reshape(4, 5)
+    mask = least_similar_background(similarity, labels, 0.2)  # 0.2 x 15 unlabeled = 3 pixels
+    assert np.flatnonzero(mask).tolist() == [5, 6, 7]
+    mask = least_similar_background(-similarity, labels, 0.2)
+    assert np.flatnonzero(mask).tolist() == [17, 18, 19]
+    assert not least_similar_background(similarity, labels, 0.0).any()
+    with pytest.raises(ValueError):
+        least_similar_background(similarity[:3], labels, 0.2)
+
+
+def test_memory_accumulates_two_rounds() -> None:
+    config = ScribbleConfig(dilation=3, far_background_fraction=1.0, least_similar_fraction=0.5)
+    memory = ScribbleMemory(SHAPE, config, num_objects=2, num_frames=3)
+    touched = memory.add(scribbles([stroke([(3, 2), (3, 8)], 1)], [], [stroke([(6, 6), (6, 12)], 2)]))
+    assert touched == [0, 2] and memory.frames() == [0, 2]
+    assert memory.object_ids() == {1, 2}
+    assert not memory.has_background()  # far_background_fraction 1.0: nothing is that far
+
+    similarity = np.tile(np.arange(SHAPE[1], dtype=float), (SHAPE[0], 1))  # low on the left
+    first = memory.labels(0, similarity)
+    unlabeled_before = (memory.raw_labels(0) == UNLABELED).sum()
+    assert (first == 0).sum() == round(0.5 * unlabeled_before)
+    assert (first[:, 0][first[:, 0] != 1] == 0).all()  # leftmost column is least similar
+    assert (first[2:5, 1:10] == 1).all()  # object pixels never overridden
+    assert (memory.labels(0) == 0).sum() == 0  # without similarity: no background invented
+
+    # Round 2: object 2 crosses object 1's stroke, a background stroke, and a new frame.
+    memory.add(
+        scribbles([stroke([(0, 5), (9, 5)], 2), stroke([(8, 15), (8, 19)], 0)], [stroke([(1, 1)], 1)], [])
+    )
+    assert memory.frames() == [0, 1, 2]
+    labels = memory.labels(0, similarity)
+    assert labels[3, 5] == 2 and labels[3, 4] == 2  # the newer stroke and its halo override object 1
+    assert labels[3, 8] == 1  # the rest of object 1 survives
+    assert labels[8, 17] == 0
+    assert memory.has_background()
+    assert (labels == 0).sum() == (memory.raw_labels(0) == 0).sum()  # least-similar bg no longer added
+    assert memory.rounds == 2 and len(memory) == 3
+
+
+def test_memory_far_background_applies_on_read() -> None:
+    memory = ScribbleMemory(SHAPE, ScribbleConfig(dilation=1, far_background_fraction=0.25))
+    memory.add(scribbles([stroke([(0, 0)], 1)]))
+    labels = memory.labels(0)
+    diagonal = np.hypot(*SHAPE)
+    rows, cols = np.mgrid[: SHAPE[0], : SHAPE[1]]
+    np.testing.assert_array_equal(labels == 0, np.hypot(rows, cols) > 0.25 * diagonal)
+    assert labels[0, 0] == 1 and memory.has_background()
+    with pytest.raises(KeyError):
+        memory.labels(5)
+
+
+def test_derived_background_spares_the_predicted_objects() -> None:
+    """A short object stroke on part of a large predicted object: far-away background must not cover the
+    rest of it, but background strokes still apply there."""
+    config = ScribbleConfig(dilation=1, far_background_fraction=0.25, spare_predicted_objects=True)
+    memory = ScribbleMemory(SHAPE, config, num_frames=1)
+    memory.add(scribbles([stroke([(0, 0)], 1), stroke([(9, 19)], 0)]))
+    predicted = np.zeros(SHAPE, bool)
+    predicted[:, 10:] = True  # the object as the previous round saw it, far from the stroke
+    plain = memory.labels(0)
+    spared = memory.labels(0, predicted_objects=predicted)
+    assert (plain[:, 10:] == 0).sum() > 40
+    assert spared[9, 19] == 0  # the background stroke stays
+    assert ((spared[:, 10:] == 0).sum(), spared[0, 0]) == (1, 1)
+    np.testing.assert_array_equal(spared[:, :10], plain[:, :10])  # elsewhere unchanged
+    off = ScribbleMemory(SHAPE, ScribbleConfig(dilation=1, far_background_fraction=0.25,
+                                               spare_predicted_objects=False), num_frames=1)
+    off.add(scribbles([stroke([(0, 0)], 1), stroke([(9, 19)], 0)]))
+    np.testing.assert_array_equal(off.labels(0, predicted_objects=predicted), plain)
+    with pytest.raises(ValueError, match="label grid"):
+        memory.labels(0, predicted_objects=predicted[:5])
+
+
+def test_objects_on_grid_takes_the_majority_of_each_cell() -> None:
+    labels = np.zeros((8, 8), np.int64)
+    labels[:4, :4] = 2  # a whole cell of object 2
+    labels[4:, 4:6] = 1  # half a cell: not a majority
+    labels[4:, :3] = 1  # three quarters of a cell
+    np.testing.assert_array_equal(objects_on_grid(labels, (2, 2)), [[True, False], [True, False]])
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        ([1, 2], "expected a dict"),
+        ({"scribbles": [[{"path": [[0.5, 1.5]], "object_id": 1}]]}, "outside [0, 1]"),
+        ({"scribbles": [[{"path": [0.5, 0.5], "object_id": 1}]]}, "not a list of [x, y] points"),
+        ({"scribbles": [[{"object_id": 1}]]}, "without 'path'"),
+        ({"scribbles": [[{"path": [[0.5, 0.5]], "object_id": 3}]]}, "object_id 3"),
+        ({"scribbles": [[], []]}, "the video has 1"),
+    ],
+)
+def test_malformed_scribbles_raise_dataset_error(data: object, fragment: str) -> None:
+    memory = ScribbleMemory(SHAPE, num_objects=2, num_frames=1)
+    with pytest.raises(DatasetError) as error:
+        memory.add(data)  # type: ignore[arg-type]
+    message = str(error.value)
+    assert fragment in message and "\n" not in message
+    assert memory.frames() == [] and memory.rounds == 0
+
+
+def test_bad_round_leaves_memory_unchanged() -> None:
+    memory = ScribbleMemory(SHAPE, num_objects=1)
+    memory.add(scribbles([stroke([(3, 2), (3, 8)], 1)]))
+    before = memory.raw_labels(0)
+    with pytest.raises(DatasetError):
+        memory.add(scribbles([stroke([(0, 0), (9, 19)], 1), stroke([(5, 5)], 2)]))
+    np.testing.assert_array_equal(memory.raw_labels(0), before)
+    with pytest.raises(ValueError):
+        scribble_labels(scribbles([stroke([(0, 0)], 1)]), SHAPE, dilation=0)

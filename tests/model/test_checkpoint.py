@@ -1,0 +1,106 @@
+"""Checkpoints: round trip (float32 and fp16), and one clear CheckpointError for every bad file."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from agent.config import ModelConfig
+from agent.model import build_model
+from agent.model.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_config, save_checkpoint
+
+
+def _model(**overrides):
+    torch.manual_seed(0)
+    values = dict(backbone="tiny", pretrained="none", embedding_dim=8, input_size=(32, 48))
+    values.update(overrides)
+    model = build_model(ModelConfig(**values))
+    with torch.no_grad():  # non-trivial head statistics, so a lost buffer would show
+        model.head.bn.running_mean.fill_(0.25)
+        model.head.bn.running_var.fill_(3.0)
+    return model.eval()
+
+
+def test_round_trip(tmp_path):
+    model = _model()
+    path = save_checkpoint(tmp_path / "m.pt", model, model.config, extra={"step": 7, "sizes": (1, 2)})
+    loaded, config, extra = load_checkpoint(path, "cpu")
+    assert config == model.config and config.mean is not None
+    assert extra == {"step": 7, "sizes": [1, 2]}
+    assert read_checkpoint_config(path) == config
+    x = torch.randn(1, 3, 32, 48)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    assert torch.equal(loaded.head.bn.running_var, model.head.bn.running_var)
+    assert torch.load(path, weights_only=True)["model_config"]["input_size"] == [32, 48]  # plain types
+
+
+def test_half_is_smaller_and_loads_as_float32(tmp_path):
+    model = _model(embedding_dim=64)
+    full = save_checkpoint(tmp_path / "full.pt", model)
+    half = save_checkpoint(tmp_path / "half.pt", model, half=True)
+    assert half.stat().st_size < 0.7 * full.stat().st_size
+    loaded, _, _ = load_checkpoint(half)
+    assert all(v.dtype == torch.float32 for v in loaded.state_dict().values() if v.is_floating_point())
+    assert torch.equal(loaded.head.bn.running_mean, model.head.bn.running_mean)  # small tensors stay fp32
+    x = torch.randn(1, 3, 32, 48)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model(x), atol=1e-2)
+
+
+def test_missing_and_corrupt_files(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pt")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(garbage)
+    path = save_checkpoint(tmp_path / "m.pt", _model())
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError):
+        load_checkpoint(truncated)
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a"):
+        load_checkpoint(tmp_path / "other.pt")
+
+
+def _tampered(tmp_path, **config_changes):
+    path = save_checkpoint(tmp_path / "m.pt", _model())
+    payload = torch.load(path, weights_only=True)
+    payload["model_config"].update(config_changes)
+    bad = tmp_path / "bad.pt"
+    torch.save(payload, bad)
+    return bad
+
+
+def test_mismatched_config_and_shapes(tmp_path):
+    with pytest.raises(CheckpointError, match="shape"):
+        load_checkpoint(_tampered(tmp_path, embedding_dim=16))
+    with pytest.raises(CheckpointError, match="does not fit"):
+        load_checkpoint(_tampered(tmp_path, backbone="resnet50-deeplab"))
+    with pytest.raises(CheckpointError, match="cannot build"):
+        load_checkpoint(_tampered(tmp_path, backbone="no-such-net"))
+    path = save_checkpoint(tmp_path / "ok.pt", _model())
+    with pytest.raises(CheckpointError, match="backbone"):
+        load_checkpoint(path, expected=ModelConfig(backbone="efficientnet-lite0", embedding_dim=8))
+
+
+def test_extra_must_be_plain(tmp_path):
+    with pytest.raises(ValueError, match="plain types"):
+        save_checkpoint(tmp_path / "m.pt", _model(), extra={"bad": object()})
+
+
+def test_loading_skips_imagenet_weights(tmp_path, monkeypatch):
+    import agent.model.backbones as backbones
+
+    config = ModelConfig(pretrained="imagenet", embedding_dim=8, input_size=(32, 48))
+    model = build_model(config, load_pretrained=False)
+    path = save_checkpoint(tmp_path / "lite0.pt", model, half=True)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("ImageNet weights loaded for a checkpoint")
+
+    monkeypatch.setattr(backbones, "load_lite0_wheel_weights", forbidden)
+    loaded, config, _ = load_checkpoint(path)
+    assert config.backbone == "efficientnet-lite0" and config.pretrained == "imagenet"

@@ -1,0 +1,51 @@
+import pytest
+
+from agent.data.davis import SequenceInfo
+from strategies import REGISTRY, RoundPlan, UnknownStrategyError, get_strategy
+
+INFO = SequenceInfo(name="s", num_frames=10, num_objects=2, height=48, width=64, num_scribbles=1)
+
+
+def test_paper_schedule():
+    strategy = get_strategy("paper")
+    plans = [strategy.plan(i, 480.0, INFO) for i in range(1, 6)]
+    assert [p.finetune_seconds for p in plans] == [5.0, 20.0, 60.0, 60.0, 60.0]
+    assert [p.use_crf for p in plans] == [False, False, True, True, True]
+
+
+def test_no_finetune_never_trains():
+    strategy = get_strategy("no-finetune")
+    assert all(strategy.plan(i, 100.0, INFO).finetune_seconds == 0 for i in range(1, 9))
+
+
+def test_every_strategy_has_a_one_line_description():
+    for name, cls in REGISTRY.items():
+        assert cls.name == name
+        assert cls.description and "\n" not in cls.description
+
+
+class MyStrategy:
+    name = "mine"
+    description = "test strategy"
+
+    def plan(self, interaction, time_left, info):
+        return RoundPlan(finetune_seconds=1.0)
+
+
+def test_user_strategy_by_module_path():
+    strategy = get_strategy("tests.strategies.test_strategies:MyStrategy")
+    assert strategy.plan(1, 10.0, INFO).finetune_seconds == 1.0
+
+
+@pytest.mark.parametrize("name", ["nope", "tests.strategies.test_strategies:Missing", "no_such_module:X"])
+def test_unknown_strategy_is_a_clear_error(name):
+    with pytest.raises(UnknownStrategyError, match="strateg"):
+        get_strategy(name)
+
+
+def test_cpu_strategy_keyframes_and_quarter_resolution_crf_first_then_every_frame_at_half():
+    plans = [get_strategy("cpu").plan(i, 240.0, INFO) for i in range(1, 9)]
+    assert all(p.finetune_seconds == 0 for p in plans)
+    assert all(p.use_crf for p in plans)
+    assert [p.crf_scale for p in plans[:3]] == [0.25, 0.5, 0.5]
+    assert [p.frame_stride for p in plans[:3]] == [4, 1, 1]

@@ -1,0 +1,296 @@
+"""Pretraining (agent.train): CLI outputs, loss going down, optimiser and schedule, resume, errors, the
+training-data lists and (slow) two-process DDP on CPU. Tiny backbone, 48x80 inputs, CPU only."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from agent.config import ModelConfig, TrainConfig, TransferConfig
+from agent.data.davis import DatasetError
+from agent.data.synthetic import SyntheticSpec, write_dataset
+from agent.model import build_model
+from agent.model.checkpoint import CheckpointError, load_checkpoint
+from agent.training.data import load_training_set
+from agent.training.train import main, make_optimizer, parameter_digest, poly_factor, train
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_ARGS = ["--backbone", "tiny", "--pretrained", "none", "--input-size", "48x80", "--embedding-dim", "16",
+             "--synthetic-sequences", "2", "--synthetic-frames", "4", "--samples-per-class", "30",
+             "--device", "cpu"]
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("SIMLEARN_CACHE", str(cache))
+    return cache
+
+
+def tiny_model_config(**overrides) -> ModelConfig:
+    values = dict(backbone="tiny", pretrained="none", embedding_dim=16, input_size=(48, 80))
+    values.update(overrides)
+    return ModelConfig(**values)
+
+
+def read_losses(path: Path) -> np.ndarray:
+    """losses.csv -> (N, 3) array of iteration, loss, lr."""
+    assert path.read_text().splitlines()[0] == "iteration,loss,lr"
+    return np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+
+
+def error_lines(err: str) -> list[str]:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines
+
+
+# --- the command -------------------------------------------------------------------------------------
+
+
+def test_main_writes_model_last_state_config_and_losses(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert main([*TINY_ARGS, "--iterations", "6", "--checkpoint-every", "4", "--output-dir", str(out)]) == 0
+
+    model, config, extra = load_checkpoint(out / "model.pt")
+    assert (config.backbone, config.embedding_dim, config.input_size) == ("tiny", 16, (48, 80))
+    assert extra["iterations"] == 6 and extra["mode"] == "frozen-backbone" and extra["world_size"] == 1
+    assert extra["parameter_digests"] == [parameter_digest(model)]
+
+    state = torch.load(out / "last.pt", weights_only=True)
+    assert state["iteration"] == 6 and "optimizer" in state
+    saved = json.loads((out / "train_config.json").read_text())
+    assert saved["train"]["mode"] == "frozen-backbone" and saved["train"]["synthetic_frames"] == 4
+    assert saved["model"]["backbone"] == "tiny"
+    info = json.loads((out / "train_info.json").read_text())
+    assert info["world_size"] == 1 and info["start_iteration"] == 0
+    assert info["training_videos"] == ["synthetic-000", "synthetic-001"]
+    losses = read_losses(out / "losses.csv")
+    assert losses[:, 0].tolist() == [1, 2, 3, 4, 5, 6] and np.isfinite(losses[:, 1]).all()
+
+
+# --- what training does -------------------------------------------------------------------------------
+
+ITERATIONS = 40
+
+
+@pytest.fixture(scope="module", params=["frozen-backbone", "full"])
+def trained(request, tmp_path_factory) -> tuple[str, Path, TrainConfig]:
+    """40 iterations of one mode on 2 tiny synthetic videos (lr x20 the paper's so 40 steps show)."""
+    mode = request.param
+    out = tmp_path_factory.mktemp(mode)
+    config = TrainConfig(synthetic_sequences=2, synthetic_frames=4, iterations=ITERATIONS, checkpoint_every=1000,
+                         lr_decoder=1e-2, lr_backbone=5e-3, seed=0, device="cpu", output_dir=out / "run", mode=mode)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SIMLEARN_CACHE", str(out / "cache"))
+        path = train(config, tiny_model_config(), TransferConfig(samples_per_class=50))
+    assert path == out / "run" / "model.pt"
+    return mode, path, config
+
+
+def test_loss_goes_down(trained) -> None:
+    mode, path, _ = trained
+    losses = read_losses(path.parent / "losses.csv")
+    assert losses[:, 0].tolist() == list(range(1, ITERATIONS + 1))
+    first, last = losses[:5, 1].mean(), losses[-5:, 1].mean()
+    assert last < first - 0.03, f"{mode}: loss {first:.3f} -> {last:.3f}"
+
+
+def test_learning_rate_follows_the_poly_schedule(trained) -> None:
+    _, path, config = trained
+    lrs = read_losses(path.parent / "losses.csv")[:, 2]  # the decoder group's lr, set before each step
+    expected = [config.lr_decoder * poly_factor(i, ITERATIONS, 0.9) for i in range(ITERATIONS)]
+    assert np.allclose(lrs, expected, rtol=1e-4)
+
+
+def test_frozen_mode_keeps_the_backbone_and_full_mode_trains_it(trained) -> None:
+    mode, path, config = trained
+    torch.manual_seed(config.seed)  # train() builds its model right after seeding like this
+    initial = build_model(tiny_model_config())
+    final, _, _ = load_checkpoint(path)
+    initial_state, final_state = initial.backbone.state_dict(), final.backbone.state_dict()
+    backbone_same = all(torch.equal(initial_state[k], final_state[k]) for k in initial_state)
+    decoder_same = all(torch.equal(a, b) for a, b in zip(initial.decoder.parameters(), final.decoder.parameters(),
+                                                         strict=True))
+    assert not decoder_same
+    if mode == "frozen-backbone":
+        assert backbone_same  # weights and BN statistics alike
+    else:
+        assert not any(torch.equal(a, b) for a, b in zip(initial.backbone.parameters(),
+                                                         final.backbone.parameters(), strict=True))
+
+
+def test_poly_factor() -> None:
+    assert poly_factor(0, 100, 0.9) == 1.0
+    assert poly_factor(50, 100, 0.9) == pytest.approx(0.5**0.9)
+    assert poly_factor(100, 100, 0.9) == 0.0 and poly_factor(150, 100, 0.9) == 0.0
+    assert poly_factor(25, 100, 1.0) == pytest.approx(0.75)
+    values = [poly_factor(i, 100, 0.9) for i in range(101)]
+    assert all(a > b for a, b in zip(values, values[1:], strict=False))
+
+
+def test_optimizer_param_groups() -> None:
+    model = build_model(tiny_model_config())
+    config = TrainConfig()
+    head_and_decoder = {id(p) for p in [*model.decoder.parameters(), *model.head.parameters()]}
+
+    full = make_optimizer(model, config, frozen_backbone=False)
+    assert [g["lr"] for g in full.param_groups] == [5e-4, 2.5e-4]
+    assert {id(p) for p in full.param_groups[0]["params"]} == head_and_decoder
+    assert {id(p) for p in full.param_groups[1]["params"]} == {id(p) for p in model.backbone.parameters()}
+    assert all(g["momentum"] == 0.9 and g["weight_decay"] == 5e-4 for g in full.param_groups)
+
+    frozen = make_optimizer(model, config, frozen_backbone=True)
+    assert len(frozen.param_groups) == 1 and frozen.param_groups[0]["lr"] == 5e-4
+    assert {id(p) for p in frozen.param_groups[0]["params"]} == head_and_decoder
+
+
+def test_random_backbone_features_are_not_cached(_private_cache: Path) -> None:
+    """The tiny backbone has no pretrained weights whatever `pretrained` says: nothing goes to the cache."""
+    model = build_model(tiny_model_config(pretrained="imagenet"))
+    assert model.backbone.weights == "none"
+    data = load_training_set(TrainConfig(synthetic_sequences=1, synthetic_frames=3), model, frozen=True)
+    assert data.videos[0].inputs.shape[0] == 3 and data.videos[0].inputs.dtype == torch.float16
+    assert not _private_cache.exists()
+
+
+# --- resume --------------------------------------------------------------------------------------------
+
+
+def test_resume_continues_at_the_saved_iteration(tmp_path: Path, capsys, caplog) -> None:
+    out = tmp_path / "run"
+    args = [*TINY_ARGS, "--checkpoint-every", "5", "--output-dir", str(out)]
+    assert main([*args, "--iterations", "10"]) == 0
+    with (out / "losses.csv").open("a") as handle:  # logged after the last checkpoint, then a crash
+        handle.write("11,0.5,0.0001\n")
+    capsys.readouterr()
+
+    caplog.set_level("INFO", logger="agent.train")
+    assert main([*args, "--iterations", "20", "--resume"]) == 0
+    assert f"resumed from {out / 'last.pt'} at iteration 10" in caplog.text
+    assert "10/20" in capsys.readouterr().err  # the progress bar starts at 10
+    _, _, extra = load_checkpoint(out / "model.pt")
+    assert extra["iterations"] == 20
+    assert torch.load(out / "last.pt", weights_only=True)["iteration"] == 20
+    assert json.loads((out / "train_info.json").read_text())["start_iteration"] == 10
+    assert read_losses(out / "losses.csv")[:, 0].tolist() == list(range(1, 21))
+
+
+def test_resume_from_a_corrupt_state_is_one_error_line(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "last.pt").write_bytes(b"not a checkpoint")
+    assert main([*TINY_ARGS, "--iterations", "2", "--resume", "--output-dir", str(out)]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert "cannot resume from" in line and "last.pt" in line
+    with pytest.raises(CheckpointError, match="cannot resume"):
+        train(TrainConfig(synthetic_sequences=1, synthetic_frames=3, iterations=2, output_dir=out, device="cpu",
+                          mode="full"), tiny_model_config(), TransferConfig(), resume=True)
+
+
+def test_resume_with_another_model_is_one_error_line(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main([*TINY_ARGS, "--iterations", "2", "--output-dir", str(out)]) == 0
+    capsys.readouterr()
+    args = [*TINY_ARGS, "--iterations", "4", "--resume", "--output-dir", str(out), "--embedding-dim", "8"]
+    assert main(args) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert "d=16" in line and "d=8" in line
+
+
+# --- errors --------------------------------------------------------------------------------------------
+
+
+def test_missing_davis_root_is_one_error_line(tmp_path: Path, capsys) -> None:
+    missing = tmp_path / "nowhere"
+    assert main([*TINY_ARGS, "--davis-root", str(missing), "--output-dir", str(tmp_path / "run")]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert str(missing) in line and "does not exist" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_mode_is_rejected(tmp_path: Path, capsys) -> None:
+    assert main([*TINY_ARGS, "--mode", "half-frozen", "--output-dir", str(tmp_path / "run")]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert "train.mode must be one of frozen-backbone, full, got 'half-frozen'" in line
+    with pytest.raises(ValueError, match="train.mode must be one of"):
+        TrainConfig(output_dir=tmp_path / "run", mode="half-frozen")
+    assert not (tmp_path / "run").exists()
+
+
+# --- training data ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def davis_train_root(tmp_path: Path) -> Path:
+    """A DAVIS-format root with two training sequences (synth-000, synth-001) and no val list."""
+    root = tmp_path / "davis"
+    write_dataset(root, SyntheticSpec(num_sequences=2, num_frames=3, height=48, width=80, subset="train", seed=1))
+    return root
+
+
+def _write_val(root: Path, names: list[str]) -> None:
+    (root / "ImageSets" / "2017" / "val.txt").write_text("".join(f"{n}\n" for n in names))
+
+
+def test_training_set_uses_the_train_list_and_synthetic_videos(davis_train_root: Path) -> None:
+    _write_val(davis_train_root, ["elsewhere"])
+    listing = davis_train_root / "ImageSets" / "2017" / "train.txt"
+    listing.write_text(listing.read_text() + "not-on-disk\n")  # listed but absent: skipped
+    config = TrainConfig(davis_root=davis_train_root, synthetic_sequences=1, synthetic_frames=3)
+    data = load_training_set(config, build_model(tiny_model_config()), frozen=False)
+    assert data.names == ["synth-000", "synth-001", "synthetic-000"]
+    video = data.videos[0]
+    assert video.inputs.shape == (3, 3, 48, 80) and video.inputs.dtype == torch.uint8
+    assert video.labels.shape == (3, 24, 40)
+    inputs, labels = data.sample_pair(torch.Generator().manual_seed(0))
+    assert inputs.shape == (2, 3, 48, 80) and [lab.shape for lab in labels] == [(24, 40)] * 2
+
+
+def test_overlapping_train_and_val_lists_raise(davis_train_root: Path, tmp_path: Path, capsys) -> None:
+    _write_val(davis_train_root, ["synth-001", "other"])
+    config = TrainConfig(davis_root=davis_train_root, synthetic_sequences=0)
+    with pytest.raises(DatasetError, match="share synth-001"):
+        load_training_set(config, build_model(tiny_model_config()), frozen=True)
+    assert main([*TINY_ARGS, "--davis-root", str(davis_train_root), "--output-dir", str(tmp_path / "run")]) == 2
+    assert "share synth-001" in capsys.readouterr().err
+
+
+# --- several processes ---------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["frozen-backbone", "full"])
+def test_torchrun_two_processes_on_cpu(tmp_path: Path, mode: str) -> None:
+    """torchrun, gloo, 2 processes: finishes, rank 0 writes the files, and both ranks end with the same
+    weights although each drew its own pairs (so DDP averaged the gradients)."""
+    out = tmp_path / "run"
+    env = {**os.environ, "SIMLEARN_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+               "-m", "agent.train", *TINY_ARGS, "--mode", mode, "--iterations", "6", "--checkpoint-every", "3",
+               "--output-dir", str(out)]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("model: ") == 2  # both ranks returned
+
+    assert json.loads((out / "train_config.json").read_text())["world_size"] == 2
+    model, _, extra = load_checkpoint(out / "model.pt")
+    assert extra["iterations"] == 6 and extra["world_size"] == 2
+    assert extra["parameter_digests"] == [parameter_digest(model)] * 2  # rank 1 holds what rank 0 saved
+    assert read_losses(out / "losses.csv")[:, 0].tolist() == [1, 2, 3, 4, 5, 6]
+    torch.manual_seed(0)  # every rank starts from the weights of the seed
+    initial = build_model(tiny_model_config())
+    backbone_same = all(torch.equal(a, b) for a, b in zip(initial.backbone.state_dict().values(),
+                                                          model.backbone.state_dict().values(), strict=True))
+    assert backbone_same == (mode == "frozen-backbone")
