@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 STRATEGY_AUTO = "auto"
+# Training videos of ../shared/davis held out as our own validation split (robot scribbles,
+# agent/data/robot_root.py): dancers, a car, a rider, a small bird and a large animal, like DAVIS val.
+HOLDOUT = ("breakdance-flare", "car-turn", "dance-jump", "horsejump-low", "mallard-fly", "rhino")
 
 
 class ConfigError(ValueError):
@@ -96,9 +99,17 @@ class TrainConfig:
     """Pretraining (python -m agent.train)."""
 
     mode: str = "frozen-backbone"  # frozen-backbone (cached features, CPU) | full (the paper's, a GPU)
+    # pairwise: the paper's BCE on pooled pixel pairs | topk: cross-entropy of the agent's own top-k transfer
+    # from a reference frame's labels to a query frame's pixels (model/similarity.py topk_loss).
+    loss: str = "pairwise"
+    # Frames at this multiple of model.input_size, as the agent sees them (AgentConfig.inference_scale); the
+    # topk loss transfers on the agent's grid (transfer.grid_stride of model.input_size).
+    feature_scale: float = 1.0
+    queries_per_class: int = 256  # topk loss: query pixels drawn per class and pair
+    references_per_class: int = 1024  # topk loss: reference pixels drawn per class and pair
     davis_root: Path | None = None
     # Training videos never trained on (a validation split of your own; see docs/TRAINING.md).
-    holdout: tuple[str, ...] = ()
+    holdout: tuple[str, ...] = HOLDOUT
     val_sequences: tuple[str, ...] | None = None  # validated on (None: the root's val.txt)
     synthetic_sequences: int = 8
     synthetic_frames: int = 16
@@ -120,6 +131,11 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _choice(self.mode, "train.mode", ("frozen-backbone", "full"))
+        _choice(self.loss, "train.loss", ("pairwise", "topk"))
+        _require(_finite(self.feature_scale) and self.feature_scale > 0,
+                 f"train.feature_scale must be a number > 0, got {self.feature_scale}")
+        _require(self.queries_per_class >= 1 and self.references_per_class >= 1,
+                 "train.queries_per_class and train.references_per_class must be >= 1")
         _require(self.iterations >= 1, f"train.iterations must be >= 1, got {self.iterations}")
         _require(self.checkpoint_every >= 1, f"train.checkpoint_every must be >= 1, got {self.checkpoint_every}")
         for name in ("synthetic_sequences", "max_frames_per_video", "validate_every", "seed"):

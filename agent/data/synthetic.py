@@ -288,8 +288,11 @@ def _quiet_absl() -> Iterator[None]:
         absl_logger.setLevel(level)
 
 
-def initial_scribble(sequence: str, masks: np.ndarray, num_objects: int, max_frames: int = 4) -> dict | None:
-    """The robot's first scribble (all-zero prediction) on the frame where objects are most visible.
+def initial_scribble(sequence: str, masks: np.ndarray, num_objects: int, max_frames: int = 4,
+                     near: float | None = None) -> dict | None:
+    """The robot's first scribble (all-zero prediction) on the frame where objects are most visible, or
+    with `near` (a position in the video, 0..1) on the frame nearest to it where every object shows at
+    least half of its largest area.
 
     Tries the `max_frames` best frames; returns None if none gives every object a stroke (the robot
     drops error regions whose skeleton is too short, e.g. round ones).
@@ -302,7 +305,12 @@ def initial_scribble(sequence: str, masks: np.ndarray, num_objects: int, max_fra
     robot = InteractiveScribblesRobot(**ROBOT_KWARGS)
     counts = np.stack([(masks == k).reshape(len(masks), -1).sum(1) for k in range(1, num_objects + 1)], 1)
     middle = (len(masks) - 1) / 2
-    ranked = sorted(range(len(masks)), key=lambda f: (-counts[f].min(), abs(f - middle), f))
+    if near is None:
+        ranked = sorted(range(len(masks)), key=lambda f: (-counts[f].min(), abs(f - middle), f))
+    else:
+        target = near * (len(masks) - 1)
+        visible = (counts >= 0.5 * counts.max(0)).all(1)
+        ranked = sorted(range(len(masks)), key=lambda f: (not visible[f], abs(f - target), f))
     zeros = np.zeros_like(masks)
     for frame in ranked[:max_frames]:
         with _quiet_absl():

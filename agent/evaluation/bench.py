@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from skimage import data as skimage_data
 
-from ..config import AgentConfig, CRFConfig, ModelConfig, TransferConfig
+from ..config import HOLDOUT, AgentConfig, CRFConfig, ModelConfig, TransferConfig
 from ..data.davis import DavisReader
 from ..device import resolve_device
 from ..inference.crf import refine_frames, warm_up, worker_count
@@ -179,7 +179,9 @@ def peak_memory_mb(device: torch.device) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped checkpoint")
-    parser.add_argument("--davis-root", type=Path, default=None, help="for one-shot J on its val videos")
+    parser.add_argument("--davis-root", type=Path, default=None,
+                        help="for one-shot J on its val videos and the held-out training videos (TrainConfig.holdout)")
+    parser.add_argument("--one-shot-only", action="store_true", help="skip the speed figures")
     parser.add_argument("--aggregation", default=None, help="override the transfer aggregation (eq3|topk)")
     parser.add_argument("--stride", type=int, default=3, help="one-shot: every k-th frame")
     parser.add_argument("--repeats", type=int, default=3)
@@ -198,31 +200,10 @@ def main(argv: list[str] | None = None) -> int:
                               "feature_levels": config.feature_levels, "input_size": list(config.input_size)},
                     "aggregation": transfer.aggregation}
 
-    report["matmul_gflops"] = matmul_gflops(device)
-    for size in ((240, 427), (480, 854)):
-        report[f"backbone_ms_{size[0]}x{size[1]}"] = backbone_ms(model, size, args.repeats)
-    agent_size = inference_size(tuple(config.input_size), (480, 854), AgentConfig().inference_scale)
-    report["backbone_runtime"] = backbone_runtime_figures(model, agent_size, args.repeats)
-    report["transfer"] = transfer_figures(model, transfer, num_classes=2, references_per_class=4096,
-                                          repeats=args.repeats)
-    report["transfer"]["fraction_of_matmul_peak"] = report["transfer"]["transfer_gflops"] / report["matmul_gflops"]
-    if transfer.aggregation == "topk":
-        report["incremental"] = incremental_figures(model, transfer, args.repeats)
-    input_size = tuple(config.input_size)
-    report["crf"] = crf_figures((2 * input_size[0], 2 * input_size[1]), args.repeats)  # frames at 2x the input
-
+    if not args.one_shot_only:
+        report.update(speed_figures(model, config, transfer, args.repeats, device))
     if args.davis_root is not None:
-        reader = DavisReader(args.davis_root)
-        sequences = reader.sequences("val")
-        # Without Siamese training: a fresh backbone's features, compared directly (no decoder).
-        name, baseline, reason = untrained_baseline(config, device)
-        report["one_shot_baseline"] = {"features": name, "reason": reason}
-        report["one_shot_J"] = {
-            name: one_shot_benchmark(baseline, reader, sequences, transfer, args.stride, raw_features=True),
-            "checkpoint": one_shot_benchmark(model, reader, sequences, transfer, args.stride),
-        }
-        for name, values in report["one_shot_J"].items():
-            report["one_shot_J"][name] = {**values, "mean": float(np.mean(list(values.values())))}
+        report.update(one_shot_figures(model, config, transfer, args.davis_root, args.stride, device))
     report["peak_memory"] = peak_memory_mb(device)
 
     _print(report)
@@ -232,9 +213,56 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def speed_figures(model: SiameseEmbedder, config: ModelConfig, transfer: TransferConfig, repeats: int,
+                  device: torch.device) -> dict:
+    report: dict = {"matmul_gflops": matmul_gflops(device)}
+    for size in ((240, 427), (480, 854)):
+        report[f"backbone_ms_{size[0]}x{size[1]}"] = backbone_ms(model, size, repeats)
+    agent_size = inference_size(tuple(config.input_size), (480, 854), AgentConfig().inference_scale)
+    report["backbone_runtime"] = backbone_runtime_figures(model, agent_size, repeats)
+    report["transfer"] = transfer_figures(model, transfer, num_classes=2, references_per_class=4096, repeats=repeats)
+    report["transfer"]["fraction_of_matmul_peak"] = report["transfer"]["transfer_gflops"] / report["matmul_gflops"]
+    if transfer.aggregation == "topk":
+        report["incremental"] = incremental_figures(model, transfer, repeats)
+    input_size = tuple(config.input_size)
+    report["crf"] = crf_figures((2 * input_size[0], 2 * input_size[1]), repeats)  # frames at 2x the input
+    return report
+
+
+def one_shot_figures(model: SiameseEmbedder, config: ModelConfig, transfer: TransferConfig, root: Path, stride: int,
+                     device: torch.device) -> dict:
+    """One-shot J of the checkpoint and of the backbone's features without Siamese training, on the root's val
+    videos and on the held-out training videos it has (TrainConfig.holdout), at the agent's frame size."""
+    reader = DavisReader(root)
+    splits = {"val": reader.sequences("val")}
+    held_out = [s for s in HOLDOUT if reader.has_sequence(s)]
+    if held_out:
+        splits["held_out"] = held_out
+    name, baseline, reason = untrained_baseline(config, device)
+    figures: dict = {name: {}, "checkpoint": {}}
+    for split, sequences in splits.items():
+        for label, net, raw in ((name, baseline, True), ("checkpoint", model, False)):
+            values = one_shot_benchmark(net, reader, sequences, transfer, stride, raw_features=raw)
+            figures[label][split] = {**values, "mean": float(np.mean(list(values.values())))}
+    return {"one_shot_baseline": {"features": name, "reason": reason}, "one_shot_J": figures}
+
+
 def _print(report: dict) -> None:
-    t = report["transfer"]
     print(f"device {report['device']} ({report['threads']} threads); model {report['model']}")
+    if "transfer" in report:
+        _print_speed(report)
+    if "one_shot_J" in report:
+        for name, splits in report["one_shot_J"].items():
+            for split, values in splits.items():
+                per = ", ".join(f"{k} {v:.3f}" for k, v in values.items() if k != "mean")
+                print(f"one-shot J, {name}, {split}: mean {values['mean']:.3f} ({per})")
+        if report["one_shot_baseline"]["reason"]:
+            print(f"(no ImageNet baseline: {report['one_shot_baseline']['reason']})")
+    print(f"peak memory: {report['peak_memory']}")
+
+
+def _print_speed(report: dict) -> None:
+    t = report["transfer"]
     print(f"matmul: {report['matmul_gflops']:.1f} GFLOP/s")
     print(f"backbone: {report['backbone_ms_240x427']:.0f} ms/frame at 240x427, "
           f"{report['backbone_ms_480x854']:.0f} ms/frame at 480x854 "
@@ -257,13 +285,6 @@ def _print(report: dict) -> None:
         one, many = (c[f"scale_{scale}_{k}_seconds_per_frame"] for k in ("one_process", "workers"))
         print(f"dense CRF at scale {scale} of {c['size'][0]}x{c['size'][1]}: {1000 * one:.0f} ms/frame in one "
               f"process, {1000 * many:.0f} ms/frame on {c['workers']} workers ({one / many:.2f}x)")
-    if "one_shot_J" in report:
-        for name, values in report["one_shot_J"].items():
-            per = ", ".join(f"{k} {v:.3f}" for k, v in values.items() if k != "mean")
-            print(f"one-shot J, {name}: mean {values['mean']:.3f} ({per})")
-        if report["one_shot_baseline"]["reason"]:
-            print(f"(no ImageNet baseline: {report['one_shot_baseline']['reason']})")
-    print(f"peak memory: {report['peak_memory']}")
 
 
 if __name__ == "__main__":

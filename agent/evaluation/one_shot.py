@@ -14,7 +14,7 @@ from ..data import compat  # noqa: F401
 from ..data.davis import VOID_LABEL, DavisReader
 from ..inference.scribbles import grid_labels
 from ..inference.transfer import transfer_labels
-from ..model.siamese import SiameseEmbedder
+from ..model.siamese import SiameseEmbedder, inference_size
 
 from davisinteractive.metrics import batched_jaccard  # isort: skip  (after compat)
 
@@ -30,8 +30,10 @@ def one_shot_j(
     stride: int = 3,
     generator: torch.Generator | None = None,
     raw_features: bool = False,
+    inference_scale: float | str = "auto",
 ) -> float:
-    """Mean J (over objects and the frames stride, 2*stride, ...) of transferring frame 0's ground truth.
+    """Mean J (over objects and the frames stride, 2*stride, ...) of transferring frame 0's ground truth, as
+    the agent transfers: frames at its inference size (AgentConfig.inference_scale), on its grid.
 
     raw_features: compare the backbone's features directly (no decoder): ImageNet without Siamese training.
     """
@@ -42,8 +44,10 @@ def one_shot_j(
     grid = model.embedding_size(stride=transfer_config.grid_stride)
     embed = model.feature_embeddings if raw_features else model.decode
 
+    size = inference_size(tuple(model.config.input_size), frames.shape[1:3], inference_scale)
+
     def embeddings(ids: list[int]) -> torch.Tensor:
-        return embed(model.backbone_features(model.preprocess(frames[ids])), grid)
+        return embed(model.backbone_features(model.preprocess(frames[ids], size)), grid)
 
     reference = embeddings([0])[0]
     ref_labels = grid_labels(masks[0], grid).to(device)
@@ -71,12 +75,13 @@ def one_shot_benchmark(
     stride: int = 3,
     seed: int = 0,
     raw_features: bool = False,
+    inference_scale: float | str = "auto",
 ) -> dict[str, float]:
     """One-shot J per sequence of a DAVIS-format root."""
     results = {}
     for sequence in sequences:
         frames, masks = reader.load_frames(sequence), reader.load_annotations(sequence)
         results[sequence] = one_shot_j(model, frames, masks, transfer_config, stride,
-                                       torch.Generator().manual_seed(seed), raw_features)
+                                       torch.Generator().manual_seed(seed), raw_features, inference_scale)
         log.info("one-shot J %s: %.3f", sequence, results[sequence])
     return results

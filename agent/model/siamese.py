@@ -171,6 +171,32 @@ class SiameseEmbedder(nn.Module):
             emb = F.normalize(emb, dim=1)
         return emb
 
+    def decode_points(self, features: torch.Tensor, out_size: tuple[int, int], indices: list[torch.Tensor]) -> list[torch.Tensor]:
+        """decode(features, out_size) at a few pixels only: (B, C, h, w) features and per frame flat indices into
+        the out_size grid -> per frame (N_b, d) embeddings. Equal to gathering from the dense decode (to float
+        rounding) but upsamples and normalises only the gathered pixels: training pools ~100 pixels per class
+        of a 120x214 grid, and the dense decode's upsampling, normalisation and their backward were most of
+        a training step's cost."""
+        if self.config.normalize_features:
+            features = self.normalized_levels(features)
+        coarse = self.decoder.up(features)  # (B, d, 2h, 2w): the decoder before its bilinear upsampling
+        height, width = out_size
+        out = []
+        for b, flat in enumerate(indices):
+            flat = flat.to(coarse.device)
+            rows, cols = flat // width, flat % width
+            if tuple(coarse.shape[-2:]) == (height, width):
+                emb = coarse[b][:, rows, cols].t()
+            else:
+                # grid_sample's align_corners=False mapping is F.interpolate's; border padding is its clamp.
+                x = (2 * cols.float() + 1) / width - 1
+                y = (2 * rows.float() + 1) / height - 1
+                grid = torch.stack([x, y], 1)[None, None]
+                emb = F.grid_sample(coarse[b:b + 1], grid, mode="bilinear", padding_mode="border",
+                                    align_corners=False)[0, :, 0].t()
+            out.append(F.normalize(emb, dim=1) if self.config.normalize_embeddings else emb)
+        return out
+
     def normalized_levels(self, features: torch.Tensor) -> torch.Tensor:
         """Each backbone level L2-normalised over its channels (levels differ in magnitude by orders)."""
         levels = torch.split(features, list(self.backbone.level_channels), dim=1)

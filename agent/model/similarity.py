@@ -99,8 +99,39 @@ def pairwise_loss(
     """
     a = gather_embeddings(emb_a, pooled_a.indices)
     b = gather_embeddings(emb_b, pooled_b.indices)
+    return pair_loss(a, pooled_a.classes, b, pooled_b.classes, head)
+
+
+def pair_loss(a: torch.Tensor, classes_a: torch.Tensor, b: torch.Tensor, classes_b: torch.Tensor,
+              head: SimilarityHead) -> torch.Tensor:
+    """pairwise_loss on already gathered embeddings (N, d) and (M, d) with their classes."""
     if len(a) == 0 or len(b) == 0:
         raise ValueError("pairwise_loss needs at least one pooled pixel in each frame")
     logits = head(a, b)
-    targets = pair_targets(pooled_a.classes.to(logits.device), pooled_b.classes.to(logits.device))
+    targets = pair_targets(classes_a.to(logits.device), classes_b.to(logits.device))
     return F.binary_cross_entropy_with_logits(logits, targets)
+
+
+def topk_loss(
+    query: torch.Tensor, query_classes: torch.Tensor, refs: torch.Tensor, ref_classes: torch.Tensor, k: int,
+    head: SimilarityHead,
+) -> torch.Tensor:
+    """Cross-entropy of label transfer as the agent does it (transfer.py, topk): each query pixel's score for
+    class c is the head's affine map of the mean of its k largest similarities to c's reference pixels, and
+    the loss is the softmax cross-entropy of those scores against the query's true class.
+
+    query (N, d) with classes (N,), refs (M, d) with classes (M,). Query pixels of a class without references
+    are left out. The head's eval-mode affine (running statistics) is used, so its weight acts as a learnt
+    inverse temperature: the one the CRF's softmax over these scores sees.
+    """
+    sims = query @ refs.t()  # (N, M)
+    classes = torch.unique(ref_classes)
+    scores = torch.stack([
+        sims[:, ref_classes == c].topk(min(k, int((ref_classes == c).sum())), dim=1).values.mean(1)
+        for c in classes.tolist()
+    ], dim=1)  # (N, C')
+    keep = torch.isin(query_classes, classes)
+    if not keep.any():
+        raise ValueError("topk_loss needs query pixels of a class that has reference pixels")
+    target = torch.searchsorted(classes, query_classes[keep])
+    return F.cross_entropy(head.normalize(scores[keep]), target)

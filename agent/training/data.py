@@ -15,12 +15,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..config import TrainConfig
+from ..config import HOLDOUT, TrainConfig, TransferConfig
 from ..data.augment import random_affine, warp, warp_labels
 from ..data.davis import DatasetError, DavisReader
 from ..data.synthetic import generate_sequence
 from ..inference.scribbles import grid_labels
-from ..model.siamese import SiameseEmbedder, preprocess_frames
+from ..model.onnx_backbone import build_backbone_runtime
+from ..model.siamese import SiameseEmbedder, preprocess_frames, scaled_size
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def _training_sequences(reader: DavisReader, holdout: tuple[str, ...] = ()) -> l
     """The root's training videos that are present, without the held-out ones (which must be training videos)."""
     train = reader.sequences("train")
     unknown = sorted(set(holdout) - set(train))
-    if unknown:
+    if unknown and tuple(holdout) != HOLDOUT:  # the default split may not apply to a custom root
         raise DatasetError(f"held-out videos {', '.join(unknown)} are not in {reader.subset_file('train')}")
     try:
         val = set(reader.sequences("val"))
@@ -92,13 +93,21 @@ def _feature_cache_dir() -> Path:
     return Path(base) / "features"
 
 
-def _cache_key(model: SiameseEmbedder, name: str, count: int, frame_limit: int) -> str:
+def _cache_key(model: SiameseEmbedder, name: str, count: int, frame_limit: int, size: tuple[int, int]) -> str:
     c = model.config
-    text = f"{c.backbone}|{c.pretrained}|{c.output_stride}|{c.feature_levels}|{c.input_size}|{name}|{count}|{frame_limit}"
+    text = f"{c.backbone}|{c.pretrained}|{c.output_stride}|{c.feature_levels}|{size}|{name}|{count}|{frame_limit}"
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
-def _features(model: SiameseEmbedder, frames: np.ndarray, key: str) -> torch.Tensor:
+def _extract(model: SiameseEmbedder, frames: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """Backbone features (fp16) of frames resized to `size`: in ONNX Runtime on a CPU (the agent's runtime,
+    several times faster than eager PyTorch here), else PyTorch."""
+    device = next(model.parameters()).device
+    runtime = build_backbone_runtime(model.backbone, size, "auto", device) if model.backbone.weights != "none" else None
+    return model.extract_features(model.preprocess(frames, size), backbone=runtime).half()
+
+
+def _features(model: SiameseEmbedder, frames: np.ndarray, key: str, size: tuple[int, int]) -> torch.Tensor:
     """Backbone features of the frames (fp16), from the on-disk cache when they were computed before.
 
     Only features of pretrained weights are cached (they never change); the key holds everything they
@@ -106,14 +115,14 @@ def _features(model: SiameseEmbedder, frames: np.ndarray, key: str) -> torch.Ten
     `pretrained` says) is random: its features depend on the seed and are never cached.
     """
     if model.backbone.weights == "none":
-        return model.extract_features(model.preprocess(frames)).half()
+        return _extract(model, frames, size)
     path = _feature_cache_dir() / f"{key}.pt"
     if path.is_file():
         try:
             return torch.load(path, weights_only=True)
         except Exception:  # a broken cache file is recomputed
             log.warning("ignoring unreadable feature cache %s", path)
-    features = model.extract_features(model.preprocess(frames)).half()
+    features = _extract(model, frames, size)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     torch.save(features, tmp)
@@ -121,8 +130,11 @@ def _features(model: SiameseEmbedder, frames: np.ndarray, key: str) -> torch.Ten
     return features
 
 
-def load_training_set(config: TrainConfig, model: SiameseEmbedder, frozen: bool, rank: int = 0) -> TrainingSet:
-    """DAVIS training videos (if a root is given) + `config.synthetic_sequences` synthetic ones."""
+def load_training_set(config: TrainConfig, model: SiameseEmbedder, frozen: bool, rank: int = 0,
+                      transfer: TransferConfig | None = None) -> TrainingSet:
+    """DAVIS training videos (if a root is given, without the held-out ones) + `config.synthetic_sequences`
+    synthetic ones; frames at config.feature_scale x the model's input size, labels on the loss's grid."""
+    transfer = transfer or TransferConfig()
     sources: list[tuple[str, Callable[[], tuple[np.ndarray, np.ndarray]]]] = []
     max_frames_per_video = config.max_frames_per_video
     if config.davis_root is not None:
@@ -141,15 +153,17 @@ def load_training_set(config: TrainConfig, model: SiameseEmbedder, frozen: bool,
     if not sources:
         raise DatasetError("no training videos: give --davis-root with ImageSets/2017/train.txt or synthetic ones")
 
-    grid = model.embedding_size()
+    # The topk loss transfers on the agent's grid; the paper's pairwise loss on the H/2 embeddings.
+    grid = model.embedding_size(stride=transfer.grid_stride if config.loss == "topk" else 2)
+    size = scaled_size(tuple(model.config.input_size), config.feature_scale)
     videos = []
     for name, load in tqdm(sources, desc="training videos", disable=rank != 0):
         frames, masks = load()  # one video in memory at a time
         labels = torch.stack([grid_labels(mask, grid) for mask in masks])
         if frozen:
-            inputs = _features(model, frames, _cache_key(model, name, len(frames), max_frames_per_video))
+            inputs = _features(model, frames, _cache_key(model, name, len(frames), max_frames_per_video, size), size)
         else:
-            resized = preprocess_frames(frames, model.config.input_size, (0, 0, 0), (1, 1, 1))
+            resized = preprocess_frames(frames, size, (0, 0, 0), (1, 1, 1))
             inputs = (resized * 255).round().to(torch.uint8)
         videos.append(TrainingVideo(name, inputs, labels))
     total = sum(len(v.labels) for v in videos)

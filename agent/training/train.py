@@ -53,30 +53,59 @@ from ..device import resolve_device
 from ..model.backbones import WeightsUnavailableError
 from ..model.checkpoint import CheckpointError, first_line, save_checkpoint
 from ..model.siamese import SiameseEmbedder, build_model
-from ..model.similarity import Pooled, pairwise_loss, sample_pixels
+from ..model.similarity import Pooled, pair_loss, sample_pixels, topk_loss
 from .data import load_training_set
 
 log = logging.getLogger("agent.train")
+TOPK_INITIAL_SCALE = 10.0
 
 
 class PairLoss(nn.Module):
     """The Siamese step as one module (so DistributedDataParallel can wrap it): two views -> loss.
 
     The pixels are pooled before the call (with the caller's generator), so the forward takes tensors only.
+    Only the pooled pixels are decoded (SiameseEmbedder.decode_points).
     """
 
-    def __init__(self, model: SiameseEmbedder, frozen_backbone: bool) -> None:
+    def __init__(self, model: SiameseEmbedder, frozen_backbone: bool, loss: str = "pairwise", topk: int = 20) -> None:
         super().__init__()
         self.model = model
         self.frozen_backbone = frozen_backbone
+        self.loss = loss
+        self.topk = topk
 
     def forward(self, inputs: torch.Tensor, pooled: list[Pooled], out_size: tuple[int, int]) -> torch.Tensor:
-        """inputs: (2, C, h, w) features (frozen) or (2, 3, H, W) images; pooled: one Pooled per view."""
-        if self.frozen_backbone:
-            embeddings = self.model.decode(inputs, out_size)
-        else:
-            embeddings = self.model.decode(self.model.backbone_features(inputs), out_size)
-        return pairwise_loss(embeddings[0], pooled[0], embeddings[1], pooled[1], self.model.head)
+        """inputs: (2, C, h, w) features (frozen) or (2, 3, H, W) images; pooled: one Pooled per view (topk:
+        the reference view's pixels, then the query view's)."""
+        features = inputs if self.frozen_backbone else self.model.backbone_features(inputs)
+        first, second = self.model.decode_points(features, out_size, [p.indices for p in pooled])
+        if self.loss == "topk":
+            return topk_loss(second, pooled[1].classes.to(second.device), first, pooled[0].classes.to(first.device),
+                             self.topk, self.model.head)
+        return pair_loss(first, pooled[0].classes, second, pooled[1].classes, self.model.head)
+
+
+def pool_pair(labels: list[torch.Tensor], config: TrainConfig, transfer: TransferConfig,
+              generator: torch.Generator) -> list[Pooled]:
+    """The pixels a step uses: K per class in both views (pairwise), or up to references_per_class in the
+    reference view and queries_per_class in the query view (topk)."""
+    if config.loss == "topk":
+        return [sample_pixels(labels[0], config.references_per_class, generator),
+                sample_pixels(labels[1], config.queries_per_class, generator)]
+    return [sample_pixels(lab, transfer.samples_per_class, generator) for lab in labels]
+
+
+def draw_pair(data, config: TrainConfig, transfer: TransferConfig, generator: torch.Generator):
+    """A pair and its pooled pixels, drawn again while a view has none to use (an augmentation can push every
+    labelled pixel out of the frame). Every rank takes a step each iteration, as DDP needs."""
+    while True:
+        inputs, labels = data.sample_pair(generator)
+        pooled = pool_pair(labels, config, transfer, generator)
+        usable = all(len(p.indices) for p in pooled)
+        if usable and config.loss == "topk":  # the query must share a class with the reference
+            usable = bool(torch.isin(pooled[1].classes, pooled[0].classes).any())
+        if usable:
+            return inputs, labels, pooled
 
 
 def make_optimizer(model: SiameseEmbedder, config: TrainConfig, frozen_backbone: bool) -> torch.optim.SGD:
@@ -154,14 +183,18 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
         log.info("resumed from %s at iteration %d", state_path, start_iteration)
     elif resume:
         log.info("no %s to resume from: starting at iteration 0", state_path)
+    if start_iteration == 0 and config.loss == "topk":
+        # Cosine similarities lie in [-1, 1]: a softmax over them needs a scale (the head's learnt weight).
+        with torch.no_grad():
+            model.head.bn.weight.fill_(TOPK_INITIAL_SCALE)
     if frozen:
         model.backbone.requires_grad_(False)
     # Each rank (and each resumed run) draws its own pairs, pixels and augmentations.
     seed = int(np.random.SeedSequence([config.seed, rank, start_iteration]).generate_state(1)[0])
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    data = load_training_set(config, model, frozen, rank=rank)
-    step = PairLoss(model, frozen).to(device)
+    data = load_training_set(config, model, frozen, rank=rank, transfer=transfer)
+    step = PairLoss(model, frozen, config.loss, transfer.topk).to(device)
     if world > 1:
         # DDP registers only the parameters that require grad (frozen: decoder + head, all used in every
         # step, so find_unused_parameters can stay False) and broadcasts rank 0's weights here.
@@ -189,8 +222,7 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
         for iteration in progress:
             for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
                 group["lr"] = base * poly_factor(iteration, config.iterations, config.poly_power)
-            inputs, labels = data.sample_pair(generator)
-            pooled = [sample_pixels(lab, transfer.samples_per_class, generator) for lab in labels]
+            inputs, labels, pooled = draw_pair(data, config, transfer, generator)
             loss = step(inputs.to(device), pooled, tuple(labels[0].shape))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -266,6 +266,36 @@ def test_overlapping_train_and_val_lists_raise(davis_train_root: Path, tmp_path:
     assert "share synth-001" in capsys.readouterr().err
 
 
+def test_held_out_videos_are_never_trained_on(davis_train_root: Path, tmp_path: Path, capsys) -> None:
+    config = TrainConfig(davis_root=davis_train_root, synthetic_sequences=0, holdout=("synth-001",))
+    data = load_training_set(config, build_model(tiny_model_config()), frozen=False)
+    assert data.names == ["synth-000"]
+    with pytest.raises(DatasetError, match="held-out videos typo are not in"):
+        load_training_set(TrainConfig(davis_root=davis_train_root, holdout=("typo",)),
+                          build_model(tiny_model_config()), frozen=False)
+    out = tmp_path / "run"
+    args = [*TINY_ARGS, "--davis-root", str(davis_train_root), "--holdout", "synth-000", "--iterations", "2"]
+    assert main([*args, "--output-dir", str(out)]) == 0
+    info = json.loads((out / "train_info.json").read_text())
+    assert info["held_out"] == ["synth-000"] and "synth-000" not in info["training_videos"]
+
+
+def test_topk_loss_trains_at_the_feature_scale_on_the_agent_grid(tmp_path: Path) -> None:
+    """loss topk: frames at feature_scale x the input size, labels on the transfer grid (stride 4), and the
+    cross-entropy of the transfer goes down."""
+    config = TrainConfig(synthetic_sequences=2, synthetic_frames=4, iterations=60, checkpoint_every=1000,
+                         lr_decoder=1e-2, device="cpu", output_dir=tmp_path / "run", loss="topk",
+                         feature_scale=1.5, queries_per_class=64, references_per_class=128)
+    data = load_training_set(config, build_model(tiny_model_config()), frozen=True)
+    assert data.videos[0].inputs.shape[-2:] == (9, 15)  # the tiny backbone (stride 8) at 72x120
+    assert data.videos[0].labels.shape[-2:] == (12, 20)  # 48x80 at stride 4
+    train(config, tiny_model_config(), TransferConfig(topk=5))
+    losses = read_losses(tmp_path / "run" / "losses.csv")[:, 1]
+    assert losses[-20:].mean() < losses[:20].mean() - 0.02
+    model, _, _ = load_checkpoint(tmp_path / "run" / "model.pt")
+    assert float(model.head.affine()[0]) > 1.0  # the softmax scale started at 10, not at BN's 1
+
+
 # --- several processes ---------------------------------------------------------------------------------
 
 
@@ -284,7 +314,7 @@ def test_torchrun_two_processes_on_cpu(tmp_path: Path, mode: str) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("model: ") == 2  # both ranks returned
 
-    assert json.loads((out / "train_config.json").read_text())["world_size"] == 2
+    assert json.loads((out / "train_info.json").read_text())["world_size"] == 2
     model, _, extra = load_checkpoint(out / "model.pt")
     assert extra["iterations"] == 6 and extra["world_size"] == 2
     assert extra["parameter_digests"] == [parameter_digest(model)] * 2  # rank 1 holds what rank 0 saved

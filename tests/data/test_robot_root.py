@@ -1,0 +1,45 @@
+"""agent.data.robot_root: held-out videos with ground truth become a validation root with robot scribbles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.data.davis import DatasetError, DavisReader
+from agent.data.robot_root import main, write_robot_root
+from agent.data.synthetic import SyntheticSpec, write_dataset
+
+
+@pytest.fixture(scope="module")
+def train_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("train")
+    write_dataset(root, SyntheticSpec(num_sequences=2, num_frames=8, height=96, width=160, subset="train", seed=5))
+    return root
+
+
+def test_robot_root_links_frames_and_draws_two_first_scribbles(train_root: Path, tmp_path: Path):
+    out = write_robot_root(train_root, ["synth-001"], tmp_path / "holdout", positions=(0.25, 0.75))
+    reader = DavisReader(out)
+    assert reader.sequences("val") == ["synth-001-heldout"]
+    assert (out / "JPEGImages" / "480p" / "synth-001-heldout").is_symlink()
+    source = DavisReader(train_root)
+    assert (reader.load_frames("synth-001-heldout") == source.load_frames("synth-001")).all()
+    frames = []
+    for index in (1, 2):
+        scribble = reader.load_scribble("synth-001-heldout", index)
+        marked = [f for f, strokes in enumerate(scribble["scribbles"]) if strokes]
+        assert len(marked) == 1 and len(scribble["scribbles"]) == 8
+        assert {s["object_id"] for s in scribble["scribbles"][marked[0]]} == {1, 2}  # synth-001 has 2 objects
+        frames.append(marked[0])
+    assert frames[0] < frames[1]  # early and late in the video
+
+
+def test_robot_root_refuses_a_non_empty_output_and_unknown_videos(train_root: Path, tmp_path: Path, capsys):
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "keep.txt").write_text("finished results")
+    with pytest.raises(DatasetError, match="is not empty"):
+        write_robot_root(train_root, ["synth-000"], tmp_path / "busy")
+    assert (tmp_path / "busy" / "keep.txt").read_text() == "finished results"
+    assert main(["--davis-root", str(train_root), "--sequences", "nope", "--output", str(tmp_path / "x")]) == 2
+    assert "has no sequence(s) nope" in capsys.readouterr().err
