@@ -20,7 +20,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 run: setup
-	$(PY) session_runner.py --subset val
+	$(PY) session_runner.py
 
 test: setup
 	$(PY) -m pytest -q -m "not slow"

@@ -130,7 +130,7 @@ class InteractiveAgent(Predictor):
         self._last_labels: np.ndarray | None = None  # (T, H, W) the last round's prediction
         self._round = 0
         incremental = self.config.transfer.incremental and self.config.transfer.aggregation == "topk"
-        self._pool = ReferencePool(len(frames), self.grid, self.config.transfer) if incremental else None
+        self._pool = ReferencePool(len(frames), self.grid, self.config.transfer, self.config.seed) if incremental else None
         self._generator = torch.Generator().manual_seed(self.config.seed)
 
     def step(self, scribbles: dict, plan: RoundPlan | None = None) -> np.ndarray:
@@ -162,7 +162,7 @@ class InteractiveAgent(Predictor):
         if self._pool is not None:
             # The model changed if fine-tuning took a step: similarities to the old pool are stale.
             self._pool.update(self.model, features, labels, num_classes, rebuild=self.last_finetune.steps > 0,
-                              generator=self._generator, frames=keyframes)
+                              frames=keyframes)
             refs = ref_labels = None
             scorer = lambda index: self._pool.scores(self.model, index)  # noqa: E731
         else:

@@ -50,13 +50,15 @@ def finetune(
     samples_per_class: int,
     early_stop_loss: float | None = None,
     generator: torch.Generator | None = None,
+    clock=time.perf_counter,
 ) -> FinetuneStats:
     """Fine-tune on scribbled frames for at most `seconds`.
 
     features: frame -> cached backbone features (C, h8, w8); labels: frame -> (h, w) int64 on the
-    embedding grid (-1 unlabeled, 0 background, 1..N objects). Returns what happened.
+    embedding grid (-1 unlabeled, 0 background, 1..N objects). `clock`: seconds, injectable for tests.
+    Returns what happened.
     """
-    start = time.perf_counter()  # the budget covers the set-up too
+    start = clock()  # the budget covers the set-up too
     stats = FinetuneStats()
     frames = [f for f in labels if (labels[f] >= 0).any()]
     classes = torch.unique(torch.cat([labels[f][labels[f] >= 0] for f in frames])) if frames else []
@@ -71,7 +73,7 @@ def finetune(
     out_size = next(iter(labels.values())).shape
     model.train()
     try:
-        while time.perf_counter() - start < seconds:
+        while clock() - start < seconds:
             pick = torch.randint(len(frames), (2,), generator=generator).tolist()
             views = []
             for index in pick:
@@ -100,7 +102,7 @@ def finetune(
                 break
     finally:
         model.eval()
-        stats.seconds = time.perf_counter() - start
+        stats.seconds = clock() - start
     log.debug("fine-tuned %d steps in %.1fs, loss %.3f -> %.3f%s", stats.steps, stats.seconds,
               stats.first_loss, stats.last_loss, " (early stop)" if stats.stopped_early else "")
     return stats

@@ -11,12 +11,13 @@ Frames can join late: `update(..., frames=...)` keeps only the given frames up t
 propagates to keyframes only), and a frame that was left out is built against the whole pool when it
 is first asked for, so every frame's top-k is always that of the whole pool.
 
-The pool is rebuilt from scratch (a fresh sample of up to `max_reference_pixels` per class) when the
-model changed (fine-tuning) or when a stroke gave a pooled pixel another class, because the top-k of a
-set cannot forget an element. Pooled pixels whose derived background label receded (far-away background
+Which labelled pixels become references is decided by a fixed random key per pixel (the smallest keys
+within each budget), so the choice never reshuffles. The top-k starts over when the model changed
+(fine-tuning) or when a stroke gave a pooled pixel another class, because the top-k of a set cannot
+forget an element; it is then rebuilt against the same pooled pixels less the contradicted ones, so a
+correction changes the references by its own pixels only. Pooled pixels whose derived background label receded (far-away background
 shrinking as object strokes spread, the least-similar background ending at the first background stroke)
-are kept: on car-shadow (3 samples, 8 rounds) keeping them scored as dropping them did (AUC-J 0.666 vs
-0.671, same J@1-J@3), and it saves a full transfer per such round.
+are kept: it scored as dropping them did and saves a full transfer per such round (docs/METHOD.md).
 """
 
 from __future__ import annotations
@@ -39,13 +40,15 @@ class ReferencePool:
     """One sample's reference pixels (per scribbled frame: pooled pixels' labels) and the running top-k
     (sign-adjusted raw similarities, best first) of every frame's query pixels per class."""
 
-    def __init__(self, num_frames: int, grid: tuple[int, int], config: TransferConfig) -> None:
+    def __init__(self, num_frames: int, grid: tuple[int, int], config: TransferConfig, seed: int = 0) -> None:
         if config.aggregation != "topk":
             raise ValueError("the incremental reference pool needs the topk aggregation")
         self.num_frames = num_frames
         self.grid = grid
         self.config = config
-        self.rebuilds = 0  # how often the pool started over after its first build
+        self.seed = seed
+        self.rebuilds = 0  # how often the top-k started over after its first build
+        self._priority: dict[int, np.ndarray] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -71,11 +74,25 @@ class ReferencePool:
                 return True
         return False
 
-    def _sample_new(
-        self, labels: dict[int, np.ndarray], budget: int, generator: torch.Generator | None
-    ) -> dict[int, list[tuple[int, np.ndarray]]]:
-        """Up to `budget` pixels per class among those labelled since the last update -> {class: [(frame,
-        flat indices)]}; marks them pooled."""
+    def priority(self, frame: int) -> np.ndarray:
+        """A fixed random key per pixel of `frame` (h*w,): a budget takes the pixels with the smallest keys, so
+        the same labelled pixels are chosen whenever they are candidates again (after a rebuild, say), and a
+        new stroke never reshuffles which of the old pixels are references."""
+        if frame not in self._priority:
+            self._priority[frame] = np.random.default_rng([self.seed, frame]).random(self.grid[0] * self.grid[1])
+        return self._priority[frame]
+
+    def _drop_contradicted(self, labels: dict[int, np.ndarray]) -> None:
+        """Unpool the pixels a stroke now gives another class; they become candidates for it (a changed label
+        counts as new)."""
+        for frame, pooled in self._pooled.items():
+            current = labels.get(frame)
+            if current is not None:
+                pooled[(pooled != UNPOOLED) & (current >= 0) & (current != pooled)] = UNPOOLED
+
+    def _sample_new(self, labels: dict[int, np.ndarray], budget: int) -> dict[int, list[tuple[int, np.ndarray]]]:
+        """Up to `budget` pixels per class among those labelled since the last update (the smallest priority
+        keys) -> {class: [(frame, flat indices)]}; marks them pooled."""
         candidates: dict[int, list[tuple[int, np.ndarray]]] = {}
         for frame in sorted(labels):
             current = labels[frame]
@@ -87,13 +104,11 @@ class ReferencePool:
         chosen: dict[int, list[tuple[int, np.ndarray]]] = {}
         for cls, parts in candidates.items():
             total = sum(len(idx) for _, idx in parts)
-            keep = torch.randperm(total, generator=generator)[:budget].numpy() if total > budget else None
-            offset = 0  # position of this frame's candidates in the class's concatenated list
+            if total > budget:
+                keys = np.concatenate([self.priority(frame)[idx] for frame, idx in parts])
+                threshold = np.partition(keys, budget - 1)[budget - 1]
+                parts = [(frame, idx[self.priority(frame)[idx] <= threshold]) for frame, idx in parts]
             for frame, idx in parts:
-                if keep is not None:
-                    local = keep[(keep >= offset) & (keep < offset + len(idx))] - offset
-                    offset += len(idx)
-                    idx = idx[np.sort(local)]
                 if len(idx):
                     chosen.setdefault(cls, []).append((frame, idx))
                     pooled = self._pooled.setdefault(frame, np.full(labels[frame].size, UNPOOLED, np.int64))
@@ -108,23 +123,25 @@ class ReferencePool:
         labels: dict[int, torch.Tensor | np.ndarray],
         num_classes: int,
         rebuild: bool = False,
-        generator: torch.Generator | None = None,
         batch: int = 8,
         frames: np.ndarray | list[int] | None = None,
     ) -> None:
         """Add this round's new labelled pixels (labels: {frame: (h, w)} on the grid, -1 unlabeled) and fold
         their similarities into the top-k of `frames` (None: every frame; the others catch up, against the
-        whole pool, when a later update asks for them). rebuild=True (e.g. the model changed) starts over.
+        whole pool, when a later update asks for them). rebuild=True (the model changed) starts the top-k over.
         features: (T, C', h', w') backbone features; only those of `frames` and the scribbled frames are read."""
         flat = {f: np.asarray(torch.as_tensor(v).cpu()).reshape(-1).astype(np.int64) for f, v in labels.items()}
-        first = self._best is None
-        if not first and (rebuild or self._is_stale(flat) or num_classes > self._best.shape[1]):
-            self.reset()
+        if self._best is not None and (rebuild or self._is_stale(flat) or num_classes > self._best.shape[1]):
+            # The top-k of a set cannot forget an element: start it over, against the same pooled pixels but
+            # those a stroke contradicts (so a correction changes the references by its own pixels only).
+            self._drop_contradicted(flat)
+            self._best = None
+            self._built[:] = False
             self.rebuilds += 1
-            first = True
+        first = not self._pooled
         budget = self.config.max_reference_pixels if first else self.config.max_new_reference_pixels
-        new = self._sample_new(flat, budget, generator)
-        if first:
+        new = self._sample_new(flat, budget)
+        if self._best is None:
             height, width = self.grid
             self._best = torch.full(
                 (self.num_frames, num_classes, self.config.topk, height * width), float("-inf")
@@ -138,8 +155,7 @@ class ReferencePool:
         if len(late):  # _sample_new has already marked this round's pixels as pooled
             self._fold(model, features, late, self._embed(model, features, self._pooled_by_class(), device), batch)
         added = {cls: sum(len(idx) for _, idx in parts) for cls, parts in new.items()}
-        for cls, count in added.items():
-            self._counts[cls] = self._counts.get(cls, 0) + count
+        self._counts = {cls: sum(len(idx) for _, idx in parts) for cls, parts in self._pooled_by_class().items()}
         self._built[wanted] = True
         log.debug("reference pool: +%s pixels per class, now %s; %d frames caught up", added, self._counts, len(late))
 

@@ -167,6 +167,7 @@ class ScribbleMemory:
         self.num_frames = num_frames
         self.rounds = 0
         self._labels: dict[int, np.ndarray] = {}
+        self._first_round: dict[int, int] = {}  # frame -> the round that first scribbled it
 
     def add(self, scribbles: dict) -> list[int]:
         """Merge one interaction's scribbles; returns the frames it touched (sorted)."""
@@ -176,6 +177,7 @@ class ScribbleMemory:
             merged = self._labels.get(frame)
             if merged is None:
                 self._labels[frame] = fresh
+                self._first_round[frame] = self.rounds + 1
             else:
                 painted = fresh != UNLABELED
                 merged[painted] = fresh[painted]
@@ -205,7 +207,8 @@ class ScribbleMemory:
         """
         out = self.raw_labels(frame)
         raw = self._labels[frame]  # read only: the strokes, to tell them from derived background
-        out[far_background(out, self.config.far_background_fraction) & (out == UNLABELED)] = BACKGROUND
+        if self.derives_far_background(frame):
+            out[far_background(out, self.config.far_background_fraction) & (out == UNLABELED)] = BACKGROUND
         if object_similarity is not None and self.needs_least_similar():
             out[least_similar_background(object_similarity, out, self.config.least_similar_fraction)] = (
                 BACKGROUND
@@ -215,6 +218,13 @@ class ScribbleMemory:
                 raise ValueError(f"predicted objects {predicted_objects.shape} != label grid {out.shape}")
             out[(out == BACKGROUND) & (raw != BACKGROUND) & predicted_objects] = UNLABELED
         return out
+
+    def derives_far_background(self, frame: int) -> bool:
+        """Whether `frame` gets far-away background: every scribbled frame, or (config.far_background_frames
+        "first-round") only frames scribbled in the first round, where the strokes mark whole objects; a
+        later correction stroke marks only the part of an object a mask missed, and the rest of the object
+        may lie farther from it than the far-away distance."""
+        return self.config.far_background_frames == "all" or self._first_round.get(frame) == 1
 
     def needs_least_similar(self) -> bool:
         """Whether the least-similar background applies (see `labels`)."""
@@ -229,7 +239,8 @@ class ScribbleMemory:
         """Whether any frame has a background label (strokes or far-away background)."""
         fraction = self.config.far_background_fraction
         return any(
-            (raw == BACKGROUND).any() or far_background(raw, fraction).any() for raw in self._labels.values()
+            (raw == BACKGROUND).any() or (self.derives_far_background(frame) and far_background(raw, fraction).any())
+            for frame, raw in self._labels.items()
         )
 
     def object_ids(self) -> set[int]:

@@ -1,11 +1,10 @@
 """The frozen backbone through ONNX Runtime: the same features as eager PyTorch, faster on a CPU.
 
 The agent caches every frame's backbone features once per sample (the backbone is frozen there), so the
-backbone's forward pass is pure inference, and it is the largest cost of the first two rounds. ONNX Runtime's CPU kernels run
-EfficientNet-Lite0's depthwise convolutions much faster than eager PyTorch: measured on the 2-core
-machine here, 111 ms against 215 ms per frame at 240x427 and 293 ms against 505 ms at 360x640 (median
-of 10; features equal to 1e-4). The graph is exported once, when the agent is built (about 2.5 s, like
-the library imports), for the model's fixed input size.
+backbone's forward pass is pure inference, and it is the largest cost of the first two rounds. ONNX
+Runtime's CPU kernels run EfficientNet-Lite0's depthwise convolutions much faster than eager PyTorch, with
+the same features to 1e-4 (docs/BENCHMARK.md). A graph is exported per input size (a few seconds), before
+any sample's clock runs (InteractiveAgent.prepare).
 """
 
 from __future__ import annotations
