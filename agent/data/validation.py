@@ -154,15 +154,33 @@ def check_scribble_file(path: Path, sequence: str, num_frames: int, num_objects:
     return data
 
 
-def validate_sequence(reader: DavisReader, sequence: str, num_objects: int | None = None) -> SequenceInfo:
-    """Every frame, annotation and scribble file of `sequence`; num_objects: the official count, if any.
-    Returns the metadata read from the files; raises DatasetError naming the first bad file."""
+def validate_sequence(
+    reader: DavisReader, sequence: str, num_objects: int | None = None, scribbles: bool = True
+) -> SequenceInfo:
+    """Every frame, annotation and (with `scribbles`) scribble file of `sequence`; num_objects: the official
+    count, if any. Returns the metadata read from the files; raises DatasetError naming the first bad file."""
     num_frames, height, width = check_frames(reader, sequence)
     objects = check_annotations(reader, sequence, num_frames, (width, height), num_objects)
-    scribbles = count_scribble_files(reader, sequence)
-    if scribbles == 0:
-        raise DatasetError(f"{reader.scribbles_dir(sequence) / '001.json'}: missing (every sequence needs a scribble)")
-    for index in range(1, scribbles + 1):
-        check_scribble_file(reader.scribbles_dir(sequence) / f"{index:03d}.json", sequence, num_frames, objects)
+    count = count_scribble_files(reader, sequence)
+    if scribbles:
+        if count == 0:
+            raise DatasetError(f"{reader.scribbles_dir(sequence) / '001.json'}: missing (every sequence needs a "
+                               "scribble)")
+        for index in range(1, count + 1):
+            check_scribble_file(reader.scribbles_dir(sequence) / f"{index:03d}.json", sequence, num_frames, objects)
     return SequenceInfo(name=sequence, num_frames=num_frames, num_objects=objects, height=height, width=width,
-                        num_scribbles=scribbles)
+                        num_scribbles=count)
+
+
+def validate_subset(root: str | Path, subset: str, scribbles: bool = True) -> list[SequenceInfo]:
+    """Every sequence listed in the root's ImageSets/2017/<subset>.txt, validated (at least one)."""
+    reader = DavisReader(root)
+    names = reader.sequences(subset)
+    if not names:
+        raise DatasetError(f"{reader.subset_file(subset)}: lists no sequence")
+    infos = []
+    for name in names:
+        if not reader.frames_dir(name).is_dir():
+            raise DatasetError(f"{reader.frames_dir(name)}: missing (listed in {reader.subset_file(subset).name})")
+        infos.append(validate_sequence(reader, name, scribbles=scribbles))
+    return infos
