@@ -206,7 +206,7 @@ def plot_curves(summaries: dict[str, dict], path: str | Path, title: str) -> Non
         if len(summaries) == 1:
             ax.fill_between(time, values, alpha=0.15)
             title = f"{title}\n{figures}"
-        end = max(end, max(time))
+        end = max(end, max(time, default=0.0))
     first = next(iter(summaries.values()))
     ax.axvline(first["threshold"], color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("cumulative interaction time per sample (s)")

@@ -127,7 +127,8 @@ class InteractiveAgent(Predictor):
         self._features: torch.Tensor | None = None  # (T, C, h, w), filled frame by frame as rounds need them
         self._have_features = np.zeros(len(frames), bool)
         self.memory = ScribbleMemory(self.grid, self.config.scribbles, num_objects, len(frames))
-        self._costs = RoundCosts()  # measured per-frame costs of this sample's rounds (inference/budget.py)
+        # Per-frame costs measured in this sample's rounds (inference/budget.py); public so tests can inject them.
+        self.costs = RoundCosts()
         self.last_plan: RoundPlan | None = None  # the plan the last round played (lighter when time was short)
         self._confidence: np.ndarray | None = None
         self._last_labels: np.ndarray | None = None  # (T, H, W) the last round's prediction
@@ -180,9 +181,9 @@ class InteractiveAgent(Predictor):
             crf_config, generator=self._generator, scorer=scorer, keyframes=keyframes,
         )
         propagation = time.perf_counter() - propagation_start
-        self._costs.transfer = (propagation - result.crf_seconds) / len(keyframes)
+        self.costs.transfer = (propagation - result.crf_seconds) / len(keyframes)
         if crf_config is not None and result.crf_seconds > 0:
-            self._costs.crf[crf_config.scale] = result.crf_seconds / len(keyframes)
+            self.costs.crf[crf_config.scale] = result.crf_seconds / len(keyframes)
         self._confidence = result.confidence
         self._last_labels = result.labels
         log.debug("round %d: %d scribbled frames, fine-tune %d steps (%.1fs), total %.1fs", self._round,
@@ -209,7 +210,7 @@ class InteractiveAgent(Predictor):
             self._features[torch.from_numpy(missing)] = computed
             self._have_features[missing] = True
             seconds = time.perf_counter() - started
-            self._costs.backbone = seconds / len(missing)
+            self.costs.backbone = seconds / len(missing)
             log.debug("backbone features of %d frames in %.1fs", len(missing), seconds)
         return self._features
 
@@ -240,7 +241,7 @@ class InteractiveAgent(Predictor):
         return result.scores[0, 1:].amax(0).cpu().numpy()
 
     def _estimate(self, plan: RoundPlan) -> float | None:
-        return estimate_seconds(plan, self._costs, len(self._frames), self.memory.frames(), self._have_features,
+        return estimate_seconds(plan, self.costs, len(self._frames), self.memory.frames(), self._have_features,
                                 self.config.crf.scale)
 
     def _fit_to_time(self, plan: RoundPlan, spent: float) -> RoundPlan:
@@ -248,7 +249,7 @@ class InteractiveAgent(Predictor):
         if plan.time_left is None:
             return plan
         available = plan.time_left - spent
-        fitted, estimate = fit_plan(plan, self._costs, available, len(self._frames), self.memory.frames(),
+        fitted, estimate = fit_plan(plan, self.costs, available, len(self._frames), self.memory.frames(),
                                     self._have_features, self.config.crf.scale)
         if fitted != plan:
             log.warning("round %d: %.1f s left, the planned round needs about %.1f s: lightened to CRF %s, "
