@@ -46,7 +46,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--predictor", default=None, help="simlearn (the paper's agent, default) or baseline")
     parser.add_argument("--checkpoint", type=Path, default=None, help="model checkpoint (default: the shipped one)")
     parser.add_argument("--output-dir", type=Path, default=None,
-                        help="where results go (default: outputs/<subset>-<predictor>-<strategy>-<time>)")
+                        help="where results go (default: outputs/<subset>-<predictor>-<strategy>-<time>); an existing "
+                             "non-empty one is refused unless --overwrite")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a non-empty --output-dir, once this run completes (a failed or interrupted "
+                             "run leaves it as it was)")
+    parser.add_argument("--skip-bad-sequences", action="store_true", default=None,
+                        help="leave out sequences that cannot be evaluated (bad files, or named and absent) instead "
+                             "of stopping; summary.json lists them under skipped_sequences")
     parser.add_argument("--device", default=None, help="auto (default), cpu or cuda")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -62,8 +69,8 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
         "session.subset": args.subset, "session.davis_root": args.davis_root, "session.sequences": sequences,
         "session.max_interactions": args.max_interactions, "session.max_time": args.max_time,
         "session.metric": args.metric, "session.strategy": args.strategy, "session.predictor": args.predictor,
-        "session.output_dir": args.output_dir, "agent.checkpoint": args.checkpoint, "agent.device": args.device,
-        "agent.seed": args.seed,
+        "session.output_dir": args.output_dir, "session.skip_bad_sequences": args.skip_bad_sequences,
+        "agent.checkpoint": args.checkpoint, "agent.device": args.device, "agent.seed": args.seed,
     }
     return load_config(RunConfig, args.config, args.assignments, flags)
 
@@ -91,6 +98,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     # Heavy imports after argument parsing, so --help is instant.
+    from agent.evaluation.signals import terminate_as_interrupt
+
+    # SIGTERM (a scheduler, `timeout`) and SIGHUP stop the run like Ctrl-C: what finished is written.
+    with terminate_as_interrupt():
+        return _run(config, args)
+
+
+def _run(config: RunConfig, args: argparse.Namespace) -> int:
     import dataclasses
 
     import numpy as np
@@ -98,7 +113,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from agent.data.davis import DatasetError
     from agent.device import resolve_device
+    from agent.evaluation.outputs import discard, publish, unused_dir
+    from agent.evaluation.preflight import PREFLIGHT_ERRORS, check_run, with_output_dir
+    from agent.evaluation.report import figures_line
     from agent.evaluation.session import PredictionError, run_session
+    from agent.evaluation.signals import exit_code, signal_name
+    from agent.inference import crf
+    from agent.inference.plan import StrategyError
     from agent.model.backbones import WeightsUnavailableError
     from agent.model.checkpoint import CheckpointError
     from strategies import UnknownStrategyError, get_strategy, resolve_name
@@ -111,34 +132,62 @@ def main(argv: list[str] | None = None) -> int:
     except (UnknownStrategyError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    output_dir = session.output_dir or Path("outputs") / (
+    output_dir = session.output_dir or unused_dir(Path("outputs") / (
         f"{session.subset}-{session.predictor}-{strategy_name.replace(':', '.')}-{time.strftime('%Y%m%d-%H%M%S')}"
-    )
+    ))
     # config.json holds the resolved run: passing it back with --config plays the same run.
     config = dataclasses.replace(config, session=dataclasses.replace(session, strategy=strategy_name,
                                                                       output_dir=output_dir))
     if session.strategy != strategy_name:
         log.info("strategy auto -> %s (device %s)", strategy_name, device.type)
+    # Every file, the checkpoint, the output directory and the strategy, before the model is built.
+    try:
+        checked = check_run(config, strategy, overwrite=args.overwrite)
+    except PREFLIGHT_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as interrupt:
+        print(f"interrupted ({signal_name(interrupt)}) before the run began", file=sys.stderr)
+        return exit_code(interrupt)
+    output = checked.output
     np.random.seed(config.agent.seed)
     torch.manual_seed(config.agent.seed)
     try:
         predictor = build_predictor(config.session.predictor, config.agent)
-        result = run_session(config.session, predictor, strategy, run_config=to_dict(config))
+        result = run_session(with_output_dir(config, output.work).session, predictor, strategy,
+                             registration=checked.registration, run_config=to_dict(config))
     except (DatasetError, UnknownStrategyError, CheckpointError, WeightsUnavailableError, PredictionError,
-            ValueError) as error:
+            StrategyError, ValueError) as error:
         if args.verbose:
             raise
+        discard(output)
         print(f"error: {error}", file=sys.stderr)
+        _say_where(output, "results so far")
         return 2
-    except KeyboardInterrupt:
-        print(f"interrupted: partial results are in {output_dir}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        crf.shutdown_workers()  # queued frames are not needed any more
+        discard(output)
+        print(f"interrupted ({signal_name(interrupt)})", file=sys.stderr)
+        _say_where(output, "partial results")
+        return exit_code(interrupt)
+    final = publish(output)
     summary = result.summary
-    metric = summary["metric"]
-    print(f"AUC-{metric}: {summary['auc']:.3f}")
-    print(f"{metric}@{summary['threshold']:.0f}s: {summary['metric_at_threshold']:.3f}")
-    print(f"results: {output_dir}")
+    if summary.get("auc") is None:
+        print(figures_line(summary))
+    else:
+        print(f"AUC-{summary['metric']}: {summary['auc']:.3f}")
+        print(f"{summary['metric']}@{summary['threshold']:.0f}s: {summary['metric_at_threshold']:.3f}")
+    print(f"results: {final}")
     return 0
+
+
+def _say_where(output, what: str) -> None:
+    """Where the stopped run's files are, and that earlier results were kept."""
+    if not output.work.is_dir():
+        return
+    print(f"{what}: {output.work}", file=sys.stderr)
+    if output.staged:
+        print(f"{output.final} still holds the earlier run's results (not replaced)", file=sys.stderr)
 
 
 if __name__ == "__main__":

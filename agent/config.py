@@ -17,6 +17,7 @@ STRATEGY_AUTO = "auto"
 # Training videos of ../shared/davis held out as our own validation split (robot scribbles,
 # agent/data/robot_root.py): dancers, a car, a rider, a small bird and a large animal, like DAVIS val.
 HOLDOUT = ("breakdance-flare", "car-turn", "dance-jump", "horsejump-low", "mallard-fly", "rhino")
+MAX_TIME_LIMIT = 600.0  # davisinteractive's DavisInteractiveSession caps max_time at 10 minutes per object
 
 
 class ConfigError(ValueError):
@@ -251,7 +252,7 @@ class AgentConfig:
         _choice(self.backbone_runtime, "agent.backbone_runtime", ("auto", "torch", "onnxruntime"))
         _require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                  f"agent.device must be auto, cpu or cuda, got {self.device!r}")
-        _require(self.seed >= 0, f"agent.seed must be >= 0, got {self.seed}")
+        _require(0 <= self.seed < 2**32, f"agent.seed must be in 0..2**32-1 (numpy's range), got {self.seed}")
 
 
 @dataclass
@@ -267,6 +268,9 @@ class SessionConfig:
     strategy: str = STRATEGY_AUTO  # auto: the best measured schedule for the device (strategies/__init__.py)
     predictor: str = "simlearn"  # simlearn: the paper's agent | baseline: paint scribbles, copy to every frame
     output_dir: Path | None = None  # None: outputs/<subset>-<predictor>-<strategy>-<time>
+    # A sequence that cannot be evaluated (bad files, or named in `sequences` and absent) is an error; True
+    # leaves it out instead, listed under summary.json's "skipped_sequences".
+    skip_bad_sequences: bool = False
 
     def __post_init__(self) -> None:
         _choice(self.subset, "session.subset", ("train", "val", "trainval"))
@@ -275,6 +279,9 @@ class SessionConfig:
         _require(self.max_interactions >= 1, f"session.max_interactions must be >= 1, got {self.max_interactions}")
         _require(_finite(self.max_time) and self.max_time > 0,
                  f"session.max_time must be a finite number of seconds > 0, got {self.max_time}")
+        # davisinteractive silently caps it there; our summary would then use a timeout the session did not.
+        _require(self.max_time <= MAX_TIME_LIMIT, f"session.max_time must be at most {MAX_TIME_LIMIT:.0f} seconds "
+                 f"per object (davisinteractive's limit), got {self.max_time}")
         if self.sequences is not None:
             _require(len(self.sequences) > 0 and all(self.sequences), "session.sequences must name sequences")
 

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,9 @@ import numpy as np
 from PIL import Image
 
 VOID_LABEL = 255
+# Object ids 1..254: annotations are uint8 palette PNGs whose 255 is void. It also bounds the classes an API
+# caller's scribbles can ask for (an id of 10**9 would allocate 10**9 score maps).
+MAX_OBJECT_ID = VOID_LABEL - 1
 
 
 class DatasetError(ValueError):
@@ -131,22 +135,39 @@ class DavisReader:
         )
 
 
-def validate_scribbles(data: object, source: str = "scribbles", num_frames: int | None = None) -> None:
-    """Raise DatasetError with one clear line when `data` is not a DAVIS scribble dict."""
+def validate_scribbles(
+    data: object, source: str = "scribbles", num_frames: int | None = None, num_objects: int | None = None
+) -> None:
+    """Raise DatasetError with one clear line when `data` is not a DAVIS scribble dict: one list of strokes
+    per frame (`num_frames` when given), each stroke a path of finite [x, y] points in [0, 1] and an integer
+    object_id in 0..num_objects (0 = background; without num_objects at most MAX_OBJECT_ID)."""
     if not isinstance(data, dict) or "scribbles" not in data or not isinstance(data["scribbles"], list):
         raise DatasetError(f"{source}: expected a dict with a 'scribbles' list (one list of strokes per frame)")
     if num_frames is not None and len(data["scribbles"]) != num_frames:
         raise DatasetError(f"{source}: has {len(data['scribbles'])} frames of strokes, the video has {num_frames}")
+    highest = MAX_OBJECT_ID if num_objects is None else num_objects
     for frame, strokes in enumerate(data["scribbles"]):
         if not isinstance(strokes, list):
             raise DatasetError(f"{source}: frame {frame} must hold a list of strokes")
         for stroke in strokes:
             if not isinstance(stroke, dict) or "path" not in stroke or "object_id" not in stroke:
                 raise DatasetError(f"{source}: frame {frame} has a stroke without 'path' and 'object_id'")
-            path = np.asarray(stroke["path"], dtype=float)
-            if path.ndim != 2 or path.shape[1] != 2:
+            object_id = stroke["object_id"]
+            # bool is an int in Python, and a float id would be truncated silently: both are refused.
+            if not isinstance(object_id, numbers.Integral) or isinstance(object_id, bool | np.bool_):
+                raise DatasetError(f"{source}: frame {frame} has object_id {object_id!r}: object ids are integers "
+                                   "(0 = background, 1..N the objects)")
+            if not 0 <= object_id <= highest:
+                what = f"the video has {num_objects} object(s)" if num_objects is not None else \
+                    f"object ids are 0..{MAX_OBJECT_ID} ({VOID_LABEL} is DAVIS's void label)"
+                raise DatasetError(f"{source}: frame {frame} has object_id {object_id}, but {what}")
+            try:
+                path = np.asarray(stroke["path"], dtype=float)
+            except (TypeError, ValueError):
+                path = None
+            if path is None or path.ndim != 2 or path.shape[1] != 2:
                 raise DatasetError(f"{source}: frame {frame} has a path that is not a list of [x, y] points")
+            if not np.isfinite(path).all():
+                raise DatasetError(f"{source}: frame {frame} has a point that is NaN or infinite")
             if path.size and (path.min() < 0 or path.max() > 1):
                 raise DatasetError(f"{source}: frame {frame} has points outside [0, 1] (coordinates are normalised)")
-            if int(stroke["object_id"]) < 0:
-                raise DatasetError(f"{source}: frame {frame} has a negative object_id")

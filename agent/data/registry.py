@@ -21,11 +21,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 from . import compat  # noqa: F401  (patches davisinteractive before it is imported)
-from .davis import VOID_LABEL, DatasetError, DavisReader, SequenceInfo
+from .davis import DatasetError, DavisReader, SequenceInfo
+from .validation import count_scribble_files, validate_sequence
 
 from davisinteractive.dataset.davis import Davis  # isort: skip  (must come after compat)
 
@@ -44,6 +42,7 @@ class Registration:
     missing: list[str]  # sequences of the subset that cannot be evaluated from this root
     infos: dict[str, SequenceInfo]
     reasons: dict[str, str] = field(default_factory=dict)  # missing name -> why
+    bad: list[str] = field(default_factory=list)  # missing ones whose files are there but wrong (skip_bad)
 
 
 # --- global state of davisinteractive: snapshot, apply, restore -------------------------------------
@@ -85,12 +84,12 @@ def restore() -> None:
 
 @contextlib.contextmanager
 def registered(
-    root: str | Path, subset: str, sequences: Iterable[str] | None = None
+    root: str | Path, subset: str, sequences: Iterable[str] | None = None, skip_bad: bool = False
 ) -> Iterator[Registration]:
     """:func:`register_dataset` for the duration of a ``with`` block, then the previous state again."""
     before = _snapshot()
     try:
-        yield register_dataset(root, subset, sequences)
+        yield register_dataset(root, subset, sequences, skip_bad)
     finally:
         _apply_state(before)
 
@@ -124,28 +123,12 @@ def _install_guards() -> None:
 
 
 # --- checking sequences --------------------------------------------------------------------------------
+# A sequence the root lacks (or lacks files of: a partial DAVIS) is *unavailable*; one whose files are there
+# but wrong is *bad*. Unavailable ones are skipped unless named; bad ones are an error unless skipped on purpose.
 
 
 def _count_scribbles(reader: DavisReader, name: str) -> int:
-    """Scribble files 001, 002, ... present without a gap (davisinteractive asks for them by index)."""
-    count = 0
-    while (reader.scribbles_dir(name) / f"{count + 1:03d}.json").is_file():
-        count += 1
-    return count
-
-
-def _annotation_gap(reader: DavisReader, name: str, num_frames: int) -> str | None:
-    present = {p.name for p in reader.annotation_paths(name)}
-    absent = [i for i in range(num_frames) if f"{i:05d}.png" not in present]
-    if absent:
-        return f"{len(absent)} of {num_frames} annotations missing (first {absent[0]:05d}.png)"
-    return None
-
-
-def _max_object(path: Path) -> int:
-    labels = np.unique(np.asarray(Image.open(path)))
-    labels = labels[(labels > 0) & (labels != VOID_LABEL)]
-    return int(labels.max()) if labels.size else 0
+    return count_scribble_files(reader, name)
 
 
 def _check_present(reader: DavisReader, name: str) -> str | None:
@@ -160,63 +143,30 @@ def _check_present(reader: DavisReader, name: str) -> str | None:
     return None
 
 
-def _check_official(reader: DavisReader, name: str, meta: dict) -> tuple[SequenceInfo | None, str | None]:
-    """The sequence against the official metadata: (info, None) when it matches, else (None, reason)."""
-    num_frames, num_objects = meta["num_frames"], meta["num_objects"]
+def _check_official(reader: DavisReader, name: str, meta: dict) -> SequenceInfo:
+    """Every file (validation.validate_sequence), then the official metadata; DatasetError names the file."""
+    info = validate_sequence(reader, name, num_objects=meta["num_objects"])
+    if info.num_frames != meta["num_frames"]:
+        raise DatasetError(f"{reader.frames_dir(name)}: {info.num_frames} frames, official {meta['num_frames']}")
     width, height = meta["image_size"]
-    frames = reader.frame_paths(name)
-    if len(frames) != num_frames:
-        return None, f"{len(frames)} frames, official {num_frames}"
-    gap = _annotation_gap(reader, name, num_frames)
-    if gap:
-        return None, gap
-    first = reader.annotations_dir(name) / "00000.png"
-    for kind, path in (("frames", frames[0]), ("annotations", first)):
-        size = Image.open(path).size
-        if tuple(size) != (width, height):
-            return None, f"{kind} are {size[0]}x{size[1]}, official {width}x{height}"
-    objects = _max_object(first)
-    if objects < num_objects:
-        # Objects may enter later; read the rest only in this rare case (e.g. merged masks).
-        objects = max(_max_object(p) for p in reader.annotation_paths(name))
-    if objects != num_objects:
-        return None, f"annotations have {objects} objects, official {num_objects}"
-    scribbles = min(_count_scribbles(reader, name), meta["num_scribbles"])
-    info = SequenceInfo(name, num_frames, num_objects, height, width, scribbles)
-    return info, None
+    if (info.width, info.height) != (width, height):
+        raise DatasetError(f"{reader.frames_dir(name) / '00000.jpg'}: frames are {info.width}x{info.height}, "
+                           f"official {width}x{height}")
+    return dataclasses.replace(info, num_scribbles=min(info.num_scribbles, meta["num_scribbles"]))
 
 
-def _check_custom(reader: DavisReader, name: str) -> tuple[SequenceInfo | None, str | None]:
-    """Metadata inferred from the files, after checking davisinteractive can read them."""
-    num_frames = len(reader.frame_paths(name))
-    gap = _annotation_gap(reader, name, num_frames)
-    if gap:
-        return None, gap
-    info = reader.info(name)
-    size = Image.open(reader.annotations_dir(name) / "00000.png").size
-    if tuple(size) != (info.width, info.height):
-        return None, f"annotations are {size[0]}x{size[1]}, frames {info.width}x{info.height}"
-    if info.num_objects == 0:
-        return None, "no objects in the annotations"
-    scribbles = _count_scribbles(reader, name)
-    for index in range(1, scribbles + 1):
-        try:
-            data = reader.load_scribble(name, index)
-        except DatasetError as error:
-            return None, f"scribble {index:03d}.json is malformed ({error})"
-        if data.get("sequence") != name:  # davisinteractive asserts this
-            return None, f"scribble {index:03d}.json names sequence {data.get('sequence')!r}"
-    return dataclasses.replace(info, num_scribbles=scribbles), None
-
-
-def _check(reader: DavisReader, name: str) -> tuple[SequenceInfo | None, str | None]:
+def _check(reader: DavisReader, name: str) -> tuple[SequenceInfo | None, str | None, bool]:
+    """(info, None, False) for a usable sequence, else (None, reason, bad)."""
     reason = _check_present(reader, name)
     if reason:
-        return None, reason
+        return None, reason, False
     official = _PRISTINE.dataset.get(name)
-    if official is not None:
-        return _check_official(reader, name, official)
-    return _check_custom(reader, name)
+    try:
+        if official is not None:
+            return _check_official(reader, name, official), None, False
+        return validate_sequence(reader, name), None, False
+    except DatasetError as error:
+        return None, str(error), True
 
 
 # --- listing ---------------------------------------------------------------------------------------
@@ -270,9 +220,16 @@ def _describe_missing(reasons: dict[str, str]) -> str:
 # --- the entry point ---------------------------------------------------------------------------------
 
 
-def register_dataset(root: str | Path, subset: str, sequences: Iterable[str] | None = None) -> Registration:
+def register_dataset(
+    root: str | Path, subset: str, sequences: Iterable[str] | None = None, skip_bad: bool = False
+) -> Registration:
     """Make ``Davis.sets[subset]`` exactly the evaluable sequences of ``root`` (restricted to
-    ``sequences`` when given), with their metadata, and make any download attempt raise DatasetError."""
+    ``sequences`` when given), with their metadata, and make any download attempt raise DatasetError.
+
+    Every file of every candidate is checked first (validation.validate_sequence). A sequence whose files
+    are wrong, or one named in ``sequences`` that cannot be evaluated, raises DatasetError naming the file,
+    unless ``skip_bad``: then it is left out, and listed in ``Registration.reasons`` like the sequences a
+    partial root lacks (those are left out either way, unless named)."""
     reader = DavisReader(root)  # raises DatasetError when the root does not exist
     root = reader.root.resolve()
     candidates, source = _candidates(reader, subset)
@@ -294,12 +251,27 @@ def register_dataset(root: str | Path, subset: str, sequences: Iterable[str] | N
 
     infos: dict[str, SequenceInfo] = {}
     reasons: dict[str, str] = {}
+    bad: list[str] = []
+    broken: set[str] = set()  # reasons that are validation's `<file>: <what>` lines
     for name in candidates:
-        info, reason = _check(reader, name)
+        info, reason, is_broken = _check(reader, name)
         if info is None:
             reasons[name] = reason or "unusable"
+            if is_broken:
+                broken.add(name)
+            if is_broken or sequences is not None:  # nothing the user named or gave broken is dropped quietly
+                bad.append(name)
         else:
             infos[name] = info
+    if bad and not skip_bad:
+        first = bad[0]
+        message = reasons[first] if first in broken else \
+            f"{reader.frames_dir(first)}: sequence '{first}' cannot be evaluated ({reasons[first]})"
+        others = f"; {len(bad) - 1} more unusable: {', '.join(bad[1:])}" if len(bad) > 1 else ""
+        raise DatasetError(f"{message}{others}; --skip-bad-sequences evaluates the others without it")
+    if bad:
+        log.warning("skipping %d unusable sequence(s) as asked (listed in summary.json): %s", len(bad),
+                    _describe_missing({n: reasons[n] for n in bad}))
     chosen = list(infos)
     is_custom = any(n not in _PRISTINE.dataset for n in candidates)
     if sequences is None and not is_custom:
@@ -320,14 +292,15 @@ def register_dataset(root: str | Path, subset: str, sequences: Iterable[str] | N
     else:
         kind = "partial"
     missing = list(reasons)
-    if missing:
+    unavailable = {n: r for n, r in reasons.items() if n not in bad}
+    if unavailable:
         log.info(
             "DAVIS %s at %s: using %d sequence(s); %d missing (%s)",
             subset,
             root,
             len(chosen),
-            len(missing),
-            _describe_missing(reasons),
+            len(unavailable),
+            _describe_missing(unavailable),
         )
     fewer = [
         f"{n} ({infos[n].num_scribbles} of {_PRISTINE.dataset[n]['num_scribbles']})"
@@ -345,4 +318,4 @@ def register_dataset(root: str | Path, subset: str, sequences: Iterable[str] | N
     for name in chosen:
         Davis.dataset[name] = _entry(infos[name], subset)
     log.debug("registered %s DAVIS %s at %s: %s", kind, subset, root, ", ".join(chosen))
-    return Registration(root, subset, kind, chosen, missing, infos, reasons)
+    return Registration(root, subset, kind, chosen, missing, infos, reasons, bad)

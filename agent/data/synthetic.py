@@ -31,6 +31,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from .davis import DatasetError
+
 log = logging.getLogger(__name__)
 
 # Bump when the generator's output changes, so cached default datasets are regenerated.
@@ -385,8 +387,13 @@ def ensure_default_dataset(spec: SyntheticSpec | None = None) -> Path:
         log.info("Using the built-in synthetic dataset (%d sequences, %d frames, %dx%d) at %s",
                  spec.num_sequences, spec.num_frames, spec.height, spec.width, root)
         return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
+    except OSError as error:
+        raise DatasetError(f"{root.parent}: cannot write the built-in synthetic dataset there "
+                           f"({error.strerror or error}): set SIMLEARN_CACHE to a writable folder, or pass "
+                           "--davis-root") from error
     try:
         started = time.perf_counter()
         write_dataset(tmp, spec)
@@ -395,6 +402,9 @@ def ensure_default_dataset(spec: SyntheticSpec | None = None) -> Path:
         except OSError:
             if not root.is_dir():  # not a concurrent generation that won the race
                 raise
+    except OSError as error:  # e.g. a full disk
+        raise DatasetError(f"{root}: cannot write the built-in synthetic dataset ({error.strerror or error}): "
+                           "set SIMLEARN_CACHE to a writable folder, or pass --davis-root") from error
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("Using the built-in synthetic dataset (%d sequences, %d frames, %dx%d) at %s "

@@ -29,16 +29,18 @@ import torch
 from skimage import data as skimage_data
 
 from ..config import HOLDOUT, AgentConfig, CRFConfig, ModelConfig, TransferConfig
-from ..data.davis import DavisReader
+from ..data.davis import DatasetError, DavisReader
+from ..data.validation import validate_subset
 from ..device import resolve_device
 from ..inference.crf import refine_frames, warm_up, worker_count
 from ..inference.reference_pool import ReferencePool
 from ..inference.transfer import transfer_labels
 from ..model.backbones import WeightsUnavailableError
-from ..model.checkpoint import default_checkpoint_path, load_checkpoint
+from ..model.checkpoint import CheckpointError, default_checkpoint_path, load_checkpoint
 from ..model.onnx_backbone import OnnxBackbone, onnxruntime_available
 from ..model.siamese import SiameseEmbedder, build_model, inference_size
 from .one_shot import one_shot_benchmark
+from .outputs import OutputDirError, atomic_path, atomic_write_text
 
 log = logging.getLogger("agent.bench")
 
@@ -190,9 +192,21 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     torch.manual_seed(0)
-    device = resolve_device(args.device)
-    path = args.checkpoint or default_checkpoint_path()
-    model, config, extra = load_checkpoint(path, device)
+    # Everything the benchmark reads or writes is checked before its minutes of work, one line if wrong.
+    try:
+        if args.davis_root is not None:
+            validate_subset(args.davis_root, "val", scribbles=False)  # one-shot J reads frames and annotations
+        if args.output.is_dir():
+            raise OutputDirError(f"{args.output}: is a directory, --output is the JSON file to write")
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(args.output):
+            pass  # a writable place: the temporary file is removed again
+        device = resolve_device(args.device)
+        path = args.checkpoint or default_checkpoint_path()
+        model, config, extra = load_checkpoint(path, device)
+    except (DatasetError, CheckpointError, OutputDirError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     transfer = TransferConfig(**({"aggregation": args.aggregation} if args.aggregation else {}))
     report: dict = {"device": str(device), "threads": torch.get_num_threads(), "checkpoint": str(path),
                     "model": {"backbone": config.backbone, "output_stride": config.output_stride,
@@ -206,8 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     report["peak_memory"] = peak_memory_mb(device)
 
     _print(report)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2))
+    atomic_write_text(args.output, json.dumps(report, indent=2))
     print(f"written: {args.output}")
     return 0
 

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .outputs import atomic_path
+
 log = logging.getLogger(__name__)
 
 METRIC_COLUMNS = {"J": "jaccard", "F": "contour", "J_AND_F": "j_and_f"}
@@ -54,8 +56,11 @@ def numeric_report(report: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def per_object_results(report: pd.DataFrame, layout: SampleLayout, max_interactions: int) -> pd.DataFrame:
-    """Frame-averaged results for every expected (interaction, sequence, scribble, object).
+def per_object_results(
+    report: pd.DataFrame, layout: SampleLayout, max_interactions: int, samples: set[tuple[str, int]] | None = None
+) -> pd.DataFrame:
+    """Frame-averaged results for every expected (interaction, sequence, scribble, object), of `samples`
+    ((sequence, scribble_idx) pairs) only when given.
 
     Missing interactions (never submitted in time) repeat the previous result with timing 0, and
     score 0 when nothing was ever submitted for the sample.
@@ -66,6 +71,8 @@ def per_object_results(report: pd.DataFrame, layout: SampleLayout, max_interacti
     rows = []
     for sequence, scribbles in layout.num_scribbles.items():
         for scribble in range(1, scribbles + 1):
+            if samples is not None and (sequence, scribble) not in samples:
+                continue
             for obj in range(1, layout.num_objects[sequence] + 1):
                 previous = {"jaccard": 0.0, "contour": 0.0, "j_and_f": 0.0}
                 for interaction in range(1, max_interactions + 1):
@@ -88,17 +95,26 @@ def summarize(
     max_time: float,
     metric: str = "J",
     time_threshold: float = 60.0,
+    samples: set[tuple[str, int]] | None = None,
 ) -> dict:
-    """AUC and metric@threshold of the time-vs-metric curve (see the module docstring)."""
+    """AUC and metric@threshold of the time-vs-metric curve (see the module docstring), over `samples`
+    ((sequence, scribble_idx) pairs; None: every sample of the layout). Nothing to summarise (no sample,
+    no interaction) gives None figures rather than an error: the summary is written while a run fails."""
     column = METRIC_COLUMNS[metric]
-    results = per_object_results(report, layout, max_interactions)
+    results = per_object_results(report, layout, max_interactions, samples) if max_interactions >= 1 else \
+        pd.DataFrame()
+    if results.empty:
+        return {"auc": None, "metric": metric, "metric_at_threshold": None, "threshold": time_threshold,
+                "curve": {"time": [], metric: []}, "per_interaction": {metric: [], "seconds": []},
+                "evaluated_fraction": 0.0}
     metric_per_interaction = results.groupby("interaction")[column].mean()
     sample_time = results.groupby(["sequence", "scribble_idx", "interaction"])["timing"].mean()
     time_per_interaction = sample_time.groupby("interaction").mean()
 
     time = np.concatenate([[0.0], time_per_interaction.cumsum().to_numpy()])
     values = np.concatenate([[0.0], metric_per_interaction.to_numpy()])
-    timeout = layout.mean_objects * max_time
+    objects = [layout.num_objects[s] for s in results["sequence"].unique()] if samples is not None else None
+    timeout = (float(np.mean(objects)) if objects else layout.mean_objects) * max_time
     time = np.append(time, timeout)
     values = np.append(values, values[-1])
     auc = float(np.trapezoid(values, time) / time.max()) if time.max() > 0 else 0.0
@@ -112,7 +128,38 @@ def summarize(
             metric: metric_per_interaction.round(6).tolist(),
             "seconds": time_per_interaction.round(4).tolist(),
         },
-        "evaluated_fraction": float(results["evaluated"].mean()) if len(results) else 0.0,
+        "evaluated_fraction": float(results["evaluated"].mean()),
+    }
+
+
+def summarize_run(
+    report: pd.DataFrame,
+    layout: SampleLayout,
+    max_interactions: int,
+    max_time: float,
+    metric: str = "J",
+    complete: bool = True,
+) -> dict:
+    """summarize() of a whole run; for a run that stopped early (`complete` False) `auc` and
+    `metric_at_threshold` are None, because the unplayed samples would count as J = 0 and the unplayed
+    rounds of the last one as its last J: the figures over the samples played so far are given apart, as
+    `auc_partial` and `metric_at_threshold_partial` (with `samples_played` of `samples_total`)."""
+    total = sum(layout.num_scribbles.values())
+    if complete:
+        return {**summarize(report, layout, max_interactions, max_time, metric), "complete": True,
+                "samples_total": total}
+    df = numeric_report(report)
+    played = {(str(q), int(i)) for q, i in zip(df["sequence"], df["scribble_idx"], strict=True)} if len(df) else set()
+    partial = summarize(report, layout, max_interactions, max_time, metric, samples=played)
+    return {
+        **partial,
+        "auc": None,
+        "metric_at_threshold": None,
+        "auc_partial": partial["auc"],
+        "metric_at_threshold_partial": partial["metric_at_threshold"],
+        "complete": False,
+        "samples_played": len(played),
+        "samples_total": total,
     }
 
 
@@ -124,6 +171,18 @@ def per_sequence_table(report: pd.DataFrame, metric: str = "J") -> pd.DataFrame:
     table = per_object.pivot_table(index=["sequence", "scribble_idx"], columns="interaction", values=column)
     table.columns = [f"{metric}@{int(i)}" for i in table.columns]
     return table
+
+
+def figures_line(summary: dict) -> str:
+    """'AUC-J 0.823, J@60s 0.846', or the partial figures of a run that stopped early, said so."""
+    metric, threshold = summary["metric"], summary["threshold"]
+    if summary.get("auc") is not None:
+        return f"AUC-{metric} {summary['auc']:.3f}, {metric}@{threshold:.0f}s {summary['metric_at_threshold']:.3f}"
+    if summary.get("auc_partial") is not None:
+        return (f"incomplete run ({summary.get('samples_played')} of {summary.get('samples_total')} samples): "
+                f"partial AUC-{metric} {summary['auc_partial']:.3f}, {metric}@{threshold:.0f}s "
+                f"{summary['metric_at_threshold_partial']:.3f}")
+    return "no interaction evaluated"
 
 
 def plot_curve(summary: dict, path: str | Path, title: str) -> None:
@@ -142,13 +201,12 @@ def plot_curves(summaries: dict[str, dict], path: str | Path, title: str) -> Non
     for label, summary in summaries.items():
         metric = summary["metric"]
         time, values = summary["curve"]["time"], summary["curve"][metric]
-        figures = f"AUC-{metric} {summary['auc']:.3f}, {metric}@{summary['threshold']:.0f}s " \
-                  f"{summary['metric_at_threshold']:.3f}"
+        figures = figures_line(summary)
         ax.plot(time, values, marker="o", markersize=3, label=f"{label}: {figures}" if label else None)
         if len(summaries) == 1:
             ax.fill_between(time, values, alpha=0.15)
             title = f"{title}\n{figures}"
-        end = max(end, max(time))
+        end = max(end, max(time, default=0.0))
     first = next(iter(summaries.values()))
     ax.axvline(first["threshold"], color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("cumulative interaction time per sample (s)")
@@ -171,23 +229,40 @@ def write_outputs(
     title: str,
     extra: dict | None = None,
 ) -> dict[str, Path]:
-    """Write report.csv, summary.json, per_sequence.csv and curve.png; return their paths."""
+    """Write summary.json, report.csv, per_sequence.csv and curve.png, each atomically; return their paths.
+
+    summary.json goes first; a file that cannot be written is logged and skipped, so that one failure (a
+    plot, a full disk) never costs the others, nor the exception that stopped the run."""
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = {
-        "report": output_dir / "report.csv",
         "summary": output_dir / "summary.json",
+        "report": output_dir / "report.csv",
         "per_sequence": output_dir / "per_sequence.csv",
         "plot": output_dir / "curve.png",
     }
-    report.to_csv(paths["report"])
     document = {**summary, **(extra or {})}
-    paths["summary"].write_text(json.dumps(_plain(document), indent=2))
-    if len(report):
-        per_sequence_table(report, summary["metric"]).to_csv(paths["per_sequence"])
-    else:
-        paths["per_sequence"].write_text("sequence,scribble_idx\n")
-    plot_curve(summary, paths["plot"], title)
-    return paths
+
+    def per_sequence(tmp: Path) -> None:
+        if len(report):
+            per_sequence_table(report, summary["metric"]).to_csv(tmp)
+        else:
+            tmp.write_text("sequence,scribble_idx\n")
+
+    writers = {
+        "summary": lambda tmp: tmp.write_text(json.dumps(_plain(document), indent=2)),
+        "report": report.to_csv,
+        "per_sequence": per_sequence,
+        "plot": lambda tmp: plot_curve(summary, tmp, title),
+    }
+    written = {}
+    for name, write in writers.items():
+        try:
+            with atomic_path(paths[name]) as tmp:
+                write(tmp)
+            written[name] = paths[name]
+        except Exception as error:  # noqa: BLE001  (one lost file must not lose the rest)
+            log.error("could not write %s: %s", paths[name], error)
+    return written
 
 
 def _plain(value):
@@ -220,7 +295,10 @@ def main(argv: list[str] | None = None) -> int:
         path = Path(directory) / "summary.json"
         if not path.is_file():
             parser.exit(2, f"error: {path} does not exist (pass the output directory of a session run)\n")
-        summaries[label or Path(directory).name] = json.loads(path.read_text())
+        try:
+            summaries[label or Path(directory).name] = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            parser.exit(2, f"error: {path}: not valid JSON ({error})\n")
     plot_curves(summaries, args.output, args.title)
     print(f"wrote {args.output}")
     return 0

@@ -15,15 +15,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from tqdm import tqdm
 
 from ..config import SessionConfig, to_dict
 from ..data import compat  # noqa: F401  (patches davisinteractive before it is imported)
 from ..data.davis import DavisReader, SequenceInfo
 from ..data.registry import Registration, register_dataset
-from ..inference.plan import Strategy
+from ..inference.plan import Strategy, plan_round
 from ..inference.predictor import Predictor
-from .report import SampleLayout, summarize, write_outputs
+from ..model.checkpoint import first_line
+from .outputs import atomic_write_text
+from .report import SampleLayout, summarize_run, write_outputs
+from .signals import deferred_signals, signal_name
 
 log = logging.getLogger(__name__)
 
@@ -73,20 +77,23 @@ def run_session(
     """Play every sample of the subset; write report.csv, summary.json, per_sequence.csv, curve.png, and
     config.json (`run_config`, the CLI's full resolved RunConfig; default: the session config alone).
 
-    A crash or Ctrl-C still writes what finished (summary marked "interrupted") before re-raising.
+    A crash, Ctrl-C or SIGTERM (see signals.terminate_as_interrupt) still writes what finished (summary
+    marked "interrupted", its AUC only as "auc_partial") before re-raising. `registration`: the dataset as
+    checked by the caller (preflight); None: registered here.
     """
     from davisinteractive.session import DavisInteractiveSession
 
-    root = resolve_dataset(config)
     if registration is None:
-        registration = register_dataset(root, config.subset, config.sequences)
+        registration = register_dataset(resolve_dataset(config), config.subset, config.sequences,
+                                        config.skip_bad_sequences)
+    root = registration.root
     reader = DavisReader(root)
     if config.output_dir is None:
         raise ValueError("session.output_dir is not set")
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     record = run_config if run_config is not None else {"session": to_dict(config)}
-    (output_dir / "config.json").write_text(json.dumps(record, indent=2, default=str))
+    atomic_write_text(output_dir / "config.json", json.dumps(record, indent=2, default=str))
     layout = SampleLayout(
         num_scribbles={s: registration.infos[s].num_scribbles for s in registration.sequences},
         num_objects={s: registration.infos[s].num_objects for s in registration.sequences},
@@ -107,6 +114,7 @@ def run_session(
         report_save_dir=str(output_dir / "framework"),
     )
     interrupted = True
+    stopped_by = None
     framework_summary = None
     with session:
         progress = tqdm(total=len(session.samples) * config.max_interactions, desc="interactions", unit="it")
@@ -118,37 +126,63 @@ def run_session(
                     predictor.start(reader.load_frames(sequence), info.num_objects)
                 interaction = session.interaction_nb + 1
                 time_left = config.max_time * info.num_objects - (time.time() - session.sample_start_time)
-                plan = dataclasses.replace(strategy.plan(interaction, time_left, info), time_left=time_left)
+                plan = dataclasses.replace(plan_round(strategy, interaction, time_left, info), time_left=time_left)
                 started = time.time()
                 masks = check_masks(predictor.step(scribbles, plan), info)
                 candidates = None
                 if plan.frame_candidates:
                     candidates = predictor.next_scribble_frame_candidates(plan.frame_candidates)
                 session.submit_masks(masks, next_scribble_frame_candidates=candidates)
-                _log_interaction(interactions_log, session, sequence, interaction, time.time() - started, plan)
+                played = getattr(predictor, "last_plan", None) or plan  # the agent may have lightened it
+                _log_interaction(interactions_log, session, sequence, interaction, time.time() - started, played)
                 progress.update(1)
                 progress.set_postfix_str(f"{sequence} #{interaction}")
             framework_summary = session.get_global_summary()
             interrupted = False
+        except BaseException as error:
+            stopped_by = signal_name(error) if isinstance(error, KeyboardInterrupt) else \
+                f"{type(error).__name__}: {first_line(error)}"
+            raise
         finally:
             progress.close()
-            report = session.get_report()
-            summary = summarize(report, layout, config.max_interactions, config.max_time, config.metric)
-            summary["interrupted"] = interrupted
-            if framework_summary:
-                summary["framework"] = framework_summary
-            title = f"{predictor.name} / {strategy.name} on {config.subset} ({len(layout.num_objects)} sequences)"
-            extra = {
-                "predictor": predictor.name,
-                "strategy": strategy.name,
-                "dataset": str(root),
-                "dataset_kind": registration.kind,
-                "sequences": registration.sequences,
-            }
-            paths = write_outputs(output_dir, report, summary, title, extra)
+            # Held signals: a second Ctrl-C must not cut the summary in half; nothing here may raise either.
+            with deferred_signals():
+                summary, paths = _write_results(output_dir, session, layout, config, registration, predictor,
+                                                strategy, interrupted, stopped_by, framework_summary)
             if interrupted:
                 log.warning("session stopped early: partial results written to %s", output_dir)
     return SessionResult(summary=summary, paths=paths, interrupted=interrupted)
+
+
+def _write_results(output_dir, session, layout, config, registration, predictor, strategy, interrupted,
+                   stopped_by, framework_summary) -> tuple[dict, dict[str, Path]]:
+    """summary.json, report.csv, per_sequence.csv and curve.png from whatever the session holds."""
+    try:
+        report = session.get_report()
+        summary = summarize_run(report, layout, config.max_interactions, config.max_time, config.metric,
+                                complete=not interrupted)
+    except Exception as error:  # noqa: BLE001  (an empty or odd report must not lose the run's record)
+        log.error("could not summarise the report: %s", error)
+        report, summary = pd.DataFrame(), {"auc": None, "metric": config.metric, "metric_at_threshold": None,
+                                           "threshold": 60.0, "curve": {"time": [], config.metric: []}}
+    summary["interrupted"] = interrupted
+    if stopped_by:
+        summary["stopped_by"] = stopped_by
+    if framework_summary:
+        summary["framework"] = framework_summary
+    strategy_name = getattr(strategy, "name", type(strategy).__name__)
+    title = f"{predictor.name} / {strategy_name} on {config.subset} ({len(layout.num_objects)} sequences)"
+    extra = {
+        "predictor": predictor.name,
+        "strategy": strategy_name,
+        "dataset": str(registration.root),
+        "dataset_kind": registration.kind,
+        "sequences": registration.sequences,
+        # Every sequence of the subset not evaluated, with why: absent from a partial root, or skipped as
+        # unusable on request (session.skip_bad_sequences).
+        "skipped_sequences": dict(registration.reasons),
+    }
+    return summary, write_outputs(output_dir, report, summary, title, extra)
 
 
 def _log_interaction(path: Path, session, sequence: str, interaction: int, seconds: float, plan) -> None:
@@ -166,6 +200,8 @@ def _log_interaction(path: Path, session, sequence: str, interaction: int, secon
         "J": float(rows["jaccard"].astype(float).mean()) if len(rows) else None,
         "finetune_seconds": plan.finetune_seconds,
         "crf": plan.use_crf,
+        "crf_scale": plan.crf_scale,
+        "frame_stride": plan.frame_stride,
     }
     with path.open("a") as handle:
         handle.write(json.dumps(record) + "\n")

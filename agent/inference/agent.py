@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import numbers
 import time
 from pathlib import Path
 
@@ -36,12 +37,13 @@ import numpy as np
 import torch
 
 from ..config import AgentConfig
-from ..data.davis import DatasetError
+from ..data.davis import MAX_OBJECT_ID, DatasetError
 from ..device import resolve_device
 from ..model.checkpoint import default_checkpoint_path, load_checkpoint
 from ..model.onnx_backbone import OnnxBackbone, build_backbone_runtime
 from ..model.siamese import SiameseEmbedder, embedding_size, inference_size, scaled_size
 from . import crf
+from .budget import RoundCosts, estimate_seconds, fit_plan, reserve_seconds
 from .finetune import FinetuneStats, finetune
 from .plan import RoundPlan
 from .predictor import Predictor
@@ -51,12 +53,6 @@ from .scribbles import ScribbleMemory, objects_on_grid
 from .transfer import transfer_labels
 
 log = logging.getLogger(__name__)
-
-# Propagation time is reserved from the measured per-frame cost times this margin, plus a fixed slack.
-RESERVE_MARGIN = 1.5
-RESERVE_SLACK_SECONDS = 2.0
-CRF_COST_FACTOR = 4.0
-
 
 class InteractiveAgent(Predictor):
     name = "simlearn"
@@ -114,8 +110,14 @@ class InteractiveAgent(Predictor):
     def start(self, frames: np.ndarray, num_objects: int | None = None) -> None:
         """A new sample: frames (T, H, W, 3) uint8; num_objects None = learn it from the scribbles."""
         frames = np.asarray(frames)
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise ValueError(f"frames must be a (T, H, W, 3) uint8 array, got {frames.shape} {frames.dtype}")
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or 0 in frames.shape:
+            raise ValueError(f"frames must be a (T, H, W, 3) uint8 array with T, H, W >= 1, got {frames.shape} "
+                             f"{frames.dtype}")
+        # An id above MAX_OBJECT_ID could not be a DAVIS label, and each object costs a score map per frame.
+        if num_objects is not None and not (
+                isinstance(num_objects, numbers.Integral) and not isinstance(num_objects, bool)
+                and 1 <= num_objects <= MAX_OBJECT_ID):
+            raise ValueError(f"num_objects must be None or an integer in 1..{MAX_OBJECT_ID}, got {num_objects!r}")
         self.model.load_state_dict(self._pretrained_state)
         self.model.eval()
         self.input_size = self.input_size_for(frames.shape[1:3])
@@ -125,7 +127,9 @@ class InteractiveAgent(Predictor):
         self._features: torch.Tensor | None = None  # (T, C, h, w), filled frame by frame as rounds need them
         self._have_features = np.zeros(len(frames), bool)
         self.memory = ScribbleMemory(self.grid, self.config.scribbles, num_objects, len(frames))
-        self._seconds_per_frame: dict[bool, float] = {}  # measured propagation cost, without / with CRF
+        # Per-frame costs measured in this sample's rounds (inference/budget.py); public so tests can inject them.
+        self.costs = RoundCosts()
+        self.last_plan: RoundPlan | None = None  # the plan the last round played (lighter when time was short)
         self._confidence: np.ndarray | None = None
         self._last_labels: np.ndarray | None = None  # (T, H, W) the last round's prediction
         self._round = 0
@@ -137,12 +141,16 @@ class InteractiveAgent(Predictor):
         if self._frames is None:
             raise RuntimeError("call start(frames) before step(scribbles)")
         plan = plan or RoundPlan()
+        if not isinstance(plan, RoundPlan):
+            raise TypeError(f"plan must be a RoundPlan, got {type(plan).__name__}")
         started = time.perf_counter()
+        self.memory.add(scribbles)  # validates them first: a bad round leaves the sample as it was
         self._round += 1
-        self.memory.add(scribbles)
         if not self.memory.frames():
             raise DatasetError("no scribble yet: the first round needs at least one object stroke")
         num_classes = 1 + (self.num_objects or max(self.memory.object_ids() | {0}))
+        plan = self._fit_to_time(plan, time.perf_counter() - started)
+        self.last_plan = plan
         keyframes = select_keyframes(len(self._frames), plan.frame_stride, self.memory.frames())
         features = self._backbone_features(keyframes)
         labels = self._scribble_labels(features)
@@ -172,7 +180,10 @@ class InteractiveAgent(Predictor):
             self.model, features, refs, ref_labels, num_classes, self._frames, self.grid, self.config.transfer,
             crf_config, generator=self._generator, scorer=scorer, keyframes=keyframes,
         )
-        self._seconds_per_frame[plan.use_crf] = (time.perf_counter() - propagation_start) / len(keyframes)
+        propagation = time.perf_counter() - propagation_start
+        self.costs.transfer = (propagation - result.crf_seconds) / len(keyframes)
+        if crf_config is not None and result.crf_seconds > 0:
+            self.costs.crf[crf_config.scale] = result.crf_seconds / len(keyframes)
         self._confidence = result.confidence
         self._last_labels = result.labels
         log.debug("round %d: %d scribbled frames, fine-tune %d steps (%.1fs), total %.1fs", self._round,
@@ -198,7 +209,9 @@ class InteractiveAgent(Predictor):
                 self._features = computed.new_zeros((len(self._frames), *computed.shape[1:]))
             self._features[torch.from_numpy(missing)] = computed
             self._have_features[missing] = True
-            log.debug("backbone features of %d frames in %.1fs", len(missing), time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            self.costs.backbone = seconds / len(missing)
+            log.debug("backbone features of %d frames in %.1fs", len(missing), seconds)
         return self._features
 
     def _scribble_labels(self, features: torch.Tensor) -> dict[int, torch.Tensor]:
@@ -227,13 +240,27 @@ class InteractiveAgent(Predictor):
                                  generator=self._generator)
         return result.scores[0, 1:].amax(0).cpu().numpy()
 
+    def _estimate(self, plan: RoundPlan) -> float | None:
+        return estimate_seconds(plan, self.costs, len(self._frames), self.memory.frames(), self._have_features,
+                                self.config.crf.scale)
+
+    def _fit_to_time(self, plan: RoundPlan, spent: float) -> RoundPlan:
+        """The plan, lightened when the sample's time left cannot hold it (inference/budget.py)."""
+        if plan.time_left is None:
+            return plan
+        available = plan.time_left - spent
+        fitted, estimate = fit_plan(plan, self.costs, available, len(self._frames), self.memory.frames(),
+                                    self._have_features, self.config.crf.scale)
+        if fitted != plan:
+            log.warning("round %d: %.1f s left, the planned round needs about %.1f s: lightened to CRF %s, "
+                        "frame stride %d", self._round, available, self._estimate(plan) or 0.0,
+                        f"at scale {fitted.crf_scale or self.config.crf.scale}" if fitted.use_crf else "off",
+                        fitted.frame_stride)
+        return fitted
+
     def _finetune_budget(self, plan: RoundPlan, spent: float) -> float:
         """The plan's budget, cut so that propagation still fits in the sample's remaining time."""
         budget = plan.finetune_seconds
         if plan.time_left is not None:
-            per_frame = self._seconds_per_frame.get(plan.use_crf)
-            if per_frame is None:  # not measured yet: a CRF round costs a few plain ones
-                per_frame = self._seconds_per_frame.get(False, 0.0) * (CRF_COST_FACTOR if plan.use_crf else 1)
-            reserve = RESERVE_MARGIN * per_frame * len(self._frames) + RESERVE_SLACK_SECONDS
-            budget = min(budget, plan.time_left - spent - reserve)
+            budget = min(budget, plan.time_left - spent - reserve_seconds(self._estimate(plan)))
         return max(0.0, budget)

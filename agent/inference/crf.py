@@ -6,6 +6,7 @@ import logging
 import math
 import multiprocessing
 import os
+import signal
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
@@ -137,8 +138,27 @@ def worker_pool(workers: int) -> ProcessPoolExecutor:
     if workers not in _POOLS:
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        _POOLS[workers] = ProcessPoolExecutor(workers, mp_context=context)
+        _POOLS[workers] = ProcessPoolExecutor(workers, mp_context=context, initializer=_quiet_worker)
     return _POOLS[workers]
+
+
+def _quiet_worker() -> None:
+    """Ctrl-C reaches every process of the terminal's group: the workers leave it to the main process (which
+    writes the results and then stops them) instead of each printing a KeyboardInterrupt traceback. SIGTERM
+    gets its default action back (a fork inherits the CLI's handler, which would raise): a quiet exit."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def shutdown_workers() -> None:
+    """Stop the worker processes now, dropping queued frames (after Ctrl-C: no need to finish them)."""
+    for pool in list(_POOLS.values()):
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:  # a worker busy with a long chunk would keep the exit waiting
+            if process.is_alive():
+                process.terminate()
+    _POOLS.clear()
 
 
 def _worker_marginals(image: np.ndarray, prob: np.ndarray, scale: float, config: CRFConfig) -> np.ndarray:

@@ -5,6 +5,8 @@ Core types: the agent reads a RoundPlan, the session asks a Strategy for one; st
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -25,8 +27,27 @@ class RoundPlan:
     # Ask the evaluator to scribble next on one of this many least-confident frames (None: its own choice).
     frame_candidates: int | None = None
     # Seconds left for the sample when the round starts; the session fills it in, the agent keeps
-    # fine-tuning short enough that propagation still fits.
+    # fine-tuning short enough that propagation still fits, and lightens a round that would not fit.
     time_left: float | None = None
+
+    def __post_init__(self) -> None:
+        # A user's strategy builds these: a wrong value fails here, named, not deep inside a round.
+        def number(value) -> bool:
+            return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+        if not (number(self.finetune_seconds) and self.finetune_seconds >= 0):
+            raise ValueError(f"RoundPlan.finetune_seconds must be a number >= 0, got {self.finetune_seconds!r}")
+        if not isinstance(self.use_crf, bool):
+            raise ValueError(f"RoundPlan.use_crf must be True or False, got {self.use_crf!r}")
+        if self.crf_scale is not None and not (number(self.crf_scale) and 0 < self.crf_scale <= 1):
+            raise ValueError(f"RoundPlan.crf_scale must be None or in (0, 1], got {self.crf_scale!r}")
+        for name in ("frame_stride", "frame_candidates"):
+            value = getattr(self, name)
+            if (value is not None or name == "frame_stride") and not (
+                    isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1):
+                raise ValueError(f"RoundPlan.{name} must be an integer >= 1, got {value!r}")
+        if self.time_left is not None and not (isinstance(self.time_left, numbers.Real) and not math.isnan(self.time_left)):
+            raise ValueError(f"RoundPlan.time_left must be a number of seconds, got {self.time_left!r}")
 
 
 @runtime_checkable
@@ -39,3 +60,23 @@ class Strategy(Protocol):
     def plan(self, interaction: int, time_left: float, info: SequenceInfo) -> RoundPlan:
         """`interaction` counts from 1; `time_left` is the sample's remaining seconds (max_time x objects)."""
         ...
+
+
+class StrategyError(RuntimeError):
+    """A strategy's plan() raised or returned something other than a RoundPlan; the message names it."""
+
+
+def plan_round(strategy: Strategy, interaction: int, time_left: float, info: SequenceInfo) -> RoundPlan:
+    """strategy.plan(...), checked: any failure becomes one StrategyError line naming the strategy."""
+    name = getattr(strategy, "name", type(strategy).__name__)
+    where = f"interaction {interaction} of {getattr(info, 'name', '?')}"
+    try:
+        plan = strategy.plan(interaction, time_left, info)
+    except Exception as error:  # noqa: BLE001  (any bug in a user's strategy)
+        text = str(error).strip().splitlines()
+        detail = f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+        raise StrategyError(f"strategy '{name}': plan() failed at {where} ({detail})") from error
+    if not isinstance(plan, RoundPlan):
+        raise StrategyError(f"strategy '{name}': plan() returned {type(plan).__name__} at {where}, expected a "
+                            "RoundPlan (from agent.inference.plan import RoundPlan)")
+    return plan

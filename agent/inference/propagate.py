@@ -5,6 +5,7 @@ optionally refined by the dense CRF. Frames go through in batches so memory stay
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 class Propagation:
     labels: np.ndarray  # (T, H, W) int64
     confidence: np.ndarray  # (T,) mean margin between the best and second-best class score
+    crf_seconds: float = 0.0  # spent in the CRF (the agent's cost model tells it from the transfer)
 
 
 def reference_set(
@@ -81,6 +83,7 @@ def propagate(
     computed = np.arange(num_frames) if keyframes is None else np.asarray(keyframes, np.int64)
     labels = np.empty((num_frames, height, width), np.int64)
     confidence = np.empty(num_frames, np.float32)
+    crf_seconds = 0.0
     for lo in range(0, len(computed), batch):
         index = computed[lo:lo + batch]
         if scorer is not None:
@@ -95,7 +98,9 @@ def propagate(
         confidence[index] = margin.mean((1, 2)).cpu().numpy()
         full = F.interpolate(scores, size=(height, width), mode="bilinear", align_corners=False)
         if crf_config is not None and num_classes > 1:
+            crf_started = time.perf_counter()
             labels[index] = refine_frames(frames[index], full.cpu().numpy(), crf_config)
+            crf_seconds += time.perf_counter() - crf_started
         else:
             labels[index] = _argmax_classes(full).cpu().numpy()
     if len(computed) < num_frames:
@@ -103,7 +108,7 @@ def propagate(
         source = computed[nearest_keyframe(computed, num_frames)][others]
         labels[others] = labels[source]
         confidence[others] = confidence[source]
-    return Propagation(labels=labels, confidence=confidence)
+    return Propagation(labels=labels, confidence=confidence, crf_seconds=crf_seconds)
 
 
 def nearest_keyframe(keyframes: np.ndarray, num_frames: int) -> np.ndarray:

@@ -14,7 +14,7 @@ from scipy import ndimage
 from skimage.draw import line
 
 from ..config import ScribbleConfig
-from ..data.davis import VOID_LABEL, DatasetError, validate_scribbles
+from ..data.davis import VOID_LABEL, validate_scribbles
 
 UNLABELED = -1
 BACKGROUND = 0
@@ -53,16 +53,7 @@ def check_scribbles(
     source: str = "scribbles",
 ) -> None:
     """Raise DatasetError (one line) for malformed scribbles or object ids above num_objects."""
-    validate_scribbles(scribbles, source=source, num_frames=num_frames)
-    if num_objects is None:
-        return
-    for frame, strokes in enumerate(scribbles["scribbles"]):  # type: ignore[index]
-        for stroke in strokes:
-            if int(stroke["object_id"]) > num_objects:
-                raise DatasetError(
-                    f"{source}: frame {frame} has object_id {int(stroke['object_id'])} "
-                    f"but the video has only {num_objects} objects"
-                )
+    validate_scribbles(scribbles, source=source, num_frames=num_frames, num_objects=num_objects)
 
 
 def _check_shape(shape: tuple[int, int]) -> tuple[int, int]:

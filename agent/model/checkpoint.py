@@ -90,11 +90,17 @@ def _read(path: Path) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as error:
         raise CheckpointError(f"checkpoint {path} is corrupt or not a checkpoint ({first_line(error)})") from error
+    except Exception as error:  # noqa: BLE001  (the weights-only unpickler fails on text with e.g. a KeyError)
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a checkpoint ({type(error).__name__} while "
+                              "unpickling)") from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path} is not a {FORMAT} checkpoint")
     for key in ("model_config", "state_dict"):
         if not isinstance(payload.get(key), dict):
             raise CheckpointError(f"checkpoint {path} has no '{key}'")
+    odd = [k for k, v in payload["state_dict"].items() if not torch.is_tensor(v)]
+    if odd:
+        raise CheckpointError(f"checkpoint {path}: state_dict entry {odd[0]!r} is not a tensor")
     return payload
 
 
@@ -134,8 +140,8 @@ def load_checkpoint(
         _check_expected(path, config, expected)
     try:
         model = build_model(config, load_pretrained=False)
-    except (ValueError, KeyError) as error:
-        raise CheckpointError(f"checkpoint {path}: cannot build its model ({error})") from error
+    except (ValueError, KeyError, IndexError, TypeError) as error:  # a stored value the builder cannot take
+        raise CheckpointError(f"checkpoint {path}: cannot build its model ({first_line(error)})") from error
     state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
     current = model.state_dict()
     missing = sorted(set(current) - set(state))

@@ -164,17 +164,31 @@ def test_nothing_usable_is_an_error(tmp_path: Path) -> None:
         registry.register_dataset(tmp_path, "val")
 
 
-def test_annotation_gap_is_missing(custom_root: Path) -> None:
+def test_annotation_gap_is_an_error_naming_the_file(custom_root: Path) -> None:
     (custom_root / "Annotations" / "480p" / "alpha" / "00001.png").unlink()
-    reg = registry.register_dataset(custom_root, "val")
-    assert reg.sequences == ["beta"] and "00001.png" in reg.reasons["alpha"]
+    with pytest.raises(DatasetError, match=r"alpha/00001.png: missing") as error:
+        registry.register_dataset(custom_root, "val")
+    assert "\n" not in str(error.value) and "--skip-bad-sequences" in str(error.value)
+    reg = registry.register_dataset(custom_root, "val", skip_bad=True)
+    assert reg.sequences == ["beta"] and "00001.png" in reg.reasons["alpha"] and reg.bad == ["alpha"]
 
 
-def test_scribble_naming_another_sequence_is_missing(custom_root: Path) -> None:
+def test_scribble_naming_another_sequence_is_an_error(custom_root: Path) -> None:
     path = custom_root / "Scribbles" / "beta" / "001.json"
     path.write_text(path.read_text().replace('"beta"', '"other"'))
-    reg = registry.register_dataset(custom_root, "val")
+    with pytest.raises(DatasetError, match=r"beta/001.json: names sequence 'other'"):
+        registry.register_dataset(custom_root, "val")
+    reg = registry.register_dataset(custom_root, "val", skip_bad=True)
     assert reg.sequences == ["alpha"] and "other" in reg.reasons["beta"]
+
+
+def test_named_sequence_that_cannot_be_used_is_an_error(custom_root: Path) -> None:
+    make_sequence(custom_root, "gamma", num_scribbles=0)
+    write_listing(custom_root, "val", ["alpha", "beta", "gamma"])
+    with pytest.raises(DatasetError, match=r"sequence 'gamma' cannot be evaluated \(no scribbles\)"):
+        registry.register_dataset(custom_root, "val", sequences=["alpha", "gamma"])
+    reg = registry.register_dataset(custom_root, "val", sequences=["alpha", "gamma"], skip_bad=True)
+    assert reg.sequences == ["alpha"] and reg.reasons == {"gamma": "no scribbles"} and reg.bad == ["gamma"]
 
 
 def test_download_methods_refuse(custom_root: Path) -> None:
@@ -226,19 +240,23 @@ def test_official_root_keeps_official_metadata(
     assert any("alpha (2 of 3)" in r.getMessage() for r in caplog.records)
 
 
-def test_official_names_that_do_not_match_are_missing(
+def test_official_names_that_do_not_match_are_errors(
     custom_root: Path, fake_official: dict[str, dict]
 ) -> None:
     fake_official["beta"]["num_objects"] = 2  # e.g. a multi-object video whose masks were merged
-    reg = registry.register_dataset(custom_root, "val")
-    assert reg.kind == "partial" and reg.sequences == ["alpha"]
-    assert reg.reasons["beta"] == "annotations have 1 objects, official 2"
+    with pytest.raises(DatasetError, match="beta: annotations have 1 object.s., the official metadata 2"):
+        registry.register_dataset(custom_root, "val")
+    reg = registry.register_dataset(custom_root, "val", skip_bad=True)
+    assert reg.kind == "partial" and reg.sequences == ["alpha"] and reg.bad == ["beta"]
     fake_official["alpha"]["image_size"] = [854, 480]
     fake_official["beta"]["num_objects"] = 1
-    reg = registry.register_dataset(custom_root, "val")
-    assert (
-        reg.sequences == ["beta"] and reg.reasons["alpha"] == f"frames are {WIDTH}x{HEIGHT}, official 854x480"
-    )
+    reg = registry.register_dataset(custom_root, "val", skip_bad=True)
+    assert reg.sequences == ["beta"]
+    assert reg.reasons["alpha"].endswith(f"alpha/00000.jpg: frames are {WIDTH}x{HEIGHT}, official 854x480")
+    fake_official["alpha"]["image_size"] = [WIDTH, HEIGHT]
+    fake_official["alpha"]["num_objects"] = 1  # its annotations have label 2 too
+    with pytest.raises(DatasetError, match="alpha/00000.png: label 2, but alpha has 1 object.s. in the official"):
+        registry.register_dataset(custom_root, "val")
 
 
 # --- the real (partial) DAVIS ---------------------------------------------------------------------

@@ -91,3 +91,14 @@ def test_worker_processes_give_the_in_process_labels() -> None:
     np.testing.assert_array_equal(parallel, serial)
     with pytest.raises(ValueError, match="NaN"):  # checked before any worker sees it
         refine_frames(images, np.full_like(scores, np.nan), CRFConfig(workers=2))
+
+
+def test_workers_leave_ctrl_c_to_the_main_process():
+    """Ctrl-C reaches the whole process group: workers ignore it (no traceback from each), SIGTERM ends them."""
+    import signal
+
+    from agent.inference.crf import worker_pool
+
+    pool = worker_pool(2)
+    assert pool.submit(signal.getsignal, signal.SIGINT).result() == signal.SIG_IGN
+    assert pool.submit(signal.getsignal, signal.SIGTERM).result() == signal.SIG_DFL

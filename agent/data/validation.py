@@ -1,0 +1,186 @@
+"""Check every file a sequence's evaluation reads, before any model is built or clock runs.
+
+Each check raises DatasetError with one line, `<file>: <what is wrong>`. What is checked, and why:
+- frames: named 00000.jpg, 00001.jpg, ... without a gap (a missing frame would shift every later frame
+  against its ground truth), each decodable (a truncated JPEG fails only when read), one size per sequence;
+- annotations: one per frame and none more, palette (or grey) PNGs of the frames' size, object ids 1..N
+  without a gap (a stray label 7 on a 1-object video would otherwise count as 6 more objects, each empty
+  in truth and prediction, each J = 1), N equal to the official count when there is one;
+- scribble files 001.json, 002.json, ...: the sequence's name, one list of strokes per frame, finite
+  points in [0, 1], integer object ids in 0..N (davis.validate_scribbles).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .davis import VOID_LABEL, DatasetError, DavisReader, SequenceInfo, validate_scribbles
+
+log = logging.getLogger(__name__)
+
+
+def _frame_number(path: Path) -> int | None:
+    return int(path.stem) if path.stem.isdigit() and len(path.stem) == 5 else None
+
+
+def check_numbering(folder: Path, paths: list[Path], suffix: str, why: str) -> None:
+    """Files 00000<suffix>, 00001<suffix>, ... without a gap, and no other name; `why` ends the gap's message."""
+    numbers = []
+    for path in paths:
+        number = _frame_number(path)
+        if number is None:
+            raise DatasetError(f"{path}: not a DAVIS frame name (expected 00000{suffix}, 00001{suffix}, ...)")
+        numbers.append(number)
+    present = set(numbers)
+    absent = [i for i in range(max(numbers) + 1) if i not in present] if numbers else []
+    if absent:
+        more = f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""
+        raise DatasetError(f"{folder / f'{absent[0]:05d}{suffix}'}: missing{more}: files must be numbered "
+                           f"00000{suffix} to {max(numbers):05d}{suffix} without a gap ({why})")
+
+
+def _decode(path: Path, what: str) -> tuple[tuple[int, int], np.ndarray | None]:
+    """(width, height) from the header and, for PNGs, the pixels; every byte is decoded (a truncated or empty
+    file fails here, not inside the session)."""
+    try:
+        with Image.open(path) as image:
+            size = image.size
+            if what == "annotation":
+                if image.mode not in ("P", "L"):
+                    raise DatasetError(f"{path}: a {image.mode} image, expected a palette (or grey) PNG of object ids")
+                return size, np.asarray(image, dtype=np.uint8)
+            if image.format == "JPEG":
+                # Decoding at 1/8 scale still reads every byte, for a fraction of the cost.
+                image.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
+            image.load()
+            return size, None
+    except (OSError, ValueError, SyntaxError) as error:  # PIL's decoders raise all three
+        if isinstance(error, DatasetError):
+            raise
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DatasetError(f"{path}: cannot decode this {what} ({reason})") from error
+
+
+def check_frames(reader: DavisReader, sequence: str) -> tuple[int, int, int]:
+    """(number of frames, height, width) after decoding every frame of `sequence`."""
+    folder = reader.frames_dir(sequence)
+    paths = reader.frame_paths(sequence)
+    check_numbering(folder, paths, ".jpg", "a gap would shift every later frame against its ground truth")
+    first_size = None
+    for path in paths:
+        size, _ = _decode(path, "frame")
+        if first_size is None:
+            first_size = size
+        elif size != first_size:
+            raise DatasetError(f"{path}: frame is {size[0]}x{size[1]}, but {paths[0].name} is "
+                               f"{first_size[0]}x{first_size[1]} (one size per sequence)")
+    width, height = first_size
+    return len(paths), height, width
+
+
+def check_annotations(
+    reader: DavisReader, sequence: str, num_frames: int, size: tuple[int, int], num_objects: int | None = None
+) -> int:
+    """The number of objects after reading every annotation of `sequence`: one PNG per frame of `size`
+    (width, height), object ids 1..N without a gap, N == num_objects when that is known (official)."""
+    folder = reader.annotations_dir(sequence)
+    paths = reader.annotation_paths(sequence)
+    if not paths:
+        raise DatasetError(f"{folder}: no annotations (00000.png, ... one palette PNG per frame)")
+    check_numbering(folder, paths, ".png", "one annotation per frame")
+    if len(paths) < num_frames:
+        raise DatasetError(f"{folder / f'{len(paths):05d}.png'}: missing ({num_frames} frames, {len(paths)} "
+                           "annotations; every frame needs one)")
+    if len(paths) > num_frames:
+        raise DatasetError(f"{paths[num_frames]}: annotation without a frame (the sequence has {num_frames} frames)")
+    first_seen: dict[int, Path] = {}
+    for path in paths:
+        image_size, pixels = _decode(path, "annotation")
+        if image_size != size:
+            raise DatasetError(f"{path}: annotation is {image_size[0]}x{image_size[1]}, the frames are "
+                               f"{size[0]}x{size[1]}")
+        counts = np.bincount(pixels.ravel(), minlength=256)
+        for label in np.flatnonzero(counts):
+            if label not in (0, VOID_LABEL):
+                first_seen.setdefault(int(label), path)
+    labels = sorted(first_seen)
+    if not labels:
+        raise DatasetError(f"{folder}: no object in any annotation (labels 1..N are the objects)")
+    if num_objects is not None and labels[-1] > num_objects:
+        label = next(x for x in labels if x > num_objects)
+        raise DatasetError(f"{first_seen[label]}: label {label}, but {sequence} has {num_objects} object(s) "
+                           "in the official metadata")
+    gaps = [i for i in range(1, labels[-1] + 1) if i not in first_seen]
+    if gaps:
+        label = next(x for x in labels if x > gaps[0])
+        missing = f"{gaps[0]}" if len(gaps) == 1 else f"{gaps[0]}-{gaps[-1]}" if gaps[-1] - gaps[0] + 1 == len(gaps) \
+            else ", ".join(map(str, gaps))
+        raise DatasetError(f"{first_seen[label]}: label {label}, but label(s) {missing} appear in no annotation of "
+                           f"{sequence}: object ids must be 1..N without a gap (a stray label would count as "
+                           "extra objects)")
+    if num_objects is not None and labels[-1] < num_objects:
+        raise DatasetError(f"{folder}: annotations have {labels[-1]} object(s), the official metadata "
+                           f"{num_objects}")
+    return labels[-1]
+
+
+def count_scribble_files(reader: DavisReader, sequence: str) -> int:
+    """Scribble files 001, 002, ... present without a gap (davisinteractive asks for them by index)."""
+    count = 0
+    while (reader.scribbles_dir(sequence) / f"{count + 1:03d}.json").is_file():
+        count += 1
+    return count
+
+
+def check_scribble_file(path: Path, sequence: str, num_frames: int, num_objects: int) -> dict:
+    """One scribble file, parsed and checked against the sequence (see davis.validate_scribbles)."""
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DatasetError(f"{path}: not valid JSON ({error})") from error
+    validate_scribbles(data, source=str(path), num_frames=num_frames, num_objects=num_objects)
+    if data.get("sequence") != sequence:  # davisinteractive asserts this
+        raise DatasetError(f"{path}: names sequence {data.get('sequence')!r}, expected {sequence!r}")
+    strokes = {stroke["object_id"] for frame in data["scribbles"] for stroke in frame}
+    without = [i for i in range(1, num_objects + 1) if i not in strokes]
+    if without and path.name == "001.json":
+        # Not an error (a user may scribble objects later), but the usual sign of a stray annotation label.
+        log.warning("%s: no stroke for object(s) %s of %s", path, ", ".join(map(str, without)), sequence)
+    return data
+
+
+def validate_sequence(
+    reader: DavisReader, sequence: str, num_objects: int | None = None, scribbles: bool = True
+) -> SequenceInfo:
+    """Every frame, annotation and (with `scribbles`) scribble file of `sequence`; num_objects: the official
+    count, if any. Returns the metadata read from the files; raises DatasetError naming the first bad file."""
+    num_frames, height, width = check_frames(reader, sequence)
+    objects = check_annotations(reader, sequence, num_frames, (width, height), num_objects)
+    count = count_scribble_files(reader, sequence)
+    if scribbles:
+        if count == 0:
+            raise DatasetError(f"{reader.scribbles_dir(sequence) / '001.json'}: missing (every sequence needs a "
+                               "scribble)")
+        for index in range(1, count + 1):
+            check_scribble_file(reader.scribbles_dir(sequence) / f"{index:03d}.json", sequence, num_frames, objects)
+    return SequenceInfo(name=sequence, num_frames=num_frames, num_objects=objects, height=height, width=width,
+                        num_scribbles=count)
+
+
+def validate_subset(root: str | Path, subset: str, scribbles: bool = True) -> list[SequenceInfo]:
+    """Every sequence listed in the root's ImageSets/2017/<subset>.txt, validated (at least one)."""
+    reader = DavisReader(root)
+    names = reader.sequences(subset)
+    if not names:
+        raise DatasetError(f"{reader.subset_file(subset)}: lists no sequence")
+    infos = []
+    for name in names:
+        if not reader.frames_dir(name).is_dir():
+            raise DatasetError(f"{reader.frames_dir(name)}: missing (listed in {reader.subset_file(subset).name})")
+        infos.append(validate_sequence(reader, name, scribbles=scribbles))
+    return infos

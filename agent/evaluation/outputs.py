@@ -1,0 +1,127 @@
+"""Where a run's results go, so that finished results are never lost or silently overwritten.
+
+- An existing non-empty output directory is refused unless the user passes --overwrite.
+- With --overwrite the run writes into a fresh sibling directory, which replaces the old one only when
+  the run completes: a run that fails or is interrupted leaves the earlier results as they were.
+- Every result file is written to a temporary name and renamed (os.replace is atomic on POSIX), so a
+  reader, or a crash in the middle of writing, never sees half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class OutputDirError(ValueError):
+    """An output directory that cannot be used; the message names it and says what to do."""
+
+
+@dataclass(frozen=True)
+class OutputTarget:
+    final: Path  # where the results belong
+    work: Path  # where this run writes them: `final`, or a sibling that replaces it on completion
+    created: bool = False  # `work` was made by prepare_output_dir (discard() removes it while empty)
+
+    @property
+    def staged(self) -> bool:
+        return self.work != self.final
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except FileExistsError as error:
+        raise OutputDirError(f"{folder}: is a file, not a directory (pass another --output-dir)") from error
+    except OSError as error:
+        raise OutputDirError(f"{folder}: cannot write there ({error.strerror or error}); pass another "
+                             "--output-dir") from error
+
+
+def prepare_output_dir(path: str | Path, overwrite: bool = False) -> OutputTarget:
+    """Check `path` is a writable directory (created if needed) and not holding results, or plan to replace
+    it (overwrite=True) once the run completes. Raises OutputDirError with one line."""
+    final = Path(path)
+    if final.exists() and not final.is_dir():
+        raise OutputDirError(f"{final}: is a file, not a directory (pass another --output-dir)")
+    if final.is_dir() and any(final.iterdir()):
+        if not overwrite:
+            raise OutputDirError(f"{final}: exists and is not empty (an earlier run's results?): pass --overwrite "
+                                 "to replace it when this run completes, or another --output-dir")
+        _check_writable(final.parent)
+        work = Path(tempfile.mkdtemp(prefix=f"{final.name}.new-", dir=final.parent))
+        os.chmod(work, 0o777 & ~_umask())
+        log.info("writing to %s; it replaces %s when the run completes", work, final)
+        return OutputTarget(final, work, created=True)
+    existed = final.is_dir()
+    _check_writable(final)
+    return OutputTarget(final, final, created=not existed)
+
+
+def discard(target: OutputTarget) -> None:
+    """Remove the directory prepare_output_dir made, if nothing was written to it (a run that failed
+    before it began leaves no trace)."""
+    if target.created and target.work.is_dir() and not any(target.work.iterdir()):
+        target.work.rmdir()
+
+
+def unused_dir(path: Path) -> Path:
+    """`path`, or `path-2`, `path-3`, ... when it exists (for generated default names)."""
+    candidate, number = path, 1
+    while candidate.exists():
+        number += 1
+        candidate = path.with_name(f"{path.name}-{number}")
+    return candidate
+
+
+def publish(target: OutputTarget) -> Path:
+    """Move a completed staged run into place (the old results go only after the new ones are there)."""
+    if not target.staged:
+        return target.final
+    old = target.final.with_name(f"{target.final.name}.old-{os.getpid()}-{int(time.time())}")
+    os.replace(target.final, old)
+    try:
+        os.replace(target.work, target.final)
+    except OSError:
+        os.replace(old, target.final)  # put the earlier results back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    log.info("replaced %s with this run's results", target.final)
+    return target.final
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside `path` to write to; renamed to `path` when the block succeeds, removed if not."""
+    path = Path(path)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(handle)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make results private to the user
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)

@@ -1,0 +1,75 @@
+"""Everything a session run depends on, checked before the model is built or any clock runs.
+
+Building the agent takes 10-15 s and a session minutes: a bad file, a full disk or a broken strategy must
+end the run before that, with one line. `check_run` checks, cheapest first: the output directory, the
+checkpoint, the dataset (every file: data/validation.py) and the strategy's plans for every sequence.
+Each failure raises one of PREFLIGHT_ERRORS, whose message is `<file or thing>: <what is wrong>`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import ConfigError, RunConfig
+from ..data.davis import DatasetError
+from ..data.registry import Registration, register_dataset
+from ..inference.plan import Strategy, StrategyError, plan_round
+from ..model.checkpoint import CheckpointError, default_checkpoint_path, read_checkpoint_config
+from .outputs import OutputDirError, OutputTarget, discard, prepare_output_dir
+from .session import resolve_dataset
+
+log = logging.getLogger(__name__)
+
+PREFLIGHT_ERRORS = (DatasetError, CheckpointError, OutputDirError, StrategyError, ConfigError)
+
+
+@dataclass
+class Checked:
+    registration: Registration
+    output: OutputTarget
+
+
+def check_checkpoint(path: Path | None) -> Path:
+    """The checkpoint's path after reading its payload and ModelConfig (the weights are loaded later)."""
+    path = Path(path) if path is not None else default_checkpoint_path()
+    read_checkpoint_config(path)
+    return path
+
+
+def check_strategy(strategy: Strategy, registration: Registration, max_interactions: int, max_time: float) -> None:
+    """Ask for every round's plan of every sequence, at the time budget a round starts with: a strategy that
+    raises or returns no RoundPlan fails now, not minutes into the session. The session keeps asking its own
+    instance (a stateful strategy sees each round once there); this is a fresh one when it can be built."""
+    try:
+        probe = type(strategy)()
+    except Exception:  # noqa: BLE001  (a strategy needing arguments: probe the instance itself)
+        probe = strategy
+    for name in registration.sequences:
+        info = registration.infos[name]
+        for interaction in range(1, max_interactions + 1):
+            plan_round(probe, interaction, max_time * info.num_objects, info)
+
+
+def check_run(config: RunConfig, strategy: Strategy, overwrite: bool = False) -> Checked:
+    """Check the run's output directory, checkpoint, dataset and strategy (see the module docstring)."""
+    session = config.session
+    if session.predictor == "simlearn":
+        check_checkpoint(config.agent.checkpoint)
+    output = prepare_output_dir(session.output_dir, overwrite)
+    try:
+        registration = register_dataset(resolve_dataset(session), session.subset, session.sequences,
+                                        session.skip_bad_sequences)
+        check_strategy(strategy, registration, session.max_interactions, session.max_time)
+    except BaseException:
+        discard(output)
+        raise
+    log.info("checked: %d sequence(s) (every frame, annotation and scribble file), output %s",
+             len(registration.sequences), output.final)
+    return Checked(registration, output)
+
+
+def with_output_dir(config: RunConfig, path: Path) -> RunConfig:
+    return dataclasses.replace(config, session=dataclasses.replace(config.session, output_dir=path))

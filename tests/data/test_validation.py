@@ -1,0 +1,200 @@
+"""agent.data.validation and davis.validate_scribbles: every bad file ends in one DatasetError line naming it."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from agent.data.davis import MAX_OBJECT_ID, DatasetError, DavisReader, validate_scribbles
+from agent.data.validation import validate_sequence, validate_subset
+
+ONE, TWO = "synth-000", "synth-001"  # tiny_synthetic_root: 1 and 2 objects, 6 frames of 96x160
+
+
+@pytest.fixture
+def root(tiny_synthetic_root: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny synthetic root, free to break."""
+    return Path(shutil.copytree(tiny_synthetic_root, tmp_path / "root"))
+
+
+def _frame(root: Path, sequence: str, index: int) -> Path:
+    return root / "JPEGImages" / "480p" / sequence / f"{index:05d}.jpg"
+
+
+def _annotation(root: Path, sequence: str, index: int) -> Path:
+    return root / "Annotations" / "480p" / sequence / f"{index:05d}.png"
+
+
+def _scribble(root: Path, sequence: str, index: int = 1) -> Path:
+    return root / "Scribbles" / sequence / f"{index:03d}.json"
+
+
+def _fails(root: Path, sequence: str, *fragments: str, **kwargs) -> str:
+    """validate_sequence raises one line containing every fragment; returns it."""
+    with pytest.raises(DatasetError) as error:
+        validate_sequence(DavisReader(root), sequence, **kwargs)
+    message = str(error.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def _edit_scribble(root: Path, sequence: str, edit) -> Path:
+    path = _scribble(root, sequence)
+    data = json.loads(path.read_text())
+    frame = next(i for i, strokes in enumerate(data["scribbles"]) if strokes)
+    edit(data, frame)
+    path.write_text(json.dumps(data))  # json writes NaN and Infinity as Python reads them back
+    return path
+
+
+def test_good_sequence_gives_its_metadata(root: Path) -> None:
+    info = validate_sequence(DavisReader(root), TWO)
+    assert (info.num_frames, info.num_objects, info.height, info.width, info.num_scribbles) == (6, 2, 96, 160, 1)
+
+
+# --- frames ------------------------------------------------------------------------------------------
+
+
+def test_missing_middle_frame_is_an_error_not_a_shift(root: Path) -> None:
+    _frame(root, ONE, 3).unlink()
+    _fails(root, ONE, f"{_frame(root, ONE, 3)}: missing", "shift every later frame")
+
+
+def test_frame_with_another_name_is_an_error(root: Path) -> None:
+    shutil.copy(_frame(root, ONE, 0), _frame(root, ONE, 0).with_name("cover.jpg"))
+    _fails(root, ONE, "cover.jpg: not a DAVIS frame name")
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.0], ids=["truncated", "zero-byte"])
+def test_undecodable_frame_names_the_file(root: Path, keep: float) -> None:
+    path = _frame(root, ONE, 2)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    _fails(root, ONE, f"{path}: cannot decode this frame")
+
+
+def test_frames_of_two_sizes_are_an_error(root: Path) -> None:
+    path = _frame(root, ONE, 4)
+    Image.open(path).resize((80, 48)).save(path)
+    _fails(root, ONE, f"{path}: frame is 80x48", "one size per sequence")
+
+
+# --- annotations -------------------------------------------------------------------------------------
+
+
+def test_missing_annotation_is_an_error(root: Path) -> None:
+    _annotation(root, ONE, 5).unlink()
+    _fails(root, ONE, f"{_annotation(root, ONE, 5)}: missing")
+
+
+def test_annotation_without_a_frame_is_an_error(root: Path) -> None:
+    shutil.copy(_annotation(root, ONE, 5), _annotation(root, ONE, 6))
+    _fails(root, ONE, f"{_annotation(root, ONE, 6)}: annotation without a frame")
+
+
+def test_annotation_of_another_size_is_an_error(root: Path) -> None:
+    path = _annotation(root, ONE, 1)
+    Image.open(path).resize((80, 48), Image.NEAREST).save(path)
+    _fails(root, ONE, f"{path}: annotation is 80x48, the frames are 160x96")
+
+
+def test_rgb_annotation_is_an_error(root: Path) -> None:
+    path = _annotation(root, ONE, 1)
+    Image.open(path).convert("RGB").save(path)
+    _fails(root, ONE, f"{path}: a RGB image, expected a palette")
+
+
+def _paint(path: Path, label: int) -> None:
+    image = Image.open(path)
+    mask = np.array(image)
+    mask[:20, :20] = label
+    painted = Image.fromarray(mask)
+    painted.putpalette(image.getpalette())
+    painted.save(path)
+
+
+def test_stray_label_is_an_error_not_phantom_objects(root: Path) -> None:
+    """The issue's worst case: a 20x20 patch of 7 on a 1-object video scored 6 empty objects at J = 1."""
+    _paint(_annotation(root, ONE, 3), 7)
+    _fails(root, ONE, f"{_annotation(root, ONE, 3)}: label 7", "label(s) 2-6 appear in no annotation")
+
+
+def test_label_above_the_official_count_is_an_error(root: Path) -> None:
+    _fails(root, TWO, "label 2, but synth-001 has 1 object(s) in the official metadata", num_objects=1)
+    _fails(root, ONE, "annotations have 1 object(s), the official metadata 2", num_objects=2)
+
+
+def test_annotations_without_objects_are_an_error(root: Path) -> None:
+    for index in range(6):
+        path = _annotation(root, ONE, index)
+        blank = Image.fromarray(np.zeros((96, 160), np.uint8))
+        blank.putpalette(Image.open(path).getpalette())
+        blank.save(path)
+    _fails(root, ONE, "no object in any annotation")
+
+
+# --- scribble files ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("edit", "fragment"), [
+    (lambda d, f: d["scribbles"][f][0]["path"].__setitem__(0, [math.nan, 0.5]), "NaN or infinite"),
+    (lambda d, f: d["scribbles"][f][0]["path"].__setitem__(0, [math.inf, 0.5]), "NaN or infinite"),
+    (lambda d, f: d["scribbles"][f][0]["path"].__setitem__(0, [1.5, 0.5]), "outside [0, 1]"),
+    (lambda d, f: d["scribbles"][f][0]["path"].__setitem__(0, ["a", 0.5]), "not a list of [x, y] points"),
+    (lambda d, f: d["scribbles"][f][0].__setitem__("object_id", None), "object_id None: object ids are integers"),
+    (lambda d, f: d["scribbles"][f][0].__setitem__("object_id", 1.5), "object_id 1.5: object ids are integers"),
+    (lambda d, f: d["scribbles"][f][0].__setitem__("object_id", True), "object_id True"),
+    (lambda d, f: d["scribbles"][f][0].__setitem__("object_id", 2), "object_id 2, but the video has 1 object(s)"),
+    (lambda d, f: d["scribbles"][f][0].__setitem__("object_id", -1), "object_id -1"),
+    (lambda d, f: d["scribbles"].pop(), "has 5 frames of strokes, the video has 6"),
+    (lambda d, f: d.__setitem__("sequence", "other"), "names sequence 'other'"),
+], ids=["nan", "inf", "outside", "text", "null-id", "float-id", "bool-id", "id-too-high", "negative-id",
+        "too-few-frames", "other-sequence"])
+def test_bad_scribble_file_names_itself(root: Path, edit, fragment: str) -> None:
+    path = _edit_scribble(root, ONE, edit)
+    _fails(root, ONE, f"{path}: ", fragment)
+
+
+def test_scribble_file_that_is_not_json(root: Path) -> None:
+    _scribble(root, ONE).write_text("{not json")
+    _fails(root, ONE, f"{_scribble(root, ONE)}: not valid JSON")
+
+
+def test_api_scribbles_without_a_count_cap_the_object_id() -> None:
+    """With num_objects None an id of 10**9 would ask for 10**9 score maps: refused up front."""
+    strokes = [[{"path": [[0.1, 0.1], [0.2, 0.2]], "object_id": 10**9}]]
+    with pytest.raises(DatasetError, match=f"object ids are 0..{MAX_OBJECT_ID}"):
+        validate_scribbles({"scribbles": strokes})
+    strokes[0][0]["object_id"] = np.int64(MAX_OBJECT_ID)  # numpy integers are integers
+    validate_scribbles({"scribbles": strokes})
+
+
+# --- whole roots ---------------------------------------------------------------------------------------
+
+
+def test_empty_root_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match=r"val.txt: add it"):
+        validate_subset(tmp_path, "val")
+
+
+def test_subset_listing_an_absent_sequence_is_an_error(root: Path) -> None:
+    listing = root / "ImageSets" / "2017" / "val.txt"
+    listing.write_text(listing.read_text() + "ghost\n")
+    with pytest.raises(DatasetError, match=r"480p/ghost: missing \(listed in val.txt\)"):
+        validate_subset(root, "val")
+
+
+def test_subset_without_scribbles_for_the_benchmark(root: Path) -> None:
+    shutil.rmtree(root / "Scribbles")
+    infos = validate_subset(root, "val", scribbles=False)  # one-shot J reads frames and annotations only
+    assert [info.num_objects for info in infos] == [1, 2, 3]
+    with pytest.raises(DatasetError, match="001.json: missing"):
+        validate_subset(root, "val")

@@ -1,0 +1,369 @@
+"""The fault suite: bad input to session_runner.py and agent.bench ends in exactly one `error:` line and exit
+code 2 before the model is built; a stopped run (error, Ctrl-C, SIGTERM) keeps what finished, and no score is
+silently wrong. Everything runs in-process on the tiny synthetic root, with the baseline predictor where a
+session must play."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import session_runner
+from agent.data.registry import restore
+from agent.evaluation import bench
+from agent.evaluation.baseline import ScribblePaintBaseline
+from agent.evaluation.report import load_report
+from agent.model.checkpoint import DEFAULT_CHECKPOINT
+
+ONE = "synth-000"  # 1 object; synth-001 has 2, synth-002 3 (6 frames of 96x160 each)
+
+
+@pytest.fixture(autouse=True)
+def _restore_registry():
+    yield
+    restore()
+
+
+@pytest.fixture
+def root(tiny_synthetic_root: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny synthetic root, free to break."""
+    return Path(shutil.copytree(tiny_synthetic_root, tmp_path / "root"))
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fails the test if the CLI gets as far as building the predictor (checks must come before it)."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the predictor was built before the bad input was found")
+
+    monkeypatch.setattr(session_runner, "build_predictor", refuse)
+
+
+def _cli(capsys, *args: str) -> tuple[int, list[str], str]:
+    """(exit code, the `error:` lines on stderr, all of stderr)."""
+    code = session_runner.main([str(a) for a in args])
+    err = capsys.readouterr().err
+    return code, [line for line in err.splitlines() if line.startswith("error:")], err
+
+
+def _refused(capsys, *args, fragments=()) -> str:
+    code, errors, err = _cli(capsys, *args)
+    assert code == 2, err
+    assert len(errors) == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
+
+
+def _baseline_run(root: Path, out: Path, *extra: str) -> list[str]:
+    return ["--davis-root", root, "--predictor", "baseline", "--output-dir", out, "--sequences", ONE,
+            "--max-interactions", "2", *extra]
+
+
+def _paint(path: Path, label: int) -> None:
+    image = Image.open(path)
+    mask = np.array(image)
+    mask[:20, :20] = label
+    painted = Image.fromarray(mask)
+    painted.putpalette(image.getpalette())
+    painted.save(path)
+
+
+def _edit_scribble(root: Path, sequence: str, edit) -> Path:
+    path = root / "Scribbles" / sequence / "001.json"
+    data = json.loads(path.read_text())
+    frame = next(i for i, strokes in enumerate(data["scribbles"]) if strokes)
+    edit(data["scribbles"][frame][0], data)
+    path.write_text(json.dumps(data))
+    return path
+
+
+# --- bad data: one line naming the file, before the model ---------------------------------------------
+
+
+def test_stray_label_is_an_error_not_phantom_objects(root, tmp_path, capsys, no_model):
+    annotation = root / "Annotations" / "480p" / ONE / "00003.png"
+    _paint(annotation, 7)
+    _refused(capsys, "--davis-root", root, "--output-dir", tmp_path / "out",
+             fragments=(f"{annotation}: label 7", "appear in no annotation"))
+    assert not (tmp_path / "out").exists()  # nothing left behind by a run that never began
+
+
+def test_missing_middle_frame_is_an_error_not_a_shift(root, tmp_path, capsys, no_model):
+    frame = root / "JPEGImages" / "480p" / ONE / "00002.jpg"
+    frame.unlink()
+    _refused(capsys, "--davis-root", root, "--output-dir", tmp_path / "out", fragments=(f"{frame}: missing",))
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.0], ids=["truncated", "zero-byte"])
+def test_undecodable_frame(root, tmp_path, capsys, no_model, keep):
+    frame = root / "JPEGImages" / "480p" / ONE / "00004.jpg"
+    frame.write_bytes(frame.read_bytes()[: int(frame.stat().st_size * keep)])
+    _refused(capsys, "--davis-root", root, "--output-dir", tmp_path / "out",
+             fragments=(f"{frame}: cannot decode this frame",))
+
+
+@pytest.mark.parametrize(("edit", "fragment"), [
+    (lambda stroke, data: stroke["path"].__setitem__(0, [math.nan, 0.5]), "NaN or infinite"),
+    (lambda stroke, data: stroke.__setitem__("object_id", None), "object_id None"),
+    (lambda stroke, data: stroke.__setitem__("object_id", 1.7), "object_id 1.7"),
+    (lambda stroke, data: stroke.__setitem__("object_id", 3), "object_id 3, but the video has 1 object(s)"),
+    (lambda stroke, data: data["scribbles"].append([]), "has 7 frames of strokes, the video has 6"),
+], ids=["nan", "null-id", "float-id", "id-out-of-range", "one-entry-too-many"])
+def test_bad_scribble_file(root, tmp_path, capsys, no_model, edit, fragment):
+    path = _edit_scribble(root, ONE, edit)
+    _refused(capsys, "--davis-root", root, "--output-dir", tmp_path / "out", fragments=(f"{path}: ", fragment))
+
+
+def test_named_sequence_that_cannot_be_used_is_an_error_or_skipped_and_listed(root, tmp_path, capsys):
+    listing = root / "ImageSets" / "2017" / "val.txt"
+    listing.write_text(listing.read_text() + "ghost\n")
+    _refused(capsys, "--davis-root", root, "--output-dir", tmp_path / "out", "--predictor", "baseline",
+             "--sequences", f"{ONE},ghost", fragments=("sequence 'ghost' cannot be evaluated (not in the root)",
+                                                      "--skip-bad-sequences"))
+    code, _, err = _cli(capsys, *_baseline_run(root, tmp_path / "out"), "--sequences", f"{ONE},ghost",
+                        "--skip-bad-sequences")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["sequences"] == [ONE] and summary["skipped_sequences"] == {"ghost": "not in the root"}
+
+
+def test_broken_sequence_is_skipped_only_when_asked(root, tmp_path, capsys):
+    annotation = root / "Annotations" / "480p" / "synth-001" / "00001.png"
+    annotation.unlink()
+    _refused(capsys, "--davis-root", root, "--predictor", "baseline", "--output-dir", tmp_path / "out",
+             fragments=(f"{annotation}: missing",))
+    code, _, err = _cli(capsys, "--davis-root", root, "--predictor", "baseline", "--output-dir", tmp_path / "out",
+                        "--max-interactions", "1", "--skip-bad-sequences")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["sequences"] == [ONE, "synth-002"] and list(summary["skipped_sequences"]) == ["synth-001"]
+    assert str(annotation) in summary["skipped_sequences"]["synth-001"]
+
+
+def test_unwritable_cache_for_the_builtin_data(tmp_path, capsys, monkeypatch, no_model):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("SIMLEARN_CACHE", str(blocker / "cache"))  # under a file: unwritable, even for root
+    _refused(capsys, "--output-dir", tmp_path / "out", fragments=("cannot write the built-in synthetic dataset",
+                                                                 "SIMLEARN_CACHE"))
+
+
+# --- bad arguments, checkpoints and output directories ------------------------------------------------
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--max-interactions", "0"], "session.max_interactions must be >= 1"),
+    (["--max-time", "0"], "session.max_time must be a finite number of seconds > 0"),
+    (["--max-time", "nan"], "session.max_time must be a finite number"),
+    (["--max-time", "inf"], "session.max_time must be a finite number"),
+    (["--max-time", "1000"], "at most 600 seconds"),
+    (["--seed", "-1"], "agent.seed must be in 0..2**32-1"),
+    (["--seed", str(2**40)], "agent.seed must be in 0..2**32-1"),
+    (["--set", "session.max_interactions=true"], "expected an integer"),
+], ids=["no-interactions", "no-time", "nan-time", "inf-time", "time-above-cap", "negative-seed", "huge-seed",
+        "bool-interactions"])
+def test_bad_argument(root, tmp_path, capsys, no_model, args, fragment):
+    _refused(capsys, "--davis-root", root, "--output-dir", tmp_path / "out", *args, fragments=(fragment,))
+
+
+def test_text_file_as_checkpoint(root, tmp_path, capsys, no_model):
+    text = tmp_path / "notes.pt"
+    text.write_text("hello\n")
+    _refused(capsys, "--davis-root", root, "--output-dir", tmp_path / "out", "--checkpoint", text,
+             fragments=(f"checkpoint {text} is corrupt or not a checkpoint",))
+
+
+def test_checkpoint_with_a_config_value_of_the_wrong_type(root, tmp_path, capsys, no_model):
+    payload = torch.load(DEFAULT_CHECKPOINT, weights_only=True)
+    payload["model_config"]["embedding_dim"] = "wide"
+    path = tmp_path / "odd.pt"
+    torch.save(payload, path)
+    _refused(capsys, "--davis-root", root, "--output-dir", tmp_path / "out", "--checkpoint", path,
+             fragments=(f"checkpoint {path} has an invalid model_config", "embedding_dim"))
+
+
+def test_output_dir_that_is_a_file_or_unwritable(root, tmp_path, capsys, no_model):
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("keep me")
+    _refused(capsys, "--davis-root", root, "--output-dir", blocker, fragments=(f"{blocker}: is a file",))
+    _refused(capsys, "--davis-root", root, "--output-dir", blocker / "run", fragments=(f"{blocker / 'run'}: ",))
+    assert blocker.read_text() == "keep me"
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_existing_results_are_refused_then_replaced_only_by_a_complete_run(root, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    assert _cli(capsys, *_baseline_run(root, out))[0] == 0
+    earlier = _snapshot(out)
+    assert {"summary.json", "report.csv", "per_sequence.csv", "curve.png", "config.json"} <= set(earlier)
+
+    _refused(capsys, *_baseline_run(root, out), fragments=(f"{out}: exists and is not empty", "--overwrite"))
+    assert _snapshot(out) == earlier
+
+    # --overwrite with a run that fails half-way: the earlier results stay, the partial ones lie beside them.
+    monkeypatch.setattr(session_runner, "build_predictor", lambda *a, **k: _WrongShapeOnRound2())
+    code, errors, err = _cli(capsys, *_baseline_run(root, out), "--overwrite")
+    assert code == 2 and len(errors) == 1 and "predictor returned masks of shape" in errors[0], err
+    assert _snapshot(out) == earlier and "still holds the earlier run's results" in err
+    staged = [p for p in tmp_path.iterdir() if p.name.startswith("out.new-")]
+    assert len(staged) == 1 and json.loads((staged[0] / "summary.json").read_text())["interrupted"] is True
+
+    monkeypatch.setattr(session_runner, "build_predictor", lambda *a, **k: ScribblePaintBaseline())
+    assert _cli(capsys, *_baseline_run(root, out, "--max-interactions", "1"), "--overwrite")[0] == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] and len(summary["per_interaction"]["J"]) == 1  # the new run's
+    assert not list(tmp_path.glob("out.old-*")) and not list(out.glob(".*"))  # no leftovers, no temp files
+
+
+class _WrongShapeOnRound2(ScribblePaintBaseline):
+    def step(self, scribbles, plan=None):
+        masks = super().step(scribbles, plan)
+        self.rounds = getattr(self, "rounds", 0) + 1
+        return masks[:1] if self.rounds == 2 else masks
+
+
+# --- strategies ---------------------------------------------------------------------------------------
+
+
+STRATEGIES = '''
+from agent.inference.plan import RoundPlan
+
+
+class Raises:
+    name, description = "raises", "test"
+
+    def plan(self, interaction, time_left, info):
+        return {1: RoundPlan()}[interaction]  # KeyError from round 2 on
+
+
+class WrongType:
+    name, description = "wrong-type", "test"
+
+    def plan(self, interaction, time_left, info):
+        return {"use_crf": True}
+
+
+class BadValue:
+    name, description = "bad-value", "test"
+
+    def plan(self, interaction, time_left, info):
+        return RoundPlan(frame_stride=0)
+
+
+class FailsInTheSession:
+    """Fine when asked in advance; its second plan in the session raises."""
+    name, description = "late-failure", "test"
+    calls = 0
+
+    def plan(self, interaction, time_left, info):
+        FailsInTheSession.calls += 1
+        if FailsInTheSession.calls > 6:  # the preflight: 2 rounds x 2 sequences; the session: synth-000
+            raise RuntimeError("out of ideas")
+        return RoundPlan()
+'''
+
+
+@pytest.fixture
+def user_strategies(tmp_path, monkeypatch):
+    (tmp_path / "user_strategies.py").write_text(STRATEGIES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield
+    sys.modules.pop("user_strategies", None)
+
+
+@pytest.mark.parametrize(("name", "fragment"), [
+    ("Raises", "strategy 'raises': plan() failed at interaction 2 of synth-000 (KeyError: 2)"),
+    ("WrongType", "strategy 'wrong-type': plan() returned dict at interaction 1 of synth-000, expected a RoundPlan"),
+    ("BadValue", "strategy 'bad-value': plan() failed at interaction 1 of synth-000 (ValueError: RoundPlan.frame_"),
+])
+def test_broken_strategy_is_named_before_the_model(root, tmp_path, capsys, no_model, user_strategies, name,
+                                                   fragment):
+    _refused(capsys, *_baseline_run(root, tmp_path / "out"), "--strategy", f"user_strategies:{name}",
+             fragments=(fragment,))
+
+
+def test_strategy_failing_in_the_session_keeps_what_finished(root, tmp_path, capsys, user_strategies):
+    out = tmp_path / "out"
+    _refused(capsys, *_baseline_run(root, out), "--sequences", f"{ONE},synth-001", "--strategy",
+             "user_strategies:FailsInTheSession", fragments=("strategy 'late-failure': plan() failed at "
+                                                            "interaction 1 of synth-001 (RuntimeError: out of ideas)",))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] and summary["stopped_by"].startswith("StrategyError")
+    assert summary["auc"] is None and summary["samples_played"] == 1 and summary["samples_total"] == 2
+    report = load_report(out / "report.csv")
+    assert set(report["sequence"]) == {ONE} and sorted(report["interaction"].unique()) == [1, 2]
+
+
+# --- signals: SIGTERM like Ctrl-C, partial figures apart ----------------------------------------------
+
+
+class _SignalOnSecondSample(ScribblePaintBaseline):
+    def __init__(self, send):
+        super().__init__()
+        self.send, self.samples = send, 0
+
+    def start(self, frames, num_objects):
+        self.samples += 1
+        if self.samples == 2:
+            self.send()
+        super().start(frames, num_objects)
+
+
+def _raise_keyboard_interrupt():
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize(("send", "code", "name"), [
+    (lambda: signal.raise_signal(signal.SIGTERM), 143, "SIGTERM"),
+    (_raise_keyboard_interrupt, 130, "SIGINT"),
+], ids=["sigterm", "ctrl-c"])
+def test_stopped_run_writes_an_honest_partial_summary(root, tmp_path, capsys, monkeypatch, send, code, name):
+    def unhandled(signum, frame):  # without the CLI's handler SIGTERM would end pytest itself
+        raise AssertionError("SIGTERM reached the default handler")
+
+    monkeypatch.setattr(session_runner, "build_predictor", lambda *a, **k: _SignalOnSecondSample(send))
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        result, errors, err = _cli(capsys, *_baseline_run(root, tmp_path / "out"), "--sequences",
+                                   f"{ONE},synth-001")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert result == code and not errors and f"interrupted ({name})" in err, err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["stopped_by"] == name and summary["complete"] is False
+    # No AUC over the sample never played: the figures over the played one are apart, and said to be partial.
+    assert summary["auc"] is None and summary["metric_at_threshold"] is None
+    assert 0 < summary["auc_partial"] <= 1 and summary["samples_played"] == 1 and summary["samples_total"] == 2
+    report = load_report(tmp_path / "out" / "report.csv")
+    assert set(report["sequence"]) == {ONE} and sorted(report["interaction"].unique()) == [1, 2]
+    assert (tmp_path / "out" / "curve.png").stat().st_size > 0
+
+
+# --- agent.bench ----------------------------------------------------------------------------------------
+
+
+def test_bench_on_an_empty_root_fails_before_any_work(tmp_path, capsys, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the benchmark loaded its model before checking the root")
+
+    monkeypatch.setattr(bench, "load_checkpoint", refuse)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert bench.main(["--davis-root", str(empty), "--output", str(tmp_path / "bench.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "val.txt" in err[0]
+    assert bench.main(["--output", str(tmp_path)]) == 2  # a directory where the JSON file should go
+    assert "is a directory" in capsys.readouterr().err

@@ -1,0 +1,116 @@
+"""Results on disk: atomic files, output directories never silently overwritten, summaries of partial runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from agent.evaluation import report as report_module
+from agent.evaluation.outputs import (
+    OutputDirError,
+    atomic_path,
+    atomic_write_text,
+    discard,
+    prepare_output_dir,
+    publish,
+    unused_dir,
+)
+from agent.evaluation.report import SampleLayout, figures_line, summarize, summarize_run, write_outputs
+
+
+def test_atomic_write_replaces_whole_or_not_at_all(tmp_path: Path) -> None:
+    path = tmp_path / "summary.json"
+    atomic_write_text(path, "old")
+    with pytest.raises(RuntimeError), atomic_path(path) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash while writing")
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+    atomic_write_text(path, "new")
+    assert path.read_text() == "new" and path.stat().st_mode & 0o044  # readable like any file, not mkstemp's 0600
+
+
+def test_output_dir_new_empty_or_refused(tmp_path: Path) -> None:
+    fresh = prepare_output_dir(tmp_path / "a" / "b")
+    assert fresh.work == fresh.final and fresh.final.is_dir() and fresh.created
+    discard(fresh)  # a run that failed before writing anything leaves no folder
+    assert not fresh.final.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert prepare_output_dir(empty).work == empty
+    (empty / "summary.json").write_text("{}")
+    with pytest.raises(OutputDirError, match="exists and is not empty.*--overwrite"):
+        prepare_output_dir(empty)
+
+
+def test_overwrite_stages_and_publishes_only_on_completion(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.json").write_text("earlier")
+    target = prepare_output_dir(out, overwrite=True)
+    assert target.staged and target.work.parent == tmp_path and (out / "summary.json").read_text() == "earlier"
+    (target.work / "summary.json").write_text("new")
+    assert publish(target) == out
+    assert (out / "summary.json").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_default_names_never_collide(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run-2").mkdir()
+    assert unused_dir(tmp_path / "run") == tmp_path / "run-3"
+
+
+LAYOUT = SampleLayout(num_scribbles={"a": 1, "b": 1}, num_objects={"a": 1, "b": 1})
+
+
+def _report(samples: list[str], interactions: int = 2, jaccard: float = 0.5) -> pd.DataFrame:
+    rows = [dict(session_id="s", sequence=seq, scribble_idx=1, interaction=i, object_id=1, frame=0,
+                 jaccard=jaccard, contour=jaccard, j_and_f=jaccard, timing=1.0)
+            for seq in samples for i in range(1, interactions + 1)]
+    return pd.DataFrame(rows)
+
+
+def test_summaries_of_nothing_do_not_crash() -> None:
+    """--max-interactions 0 used to crash inside the finally that writes the report, losing it."""
+    for summary in (summarize(_report(["a"]), LAYOUT, 0, 10.0), summarize(_report([]), SampleLayout({}, {}), 2, 10.0)):
+        assert summary["auc"] is None and summary["metric_at_threshold"] is None
+        assert figures_line(summary) == "no interaction evaluated"
+    # A finished run where nothing arrived in time scores 0, as the framework says.
+    assert summarize(_report([]), LAYOUT, 2, 10.0)["auc"] == 0.0
+    assert summarize_run(_report([]), LAYOUT, 2, 10.0, complete=False)["auc_partial"] is None
+
+
+def test_partial_summary_keeps_unplayed_samples_out_of_its_figures() -> None:
+    report = _report(["a"], jaccard=0.8)
+    padded = summarize(report, LAYOUT, 2, 10.0)  # what an interrupted summary used to report as "auc"
+    partial = summarize_run(report, LAYOUT, 2, 10.0, complete=False)
+    alone = summarize(report, SampleLayout({"a": 1}, {"a": 1}), 2, 10.0)
+    assert partial["auc"] is None and partial["metric_at_threshold"] is None and not partial["complete"]
+    assert partial["auc_partial"] == pytest.approx(alone["auc"]) and partial["auc_partial"] > padded["auc"]
+    assert (partial["samples_played"], partial["samples_total"]) == (1, 2)
+    assert "incomplete run (1 of 2 samples): partial AUC-J" in figures_line(partial)
+    complete = summarize_run(_report(["a", "b"]), LAYOUT, 2, 10.0)
+    assert complete["complete"] and complete["auc"] == pytest.approx(summarize(_report(["a", "b"]), LAYOUT, 2,
+                                                                                10.0)["auc"])
+
+
+def test_one_file_that_cannot_be_written_does_not_cost_the_others(tmp_path: Path, monkeypatch) -> None:
+    def broken_plot(*args, **kwargs):
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(report_module, "plot_curve", broken_plot)
+    summary = summarize_run(_report(["a"]), LAYOUT, 2, 10.0, complete=False)
+    paths = write_outputs(tmp_path, _report(["a"]), summary, "title")
+    assert set(paths) == {"summary", "report", "per_sequence"}
+    assert json.loads((tmp_path / "summary.json").read_text())["auc_partial"] == summary["auc_partial"]
+    assert not (tmp_path / "curve.png").exists() and not list(tmp_path.glob(".*"))
+
+
+def test_report_cli_plots_a_partial_run(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    write_outputs(run, _report(["a"]), summarize_run(_report(["a"]), LAYOUT, 2, 10.0, complete=False), "t")
+    assert report_module.main([str(run), "--output", str(tmp_path / "curves.png")]) == 0
+    assert (tmp_path / "curves.png").stat().st_size > 0

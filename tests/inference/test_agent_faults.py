@@ -1,0 +1,96 @@
+"""The Python API refuses bad input with one line, and lightens a round the time left cannot hold."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from agent.config import AgentConfig, CRFConfig, ModelConfig
+from agent.data.davis import DatasetError, DavisReader
+from agent.inference.agent import InteractiveAgent
+from agent.inference.budget import RoundCosts
+from agent.inference.plan import RoundPlan
+from agent.model.checkpoint import save_checkpoint
+from agent.model.siamese import build_model
+
+TINY = ModelConfig(backbone="tiny", pretrained="none", input_size=(48, 80), embedding_dim=16)
+FRAMES = np.zeros((3, 32, 48, 3), np.uint8)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory) -> InteractiveAgent:
+    torch.manual_seed(0)
+    path = save_checkpoint(tmp_path_factory.mktemp("tiny") / "tiny.pt", build_model(TINY))
+    # One CRF process: the test's rounds are tiny and worker processes would only cost start-up.
+    return InteractiveAgent.from_pretrained(path, AgentConfig(device="cpu", crf=CRFConfig(workers=1)))
+
+
+def _scribbles(object_id=1, point=(0.5, 0.5), frames=3) -> dict:
+    strokes = [[] for _ in range(frames)]
+    strokes[0] = [{"path": [[0.2, 0.2], list(point)], "object_id": object_id}]
+    return {"scribbles": strokes}
+
+
+@pytest.mark.parametrize(("num_objects", "scribbles", "fragment"), [
+    (1, _scribbles(point=(math.nan, 0.5)), "NaN or infinite"),
+    (1, _scribbles(point=(0.5, math.inf)), "NaN or infinite"),
+    (1, _scribbles(object_id=2), "object_id 2, but the video has 1 object(s)"),
+    (None, _scribbles(object_id=10**9), "object ids are 0..254"),
+    (None, _scribbles(object_id=1.0), "object ids are integers"),
+    (None, _scribbles(object_id=None), "object ids are integers"),
+    (1, _scribbles(frames=2), "has 2 frames of strokes, the video has 3"),
+], ids=["nan", "inf", "id-above-count", "huge-id", "float-id", "null-id", "wrong-length"])
+def test_bad_scribbles_are_one_line_and_leave_the_sample_as_it_was(agent, num_objects, scribbles, fragment):
+    agent.start(FRAMES, num_objects)
+    with pytest.raises(DatasetError) as error:
+        agent.step(scribbles)
+    assert fragment in str(error.value) and "\n" not in str(error.value)
+    assert len(agent.memory) == 0 and agent._round == 0
+    masks = agent.step(_scribbles())  # the sample goes on with good scribbles
+    assert masks.shape == FRAMES.shape[:3]
+
+
+@pytest.mark.parametrize(("frames", "num_objects", "fragment"), [
+    (np.zeros((0, 32, 48, 3), np.uint8), 1, "T, H, W >= 1"),
+    (np.zeros((3, 32, 48, 3), np.float32), 1, "uint8"),
+    (FRAMES, 0, "num_objects must be None or an integer in 1..254"),
+    (FRAMES, 10**9, "num_objects must be None or an integer in 1..254"),
+    (FRAMES, 1.5, "num_objects must be None or an integer in 1..254"),
+], ids=["no-frames", "float-frames", "zero-objects", "huge-count", "float-count"])
+def test_bad_start_is_one_line(agent, frames, num_objects, fragment):
+    with pytest.raises(ValueError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        agent.start(frames, num_objects)
+
+
+def test_plan_of_the_wrong_type_is_refused(agent):
+    agent.start(FRAMES, 1)
+    with pytest.raises(TypeError, match="plan must be a RoundPlan, got dict"):
+        agent.step(_scribbles(), {"use_crf": True})
+
+
+def test_round_without_time_for_its_crf_is_lightened(agent, tiny_synthetic_root):
+    """Costs injected as if measured in earlier rounds (no clock): 1 s per frame of transfer and 10 s per frame
+    of CRF at half scale (5 s at quarter scale) on 6 frames. 12 s left hold 1.5 x 6 s + 2 s of slack: the round
+    runs without its CRF; 5 s left only a few keyframes."""
+    reader = DavisReader(tiny_synthetic_root)
+    sequence = reader.sequences("val")[1]
+    frames = reader.load_frames(sequence)
+    agent.start(frames, 2)
+    agent.step(reader.load_scribble(sequence, 1), RoundPlan())  # computes every frame's features
+    more = _scribbles(frames=len(frames))
+    for time_left in (12.0, 5.0):
+        agent.costs = RoundCosts(backbone=5.0, transfer=1.0, crf={0.5: 10.0})
+        masks = agent.step(more, RoundPlan(use_crf=True, crf_scale=0.5, time_left=time_left))
+        assert masks.shape == frames.shape[:3] and masks.max() <= 2
+        assert not agent.last_plan.use_crf
+        assert (agent.last_plan.frame_stride == 1) == (time_left == 12.0), agent.last_plan
+    # With the time the round needs, the plan is played as given.
+    agent.costs = RoundCosts(backbone=5.0, transfer=1.0, crf={0.5: 10.0})
+    plan = RoundPlan(use_crf=True, crf_scale=0.5, time_left=1000.0)
+    agent.step(more, plan)
+    assert agent.last_plan == plan
