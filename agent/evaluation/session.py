@@ -1,4 +1,4 @@
-"""One local DAVIS Interactive session: the davisinteractive loop, timing, and results written as they come.
+"""One DAVIS Interactive session (in-process or on a server): the davisinteractive loop, timing, and results written as they come.
 
 The framework times each interaction from `get_scribbles` to `submit_masks`; everything the
 predictor does for a sample (loading frames, computing features, fine-tuning) happens inside that
@@ -20,9 +20,10 @@ from tqdm import tqdm
 from ..config import SessionConfig, to_dict
 from ..data import compat  # noqa: F401  (patches davisinteractive before it is imported)
 from ..data.davis import DavisReader, SequenceInfo
-from ..data.registry import Registration, register_dataset
+from ..data.registry import Registration
 from ..inference.plan import Strategy
 from ..inference.predictor import Predictor
+from .connection import keep_reports, open_session, redact
 from .report import SampleLayout, summarize, write_outputs
 
 log = logging.getLogger(__name__)
@@ -70,22 +71,22 @@ def run_session(
     registration: Registration | None = None,
     run_config: dict | None = None,
 ) -> SessionResult:
-    """Play every sample of the subset; write report.csv, summary.json, per_sequence.csv, curve.png, and
-    config.json (`run_config`, the CLI's full resolved RunConfig; default: the session config alone).
+    """Play every sample of the subset (in-process or on config.host's server; only config.shard's part);
+    write report.csv, summary.json, per_sequence.csv, curve.png, and config.json (`run_config`, the CLI's
+    full resolved RunConfig without the user key; default: the session config alone).
 
     A crash or Ctrl-C still writes what finished (summary marked "interrupted") before re-raising.
     """
-    from davisinteractive.session import DavisInteractiveSession
-
     root = resolve_dataset(config)
-    if registration is None:
-        registration = register_dataset(root, config.subset, config.sequences)
     reader = DavisReader(root)
     if config.output_dir is None:
         raise ValueError("session.output_dir is not set")
     output_dir = Path(config.output_dir)
+    # In-process or on a server (config.host), this shard's sequences only; config: the protocol played.
+    opened = open_session(config, root, output_dir / "framework", registration)
+    session, registration, config = opened.session, opened.registration, opened.config
     output_dir.mkdir(parents=True, exist_ok=True)
-    record = run_config if run_config is not None else {"session": to_dict(config)}
+    record = redact(run_config if run_config is not None else {"session": to_dict(config)})
     (output_dir / "config.json").write_text(json.dumps(record, indent=2, default=str))
     layout = SampleLayout(
         num_scribbles={s: registration.infos[s].num_scribbles for s in registration.sequences},
@@ -97,18 +98,9 @@ def run_session(
     interactions_log = output_dir / "interactions.jsonl"
     interactions_log.write_text("")
 
-    session = DavisInteractiveSession(
-        host="localhost",
-        davis_root=str(root),
-        subset=config.subset,
-        max_time=config.max_time,
-        max_nb_interactions=config.max_interactions,
-        metric_to_optimize=config.metric,
-        report_save_dir=str(output_dir / "framework"),
-    )
     interrupted = True
     framework_summary = None
-    with session:
+    with keep_reports(session) as reports:
         progress = tqdm(total=len(session.samples) * config.max_interactions, desc="interactions", unit="it")
         try:
             while session.next():
@@ -132,7 +124,7 @@ def run_session(
             interrupted = False
         finally:
             progress.close()
-            report = session.get_report()
+            report = reports.latest()  # a server that went away: the report as last fetched
             summary = summarize(report, layout, config.max_interactions, config.max_time, config.metric)
             summary["interrupted"] = interrupted
             if framework_summary:
@@ -144,6 +136,12 @@ def run_session(
                 "dataset": str(root),
                 "dataset_kind": registration.kind,
                 "sequences": registration.sequences,
+                # What `python -m agent.report merge` needs to summarize shards as one run.
+                "layout": dataclasses.asdict(layout),
+                "max_interactions": config.max_interactions,
+                "max_time": config.max_time,
+                "shard": config.shard,
+                "host": config.host,
             }
             paths = write_outputs(output_dir, report, summary, title, extra)
             if interrupted:
