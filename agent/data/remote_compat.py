@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
 log = logging.getLogger(__name__)
@@ -88,8 +89,14 @@ def _one_line(text: object) -> str:
 
 
 def _short_reason(error: requests.RequestException) -> str:
-    if isinstance(error, requests.Timeout):
-        return "no answer in time"
+    # After retries urllib3's reason is wrapped (MaxRetryError), and requests reports a read timeout as a
+    # ConnectionError: look at the reason itself.
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    refused = isinstance(reason, NewConnectionError)  # a subclass of ConnectTimeoutError in urllib3 2
+    if not refused and (isinstance(error, requests.ConnectTimeout) or isinstance(reason, ConnectTimeoutError)):
+        return f"no connection within {settings.connect_timeout:g} s"
+    if isinstance(error, requests.Timeout) or isinstance(reason, ReadTimeoutError):
+        return f"no answer within {settings.read_timeout:g} s"
     match = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(error))
     return match.group(1).strip() if match else type(error).__name__
 
