@@ -72,7 +72,7 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     flags = {
         "session.subset": args.subset or ("test-dev" if remote else None),
         "session.host": args.host, "session.shard": args.shard,
-        "session.user_key": args.user_key or (os.environ.get("DAVIS_USER_KEY") if remote else None),
+        "session.user_key": args.user_key or os.environ.get("DAVIS_USER_KEY") or None,
         "session.davis_root": args.davis_root, "session.sequences": sequences,
         "session.max_interactions": args.max_interactions, "session.max_time": args.max_time,
         "session.metric": args.metric, "session.strategy": args.strategy, "session.predictor": args.predictor,

@@ -270,7 +270,7 @@ class SessionConfig:
             url = urlparse(self.host)
             _require(url.scheme in ("http", "https") and bool(url.netloc),
                      f"session.host must be localhost or an http(s):// URL, got {self.host!r}")
-            _require(bool(self.user_key), "session.user_key is required with a remote host (--user-key KEY)")
+            _require(bool(self.user_key), "session.user_key is required with a remote host (--user-key KEY or $DAVIS_USER_KEY)")
             _require(self.subset == "test-dev", "a remote host plays test-dev only (the framework's RemoteConnector); "
                      f"got session.subset {self.subset!r}: pass --subset test-dev")
         else:

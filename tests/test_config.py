@@ -38,9 +38,10 @@ def test_server_config_limits():
         ServerConfig(user_keys=("",))
 
 
-def test_cli_host_implies_test_dev_and_reads_the_key_from_the_environment(monkeypatch):
+def test_cli_host_implies_test_dev_and_the_key_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("DAVIS_USER_KEY", "from-env")
     config = session_runner.resolve_config(session_runner.parse_args(["--host", "http://h:1", "--shard", "1/3"]))
     assert (config.session.subset, config.session.user_key, config.session.shard) == ("test-dev", "from-env", "1/3")
+    monkeypatch.delenv("DAVIS_USER_KEY")
     local = session_runner.resolve_config(session_runner.parse_args([]))
-    assert (local.session.subset, local.session.user_key) == ("val", None)  # the key is for servers only
+    assert (local.session.subset, local.session.user_key, local.session.remote) == ("val", None, False)

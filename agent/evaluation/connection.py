@@ -75,7 +75,7 @@ def _remote(config: SessionConfig, root: Path, report_dir: Path, registration: R
     from davisinteractive.session import DavisInteractiveSession
 
     remote_compat.configure(config.connect_timeout, config.read_timeout, config.retries)
-    log.info("evaluation server %s (user key given, subset %s)", config.host, config.subset)
+    log.info("playing the evaluation server %s (subset %s)", config.host, config.subset)
     session = DavisInteractiveSession(  # health check: ServerUnavailableError when the server is not there
         host=config.host,
         user_key=config.user_key,
