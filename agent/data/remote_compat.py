@@ -156,7 +156,8 @@ def handle_response(self, response: requests.Response, raise_error: bool = False
                                     f"not JSON: {_one_line(response.text)[:100]!r}") from None
         return False
     name, message = _error_fields(response)
-    log.error("evaluation server %s: %s -> %d %s: %s", self.host, request, status, _one_line(name), message)
+    # Debug only: the error raised below is the one line the user sees.
+    log.debug("evaluation server %s: %s -> %d %s: %s", self.host, request, status, _one_line(name), message)
     error_class = SERVER_ERRORS.get(name) if status == 400 else None
     if error_class is not None:
         raise error_class(f"evaluation server {self.host}: {message}")

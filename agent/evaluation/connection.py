@@ -134,7 +134,7 @@ class ReportKeeper:
         try:
             return self.get()
         except remote_compat.RemoteServerError as error:
-            log.warning("the report as last fetched is kept (%s)", error)
+            log.info("the report as last fetched is kept (%s)", error)
             if self.last is not None:
                 return self.last
             from davisinteractive.storage.abstract import AbstractStorage

@@ -160,7 +160,8 @@ class Interaction(BaseModel):
 
 
 def create_app(config: ServerConfig, root: str | Path) -> FastAPI:
-    """The server for `config` on the DAVIS-format `root` (registered with davisinteractive here)."""
+    """The server for `config` on the DAVIS-format `root`, registered with davisinteractive here: its state
+    is per process, so one server (one root and subset) per process."""
     registration = register_dataset(root, config.subset, config.sequences)
     root = str(registration.root)
     sessions: dict[tuple[str, str], _Session] = {}
