@@ -5,12 +5,15 @@
     python session_runner.py --davis-root ../shared/davis         # real DAVIS (val)
     python session_runner.py --config outputs/RUN/config.json     # re-run a run with its resolved config
     python session_runner.py --set agent.crf.iterations=10 --set agent.inference_scale=1.0
+    python session_runner.py --host http://127.0.0.1:8000 --user-key me    # an evaluation server (test-dev)
+    python session_runner.py --shard 2/4 --output-dir runs/val/2            # a quarter; see agent.report merge
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -35,7 +38,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="JSON or YAML of RunConfig (e.g. a run's config.json); several are merged in order")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="assignments",
                         help="one config field, e.g. agent.crf.iterations=10 (repeatable; wins over everything)")
-    parser.add_argument("--subset", default=None, help="val (default), train or trainval")
+    parser.add_argument("--subset", default=None,
+                        help="val (default), train or trainval; test-dev (the default) with --host")
+    parser.add_argument("--host", default=None,
+                        help="evaluation server URL, e.g. http://127.0.0.1:8000 (default localhost: in-process)")
+    parser.add_argument("--user-key", default=None,
+                        help="your key on the evaluation server (default: $DAVIS_USER_KEY)")
+    parser.add_argument("--shard", default=None, metavar="K/N",
+                        help="play only part K of N (whole sequences); merge with python -m agent.report merge")
     parser.add_argument("--davis-root", type=Path, default=None,
                         help="DAVIS-format root (official, partial or custom); default: built-in synthetic data")
     parser.add_argument("--sequences", default=None, help="comma-separated subset of the sequences")
@@ -65,8 +75,12 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     sequences = None
     if args.sequences is not None:
         sequences = [s.strip() for s in args.sequences.split(",") if s.strip()]
+    remote = args.host not in (None, "localhost")
     flags = {
-        "session.subset": args.subset, "session.davis_root": args.davis_root, "session.sequences": sequences,
+        "session.subset": args.subset or ("test-dev" if remote else None),
+        "session.host": args.host, "session.shard": args.shard,
+        "session.user_key": args.user_key or os.environ.get("DAVIS_USER_KEY") or None,
+        "session.davis_root": args.davis_root, "session.sequences": sequences,
         "session.max_interactions": args.max_interactions, "session.max_time": args.max_time,
         "session.metric": args.metric, "session.strategy": args.strategy, "session.predictor": args.predictor,
         "session.output_dir": args.output_dir, "session.skip_bad_sequences": args.skip_bad_sequences,
@@ -112,6 +126,7 @@ def _run(config: RunConfig, args: argparse.Namespace) -> int:
     import torch
 
     from agent.data.davis import DatasetError
+    from agent.data.remote_compat import RemoteServerError
     from agent.device import resolve_device
     from agent.evaluation.outputs import discard, publish, unused_dir
     from agent.evaluation.preflight import PREFLIGHT_ERRORS, check_run, with_output_dir
@@ -132,8 +147,10 @@ def _run(config: RunConfig, args: argparse.Namespace) -> int:
     except (UnknownStrategyError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    shard = f"-shard{session.shard.replace('/', 'of')}" if session.shard else ""  # shards start together
     output_dir = session.output_dir or unused_dir(Path("outputs") / (
         f"{session.subset}-{session.predictor}-{strategy_name.replace(':', '.')}-{time.strftime('%Y%m%d-%H%M%S')}"
+        f"{shard}"
     ))
     # config.json holds the resolved run: passing it back with --config plays the same run.
     config = dataclasses.replace(config, session=dataclasses.replace(session, strategy=strategy_name,
@@ -156,6 +173,13 @@ def _run(config: RunConfig, args: argparse.Namespace) -> int:
         predictor = build_predictor(config.session.predictor, config.agent)
         result = run_session(with_output_dir(config, output.work).session, predictor, strategy,
                              registration=checked.registration, run_config=to_dict(config))
+    except RemoteServerError as error:
+        if args.verbose:
+            raise
+        discard(output)
+        print(f"error: {error}", file=sys.stderr)
+        _say_where(output, "results so far")
+        return 1
     except (DatasetError, UnknownStrategyError, CheckpointError, WeightsUnavailableError, PredictionError,
             StrategyError, ValueError) as error:
         if args.verbose:

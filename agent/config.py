@@ -12,6 +12,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 STRATEGY_AUTO = "auto"
 # Training videos of ../shared/davis held out as our own validation split (robot scribbles,
@@ -271,9 +272,40 @@ class SessionConfig:
     # A sequence that cannot be evaluated (bad files, or named in `sequences` and absent) is an error; True
     # leaves it out instead, listed under summary.json's "skipped_sequences".
     skip_bad_sequences: bool = False
+    # localhost: the framework's in-process evaluation. A URL (http://host:port): an evaluation server played
+    # through the framework's own RemoteConnector; it plays test-dev only and the server sets max_interactions,
+    # max_time and metric.
+    host: str = "localhost"
+    user_key: str | None = None  # remote: who evaluates (the challenge's key); never written to config.json
+    connect_timeout: float = 10.0  # seconds, every request to a remote server
+    read_timeout: float = 300.0  # seconds: the server scores a whole video and runs its robot per interaction
+    retries: int = 3  # per request, on refused connections and 502-504 answers (the framework's count)
+    # K/N: play only the K-th (1..N) of N disjoint parts of the sequences (agent/evaluation/sharding.py);
+    # `python -m agent.report merge` combines the parts' results.
+    shard: str | None = None
+
+    @property
+    def remote(self) -> bool:
+        return self.host != "localhost"
 
     def __post_init__(self) -> None:
-        _choice(self.subset, "session.subset", ("train", "val", "trainval"))
+        _choice(self.subset, "session.subset", ("train", "val", "trainval", "test-dev"))
+        if self.remote:
+            url = urlparse(self.host)
+            _require(url.scheme in ("http", "https") and bool(url.netloc),
+                     f"session.host must be localhost or an http(s):// URL, got {self.host!r}")
+            _require(bool(self.user_key), "session.user_key is required with a remote host (--user-key KEY or $DAVIS_USER_KEY)")
+            _require(self.subset == "test-dev", "a remote host plays test-dev only (the framework's RemoteConnector); "
+                     f"got session.subset {self.subset!r}: pass --subset test-dev")
+        else:
+            _require(self.subset != "test-dev", "test-dev has no public annotations: play it on an evaluation "
+                     "server (--host URL --user-key KEY)")
+        for name in ("connect_timeout", "read_timeout"):
+            value = getattr(self, name)
+            _require(_finite(value) and value > 0, f"session.{name} must be a finite number of seconds > 0, got {value}")
+        _require(self.retries >= 0, f"session.retries must be >= 0, got {self.retries}")
+        if self.shard is not None:
+            parse_shard(self.shard)
         _choice(self.metric, "session.metric", ("J", "F", "J_AND_F"))
         _choice(self.predictor, "session.predictor", ("simlearn", "baseline"))
         _require(self.max_interactions >= 1, f"session.max_interactions must be >= 1, got {self.max_interactions}")
@@ -284,6 +316,45 @@ class SessionConfig:
                  f"per object (davisinteractive's limit), got {self.max_time}")
         if self.sequences is not None:
             _require(len(self.sequences) > 0 and all(self.sequences), "session.sequences must name sequences")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'K/N' -> (K, N) with 1 <= K <= N; ConfigError otherwise."""
+    index, sep, count = str(text).partition("/")
+    try:
+        index, count = int(index), int(count)
+    except ValueError:
+        index = count = 0
+    _require(bool(sep) and 1 <= index <= count, f"session.shard must be K/N with 1 <= K <= N (e.g. 2/4), got {text!r}")
+    return index, count
+
+
+@dataclass
+class ServerConfig:
+    """The local evaluation server (python -m agent.server). Its protocol (max_interactions, max_time, metric)
+    overrides what clients ask for, as the challenge server's does: these are the server's own parameters."""
+
+    davis_root: Path | None = None  # None: the built-in synthetic dataset
+    subset: str = "val"  # served as the challenge's samples; clients call it test-dev
+    sequences: tuple[str, ...] | None = None
+    max_interactions: int = 8
+    max_time: float = 240.0
+    metric: str = "J"
+    port: int = 8000  # on 127.0.0.1 only: the server has no authentication beyond the keys; 0: any free port
+    user_keys: tuple[str, ...] | None = None  # None: any non-empty user key
+
+    def __post_init__(self) -> None:
+        _choice(self.subset, "server.subset", ("train", "val", "trainval", "test-dev"))
+        _choice(self.metric, "server.metric", ("J", "F", "J_AND_F"))
+        _require(1 <= self.max_interactions <= 16,  # the framework's session caps it at 16
+                 f"server.max_interactions must be in 1..16, got {self.max_interactions}")
+        _require(_finite(self.max_time) and 0 < self.max_time <= 600,  # and max_time at 600 s
+                 f"server.max_time must be seconds in (0, 600], got {self.max_time}")
+        _require(0 <= self.port <= 65535, f"server.port must be in 0..65535, got {self.port}")
+        if self.sequences is not None:
+            _require(len(self.sequences) > 0 and all(self.sequences), "server.sequences must name sequences")
+        if self.user_keys is not None:
+            _require(len(self.user_keys) > 0 and all(self.user_keys), "server.user_keys must be non-empty keys")
 
 
 @dataclass

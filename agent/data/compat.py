@@ -11,6 +11,8 @@ What is fixed and why:
   empty report it concatenates into; the summary is computed on a numeric copy of the report.
 * scikit-image >= 0.19 breaks ties in ``medial_axis`` with an unseeded generator, so the robot could
   return different scribbles for the same prediction; it gets a fixed generator here.
+* the HTTP client (``RemoteConnector``) eval()s server-sent error names and has no timeouts:
+  agent/data/remote_compat.py replaces both.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import logging
 
 import networkx as nx
 import numpy as np
+
+from . import remote_compat
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +73,7 @@ def _patch_davisinteractive() -> None:
 
     service.EvaluationService.summarize_report = summarize_report
     interactive_robot.medial_axis = functools.partial(medial_axis, rng=ROBOT_SKELETON_SEED)
+    remote_compat.install()
 
 
 def apply() -> None:

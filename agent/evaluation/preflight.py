@@ -28,7 +28,7 @@ PREFLIGHT_ERRORS = (DatasetError, CheckpointError, OutputDirError, StrategyError
 
 @dataclass
 class Checked:
-    registration: Registration
+    registration: Registration | None  # None for a remote session: the server says which videos it plays
     output: OutputTarget
 
 
@@ -59,6 +59,9 @@ def check_run(config: RunConfig, strategy: Strategy, overwrite: bool = False) ->
     if session.predictor == "simlearn":
         check_checkpoint(config.agent.checkpoint)
     output = prepare_output_dir(session.output_dir, overwrite)
+    if session.remote:  # the server holds the annotations and scribbles; its samples are known once connected
+        log.info("checked: checkpoint, output %s (remote session: the data is checked once connected)", output.final)
+        return Checked(None, output)
     try:
         registration = register_dataset(resolve_dataset(session), session.subset, session.sequences,
                                         session.skip_bad_sequences)

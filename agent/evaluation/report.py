@@ -69,8 +69,10 @@ def per_object_results(
     values = ["jaccard", "contour", "j_and_f", "timing"]
     means = df.groupby(KEYS)[values].mean() if len(df) else pd.DataFrame(columns=values)
     rows = []
-    for sequence, scribbles in layout.num_scribbles.items():
-        for scribble in range(1, scribbles + 1):
+    # In name order: the averages below then do not depend on the order samples were played in (merged
+    # shards give the very numbers of one run).
+    for sequence in sorted(layout.num_scribbles):
+        for scribble in range(1, layout.num_scribbles[sequence] + 1):
             if samples is not None and (sequence, scribble) not in samples:
                 continue
             for obj in range(1, layout.num_objects[sequence] + 1):
@@ -281,9 +283,16 @@ def _plain(value):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m agent.report RUN_DIR[=LABEL] ... --output curves.png: the runs' curves in one plot."""
+    """python -m agent.report RUN_DIR[=LABEL] ... --output curves.png: the runs' curves in one plot.
+    python -m agent.report merge RUN_DIR... --output DIR: shards' results merged into one run's."""
     import argparse
+    import sys
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["merge"]:
+        from .sharding import main as merge_main
+
+        return merge_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m agent.report", description=main.__doc__)
     parser.add_argument("runs", nargs="+", help="session output directories (with summary.json), optionally =LABEL")
     parser.add_argument("--output", type=Path, required=True, help="PNG to write")

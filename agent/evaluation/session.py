@@ -1,4 +1,4 @@
-"""One local DAVIS Interactive session: the davisinteractive loop, timing, and results written as they come.
+"""One DAVIS Interactive session (in-process or on a server): the davisinteractive loop, timing, and results written as they come.
 
 The framework times each interaction from `get_scribbles` to `submit_masks`; everything the
 predictor does for a sample (loading frames, computing features, fine-tuning) happens inside that
@@ -25,6 +25,7 @@ from ..data.registry import Registration, register_dataset
 from ..inference.plan import Strategy, plan_round
 from ..inference.predictor import Predictor
 from ..model.checkpoint import first_line
+from .connection import keep_reports, open_session, redact
 from .outputs import atomic_write_text
 from .report import SampleLayout, summarize_run, write_outputs
 from .signals import deferred_signals, signal_name
@@ -74,25 +75,27 @@ def run_session(
     registration: Registration | None = None,
     run_config: dict | None = None,
 ) -> SessionResult:
-    """Play every sample of the subset; write report.csv, summary.json, per_sequence.csv, curve.png, and
-    config.json (`run_config`, the CLI's full resolved RunConfig; default: the session config alone).
+    """Play every sample of the subset (in-process or on config.host's server; only config.shard's part);
+    write report.csv, summary.json, per_sequence.csv, curve.png, and config.json (`run_config`, the CLI's
+    full resolved RunConfig without the user key; default: the session config alone).
 
     A crash, Ctrl-C or SIGTERM (see signals.terminate_as_interrupt) still writes what finished (summary
     marked "interrupted", its AUC only as "auc_partial") before re-raising. `registration`: the dataset as
     checked by the caller (preflight); None: registered here.
     """
-    from davisinteractive.session import DavisInteractiveSession
-
-    if registration is None:
+    if registration is None and not config.remote:
         registration = register_dataset(resolve_dataset(config), config.subset, config.sequences,
                                         config.skip_bad_sequences)
-    root = registration.root
+    root = registration.root if registration is not None else resolve_dataset(config)
     reader = DavisReader(root)
     if config.output_dir is None:
         raise ValueError("session.output_dir is not set")
     output_dir = Path(config.output_dir)
+    # In-process or on a server (config.host), this shard's sequences only; config: the protocol played.
+    opened = open_session(config, root, output_dir / "framework", registration)
+    session, registration, config = opened.session, opened.registration, opened.config
     output_dir.mkdir(parents=True, exist_ok=True)
-    record = run_config if run_config is not None else {"session": to_dict(config)}
+    record = redact(run_config if run_config is not None else {"session": to_dict(config)})
     atomic_write_text(output_dir / "config.json", json.dumps(record, indent=2, default=str))
     layout = SampleLayout(
         num_scribbles={s: registration.infos[s].num_scribbles for s in registration.sequences},
@@ -104,19 +107,10 @@ def run_session(
     interactions_log = output_dir / "interactions.jsonl"
     interactions_log.write_text("")
 
-    session = DavisInteractiveSession(
-        host="localhost",
-        davis_root=str(root),
-        subset=config.subset,
-        max_time=config.max_time,
-        max_nb_interactions=config.max_interactions,
-        metric_to_optimize=config.metric,
-        report_save_dir=str(output_dir / "framework"),
-    )
     interrupted = True
     stopped_by = None
     framework_summary = None
-    with session:
+    with keep_reports(session) as reports:
         progress = tqdm(total=len(session.samples) * config.max_interactions, desc="interactions", unit="it")
         try:
             while session.next():
@@ -147,18 +141,19 @@ def run_session(
             progress.close()
             # Held signals: a second Ctrl-C must not cut the summary in half; nothing here may raise either.
             with deferred_signals():
-                summary, paths = _write_results(output_dir, session, layout, config, registration, predictor,
+                summary, paths = _write_results(output_dir, reports, layout, config, registration, predictor,
                                                 strategy, interrupted, stopped_by, framework_summary)
             if interrupted:
                 log.warning("session stopped early: partial results written to %s", output_dir)
     return SessionResult(summary=summary, paths=paths, interrupted=interrupted)
 
 
-def _write_results(output_dir, session, layout, config, registration, predictor, strategy, interrupted,
+def _write_results(output_dir, reports, layout, config, registration, predictor, strategy, interrupted,
                    stopped_by, framework_summary) -> tuple[dict, dict[str, Path]]:
-    """summary.json, report.csv, per_sequence.csv and curve.png from whatever the session holds."""
+    """summary.json, report.csv, per_sequence.csv and curve.png from whatever the session holds (`reports`: a
+    connection.ReportKeeper, so a server that went away leaves the report as last fetched)."""
     try:
-        report = session.get_report()
+        report = reports.latest()
         summary = summarize_run(report, layout, config.max_interactions, config.max_time, config.metric,
                                 complete=not interrupted)
     except Exception as error:  # noqa: BLE001  (an empty or odd report must not lose the run's record)
@@ -181,6 +176,12 @@ def _write_results(output_dir, session, layout, config, registration, predictor,
         # Every sequence of the subset not evaluated, with why: absent from a partial root, or skipped as
         # unusable on request (session.skip_bad_sequences).
         "skipped_sequences": dict(registration.reasons),
+        # What `python -m agent.report merge` needs to summarize shards as one run.
+        "layout": dataclasses.asdict(layout),
+        "max_interactions": config.max_interactions,
+        "max_time": config.max_time,
+        "shard": config.shard,
+        "host": config.host,
     }
     return summary, write_outputs(output_dir, report, summary, title, extra)
 

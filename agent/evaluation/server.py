@@ -1,0 +1,385 @@
+"""A local DAVIS Interactive evaluation server: the challenge's REST protocol on 127.0.0.1.
+
+It serves the endpoints davisinteractive's own ``RemoteConnector`` calls (health check, samples,
+scribbles, interaction, report, finish), keyed per user (``User-Key``) and per session (``Session-Key``):
+each session has its own ``EvaluationService`` of the framework, which does all the scoring and runs the
+robot, so a session played through the server scores exactly what the in-process mode scores for the
+same predictions and timings. Errors are answered as the framework's client expects them (400 with the
+error's class name and message); every request is logged in one line.
+
+    python -m agent.server --davis-root ../shared/davis --port 8000      # then, elsewhere:
+    python session_runner.py --host http://127.0.0.1:8000 --user-key me --davis-root ../shared/davis
+
+Bound to 127.0.0.1 only: the keys tell sessions apart, they authenticate nobody.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import BaseModel
+
+from ..config import ServerConfig
+from ..data import compat  # noqa: F401  (patches davisinteractive before it is imported)
+from ..data.registry import register_dataset
+
+from davisinteractive.dataset.davis import Davis  # isort: skip  (after compat)
+from davisinteractive.evaluation import EvaluationService  # isort: skip
+
+log = logging.getLogger(__name__)
+
+BIND_ADDRESS = "127.0.0.1"
+# Error classes answered by name (the framework's client rebuilds those, agent/data/remote_compat.py).
+PROTOCOL_ERRORS = (ValueError, TypeError, RuntimeError, NotImplementedError)
+
+
+class ProtocolError(Exception):
+    """A request the protocol refuses: answered with `status` and {"error": name, "message": [message]}."""
+
+    def __init__(self, status: int, name: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.name, self.message = status, name, message
+
+
+def _plain(value):
+    """numpy scalars and arrays as JSON types."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _json(value, status: int = 200) -> Response:
+    # json.dumps writes floats exactly (shortest repr), so reports reach the client bit for bit.
+    return Response(json.dumps(_plain(value)), status_code=status, media_type="application/json")
+
+
+def _error(status: int, name: str, message: str) -> Response:
+    # The message as a list of the error's arguments: the framework's unpatched client unpacks it.
+    return _json({"error": name, "message": [message]}, status)
+
+
+# --- masks: the framework's batch encoding (per frame, per object a COCO compressed RLE), decoded here ----
+# Not by the framework's decoder: its Cython code fails on numpy 2 (np.NPY_OWNDATA), and it trusts the run
+# lengths it is sent (C without bounds checks); here every field is checked first.
+def rle_counts(text: str) -> list[int]:
+    """The run lengths of a COCO compressed RLE string (6-bit groups from '0', 5 bits of value each,
+    bit 0x20: more groups follow, bit 0x10 of the last group: negative; from the 3rd run on, a delta to
+    the run two before)."""
+    counts: list[int] = []
+    position = 0
+    while position < len(text):
+        value, shift, more = 0, 0, True
+        while more:
+            if position >= len(text):
+                raise ValueError("truncated RLE string in pred_masks")
+            code = ord(text[position]) - 48
+            if not 0 <= code < 64:
+                raise ValueError(f"invalid character {text[position]!r} in an RLE string of pred_masks")
+            value |= (code & 0x1F) << (5 * shift)
+            more = bool(code & 0x20)
+            position += 1
+            shift += 1
+            if shift > 13:  # more than 64 bits: no real run length
+                raise ValueError("run length out of range in an RLE string of pred_masks")
+            if not more and code & 0x10:
+                value |= -1 << (5 * shift)
+        if len(counts) > 2:
+            value += counts[-2]
+        counts.append(value)
+    return counts
+
+
+def _decode_rle(text: str, height: int, width: int) -> np.ndarray:
+    """(H, W) bool: runs alternate background/object from background, column-major (COCO's order)."""
+    counts = rle_counts(text)
+    if min(counts, default=0) < 0 or sum(counts) != height * width:
+        raise ValueError(f"an RLE of pred_masks does not cover the {height}x{width} frame exactly")
+    values = np.arange(len(counts)) % 2 == 1
+    return np.repeat(values, counts).reshape((height, width), order="F")
+
+
+def decode_masks(encoding: dict, num_frames: int, height: int, width: int, num_objects: int) -> np.ndarray:
+    """(T, H, W) int64 labels (as the in-process session submits them) from the framework's batch encoding;
+    ValueError names the first field that is not what the sequence needs."""
+    if not isinstance(encoding, dict) or list(encoding.get("size", [])) != [num_frames, height, width]:
+        size = encoding.get("size") if isinstance(encoding, dict) else None
+        raise ValueError(f"pred_masks must be of size {[num_frames, height, width]}, got {size!r}")
+    frames = encoding.get("frames")
+    if not isinstance(frames, list) or len(frames) != num_frames:
+        raise ValueError(f"pred_masks must have {num_frames} frames of encoded objects")
+    masks = np.zeros((num_frames, height, width), np.int64)
+    for index, frame in enumerate(frames):
+        if not isinstance(frame, list) or len(frame) > num_objects:
+            raise ValueError(f"each frame of pred_masks must list at most {num_objects} objects")
+        for obj in frame:
+            if not isinstance(obj, dict) or not isinstance(obj.get("counts"), str):
+                raise ValueError("each object of pred_masks must be {object_id, counts}")
+            object_id = obj.get("object_id")
+            if not isinstance(object_id, int) or isinstance(object_id, bool) or not 1 <= object_id <= num_objects:
+                raise ValueError(f"object ids of pred_masks must be in 1..{num_objects}")
+            # Overlaps resolve to the larger id, as the framework's decoder does.
+            np.maximum(masks[index], _decode_rle(obj["counts"], height, width) * object_id, out=masks[index])
+    return masks
+
+
+# --- sessions ----------------------------------------------------------------------------------------------
+@dataclass
+class _Session:
+    service: EvaluationService
+    lock: threading.Lock = field(default_factory=threading.Lock)  # a session's requests one at a time
+    finished: bool = False
+
+
+class Interaction(BaseModel):
+    sequence: str
+    scribble_idx: int
+    pred_masks: dict
+    timing: float
+    interaction: int
+    next_scribble_frame_candidates: list[int] | None = None
+
+
+def create_app(config: ServerConfig, root: str | Path) -> FastAPI:
+    """The server for `config` on the DAVIS-format `root`, registered with davisinteractive here: its state
+    is per process, so one server (one root and subset) per process."""
+    registration = register_dataset(root, config.subset, config.sequences)
+    root = str(registration.root)
+    sessions: dict[tuple[str, str], _Session] = {}
+    sessions_lock = threading.Lock()
+    app = FastAPI(title="DAVIS Interactive evaluation server (local)", docs_url=None, redoc_url=None)
+    app.state.registration = registration
+
+    @app.middleware("http")
+    async def log_request(request: Request, call_next):
+        started, status = time.perf_counter(), 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            user = (request.headers.get("User-Key") or "-")[:40]
+            session = (request.headers.get("Session-Key") or "-")[:8]
+            log.info("%s %s -> %d (%.0f ms) user=%s session=%s", request.method, request.url.path, status,
+                     1000 * (time.perf_counter() - started), user, session)
+
+    @app.exception_handler(ProtocolError)
+    async def protocol_error(request: Request, error: ProtocolError) -> Response:
+        return _error(error.status, error.name, error.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> Response:
+        problems = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in error.errors())
+        return _error(400, "ValueError", f"invalid request: {problems}")
+
+    for error_class in PROTOCOL_ERRORS:
+        @app.exception_handler(error_class)
+        async def framework_error(request: Request, error: Exception) -> Response:
+            # The table's class, not a subclass's name (e.g. DatasetError is answered as ValueError).
+            name = next(c.__name__ for c in PROTOCOL_ERRORS if isinstance(error, c))
+            return _error(400, name, str(error))
+
+    def keys(user_key: str | None = Header(None, alias="User-Key"),
+             session_key: str | None = Header(None, alias="Session-Key")) -> tuple[str, str]:
+        if not user_key or not session_key:
+            raise ProtocolError(401, "Unauthorized", "the User-Key and Session-Key headers are required")
+        if config.user_keys is not None and user_key not in config.user_keys:
+            raise ProtocolError(403, "Forbidden", "unknown user key")
+        return user_key, session_key
+
+    def existing(key: tuple[str, str]) -> _Session:
+        with sessions_lock:
+            state = sessions.get(key)
+        if state is None:
+            raise ProtocolError(404, "SessionNotFound", "no such session: ask for the samples first")
+        return state
+
+    @app.get("/api/healthcheck")
+    def healthcheck() -> Response:
+        return _json({"status": "ok"})
+
+    @app.get("/api/dataset/samples")
+    def samples(key: tuple[str, str] = Depends(keys)) -> Response:
+        with sessions_lock:
+            if key not in sessions:
+                sessions[key] = _Session(EvaluationService(
+                    config.subset, davis_root=root, max_t=config.max_time, max_i=config.max_interactions,
+                    metric_to_optimize=config.metric))
+                log.info("session %s... of user %s started", key[1][:8], key[0][:40])
+            state = sessions[key]
+        pairs, max_t, max_i = state.service.get_samples()
+        return _json([[list(pair) for pair in pairs], max_t, max_i])
+
+    @app.get("/api/dataset/scribbles/{sequence}/{scribble_idx}")
+    def scribbles(sequence: str, scribble_idx: int, key: tuple[str, str] = Depends(keys)) -> Response:
+        state = existing(key)
+        with state.lock:
+            return _json(state.service.get_scribble(sequence, scribble_idx))
+
+    @app.post("/api/evaluation/interaction")
+    def interaction(body: Interaction, key: tuple[str, str] = Depends(keys)) -> Response:
+        state = existing(key)
+        if body.sequence not in state.service.sequences:
+            raise ValueError(f"invalid sequence: {body.sequence}")
+        if not math.isfinite(body.timing) or body.timing < 0:
+            raise ValueError(f"timing must be a finite number of seconds >= 0, got {body.timing}")
+        meta = Davis.dataset[body.sequence]
+        width, height = meta["image_size"]
+        masks = decode_masks(body.pred_masks, meta["num_frames"], height, width, meta["num_objects"])
+        with state.lock:
+            if state.finished:
+                raise RuntimeError("this session is finished: start a new one")
+            scribble = state.service.post_predicted_masks(
+                body.sequence, body.scribble_idx, masks, body.timing, body.interaction, key[0], key[1],
+                next_scribble_frame_candidates=body.next_scribble_frame_candidates)
+        return _json(scribble)
+
+    @app.get("/api/evaluation/report")
+    def report(key: tuple[str, str] = Depends(keys)) -> Response:
+        state = existing(key)
+        with state.lock:
+            df = state.service.get_report(session_id=key[1])
+        return _json({column: df[column].tolist() for column in df.columns})
+
+    @app.post("/api/evaluation/finish")
+    def finish(key: tuple[str, str] = Depends(keys)) -> Response:
+        state = existing(key)
+        with state.lock:
+            summary = state.service.summarize_report(state.service.get_report(session_id=key[1]))
+            state.finished = True
+        log.info("session %s... of user %s finished: AUC %.3f", key[1][:8], key[0][:40], summary["auc"])
+        return _json(summary)
+
+    return app
+
+
+# --- serving -----------------------------------------------------------------------------------------------
+def _uvicorn_server(app: FastAPI):
+    import uvicorn
+
+    # Our logging, our one line per request (uvicorn's access log would be a second one).
+    return uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off"))
+
+
+def bind(port: int) -> socket.socket:
+    """A listening socket on 127.0.0.1:`port` (0: a free port); OSError when the port is taken."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((BIND_ADDRESS, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://{host}:{port}"
+
+
+@dataclass
+class RunningServer:
+    url: str
+    stop: Callable[[], None]  # shut it down (idempotent); the port is closed when it returns
+
+
+@contextlib.contextmanager
+def serving(app: FastAPI, port: int = 0, start_timeout: float = 30.0) -> Iterator[RunningServer]:
+    """Run `app` in a thread of this process (tests, notebooks) until the block ends."""
+    sock = bind(port)
+    server = _uvicorn_server(app)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="davis-server")
+    thread.start()
+    deadline = time.monotonic() + start_timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            sock.close()
+            raise RuntimeError("the evaluation server did not start")
+        time.sleep(0.01)
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout=start_timeout)
+        sock.close()
+
+    try:
+        yield RunningServer(url_of(sock), stop)
+    finally:
+        stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m agent.server [--davis-root DIR] [--port N]: serve the DAVIS Interactive protocol locally."""
+    import argparse
+
+    from ..config import ConfigError
+    from ..data.davis import DatasetError
+
+    parser = argparse.ArgumentParser(prog="python -m agent.server", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--davis-root", type=Path, default=None,
+                        help="DAVIS-format root with annotations and scribbles (default: built-in synthetic data)")
+    parser.add_argument("--subset", default="val", help="served as the challenge's samples (default val)")
+    parser.add_argument("--sequences", default=None, help="comma-separated subset of the sequences")
+    parser.add_argument("--max-interactions", type=int, default=8, help="per sample, imposed on clients (8)")
+    parser.add_argument("--max-time", type=float, default=240.0, help="seconds per object per sample (240)")
+    parser.add_argument("--metric", default="J", help="J (default), F or J_AND_F")
+    parser.add_argument("--port", type=int, default=8000, help="on 127.0.0.1 (default 8000; 0: any free port)")
+    parser.add_argument("--user-key", action="append", default=None, dest="user_keys", metavar="KEY",
+                        help="accept only this user key (repeatable; default: any)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("absl").setLevel(logging.WARNING)  # davisinteractive logs every step at INFO
+    sequences = None
+    if args.sequences is not None:
+        sequences = tuple(s.strip() for s in args.sequences.split(",") if s.strip())
+    try:
+        config = ServerConfig(davis_root=args.davis_root, subset=args.subset, sequences=sequences,
+                              max_interactions=args.max_interactions, max_time=args.max_time, metric=args.metric,
+                              port=args.port, user_keys=tuple(args.user_keys) if args.user_keys else None)
+        if config.davis_root is None:
+            from ..data.synthetic import ensure_default_dataset
+
+            root = ensure_default_dataset()
+        else:
+            root = config.davis_root
+        app = create_app(config, root)
+        sock = bind(config.port)
+    except (ConfigError, DatasetError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"error: cannot listen on {BIND_ADDRESS}:{args.port} ({error.strerror}): pass another --port",
+              file=sys.stderr)
+        return 2
+    registration = app.state.registration
+    url = url_of(sock)
+    log.info("serving DAVIS Interactive %s of %s (%d sequences; %d interactions, %g s per object, metric %s)",
+             config.subset, registration.root, len(registration.sequences), config.max_interactions,
+             config.max_time, config.metric)
+    print(f"serving on {url}: python session_runner.py --host {url} --user-key KEY --davis-root {registration.root}",
+          flush=True)
+    _uvicorn_server(app).run(sockets=[sock])
+    return 0

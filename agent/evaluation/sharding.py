@@ -1,0 +1,163 @@
+"""Sharded evaluation: `--shard K/N` plays a deterministic part of the sequences, `merge` joins the parts.
+
+A shard holds whole sequences (every scribble of each), so each sample is timed exactly as in one run.
+The split is a pure function of the sequences' metadata: sequences are dealt, costliest first (scribbles
+x frames x objects, ties by name), each to the shard with the least cost so far (ties: the lower shard),
+so the shards of one evaluation take about equally long and every process computes the same split.
+
+`python -m agent.report merge RUN_DIR... --output DIR` concatenates the shards' report.csv and summarizes
+the whole with the shards' layouts (agent/evaluation/report.py), which gives the summary, curve and
+per-sequence table of one run on the same predictions: the summary does not depend on the order of the
+report's samples.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from ..config import parse_shard
+from ..data.davis import SequenceInfo
+
+log = logging.getLogger(__name__)
+
+
+class MergeError(ValueError):
+    """Shard results that cannot be merged into one evaluation; the message says which and why."""
+
+
+def _cost(info: SequenceInfo) -> int:
+    return max(info.num_scribbles, 1) * info.num_frames * max(info.num_objects, 1)
+
+
+def assign_shards(infos: dict[str, SequenceInfo], count: int) -> dict[str, int]:
+    """Sequence name -> its shard (1..count)."""
+    loads = [0] * count
+    assignment = {}
+    for name in sorted(infos, key=lambda n: (-_cost(infos[n]), n)):
+        shard = min(range(count), key=lambda k: (loads[k], k))
+        loads[shard] += _cost(infos[name])
+        assignment[name] = shard + 1
+    return assignment
+
+
+def shard_sequences(infos: dict[str, SequenceInfo], index: int, count: int) -> list[str]:
+    """The sequences of shard `index` of `count` (in the order of `infos`); ValueError when it has none."""
+    assignment = assign_shards(infos, count)
+    chosen = [name for name in infos if assignment[name] == index]
+    if not chosen:
+        raise ValueError(f"shard {index}/{count} has no sequence: there are only {len(infos)} sequence(s) to "
+                         f"split; use at most {len(infos)} shards")
+    return chosen
+
+
+# --- merging -------------------------------------------------------------------------------------------
+_SAME = ("metric", "max_interactions", "max_time", "threshold", "predictor", "strategy")
+
+
+def _read_run(directory: Path) -> tuple[dict, pd.DataFrame, dict]:
+    from .report import load_report
+
+    summary_path, report_path = directory / "summary.json", directory / "report.csv"
+    for path in (summary_path, report_path):
+        if not path.is_file():
+            raise MergeError(f"{path} does not exist (pass the output directories of session runs)")
+    summary = json.loads(summary_path.read_text())
+    if "layout" not in summary:
+        raise MergeError(f"{summary_path} has no sample layout (written before sharding existed): re-run it")
+    config_path = directory / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    return summary, load_report(report_path), config
+
+
+def _check_shards(directories: list[Path], summaries: list[dict]) -> None:
+    specs = [summary.get("shard") for summary in summaries]
+    if not any(specs):
+        return
+    if not all(specs):
+        unsharded = [str(d) for d, spec in zip(directories, specs, strict=True) if not spec]
+        raise MergeError(f"{', '.join(unsharded)}: not a shard, and the other runs are")
+    parsed = [parse_shard(spec) for spec in specs]
+    counts = {count for _, count in parsed}
+    if len(counts) != 1:
+        raise MergeError(f"the runs are shards of different splits: {', '.join(sorted(set(specs)))}")
+    count = counts.pop()
+    indices = [index for index, _ in parsed]
+    twice = sorted({i for i in indices if indices.count(i) > 1})
+    if twice:
+        raise MergeError(f"shard(s) {', '.join(f'{i}/{count}' for i in twice)} given more than once")
+    missing = sorted(set(range(1, count + 1)) - set(indices))
+    if missing:
+        raise MergeError(f"shard(s) {', '.join(f'{i}/{count}' for i in missing)} missing: a merge of part of "
+                         "the shards is not the evaluation's result")
+
+
+def merge_runs(directories: list[str | Path], output_dir: str | Path) -> dict:
+    """Merge shard run directories into `output_dir` (report.csv, summary.json, per_sequence.csv, curve.png,
+    config.json); returns the merged summary. MergeError names what does not fit."""
+    from .report import SampleLayout, summarize, write_outputs
+
+    directories = [Path(d) for d in directories]
+    runs = [_read_run(d) for d in directories]
+    summaries = [summary for summary, _, _ in runs]
+    for key in _SAME:
+        values = {json.dumps(summary.get(key)) for summary in summaries}
+        if len(values) > 1:
+            raise MergeError(f"the runs differ in {key} ({', '.join(sorted(values))}): they are not one evaluation")
+    _check_shards(directories, summaries)
+    num_scribbles: dict[str, int] = {}
+    num_objects: dict[str, int] = {}
+    owner: dict[str, Path] = {}
+    for directory, summary in zip(directories, summaries, strict=True):
+        for name, scribbles in summary["layout"]["num_scribbles"].items():
+            if name in owner:
+                raise MergeError(f"sequence {name} is in both {owner[name]} and {directory}")
+            owner[name] = directory
+            num_scribbles[name] = scribbles
+            num_objects[name] = summary["layout"]["num_objects"][name]
+    layout = SampleLayout(num_scribbles=num_scribbles, num_objects=num_objects)
+    first = summaries[0]
+    report = pd.concat([report for _, report, _ in runs], ignore_index=True)
+    summary = summarize(report, layout, first["max_interactions"], first["max_time"], first["metric"],
+                        first["threshold"])
+    interrupted = [str(d) for d, s in zip(directories, summaries, strict=True) if s.get("interrupted")]
+    summary["interrupted"] = bool(interrupted)
+    if interrupted:
+        log.warning("interrupted shard(s), their unfinished samples count as in any interrupted run: %s",
+                    ", ".join(interrupted))
+    output_dir = Path(output_dir)
+    extra = {key: first.get(key) for key in ("predictor", "strategy", "dataset", "dataset_kind")}
+    extra.update(sequences=sorted(num_scribbles), layout={"num_scribbles": num_scribbles, "num_objects": num_objects},
+                 max_interactions=first["max_interactions"], max_time=first["max_time"], shard=None,
+                 merged_from=[str(d) for d in directories])
+    subset = runs[0][2].get("session", {}).get("subset", "?")
+    title = (f"{first.get('predictor')} / {first.get('strategy')} on {subset} ({len(num_scribbles)} sequences, "
+             f"{len(directories)} runs merged)")
+    write_outputs(output_dir, report, summary, title, extra)
+    config = runs[0][2]
+    if config:
+        session = {**config.get("session", {}), "shard": None, "output_dir": str(output_dir)}
+        (output_dir / "config.json").write_text(json.dumps({**config, "session": session}, indent=2))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m agent.report merge RUN_DIR... --output DIR: the shards' results as one run's."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m agent.report merge", description=main.__doc__)
+    parser.add_argument("runs", nargs="+", type=Path, help="output directories of the shards' session runs")
+    parser.add_argument("--output", type=Path, required=True, help="directory for the merged results")
+    args = parser.parse_args(argv)
+    try:
+        summary = merge_runs(args.runs, args.output)
+    except MergeError as error:
+        parser.exit(2, f"error: {error}\n")
+    metric = summary["metric"]
+    print(f"AUC-{metric}: {summary['auc']:.3f}")
+    print(f"{metric}@{summary['threshold']:.0f}s: {summary['metric_at_threshold']:.3f}")
+    print(f"merged {len(args.runs)} runs into {args.output}")
+    return 0

@@ -1,0 +1,123 @@
+"""agent.data.remote_compat: the framework's HTTP client never eval()s what a server sends, has timeouts, and
+says in one error what went wrong."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+import requests
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from agent.data import remote_compat
+from agent.data.remote_compat import (
+    RemoteServerError,
+    ServerRuntimeError,
+    ServerUnavailableError,
+    ServerValueError,
+    handle_response,
+)
+from agent.evaluation.server import serving
+
+from davisinteractive.connector.remote import RemoteConnector  # isort: skip  (after agent: compat)
+from davisinteractive.session import DavisInteractiveSession  # isort: skip
+
+
+@pytest.fixture(autouse=True)
+def _restore_settings(monkeypatch):
+    for name in ("connect_timeout", "read_timeout", "retries", "backoff"):
+        monkeypatch.setattr(remote_compat.settings, name, getattr(remote_compat.settings, name))
+
+
+def _hostile(marker) -> str:
+    return f"__import__('pathlib').Path({str(marker)!r}).touch()"
+
+
+def _stub(status: int, body) -> FastAPI:
+    """A server that is healthy and answers the samples request with `body`."""
+    app = FastAPI()
+    app.get("/api/healthcheck")(lambda: {"status": "ok"})
+    app.get("/api/dataset/samples")(lambda: JSONResponse(body, status_code=status))
+    return app
+
+
+def _response(status: int, body: bytes, url: str = "http://server/api/x") -> requests.Response:
+    response = requests.Response()
+    response.status_code, response._content, response.url = status, body, url
+    response.request = requests.Request("GET", url).prepare()
+    return response
+
+
+class _Connector:
+    host = "http://server"
+
+
+def test_hostile_error_name_from_a_server_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+    body = {"error": _hostile(marker), "message": ["samples are gone"]}
+    with serving(_stub(400, body)) as server:
+        session = DavisInteractiveSession(host=server.url, user_key="tester", subset="test-dev")
+        with pytest.raises(RemoteServerError, match="unknown error .*: samples are gone") as error:
+            session.__enter__()  # asks for the samples
+    assert type(error.value) is RemoteServerError  # no class the server named
+    assert not marker.exists()
+
+
+def test_the_hostile_payload_is_live_with_the_framework_handler(tmp_path):
+    """Without the patch the same answer runs the server's code: the test above tests something real."""
+    marker = tmp_path / "pwned"
+    original = remote_compat._framework_handle_response
+    assert original is not None and RemoteConnector._handle_response is handle_response
+    answer = _response(400, json.dumps({"error": _hostile(marker), "message": "x"}).encode())
+    with pytest.raises(TypeError):  # eval() returned None, which is then called
+        original(_Connector(), answer, raise_error=True)
+    assert marker.exists()
+
+
+def test_framework_error_names_are_rebuilt_from_the_table():
+    answer = _response(400, json.dumps({"error": "ValueError", "message": ["Invalid sequence: x"]}).encode())
+    with pytest.raises(ServerValueError, match=r"^evaluation server http://server: Invalid sequence: x$") as error:
+        handle_response(_Connector(), answer, raise_error=True)
+    assert isinstance(error.value, ValueError)
+    answer = _response(400, json.dumps({"error": "RuntimeError", "message": "already submitted"}).encode())
+    with pytest.raises(ServerRuntimeError, match="already submitted"):
+        handle_response(_Connector(), answer)
+
+
+@pytest.mark.parametrize("status, body, expected", [
+    (500, b"Internal Server Error", r"answered GET http://server/api/x with 500: Internal Server Error"),
+    (401, b'{"error": "Unauthorized", "message": ["keys required"]}', r"with 401 Unauthorized: keys required"),
+    (400, b'{"error": "SystemExit", "message": "bye"}', r"an unknown error 'SystemExit': bye"),
+    (200, b"<html>not json</html>", r"something that is not JSON"),
+    (400, b'{"error": "ValueError", "message": "' + b"x" * 5000 + b'"}', r"x\.\.\.$"),
+])
+def test_other_answers_are_one_clear_error(status, body, expected):
+    with pytest.raises(RemoteServerError, match=expected) as error:
+        handle_response(_Connector(), _response(status, body), raise_error=True)
+    assert "\n" not in str(error.value) and len(str(error.value)) < 700
+
+
+def test_good_answer_passes():
+    assert handle_response(_Connector(), _response(200, b'{"status": "ok"}')) is False
+
+
+def test_refused_connection_is_one_error_naming_the_request():
+    remote_compat.configure(connect_timeout=5.0, read_timeout=5.0, retries=0)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(ServerUnavailableError, match=f"GET http://127.0.0.1:{port}/api/x: Connection refused"):
+        remote_compat.guarded_session().get(f"http://127.0.0.1:{port}/api/x")
+
+
+def test_every_request_has_a_read_timeout():
+    """A server that accepts connections and never answers: the request ends after read_timeout."""
+    remote_compat.configure(connect_timeout=5.0, read_timeout=0.2, retries=0)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/api/dataset/samples"
+        with pytest.raises(ServerUnavailableError, match=r"GET .*/api/dataset/samples: no answer within 0.2 s"):
+            remote_compat.guarded_session().get(url)

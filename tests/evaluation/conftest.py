@@ -1,0 +1,41 @@
+"""Fixtures of the evaluation tests."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+
+class SteppingClock:
+    """Stands in for the `time` module of davisinteractive's session: every call is `step` seconds after
+    the previous one, so each interaction is timed the same in every run (real timings differ run to run,
+    and with them the AUC)."""
+
+    def __init__(self, step: float = 0.25) -> None:
+        self.now = time.time()
+        self.step = step
+
+    def time(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+@pytest.fixture
+def fixed_timing(monkeypatch) -> SteppingClock:
+    from agent.data import compat  # noqa: F401  (before davisinteractive)
+
+    import davisinteractive.session.session as framework_session  # isort: skip
+
+    clock = SteppingClock()
+    monkeypatch.setattr(framework_session, "time", clock)
+    return clock
+
+
+@pytest.fixture(autouse=True)
+def _restore_remote_settings(monkeypatch):
+    """Tests that set timeouts or retries (agent.data.remote_compat.configure) leave them as they were."""
+    from agent.data.remote_compat import settings
+
+    for name in ("connect_timeout", "read_timeout", "retries", "backoff"):
+        monkeypatch.setattr(settings, name, getattr(settings, name))

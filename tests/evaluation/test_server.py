@@ -1,0 +1,223 @@
+"""The local evaluation server: a session played over HTTP scores as the in-process one; the protocol's errors;
+a server that goes away mid-session."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+
+import session_runner
+from agent.config import ServerConfig, SessionConfig
+from agent.data.registry import restore
+from agent.data.remote_compat import RemoteServerError, ServerUnavailableError, ServerValueError
+from agent.evaluation.baseline import ScribblePaintBaseline
+from agent.evaluation.report import KEYS, load_report
+from agent.evaluation.server import create_app, decode_masks, main, rle_counts, serving
+from agent.evaluation.session import run_session
+from strategies import get_strategy
+
+from davisinteractive.third_party.mask_api import encode_batch_masks  # isort: skip  (after agent: compat)
+
+INTERACTIONS = 3
+SUMMARY_KEYS = ("auc", "metric_at_threshold", "threshold", "curve", "per_interaction", "evaluated_fraction")
+
+
+@pytest.fixture(autouse=True)
+def _restore_registry():
+    yield
+    restore()
+
+
+@pytest.fixture
+def server(tiny_synthetic_root):
+    app = create_app(ServerConfig(max_interactions=INTERACTIONS, max_time=60.0), tiny_synthetic_root)
+    with serving(app) as running:
+        yield running
+
+
+def _cli(root, output_dir, *extra) -> int:
+    return session_runner.main(["--predictor", "baseline", "--strategy", "no-finetune", "--davis-root", str(root),
+                                "--output-dir", str(output_dir), *extra])
+
+
+def _frames(report: pd.DataFrame) -> pd.DataFrame:
+    columns = [*KEYS, "frame", "jaccard", "contour", "j_and_f", "timing"]
+    return report[columns].sort_values([*KEYS, "frame"]).reset_index(drop=True)
+
+
+def test_http_session_scores_as_in_process(tiny_synthetic_root, server, tmp_path, fixed_timing, caplog):
+    """Same predictions (the deterministic baseline) and same timings (fixed_timing): the same numbers."""
+    caplog.set_level(logging.INFO, logger="agent.evaluation.server")
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    assert _cli(tiny_synthetic_root, local, "--max-interactions", str(INTERACTIONS), "--max-time", "60") == 0
+    assert _cli(tiny_synthetic_root, remote, "--host", server.url, "--user-key", "tester") == 0
+
+    ours = {run: json.loads((run / "summary.json").read_text()) for run in (local, remote)}
+    for key in SUMMARY_KEYS:
+        assert ours[remote][key] == ours[local][key], key
+    assert ours[remote]["evaluated_fraction"] == 1.0 and ours[remote]["auc"] > 0
+    # The server's EvaluationService summarized the same session as the in-process one did.
+    framework = {run: ours[run]["framework"] for run in (local, remote)}
+    for key in ("auc", "metric_at_threshold", "curve"):
+        assert framework[remote][key] == framework[local][key], key
+    # Every frame's J and F and every timing, bit for bit.
+    pd.testing.assert_frame_equal(_frames(load_report(remote / "report.csv")),
+                                  _frames(load_report(local / "report.csv")))
+    assert (remote / "per_sequence.csv").read_text() == (local / "per_sequence.csv").read_text()
+
+    # The server's protocol was played (test-dev, its 3 interactions), and the user key was not written.
+    config = json.loads((remote / "config.json").read_text())
+    assert config["session"]["subset"] == "test-dev" and config["session"]["user_key"] is None
+    assert ours[remote]["max_interactions"] == INTERACTIONS and ours[remote]["host"] == server.url
+    lines = [r.getMessage() for r in caplog.records if r.name == "agent.evaluation.server"]
+    assert sum("POST /api/evaluation/interaction -> 200" in line and "user=tester" in line for line in lines) == 9
+
+
+def test_remote_shard_plays_part_of_the_server_samples(tiny_synthetic_root, server, tmp_path):
+    config = SessionConfig(host=server.url, user_key="tester", subset="test-dev", davis_root=tiny_synthetic_root,
+                           output_dir=tmp_path / "out", shard="1/2")
+    result = run_session(config, ScribblePaintBaseline(), get_strategy("no-finetune"))
+    report = load_report(result.paths["report"])
+    written = json.loads(result.paths["summary"].read_text())
+    assert set(report["sequence"]) == set(written["layout"]["num_scribbles"]) == {"synth-002"}
+    assert written["evaluated_fraction"] == 1.0 and written["shard"] == "1/2"
+
+
+class _ServerGoesAway(ScribblePaintBaseline):
+    """Stops the server when the second sample starts: its first submission finds nobody."""
+
+    def __init__(self, stop):
+        super().__init__()
+        self.stop, self.samples = stop, 0
+
+    def start(self, frames, num_objects):
+        self.samples += 1
+        if self.samples == 2:
+            self.stop()
+        super().start(frames, num_objects)
+
+
+def test_server_going_away_is_one_line_and_keeps_results(tiny_synthetic_root, server, tmp_path, monkeypatch,
+                                                         capsys):
+    monkeypatch.setattr(session_runner, "build_predictor", lambda name, config=None: _ServerGoesAway(server.stop))
+    output = tmp_path / "out"
+    code = _cli(tiny_synthetic_root, output, "--host", server.url, "--user-key", "tester",
+                "--set", "session.retries=0", "--set", "session.connect_timeout=5")
+    assert code == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert "evaluation server unavailable: POST" in errors[0] and f"results so far are in {output}" in errors[0]
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["interrupted"] is True
+    report = load_report(output / "report.csv")
+    assert report["sequence"].nunique() == 1  # the first sample, every interaction of it
+    assert sorted(report["interaction"].unique()) == list(range(1, INTERACTIONS + 1))
+    assert (output / "curve.png").is_file()
+
+
+# --- the protocol --------------------------------------------------------------------------------------
+def _keys(user="tester", session="s1") -> dict:
+    return {"User-Key": user, "Session-Key": session}
+
+
+def test_protocol_errors_are_answered_as_the_framework_client_expects(server, tiny_synthetic_root):
+    url = server.url
+    assert requests.get(f"{url}/api/healthcheck", timeout=10).json() == {"status": "ok"}
+    missing = requests.get(f"{url}/api/dataset/samples", timeout=10)
+    assert missing.status_code == 401 and missing.json()["error"] == "Unauthorized"
+    early = requests.get(f"{url}/api/evaluation/report", headers=_keys(), timeout=10)
+    assert early.status_code == 404 and early.json()["error"] == "SessionNotFound"
+
+    samples, max_t, max_i = requests.get(f"{url}/api/dataset/samples", headers=_keys(), timeout=10).json()
+    assert (max_t, max_i) == (60.0, INTERACTIONS) and len(samples) == 3
+    unknown = requests.get(f"{url}/api/dataset/scribbles/nope/001", headers=_keys(), timeout=10)
+    assert unknown.status_code == 400 and unknown.json() == {"error": "ValueError",
+                                                            "message": ["Invalid sequence: nope"]}
+    sequence, scribble_idx = samples[0]
+    wrong = {"sequence": sequence, "scribble_idx": scribble_idx, "timing": 1.0, "interaction": 1,
+             "pred_masks": {"size": [1, 2, 3], "frames": [[]]}}
+    answer = requests.post(f"{url}/api/evaluation/interaction", json=wrong, headers=_keys(), timeout=10)
+    assert answer.status_code == 400 and answer.json()["error"] == "ValueError"
+    assert "pred_masks must be of size" in answer.json()["message"][0]
+    malformed = requests.post(f"{url}/api/evaluation/interaction", json={"sequence": sequence},
+                              headers=_keys(), timeout=10)
+    assert malformed.status_code == 400 and "invalid request" in malformed.json()["message"][0]
+
+    # Sessions are per (user, session) key: another user's session of the same key is not this one.
+    other = requests.get(f"{url}/api/evaluation/report", headers=_keys(user="other"), timeout=10)
+    assert other.status_code == 404
+    finished = requests.post(f"{url}/api/evaluation/finish", headers=_keys(), timeout=10)
+    assert finished.status_code == 200 and finished.json()["auc"] == 0.0
+
+
+def test_framework_client_gets_server_errors_as_framework_classes(server, tiny_synthetic_root):
+    from davisinteractive.connector.remote import RemoteConnector
+
+    connector = RemoteConnector(user_key="tester", session_key="s2", host=server.url)
+    samples, _, _ = connector.get_samples("test-dev", None, None)
+    with pytest.raises(ServerValueError, match="Invalid scribble index: 9") as error:
+        connector.get_scribble(samples[0][0], 9)
+    assert isinstance(error.value, ValueError) and isinstance(error.value, RemoteServerError)
+
+
+def test_user_key_allowlist(tiny_synthetic_root):
+    app = create_app(ServerConfig(user_keys=("alice",)), tiny_synthetic_root)
+    with serving(app) as running:
+        refused = requests.get(f"{running.url}/api/dataset/samples", headers=_keys(user="mallory"), timeout=10)
+        allowed = requests.get(f"{running.url}/api/dataset/samples", headers=_keys(user="alice"), timeout=10)
+    assert refused.status_code == 403 and allowed.status_code == 200
+
+
+# --- masks ---------------------------------------------------------------------------------------------
+def test_decode_masks_inverts_the_framework_encoding():
+    rng = np.random.default_rng(0)
+    masks = rng.integers(0, 4, size=(3, 17, 29))
+    masks[1] = 0  # a frame without objects
+    masks[2, :, :] = 2  # one object everywhere
+    encoding = json.loads(json.dumps(encode_batch_masks(masks, nb_objects=3)))  # as it travels
+    decoded = decode_masks(encoding, 3, 17, 29, 3)
+    assert decoded.dtype == np.int64
+    np.testing.assert_array_equal(decoded, masks)
+
+
+@pytest.mark.parametrize("counts, problem", [("0\x7f", "invalid character"), ("0" * 3, "does not cover"),
+                                              ("`", "truncated"), ("o" * 20, "out of range")])
+def test_decode_masks_refuses_bad_run_lengths(counts, problem):
+    encoding = {"size": [1, 4, 4], "frames": [[{"object_id": 1, "counts": counts}]]}
+    with pytest.raises(ValueError, match=problem):
+        decode_masks(encoding, 1, 4, 4, 1)
+
+
+def test_rle_counts_reads_deltas_and_negatives():
+    # Runs 3, 5, 2, 4: from the 4th on a run is written as its difference to the run two before: 4 - 5 = -1,
+    # one 5-bit group with the sign bit: '0' + 0x1f = 'O'.
+    assert rle_counts("352O") == [3, 5, 2, 4]
+
+
+def test_server_cli_errors_are_one_line(tiny_synthetic_root, tmp_path, capsys):
+    assert main(["--davis-root", str(tmp_path / "absent"), "--port", "0"]) == 2
+    assert capsys.readouterr().err.startswith("error: DAVIS root")
+    assert main(["--davis-root", str(tiny_synthetic_root), "--max-interactions", "40"]) == 2
+    assert "server.max_interactions must be in 1..16" in capsys.readouterr().err
+    with serving(create_app(ServerConfig(), tiny_synthetic_root)) as running:
+        port = running.url.rsplit(":", 1)[1]
+        assert main(["--davis-root", str(tiny_synthetic_root), "--port", port]) == 2
+    assert "pass another --port" in capsys.readouterr().err
+
+
+def test_unreachable_server_is_one_clear_error(tmp_path, tiny_synthetic_root):
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = SessionConfig(host=f"http://127.0.0.1:{port}", user_key="tester", subset="test-dev",
+                           davis_root=tiny_synthetic_root, output_dir=tmp_path / "out", retries=0)
+    with pytest.raises(ServerUnavailableError, match="GET .*/api/healthcheck: Connection refused"):
+        run_session(config, ScribblePaintBaseline(), get_strategy("no-finetune"))
+    assert not (tmp_path / "out" / "summary.json").exists()  # nothing was played: nothing to keep

@@ -1,0 +1,112 @@
+"""Sharded evaluation: a deterministic split into whole sequences, and merged shards equal one run."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from agent.config import SessionConfig
+from agent.data.davis import SequenceInfo
+from agent.data.registry import restore
+from agent.evaluation.baseline import ScribblePaintBaseline
+from agent.evaluation.report import load_report
+from agent.evaluation.report import main as report_main
+from agent.evaluation.session import run_session
+from agent.evaluation.sharding import assign_shards, merge_runs, shard_sequences
+from strategies import get_strategy
+
+INTERACTIONS = 3
+SUMMARY_KEYS = ("auc", "metric_at_threshold", "threshold", "curve", "per_interaction", "evaluated_fraction",
+                "metric", "interrupted")
+
+
+@pytest.fixture(autouse=True)
+def _restore_registry():
+    yield
+    restore()
+
+
+def _infos(costs: dict[str, int]) -> dict[str, SequenceInfo]:
+    return {name: SequenceInfo(name, frames, 1, 10, 10, 1) for name, frames in costs.items()}
+
+
+def test_split_is_deterministic_disjoint_and_balanced():
+    infos = _infos({"a": 90, "b": 50, "c": 40, "d": 30, "e": 20, "f": 10})
+    assignment = assign_shards(infos, 3)
+    shuffled = dict(random.Random(1).sample(sorted(infos.items()), len(infos)))
+    assert assign_shards(shuffled, 3) == assignment  # the order the sequences come in does not matter
+    parts = [shard_sequences(infos, k, 3) for k in (1, 2, 3)]
+    assert sorted(name for part in parts for name in part) == sorted(infos)
+    loads = [sum(infos[n].num_frames for n in part) for part in parts]
+    assert loads == [90, 80, 70]  # costliest first, each to the least loaded shard
+    assert parts[1] == ["b", "e", "f"] and parts[2] == ["c", "d"]  # in the given order
+
+
+def test_too_many_shards_is_one_clear_error():
+    with pytest.raises(ValueError, match="shard 3/3 has no sequence: there are only 2"):
+        shard_sequences(_infos({"a": 5, "b": 5}), 3, 3)
+
+
+def _run(root, output_dir, shard=None):
+    config = SessionConfig(subset="val", davis_root=root, max_interactions=INTERACTIONS, max_time=60.0,
+                           output_dir=output_dir, strategy="no-finetune", shard=shard)
+    run_session(config, ScribblePaintBaseline(), get_strategy("no-finetune"))
+    return output_dir
+
+
+def test_merged_shards_equal_one_run(tiny_synthetic_root, tmp_path, fixed_timing, capsys):
+    """Same predictions (the deterministic baseline) and timings (fixed_timing): shards merged = one run."""
+    whole = _run(tiny_synthetic_root, tmp_path / "whole")
+    shards = [_run(tiny_synthetic_root, tmp_path / f"shard{k}", f"{k}/2") for k in (1, 2)]
+    parts = [set(load_report(d / "report.csv")["sequence"]) for d in shards]
+    assert parts[0] and parts[1] and not parts[0] & parts[1]
+
+    merged = tmp_path / "merged"
+    assert report_main(["merge", *map(str, reversed(shards)), "--output", str(merged)]) == 0
+    assert "AUC-J:" in capsys.readouterr().out
+    ours, one = (json.loads((d / "summary.json").read_text()) for d in (merged, whole))
+    for key in SUMMARY_KEYS:
+        assert ours[key] == one[key], key
+    assert ours["auc"] > 0 and ours["evaluated_fraction"] == 1.0
+    assert ours["layout"] == one["layout"] and ours["merged_from"] == [str(d) for d in reversed(shards)]
+    assert (merged / "per_sequence.csv").read_text() == (whole / "per_sequence.csv").read_text()
+    assert (merged / "curve.png").is_file()
+    assert json.loads((merged / "config.json").read_text())["session"]["shard"] is None
+    # The framework's own summary of the one run agrees too (it is not computed for a merge).
+    assert ours["auc"] == pytest.approx(one["framework"]["auc"], abs=1e-12)
+
+
+def _fake_run(directory, sequences, shard, **changes):
+    """A run directory as a session writes it, without playing: merge checks it before reading results."""
+    directory.mkdir(parents=True)
+    summary = {"metric": "J", "threshold": 60.0, "max_interactions": INTERACTIONS, "max_time": 60.0,
+               "predictor": "baseline", "strategy": "no-finetune", "shard": shard, "interrupted": False,
+               "layout": {"num_scribbles": dict.fromkeys(sequences, 1), "num_objects": dict.fromkeys(sequences, 1)}}
+    (directory / "summary.json").write_text(json.dumps({**summary, **changes}))
+    (directory / "report.csv").write_text(",session_id,sequence,scribble_idx,interaction,object_id,frame,jaccard,"
+                                          "contour,j_and_f,timing\n")
+    return directory
+
+
+def test_merge_refuses_what_is_not_one_evaluation(tmp_path, capsys):
+    first = _fake_run(tmp_path / "shard1", ["a"], "1/2")
+    with pytest.raises(SystemExit) as exit_info:
+        report_main(["merge", str(first), "--output", str(tmp_path / "merged")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "error: shard(s) 2/2 missing: a merge of part of the shards is not the " \
+                                      "evaluation's result\n"
+    cases = {
+        "given more than once": [first, first],
+        "not a shard, and the other runs are": [first, _fake_run(tmp_path / "whole", ["b"], None)],
+        "shards of different splits": [first, _fake_run(tmp_path / "third", ["b"], "2/3")],
+        "differ in max_time": [first, _fake_run(tmp_path / "slow", ["b"], "2/2", max_time=30.0)],
+        "sequence a is in both": [_fake_run(tmp_path / d, ["a"], None) for d in ("x", "y")],
+        "has no sample layout": [_fake_run(tmp_path / "old", ["a"], None)],
+    }
+    (tmp_path / "old" / "summary.json").write_text(json.dumps({"metric": "J"}))  # written before sharding
+    for message, runs in cases.items():
+        with pytest.raises(ValueError, match=message):
+            merge_runs(runs, tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()

@@ -1,0 +1,47 @@
+"""agent.config: the remote-mode and shard fields of SessionConfig, ServerConfig, and how the CLI fills them."""
+
+from __future__ import annotations
+
+import pytest
+
+import session_runner
+from agent.config import ConfigError, ServerConfig, SessionConfig, parse_shard
+
+
+def test_remote_session_fields():
+    config = SessionConfig(host="http://127.0.0.1:8000", user_key="me", subset="test-dev", shard="2/4")
+    assert config.remote and parse_shard(config.shard) == (2, 4)
+    assert not SessionConfig().remote
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"host": "http://h:1", "subset": "test-dev"}, "session.user_key is required"),
+    ({"host": "http://h:1", "user_key": "k"}, "a remote host plays test-dev only"),
+    ({"host": "ftp://h", "user_key": "k", "subset": "test-dev"}, "session.host must be localhost or an http"),
+    ({"subset": "test-dev"}, "test-dev has no public annotations"),
+    ({"shard": "3/2"}, "session.shard must be K/N"),
+    ({"shard": "0/2"}, "session.shard must be K/N"),
+    ({"shard": "half"}, "session.shard must be K/N"),
+    ({"read_timeout": 0}, "session.read_timeout must be"),
+    ({"retries": -1}, "session.retries must be >= 0"),
+])
+def test_bad_remote_or_shard_values_are_one_clear_error(values, message):
+    with pytest.raises(ConfigError, match=message):
+        SessionConfig(**values)
+
+
+def test_server_config_limits():
+    assert ServerConfig().port == 8000
+    with pytest.raises(ConfigError, match="server.max_time must be seconds in"):
+        ServerConfig(max_time=900)
+    with pytest.raises(ConfigError, match="server.user_keys must be non-empty"):
+        ServerConfig(user_keys=("",))
+
+
+def test_cli_host_implies_test_dev_and_the_key_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("DAVIS_USER_KEY", "from-env")
+    config = session_runner.resolve_config(session_runner.parse_args(["--host", "http://h:1", "--shard", "1/3"]))
+    assert (config.session.subset, config.session.user_key, config.session.shard) == ("test-dev", "from-env", "1/3")
+    monkeypatch.delenv("DAVIS_USER_KEY")
+    local = session_runner.resolve_config(session_runner.parse_args([]))
+    assert (local.session.subset, local.session.user_key, local.session.remote) == ("val", None, False)
