@@ -173,12 +173,14 @@ def _run(config: RunConfig, args: argparse.Namespace) -> int:
         predictor = build_predictor(config.session.predictor, config.agent)
         result = run_session(with_output_dir(config, output.work).session, predictor, strategy,
                              registration=checked.registration, run_config=to_dict(config))
-    except RemoteServerError as error:
+    except RemoteServerError as error:  # the server went away: one line, and what finished stays
         if args.verbose:
             raise
         discard(output)
-        print(f"error: {error}", file=sys.stderr)
-        _say_where(output, "results so far")
+        kept = output.work.is_dir() and any(output.work.iterdir())
+        print(f"error: {error}" + (f"; results so far are in {output.work}" if kept else ""), file=sys.stderr)
+        if output.staged and kept:
+            print(f"{output.final} still holds the earlier run's results (not replaced)", file=sys.stderr)
         return 1
     except (DatasetError, UnknownStrategyError, CheckpointError, WeightsUnavailableError, PredictionError,
             StrategyError, ValueError) as error:

@@ -43,7 +43,7 @@ def _jaccard(pred: np.ndarray, gt: np.ndarray) -> float:
 
 def test_real_agent_session_j_rises(shipped_agent, tiny_synthetic_root, tmp_path):
     config = SessionConfig(subset="val", davis_root=tiny_synthetic_root, max_interactions=INTERACTIONS,
-                           max_time=60.0, output_dir=tmp_path / "out", strategy="quick")
+                           max_time=600.0, output_dir=tmp_path / "out", strategy="quick")  # J, not speed: no round may time out on a busy machine
     result = run_session(config, shipped_agent, QuickStrategy())
     summary = result.summary
     per_round = summary["per_interaction"]["J"]
