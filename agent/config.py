@@ -155,9 +155,9 @@ class ScribbleConfig:
     dilation: int = 3  # square kernel side (paper: 3x3)
     # Pixels farther than this fraction of the image diagonal from every object scribble are background.
     far_background_fraction: float = 0.25
-    # Which scribbled frames get that far-away background: all | first-round (only frames scribbled in the
-    # first round: a later correction stroke marks only the missed part of an object).
-    far_background_frames: str = "all"
+    # Which scribbled frames get derived background (far-away, least-similar): all | first-round (only frames
+    # scribbled in the first round: a later correction stroke marks only the missed part of an object).
+    derived_background_frames: str = "first-round"
     # Without any background label, this fraction of the frame's least object-similar pixels is background.
     least_similar_fraction: float = 0.25
     # True: least-similar background until the first background stroke, on top of far-away background.
@@ -169,7 +169,7 @@ class ScribbleConfig:
     spare_predicted_objects: bool = False
 
     def __post_init__(self) -> None:
-        _choice(self.far_background_frames, "scribbles.far_background_frames", ("all", "first-round"))
+        _choice(self.derived_background_frames, "scribbles.derived_background_frames", ("all", "first-round"))
         _require(self.dilation >= 1, f"scribbles.dilation must be >= 1, got {self.dilation}")
         _require(_finite(self.far_background_fraction) and self.far_background_fraction >= 0,
                  f"scribbles.far_background_fraction must be >= 0, got {self.far_background_fraction}")

@@ -198,9 +198,9 @@ class ScribbleMemory:
         """
         out = self.raw_labels(frame)
         raw = self._labels[frame]  # read only: the strokes, to tell them from derived background
-        if self.derives_far_background(frame):
+        if self.derives_background(frame):
             out[far_background(out, self.config.far_background_fraction) & (out == UNLABELED)] = BACKGROUND
-        if object_similarity is not None and self.needs_least_similar():
+        if object_similarity is not None and self.needs_least_similar() and self.derives_background(frame):
             out[least_similar_background(object_similarity, out, self.config.least_similar_fraction)] = (
                 BACKGROUND
             )
@@ -210,12 +210,12 @@ class ScribbleMemory:
             out[(out == BACKGROUND) & (raw != BACKGROUND) & predicted_objects] = UNLABELED
         return out
 
-    def derives_far_background(self, frame: int) -> bool:
-        """Whether `frame` gets far-away background: every scribbled frame, or (config.far_background_frames
-        "first-round") only frames scribbled in the first round, where the strokes mark whole objects; a
-        later correction stroke marks only the part of an object a mask missed, and the rest of the object
-        may lie farther from it than the far-away distance."""
-        return self.config.far_background_frames == "all" or self._first_round.get(frame) == 1
+    def derives_background(self, frame: int) -> bool:
+        """Whether `frame` gets derived background (far-away, least-similar): every scribbled frame, or
+        (config.derived_background_frames "first-round") only frames scribbled in the first round, where the
+        strokes mark whole objects; a later correction stroke marks only the part of an object a mask missed,
+        and the rest of the object may lie far from it, or look unlike it."""
+        return self.config.derived_background_frames == "all" or self._first_round.get(frame) == 1
 
     def needs_least_similar(self) -> bool:
         """Whether the least-similar background applies (see `labels`)."""
@@ -230,7 +230,7 @@ class ScribbleMemory:
         """Whether any frame has a background label (strokes or far-away background)."""
         fraction = self.config.far_background_fraction
         return any(
-            (raw == BACKGROUND).any() or (self.derives_far_background(frame) and far_background(raw, fraction).any())
+            (raw == BACKGROUND).any() or (self.derives_background(frame) and far_background(raw, fraction).any())
             for frame, raw in self._labels.items()
         )
 

@@ -1,0 +1,82 @@
+"""A correction never hurts the frames it says nothing about: a short late object stroke on part of a large
+object must not turn the rest of it into background evidence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from agent.config import AgentConfig, ModelConfig, ScribbleConfig
+from agent.inference.agent import InteractiveAgent
+from agent.inference.plan import RoundPlan
+from agent.model.checkpoint import save_checkpoint
+from agent.model.siamese import build_model
+
+FRAMES, HEIGHT, WIDTH = 6, 120, 320  # the model's own size: a 30x80 transfer grid
+CORRECTED = 3
+
+
+def _video() -> tuple[np.ndarray, np.ndarray]:
+    """A large red object drifting over a blue background: plain colours, so even a random tiny backbone's
+    features tell object from background, and any mistake comes from the labels."""
+    frames = np.zeros((FRAMES, HEIGHT, WIDTH, 3), np.uint8)
+    frames[..., 2] = 200
+    truth = np.zeros((FRAMES, HEIGHT, WIDTH), np.int64)
+    for t in range(FRAMES):
+        top, left = _corner(t)
+        truth[t, top:top + 80, left:left + 150] = 1
+    frames[truth == 1] = (210, 30, 30)
+    return frames, truth
+
+
+def _corner(t: int) -> tuple[int, int]:
+    return 16 + t, 12 + 2 * t
+
+
+def _stroke(frame: int, points: list[tuple[float, float]], object_id: int = 1) -> dict:
+    scribbles = [[] for _ in range(FRAMES)]
+    scribbles[frame] = [{"path": [[x / (WIDTH - 1), y / (HEIGHT - 1)] for x, y in points], "object_id": object_id}]
+    return {"scribbles": scribbles, "sequence": "red-object"}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="tiny", pretrained="none", input_size=(HEIGHT, WIDTH), embedding_dim=16))
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", model)
+
+
+def _rounds(checkpoint, scribbles: ScribbleConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    frames, truth = _video()
+    agent = InteractiveAgent.from_pretrained(checkpoint, AgentConfig(device="cpu", scribbles=scribbles,
+                                                                     inference_scale=1.0))
+    agent.start(frames, 1)
+    # Round 1: the whole object marked along its middle on frame 0 (far-away background around it).
+    top, left = _corner(0)
+    first = agent.step(_stroke(0, [(left + 10, top + 40), (left + 75, top + 40), (left + 140, top + 40)]), RoundPlan())
+    # Round 2: a short stroke on one corner of the object on another frame, far from most of it.
+    top, left = _corner(CORRECTED)
+    second = agent.step(_stroke(CORRECTED, [(left + 4, top + 4), (left + 12, top + 8)]), RoundPlan())
+    return first, second, truth
+
+
+def test_a_late_stroke_leaves_the_other_frames_right(checkpoint):
+    first, second, truth = _rounds(checkpoint, ScribbleConfig())
+    assert (first == truth).mean() > 0.95  # plain colours: the first round is nearly right (edges aside)
+    others = np.arange(FRAMES) != CORRECTED
+    right_before = first[others] == truth[others]
+    # The corner's pixels join the references, so a few cells along other frames' object edges may change.
+    assert (second[others][right_before] == truth[others][right_before]).mean() > 0.99
+    # ...and the corrected frame keeps its object too.
+    assert ((second[CORRECTED] == 1) & (truth[CORRECTED] == 1)).sum() >= 0.97 * (truth[CORRECTED] == 1).sum()
+
+
+def test_far_away_background_on_correction_frames_would_break_it(checkpoint):
+    """The failure the default avoids: with far-away background on every scribbled frame, the corner stroke
+    makes most of the object background evidence on its frame, and the object collapses elsewhere too."""
+    first, second, truth = _rounds(checkpoint, ScribbleConfig(derived_background_frames="all"))
+    others = np.arange(FRAMES) != CORRECTED
+    assert (first == truth).mean() > 0.95
+    lost = ((second[others] == 0) & (truth[others] == 1)).sum() / (truth[others] == 1).sum()
+    assert lost > 0.3
