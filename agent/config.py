@@ -188,9 +188,13 @@ class FinetuneConfig:
     scale_range: tuple[float, float] = (0.5, 1.5)
     rotation_degrees: float = 30.0
     early_stop_loss: float = 0.04  # stop once the largest recent loss is below this (paper)
+    # pairwise (the paper's) | topk (the agent's own transfer) | pretraining: the loss the checkpoint was
+    # trained with (its head is calibrated for it; the pairwise loss re-estimates the head's BatchNorm).
+    loss: str = "pretraining"
     train_backbone: bool = False  # on CPU only decoder + head adapt; backbone features are cached
 
     def __post_init__(self) -> None:
+        _choice(self.loss, "finetune.loss", ("pretraining", "pairwise", "topk"))
         for name in ("lr", "momentum", "weight_decay", "rotation_degrees", "early_stop_loss"):
             value = getattr(self, name)
             _require(_finite(value) and value >= 0, f"finetune.{name} must be a finite number >= 0, got {value}")

@@ -57,8 +57,11 @@ log = logging.getLogger(__name__)
 class InteractiveAgent(Predictor):
     name = "simlearn"
 
-    def __init__(self, model: SiameseEmbedder, config: AgentConfig | None = None) -> None:
+    def __init__(self, model: SiameseEmbedder, config: AgentConfig | None = None,
+                 pretraining_loss: str = "pairwise") -> None:
         self.config = config or AgentConfig()
+        loss = self.config.finetune.loss
+        self.finetune_loss = pretraining_loss if loss == "pretraining" else loss
         self.device = next(model.parameters()).device
         self.model = model.eval()
         self._pretrained_state = copy.deepcopy(model.state_dict())
@@ -98,9 +101,9 @@ class InteractiveAgent(Predictor):
         """The agent with a checkpoint's weights (default: the shipped one)."""
         config = config or AgentConfig()
         path = Path(checkpoint or config.checkpoint or default_checkpoint_path())
-        model, model_config, _ = load_checkpoint(path, resolve_device(device or config.device))
+        model, model_config, extra = load_checkpoint(path, resolve_device(device or config.device))
         config = dataclasses.replace(config, checkpoint=path)
-        agent = cls(model, config)
+        agent = cls(model, config, pretraining_loss=extra.get("loss", "pairwise"))  # older checkpoints: pairwise
         log.info("agent: %s (%s, d=%d, trained at %s, inference scale %s, transfer grid %s)", path.name,
                  model_config.backbone, model_config.embedding_dim, agent.trained_size, config.inference_scale,
                  agent.grid)
@@ -158,7 +161,8 @@ class InteractiveAgent(Predictor):
         budget = self._finetune_budget(plan, time.perf_counter() - started)
         self.last_finetune = finetune(
             self.model, {f: features[f] for f in labels}, labels, budget, self.config.finetune,
-            self.config.transfer.samples_per_class, generator=self._generator,
+            self.config.transfer.samples_per_class, generator=self._generator, loss=self.finetune_loss,
+            topk=self.config.transfer.topk,
         )
 
         propagation_start = time.perf_counter()

@@ -19,12 +19,14 @@ import torch
 from ..config import FinetuneConfig
 from ..data.augment import augment
 from ..model.siamese import SiameseEmbedder
-from ..model.similarity import pairwise_loss, sample_pixels
+from ..model.similarity import pair_loss, sample_pixels, topk_loss
 
 log = logging.getLogger(__name__)
 
 # The early stop looks at the largest loss of this many recent steps, so one easy draw does not stop it.
 EARLY_STOP_WINDOW = 5
+# topk loss: reference pixels per class drawn from the first view (the query view draws samples_per_class).
+TOPK_REFERENCES = 1024
 
 
 @dataclass
@@ -51,12 +53,15 @@ def finetune(
     early_stop_loss: float | None = None,
     generator: torch.Generator | None = None,
     clock=time.perf_counter,
+    loss: str = "pairwise",
+    topk: int = 20,
 ) -> FinetuneStats:
     """Fine-tune on scribbled frames for at most `seconds`.
 
     features: frame -> cached backbone features (C, h8, w8); labels: frame -> (h, w) int64 on the
     embedding grid (-1 unlabeled, 0 background, 1..N objects). `clock`: seconds, injectable for tests.
-    Returns what happened.
+    loss: pairwise (the paper's, K pooled pixels per class in both views) or topk (the agent's own transfer
+    from the first view's labelled pixels to the second's, model/similarity.py topk_loss). Returns what happened.
     """
     start = clock()  # the budget covers the set-up too
     stats = FinetuneStats()
@@ -83,16 +88,23 @@ def finetune(
                     flip=config.flip, scale_range=config.scale_range, rotation_degrees=config.rotation_degrees,
                 )
                 views.append((feats, labs))
-            pooled = [sample_pixels(labs, samples_per_class, generator) for _, labs in views]
+            budgets = (TOPK_REFERENCES, samples_per_class) if loss == "topk" else (samples_per_class,) * 2
+            pooled = [sample_pixels(labs, k, generator) for (_, labs), k in zip(views, budgets, strict=True)]
             if any(len(p.indices) == 0 for p in pooled):
                 continue  # a transform pushed every labelled pixel out of the frame
+            if loss == "topk" and not torch.isin(pooled[1].classes, pooled[0].classes).any():
+                continue
             batch = torch.stack([feats for feats, _ in views]).to(device)
-            embeddings = model.decode(batch, tuple(out_size))
-            loss = pairwise_loss(embeddings[0], pooled[0], embeddings[1], pooled[1], model.head)
+            refs, queries = model.decode_points(batch, tuple(out_size), [p.indices for p in pooled])
+            if loss == "topk":
+                value_t = topk_loss(queries, pooled[1].classes.to(device), refs, pooled[0].classes.to(device),
+                                    topk, model.head)
+            else:
+                value_t = pair_loss(refs, pooled[0].classes, queries, pooled[1].classes, model.head)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            value_t.backward()
             optimizer.step()
-            value = float(loss.detach())
+            value = float(value_t.detach())
             stats.first_loss = value if stats.steps == 0 else stats.first_loss
             stats.last_loss = value
             stats.steps += 1

@@ -240,7 +240,7 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
                     raise RuntimeError(f"the processes' weights differ at iteration {done}: {digests}")
                 if rank == 0:
                     _save_training_state(state_path, model, optimizer, done, config)
-                    save_checkpoint(model_path, model, extra={"iterations": done, "mode": mode,
+                    save_checkpoint(model_path, model, extra={"iterations": done, "mode": mode, "loss": config.loss,
                                                               "world_size": world, "parameter_digests": digests})
                 synchronise = True
             if config.validate_every and (done % config.validate_every == 0 or done == config.iterations):

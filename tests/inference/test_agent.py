@@ -41,6 +41,26 @@ def test_the_budget_bounds_the_steps(tiny_model):
     assert stats.seconds == pytest.approx(1.5)  # the reading after the loop ends (1.2 s stopped it)
 
 
+@pytest.mark.parametrize("loss", ["pairwise", "topk"])
+def test_finetuning_lowers_its_loss(tiny_model, loss):
+    features, labels = _scribbled_frame(tiny_model)
+    ticks = iter(range(10_000))  # one "second" per clock reading: 40 steps in a 40 s budget
+    stats = finetune(tiny_model, features, labels, 40.0, FinetuneConfig(lr=0.05), samples_per_class=20,
+                     early_stop_loss=0.0, clock=lambda: float(next(ticks)), loss=loss, topk=5)
+    assert stats.steps == 39 and stats.last_loss < stats.first_loss
+
+
+def test_topk_finetuning_keeps_the_heads_calibration(tiny_model):
+    """The topk loss uses the head's eval-mode affine: its BatchNorm statistics never move."""
+    before = tiny_model.head.bn.running_var.clone(), tiny_model.head.bn.running_mean.clone()
+    features, labels = _scribbled_frame(tiny_model)
+    ticks = iter(range(10_000))
+    finetune(tiny_model, features, labels, 10.0, FinetuneConfig(), samples_per_class=20, early_stop_loss=0.0,
+             clock=lambda: float(next(ticks)), loss="topk")
+    assert torch.equal(tiny_model.head.bn.running_var, before[0])
+    assert torch.equal(tiny_model.head.bn.running_mean, before[1])
+
+
 def test_early_stop_fires(tiny_model):
     features, labels = _scribbled_frame(tiny_model)
     stats = finetune(tiny_model, features, labels, 30.0, FinetuneConfig(), samples_per_class=20, early_stop_loss=10.0)
