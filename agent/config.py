@@ -57,12 +57,13 @@ class ModelConfig:
     normalize_embeddings: bool = True
     # Each backbone level L2-normalised before the decoder: their magnitudes differ by orders.
     normalize_features: bool = True
-    # random | identity (needs embedding_dim == backbone channels: training starts from the ImageNet similarity)
+    # random | identity (needs embedding_dim == backbone channels) | pca (training sets the decoder to the first
+    # embedding_dim principal directions of its data): both start training from the ImageNet features' similarity.
     decoder_init: str = "random"
 
     def __post_init__(self) -> None:
         _choice(self.pretrained, "model.pretrained", ("imagenet", "coco", "none"))
-        _choice(self.decoder_init, "model.decoder_init", ("random", "identity"))
+        _choice(self.decoder_init, "model.decoder_init", ("random", "identity", "pca"))
         _require(self.output_stride in (8, 16), f"model.output_stride must be 8 or 16, got {self.output_stride}")
         _require(self.embedding_dim >= 1, f"model.embedding_dim must be >= 1, got {self.embedding_dim}")
         _require(len(self.input_size) == 2 and min(self.input_size) >= 16,

@@ -14,6 +14,7 @@ from ..data import compat  # noqa: F401
 from ..data.davis import VOID_LABEL, DavisReader
 from ..inference.scribbles import grid_labels
 from ..inference.transfer import transfer_labels
+from ..model.onnx_backbone import build_backbone_runtime
 from ..model.siamese import SiameseEmbedder, inference_size
 
 from davisinteractive.metrics import batched_jaccard  # isort: skip  (after compat)
@@ -31,11 +32,13 @@ def one_shot_j(
     generator: torch.Generator | None = None,
     raw_features: bool = False,
     inference_scale: float | str = "auto",
+    runtimes: dict | None = None,
 ) -> float:
     """Mean J (over objects and the frames stride, 2*stride, ...) of transferring frame 0's ground truth, as
     the agent transfers: frames at its inference size (AgentConfig.inference_scale), on its grid.
 
     raw_features: compare the backbone's features directly (no decoder): ImageNet without Siamese training.
+    runtimes: {input size: backbone runtime} reused across calls with the same weights (built when missing).
     """
     model.eval()
     device = next(model.parameters()).device
@@ -45,9 +48,13 @@ def one_shot_j(
     embed = model.feature_embeddings if raw_features else model.decode
 
     size = inference_size(tuple(model.config.input_size), frames.shape[1:3], inference_scale)
+    runtimes = {} if runtimes is None else runtimes
+    if size not in runtimes:  # the agent's backbone runtime (ONNX Runtime on a CPU), for these weights
+        runtimes[size] = build_backbone_runtime(model.backbone, size, "auto", device)
+    runtime = runtimes[size]
 
     def embeddings(ids: list[int]) -> torch.Tensor:
-        return embed(model.backbone_features(model.preprocess(frames[ids], size)), grid)
+        return embed(model.extract_features(model.preprocess(frames[ids], size), backbone=runtime).to(device), grid)
 
     reference = embeddings([0])[0]
     ref_labels = grid_labels(masks[0], grid).to(device)
@@ -79,9 +86,10 @@ def one_shot_benchmark(
 ) -> dict[str, float]:
     """One-shot J per sequence of a DAVIS-format root."""
     results = {}
+    runtimes: dict = {}  # one export per frame size for this call: the weights may change between calls
     for sequence in sequences:
         frames, masks = reader.load_frames(sequence), reader.load_annotations(sequence)
         results[sequence] = one_shot_j(model, frames, masks, transfer_config, stride,
-                                       torch.Generator().manual_seed(seed), raw_features, inference_scale)
+                                       torch.Generator().manual_seed(seed), raw_features, inference_scale, runtimes)
         log.info("one-shot J %s: %.3f", sequence, results[sequence])
     return results

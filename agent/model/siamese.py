@@ -105,6 +105,20 @@ class Decoder(nn.Module):
         for k in range(4):
             conv.weight[torch.arange(channels) * 4 + k, torch.arange(channels), 0, 0] = 1.0
 
+    @torch.no_grad()
+    def init_pca(self, samples: torch.Tensor) -> None:
+        """Every output position projects its input on the first principal directions of `samples` (N, C)
+        (the decoder's input, centred): training starts from the backbone features' own similarity,
+        compressed to embedding_dim channels."""
+        conv = self.up[0]
+        dim = conv.out_channels // 4
+        mean = samples.mean(0)
+        _, _, directions = torch.linalg.svd(samples - mean, full_matrices=False)  # (C, C), rows by variance
+        basis = directions[:dim]  # (d, C)
+        for k in range(4):  # PixelShuffle reads output channel c*4 + k as sub-position k of channel c
+            conv.weight[torch.arange(dim) * 4 + k, :, 0, 0] = basis
+            conv.bias[torch.arange(dim) * 4 + k] = -basis @ mean
+
     def forward(self, features: torch.Tensor, out_size: tuple[int, int] | None = None) -> torch.Tensor:
         x = self.up(features)
         size = out_size or (2 * x.shape[-2], 2 * x.shape[-1])
@@ -137,8 +151,8 @@ class SiameseEmbedder(nn.Module):
         self.decoder = Decoder(self.backbone.out_channels, config.embedding_dim)
         if config.decoder_init == "identity":
             self.decoder.init_identity()
-        elif config.decoder_init != "random":
-            raise ValueError(f"unknown decoder_init '{config.decoder_init}': use random or identity")
+        elif config.decoder_init not in ("random", "pca"):  # pca: set by training from its data (init_pca)
+            raise ValueError(f"unknown decoder_init '{config.decoder_init}': use random, identity or pca")
         self.head = SimilarityHead()
 
     @property

@@ -62,6 +62,23 @@ class TrainingSet:
             labels.append(warp_labels(video.labels[index], theta))
         return torch.stack(inputs), labels
 
+    @torch.no_grad()
+    def decoder_inputs(self, model: SiameseEmbedder, count: int, generator: torch.Generator) -> torch.Tensor:
+        """(count, C) random pixels of the decoder's input (the normalised backbone features), over all videos."""
+        if not self.frozen:
+            raise ValueError("decoder_init=pca needs cached features: train.mode frozen-backbone")
+        per_video = max(1, count // len(self.videos))
+        out = []
+        for video in self.videos:
+            frames = torch.randint(len(video.inputs), (per_video,), generator=generator)
+            features = video.inputs[frames].float()  # (n, C, h, w)
+            if model.config.normalize_features:
+                features = model.normalized_levels(features)
+            rows = torch.randint(features.shape[2], (per_video,), generator=generator)
+            cols = torch.randint(features.shape[3], (per_video,), generator=generator)
+            out.append(features[torch.arange(per_video), :, rows, cols])
+        return torch.cat(out)
+
     def _colour_jitter(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         amount = self.config.colour_jitter
         brightness, contrast, saturation = (1 + amount * (2 * torch.rand(3, generator=generator) - 1)).tolist()

@@ -58,6 +58,7 @@ from .data import load_training_set
 
 log = logging.getLogger("agent.train")
 TOPK_INITIAL_SCALE = 10.0
+PCA_SAMPLES = 50_000  # decoder-input pixels for decoder_init=pca
 
 
 class PairLoss(nn.Module):
@@ -194,6 +195,8 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     data = load_training_set(config, model, frozen, rank=rank, transfer=transfer)
+    if start_iteration == 0 and model_config.decoder_init == "pca":
+        model.decoder.init_pca(data.decoder_inputs(model, PCA_SAMPLES, generator).to(device))
     step = PairLoss(model, frozen, config.loss, transfer.topk).to(device)
     if world > 1:
         # DDP registers only the parameters that require grad (frozen: decoder + head, all used in every

@@ -253,3 +253,20 @@ def test_identity_decoder_init_copies_the_features():
     assert torch.allclose(model.decode(features, (10, 14)), upsampled)
     with pytest.raises(ValueError, match="identity"):
         build_model(ModelConfig(backbone="tiny", pretrained="none", embedding_dim=16, decoder_init="identity"))
+
+
+def test_pca_decoder_init_projects_on_the_principal_directions():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="tiny", pretrained="none", embedding_dim=2, decoder_init="pca",
+                                    normalize_features=False, normalize_embeddings=False))
+    channels = model.backbone.out_channels
+    # Samples spread mostly along the first two channels: those are the first two principal directions.
+    samples = torch.randn(500, channels) * torch.cat([torch.tensor([10.0, 5.0]), torch.full((channels - 2,), 0.1)])
+    samples += 3.0
+    model.decoder.init_pca(samples)
+    features = torch.randn(1, channels, 3, 4)
+    out = model.decode(features, (6, 8))  # (1, 2, 6, 8): every 2x2 block repeats its cell's projection
+    projected = out[0, :, ::2, ::2].reshape(2, -1).t()  # (12, 2)
+    centred = features[0].reshape(channels, -1).t() - samples.mean(0)
+    expected = centred[:, :2]
+    assert torch.allclose(projected.abs(), expected.abs(), atol=0.05)  # up to each direction's sign
