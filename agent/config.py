@@ -89,12 +89,16 @@ class TransferConfig:
     # (inference/reference_pool.py); False: a full transfer every round.
     incremental: bool = True
     max_new_reference_pixels: int = 1024  # per class and round, for the incremental pool
+    # Transfer again on the decoder's finer native grid (90x160 at 1.5x frames), only within this many fine
+    # cells of a change in the coarse labels (inference/detail.py); 0: off.
+    detail_band: int = 3
 
     def __post_init__(self) -> None:
         _choice(self.aggregation, "transfer.aggregation", ("eq3", "topk"))
         for name in ("samples_per_class", "topk", "max_reference_pixels", "chunk_size", "grid_stride",
                      "max_new_reference_pixels"):
             _require(getattr(self, name) >= 1, f"transfer.{name} must be >= 1, got {getattr(self, name)}")
+        _require(self.detail_band >= 0, f"transfer.detail_band must be >= 0, got {self.detail_band}")
 
 
 @dataclass

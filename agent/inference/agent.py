@@ -47,10 +47,10 @@ from .budget import RoundCosts, estimate_seconds, fit_plan, reserve_seconds
 from .finetune import FinetuneStats, finetune
 from .plan import RoundPlan
 from .predictor import Predictor
-from .propagate import propagate, reference_set, select_keyframes
+from .propagate import Detail, propagate, reference_set, select_keyframes
 from .reference_pool import ReferencePool
 from .scribbles import ScribbleMemory, objects_on_grid
-from .transfer import transfer_labels
+from .transfer import head_affine, transfer_labels
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +183,7 @@ class InteractiveAgent(Predictor):
         result = propagate(
             self.model, features, refs, ref_labels, num_classes, self._frames, self.grid, self.config.transfer,
             crf_config, generator=self._generator, scorer=scorer, keyframes=keyframes,
+            detail=self._detail(features, refs, ref_labels),
         )
         propagation = time.perf_counter() - propagation_start
         self.costs.transfer = (propagation - result.crf_seconds) / len(keyframes)
@@ -193,6 +194,20 @@ class InteractiveAgent(Predictor):
         log.debug("round %d: %d scribbled frames, fine-tune %d steps (%.1fs), total %.1fs", self._round,
                   len(labels), self.last_finetune.steps, self.last_finetune.seconds, time.perf_counter() - started)
         return result.labels
+
+    def _detail(self, features: torch.Tensor, refs: torch.Tensor | None, ref_labels: torch.Tensor | None) -> Detail | None:
+        """Boundary detail on the decoder's native grid when it is finer than the transfer grid (detail.py)."""
+        fine = embedding_size(self.input_size, 4)
+        if self.config.transfer.detail_band == 0 or fine[0] <= self.grid[0]:
+            return None
+        scale, shift = head_affine(self.model.head, self.device)
+        if self._pool is not None:
+            by_class = self._pool.reference_embeddings(self.model, features)
+        else:
+            sign = 1.0 if scale >= 0 else -1.0
+            by_class = {int(c): refs[ref_labels == c][:self.config.transfer.max_reference_pixels] * sign
+                        for c in torch.unique(ref_labels).tolist()}
+        return Detail(fine, by_class, scale, shift)
 
     def next_scribble_frame_candidates(self, count: int) -> list[int] | None:
         """The `count` least confident frames of the last prediction."""

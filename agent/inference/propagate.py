@@ -16,9 +16,21 @@ import torch.nn.functional as F
 from ..config import CRFConfig, TransferConfig
 from ..model.siamese import SiameseEmbedder
 from .crf import refine_frames
+from .detail import refine_boundaries
 from .transfer import transfer_labels
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Detail:
+    """What boundary detail needs: the fine grid, the references ({class: (M, d)}, times the sign of the
+    head's scale) and the head's affine."""
+
+    grid: tuple[int, int]
+    refs: dict[int, torch.Tensor]
+    scale: float
+    shift: float
 
 
 @dataclass
@@ -72,12 +84,14 @@ def propagate(
     generator: torch.Generator | None = None,
     scorer: Callable[[np.ndarray], torch.Tensor] | None = None,
     keyframes: np.ndarray | None = None,
+    detail: Detail | None = None,
 ) -> Propagation:
     """Labels for every frame. features: (T, C, h8, w8) cached backbone features; frames: (T, H, W, 3)
     uint8 (the output size and the CRF's image); grid: the embedding grid; crf_config None = no CRF.
     scorer(frame indices) -> (B, C, h, w) scores replaces the transfer from ref_embeddings (e.g. a
     ReferencePool's running top-k). keyframes: sorted frame indices to compute (None: all); every other
-    frame copies the labels of its nearest keyframe (only their features are read)."""
+    frame copies the labels of its nearest keyframe (only their features are read). detail: transfer again on
+    a finer grid near the labels' boundaries (detail.py)."""
     device = next(model.parameters()).device
     num_frames, height, width = frames.shape[:3]
     computed = np.arange(num_frames) if keyframes is None else np.asarray(keyframes, np.int64)
@@ -96,6 +110,10 @@ def propagate(
         top2 = scores.topk(min(2, num_classes), dim=1).values
         margin = top2[:, 0] - top2[:, -1] if num_classes > 1 else top2[:, 0]
         confidence[index] = margin.mean((1, 2)).cpu().numpy()
+        if detail is not None:
+            query = model.decode(features[torch.from_numpy(index)].float().to(device), detail.grid)
+            scores = refine_boundaries(query, scores, detail.refs, detail.scale, detail.shift, transfer_config.topk,
+                                       transfer_config.detail_band, transfer_config.chunk_size)
         full = F.interpolate(scores, size=(height, width), mode="bilinear", align_corners=False)
         if crf_config is not None and num_classes > 1:
             crf_started = time.perf_counter()

@@ -29,7 +29,7 @@ import torch
 
 from ..config import TransferConfig
 from ..model.siamese import SiameseEmbedder
-from .transfer import ABSENT_SCORE, _head_affine, query_chunks
+from .transfer import ABSENT_SCORE, head_affine, query_chunks
 
 log = logging.getLogger(__name__)
 
@@ -167,9 +167,14 @@ class ReferencePool:
                 out.setdefault(int(cls), []).append((frame, np.flatnonzero(pooled == cls)))
         return out
 
+    @torch.no_grad()
+    def reference_embeddings(self, model: SiameseEmbedder, features: torch.Tensor) -> dict[int, torch.Tensor]:
+        """{class: (M, d)} embeddings of every pooled pixel, times the sign of the head's scale (as folded)."""
+        return self._embed(model, features, self._pooled_by_class(), next(model.parameters()).device)
+
     def _embed(self, model: SiameseEmbedder, features: torch.Tensor, parts_by_class: dict, device) -> dict:
         """{class: (M, d) sign-adjusted embeddings} of the given {class: [(frame, flat indices)]}."""
-        scale, _ = _head_affine(model.head, device)
+        scale, _ = head_affine(model.head, device)
         sign = 1.0 if scale >= 0 else -1.0  # a negative BN scale flips the order: keep the bottom k
         frames = sorted({frame for parts in parts_by_class.values() for frame, _ in parts})
         emb = model.decode(torch.stack([features[f] for f in frames]).float().to(device), self.grid)
@@ -204,7 +209,7 @@ class ReferencePool:
         index = np.asarray(frames, np.int64)
         if not self._built[index].all():
             raise RuntimeError(f"frames {index[~self._built[index]].tolist()} were left out of the last update()")
-        scale, shift = _head_affine(model.head, self._best.device)
+        scale, shift = head_affine(model.head, self._best.device)
         sign = 1.0 if scale >= 0 else -1.0
         best = self._best[torch.from_numpy(index)]
         height, width = self.grid

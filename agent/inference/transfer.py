@@ -60,7 +60,7 @@ def reference_pixels(
     return flat_emb[keep], flat_lab[keep]
 
 
-def _head_affine(head: SimilarityHead | None, device: torch.device) -> tuple[float, float]:
+def head_affine(head: SimilarityHead | None, device: torch.device) -> tuple[float, float]:
     if head is None:  # raw inner products (e.g. measuring backbone features directly)
         return 1.0, 0.0
     scale, shift = head.affine()
@@ -117,7 +117,7 @@ def transfer_labels(
 
     batch, dim, height, width = query.shape
     device = query.device
-    scale, shift = _head_affine(head, device)
+    scale, shift = head_affine(head, device)
     ref_embeddings = ref_embeddings.to(device=device, dtype=query.dtype)
     limit = config.samples_per_class if config.aggregation == "eq3" else config.max_reference_pixels
     subsets = _class_subsets(ref_labels.cpu(), limit, generator)

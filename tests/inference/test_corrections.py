@@ -69,7 +69,7 @@ def test_a_late_stroke_leaves_the_other_frames_right(checkpoint):
     # The corner's pixels join the references, so a few cells along other frames' object edges may change.
     assert (second[others][right_before] == truth[others][right_before]).mean() > 0.99
     # ...and the corrected frame keeps its object too.
-    assert ((second[CORRECTED] == 1) & (truth[CORRECTED] == 1)).sum() >= 0.97 * (truth[CORRECTED] == 1).sum()
+    assert ((second[CORRECTED] == 1) & (truth[CORRECTED] == 1)).sum() >= 0.95 * (truth[CORRECTED] == 1).sum()
 
 
 def test_far_away_background_on_correction_frames_would_break_it(checkpoint):
