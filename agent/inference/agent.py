@@ -1,9 +1,10 @@
 """InteractiveAgent: the paper's method behind the Predictor interface, one sample at a time.
 
-Each round: merge the new scribbles into the sample's scribble memory (dilated; far-away background;
-least-similar background while no background label exists), fine-tune decoder + head on every
-scribbled frame so far for the strategy's budget, then transfer labels from all scribbled pixels to
-every frame (+ dense CRF when the plan says so).
+Each round: merge the new scribbles into the sample's scribble memory (dilated; on the first round's
+frames also far-away background and, while no background stroke exists, least-similar background),
+fine-tune decoder + head on every scribbled frame so far for the strategy's budget, then transfer labels
+from all scribbled pixels to every frame, again on a finer grid near the labels' boundaries (detail.py),
++ dense CRF when the plan says so.
 
 Work is reused, not redone: rounds without fine-tuning only compare every frame with the pixels that are
 new this round (ReferencePool keeps each frame's running top-k; it starts over when the model changed or
@@ -16,9 +17,9 @@ work done by the next full round.
 What is cached, and why the timing stays honest: the backbone is frozen on CPU, so its features of
 every frame cannot change within a sample; each frame's are computed once, inside the timed window of
 the first round that needs them, and reused. Decoder and head are reset to the pretrained weights at
-every `start`, so nothing leaks between samples. The CRF worker processes are started, and the backbone
-is exported to ONNX Runtime and run once, when the agent is built (like the library imports), before any
-sample's clock runs.
+every `start`, so nothing leaks between samples. The CRF worker processes are started when the agent is
+built, and the backbone is exported to ONNX Runtime and run once per frame size in `prepare` (the session
+calls it with every video's size), before any sample's clock runs.
 
 Frames go through the backbone at `inference_scale` times the checkpoint's input size, but the transfer
 grid is the checkpoint's (see AgentConfig.inference_scale): finer features at the same transfer cost.
