@@ -255,7 +255,7 @@ function pointAt(event) {
 canvas.addEventListener("pointerdown", (event) => {
   if (!app.state || !app.state.video) { showMessage("Open a video first.", "error"); return; }
   stopPlaying();
-  canvas.setPointerCapture(event.pointerId);
+  try { canvas.setPointerCapture(event.pointerId); } catch (error) { /* synthetic pointers have no capture */ }
   app.drawing = { frame: app.frame, object_id: app.label, path: [pointAt(event)] };
   render();
 });
