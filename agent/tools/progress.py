@@ -17,8 +17,7 @@ class TqdmProgress:
             self.close()
             self._stage = stage
             self._bar = tqdm(total=total, desc=STAGES.get(stage, stage), unit="frame")
-        self._bar.n = done
-        self._bar.refresh()
+        self._bar.update(done - self._bar.n)  # tqdm redraws at most every 0.1 s
         if done >= total:
             self.close()
 

@@ -65,6 +65,7 @@ class AppState:
         self.job: Job | None = None
         self._lock = threading.Lock()
         self._uploads = tempfile.TemporaryDirectory(prefix="simlearn-app-")
+        self.uploads_dir = self._uploads.name
 
     @property
     def agent(self):
@@ -111,7 +112,7 @@ class AppState:
         return self.start_job("open", work)
 
     def segment(self, strokes: list[dict]) -> Job:
-        segmenter = self._require_video()
+        segmenter = self.require_segmenter()
         scribbles = strokes_to_scribbles(strokes, segmenter.num_frames)
         if not any(scribbles["scribbles"]):
             raise InputError("no new stroke yet: choose an object and draw on it in the frame")
@@ -124,7 +125,7 @@ class AppState:
         return self.start_job("segment", work)
 
     def export(self, output: str, overwrite: bool) -> Job:
-        segmenter = self._require_video()
+        segmenter = self.require_segmenter()
         if not segmenter.has_result:
             raise InputError("nothing segmented yet: draw a stroke and press Segment first")
         if not output.strip():
@@ -138,15 +139,15 @@ class AppState:
         return self.start_job("export", work)
 
     def reset(self) -> None:
-        self._check_idle()
-        self._require_video()
+        self.check_idle()
+        self.require_segmenter()
         self.segmenter = self._segmenter_factory(self.agent, self.frames)
 
-    def _check_idle(self) -> None:
+    def check_idle(self) -> None:
         if self.job is not None and not self.job.finished:
             raise Busy(f"busy {self.job.kind}ing: wait until it has finished")
 
-    def _require_video(self) -> VideoSegmenter:
+    def require_segmenter(self) -> VideoSegmenter:
         if self.segmenter is None:
             raise InputError("no video yet: open one first")
         return self.segmenter
@@ -240,11 +241,11 @@ def create_app(state: AppState) -> FastAPI:
 
     @app.post("/api/upload")
     async def post_upload(request: Request, name: str = "video.mp4") -> dict:
-        state._check_idle()
+        state.check_idle()
         data = await request.body()
         if not data:
             raise InputError("the uploaded file is empty")
-        target = Path(state._uploads.name) / Path(name).name
+        target = Path(state.uploads_dir) / Path(name).name
         target.write_bytes(data)
         state.open(target)
         return state.snapshot()
@@ -257,30 +258,30 @@ def create_app(state: AppState) -> FastAPI:
     @app.get("/api/mask/{index}")
     def get_mask(index: int) -> Response:
         _frames(state, index)
-        segmenter = state._require_video()
+        segmenter = state.require_segmenter()
         return Response(mask_png(segmenter.labels(index), colours), media_type="image/png",
                         headers={"Cache-Control": "no-store"})
 
     @app.get("/api/strokes")
     def get_strokes() -> dict:
-        segmenter = state._require_video()
+        segmenter = state.require_segmenter()
         return {"strokes": [{"frame": f, "object_id": s["object_id"], "path": s["path"]}
                             for f, strokes in enumerate(segmenter.scribbles["scribbles"]) for s in strokes]}
 
     @app.post("/api/segment")
     async def post_segment(request: Request) -> dict:
-        state._check_idle()
+        state.check_idle()
         state.segment((await _json(request)).get("strokes", []))
         return state.snapshot()
 
     @app.post("/api/suggest")
     def post_suggest() -> dict:
-        state._check_idle()
-        return {"frame": state._require_video().suggest_frame()}
+        state.check_idle()
+        return {"frame": state.require_segmenter().suggest_frame()}
 
     @app.post("/api/export")
     async def post_export(request: Request) -> dict:
-        state._check_idle()
+        state.check_idle()
         body = await _json(request)
         state.export(str(body.get("output", "")), bool(body.get("overwrite", False)))
         return state.snapshot()

@@ -106,3 +106,20 @@ def test_page_strokes_become_davis_scribbles():
     assert scribbles["scribbles"][0] == [] and scribbles["scribbles"][1][0]["path"] == [[0.0, 0.5], [1.0, 0.5]]
     with pytest.raises(InputError, match="needs an object id"):
         strokes_to_scribbles([{"frame": 0, "object_id": 1, "path": []}], 3)
+
+
+def test_upload_opens_the_video(base, small_video):
+    empty = requests.post(f"{base}/api/upload?name=clip.mp4", data=b"", timeout=10)
+    assert empty.status_code == 400 and "empty" in empty.json()["error"]
+    data = small_video.video.read_bytes()
+    assert requests.post(f"{base}/api/upload?name=../../clip.mp4", data=data, timeout=30).status_code == 200
+    state = wait_for_job(base)
+    assert state["video"]["num_frames"] == 8 and state["video"]["name"] == "clip"
+
+
+def test_app_command_refuses_a_bad_video_before_serving(tmp_path, capsys):
+    from agent.tools.app_cli import main
+
+    assert main([str(tmp_path / "missing.mp4")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "no such video" in err[0]
