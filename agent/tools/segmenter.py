@@ -12,6 +12,7 @@ Labels are kept PNG-encoded (a few kB a frame), so memory does not grow with the
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import time
 
@@ -27,8 +28,18 @@ log = logging.getLogger(__name__)
 
 # The CPU strategy's later rounds: no fine-tuning, dense CRF at half resolution (strategies/cpu.py).
 DEFAULT_PLAN = RoundPlan(finetune_seconds=0.0, use_crf=True, crf_scale=0.5)
-# ~12 MB a frame inside the agent at 480p: 100 frames keep a chunk near 1.3 GB.
-DEFAULT_CHUNK_FRAMES = 100
+# ~12 MB a frame inside the agent at 480p (features, frames, int64 labels, top-k pool): 50 frames keep a chunk
+# near 0.6 GB; larger chunks save little time (each chunk repeats only the scribbled frames' work).
+DEFAULT_CHUNK_FRAMES = 50
+
+
+def release_memory() -> None:
+    """Hand freed heap pages back to the OS. glibc keeps them mapped: after the backbone's ONNX export (~1 GB
+    at 480p) and between chunks (fragmentation), the process would otherwise hold a GB it does not use."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 class VideoSegmenter:
@@ -46,6 +57,10 @@ class VideoSegmenter:
         self._labels: list[bytes | None] = [None] * self.num_frames
         self._confidence = np.full(self.num_frames, np.nan, np.float32)
         self._agent_started = False
+        prepare = getattr(agent, "prepare", None)
+        if prepare is not None:  # the backbone runtime for this size, built now rather than in round 1
+            prepare([frames.size])
+            release_memory()
 
     @property
     def persistent(self) -> bool:
@@ -113,6 +128,7 @@ class VideoSegmenter:
                 if frame in chunk:
                     self._store(frame, labels[row], confidence[row])
             del labels
+            release_memory()
         if progress:
             progress("segment", self.num_frames, self.num_frames)
 
