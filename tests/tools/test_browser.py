@@ -111,8 +111,11 @@ class Page:
         from selenium.webdriver.common.keys import Keys
 
         body = self.driver.find_element("tag name", "body")
-        while (current := int(self.js("return window.app.frame;"))) != frame:
+        for _ in range(100):
+            if (current := int(self.js("return window.app.frame;"))) == frame:
+                return
             body.send_keys(Keys.ARROW_RIGHT if current < frame else Keys.ARROW_LEFT)
+        raise AssertionError(f"the arrow keys did not reach frame {frame}")
 
     def draw(self, label: int, points: list[tuple[float, float]]) -> None:
         """Drag the mouse through `points` (x, y in frame pixels of the working size) with `label` chosen."""
