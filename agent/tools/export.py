@@ -98,7 +98,7 @@ def export(video: VideoSource, labels_at: Callable[[int], np.ndarray], output: P
     palette, colours = davis_palette(), palette_colours()
     writer = imageio_ffmpeg.write_frames(
         str(output / "overlay.mp4"), (video.width, video.height), fps=video.fps, codec="libx264", quality=7,
-        macro_block_size=2, ffmpeg_log_level="error", output_params=["-movflags", "+faststart"])
+        macro_block_size=2, ffmpeg_log_level="error", output_params=["-preset", "veryfast", "-movflags", "+faststart"])
     writer.send(None)
     frames_json = []
     try:
