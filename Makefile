@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup run test test-all lint bench clean
+.PHONY: setup browser run test test-all lint bench clean
 
 setup: $(STAMP)
 
@@ -18,6 +18,16 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PIP) install --no-build-isolation --no-deps --no-cache-dir davisinteractive==1.0.4
 	$(PIP) install -e '.[dev]'
 	touch $(STAMP)
+
+# Debian's chromium and chromedriver for the browser test (tests/tools/test_browser.py; it skips without
+# them): installed as root from Debian's archive, nothing to do when both are there. CI calls it.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+		echo "chromium and chromedriver are installed"; \
+	else \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			chromium chromium-driver; \
+	fi
 
 run: setup
 	$(PY) session_runner.py

@@ -216,6 +216,11 @@ class InteractiveAgent(Predictor):
             return None
         return [int(i) for i in np.argsort(self._confidence)[:count]]
 
+    def frame_confidence(self) -> np.ndarray | None:
+        """(T,) the last prediction's confidence per frame (mean margin of the best class score over the
+        second best; higher = surer), None before the first round."""
+        return None if self._confidence is None else self._confidence.copy()
+
     # --- internals -----------------------------------------------------------------------------------
     def _backbone_features(self, frames: np.ndarray) -> torch.Tensor:
         """(T, C, h, w) backbone features; those of `frames` are computed now if they were not yet (the

@@ -1,0 +1,68 @@
+"""python -m agent.app [VIDEO]: the browser page to draw scribbles, segment, correct and export.
+
+    python -m agent.app clip.mp4              # then open http://127.0.0.1:8000
+    python -m agent.app --port 8765 frames/   # a folder of frames
+    python -m agent.app                       # open or upload a video on the page
+
+The server listens on 127.0.0.1 only unless --host says otherwise: it reads and writes files wherever the
+page asks, so do not expose it to a network you do not trust.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from ..config import ConfigError
+from .segment_cli import add_agent_arguments, agent_config, build_segmenter, check_sizes, setup_logging
+from .video import InputError
+
+log = logging.getLogger("agent.app")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m agent.app", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("video", type=Path, nargs="?", help="video file or folder of frames to open at start")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    add_agent_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def build_state(args: argparse.Namespace):
+    """The page's state with an agent built from the flags (lazily, on the first video)."""
+    from ..inference.agent import InteractiveAgent
+    from .webapp import AppState
+
+    config = agent_config(args)
+    return AppState(lambda: InteractiveAgent.from_pretrained(config=config), args.working_size,
+                    lambda agent, frames: build_segmenter(agent, frames, args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        check_sizes(args)
+        state = build_state(args)
+        if args.video is not None:
+            from .video import open_video
+
+            state.open(open_video(args.video))  # a wrong path ends here with one line
+    except (InputError, ConfigError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    import uvicorn
+
+    from .webapp import create_app
+
+    print(f"open http://{args.host}:{args.port} in a browser (Ctrl+C stops the server)", flush=True)
+    uvicorn.run(create_app(state), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

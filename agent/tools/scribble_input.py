@@ -1,0 +1,172 @@
+"""Scribbles from a person: DAVIS scribble JSON, or scribble images painted in any image editor, turned into
+the agent's input (a DAVIS scribble dict with one list of strokes per frame of the video).
+
+Colour convention of scribble images (PNG; same size as the video's frames):
+  - object k: DAVIS palette colour k (1 (128, 0, 0) dark red, 2 (0, 128, 0) green, 3 (128, 128, 0) olive,
+    4 (0, 0, 128) navy, 5 (128, 0, 128) purple, ... see `object_colour`);
+  - background: white (255, 255, 255);
+  - no scribble: transparent (alpha < 128) or black (0, 0, 0), so a transparent layer or a black canvas works.
+Colours within COLOUR_TOLERANCE per channel snap to the nearest of these (the palette's levels are 32 apart);
+anything else is an error, so a mistake in the colour never silently becomes background.
+
+An image's frame is the frame of the same name in a frame folder (00012.png for 00012.jpg), else the last
+number in its name, counted from 0 (12.png, frame_0012.png).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..data.davis import DatasetError, validate_scribbles
+from ..data.synthetic import davis_palette
+from .video import IMAGE_SUFFIXES, InputError, VideoSource, natural_key
+
+NO_SCRIBBLE = -1
+BACKGROUND_COLOUR = (255, 255, 255)
+COLOUR_TOLERANCE = 15
+MAX_OBJECTS = 254  # palette 255 is DAVIS's void colour
+# Image strokes are sent at no more than this many rows: the agent rasterises them on its embedding grid
+# (~60 rows for the shipped checkpoint), so finer rows only cost time.
+STROKE_ROWS = 240
+
+
+def object_colour(object_id: int) -> tuple[int, int, int]:
+    palette = davis_palette()
+    return tuple(palette[3 * object_id: 3 * object_id + 3])
+
+
+def empty_scribbles(num_frames: int) -> dict:
+    return {"scribbles": [[] for _ in range(num_frames)]}
+
+
+def object_ids(scribbles: dict) -> set[int]:
+    return {int(s["object_id"]) for strokes in scribbles["scribbles"] for s in strokes if int(s["object_id"]) > 0}
+
+
+def scribbled_frames(scribbles: dict) -> list[int]:
+    return [f for f, strokes in enumerate(scribbles["scribbles"]) if strokes]
+
+
+def load_scribbles(path: str | Path, video: VideoSource) -> dict:
+    """A DAVIS scribble dict for `video` from a JSON file, one scribble image or a folder of them."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise InputError(f"{path}: no such scribble file or folder")
+    if path.is_file() and path.suffix.lower() == ".json":
+        scribbles = _load_json(path, video.num_frames)
+    else:
+        images = [path] if path.is_file() else sorted(
+            (p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
+        if not images:
+            raise InputError(f"{path}: no scribble images ({', '.join(IMAGE_SUFFIXES)}) or JSON here")
+        scribbles = empty_scribbles(video.num_frames)
+        for image_path in images:
+            frame = frame_of(image_path, video)
+            scribbles["scribbles"][frame].extend(label_strokes(read_scribble_image(image_path, video)))
+    if not object_ids(scribbles):
+        raise InputError(f"{path}: no object scribble (objects are palette colours 1..N, see docs/OWN_VIDEOS.md)")
+    return scribbles
+
+
+def _load_json(path: Path, num_frames: int) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: not valid JSON ({error})") from error
+    try:
+        validate_scribbles(data, source=str(path))
+    except DatasetError as error:
+        raise InputError(str(error)) from error
+    frames = data["scribbles"]
+    beyond = [f for f in range(num_frames, len(frames)) if frames[f]]
+    if beyond:
+        raise InputError(f"{path}: scribbles for frame {beyond[0]} but the video has {num_frames} frames "
+                         f"(0..{num_frames - 1})")
+    # A list shorter than the video means no strokes on the frames it leaves out.
+    return {"scribbles": [list(frames[f]) if f < len(frames) else [] for f in range(num_frames)]}
+
+
+def frame_of(image_path: Path, video: VideoSource) -> int:
+    """The frame a scribble image belongs to (see the module doc)."""
+    if video.frame_paths is not None and image_path.stem in video.frame_names:
+        return video.frame_names.index(image_path.stem)
+    numbers = re.findall(r"\d+", image_path.stem)
+    if not numbers:
+        raise InputError(f"{image_path}: name it after its frame (e.g. 00012.png for frame 12, counted from 0)")
+    frame = int(numbers[-1])
+    if frame >= video.num_frames:
+        raise InputError(f"{image_path}: scribbles for frame {frame} but the video has {video.num_frames} frames "
+                         f"(0..{video.num_frames - 1})")
+    return frame
+
+
+def read_scribble_image(path: Path, video: VideoSource) -> np.ndarray:
+    """(H, W) int labels: NO_SCRIBBLE, 0 background, k object k; InputError for a wrong size or colour."""
+    try:
+        with Image.open(path) as image:
+            rgba = np.asarray(image.convert("RGBA"))
+    except OSError as error:
+        raise InputError(f"cannot read scribble image {path} ({error})") from error
+    if rgba.shape[:2] != (video.height, video.width):
+        raise InputError(f"{path} is {rgba.shape[1]}x{rgba.shape[0]} but the video is {video.width}x{video.height}:"
+                         " paint the scribbles on a frame of the video at its own size")
+    return colours_to_labels(rgba, source=str(path))
+
+
+def colours_to_labels(rgba: np.ndarray, source: str = "scribble image") -> np.ndarray:
+    """(H, W, 4) uint8 -> (H, W) int16 labels by the colour convention."""
+    labels = np.full(rgba.shape[:2], NO_SCRIBBLE, np.int16)
+    opaque = rgba[..., 3] >= 128
+    colours, inverse = np.unique(rgba[..., :3][opaque].reshape(-1, 3), axis=0, return_inverse=True)
+    known = np.array([(0, 0, 0), BACKGROUND_COLOUR] + [object_colour(k) for k in range(1, MAX_OBJECTS + 1)],
+                     np.int16)
+    known_labels = np.array([NO_SCRIBBLE, 0, *range(1, MAX_OBJECTS + 1)], np.int16)
+    distance = np.abs(colours[:, None, :].astype(np.int16) - known[None]).max(-1)  # (colours, known)
+    nearest = distance.argmin(1)
+    unknown = distance[np.arange(len(colours)), nearest] > COLOUR_TOLERANCE
+    if unknown.any():
+        bad = np.flatnonzero(unknown)
+        counts = np.bincount(inverse.ravel(), minlength=len(colours))[bad]
+        worst = bad[counts.argmax()]
+        rows, cols = np.nonzero(opaque)
+        where = np.flatnonzero(inverse.ravel() == worst)[0]
+        raise InputError(
+            f"{source}: unknown colour {tuple(int(c) for c in colours[worst])} at x={cols[where]}, y={rows[where]} "
+            f"({int(counts.sum())} pixels in {len(bad)} unknown colours): use palette colour k for object k, "
+            "white for background, transparent or black for nothing, with a hard-edged (not anti-aliased) brush")
+    labels[opaque] = known_labels[nearest][inverse.ravel()]
+    return labels
+
+
+def label_strokes(labels: np.ndarray, max_rows: int = STROKE_ROWS) -> list[dict]:
+    """(H, W) labels -> DAVIS strokes: one horizontal stroke per run of a label in each row, background
+    first so that objects win where both land on the same cell of the agent's grid. Rows are pooled in
+    blocks (any pixel of a label marks the block), so a thin stroke survives the reduction."""
+    height, width = labels.shape
+    factor = max(1, -(-height // max_rows))
+    rows, cols = -(-height // factor), -(-width // factor)
+    padded = np.full((rows * factor, cols * factor), NO_SCRIBBLE, np.int16)
+    padded[:height, :width] = labels
+    blocks = padded.reshape(rows, factor, cols, factor)
+    pooled = np.full((rows, cols), NO_SCRIBBLE, np.int16)
+    present = [int(v) for v in np.unique(labels) if v != NO_SCRIBBLE]
+    for label in present:  # ascending: background (0) first, then objects in id order
+        pooled[(blocks == label).any(axis=(1, 3))] = label
+    # Block centres in normalised frame coordinates (as DAVIS paths are).
+    xs = np.minimum((np.arange(cols) * factor + (factor - 1) / 2) / max(width - 1, 1), 1.0)
+    ys = np.minimum((np.arange(rows) * factor + (factor - 1) / 2) / max(height - 1, 1), 1.0)
+    strokes: dict[int, list[dict]] = {label: [] for label in present}
+    for row in range(rows):
+        line = pooled[row]
+        edges = np.flatnonzero(np.diff(line)) + 1
+        for start, stop in zip(np.r_[0, edges], np.r_[edges, cols], strict=True):
+            label = int(line[start])
+            if label != NO_SCRIBBLE:
+                path = [[float(xs[start]), float(ys[row])], [float(xs[stop - 1]), float(ys[row])]]
+                strokes[label].append({"path": path, "object_id": label, "start_time": 0.0, "end_time": 0.0})
+    return [stroke for label in present for stroke in strokes[label]]

@@ -1,0 +1,131 @@
+"""python -m agent.segment VIDEO --scribbles S --output DIR: masks for a video from scribbles.
+
+    python -m agent.segment clip.mp4 --scribbles strokes/ --output clip-masks      # painted scribble images
+    python -m agent.segment frames/ --scribbles scribbles.json --output out         # DAVIS scribble JSON
+    python -m agent.segment clip.mp4 --scribbles s/ --output out --set crf.iterations=10
+
+VIDEO: a video file (mp4, avi, mov, anything FFmpeg reads) or a folder of frame images.
+S: DAVIS scribble JSON, one scribble image, or a folder of them (colours: docs/OWN_VIDEOS.md).
+Writes masks/<frame>.png (palette PNG), overlay.mp4, masks.json (COCO RLE) and scribbles.json into DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import time
+from pathlib import Path
+
+from ..config import AgentConfig, ConfigError, load_config
+from .video import DEFAULT_WORKING_SIDE, InputError
+
+log = logging.getLogger("agent.segment")
+
+
+def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options agent.segment and agent.app share: the agent's configuration and the working size."""
+    parser.add_argument("--config", action="append", default=[], metavar="FILE",
+                        help="JSON or YAML of AgentConfig fields (agent/config.py); several are merged in order")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="assignments",
+                        help="one AgentConfig field, e.g. crf.iterations=10 or inference_scale=1.0 (repeatable)")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="model checkpoint (default: the shipped one)")
+    parser.add_argument("--device", default=None, help="auto (default), cpu or cuda")
+    parser.add_argument("--working-size", type=int, default=DEFAULT_WORKING_SIDE, metavar="PIXELS",
+                        help=f"short side the agent works at; masks are upsampled back (default {DEFAULT_WORKING_SIDE})")
+    parser.add_argument("--chunk-frames", type=int, default=None, metavar="N",
+                        help="frames the agent holds at once (memory ~12 MB a frame at 480p; default 50)")
+    parser.add_argument("--crf-scale", type=float, default=None,
+                        help="dense CRF on frames downscaled by this factor (default 0.5); 0 turns the CRF off")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def agent_config(args: argparse.Namespace) -> AgentConfig:
+    return load_config(AgentConfig, args.config, args.assignments,
+                       {"checkpoint": args.checkpoint, "device": args.device})
+
+
+def check_sizes(args: argparse.Namespace) -> None:
+    if args.working_size < 16:
+        raise InputError(f"--working-size must be at least 16 pixels, got {args.working_size}")
+    if args.chunk_frames is not None and args.chunk_frames < 1:
+        raise InputError(f"--chunk-frames must be >= 1, got {args.chunk_frames}")
+    if args.crf_scale is not None and not 0 <= args.crf_scale <= 1:
+        raise InputError(f"--crf-scale must be in [0, 1] (0: no CRF), got {args.crf_scale}")
+
+
+def build_segmenter(agent, frames, args: argparse.Namespace):
+    from .segmenter import DEFAULT_CHUNK_FRAMES, DEFAULT_PLAN, VideoSegmenter
+
+    plan = DEFAULT_PLAN
+    if args.crf_scale is not None:
+        plan = dataclasses.replace(plan, use_crf=args.crf_scale > 0, crf_scale=args.crf_scale or None)
+    return VideoSegmenter(agent, frames, args.chunk_frames or DEFAULT_CHUNK_FRAMES, plan)
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("PIL").setLevel(logging.INFO)  # its PNG chunk debug lines drown ours with -v
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m agent.segment", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("video", type=Path, help="video file or folder of frame images")
+    parser.add_argument("--scribbles", type=Path, required=True,
+                        help="DAVIS scribble JSON, a scribble image or a folder of scribble images")
+    parser.add_argument("--output", type=Path, required=True, help="output folder (must be empty or new)")
+    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
+    add_agent_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.verbose)
+    from ..data.davis import DatasetError
+    from ..model.checkpoint import CheckpointError
+
+    try:
+        # Everything about the input is checked before the model loads or a frame is decoded in full.
+        check_sizes(args)
+        config = agent_config(args)
+        from .export import prepare_output
+        from .scribble_input import load_scribbles
+        from .video import open_video
+
+        video = open_video(args.video)
+        scribbles = load_scribbles(args.scribbles, video)
+        output = prepare_output(args.output, args.overwrite)
+        started = time.perf_counter()
+        run(video, scribbles, output, config, args)
+    except (InputError, ConfigError, DatasetError, CheckpointError) as error:
+        if args.verbose:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    print(f"masks for {video.num_frames} frames in {time.perf_counter() - started:.1f} s: {output}")
+    return 0
+
+
+def run(video, scribbles: dict, output: Path, config: AgentConfig, args: argparse.Namespace) -> None:
+    from ..inference.agent import InteractiveAgent
+    from .export import export
+    from .progress import TqdmProgress
+    from .video import WorkingFrames
+
+    progress = TqdmProgress()
+    agent = InteractiveAgent.from_pretrained(config=config)
+    frames = WorkingFrames.read(video, args.working_size, progress)
+    segmenter = build_segmenter(agent, frames, args)
+    segmenter.segment(scribbles, progress)
+    export(video, segmenter.labels, output, segmenter.num_objects(), segmenter.scribbles, progress)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

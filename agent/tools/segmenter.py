@@ -1,0 +1,162 @@
+"""Rounds of scribbles -> labels for every frame of a video at its working size.
+
+The agent keeps every frame, its backbone features (~7 MB a frame at 480p) and int64 labels in memory, so a
+long video goes through it in chunks: each chunk is started with the chunk's frames plus every scribbled
+frame, and stepped with all scribbles so far. Without fine-tuning (the default plan, as the CPU strategy
+measured best) the model never changes, so a frame's labels do not depend on the chunk it is in. A video of
+at most `chunk_frames` frames keeps one agent across rounds instead, fed only each round's new strokes, as in
+the benchmark (its reference pool then compares the frames with the new pixels only).
+
+Labels are kept PNG-encoded (a few kB a frame), so memory does not grow with the video's length.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import time
+
+import cv2
+import numpy as np
+
+from ..data.davis import DatasetError, validate_scribbles
+from ..inference.plan import RoundPlan
+from .scribble_input import empty_scribbles, object_ids, scribbled_frames
+from .video import InputError, Progress, WorkingFrames
+
+log = logging.getLogger(__name__)
+
+# The CPU strategy's later rounds: no fine-tuning, dense CRF at half resolution (strategies/cpu.py).
+DEFAULT_PLAN = RoundPlan(finetune_seconds=0.0, use_crf=True, crf_scale=0.5)
+# ~12 MB a frame inside the agent at 480p (features, frames, int64 labels, top-k pool): 50 frames keep a chunk
+# near 0.6 GB; larger chunks save little time (each chunk repeats only the scribbled frames' work).
+DEFAULT_CHUNK_FRAMES = 50
+
+
+def release_memory() -> None:
+    """Hand freed heap pages back to the OS. glibc keeps them mapped: after the backbone's ONNX export (~1 GB
+    at 480p) and between chunks (fragmentation), the process would otherwise hold a GB it does not use."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
+class VideoSegmenter:
+    def __init__(self, agent, frames: WorkingFrames, chunk_frames: int = DEFAULT_CHUNK_FRAMES,
+                 plan: RoundPlan | None = None) -> None:
+        if chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+        self.agent = agent
+        self.frames = frames
+        self.num_frames = len(frames)
+        self.chunk_frames = chunk_frames
+        self.plan = plan or DEFAULT_PLAN
+        self.scribbles = empty_scribbles(self.num_frames)  # every stroke segmented so far
+        self.rounds = 0
+        self._labels: list[bytes | None] = [None] * self.num_frames
+        self._confidence = np.full(self.num_frames, np.nan, np.float32)
+        self._agent_started = False
+        prepare = getattr(agent, "prepare", None)
+        if prepare is not None:  # the backbone runtime for this size, built now rather than in round 1
+            prepare([frames.size])
+            release_memory()
+
+    @property
+    def persistent(self) -> bool:
+        """Whether one agent keeps its state across rounds (the video fits in one chunk)."""
+        return self.num_frames <= self.chunk_frames
+
+    @property
+    def has_result(self) -> bool:
+        return self.rounds > 0
+
+    def check(self, scribbles: dict, source: str = "scribbles") -> None:
+        """InputError (one line) for malformed scribbles or ones for frames the video does not have."""
+        try:
+            validate_scribbles(scribbles, source=source, num_frames=self.num_frames)
+        except DatasetError as error:
+            raise InputError(str(error)) from error
+
+    def segment(self, scribbles: dict, progress: Progress | None = None) -> None:
+        """One round: add these strokes to the ones so far and label every frame."""
+        self.check(scribbles)
+        merged = {"scribbles": [old + list(new) for old, new in
+                                zip(self.scribbles["scribbles"], scribbles["scribbles"], strict=True)]}
+        if not object_ids(merged):
+            raise InputError("no object stroke yet: draw on an object first (background strokes alone say nothing)")
+        started = time.perf_counter()
+        try:
+            if self.persistent:
+                self._segment_persistent(scribbles, merged, progress)
+            else:
+                self._segment_chunks(merged, progress)
+        except Exception:
+            self._agent_started = False  # its memory may hold half a round: start over next time
+            raise
+        self.scribbles = merged
+        self.rounds += 1
+        log.info("round %d: %d frames in %.1f s", self.rounds, self.num_frames, time.perf_counter() - started)
+
+    def _segment_persistent(self, new: dict, merged: dict, progress: Progress | None) -> None:
+        if progress:
+            progress("segment", 0, self.num_frames)
+        if not self._agent_started:
+            self.agent.start(self.frames.stack(range(self.num_frames)))
+            self._agent_started = True
+            new = merged  # a fresh agent needs every stroke so far
+        labels = self.agent.step(new, self.plan)
+        confidence = self.agent.frame_confidence()
+        for frame in range(self.num_frames):
+            self._store(frame, labels[frame], confidence[frame])
+        if progress:
+            progress("segment", self.num_frames, self.num_frames)
+
+    def _segment_chunks(self, merged: dict, progress: Progress | None) -> None:
+        self._agent_started = False
+        scribbled = set(scribbled_frames(merged))
+        num_objects = max(object_ids(merged))  # every chunk's agent gets the same classes
+        for lo in range(0, self.num_frames, self.chunk_frames):
+            if progress:
+                progress("segment", lo, self.num_frames)
+            chunk = range(lo, min(self.num_frames, lo + self.chunk_frames))
+            index = sorted(scribbled | set(chunk))
+            self.agent.start(self.frames.stack(index), num_objects)
+            labels = self.agent.step({"scribbles": [merged["scribbles"][f] for f in index]}, self.plan)
+            confidence = self.agent.frame_confidence()
+            for row, frame in enumerate(index):
+                if frame in chunk:
+                    self._store(frame, labels[row], confidence[row])
+            del labels
+            release_memory()
+        if progress:
+            progress("segment", self.num_frames, self.num_frames)
+
+    def _store(self, frame: int, labels: np.ndarray, confidence: float) -> None:
+        ok, data = cv2.imencode(".png", labels.astype(np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        if not ok:
+            raise RuntimeError(f"cannot encode the labels of frame {frame}")
+        self._labels[frame] = data.tobytes()
+        self._confidence[frame] = confidence
+
+    def labels(self, frame: int) -> np.ndarray:
+        """(h, w) uint8 labels of a frame at the working size (0 background, k object k)."""
+        data = self._labels[frame]
+        if data is None:
+            raise InputError("nothing segmented yet: draw a stroke and press Segment")
+        return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+
+    def num_objects(self) -> int:
+        return max(object_ids(self.scribbles) | {0})
+
+    def suggest_frame(self) -> int:
+        """The frame the agent is least sure of, preferring frames without strokes yet."""
+        if not self.has_result:
+            raise InputError("nothing segmented yet: segment first, then ask for a frame to correct")
+        if self.persistent and self._agent_started:
+            ranked = self.agent.next_scribble_frame_candidates(self.num_frames)
+        else:
+            ranked = [int(i) for i in np.argsort(self._confidence, kind="stable")]
+        scribbled = set(scribbled_frames(self.scribbles))
+        fresh = [f for f in ranked if f not in scribbled]
+        return (fresh or ranked)[0]

@@ -1,0 +1,180 @@
+"""Videos as the tools see them: a file (anything FFmpeg decodes: mp4, avi, mov, ...) or a folder of frame
+images, read frame by frame so that long videos never sit in memory at full resolution; and the same frames
+at a working size, kept JPEG-encoded in memory (a 1,000-frame 480p video takes ~60 MB instead of 1.2 GB).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# The short side of the frames the agent sees: DAVIS's 480p, the size the method was tuned at (the backbone
+# itself sees at most 1.5x the checkpoint's 240 rows, see AgentConfig.inference_scale).
+DEFAULT_WORKING_SIDE = 480
+JPEG_QUALITY = 95
+DEFAULT_FPS = 24.0
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+class InputError(ValueError):
+    """A video, scribble or output path the tools cannot use; the message is one line saying what to do."""
+
+
+def natural_key(path: Path) -> list:
+    """frame2 before frame10: digit runs compare as numbers."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+@dataclass
+class VideoSource:
+    """A video file or a folder of frames; `frames()` yields (H, W, 3) uint8 RGB frames in order."""
+
+    path: Path
+    num_frames: int
+    height: int
+    width: int
+    fps: float
+    frame_paths: list[Path] | None = None  # a folder of frames; None for a video file
+    frame_names: list[str] = field(default_factory=list)  # output file stems, one per frame
+
+    @property
+    def name(self) -> str:
+        return self.path.stem if self.frame_paths is None else self.path.name
+
+    def frames(self) -> Iterator[np.ndarray]:
+        if self.frame_paths is not None:
+            for path in self.frame_paths:
+                yield _read_image(path, (self.height, self.width))
+            return
+        import imageio_ffmpeg
+
+        reader = imageio_ffmpeg.read_frames(str(self.path))
+        try:
+            next(reader)  # the metadata
+            count = 0
+            for raw in reader:
+                if count == self.num_frames:
+                    break
+                yield np.frombuffer(raw, np.uint8).reshape(self.height, self.width, 3)
+                count += 1
+        finally:
+            reader.close()  # stops the ffmpeg process
+        if count < self.num_frames:
+            raise InputError(f"{self.path}: FFmpeg delivered {count} frames, {self.num_frames} were counted")
+
+
+def _read_image(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            frame = np.asarray(image.convert("RGB"))
+    except (OSError, ValueError) as error:
+        raise InputError(f"cannot read image {path} ({error})") from error
+    if shape is not None and frame.shape[:2] != shape:
+        raise InputError(f"{path} is {frame.shape[1]}x{frame.shape[0]}, the other frames {shape[1]}x{shape[0]}")
+    return frame
+
+
+def open_video(path: str | Path) -> VideoSource:
+    """Probe a video file or frame folder; InputError (one line) when it is missing, unreadable or empty."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise InputError(f"{path}: no such video file or folder of frames")
+    if path.is_dir():
+        return _open_folder(path)
+    return _open_file(path)
+
+
+def _open_folder(path: Path) -> VideoSource:
+    paths = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+                   key=natural_key)
+    if not paths:
+        raise InputError(f"{path}: no frame images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    first = None
+    for frame_path in paths:  # headers only: cheap, and a wrong size is caught before any work
+        try:
+            with Image.open(frame_path) as image:
+                size = image.size
+        except OSError as error:
+            raise InputError(f"cannot read image {frame_path} ({error})") from error
+        first = first or size
+        if size != first:
+            raise InputError(f"{path}: the frames differ in size ({frame_path.name} is {size[0]}x{size[1]}, "
+                             f"{paths[0].name} {first[0]}x{first[1]})")
+    width, height = first
+    return VideoSource(path, len(paths), height, width, DEFAULT_FPS, paths, [p.stem for p in paths])
+
+
+def _open_file(path: Path) -> VideoSource:
+    import imageio_ffmpeg
+
+    try:
+        reader = imageio_ffmpeg.read_frames(str(path))
+        meta = next(reader)
+        reader.close()
+        # An exact count needs a decode pass (container headers can be wrong); FFmpeg does it in seconds.
+        num_frames, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
+    except (RuntimeError, OSError, StopIteration, KeyError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(f"{path}: not a video FFmpeg can read ({first[:200]})") from error
+    if num_frames < 1:
+        raise InputError(f"{path}: the video has no frames")
+    width, height = (int(v) for v in meta["size"])
+    fps = float(meta.get("fps") or 0) or DEFAULT_FPS
+    digits = len(str(num_frames - 1))
+    names = [f"{i:0{max(5, digits)}d}" for i in range(num_frames)]
+    log.info("%s: %d frames of %dx%d at %.2f fps", path.name, num_frames, width, height, fps)
+    return VideoSource(path, int(num_frames), height, width, fps, None, names)
+
+
+def working_size(height: int, width: int, short_side: int = DEFAULT_WORKING_SIDE) -> tuple[int, int]:
+    """(h, w) with the short side at most `short_side` (never upscaled), aspect kept."""
+    scale = min(1.0, short_side / min(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+class WorkingFrames:
+    """Every frame at the working size, JPEG-encoded in memory; `stack(indices)` decodes a batch."""
+
+    def __init__(self, encoded: list[bytes], size: tuple[int, int]) -> None:
+        self.encoded = encoded
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.encoded)
+
+    @classmethod
+    def read(cls, video: VideoSource, short_side: int = DEFAULT_WORKING_SIDE,
+             progress: Progress | None = None) -> WorkingFrames:
+        size = working_size(video.height, video.width, short_side)
+        encoded = []
+        for index, frame in enumerate(video.frames()):
+            if frame.shape[:2] != size:
+                frame = cv2.resize(frame, size[::-1], interpolation=cv2.INTER_AREA)
+            ok, data = cv2.imencode(".jpg", frame[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+            if not ok:
+                raise InputError(f"cannot encode frame {index} of {video.path}")
+            encoded.append(data.tobytes())
+            if progress:
+                progress("read", index + 1, video.num_frames)
+        return cls(encoded, size)
+
+    def frame(self, index: int) -> np.ndarray:
+        image = cv2.imdecode(np.frombuffer(self.encoded[index], np.uint8), cv2.IMREAD_COLOR)
+        return np.ascontiguousarray(image[..., ::-1])
+
+    def stack(self, indices) -> np.ndarray:
+        out = np.empty((len(indices), *self.size, 3), np.uint8)
+        for row, index in enumerate(indices):
+            out[row] = self.frame(int(index))
+        return out

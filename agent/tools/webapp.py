@@ -1,0 +1,312 @@
+"""The browser page's server (python -m agent.app): FastAPI on 127.0.0.1, one video and one agent at a time.
+
+Long work (reading the video, segmenting, exporting) runs in one background thread as a job; the page polls
+/api/state for its progress and error. Every error reaches the page as {"error": one line}, never a
+traceback (unexpected ones are logged here in full).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from ..config import ConfigError
+from ..data.davis import DatasetError
+from .export import export, palette_colours, prepare_output
+from .scribble_input import empty_scribbles, object_ids
+from .segmenter import VideoSegmenter
+from .video import DEFAULT_WORKING_SIDE, InputError, VideoSource, WorkingFrames, open_video
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+USER_ERRORS = (InputError, DatasetError, ConfigError, ValueError)
+
+
+class Busy(Exception):
+    pass
+
+
+@dataclass
+class Job:
+    kind: str  # open | segment | export
+    stage: str = ""
+    done: int = 0
+    total: int = 0
+    started: float = field(default_factory=time.time)
+    finished: bool = False
+    error: str | None = None
+    message: str | None = None
+
+
+class AppState:
+    """The page's video, its segmentation rounds and the one running job."""
+
+    def __init__(self, agent_factory: Callable[[], object], working_side: int = DEFAULT_WORKING_SIDE,
+                 segmenter_factory: Callable | None = None) -> None:
+        self._agent_factory = agent_factory
+        self._agent = None
+        self.working_side = working_side
+        self._segmenter_factory = segmenter_factory or (lambda agent, frames: VideoSegmenter(agent, frames))
+        self.video: VideoSource | None = None
+        self.frames: WorkingFrames | None = None
+        self.segmenter: VideoSegmenter | None = None
+        self.job: Job | None = None
+        self._lock = threading.Lock()
+        self._uploads = tempfile.TemporaryDirectory(prefix="simlearn-app-")
+        self.uploads_dir = self._uploads.name
+
+    @property
+    def agent(self):
+        if self._agent is None:  # built on first use: the page is up at once
+            self._agent = self._agent_factory()
+        return self._agent
+
+    # --- jobs ------------------------------------------------------------------------------------
+    def start_job(self, kind: str, work: Callable[[Job], str | None]) -> Job:
+        with self._lock:
+            if self.job is not None and not self.job.finished:
+                raise Busy(f"busy {self.job.kind}ing: wait until it has finished")
+            job = self.job = Job(kind)
+        threading.Thread(target=self._run, args=(job, work), daemon=True, name=f"app-{kind}").start()
+        return job
+
+    def _run(self, job: Job, work: Callable[[Job], str | None]) -> None:
+        try:
+            job.message = work(job)
+        except USER_ERRORS as error:
+            job.error = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        except Exception as error:  # a bug: the page still gets a line, the log the traceback
+            log.exception("%s failed", job.kind)
+            job.error = f"unexpected error while {job.kind}ing: {error} (details in the server's log)"
+        finally:
+            job.finished = True
+
+    @staticmethod
+    def progress(job: Job) -> Callable[[str, int, int], None]:
+        def update(stage: str, done: int, total: int) -> None:
+            job.stage, job.done, job.total = stage, done, total
+        return update
+
+    # --- work ------------------------------------------------------------------------------------
+    def open(self, path: str | Path | VideoSource) -> Job:
+        def work(job: Job) -> str:
+            job.stage = "probe"
+            video = path if isinstance(path, VideoSource) else open_video(path)
+            frames = WorkingFrames.read(video, self.working_side, self.progress(job))
+            job.stage, job.done, job.total = "load model", 0, 0
+            segmenter = self._segmenter_factory(self.agent, frames)
+            self.video, self.frames, self.segmenter = video, frames, segmenter
+            return f"opened {video.name}: {video.num_frames} frames of {video.width}x{video.height}"
+        return self.start_job("open", work)
+
+    def segment(self, strokes: list[dict]) -> Job:
+        segmenter = self.require_segmenter()
+        scribbles = strokes_to_scribbles(strokes, segmenter.num_frames)
+        if not any(scribbles["scribbles"]):
+            raise InputError("no new stroke yet: choose an object and draw on it in the frame")
+        if not object_ids(scribbles) | object_ids(segmenter.scribbles):
+            raise InputError("no object stroke yet: draw on an object, not only on the background")
+
+        def work(job: Job) -> str:
+            segmenter.segment(scribbles, self.progress(job))
+            return f"segmented {segmenter.num_frames} frames (round {segmenter.rounds})"
+        return self.start_job("segment", work)
+
+    def export(self, output: str, overwrite: bool) -> Job:
+        segmenter = self.require_segmenter()
+        if not segmenter.has_result:
+            raise InputError("nothing segmented yet: draw a stroke and press Segment first")
+        if not output.strip():
+            raise InputError("give an output folder to export to")
+        folder = prepare_output(output.strip(), overwrite)
+        video = self.video
+
+        def work(job: Job) -> str:
+            export(video, segmenter.labels, folder, segmenter.num_objects(), segmenter.scribbles, self.progress(job))
+            return f"exported {video.num_frames} masks, overlay.mp4 and masks.json to {folder.resolve()}"
+        return self.start_job("export", work)
+
+    def reset(self) -> None:
+        self.check_idle()
+        self.require_segmenter()
+        self.segmenter = self._segmenter_factory(self.agent, self.frames)
+
+    def check_idle(self) -> None:
+        if self.job is not None and not self.job.finished:
+            raise Busy(f"busy {self.job.kind}ing: wait until it has finished")
+
+    def require_segmenter(self) -> VideoSegmenter:
+        if self.segmenter is None:
+            raise InputError("no video yet: open one first")
+        return self.segmenter
+
+    def snapshot(self) -> dict:
+        video = None
+        if self.video is not None and self.frames is not None:
+            v = self.video
+            video = {"name": v.name, "path": str(v.path), "num_frames": v.num_frames, "width": v.width,
+                     "height": v.height, "fps": v.fps, "working": list(self.frames.size)}
+        segmenter = self.segmenter
+        return {
+            "video": video,
+            "job": asdict(self.job) if self.job else None,
+            "rounds": segmenter.rounds if segmenter else 0,
+            "has_result": bool(segmenter and segmenter.has_result),
+            "num_objects": segmenter.num_objects() if segmenter else 0,
+            "persistent": bool(segmenter and segmenter.persistent),
+        }
+
+
+def strokes_to_scribbles(strokes: list[dict], num_frames: int) -> dict:
+    """The page's strokes ({frame, object_id, path: [[x, y], ...] in [0, 1]}) -> a DAVIS scribble dict."""
+    scribbles = empty_scribbles(num_frames)
+    if not isinstance(strokes, list):
+        raise InputError("strokes must be a list")
+    for stroke in strokes:
+        try:
+            frame, object_id = int(stroke["frame"]), int(stroke["object_id"])
+            path = [[float(x), float(y)] for x, y in stroke["path"]]
+        except (KeyError, TypeError, ValueError) as error:
+            raise InputError(f"malformed stroke ({error})") from error
+        if not 0 <= frame < num_frames:
+            raise InputError(f"a stroke on frame {frame} but the video has {num_frames} frames")
+        if object_id < 0 or not path:
+            raise InputError("a stroke needs an object id >= 0 and at least one point")
+        path = [[min(max(x, 0.0), 1.0), min(max(y, 0.0), 1.0)] for x, y in path]  # drawn past the edge
+        scribbles["scribbles"][frame].append({"path": path, "object_id": object_id,
+                                              "start_time": 0.0, "end_time": 0.0})
+    return scribbles
+
+
+def mask_png(labels: np.ndarray, colours: np.ndarray) -> bytes:
+    """Objects in their palette colours, background transparent (RGBA PNG)."""
+    rgba = np.zeros((*labels.shape, 4), np.uint8)
+    rgba[..., :3] = colours[labels][..., ::-1]  # OpenCV writes BGRA
+    rgba[..., 3] = np.where(labels > 0, 255, 0)
+    ok, data = cv2.imencode(".png", rgba)
+    if not ok:
+        raise RuntimeError("cannot encode a mask")
+    return data.tobytes()
+
+
+def create_app(state: AppState) -> FastAPI:
+    app = FastAPI(title="simlearn-ivos", docs_url=None, redoc_url=None)
+    app.state.segment = state
+    colours = palette_colours()
+
+    @app.exception_handler(InputError)
+    @app.exception_handler(DatasetError)
+    async def user_error(request: Request, error: Exception) -> JSONResponse:
+        return JSONResponse({"error": str(error)}, status_code=400)
+
+    @app.exception_handler(Busy)
+    async def busy(request: Request, error: Exception) -> JSONResponse:
+        return JSONResponse({"error": str(error)}, status_code=409)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.exception("%s %s failed", request.method, request.url.path)
+        return JSONResponse({"error": f"unexpected error: {error} (details in the server's log)"}, status_code=500)
+
+    @app.get("/")
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/api/state")
+    def get_state() -> dict:
+        return state.snapshot()
+
+    @app.post("/api/open")
+    async def post_open(request: Request) -> dict:
+        body = await _json(request)
+        path = str(body.get("path", "")).strip()
+        if not path:
+            raise InputError("type the path of a video file or a folder of frames, or upload a video")
+        state.open(path)
+        return state.snapshot()
+
+    @app.post("/api/upload")
+    async def post_upload(request: Request, name: str = "video.mp4") -> dict:
+        state.check_idle()
+        data = await request.body()
+        if not data:
+            raise InputError("the uploaded file is empty")
+        target = Path(state.uploads_dir) / Path(name).name
+        target.write_bytes(data)
+        state.open(target)
+        return state.snapshot()
+
+    @app.get("/api/frame/{index}")
+    def get_frame(index: int) -> Response:
+        frames = _frames(state, index)
+        return Response(frames.encoded[index], media_type="image/jpeg", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/api/mask/{index}")
+    def get_mask(index: int) -> Response:
+        _frames(state, index)
+        segmenter = state.require_segmenter()
+        return Response(mask_png(segmenter.labels(index), colours), media_type="image/png",
+                        headers={"Cache-Control": "no-store"})
+
+    @app.get("/api/strokes")
+    def get_strokes() -> dict:
+        segmenter = state.require_segmenter()
+        return {"strokes": [{"frame": f, "object_id": s["object_id"], "path": s["path"]}
+                            for f, strokes in enumerate(segmenter.scribbles["scribbles"]) for s in strokes]}
+
+    @app.post("/api/segment")
+    async def post_segment(request: Request) -> dict:
+        state.check_idle()
+        state.segment((await _json(request)).get("strokes", []))
+        return state.snapshot()
+
+    @app.post("/api/suggest")
+    def post_suggest() -> dict:
+        state.check_idle()
+        return {"frame": state.require_segmenter().suggest_frame()}
+
+    @app.post("/api/export")
+    async def post_export(request: Request) -> dict:
+        state.check_idle()
+        body = await _json(request)
+        state.export(str(body.get("output", "")), bool(body.get("overwrite", False)))
+        return state.snapshot()
+
+    @app.post("/api/reset")
+    def post_reset() -> dict:
+        state.reset()
+        return state.snapshot()
+
+    return app
+
+
+async def _json(request: Request) -> dict:
+    try:
+        body = await request.json()
+    except ValueError as error:
+        raise InputError("the request was not JSON") from error
+    if not isinstance(body, dict):
+        raise InputError("the request must be a JSON object")
+    return body
+
+
+def _frames(state: AppState, index: int) -> WorkingFrames:
+    if state.frames is None:
+        raise InputError("no video yet: open one first")
+    if not 0 <= index < len(state.frames):
+        raise InputError(f"frame {index} does not exist (0..{len(state.frames) - 1})")
+    return state.frames

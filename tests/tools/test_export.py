@@ -1,0 +1,62 @@
+"""What an export writes: palette PNGs, COCO RLE that decodes to them, an overlay video; output safety."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from agent.tools.export import export, overlay, prepare_output, upsample_labels
+from agent.tools.video import InputError, open_video
+
+
+def test_non_empty_output_is_refused_and_overwrite_removes_only_our_files(tmp_path):
+    out = tmp_path / "out"
+    prepare_output(out)
+    (out / "masks" / "00000.png").write_bytes(b"old")
+    (out / "masks.json").write_text("{}")
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="is not empty"):
+        prepare_output(out)
+    prepare_output(out, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["masks", "notes.txt"] and not any((out / "masks").iterdir())
+
+
+def test_upsampling_is_smooth_and_keeps_classes():
+    labels = np.zeros((10, 10), np.uint8)
+    labels[2:8, 2:8] = 2
+    big = upsample_labels(labels, (40, 40))
+    assert big.shape == (40, 40) and set(np.unique(big)) == {0, 2}
+    assert abs(int((big == 2).sum()) - 24 * 24) < 60
+    assert upsample_labels(labels, (10, 10)) is labels
+
+
+def test_export_round_trip(small_video, tmp_path):
+    video = open_video(small_video.video)
+    truth = small_video.masks
+    half = [truth[i][::2, ::2] for i in range(len(truth))]  # working size: half the video's
+    out = export(video, lambda i: half[i], prepare_output(tmp_path / "out"), 2, scribbles={"scribbles": []})
+    meta = json.loads((out / "masks.json").read_text())
+    assert (meta["width"], meta["height"], meta["num_frames"], meta["objects"]) == (426, 240, 8, [1, 2])
+    for entry in meta["frames"]:
+        png = Image.open(out / entry["mask"])
+        assert png.mode == "P" and png.size == (426, 240)
+        labels = np.asarray(png)
+        for key, encoded in entry["objects"].items():
+            decoded = mask_utils.decode({"size": encoded["size"], "counts": encoded["counts"].encode()})
+            assert np.array_equal(decoded.astype(bool), labels == int(key))
+        assert (labels == truth[entry["index"]]).mean() > 0.97  # upsampled from half size
+    overlay_video = open_video(out / "overlay.mp4")
+    assert (overlay_video.num_frames, overlay_video.width, overlay_video.height) == (8, 426, 240)
+    assert json.loads((out / "scribbles.json").read_text()) == {"scribbles": []}
+
+
+def test_overlay_tints_objects_only():
+    frame = np.full((6, 6, 3), 200, np.uint8)
+    labels = np.zeros((6, 6), np.uint8)
+    labels[2:4, 2:4] = 1
+    out = overlay(frame, labels)
+    assert np.array_equal(out[0, 0], frame[0, 0]) and not np.array_equal(out[2, 2], frame[2, 2])

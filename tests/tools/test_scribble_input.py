@@ -1,0 +1,122 @@
+"""Scribble images and JSON -> the agent's DAVIS scribble dict; the colour convention's errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from agent.inference.scribbles import UNLABELED, rasterize_scribbles
+from agent.tools.scribble_input import (
+    BACKGROUND_COLOUR,
+    NO_SCRIBBLE,
+    colours_to_labels,
+    label_strokes,
+    load_scribbles,
+    object_colour,
+)
+from agent.tools.video import InputError, open_video
+
+
+def _rgba(height=6, width=8):
+    return np.zeros((height, width, 4), np.uint8)
+
+
+def test_colours_follow_the_convention():
+    image = _rgba()
+    image[0, :] = (*object_colour(1), 255)
+    image[1, :] = (*object_colour(2), 255)
+    image[2, :] = (*BACKGROUND_COLOUR, 255)
+    image[3, :] = (0, 0, 0, 255)  # black: nothing
+    image[4, :] = (*object_colour(1), 10)  # transparent: nothing
+    image[5, :] = (138, 5, 4, 255)  # near palette 1: snaps to it
+    labels = colours_to_labels(image)
+    assert labels[:, 0].tolist() == [1, 2, 0, NO_SCRIBBLE, NO_SCRIBBLE, 1]
+    assert object_colour(1) == (128, 0, 0) and object_colour(2) == (0, 128, 0)
+
+
+def test_unknown_colour_names_it_and_where():
+    image = _rgba()
+    image[2, 3] = (255, 105, 180, 255)
+    with pytest.raises(InputError, match=r"unknown colour \(255, 105, 180\) at x=3, y=2") as error:
+        colours_to_labels(image, source="s.png")
+    assert "\n" not in str(error.value)
+
+
+def test_label_strokes_rasterise_back_to_the_labels():
+    labels = np.full((20, 30), NO_SCRIBBLE, np.int16)
+    labels[2:5, 3:12] = 1
+    labels[10, 5:25] = 0
+    labels[15:17, 20:28] = 2
+    strokes = label_strokes(labels)
+    raster = rasterize_scribbles({"scribbles": [strokes]}, labels.shape)[0]
+    expected = np.where(labels == NO_SCRIBBLE, UNLABELED, labels)
+    assert np.array_equal(raster, expected)
+    assert [s["object_id"] for s in strokes][0] == 0  # background first, objects draw over it
+
+
+def test_a_thin_stroke_survives_on_a_coarse_grid():
+    labels = np.full((720, 1280), NO_SCRIBBLE, np.int16)
+    labels[400:402, 100:900] = 1  # 2 pixels thick at 720p
+    raster = rasterize_scribbles({"scribbles": [label_strokes(labels)]}, (60, 107))[0]
+    assert (raster == 1).sum() >= 60
+
+
+def _save(path, image):
+    Image.fromarray(image).save(path)
+    return path
+
+
+def test_scribble_images_and_json_for_a_video(small_video, tmp_path):
+    video = open_video(small_video.video)
+    scribbles = load_scribbles(small_video.scribble_dir, video)
+    assert len(scribbles["scribbles"]) == video.num_frames
+    assert {s["object_id"] for s in scribbles["scribbles"][small_video.scribbled_frame]} == {0, 1, 2}
+    # a DAVIS JSON shorter than the video: the frames it leaves out have no strokes
+    short = tmp_path / "short.json"
+    short.write_text(json.dumps({"scribbles": scribbles["scribbles"][:5]}))
+    assert load_scribbles(short, video)["scribbles"][5:] == [[], [], []]
+    # a frame folder's scribble image may be named after the frame's file
+    folder = open_video(small_video.folder)
+    image = np.asarray(Image.open(next(small_video.scribble_dir.iterdir())))
+    named = tmp_path / "named"
+    named.mkdir()
+    _save(named / "00003.png", image)
+    assert load_scribbles(named, folder)["scribbles"][3]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("frame beyond", "scribbles for frame 8 but the video has 8 frames"),
+    ("json beyond", "scribbles for frame 9 but the video has 8 frames"),
+    ("wrong size", "is 100x50 but the video is 426x240"),
+    ("unknown colour", "unknown colour"),
+    ("background only", "no object scribble"),
+    ("no number", "name it after its frame"),
+])
+def test_bad_scribbles_are_one_clear_line(small_video, tmp_path, case, message):
+    video = open_video(small_video.video)
+    good = np.asarray(Image.open(next(small_video.scribble_dir.iterdir())))
+    if case == "frame beyond":
+        path = _save(tmp_path / "00008.png", good)
+    elif case == "json beyond":
+        path = tmp_path / "s.json"
+        strokes = [[] for _ in range(10)]
+        strokes[9] = [{"path": [[0.5, 0.5]], "object_id": 1}]
+        path.write_text(json.dumps({"scribbles": strokes}))
+    elif case == "wrong size":
+        path = _save(tmp_path / "00001.png", _rgba(50, 100))
+    elif case == "unknown colour":
+        image = good.copy()
+        image[10, 10] = (255, 105, 180, 255)
+        path = _save(tmp_path / "00001.png", image)
+    elif case == "background only":
+        image = _rgba(240, 426)
+        image[5:8, 5:100] = (*BACKGROUND_COLOUR, 255)
+        path = _save(tmp_path / "00001.png", image)
+    else:
+        path = _save(tmp_path / "scribble.png", good)
+    with pytest.raises(InputError, match=message) as error:
+        load_scribbles(path, video)
+    assert "\n" not in str(error.value)

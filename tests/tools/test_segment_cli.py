@@ -1,0 +1,68 @@
+"""python -m agent.segment as a person runs it: a video and a painted scribble image -> masks; bad input ->
+one `error:` line and exit code 2, before the model loads."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from agent.tools.segment_cli import main
+
+from .conftest import mean_j
+
+J_THRESHOLD = 0.8
+
+
+def test_masks_from_a_scribble_image_match_the_ground_truth(small_video, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main([str(small_video.video), "--scribbles", str(small_video.scribble_dir), "--output", str(out),
+                 "--set", "crf.workers=1"])
+    assert code == 0, capsys.readouterr().err
+    masks = np.stack([np.asarray(Image.open(out / "masks" / f"{i:05d}.png")) for i in range(8)])
+    assert masks.shape == small_video.masks.shape
+    j = mean_j(masks, small_video.masks)
+    print(f"CLI J from a scribble image: {j:.3f}")
+    assert j >= J_THRESHOLD
+    meta = json.loads((out / "masks.json").read_text())
+    assert len(meta["frames"]) == 8 and meta["objects"] == [1, 2]
+    assert (out / "overlay.mp4").stat().st_size > 0
+    # finished results are never overwritten silently
+    assert main([str(small_video.video), "--scribbles", str(small_video.scribble_dir), "--output", str(out)]) == 2
+    assert "is not empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing video", "no such video"),
+    ("junk video", "not a video FFmpeg can read"),
+    ("frame beyond", "scribbles for frame 8 but the video has 8 frames"),
+    ("wrong size", "is 10x10 but the video is 426x240"),
+    ("unknown colour", "unknown colour (255, 105, 180)"),
+    ("bad config", "unknown key 'nope'"),
+])
+def test_bad_input_is_one_error_line_and_exit_2(small_video, tmp_path, capsys, case, message):
+    video, scribbles, extra = small_video.video, tmp_path / "scribbles", []
+    scribbles.mkdir()
+    good = np.asarray(Image.open(next(small_video.scribble_dir.iterdir())))
+    name, image = "00001.png", good
+    if case == "missing video":
+        video = tmp_path / "nothing.mp4"
+    elif case == "junk video":
+        video = tmp_path / "junk.mov"
+        video.write_bytes(b"\x00" * 100)
+    elif case == "frame beyond":
+        name = "00008.png"
+    elif case == "wrong size":
+        image = np.zeros((10, 10, 4), np.uint8)
+    elif case == "unknown colour":
+        image = good.copy()
+        image[:3, :3] = (255, 105, 180, 255)
+    else:
+        extra = ["--set", "nope=1"]
+    Image.fromarray(image).save(scribbles / name)
+    code = main([str(video), "--scribbles", str(scribbles), "--output", str(tmp_path / "out"), *extra])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(err) == 1 and message in err[0]
+    assert not (tmp_path / "out").exists()  # checked before anything was written

@@ -1,0 +1,62 @@
+"""Rounds and chunks with the tiny test model: long videos in chunks give what one agent gives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agent.inference.plan import RoundPlan
+from agent.tools.scribble_input import empty_scribbles, load_scribbles
+from agent.tools.segmenter import VideoSegmenter
+from agent.tools.video import InputError, WorkingFrames, open_video
+
+PLAN = RoundPlan()  # no CRF: fast, and the chunks' equality does not depend on it
+
+
+@pytest.fixture(scope="module")
+def inputs(small_video):
+    video = open_video(small_video.folder)
+    return WorkingFrames.read(video, short_side=120), load_scribbles(small_video.scribble_dir, video)
+
+
+def test_chunks_give_the_labels_one_agent_gives(tiny_agent, inputs):
+    frames, scribbles = inputs
+    whole = VideoSegmenter(tiny_agent, frames, chunk_frames=100, plan=PLAN)
+    chunked = VideoSegmenter(tiny_agent, frames, chunk_frames=3, plan=PLAN)
+    assert whole.persistent and not chunked.persistent
+    seen = []
+    whole.segment(scribbles)
+    chunked.segment(scribbles, progress=lambda stage, done, total: seen.append((stage, done, total)))
+    assert seen[-1] == ("segment", 8, 8) and len(seen) == 4  # 0, 3, 6 and the end
+    for frame in range(8):
+        assert whole.labels(frame).shape == frames.size
+        assert np.array_equal(whole.labels(frame), chunked.labels(frame)), frame
+    assert {int(v) for f in range(8) for v in np.unique(whole.labels(f))} <= {0, 1, 2}
+
+
+def test_rounds_keep_the_agent_and_add_strokes(tiny_agent, inputs):
+    frames, scribbles = inputs
+    segmenter = VideoSegmenter(tiny_agent, frames, plan=PLAN)
+    with pytest.raises(InputError, match="segment first"):
+        segmenter.suggest_frame()
+    segmenter.segment(scribbles)
+    suggested = segmenter.suggest_frame()
+    assert 0 <= suggested < 8 and suggested not in (4,)  # frame 4 has strokes already
+    correction = empty_scribbles(8)
+    correction["scribbles"][suggested] = [{"path": [[0.1, 0.1], [0.3, 0.1]], "object_id": 0}]
+    memory = tiny_agent.memory
+    segmenter.segment(correction)
+    assert tiny_agent.memory is memory and memory.rounds == 2  # the same agent, one more round
+    assert segmenter.rounds == 2 and segmenter.scribbles["scribbles"][suggested] == correction["scribbles"][suggested]
+
+
+def test_no_object_stroke_and_frames_the_video_lacks(tiny_agent, inputs):
+    frames, _ = inputs
+    segmenter = VideoSegmenter(tiny_agent, frames, plan=PLAN)
+    background = empty_scribbles(8)
+    background["scribbles"][0] = [{"path": [[0.1, 0.1]], "object_id": 0}]
+    with pytest.raises(InputError, match="no object stroke yet"):
+        segmenter.segment(background)
+    with pytest.raises(InputError, match="the video has 8"):
+        segmenter.segment(empty_scribbles(9))
+    assert segmenter.rounds == 0 and not segmenter.has_result

@@ -1,0 +1,61 @@
+"""Reading videos and frame folders; working-size frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from agent.tools.video import InputError, WorkingFrames, open_video, working_size
+
+
+def test_mp4_and_frame_folder_read_the_same_frames(small_video):
+    from_file, from_folder = open_video(small_video.video), open_video(small_video.folder)
+    assert (from_file.num_frames, from_file.height, from_file.width) == (8, 240, 426)
+    assert from_file.fps == pytest.approx(10)
+    assert from_folder.frame_names == [f"{i:05d}" for i in range(8)]
+    file_frames, folder_frames = list(from_file.frames()), list(from_folder.frames())
+    assert len(file_frames) == len(folder_frames) == 8
+    assert np.array_equal(np.stack(folder_frames), small_video.frames)
+    # H.264 is lossy: close, not equal
+    assert np.abs(np.stack(file_frames).astype(int) - small_video.frames).mean() < 8
+
+
+def test_frame_folder_is_in_natural_order(tmp_path):
+    for index in (10, 2, 1):
+        Image.fromarray(np.full((4, 6, 3), index, np.uint8)).save(tmp_path / f"frame{index}.png")
+    video = open_video(tmp_path)
+    assert video.frame_names == ["frame1", "frame2", "frame10"]
+    assert [int(f[0, 0, 0]) for f in video.frames()] == [1, 2, 10]
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p / "missing.mp4", "no such video"),
+    (lambda p: p, "no frame images"),
+    (lambda p: (p / "junk.mp4").write_bytes(b"not a video at all") and p / "junk.mp4", "not a video FFmpeg can read"),
+])
+def test_unreadable_or_empty_video_is_one_clear_line(tmp_path, make, message):
+    with pytest.raises(InputError, match=message) as error:
+        open_video(make(tmp_path))
+    assert "\n" not in str(error.value)
+
+
+def test_frames_of_different_sizes_are_refused(tmp_path):
+    Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(tmp_path / "0.png")
+    Image.fromarray(np.zeros((5, 6, 3), np.uint8)).save(tmp_path / "1.png")
+    with pytest.raises(InputError, match="differ in size"):
+        open_video(tmp_path)
+
+
+def test_working_size_caps_the_short_side_and_never_upscales():
+    assert working_size(720, 1280) == (480, 853)
+    assert working_size(1920, 1080) == (853, 480)  # portrait: the short side is the width
+    assert working_size(240, 426) == (240, 426)
+
+
+def test_working_frames_keep_every_frame_at_the_working_size(small_video):
+    frames = WorkingFrames.read(open_video(small_video.folder), short_side=120)
+    assert len(frames) == 8 and frames.size == (120, 213)
+    batch = frames.stack([0, 7])
+    assert batch.shape == (2, 120, 213, 3) and batch.dtype == np.uint8
+    assert abs(float(batch[1].mean()) - float(small_video.frames[7].mean())) < 3

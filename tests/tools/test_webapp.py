@@ -1,0 +1,125 @@
+"""The page's API with the tiny test model: every error is a JSON line, a round trip works end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from agent.inference.plan import RoundPlan
+from agent.tools.segmenter import VideoSegmenter
+from agent.tools.video import InputError
+from agent.tools.webapp import AppState, create_app, strokes_to_scribbles
+
+from .server import serve, wait_for_job
+
+
+@pytest.fixture
+def base(tiny_agent):
+    state = AppState(lambda: tiny_agent, working_side=120,
+                     segmenter_factory=lambda agent, frames: VideoSegmenter(agent, frames, plan=RoundPlan()))
+    with serve(create_app(state)) as url:
+        yield url
+
+
+def _post(base, path, body=None):
+    return requests.post(f"{base}{path}", json=body, timeout=30)
+
+
+def _object_stroke(frame=4):
+    return {"frame": frame, "object_id": 1, "path": [[0.4, 0.5], [0.5, 0.5]]}
+
+
+def test_errors_are_one_json_line(base, small_video, tmp_path):
+    assert requests.get(base, timeout=10).text.startswith("<!doctype html>")
+    for path, body, message in [
+        ("/api/segment", {"strokes": [_object_stroke()]}, "no video yet"),
+        ("/api/open", {"path": ""}, "type the path"),
+        ("/api/open", {}, "type the path"),
+    ]:
+        response = _post(base, path, body)
+        assert response.status_code == 400 and message in response.json()["error"]
+    assert _post(base, "/api/open", {"path": str(tmp_path / "missing.mp4")}).status_code == 200
+    assert "no such video" in wait_for_job(base)["job"]["error"]
+
+    _post(base, "/api/open", {"path": str(small_video.video)})
+    state = wait_for_job(base)
+    assert state["job"]["error"] is None and state["video"]["num_frames"] == 8
+    assert state["video"]["working"] == [120, 213]
+    for path, body, message in [
+        ("/api/segment", {"strokes": []}, "no new stroke yet"),
+        ("/api/segment", {"strokes": [{"frame": 4, "object_id": 0, "path": [[0.1, 0.1]]}]}, "no object stroke"),
+        ("/api/segment", {"strokes": [_object_stroke(frame=8)]}, "the video has 8 frames"),
+        ("/api/segment", {"strokes": [{"frame": 1}]}, "malformed stroke"),
+        ("/api/suggest", None, "segment first"),
+        ("/api/export", {"output": str(tmp_path / "out")}, "nothing segmented yet"),
+    ]:
+        response = _post(base, path, body)
+        assert response.status_code == 400 and message in response.json()["error"], (path, body)
+    bad = requests.get(f"{base}/api/frame/99", timeout=10)
+    assert bad.status_code == 400 and "does not exist" in bad.json()["error"]
+    junk = requests.post(f"{base}/api/segment", data="not json", timeout=10)
+    assert junk.status_code == 400 and "not JSON" in junk.json()["error"]
+
+
+def test_open_segment_correct_export(base, small_video, tmp_path):
+    _post(base, "/api/open", {"path": str(small_video.folder)})
+    wait_for_job(base)
+    frame = Image.open(requests_get_bytes(f"{base}/api/frame/0"))
+    assert frame.size == (213, 120)
+    _post(base, "/api/segment", {"strokes": [_object_stroke()]})
+    state = wait_for_job(base)
+    assert state["job"]["error"] is None and state["rounds"] == 1 and state["num_objects"] == 1
+    mask = np.asarray(Image.open(requests_get_bytes(f"{base}/api/mask/0")))
+    assert mask.shape == (120, 213, 4) and set(np.unique(mask[..., 3])) <= {0, 255}
+    suggested = _post(base, "/api/suggest").json()["frame"]
+    assert 0 <= suggested < 8 and suggested != 4
+    _post(base, "/api/segment", {"strokes": [{"frame": suggested, "object_id": 0, "path": [[0.0, 0.0], [1.0, 0.0]]}]})
+    state = wait_for_job(base)
+    assert state["rounds"] == 2
+    strokes = requests.get(f"{base}/api/strokes", timeout=10).json()["strokes"]
+    assert [s["frame"] for s in strokes] == sorted([4, suggested])
+
+    out = tmp_path / "out"
+    _post(base, "/api/export", {"output": str(out)})
+    assert wait_for_job(base)["job"]["error"] is None
+    assert len(list((out / "masks").glob("*.png"))) == 8 and json.loads((out / "masks.json").read_text())["objects"] == [1]
+    again = _post(base, "/api/export", {"output": str(out)})
+    assert again.status_code == 400 and "is not empty" in again.json()["error"]
+
+    assert _post(base, "/api/reset").json()["rounds"] == 0
+
+
+def requests_get_bytes(url):
+    import io
+
+    response = requests.get(url, timeout=10)
+    response.raise_for_status()
+    return io.BytesIO(response.content)
+
+
+def test_page_strokes_become_davis_scribbles():
+    scribbles = strokes_to_scribbles([{"frame": 1, "object_id": 2, "path": [[-0.1, 0.5], [1.2, 0.5]]}], 3)
+    assert scribbles["scribbles"][0] == [] and scribbles["scribbles"][1][0]["path"] == [[0.0, 0.5], [1.0, 0.5]]
+    with pytest.raises(InputError, match="needs an object id"):
+        strokes_to_scribbles([{"frame": 0, "object_id": 1, "path": []}], 3)
+
+
+def test_upload_opens_the_video(base, small_video):
+    empty = requests.post(f"{base}/api/upload?name=clip.mp4", data=b"", timeout=10)
+    assert empty.status_code == 400 and "empty" in empty.json()["error"]
+    data = small_video.video.read_bytes()
+    assert requests.post(f"{base}/api/upload?name=../../clip.mp4", data=data, timeout=30).status_code == 200
+    state = wait_for_job(base)
+    assert state["video"]["num_frames"] == 8 and state["video"]["name"] == "clip"
+
+
+def test_app_command_refuses_a_bad_video_before_serving(tmp_path, capsys):
+    from agent.tools.app_cli import main
+
+    assert main([str(tmp_path / "missing.mp4")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "no such video" in err[0]
