@@ -90,8 +90,9 @@ class TransferConfig:
     incremental: bool = True
     max_new_reference_pixels: int = 1024  # per class and round, for the incremental pool
     # Transfer again on the decoder's finer native grid (90x160 at 1.5x frames), only within this many fine
-    # cells of a change in the coarse labels (inference/detail.py); 0: off.
-    detail_band: int = 3
+    # cells of a change in the coarse labels (inference/detail.py); 0: off. Off: a band of 3 lowered J on
+    # our held-out videos (docs/METHOD.md).
+    detail_band: int = 0
 
     def __post_init__(self) -> None:
         _choice(self.aggregation, "transfer.aggregation", ("eq3", "topk"))

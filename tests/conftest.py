@@ -7,6 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from agent.config import ModelConfig
+
+# The one tiny model of the suite: three strided convs with random weights, 48x80 input, 16-d embeddings.
+TINY_MODEL = ModelConfig(backbone="tiny", pretrained="none", input_size=(48, 80), embedding_dim=16)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DAVIS = REPO.parent / "shared" / "davis"
 
@@ -35,3 +40,23 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def tiny_model():
+    """A fresh tiny model (seeded): tests may train it."""
+    from agent.model.siamese import build_model
+
+    torch.manual_seed(0)
+    return build_model(TINY_MODEL)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """The tiny model (seed 0) saved as a checkpoint, once per test session."""
+    from agent.model.checkpoint import save_checkpoint
+    from agent.model.siamese import build_model
+
+    torch.manual_seed(0)
+    return save_checkpoint(tmp_path_factory.mktemp("tiny") / "tiny.pt", build_model(TINY_MODEL),
+                           extra={"iterations": 0})

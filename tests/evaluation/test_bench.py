@@ -11,18 +11,10 @@ import torch
 
 from agent.config import ModelConfig
 from agent.evaluation.bench import main, untrained_baseline
-from agent.model import WeightsUnavailableError, build_model
+from agent.model import WeightsUnavailableError
 from agent.model.backbones import lite0_wheel_path
-from agent.model.checkpoint import save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture
-def tiny_checkpoint(tmp_path: Path) -> Path:
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(backbone="tiny", pretrained="none", embedding_dim=16, input_size=(48, 80)))
-    return save_checkpoint(tmp_path / "tiny.pt", model, extra={"iterations": 0})
 
 
 def _positive(value) -> bool:

@@ -6,21 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from agent.config import AgentConfig, FinetuneConfig, ModelConfig
+from agent.config import AgentConfig, FinetuneConfig
 from agent.data.davis import DatasetError, DavisReader
 from agent.inference.agent import InteractiveAgent
 from agent.inference.finetune import EARLY_STOP_WINDOW, finetune
 from agent.model.checkpoint import save_checkpoint
-from agent.model.siamese import build_model
 from strategies.base import RoundPlan
+from tests.conftest import TINY_MODEL
 
-TINY = ModelConfig(backbone="tiny", pretrained="none", input_size=(48, 80), embedding_dim=16)
-
-
-@pytest.fixture
-def tiny_model():
-    torch.manual_seed(0)
-    return build_model(TINY)
+TINY = TINY_MODEL
 
 
 def _scribbled_frame(model):

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from agent.config import ModelConfig, TransferConfig
+from agent.config import TransferConfig
 from agent.inference.reference_pool import ReferencePool
 from agent.inference.transfer import ABSENT_SCORE, transfer_labels
 from agent.model.siamese import build_model
+from tests.conftest import TINY_MODEL
 
-TINY = ModelConfig(backbone="tiny", pretrained="none", input_size=(48, 80), embedding_dim=16)
+TINY = TINY_MODEL
 # Budgets above any frame's pixel count: nothing is subsampled, so the pool holds every labelled pixel.
 NO_SUBSAMPLING = TransferConfig(topk=5, max_reference_pixels=10_000, max_new_reference_pixels=10_000, chunk_size=64)
 

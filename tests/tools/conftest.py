@@ -8,16 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from scipy import ndimage
 from skimage.morphology import skeletonize
 
-from agent.config import AgentConfig, ModelConfig
+from agent.config import AgentConfig
 from agent.data.synthetic import generate_sequence
 from agent.tools.scribble_input import BACKGROUND_COLOUR, object_colour
-
-TINY = ModelConfig(backbone="tiny", pretrained="none", input_size=(48, 80), embedding_dim=16)
 
 
 @dataclass
@@ -71,15 +68,6 @@ def make_video(root: Path, num_frames: int, height: int, width: int, num_objects
 def small_video(tmp_path_factory) -> SyntheticVideo:
     """8 frames of 240x426 (the checkpoint's size, even for H.264), two objects."""
     return make_video(tmp_path_factory.mktemp("video"), 8, 240, 426, 2)
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    from agent.model.checkpoint import save_checkpoint
-    from agent.model.siamese import build_model
-
-    torch.manual_seed(0)
-    return save_checkpoint(tmp_path_factory.mktemp("tiny") / "tiny.pt", build_model(TINY))
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ training-data lists and (slow) two-process DDP on CPU. Tiny backbone, 48x80 inpu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -20,6 +21,7 @@ from agent.model import build_model
 from agent.model.checkpoint import CheckpointError, load_checkpoint
 from agent.training.data import load_training_set
 from agent.training.train import main, make_optimizer, parameter_digest, poly_factor, train
+from tests.conftest import TINY_MODEL
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_ARGS = ["--backbone", "tiny", "--pretrained", "none", "--input-size", "48x80", "--embedding-dim", "16",
@@ -38,7 +40,7 @@ def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def tiny_model_config(**overrides) -> ModelConfig:
-    values = dict(backbone="tiny", pretrained="none", embedding_dim=16, input_size=(48, 80))
+    values = dataclasses.asdict(TINY_MODEL)
     values.update(overrides)
     return ModelConfig(**values)
 
