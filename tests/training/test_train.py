@@ -295,7 +295,7 @@ def test_topk_loss_trains_at_the_feature_scale_on_the_agent_grid(tmp_path: Path)
     losses = read_losses(tmp_path / "run" / "losses.csv")[:, 1]
     assert losses[-20:].mean() < losses[:20].mean() - 0.02
     model, _, _ = load_checkpoint(tmp_path / "run" / "model.pt")
-    assert float(model.head.affine()[0]) > 1.0  # the softmax scale started at 10, not at BN's 1
+    assert float(model.head.affine()[0].detach()) > 1.0  # the softmax scale started at 10, not at BN's 1
 
 
 # --- several processes ---------------------------------------------------------------------------------
