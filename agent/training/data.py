@@ -71,12 +71,13 @@ class TrainingSet:
         out = []
         for video in self.videos:
             frames = torch.randint(len(video.inputs), (per_video,), generator=generator)
-            features = video.inputs[frames].float()  # (n, C, h, w)
+            rows = torch.randint(video.inputs.shape[2], (per_video,), generator=generator)
+            cols = torch.randint(video.inputs.shape[3], (per_video,), generator=generator)
+            # Index the pixels first: whole frames per sample would hold count x C x h x w floats.
+            pixels = video.inputs[frames, :, rows, cols].float()[:, :, None, None]  # (n, C, 1, 1)
             if model.config.normalize_features:
-                features = model.normalized_levels(features)
-            rows = torch.randint(features.shape[2], (per_video,), generator=generator)
-            cols = torch.randint(features.shape[3], (per_video,), generator=generator)
-            out.append(features[torch.arange(per_video), :, rows, cols])
+                pixels = model.normalized_levels(pixels)
+            out.append(pixels[:, :, 0, 0])
         return torch.cat(out)
 
     def _colour_jitter(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

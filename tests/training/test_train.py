@@ -166,6 +166,22 @@ def test_random_backbone_features_are_not_cached(_private_cache: Path) -> None:
     assert not _private_cache.exists()
 
 
+def test_decoder_inputs_are_normalised_feature_pixels_without_whole_frames() -> None:
+    """decoder_init=pca samples pixels of the cached features, normalised per level as the decoder sees them
+    (indexed before normalising, so 50,000 samples never hold 50,000 whole frames)."""
+    model = build_model(tiny_model_config())
+    data = load_training_set(TrainConfig(synthetic_sequences=2, synthetic_frames=3), model, frozen=True)
+    pixels = data.decoder_inputs(model, 8, torch.Generator().manual_seed(0))
+    assert pixels.shape == (8, sum(model.backbone.level_channels))
+    generator = torch.Generator().manual_seed(0)
+    for n, video in enumerate(data.videos):  # the same draws, frame by frame
+        frames = torch.randint(len(video.inputs), (4,), generator=generator)
+        rows = torch.randint(video.inputs.shape[2], (4,), generator=generator)
+        cols = torch.randint(video.inputs.shape[3], (4,), generator=generator)
+        dense = model.normalized_levels(video.inputs[frames].float())
+        torch.testing.assert_close(pixels[4 * n:4 * n + 4], dense[torch.arange(4), :, rows, cols])
+
+
 # --- resume --------------------------------------------------------------------------------------------
 
 
