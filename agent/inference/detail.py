@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .transfer import ABSENT_SCORE, query_chunks
+from .transfer import ABSENT_SCORE, topk_scores
 
 
 def boundary_band(labels: torch.Tensor, width: int) -> torch.Tensor:
@@ -44,7 +44,6 @@ def refine_boundaries(
     present = torch.tensor([c for c in refs], dtype=torch.int64)
     if len(present) < 2:
         return fine  # one class: nothing to decide
-    sign = 1.0 if scale >= 0 else -1.0
     labels = present[fine[:, present].argmax(1)]
     in_band = boundary_band(labels, band)
     for b in range(batch):
@@ -52,12 +51,8 @@ def refine_boundaries(
         if len(index) == 0:
             continue
         q = query[b].reshape(dim, -1)[:, index].t().contiguous()
-        scores = torch.full((len(index), fine.shape[1]), ABSENT_SCORE)
-        for start, stop in query_chunks(len(index), chunk_size):
-            for cls, r in refs.items():
-                sims = q[start:stop] @ r.t()
-                best = sims.topk(min(topk, sims.shape[1]), dim=1).values.mean(1) * sign
-                scores[start:stop, cls] = best * scale + shift
+        scores = torch.full((fine.shape[1], len(index)), ABSENT_SCORE)
+        topk_scores(q, refs, topk, scale, shift, chunk_size, scores)
         flat = fine[b].reshape(fine.shape[1], -1)
-        flat[:, index] = scores.t().to(flat)
+        flat[:, index] = scores.to(flat)
     return fine

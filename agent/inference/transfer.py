@@ -75,6 +75,20 @@ def _class_subsets(
     return {c: pooled.indices[pooled.classes == c] for c in torch.unique(pooled.classes).tolist()}
 
 
+def topk_scores(
+    query: torch.Tensor, refs: dict[int, torch.Tensor], topk: int, scale: float, shift: float, chunk_size: int,
+    out: torch.Tensor,
+) -> None:
+    """out[c, i] (C, n) = the head's affine of the mean of query row i's `topk` best similarities to refs[c]
+    ({class: (M_c, d)}, multiplied by sign(scale) so that the top k are the best); query: (n, d)."""
+    sign = 1.0 if scale >= 0 else -1.0
+    for start, stop in query_chunks(len(query), chunk_size):
+        for c, r in refs.items():
+            sims = query[start:stop] @ r.t()  # (n, M_c): n < 2 x chunk_size
+            best = sims.topk(min(topk, sims.shape[1]), dim=1).values.mean(1) * sign
+            out[c, start:stop] = (best * scale + shift).float()
+
+
 def query_chunks(total: int, size: int) -> list[tuple[int, int]]:
     """Disjoint [start, stop) ranges covering `total` rows, as equal as possible and each at least
     max(size, MIN_CHUNK) rows (one range when total is smaller): a small remainder chunk would both waste
@@ -140,11 +154,7 @@ def transfer_labels(
         refs = {c: ref_embeddings[subsets[c].to(device)] * sign for c in classes}  # (M_c, d)
         for b in range(batch):
             q = query[b].reshape(dim, -1).t().contiguous()
-            for start, stop in query_chunks(height * width, config.chunk_size):
-                for c in classes:
-                    sims = q[start:stop] @ refs[c].t()  # (n, M_c): n < 2 x chunk_size, M_c <= max_reference_pixels
-                    best = sims.topk(min(config.topk, sims.shape[1]), dim=1).values.mean(1) * sign
-                    scores[b, c, start:stop] = (best * scale + shift).float()
+            topk_scores(q, refs, config.topk, scale, shift, config.chunk_size, scores[b])
 
     scores = scores.reshape(batch, num_classes, height, width)
     return TransferResult(scores=scores, labels=scores.argmax(1))

@@ -72,19 +72,20 @@ class VideoSegmenter:
         return self.rounds > 0
 
     def check(self, scribbles: dict, source: str = "scribbles") -> None:
-        """InputError (one line) for malformed scribbles or ones for frames the video does not have."""
+        """InputError (one line) for malformed scribbles, ones for frames the video does not have, or a round
+        after which there is still no object stroke."""
         try:
             validate_scribbles(scribbles, source=source, num_frames=self.num_frames)
         except DatasetError as error:
             raise InputError(str(error)) from error
+        if not object_ids(scribbles) | object_ids(self.scribbles):
+            raise InputError("no object stroke yet: draw on an object first (background strokes alone say nothing)")
 
     def segment(self, scribbles: dict, progress: Progress | None = None) -> None:
         """One round: add these strokes to the ones so far and label every frame."""
         self.check(scribbles)
         merged = {"scribbles": [old + list(new) for old, new in
                                 zip(self.scribbles["scribbles"], scribbles["scribbles"], strict=True)]}
-        if not object_ids(merged):
-            raise InputError("no object stroke yet: draw on an object first (background strokes alone say nothing)")
         started = time.perf_counter()
         try:
             if self.persistent:

@@ -24,7 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from ..config import ConfigError
 from ..data.davis import DatasetError
 from .export import export, palette_colours, prepare_output
-from .scribble_input import empty_scribbles, object_ids
+from .scribble_input import empty_scribbles
 from .segmenter import VideoSegmenter
 from .video import DEFAULT_WORKING_SIDE, InputError, VideoSource, WorkingFrames, open_video
 
@@ -76,8 +76,7 @@ class AppState:
     # --- jobs ------------------------------------------------------------------------------------
     def start_job(self, kind: str, work: Callable[[Job], str | None]) -> Job:
         with self._lock:
-            if self.job is not None and not self.job.finished:
-                raise Busy(f"busy {self.job.kind}ing: wait until it has finished")
+            self.check_idle()
             job = self.job = Job(kind)
         threading.Thread(target=self._run, args=(job, work), daemon=True, name=f"app-{kind}").start()
         return job
@@ -116,8 +115,7 @@ class AppState:
         scribbles = strokes_to_scribbles(strokes, segmenter.num_frames)
         if not any(scribbles["scribbles"]):
             raise InputError("no new stroke yet: choose an object and draw on it in the frame")
-        if not object_ids(scribbles) | object_ids(segmenter.scribbles):
-            raise InputError("no object stroke yet: draw on an object, not only on the background")
+        segmenter.check(scribbles)  # here too, so that a bad round is refused before a job starts
 
         def work(job: Job) -> str:
             segmenter.segment(scribbles, self.progress(job))
