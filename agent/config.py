@@ -93,6 +93,10 @@ class TransferConfig:
     # cells of a change in the coarse labels (inference/detail.py); 0: off. Off: a band of 3 lowered J on
     # our held-out videos (docs/METHOD.md).
     detail_band: int = 0
+    # > 0: a round's scores replace the last round's with weight exp(-frames to its nearest stroke / this),
+    # so a stroke changes mostly its own part of the video (inference/round_fusion.py); 0: everywhere.
+    # Off: 10 frames scored level with it on our held-out videos (docs/METHOD.md).
+    round_fusion_frames: float = 0.0
 
     def __post_init__(self) -> None:
         _choice(self.aggregation, "transfer.aggregation", ("eq3", "topk"))
@@ -100,6 +104,8 @@ class TransferConfig:
                      "max_new_reference_pixels"):
             _require(getattr(self, name) >= 1, f"transfer.{name} must be >= 1, got {getattr(self, name)}")
         _require(self.detail_band >= 0, f"transfer.detail_band must be >= 0, got {self.detail_band}")
+        _require(_finite(self.round_fusion_frames) and self.round_fusion_frames >= 0,
+                 f"transfer.round_fusion_frames must be a finite number >= 0, got {self.round_fusion_frames}")
 
 
 @dataclass

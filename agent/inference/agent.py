@@ -50,6 +50,7 @@ from .plan import RoundPlan
 from .predictor import Predictor
 from .propagate import Detail, propagate, reference_set, select_keyframes
 from .reference_pool import ReferencePool
+from .round_fusion import RoundFusion
 from .scribbles import ScribbleMemory, objects_on_grid
 from .transfer import head_affine, transfer_labels
 
@@ -140,6 +141,8 @@ class InteractiveAgent(Predictor):
         incremental = self.config.transfer.incremental and self.config.transfer.aggregation == "topk"
         self._pool = ReferencePool(len(frames), self.grid, self.config.transfer, self.config.seed) if incremental else None
         self._generator = torch.Generator().manual_seed(self.config.seed)
+        decay = self.config.transfer.round_fusion_frames
+        self._fusion = RoundFusion(len(frames), decay) if decay > 0 else None
 
     def step(self, scribbles: dict, plan: RoundPlan | None = None) -> np.ndarray:
         if self._frames is None:
@@ -148,7 +151,7 @@ class InteractiveAgent(Predictor):
         if not isinstance(plan, RoundPlan):
             raise TypeError(f"plan must be a RoundPlan, got {type(plan).__name__}")
         started = time.perf_counter()
-        self.memory.add(scribbles)  # validates them first: a bad round leaves the sample as it was
+        stroke_frames = self.memory.add(scribbles)  # validates them first: a bad round leaves the sample as it was
         self._round += 1
         if not self.memory.frames():
             raise DatasetError("no scribble yet: the first round needs at least one object stroke")
@@ -172,6 +175,8 @@ class InteractiveAgent(Predictor):
             crf_config = self.config.crf
             if plan.crf_scale is not None:
                 crf_config = dataclasses.replace(crf_config, scale=plan.crf_scale)
+        if self._fusion is not None:
+            self._fusion.begin(stroke_frames)
         if self._pool is not None:
             # The model changed if fine-tuning took a step: similarities to the old pool are stale.
             self._pool.update(self.model, features, labels, num_classes, rebuild=self.last_finetune.steps > 0,
@@ -184,7 +189,7 @@ class InteractiveAgent(Predictor):
         result = propagate(
             self.model, features, refs, ref_labels, num_classes, self._frames, self.grid, self.config.transfer,
             crf_config, generator=self._generator, scorer=scorer, keyframes=keyframes,
-            detail=self._detail(features, refs, ref_labels),
+            detail=self._detail(features, refs, ref_labels), fusion=self._fusion,
         )
         propagation = time.perf_counter() - propagation_start
         self.costs.transfer = (propagation - result.crf_seconds) / len(keyframes)

@@ -17,6 +17,7 @@ from ..config import CRFConfig, TransferConfig
 from ..model.siamese import SiameseEmbedder
 from .crf import refine_frames
 from .detail import refine_boundaries
+from .round_fusion import RoundFusion
 from .transfer import transfer_labels
 
 log = logging.getLogger(__name__)
@@ -85,13 +86,15 @@ def propagate(
     scorer: Callable[[np.ndarray], torch.Tensor] | None = None,
     keyframes: np.ndarray | None = None,
     detail: Detail | None = None,
+    fusion: RoundFusion | None = None,
 ) -> Propagation:
     """Labels for every frame. features: (T, C, h8, w8) cached backbone features; frames: (T, H, W, 3)
     uint8 (the output size and the CRF's image); grid: the embedding grid; crf_config None = no CRF.
     scorer(frame indices) -> (B, C, h, w) scores replaces the transfer from ref_embeddings (e.g. a
     ReferencePool's running top-k). keyframes: sorted frame indices to compute (None: all); every other
     frame copies the labels of its nearest keyframe (only their features are read). detail: transfer again on
-    a finer grid near the labels' boundaries (detail.py)."""
+    a finer grid near the labels' boundaries (detail.py). fusion: blend the scores with the last round's by
+distance to the new strokes (round_fusion.py)."""
     device = next(model.parameters()).device
     num_frames, height, width = frames.shape[:3]
     computed = np.arange(num_frames) if keyframes is None else np.asarray(keyframes, np.int64)
@@ -106,6 +109,8 @@ def propagate(
             query = model.decode(features[torch.from_numpy(index)].float().to(device), grid)
             scores = transfer_labels(query, ref_embeddings, ref_labels, transfer_config, model.head,
                                      num_classes=num_classes, generator=generator).scores
+        if fusion is not None:
+            scores = fusion.fuse(index, scores).to(device)
         # a class without references scores transfer.ABSENT_SCORE (finite)
         top2 = scores.topk(min(2, num_classes), dim=1).values
         margin = top2[:, 0] - top2[:, -1] if num_classes > 1 else top2[:, 0]
@@ -126,6 +131,8 @@ def propagate(
         source = computed[nearest_keyframe(computed, num_frames)][others]
         labels[others] = labels[source]
         confidence[others] = confidence[source]
+        if fusion is not None:
+            fusion.copy(others, source)
     return Propagation(labels=labels, confidence=confidence, crf_seconds=crf_seconds)
 
 

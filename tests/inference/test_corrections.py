@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from agent.config import AgentConfig, ModelConfig, ScribbleConfig
+from agent.config import AgentConfig, ModelConfig, ScribbleConfig, TransferConfig
 from agent.inference.agent import InteractiveAgent
 from agent.inference.plan import RoundPlan
 from agent.model.checkpoint import save_checkpoint
@@ -47,10 +47,11 @@ def checkpoint(tmp_path_factory):
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", model)
 
 
-def _rounds(checkpoint, scribbles: ScribbleConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _rounds(checkpoint, scribbles: ScribbleConfig,
+            transfer: TransferConfig | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     frames, truth = _video()
-    agent = InteractiveAgent.from_pretrained(checkpoint, AgentConfig(device="cpu", scribbles=scribbles,
-                                                                     inference_scale=1.0))
+    agent = InteractiveAgent.from_pretrained(checkpoint, AgentConfig(
+        device="cpu", scribbles=scribbles, transfer=transfer or TransferConfig(), inference_scale=1.0))
     agent.start(frames, 1)
     # Round 1: the whole object marked along its middle on frame 0 (far-away background around it).
     top, left = _corner(0)
@@ -80,3 +81,19 @@ def test_far_away_background_on_correction_frames_would_break_it(checkpoint):
     assert (first == truth).mean() > 0.95
     lost = ((second[others] == 0) & (truth[others] == 1)).sum() / (truth[others] == 1).sum()
     assert lost > 0.3
+
+
+def test_round_fusion_keeps_frames_far_from_a_misleading_stroke(checkpoint):
+    """The same misleading correction with round fusion (decay of one frame): the frames two or more frames
+    from the stroke keep round 1's labels, the stroke's own frame takes the new transfer."""
+    transfer = TransferConfig(round_fusion_frames=1.0)
+    first, second, truth = _rounds(checkpoint, ScribbleConfig(derived_background_frames="all"), transfer)
+    far = np.abs(np.arange(FRAMES) - CORRECTED) >= 2
+    assert (first == truth).mean() > 0.95
+    assert (second[far] == first[far]).mean() > 0.99
+    def lost(labels):
+        return ((labels[far] == 0) & (truth[far] == 1)).sum() / (truth[far] == 1).sum()
+    assert lost(second) <= lost(first) + 0.01
+    # Without fusion the same rounds lose the object on those frames (as in the test above).
+    _, unfused, _ = _rounds(checkpoint, ScribbleConfig(derived_background_frames="all"))
+    assert lost(unfused) > 0.3
