@@ -94,7 +94,7 @@ def propagate(
     ReferencePool's running top-k). keyframes: sorted frame indices to compute (None: all); every other
     frame copies the labels of its nearest keyframe (only their features are read). detail: transfer again on
     a finer grid near the labels' boundaries (detail.py). fusion: blend the scores with the last round's by
-distance to the new strokes (round_fusion.py)."""
+    distance to the new strokes (round_fusion.py)."""
     device = next(model.parameters()).device
     num_frames, height, width = frames.shape[:3]
     computed = np.arange(num_frames) if keyframes is None else np.asarray(keyframes, np.int64)

@@ -48,11 +48,9 @@ class RoundFusion:
         self._transferred = np.zeros(num_frames, bool)
 
     def begin(self, stroke_frames: list[int] | np.ndarray) -> None:
-        if self._scores is None:
-            self._weights = np.ones(self.num_frames, np.float32)
-        else:
-            self._weights = fusion_weights(self.num_frames, stroke_frames, self.decay_frames)
-            self._weights[~self._transferred] = 1.0
+        # Nothing transferred yet (the first round) or only copied: the new scores in full.
+        self._weights = fusion_weights(self.num_frames, stroke_frames, self.decay_frames)
+        self._weights[~self._transferred] = 1.0
 
     def weights(self) -> np.ndarray:
         """(T,) this round's weight of the new scores per frame."""
@@ -63,18 +61,16 @@ class RoundFusion:
         A class the last round had no reference for (a new object, or one absent then) takes the new scores."""
         index = np.asarray(index, np.int64)
         scores = scores.float().cpu()
-        if self._scores is None:
+        if self._scores is None:  # every class absent so far: the first round's scores pass through
             self._scores = torch.full((self.num_frames, *scores.shape[1:]), ABSENT_SCORE, dtype=torch.float32)
-            fused = scores
-        else:
-            if scores.shape[1] > self._scores.shape[1]:  # a new object: its class had no scores yet
-                extra = scores.shape[1] - self._scores.shape[1]
-                pad = torch.full((self.num_frames, extra, *self._scores.shape[2:]), ABSENT_SCORE)
-                self._scores = torch.cat([self._scores, pad], 1)
-            old = self._scores[torch.from_numpy(index)][:, :scores.shape[1]]
-            weight = torch.from_numpy(self._weights[index]).view(-1, 1, 1, 1)
-            absent = (old <= ABSENT_SCORE / 2) | (scores <= ABSENT_SCORE / 2)
-            fused = torch.where(absent, scores, weight * scores + (1 - weight) * old)
+        if scores.shape[1] > self._scores.shape[1]:  # a new object: its class had no scores yet
+            extra = scores.shape[1] - self._scores.shape[1]
+            pad = torch.full((self.num_frames, extra, *self._scores.shape[2:]), ABSENT_SCORE)
+            self._scores = torch.cat([self._scores, pad], 1)
+        old = self._scores[torch.from_numpy(index)][:, :scores.shape[1]]
+        weight = torch.from_numpy(self._weights[index]).view(-1, 1, 1, 1)
+        absent = (old <= ABSENT_SCORE / 2) | (scores <= ABSENT_SCORE / 2)
+        fused = torch.where(absent, scores, weight * scores + (1 - weight) * old)
         self._scores[torch.from_numpy(index), :scores.shape[1]] = fused
         self._transferred[index] = True
         return fused
