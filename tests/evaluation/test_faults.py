@@ -170,8 +170,10 @@ def test_unwritable_cache_for_the_builtin_data(tmp_path, capsys, monkeypatch, no
     (["--seed", "-1"], "agent.seed must be in 0..2**32-1"),
     (["--seed", str(2**40)], "agent.seed must be in 0..2**32-1"),
     (["--set", "session.max_interactions=true"], "expected an integer"),
+    (["--set", "agent.transfer.round_fusion_frames=-1"], "transfer.round_fusion_frames must be a finite number >= 0"),
+    (["--set", "agent.transfer.round_fusion_frames=nan"], 'value type for field "agent.transfer.round_fusion_frames"'),
 ], ids=["no-interactions", "no-time", "nan-time", "inf-time", "time-above-cap", "negative-seed", "huge-seed",
-        "bool-interactions"])
+        "bool-interactions", "negative-fusion", "nan-fusion"])
 def test_bad_argument(root, tmp_path, capsys, no_model, args, fragment):
     _refused(capsys, "--davis-root", root, "--output-dir", tmp_path / "out", *args, fragments=(fragment,))
 
