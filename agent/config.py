@@ -121,6 +121,11 @@ class TrainConfig:
     feature_scale: float = 1.0
     queries_per_class: int = 256  # topk loss: query pixels drawn per class and pair
     references_per_class: int = 1024  # topk loss: reference pixels drawn per class and pair
+    # topk loss: share of steps whose references are strokes (each object's skeleton + far-away background),
+    # the agent's first-round regime, instead of the reference frame's whole ground truth.
+    stroke_references: float = 0.0
+    # Start decoder and head from this checkpoint's weights (None: random or model.decoder_init).
+    init_checkpoint: Path | None = None
     davis_root: Path | None = None
     # Training videos never trained on (a validation split of your own; see docs/TRAINING.md).
     holdout: tuple[str, ...] = HOLDOUT
@@ -150,6 +155,8 @@ class TrainConfig:
                  f"train.feature_scale must be a number > 0, got {self.feature_scale}")
         _require(self.queries_per_class >= 1 and self.references_per_class >= 1,
                  "train.queries_per_class and train.references_per_class must be >= 1")
+        _require(_finite(self.stroke_references) and 0 <= self.stroke_references <= 1,
+                 f"train.stroke_references must be in [0, 1], got {self.stroke_references}")
         _require(self.iterations >= 1, f"train.iterations must be >= 1, got {self.iterations}")
         _require(self.checkpoint_every >= 1, f"train.checkpoint_every must be >= 1, got {self.checkpoint_every}")
         for name in ("synthetic_sequences", "max_frames_per_video", "validate_every", "seed"):
@@ -388,6 +395,7 @@ class TrainRunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
+    scribbles: ScribbleConfig = field(default_factory=ScribbleConfig)  # stroke references' far-away background
 
 
 # --- loading, overriding, validating -------------------------------------------------------------------

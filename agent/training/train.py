@@ -41,6 +41,7 @@ from tqdm import tqdm
 from ..config import (
     ConfigError,
     ModelConfig,
+    ScribbleConfig,
     TrainConfig,
     TrainRunConfig,
     TransferConfig,
@@ -51,10 +52,11 @@ from ..config import (
 from ..data.davis import DatasetError, DavisReader
 from ..device import resolve_device
 from ..model.backbones import WeightsUnavailableError
-from ..model.checkpoint import CheckpointError, first_line, save_checkpoint
+from ..model.checkpoint import CheckpointError, first_line, load_checkpoint, save_checkpoint
 from ..model.siamese import SiameseEmbedder, build_model
 from ..model.similarity import Pooled, pair_loss, sample_pixels, topk_loss
 from .data import load_training_set
+from .strokes import stroke_labels
 
 log = logging.getLogger("agent.train")
 TOPK_INITIAL_SCALE = 10.0
@@ -87,21 +89,26 @@ class PairLoss(nn.Module):
 
 
 def pool_pair(labels: list[torch.Tensor], config: TrainConfig, transfer: TransferConfig,
-              generator: torch.Generator) -> list[Pooled]:
+              generator: torch.Generator, scribbles: ScribbleConfig | None = None) -> list[Pooled]:
     """The pixels a step uses: K per class in both views (pairwise), or up to references_per_class in the
-    reference view and queries_per_class in the query view (topk)."""
+    reference view and queries_per_class in the query view (topk); with probability
+    config.stroke_references the reference view is labelled as a first round's strokes (training/strokes.py)."""
     if config.loss == "topk":
-        return [sample_pixels(labels[0], config.references_per_class, generator),
+        reference = labels[0]
+        if config.stroke_references and float(torch.rand(1, generator=generator)) < config.stroke_references:
+            reference = stroke_labels(reference, (scribbles or ScribbleConfig()).far_background_fraction)
+        return [sample_pixels(reference, config.references_per_class, generator),
                 sample_pixels(labels[1], config.queries_per_class, generator)]
     return [sample_pixels(lab, transfer.samples_per_class, generator) for lab in labels]
 
 
-def draw_pair(data, config: TrainConfig, transfer: TransferConfig, generator: torch.Generator):
+def draw_pair(data, config: TrainConfig, transfer: TransferConfig, generator: torch.Generator,
+              scribbles: ScribbleConfig | None = None):
     """A pair and its pooled pixels, drawn again while a view has none to use (an augmentation can push every
     labelled pixel out of the frame). Every rank takes a step each iteration, as DDP needs."""
     while True:
         inputs, labels = data.sample_pair(generator)
-        pooled = pool_pair(labels, config, transfer, generator)
+        pooled = pool_pair(labels, config, transfer, generator, scribbles)
         usable = all(len(p.indices) for p in pooled)
         if usable and config.loss == "topk":  # the query must share a class with the reference
             usable = bool(torch.isin(pooled[1].classes, pooled[0].classes).any())
@@ -153,21 +160,23 @@ def _distributed(device: torch.device) -> tuple[int, int, torch.device]:
     return dist.get_rank(), world, device
 
 
-def train(config: TrainConfig, model_config: ModelConfig, transfer: TransferConfig, resume: bool = False) -> Path:
-    """Run pretraining; returns the path of the final model checkpoint (output_dir/model.pt)."""
+def train(config: TrainConfig, model_config: ModelConfig, transfer: TransferConfig, resume: bool = False,
+          scribbles: ScribbleConfig | None = None) -> Path:
+    """Run pretraining; returns the path of the final model checkpoint (output_dir/model.pt). `scribbles`
+    (far_background_fraction) shapes stroke references (train.stroke_references)."""
     if config.davis_root is not None:
         DavisReader(config.davis_root)  # a missing root fails before any model is built
     owns_group = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
     rank, world, device = _distributed(resolve_device(config.device))
     try:
-        return _train(config, model_config, transfer, resume, rank, world, device)
+        return _train(config, model_config, transfer, resume, rank, world, device, scribbles or ScribbleConfig())
     finally:
         if owns_group and dist.is_initialized():
             dist.destroy_process_group()  # every rank, also on errors
 
 
 def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferConfig, resume: bool, rank: int,
-           world: int, device: torch.device) -> Path:
+           world: int, device: torch.device, scribbles: ScribbleConfig) -> Path:
     mode = config.mode
     frozen = mode == "frozen-backbone"
     output_dir = Path(config.output_dir)
@@ -184,7 +193,14 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
         log.info("resumed from %s at iteration %d", state_path, start_iteration)
     elif resume:
         log.info("no %s to resume from: starting at iteration 0", state_path)
-    if start_iteration == 0 and config.loss == "topk":
+    initialised = start_iteration == 0 and config.init_checkpoint is not None
+    if initialised:  # fine-tune trained weights (a new loss or data on top of a shipped checkpoint)
+        initial, _, _ = load_checkpoint(config.init_checkpoint, device, expected=model_config)
+        # Not the backbone: it stays the ImageNet one the feature cache was computed with (shipped weights are fp16).
+        model.decoder.load_state_dict(initial.decoder.state_dict())
+        model.head.load_state_dict(initial.head.state_dict())
+        log.info("decoder and head start from %s", config.init_checkpoint)
+    if start_iteration == 0 and config.loss == "topk" and not initialised:
         # Cosine similarities lie in [-1, 1]: a softmax over them needs a scale (the head's learnt weight).
         with torch.no_grad():
             model.head.bn.weight.fill_(TOPK_INITIAL_SCALE)
@@ -195,7 +211,7 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     data = load_training_set(config, model, frozen, rank=rank, transfer=transfer)
-    if start_iteration == 0 and model_config.decoder_init == "pca":
+    if start_iteration == 0 and model_config.decoder_init == "pca" and not initialised:
         model.decoder.init_pca(data.decoder_inputs(model, PCA_SAMPLES, generator).to(device))
     step = PairLoss(model, frozen, config.loss, transfer.topk).to(device)
     if world > 1:
@@ -209,7 +225,7 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
     if rank == 0:
         output_dir.mkdir(parents=True, exist_ok=True)
         # train_config.json is a TrainRunConfig (--config reads it back); train_info.json what the run saw.
-        run = TrainRunConfig(train=config, model=model.config, transfer=transfer)
+        run = TrainRunConfig(train=config, model=model.config, transfer=transfer, scribbles=scribbles)
         (output_dir / "train_config.json").write_text(json.dumps(to_dict(run), indent=2))
         (output_dir / "train_info.json").write_text(json.dumps(
             {"world_size": world, "training_videos": data.names, "held_out": list(config.holdout),
@@ -225,7 +241,7 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
         for iteration in progress:
             for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
                 group["lr"] = base * poly_factor(iteration, config.iterations, config.poly_power)
-            inputs, labels, pooled = draw_pair(data, config, transfer, generator)
+            inputs, labels, pooled = draw_pair(data, config, transfer, generator, scribbles)
             loss = step(inputs.to(device), pooled, tuple(labels[0].shape))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -324,7 +340,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Every field of agent/config.py's TrainRunConfig can be set with --set section.field=value "
-               "(sections: train, model, transfer), e.g. --set train.lr_decoder=5e-3.")
+               "(sections: train, model, transfer, scribbles), e.g. --set train.lr_decoder=5e-3.")
     # Flags default to None: only the ones given override --config files (then --set overrides them).
     parser.add_argument("--config", action="append", default=[], metavar="FILE",
                         help="JSON or YAML of TrainRunConfig (e.g. a run's train_config.json)")
@@ -393,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
                         datefmt="%H:%M:%S")
     try:
         run = resolve_config(args)
-        path = train(run.train, run.model, run.transfer, args.resume)
+        path = train(run.train, run.model, run.transfer, args.resume, run.scribbles)
     except (DatasetError, CheckpointError, WeightsUnavailableError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from agent.config import ModelConfig, TrainConfig, TransferConfig
+from agent.config import ModelConfig, ScribbleConfig, TrainConfig, TransferConfig
 from agent.data.davis import DatasetError
 from agent.data.synthetic import SyntheticSpec, write_dataset
 from agent.model import build_model
 from agent.model.checkpoint import CheckpointError, load_checkpoint
 from agent.training.data import load_training_set
-from agent.training.train import main, make_optimizer, parameter_digest, poly_factor, train
+from agent.training.strokes import stroke_labels
+from agent.training.train import main, make_optimizer, parameter_digest, poly_factor, pool_pair, train
 from tests.conftest import TINY_MODEL
 
 REPO = Path(__file__).resolve().parents[2]
@@ -237,6 +238,14 @@ def test_missing_davis_root_is_one_error_line(tmp_path: Path, capsys) -> None:
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "nan"])
+def test_stroke_references_outside_zero_one_is_one_error_line(tmp_path: Path, capsys, value: str) -> None:
+    out = tmp_path / "run"
+    assert main([*TINY_ARGS, "--set", f"train.stroke_references={value}", "--output-dir", str(out)]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert "train.stroke_references" in line and not out.exists()
+
+
 def test_unknown_mode_is_rejected(tmp_path: Path, capsys) -> None:
     assert main([*TINY_ARGS, "--mode", "half-frozen", "--output-dir", str(tmp_path / "run")]) == 2
     (line,) = error_lines(capsys.readouterr().err)
@@ -312,6 +321,41 @@ def test_topk_loss_trains_at_the_feature_scale_on_the_agent_grid(tmp_path: Path)
     assert losses[-20:].mean() < losses[:20].mean() - 0.02
     model, _, _ = load_checkpoint(tmp_path / "run" / "model.pt")
     assert float(model.head.affine()[0].detach()) > 1.0  # the softmax scale started at 10, not at BN's 1
+
+
+def test_stroke_references_label_the_reference_view_as_a_first_round() -> None:
+    """stroke_references=1: the reference view's pixels are those of its strokes and far-away background
+    (training/strokes.py), the query view's all its labelled pixels; 0 leaves the references whole."""
+    labels = torch.zeros(48, 80, dtype=torch.long)
+    labels[8:30, 6:30] = 1
+    views = [labels, labels.clone()]
+    config = TrainConfig(loss="topk", stroke_references=1.0, references_per_class=10_000, queries_per_class=10_000)
+    reference, query = pool_pair(views, config, TransferConfig(), torch.Generator().manual_seed(0))
+    strokes = stroke_labels(labels, ScribbleConfig().far_background_fraction).reshape(-1)
+    assert sorted(reference.indices.tolist()) == torch.nonzero(strokes >= 0).squeeze(1).tolist()
+    assert len(query.indices) == labels.numel()
+    whole, _ = pool_pair(views, dataclasses.replace(config, stroke_references=0.0), TransferConfig(),
+                         torch.Generator().manual_seed(0))
+    assert len(whole.indices) == labels.numel()
+
+
+def test_init_checkpoint_starts_decoder_and_head_from_its_weights(tmp_path: Path, capsys) -> None:
+    first = tmp_path / "first"
+    assert main([*TINY_ARGS, "--iterations", "3", "--lr-decoder", "1e-2", "--set", "train.loss=topk",
+                 "--output-dir", str(first)]) == 0
+    start, _, _ = load_checkpoint(first / "model.pt")
+    second = tmp_path / "second"  # no learning: the weights must stay the ones it started from
+    assert main([*TINY_ARGS, "--iterations", "1", "--lr-decoder", "0", "--set", "train.loss=topk",
+                 "--set", f"train.init_checkpoint={first / 'model.pt'}", "--output-dir", str(second)]) == 0
+    tuned, _, _ = load_checkpoint(second / "model.pt")
+    for name in ("decoder", "head"):
+        for key, value in getattr(start, name).state_dict().items():
+            assert torch.equal(getattr(tuned, name).state_dict()[key], value), f"{name}.{key}"
+    capsys.readouterr()
+    missing = tmp_path / "none.pt"
+    assert main([*TINY_ARGS, "--set", f"train.init_checkpoint={missing}", "--output-dir", str(tmp_path / "x")]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert str(missing) in line and not (tmp_path / "x").exists()
 
 
 # --- several processes ---------------------------------------------------------------------------------
