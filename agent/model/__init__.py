@@ -4,7 +4,7 @@ from .backbones import (
     WeightsUnavailableError,
     available_backbones,
     build_backbone,
-    build_lite0_classifier,
+    build_lite_classifier,
     register_backbone,
 )
 from .siamese import SiameseEmbedder, build_model, embedding_size, preprocess_frames
@@ -17,7 +17,7 @@ __all__ = [
     "WeightsUnavailableError",
     "available_backbones",
     "build_backbone",
-    "build_lite0_classifier",
+    "build_lite_classifier",
     "build_model",
     "embedding_size",
     "gather_embeddings",

