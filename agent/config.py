@@ -42,7 +42,9 @@ def _finite(value: float) -> bool:
 class ModelConfig:
     """The Siamese embedding network: backbone + decoder -> H/2 x W/2 x d embeddings."""
 
-    backbone: str = "efficientnet-lite0"  # efficientnet-lite0 | resnet101-deeplab | resnet50-deeplab | tiny
+    # efficientnet-lite0/1/2 | resnet101-deeplab | resnet50-deeplab | tiny. Lite2: its trained embedding beat
+    # Lite0's in the held-out sessions (docs/TRAINING.md).
+    backbone: str = "efficientnet-lite2"
     pretrained: str = "imagenet"  # imagenet | coco | none: which weights the backbone starts from
     output_stride: int = 8  # paper: dilated backbone with output stride 8
     embedding_dim: int = 128  # d
@@ -50,7 +52,7 @@ class ModelConfig:
     # Per-channel normalisation of RGB in [0, 1]; None: the backbone's own.
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
-    # Backbone stages concatenated (Lite0: 0..4 at strides 2..32); None: the backbone's default (Lite0: 2, 3, 4).
+    # Backbone stages concatenated (Lite: 0..4 at strides 2..32); None: the backbone's default (Lite: 2, 3, 4).
     feature_levels: tuple[int, ...] | None = None
     # L2-normalised embeddings (cosine similarity, the BN head rescales it): the paper's raw inner products
     # transferred far worse here.
