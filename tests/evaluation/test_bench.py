@@ -12,7 +12,7 @@ import torch
 from agent.config import ModelConfig
 from agent.evaluation.bench import main, untrained_baseline
 from agent.model import WeightsUnavailableError
-from agent.model.backbones import lite0_wheel_path
+from agent.model.backbones import lite_wheel_path
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -66,7 +66,7 @@ def test_bench_figures_and_one_shot_j(tiny_checkpoint: Path, tiny_synthetic_root
 
 def test_untrained_baseline_uses_imagenet_weights_when_there_are_some() -> None:
     try:
-        lite0_wheel_path()
+        lite_wheel_path(0)
     except WeightsUnavailableError as error:
         pytest.skip(str(error))
     config = ModelConfig(backbone="efficientnet-lite0", pretrained="none", input_size=(48, 80))
