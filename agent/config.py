@@ -227,12 +227,13 @@ class FinetuneConfig:
 class CRFConfig:
     """Dense CRF (pydensecrf) on the per-class scores with the RGB frame."""
 
-    # DeepLab-style values for 480p frames (sxy in pixels, srgb in 0-255 intensity units).
+    # DeepLab-style values for 480p frames (sxy in pixels, srgb in 0-255 intensity units), but srgb 6: with the
+    # Lite2 checkpoint a narrower colour kernel kept more of the transfer's boundary (docs/METHOD.md).
     iterations: int = 5
     gaussian_sxy: float = 3.0
     gaussian_compat: float = 3.0
     bilateral_sxy: float = 50.0
-    bilateral_srgb: float = 10.0
+    bilateral_srgb: float = 6.0
     bilateral_compat: float = 5.0
     score_temperature: float = 1.0  # scores / temperature -> softmax -> unary
     # <1: the CRF runs on a downscaled frame (sxy scaled along), ~1/scale^2 faster; a RoundPlan may override.
