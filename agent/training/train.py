@@ -103,7 +103,7 @@ def pool_pair(labels: list[torch.Tensor], config: TrainConfig, transfer: Transfe
 
 
 def draw_pair(data, config: TrainConfig, transfer: TransferConfig, generator: torch.Generator,
-              scribbles: ScribbleConfig | None = None):
+              scribbles: ScribbleConfig):
     """A pair and its pooled pixels, drawn again while a view has none to use (an augmentation can push every
     labelled pixel out of the frame). Every rank takes a step each iteration, as DDP needs."""
     while True:
