@@ -100,11 +100,15 @@ def build_predictor(name: str, agent_config: AgentConfig | None = None):
     return InteractiveAgent.from_pretrained(config=agent_config)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("absl").setLevel(logging.WARNING)  # davisinteractive logs every step at INFO
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.verbose)
     try:
         config = resolve_config(args)
     except ConfigError as error:

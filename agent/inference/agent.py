@@ -75,6 +75,8 @@ class InteractiveAgent(Predictor):
             self._runtime_for(scaled_size(self.trained_size, self.config.inference_scale))
         self.last_finetune = FinetuneStats()
         self._frames: np.ndarray | None = None
+        # Called with (frame indices, scores) before the CRF in every round (propagate's on_scores); None: off.
+        self.score_observer = None
         # The first optimizer built in a process imports torch's compiler stack (~2 s): a one-off
         # library import, paid here rather than inside the first timed interaction.
         torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.0)
@@ -189,7 +191,7 @@ class InteractiveAgent(Predictor):
         result = propagate(
             self.model, features, refs, ref_labels, num_classes, self._frames, self.grid, self.config.transfer,
             crf_config, generator=self._generator, scorer=scorer, keyframes=keyframes,
-            detail=self._detail(features, refs, ref_labels), fusion=self._fusion,
+            detail=self._detail(features, refs, ref_labels), fusion=self._fusion, on_scores=self.score_observer,
         )
         propagation = time.perf_counter() - propagation_start
         self.costs.transfer = (propagation - result.crf_seconds) / len(keyframes)

@@ -87,6 +87,7 @@ def propagate(
     keyframes: np.ndarray | None = None,
     detail: Detail | None = None,
     fusion: RoundFusion | None = None,
+    on_scores: Callable[[np.ndarray, torch.Tensor], None] | None = None,
 ) -> Propagation:
     """Labels for every frame. features: (T, C, h8, w8) cached backbone features; frames: (T, H, W, 3)
     uint8 (the output size and the CRF's image); grid: the embedding grid; crf_config None = no CRF.
@@ -94,7 +95,8 @@ def propagate(
     ReferencePool's running top-k). keyframes: sorted frame indices to compute (None: all); every other
     frame copies the labels of its nearest keyframe (only their features are read). detail: transfer again on
     a finer grid near the labels' boundaries (detail.py). fusion: blend the scores with the last round's by
-    distance to the new strokes (round_fusion.py)."""
+    distance to the new strokes (round_fusion.py). on_scores(frame indices, (B, C, h, w) scores) sees the scores
+    the CRF or argmax gets, before upsampling (evaluation/crf_study.py caches them)."""
     device = next(model.parameters()).device
     num_frames, height, width = frames.shape[:3]
     computed = np.arange(num_frames) if keyframes is None else np.asarray(keyframes, np.int64)
@@ -119,6 +121,8 @@ def propagate(
             query = model.decode(features[torch.from_numpy(index)].float().to(device), detail.grid)
             scores = refine_boundaries(query, scores, detail.refs, detail.scale, detail.shift, transfer_config.topk,
                                        transfer_config.detail_band, transfer_config.chunk_size)
+        if on_scores is not None:
+            on_scores(index, scores)
         full = F.interpolate(scores, size=(height, width), mode="bilinear", align_corners=False)
         if crf_config is not None and num_classes > 1:
             crf_started = time.perf_counter()

@@ -1,0 +1,243 @@
+"""Tune the dense CRF on cached score maps instead of full sessions (`crf_study.py` at the repository root
+is the command).
+
+A full session re-runs the backbone, the transfer and the robot for every setting; the CRF only refines the
+transfer's score maps. So `capture` plays each video once with the agent, the CRF off: its first scribble,
+then the framework's robot on the worst frame not scribbled before, as a session does. It keeps the
+transfer's scores (grid resolution, before upsampling) of every `every`-th frame after the chosen rounds,
+and the CRF scale the strategy plans for each. `sweep` then scores CRF variants on those maps: mean J per
+round, each round at its planned scale. Every variant sees the same inputs; the masks the robot saw were
+the CRF-less ones, so a variant's effect on the next strokes is not measured (a session confirms a choice).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..config import ConfigError, CRFConfig, load_config
+from ..data import compat  # noqa: F401  (patches davisinteractive before it is imported)
+from ..data.davis import DatasetError, DavisReader, SequenceInfo
+from ..inference.crf import refine_frames
+from ..inference.plan import Strategy, plan_round
+from ..inference.predictor import Predictor
+
+from davisinteractive.metrics import batched_jaccard  # isort: skip
+from davisinteractive.robot import InteractiveScribblesRobot  # isort: skip
+
+log = logging.getLogger(__name__)
+
+ARGMAX = "no CRF"  # the variant that takes each pixel's best class
+DEFAULT = "default"  # CRFConfig's defaults
+
+
+@dataclass
+class CapturedSample:
+    """One video and first scribble: per captured round, the frames kept, their (N, C, h, w) scores, the CRF
+    scale the strategy planned and the round's mean J without CRF (every frame)."""
+
+    sequence: str
+    scribble: int
+    num_objects: int
+    frames: dict[int, np.ndarray] = field(default_factory=dict)
+    scores: dict[int, np.ndarray] = field(default_factory=dict)
+    crf_scale: dict[int, float] = field(default_factory=dict)
+    jaccard: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.sequence}-{self.scribble:03d}"
+
+    def save(self, folder: Path) -> Path:
+        arrays = {"num_objects": np.int64(self.num_objects)}
+        for r in self.frames:
+            arrays.update({f"frames_{r}": self.frames[r], f"scores_{r}": self.scores[r],
+                           f"crf_scale_{r}": np.float64(self.crf_scale[r]), f"jaccard_{r}": np.float64(self.jaccard[r])})
+        path = folder / f"{self.name}.npz"
+        np.savez_compressed(path, **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> CapturedSample:
+        sequence, _, scribble = path.stem.rpartition("-")
+        try:
+            with np.load(path) as data:
+                rounds = sorted(int(k.split("_")[1]) for k in data.files if k.startswith("scores_"))
+                if not sequence or not scribble.isdigit() or not rounds:
+                    raise ValueError("not a captured sample (<sequence>-<scribble>.npz with scores_<round>)")
+                sample = cls(sequence, int(scribble), int(data["num_objects"]))
+                for r in rounds:
+                    sample.frames[r] = data[f"frames_{r}"].astype(np.int64)
+                    sample.scores[r] = data[f"scores_{r}"].astype(np.float32)
+                    sample.crf_scale[r] = float(data[f"crf_scale_{r}"])
+                    sample.jaccard[r] = float(data[f"jaccard_{r}"])
+        except (OSError, ValueError, KeyError) as error:  # a truncated or foreign file
+            raise DatasetError(f"{path}: cannot read it as a captured sample ({error})") from error
+        for r in rounds:
+            scores = sample.scores[r]
+            if scores.ndim != 4 or len(scores) != len(sample.frames[r]) or scores.shape[1] != sample.num_objects + 1:
+                raise DatasetError(f"{path}: round {r}'s scores {scores.shape} do not match "
+                                   f"{len(sample.frames[r])} frames and {sample.num_objects} objects")
+            if not np.isfinite(scores).all():
+                raise DatasetError(f"{path}: round {r}'s scores contain NaN or infinite values")
+        return sample
+
+
+def frame_jaccard(truth: np.ndarray, labels: np.ndarray, num_objects: int) -> np.ndarray:
+    """(T,) J per frame, averaged over the objects (the framework's metric)."""
+    return batched_jaccard(truth, labels, average_over_objects=True, nb_objects=num_objects)
+
+
+def _stroke_frames(scribble: dict) -> set[int]:
+    return {t for t, strokes in enumerate(scribble.get("scribbles", [])) if strokes}
+
+
+def capture_sample(
+    predictor: Predictor,
+    strategy: Strategy,
+    info: SequenceInfo,
+    frames: np.ndarray,
+    truth: np.ndarray,
+    scribble: dict,
+    scribble_index: int,
+    rounds: Iterable[int] = (1, 2, 4),
+    every: int = 4,
+) -> CapturedSample:
+    """Play `max(rounds)` rounds of one sample with the CRF off (the predictor needs a `score_observer`
+    attribute, as InteractiveAgent has), the robot drawing every stroke after the first."""
+    rounds = sorted(set(rounds))
+    robot = InteractiveScribblesRobot()
+    sample = CapturedSample(info.name, scribble_index, info.num_objects)
+    kept: list[tuple[np.ndarray, torch.Tensor]] = []
+
+    def observe(index: np.ndarray, scores: torch.Tensor) -> None:
+        chosen = index % every == 0
+        if chosen.any():
+            kept.append((index[chosen], scores[torch.from_numpy(chosen)].detach().float().cpu()))
+
+    predictor.score_observer = observe
+    used = _stroke_frames(scribble)
+    try:
+        predictor.start(frames, info.num_objects)
+        for interaction in range(1, rounds[-1] + 1):
+            plan = plan_round(strategy, interaction, math.inf, info)
+            kept.clear()
+            labels = predictor.step(scribble, dataclasses.replace(plan, use_crf=False))
+            jaccard = frame_jaccard(truth, labels, info.num_objects)
+            if interaction in rounds:
+                index = np.concatenate([i for i, _ in kept])
+                order = np.argsort(index)
+                sample.frames[interaction] = index[order]
+                sample.scores[interaction] = torch.cat([s for _, s in kept])[torch.from_numpy(order)].numpy()
+                sample.crf_scale[interaction] = plan.crf_scale or predictor.config.crf.scale
+                sample.jaccard[interaction] = float(jaccard.mean())
+            if interaction == rounds[-1]:
+                break
+            # The framework's choice: the worst frame not scribbled before (any frame once all were).
+            candidates = [t for t in np.argsort(jaccard, kind="stable").tolist() if t not in used] or [int(np.argmin(jaccard))]
+            used.add(candidates[0])
+            scribble = robot.interact(info.name, labels, truth, nb_objects=info.num_objects, frame=candidates[0])
+    finally:
+        predictor.score_observer = None
+    return sample
+
+
+def parse_variant(spec: str) -> tuple[CRFConfig, set[str]]:
+    """`field=value,field=value` of CRFConfig -> (config, the fields it sets); one ConfigError line if wrong."""
+    assignments = [part.strip() for part in spec.split(",") if part.strip()]
+    if not assignments:
+        raise ConfigError(f"--variant {spec!r}: expected field=value[,field=value] of CRFConfig")
+    try:
+        config = load_config(CRFConfig, assignments=assignments)
+    except ConfigError as error:  # its message speaks of --set
+        raise ConfigError(f"--variant {spec!r}: {str(error).removeprefix('--set ')}") from None
+    return config, {a.partition("=")[0].strip() for a in assignments}
+
+
+def variants_from_specs(specs: Iterable[str]) -> dict[str, tuple[CRFConfig, set[str]] | None]:
+    """The no-CRF baseline, the defaults and each spec, by name (None: argmax)."""
+    variants: dict[str, tuple[CRFConfig, set[str]] | None] = {ARGMAX: None, DEFAULT: (CRFConfig(), set())}
+    for spec in specs:
+        variants[spec] = parse_variant(spec)
+    return variants
+
+
+def score_sample(
+    sample: CapturedSample,
+    frames: np.ndarray,
+    truth: np.ndarray,
+    variants: dict[str, tuple[CRFConfig, set[str]] | None],
+    progress: Callable[[], None] | None = None,
+) -> list[dict]:
+    """Mean J of every variant and captured round on the kept frames: one row each."""
+    rows = []
+    height, width = frames.shape[1:3]
+    for r, index in sample.frames.items():
+        full = F.interpolate(torch.from_numpy(sample.scores[r]), size=(height, width), mode="bilinear",
+                             align_corners=False).numpy()
+        for name, variant in variants.items():
+            if variant is None:
+                labels = full.argmax(1)
+            else:
+                config, explicit = variant
+                if "scale" not in explicit:  # the round's planned scale unless the variant sets one
+                    config = dataclasses.replace(config, scale=sample.crf_scale[r])
+                labels = refine_frames(frames[index], full, config)
+            jaccard = frame_jaccard(truth[index], labels, sample.num_objects)
+            rows.append({"sample": sample.name, "round": r, "variant": name, "jaccard": float(jaccard.mean())})
+            if progress is not None:
+                progress()
+    return rows
+
+
+def load_captures(folder: Path, reader: DavisReader) -> list[CapturedSample]:
+    """Every captured sample in `folder`, checked against the root's videos before any CRF runs."""
+    paths = sorted(Path(folder).glob("*.npz"))
+    if not paths:
+        raise DatasetError(f"{folder}: no captured samples (*.npz); run `crf_study.py capture` first")
+    samples = [CapturedSample.load(path) for path in paths]
+    for path, sample in zip(paths, samples, strict=True):
+        if not reader.has_sequence(sample.sequence):
+            raise DatasetError(f"{path}: its video {sample.sequence} is not in {reader.root}")
+        num_frames = len(reader.frame_paths(sample.sequence))
+        for r, index in sample.frames.items():
+            if len(index) and (index.min() < 0 or index.max() >= num_frames):
+                raise DatasetError(f"{path}: round {r} names frames outside {sample.sequence}'s {num_frames}")
+    return samples
+
+
+def sweep(samples: list[CapturedSample], reader: DavisReader,
+          variants: dict[str, tuple[CRFConfig, set[str]] | None]) -> pd.DataFrame:
+    """One row per sample, round and variant (column jaccard)."""
+    rows: list[dict] = []
+    total = sum(len(s.frames) for s in samples) * len(variants)
+    with tqdm(total=total, desc="CRF variants", unit="round") as bar:
+        for sample in samples:
+            frames, truth = reader.load_frames(sample.sequence), reader.load_annotations(sample.sequence)
+            rows += score_sample(sample, frames, truth, variants, progress=bar.update)
+    return pd.DataFrame(rows)
+
+
+def summary_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Variants x rounds: mean J over the samples, plus their mean over the rounds, in the given order."""
+    order = list(dict.fromkeys(results["variant"]))
+    table = results.pivot_table(index="variant", columns="round", values="jaccard", aggfunc="mean")
+    table.columns = [f"J round {r}" for r in table.columns]
+    table["mean"] = table.mean(axis=1)
+    return table.loc[order]
+
+
+def capture_metadata(checkpoint: str, strategy: str, rounds: list[int], every: int, config: dict) -> str:
+    return json.dumps({"checkpoint": checkpoint, "strategy": strategy, "rounds": rounds, "every": every,
+                       "agent": config}, indent=2)

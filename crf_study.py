@@ -1,0 +1,170 @@
+#!/usr/bin/env python
+"""Tune the dense CRF on cached score maps (agent/evaluation/crf_study.py): minutes instead of a session per setting.
+
+    python crf_study.py capture --davis-root data/holdout --output-dir outputs/crf-holdout   # play once, CRF off
+    python crf_study.py sweep outputs/crf-holdout --davis-root data/holdout \\
+        --variant bilateral_srgb=10 --variant bilateral_srgb=6,bilateral_sxy=40            # mean J per round
+
+capture plays each video's first scribble and the robot's later ones with the agent (--set agent fields,
+e.g. transfer.topk=10), the CRF off, and keeps the transfer's scores of every --every-th frame after
+--rounds; sweep runs the CRF variants (CRFConfig fields; each round at the scale the strategy plans for it
+unless a variant sets `scale`) and prints mean J per round against no CRF and the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from agent.config import AgentConfig, ConfigError, load_config, to_dict
+from session_runner import setup_logging
+from strategies import describe_strategies
+
+log = logging.getLogger("crf_study")
+
+
+def _ints(text: str, name: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"{name} {text!r}: expected comma-separated integers") from None
+    if not values or min(values) < 1:
+        raise ConfigError(f"{name} {text!r}: expected integers >= 1")
+    return values
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    strategies = "\n".join(f"  {line}" for line in describe_strategies().splitlines())
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    capture = commands.add_parser("capture", help="play the videos once with the CRF off and cache the score maps",
+                                  formatter_class=argparse.RawDescriptionHelpFormatter,
+                                  epilog=f"strategies (--strategy):\n{strategies}")
+    capture.add_argument("--davis-root", type=Path, required=True, help="DAVIS-format root (e.g. data/holdout)")
+    capture.add_argument("--subset", default="val", help="its ImageSets/2017/<subset>.txt (default val)")
+    capture.add_argument("--sequences", default=None, help="comma-separated subset of the sequences")
+    capture.add_argument("--scribbles", default="1", help="which scribble files start a sample (default 1: the first)")
+    capture.add_argument("--rounds", default="1,2,4", help="rounds whose scores are kept (default 1,2,4)")
+    capture.add_argument("--every", type=int, default=4, help="keep every n-th frame's scores (default 4)")
+    capture.add_argument("--strategy", default="auto", help="whose rounds and CRF scales (default auto)")
+    capture.add_argument("--checkpoint", type=Path, default=None, help="model checkpoint (default: the shipped one)")
+    capture.add_argument("--config", action="append", default=[], metavar="FILE", help="AgentConfig JSON or YAML")
+    capture.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="assignments",
+                         help="one AgentConfig field, e.g. transfer.topk=10 (repeatable)")
+    capture.add_argument("--device", default=None, help="auto (default), cpu or cuda")
+    capture.add_argument("--output-dir", type=Path, required=True, help="where the .npz files go")
+    capture.add_argument("--overwrite", action="store_true", help="replace a non-empty --output-dir when done")
+
+    sweep = commands.add_parser("sweep", help="score CRF variants on cached score maps")
+    sweep.add_argument("cache", type=Path, help="a capture's --output-dir")
+    sweep.add_argument("--davis-root", type=Path, required=True, help="the root the capture played")
+    sweep.add_argument("--variant", action="append", default=[], metavar="FIELD=VALUE[,FIELD=VALUE]",
+                       help="CRFConfig fields, e.g. bilateral_srgb=6,bilateral_sxy=40 (repeatable); no CRF and the "
+                            "defaults are always scored")
+    sweep.add_argument("--output", type=Path, default=None,
+                       help="CSV of every sample, round and variant (default CACHE/sweep.csv)")
+    sweep.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    for sub in (capture, sweep):
+        sub.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.verbose)
+    from agent.data.davis import DatasetError
+    from agent.evaluation.outputs import OutputDirError
+    from agent.model.backbones import WeightsUnavailableError
+    from agent.model.checkpoint import CheckpointError
+    from strategies import UnknownStrategyError
+
+    try:
+        return run_capture(args) if args.command == "capture" else run_sweep(args)
+    except (ConfigError, DatasetError, OutputDirError, CheckpointError, WeightsUnavailableError,
+            UnknownStrategyError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def run_capture(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from agent.data.davis import DatasetError, DavisReader
+    from agent.data.validation import validate_sequence
+    from agent.evaluation.crf_study import capture_metadata, capture_sample
+    from agent.evaluation.outputs import atomic_write_text, discard, prepare_output_dir, publish
+    from agent.inference.agent import InteractiveAgent
+    from strategies import get_strategy, resolve_name
+
+    # Everything is checked before the first video plays.
+    rounds, scribbles = _ints(args.rounds, "--rounds"), _ints(args.scribbles, "--scribbles")
+    if args.every < 1:
+        raise ConfigError(f"--every {args.every}: expected an integer >= 1")
+    config = load_config(AgentConfig, args.config, args.assignments,
+                         {"checkpoint": args.checkpoint, "device": args.device})
+    reader = DavisReader(args.davis_root)
+    names = reader.sequences(args.subset)
+    if args.sequences is not None:
+        wanted = [s.strip() for s in args.sequences.split(",") if s.strip()]
+        missing = [s for s in wanted if s not in names]
+        if missing:
+            raise DatasetError(f"{reader.subset_file(args.subset)}: does not list {', '.join(missing)}")
+        names = wanted
+    if not names:
+        raise DatasetError(f"{reader.subset_file(args.subset)}: lists no sequence")
+    infos = [validate_sequence(reader, name) for name in names]
+    for info in infos:
+        if max(scribbles) > info.num_scribbles:
+            raise DatasetError(f"{reader.scribbles_dir(info.name)}: has {info.num_scribbles} scribble file(s), "
+                               f"--scribbles asks for {max(scribbles)}")
+    strategy_name = resolve_name(args.strategy)
+    strategy = get_strategy(strategy_name)
+    target = prepare_output_dir(args.output_dir, overwrite=args.overwrite)
+    try:
+        agent = InteractiveAgent.from_pretrained(config=config)
+        agent.prepare({(info.height, info.width) for info in infos})
+        for info in tqdm(infos, desc="capture", unit="video"):
+            frames, truth = reader.load_frames(info.name), reader.load_annotations(info.name)
+            for index in scribbles:
+                sample = capture_sample(agent, strategy, info, frames, truth, reader.load_scribble(info.name, index),
+                                        index, rounds, args.every)
+                sample.save(target.work)
+                log.info("%s: J without CRF %s", sample.name,
+                         " ".join(f"round {r} {j:.3f}" for r, j in sample.jaccard.items()))
+        atomic_write_text(target.work / "capture.json", capture_metadata(
+            str(agent.config.checkpoint), strategy_name, rounds, args.every, to_dict(agent.config)))
+    except BaseException:
+        discard(target)
+        raise
+    print(f"written: {publish(target)}")
+    return 0
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    from agent.data.davis import DavisReader
+    from agent.evaluation.crf_study import load_captures, summary_table, sweep, variants_from_specs
+    from agent.evaluation.outputs import OutputDirError, atomic_write_text
+    from agent.inference import crf
+
+    variants = variants_from_specs(args.variant)
+    output = args.output or args.cache / "sweep.csv"
+    if output.exists() and not args.overwrite:
+        raise OutputDirError(f"{output}: exists (an earlier sweep's results?): pass --overwrite or another --output")
+    if output.is_dir():
+        raise OutputDirError(f"{output}: is a directory, --output is the CSV file to write")
+    reader = DavisReader(args.davis_root)
+    samples = load_captures(args.cache, reader)
+    crf.warm_up(variants["default"][0])
+    results = sweep(samples, reader, variants)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output, results.to_csv(index=False))
+    print(summary_table(results).to_string(float_format=lambda v: f"{v:.4f}"))
+    print(f"written: {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,154 @@
+"""The CRF study: captured score maps reproduce the agent's masks, and variants are scored on them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import crf_study
+from agent.config import AgentConfig, ConfigError, CRFConfig
+from agent.data.davis import DatasetError, DavisReader
+from agent.evaluation.crf_study import (
+    ARGMAX,
+    DEFAULT,
+    CapturedSample,
+    capture_sample,
+    frame_jaccard,
+    load_captures,
+    parse_variant,
+    score_sample,
+    variants_from_specs,
+)
+from agent.inference.agent import InteractiveAgent
+from agent.inference.plan import RoundPlan
+
+
+class TwoScales:
+    """Round 1 on every 2nd frame with a quarter-scale CRF, later rounds every frame at half scale."""
+
+    name = "two-scales"
+    description = "test"
+
+    def plan(self, interaction, time_left, info):
+        if interaction == 1:
+            return RoundPlan(use_crf=True, crf_scale=0.25, frame_stride=2)
+        return RoundPlan(use_crf=True, crf_scale=0.5)
+
+
+@pytest.fixture(scope="module")
+def reader(tiny_synthetic_root) -> DavisReader:
+    return DavisReader(tiny_synthetic_root)
+
+
+@pytest.fixture(scope="module")
+def agent(tiny_checkpoint) -> InteractiveAgent:
+    return InteractiveAgent.from_pretrained(tiny_checkpoint, AgentConfig(device="cpu", crf=CRFConfig(workers=1)))
+
+
+def _play(agent, reader, sequence, rounds=(1, 3), every=1) -> tuple[CapturedSample, np.ndarray, np.ndarray]:
+    info = reader.info(sequence)
+    frames, truth = reader.load_frames(sequence), reader.load_annotations(sequence)
+    sample = capture_sample(agent, TwoScales(), info, frames, truth, reader.load_scribble(sequence, 1), 1,
+                            rounds, every)
+    return sample, frames, truth
+
+
+def test_captured_scores_give_the_agents_masks(agent, reader):
+    sequence = next(s for s in reader.sequences("val") if reader.info(s).num_objects == 2)
+    sample, frames, truth = _play(agent, reader, sequence, rounds=(2, 3), every=1)
+    assert agent.score_observer is None  # left as it was
+    assert sorted(sample.frames) == [2, 3]
+    for r in (2, 3):
+        assert sample.frames[r].tolist() == list(range(len(frames)))
+        assert sample.scores[r].shape[:2] == (len(frames), 3)
+        assert sample.crf_scale[r] == 0.5
+    rows = score_sample(sample, frames, truth, {ARGMAX: None})
+    # argmax of the upsampled cached scores is what the agent returned in that round (every frame kept)
+    assert [row["jaccard"] for row in rows] == pytest.approx([sample.jaccard[2], sample.jaccard[3]], abs=1e-9)
+
+
+def test_every_nth_frame_and_the_planned_scale(agent, reader):
+    sequence = reader.sequences("val")[0]
+    sample, frames, truth = _play(agent, reader, sequence, rounds=(1, 2), every=2)
+    assert sample.frames[1].tolist() == list(range(0, len(frames), 2))
+    assert sample.crf_scale == {1: 0.25, 2: 0.5}
+    variants = variants_from_specs(["bilateral_srgb=20,iterations=2"])
+    rows = pd.DataFrame(score_sample(sample, frames, truth, variants))
+    assert len(rows) == 2 * 3
+    assert rows["jaccard"].between(0, 1).all()
+    assert set(rows["variant"]) == {ARGMAX, DEFAULT, "bilateral_srgb=20,iterations=2"}
+
+
+def test_save_and_load_round_trip(agent, reader, tmp_path):
+    sequence = reader.sequences("val")[0]
+    sample, *_ = _play(agent, reader, sequence, rounds=(1,), every=3)
+    path = sample.save(tmp_path)
+    loaded = load_captures(tmp_path, reader)[0]
+    assert (loaded.sequence, loaded.scribble, loaded.num_objects) == (sample.sequence, 1, sample.num_objects)
+    np.testing.assert_array_equal(loaded.frames[1], sample.frames[1])
+    np.testing.assert_array_equal(loaded.scores[1], sample.scores[1])
+    assert path.name == f"{sequence}-001.npz"
+
+
+def test_bad_captures_are_named(reader, tmp_path):
+    with pytest.raises(DatasetError, match="no captured samples"):
+        load_captures(tmp_path, reader)
+    (tmp_path / "junk-001.npz").write_bytes(b"not a zip")
+    with pytest.raises(DatasetError, match="junk-001.npz: cannot read it"):
+        load_captures(tmp_path, reader)
+    (tmp_path / "junk-001.npz").unlink()
+    sample = CapturedSample("nowhere", 1, 1, {1: np.array([0])}, {1: np.zeros((1, 2, 4, 4), np.float32)},
+                            {1: 0.5}, {1: 0.0})
+    sample.save(tmp_path)
+    with pytest.raises(DatasetError, match="nowhere-001.npz: its video nowhere is not in"):
+        load_captures(tmp_path, reader)
+
+
+def test_variant_parsing():
+    config, explicit = parse_variant("bilateral_srgb=6, scale=0.5")
+    assert (config.bilateral_srgb, config.scale, explicit) == (6.0, 0.5, {"bilateral_srgb", "scale"})
+    with pytest.raises(ConfigError, match="unknown key 'srgb'"):
+        parse_variant("srgb=6")
+    with pytest.raises(ConfigError, match="bilateral_srgb must be a finite number > 0"):
+        parse_variant("bilateral_srgb=0")
+
+
+def test_frame_jaccard_averages_objects():
+    truth = np.array([[[1, 2], [0, 0]]])
+    assert frame_jaccard(truth, np.array([[[1, 1], [0, 0]]]), 2).tolist() == [0.25]
+
+
+def test_command_line_capture_then_sweep(tiny_synthetic_root, tiny_checkpoint, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    sequence = DavisReader(tiny_synthetic_root).sequences("val")[0]
+    assert crf_study.main(["capture", "--davis-root", str(tiny_synthetic_root), "--sequences", sequence,
+                           "--rounds", "1,2", "--every", "2", "--checkpoint", str(tiny_checkpoint),
+                           "--device", "cpu", "--set", "crf.workers=1", "--output-dir", str(cache)]) == 0
+    assert (cache / f"{sequence}-001.npz").is_file() and (cache / "capture.json").is_file()
+    argv = ["sweep", str(cache), "--davis-root", str(tiny_synthetic_root), "--variant", "bilateral_srgb=20"]
+    assert crf_study.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "no CRF" in out and "bilateral_srgb=20" in out and "J round 2" in out
+    assert len(pd.read_csv(cache / "sweep.csv")) == 2 * 3
+    # finished results are not overwritten without --overwrite
+    assert crf_study.main(argv) == 2
+    assert "sweep.csv: exists" in capsys.readouterr().err
+    assert crf_study.main(["capture", "--davis-root", str(tiny_synthetic_root), "--output-dir", str(cache)]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+
+
+def test_command_line_refuses_bad_input_in_one_line(tiny_synthetic_root, tmp_path, capsys):
+    base = ["capture", "--davis-root", str(tiny_synthetic_root), "--output-dir", str(tmp_path / "out")]
+    for extra, message in ((["--rounds", "0"], "--rounds '0': expected integers >= 1"),
+                           (["--scribbles", "9"], "scribble file(s), --scribbles asks for 9"),
+                           (["--sequences", "absent"], "does not list absent"),
+                           (["--strategy", "nope"], "unknown strategy 'nope'"),
+                           (["--set", "crf.srgb=1"], "unknown key 'srgb'")):
+        assert crf_study.main(base + extra) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not (tmp_path / "out").exists()  # nothing was created for a refused run
+    assert crf_study.main(["sweep", str(tmp_path), "--davis-root", str(tiny_synthetic_root),
+                           "--variant", "iterations=-1"]) == 2
+    assert "crf.iterations must be >= 0" in capsys.readouterr().err
