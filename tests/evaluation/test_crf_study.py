@@ -103,6 +103,15 @@ def test_bad_captures_are_named(reader, tmp_path):
     sample.save(tmp_path)
     with pytest.raises(DatasetError, match="nowhere-001.npz: its video nowhere is not in"):
         load_captures(tmp_path, reader)
+    (tmp_path / "nowhere-001.npz").unlink()
+    sequence = reader.sequences("val")[0]
+    bad = {"NaN": (np.full((1, 2, 4, 4), np.nan, np.float32), [0], "contain NaN or infinite values"),
+           "shape": (np.zeros((2, 2, 4, 4), np.float32), [0], "do not match 1 frames"),
+           "frames": (np.zeros((1, 2, 4, 4), np.float32), [999], "names frames outside")}
+    for scores, frames, message in bad.values():
+        CapturedSample(sequence, 1, 1, {1: np.array(frames)}, {1: scores}, {1: 0.5}, {1: 0.0}).save(tmp_path)
+        with pytest.raises(DatasetError, match=message):
+            load_captures(tmp_path, reader)
 
 
 def test_variant_parsing():
