@@ -93,7 +93,7 @@ def run_capture(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from agent.data.davis import DatasetError, DavisReader
-    from agent.data.validation import validate_sequence
+    from agent.data.registry import register_dataset
     from agent.evaluation.crf_study import capture_metadata, capture_sample
     from agent.evaluation.outputs import atomic_write_text, discard, prepare_output_dir, publish
     from agent.inference.agent import InteractiveAgent
@@ -105,17 +105,11 @@ def run_capture(args: argparse.Namespace) -> int:
         raise ConfigError(f"--every {args.every}: expected an integer >= 1")
     config = load_config(AgentConfig, args.config, args.assignments,
                          {"checkpoint": args.checkpoint, "device": args.device})
-    reader = DavisReader(args.davis_root)
-    names = reader.sequences(args.subset)
-    if args.sequences is not None:
-        wanted = [s.strip() for s in args.sequences.split(",") if s.strip()]
-        missing = [s for s in wanted if s not in names]
-        if missing:
-            raise DatasetError(f"{reader.subset_file(args.subset)}: does not list {', '.join(missing)}")
-        names = wanted
-    if not names:
-        raise DatasetError(f"{reader.subset_file(args.subset)}: lists no sequence")
-    infos = [validate_sequence(reader, name) for name in names]
+    wanted = None if args.sequences is None else [s.strip() for s in args.sequences.split(",") if s.strip()]
+    # The session's own choice and check of a root's videos (every file validated; partial roots allowed).
+    registration = register_dataset(args.davis_root, args.subset, wanted)
+    reader = DavisReader(registration.root)
+    infos = [registration.infos[name] for name in registration.sequences]
     for info in infos:
         if max(scribbles) > info.num_scribbles:
             raise DatasetError(f"{reader.scribbles_dir(info.name)}: has {info.num_scribbles} scribble file(s), "
@@ -151,10 +145,10 @@ def run_sweep(args: argparse.Namespace) -> int:
 
     variants = variants_from_specs(args.variant)
     output = args.output or args.cache / "sweep.csv"
-    if output.exists() and not args.overwrite:
-        raise OutputDirError(f"{output}: exists (an earlier sweep's results?): pass --overwrite or another --output")
     if output.is_dir():
         raise OutputDirError(f"{output}: is a directory, --output is the CSV file to write")
+    if output.exists() and not args.overwrite:
+        raise OutputDirError(f"{output}: exists (an earlier sweep's results?): pass --overwrite or another --output")
     reader = DavisReader(args.davis_root)
     samples = load_captures(args.cache, reader)
     crf.warm_up(variants["default"][0])

@@ -9,6 +9,7 @@ import pytest
 import crf_study
 from agent.config import AgentConfig, ConfigError, CRFConfig
 from agent.data.davis import DatasetError, DavisReader
+from agent.data.registry import restore
 from agent.evaluation.crf_study import (
     ARGMAX,
     DEFAULT,
@@ -34,6 +35,13 @@ class TwoScales:
         if interaction == 1:
             return RoundPlan(use_crf=True, crf_scale=0.25, frame_stride=2)
         return RoundPlan(use_crf=True, crf_scale=0.5)
+
+
+@pytest.fixture(autouse=True)
+def _restore_registry():
+    """`capture` registers its root with davisinteractive, as a session does: put the framework back."""
+    yield
+    restore()
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +159,7 @@ def test_command_line_refuses_bad_input_in_one_line(tiny_synthetic_root, tmp_pat
     base = ["capture", "--davis-root", str(tiny_synthetic_root), "--output-dir", str(tmp_path / "out")]
     for extra, message in ((["--rounds", "0"], "--rounds '0': expected integers >= 1"),
                            (["--scribbles", "9"], "scribble file(s), --scribbles asks for 9"),
-                           (["--sequences", "absent"], "does not list absent"),
+                           (["--sequences", "absent"], "unknown sequence(s) absent"),
                            (["--strategy", "nope"], "unknown strategy 'nope'"),
                            (["--set", "crf.srgb=1"], "unknown key 'srgb'")):
         assert crf_study.main(base + extra) == 2
