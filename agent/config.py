@@ -19,6 +19,10 @@ STRATEGY_AUTO = "auto"
 # agent/data/robot_root.py): dancers, a car, a rider, a small bird and a large animal, like DAVIS val.
 HOLDOUT = ("breakdance-flare", "car-turn", "dance-jump", "horsejump-low", "mallard-fly", "rhino")
 MAX_TIME_LIMIT = 600.0  # davisinteractive's DavisInteractiveSession caps max_time at 10 minutes per object
+MAX_INTERACTIONS_LIMIT = 16  # ... and max_nb_interactions at 16
+MAX_CRF_ITERATIONS = 1000
+MAX_CRF_WORKERS = 256
+MAX_INFERENCE_SCALE = 8.0  # 8x the checkpoint's 240x427 is already 1920x3416 per frame
 
 
 class ConfigError(ValueError):
@@ -37,6 +41,12 @@ def _choice(value: str, name: str, choices: tuple[str, ...]) -> None:
 def _finite(value: float) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
+
+
+def _check_scale_range(value, name: str) -> None:
+    low, high = value
+    _require(_finite(low) and _finite(high) and 0 < low <= high,
+             f"{name} must be (low, high) with finite 0 < low <= high, got {tuple(value)}")
 
 @dataclass
 class ModelConfig:
@@ -164,9 +174,11 @@ class TrainConfig:
         for name in ("synthetic_sequences", "max_frames_per_video", "validate_every", "seed"):
             _require(getattr(self, name) >= 0, f"train.{name} must be >= 0, got {getattr(self, name)}")
         _require(self.synthetic_frames >= 2, f"train.synthetic_frames must be >= 2, got {self.synthetic_frames}")
-        for name in ("lr_backbone", "lr_decoder", "momentum", "weight_decay", "poly_power", "colour_jitter"):
+        for name in ("lr_backbone", "lr_decoder", "momentum", "weight_decay", "poly_power", "colour_jitter",
+                     "rotation_degrees"):
             value = getattr(self, name)
             _require(_finite(value) and value >= 0, f"train.{name} must be a finite number >= 0, got {value}")
+        _check_scale_range(self.scale_range, "train.scale_range")
 
 
 @dataclass
@@ -219,8 +231,7 @@ class FinetuneConfig:
         for name in ("lr", "momentum", "weight_decay", "rotation_degrees", "early_stop_loss"):
             value = getattr(self, name)
             _require(_finite(value) and value >= 0, f"finetune.{name} must be a finite number >= 0, got {value}")
-        low, high = self.scale_range
-        _require(0 < low <= high, f"finetune.scale_range must be (low, high) with 0 < low <= high, got {self.scale_range}")
+        _check_scale_range(self.scale_range, "finetune.scale_range")
 
 
 @dataclass
@@ -242,12 +253,17 @@ class CRFConfig:
     workers: int = 0
 
     def __post_init__(self) -> None:
-        _require(self.iterations >= 0, f"crf.iterations must be >= 0, got {self.iterations}")
-        _require(self.workers >= 0, f"crf.workers must be >= 0, got {self.workers}")
+        # Upper bounds: a typo of 100000 would otherwise start that many processes, or run for hours.
+        _require(0 <= self.iterations <= MAX_CRF_ITERATIONS,
+                 f"crf.iterations must be in 0..{MAX_CRF_ITERATIONS}, got {self.iterations}")
+        _require(0 <= self.workers <= MAX_CRF_WORKERS, f"crf.workers must be in 0..{MAX_CRF_WORKERS}, got {self.workers}")
         _require(_finite(self.scale) and 0 < self.scale <= 1, f"crf.scale must be in (0, 1], got {self.scale}")
         for name in ("gaussian_sxy", "bilateral_sxy", "bilateral_srgb", "score_temperature"):
             value = getattr(self, name)
             _require(_finite(value) and value > 0, f"crf.{name} must be a finite number > 0, got {value}")
+        for name in ("gaussian_compat", "bilateral_compat"):  # NaN made every label background (J = 0)
+            value = getattr(self, name)
+            _require(_finite(value) and value >= 0, f"crf.{name} must be a finite number >= 0, got {value}")
 
 
 @dataclass
@@ -274,8 +290,9 @@ class AgentConfig:
             _require(self.inference_scale == "auto",
                      f"agent.inference_scale must be 'auto' or a number > 0, got {self.inference_scale!r}")
         else:
-            _require(_finite(self.inference_scale) and self.inference_scale > 0,
-                     f"agent.inference_scale must be 'auto' or a number > 0, got {self.inference_scale}")
+            _require(_finite(self.inference_scale) and 0 < self.inference_scale <= MAX_INFERENCE_SCALE,
+                     f"agent.inference_scale must be 'auto' or a number in (0, {MAX_INFERENCE_SCALE:g}], got "
+                     f"{self.inference_scale}")
         _choice(self.backbone_runtime, "agent.backbone_runtime", ("auto", "torch", "onnxruntime"))
         _require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                  f"agent.device must be auto, cpu or cuda, got {self.device!r}")
@@ -334,7 +351,9 @@ class SessionConfig:
             parse_shard(self.shard)
         _choice(self.metric, "session.metric", ("J", "F", "J_AND_F"))
         _choice(self.predictor, "session.predictor", ("simlearn", "baseline"))
-        _require(self.max_interactions >= 1, f"session.max_interactions must be >= 1, got {self.max_interactions}")
+        _require(1 <= self.max_interactions <= MAX_INTERACTIONS_LIMIT,
+                 f"session.max_interactions must be in 1..{MAX_INTERACTIONS_LIMIT} (davisinteractive's limit), got "
+                 f"{self.max_interactions}")
         _require(_finite(self.max_time) and self.max_time > 0,
                  f"session.max_time must be a finite number of seconds > 0, got {self.max_time}")
         # davisinteractive silently caps it there; our summary would then use a timeout the session did not.
@@ -372,8 +391,8 @@ class ServerConfig:
     def __post_init__(self) -> None:
         _choice(self.subset, "server.subset", ("train", "val", "trainval", "test-dev"))
         _choice(self.metric, "server.metric", ("J", "F", "J_AND_F"))
-        _require(1 <= self.max_interactions <= 16,  # the framework's session caps it at 16
-                 f"server.max_interactions must be in 1..16, got {self.max_interactions}")
+        _require(1 <= self.max_interactions <= MAX_INTERACTIONS_LIMIT,  # the framework's session caps it there
+                 f"server.max_interactions must be in 1..{MAX_INTERACTIONS_LIMIT}, got {self.max_interactions}")
         _require(_finite(self.max_time) and 0 < self.max_time <= 600,  # and max_time at 600 s
                  f"server.max_time must be seconds in (0, 600], got {self.max_time}")
         _require(0 <= self.port <= 65535, f"server.port must be in 0..65535, got {self.port}")

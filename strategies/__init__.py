@@ -33,11 +33,19 @@ def get_strategy(name: str, device_type: str = "cpu") -> Strategy:
         return REGISTRY[name]()
     if ":" in name:
         module_name, _, class_name = name.partition(":")
+        if not module_name or not class_name:
+            raise UnknownStrategyError(f"strategy '{name}': give it as package.module:ClassName")
         try:
             cls = getattr(importlib.import_module(module_name), class_name)
-        except (ImportError, AttributeError) as error:
-            raise UnknownStrategyError(f"cannot load strategy '{name}': {error}") from error
-        strategy = cls()
+        except Exception as error:  # a user's module may raise anything while it is imported
+            raise UnknownStrategyError(f"cannot load strategy '{name}': {type(error).__name__}: {error}") from error
+        if not isinstance(cls, type):
+            raise UnknownStrategyError(f"'{name}' is not a class (a {type(cls).__name__})")
+        try:
+            strategy = cls()
+        except Exception as error:
+            raise UnknownStrategyError(f"cannot create strategy '{name}' without arguments: "
+                                       f"{type(error).__name__}: {error}") from error
         if not isinstance(strategy, Strategy):
             raise UnknownStrategyError(f"'{name}' is not a strategy: it needs name, description and plan()")
         return strategy

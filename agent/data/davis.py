@@ -26,6 +26,20 @@ class DatasetError(ValueError):
     """A DAVIS-format root or file that is missing or malformed; the message says what to do."""
 
 
+# What PIL raises for a file it cannot open: its decoders raise all of OSError, ValueError and SyntaxError, and a
+# header claiming billions of pixels raises DecompressionBombError (none of them).
+IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def open_image(path: Path, what: str = "image") -> Image.Image:
+    """Image.open, with one DatasetError naming the file for anything PIL cannot open."""
+    try:
+        return Image.open(path)
+    except IMAGE_ERRORS as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DatasetError(f"{path}: cannot open this {what} ({reason})") from error
+
+
 @dataclass(frozen=True)
 class SequenceInfo:
     name: str
@@ -88,7 +102,7 @@ class DavisReader:
     # --- loading -------------------------------------------------------------------------------
     def load_frames(self, sequence: str) -> np.ndarray:
         """(T, H, W, 3) uint8 RGB."""
-        frames = [np.asarray(Image.open(p).convert("RGB")) for p in self.frame_paths(sequence)]
+        frames = [np.asarray(open_image(p, "frame").convert("RGB")) for p in self.frame_paths(sequence)]
         if len({f.shape for f in frames}) != 1:
             raise DatasetError(f"frames of '{sequence}' do not all have the same size")
         return np.stack(frames)
@@ -100,7 +114,7 @@ class DavisReader:
             raise DatasetError(f"no annotations for sequence '{sequence}' in {self.annotations_dir(sequence)}")
         masks = []
         for path in paths:
-            image = Image.open(path)
+            image = open_image(path, "annotation")
             if image.mode not in ("P", "L"):
                 raise DatasetError(f"{path} is not a palette (or grey) PNG of object ids")
             masks.append(np.asarray(image, dtype=np.uint8))
@@ -121,7 +135,7 @@ class DavisReader:
     def info(self, sequence: str) -> SequenceInfo:
         """Metadata inferred from the files (reads every annotation to count objects)."""
         frame_paths = self.frame_paths(sequence)
-        width, height = Image.open(frame_paths[0]).size
+        width, height = open_image(frame_paths[0], "frame").size
         annotations = self.load_annotations(sequence)
         labels = np.unique(annotations)
         objects = labels[(labels > 0) & (labels != VOID_LABEL)]

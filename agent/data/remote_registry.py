@@ -15,10 +15,9 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from . import compat  # noqa: F401  (patches davisinteractive before it is imported)
-from .davis import VOID_LABEL, DatasetError, DavisReader, SequenceInfo
+from .davis import VOID_LABEL, DatasetError, DavisReader, SequenceInfo, open_image
 from .registry import Registration
 
 import davisinteractive.dataset.davis as davis_module  # isort: skip  (must come after compat)
@@ -35,7 +34,7 @@ def official_metadata() -> dict[str, dict]:
 def _objects_in_annotations(reader: DavisReader, name: str) -> int:
     count = 0
     for path in reader.annotation_paths(name):
-        labels = np.unique(np.asarray(Image.open(path)))
+        labels = np.unique(np.asarray(open_image(path, "annotation")))
         labels = labels[(labels > 0) & (labels != VOID_LABEL)]
         count = max(count, int(labels.max()) if labels.size else 0)
     return count
@@ -45,7 +44,7 @@ def _info(reader: DavisReader, name: str, num_scribbles: int, official: dict | N
     if not reader.has_sequence(name):
         raise DatasetError(f"no frames of '{name}' in {reader.frames_dir(name)}")
     frames = reader.frame_paths(name)
-    width, height = Image.open(frames[0]).size
+    width, height = open_image(frames[0], "frame").size
     if official is not None:
         expected = (official["num_frames"], *official["image_size"])
         if (len(frames), width, height) != expected:

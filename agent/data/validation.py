@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .davis import VOID_LABEL, DatasetError, DavisReader, SequenceInfo, validate_scribbles
+from .davis import IMAGE_ERRORS, VOID_LABEL, DatasetError, DavisReader, SequenceInfo, validate_scribbles
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def _decode(path: Path, what: str) -> tuple[tuple[int, int], np.ndarray | None]:
                 image.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
             image.load()
             return size, None
-    except (OSError, ValueError, SyntaxError) as error:  # PIL's decoders raise all three
+    except IMAGE_ERRORS as error:
         if isinstance(error, DatasetError):
             raise
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__

@@ -19,6 +19,7 @@ import json
 import logging
 import resource
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -40,7 +41,7 @@ from ..model.checkpoint import CheckpointError, default_checkpoint_path, load_ch
 from ..model.onnx_backbone import OnnxBackbone, onnxruntime_available
 from ..model.siamese import SiameseEmbedder, build_model, inference_size
 from .one_shot import one_shot_benchmark
-from .outputs import OutputDirError, atomic_path, atomic_write_text
+from .outputs import OutputDirError, atomic_write_text
 
 log = logging.getLogger("agent.bench")
 
@@ -194,20 +195,25 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     # Everything the benchmark reads or writes is checked before its minutes of work, one line if wrong.
     try:
+        if args.stride < 1 or args.repeats < 1:
+            raise ValueError(f"--stride and --repeats must be >= 1, got {args.stride} and {args.repeats}")
+        transfer = TransferConfig(**({"aggregation": args.aggregation} if args.aggregation else {}))
         if args.davis_root is not None:
             validate_subset(args.davis_root, "val", scribbles=False)  # one-shot J reads frames and annotations
         if args.output.is_dir():
             raise OutputDirError(f"{args.output}: is a directory, --output is the JSON file to write")
+        for parent in args.output.parents:
+            if parent.exists() and not parent.is_dir():
+                raise OutputDirError(f"{parent}: is a file, not a directory (--output {args.output})")
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(args.output):
-            pass  # a writable place: the temporary file is removed again
+        with tempfile.TemporaryFile(dir=args.output.parent):
+            pass  # a writable place; an earlier --output stays as it is until the new figures replace it
         device = resolve_device(args.device)
         path = args.checkpoint or default_checkpoint_path()
         model, config, extra = load_checkpoint(path, device)
     except (DatasetError, CheckpointError, OutputDirError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    transfer = TransferConfig(**({"aggregation": args.aggregation} if args.aggregation else {}))
     report: dict = {"device": str(device), "threads": torch.get_num_threads(), "checkpoint": str(path),
                     "model": {"backbone": config.backbone, "output_stride": config.output_stride,
                               "feature_levels": config.feature_levels, "input_size": list(config.input_size)},

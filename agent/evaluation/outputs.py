@@ -49,9 +49,10 @@ def _check_writable(folder: Path) -> None:
                              "--output-dir") from error
 
 
-def prepare_output_dir(path: str | Path, overwrite: bool = False) -> OutputTarget:
+def prepare_output_dir(path: str | Path, overwrite: bool = False, inputs: tuple[Path, ...] = ()) -> OutputTarget:
     """Check `path` is a writable directory (created if needed) and not holding results, or plan to replace
-    it (overwrite=True) once the run completes. Raises OutputDirError with one line."""
+    it (overwrite=True) once the run completes; never when that would replace one of `inputs` (the dataset,
+    the checkpoint) or a folder holding or inside one. Raises OutputDirError with one line."""
     final = Path(path)
     if final.exists() and not final.is_dir():
         raise OutputDirError(f"{final}: is a file, not a directory (pass another --output-dir)")
@@ -59,6 +60,12 @@ def prepare_output_dir(path: str | Path, overwrite: bool = False) -> OutputTarge
         if not overwrite:
             raise OutputDirError(f"{final}: exists and is not empty (an earlier run's results?): pass --overwrite "
                                  "to replace it when this run completes, or another --output-dir")
+        resolved = final.resolve()
+        for source in inputs:
+            source_resolved = Path(source).expanduser().resolve()
+            if resolved == source_resolved or resolved in source_resolved.parents or source_resolved in resolved.parents:
+                raise OutputDirError(f"{final}: --overwrite would replace the run's input {source} (the output "
+                                     "directory is it, holds it or lies inside it): pass another --output-dir")
         _check_writable(final.parent)
         work = Path(tempfile.mkdtemp(prefix=f"{final.name}.new-", dir=final.parent))
         os.chmod(work, 0o777 & ~_umask())

@@ -58,7 +58,8 @@ def check_run(config: RunConfig, strategy: Strategy, overwrite: bool = False) ->
     session = config.session
     if session.predictor == "simlearn":
         check_checkpoint(config.agent.checkpoint)
-    output = prepare_output_dir(session.output_dir, overwrite)
+    inputs = tuple(Path(p) for p in (session.davis_root, config.agent.checkpoint) if p is not None)
+    output = prepare_output_dir(session.output_dir, overwrite, inputs)
     if session.remote:  # the server holds the annotations and scribbles; its samples are known once connected
         log.info("checked: checkpoint, output %s (remote session: the data is checked once connected)", output.final)
         return Checked(None, output)

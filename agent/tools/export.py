@@ -31,20 +31,29 @@ FORMAT = "simlearn-ivos masks 1"
 
 
 def prepare_output(output: str | Path, overwrite: bool = False) -> Path:
-    """The output folder, created; InputError for a non-empty one unless overwrite (then our files go)."""
+    """The output folder, created; InputError for a non-empty one unless overwrite (then `export` replaces
+    our files, and only when the masks are ready: a failed run leaves the folder, and any input in it, as it was)."""
     output = Path(output).expanduser()
     if output.exists() and not output.is_dir():
         raise InputError(f"{output} is a file: the output must be a folder")
-    if output.is_dir() and any(output.iterdir()):
-        if not overwrite:
-            raise InputError(f"{output} is not empty: choose another output folder or pass --overwrite")
-        # Only what an export writes is removed: a folder given by mistake keeps everything else.
-        for stale in (output / "masks").glob("*.png"):
-            stale.unlink()
-        for name in OUTPUT_FILES[1:]:
-            (output / name).unlink(missing_ok=True)
-    (output / "masks").mkdir(parents=True, exist_ok=True)
+    for parent in output.parents:
+        if parent.exists() and not parent.is_dir():
+            raise InputError(f"{parent} is a file: the output must be a folder")
+    if output.is_dir() and any(output.iterdir()) and not overwrite:
+        raise InputError(f"{output} is not empty: choose another output folder or pass --overwrite")
+    try:
+        (output / "masks").mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"{output}: cannot create the output folder ({error.strerror or error})") from error
     return output
+
+
+def _clear_output(output: Path) -> None:
+    """Remove what an earlier export wrote (only that: a folder given by mistake keeps everything else)."""
+    for stale in (output / "masks").glob("*.png"):
+        stale.unlink()
+    for name in OUTPUT_FILES[1:]:
+        (output / name).unlink(missing_ok=True)
 
 
 def upsample_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -93,6 +102,8 @@ def export(video: VideoSource, labels_at: Callable[[int], np.ndarray], output: P
     """Write masks, overlay and masks.json for every frame into `output` (from prepare_output)."""
     import imageio_ffmpeg
 
+    _clear_output(output)
+    (output / "masks").mkdir(parents=True, exist_ok=True)
     size = (video.height, video.width)
     objects = list(range(1, num_objects + 1))
     palette, colours = davis_palette(), palette_colours()

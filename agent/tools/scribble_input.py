@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..data.davis import DatasetError, validate_scribbles
+from ..data.davis import IMAGE_ERRORS, DatasetError, validate_scribbles
 from ..data.synthetic import davis_palette
 from .video import IMAGE_SUFFIXES, InputError, VideoSource, natural_key
 
@@ -110,7 +110,7 @@ def read_scribble_image(path: Path, video: VideoSource) -> np.ndarray:
     try:
         with Image.open(path) as image:
             rgba = np.asarray(image.convert("RGBA"))
-    except OSError as error:
+    except IMAGE_ERRORS as error:
         raise InputError(f"cannot read scribble image {path} ({error})") from error
     if rgba.shape[:2] != (video.height, video.width):
         raise InputError(f"{path} is {rgba.shape[1]}x{rgba.shape[0]} but the video is {video.width}x{video.height}:"

@@ -15,6 +15,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from ..data.davis import IMAGE_ERRORS
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -23,6 +25,9 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 DEFAULT_WORKING_SIDE = 480
 JPEG_QUALITY = 95
 DEFAULT_FPS = 24.0
+# Pixel modes with more than 8 bits per channel, which PIL's convert("RGB") does not rescale.
+WIDE_MODES = {"I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I": "32-bit integer",
+              "F": "32-bit float"}
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -78,7 +83,7 @@ def _read_image(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
     try:
         with Image.open(path) as image:
             frame = np.asarray(image.convert("RGB"))
-    except (OSError, ValueError) as error:
+    except IMAGE_ERRORS as error:
         raise InputError(f"cannot read image {path} ({error})") from error
     if shape is not None and frame.shape[:2] != shape:
         raise InputError(f"{path} is {frame.shape[1]}x{frame.shape[0]}, the other frames {shape[1]}x{shape[0]}")
@@ -104,9 +109,11 @@ def _open_folder(path: Path) -> VideoSource:
     for frame_path in paths:  # headers only: cheap, and a wrong size is caught before any work
         try:
             with Image.open(frame_path) as image:
-                size = image.size
-        except OSError as error:
+                size, mode = image.size, image.mode
+        except IMAGE_ERRORS as error:
             raise InputError(f"cannot read image {frame_path} ({error})") from error
+        if mode in WIDE_MODES:  # PIL's RGB conversion clips them: every pixel would be white
+            raise InputError(f"{frame_path}: a {mode} image ({WIDE_MODES[mode]}); frames must be 8-bit RGB or grey")
         first = first or size
         if size != first:
             raise InputError(f"{path}: the frames differ in size ({frame_path.name} is {size[0]}x{size[1]}, "

@@ -81,3 +81,17 @@ def test_untrained_baseline_without_imagenet_weights_is_seeded_random() -> None:
     _, second, _ = untrained_baseline(config, torch.device("cpu"))
     assert name == "random_features" and reason == "tiny has no ImageNet weights"
     assert all(torch.equal(a, b) for a, b in zip(first.parameters(), second.parameters(), strict=True))
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--stride", "0"], "--stride and --repeats must be >= 1"),
+    (["--repeats", "-1"], "--stride and --repeats must be >= 1"),
+    (["--aggregation", "bogus"], "transfer.aggregation must be one of"),
+])
+def test_bad_arguments_are_one_line_and_leave_an_earlier_output(tmp_path: Path, capsys, args, fragment) -> None:
+    output = tmp_path / "bench.json"
+    output.write_text('{"earlier": "figures"}')
+    assert main(["--one-shot-only", "--output", str(output), *args]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and fragment in errors[0], errors
+    assert output.read_text() == '{"earlier": "figures"}'

@@ -168,4 +168,4 @@ def test_command_line_refuses_bad_input_in_one_line(tiny_synthetic_root, tmp_pat
     assert not (tmp_path / "out").exists()  # nothing was created for a refused run
     assert crf_study.main(["sweep", str(tmp_path), "--davis-root", str(tiny_synthetic_root),
                            "--variant", "iterations=-1"]) == 2
-    assert "crf.iterations must be >= 0" in capsys.readouterr().err
+    assert "crf.iterations must be in 0..1000" in capsys.readouterr().err

@@ -162,7 +162,9 @@ def test_unwritable_cache_for_the_builtin_data(tmp_path, capsys, monkeypatch, no
 
 
 @pytest.mark.parametrize(("args", "fragment"), [
-    (["--max-interactions", "0"], "session.max_interactions must be >= 1"),
+    (["--max-interactions", "0"], "session.max_interactions must be in 1..16"),
+    (["--max-interactions", "17"], "session.max_interactions must be in 1..16 (davisinteractive's limit)"),
+    (["--max-interactions", str(10**12)], "session.max_interactions must be in 1..16"),
     (["--max-time", "0"], "session.max_time must be a finite number of seconds > 0"),
     (["--max-time", "nan"], "session.max_time must be a finite number"),
     (["--max-time", "inf"], "session.max_time must be a finite number"),
@@ -172,10 +174,48 @@ def test_unwritable_cache_for_the_builtin_data(tmp_path, capsys, monkeypatch, no
     (["--set", "session.max_interactions=true"], "expected an integer"),
     (["--set", "agent.transfer.round_fusion_frames=-1"], "transfer.round_fusion_frames must be a finite number >= 0"),
     (["--set", "agent.transfer.round_fusion_frames=nan"], 'value type for field "agent.transfer.round_fusion_frames"'),
-], ids=["no-interactions", "no-time", "nan-time", "inf-time", "time-above-cap", "negative-seed", "huge-seed",
-        "bool-interactions", "negative-fusion", "nan-fusion"])
+    (["--set", "agent.crf.gaussian_compat=.nan"], "crf.gaussian_compat must be a finite number >= 0"),
+    (["--set", "agent.crf.bilateral_compat=-5"], "crf.bilateral_compat must be a finite number >= 0"),
+    (["--set", "agent.crf.workers=100000"], "crf.workers must be in 0..256"),
+    (["--set", "agent.crf.iterations=100000000"], "crf.iterations must be in 0..1000"),
+    (["--set", "agent.inference_scale=1000"], "agent.inference_scale must be 'auto' or a number in (0, 8]"),
+    (["--set", "agent.finetune.scale_range=[0.5,.inf]"], "finetune.scale_range must be (low, high) with finite"),
+    (["--strategy", "os:path"], "'os:path' is not a class"),
+    (["--strategy", ":"], "give it as package.module:ClassName"),
+], ids=["no-interactions", "17-interactions", "huge-interactions", "no-time", "nan-time", "inf-time", "time-above-cap", "negative-seed", "huge-seed",
+        "bool-interactions", "negative-fusion", "nan-fusion", "nan-compat", "negative-compat", "many-workers",
+        "many-iterations", "huge-scale", "inf-scale-range", "strategy-not-a-class", "strategy-empty"])
 def test_bad_argument(root, tmp_path, capsys, no_model, args, fragment):
     _refused(capsys, "--davis-root", root, "--output-dir", tmp_path / "out", *args, fragments=(fragment,))
+
+
+def test_strategy_that_needs_arguments_or_fails_to_import(root, tmp_path, capsys, no_model, monkeypatch):
+    (tmp_path / "mystrategies.py").write_text(
+        "class NeedsArgs:\n    def __init__(self, budget):\n        pass\n")
+    (tmp_path / "broken.py").write_text("raise RuntimeError('no GPU here')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _refused(capsys, "--davis-root", root, "--output-dir", tmp_path / "out", "--strategy", "mystrategies:NeedsArgs",
+             fragments=("cannot create strategy 'mystrategies:NeedsArgs' without arguments", "TypeError"))
+    _refused(capsys, "--davis-root", root, "--output-dir", tmp_path / "out", "--strategy", "broken:S",
+             fragments=("cannot load strategy 'broken:S': RuntimeError: no GPU here",))
+
+
+def test_overwrite_never_replaces_the_dataset(root, tmp_path, capsys, no_model):
+    # With --overwrite the run would have replaced the folder, and with it the videos, when it completed.
+    before = sorted(p.relative_to(root) for p in Path(root).rglob("*"))
+    for target in (Path(root), Path(root).parent, Path(root) / "Scribbles"):
+        _refused(capsys, "--davis-root", root, "--output-dir", target, "--overwrite",
+                 fragments=(f"{target}: --overwrite would replace the run's input {root}",))
+    assert sorted(p.relative_to(root) for p in Path(root).rglob("*")) == before
+
+
+def test_image_whose_header_claims_billions_of_pixels(root, tmp_path, capsys, no_model, monkeypatch):
+    from PIL import Image
+
+    # PIL refuses such a header (a decompression bomb) with an error none of its decoder errors derives from;
+    # a lower limit makes every frame of the tiny root look like one.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    _refused(capsys, "--davis-root", root, "--output-dir", tmp_path / "out", fragments=("00000.", "cannot"))
 
 
 def test_text_file_as_checkpoint(root, tmp_path, capsys, no_model):

@@ -13,16 +13,30 @@ from agent.tools.export import export, overlay, prepare_output, upsample_labels
 from agent.tools.video import InputError, open_video
 
 
-def test_non_empty_output_is_refused_and_overwrite_removes_only_our_files(tmp_path):
+def test_non_empty_output_is_refused_and_overwrite_replaces_only_our_files_once_the_masks_exist(
+        small_video, tmp_path):
     out = tmp_path / "out"
     prepare_output(out)
-    (out / "masks" / "00000.png").write_bytes(b"old")
+    (out / "masks" / "99999.png").write_bytes(b"old")
     (out / "masks.json").write_text("{}")
+    (out / "scribbles.json").write_text('{"the": "input"}')  # the docs feed it back with --scribbles
     (out / "notes.txt").write_text("mine")
     with pytest.raises(InputError, match="is not empty"):
         prepare_output(out)
     prepare_output(out, overwrite=True)
-    assert sorted(p.name for p in out.iterdir()) == ["masks", "notes.txt"] and not any((out / "masks").iterdir())
+    # Nothing goes before the masks are ready: a run that fails now loses no earlier result or input.
+    assert (out / "scribbles.json").read_text() == '{"the": "input"}' and (out / "masks" / "99999.png").exists()
+    video = open_video(small_video.video)
+    export(video, lambda i: small_video.masks[i], out, 2, scribbles={"scribbles": []})
+    assert sorted(p.name for p in out.iterdir()) == ["masks", "masks.json", "notes.txt", "overlay.mp4",
+                                                     "scribbles.json"]
+    assert not (out / "masks" / "99999.png").exists() and json.loads((out / "masks.json").read_text())["frames"]
+
+
+def test_an_output_below_a_file_is_one_error(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="is a file"):
+        prepare_output(tmp_path / "file" / "out")
 
 
 def test_upsampling_is_smooth_and_keeps_classes():

@@ -47,6 +47,22 @@ def test_frames_of_different_sizes_are_refused(tmp_path):
         open_video(tmp_path)
 
 
+def test_16_bit_frames_and_oversized_headers_are_refused(tmp_path, monkeypatch):
+    # PIL's RGB conversion clips 16-bit values: every frame would be white, and segmented as such.
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    Image.fromarray(np.full((8, 8), 40000, np.uint16)).save(wide / "00000.png")
+    assert Image.open(wide / "00000.png").mode.startswith("I")
+    with pytest.raises(InputError, match=r"00000.png: a I;16 image \(16-bit\); frames must be 8-bit"):
+        open_video(wide)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(plain / "00000.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 1600 pixels now look like a decompression bomb
+    with pytest.raises(InputError, match="cannot read image .*00000.png"):
+        open_video(plain)
+
+
 def test_working_size_caps_the_short_side_and_never_upscales():
     assert working_size(720, 1280) == (480, 853)
     assert working_size(1920, 1080) == (853, 480)  # portrait: the short side is the width
