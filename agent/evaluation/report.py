@@ -191,6 +191,9 @@ def plot_curve(summary: dict, path: str | Path, title: str) -> None:
     plot_curves({"": summary}, path, title)
 
 
+# Formats matplotlib writes by suffix (any other suffix it refuses, and none gets ".png" appended).
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
+
 def plot_curves(summaries: dict[str, dict], path: str | Path, title: str) -> None:
     """Metric against cumulative time, one line per run ({label: summary}; one unlabeled run is shaded)."""
     import matplotlib
@@ -298,6 +301,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, required=True, help="PNG to write")
     parser.add_argument("--title", default="J over time")
     args = parser.parse_args(argv)
+    if args.output.is_dir():
+        parser.exit(2, f"error: --output {args.output}: is a directory, not an image file\n")
+    if args.output.suffix.lower() not in PLOT_SUFFIXES:
+        parser.exit(2, f"error: --output {args.output}: name the image file ({', '.join(PLOT_SUFFIXES)})\n")
+    for parent in args.output.parents:
+        if parent.exists() and not parent.is_dir():
+            parser.exit(2, f"error: --output {args.output}: {parent} is a file, not a directory\n")
     summaries = {}
     for run in args.runs:
         directory, _, label = run.partition("=")
@@ -308,7 +318,15 @@ def main(argv: list[str] | None = None) -> int:
             summaries[label or Path(directory).name] = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             parser.exit(2, f"error: {path}: not valid JSON ({error})\n")
-    plot_curves(summaries, args.output, args.title)
+        summary = summaries[label or Path(directory).name]
+        if not isinstance(summary, dict) or not {"metric", "curve", "threshold"} <= summary.keys():
+            parser.exit(2, f"error: {path}: not a session run's summary.json (no metric, curve or threshold)\n")
+    try:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        plot_curves(summaries, args.output, args.title)
+    except (KeyError, TypeError, ValueError) as error:
+        parser.exit(2, f"error: a summary.json of {', '.join(args.runs)} does not hold a curve ({type(error).__name__}: "
+                       f"{error})\n")
     print(f"wrote {args.output}")
     return 0
 

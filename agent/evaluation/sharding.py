@@ -65,12 +65,29 @@ def _read_run(directory: Path) -> tuple[dict, pd.DataFrame, dict]:
     for path in (summary_path, report_path):
         if not path.is_file():
             raise MergeError(f"{path} does not exist (pass the output directories of session runs)")
-    summary = json.loads(summary_path.read_text())
+    config_path = directory / "config.json"
+    summary, config = _read_json(summary_path), _read_json(config_path) if config_path.is_file() else {}
+    if not isinstance(summary, dict) or not isinstance(config, dict):
+        raise MergeError(f"{summary_path if not isinstance(summary, dict) else config_path}: not a run's JSON object")
     if "layout" not in summary:
         raise MergeError(f"{summary_path} has no sample layout (written before sharding existed): re-run it")
-    config_path = directory / "config.json"
-    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
-    return summary, load_report(report_path), config
+    missing = [key for key in (*_SAME, "shard") if key not in summary]
+    if missing:
+        raise MergeError(f"{summary_path}: no {', '.join(missing)} (not a session run's summary.json)")
+    try:
+        report = load_report(report_path)
+    except (ValueError, KeyError, UnicodeDecodeError) as error:  # pandas' ParserError is a ValueError
+        raise MergeError(f"{report_path}: not a session run's report.csv ({str(error).splitlines()[0]})") from error
+    return summary, report, config
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise MergeError(f"{path}: not valid JSON ({error})") from error
+    except OSError as error:
+        raise MergeError(f"{path}: cannot be read ({error.strerror or error})") from error
 
 
 def _check_shards(directories: list[Path], summaries: list[dict]) -> None:
@@ -95,9 +112,10 @@ def _check_shards(directories: list[Path], summaries: list[dict]) -> None:
                          "the shards is not the evaluation's result")
 
 
-def merge_runs(directories: list[str | Path], output_dir: str | Path) -> dict:
+def merge_runs(directories: list[str | Path], output_dir: str | Path, final_dir: str | Path | None = None) -> dict:
     """Merge shard run directories into `output_dir` (report.csv, summary.json, per_sequence.csv, curve.png,
-    config.json); returns the merged summary. MergeError names what does not fit."""
+    config.json; `final_dir`: where they will be published, for config.json); returns the merged summary.
+    MergeError names what does not fit."""
     from .report import SampleLayout, summarize, write_outputs
 
     directories = [Path(d) for d in directories]
@@ -139,7 +157,7 @@ def merge_runs(directories: list[str | Path], output_dir: str | Path) -> dict:
     write_outputs(output_dir, report, summary, title, extra)
     config = runs[0][2]
     if config:
-        session = {**config.get("session", {}), "shard": None, "output_dir": str(output_dir)}
+        session = {**config.get("session", {}), "shard": None, "output_dir": str(final_dir or output_dir)}
         (output_dir / "config.json").write_text(json.dumps({**config, "session": session}, indent=2))
     return summary
 
@@ -151,11 +169,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m agent.report merge", description=main.__doc__)
     parser.add_argument("runs", nargs="+", type=Path, help="output directories of the shards' session runs")
     parser.add_argument("--output", type=Path, required=True, help="directory for the merged results")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a non-empty --output once the merge completes (never one of the runs)")
     args = parser.parse_args(argv)
+    from .outputs import OutputDirError, discard, prepare_output_dir, publish
+
     try:
-        summary = merge_runs(args.runs, args.output)
+        target = prepare_output_dir(args.output, args.overwrite, inputs=tuple(args.runs))
+    except OutputDirError as error:
+        parser.exit(2, f"error: {str(error).replace('--output-dir', '--output')}\n")
+    try:
+        summary = merge_runs(args.runs, target.work, final_dir=target.final)
     except MergeError as error:
+        discard(target)
         parser.exit(2, f"error: {error}\n")
+    publish(target)
     metric = summary["metric"]
     print(f"AUC-{metric}: {summary['auc']:.3f}")
     print(f"{metric}@{summary['threshold']:.0f}s: {summary['metric_at_threshold']:.3f}")

@@ -110,3 +110,45 @@ def test_merge_refuses_what_is_not_one_evaluation(tmp_path, capsys):
         with pytest.raises(ValueError, match=message):
             merge_runs(runs, tmp_path / "merged")
     assert not (tmp_path / "merged").exists()
+
+
+def _merge_error(capsys, *args) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        report_main(["merge", *map(str, args)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_merge_names_the_malformed_file_and_never_writes_over_results(tmp_path, capsys):
+    bad_json = _fake_run(tmp_path / "badjson", ["a"], None)
+    (bad_json / "summary.json").write_text("{not json")
+    assert f"{bad_json / 'summary.json'}: not valid JSON" in _merge_error(capsys, bad_json, "--output", tmp_path / "m")
+    bad_csv = _fake_run(tmp_path / "badcsv", ["a"], None)
+    (bad_csv / "report.csv").write_bytes(b"\xff\xfe\x00garbage\n\"unclosed")
+    assert f"{bad_csv / 'report.csv'}: not a session run's report.csv" in _merge_error(
+        capsys, bad_csv, "--output", tmp_path / "m")
+    good = _fake_run(tmp_path / "good", ["a"], None)
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    assert "exists and is not empty" in _merge_error(capsys, good, "--output", kept)
+    # --overwrite may replace an earlier merge, never one of the runs it reads
+    assert "would replace the run's input" in _merge_error(capsys, good, "--output", good, "--overwrite")
+    assert (kept / "notes.txt").read_text() == "mine" and not (tmp_path / "m").exists()
+
+
+def test_plot_refuses_what_it_cannot_draw_or_write(tmp_path, capsys):
+    run = _fake_run(tmp_path / "run", ["a"], None)
+    (tmp_path / "file").write_text("x")
+    for args, message in (
+            ([run, "--output", tmp_path / "curves.txt"], "name the image file"),
+            ([run, "--output", tmp_path], "is a directory"),
+            ([run, "--output", tmp_path / "file" / "c.png"], "is a file, not a directory"),
+            ([run, "--output", tmp_path / "c.png"], "not a session run's summary.json")):
+        (run / "summary.json").write_text(json.dumps([1]))
+        with pytest.raises(SystemExit) as exit_info:
+            report_main([str(a) for a in args])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.startswith("error: ") and message in err, err
+    assert not (tmp_path / "c.png").exists()
