@@ -92,7 +92,11 @@ class DavisReader:
             listing = self.subset_file(subset)
             if not listing.is_file():
                 raise DatasetError(f"no list of '{subset}' sequences at {listing}: add it (one name per line)")
-            return [line.strip() for line in listing.read_text().splitlines() if line.strip()]
+            try:  # utf-8-sig: a byte-order mark would otherwise become part of the first name
+                text = listing.read_text(encoding="utf-8-sig")
+            except (UnicodeDecodeError, OSError) as error:
+                raise DatasetError(f"{listing}: cannot be read as UTF-8 text ({error})") from error
+            return [line.strip() for line in text.splitlines() if line.strip()]
         base = self.root / "JPEGImages" / self.resolution
         return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
 
@@ -176,7 +180,12 @@ def validate_scribbles(
                     f"object ids are 0..{MAX_OBJECT_ID} ({VOID_LABEL} is DAVIS's void label)"
                 raise DatasetError(f"{source}: frame {frame} has object_id {object_id}, but {what}")
             try:
-                path = np.asarray(stroke["path"], dtype=float)
+                # Only numbers: numpy would read "0.5" and true as coordinates.
+                points = stroke["path"]
+                if not all(isinstance(v, numbers.Real) and not isinstance(v, bool | np.bool_)
+                           for point in points for v in point):
+                    raise TypeError
+                path = np.asarray(points, dtype=float)
             except (TypeError, ValueError):
                 path = None
             if path is None or path.ndim != 2 or path.shape[1] != 2:

@@ -155,8 +155,26 @@ def _check_official(reader: DavisReader, name: str, meta: dict) -> SequenceInfo:
     return dataclasses.replace(info, num_scribbles=min(info.num_scribbles, meta["num_scribbles"]))
 
 
+def _misfiled(reader: DavisReader, name: str) -> str | None:
+    """A frame folder holding files but no .jpg frame, or an empty annotation folder: files that are there
+    but wrong (an error), not a sequence the root lacks (left out quietly)."""
+    frames = reader.frames_dir(name)
+    if frames.is_dir() and not any(frames.glob("*.jpg")):
+        others = sorted({p.suffix or p.name for p in frames.iterdir() if p.is_file()})
+        if others:
+            return (f"{frames}: no .jpg frame (it holds {', '.join(others)} files): frames must be 00000.jpg, "
+                    "00001.jpg, ...")
+    annotations = reader.annotations_dir(name)
+    if frames.is_dir() and annotations.is_dir() and not reader.annotation_paths(name):
+        return f"{annotations}: no .png annotation: annotations must be 00000.png, 00001.png, ..."
+    return None
+
+
 def _check(reader: DavisReader, name: str) -> tuple[SequenceInfo | None, str | None, bool]:
     """(info, None, False) for a usable sequence, else (None, reason, bad)."""
+    misfiled = _misfiled(reader, name)
+    if misfiled:
+        return None, misfiled, True
     reason = _check_present(reader, name)
     if reason:
         return None, reason, False

@@ -134,6 +134,10 @@ def count_scribble_files(reader: DavisReader, sequence: str) -> int:
     count = 0
     while (reader.scribbles_dir(sequence) / f"{count + 1:03d}.json").is_file():
         count += 1
+    after_gap = [p for p in reader.scribble_paths(sequence) if int(p.stem) > count + 1]
+    if after_gap:  # it would never be played (nor read): nothing is dropped silently
+        raise DatasetError(f"{after_gap[0]}: {count + 1:03d}.json is missing: scribble files must be numbered 001.json, "
+                           "002.json, ... without a gap")
     return count
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 from pathlib import Path
 
@@ -42,17 +43,36 @@ def build_state(args: argparse.Namespace):
                     lambda agent, frames: build_segmenter(agent, frames, args))
 
 
+def check_listen(host: str, port: int) -> None:
+    """InputError unless the server could listen on host:port (checked before the page is announced)."""
+    if not 0 <= port <= 65535:
+        raise InputError(f"--port must be in 0..65535, got {port}")
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except (OSError, OverflowError) as error:
+        raise InputError(f"cannot listen on {host}:{port} ({getattr(error, 'strerror', None) or error})") from error
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
+    from ..device import resolve_device
+    from ..model.checkpoint import CheckpointError, default_checkpoint_path, read_checkpoint_config
+
     try:
         check_sizes(args)
+        config = agent_config(args)
+        # The agent is built on the first video: its checkpoint and device are checked now, not then.
+        read_checkpoint_config(Path(config.checkpoint or default_checkpoint_path()))
+        resolve_device(config.device)
         state = build_state(args)
         if args.video is not None:
             from .video import open_video
 
             state.open(open_video(args.video))  # a wrong path ends here with one line
-    except (InputError, ConfigError) as error:
+        check_listen(args.host, args.port)
+    except (InputError, ConfigError, CheckpointError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     import uvicorn

@@ -157,6 +157,24 @@ def test_sequence_without_scribbles_is_missing(custom_root: Path, caplog: pytest
     assert len(lines) == 1 and "1 missing" in lines[0] and "gamma" in lines[0]
 
 
+def test_frames_in_another_format_or_an_empty_annotation_folder_are_errors(custom_root: Path) -> None:
+    # The files are there but wrong: not a sequence the root lacks, which would be left out with an INFO line.
+    frames = custom_root / "JPEGImages" / "480p" / "beta"
+    for jpg in frames.glob("*.jpg"):
+        Image.open(jpg).save(jpg.with_suffix(".png"))
+        jpg.unlink()
+    with pytest.raises(DatasetError, match=r"480p/beta: no .jpg frame \(it holds .png files\)"):
+        registry.register_dataset(custom_root, "val")
+    for png in frames.glob("*.png"):
+        Image.open(png).save(png.with_suffix(".jpg"))
+        png.unlink()
+    for annotation in (custom_root / "Annotations" / "480p" / "beta").glob("*.png"):
+        annotation.unlink()
+    with pytest.raises(DatasetError, match=r"Annotations/480p/beta: no .png annotation"):
+        registry.register_dataset(custom_root, "val")
+    assert registry.register_dataset(custom_root, "val", skip_bad=True).sequences == ["alpha"]
+
+
 def test_nothing_usable_is_an_error(tmp_path: Path) -> None:
     make_sequence(tmp_path, "gamma", num_scribbles=0)
     write_listing(tmp_path, "val", ["gamma"])

@@ -149,6 +149,8 @@ def test_annotations_without_objects_are_an_error(root: Path) -> None:
     (lambda d, f: d["scribbles"][f][0]["path"].__setitem__(0, [math.inf, 0.5]), "NaN or infinite"),
     (lambda d, f: d["scribbles"][f][0]["path"].__setitem__(0, [1.5, 0.5]), "outside [0, 1]"),
     (lambda d, f: d["scribbles"][f][0]["path"].__setitem__(0, ["a", 0.5]), "not a list of [x, y] points"),
+    (lambda d, f: d["scribbles"][f][0]["path"].__setitem__(0, ["0.5", 0.5]), "not a list of [x, y] points"),
+    (lambda d, f: d["scribbles"][f][0]["path"].__setitem__(0, [True, False]), "not a list of [x, y] points"),
     (lambda d, f: d["scribbles"][f][0].__setitem__("object_id", None), "object_id None: object ids are integers"),
     (lambda d, f: d["scribbles"][f][0].__setitem__("object_id", 1.5), "object_id 1.5: object ids are integers"),
     (lambda d, f: d["scribbles"][f][0].__setitem__("object_id", True), "object_id True"),
@@ -156,7 +158,7 @@ def test_annotations_without_objects_are_an_error(root: Path) -> None:
     (lambda d, f: d["scribbles"][f][0].__setitem__("object_id", -1), "object_id -1"),
     (lambda d, f: d["scribbles"].pop(), "has 5 frames of strokes, the video has 6"),
     (lambda d, f: d.__setitem__("sequence", "other"), "names sequence 'other'"),
-], ids=["nan", "inf", "outside", "text", "null-id", "float-id", "bool-id", "id-too-high", "negative-id",
+], ids=["nan", "inf", "outside", "text", "numeric-text", "bools", "null-id", "float-id", "bool-id", "id-too-high", "negative-id",
         "too-few-frames", "other-sequence"])
 def test_bad_scribble_file_names_itself(root: Path, edit, fragment: str) -> None:
     path = _edit_scribble(root, ONE, edit)
@@ -166,6 +168,11 @@ def test_bad_scribble_file_names_itself(root: Path, edit, fragment: str) -> None
 def test_scribble_file_that_is_not_json(root: Path) -> None:
     _scribble(root, ONE).write_text("{not json")
     _fails(root, ONE, f"{_scribble(root, ONE)}: not valid JSON")
+
+
+def test_scribble_file_after_a_gap_is_an_error_not_ignored(root: Path) -> None:
+    shutil.copy(_scribble(root, ONE), _scribble(root, ONE, 3))  # 003.json without 002.json: never played
+    _fails(root, ONE, f"{_scribble(root, ONE, 3)}: 002.json is missing")
 
 
 def test_api_scribbles_without_a_count_cap_the_object_id() -> None:
@@ -189,6 +196,16 @@ def test_subset_listing_an_absent_sequence_is_an_error(root: Path) -> None:
     listing = root / "ImageSets" / "2017" / "val.txt"
     listing.write_text(listing.read_text() + "ghost\n")
     with pytest.raises(DatasetError, match=r"480p/ghost: missing \(listed in val.txt\)"):
+        validate_subset(root, "val")
+
+
+def test_subset_listing_with_a_byte_order_mark_or_not_utf8(root: Path) -> None:
+    listing = root / "ImageSets" / "2017" / "val.txt"
+    names = listing.read_text()
+    listing.write_text(names, encoding="utf-8-sig")  # as some editors save it
+    assert [info.name for info in validate_subset(root, "val")] == names.split()
+    listing.write_bytes(names.encode() + b"caf\xe9\n")
+    with pytest.raises(DatasetError, match=r"val.txt: cannot be read as UTF-8 text"):
         validate_subset(root, "val")
 
 

@@ -123,3 +123,24 @@ def test_app_command_refuses_a_bad_video_before_serving(tmp_path, capsys):
     assert main([str(tmp_path / "missing.mp4")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "no such video" in err[0]
+
+
+def test_app_command_checks_port_checkpoint_and_device_before_serving(tmp_path, capsys, monkeypatch):
+    import socket
+
+    import torch
+
+    from agent.tools.app_cli import main
+
+    text = tmp_path / "notes.pt"
+    text.write_text("hello\n")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        busy = taken.getsockname()[1]
+        for args, fragment in ((["--port", "99999"], "--port must be in 0..65535"),
+                               (["--port", str(busy)], f"cannot listen on 127.0.0.1:{busy}"),
+                               (["--checkpoint", str(text)], "is corrupt or not a checkpoint"),
+                               (["--device", "cuda"], "no CUDA device is available")):
+            assert main(args) == 2, args
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
