@@ -149,6 +149,9 @@ def run_sweep(args: argparse.Namespace) -> int:
         raise OutputDirError(f"{output}: is a directory, --output is the CSV file to write")
     if output.exists() and not args.overwrite:
         raise OutputDirError(f"{output}: exists (an earlier sweep's results?): pass --overwrite or another --output")
+    for parent in output.parents:
+        if parent.exists() and not parent.is_dir():
+            raise OutputDirError(f"{parent}: is a file, --output {output} cannot be written below it")
     reader = DavisReader(args.davis_root)
     samples = load_captures(args.cache, reader)
     crf.warm_up(variants["default"][0])

@@ -80,6 +80,11 @@ class ModelConfig:
         _require(self.embedding_dim >= 1, f"model.embedding_dim must be >= 1, got {self.embedding_dim}")
         _require(len(self.input_size) == 2 and min(self.input_size) >= 16,
                  f"model.input_size must be (H, W) of at least 16 pixels, got {self.input_size}")
+        for name in ("mean", "std"):  # the input normalisation: std divides
+            value = getattr(self, name)
+            _require(value is None or (len(value) == 3 and all(_finite(v) for v in value)
+                                       and (name == "mean" or min(value) > 0)),
+                     f"model.{name} must be 3 finite numbers{' > 0' if name == 'std' else ''}, got {value}")
 
 
 @dataclass
@@ -538,7 +543,9 @@ def load_config(cls, files: list[str | Path] = (), assignments: list[str] = (), 
     """Defaults < each file < flags ({'section.field': value}, None values skipped) < --set assignments."""
     data = to_dict(cls())
     for path in files:
-        data = merge(data, read_config_file(path))
+        update = read_config_file(path)
+        _check_sections(data, update, path)
+        data = merge(data, update)
     overrides: dict[str, Any] = {}
     for key, value in (flags or {}).items():
         if value is not None:
@@ -547,6 +554,17 @@ def load_config(cls, files: list[str | Path] = (), assignments: list[str] = (), 
     for assignment in assignments:
         set_key(overrides, assignment, cls)
     return from_dict(cls, merge(data, overrides))
+
+
+def _check_sections(base: dict[str, Any], update: dict[str, Any], path, prefix: str = "") -> None:
+    """A section (a nested config) given as anything but a mapping: one error, not silently replaced by the
+    next layer's values."""
+    for key, value in update.items():
+        if isinstance(base.get(key), dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config file {path}: section '{prefix}{key}' must be a mapping of its fields, got "
+                                  f"{type(value).__name__}")
+            _check_sections(base[key], value, path, f"{prefix}{key}.")
 
 
 def _assign(data: dict[str, Any], key: str, value: Any) -> None:

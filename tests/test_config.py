@@ -45,3 +45,14 @@ def test_cli_host_implies_test_dev_and_the_key_comes_from_the_environment(monkey
     monkeypatch.delenv("DAVIS_USER_KEY")
     local = session_runner.resolve_config(session_runner.parse_args([]))
     assert (local.session.subset, local.session.user_key, local.session.remote) == ("val", None, False)
+
+
+@pytest.mark.parametrize(("text", "section"), [('{"session": 5}', "session"), ('{"agent": {"crf": [1]}}', "agent.crf")])
+def test_a_config_section_that_is_not_a_mapping_is_one_error(tmp_path, text, section):
+    # It used to be dropped silently whenever a flag set a field of the same section.
+    from agent.config import RunConfig, load_config
+
+    path = tmp_path / "run.json"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"{path}: section '{section}' must be a mapping"):
+        load_config(RunConfig, [path], [], {"session.max_time": 30.0})

@@ -35,6 +35,19 @@ def write_robot_root(source: str | Path, sequences: list[str] | tuple[str, ...],
     """Write the root (see the module docstring); returns its path. Refuses a non-empty `output`."""
     reader = DavisReader(source)
     output = Path(output)
+    if not sequences:
+        raise DatasetError("--sequences names no sequence")
+    odd = [s for s in sequences if Path(s).name != s or s in (".", "..")]
+    if odd:
+        raise DatasetError(f"sequence name {odd[0]!r}: a folder name of the root, without a path")
+    twice = sorted({s for s in sequences if list(sequences).count(s) > 1})
+    if twice:
+        raise DatasetError(f"--sequences names {', '.join(twice)} more than once")
+    if output.exists() and not output.is_dir():
+        raise DatasetError(f"{output} is a file: --output must be a folder")
+    for parent in output.parents:
+        if parent.exists() and not parent.is_dir():
+            raise DatasetError(f"{parent} is a file: --output {output} cannot be made below it")
     if output.exists() and any(output.iterdir()):
         raise DatasetError(f"{output} is not empty: remove it or choose another --output")
     missing = [s for s in sequences if not reader.has_sequence(s)]

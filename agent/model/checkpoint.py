@@ -157,6 +157,8 @@ def load_checkpoint(
                 f"checkpoint {path}: {key} has shape {tuple(tensor.shape)}, the model expects "
                 f"{tuple(current[key].shape)}"
             )
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():  # every mask would be one class
+            raise CheckpointError(f"checkpoint {path}: {key} holds NaN or infinite weights")
     model.load_state_dict(state)
     model.to(device).eval()
     log.info("loaded checkpoint %s (%s, d=%d)", path, config.backbone, config.embedding_dim)

@@ -403,12 +403,25 @@ def resolve_config(args: argparse.Namespace) -> TrainRunConfig:
     return load_config(TrainRunConfig, args.config, args.assignments, flags)
 
 
+def check_output_dir(output_dir: Path, resume: bool) -> None:
+    """ValueError (one line) before any work for an output that cannot be a folder, or that holds an earlier
+    run's checkpoint and is not resumed (it would be replaced)."""
+    for path in (output_dir, *output_dir.parents):
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{path}: is a file, not a directory (--output-dir {output_dir})")
+    earlier = [name for name in ("model.pt", "last.pt") if (output_dir / name).exists()]
+    if earlier and not resume:
+        raise ValueError(f"{output_dir}: holds an earlier run ({', '.join(earlier)}): pass --resume to continue it, "
+                         "or another --output-dir")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     try:
         run = resolve_config(args)
+        check_output_dir(Path(run.train.output_dir), args.resume)
         path = train(run.train, run.model, run.transfer, args.resume, run.scribbles)
     except (DatasetError, CheckpointError, WeightsUnavailableError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -43,3 +43,17 @@ def test_robot_root_refuses_a_non_empty_output_and_unknown_videos(train_root: Pa
     assert (tmp_path / "busy" / "keep.txt").read_text() == "finished results"
     assert main(["--davis-root", str(train_root), "--sequences", "nope", "--output", str(tmp_path / "x")]) == 2
     assert "has no sequence(s) nope" in capsys.readouterr().err
+
+
+def test_robot_root_refuses_odd_names_and_outputs_before_writing(train_root: Path, tmp_path: Path, capsys):
+    (tmp_path / "file").write_text("x")
+    for sequences, output, fragment in ((",", "a", "--sequences names no sequence"),
+                                        ("synth-000,synth-000", "b", "names synth-000 more than once"),
+                                        ("../480p/synth-000", "c", "without a path"),
+                                        ("synth-000", "file/out", "is a file"),
+                                        ("synth-000", "file", "is a file")):
+        assert main(["--davis-root", str(train_root), "--sequences", sequences,
+                     "--output", str(tmp_path / output)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing half-written

@@ -169,3 +169,7 @@ def test_command_line_refuses_bad_input_in_one_line(tiny_synthetic_root, tmp_pat
     assert crf_study.main(["sweep", str(tmp_path), "--davis-root", str(tiny_synthetic_root),
                            "--variant", "iterations=-1"]) == 2
     assert "crf.iterations must be in 0..1000" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert crf_study.main(["sweep", str(tmp_path), "--davis-root", str(tiny_synthetic_root),
+                           "--output", str(tmp_path / "file" / "s.csv")]) == 2
+    assert "is a file, --output" in capsys.readouterr().err

@@ -86,6 +86,21 @@ def test_mismatched_config_and_shapes(tmp_path):
         load_checkpoint(path, expected=ModelConfig(backbone="efficientnet-lite0", embedding_dim=8))
 
 
+def test_nan_weights_and_a_zero_std_are_refused(tmp_path):
+    path = save_checkpoint(tmp_path / "ok.pt", _model())
+    payload = torch.load(path, weights_only=True)
+    payload["state_dict"]["head.bn.running_var"] = torch.full_like(payload["state_dict"]["head.bn.running_var"],
+                                                                   float("nan"))
+    torch.save(payload, tmp_path / "nan.pt")
+    with pytest.raises(CheckpointError, match="head.bn.running_var holds NaN or infinite weights"):
+        load_checkpoint(tmp_path / "nan.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["model_config"]["std"] = [0.0, 0.0, 0.0]  # the input normalisation divides by it
+    torch.save(payload, tmp_path / "std.pt")
+    with pytest.raises(CheckpointError, match=r"model.std must be 3 finite numbers > 0"):
+        read_checkpoint_config(tmp_path / "std.pt")
+
+
 def test_extra_must_be_plain(tmp_path):
     with pytest.raises(ValueError, match="plain types"):
         save_checkpoint(tmp_path / "m.pt", _model(), extra={"bad": object()})

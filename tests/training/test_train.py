@@ -246,6 +246,31 @@ def test_stroke_references_outside_zero_one_is_one_error_line(tmp_path: Path, ca
     assert "train.stroke_references" in line and not out.exists()
 
 
+@pytest.mark.parametrize(("setting", "fragment"), [
+    ("train.rotation_degrees=.nan", "train.rotation_degrees must be a finite number >= 0"),
+    ("train.scale_range=[2,-1]", "train.scale_range must be (low, high) with finite 0 < low <= high"),
+])
+def test_augmentation_ranges_are_checked(tmp_path: Path, capsys, setting: str, fragment: str) -> None:
+    # A NaN rotation used to hang the first step.
+    assert main([*TINY_ARGS, "--set", setting, "--output-dir", str(tmp_path / "run")]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert fragment in line and not (tmp_path / "run").exists()
+
+
+def test_an_earlier_run_is_not_replaced_without_resume(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "model.pt").write_text("an earlier checkpoint")
+    assert main([*TINY_ARGS, "--output-dir", str(out)]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert "holds an earlier run (model.pt): pass --resume" in line
+    assert (out / "model.pt").read_text() == "an earlier checkpoint"
+    (tmp_path / "file").write_text("x")
+    assert main([*TINY_ARGS, "--output-dir", str(tmp_path / "file" / "run")]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert "is a file, not a directory" in line
+
+
 def test_unknown_mode_is_rejected(tmp_path: Path, capsys) -> None:
     assert main([*TINY_ARGS, "--mode", "half-frozen", "--output-dir", str(tmp_path / "run")]) == 2
     (line,) = error_lines(capsys.readouterr().err)
