@@ -487,6 +487,27 @@ def _known_keys(cls, data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _yaml_load(text: str):
+    """yaml.safe_load, but numbers such as 5e-1 or 1e2 are floats (YAML 1.2 and JSON), not text (PyYAML
+    follows YAML 1.1, which needs a dot and a signed exponent)."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X),
+        list("-+0123456789."))
+    return yaml.load(text, Loader=Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """A JSON or YAML file (by suffix; .json is read as YAML too, a superset) as a dict."""
     import yaml
@@ -495,7 +516,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = _yaml_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise ConfigError(f"config file {path} is not valid JSON or YAML ({str(error).splitlines()[0]})") from error
     if not isinstance(data, dict):
@@ -511,7 +532,7 @@ def set_key(data: dict[str, Any], assignment: str, cls) -> None:
     if not sep or not key.strip():
         raise ConfigError(f"--set {assignment!r}: expected section.field=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError as error:
         raise ConfigError(f"--set {assignment!r}: cannot parse the value ({str(error).splitlines()[0]})") from error
     parts = key.strip().split(".")

@@ -56,3 +56,13 @@ def test_a_config_section_that_is_not_a_mapping_is_one_error(tmp_path, text, sec
     path.write_text(text)
     with pytest.raises(ConfigError, match=rf"{path}: section '{section}' must be a mapping"):
         load_config(RunConfig, [path], [], {"session.max_time": 30.0})
+
+
+def test_exponent_numbers_are_numbers_in_files_and_set(tmp_path):
+    # PyYAML alone reads 5e-1 as text (YAML 1.1), so a valid JSON config was refused.
+    from agent.config import RunConfig, load_config
+
+    path = tmp_path / "run.json"
+    path.write_text('{"agent": {"crf": {"scale": 5e-1}}}')
+    config = load_config(RunConfig, [path], ["session.max_time=1e2"])
+    assert config.agent.crf.scale == 0.5 and config.session.max_time == 100.0

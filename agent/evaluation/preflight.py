@@ -13,13 +13,14 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import ConfigError, RunConfig
+from ..config import ConfigError, RunConfig, parse_shard
 from ..data.davis import DatasetError
 from ..data.registry import Registration, register_dataset
 from ..inference.plan import Strategy, StrategyError, plan_round
 from ..model.checkpoint import CheckpointError, default_checkpoint_path, read_checkpoint_config
 from .outputs import OutputDirError, OutputTarget, discard, prepare_output_dir
 from .session import resolve_dataset
+from .sharding import shard_sequences
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,11 @@ def check_run(config: RunConfig, strategy: Strategy, overwrite: bool = False) ->
     try:
         registration = register_dataset(resolve_dataset(session), session.subset, session.sequences,
                                         session.skip_bad_sequences)
+        if session.shard is not None:  # an empty shard ends here, not after the model is built
+            try:
+                shard_sequences(registration.infos, *parse_shard(session.shard))
+            except ValueError as error:
+                raise ConfigError(str(error)) from error
         check_strategy(strategy, registration, session.max_interactions, session.max_time)
     except BaseException:
         discard(output)

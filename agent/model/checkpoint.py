@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ..config import ConfigError, ModelConfig, from_dict, to_dict
+from .backbones import available_backbones
 from .siamese import SiameseEmbedder, build_model
 
 log = logging.getLogger(__name__)
@@ -113,9 +114,13 @@ def read_checkpoint_config(path: str | Path) -> ModelConfig:
 def _model_config(path: Path, payload: dict[str, Any]) -> ModelConfig:
     # Unknown keys are ignored (a newer version's checkpoint); a wrong value is an error.
     try:
-        return from_dict(ModelConfig, payload["model_config"], strict=False, where="model_config")
+        config = from_dict(ModelConfig, payload["model_config"], strict=False, where="model_config")
     except ConfigError as error:
         raise CheckpointError(f"checkpoint {path} has an invalid {error}") from error
+    if config.backbone not in available_backbones():  # known before the model is built
+        raise CheckpointError(f"checkpoint {path}: unknown backbone '{config.backbone}' (this version has "
+                              f"{', '.join(available_backbones())})")
+    return config
 
 
 def _check_expected(path: Path, config: ModelConfig, expected: ModelConfig) -> None:

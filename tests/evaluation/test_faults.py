@@ -218,6 +218,12 @@ def test_image_whose_header_claims_billions_of_pixels(root, tmp_path, capsys, no
     _refused(capsys, "--davis-root", root, "--output-dir", tmp_path / "out", fragments=("00000.", "cannot"))
 
 
+def test_empty_shard_is_found_before_the_model(root, tmp_path, capsys, no_model):
+    _refused(capsys, "--davis-root", root, "--output-dir", tmp_path / "out", "--sequences", ONE, "--shard", "2/2",
+             fragments=("shard 2/2 has no sequence",))
+    assert not (tmp_path / "out").exists()
+
+
 def test_text_file_as_checkpoint(root, tmp_path, capsys, no_model):
     text = tmp_path / "notes.pt"
     text.write_text("hello\n")
