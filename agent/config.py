@@ -463,6 +463,7 @@ def from_dict(cls, data: dict[str, Any], strict: bool = True, where: str = "conf
     if not strict:
         data = _known_keys(cls, data)
     options = dacite.Config(strict=strict, cast=[tuple, Path], type_hooks={int: _int_hook, float: _float_hook})
+    _check_sequences(cls, data, where)
     try:
         return dacite.from_dict(cls, data, options)
     except ConfigError as error:
@@ -474,6 +475,24 @@ def from_dict(cls, data: dict[str, Any], strict: bool = True, where: str = "conf
         raise ConfigError(f"{where}: {error}") from error
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{where}: {error}") from error
+
+
+def _check_sequences(cls, data: dict[str, Any], where: str, prefix: str = "") -> None:
+    """A text where a list belongs (`--set session.sequences=dog`): dacite's tuple cast would split it into
+    characters, so it is one error naming the field."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for item in fields(cls):
+        if item.name not in data:
+            continue
+        value, hint = data[item.name], hints[item.name]
+        kinds = {typing.get_origin(arm) or arm for arm in (typing.get_args(hint) or (hint,))} | {typing.get_origin(hint)}
+        if isinstance(value, str) and (tuple in kinds or list in kinds):
+            raise ConfigError(f"{where}: {prefix}{item.name} must be a list, got the text {value!r} (write [{value}])")
+        default = item.default_factory() if callable(item.default_factory) else None
+        if is_dataclass(default) and isinstance(value, dict):
+            _check_sequences(type(default), value, where, f"{prefix}{item.name}.")
 
 
 def _known_keys(cls, data: dict[str, Any]) -> dict[str, Any]:

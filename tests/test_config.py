@@ -66,3 +66,11 @@ def test_exponent_numbers_are_numbers_in_files_and_set(tmp_path):
     path.write_text('{"agent": {"crf": {"scale": 5e-1}}}')
     config = load_config(RunConfig, [path], ["session.max_time=1e2"])
     assert config.agent.crf.scale == 0.5 and config.session.max_time == 100.0
+
+
+def test_text_where_a_list_belongs_is_one_error_not_characters():
+    from agent.config import RunConfig, load_config
+
+    with pytest.raises(ConfigError, match=r"session.sequences must be a list, got the text 'dog' \(write \[dog\]\)"):
+        load_config(RunConfig, [], ["session.sequences=dog"])
+    assert load_config(RunConfig, [], ["session.sequences=[dog]"]).session.sequences == ("dog",)

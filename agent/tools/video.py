@@ -106,10 +106,15 @@ def _open_folder(path: Path) -> VideoSource:
     if not paths:
         raise InputError(f"{path}: no frame images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
     first = None
-    for frame_path in paths:  # headers only: cheap, and a wrong size is caught before any work
+    for frame_path in paths:  # every byte, cheaply: a truncated frame ends here, before the model loads
         try:
             with Image.open(frame_path) as image:
                 size, mode = image.size, image.mode
+                if image.format == "JPEG":  # decoding at 1/8 scale still reads every byte
+                    image.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
+                    image.load()
+                else:
+                    image.verify()  # chunk checksums (PNG), without decoding the pixels
         except IMAGE_ERRORS as error:
             raise InputError(f"cannot read image {frame_path} ({error})") from error
         if mode in WIDE_MODES:  # PIL's RGB conversion clips them: every pixel would be white

@@ -75,3 +75,14 @@ def test_working_frames_keep_every_frame_at_the_working_size(small_video):
     batch = frames.stack([0, 7])
     assert batch.shape == (2, 120, 213, 3) and batch.dtype == np.uint8
     assert abs(float(batch[1].mean()) - float(small_video.frames[7].mean())) < 3
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_truncated_frame_is_found_when_the_folder_is_opened(tmp_path, suffix):
+    rng = np.random.default_rng(0)
+    for index in range(2):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), np.uint8)).save(tmp_path / f"{index:05d}{suffix}")
+    broken = tmp_path / f"00001{suffix}"
+    broken.write_bytes(broken.read_bytes()[:-200])  # before the model loads, not while frames are read
+    with pytest.raises(InputError, match=f"cannot read image .*00001{suffix}"):
+        open_video(tmp_path)
