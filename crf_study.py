@@ -44,7 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                   formatter_class=argparse.RawDescriptionHelpFormatter,
                                   epilog=f"strategies (--strategy):\n{strategies}")
     capture.add_argument("--davis-root", type=Path, required=True, help="DAVIS-format root (e.g. data/holdout)")
-    capture.add_argument("--subset", default="val", help="its ImageSets/2017/<subset>.txt (default val)")
+    capture.add_argument("--subset", default="val", choices=("train", "val", "trainval"),
+                         help="its ImageSets/2017/<subset>.txt (default val)")
     capture.add_argument("--sequences", default=None, help="comma-separated subset of the sequences")
     capture.add_argument("--scribbles", default="1", help="which scribble files start a sample (default 1: the first)")
     capture.add_argument("--rounds", default="1,2,4", help="rounds whose scores are kept (default 1,2,4)")

@@ -508,13 +508,19 @@ def _known_keys(cls, data: dict[str, Any]) -> dict[str, Any]:
 
 def _yaml_load(text: str):
     """yaml.safe_load, but numbers such as 5e-1 or 1e2 are floats (YAML 1.2 and JSON), not text (PyYAML
-    follows YAML 1.1, which needs a dot and a signed exponent)."""
+    follows YAML 1.1, which needs a dot and a signed exponent), and a key given twice is an error."""
     import re
 
     import yaml
 
     class Loader(yaml.SafeLoader):
-        pass
+        def construct_mapping(self, node, deep=False):
+            keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+            twice = sorted({str(k) for k in keys if keys.count(k) > 1})
+            if twice:  # YAML and JSON keep the last silently: an edit that was meant to apply may not
+                raise yaml.constructor.ConstructorError(None, None, f"key(s) {', '.join(twice)} given twice",
+                                                        node.start_mark)
+            return super().construct_mapping(node, deep=deep)
 
     Loader.add_implicit_resolver(
         "tag:yaml.org,2002:float",

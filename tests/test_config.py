@@ -74,3 +74,12 @@ def test_text_where_a_list_belongs_is_one_error_not_characters():
     with pytest.raises(ConfigError, match=r"session.sequences must be a list, got the text 'dog' \(write \[dog\]\)"):
         load_config(RunConfig, [], ["session.sequences=dog"])
     assert load_config(RunConfig, [], ["session.sequences=[dog]"]).session.sequences == ("dog",)
+
+
+def test_a_key_given_twice_in_a_config_file_is_one_error(tmp_path):
+    from agent.config import RunConfig, load_config
+
+    path = tmp_path / "run.json"
+    path.write_text('{"session": {"max_time": 30}, "session": {"subset": "val"}}')  # the first would be lost
+    with pytest.raises(ConfigError, match=r"key\(s\) session given twice"):
+        load_config(RunConfig, [path])

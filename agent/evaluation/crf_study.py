@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import math
+import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from tqdm import tqdm
 
 from ..config import ConfigError, CRFConfig, load_config
 from ..data import compat  # noqa: F401  (patches davisinteractive before it is imported)
-from ..data.davis import DatasetError, DavisReader, SequenceInfo
+from ..data.davis import VOID_LABEL, DatasetError, DavisReader, SequenceInfo
 from ..inference.crf import refine_frames
 from ..inference.plan import Strategy, plan_round
 from ..inference.predictor import Predictor
@@ -81,8 +82,11 @@ class CapturedSample:
                     sample.frames[r] = data[f"frames_{r}"].astype(np.int64)
                     sample.scores[r] = data[f"scores_{r}"].astype(np.float32)
                     sample.crf_scale[r] = float(data[f"crf_scale_{r}"])
+                    if not (math.isfinite(sample.crf_scale[r]) and 0 < sample.crf_scale[r] <= 1):
+                        raise ValueError(f"round {r}'s CRF scale {sample.crf_scale[r]} is not in (0, 1]")
                     sample.jaccard[r] = float(data[f"jaccard_{r}"])
-        except (OSError, ValueError, KeyError) as error:  # a truncated or foreign file
+        # A truncated or foreign file (numpy raises most of these, zipfile BadZipFile; int() of an array TypeError).
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:
             raise DatasetError(f"{path}: cannot read it as a captured sample ({error})") from error
         for r in rounds:
             scores = sample.scores[r]
@@ -211,6 +215,10 @@ def load_captures(folder: Path, reader: DavisReader) -> list[CapturedSample]:
         if not reader.has_sequence(sample.sequence):
             raise DatasetError(f"{path}: its video {sample.sequence} is not in {reader.root}")
         num_frames = len(reader.frame_paths(sample.sequence))
+        objects = int(np.setdiff1d(np.unique(reader.load_annotations(sample.sequence)), [0, VOID_LABEL]).size)
+        if sample.num_objects != objects:
+            raise DatasetError(f"{path}: captured with {sample.num_objects} object(s), but {sample.sequence} has "
+                               f"{objects} in {reader.root}")
         for r, index in sample.frames.items():
             if len(index) and (index.min() < 0 or index.max() >= num_frames):
                 raise DatasetError(f"{path}: round {r} names frames outside {sample.sequence}'s {num_frames}")

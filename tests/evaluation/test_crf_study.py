@@ -120,6 +120,15 @@ def test_bad_captures_are_named(reader, tmp_path):
         CapturedSample(sequence, 1, 1, {1: np.array(frames)}, {1: scores}, {1: 0.5}, {1: 0.0}).save(tmp_path)
         with pytest.raises(DatasetError, match=message):
             load_captures(tmp_path, reader)
+    objects = int(reader.load_annotations(sequence).max())
+    CapturedSample(sequence, 1, objects + 1, {1: np.array([0])}, {1: np.zeros((1, objects + 2, 4, 4), np.float32)},
+                   {1: 0.5}, {1: 0.0}).save(tmp_path)
+    with pytest.raises(DatasetError, match=f"captured with {objects + 1} object"):
+        load_captures(tmp_path, reader)
+    CapturedSample(sequence, 1, objects, {1: np.array([0])}, {1: np.zeros((1, objects + 1, 4, 4), np.float32)},
+                   {1: float("nan")}, {1: 0.0}).save(tmp_path)
+    with pytest.raises(DatasetError, match=r"-001.npz: cannot read it .*CRF scale nan is not in \(0, 1\]"):
+        load_captures(tmp_path, reader)
 
 
 def test_variant_parsing():
