@@ -339,7 +339,11 @@ class SessionConfig:
     def __post_init__(self) -> None:
         _choice(self.subset, "session.subset", ("train", "val", "trainval", "test-dev"))
         if self.remote:
-            url = urlparse(self.host)
+            try:
+                url = urlparse(self.host)
+                url.port  # noqa: B018 (parses the port: a bad one raises here, not when connecting)
+            except ValueError as error:
+                raise ConfigError(f"session.host {self.host!r} is not a valid URL ({error})") from error
             _require(url.scheme in ("http", "https") and bool(url.netloc),
                      f"session.host must be localhost or an http(s):// URL, got {self.host!r}")
             _require(bool(self.user_key), "session.user_key is required with a remote host (--user-key KEY or $DAVIS_USER_KEY)")
@@ -490,6 +494,11 @@ def _check_sequences(cls, data: dict[str, Any], where: str, prefix: str = "") ->
         kinds = {typing.get_origin(arm) or arm for arm in (typing.get_args(hint) or (hint,))} | {typing.get_origin(hint)}
         if isinstance(value, str) and (tuple in kinds or list in kinds):
             raise ConfigError(f"{where}: {prefix}{item.name} must be a list, got the text {value!r} (write [{value}])")
+        if Path in kinds and value is not None:  # dacite's cast would raise without naming the field
+            if not isinstance(value, str | Path):
+                raise ConfigError(f"{where}: {prefix}{item.name} must be a path, got {type(value).__name__} {value!r}")
+            if not str(value).strip():  # Path("") is the working directory
+                raise ConfigError(f"{where}: {prefix}{item.name} is an empty path (leave it out for the default)")
         default = item.default_factory() if callable(item.default_factory) else None
         if is_dataclass(default) and isinstance(value, dict):
             _check_sequences(type(default), value, where, f"{prefix}{item.name}.")
@@ -538,6 +547,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     import yaml
 
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory, not a JSON or YAML file")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:

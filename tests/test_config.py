@@ -18,6 +18,8 @@ def test_remote_session_fields():
     ({"host": "http://h:1", "subset": "test-dev"}, "session.user_key is required"),
     ({"host": "http://h:1", "user_key": "k"}, "a remote host plays test-dev only"),
     ({"host": "ftp://h", "user_key": "k", "subset": "test-dev"}, "session.host must be localhost or an http"),
+    ({"host": "http://[::1", "user_key": "k", "subset": "test-dev"}, r"session.host 'http://\[::1' is not a valid URL"),
+    ({"host": "http://h:99999", "user_key": "k", "subset": "test-dev"}, "Port out of range"),
     ({"subset": "test-dev"}, "test-dev has no public annotations"),
     ({"shard": "3/2"}, "session.shard must be K/N"),
     ({"shard": "0/2"}, "session.shard must be K/N"),
@@ -83,3 +85,25 @@ def test_a_key_given_twice_in_a_config_file_is_one_error(tmp_path):
     path.write_text('{"session": {"max_time": 30}, "session": {"subset": "val"}}')  # the first would be lost
     with pytest.raises(ConfigError, match=r"key\(s\) session given twice"):
         load_config(RunConfig, [path])
+
+
+@pytest.mark.parametrize(("assignment", "message"), [
+    ("session.davis_root=[1]", "session.davis_root must be a path, got list [1]"),
+    ("agent.checkpoint={a: 1}", "agent.checkpoint must be a path, got dict"),
+    ("session.davis_root=", "session.davis_root is an empty path"),  # it would have been the working directory
+])
+def test_path_fields_name_themselves(assignment, message):
+    from agent.config import RunConfig, load_config
+
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_config(RunConfig, [], [assignment])
+
+
+def test_a_directory_as_config_file_or_checkpoint_says_so(tmp_path):
+    from agent.config import read_config_file
+    from agent.model.checkpoint import CheckpointError, read_checkpoint_config
+
+    with pytest.raises(ConfigError, match="is a directory, not a JSON or YAML file"):
+        read_config_file(tmp_path)
+    with pytest.raises(CheckpointError, match="is a directory: name its .pt file"):
+        read_checkpoint_config(tmp_path)
