@@ -104,6 +104,10 @@ def _read(path: Path) -> dict[str, Any]:
     odd = [k for k, v in payload["state_dict"].items() if not torch.is_tensor(v)]
     if odd:
         raise CheckpointError(f"checkpoint {path}: state_dict entry {odd[0]!r} is not a tensor")
+    # Read anyway: checked here, before any model is built (NaN weights would make every mask one class).
+    bad = [k for k, v in payload["state_dict"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"checkpoint {path}: {bad[0]} holds NaN or infinite weights")
     return payload
 
 
@@ -164,8 +168,6 @@ def load_checkpoint(
                 f"checkpoint {path}: {key} has shape {tuple(tensor.shape)}, the model expects "
                 f"{tuple(current[key].shape)}"
             )
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():  # every mask would be one class
-            raise CheckpointError(f"checkpoint {path}: {key} holds NaN or infinite weights")
     model.load_state_dict(state)
     model.to(device).eval()
     log.info("loaded checkpoint %s (%s, d=%d)", path, config.backbone, config.embedding_dim)
