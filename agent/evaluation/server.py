@@ -32,6 +32,7 @@ from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import ServerConfig
 from ..data import compat  # noqa: F401  (patches davisinteractive before it is imported)
@@ -111,6 +112,10 @@ def rle_counts(text: str) -> list[int]:
 
 def _decode_rle(text: str, height: int, width: int) -> np.ndarray:
     """(H, W) bool: runs alternate background/object from background, column-major (COCO's order)."""
+    # At most H*W+1 runs of at most 8 characters each: a longer text cannot be a mask of this frame, and
+    # decoding it first would hold the server (pure Python) for seconds.
+    if len(text) > 8 * (height * width + 1):
+        raise ValueError(f"an RLE of pred_masks is {len(text)} characters, too long for a {height}x{width} frame")
     counts = rle_counts(text)
     if min(counts, default=0) < 0 or sum(counts) != height * width:
         raise ValueError(f"an RLE of pred_masks does not cover the {height}x{width} frame exactly")
@@ -121,9 +126,9 @@ def _decode_rle(text: str, height: int, width: int) -> np.ndarray:
 def decode_masks(encoding: dict, num_frames: int, height: int, width: int, num_objects: int) -> np.ndarray:
     """(T, H, W) int64 labels (as the in-process session submits them) from the framework's batch encoding;
     ValueError names the first field that is not what the sequence needs."""
-    if not isinstance(encoding, dict) or list(encoding.get("size", [])) != [num_frames, height, width]:
-        size = encoding.get("size") if isinstance(encoding, dict) else None
-        raise ValueError(f"pred_masks must be of size {[num_frames, height, width]}, got {size!r}")
+    size = encoding.get("size") if isinstance(encoding, dict) else None
+    if not isinstance(size, list) or size != [num_frames, height, width]:
+        raise ValueError(f"pred_masks.size must be {[num_frames, height, width]}, got {size!r}")
     frames = encoding.get("frames")
     if not isinstance(frames, list) or len(frames) != num_frames:
         raise ValueError(f"pred_masks must have {num_frames} frames of encoded objects")
@@ -186,6 +191,15 @@ def create_app(config: ServerConfig, root: str | Path) -> FastAPI:
     async def protocol_error(request: Request, error: ProtocolError) -> Response:
         return _error(error.status, error.name, error.message)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        # A body FastAPI cannot parse (e.g. JSON nested too deeply) is a protocol error like any other;
+        # unknown routes and methods keep their 404 / 405.
+        if error.status_code == 400:
+            return _error(400, "ValueError", f"invalid request: {error.detail}")
+        return Response(json.dumps({"detail": error.detail}), status_code=error.status_code,
+                        media_type="application/json", headers=getattr(error, "headers", None))
+
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> Response:
         problems = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in error.errors())
@@ -245,6 +259,12 @@ def create_app(config: ServerConfig, root: str | Path) -> FastAPI:
         meta = Davis.dataset[body.sequence]
         width, height = meta["image_size"]
         masks = decode_masks(body.pred_masks, meta["num_frames"], height, width, meta["num_objects"])
+        # Checked here: the framework stores the round's scores before it reads them, and an index outside the
+        # video would then fail it and leave the sample unplayable.
+        outside = [f for f in body.next_scribble_frame_candidates or [] if not 0 <= f < meta["num_frames"]]
+        if outside:
+            raise ValueError(f"next_scribble_frame_candidates: frame {outside[0]} is not in 0..{meta['num_frames'] - 1} "
+                             f"({body.sequence} has {meta['num_frames']} frames)")
         with state.lock:
             if state.finished:
                 raise RuntimeError("this session is finished: start a new one")

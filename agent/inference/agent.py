@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from ..config import AgentConfig
-from ..data.davis import MAX_OBJECT_ID, DatasetError
+from ..data.davis import MAX_OBJECT_ID
 from ..device import resolve_device
 from ..model.checkpoint import default_checkpoint_path, load_checkpoint
 from ..model.onnx_backbone import OnnxBackbone, build_backbone_runtime
@@ -116,7 +116,8 @@ class InteractiveAgent(Predictor):
     # --- Predictor interface -----------------------------------------------------------------------
     def start(self, frames: np.ndarray, num_objects: int | None = None) -> None:
         """A new sample: frames (T, H, W, 3) uint8; num_objects None = learn it from the scribbles."""
-        frames = np.asarray(frames)
+        # A copy: a caller that reuses its buffer for the next video must not change this sample's frames.
+        frames = np.array(frames, copy=True)
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or 0 in frames.shape:
             raise ValueError(f"frames must be a (T, H, W, 3) uint8 array with T, H, W >= 1, got {frames.shape} "
                              f"{frames.dtype}")
@@ -149,14 +150,13 @@ class InteractiveAgent(Predictor):
     def step(self, scribbles: dict, plan: RoundPlan | None = None) -> np.ndarray:
         if self._frames is None:
             raise RuntimeError("call start(frames) before step(scribbles)")
-        plan = plan or RoundPlan()
+        plan = RoundPlan() if plan is None else plan
         if not isinstance(plan, RoundPlan):
             raise TypeError(f"plan must be a RoundPlan, got {type(plan).__name__}")
         started = time.perf_counter()
-        stroke_frames = self.memory.add(scribbles)  # validates them first: a bad round leaves the sample as it was
+        # Validates them first (and that an object stroke exists): a refused round leaves the sample as it was.
+        stroke_frames = self.memory.add(scribbles, require_object=True)
         self._round += 1
-        if not self.memory.frames():
-            raise DatasetError("no scribble yet: the first round needs at least one object stroke")
         num_classes = 1 + (self.num_objects or max(self.memory.object_ids() | {0}))
         plan = self._fit_to_time(plan, time.perf_counter() - started)
         self.last_plan = plan
@@ -219,6 +219,8 @@ class InteractiveAgent(Predictor):
 
     def next_scribble_frame_candidates(self, count: int) -> list[int] | None:
         """The `count` least confident frames of the last prediction."""
+        if not isinstance(count, numbers.Integral) or isinstance(count, bool) or count < 1:
+            raise ValueError(f"count must be an integer >= 1, got {count!r}")
         if self._confidence is None:
             return None
         return [int(i) for i in np.argsort(self._confidence)[:count]]

@@ -14,7 +14,7 @@ from scipy import ndimage
 from skimage.draw import line
 
 from ..config import ScribbleConfig
-from ..data.davis import VOID_LABEL, validate_scribbles
+from ..data.davis import VOID_LABEL, DatasetError, validate_scribbles
 
 UNLABELED = -1
 BACKGROUND = 0
@@ -160,10 +160,14 @@ class ScribbleMemory:
         self._labels: dict[int, np.ndarray] = {}
         self._first_round: dict[int, int] = {}  # frame -> the round that first scribbled it
 
-    def add(self, scribbles: dict) -> list[int]:
-        """Merge one interaction's scribbles; returns the frames it touched (sorted)."""
+    def add(self, scribbles: dict, require_object: bool = False) -> list[int]:
+        """Merge one interaction's scribbles; returns the frames it touched (sorted). require_object: refuse
+        them while no object stroke exists, here or before (a first round of background alone)."""
         # Validates everything before touching memory, so a bad round leaves it unchanged.
         new = scribble_labels(scribbles, self.shape, self.config.dilation, self.num_objects, self.num_frames)
+        if require_object and not self.object_ids() and not any((labels > BACKGROUND).any() for labels in new.values()):
+            raise DatasetError("scribbles: no object stroke yet: the first round needs at least one stroke with "
+                               "object_id >= 1")
         for frame, fresh in new.items():
             merged = self._labels.get(frame)
             if merged is None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import numbers
 import time
 
 import cv2
@@ -45,13 +46,15 @@ def release_memory() -> None:
 class VideoSegmenter:
     def __init__(self, agent, frames: WorkingFrames, chunk_frames: int = DEFAULT_CHUNK_FRAMES,
                  plan: RoundPlan | None = None) -> None:
-        if chunk_frames < 1:
-            raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+        if not isinstance(chunk_frames, numbers.Integral) or isinstance(chunk_frames, bool) or chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be an integer >= 1, got {chunk_frames!r}")
+        if plan is not None and not isinstance(plan, RoundPlan):
+            raise TypeError(f"plan must be a RoundPlan, got {type(plan).__name__}")
         self.agent = agent
         self.frames = frames
         self.num_frames = len(frames)
         self.chunk_frames = chunk_frames
-        self.plan = plan or DEFAULT_PLAN
+        self.plan = DEFAULT_PLAN if plan is None else plan
         self.scribbles = empty_scribbles(self.num_frames)  # every stroke segmented so far
         self.rounds = 0
         self._labels: list[bytes | None] = [None] * self.num_frames
@@ -142,6 +145,8 @@ class VideoSegmenter:
 
     def labels(self, frame: int) -> np.ndarray:
         """(h, w) uint8 labels of a frame at the working size (0 background, k object k)."""
+        if not isinstance(frame, numbers.Integral) or not 0 <= frame < self.num_frames:  # -1 is no frame here
+            raise InputError(f"frame {frame!r} is not in 0..{self.num_frames - 1}")
         data = self._labels[frame]
         if data is None:
             raise InputError("nothing segmented yet: draw a stroke and press Segment")

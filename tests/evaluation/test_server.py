@@ -22,6 +22,7 @@ from agent.evaluation.session import run_session
 from strategies import get_strategy
 
 from davisinteractive.third_party.mask_api import encode_batch_masks  # isort: skip  (after agent: compat)
+from davisinteractive.dataset.davis import Davis  # isort: skip
 
 INTERACTIONS = 3
 SUMMARY_KEYS = ("auc", "metric_at_threshold", "threshold", "curve", "per_interaction", "evaluated_fraction")
@@ -143,7 +144,11 @@ def test_protocol_errors_are_answered_as_the_framework_client_expects(server, ti
              "pred_masks": {"size": [1, 2, 3], "frames": [[]]}}
     answer = requests.post(f"{url}/api/evaluation/interaction", json=wrong, headers=_keys(), timeout=10)
     assert answer.status_code == 400 and answer.json()["error"] == "ValueError"
-    assert "pred_masks must be of size" in answer.json()["message"][0]
+    assert "pred_masks.size must be" in answer.json()["message"][0]
+    for size in (None, 5):  # named, not "'NoneType' object is not iterable"
+        odd = requests.post(f"{url}/api/evaluation/interaction", headers=_keys(), timeout=10,
+                            json={**wrong, "pred_masks": {"size": size, "frames": [[]]}})
+        assert odd.status_code == 400 and "pred_masks.size must be" in odd.json()["message"][0]
     malformed = requests.post(f"{url}/api/evaluation/interaction", json={"sequence": sequence},
                               headers=_keys(), timeout=10)
     assert malformed.status_code == 400 and "invalid request" in malformed.json()["message"][0]
@@ -153,6 +158,46 @@ def test_protocol_errors_are_answered_as_the_framework_client_expects(server, ti
     assert other.status_code == 404
     finished = requests.post(f"{url}/api/evaluation/finish", headers=_keys(), timeout=10)
     assert finished.status_code == 200 and finished.json()["auc"] == 0.0
+
+
+def test_candidate_frames_outside_the_video_are_refused_before_the_round_is_stored(server):
+    # The framework stores a round's scores before it reads the candidates: an index outside the video used
+    # to fail it there (a 500) and leave the sample unplayable.
+    url, keys = server.url, _keys(session="candidates")
+    samples, _, _ = requests.get(f"{url}/api/dataset/samples", headers=keys, timeout=10).json()
+    sequence, scribble_idx = samples[0]
+    requests.get(f"{url}/api/dataset/scribbles/{sequence}/{scribble_idx:03d}", headers=keys, timeout=10)
+    meta = Davis.dataset[sequence]
+    width, height = meta["image_size"]
+    masks = np.zeros((meta["num_frames"], height, width), np.uint8)
+    body = {"sequence": sequence, "scribble_idx": scribble_idx, "timing": 1.0, "interaction": 1,
+            "pred_masks": json.loads(json.dumps(encode_batch_masks(masks, nb_objects=meta["num_objects"])))}
+    for candidates in ([meta["num_frames"]], [-1]):
+        answer = requests.post(f"{url}/api/evaluation/interaction", headers=keys, timeout=10,
+                               json={**body, "next_scribble_frame_candidates": candidates})
+        assert answer.status_code == 400 and answer.json()["error"] == "ValueError"
+        assert f"frame {candidates[0]} is not in 0..{meta['num_frames'] - 1}" in answer.json()["message"][0]
+    played = requests.post(f"{url}/api/evaluation/interaction", headers=keys, timeout=10,
+                           json={**body, "next_scribble_frame_candidates": [0]})
+    assert played.status_code == 200 and "scribbles" in played.json()
+
+
+def test_unparseable_bodies_and_overlong_masks_are_protocol_errors(server):
+    url, keys = server.url, _keys(session="bodies")
+    samples, _, _ = requests.get(f"{url}/api/dataset/samples", headers=keys, timeout=10).json()
+    nested = requests.post(f"{url}/api/evaluation/interaction", headers={**keys, "Content-Type": "application/json"},
+                           data="[" * 100_000, timeout=30)
+    assert nested.status_code == 400 and nested.json()["error"] == "ValueError"  # the protocol's shape
+    assert requests.get(f"{url}/api/nowhere", headers=keys, timeout=10).status_code == 404
+    sequence, scribble_idx = samples[0]
+    meta = Davis.dataset[sequence]
+    width, height = meta["image_size"]
+    huge = {"size": [meta["num_frames"], height, width],
+            "frames": [[{"object_id": 1, "counts": "0" * (9 * height * width)}]] + [[]] * (meta["num_frames"] - 1)}
+    answer = requests.post(f"{url}/api/evaluation/interaction", headers=keys, timeout=30,
+                           json={"sequence": sequence, "scribble_idx": scribble_idx, "timing": 1.0, "interaction": 1,
+                                 "pred_masks": huge})
+    assert answer.status_code == 400 and "too long for a" in answer.json()["message"][0]
 
 
 def test_framework_client_gets_server_errors_as_framework_classes(server, tiny_synthetic_root):

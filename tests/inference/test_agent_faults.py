@@ -94,3 +94,39 @@ def test_round_without_time_for_its_crf_is_lightened(agent, tiny_synthetic_root)
     plan = RoundPlan(use_crf=True, crf_scale=0.5, time_left=1000.0)
     agent.step(more, plan)
     assert agent.last_plan == plan
+
+
+@pytest.mark.parametrize("first", [{"scribbles": [[], [], []]}, _scribbles(object_id=0)], ids=["empty", "background"])
+def test_a_first_round_without_an_object_stroke_is_refused_and_changes_nothing(agent, first):
+    # The refused round used to count as the first, so the next one got no derived background: all object.
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (3, 32, 48, 3), np.uint8)
+    agent.start(frames, 1)
+    fresh = agent.step(_scribbles())
+    agent.start(frames, 1)
+    with pytest.raises(DatasetError, match="no object stroke yet"):
+        agent.step(first)
+    assert agent.memory.rounds == 0 and agent._round == 0
+    assert np.array_equal(agent.step(_scribbles()), fresh)
+
+
+def test_start_keeps_its_own_copy_of_the_frames(agent):
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 255, (3, 32, 48, 3), np.uint8)
+    agent.start(frames, 1)
+    expected = agent.step(_scribbles())
+    agent.start(frames, 1)
+    frames[:] = 0  # the caller reuses its buffer
+    assert np.array_equal(agent.step(_scribbles()), expected)
+
+
+def test_a_falsy_plan_that_is_not_a_round_plan_and_a_bad_candidate_count_are_refused(agent):
+    agent.start(FRAMES, 1)
+    for plan in (0, [], "", False):
+        with pytest.raises(TypeError, match="plan must be a RoundPlan"):
+            agent.step(_scribbles(), plan)
+    agent.step(_scribbles())
+    for count in (0, -1, "3", True):
+        with pytest.raises(ValueError, match="count must be an integer >= 1"):
+            agent.next_scribble_frame_candidates(count)
+    assert len(agent.next_scribble_frame_candidates(2)) == 2

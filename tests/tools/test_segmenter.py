@@ -60,3 +60,17 @@ def test_no_object_stroke_and_frames_the_video_lacks(tiny_agent, inputs):
     with pytest.raises(InputError, match="the video has 8"):
         segmenter.segment(empty_scribbles(9))
     assert segmenter.rounds == 0 and not segmenter.has_result
+
+
+def test_constructor_arguments_and_frame_indices_are_checked(tiny_agent, inputs):
+    frames, scribbles = inputs
+    for chunk in (0, 1.5, "8", True):
+        with pytest.raises(ValueError, match="chunk_frames must be an integer >= 1"):
+            VideoSegmenter(tiny_agent, frames, chunk_frames=chunk)
+    with pytest.raises(TypeError, match="plan must be a RoundPlan, got dict"):
+        VideoSegmenter(tiny_agent, frames, plan={"use_crf": False})
+    segmenter = VideoSegmenter(tiny_agent, frames, plan=PLAN)
+    segmenter.segment(scribbles)
+    for frame in (8, -1):  # -1 would have been the last frame
+        with pytest.raises(InputError, match=rf"frame {frame} is not in 0..7"):
+            segmenter.labels(frame)
