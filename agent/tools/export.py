@@ -30,10 +30,26 @@ OVERLAY_ALPHA = 0.5
 FORMAT = "simlearn-ivos masks 1"
 
 
-def prepare_output(output: str | Path, overwrite: bool = False) -> Path:
+def prepare_output(output: str | Path, overwrite: bool = False, video: Path | None = None) -> Path:
+    try:
+        return _prepare_output(output, overwrite, video)
+    except OSError as error:  # e.g. a name too long for the file system
+        raise InputError(f"{output}: not a usable output folder ({error.strerror or error})") from error
+
+
+def _prepare_output(output: str | Path, overwrite: bool = False, video: Path | None = None) -> Path:
     """The output folder, created; InputError for a non-empty one unless overwrite (then `export` replaces
-    our files, and only when the masks are ready: a failed run leaves the folder, and any input in it, as it was)."""
+    our files, and only when the masks are ready: a failed run leaves the folder, and any input in it, as it was),
+    and never when one of those files is the `video` being exported or holds its frames."""
+    if "\x00" in str(output):
+        raise InputError("the output folder's path contains a NUL character")
     output = Path(output).expanduser()
+    if video is not None and overwrite:
+        replaced = [(output / name).resolve() for name in OUTPUT_FILES]
+        source = Path(video).resolve()
+        if any(source == path or path in source.parents for path in replaced):
+            raise InputError(f"{output}: exporting there would replace the video it reads ({video}): choose "
+                             "another output folder")
     if output.exists() and not output.is_dir():
         raise InputError(f"{output} is a file: the output must be a folder")
     for parent in output.parents:
@@ -46,6 +62,15 @@ def prepare_output(output: str | Path, overwrite: bool = False) -> Path:
     except OSError as error:
         raise InputError(f"{output}: cannot create the output folder ({error.strerror or error})") from error
     return output
+
+
+def unused_path(path: Path) -> Path:
+    """`path`, or `stem-2.ext`, `stem-3.ext`, ... when it exists."""
+    candidate, number = path, 1
+    while candidate.exists():
+        number += 1
+        candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
+    return candidate
 
 
 def _clear_output(output: Path) -> None:

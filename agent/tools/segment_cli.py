@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 
         video = open_video(args.video)
         scribbles = load_scribbles(args.scribbles, video)
-        output = prepare_output(args.output, args.overwrite)
+        output = prepare_output(args.output, args.overwrite, video=video.path)
         started = time.perf_counter()
         run(video, scribbles, output, config, args)
     except (InputError, ConfigError, DatasetError, CheckpointError) as error:

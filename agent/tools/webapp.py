@@ -8,6 +8,7 @@ traceback (unexpected ones are logged here in full).
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import threading
 import time
@@ -23,7 +24,7 @@ from fastapi.staticfiles import StaticFiles
 
 from ..config import ConfigError
 from ..data.davis import DatasetError
-from .export import export, palette_colours, prepare_output
+from .export import export, palette_colours, prepare_output, unused_path
 from .scribble_input import empty_scribbles
 from .segmenter import VideoSegmenter
 from .video import DEFAULT_WORKING_SIDE, InputError, VideoSource, WorkingFrames, open_video
@@ -128,7 +129,7 @@ class AppState:
             raise InputError("nothing segmented yet: draw a stroke and press Segment first")
         if not output.strip():
             raise InputError("give an output folder to export to")
-        folder = prepare_output(output.strip(), overwrite)
+        folder = prepare_output(output.strip(), overwrite, video=self.video.path)
         video = self.video
 
         def work(job: Job) -> str:
@@ -174,10 +175,15 @@ def strokes_to_scribbles(strokes: list[dict], num_frames: int) -> dict:
         raise InputError("strokes must be a list")
     for stroke in strokes:
         try:
-            frame, object_id = int(stroke["frame"]), int(stroke["object_id"])
+            frame, object_id = stroke["frame"], stroke["object_id"]
             path = [[float(x), float(y)] for x, y in stroke["path"]]
         except (KeyError, TypeError, ValueError) as error:
             raise InputError(f"malformed stroke ({error})") from error
+        for name, value in (("frame", frame), ("object_id", object_id)):
+            if not isinstance(value, int) or isinstance(value, bool):  # 1.7, "3", true or Infinity
+                raise InputError(f"a stroke's {name} must be an integer, got {value!r}")
+        if not all(math.isfinite(v) for point in path for v in point):
+            raise InputError("a stroke has a point that is NaN or infinite")
         if not 0 <= frame < num_frames:
             raise InputError(f"a stroke on frame {frame} but the video has {num_frames} frames")
         if object_id < 0 or not path:
@@ -231,7 +237,10 @@ def create_app(state: AppState) -> FastAPI:
     @app.post("/api/open")
     async def post_open(request: Request) -> dict:
         body = await _json(request)
-        path = str(body.get("path", "")).strip()
+        path = body.get("path", "")
+        if not isinstance(path, str):
+            raise InputError(f"path must be text, got {path!r}")
+        path = path.strip()
         if not path:
             raise InputError("type the path of a video file or a folder of frames, or upload a video")
         state.open(path)
@@ -243,7 +252,11 @@ def create_app(state: AppState) -> FastAPI:
         data = await request.body()
         if not data:
             raise InputError("the uploaded file is empty")
-        target = Path(state.uploads_dir) / Path(name).name
+        base = Path(name).name
+        if base in ("", ".", "..") or "\x00" in base or len(base.encode()) > 200:
+            raise InputError(f"the upload's name {name[:60]!r} is not a usable file name")
+        # Never over an earlier upload: it may be the open video, whose results are still shown.
+        target = unused_path(Path(state.uploads_dir) / base)
         target.write_bytes(data)
         state.open(target)
         return state.snapshot()
@@ -281,7 +294,12 @@ def create_app(state: AppState) -> FastAPI:
     async def post_export(request: Request) -> dict:
         state.check_idle()
         body = await _json(request)
-        state.export(str(body.get("output", "")), bool(body.get("overwrite", False)))
+        output, overwrite = body.get("output", ""), body.get("overwrite", False)
+        if not isinstance(output, str):
+            raise InputError(f"output must be the path of a folder (text), got {output!r}")
+        if not isinstance(overwrite, bool):  # "false" would be true
+            raise InputError(f"overwrite must be true or false, got {overwrite!r}")
+        state.export(output, overwrite)
         return state.snapshot()
 
     @app.post("/api/reset")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,6 +107,48 @@ def test_page_strokes_become_davis_scribbles():
     assert scribbles["scribbles"][0] == [] and scribbles["scribbles"][1][0]["path"] == [[0.0, 0.5], [1.0, 0.5]]
     with pytest.raises(InputError, match="needs an object id"):
         strokes_to_scribbles([{"frame": 0, "object_id": 1, "path": []}], 3)
+
+
+def test_stroke_values_must_be_integers_and_finite():
+    for stroke, message in (({"frame": 1.7, "object_id": 1, "path": [[0.1, 0.1]]}, "frame must be an integer"),
+                            ({"frame": "3", "object_id": 1, "path": [[0.1, 0.1]]}, "frame must be an integer"),
+                            ({"frame": True, "object_id": 1, "path": [[0.1, 0.1]]}, "frame must be an integer"),
+                            ({"frame": 0, "object_id": 1.5, "path": [[0.1, 0.1]]}, "object_id must be an integer"),
+                            ({"frame": 0, "object_id": 1, "path": [[float("inf"), 0.1]]}, "NaN or infinite")):
+        with pytest.raises(InputError, match=message):
+            strokes_to_scribbles([stroke], 3)
+
+
+def test_export_and_upload_never_replace_their_input(base, small_video, tmp_path):
+    import shutil
+
+    # A folder of frames named masks/, exported with overwrite to its parent: the frames went first.
+    work = tmp_path / "work"
+    shutil.copytree(small_video.folder, work / "masks")
+    (work / "notes.txt").write_text("mine")
+    _post(base, "/api/open", {"path": str(work / "masks")})
+    wait_for_job(base)
+    _post(base, "/api/segment", {"strokes": [_object_stroke()]})
+    wait_for_job(base)
+    frames_before = sorted(p.name for p in (work / "masks").iterdir())
+    for body, message in (({"output": str(work), "overwrite": True}, "would replace the video it reads"),
+                          ({"output": str(work), "overwrite": "false"}, "overwrite must be true or false"),
+                          ({"output": None}, "output must be the path of a folder"),
+                          ({"output": str(tmp_path / "a\x00b")}, "NUL character")):
+        answer = _post(base, "/api/export", body)
+        assert answer.status_code == 400 and message in answer.json()["error"], body
+    assert sorted(p.name for p in (work / "masks").iterdir()) == frames_before
+    assert _post(base, "/api/open", {"path": None}).status_code == 400
+    # An upload named like an earlier one goes beside it, not over it (it may be the open video).
+    data = small_video.video.read_bytes()
+    paths = []
+    for _ in range(2):
+        assert requests.post(f"{base}/api/upload?name=clip.mp4", data=data, timeout=30).status_code == 200
+        paths.append(wait_for_job(base)["video"]["path"])
+    assert paths[0] != paths[1] and all(Path(p).read_bytes() == data for p in paths)
+    for name in ("..", "."):
+        odd = requests.post(f"{base}/api/upload?name={name}", data=data, timeout=30)
+        assert odd.status_code == 400 and "not a usable file name" in odd.json()["error"]
 
 
 def test_upload_opens_the_video(base, small_video):
