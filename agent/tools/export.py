@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -124,10 +127,35 @@ def rle(labels: np.ndarray, objects: list[int]) -> dict[str, dict]:
 
 def export(video: VideoSource, labels_at: Callable[[int], np.ndarray], output: Path, num_objects: int,
            scribbles: dict | None = None, progress: Progress | None = None) -> Path:
-    """Write masks, overlay and masks.json for every frame into `output` (from prepare_output)."""
+    """Write masks, overlay and masks.json for every frame into `output` (from prepare_output). Everything is
+    written into a hidden folder inside it first and moved into place only when complete: a failed export
+    leaves `output` as it was (an earlier export included), less the empty folders prepare_output made."""
+    output = Path(output)
+    stage = Path(tempfile.mkdtemp(prefix=".export-", dir=output))
+    try:
+        _write(video, labels_at, stage, num_objects, scribbles, progress)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        for folder in (output / "masks", output):  # left empty by prepare_output: the next try is not refused
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
+    _clear_output(output)
+    (output / "masks").mkdir(parents=True, exist_ok=True)
+    for png in (stage / "masks").iterdir():
+        os.replace(png, output / "masks" / png.name)
+    for name in OUTPUT_FILES[1:]:
+        if (stage / name).exists():
+            os.replace(stage / name, output / name)
+    shutil.rmtree(stage, ignore_errors=True)
+    log.info("wrote %d masks, overlay.mp4 and masks.json to %s", video.num_frames, output)
+    return output
+
+
+def _write(video: VideoSource, labels_at: Callable[[int], np.ndarray], output: Path, num_objects: int,
+           scribbles: dict | None, progress: Progress | None) -> None:
     import imageio_ffmpeg
 
-    _clear_output(output)
     (output / "masks").mkdir(parents=True, exist_ok=True)
     size = (video.height, video.width)
     objects = list(range(1, num_objects + 1))
@@ -156,5 +184,3 @@ def export(video: VideoSource, labels_at: Callable[[int], np.ndarray], output: P
     (output / "masks.json").write_text(json.dumps(meta))
     if scribbles is not None:
         (output / "scribbles.json").write_text(json.dumps(scribbles))
-    log.info("wrote %d masks, overlay.mp4 and masks.json to %s", video.num_frames, output)
-    return output

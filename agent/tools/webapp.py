@@ -87,9 +87,14 @@ class AppState:
             job.message = work(job)
         except USER_ERRORS as error:
             job.error = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        except Exception as error:  # a bug: the page still gets a line, the log the traceback
+        except OSError as error:  # the file system (a full disk, a folder where a file goes): its one line
             log.exception("%s failed", job.kind)
-            job.error = f"unexpected error while {job.kind}ing: {error} (details in the server's log)"
+            where = f"{error.filename}: " if getattr(error, "filename", None) else ""
+            job.error = f"{job.kind} failed: {where}{error.strerror or type(error).__name__}"
+        except Exception as error:  # a bug: the page still gets a line, the log the traceback (ffmpeg's banner)
+            log.exception("%s failed", job.kind)
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            job.error = f"unexpected error while {job.kind}ing: {first} (details in the server's log)"
         finally:
             job.finished = True
 

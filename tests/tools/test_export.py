@@ -74,3 +74,22 @@ def test_overlay_tints_objects_only():
     labels[2:4, 2:4] = 1
     out = overlay(frame, labels)
     assert np.array_equal(out[0, 0], frame[0, 0]) and not np.array_equal(out[2, 2], frame[2, 2])
+
+
+def test_a_failed_export_leaves_the_folder_as_it_was(small_video, tmp_path):
+    video = open_video(small_video.video)
+
+    def failing(index):
+        if index == 5:
+            raise RuntimeError("the disk is full")
+        return small_video.masks[index]
+
+    fresh = tmp_path / "fresh"
+    with pytest.raises(RuntimeError, match="disk is full"):
+        export(video, failing, prepare_output(fresh), 2)
+    assert not fresh.exists()  # nothing half-written, and the next try is not refused as "not empty"
+    earlier = export(video, lambda i: small_video.masks[i], prepare_output(tmp_path / "out"), 2)
+    before = {p.relative_to(earlier): p.read_bytes() for p in earlier.rglob("*") if p.is_file()}
+    with pytest.raises(RuntimeError, match="disk is full"):
+        export(video, failing, prepare_output(earlier, overwrite=True), 2)
+    assert {p.relative_to(earlier): p.read_bytes() for p in earlier.rglob("*") if p.is_file()} == before

@@ -187,3 +187,26 @@ def test_app_command_checks_port_checkpoint_and_device_before_serving(tmp_path, 
             assert main(args) == 2, args
             err = capsys.readouterr().err.strip().splitlines()
             assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
+
+
+def test_a_failed_job_reports_one_line():
+    import time
+
+    from agent.tools.webapp import AppState
+
+    state = AppState(lambda: None)
+
+    def banner(job):
+        raise RuntimeError("ffmpeg failed\n" + "\n".join(f"  configuration line {i}" for i in range(40)))
+
+    def disk(job):
+        raise IsADirectoryError(21, "Is a directory", "/out/masks.json")
+
+    for work, expected in ((banner, "unexpected error while exporting: ffmpeg failed (details in the server's log)"),
+                           (disk, "export failed: /out/masks.json: Is a directory")):
+        job = state.start_job("export", work)
+        for _ in range(100):
+            if job.finished:
+                break
+            time.sleep(0.02)
+        assert job.error == expected
