@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from agent.config import AgentConfig, ConfigError, load_config, to_dict
+from agent.paths import file_in_the_way
 from session_runner import setup_logging
 from strategies import describe_strategies
 
@@ -150,9 +151,9 @@ def run_sweep(args: argparse.Namespace) -> int:
         raise OutputDirError(f"{output}: is a directory, --output is the CSV file to write")
     if output.exists() and not args.overwrite:
         raise OutputDirError(f"{output}: exists (an earlier sweep's results?): pass --overwrite or another --output")
-    for parent in output.parents:
-        if parent.exists() and not parent.is_dir():
-            raise OutputDirError(f"{parent}: is a file, --output {output} cannot be written below it")
+    blocker = file_in_the_way(output.parent)
+    if blocker is not None:
+        raise OutputDirError(f"{blocker}: is a file, --output {output} cannot be written below it")
     reader = DavisReader(args.davis_root)
     samples = load_captures(args.cache, reader)
     crf.warm_up(variants["default"][0])

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from ..config import HOLDOUT
+from ..paths import file_in_the_way
 from .davis import VOID_LABEL, DatasetError, DavisReader
 from .synthetic import initial_scribble
 
@@ -45,9 +46,9 @@ def write_robot_root(source: str | Path, sequences: list[str] | tuple[str, ...],
         raise DatasetError(f"--sequences names {', '.join(twice)} more than once")
     if output.exists() and not output.is_dir():
         raise DatasetError(f"{output} is a file: --output must be a folder")
-    for parent in output.parents:
-        if parent.exists() and not parent.is_dir():
-            raise DatasetError(f"{parent} is a file: --output {output} cannot be made below it")
+    blocker = file_in_the_way(output.parent)
+    if blocker is not None:
+        raise DatasetError(f"{blocker} is a file: --output {output} cannot be made below it")
     if output.exists() and any(output.iterdir()):
         raise DatasetError(f"{output} is not empty: remove it or choose another --output")
     missing = [s for s in sequences if not reader.has_sequence(s)]

@@ -40,6 +40,7 @@ from ..model.backbones import WeightsUnavailableError
 from ..model.checkpoint import CheckpointError, default_checkpoint_path, load_checkpoint
 from ..model.onnx_backbone import OnnxBackbone, onnxruntime_available
 from ..model.siamese import SiameseEmbedder, build_model, inference_size
+from ..paths import file_in_the_way
 from .one_shot import one_shot_benchmark
 from .outputs import OutputDirError, atomic_write_text
 
@@ -202,9 +203,9 @@ def main(argv: list[str] | None = None) -> int:
             validate_subset(args.davis_root, "val", scribbles=False)  # one-shot J reads frames and annotations
         if args.output.is_dir():
             raise OutputDirError(f"{args.output}: is a directory, --output is the JSON file to write")
-        for parent in args.output.parents:
-            if parent.exists() and not parent.is_dir():
-                raise OutputDirError(f"{parent}: is a file, not a directory (--output {args.output})")
+        blocker = file_in_the_way(args.output.parent)  # an earlier --output file is fine: it is replaced
+        if blocker is not None:
+            raise OutputDirError(f"{blocker}: is a file, not a directory (--output {args.output})")
         args.output.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=args.output.parent):
             pass  # a writable place; an earlier --output stays as it is until the new figures replace it

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..paths import unused_path
+
 log = logging.getLogger(__name__)
 
 
@@ -85,11 +87,7 @@ def discard(target: OutputTarget) -> None:
 
 def unused_dir(path: Path) -> Path:
     """`path`, or `path-2`, `path-3`, ... when it exists (for generated default names)."""
-    candidate, number = path, 1
-    while candidate.exists():
-        number += 1
-        candidate = path.with_name(f"{path.name}-{number}")
-    return candidate
+    return unused_path(path, keep_suffix=False)
 
 
 def publish(target: OutputTarget) -> Path:

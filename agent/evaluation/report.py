@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..paths import file_in_the_way
 from .outputs import atomic_path
 
 log = logging.getLogger(__name__)
@@ -305,9 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"error: --output {args.output}: is a directory, not an image file\n")
     if args.output.suffix.lower() not in PLOT_SUFFIXES:
         parser.exit(2, f"error: --output {args.output}: name the image file ({', '.join(PLOT_SUFFIXES)})\n")
-    for parent in args.output.parents:
-        if parent.exists() and not parent.is_dir():
-            parser.exit(2, f"error: --output {args.output}: {parent} is a file, not a directory\n")
+    blocker = file_in_the_way(args.output.parent)
+    if blocker is not None:
+        parser.exit(2, f"error: --output {args.output}: {blocker} is a file, not a directory\n")
     summaries = {}
     for run in args.runs:
         directory, _, label = run.partition("=")

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from ..data.synthetic import davis_palette
+from ..paths import file_in_the_way
 from .video import InputError, Progress, VideoSource
 
 log = logging.getLogger(__name__)
@@ -55,9 +56,9 @@ def _prepare_output(output: str | Path, overwrite: bool = False, video: Path | N
                              "another output folder")
     if output.exists() and not output.is_dir():
         raise InputError(f"{output} is a file: the output must be a folder")
-    for parent in output.parents:
-        if parent.exists() and not parent.is_dir():
-            raise InputError(f"{parent} is a file: the output must be a folder")
+    blocker = file_in_the_way(output.parent)
+    if blocker is not None:
+        raise InputError(f"{blocker} is a file: the output must be a folder")
     if output.is_dir() and any(output.iterdir()) and not overwrite:
         raise InputError(f"{output} is not empty: choose another output folder or pass --overwrite")
     try:
@@ -65,15 +66,6 @@ def _prepare_output(output: str | Path, overwrite: bool = False, video: Path | N
     except OSError as error:
         raise InputError(f"{output}: cannot create the output folder ({error.strerror or error})") from error
     return output
-
-
-def unused_path(path: Path) -> Path:
-    """`path`, or `stem-2.ext`, `stem-3.ext`, ... when it exists."""
-    candidate, number = path, 1
-    while candidate.exists():
-        number += 1
-        candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
-    return candidate
 
 
 def _clear_output(output: Path) -> None:

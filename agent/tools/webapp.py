@@ -24,7 +24,8 @@ from fastapi.staticfiles import StaticFiles
 
 from ..config import ConfigError
 from ..data.davis import DatasetError
-from .export import export, palette_colours, prepare_output, unused_path
+from ..paths import unused_path
+from .export import export, palette_colours, prepare_output
 from .scribble_input import empty_scribbles
 from .segmenter import VideoSegmenter
 from .video import DEFAULT_WORKING_SIDE, InputError, VideoSource, WorkingFrames, open_video

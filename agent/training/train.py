@@ -55,6 +55,7 @@ from ..model.backbones import WeightsUnavailableError
 from ..model.checkpoint import CheckpointError, first_line, load_checkpoint, save_checkpoint
 from ..model.siamese import SiameseEmbedder, build_model
 from ..model.similarity import Pooled, pair_loss, sample_pixels, topk_loss
+from ..paths import file_in_the_way
 from .data import load_training_set
 from .strokes import stroke_labels
 
@@ -406,9 +407,9 @@ def resolve_config(args: argparse.Namespace) -> TrainRunConfig:
 def check_output_dir(output_dir: Path, resume: bool) -> None:
     """ValueError (one line) before any work for an output that cannot be a folder, or that holds an earlier
     run's checkpoint and is not resumed (it would be replaced)."""
-    for path in (output_dir, *output_dir.parents):
-        if path.exists() and not path.is_dir():
-            raise ValueError(f"{path}: is a file, not a directory (--output-dir {output_dir})")
+    blocker = file_in_the_way(output_dir)
+    if blocker is not None:
+        raise ValueError(f"{blocker}: is a file, not a directory (--output-dir {output_dir})")
     earlier = [name for name in ("model.pt", "last.pt") if (output_dir / name).exists()]
     if earlier and not resume:
         raise ValueError(f"{output_dir}: holds an earlier run ({', '.join(earlier)}): pass --resume to continue it, "

@@ -1,0 +1,25 @@
+"""File-system checks and names shared by the commands (sessions, tools, training, benchmarks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def file_in_the_way(path: Path) -> Path | None:
+    """`path` or the nearest of its parents that exists and is not a directory (an output could not be made
+    there), else None."""
+    for candidate in (path, *path.parents):
+        if candidate.exists() and not candidate.is_dir():
+            return candidate
+    return None
+
+
+def unused_path(path: Path, keep_suffix: bool = True) -> Path:
+    """`path`, or the first of `stem-2.ext`, `stem-3.ext`, ... that does not exist (keep_suffix False:
+    `name-2`, `name-3`, ..., for names whose dots are not a suffix)."""
+    candidate, number = path, 1
+    while candidate.exists():
+        number += 1
+        name = f"{path.stem}-{number}{path.suffix}" if keep_suffix else f"{path.name}-{number}"
+        candidate = path.with_name(name)
+    return candidate
