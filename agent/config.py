@@ -8,6 +8,7 @@ value ends with one clear line.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -42,11 +43,11 @@ def _finite(value: float) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
 
-
 def _check_scale_range(value, name: str) -> None:
     low, high = value
     _require(_finite(low) and _finite(high) and 0 < low <= high,
              f"{name} must be (low, high) with finite 0 < low <= high, got {tuple(value)}")
+
 
 @dataclass
 class ModelConfig:
@@ -518,6 +519,14 @@ def _known_keys(cls, data: dict[str, Any]) -> dict[str, Any]:
 def _yaml_load(text: str):
     """yaml.safe_load, but numbers such as 5e-1 or 1e2 are floats (YAML 1.2 and JSON), not text (PyYAML
     follows YAML 1.1, which needs a dot and a signed exponent), and a key given twice is an error."""
+    import yaml
+
+    return yaml.load(text, Loader=_yaml_loader())  # noqa: S506 (a SafeLoader subclass)
+
+
+@functools.cache
+def _yaml_loader():
+    """The loader class, built once (yaml is imported lazily: most commands never read a config file)."""
     import re
 
     import yaml
@@ -539,7 +548,7 @@ def _yaml_load(text: str):
                     |[-+]?\.(?:inf|Inf|INF)
                     |\.(?:nan|NaN|NAN))$""", re.X),
         list("-+0123456789."))
-    return yaml.load(text, Loader=Loader)  # noqa: S506 (a SafeLoader subclass)
+    return Loader
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -211,11 +211,15 @@ def load_captures(folder: Path, reader: DavisReader) -> list[CapturedSample]:
     if not paths:
         raise DatasetError(f"{folder}: no captured samples (*.npz); run `crf_study.py capture` first")
     samples = [CapturedSample.load(path) for path in paths]
+    objects_of: dict[str, int] = {}  # a video's samples (one per scribble) read its annotations once
     for path, sample in zip(paths, samples, strict=True):
         if not reader.has_sequence(sample.sequence):
             raise DatasetError(f"{path}: its video {sample.sequence} is not in {reader.root}")
         num_frames = len(reader.frame_paths(sample.sequence))
-        objects = int(np.setdiff1d(np.unique(reader.load_annotations(sample.sequence)), [0, VOID_LABEL]).size)
+        if sample.sequence not in objects_of:
+            labels = np.unique(reader.load_annotations(sample.sequence))
+            objects_of[sample.sequence] = int(np.setdiff1d(labels, [0, VOID_LABEL]).size)
+        objects = objects_of[sample.sequence]
         if sample.num_objects != objects:
             raise DatasetError(f"{path}: captured with {sample.num_objects} object(s), but {sample.sequence} has "
                                f"{objects} in {reader.root}")

@@ -195,6 +195,7 @@ def plot_curve(summary: dict, path: str | Path, title: str) -> None:
 # Formats matplotlib writes by suffix (any other suffix it refuses, and none gets ".png" appended).
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 
+
 def plot_curves(summaries: dict[str, dict], path: str | Path, title: str) -> None:
     """Metric against cumulative time, one line per run ({label: summary}; one unlabeled run is shaded)."""
     import matplotlib
@@ -316,10 +317,10 @@ def main(argv: list[str] | None = None) -> int:
         if not path.is_file():
             parser.exit(2, f"error: {path} does not exist (pass the output directory of a session run)\n")
         try:
-            summaries[label or Path(directory).name] = json.loads(path.read_text())
+            summary = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             parser.exit(2, f"error: {path}: not valid JSON ({error})\n")
-        summary = summaries[label or Path(directory).name]
+        summaries[label or Path(directory).name] = summary
         if not isinstance(summary, dict) or not {"metric", "curve", "threshold"} <= summary.keys():
             parser.exit(2, f"error: {path}: not a session run's summary.json (no metric, curve or threshold)\n")
     try:
