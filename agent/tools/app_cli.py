@@ -19,6 +19,7 @@ from pathlib import Path
 from ..config import ConfigError
 from .segment_cli import add_agent_arguments, agent_config, build_segmenter, check_sizes, setup_logging
 from .video import InputError
+from .webapp import DEFAULT_MAX_UPLOAD_MB
 
 log = logging.getLogger("agent.app")
 
@@ -29,6 +30,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("video", type=Path, nargs="?", help="video file or folder of frames to open at start")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
+                        help="largest video the page may upload, in MB (default %(default)s)")
     add_agent_arguments(parser)
     return parser.parse_args(argv)
 
@@ -40,7 +43,7 @@ def build_state(args: argparse.Namespace):
 
     config = agent_config(args)
     return AppState(lambda: InteractiveAgent.from_pretrained(config=config), args.working_size,
-                    lambda agent, frames: build_segmenter(agent, frames, args))
+                    lambda agent, frames: build_segmenter(agent, frames, args), args.max_upload_mb)
 
 
 def check_listen(host: str, port: int) -> None:

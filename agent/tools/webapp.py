@@ -7,8 +7,10 @@ traceback (unexpected ones are logged here in full).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 import tempfile
 import threading
 import time
@@ -19,8 +21,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import ConfigError
 from ..data.davis import DatasetError
@@ -34,6 +38,12 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 USER_ERRORS = (InputError, DatasetError, ConfigError, ValueError)
+DEFAULT_MAX_UPLOAD_MB = 2048  # a long 1080p video; more would only fill the temporary folder
+MAX_JSON_BYTES = 8 * 2**20  # the page's largest request, a round's strokes, is a few kB
+
+
+class TooLarge(Exception):
+    """A request body over its limit (answered 413)."""
 
 
 class Busy(Exception):
@@ -56,7 +66,10 @@ class AppState:
     """The page's video, its segmentation rounds and the one running job."""
 
     def __init__(self, agent_factory: Callable[[], object], working_side: int = DEFAULT_WORKING_SIDE,
-                 segmenter_factory: Callable | None = None) -> None:
+                 segmenter_factory: Callable | None = None, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB) -> None:
+        if not (isinstance(max_upload_mb, (int, float)) and math.isfinite(max_upload_mb) and max_upload_mb > 0):
+            raise InputError(f"--max-upload-mb must be a positive number, got {max_upload_mb!r}")
+        self.max_upload_bytes = int(max_upload_mb * 2**20)
         self._agent_factory = agent_factory
         self._agent = None
         self.working_side = working_side
@@ -225,6 +238,21 @@ def create_app(state: AppState) -> FastAPI:
     async def busy(request: Request, error: Exception) -> JSONResponse:
         return JSONResponse({"error": str(error)}, status_code=409)
 
+    @app.exception_handler(TooLarge)
+    async def too_large(request: Request, error: Exception) -> JSONResponse:
+        return JSONResponse({"error": str(error)}, status_code=413)
+
+    # FastAPI's own answers (unknown route, wrong method, a path parameter of the wrong type) in the same shape.
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": f"{request.method} {request.url.path}: {error.detail}"},
+                            status_code=error.status_code, headers=getattr(error, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in error.errors())
+        return JSONResponse({"error": f"invalid request: {problems}"}, status_code=400)
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
         log.exception("%s %s failed", request.method, request.url.path)
@@ -255,15 +283,31 @@ def create_app(state: AppState) -> FastAPI:
     @app.post("/api/upload")
     async def post_upload(request: Request, name: str = "video.mp4") -> dict:
         state.check_idle()
-        data = await request.body()
-        if not data:
-            raise InputError("the uploaded file is empty")
         base = Path(name).name
         if base in ("", ".", "..") or "\x00" in base or len(base.encode()) > 200:
             raise InputError(f"the upload's name {name[:60]!r} is not a usable file name")
-        # Never over an earlier upload: it may be the open video, whose results are still shown.
-        target = unused_path(Path(state.uploads_dir) / base)
-        target.write_bytes(data)
+        limit = state.max_upload_bytes
+        too_large = TooLarge(f"the upload is larger than the app's limit of {limit / 2**20:g} MB "
+                             f"(python -m agent.app --max-upload-mb)")
+        if _content_length(request) > limit:
+            raise too_large  # refused before a byte is stored
+        # Streamed to a hidden file, then named: a refused or broken upload leaves nothing behind.
+        handle, partial = tempfile.mkstemp(prefix=".upload-", dir=state.uploads_dir)
+        try:
+            size = 0
+            with os.fdopen(handle, "wb") as out:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise too_large
+                    out.write(chunk)
+            if size == 0:
+                raise InputError("the uploaded file is empty")
+            # Never over an earlier upload: it may be the open video, whose results are still shown.
+            target = unused_path(Path(state.uploads_dir) / base)
+            os.replace(partial, target)
+        finally:
+            Path(partial).unlink(missing_ok=True)
         state.open(target)
         return state.snapshot()
 
@@ -316,10 +360,24 @@ def create_app(state: AppState) -> FastAPI:
     return app
 
 
-async def _json(request: Request) -> dict:
+def _content_length(request: Request) -> int:
     try:
-        body = await request.json()
-    except ValueError as error:
+        return int(request.headers.get("content-length", 0))
+    except ValueError:
+        return 0  # a chunked or odd header: the streamed byte count decides
+
+
+async def _json(request: Request) -> dict:
+    if _content_length(request) > MAX_JSON_BYTES:
+        raise TooLarge(f"the request is larger than {MAX_JSON_BYTES // 2**20} MB")
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > MAX_JSON_BYTES:
+            raise TooLarge(f"the request is larger than {MAX_JSON_BYTES // 2**20} MB")
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError) as error:  # RecursionError: nested too deeply to parse
         raise InputError("the request was not JSON") from error
     if not isinstance(body, dict):
         raise InputError("the request must be a JSON object")

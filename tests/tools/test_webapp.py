@@ -210,3 +210,32 @@ def test_a_failed_job_reports_one_line():
                 break
             time.sleep(0.02)
         assert job.error == expected
+
+
+def test_request_size_limits_and_framework_errors_are_json_lines(tiny_agent, small_video):
+    state = AppState(lambda: tiny_agent, working_side=120, max_upload_mb=0.01)  # 10 kB
+    data = small_video.video.read_bytes()
+    assert len(data) > state.max_upload_bytes
+    with serve(create_app(state)) as base:
+        # Refused from its Content-Length, and streamed (chunked, no length) past the limit: 413, nothing kept.
+        for body in (data, (data[i:i + 4096] for i in range(0, len(data), 4096))):
+            answer = requests.post(f"{base}/api/upload?name=big.mp4", data=body, timeout=30)
+            assert answer.status_code == 413 and "--max-upload-mb" in answer.json()["error"]
+        assert list(Path(state.uploads_dir).iterdir()) == []
+        answer = requests.post(f"{base}/api/segment", data=b"[" + b" " * (9 * 2**20) + b"]", timeout=30,
+                               headers={"Content-Type": "application/json"})
+        assert answer.status_code == 413 and "larger than 8 MB" in answer.json()["error"]
+        nested = requests.post(f"{base}/api/open", data=b"[" * 100_000, timeout=30)
+        assert nested.status_code == 400 and "not JSON" in nested.json()["error"]
+        for method, path, status in (("get", "/api/nothing", 404), ("get", "/api/segment", 405),
+                                     ("get", "/api/frame/abc", 400)):
+            answer = getattr(requests, method)(f"{base}{path}", timeout=10)
+            assert answer.status_code == status and answer.json()["error"], (path, answer.text)
+    with pytest.raises(InputError, match="max-upload-mb"):
+        AppState(lambda: tiny_agent, max_upload_mb=0)
+
+
+def test_app_command_takes_the_upload_limit():
+    from agent.tools.app_cli import build_state, parse_args
+
+    assert build_state(parse_args(["--max-upload-mb", "50"])).max_upload_bytes == 50 * 2**20
