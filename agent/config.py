@@ -73,9 +73,17 @@ class ModelConfig:
     # random | identity (needs embedding_dim == backbone channels) | pca (training sets the decoder to the first
     # embedding_dim principal directions of its data): both start training from the ImageNet features' similarity.
     decoder_init: str = "random"
+    # 0: the paper's decoder (one transposed conv, linear in the features). > 0: a nonlinear adapter of this
+    # width (1x1 conv, 3x3 depthwise conv) beside it, trainable where the frozen backbone's last stage is not.
+    decoder_hidden: int = 0
 
     def __post_init__(self) -> None:
         _choice(self.pretrained, "model.pretrained", ("imagenet", "coco", "none"))
+        _require(isinstance(self.decoder_hidden, int) and not isinstance(self.decoder_hidden, bool)
+                 and 0 <= self.decoder_hidden <= 4096,
+                 f"model.decoder_hidden must be an integer in 0..4096, got {self.decoder_hidden!r}")
+        _require(self.decoder_hidden == 0 or self.decoder_init == "random",
+                 f"model.decoder_init={self.decoder_init} needs model.decoder_hidden=0 (the linear decoder)")
         _choice(self.decoder_init, "model.decoder_init", ("random", "identity", "pca"))
         _require(self.output_stride in (8, 16), f"model.output_stride must be 8 or 16, got {self.output_stride}")
         _require(self.embedding_dim >= 1, f"model.embedding_dim must be >= 1, got {self.embedding_dim}")
@@ -142,6 +150,9 @@ class TrainConfig:
     # topk loss: share of steps whose references are strokes (each object's skeleton + far-away background),
     # the agent's first-round regime, instead of the reference frame's whole ground truth.
     stroke_references: float = 0.0
+    # topk loss: mean over this hardest share of the query pixels (1: all). J is lost at boundaries and
+    # distractors, while most sampled pixels are easy interior ones.
+    hard_query_fraction: float = 1.0
     # Start decoder and head from this checkpoint's weights (None: random or model.decoder_init).
     init_checkpoint: Path | None = None
     davis_root: Path | None = None
@@ -175,6 +186,8 @@ class TrainConfig:
                  "train.queries_per_class and train.references_per_class must be >= 1")
         _require(_finite(self.stroke_references) and 0 <= self.stroke_references <= 1,
                  f"train.stroke_references must be in [0, 1], got {self.stroke_references}")
+        _require(_finite(self.hard_query_fraction) and 0 < self.hard_query_fraction <= 1,
+                 f"train.hard_query_fraction must be in (0, 1], got {self.hard_query_fraction}")
         _require(self.iterations >= 1, f"train.iterations must be >= 1, got {self.iterations}")
         _require(self.checkpoint_every >= 1, f"train.checkpoint_every must be >= 1, got {self.checkpoint_every}")
         for name in ("synthetic_sequences", "max_frames_per_video", "validate_every", "seed"):

@@ -77,6 +77,9 @@ def finetune(
     recent: deque[float] = deque(maxlen=EARLY_STOP_WINDOW)
     out_size = next(iter(labels.values())).shape
     model.train()
+    for module in model.decoder.modules():  # the adapter's statistics stay those of pretraining: a round's
+        if isinstance(module, torch.nn.BatchNorm2d):  # two scribbled frames are no population to estimate
+            module.eval()
     try:
         while clock() - start < seconds:
             pick = torch.randint(len(frames), (2,), generator=generator).tolist()

@@ -88,9 +88,22 @@ class Decoder(nn.Module):
     decoding every frame of a video is on the interactive agent's critical path).
     """
 
-    def __init__(self, in_channels: int, embedding_dim: int) -> None:
+    def __init__(self, in_channels: int, embedding_dim: int, hidden: int = 0) -> None:
         super().__init__()
-        self.up = nn.Sequential(nn.Conv2d(in_channels, 4 * embedding_dim, kernel_size=1), nn.PixelShuffle(2))
+        # hidden > 0: a small nonlinear adapter (ModelConfig.decoder_hidden) whose output the transposed conv
+        # sees beside the features, so the linear decoder stays one of the functions it can learn.
+        self.adapter = None if hidden == 0 else nn.Sequential(
+            nn.Conv2d(in_channels, hidden, kernel_size=1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, kernel_size=3, padding=1, groups=hidden, bias=False), nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
+        )
+        self.up = nn.Sequential(nn.Conv2d(in_channels + hidden, 4 * embedding_dim, kernel_size=1), nn.PixelShuffle(2))
+
+    def coarse(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) -> (B, d, 2h, 2w): the decoder before its bilinear upsampling."""
+        if self.adapter is not None:
+            features = torch.cat([features, self.adapter(features)], dim=1)
+        return self.up(features)
 
     @torch.no_grad()
     def init_identity(self) -> None:
@@ -120,7 +133,7 @@ class Decoder(nn.Module):
             conv.bias[torch.arange(dim) * 4 + k] = -basis @ mean
 
     def forward(self, features: torch.Tensor, out_size: tuple[int, int] | None = None) -> torch.Tensor:
-        x = self.up(features)
+        x = self.coarse(features)
         size = out_size or (2 * x.shape[-2], 2 * x.shape[-1])
         if tuple(size) == tuple(x.shape[-2:]):
             return x  # the H/4 grid: no interpolation needed
@@ -148,7 +161,7 @@ class SiameseEmbedder(nn.Module):
             std=tuple(config.std) if config.std is not None else self.backbone.std,
             input_size=tuple(config.input_size),
         )
-        self.decoder = Decoder(self.backbone.out_channels, config.embedding_dim)
+        self.decoder = Decoder(self.backbone.out_channels, config.embedding_dim, config.decoder_hidden)
         if config.decoder_init == "identity":
             self.decoder.init_identity()
         elif config.decoder_init not in ("random", "pca"):  # pca: set by training from its data (init_pca)
@@ -193,7 +206,7 @@ class SiameseEmbedder(nn.Module):
         a training step's cost."""
         if self.config.normalize_features:
             features = self.normalized_levels(features)
-        coarse = self.decoder.up(features)  # (B, d, 2h, 2w): the decoder before its bilinear upsampling
+        coarse = self.decoder.coarse(features)  # (B, d, 2h, 2w): the decoder before its bilinear upsampling
         height, width = out_size
         out = []
         for b, flat in enumerate(indices):

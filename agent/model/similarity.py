@@ -6,6 +6,7 @@ a reference frame and a query frame.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -114,7 +115,7 @@ def pair_loss(a: torch.Tensor, classes_a: torch.Tensor, b: torch.Tensor, classes
 
 def topk_loss(
     query: torch.Tensor, query_classes: torch.Tensor, refs: torch.Tensor, ref_classes: torch.Tensor, k: int,
-    head: SimilarityHead,
+    head: SimilarityHead, hard_fraction: float = 1.0,
 ) -> torch.Tensor:
     """Cross-entropy of label transfer as the agent does it (transfer.py, topk): each query pixel's score for
     class c is the head's affine map of the mean of its k largest similarities to c's reference pixels, and
@@ -122,7 +123,8 @@ def topk_loss(
 
     query (N, d) with classes (N,), refs (M, d) with classes (M,). Query pixels of a class without references
     are left out. The head's eval-mode affine (running statistics) is used, so its weight acts as a learnt
-    inverse temperature: the one the CRF's softmax over these scores sees.
+    inverse temperature: the one the CRF's softmax over these scores sees. hard_fraction < 1: the mean over
+    only that share of the query pixels with the largest loss.
     """
     sims = query @ refs.t()  # (N, M)
     classes = torch.unique(ref_classes)
@@ -134,4 +136,7 @@ def topk_loss(
     if not keep.any():
         raise ValueError("topk_loss needs query pixels of a class that has reference pixels")
     target = torch.searchsorted(classes, query_classes[keep])
-    return F.cross_entropy(head.normalize(scores[keep]), target)
+    if hard_fraction >= 1:
+        return F.cross_entropy(head.normalize(scores[keep]), target)
+    losses = F.cross_entropy(head.normalize(scores[keep]), target, reduction="none")
+    return losses.topk(max(1, math.ceil(hard_fraction * len(losses)))).values.mean()

@@ -71,12 +71,14 @@ class PairLoss(nn.Module):
     Only the pooled pixels are decoded (SiameseEmbedder.decode_points).
     """
 
-    def __init__(self, model: SiameseEmbedder, frozen_backbone: bool, loss: str = "pairwise", topk: int = 20) -> None:
+    def __init__(self, model: SiameseEmbedder, frozen_backbone: bool, loss: str = "pairwise", topk: int = 20,
+                 hard_fraction: float = 1.0) -> None:
         super().__init__()
         self.model = model
         self.frozen_backbone = frozen_backbone
         self.loss = loss
         self.topk = topk
+        self.hard_fraction = hard_fraction
 
     def forward(self, inputs: torch.Tensor, pooled: list[Pooled], out_size: tuple[int, int]) -> torch.Tensor:
         """inputs: (2, C, h, w) features (frozen) or (2, 3, H, W) images; pooled: one Pooled per view (topk:
@@ -85,7 +87,7 @@ class PairLoss(nn.Module):
         first, second = self.model.decode_points(features, out_size, [p.indices for p in pooled])
         if self.loss == "topk":
             return topk_loss(second, pooled[1].classes.to(second.device), first, pooled[0].classes.to(first.device),
-                             self.topk, self.model.head)
+                             self.topk, self.model.head, self.hard_fraction)
         return pair_loss(first, pooled[0].classes, second, pooled[1].classes, self.model.head)
 
 
@@ -214,7 +216,7 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
     data = load_training_set(config, model, frozen, rank=rank, transfer=transfer)
     if start_iteration == 0 and model_config.decoder_init == "pca" and not initialised:
         model.decoder.init_pca(data.decoder_inputs(model, PCA_SAMPLES, generator).to(device))
-    step = PairLoss(model, frozen, config.loss, transfer.topk).to(device)
+    step = PairLoss(model, frozen, config.loss, transfer.topk, config.hard_query_fraction).to(device)
     if world > 1:
         # DDP registers only the parameters that require grad (frozen: decoder + head, all used in every
         # step, so find_unused_parameters can stay False) and broadcasts rank 0's weights here.

@@ -55,6 +55,26 @@ def test_topk_finetuning_keeps_the_heads_calibration(tiny_model):
     assert torch.equal(tiny_model.head.bn.running_mean, before[1])
 
 
+def test_finetuning_keeps_the_decoder_adapters_statistics():
+    """model.decoder_hidden > 0: its BatchNorms keep pretraining's statistics (a round has a frame or two)."""
+    import dataclasses
+
+    from agent.model.siamese import build_model
+
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(TINY, decoder_hidden=8)).eval()
+    norms = [m for m in model.decoder.adapter if isinstance(m, torch.nn.BatchNorm2d)]
+    before = [(m.running_mean.clone(), m.running_var.clone()) for m in norms]
+    features, labels = _scribbled_frame(model)
+    ticks = iter(range(10_000))
+    stats = finetune(model, features, labels, 10.0, FinetuneConfig(lr=0.05), samples_per_class=20,
+                     early_stop_loss=0.0, clock=lambda: float(next(ticks)), loss="topk", topk=5)
+    assert stats.steps > 0 and not model.training
+    assert any(p.grad is not None for p in model.decoder.adapter.parameters())  # its weights did train
+    for m, (mean, var) in zip(norms, before, strict=True):
+        assert torch.equal(m.running_mean, mean) and torch.equal(m.running_var, var)
+
+
 def test_early_stop_fires(tiny_model):
     features, labels = _scribbled_frame(tiny_model)
     stats = finetune(tiny_model, features, labels, 30.0, FinetuneConfig(), samples_per_class=20, early_stop_loss=10.0)

@@ -21,8 +21,9 @@ def _model(**overrides):
     return model.eval()
 
 
-def test_round_trip(tmp_path):
-    model = _model()
+@pytest.mark.parametrize("hidden", [0, 6])  # 6: the decoder's nonlinear adapter (model.decoder_hidden)
+def test_round_trip(tmp_path, hidden):
+    model = _model(decoder_hidden=hidden)
     path = save_checkpoint(tmp_path / "m.pt", model, model.config, extra={"step": 7, "sizes": (1, 2)})
     loaded, config, extra = load_checkpoint(path, "cpu")
     assert config == model.config and config.mean is not None

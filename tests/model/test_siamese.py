@@ -287,3 +287,40 @@ def test_pca_decoder_init_projects_on_the_principal_directions():
     centred = features[0].reshape(channels, -1).t() - samples.mean(0)
     expected = centred[:, :2]
     assert torch.allclose(projected.abs(), expected.abs(), atol=0.05)  # up to each direction's sign
+
+
+def test_decoder_adapter_is_nonlinear_and_keeps_the_linear_path():
+    """decoder_hidden > 0: the transposed conv sees the features and a nonlinear adapter's output; with the
+    adapter's weights zero it is the linear decoder on the same features."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="tiny", pretrained="none", embedding_dim=8, decoder_hidden=6,
+                                    normalize_features=False, normalize_embeddings=False)).eval()
+    channels = model.backbone.out_channels
+    assert model.decoder.up[0].in_channels == channels + 6
+    features = torch.randn(2, channels, 5, 7)
+    out = model.decode(features, (10, 14))
+    assert out.shape == (2, 8, 10, 14)
+    def affine_defect(net):  # zero for an affine map of the features
+        a, b = features[:1], features[1:]
+        return (net.decode(a + b, (10, 14)) - net.decode(a, (10, 14)) - net.decode(b, (10, 14))
+                + net.decode(torch.zeros_like(a), (10, 14))).abs().max()
+    assert affine_defect(model) > 1e-2
+    out.pow(2).mean().backward()
+    assert all(p.grad is not None for p in model.decoder.adapter.parameters())
+    linear = build_model(ModelConfig(backbone="tiny", pretrained="none", embedding_dim=8,
+                                     normalize_features=False, normalize_embeddings=False)).eval()
+    with torch.no_grad():
+        model.decoder.adapter[0].weight.zero_()
+        linear.decoder.up[0].weight.copy_(model.decoder.up[0].weight[:, :channels])
+        linear.decoder.up[0].bias.copy_(model.decoder.up[0].bias)
+    assert torch.allclose(model.decode(features, (10, 14)), linear.decode(features, (10, 14)), atol=1e-5)
+    assert affine_defect(linear) < 1e-4
+
+
+def test_decoder_adapter_config_is_checked():
+    with pytest.raises(ValueError, match="decoder_hidden"):
+        ModelConfig(backbone="tiny", decoder_hidden=-1)
+    with pytest.raises(ValueError, match="decoder_hidden"):
+        ModelConfig(backbone="tiny", decoder_hidden=True)
+    with pytest.raises(ValueError, match="decoder_hidden=0"):
+        ModelConfig(backbone="tiny", decoder_hidden=8, decoder_init="identity")

@@ -238,12 +238,14 @@ def test_missing_davis_root_is_one_error_line(tmp_path: Path, capsys) -> None:
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("value", ["1.5", "-0.1", "nan"])
-def test_stroke_references_outside_zero_one_is_one_error_line(tmp_path: Path, capsys, value: str) -> None:
+@pytest.mark.parametrize(("field", "value"), [("stroke_references", "1.5"), ("stroke_references", "-0.1"),
+                                              ("stroke_references", "nan"), ("hard_query_fraction", "0"),
+                                              ("hard_query_fraction", "1.5"), ("hard_query_fraction", "nan")])
+def test_shares_outside_their_range_are_one_error_line(tmp_path: Path, capsys, field: str, value: str) -> None:
     out = tmp_path / "run"
-    assert main([*TINY_ARGS, "--set", f"train.stroke_references={value}", "--output-dir", str(out)]) == 2
+    assert main([*TINY_ARGS, "--set", f"train.{field}={value}", "--output-dir", str(out)]) == 2
     (line,) = error_lines(capsys.readouterr().err)
-    assert "train.stroke_references" in line and not out.exists()
+    assert f"train.{field}" in line and not out.exists()
 
 
 @pytest.mark.parametrize(("setting", "fragment"), [
