@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from .errors import first_line
+
 STRATEGY_AUTO = "auto"
 # Training videos of ../shared/davis held out as our own validation split (robot scribbles,
 # agent/data/robot_root.py): dancers, a car, a rider, a small bird and a large animal, like DAVIS val.
@@ -576,7 +578,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     try:
         data = _yaml_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise ConfigError(f"config file {path} is not valid JSON or YAML ({str(error).splitlines()[0]})") from error
+        raise ConfigError(f"config file {path} is not valid JSON or YAML ({first_line(error)})") from error
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
     return data
@@ -592,7 +594,7 @@ def set_key(data: dict[str, Any], assignment: str, cls) -> None:
     try:
         value = _yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError as error:
-        raise ConfigError(f"--set {assignment!r}: cannot parse the value ({str(error).splitlines()[0]})") from error
+        raise ConfigError(f"--set {assignment!r}: cannot parse the value ({first_line(error)})") from error
     parts = key.strip().split(".")
     node, node_cls = data, cls
     for depth, part in enumerate(parts):

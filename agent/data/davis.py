@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..errors import first_line
+
 VOID_LABEL = 255
 # Object ids 1..254: annotations are uint8 palette PNGs whose 255 is void. It also bounds the classes an API
 # caller's scribbles can ask for (an id of 10**9 would allocate 10**9 score maps).
@@ -36,8 +38,7 @@ def open_image(path: Path, what: str = "image") -> Image.Image:
     try:
         return Image.open(path)
     except IMAGE_ERRORS as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise DatasetError(f"{path}: cannot open this {what} ({reason})") from error
+        raise DatasetError(f"{path}: cannot open this {what} ({first_line(error)})") from error
 
 
 @dataclass(frozen=True)

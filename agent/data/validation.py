@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..errors import first_line
 from .davis import IMAGE_ERRORS, VOID_LABEL, DatasetError, DavisReader, SequenceInfo, validate_scribbles
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,7 @@ def _decode(path: Path, what: str) -> tuple[tuple[int, int], np.ndarray | None]:
     except IMAGE_ERRORS as error:
         if isinstance(error, DatasetError):
             raise
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise DatasetError(f"{path}: cannot decode this {what} ({reason})") from error
+        raise DatasetError(f"{path}: cannot decode this {what} ({first_line(error)})") from error
 
 
 def check_frames(reader: DavisReader, sequence: str) -> tuple[int, int, int]:

@@ -22,9 +22,9 @@ from ..config import SessionConfig, to_dict
 from ..data import compat  # noqa: F401  (patches davisinteractive before it is imported)
 from ..data.davis import DavisReader, SequenceInfo
 from ..data.registry import Registration, register_dataset
+from ..errors import first_line
 from ..inference.plan import Strategy, plan_round
 from ..inference.predictor import Predictor
-from ..model.checkpoint import first_line
 from .connection import keep_reports, open_session, redact
 from .outputs import atomic_write_text
 from .report import SampleLayout, summarize_run, write_outputs

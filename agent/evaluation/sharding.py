@@ -21,6 +21,7 @@ import pandas as pd
 
 from ..config import parse_shard
 from ..data.davis import SequenceInfo
+from ..errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def _read_run(directory: Path) -> tuple[dict, pd.DataFrame, dict]:
     try:
         report = load_report(report_path)
     except (ValueError, KeyError, UnicodeDecodeError) as error:  # pandas' ParserError is a ValueError
-        raise MergeError(f"{report_path}: not a session run's report.csv ({str(error).splitlines()[0]})") from error
+        raise MergeError(f"{report_path}: not a session run's report.csv ({first_line(error)})") from error
     return summary, report, config
 
 

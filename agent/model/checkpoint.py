@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ..config import ConfigError, ModelConfig, from_dict, to_dict
+from ..errors import first_line
 from .backbones import available_backbones
 from .siamese import SiameseEmbedder, build_model
 
@@ -76,12 +77,6 @@ def save_checkpoint(
     os.replace(tmp, path)  # atomic: a crash mid-save never leaves a truncated checkpoint behind
     log.info("saved checkpoint %s (%.1f MB%s)", path, path.stat().st_size / 1e6, ", fp16" if half else "")
     return path
-
-
-def first_line(error: BaseException) -> str:
-    """An exception's first message line (its type name when it has no message), for one-line errors."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from ..data.davis import IMAGE_ERRORS
+from ..errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +138,7 @@ def _open_file(path: Path) -> VideoSource:
         # An exact count needs a decode pass (container headers can be wrong); FFmpeg does it in seconds.
         num_frames, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
     except (RuntimeError, OSError, StopIteration, KeyError, ValueError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise InputError(f"{path}: not a video FFmpeg can read ({first[:200]})") from error
+        raise InputError(f"{path}: not a video FFmpeg can read ({first_line(error)[:200]})") from error
     if num_frames < 1:
         raise InputError(f"{path}: the video has no frames")
     width, height = (int(v) for v in meta["size"])

@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import ConfigError
 from ..data.davis import DatasetError
+from ..errors import first_line
 from ..paths import unused_path
 from .export import export, palette_colours, prepare_output
 from .scribble_input import empty_scribbles
@@ -100,15 +101,14 @@ class AppState:
         try:
             job.message = work(job)
         except USER_ERRORS as error:
-            job.error = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            job.error = first_line(error)
         except OSError as error:  # the file system (a full disk, a folder where a file goes): its one line
             log.exception("%s failed", job.kind)
             where = f"{error.filename}: " if getattr(error, "filename", None) else ""
             job.error = f"{job.kind} failed: {where}{error.strerror or type(error).__name__}"
         except Exception as error:  # a bug: the page still gets a line, the log the traceback (ffmpeg's banner)
             log.exception("%s failed", job.kind)
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            job.error = f"unexpected error while {job.kind}ing: {first} (details in the server's log)"
+            job.error = f"unexpected error while {job.kind}ing: {first_line(error)} (details in the server's log)"
         finally:
             job.finished = True
 

@@ -51,8 +51,9 @@ from ..config import (
 )
 from ..data.davis import DatasetError, DavisReader
 from ..device import resolve_device
+from ..errors import first_line
 from ..model.backbones import WeightsUnavailableError
-from ..model.checkpoint import CheckpointError, first_line, load_checkpoint, save_checkpoint
+from ..model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..model.siamese import SiameseEmbedder, build_model
 from ..model.similarity import Pooled, pair_loss, sample_pixels, topk_loss
 from ..paths import file_in_the_way

@@ -1,0 +1,9 @@
+"""One-line error messages: every command, the app and the servers report a fault in one line."""
+
+from __future__ import annotations
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's first message line (its type name when it has no message), for one-line errors."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
