@@ -7,3 +7,8 @@ def first_line(error: BaseException) -> str:
     """An exception's first message line (its type name when it has no message), for one-line errors."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def validation_problems(problems) -> str:
+    """FastAPI's RequestValidationError.errors() (dicts with 'loc' and 'msg') as one line: `loc: msg; ...`."""
+    return "; ".join(f"{'.'.join(map(str, p.get('loc', ())))}: {p.get('msg')}" for p in problems)

@@ -37,6 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..config import ServerConfig
 from ..data import compat  # noqa: F401  (patches davisinteractive before it is imported)
 from ..data.registry import register_dataset
+from ..errors import validation_problems
 
 from davisinteractive.dataset.davis import Davis  # isort: skip  (after compat)
 from davisinteractive.evaluation import EvaluationService  # isort: skip
@@ -202,8 +203,7 @@ def create_app(config: ServerConfig, root: str | Path) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> Response:
-        problems = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in error.errors())
-        return _error(400, "ValueError", f"invalid request: {problems}")
+        return _error(400, "ValueError", f"invalid request: {validation_problems(error.errors())}")
 
     for error_class in PROTOCOL_ERRORS:
         @app.exception_handler(error_class)

@@ -136,7 +136,7 @@ def topk_loss(
     if not keep.any():
         raise ValueError("topk_loss needs query pixels of a class that has reference pixels")
     target = torch.searchsorted(classes, query_classes[keep])
-    if hard_fraction >= 1:
-        return F.cross_entropy(head.normalize(scores[keep]), target)
     losses = F.cross_entropy(head.normalize(scores[keep]), target, reduction="none")
-    return losses.topk(max(1, math.ceil(hard_fraction * len(losses)))).values.mean()
+    if hard_fraction < 1:
+        losses = losses.topk(max(1, math.ceil(hard_fraction * len(losses)))).values
+    return losses.mean()

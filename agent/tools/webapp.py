@@ -14,7 +14,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import ConfigError
 from ..data.davis import DatasetError
-from ..errors import first_line
+from ..errors import first_line, validation_problems
 from ..paths import unused_path
 from .export import export, palette_colours, prepare_output
 from .scribble_input import empty_scribbles
@@ -250,8 +250,7 @@ def create_app(state: AppState) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in error.errors())
-        return JSONResponse({"error": f"invalid request: {problems}"}, status_code=400)
+        return JSONResponse({"error": f"invalid request: {validation_problems(error.errors())}"}, status_code=400)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
@@ -287,19 +286,15 @@ def create_app(state: AppState) -> FastAPI:
         if base in ("", ".", "..") or "\x00" in base or len(base.encode()) > 200:
             raise InputError(f"the upload's name {name[:60]!r} is not a usable file name")
         limit = state.max_upload_bytes
-        too_large = TooLarge(f"the upload is larger than the app's limit of {limit / 2**20:g} MB "
-                             f"(python -m agent.app --max-upload-mb)")
-        if _content_length(request) > limit:
-            raise too_large  # refused before a byte is stored
+        chunks = _body_chunks(request, limit, f"the upload is larger than the app's limit of {limit / 2**20:g} MB "
+                                              "(python -m agent.app --max-upload-mb)")
         # Streamed to a hidden file, then named: a refused or broken upload leaves nothing behind.
         handle, partial = tempfile.mkstemp(prefix=".upload-", dir=state.uploads_dir)
         try:
             size = 0
             with os.fdopen(handle, "wb") as out:
-                async for chunk in request.stream():
+                async for chunk in chunks:
                     size += len(chunk)
-                    if size > limit:
-                        raise too_large
                     out.write(chunk)
             if size == 0:
                 raise InputError("the uploaded file is empty")
@@ -360,21 +355,27 @@ def create_app(state: AppState) -> FastAPI:
     return app
 
 
-def _content_length(request: Request) -> int:
+async def _body_chunks(request: Request, limit: int, message: str) -> AsyncIterator[bytes]:
+    """The request body's chunks; TooLarge(message) from its Content-Length before any is read, or, without
+    one (chunked), as soon as the bytes streamed pass `limit`."""
     try:
-        return int(request.headers.get("content-length", 0))
+        declared = int(request.headers.get("content-length", 0))
     except ValueError:
-        return 0  # a chunked or odd header: the streamed byte count decides
+        declared = 0  # an odd header: the streamed byte count decides
+    if declared > limit:
+        raise TooLarge(message)
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(message)
+        yield chunk
 
 
 async def _json(request: Request) -> dict:
-    if _content_length(request) > MAX_JSON_BYTES:
-        raise TooLarge(f"the request is larger than {MAX_JSON_BYTES // 2**20} MB")
     data = bytearray()
-    async for chunk in request.stream():
+    async for chunk in _body_chunks(request, MAX_JSON_BYTES, f"the request is larger than {MAX_JSON_BYTES // 2**20} MB"):
         data += chunk
-        if len(data) > MAX_JSON_BYTES:
-            raise TooLarge(f"the request is larger than {MAX_JSON_BYTES // 2**20} MB")
     try:
         body = json.loads(data)
     except (ValueError, RecursionError) as error:  # RecursionError: nested too deeply to parse
