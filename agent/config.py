@@ -207,6 +207,9 @@ class ScribbleConfig:
     """Scribbles -> sparse labels on the embedding grid."""
 
     dilation: int = 3  # square kernel side (paper: 3x3)
+    # Kernel side for the strokes of later rounds (corrections); 0: as `dilation`. 1 removed the held-out drops
+    # after a stroke but weakened corrections on val (libby): off (docs/METHOD.md).
+    correction_dilation: int = 0
     # Pixels farther than this fraction of the image diagonal from every object scribble are background.
     far_background_fraction: float = 0.25
     # Which scribbled frames get derived background (far-away, least-similar): all | first-round (only frames
@@ -225,6 +228,8 @@ class ScribbleConfig:
     def __post_init__(self) -> None:
         _choice(self.derived_background_frames, "scribbles.derived_background_frames", ("all", "first-round"))
         _require(self.dilation >= 1, f"scribbles.dilation must be >= 1, got {self.dilation}")
+        _require(self.correction_dilation >= 0,
+                 f"scribbles.correction_dilation must be >= 0 (0: as dilation), got {self.correction_dilation}")
         _require(_finite(self.far_background_fraction) and self.far_background_fraction >= 0,
                  f"scribbles.far_background_fraction must be >= 0, got {self.far_background_fraction}")
         _require(_finite(self.least_similar_fraction) and 0 <= self.least_similar_fraction <= 1,

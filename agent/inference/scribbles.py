@@ -164,7 +164,7 @@ class ScribbleMemory:
         """Merge one interaction's scribbles; returns the frames it touched (sorted). require_object: refuse
         them while no object stroke exists, here or before (a first round of background alone)."""
         # Validates everything before touching memory, so a bad round leaves it unchanged.
-        new = scribble_labels(scribbles, self.shape, self.config.dilation, self.num_objects, self.num_frames)
+        new = scribble_labels(scribbles, self.shape, self.dilation(), self.num_objects, self.num_frames)
         if require_object and not self.object_ids() and not any((labels > BACKGROUND).any() for labels in new.values()):
             raise DatasetError("scribbles: no object stroke yet: the first round needs at least one stroke with "
                                "object_id >= 1")
@@ -179,6 +179,13 @@ class ScribbleMemory:
         self.rounds += 1
         log.debug("scribble round %d: frames %s", self.rounds, sorted(new))
         return sorted(new)
+
+    def dilation(self) -> int:
+        """The kernel side for the next round's strokes: `dilation` in the first round, then
+        `correction_dilation` (0: the same)."""
+        if self.rounds and self.config.correction_dilation:
+            return self.config.correction_dilation
+        return self.config.dilation
 
     def frames(self) -> list[int]:
         return sorted(self._labels)

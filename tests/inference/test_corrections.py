@@ -97,3 +97,40 @@ def test_round_fusion_keeps_frames_far_from_a_misleading_stroke(checkpoint):
     # Without fusion the same rounds lose the object on those frames (as in the test above).
     _, unfused, _ = _rounds(checkpoint, ScribbleConfig(derived_background_frames="all"))
     assert lost(unfused) > 0.3
+
+
+def _edge_correction(checkpoint, scribbles: ScribbleConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Round 1 as above; round 2 a background stroke along the object's top edge, one grid cell (4 px) above it:
+    where the robot draws a correction of a thin false-positive rim."""
+    frames, truth = _video()
+    agent = InteractiveAgent.from_pretrained(checkpoint, AgentConfig(
+        device="cpu", scribbles=scribbles, inference_scale=1.0))
+    agent.start(frames, 1)
+    top, left = _corner(0)
+    first = agent.step(_stroke(0, [(left + 10, top + 40), (left + 75, top + 40), (left + 140, top + 40)]), RoundPlan())
+    top, left = _corner(CORRECTED)
+    second = agent.step(_stroke(CORRECTED, [(left + 10, top - 4), (left + 140, top - 4)], object_id=0), RoundPlan())
+    return first, second, truth
+
+
+def _lost(first: np.ndarray, second: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """Share of the object pixels round 1 had right that round 2 makes background: on the corrected frame, on all."""
+    right = (first == 1) & (truth == 1)
+    lost = (second == 0) & right
+    return lost[CORRECTED].sum() / right[CORRECTED].sum(), lost.sum() / right.sum()
+
+
+def test_an_undilated_edge_correction_keeps_the_object(checkpoint):
+    first, second, truth = _edge_correction(checkpoint, ScribbleConfig(dilation=3, correction_dilation=1))
+    assert (first == truth).mean() > 0.95
+    on_frame, everywhere = _lost(first, second, truth)
+    assert on_frame < 0.025 and everywhere < 0.02
+
+
+def test_a_dilated_edge_correction_would_eat_the_object_edge(checkpoint):
+    """The failure correction_dilation=1 avoids (the default dilates corrections as round 1): dilated 3x3, the
+    stroke's halo reaches the object's top row of cells and makes them background evidence, on the frame where
+    they are most alike."""
+    first, second, truth = _edge_correction(checkpoint, ScribbleConfig(dilation=3))
+    on_frame, everywhere = _lost(first, second, truth)
+    assert on_frame > 0.045 and everywhere > 0.03

@@ -135,6 +135,23 @@ def test_memory_accumulates_two_rounds() -> None:
     assert memory.rounds == 2 and len(memory) == 3
 
 
+def test_correction_strokes_take_their_own_dilation() -> None:
+    """Round 1 dilates with `dilation`, later rounds with `correction_dilation` (0: the same)."""
+    memory = ScribbleMemory(SHAPE, ScribbleConfig(dilation=3, correction_dilation=1), num_frames=2)
+    first = scribbles([stroke([(3, 2), (3, 8)], 1)], [])
+    second = scribbles([], [stroke([(6, 2), (6, 8)], 0)])
+    memory.add(first)
+    memory.add(second)
+    np.testing.assert_array_equal(memory.raw_labels(0), scribble_labels(first, SHAPE, 3)[0])
+    np.testing.assert_array_equal(memory.raw_labels(1), rasterize_scribbles(second, SHAPE)[1])
+    same = ScribbleMemory(SHAPE, ScribbleConfig(dilation=3), num_frames=2)  # the default: as round 1
+    same.add(first)
+    same.add(second)
+    np.testing.assert_array_equal(same.raw_labels(1), scribble_labels(second, SHAPE, 3)[1])
+    with pytest.raises(ValueError, match="correction_dilation"):
+        ScribbleConfig(correction_dilation=-1)
+
+
 def test_memory_far_background_applies_on_read() -> None:
     memory = ScribbleMemory(SHAPE, ScribbleConfig(dilation=1, far_background_fraction=0.25))
     memory.add(scribbles([stroke([(0, 0)], 1)]))
