@@ -20,7 +20,15 @@ import numpy as np
 from PIL import Image
 
 from ..errors import first_line
-from .davis import IMAGE_ERRORS, VOID_LABEL, DatasetError, DavisReader, SequenceInfo, validate_scribbles
+from .davis import (
+    IMAGE_ERRORS,
+    VOID_LABEL,
+    DatasetError,
+    DavisReader,
+    SequenceInfo,
+    draft_jpeg,
+    validate_scribbles,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +63,7 @@ def _decode(path: Path, what: str) -> tuple[tuple[int, int], np.ndarray | None]:
                 if image.mode not in ("P", "L"):
                     raise DatasetError(f"{path}: a {image.mode} image, expected a palette (or grey) PNG of object ids")
                 return size, np.asarray(image, dtype=np.uint8)
-            if image.format == "JPEG":
-                # Decoding at 1/8 scale still reads every byte, for a fraction of the cost.
-                image.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
+            draft_jpeg(image)
             image.load()
             return size, None
     except IMAGE_ERRORS as error:

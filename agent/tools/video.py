@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ..data.davis import IMAGE_ERRORS
+from ..data.davis import IMAGE_ERRORS, draft_jpeg
 from ..errors import first_line
 
 log = logging.getLogger(__name__)
@@ -111,8 +111,7 @@ def _open_folder(path: Path) -> VideoSource:
         try:
             with Image.open(frame_path) as image:
                 size, mode = image.size, image.mode
-                if image.format == "JPEG":  # decoding at 1/8 scale still reads every byte
-                    image.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
+                if draft_jpeg(image):
                     image.load()
                 else:
                     image.verify()  # chunk checksums (PNG), without decoding the pixels

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agent.data.davis import MAX_OBJECT_ID, DatasetError, DavisReader, validate_scribbles
+from agent.data.davis import MAX_OBJECT_ID, DatasetError, DavisReader, draft_jpeg, validate_scribbles
 from agent.data.validation import validate_sequence, validate_subset
 
 ONE, TWO = "synth-000", "synth-001"  # tiny_synthetic_root: 1 and 2 objects, 6 frames of 96x160
@@ -79,6 +79,19 @@ def test_undecodable_frame_names_the_file(root: Path, keep: float) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep)])
     _fails(root, ONE, f"{path}: cannot decode this frame")
+
+
+def test_draft_jpeg_decodes_an_eighth_and_leaves_other_formats(tmp_path: Path) -> None:
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 96, 3), np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "f.jpg")
+    Image.fromarray(pixels).save(tmp_path / "f.png")
+    with Image.open(tmp_path / "f.jpg") as image:
+        assert draft_jpeg(image)
+        image.load()
+        assert image.size == (12, 8)
+    with Image.open(tmp_path / "f.png") as image:
+        assert not draft_jpeg(image)
+        assert image.size == (96, 64)
 
 
 def test_frames_of_two_sizes_are_an_error(root: Path) -> None:
