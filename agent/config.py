@@ -117,6 +117,9 @@ class TransferConfig:
     # (inference/reference_pool.py); False: a full transfer every round.
     incremental: bool = True
     max_new_reference_pixels: int = 1024  # per class and round, for the incremental pool
+    # Each pixel of a later round's stroke counts this many times among a query pixel's top-k: weight for
+    # undilated corrections (scribbles.correction_dilation=1) without a halo across the boundary; 1: once.
+    correction_weight: int = 1
     # Transfer again on the decoder's finer native grid (90x160 at 1.5x frames), only within this many fine
     # cells of a change in the coarse labels (inference/detail.py); 0: off. Off: a band of 3 lowered J on
     # our held-out videos (docs/METHOD.md).
@@ -129,7 +132,7 @@ class TransferConfig:
     def __post_init__(self) -> None:
         _choice(self.aggregation, "transfer.aggregation", ("eq3", "topk"))
         for name in ("samples_per_class", "topk", "max_reference_pixels", "chunk_size", "grid_stride",
-                     "max_new_reference_pixels"):
+                     "max_new_reference_pixels", "correction_weight"):
             _require(getattr(self, name) >= 1, f"transfer.{name} must be >= 1, got {getattr(self, name)}")
         _require(self.detail_band >= 0, f"transfer.detail_band must be >= 0, got {self.detail_band}")
         _require(_finite(self.round_fusion_frames) and self.round_fusion_frames >= 0,

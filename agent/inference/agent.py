@@ -182,11 +182,11 @@ class InteractiveAgent(Predictor):
         if self._pool is not None:
             # The model changed if fine-tuning took a step: similarities to the old pool are stale.
             self._pool.update(self.model, features, labels, num_classes, rebuild=self.last_finetune.steps > 0,
-                              frames=keyframes)
+                              frames=keyframes, weights=self._reference_weights())
             refs = ref_labels = None
             scorer = lambda index: self._pool.scores(self.model, index)  # noqa: E731
         else:
-            refs, ref_labels = reference_set(self.model, features, labels, self.grid)
+            refs, ref_labels = reference_set(self.model, features, labels, self.grid, self._reference_weights())
             scorer = None
         result = propagate(
             self.model, features, refs, ref_labels, num_classes, self._frames, self.grid, self.config.transfer,
@@ -247,6 +247,14 @@ class InteractiveAgent(Predictor):
             self.costs.backbone = seconds / len(missing)
             log.debug("backbone features of %d frames in %.1fs", len(missing), seconds)
         return self._features
+
+    def _reference_weights(self) -> dict[int, np.ndarray] | None:
+        """{frame: (h, w)} how many times each labelled cell counts as a reference (transfer.correction_weight
+        for the cells a correction drew); None when every cell counts once."""
+        weight = self.config.transfer.correction_weight
+        if weight == 1:
+            return None
+        return {f: np.where(self.memory.correction_cells(f), weight, 1) for f in self.memory.frames()}
 
     def _scribble_labels(self, features: torch.Tensor) -> dict[int, torch.Tensor]:
         """Label maps on the embedding grid for every scribbled frame (see ScribbleMemory)."""

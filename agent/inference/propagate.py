@@ -46,8 +46,10 @@ def reference_set(
     features: dict[int, torch.Tensor],
     labels: dict[int, torch.Tensor],
     out_size: tuple[int, int],
+    weights: dict[int, np.ndarray] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Embeddings (M, d) and class ids (M,) of every labelled pixel of the scribbled frames."""
+    """Embeddings (M, d) and class ids (M,) of every labelled pixel of the scribbled frames; weights {frame: (h, w)
+    int}: each pixel's row repeated that many times (None: once)."""
     device = next(model.parameters()).device
     frames = sorted(labels)
     with torch.no_grad():
@@ -56,7 +58,10 @@ def reference_set(
     emb = emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1])
     lab = lab.reshape(-1)
     keep = lab >= 0
-    return emb[keep], lab[keep]
+    if weights is None:
+        return emb[keep], lab[keep]
+    repeats = torch.from_numpy(np.stack([np.asarray(weights[f]) for f in frames]).reshape(-1)).to(device)[keep]
+    return emb[keep].repeat_interleave(repeats, dim=0), lab[keep].repeat_interleave(repeats)
 
 
 def _argmax_classes(scores: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,9 @@ forget an element; it is then rebuilt against the same pooled pixels less the co
 correction changes the references by its own pixels only. Pooled pixels whose derived background label receded (far-away background
 shrinking as object strokes spread, the least-similar background ending at the first background stroke)
 are kept: it scored as dropping them did and saves a full transfer per such round (docs/METHOD.md).
+
+A pixel may count several times (a weight, fixed when it is pooled): its similarity then fills as many of
+a query's top-k slots, as if the reference set held that many copies of it.
 """
 
 from __future__ import annotations
@@ -56,7 +59,8 @@ class ReferencePool:
         self._seen: dict[int, np.ndarray] = {}  # frame -> (h*w,) labels as of the last update
         self._best: torch.Tensor | None = None  # (T, C, k, h*w), -inf where a class has < k references
         self._built = np.zeros(self.num_frames, bool)  # frames whose top-k covers the whole pool
-        self._counts: dict[int, int] = {}  # class -> pooled pixels
+        self._counts: dict[int, int] = {}  # class -> pooled pixels, each times its weight
+        self._weights: dict[int, np.ndarray] = {}  # frame -> (h*w,) weight of each pixel as it was pooled
 
     def references(self, cls: int) -> int:
         return self._counts.get(cls, 0)
@@ -90,9 +94,10 @@ class ReferencePool:
             if current is not None:
                 pooled[(pooled != UNPOOLED) & (current >= 0) & (current != pooled)] = UNPOOLED
 
-    def _sample_new(self, labels: dict[int, np.ndarray], budget: int) -> dict[int, list[tuple[int, np.ndarray]]]:
+    def _sample_new(self, labels: dict[int, np.ndarray], budget: int,
+                    weights: dict[int, np.ndarray] | None = None) -> dict[int, list[tuple[int, np.ndarray]]]:
         """Up to `budget` pixels per class among those labelled since the last update (the smallest priority
-        keys) -> {class: [(frame, flat indices)]}; marks them pooled."""
+        keys) -> {class: [(frame, flat indices)]}; marks them pooled, with their weight (default 1)."""
         candidates: dict[int, list[tuple[int, np.ndarray]]] = {}
         for frame in sorted(labels):
             current = labels[frame]
@@ -113,6 +118,8 @@ class ReferencePool:
                     chosen.setdefault(cls, []).append((frame, idx))
                     pooled = self._pooled.setdefault(frame, np.full(labels[frame].size, UNPOOLED, np.int64))
                     pooled[idx] = cls
+                    weight = self._weights.setdefault(frame, np.ones(labels[frame].size, np.int64))
+                    weight[idx] = 1 if weights is None or frame not in weights else weights[frame][idx]
         return chosen
 
     @torch.no_grad()
@@ -125,12 +132,16 @@ class ReferencePool:
         rebuild: bool = False,
         batch: int = 8,
         frames: np.ndarray | list[int] | None = None,
+        weights: dict[int, np.ndarray] | None = None,
     ) -> None:
         """Add this round's new labelled pixels (labels: {frame: (h, w)} on the grid, -1 unlabeled) and fold
         their similarities into the top-k of `frames` (None: every frame; the others catch up, against the
         whole pool, when a later update asks for them). rebuild=True (the model changed) starts the top-k over.
-        features: (T, C', h', w') backbone features; only those of `frames` and the scribbled frames are read."""
+        features: (T, C', h', w') backbone features; only those of `frames` and the scribbled frames are read.
+        weights: {frame: (h, w) int >= 1}, how many times a new pixel counts among the top-k (None: once)."""
         flat = {f: np.asarray(torch.as_tensor(v).cpu()).reshape(-1).astype(np.int64) for f, v in labels.items()}
+        if weights is not None:
+            weights = {f: np.asarray(w).reshape(-1).astype(np.int64) for f, w in weights.items()}
         if self._best is not None and (rebuild or self._is_stale(flat) or num_classes > self._best.shape[1]):
             # The top-k of a set cannot forget an element: start it over, against the same pooled pixels but
             # those a stroke contradicts (so a correction changes the references by its own pixels only).
@@ -140,7 +151,7 @@ class ReferencePool:
             self.rebuilds += 1
         first = not self._pooled
         budget = self.config.max_reference_pixels if first else self.config.max_new_reference_pixels
-        new = self._sample_new(flat, budget)
+        new = self._sample_new(flat, budget, weights)
         if self._best is None:
             height, width = self.grid
             self._best = torch.full(
@@ -153,9 +164,15 @@ class ReferencePool:
         if new and len(stale):
             self._fold(model, features, stale, self._embed(model, features, new, device), batch)
         if len(late):  # _sample_new has already marked this round's pixels as pooled
+            self._best[torch.from_numpy(late)] = float("-inf")  # a frame left out of a round holds an older top-k
             self._fold(model, features, late, self._embed(model, features, self._pooled_by_class(), device), batch)
         added = {cls: sum(len(idx) for _, idx in parts) for cls, parts in new.items()}
-        self._counts = {cls: sum(len(idx) for _, idx in parts) for cls, parts in self._pooled_by_class().items()}
+        self._counts = {cls: sum(int(self._weights[frame][idx].sum()) for frame, idx in parts)
+                        for cls, parts in self._pooled_by_class().items()}
+        if new:  # frames left out of this update missed its pixels: rebuilt against the whole pool when asked for
+            left_out = np.ones(self.num_frames, bool)
+            left_out[wanted] = False
+            self._built[left_out] = False
         self._built[wanted] = True
         log.debug("reference pool: +%s pixels per class, now %s; %d frames caught up", added, self._counts, len(late))
 
@@ -173,17 +190,20 @@ class ReferencePool:
         return self._embed(model, features, self._pooled_by_class(), next(model.parameters()).device)
 
     def _embed(self, model: SiameseEmbedder, features: torch.Tensor, parts_by_class: dict, device) -> dict:
-        """{class: (M, d) sign-adjusted embeddings} of the given {class: [(frame, flat indices)]}."""
+        """{class: (M, d) sign-adjusted embeddings} of the given {class: [(frame, flat indices)]}, each pixel's row
+        repeated by its weight."""
         scale, _ = head_affine(model.head, device)
         sign = 1.0 if scale >= 0 else -1.0  # a negative BN scale flips the order: keep the bottom k
         frames = sorted({frame for parts in parts_by_class.values() for frame, _ in parts})
         emb = model.decode(torch.stack([features[f] for f in frames]).float().to(device), self.grid)
         emb = emb.reshape(len(frames), emb.shape[1], -1)
         position = {f: i for i, f in enumerate(frames)}
-        return {
-            cls: torch.cat([emb[position[f]][:, torch.from_numpy(idx).to(device)].t() for f, idx in parts]) * sign
-            for cls, parts in parts_by_class.items()
-        }
+        def rows(frame: int, idx: np.ndarray) -> torch.Tensor:
+            out = emb[position[frame]][:, torch.from_numpy(idx).to(device)].t()
+            weight = self._weights[frame][idx]
+            return out if (weight == 1).all() else out.repeat_interleave(torch.from_numpy(weight).to(device), dim=0)
+
+        return {cls: torch.cat([rows(f, idx) for f, idx in parts]) * sign for cls, parts in parts_by_class.items()}
 
     def _fold(self, model: SiameseEmbedder, features: torch.Tensor, frames: np.ndarray, refs: dict, batch: int) -> None:
         """Merge the similarities of `frames`' query pixels to `refs` into their running top-k."""

@@ -159,6 +159,7 @@ class ScribbleMemory:
         self.rounds = 0
         self._labels: dict[int, np.ndarray] = {}
         self._first_round: dict[int, int] = {}  # frame -> the round that first scribbled it
+        self._corrected: dict[int, np.ndarray] = {}  # frame -> (h, w) bool: labelled by a round after the first
 
     def add(self, scribbles: dict, require_object: bool = False) -> list[int]:
         """Merge one interaction's scribbles; returns the frames it touched (sorted). require_object: refuse
@@ -169,13 +170,15 @@ class ScribbleMemory:
             raise DatasetError("scribbles: no object stroke yet: the first round needs at least one stroke with "
                                "object_id >= 1")
         for frame, fresh in new.items():
+            painted = fresh != UNLABELED
             merged = self._labels.get(frame)
             if merged is None:
                 self._labels[frame] = fresh
                 self._first_round[frame] = self.rounds + 1
             else:
-                painted = fresh != UNLABELED
                 merged[painted] = fresh[painted]
+            corrected = self._corrected.setdefault(frame, np.zeros(self.shape, bool))
+            corrected[painted] = self.rounds > 0  # a round-1 stroke repainting a cell is not a correction
         self.rounds += 1
         log.debug("scribble round %d: frames %s", self.rounds, sorted(new))
         return sorted(new)
@@ -189,6 +192,12 @@ class ScribbleMemory:
 
     def frames(self) -> list[int]:
         return sorted(self._labels)
+
+    def correction_cells(self, frame: int) -> np.ndarray:
+        """(h, w) bool: the cells of `frame` whose label a round after the first drew (a copy)."""
+        if frame not in self._labels:
+            raise KeyError(f"frame {frame} has no scribbles (scribbled frames: {self.frames()})")
+        return self._corrected[frame].copy()
 
     def raw_labels(self, frame: int) -> np.ndarray:
         """The dilated strokes alone, without derived background (a copy)."""

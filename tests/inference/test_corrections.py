@@ -134,3 +134,26 @@ def test_a_dilated_edge_correction_would_eat_the_object_edge(checkpoint):
     first, second, truth = _edge_correction(checkpoint, ScribbleConfig(dilation=3))
     on_frame, everywhere = _lost(first, second, truth)
     assert on_frame > 0.045 and everywhere > 0.03
+
+
+def test_weighted_corrections_agree_with_and_without_the_incremental_pool(checkpoint):
+    """transfer.correction_weight reaches both reference paths: the weight changes the labels of each, and they
+    agree but for a few pixels (they differ even unweighted: the pool keeps receded derived background and a full
+    transfer subsamples its references)."""
+    frames, _ = _video()
+    top, left = _corner(0)
+    first = _stroke(0, [(left + 10, top + 40), (left + 75, top + 40), (left + 140, top + 40)])
+    top, left = _corner(CORRECTED)
+    second = _stroke(CORRECTED, [(left + 10, top - 4), (left + 140, top - 4)], object_id=0)
+
+    def play(weight: int, incremental: bool) -> np.ndarray:
+        agent = InteractiveAgent.from_pretrained(checkpoint, AgentConfig(
+            device="cpu", scribbles=ScribbleConfig(correction_dilation=1), inference_scale=1.0,
+            transfer=TransferConfig(correction_weight=weight, incremental=incremental)))
+        agent.start(frames, 1)
+        agent.step(first, RoundPlan())
+        return agent.step(second, RoundPlan())
+
+    weighted, full = play(3, True), play(3, False)
+    assert (weighted == full).mean() > 0.999
+    assert (weighted != play(1, True)).any() and (full != play(1, False)).any()

@@ -135,3 +135,52 @@ def test_left_out_frames_are_rebuilt_after_a_reset(model_and_features):
     torch.testing.assert_close(pool.scores(model, [1, 2]), expected[[1, 2]])
     with pytest.raises(RuntimeError, match="left out"):
         pool.scores(model, [0])
+
+
+def test_weighted_pixels_count_as_copies(model_and_features):
+    """Pixels pooled with a weight (a correction's, transfer.correction_weight) fill that many top-k slots: equal to
+    a full transfer from reference_set's repeated rows, folded in, caught up late, and after a rebuild."""
+    from agent.inference.propagate import reference_set
+
+    model, features = model_and_features
+    grid = model.embedding_size(stride=4)
+
+    def full(labels, weights):
+        refs, classes = reference_set(model, features, {f: torch.from_numpy(v) for f, v in labels.items()}, grid,
+                                      weights)
+        with torch.no_grad():
+            query = model.decode(features.float(), grid)
+        return transfer_labels(query, refs, classes, NO_SUBSAMPLING, model.head, num_classes=2).scores
+
+    pool = ReferencePool(len(features), grid, NO_SUBSAMPLING)
+    round1 = {0: _labels(grid, [(1, (1, 4, 1, 6)), (0, (8, 12, 10, 20))])}
+    pool.update(model, features, round1, num_classes=2)
+    round2 = {0: _labels(grid, [(1, (1, 4, 1, 6)), (0, (8, 12, 10, 20)), (0, (5, 6, 1, 3))]),
+              2: _labels(grid, [(1, (3, 4, 3, 5))])}
+    weights = {0: np.where(round2[0] != round1[0], 3, 1), 2: np.full(grid, 3)}
+    pool.update(model, features, round2, num_classes=2, frames=[0, 3], weights=weights)
+    expected = full(round2, weights)
+    torch.testing.assert_close(pool.scores(model, [0, 3]), expected[[0, 3]])
+    assert pool.references(0) == 4 * 10 + 3 * 2 and pool.references(1) == 3 * 5 + 3 * 2
+    pool.update(model, features, round2, num_classes=2, weights=weights)  # frames 1 and 2 catch up
+    torch.testing.assert_close(pool.scores(model, range(4)), expected)
+    pool.update(model, features, round2, num_classes=2, rebuild=True, weights=weights)
+    torch.testing.assert_close(pool.scores(model, range(4)), expected)
+    # Unweighted, the same pixels score otherwise: the weight is what differs.
+    assert not torch.allclose(full(round2, None), expected)
+
+
+def test_a_built_frame_left_out_of_a_round_catches_up(model_and_features):
+    """Built in round 1, left out of round 2 (a round on keyframes only), asked for in round 3 without new pixels:
+    the frame must still get round 2's pixels."""
+    model, features = model_and_features
+    grid = model.embedding_size(stride=4)
+    pool = ReferencePool(len(features), grid, NO_SUBSAMPLING)
+    round1 = {0: _labels(grid, [(1, (1, 4, 1, 6)), (0, (8, 12, 10, 20))])}
+    pool.update(model, features, round1, num_classes=2)
+    round2 = {0: round1[0], 2: _labels(grid, [(1, (3, 5, 3, 9)), (0, (0, 2, 0, 20))])}
+    pool.update(model, features, round2, num_classes=2, frames=[0, 2])
+    with pytest.raises(RuntimeError, match=r"frames \[1, 3\] were left out"):
+        pool.scores(model, range(4))
+    pool.update(model, features, round2, num_classes=2)
+    _assert_equals_full_transfer(pool, model, features, round2, 2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.config import ScribbleConfig
+from agent.config import ScribbleConfig, TransferConfig
 from agent.data.davis import DatasetError
 from agent.inference.scribbles import (
     UNLABELED,
@@ -223,3 +223,18 @@ def test_bad_round_leaves_memory_unchanged() -> None:
     np.testing.assert_array_equal(memory.raw_labels(0), before)
     with pytest.raises(ValueError):
         scribble_labels(scribbles([stroke([(0, 0)], 1)]), SHAPE, dilation=0)
+
+
+def test_correction_cells_are_those_a_later_round_drew() -> None:
+    memory = ScribbleMemory(SHAPE, ScribbleConfig(dilation=1), num_frames=2)
+    memory.add(scribbles([stroke([(3, 2), (3, 8)], 1)], []))
+    assert not memory.correction_cells(0).any()
+    memory.add(scribbles([stroke([(3, 8), (6, 8)], 0)], [stroke([(1, 1)], 1)]))
+    expected = np.zeros(SHAPE, bool)
+    expected[3:7, 8] = True
+    np.testing.assert_array_equal(memory.correction_cells(0), expected)
+    assert memory.correction_cells(1)[1, 1] and memory.correction_cells(1).sum() == 1
+    with pytest.raises(KeyError):
+        memory.correction_cells(5)
+    with pytest.raises(ValueError, match="correction_weight"):
+        TransferConfig(correction_weight=0)
