@@ -193,16 +193,18 @@ class ScribbleMemory:
     def frames(self) -> list[int]:
         return sorted(self._labels)
 
-    def correction_cells(self, frame: int) -> np.ndarray:
-        """(h, w) bool: the cells of `frame` whose label a round after the first drew (a copy)."""
+    def _require_frame(self, frame: int) -> None:
         if frame not in self._labels:
             raise KeyError(f"frame {frame} has no scribbles (scribbled frames: {self.frames()})")
+
+    def correction_cells(self, frame: int) -> np.ndarray:
+        """(h, w) bool: the cells of `frame` whose label a round after the first drew (a copy)."""
+        self._require_frame(frame)
         return self._corrected[frame].copy()
 
     def raw_labels(self, frame: int) -> np.ndarray:
         """The dilated strokes alone, without derived background (a copy)."""
-        if frame not in self._labels:
-            raise KeyError(f"frame {frame} has no scribbles (scribbled frames: {self.frames()})")
+        self._require_frame(frame)
         return self._labels[frame].copy()
 
     def labels(
