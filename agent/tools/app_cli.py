@@ -18,8 +18,7 @@ from pathlib import Path
 
 from ..config import ConfigError
 from .segment_cli import add_agent_arguments, agent_config, build_segmenter, check_sizes, setup_logging
-from .video import InputError
-from .webapp import DEFAULT_MAX_UPLOAD_MB
+from .video import DEFAULT_MAX_UPLOAD_MB, InputError
 
 log = logging.getLogger("agent.app")
 

@@ -24,6 +24,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # The short side of the frames the agent sees: DAVIS's 480p, the size the method was tuned at (the backbone
 # itself sees at most 1.5x the checkpoint's 240 rows, see AgentConfig.inference_scale).
 DEFAULT_WORKING_SIDE = 480
+# The browser page's largest upload (agent.app): a long 1080p video; more would only fill the temporary folder.
+DEFAULT_MAX_UPLOAD_MB = 2048
 JPEG_QUALITY = 95
 DEFAULT_FPS = 24.0
 # Pixel modes with more than 8 bits per channel, which PIL's convert("RGB") does not rescale.

@@ -33,13 +33,19 @@ from ..paths import unused_path
 from .export import export, palette_colours, prepare_output
 from .scribble_input import empty_scribbles
 from .segmenter import VideoSegmenter
-from .video import DEFAULT_WORKING_SIDE, InputError, VideoSource, WorkingFrames, open_video
+from .video import (
+    DEFAULT_MAX_UPLOAD_MB,
+    DEFAULT_WORKING_SIDE,
+    InputError,
+    VideoSource,
+    WorkingFrames,
+    open_video,
+)
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 USER_ERRORS = (InputError, DatasetError, ConfigError, ValueError)
-DEFAULT_MAX_UPLOAD_MB = 2048  # a long 1080p video; more would only fill the temporary folder
 MAX_JSON_BYTES = 8 * 2**20  # the page's largest request, a round's strokes, is a few kB
 
 

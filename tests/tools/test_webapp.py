@@ -239,3 +239,15 @@ def test_app_command_takes_the_upload_limit():
     from agent.tools.app_cli import build_state, parse_args
 
     assert build_state(parse_args(["--max-upload-mb", "50"])).max_upload_bytes == 50 * 2**20
+
+
+def test_app_command_parses_flags_without_the_web_server():
+    """`python -m agent.app --help` and bad flags answer before FastAPI is imported (build_state imports it)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from agent.tools.app_cli import parse_args; parse_args([]); "
+            "print('fastapi' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
