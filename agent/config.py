@@ -119,6 +119,7 @@ class TransferConfig:
     max_new_reference_pixels: int = 1024  # per class and round, for the incremental pool
     # Each pixel of a later round's stroke counts this many times among a query pixel's top-k: weight for
     # undilated corrections (scribbles.correction_dilation=1) without a halo across the boundary; 1: once.
+    # 3 with correction_dilation=1 raised J@8 on held-out and val; default pending 240-s runs (docs/METHOD.md).
     correction_weight: int = 1
     # Transfer again on the decoder's finer native grid (90x160 at 1.5x frames), only within this many fine
     # cells of a change in the coarse labels (inference/detail.py); 0: off. Off: a band of 3 lowered J on
