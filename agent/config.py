@@ -117,10 +117,9 @@ class TransferConfig:
     # (inference/reference_pool.py); False: a full transfer every round.
     incremental: bool = True
     max_new_reference_pixels: int = 1024  # per class and round, for the incremental pool
-    # Each pixel of a later round's stroke counts this many times among a query pixel's top-k: weight for
-    # undilated corrections (scribbles.correction_dilation=1) without a halo across the boundary; 1: once.
-    # 3 with correction_dilation=1 raised J@8 on held-out and val; default pending 240-s runs (docs/METHOD.md).
-    correction_weight: int = 1
+    # Each pixel of a later round's stroke counts this many times among a query pixel's top-k: gives undilated
+    # corrections (scribbles.correction_dilation=1) back the weight a halo had, without the halo; 1: once.
+    correction_weight: int = 3
     # Transfer again on the decoder's finer native grid (90x160 at 1.5x frames), only within this many fine
     # cells of a change in the coarse labels (inference/detail.py); 0: off. Off: a band of 3 lowered J on
     # our held-out videos (docs/METHOD.md).
@@ -211,9 +210,9 @@ class ScribbleConfig:
     """Scribbles -> sparse labels on the embedding grid."""
 
     dilation: int = 3  # square kernel side (paper: 3x3)
-    # Kernel side for the strokes of later rounds (corrections); 0: as `dilation`. 1 removed the held-out drops
-    # after a stroke but weakened corrections on val (libby): off (docs/METHOD.md).
-    correction_dilation: int = 0
+    # Kernel side for the strokes of later rounds (corrections); 0: as `dilation`. 1: a correction drawn along
+    # a boundary puts no halo across it (with transfer.correction_weight, docs/METHOD.md).
+    correction_dilation: int = 1
     # Pixels farther than this fraction of the image diagonal from every object scribble are background.
     far_background_fraction: float = 0.25
     # Which scribbled frames get derived background (far-away, least-similar): all | first-round (only frames

@@ -106,7 +106,8 @@ def test_least_similar_background_picks_lowest_unlabeled() -> None:
 
 
 def test_memory_accumulates_two_rounds() -> None:
-    config = ScribbleConfig(dilation=3, far_background_fraction=1.0, least_similar_fraction=0.5)
+    config = ScribbleConfig(dilation=3, correction_dilation=3, far_background_fraction=1.0,
+                            least_similar_fraction=0.5)
     memory = ScribbleMemory(SHAPE, config, num_objects=2, num_frames=3)
     touched = memory.add(scribbles([stroke([(3, 2), (3, 8)], 1)], [], [stroke([(6, 6), (6, 12)], 2)]))
     assert touched == [0, 2] and memory.frames() == [0, 2]
@@ -144,7 +145,8 @@ def test_correction_strokes_take_their_own_dilation() -> None:
     memory.add(second)
     np.testing.assert_array_equal(memory.raw_labels(0), scribble_labels(first, SHAPE, 3)[0])
     np.testing.assert_array_equal(memory.raw_labels(1), rasterize_scribbles(second, SHAPE)[1])
-    same = ScribbleMemory(SHAPE, ScribbleConfig(dilation=3), num_frames=2)  # the default: as round 1
+    assert ScribbleConfig().correction_dilation == 1  # the default: corrections undilated
+    same = ScribbleMemory(SHAPE, ScribbleConfig(dilation=3, correction_dilation=0), num_frames=2)  # 0: as round 1
     same.add(first)
     same.add(second)
     np.testing.assert_array_equal(same.raw_labels(1), scribble_labels(second, SHAPE, 3)[1])
