@@ -47,19 +47,39 @@ def checkpoint(tmp_path_factory):
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", model)
 
 
-def _rounds(checkpoint, scribbles: ScribbleConfig,
-            transfer: TransferConfig | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _middle_stroke() -> dict:
+    """Round 1: the whole object marked along its middle on frame 0 (far-away background around it)."""
+    top, left = _corner(0)
+    return _stroke(0, [(left + 10, top + 40), (left + 75, top + 40), (left + 140, top + 40)])
+
+
+def _corner_stroke() -> dict:
+    """A short object stroke on one corner of the object on another frame, far from most of it."""
+    top, left = _corner(CORRECTED)
+    return _stroke(CORRECTED, [(left + 4, top + 4), (left + 12, top + 8)])
+
+
+def _edge_stroke() -> dict:
+    """A background stroke along the object's top edge, one grid cell (4 px) above it: where the robot draws a
+    correction of a thin false-positive rim."""
+    top, left = _corner(CORRECTED)
+    return _stroke(CORRECTED, [(left + 10, top - 4), (left + 140, top - 4)], object_id=0)
+
+
+def _play(checkpoint, scribbles: ScribbleConfig, transfer: TransferConfig | None,
+          correction: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(round 1's labels after the middle stroke, round 2's after `correction`, the truth)."""
     frames, truth = _video()
     agent = InteractiveAgent.from_pretrained(checkpoint, AgentConfig(
         device="cpu", scribbles=scribbles, transfer=transfer or TransferConfig(), inference_scale=1.0))
     agent.start(frames, 1)
-    # Round 1: the whole object marked along its middle on frame 0 (far-away background around it).
-    top, left = _corner(0)
-    first = agent.step(_stroke(0, [(left + 10, top + 40), (left + 75, top + 40), (left + 140, top + 40)]), RoundPlan())
-    # Round 2: a short stroke on one corner of the object on another frame, far from most of it.
-    top, left = _corner(CORRECTED)
-    second = agent.step(_stroke(CORRECTED, [(left + 4, top + 4), (left + 12, top + 8)]), RoundPlan())
-    return first, second, truth
+    first = agent.step(_middle_stroke(), RoundPlan())
+    return first, agent.step(correction, RoundPlan()), truth
+
+
+def _rounds(checkpoint, scribbles: ScribbleConfig,
+            transfer: TransferConfig | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return _play(checkpoint, scribbles, transfer, _corner_stroke())
 
 
 def test_a_late_stroke_leaves_the_other_frames_right(checkpoint):
@@ -103,17 +123,7 @@ def test_round_fusion_keeps_frames_far_from_a_misleading_stroke(checkpoint):
 
 def _edge_correction(checkpoint, scribbles: ScribbleConfig,
                      transfer: TransferConfig | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Round 1 as above; round 2 a background stroke along the object's top edge, one grid cell (4 px) above it:
-    where the robot draws a correction of a thin false-positive rim."""
-    frames, truth = _video()
-    agent = InteractiveAgent.from_pretrained(checkpoint, AgentConfig(
-        device="cpu", scribbles=scribbles, transfer=transfer or TransferConfig(), inference_scale=1.0))
-    agent.start(frames, 1)
-    top, left = _corner(0)
-    first = agent.step(_stroke(0, [(left + 10, top + 40), (left + 75, top + 40), (left + 140, top + 40)]), RoundPlan())
-    top, left = _corner(CORRECTED)
-    second = agent.step(_stroke(CORRECTED, [(left + 10, top - 4), (left + 140, top - 4)], object_id=0), RoundPlan())
-    return first, second, truth
+    return _play(checkpoint, scribbles, transfer, _edge_stroke())
 
 
 def _lost(first: np.ndarray, second: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
@@ -148,19 +158,9 @@ def test_weighted_corrections_agree_with_and_without_the_incremental_pool(checkp
     """transfer.correction_weight reaches both reference paths: the weight changes the labels of each, and they
     agree but for a few pixels (they differ even unweighted: the pool keeps receded derived background and a full
     transfer subsamples its references)."""
-    frames, _ = _video()
-    top, left = _corner(0)
-    first = _stroke(0, [(left + 10, top + 40), (left + 75, top + 40), (left + 140, top + 40)])
-    top, left = _corner(CORRECTED)
-    second = _stroke(CORRECTED, [(left + 10, top - 4), (left + 140, top - 4)], object_id=0)
-
     def play(weight: int, incremental: bool) -> np.ndarray:
-        agent = InteractiveAgent.from_pretrained(checkpoint, AgentConfig(
-            device="cpu", scribbles=ScribbleConfig(correction_dilation=1), inference_scale=1.0,
-            transfer=TransferConfig(correction_weight=weight, incremental=incremental)))
-        agent.start(frames, 1)
-        agent.step(first, RoundPlan())
-        return agent.step(second, RoundPlan())
+        transfer = TransferConfig(correction_weight=weight, incremental=incremental)
+        return _edge_correction(checkpoint, ScribbleConfig(correction_dilation=1), transfer)[1]
 
     weighted, full = play(3, True), play(3, False)
     assert (weighted == full).mean() > 0.999
