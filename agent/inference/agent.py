@@ -11,8 +11,8 @@ new this round (ReferencePool keeps each frame's running top-k; it starts over w
 a stroke gives a pooled pixel another class), and the CRF's frames go to one worker process per core.
 
 A round may propagate to keyframes only (RoundPlan.frame_stride: every n-th frame plus the scribbled
-ones; the other frames copy their nearest keyframe's labels): a fast first mask, with the rest of the
-work done by the next full round.
+ones; the other frames copy their nearest keyframe's labels, or after round 1 only where those changed):
+a fast first mask, with the rest of the work done by the next full round, or a round the clock lightened.
 
 What is cached, and why the timing stays honest: the backbone is frozen on CPU, so its features of
 every frame cannot change within a sample; each frame's are computed once, inside the timed window of
@@ -192,6 +192,7 @@ class InteractiveAgent(Predictor):
             self.model, features, refs, ref_labels, num_classes, self._frames, self.grid, self.config.transfer,
             crf_config, generator=self._generator, scorer=scorer, keyframes=keyframes,
             detail=self._detail(features, refs, ref_labels), fusion=self._fusion, on_scores=self.score_observer,
+            previous=self._last_labels,
         )
         propagation = time.perf_counter() - propagation_start
         self.costs.transfer = (propagation - result.crf_seconds) / len(keyframes)

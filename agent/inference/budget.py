@@ -6,10 +6,12 @@ round with them (measured: goat, round 5 took 55 s on a busy machine and came af
 scores, a fine one too late does not. The agent measures what each part of a round costs per frame in
 the sample's earlier rounds (RoundCosts), estimates the planned round, and when
 RESERVE_MARGIN x estimate + RESERVE_SLACK_SECONDS exceeds the time left, takes the first of (see
-`lighter_plans`): the CRF at half the scale, down to MIN_CRF_SCALE; no CRF; then keyframes only (every
-2nd, 4th, ... frame plus the scribbled ones, the others copying their nearest keyframe's labels). The CRF
-goes first because halving its scale costs least J (strategies/cpu.py: J 0.714 at quarter resolution vs
-0.718 at half in round 1), keyframes last because the frames between them only copy labels.
+`lighter_plans`): the CRF at half the scale, down to MIN_CRF_SCALE; then keyframes only (every 2nd, 4th,
+... frame plus the scribbled ones, the others copying their nearest keyframe's labels) still with the
+quarter-scale CRF; the CRF is dropped last. Halving the CRF's scale costs least J (strategies/cpu.py: J 0.714
+at quarter resolution vs 0.718 at half in round 1); dropping it costs most (a replayed val round, goat 3
+round 7 after J 0.841: no CRF 0.680 in 4.8 s, keyframes every 2nd frame with the quarter-scale CRF 0.798 in
+5.7 s), so fewer keyframes come before it.
 Before anything was measured (round 1 of a sample) the plan is kept: there is nothing to estimate from.
 """
 
@@ -85,13 +87,13 @@ def lighter_plans(plan: RoundPlan, num_frames: int, default_crf_scale: float = 1
         scale = plan.crf_scale or default_crf_scale
         while scale / 2 >= MIN_CRF_SCALE:
             scale /= 2
-            yield dataclasses.replace(plan, crf_scale=scale)
-        plan = dataclasses.replace(plan, use_crf=False, crf_scale=None)
+            plan = dataclasses.replace(plan, crf_scale=scale)
+            yield plan
+    while plan.frame_stride < num_frames:
+        plan = dataclasses.replace(plan, frame_stride=plan.frame_stride * 2)
         yield plan
-    stride = plan.frame_stride
-    while stride < num_frames:
-        stride *= 2
-        yield dataclasses.replace(plan, frame_stride=stride)
+    if plan.use_crf:
+        yield dataclasses.replace(plan, use_crf=False, crf_scale=None)
 
 
 def reserve_seconds(estimate: float | None) -> float:

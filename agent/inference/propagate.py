@@ -93,12 +93,14 @@ def propagate(
     detail: Detail | None = None,
     fusion: RoundFusion | None = None,
     on_scores: Callable[[np.ndarray, torch.Tensor], None] | None = None,
+    previous: np.ndarray | None = None,
 ) -> Propagation:
     """Labels for every frame. features: (T, C, h8, w8) cached backbone features; frames: (T, H, W, 3)
     uint8 (the output size and the CRF's image); grid: the embedding grid; crf_config None = no CRF.
     scorer(frame indices) -> (B, C, h, w) scores replaces the transfer from ref_embeddings (e.g. a
     ReferencePool's running top-k). keyframes: sorted frame indices to compute (None: all); every other
-    frame copies the labels of its nearest keyframe (only their features are read). detail: transfer again on
+    frame copies the labels of its nearest keyframe (only their features are read), or with `previous` (the
+    last round's (T, H, W) labels) only where that keyframe's labels changed (fill_between_keyframes). detail: transfer again on
     a finer grid near the labels' boundaries (detail.py). fusion: blend the scores with the last round's by
     distance to the new strokes (round_fusion.py). on_scores(frame indices, (B, C, h, w) scores) sees the scores
     the CRF or argmax gets, before upsampling (evaluation/crf_study.py caches them)."""
@@ -138,11 +140,26 @@ def propagate(
     if len(computed) < num_frames:
         others = np.setdiff1d(np.arange(num_frames), computed)
         source = computed[nearest_keyframe(computed, num_frames)][others]
-        labels[others] = labels[source]
+        fill_between_keyframes(labels, others, source, previous)
         confidence[others] = confidence[source]
         if fusion is not None:
             fusion.copy(others, source)
     return Propagation(labels=labels, confidence=confidence, crf_seconds=crf_seconds)
+
+
+def fill_between_keyframes(
+    labels: np.ndarray, others: np.ndarray, source: np.ndarray, previous: np.ndarray | None = None
+) -> None:
+    """labels[others] from their keyframes labels[source], in place. With the last round's labels
+    `previous`, a frame keeps them but where its keyframe's labels changed since: a round the clock lightened
+    to keyframes then adds its strokes' effect without throwing away the full round before it (a replayed
+    val round, goat 3 round 7 with every 4th frame: J 0.823 against 0.772 copying whole keyframes)."""
+    if previous is None:
+        labels[others] = labels[source]
+        return
+    for frame, keyframe in zip(others, source, strict=True):
+        changed = labels[keyframe] != previous[keyframe]
+        labels[frame] = np.where(changed, labels[keyframe], previous[frame])
 
 
 def nearest_keyframe(keyframes: np.ndarray, num_frames: int) -> np.ndarray:

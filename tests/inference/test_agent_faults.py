@@ -75,20 +75,21 @@ def test_plan_of_the_wrong_type_is_refused(agent):
 
 def test_round_without_time_for_its_crf_is_lightened(agent, tiny_synthetic_root):
     """Costs injected as if measured in earlier rounds (no clock): 1 s per frame of transfer and 10 s per frame
-    of CRF at half scale (5 s at quarter scale) on 6 frames. 12 s left hold 1.5 x 6 s + 2 s of slack: the round
-    runs without its CRF; 5 s left only a few keyframes."""
+    of CRF at half scale (5 s at quarter scale) on 6 frames, 2 of them scribbled. A round must fit 1.5 x its
+    estimate + 2 s of slack: 60 s left hold the quarter-scale CRF on every frame (36 s), 40 s only on keyframes
+    (frames 0, 1, 4, 5: 24 s), 12 s no CRF at all (frames 0, 1, 5: 3 s)."""
     reader = DavisReader(tiny_synthetic_root)
     sequence = reader.sequences("val")[1]
     frames = reader.load_frames(sequence)
     agent.start(frames, 2)
     agent.step(reader.load_scribble(sequence, 1), RoundPlan())  # computes every frame's features
     more = _scribbles(frames=len(frames))
-    for time_left in (12.0, 5.0):
+    for time_left, expected in ((60.0, (True, 0.25, 1)), (40.0, (True, 0.25, 4)), (12.0, (False, None, 8))):
         agent.costs = RoundCosts(backbone=5.0, transfer=1.0, crf={0.5: 10.0})
         masks = agent.step(more, RoundPlan(use_crf=True, crf_scale=0.5, time_left=time_left))
         assert masks.shape == frames.shape[:3] and masks.max() <= 2
-        assert not agent.last_plan.use_crf
-        assert (agent.last_plan.frame_stride == 1) == (time_left == 12.0), agent.last_plan
+        played = agent.last_plan
+        assert (played.use_crf, played.crf_scale, played.frame_stride) == expected, played
     # With the time the round needs, the plan is played as given.
     agent.costs = RoundCosts(backbone=5.0, transfer=1.0, crf={0.5: 10.0})
     plan = RoundPlan(use_crf=True, crf_scale=0.5, time_left=1000.0)
