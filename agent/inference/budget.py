@@ -6,12 +6,12 @@ round with them (measured: goat, round 5 took 55 s on a busy machine and came af
 scores, a fine one too late does not. The agent measures what each part of a round costs per frame in
 the sample's earlier rounds (RoundCosts), estimates the planned round, and when
 RESERVE_MARGIN x estimate + RESERVE_SLACK_SECONDS exceeds the time left, takes the first of (see
-`lighter_plans`): the CRF at half the scale, down to MIN_CRF_SCALE; then keyframes only (every 2nd, 4th,
-... frame plus the scribbled ones, the others copying their nearest keyframe's labels) still with the
-quarter-scale CRF; the CRF is dropped last. Halving the CRF's scale costs least J (strategies/cpu.py: J 0.714
-at quarter resolution vs 0.718 at half in round 1); dropping it costs most (a replayed val round, goat 3
-round 7 after J 0.841: no CRF 0.680 in 4.8 s, keyframes every 2nd frame with the quarter-scale CRF 0.798 in
-5.7 s), so fewer keyframes come before it.
+`lighter_plans`): the CRF at half the scale, down to MIN_CRF_SCALE; then keyframes only (every 2nd,
+4th, ... frame plus the scribbled ones, the others filled from their nearest keyframe: propagate.py)
+still with the quarter-scale CRF; the CRF is dropped last. Halving the CRF's scale costs least J
+(strategies/cpu.py: J 0.714 at quarter resolution vs 0.718 at half in round 1); dropping it costs most
+(a replayed val round, goat 3 round 7 after J 0.841: no CRF 0.680 in 4.8 s, the quarter-scale CRF on
+every 2nd frame 0.824 in 5.7-7.3 s), so fewer keyframes come before it.
 Before anything was measured (round 1 of a sample) the plan is kept: there is nothing to estimate from.
 """
 
