@@ -99,9 +99,9 @@ def propagate(
     uint8 (the output size and the CRF's image); grid: the embedding grid; crf_config None = no CRF.
     scorer(frame indices) -> (B, C, h, w) scores replaces the transfer from ref_embeddings (e.g. a
     ReferencePool's running top-k). keyframes: sorted frame indices to compute (None: all); every other
-    frame copies the labels of its nearest keyframe (only their features are read), or with `previous` (the
-    last round's (T, H, W) labels) only where that keyframe's labels changed (fill_between_keyframes). detail: transfer again on
-    a finer grid near the labels' boundaries (detail.py). fusion: blend the scores with the last round's by
+    frame copies the labels of its nearest keyframe (only their features are read), or, given `previous` (the
+    last round's (T, H, W) labels), only where that keyframe's labels changed (fill_between_keyframes).
+    detail: transfer again on a finer grid near the labels' boundaries (detail.py). fusion: blend the scores with the last round's by
     distance to the new strokes (round_fusion.py). on_scores(frame indices, (B, C, h, w) scores) sees the scores
     the CRF or argmax gets, before upsampling (evaluation/crf_study.py caches them)."""
     device = next(model.parameters()).device
@@ -150,7 +150,7 @@ def propagate(
 def fill_between_keyframes(
     labels: np.ndarray, others: np.ndarray, source: np.ndarray, previous: np.ndarray | None = None
 ) -> None:
-    """labels[others] from their keyframes labels[source], in place. With the last round's labels
+    """labels[others] from their keyframes' labels[source], in place. With the last round's labels
     `previous`, a frame keeps them but where its keyframe's labels changed since: a round the clock lightened
     to keyframes then adds its strokes' effect without throwing away the full round before it (a replayed
     val round, goat 3 round 7 with every 4th frame: J 0.823 against 0.772 copying whole keyframes)."""

@@ -60,7 +60,7 @@ def test_short_time_lowers_the_crf_scale_first() -> None:
 
 
 def test_shorter_time_keeps_the_quarter_crf_on_fewer_keyframes() -> None:
-    # A replayed val round lost 0.16 J without the CRF, 0.04 with it on every 2nd frame (budget.py docstring).
+    # A replayed val round lost 0.16 J without the CRF, 0.02 with it on every 2nd frame (budget.py docstring).
     fitted, seconds = _fit(PLAN, _needs(20.0))
     # stride 2: frames 0, 2, ..., 14, the last and the scribbled one; 1 s transfer + 1 s CRF each
     assert fitted == RoundPlan(use_crf=True, crf_scale=0.25, frame_stride=2) and seconds == pytest.approx(20.0)
