@@ -101,9 +101,10 @@ def propagate(
     ReferencePool's running top-k). keyframes: sorted frame indices to compute (None: all); every other
     frame copies the labels of its nearest keyframe (only their features are read), or, given `previous` (the
     last round's (T, H, W) labels), only where that keyframe's labels changed (fill_between_keyframes).
-    detail: transfer again on a finer grid near the labels' boundaries (detail.py). fusion: blend the scores with the last round's by
-    distance to the new strokes (round_fusion.py). on_scores(frame indices, (B, C, h, w) scores) sees the scores
-    the CRF or argmax gets, before upsampling (evaluation/crf_study.py caches them)."""
+    detail: transfer again on a finer grid near the labels' boundaries (detail.py). fusion: blend the
+    scores with the last round's by distance to the new strokes (round_fusion.py). on_scores(frame indices,
+    (B, C, h, w) scores) sees the scores the CRF or argmax gets, before upsampling (evaluation/crf_study.py
+    caches them)."""
     device = next(model.parameters()).device
     num_frames, height, width = frames.shape[:3]
     computed = np.arange(num_frames) if keyframes is None else np.asarray(keyframes, np.int64)
