@@ -33,8 +33,8 @@ from ..data.davis import VOID_LABEL, DatasetError, DavisReader, SequenceInfo
 from ..inference.crf import refine_frames
 from ..inference.plan import Strategy, plan_round
 from ..inference.predictor import Predictor
+from .robot_play import frame_jaccard, next_scribble, stroke_frames
 
-from davisinteractive.metrics import batched_jaccard  # isort: skip
 from davisinteractive.robot import InteractiveScribblesRobot  # isort: skip
 
 log = logging.getLogger(__name__)
@@ -98,15 +98,6 @@ class CapturedSample:
         return sample
 
 
-def frame_jaccard(truth: np.ndarray, labels: np.ndarray, num_objects: int) -> np.ndarray:
-    """(T,) J per frame, averaged over the objects (the framework's metric)."""
-    return batched_jaccard(truth, labels, average_over_objects=True, nb_objects=num_objects)
-
-
-def _stroke_frames(scribble: dict) -> set[int]:
-    return {t for t, strokes in enumerate(scribble.get("scribbles", [])) if strokes}
-
-
 def capture_sample(
     predictor: Predictor,
     strategy: Strategy,
@@ -131,7 +122,7 @@ def capture_sample(
             kept.append((index[chosen], scores[torch.from_numpy(chosen)].detach().float().cpu()))
 
     predictor.score_observer = observe
-    used = _stroke_frames(scribble)
+    used = stroke_frames(scribble)
     try:
         predictor.start(frames, info.num_objects)
         for interaction in range(1, rounds[-1] + 1):
@@ -148,10 +139,7 @@ def capture_sample(
                 sample.jaccard[interaction] = float(jaccard.mean())
             if interaction == rounds[-1]:
                 break
-            # The framework's choice: the worst frame not scribbled before (any frame once all were).
-            candidates = [t for t in np.argsort(jaccard, kind="stable").tolist() if t not in used] or [int(np.argmin(jaccard))]
-            used.add(candidates[0])
-            scribble = robot.interact(info.name, labels, truth, nb_objects=info.num_objects, frame=candidates[0])
+            scribble = next_scribble(robot, info.name, labels, truth, info.num_objects, jaccard, used)
     finally:
         predictor.score_observer = None
     return sample

@@ -62,8 +62,7 @@ class InteractiveAgent(Predictor):
     def __init__(self, model: SiameseEmbedder, config: AgentConfig | None = None,
                  pretraining_loss: str = "pairwise") -> None:
         self.config = config or AgentConfig()
-        loss = self.config.finetune.loss
-        self.finetune_loss = pretraining_loss if loss == "pretraining" else loss
+        self.pretraining_loss = pretraining_loss
         self.device = next(model.parameters()).device
         self.model = model.eval()
         self._pretrained_state = copy.deepcopy(model.state_dict())
@@ -81,6 +80,12 @@ class InteractiveAgent(Predictor):
         # library import, paid here rather than inside the first timed interaction.
         torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.0)
         crf.warm_up(self.config.crf)  # likewise: start the CRF's worker processes now
+
+    @property
+    def finetune_loss(self) -> str:
+        """The loss fine-tuning uses: FinetuneConfig.loss, where `pretraining` is the checkpoint's own."""
+        loss = self.config.finetune.loss
+        return self.pretraining_loss if loss == "pretraining" else loss
 
     def input_size_for(self, frame_size: tuple[int, int]) -> tuple[int, int]:
         """The backbone's input size for frames of (H, W): AgentConfig.inference_scale times the checkpoint's."""

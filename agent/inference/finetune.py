@@ -81,7 +81,7 @@ def finetune(
         if isinstance(module, torch.nn.BatchNorm2d):  # two scribbled frames are no population to estimate
             module.eval()
     try:
-        while clock() - start < seconds:
+        while clock() - start < seconds and not (config.max_steps and stats.steps >= config.max_steps):
             pick = torch.randint(len(frames), (2,), generator=generator).tolist()
             views = []
             for index in pick:

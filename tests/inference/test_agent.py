@@ -35,6 +35,28 @@ def test_the_budget_bounds_the_steps(tiny_model):
     assert stats.seconds == pytest.approx(1.5)  # the reading after the loop ends (1.2 s stopped it)
 
 
+def test_max_steps_bounds_the_steps_whatever_the_clock(tiny_model):
+    """finetune.max_steps: a machine-independent budget; the seconds still bound it when they end first."""
+    features, labels = _scribbled_frame(tiny_model)
+    config = FinetuneConfig(max_steps=4)
+    stats = finetune(tiny_model, features, labels, 1e6, config, samples_per_class=20, early_stop_loss=0.0,
+                     clock=lambda: 0.0)  # a clock that never moves: only the cap ends the loop
+    assert stats.steps == 4 and not stats.stopped_early
+    ticks = iter(0.3 * i for i in range(1000))
+    stats = finetune(tiny_model, features, labels, 1.0, config, samples_per_class=20, early_stop_loss=0.0,
+                     clock=lambda: next(ticks))
+    assert stats.steps == 3
+
+
+def test_the_loss_follows_the_config(tiny_agent):
+    """`pretraining` is the checkpoint's own loss; a config swapped in later is honoured (the fine-tuning study)."""
+    import dataclasses
+
+    assert tiny_agent.finetune_loss == tiny_agent.pretraining_loss
+    tiny_agent.config = dataclasses.replace(tiny_agent.config, finetune=FinetuneConfig(loss="topk"))
+    assert tiny_agent.finetune_loss == "topk"
+
+
 @pytest.mark.parametrize("loss", ["pairwise", "topk"])
 def test_finetuning_lowers_its_loss(tiny_model, loss):
     features, labels = _scribbled_frame(tiny_model)

@@ -1,0 +1,112 @@
+"""The fine-tuning study: every variant plays the studied round after the same strokes, capped in steps."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+import finetune_study
+from agent.config import AgentConfig, ConfigError, CRFConfig, FinetuneConfig
+from agent.data.davis import DavisReader
+from agent.data.registry import restore
+from agent.evaluation.finetune_study import (
+    DEFAULT,
+    NONE,
+    parse_variant,
+    study_sample,
+    summary_table,
+    variants_from_specs,
+)
+from agent.inference.agent import InteractiveAgent
+from agent.inference.plan import RoundPlan
+
+
+class EveryFrame:
+    name = "every-frame"
+    description = "test"
+
+    def plan(self, interaction, time_left, info):
+        return RoundPlan(use_crf=True, frame_stride=2 if interaction == 1 else 1)
+
+
+@pytest.fixture(autouse=True)
+def _restore_registry():
+    """The command registers its root with davisinteractive, as a session does: put the framework back."""
+    yield
+    restore()
+
+
+@pytest.fixture(scope="module")
+def agent(tiny_checkpoint) -> InteractiveAgent:
+    return InteractiveAgent.from_pretrained(tiny_checkpoint, AgentConfig(device="cpu", crf=CRFConfig(workers=1)))
+
+
+def test_variants_fine_tune_after_the_same_strokes(agent, tiny_synthetic_root):
+    reader = DavisReader(tiny_synthetic_root)
+    sequence = reader.sequences("val")[1]
+    info = reader.info(sequence)
+    frames, truth = reader.load_frames(sequence), reader.load_annotations(sequence)
+    base = FinetuneConfig(max_steps=3, early_stop_loss=0.0)
+    variants = variants_from_specs(["lr=0.05"], base)
+    config_before = agent.config
+    rows = study_sample(agent, EveryFrame(), info, frames, truth, reader.load_scribble(sequence, 1), 1, variants,
+                        study_round=3)
+    assert agent.config is config_before  # the variants' configs do not outlive the study
+    table = pd.DataFrame(rows).set_index("variant")
+    assert list(table.index) == [NONE, DEFAULT, "lr=0.05"]
+    # rounds 1-2 replay identically (same strokes, no fine-tuning), so J before round 3 is the same
+    assert table["jaccard_before"].nunique() == 1 and (table["round"] == 3).all()
+    assert table.loc[NONE, "steps"] == 0 and table.loc[DEFAULT, "steps"] == 3 and table.loc["lr=0.05", "steps"] == 3
+    assert table[["jaccard", "stroked"]].apply(lambda c: c.between(0, 1)).all().all()
+
+
+def test_summary_compares_with_no_fine_tuning():
+    results = pd.DataFrame([
+        {"sample": s, "variant": v, "jaccard_before": 0.5, "jaccard": j, "stroked": j, "steps": n}
+        for s, v, j, n in [("a-1", NONE, 0.6, 0), ("a-1", DEFAULT, 0.5, 10), ("b-1", NONE, 0.8, 0),
+                           ("b-1", DEFAULT, 0.9, 20)]])
+    table = summary_table(results)
+    assert list(table.index) == [NONE, DEFAULT]
+    assert table.loc[DEFAULT, "vs no fine-tuning"] == pytest.approx(0.0)
+    assert table.loc[DEFAULT, "jaccard"] == pytest.approx(0.7) and table.loc[DEFAULT, "steps"] == 15
+
+
+def test_a_variant_is_finetune_fields_over_the_agents_own():
+    base = FinetuneConfig(max_steps=50, lr=1e-3)
+    variant = parse_variant("lr=5e-5,flip=false", base)
+    assert (variant.lr, variant.flip, variant.max_steps) == (5e-5, False, 50)
+    with pytest.raises(ConfigError, match="--variant 'lr=-1'"):
+        parse_variant("lr=-1", base)
+    with pytest.raises(ConfigError, match="unknown key 'speed'"):
+        parse_variant("speed=2", base)
+
+
+def test_command_line_writes_a_row_per_sample_and_variant(tiny_synthetic_root, tiny_checkpoint, tmp_path, capsys):
+    output = tmp_path / "study.csv"
+    sequence = DavisReader(tiny_synthetic_root).sequences("val")[0]
+    argv = ["--davis-root", str(tiny_synthetic_root), "--sequences", sequence, "--checkpoint", str(tiny_checkpoint),
+            "--device", "cpu", "--set", "crf.workers=1", "--steps", "2", "--variant", "lr=0.01",
+            "--output", str(output)]
+    assert finetune_study.main(argv) == 0
+    out = capsys.readouterr().out
+    assert NONE in out and "lr=0.01" in out and "vs no fine-tuning" in out
+    results = pd.read_csv(output)
+    assert len(results) == 3 and results["steps"].tolist() == [0, 2, 2]
+    # finished results are not overwritten without --overwrite
+    assert finetune_study.main(argv) == 2
+    assert "study.csv: exists" in capsys.readouterr().err
+
+
+def test_command_line_refuses_bad_input_in_one_line(tiny_synthetic_root, tmp_path, capsys):
+    base = ["--davis-root", str(tiny_synthetic_root), "--output", str(tmp_path / "out" / "s.csv")]
+    for extra, message in ((["--round", "0"], "--round 0: expected an integer >= 1"),
+                           (["--steps", "0"], "--steps 0: the study needs a step cap"),
+                           (["--steps", "-3"], "finetune.max_steps must be >= 0"),
+                           (["--scribbles", "9"], "scribble file(s), --scribbles asks for 9"),
+                           (["--variant", "momentum=x"], "--variant 'momentum=x'"),
+                           (["--sequences", "absent"], "unknown sequence(s) absent"),
+                           (["--set", "finetune.speed=1"], "unknown key 'speed'")):
+        assert finetune_study.main(base + extra) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not (tmp_path / "out").exists()  # nothing was created for a refused run
