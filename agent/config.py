@@ -256,10 +256,15 @@ class FinetuneConfig:
     train_backbone: bool = False  # on CPU only decoder + head adapt; backbone features are cached
     # At most this many steps a round (0: the round's seconds alone); a step count is the same on any machine.
     max_steps: int = 0
+    # Not in the paper: also train on the last round's labels of this many unscribbled frames (one cell inside
+    # each region's border), each step pairing a scribbled frame with any; 0: the scribbles alone.
+    pseudo_label_frames: int = 0
 
     def __post_init__(self) -> None:
         _choice(self.loss, "finetune.loss", ("pretraining", "pairwise", "topk"))
         _require(self.max_steps >= 0, f"finetune.max_steps must be >= 0, got {self.max_steps}")
+        _require(self.pseudo_label_frames >= 0,
+                 f"finetune.pseudo_label_frames must be >= 0, got {self.pseudo_label_frames}")
         for name in ("lr", "momentum", "weight_decay", "rotation_degrees", "early_stop_loss"):
             value = getattr(self, name)
             _require(_finite(value) and value >= 0, f"finetune.{name} must be a finite number >= 0, got {value}")

@@ -99,13 +99,14 @@ def test_path_fields_name_themselves(assignment, message):
         load_config(RunConfig, [], [assignment])
 
 
+@pytest.mark.parametrize("field", ["max_steps", "pseudo_label_frames"])
 @pytest.mark.parametrize("value", ["-1", "2.5", "many"])
-def test_finetune_max_steps_is_a_count(value):
+def test_finetune_counts_are_counts(field, value):
     from agent.config import RunConfig, load_config
 
-    with pytest.raises(ConfigError, match="finetune.max_steps"):
-        load_config(RunConfig, [], [f"agent.finetune.max_steps={value}"])
-    assert load_config(RunConfig, [], ["agent.finetune.max_steps=300"]).agent.finetune.max_steps == 300
+    with pytest.raises(ConfigError, match=f"finetune.{field}"):
+        load_config(RunConfig, [], [f"agent.finetune.{field}={value}"])
+    assert getattr(load_config(RunConfig, [], [f"agent.finetune.{field}=30"]).agent.finetune, field) == 30
 
 
 def test_a_directory_as_config_file_or_checkpoint_says_so(tmp_path):

@@ -45,13 +45,14 @@ from ..model.onnx_backbone import OnnxBackbone, build_backbone_runtime
 from ..model.siamese import SiameseEmbedder, embedding_size, inference_size, scaled_size
 from . import crf
 from .budget import RoundCosts, estimate_seconds, fit_plan, reserve_seconds
+from .detail import boundary_band
 from .finetune import FinetuneStats, finetune
 from .plan import RoundPlan
 from .predictor import Predictor
 from .propagate import Detail, propagate, reference_set, select_keyframes
 from .reference_pool import ReferencePool
 from .round_fusion import RoundFusion
-from .scribbles import ScribbleMemory, objects_on_grid
+from .scribbles import UNLABELED, ScribbleMemory, grid_labels, objects_on_grid
 from .transfer import head_affine, transfer_labels
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,7 @@ class InteractiveAgent(Predictor):
         self.last_plan: RoundPlan | None = None  # the plan the last round played (lighter when time was short)
         self._confidence: np.ndarray | None = None
         self._last_labels: np.ndarray | None = None  # (T, H, W) the last round's prediction
+        self._last_keyframes = np.zeros(0, np.int64)  # the frames it transferred to (the others copied them)
         self._round = 0
         incremental = self.config.transfer.incremental and self.config.transfer.aggregation == "topk"
         self._pool = ReferencePool(len(frames), self.grid, self.config.transfer, self.config.seed) if incremental else None
@@ -170,10 +172,11 @@ class InteractiveAgent(Predictor):
         labels = self._scribble_labels(features)
 
         budget = self._finetune_budget(plan, time.perf_counter() - started)
+        pseudo = self._pseudo_labels(self._last_keyframes, labels) if budget > 0 else {}
         self.last_finetune = finetune(
-            self.model, {f: features[f] for f in labels}, labels, budget, self.config.finetune,
+            self.model, {f: features[f] for f in [*labels, *pseudo]}, labels, budget, self.config.finetune,
             self.config.transfer.samples_per_class, generator=self._generator, loss=self.finetune_loss,
-            topk=self.config.transfer.topk,
+            topk=self.config.transfer.topk, pseudo_labels=pseudo,
         )
 
         propagation_start = time.perf_counter()
@@ -205,6 +208,7 @@ class InteractiveAgent(Predictor):
             self.costs.crf[crf_config.scale] = result.crf_seconds / len(keyframes)
         self._confidence = result.confidence
         self._last_labels = result.labels
+        self._last_keyframes = keyframes
         log.debug("round %d: %d scribbled frames, fine-tune %d steps (%.1fs), total %.1fs", self._round,
                   len(labels), self.last_finetune.steps, self.last_finetune.seconds, time.perf_counter() - started)
         return result.labels
@@ -253,6 +257,22 @@ class InteractiveAgent(Predictor):
             self.costs.backbone = seconds / len(missing)
             log.debug("backbone features of %d frames in %.1fs", len(missing), seconds)
         return self._features
+
+    def _pseudo_labels(self, keyframes: np.ndarray, labelled: dict) -> dict[int, torch.Tensor]:
+        """finetune.pseudo_label_frames of the last round's keyframes (its transferred frames, not its copies)
+        that are not scribbled, evenly spread, with its labels on the grid, minus one cell on each side of a
+        label change (the band where it was least sure)."""
+        count = self.config.finetune.pseudo_label_frames
+        free = [int(f) for f in keyframes if int(f) not in labelled]
+        if not count or self._last_labels is None or not free:
+            return {}
+        chosen = [free[i] for i in np.unique(np.linspace(0, len(free) - 1, min(count, len(free))).round().astype(int))]
+        pseudo = {}
+        for frame in chosen:
+            grid = grid_labels(self._last_labels[frame], self.grid)
+            grid[boundary_band(grid[None], 1)[0]] = UNLABELED
+            pseudo[frame] = grid
+        return pseudo
 
     def _reference_weights(self) -> dict[int, np.ndarray] | None:
         """{frame: (h, w)} how many times each labelled cell counts as a reference (transfer.correction_weight

@@ -55,13 +55,16 @@ def finetune(
     clock=time.perf_counter,
     loss: str = "pairwise",
     topk: int = 20,
+    pseudo_labels: dict[int, torch.Tensor] | None = None,
 ) -> FinetuneStats:
     """Fine-tune on scribbled frames for at most `seconds`.
 
     features: frame -> cached backbone features (C, h8, w8); labels: frame -> (h, w) int64 on the
     embedding grid (-1 unlabeled, 0 background, 1..N objects). `clock`: seconds, injectable for tests.
     loss: pairwise (the paper's, K pooled pixels per class in both views) or topk (the agent's own transfer
-    from the first view's labelled pixels to the second's, model/similarity.py topk_loss). Returns what happened.
+    from the first view's labelled pixels to the second's, model/similarity.py topk_loss). pseudo_labels:
+    frame -> labels like `labels` (their features in `features` too); a step's first view is then a scribbled
+    frame and its second any frame. Returns what happened.
     """
     start = clock()  # the budget covers the set-up too
     stats = FinetuneStats()
@@ -69,6 +72,9 @@ def finetune(
     classes = torch.unique(torch.cat([labels[f][labels[f] >= 0] for f in frames])) if frames else []
     if seconds <= 0 or len(classes) < 2:
         return stats  # nothing to learn from a single class
+    pseudo = {f: v for f, v in (pseudo_labels or {}).items() if f not in labels and (v >= 0).any()}
+    all_labels = {**labels, **pseudo}
+    partners = frames + list(pseudo)
     early_stop_loss = config.early_stop_loss if early_stop_loss is None else early_stop_loss
     generator = generator or torch.Generator().manual_seed(0)
     device = next(model.parameters()).device
@@ -82,12 +88,15 @@ def finetune(
             module.eval()
     try:
         while clock() - start < seconds and not (config.max_steps and stats.steps >= config.max_steps):
-            pick = torch.randint(len(frames), (2,), generator=generator).tolist()
+            if pseudo:
+                pick = [frames[int(torch.randint(len(frames), (1,), generator=generator))],
+                        partners[int(torch.randint(len(partners), (1,), generator=generator))]]
+            else:
+                pick = [frames[i] for i in torch.randint(len(frames), (2,), generator=generator).tolist()]
             views = []
-            for index in pick:
-                frame = frames[index]
+            for frame in pick:
                 feats, labs = augment(
-                    features[frame].float(), labels[frame], generator,
+                    features[frame].float(), all_labels[frame], generator,
                     flip=config.flip, scale_range=config.scale_range, rotation_degrees=config.rotation_degrees,
                 )
                 views.append((feats, labs))

@@ -48,6 +48,54 @@ def test_max_steps_bounds_the_steps_whatever_the_clock(tiny_model):
     assert stats.steps == 3
 
 
+def test_pseudo_labelled_frames_are_only_ever_a_steps_second_view(tiny_model, monkeypatch):
+    """finetune.pseudo_label_frames: every step pairs a scribbled frame (first view) with any labelled frame."""
+    import agent.inference.finetune as finetune_module
+
+    features, labels = _scribbled_frame(tiny_model)
+    features[1] = tiny_model.extract_features(torch.randn(1, 3, *TINY.input_size))[0]
+    pseudo = {1: torch.zeros_like(labels[0])}  # one class only: it can still be a second view
+    pseudo[1][:4] = 1
+    seen = []
+    real_augment = finetune_module.augment
+
+    def spy(feats, labs, *args, **kwargs):
+        seen.append(0 if feats is features[0] else 1)
+        return real_augment(feats, labs, *args, **kwargs)
+
+    monkeypatch.setattr(finetune_module, "augment", spy)
+    stats = finetune(tiny_model, features, labels, 1e6, FinetuneConfig(max_steps=30), samples_per_class=20,
+                     early_stop_loss=0.0, clock=lambda: 0.0, loss="topk", topk=5, pseudo_labels=pseudo)
+    assert stats.steps == 30
+    firsts, seconds = seen[0::2], seen[1::2]
+    assert set(firsts) == {0} and set(seconds) == {0, 1}
+
+
+def test_pseudo_labels_are_the_last_rounds_inside_its_borders(tiny_agent, tiny_synthetic_root):
+    import dataclasses
+
+    reader = DavisReader(tiny_synthetic_root)
+    sequence = reader.sequences("val")[0]
+    frames = reader.load_frames(sequence)
+    tiny_agent.config = dataclasses.replace(tiny_agent.config, finetune=FinetuneConfig(pseudo_label_frames=2))
+    tiny_agent.start(frames, reader.info(sequence).num_objects)
+    assert tiny_agent._pseudo_labels(np.arange(len(frames)), {}) == {}  # no round yet: nothing to copy
+    scribble = reader.load_scribble(sequence, 1)
+    predicted = tiny_agent.step(scribble, RoundPlan(frame_stride=2))
+    scribbled = {t for t, strokes in enumerate(scribble["scribbles"]) if strokes}
+    transferred = set(tiny_agent._last_keyframes.tolist())
+    assert transferred < set(range(len(frames)))  # frames between keyframes copied their labels: not used
+    pseudo = tiny_agent._pseudo_labels(tiny_agent._last_keyframes, dict.fromkeys(scribbled))
+    assert len(pseudo) == 2 and not scribbled & set(pseudo) and set(pseudo) <= transferred
+    from agent.inference.scribbles import grid_labels
+
+    for frame, grid in pseudo.items():
+        full = grid_labels(predicted[frame], tiny_agent.grid)
+        kept = grid >= 0
+        assert torch.equal(grid[kept], full[kept])  # copied where kept
+        assert (~kept).any() == (full.unique().numel() > 1)  # a band is left out wherever the labels change
+
+
 def test_the_loss_follows_the_config(tiny_agent):
     """`pretraining` is the checkpoint's own loss; a config swapped in later is honoured (the fine-tuning study)."""
     import dataclasses
