@@ -96,6 +96,33 @@ def test_pseudo_labels_are_the_last_rounds_inside_its_borders(tiny_agent, tiny_s
         assert (~kept).any() == (full.unique().numel() > 1)  # a band is left out wherever the labels change
 
 
+def test_a_round_fine_tunes_with_pseudo_labels(tiny_agent, tiny_synthetic_root, monkeypatch):
+    import dataclasses
+
+    import agent.inference.agent as agent_module
+
+    reader = DavisReader(tiny_synthetic_root)
+    sequence = reader.sequences("val")[0]
+    frames = reader.load_frames(sequence)
+    tiny_agent.config = dataclasses.replace(
+        tiny_agent.config, finetune=FinetuneConfig(pseudo_label_frames=2, max_steps=3, early_stop_loss=0.0))
+    given = {}
+    real = agent_module.finetune
+
+    def spy(*args, **kwargs):
+        given.update(kwargs.get("pseudo_labels") or {})
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(agent_module, "finetune", spy)
+    tiny_agent.start(frames, reader.info(sequence).num_objects)
+    scribble = reader.load_scribble(sequence, 1)
+    tiny_agent.step(scribble, RoundPlan(finetune_seconds=60.0))
+    assert not given and tiny_agent.last_finetune.steps == 3  # round 1: no earlier round to take labels from
+    labels = tiny_agent.step(scribble, RoundPlan(finetune_seconds=60.0))
+    assert len(given) == 2 and tiny_agent.last_finetune.steps == 3
+    assert labels.shape == frames.shape[:3]
+
+
 def test_the_loss_follows_the_config(tiny_agent):
     """`pretraining` is the checkpoint's own loss; a config swapped in later is honoured (the fine-tuning study)."""
     import dataclasses
