@@ -15,25 +15,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 from agent.config import AgentConfig, ConfigError, load_config, to_dict
-from agent.paths import file_in_the_way
 from session_runner import setup_logging
 from strategies import describe_strategies
 
 log = logging.getLogger("crf_study")
-
-
-def _ints(text: str, name: str) -> list[int]:
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ConfigError(f"{name} {text!r}: expected comma-separated integers") from None
-    if not values or min(values) < 1:
-        raise ConfigError(f"{name} {text!r}: expected integers >= 1")
-    return values
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -77,45 +65,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
-    from agent.data.davis import DatasetError
-    from agent.evaluation.outputs import OutputDirError
-    from agent.model.backbones import WeightsUnavailableError
-    from agent.model.checkpoint import CheckpointError
+    from agent.evaluation.study_inputs import run_reporting_errors
     from strategies import UnknownStrategyError
 
-    try:
-        return run_capture(args) if args.command == "capture" else run_sweep(args)
-    except (ConfigError, DatasetError, OutputDirError, CheckpointError, WeightsUnavailableError,
-            UnknownStrategyError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return run_reporting_errors(lambda: run_capture(args) if args.command == "capture" else run_sweep(args),
+                                UnknownStrategyError)
 
 
 def run_capture(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from agent.data.davis import DatasetError, DavisReader
-    from agent.data.registry import register_dataset
     from agent.evaluation.crf_study import capture_metadata, capture_sample
     from agent.evaluation.outputs import atomic_write_text, discard, prepare_output_dir, publish
+    from agent.evaluation.study_inputs import int_list, study_videos
     from agent.inference.agent import InteractiveAgent
     from strategies import get_strategy, resolve_name
 
     # Everything is checked before the first video plays.
-    rounds, scribbles = _ints(args.rounds, "--rounds"), _ints(args.scribbles, "--scribbles")
+    rounds, scribbles = int_list(args.rounds, "--rounds"), int_list(args.scribbles, "--scribbles")
     if args.every < 1:
         raise ConfigError(f"--every {args.every}: expected an integer >= 1")
     config = load_config(AgentConfig, args.config, args.assignments,
                          {"checkpoint": args.checkpoint, "device": args.device})
-    wanted = None if args.sequences is None else [s.strip() for s in args.sequences.split(",") if s.strip()]
-    # The session's own choice and check of a root's videos (every file validated; partial roots allowed).
-    registration = register_dataset(args.davis_root, args.subset, wanted)
-    reader = DavisReader(registration.root)
-    infos = [registration.infos[name] for name in registration.sequences]
-    for info in infos:
-        if max(scribbles) > info.num_scribbles:
-            raise DatasetError(f"{reader.scribbles_dir(info.name)}: has {info.num_scribbles} scribble file(s), "
-                               f"--scribbles asks for {max(scribbles)}")
+    reader, infos = study_videos(args.davis_root, args.subset, args.sequences, scribbles)
     strategy_name = resolve_name(args.strategy)
     strategy = get_strategy(strategy_name)
     target = prepare_output_dir(args.output_dir, overwrite=args.overwrite)
@@ -142,18 +114,13 @@ def run_capture(args: argparse.Namespace) -> int:
 def run_sweep(args: argparse.Namespace) -> int:
     from agent.data.davis import DavisReader
     from agent.evaluation.crf_study import load_captures, summary_table, sweep, variants_from_specs
-    from agent.evaluation.outputs import OutputDirError, atomic_write_text
+    from agent.evaluation.outputs import atomic_write_text
+    from agent.evaluation.study_inputs import check_output_file
     from agent.inference import crf
 
     variants = variants_from_specs(args.variant)
     output = args.output or args.cache / "sweep.csv"
-    if output.is_dir():
-        raise OutputDirError(f"{output}: is a directory, --output is the CSV file to write")
-    if output.exists() and not args.overwrite:
-        raise OutputDirError(f"{output}: exists (an earlier sweep's results?): pass --overwrite or another --output")
-    blocker = file_in_the_way(output.parent)
-    if blocker is not None:
-        raise OutputDirError(f"{blocker}: is a file, --output {output} cannot be written below it")
+    check_output_file(output, args.overwrite, "sweep's results")
     reader = DavisReader(args.davis_root)
     samples = load_captures(args.cache, reader)
     crf.warm_up(variants["default"][0])

@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 from agent.config import AgentConfig, ConfigError, load_config
-from agent.paths import file_in_the_way
-from crf_study import _ints
 from session_runner import setup_logging
 from strategies import describe_strategies
 
@@ -65,32 +62,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
-    from agent.data.davis import DatasetError
-    from agent.evaluation.outputs import OutputDirError
-    from agent.model.backbones import WeightsUnavailableError
-    from agent.model.checkpoint import CheckpointError
+    from agent.evaluation.study_inputs import run_reporting_errors
     from strategies import UnknownStrategyError
 
-    try:
-        return run(args)
-    except (ConfigError, DatasetError, OutputDirError, CheckpointError, WeightsUnavailableError,
-            UnknownStrategyError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return run_reporting_errors(lambda: run(args), UnknownStrategyError)
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from agent.data.davis import DatasetError, DavisReader
-    from agent.data.registry import register_dataset
     from agent.evaluation.finetune_study import study_sample, summary_table, variants_from_specs
-    from agent.evaluation.outputs import OutputDirError, atomic_write_text
+    from agent.evaluation.outputs import atomic_write_text
+    from agent.evaluation.study_inputs import check_output_file, int_list, study_videos
     from agent.inference.agent import InteractiveAgent
     from strategies import get_strategy, resolve_name
 
     # Everything is checked before the first video plays.
-    scribbles = _ints(args.scribbles, "--scribbles")
+    scribbles = int_list(args.scribbles, "--scribbles")
     if args.study_round < 1:
         raise ConfigError(f"--round {args.study_round}: expected an integer >= 1")
     if not args.seconds > 0:
@@ -101,22 +89,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--steps 0: the study needs a step cap (the clock does not bound it)")
     variants = variants_from_specs(args.variant, config.finetune)
     output = args.output
-    if output.is_dir():
-        raise OutputDirError(f"{output}: is a directory, --output is the CSV file to write")
-    if output.exists() and not args.overwrite:
-        raise OutputDirError(f"{output}: exists (an earlier study's results?): pass --overwrite or another --output")
-    blocker = file_in_the_way(output.parent)
-    if blocker is not None:
-        raise OutputDirError(f"{blocker}: is a file, --output {output} cannot be written below it")
-    wanted = None if args.sequences is None else [s.strip() for s in args.sequences.split(",") if s.strip()]
-    # The session's own choice and check of a root's videos (every file validated; partial roots allowed).
-    registration = register_dataset(args.davis_root, args.subset, wanted)
-    reader = DavisReader(registration.root)
-    infos = [registration.infos[name] for name in registration.sequences]
-    for info in infos:
-        if max(scribbles) > info.num_scribbles:
-            raise DatasetError(f"{reader.scribbles_dir(info.name)}: has {info.num_scribbles} scribble file(s), "
-                               f"--scribbles asks for {max(scribbles)}")
+    check_output_file(output, args.overwrite, "study's results")
+    reader, infos = study_videos(args.davis_root, args.subset, args.sequences, scribbles)
     strategy = get_strategy(resolve_name(args.strategy))
 
     import pandas as pd

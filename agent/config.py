@@ -636,9 +636,11 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config(cls, files: list[str | Path] = (), assignments: list[str] = (), flags: dict[str, Any] | None = None):
-    """Defaults < each file < flags ({'section.field': value}, None values skipped) < --set assignments."""
-    data = to_dict(cls())
+def load_config(cls, files: list[str | Path] = (), assignments: list[str] = (), flags: dict[str, Any] | None = None,
+                base=None):
+    """Defaults (or `base`, a `cls`) < each file < flags ({'section.field': value}, None values skipped) < --set
+    assignments."""
+    data = to_dict(cls() if base is None else base)
     for path in files:
         update = read_config_file(path)
         _check_sections(data, update, path)

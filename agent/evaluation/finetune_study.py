@@ -19,7 +19,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from ..config import ConfigError, FinetuneConfig, from_dict, merge, set_key, to_dict
+from ..config import ConfigError, FinetuneConfig, load_config
 from ..data.davis import SequenceInfo
 from ..inference.agent import InteractiveAgent
 from ..inference.plan import Strategy, plan_round
@@ -39,10 +39,7 @@ def parse_variant(spec: str, base: FinetuneConfig) -> FinetuneConfig:
     if not assignments:
         raise ConfigError(f"--variant {spec!r}: expected field=value[,field=value] of FinetuneConfig")
     try:
-        overrides: dict = {}
-        for assignment in assignments:
-            set_key(overrides, assignment, FinetuneConfig)
-        return from_dict(FinetuneConfig, merge(to_dict(base), overrides))
+        return load_config(FinetuneConfig, assignments=assignments, base=base)
     except ConfigError as error:  # its message speaks of --set
         raise ConfigError(f"--variant {spec!r}: {str(error).removeprefix('--set ')}") from None
 

@@ -39,3 +39,22 @@ def _restore_remote_settings(monkeypatch):
 
     for name in ("connect_timeout", "read_timeout", "retries", "backoff"):
         monkeypatch.setattr(settings, name, getattr(settings, name))
+
+
+@pytest.fixture
+def restore_registry():
+    """The study commands register their root with davisinteractive, as a session does: put the framework
+    back after the test."""
+    from agent.data.registry import restore
+
+    yield
+    restore()
+
+
+@pytest.fixture(scope="module")
+def study_agent(tiny_checkpoint):
+    """The tiny model's agent on CPU, one CRF worker, shared by a module's study tests."""
+    from agent.config import AgentConfig, CRFConfig
+    from agent.inference.agent import InteractiveAgent
+
+    return InteractiveAgent.from_pretrained(tiny_checkpoint, AgentConfig(device="cpu", crf=CRFConfig(workers=1)))

@@ -7,9 +7,8 @@ import pandas as pd
 import pytest
 
 import crf_study
-from agent.config import AgentConfig, ConfigError, CRFConfig
+from agent.config import ConfigError
 from agent.data.davis import DatasetError, DavisReader
-from agent.data.registry import restore
 from agent.evaluation.crf_study import (
     ARGMAX,
     DEFAULT,
@@ -24,6 +23,9 @@ from agent.evaluation.crf_study import (
 from agent.inference.agent import InteractiveAgent
 from agent.inference.plan import RoundPlan
 
+# The commands register their root with davisinteractive, as a session does.
+pytestmark = pytest.mark.usefixtures("restore_registry")
+
 
 class TwoScales:
     """Round 1 on every 2nd frame with a quarter-scale CRF, later rounds every frame at half scale."""
@@ -37,21 +39,14 @@ class TwoScales:
         return RoundPlan(use_crf=True, crf_scale=0.5)
 
 
-@pytest.fixture(autouse=True)
-def _restore_registry():
-    """`capture` registers its root with davisinteractive, as a session does: put the framework back."""
-    yield
-    restore()
-
-
 @pytest.fixture(scope="module")
 def reader(tiny_synthetic_root) -> DavisReader:
     return DavisReader(tiny_synthetic_root)
 
 
 @pytest.fixture(scope="module")
-def agent(tiny_checkpoint) -> InteractiveAgent:
-    return InteractiveAgent.from_pretrained(tiny_checkpoint, AgentConfig(device="cpu", crf=CRFConfig(workers=1)))
+def agent(study_agent) -> InteractiveAgent:
+    return study_agent
 
 
 def _play(agent, reader, sequence, rounds=(1, 3), every=1) -> tuple[CapturedSample, np.ndarray, np.ndarray]:

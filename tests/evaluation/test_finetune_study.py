@@ -6,9 +6,8 @@ import pandas as pd
 import pytest
 
 import finetune_study
-from agent.config import AgentConfig, ConfigError, CRFConfig, FinetuneConfig
+from agent.config import ConfigError, FinetuneConfig
 from agent.data.davis import DavisReader
-from agent.data.registry import restore
 from agent.evaluation.finetune_study import (
     DEFAULT,
     NONE,
@@ -20,6 +19,9 @@ from agent.evaluation.finetune_study import (
 from agent.inference.agent import InteractiveAgent
 from agent.inference.plan import RoundPlan
 
+# The commands register their root with davisinteractive, as a session does.
+pytestmark = pytest.mark.usefixtures("restore_registry")
+
 
 class EveryFrame:
     name = "every-frame"
@@ -29,16 +31,9 @@ class EveryFrame:
         return RoundPlan(use_crf=True, frame_stride=2 if interaction == 1 else 1)
 
 
-@pytest.fixture(autouse=True)
-def _restore_registry():
-    """The command registers its root with davisinteractive, as a session does: put the framework back."""
-    yield
-    restore()
-
-
 @pytest.fixture(scope="module")
-def agent(tiny_checkpoint) -> InteractiveAgent:
-    return InteractiveAgent.from_pretrained(tiny_checkpoint, AgentConfig(device="cpu", crf=CRFConfig(workers=1)))
+def agent(study_agent) -> InteractiveAgent:
+    return study_agent
 
 
 def test_variants_fine_tune_after_the_same_strokes(agent, tiny_synthetic_root):
