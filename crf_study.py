@@ -37,7 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          help="its ImageSets/2017/<subset>.txt (default val)")
     capture.add_argument("--sequences", default=None, help="comma-separated subset of the sequences")
     capture.add_argument("--scribbles", default="1", help="which scribble files start a sample (default 1: the first)")
-    capture.add_argument("--rounds", default="1,2,4", help="rounds whose scores are kept (default 1,2,4)")
+    capture.add_argument("--rounds", default="1,2,4",
+                         help="rounds whose scores are kept, each in 1..16 as a session's (default 1,2,4)")
     capture.add_argument("--every", type=int, default=4, help="keep every n-th frame's scores (default 4)")
     capture.add_argument("--strategy", default="auto", help="whose rounds and CRF scales (default auto)")
     capture.add_argument("--checkpoint", type=Path, default=None, help="model checkpoint (default: the shipped one)")
@@ -75,22 +76,28 @@ def main(argv: list[str] | None = None) -> int:
 def run_capture(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from agent.config import MAX_INTERACTIONS_LIMIT
     from agent.evaluation.crf_study import capture_metadata, capture_sample
     from agent.evaluation.outputs import atomic_write_text, discard, prepare_output_dir, publish
-    from agent.evaluation.study_inputs import int_list, study_videos
+    from agent.evaluation.preflight import check_checkpoint
+    from agent.evaluation.study_inputs import check_study_strategy, int_list, study_videos
     from agent.inference.agent import InteractiveAgent
     from strategies import get_strategy, resolve_name
 
-    # Everything is checked before the first video plays.
-    rounds, scribbles = int_list(args.rounds, "--rounds"), int_list(args.scribbles, "--scribbles")
+    # Everything is checked before the model is built.
+    rounds = int_list(args.rounds, "--rounds", at_most=MAX_INTERACTIONS_LIMIT)
+    scribbles = int_list(args.scribbles, "--scribbles")
     if args.every < 1:
         raise ConfigError(f"--every {args.every}: expected an integer >= 1")
     config = load_config(AgentConfig, args.config, args.assignments,
                          {"checkpoint": args.checkpoint, "device": args.device})
+    checkpoint = check_checkpoint(config.checkpoint)
     reader, infos = study_videos(args.davis_root, args.subset, args.sequences, scribbles)
     strategy_name = resolve_name(args.strategy)
     strategy = get_strategy(strategy_name)
-    target = prepare_output_dir(args.output_dir, overwrite=args.overwrite)
+    check_study_strategy(strategy, infos, max(rounds))
+    # --overwrite replaces the folder when done: never the root it reads or the checkpoint.
+    target = prepare_output_dir(args.output_dir, overwrite=args.overwrite, inputs=(args.davis_root, checkpoint))
     try:
         agent = InteractiveAgent.from_pretrained(config=config)
         agent.prepare({(info.height, info.width) for info in infos})
@@ -104,8 +111,10 @@ def run_capture(args: argparse.Namespace) -> int:
                          " ".join(f"round {r} {j:.3f}" for r, j in sample.jaccard.items()))
         atomic_write_text(target.work / "capture.json", capture_metadata(
             str(agent.config.checkpoint), strategy_name, rounds, args.every, to_dict(agent.config)))
-    except BaseException:
+    except BaseException as error:
         discard(target)
+        if isinstance(error, KeyboardInterrupt) and target.work.is_dir():
+            log.warning("the samples captured so far are in %s", target.work)
         raise
     print(f"written: {publish(target)}")
     return 0
@@ -120,7 +129,8 @@ def run_sweep(args: argparse.Namespace) -> int:
 
     variants = variants_from_specs(args.variant)
     output = args.output or args.cache / "sweep.csv"
-    check_output_file(output, args.overwrite, "sweep's results")
+    check_output_file(output, args.overwrite, "sweep's results",
+                      inputs=(args.davis_root, *args.cache.glob("*.npz"), args.cache / "capture.json"))
     reader = DavisReader(args.davis_root)
     samples = load_captures(args.cache, reader)
     crf.warm_up(variants["default"][0])

@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sequences", default=None, help="comma-separated subset of the sequences")
     parser.add_argument("--scribbles", default="1", help="which scribble files start a sample (default 1: the first)")
     parser.add_argument("--round", type=int, default=2, dest="study_round",
-                        help="the round the variants play (default 2: the first correction)")
+                        help="the round the variants play, 1..16 as a session's (default 2: the first correction)")
     parser.add_argument("--steps", type=int, default=STEPS,
                         help=f"fine-tuning steps at most, agent.finetune.max_steps (default {STEPS})")
     parser.add_argument("--seconds", type=float, default=3600.0,
@@ -73,14 +73,20 @@ def run(args: argparse.Namespace) -> int:
 
     from agent.evaluation.finetune_study import study_sample, summary_table, variants_from_specs
     from agent.evaluation.outputs import atomic_write_text
-    from agent.evaluation.study_inputs import check_output_file, int_list, study_videos
+    from agent.evaluation.preflight import check_checkpoint
+    from agent.evaluation.study_inputs import (
+        check_output_file,
+        check_round,
+        check_study_strategy,
+        int_list,
+        study_videos,
+    )
     from agent.inference.agent import InteractiveAgent
     from strategies import get_strategy, resolve_name
 
-    # Everything is checked before the first video plays.
+    # Everything is checked before the model is built.
     scribbles = int_list(args.scribbles, "--scribbles")
-    if args.study_round < 1:
-        raise ConfigError(f"--round {args.study_round}: expected an integer >= 1")
+    check_round(args.study_round, "--round")
     if not args.seconds > 0:
         raise ConfigError(f"--seconds {args.seconds}: expected a number > 0")
     config = load_config(AgentConfig, args.config, args.assignments,
@@ -88,10 +94,12 @@ def run(args: argparse.Namespace) -> int:
     if config.finetune.max_steps == 0:
         raise ConfigError("--steps 0: the study needs a step cap (the clock does not bound it)")
     variants = variants_from_specs(args.variant, config.finetune)
+    checkpoint = check_checkpoint(config.checkpoint)
     output = args.output
-    check_output_file(output, args.overwrite, "study's results")
+    check_output_file(output, args.overwrite, "study's results", inputs=(args.davis_root, checkpoint))
     reader, infos = study_videos(args.davis_root, args.subset, args.sequences, scribbles)
     strategy = get_strategy(resolve_name(args.strategy))
+    check_study_strategy(strategy, infos, args.study_round)
 
     import pandas as pd
 

@@ -26,6 +26,10 @@ MAX_INTERACTIONS_LIMIT = 16  # ... and max_nb_interactions at 16
 MAX_CRF_ITERATIONS = 1000
 MAX_CRF_WORKERS = 256
 MAX_INFERENCE_SCALE = 8.0  # 8x the checkpoint's 240x427 is already 1920x3416 per frame
+MAX_TOPK = 1024  # top-k and correction weight: the defaults are 20 and 3
+MAX_REFERENCE_PIXELS = 2**20  # per class (the default pools 4096); also chunk and pooled-sample sizes
+MAX_GRID_STRIDE = 16  # the decoder's own grid is H/4; H/16 is already 15x27 cells at 240x427
+MAX_DILATION = 64  # grid cells: a stroke's kernel side, the detail band
 
 
 class ConfigError(ValueError):
@@ -131,10 +135,16 @@ class TransferConfig:
 
     def __post_init__(self) -> None:
         _choice(self.aggregation, "transfer.aggregation", ("eq3", "topk"))
-        for name in ("samples_per_class", "topk", "max_reference_pixels", "chunk_size", "grid_stride",
-                     "max_new_reference_pixels", "correction_weight"):
-            _require(getattr(self, name) >= 1, f"transfer.{name} must be >= 1, got {getattr(self, name)}")
-        _require(self.detail_band >= 0, f"transfer.detail_band must be >= 0, got {self.detail_band}")
+        # Upper bounds: far beyond any useful value, a typo would otherwise ask for terabytes once the model is
+        # built (top-k buffers, reference blocks) or shrink the transfer grid to a few cells.
+        for name, highest in (("samples_per_class", MAX_REFERENCE_PIXELS), ("topk", MAX_TOPK),
+                              ("max_reference_pixels", MAX_REFERENCE_PIXELS), ("chunk_size", MAX_REFERENCE_PIXELS),
+                              ("grid_stride", MAX_GRID_STRIDE), ("max_new_reference_pixels", MAX_REFERENCE_PIXELS),
+                              ("correction_weight", MAX_TOPK)):
+            value = getattr(self, name)
+            _require(1 <= value <= highest, f"transfer.{name} must be in 1..{highest}, got {value}")
+        _require(0 <= self.detail_band <= MAX_DILATION,
+                 f"transfer.detail_band must be in 0..{MAX_DILATION}, got {self.detail_band}")
         _require(_finite(self.round_fusion_frames) and self.round_fusion_frames >= 0,
                  f"transfer.round_fusion_frames must be a finite number >= 0, got {self.round_fusion_frames}")
 
@@ -230,9 +240,10 @@ class ScribbleConfig:
 
     def __post_init__(self) -> None:
         _choice(self.derived_background_frames, "scribbles.derived_background_frames", ("all", "first-round"))
-        _require(self.dilation >= 1, f"scribbles.dilation must be >= 1, got {self.dilation}")
-        _require(self.correction_dilation >= 0,
-                 f"scribbles.correction_dilation must be >= 0 (0: as dilation), got {self.correction_dilation}")
+        _require(1 <= self.dilation <= MAX_DILATION, f"scribbles.dilation must be in 1..{MAX_DILATION}, got {self.dilation}")
+        _require(0 <= self.correction_dilation <= MAX_DILATION,
+                 f"scribbles.correction_dilation must be in 0..{MAX_DILATION} (0: as dilation), got "
+                 f"{self.correction_dilation}")
         _require(_finite(self.far_background_fraction) and self.far_background_fraction >= 0,
                  f"scribbles.far_background_fraction must be >= 0, got {self.far_background_fraction}")
         _require(_finite(self.least_similar_fraction) and 0 <= self.least_similar_fraction <= 1,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 
@@ -23,3 +24,12 @@ def unused_path(path: Path, keep_suffix: bool = True) -> Path:
         name = f"{path.stem}-{number}{path.suffix}" if keep_suffix else f"{path.name}-{number}"
         candidate = path.with_name(name)
     return candidate
+
+
+def read_json(path: Path) -> object:
+    """The JSON in `path`. Malformed text, or nesting too deep to parse (json raises RecursionError there),
+    raises ValueError with a one-line reason; a file that cannot be read raises OSError."""
+    try:
+        return json.loads(path.read_text())
+    except RecursionError as error:
+        raise ValueError("nested too deeply to parse") from error

@@ -117,3 +117,20 @@ def test_a_directory_as_config_file_or_checkpoint_says_so(tmp_path):
         read_config_file(tmp_path)
     with pytest.raises(CheckpointError, match="is a directory: name its .pt file"):
         read_checkpoint_config(tmp_path)
+
+
+@pytest.mark.parametrize(("cls", "field", "value", "message"), [
+    ("TransferConfig", "topk", 10**9, r"transfer.topk must be in 1..1024"),
+    ("TransferConfig", "max_reference_pixels", 10**12, r"transfer.max_reference_pixels must be in 1..1048576"),
+    ("TransferConfig", "chunk_size", 0, r"transfer.chunk_size must be in 1.."),
+    ("TransferConfig", "grid_stride", 100_000, r"transfer.grid_stride must be in 1..16"),
+    ("TransferConfig", "detail_band", 10**6, r"transfer.detail_band must be in 0..64"),
+    ("ScribbleConfig", "dilation", 10**9, r"scribbles.dilation must be in 1..64"),
+    ("ScribbleConfig", "correction_dilation", 65, r"scribbles.correction_dilation must be in 0..64"),
+])
+def test_sizes_have_upper_bounds_before_any_allocation(cls, field, value, message):
+    # A typo would otherwise ask for terabytes, or a grid of a few cells, once the model is built.
+    import agent.config as config
+
+    with pytest.raises(ConfigError, match=message):
+        getattr(config, cls)(**{field: value})

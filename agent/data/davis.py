@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 import numbers
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import first_line
+from ..paths import read_json
 
 VOID_LABEL = 255
 # Object ids 1..254: annotations are uint8 palette PNGs whose 255 is void. It also bounds the classes an API
@@ -141,8 +141,8 @@ class DavisReader:
         if not path.is_file():
             raise DatasetError(f"scribble file {path} does not exist")
         try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
+            data = read_json(path)
+        except ValueError as error:  # also not UTF-8, or nested too deeply
             raise DatasetError(f"scribble file {path} is not valid JSON ({error})") from error
         validate_scribbles(data, source=str(path))
         return data
@@ -197,7 +197,7 @@ def validate_scribbles(
                            for point in points for v in point):
                     raise TypeError
                 path = np.asarray(points, dtype=float)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond a float's range
                 path = None
             if path is None or path.ndim != 2 or path.shape[1] != 2:
                 raise DatasetError(f"{source}: frame {frame} has a path that is not a list of [x, y] points")

@@ -13,9 +13,11 @@ bring DAVIS-2017's object count, which differs for the union masks of ../shared/
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from ..config import HOLDOUT
 from ..paths import file_in_the_way
 from .davis import VOID_LABEL, DatasetError, DavisReader
 from .synthetic import initial_scribble
+from .validation import validate_sequence
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,44 @@ def write_robot_root(source: str | Path, sequences: list[str] | tuple[str, ...],
     """Write the root (see the module docstring); returns its path. Refuses a non-empty `output`."""
     reader = DavisReader(source)
     output = Path(output)
+    check_new_root(reader, sequences, output)
+    with removed_on_failure(output):
+        for source_name in sequences:
+            sequence = source_name + SUFFIX
+            masks = reader.load_annotations(source_name)
+            num_objects = int(masks[masks != VOID_LABEL].max())
+            for kind, source_dir in (("JPEGImages", reader.frames_dir(source_name)),
+                                     ("Annotations", reader.annotations_dir(source_name))):
+                link = output / kind / reader.resolution / sequence
+                link.parent.mkdir(parents=True, exist_ok=True)
+                os.symlink(source_dir.resolve(), link, target_is_directory=True)
+            write_first_scribbles(output, sequence, masks, num_objects, positions)
+        write_listing(output, [s + SUFFIX for s in sequences])
+    return output
+
+
+@contextlib.contextmanager
+def removed_on_failure(output: Path):
+    """Remove what was written below `output` (new or empty before) when the block fails: a half-written root
+    would pass for a finished one, and block a second try as "not empty"."""
+    made = not output.exists()
+    try:
+        yield
+    except BaseException:
+        if made:
+            shutil.rmtree(output, ignore_errors=True)
+        elif output.is_dir():
+            for path in output.iterdir():  # rmtree removes links, never what they point to
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+        raise
+
+
+def check_new_root(reader: DavisReader, sequences: list[str] | tuple[str, ...], output: Path) -> None:
+    """Raise DatasetError unless `sequences` are distinct names of `reader`'s root, every frame and annotation
+    of theirs reads (data/validation.py), and `output` is a new or empty folder that can be made."""
     if not sequences:
         raise DatasetError("--sequences names no sequence")
     odd = [s for s in sequences if Path(s).name != s or s in (".", "..")]
@@ -54,28 +95,40 @@ def write_robot_root(source: str | Path, sequences: list[str] | tuple[str, ...],
     missing = [s for s in sequences if not reader.has_sequence(s)]
     if missing:
         raise DatasetError(f"{reader.root} has no sequence(s) {', '.join(missing)}")
-    for source_name in sequences:
-        sequence = source_name + SUFFIX
-        masks = reader.load_annotations(source_name)
-        num_objects = int(masks[masks != VOID_LABEL].max())
-        for kind, source_dir in (("JPEGImages", reader.frames_dir(source_name)),
-                                 ("Annotations", reader.annotations_dir(source_name))):
-            link = output / kind / reader.resolution / sequence
-            link.parent.mkdir(parents=True, exist_ok=True)
-            os.symlink(source_dir.resolve(), link, target_is_directory=True)
-        scribble_dir = output / "Scribbles" / sequence
-        scribble_dir.mkdir(parents=True)
-        for index, position in enumerate(positions, start=1):
-            scribble = initial_scribble(sequence, masks, num_objects, near=position)
-            if scribble is None:
-                raise DatasetError(f"{sequence}: the robot drew no stroke for every object near {position:.2f}")
-            (scribble_dir / f"{index:03d}.json").write_text(json.dumps(scribble))
-            frame = next(f for f, strokes in enumerate(scribble["scribbles"]) if strokes)
-            log.info("%s: scribble %d on frame %d of %d", sequence, index, frame, len(masks))
+    for sequence in sequences:  # before anything is written
+        validate_sequence(reader, sequence, scribbles=False)
+
+
+def write_first_scribbles(output: Path, sequence: str, masks, num_objects: int,
+                          positions: tuple[float, ...] = POSITIONS) -> None:
+    """Scribbles/<sequence>/001.json, 002.json, ...: the robot's first scribble near each position."""
+    scribble_dir = output / "Scribbles" / sequence
+    scribble_dir.mkdir(parents=True)
+    for index, position in enumerate(positions, start=1):
+        scribble = initial_scribble(sequence, masks, num_objects, near=position)
+        if scribble is None:
+            raise DatasetError(f"{sequence}: the robot drew no stroke for every object near {position:.2f}")
+        (scribble_dir / f"{index:03d}.json").write_text(json.dumps(scribble))
+        frame = next(f for f, strokes in enumerate(scribble["scribbles"]) if strokes)
+        log.info("%s: scribble %d on frame %d of %d", sequence, index, frame, len(masks))
+
+
+def positions_arg(text: str) -> tuple[float, ...]:
+    """--positions: comma-separated positions in the video, each in [0, 1] (argparse type)."""
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or not all(0.0 <= v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated numbers in [0, 1], e.g. 0.25,0.75")
+    return values
+
+
+def write_listing(output: Path, names: list[str]) -> None:
+    """ImageSets/2017/val.txt listing `names`."""
     listing = output / "ImageSets" / "2017" / "val.txt"
     listing.parent.mkdir(parents=True, exist_ok=True)
-    listing.write_text("".join(f"{s}{SUFFIX}\n" for s in sequences))
-    return output
+    listing.write_text("".join(f"{name}\n" for name in names))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,14 +138,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sequences", default=",".join(HOLDOUT),
                         help="comma-separated (default: the held-out training videos, TrainConfig.holdout)")
     parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--positions", type=positions_arg, default=POSITIONS,
+                        help="one first scribble near each of these positions in the video (default 0.25,0.75)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)
     try:
         root = write_robot_root(args.davis_root, [s.strip() for s in args.sequences.split(",") if s.strip()],
-                                args.output)
+                                args.output, args.positions)
     except DatasetError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # e.g. a name too long, a full disk: what was written is removed
+        print(f"error: {error.filename or args.output}: {error.strerror or error}", file=sys.stderr)
         return 2
     print(f"wrote {root}: python session_runner.py --davis-root {root}")
     return 0

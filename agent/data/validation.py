@@ -12,7 +12,6 @@ Each check raises DatasetError with one line, `<file>: <what is wrong>`. What is
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import first_line
+from ..paths import read_json
 from .davis import (
     IMAGE_ERRORS,
     VOID_LABEL,
@@ -150,13 +150,16 @@ def count_scribble_files(reader: DavisReader, sequence: str) -> int:
 def check_scribble_file(path: Path, sequence: str, num_frames: int, num_objects: int) -> dict:
     """One scribble file, parsed and checked against the sequence (see davis.validate_scribbles)."""
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        data = read_json(path)
+    except ValueError as error:  # also not UTF-8, or nested too deeply
         raise DatasetError(f"{path}: not valid JSON ({error})") from error
     validate_scribbles(data, source=str(path), num_frames=num_frames, num_objects=num_objects)
     if data.get("sequence") != sequence:  # davisinteractive asserts this
         raise DatasetError(f"{path}: names sequence {data.get('sequence')!r}, expected {sequence!r}")
     strokes = {stroke["object_id"] for frame in data["scribbles"] for stroke in frame}
+    if not strokes - {0}:  # each file is one sample's first scribble, and the agent starts from an object
+        raise DatasetError(f"{path}: no object stroke (object_id 1..{num_objects}): a sample's first scribble "
+                           "must mark an object")
     without = [i for i in range(1, num_objects + 1) if i not in strokes]
     if without and path.name == "001.json":
         # Not an error (a user may scribble objects later), but the usual sign of a stray annotation label.

@@ -31,7 +31,7 @@ from skimage import data as skimage_data
 
 from ..config import HOLDOUT, AgentConfig, CRFConfig, ModelConfig, TransferConfig
 from ..data.davis import DatasetError, DavisReader
-from ..data.validation import validate_subset
+from ..data.validation import validate_sequence, validate_subset
 from ..device import resolve_device
 from ..inference.crf import refine_frames, warm_up, worker_count
 from ..inference.reference_pool import ReferencePool
@@ -201,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         transfer = TransferConfig(**({"aggregation": args.aggregation} if args.aggregation else {}))
         if args.davis_root is not None:
             validate_subset(args.davis_root, "val", scribbles=False)  # one-shot J reads frames and annotations
+            reader = DavisReader(args.davis_root)
+            for sequence in (s for s in HOLDOUT if reader.has_sequence(s)):  # measured too (one_shot_figures)
+                validate_sequence(reader, sequence, scribbles=False)
         if args.output.is_dir():
             raise OutputDirError(f"{args.output}: is a directory, --output is the JSON file to write")
         blocker = file_in_the_way(args.output.parent)  # an earlier --output file is fine: it is replaced

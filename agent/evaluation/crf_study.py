@@ -30,6 +30,7 @@ from tqdm import tqdm
 from ..config import ConfigError, CRFConfig, load_config
 from ..data import compat  # noqa: F401  (patches davisinteractive before it is imported)
 from ..data.davis import VOID_LABEL, DatasetError, DavisReader, SequenceInfo
+from ..errors import first_line
 from ..inference.crf import refine_frames
 from ..inference.plan import Strategy, plan_round
 from ..inference.predictor import Predictor
@@ -72,6 +73,10 @@ class CapturedSample:
     @classmethod
     def load(cls, path: Path) -> CapturedSample:
         sequence, _, scribble = path.stem.rpartition("-")
+        # np.load reads anything that is not a zip as .npy or a pickle: say what the file is instead.
+        if path.is_file() and not zipfile.is_zipfile(path):
+            what = "empty file" if path.stat().st_size == 0 else "not an .npz (zip) archive"
+            raise DatasetError(f"{path}: cannot read it as a captured sample ({what})")
         try:
             with np.load(path) as data:
                 rounds = sorted(int(k.split("_")[1]) for k in data.files if k.startswith("scores_"))
@@ -79,16 +84,23 @@ class CapturedSample:
                     raise ValueError("not a captured sample (<sequence>-<scribble>.npz with scores_<round>)")
                 sample = cls(sequence, int(scribble), int(data["num_objects"]))
                 for r in rounds:
-                    sample.frames[r] = data[f"frames_{r}"].astype(np.int64)
+                    frames = data[f"frames_{r}"]
+                    if frames.ndim != 1 or not np.issubdtype(frames.dtype, np.integer):
+                        raise ValueError(f"round {r}'s frame indices are {frames.dtype} {frames.shape}, expected a "
+                                         "list of integers")
+                    sample.frames[r] = frames.astype(np.int64)
                     sample.scores[r] = data[f"scores_{r}"].astype(np.float32)
                     sample.crf_scale[r] = float(data[f"crf_scale_{r}"])
                     if not (math.isfinite(sample.crf_scale[r]) and 0 < sample.crf_scale[r] <= 1):
                         raise ValueError(f"round {r}'s CRF scale {sample.crf_scale[r]} is not in (0, 1]")
                     sample.jaccard[r] = float(data[f"jaccard_{r}"])
         # A truncated or foreign file (numpy raises most of these, zipfile BadZipFile; int() of an array TypeError).
-        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:
-            raise DatasetError(f"{path}: cannot read it as a captured sample ({error})") from error
+        except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:
+            raise DatasetError(f"{path}: cannot read it as a captured sample ({first_line(error)})") from error
         for r in rounds:
+            unique, counts = np.unique(sample.frames[r], return_counts=True)
+            if (counts > 1).any():  # a frame scored twice would weigh twice in the round's mean J
+                raise DatasetError(f"{path}: round {r} names frame {unique[counts > 1][0]} more than once")
             scores = sample.scores[r]
             if scores.ndim != 4 or len(scores) != len(sample.frames[r]) or scores.shape[1] != sample.num_objects + 1:
                 raise DatasetError(f"{path}: round {r}'s scores {scores.shape} do not match "

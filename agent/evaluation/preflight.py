@@ -10,21 +10,34 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import ConfigError, RunConfig, parse_shard
-from ..data.davis import DatasetError
+from ..data.davis import DatasetError, SequenceInfo
 from ..data.registry import Registration, register_dataset
+from ..data.synthetic import default_dataset_root
 from ..inference.plan import Strategy, StrategyError, plan_round
-from ..model.checkpoint import CheckpointError, default_checkpoint_path, read_checkpoint_config
+from ..model.checkpoint import (
+    DEFAULT_CHECKPOINT,
+    CheckpointError,
+    default_checkpoint_path,
+    read_checkpoint_config,
+)
 from .outputs import OutputDirError, OutputTarget, discard, prepare_output_dir
 from .session import resolve_dataset
 from .sharding import shard_sequences
 
 log = logging.getLogger(__name__)
 
-PREFLIGHT_ERRORS = (DatasetError, CheckpointError, OutputDirError, StrategyError, ConfigError)
+
+
+class PathError(ValueError):
+    """A path the file system refuses (a name too long, a loop of links, no permission): `<path>: <why>`."""
+
+
+PREFLIGHT_ERRORS = (DatasetError, CheckpointError, OutputDirError, StrategyError, ConfigError, PathError)
 
 
 @dataclass
@@ -40,7 +53,7 @@ def check_checkpoint(path: Path | None) -> Path:
     return path
 
 
-def check_strategy(strategy: Strategy, registration: Registration, max_interactions: int, max_time: float) -> None:
+def check_strategy(strategy: Strategy, videos: Iterable[SequenceInfo], max_interactions: int, max_time: float) -> None:
     """Ask for every round's plan of every sequence, at the time budget a round starts with: a strategy that
     raises or returns no RoundPlan fails now, not minutes into the session. The session keeps asking its own
     instance (a stateful strategy sees each round once there); this is a fresh one when it can be built."""
@@ -48,18 +61,26 @@ def check_strategy(strategy: Strategy, registration: Registration, max_interacti
         probe = type(strategy)()
     except Exception:  # noqa: BLE001  (a strategy needing arguments: probe the instance itself)
         probe = strategy
-    for name in registration.sequences:
-        info = registration.infos[name]
+    for info in videos:
         for interaction in range(1, max_interactions + 1):
             plan_round(probe, interaction, max_time * info.num_objects, info)
 
 
 def check_run(config: RunConfig, strategy: Strategy, overwrite: bool = False) -> Checked:
     """Check the run's output directory, checkpoint, dataset and strategy (see the module docstring)."""
+    try:
+        return _check_run(config, strategy, overwrite)
+    except OSError as error:  # what the checks below did not name: e.g. Path.exists() on a name too long
+        raise PathError(f"{error.filename or 'a path'}: {error.strerror or error}") from error
+
+
+def _check_run(config: RunConfig, strategy: Strategy, overwrite: bool) -> Checked:
     session = config.session
     if session.predictor == "simlearn":
         check_checkpoint(config.agent.checkpoint)
-    inputs = tuple(Path(p) for p in (session.davis_root, config.agent.checkpoint) if p is not None)
+    # What --overwrite must never replace, named or not: the built-in dataset and the shipped checkpoint too.
+    dataset = session.davis_root if session.davis_root is not None else default_dataset_root()
+    inputs = tuple(Path(p) for p in (dataset, config.agent.checkpoint, DEFAULT_CHECKPOINT) if p is not None)
     output = prepare_output_dir(session.output_dir, overwrite, inputs)
     if session.remote:  # the server holds the annotations and scribbles; its samples are known once connected
         log.info("checked: checkpoint, output %s (remote session: the data is checked once connected)", output.final)
@@ -72,7 +93,8 @@ def check_run(config: RunConfig, strategy: Strategy, overwrite: bool = False) ->
                 shard_sequences(registration.infos, *parse_shard(session.shard))
             except ValueError as error:
                 raise ConfigError(str(error)) from error
-        check_strategy(strategy, registration, session.max_interactions, session.max_time)
+        check_strategy(strategy, [registration.infos[name] for name in registration.sequences],
+                       session.max_interactions, session.max_time)
     except BaseException:
         discard(output)
         raise

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..paths import file_in_the_way
+from ..paths import file_in_the_way, read_json
 from .outputs import atomic_path
 
 log = logging.getLogger(__name__)
@@ -317,8 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         if not path.is_file():
             parser.exit(2, f"error: {path} does not exist (pass the output directory of a session run)\n")
         try:
-            summary = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            summary = read_json(path)
+        except ValueError as error:  # also not UTF-8, or nested too deeply
             parser.exit(2, f"error: {path}: not valid JSON ({error})\n")
         summaries[label or Path(directory).name] = summary
         if not isinstance(summary, dict) or not {"metric", "curve", "threshold"} <= summary.keys():

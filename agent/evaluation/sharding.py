@@ -17,11 +17,13 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from ..config import parse_shard
+from ..config import ConfigError, parse_shard
 from ..data.davis import SequenceInfo
 from ..errors import first_line
+from ..paths import read_json
 
 log = logging.getLogger(__name__)
 
@@ -75,17 +77,28 @@ def _read_run(directory: Path) -> tuple[dict, pd.DataFrame, dict]:
     missing = [key for key in (*_SAME, "shard") if key not in summary]
     if missing:
         raise MergeError(f"{summary_path}: no {', '.join(missing)} (not a session run's summary.json)")
+    layout = summary["layout"]
+    if not (isinstance(layout, dict) and all(isinstance(layout.get(key), dict) for key in ("num_scribbles",
+                                                                                          "num_objects"))
+            and layout["num_scribbles"].keys() == layout["num_objects"].keys()):
+        raise MergeError(f"{summary_path}: its layout is not num_scribbles and num_objects of the same sequences")
     try:
         report = load_report(report_path)
     except (ValueError, KeyError, UnicodeDecodeError) as error:  # pandas' ParserError is a ValueError
         raise MergeError(f"{report_path}: not a session run's report.csv ({first_line(error)})") from error
+    # A NaN would be averaged into the merged AUC silently (a session never writes one).
+    for column in report.columns.drop(["sequence", "session_id"], errors="ignore"):
+        bad = report.index[~np.isfinite(report[column].to_numpy(dtype=float))]
+        if len(bad):
+            raise MergeError(f"{report_path}: row {bad[0]} has {column} {report.at[bad[0], column]}, not a finite "
+                             "number")
     return summary, report, config
 
 
 def _read_json(path: Path):
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        return read_json(path)
+    except ValueError as error:  # also not UTF-8, or nested too deeply
         raise MergeError(f"{path}: not valid JSON ({error})") from error
     except OSError as error:
         raise MergeError(f"{path}: cannot be read ({error.strerror or error})") from error
@@ -98,7 +111,12 @@ def _check_shards(directories: list[Path], summaries: list[dict]) -> None:
     if not all(specs):
         unsharded = [str(d) for d, spec in zip(directories, specs, strict=True) if not spec]
         raise MergeError(f"{', '.join(unsharded)}: not a shard, and the other runs are")
-    parsed = [parse_shard(spec) for spec in specs]
+    parsed = []
+    for directory, spec in zip(directories, specs, strict=True):
+        try:
+            parsed.append(parse_shard(spec))
+        except ConfigError:
+            raise MergeError(f"{directory / 'summary.json'}: shard {spec!r} is not K/N with 1 <= K <= N") from None
     counts = {count for _, count in parsed}
     if len(counts) != 1:
         raise MergeError(f"the runs are shards of different splits: {', '.join(sorted(set(specs)))}")

@@ -3,34 +3,55 @@ end on bad input: one `error:` line, exit status 2."""
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from ..config import ConfigError
+from ..config import MAX_INTERACTIONS_LIMIT, ConfigError
 from ..data.davis import DatasetError, DavisReader, SequenceInfo
+from ..inference.plan import Strategy
 from ..paths import file_in_the_way
 from .outputs import OutputDirError
 
 
-def int_list(text: str, name: str) -> list[int]:
-    """`1,2,4` -> [1, 2, 4], each >= 1; a ConfigError naming the flag otherwise."""
+def int_list(text: str, name: str, at_most: int | None = None) -> list[int]:
+    """`1,2,4` -> [1, 2, 4], each >= 1 (and <= `at_most` when given); a ConfigError naming the flag otherwise."""
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise ConfigError(f"{name} {text!r}: expected comma-separated integers") from None
     if not values or min(values) < 1:
         raise ConfigError(f"{name} {text!r}: expected integers >= 1")
+    if at_most is not None and max(values) > at_most:
+        raise ConfigError(f"{name} {text!r}: expected integers in 1..{at_most}")
     return values
 
 
-def check_output_file(output: Path, overwrite: bool, results: str) -> None:
+def check_round(value: int, name: str) -> int:
+    """A round to play: 1..MAX_INTERACTIONS_LIMIT, as a session's --max-interactions (round 1000 would play for
+    hours)."""
+    if not 1 <= value <= MAX_INTERACTIONS_LIMIT:
+        raise ConfigError(f"{name} {value}: expected an integer in 1..{MAX_INTERACTIONS_LIMIT} (a session's most "
+                          "interactions)")
+    return value
+
+
+def check_output_file(output: Path, overwrite: bool, results: str, inputs: tuple[Path, ...] = ()) -> None:
     """--output must be a file that can be written and, unless `overwrite`, does not exist yet (`results`:
-    whose results an existing one would hold, for the message)."""
+    whose results an existing one would hold, for the message); never one of `inputs` (the dataset, the
+    checkpoint, cached samples) or a file inside one."""
     if output.is_dir():
         raise OutputDirError(f"{output}: is a directory, --output is the CSV file to write")
     if output.exists() and not overwrite:
         raise OutputDirError(f"{output}: exists (an earlier {results}?): pass --overwrite or another --output")
+    if output.exists():
+        resolved = output.resolve()
+        for source in inputs:
+            source_resolved = Path(source).expanduser().resolve()
+            if resolved == source_resolved or source_resolved in resolved.parents:
+                raise OutputDirError(f"{output}: --overwrite would replace the study's input {source} (or a file "
+                                     "in it): pass another --output")
     blocker = file_in_the_way(output.parent)
     if blocker is not None:
         raise OutputDirError(f"{blocker}: is a file, --output {output} cannot be written below it")
@@ -53,13 +74,30 @@ def study_videos(davis_root: Path, subset: str, sequences: str | None,
     return reader, infos
 
 
+def check_study_strategy(strategy: Strategy, infos: list[SequenceInfo], rounds: int) -> None:
+    """Every plan the study asks for (rounds 1..`rounds` of every video, no clock), asked once as a session's
+    preflight does: a strategy that raises or returns no RoundPlan ends before the model is built."""
+    from .preflight import check_strategy
+
+    check_strategy(strategy, infos, rounds, math.inf)
+
+
 def run_reporting_errors(run: Callable[[], int], *more: type[Exception]) -> int:
-    """run(), or one `error:` line and 2 for the errors a user's input causes (`more`: the command's own)."""
+    """run(), or one `error:` line and 2 for the errors a user's input causes (`more`: the command's own);
+    Ctrl-C, SIGTERM and SIGHUP end it with one `interrupted` line and 128 + the signal, as a session."""
     from ..model.backbones import WeightsUnavailableError
-    from ..model.checkpoint import CheckpointError
+    from .preflight import PREFLIGHT_ERRORS
+    from .signals import exit_code, signal_name, terminate_as_interrupt
 
     try:
-        return run()
-    except (ConfigError, DatasetError, OutputDirError, CheckpointError, WeightsUnavailableError, *more) as error:
+        with terminate_as_interrupt():
+            return run()
+    except (*PREFLIGHT_ERRORS, WeightsUnavailableError, *more) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as interrupt:
+        from ..inference import crf
+
+        crf.shutdown_workers()  # queued frames are not needed any more
+        print(f"interrupted ({signal_name(interrupt)})", file=sys.stderr)
+        return exit_code(interrupt)

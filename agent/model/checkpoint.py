@@ -17,6 +17,7 @@ import torch
 
 from ..config import ConfigError, ModelConfig, from_dict, to_dict
 from ..errors import first_line
+from ..paths import file_in_the_way
 from .backbones import available_backbones
 from .siamese import SiameseEmbedder, build_model
 
@@ -73,8 +74,11 @@ def save_checkpoint(
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)  # atomic: a crash mid-save never leaves a truncated checkpoint behind
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)  # atomic: a crash mid-save never leaves a truncated checkpoint behind
+    finally:
+        tmp.unlink(missing_ok=True)  # a save that failed leaves no stray .tmp
     log.info("saved checkpoint %s (%.1f MB%s)", path, path.stat().st_size / 1e6, ", fp16" if half else "")
     return path
 
@@ -181,22 +185,37 @@ def default_checkpoint_path() -> Path:
     return DEFAULT_CHECKPOINT
 
 
-def main(argv: list[str] | None = None) -> None:
-    """python -m agent.checkpoint SRC DST [--half]: re-save a checkpoint (e.g. fp16 for shipping)."""
+def main(argv: list[str] | None = None) -> int:
+    """python -m agent.model.checkpoint SRC DST [--half] [--overwrite]: re-save a checkpoint (e.g. fp16 for
+    shipping)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m agent.checkpoint", description=main.__doc__)
-    parser.add_argument("source", type=Path)
-    parser.add_argument("destination", type=Path)
+    parser = argparse.ArgumentParser(prog="python -m agent.model.checkpoint", description=main.__doc__)
+    parser.add_argument("source", type=Path, help="the checkpoint to read")
+    parser.add_argument("destination", type=Path, help="the .pt file to write (an existing one only with --overwrite)")
     parser.add_argument("--half", action="store_true", help="store weights as fp16 (half the size)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing destination file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    destination = args.destination
     try:
+        # Checked before the source is read: a finished checkpoint is never replaced silently.
+        if destination.is_dir():
+            parser.exit(2, f"error: {destination}: is a directory, name the .pt file to write\n")
+        if destination.exists() and not args.overwrite:
+            parser.exit(2, f"error: {destination}: exists (an earlier checkpoint?): pass --overwrite or another "
+                           "destination\n")
+        blocker = file_in_the_way(destination.parent)
+        if blocker is not None:
+            parser.exit(2, f"error: {blocker}: is a file, {destination} cannot be written below it\n")
         model, config, extra = load_checkpoint(args.source)
+        save_checkpoint(destination, model, config, extra, half=args.half)
     except CheckpointError as error:
         parser.exit(2, f"error: {error}\n")
-    save_checkpoint(args.destination, model, config, extra, half=args.half)
+    except OSError as error:  # a full disk, no permission, a name too long
+        parser.exit(2, f"error: {destination}: cannot write it ({error.strerror or first_line(error)})\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

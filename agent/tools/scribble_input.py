@@ -15,7 +15,6 @@ number in its name, counted from 0 (12.png, frame_0012.png).
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from PIL import Image
 
 from ..data.davis import IMAGE_ERRORS, DatasetError, validate_scribbles
 from ..data.synthetic import davis_palette
+from ..paths import read_json
 from .video import IMAGE_SUFFIXES, InputError, VideoSource, natural_key
 
 NO_SCRIBBLE = -1
@@ -75,8 +75,8 @@ def load_scribbles(path: str | Path, video: VideoSource) -> dict:
 
 def _load_json(path: Path, num_frames: int) -> dict:
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        data = read_json(path)
+    except ValueError as error:  # also not UTF-8, or nested too deeply
         raise InputError(f"{path}: not valid JSON ({error})") from error
     try:
         validate_scribbles(data, source=str(path))

@@ -113,8 +113,8 @@ def _open_folder(path: Path) -> VideoSource:
         try:
             with Image.open(frame_path) as image:
                 size, mode = image.size, image.mode
-                if draft_jpeg(image):
-                    image.load()
+                if draft_jpeg(image) or image.format != "PNG":
+                    image.load()  # JPEG at 1/8 scale; BMP, TIFF, ...: verify() would not read their pixels
                 else:
                     image.verify()  # chunk checksums (PNG), without decoding the pixels
         except IMAGE_ERRORS as error:
@@ -125,6 +125,12 @@ def _open_folder(path: Path) -> VideoSource:
         if size != first:
             raise InputError(f"{path}: the frames differ in size ({frame_path.name} is {size[0]}x{size[1]}, "
                              f"{paths[0].name} {first[0]}x{first[1]})")
+    stems: dict[str, Path] = {}
+    for frame_path in paths:  # masks are written as <stem>.png: two frames would share one
+        other = stems.setdefault(frame_path.stem.lower(), frame_path)
+        if other is not frame_path:
+            raise InputError(f"{path}: {other.name} and {frame_path.name} would write the same mask "
+                             f"({frame_path.stem}.png): keep one of them")
     width, height = first
     return VideoSource(path, len(paths), height, width, DEFAULT_FPS, paths, [p.stem for p in paths])
 

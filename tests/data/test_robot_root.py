@@ -57,3 +57,32 @@ def test_robot_root_refuses_odd_names_and_outputs_before_writing(train_root: Pat
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing half-written
+
+
+def test_robot_root_checks_every_annotation_before_writing(train_root: Path, tmp_path: Path, capsys):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(train_root, broken)
+    annotation = sorted((broken / "Annotations" / "480p" / "synth-001").iterdir())[3]
+    annotation.write_bytes(annotation.read_bytes()[:40])  # truncated
+    assert main(["--davis-root", str(broken), "--sequences", "synth-000,synth-001",
+                 "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {annotation}: cannot decode"), err
+    assert not (tmp_path / "out").exists()  # synth-000 was not written first
+
+
+def test_robot_root_removes_a_half_written_root(train_root: Path, tmp_path: Path, monkeypatch):
+    from agent.data import robot_root
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setattr(robot_root, "write_listing", fail)
+    for output in (tmp_path / "new", tmp_path / "empty"):
+        with pytest.raises(OSError, match="disk full"):
+            write_robot_root(train_root, ["synth-000"], output)
+    assert not (tmp_path / "new").exists() and not any((tmp_path / "empty").iterdir())
+    assert (train_root / "JPEGImages" / "480p" / "synth-000").is_dir()  # the links' targets are untouched

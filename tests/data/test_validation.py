@@ -171,8 +171,11 @@ def test_annotations_without_objects_are_an_error(root: Path) -> None:
     (lambda d, f: d["scribbles"][f][0].__setitem__("object_id", -1), "object_id -1"),
     (lambda d, f: d["scribbles"].pop(), "has 5 frames of strokes, the video has 6"),
     (lambda d, f: d.__setitem__("sequence", "other"), "names sequence 'other'"),
+    (lambda d, f: d["scribbles"][f][0]["path"].__setitem__(0, [10**400, 0.5]), "not a list of [x, y] points"),
+    (lambda d, f: [s.__setitem__("object_id", 0) for s in d["scribbles"][f]], "no object stroke (object_id 1..1)"),
+    (lambda d, f: d["scribbles"][f].clear(), "no object stroke"),
 ], ids=["nan", "inf", "outside", "text", "numeric-text", "bools", "null-id", "float-id", "bool-id", "id-too-high", "negative-id",
-        "too-few-frames", "other-sequence"])
+        "too-few-frames", "other-sequence", "beyond-float", "background-only", "no-strokes"])
 def test_bad_scribble_file_names_itself(root: Path, edit, fragment: str) -> None:
     path = _edit_scribble(root, ONE, edit)
     _fails(root, ONE, f"{path}: ", fragment)
@@ -181,6 +184,11 @@ def test_bad_scribble_file_names_itself(root: Path, edit, fragment: str) -> None
 def test_scribble_file_that_is_not_json(root: Path) -> None:
     _scribble(root, ONE).write_text("{not json")
     _fails(root, ONE, f"{_scribble(root, ONE)}: not valid JSON")
+
+
+def test_scribble_file_nested_too_deeply_to_parse(root: Path) -> None:
+    _scribble(root, ONE).write_text("[" * 100_000 + "]" * 100_000)  # json.loads raises RecursionError on it
+    _fails(root, ONE, f"{_scribble(root, ONE)}: not valid JSON (nested too deeply to parse)")
 
 
 def test_scribble_file_after_a_gap_is_an_error_not_ignored(root: Path) -> None:

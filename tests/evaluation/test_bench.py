@@ -95,3 +95,19 @@ def test_bad_arguments_are_one_line_and_leave_an_earlier_output(tmp_path: Path, 
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and fragment in errors[0], errors
     assert output.read_text() == '{"earlier": "figures"}'
+
+
+def test_a_broken_held_out_video_is_one_line_before_any_figure(tiny_synthetic_root: Path, tmp_path: Path,
+                                                               capsys) -> None:
+    import shutil
+
+    from agent.config import HOLDOUT
+
+    root = tmp_path / "root"
+    shutil.copytree(tiny_synthetic_root, root)
+    (root / "JPEGImages" / "480p" / HOLDOUT[0]).mkdir()  # a held-out video the benchmark would also measure
+    output = tmp_path / "bench.json"
+    assert main(["--one-shot-only", "--davis-root", str(root), "--output", str(output)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"no frames for sequence '{HOLDOUT[0]}'" in errors[0], errors
+    assert not output.exists()

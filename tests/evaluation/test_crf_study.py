@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -177,3 +179,86 @@ def test_command_line_refuses_bad_input_in_one_line(tiny_synthetic_root, tmp_pat
     assert crf_study.main(["sweep", str(tmp_path), "--davis-root", str(tiny_synthetic_root),
                            "--output", str(tmp_path / "file" / "s.csv")]) == 2
     assert "is a file, --output" in capsys.readouterr().err
+
+
+class RaisesAtTwo:
+    """A strategy whose plan() fails in round 2: found by the preflight, not minutes into the capture."""
+
+    name = "raises-at-two"
+    description = "test"
+
+    def plan(self, interaction, time_left, info):
+        if interaction >= 2:
+            raise KeyError(interaction)
+        return RoundPlan()
+
+
+def _no_model(*args, **kwargs):
+    raise AssertionError("the model was built before the input was checked")
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def test_capture_never_overwrites_the_root_it_reads_or_the_checkpoint(tiny_synthetic_root, tiny_checkpoint, tmp_path,
+                                                                      capsys, monkeypatch):
+    monkeypatch.setattr(InteractiveAgent, "from_pretrained", _no_model)
+    sequence = DavisReader(tiny_synthetic_root).sequences("val")[0]
+    root = tmp_path / "root"
+    for sub in ("JPEGImages/480p", "Annotations/480p", "Scribbles"):
+        shutil.copytree(tiny_synthetic_root / sub / sequence, root / sub / sequence)
+    (root / "ImageSets/2017").mkdir(parents=True)
+    (root / "ImageSets/2017/val.txt").write_text(f"{sequence}\n")
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    base = ["capture", "--davis-root", str(root), "--checkpoint", str(tiny_checkpoint), "--rounds", "1", "--overwrite"]
+    for output, replaced in ((root, root), (root / "JPEGImages", root), (tiny_checkpoint.parent, tiny_checkpoint)):
+        assert crf_study.main([*base, "--output-dir", str(output)]) == 2
+        assert f"would replace the run's input {replaced}" in _one_error_line(capsys)
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before and tiny_checkpoint.is_file()
+
+
+def test_capture_checks_the_strategy_and_rounds_before_the_model(tiny_synthetic_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(InteractiveAgent, "from_pretrained", _no_model)
+    base = ["capture", "--davis-root", str(tiny_synthetic_root), "--output-dir", str(tmp_path / "out")]
+    for extra, message in ((["--rounds", "1,2", "--strategy", f"{__name__}:RaisesAtTwo"],
+                            "strategy 'raises-at-two': plan() failed at interaction 2 of"),
+                           (["--rounds", "1,17"], "--rounds '1,17': expected integers in 1..16")):
+        assert crf_study.main(base + extra) == 2
+        assert message in _one_error_line(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_capture_interrupted_ends_in_one_line_and_leaves_no_folder(tiny_synthetic_root, tiny_checkpoint, tmp_path,
+                                                                   capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(InteractiveAgent, "from_pretrained", interrupted)
+    assert crf_study.main(["capture", "--davis-root", str(tiny_synthetic_root), "--checkpoint", str(tiny_checkpoint),
+                           "--output-dir", str(tmp_path / "out")]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["interrupted (SIGINT)"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_sweep_names_an_unreadable_or_inconsistent_npz_in_one_line(tiny_synthetic_root, tmp_path, capsys):
+    reader = DavisReader(tiny_synthetic_root)
+    sequence = reader.sequences("val")[0]
+    objects = int(reader.load_annotations(sequence).max())
+    path = tmp_path / f"{sequence}-001.npz"
+    argv = ["sweep", str(tmp_path), "--davis-root", str(tiny_synthetic_root), "--output", str(tmp_path / "s.csv")]
+    for content, message in ((b"", "cannot read it as a captured sample (empty file)"),
+                             (b"hello", "cannot read it as a captured sample (not an .npz (zip) archive)")):
+        path.write_bytes(content)
+        assert crf_study.main(argv) == 2
+        assert _one_error_line(capsys) == f"error: {path}: {message}"
+    scores = np.zeros((3, objects + 1, 4, 4), np.float32)
+    for frames, message in (([0, 0, 1], "round 1 names frame 0 more than once"),
+                            ([0.0, 1.0, 2.0], "round 1's frame indices are float64")):
+        CapturedSample(sequence, 1, objects, {1: np.array(frames)}, {1: scores}, {1: 0.5}, {1: 0.0}).save(tmp_path)
+        assert crf_study.main(argv) == 2
+        line = _one_error_line(capsys)
+        assert line.startswith(f"error: {path}: ") and message in line, line
+    assert not (tmp_path / "s.csv").exists()

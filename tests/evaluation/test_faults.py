@@ -209,6 +209,33 @@ def test_overwrite_never_replaces_the_dataset(root, tmp_path, capsys, no_model):
     assert sorted(p.relative_to(root) for p in Path(root).rglob("*")) == before
 
 
+def test_overwrite_never_replaces_the_shipped_checkpoint_or_the_built_in_dataset(root, tmp_path, capsys, no_model,
+                                                                                 monkeypatch):
+    from agent.data.synthetic import default_dataset_root
+    from agent.model.checkpoint import DEFAULT_CHECKPOINT
+
+    # Neither is named on the command line, so the check must know them by default.
+    _refused(capsys, "--davis-root", root, "--output-dir", DEFAULT_CHECKPOINT.parent, "--overwrite",
+             fragments=(f"--overwrite would replace the run's input {DEFAULT_CHECKPOINT}",))
+    monkeypatch.setenv("SIMLEARN_CACHE", str(tmp_path / "cache"))
+    cached = default_dataset_root()
+    cached.mkdir(parents=True)
+    (cached / "ImageSets").mkdir()
+    for target in (cached, cached.parent):
+        _refused(capsys, "--predictor", "baseline", "--output-dir", target, "--overwrite",
+                 fragments=(f"--overwrite would replace the run's input {cached}",))
+    assert (cached / "ImageSets").is_dir() and DEFAULT_CHECKPOINT.is_file()
+
+
+def test_a_name_too_long_for_the_file_system_is_one_line(root, tmp_path, capsys, no_model):
+    long = "e" * 300  # one component beyond NAME_MAX (255 on Linux file systems)
+    _refused(capsys, "--davis-root", root, "--output-dir", tmp_path / long,
+             fragments=(f"{tmp_path / long}: File name too long",))
+    _refused(capsys, "--davis-root", tmp_path / long, "--output-dir", tmp_path / "out",
+             fragments=(f"{tmp_path / long}", "File name too long"))
+    assert not (tmp_path / "out").exists()
+
+
 def test_image_whose_header_claims_billions_of_pixels(root, tmp_path, capsys, no_model, monkeypatch):
     from PIL import Image
 

@@ -94,7 +94,7 @@ def test_command_line_writes_a_row_per_sample_and_variant(tiny_synthetic_root, t
 
 def test_command_line_refuses_bad_input_in_one_line(tiny_synthetic_root, tmp_path, capsys):
     base = ["--davis-root", str(tiny_synthetic_root), "--output", str(tmp_path / "out" / "s.csv")]
-    for extra, message in ((["--round", "0"], "--round 0: expected an integer >= 1"),
+    for extra, message in ((["--round", "0"], "--round 0: expected an integer in 1..16"),
                            (["--steps", "0"], "--steps 0: the study needs a step cap"),
                            (["--steps", "-3"], "finetune.max_steps must be >= 0"),
                            (["--scribbles", "9"], "scribble file(s), --scribbles asks for 9"),
@@ -105,3 +105,49 @@ def test_command_line_refuses_bad_input_in_one_line(tiny_synthetic_root, tmp_pat
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert not (tmp_path / "out").exists()  # nothing was created for a refused run
+
+
+class ReturnsADict:
+    """A strategy whose plan() returns no RoundPlan: found by the preflight, before the model is built."""
+
+    name = "returns-a-dict"
+    description = "test"
+
+    def plan(self, interaction, time_left, info):
+        return {"use_crf": True}
+
+
+def _no_model(*args, **kwargs):
+    raise AssertionError("the model was built before the input was checked")
+
+
+def test_command_line_checks_round_strategy_and_inputs_before_the_model(tiny_synthetic_root, tiny_checkpoint,
+                                                                        tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(InteractiveAgent, "from_pretrained", _no_model)
+    kept = tiny_checkpoint.read_bytes()
+    base = ["--davis-root", str(tiny_synthetic_root), "--checkpoint", str(tiny_checkpoint)]
+    output = ["--output", str(tmp_path / "out" / "s.csv")]
+    for extra, message in (([*output, "--round", "17"], "--round 17: expected an integer in 1..16"),
+                           ([*output, "--strategy", f"{__name__}:ReturnsADict"],
+                            "strategy 'returns-a-dict': plan() returned dict at interaction 1"),
+                           (["--output", str(tiny_checkpoint), "--overwrite"],
+                            f"--overwrite would replace the study's input {tiny_checkpoint}")):
+        assert finetune_study.main(base + extra) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not (tmp_path / "out").exists() and tiny_checkpoint.read_bytes() == kept
+
+
+def test_command_line_stopped_by_a_signal_ends_in_one_line(tiny_synthetic_root, tiny_checkpoint, tmp_path, capsys,
+                                                           monkeypatch):
+    import signal
+
+    from agent.evaluation.signals import Terminated
+
+    def terminated(*args, **kwargs):
+        raise Terminated(signal.SIGTERM)
+
+    monkeypatch.setattr(InteractiveAgent, "from_pretrained", terminated)
+    assert finetune_study.main(["--davis-root", str(tiny_synthetic_root), "--checkpoint", str(tiny_checkpoint),
+                                "--output", str(tmp_path / "s.csv")]) == 143
+    assert capsys.readouterr().err.strip().splitlines() == ["interrupted (SIGTERM)"]

@@ -152,3 +152,19 @@ def test_plot_refuses_what_it_cannot_draw_or_write(tmp_path, capsys):
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and err.startswith("error: ") and message in err, err
     assert not (tmp_path / "c.png").exists()
+
+
+def test_merge_names_a_malformed_shard_or_a_nan_result(tmp_path, capsys):
+    second = _fake_run(tmp_path / "shard2", ["b"], "2/2")
+    bad_shard = _fake_run(tmp_path / "badshard", ["a"], "x/y")
+    assert _merge_error(capsys, bad_shard, second, "--output", tmp_path / "m") == \
+        f"error: {bad_shard / 'summary.json'}: shard 'x/y' is not K/N with 1 <= K <= N\n"
+    nan = _fake_run(tmp_path / "nan", ["a"], "1/2")
+    with open(nan / "report.csv", "a") as report:  # a NaN would be averaged into the merged AUC silently
+        report.write("0,s,a,1,1,1,0,nan,0.5,0.5,1.0\n")
+    assert _merge_error(capsys, nan, second, "--output", tmp_path / "m") == \
+        f"error: {nan / 'report.csv'}: row 0 has jaccard nan, not a finite number\n"
+    bad_layout = _fake_run(tmp_path / "badlayout", ["a"], "1/2", layout={"num_scribbles": [1]})
+    assert "its layout is not num_scribbles and num_objects" in _merge_error(
+        capsys, bad_layout, second, "--output", tmp_path / "m")
+    assert not (tmp_path / "m").exists()

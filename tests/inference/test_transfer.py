@@ -99,7 +99,7 @@ def test_chunked_equals_unchunked(aggregation):
     query, ref, labels = _random_case(seed=1)
     query = torch.nn.functional.interpolate(query, size=(30, 41))  # 1230 pixels: several chunks
     results = []
-    for chunk in (1, 64, 100, 10**9):  # 1 is raised to MIN_CHUNK
+    for chunk in (1, 64, 100, 2**20):  # 1 is raised to MIN_CHUNK; 2**20: one chunk
         config = TransferConfig(aggregation=aggregation, chunk_size=chunk, topk=3, max_reference_pixels=50)
         results.append(
             transfer_labels(query, ref, labels, config, _head(), generator=torch.Generator().manual_seed(0))

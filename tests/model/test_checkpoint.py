@@ -120,3 +120,30 @@ def test_loading_skips_imagenet_weights(tmp_path, monkeypatch):
     monkeypatch.setattr(backbones, "load_lite_wheel_weights", forbidden)
     loaded, config, _ = load_checkpoint(path)
     assert config.backbone == ModelConfig().backbone and config.pretrained == "imagenet"
+
+
+def test_the_command_never_replaces_a_checkpoint_silently(tmp_path, capsys):
+    from agent.model.checkpoint import main
+
+    source = save_checkpoint(tmp_path / "src.pt", _model())
+    kept = tmp_path / "kept.pt"
+    kept.write_bytes(b"an earlier result")
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "folder").mkdir()
+    for destination, message in ((kept, f"{kept}: exists (an earlier checkpoint?): pass --overwrite"),
+                                 (tmp_path / "folder", "folder: is a directory, name the .pt file"),
+                                 (tmp_path / "afile" / "x.pt", "afile: is a file, ")):
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(source), str(destination)])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+        assert message in err, err
+    with pytest.raises(IsADirectoryError):  # a save that fails leaves no stray .tmp beside its destination
+        save_checkpoint(tmp_path / "folder", _model())
+    assert kept.read_bytes() == b"an earlier result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "folder", "kept.pt", "src.pt"]
+    assert main([str(source), str(kept), "--overwrite", "--half"]) == 0
+    assert read_checkpoint_config(kept) == read_checkpoint_config(source)
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "usage: python -m agent.model.checkpoint" in capsys.readouterr().out

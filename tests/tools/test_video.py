@@ -77,7 +77,7 @@ def test_working_frames_keep_every_frame_at_the_working_size(small_video):
     assert abs(float(batch[1].mean()) - float(small_video.frames[7].mean())) < 3
 
 
-@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".bmp", ".tif"])
 def test_truncated_frame_is_found_when_the_folder_is_opened(tmp_path, suffix):
     rng = np.random.default_rng(0)
     for index in range(2):
@@ -85,4 +85,11 @@ def test_truncated_frame_is_found_when_the_folder_is_opened(tmp_path, suffix):
     broken = tmp_path / f"00001{suffix}"
     broken.write_bytes(broken.read_bytes()[:-200])  # before the model loads, not while frames are read
     with pytest.raises(InputError, match=f"cannot read image .*00001{suffix}"):
+        open_video(tmp_path)
+
+
+def test_two_frames_that_would_write_one_mask_are_refused(tmp_path):
+    for name in ("00000.jpg", "00001.jpg", "00001.png"):
+        Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / name)
+    with pytest.raises(InputError, match=r"00001.jpg and 00001.png would write the same mask \(00001.png\)"):
         open_video(tmp_path)
