@@ -22,8 +22,8 @@ from ..inference.plan import Strategy, StrategyError, plan_round
 from ..model.checkpoint import (
     DEFAULT_CHECKPOINT,
     CheckpointError,
+    check_checkpoint_fits,
     default_checkpoint_path,
-    read_checkpoint_config,
 )
 from .outputs import OutputDirError, OutputTarget, discard, prepare_output_dir
 from .session import resolve_dataset
@@ -47,9 +47,9 @@ class Checked:
 
 
 def check_checkpoint(path: Path | None) -> Path:
-    """The checkpoint's path after reading its payload and ModelConfig (the weights are loaded later)."""
+    """The checkpoint's path after reading it and checking its weights fit its model (they are loaded later)."""
     path = Path(path) if path is not None else default_checkpoint_path()
-    read_checkpoint_config(path)
+    check_checkpoint_fits(path)
     return path
 
 

@@ -135,6 +135,46 @@ def _check_expected(path: Path, config: ModelConfig, expected: ModelConfig) -> N
             raise CheckpointError(f"checkpoint {path} has {name}={have!r}, expected {want!r}")
 
 
+def check_checkpoint_fits(path: str | Path) -> ModelConfig:
+    """Read a checkpoint and check its weights fit the model it names (keys, shapes, floating-point where
+    the model's are) without loading them; its ModelConfig. Building the bare model takes well under a second:
+    a preflight can afford it, where loading the agent takes 10-15 s."""
+    return _fitted(Path(path))[1]
+
+
+def _fitted(path: Path, expected: ModelConfig | None = None):
+    """(bare model, its config, the float32 state that fits it, the payload), or CheckpointError."""
+    payload = _read(path)
+    config = _model_config(path, payload)
+    if expected is not None:
+        _check_expected(path, config, expected)
+    try:
+        model = build_model(config, load_pretrained=False)
+    except (ValueError, KeyError, IndexError, TypeError) as error:  # a stored value the builder cannot take
+        raise CheckpointError(f"checkpoint {path}: cannot build its model ({first_line(error)})") from error
+    current = model.state_dict()
+    stored = payload["state_dict"]
+    missing = sorted(set(current) - set(stored))
+    unexpected = sorted(set(stored) - set(current))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit its {config.backbone} model: missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}"
+        )
+    for key, tensor in stored.items():
+        if tensor.shape != current[key].shape:
+            raise CheckpointError(
+                f"checkpoint {path}: {key} has shape {tuple(tensor.shape)}, the model expects "
+                f"{tuple(current[key].shape)}"
+            )
+        # load_state_dict would cast integers into float weights silently (masks of one class)
+        if current[key].is_floating_point() and not tensor.is_floating_point():
+            raise CheckpointError(f"checkpoint {path}: {key} is {str(tensor.dtype).removeprefix('torch.')}, the "
+                                  "model's weights are floating point")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in stored.items()}
+    return model, config, state, payload
+
+
 def load_checkpoint(
     path: str | Path, device: str | torch.device = "cpu", expected: ModelConfig | None = None
 ) -> tuple[SiameseEmbedder, ModelConfig, dict[str, Any]]:
@@ -144,29 +184,7 @@ def load_checkpoint(
     Returns (model in eval mode on `device`, its ModelConfig, extra).
     """
     path = Path(path)
-    payload = _read(path)
-    config = _model_config(path, payload)
-    if expected is not None:
-        _check_expected(path, config, expected)
-    try:
-        model = build_model(config, load_pretrained=False)
-    except (ValueError, KeyError, IndexError, TypeError) as error:  # a stored value the builder cannot take
-        raise CheckpointError(f"checkpoint {path}: cannot build its model ({first_line(error)})") from error
-    state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
-    current = model.state_dict()
-    missing = sorted(set(current) - set(state))
-    unexpected = sorted(set(state) - set(current))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"checkpoint {path} does not fit its {config.backbone} model: missing {missing[:3]}, "
-            f"unexpected {unexpected[:3]}"
-        )
-    for key, tensor in state.items():
-        if tensor.shape != current[key].shape:
-            raise CheckpointError(
-                f"checkpoint {path}: {key} has shape {tuple(tensor.shape)}, the model expects "
-                f"{tuple(current[key].shape)}"
-            )
+    model, config, state, payload = _fitted(path, expected)
     model.load_state_dict(state)
     model.to(device).eval()
     log.info("loaded checkpoint %s (%s, d=%d)", path, config.backbone, config.embedding_dim)

@@ -60,13 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
     from ..device import resolve_device
-    from ..model.checkpoint import CheckpointError, default_checkpoint_path, read_checkpoint_config
+    from ..model.checkpoint import CheckpointError, check_checkpoint_fits, default_checkpoint_path
 
     try:
         check_sizes(args)
         config = agent_config(args)
         # The agent is built on the first video: its checkpoint and device are checked now, not then.
-        read_checkpoint_config(Path(config.checkpoint or default_checkpoint_path()))
+        check_checkpoint_fits(Path(config.checkpoint or default_checkpoint_path()))
         resolve_device(config.device)
         state = build_state(args)
         if args.video is not None:

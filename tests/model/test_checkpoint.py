@@ -7,7 +7,13 @@ import torch
 
 from agent.config import ModelConfig
 from agent.model import build_model
-from agent.model.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_config, save_checkpoint
+from agent.model.checkpoint import (
+    CheckpointError,
+    check_checkpoint_fits,
+    load_checkpoint,
+    read_checkpoint_config,
+    save_checkpoint,
+)
 
 
 def _model(**overrides):
@@ -85,6 +91,21 @@ def test_mismatched_config_and_shapes(tmp_path):
     path = save_checkpoint(tmp_path / "ok.pt", _model())
     with pytest.raises(CheckpointError, match="backbone"):
         load_checkpoint(path, expected=ModelConfig(backbone="efficientnet-lite0", embedding_dim=8))
+
+
+def test_weights_that_do_not_fit_are_found_without_loading_them(tmp_path):
+    # What the preflight calls: the bare model is built (well under a second), nothing is loaded.
+    with pytest.raises(CheckpointError, match="shape"):
+        check_checkpoint_fits(_tampered(tmp_path, embedding_dim=16))
+    path = save_checkpoint(tmp_path / "ok.pt", _model())
+    assert check_checkpoint_fits(path) == read_checkpoint_config(path)
+    payload = torch.load(path, weights_only=True)
+    key = next(k for k, v in payload["state_dict"].items() if v.is_floating_point())
+    payload["state_dict"][key] = payload["state_dict"][key].long()  # load_state_dict would cast it silently
+    torch.save(payload, tmp_path / "int.pt")
+    for check in (check_checkpoint_fits, load_checkpoint):
+        with pytest.raises(CheckpointError, match=f"{key} is int64, the model's weights are floating point"):
+            check(tmp_path / "int.pt")
 
 
 def test_nan_weights_and_a_zero_std_are_refused(tmp_path):
