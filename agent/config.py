@@ -315,6 +315,25 @@ class CRFConfig:
 
 
 @dataclass
+class IdentityConfig:
+    """Which object a foreground pixel belongs to when there are several (inference/identity.py): an object
+    is near where it was on the neighbouring keyframe. Not in the paper; a lone object is never touched."""
+
+    weight: float = 0.5  # score an object loses per grid cell beyond its reach; 0: appearance alone decides
+    radius: float = 2.0  # grid cells an object may move between keyframes at no cost ...
+    speed: float = 1.0  # ... plus this many cells per frame between them
+    # The most an object loses: position breaks near-ties of appearance (lookalikes differ by < 1), it does not
+    # overrule a clear difference (distinct objects differ by ~2 at the median). 1 kept too little on twins,
+    # none lost late rounds on distinct objects (docs/METHOD.md).
+    cap: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name in ("weight", "radius", "speed", "cap"):
+            value = getattr(self, name)
+            _require(_finite(value) and value >= 0, f"identity.{name} must be a finite number >= 0, got {value}")
+
+
+@dataclass
 class AgentConfig:
     """The interactive agent; its model (ModelConfig) comes with the checkpoint."""
 
@@ -322,6 +341,7 @@ class AgentConfig:
     scribbles: ScribbleConfig = field(default_factory=ScribbleConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     crf: CRFConfig = field(default_factory=CRFConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
     checkpoint: Path | None = None  # None: the shipped default checkpoint
     device: str = "auto"  # auto | cpu | cuda
     seed: int = 0

@@ -37,22 +37,33 @@ POSITIONS = (0.25, 0.75)
 def write_robot_root(source: str | Path, sequences: list[str] | tuple[str, ...], output: str | Path,
                      positions: tuple[float, ...] = POSITIONS) -> Path:
     """Write the root (see the module docstring); returns its path. Refuses a non-empty `output`."""
+    return write_root(source, sequences, output, positions, SUFFIX, _link_sequence)
+
+
+def write_root(source: str | Path, sequences: list[str] | tuple[str, ...], output: str | Path,
+               positions: tuple[float, ...], suffix: str, write_sequence) -> Path:
+    """A new root at `output` (refused if not empty, removed again if writing fails) with, for each source
+    sequence, write_sequence(reader, source name, new name = name + suffix, output, positions), listed as val."""
     reader = DavisReader(source)
     output = Path(output)
     check_new_root(reader, sequences, output)
     with removed_on_failure(output):
         for source_name in sequences:
-            sequence = source_name + SUFFIX
-            masks = reader.load_annotations(source_name)
-            num_objects = int(masks[masks != VOID_LABEL].max())
-            for kind, source_dir in (("JPEGImages", reader.frames_dir(source_name)),
-                                     ("Annotations", reader.annotations_dir(source_name))):
-                link = output / kind / reader.resolution / sequence
-                link.parent.mkdir(parents=True, exist_ok=True)
-                os.symlink(source_dir.resolve(), link, target_is_directory=True)
-            write_first_scribbles(output, sequence, masks, num_objects, positions)
-        write_listing(output, [s + SUFFIX for s in sequences])
+            write_sequence(reader, source_name, source_name + suffix, output, positions)
+        write_listing(output, [s + suffix for s in sequences])
     return output
+
+
+def _link_sequence(reader: DavisReader, source_name: str, sequence: str, output: Path,
+                   positions: tuple[float, ...]) -> None:
+    masks = reader.load_annotations(source_name)
+    num_objects = int(masks[masks != VOID_LABEL].max())
+    for kind, source_dir in (("JPEGImages", reader.frames_dir(source_name)),
+                             ("Annotations", reader.annotations_dir(source_name))):
+        link = output / kind / reader.resolution / sequence
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(source_dir.resolve(), link, target_is_directory=True)
+    write_first_scribbles(output, sequence, masks, num_objects, positions)
 
 
 @contextlib.contextmanager
@@ -131,8 +142,10 @@ def write_listing(output: Path, names: list[str]) -> None:
     listing.write_text("".join(f"{name}\n" for name in names))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m agent.data.robot_root", description=__doc__,
+def root_command(prog: str, description: str, write, argv: list[str] | None = None) -> int:
+    """The command line of a root writer (this module's, twin_root's): write(source, sequences, output,
+    positions) -> the root's path; a DatasetError or OSError is one `error:` line and exit code 2."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--davis-root", type=Path, required=True, help="source DAVIS-format root")
     parser.add_argument("--sequences", default=",".join(HOLDOUT),
@@ -144,8 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)
     try:
-        root = write_robot_root(args.davis_root, [s.strip() for s in args.sequences.split(",") if s.strip()],
-                                args.output, args.positions)
+        root = write(args.davis_root, [s.strip() for s in args.sequences.split(",") if s.strip()], args.output,
+                     args.positions)
     except DatasetError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -154,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"wrote {root}: python session_runner.py --davis-root {root}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return root_command("python -m agent.data.robot_root", __doc__, write_robot_root, argv)
 
 
 if __name__ == "__main__":

@@ -338,15 +338,21 @@ def _write_sequence(root: Path, name: str, frames: np.ndarray, masks: np.ndarray
     image_dir = root / "JPEGImages" / "480p" / name
     mask_dir = root / "Annotations" / "480p" / name
     scribble_dir = root / "Scribbles" / name
-    for folder in (image_dir, mask_dir, scribble_dir):
-        folder.mkdir(parents=True, exist_ok=True)
+    write_frames(image_dir, mask_dir, frames, masks, quality=92)
+    scribble_dir.mkdir(parents=True, exist_ok=True)
+    (scribble_dir / "001.json").write_text(json.dumps(scribble))
+
+
+def write_frames(image_dir: Path, mask_dir: Path, frames: np.ndarray, masks: np.ndarray, quality: int) -> None:
+    """00000.jpg, ... (JPEG at `quality`) and 00000.png, ... (DAVIS palette PNGs of the uint8 ids)."""
+    image_dir.mkdir(parents=True, exist_ok=True)
+    mask_dir.mkdir(parents=True, exist_ok=True)
     palette = davis_palette()
     for f, (frame, mask) in enumerate(zip(frames, masks, strict=True)):
-        Image.fromarray(frame).save(image_dir / f"{f:05d}.jpg", quality=92)
+        Image.fromarray(frame).save(image_dir / f"{f:05d}.jpg", quality=quality)
         png = Image.fromarray(mask)  # "L" with the ids as values; putpalette turns it into "P" as is
         png.putpalette(palette)
         png.save(mask_dir / f"{f:05d}.png")
-    (scribble_dir / "001.json").write_text(json.dumps(scribble))
 
 
 def write_dataset(root: str | Path, spec: SyntheticSpec | None = None) -> list[str]:

@@ -200,7 +200,8 @@ class InteractiveAgent(Predictor):
             self.model, features, refs, ref_labels, num_classes, self._frames, self.grid, self.config.transfer,
             crf_config, generator=self._generator, scorer=scorer, keyframes=keyframes,
             detail=self._detail(features, refs, ref_labels), fusion=self._fusion, on_scores=self.score_observer,
-            previous=self._last_labels,
+            previous=self._last_labels, identity=self.config.identity,
+            strokes={f: grid.numpy() for f, grid in labels.items()},
         )
         propagation = time.perf_counter() - propagation_start
         self.costs.transfer = (propagation - result.crf_seconds) / len(keyframes)

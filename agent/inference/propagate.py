@@ -13,10 +13,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import CRFConfig, TransferConfig
+from ..config import CRFConfig, IdentityConfig, TransferConfig
 from ..model.siamese import SiameseEmbedder
 from .crf import refine_frames
 from .detail import refine_boundaries
+from .identity import separate_objects
 from .round_fusion import RoundFusion
 from .transfer import transfer_labels
 
@@ -94,6 +95,8 @@ def propagate(
     fusion: RoundFusion | None = None,
     on_scores: Callable[[np.ndarray, torch.Tensor], None] | None = None,
     previous: np.ndarray | None = None,
+    identity: IdentityConfig | None = None,
+    strokes: dict[int, np.ndarray] | None = None,
 ) -> Propagation:
     """Labels for every frame. features: (T, C, h8, w8) cached backbone features; frames: (T, H, W, 3)
     uint8 (the output size and the CRF's image); grid: the embedding grid; crf_config None = no CRF.
@@ -104,23 +107,33 @@ def propagate(
     detail: transfer again on a finer grid near the labels' boundaries (detail.py). fusion: blend the
     scores with the last round's by distance to the new strokes (round_fusion.py). on_scores(frame indices,
     (B, C, h, w) scores) sees the scores the CRF or argmax gets, before upsampling (evaluation/crf_study.py
-    caches them)."""
+    caches them). identity: with several objects, choose between them by position, sweeping the keyframes
+    outward from the scribbled frames, `strokes` {frame: (h, w) its labels on the grid} (identity.py)."""
     device = next(model.parameters()).device
     num_frames, height, width = frames.shape[:3]
     computed = np.arange(num_frames) if keyframes is None else np.asarray(keyframes, np.int64)
     labels = np.empty((num_frames, height, width), np.int64)
     confidence = np.empty(num_frames, np.float32)
     crf_seconds = 0.0
-    for lo in range(0, len(computed), batch):
-        index = computed[lo:lo + batch]
+
+    def transferred(index: np.ndarray) -> torch.Tensor:
         if scorer is not None:
             scores = scorer(index).to(device)
         else:
             query = model.decode(features[torch.from_numpy(index)].float().to(device), grid)
             scores = transfer_labels(query, ref_embeddings, ref_labels, transfer_config, model.head,
                                      num_classes=num_classes, generator=generator).scores
-        if fusion is not None:
-            scores = fusion.fuse(index, scores).to(device)
+        return scores if fusion is None else fusion.fuse(index, scores).to(device)
+
+    separated = None
+    if identity is not None and num_classes > 2:
+        # The sweep needs every keyframe's scores before any is final (grid-sized, so they fit in memory).
+        separated = separate_objects(
+            torch.cat([transferred(computed[lo:lo + batch]) for lo in range(0, len(computed), batch)]),
+            computed, strokes or {}, identity)
+    for lo in range(0, len(computed), batch):
+        index = computed[lo:lo + batch]
+        scores = transferred(index) if separated is None else separated[lo:lo + batch]
         # a class without references scores transfer.ABSENT_SCORE (finite)
         top2 = scores.topk(min(2, num_classes), dim=1).values
         margin = top2[:, 0] - top2[:, -1] if num_classes > 1 else top2[:, 0]

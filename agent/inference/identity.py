@@ -1,0 +1,92 @@
+"""Object identity by position: which object a foreground pixel belongs to, when there are several.
+
+Label transfer compares appearance only, so two objects that look alike (two dancers, a herd) get similar
+scores everywhere and the argmax mixes them. Position tells them apart: an object is near where it was in
+the neighbouring frame. The keyframes are swept outward from the scribbled frames. On a scribbled frame an
+object's position is its strokes; on any other keyframe, its labels on the neighbouring keyframe towards the
+nearest scribbled frame (`gap` frames away), as this sweep left them. A pixel d_c grid cells from object c's
+position, and d cells from the nearest object's, costs object c `weight` per cell that d_c - d exceeds the
+reach: `radius`, plus `speed * gap` from a neighbouring keyframe; at most `cap` in all, so that position
+breaks near-ties of appearance but does not overrule a clear difference.
+
+Only the choice between objects changes: the object scores are shifted back so that their maximum, and so
+the decision foreground against background, stays what the transfer said. A lone object is left untouched.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.ndimage import distance_transform_edt, label
+
+from ..config import IdentityConfig
+
+
+def sweep_order(keyframes: np.ndarray, anchors: set[int]) -> list[tuple[int, int | None]]:
+    """(position, neighbour position) for every keyframe, in the order a sweep outward from the anchors (the
+    keyframes in `anchors`) reaches them; an anchor's neighbour is None. Each keyframe's neighbour is the
+    adjacent keyframe on the side of its nearest anchor (ties: the earlier)."""
+    keyframes = np.asarray(keyframes, np.int64)
+    anchor_positions = [i for i, f in enumerate(keyframes.tolist()) if f in anchors]
+    if not anchor_positions:
+        return [(i, None) for i in range(len(keyframes))]
+    steps = []
+    for i, frame in enumerate(keyframes.tolist()):
+        nearest = min(anchor_positions, key=lambda a: (abs(int(keyframes[a]) - frame), a))
+        neighbour = None if nearest == i else (i - 1 if nearest < i else i + 1)
+        steps.append((abs(int(keyframes[nearest]) - frame), i, neighbour))
+    return [(i, neighbour) for _, i, neighbour in sorted(steps)]
+
+
+def penalties(positions: np.ndarray, num_classes: int, reach: float, weight: float,
+              cap: float = np.inf) -> np.ndarray:
+    """(C, h, w) what each object class loses given where the objects are: `positions` (h, w) class ids on the
+    grid (0 or negative: no object). Background (class 0) and objects absent from `positions` lose nothing."""
+    out = np.zeros((num_classes, *positions.shape), np.float32)
+    present = [c for c in range(1, num_classes) if (positions == c).any()]
+    if not present:
+        return out
+    distance = {c: distance_transform_edt(positions != c) for c in present}
+    nearest = np.min([distance[c] for c in present], axis=0)
+    for cls in present:
+        out[cls] = np.minimum(weight * np.maximum(distance[cls] - nearest - reach, 0.0), cap)
+    return out
+
+
+def stroked_regions(labels: np.ndarray, strokes: np.ndarray) -> np.ndarray:
+    """labels (h, w) with each connected foreground region (any object, 8-connected) that holds strokes of one
+    object only (`strokes` (h, w): object ids > 0) given to that object; other regions keep their labels."""
+    out = labels.copy()
+    regions, count = label(labels > 0, structure=np.ones((3, 3)))
+    for region in range(1, count + 1):
+        inside = regions == region
+        stroked = np.unique(strokes[inside & (strokes > 0)])
+        if len(stroked) == 1:
+            out[inside] = stroked[0]
+    return out
+
+
+def separate_objects(scores: torch.Tensor, keyframes: np.ndarray, strokes: dict[int, np.ndarray],
+                     config: IdentityConfig) -> torch.Tensor:
+    """scores (K, C, h, w) of the sorted `keyframes`, with the choice between objects moved by position (see
+    the module docstring); strokes {scribbled frame: (h, w) its labels on the grid, object ids > 0}. Returns
+    new scores; C <= 2 or weight 0 returns them as they are."""
+    num_classes = scores.shape[1]
+    if num_classes <= 2 or config.weight == 0 or config.cap == 0:
+        return scores
+    out = scores.clone()
+    labels: dict[int, np.ndarray] = {}
+    for position, neighbour in sweep_order(keyframes, set(strokes)):
+        if neighbour is None:
+            where = stroked_regions(out[position].argmax(0).cpu().numpy(), np.asarray(strokes[int(keyframes[position])]))
+            reach = config.radius
+        else:
+            gap = abs(int(keyframes[position]) - int(keyframes[neighbour]))
+            where, reach = labels[neighbour], config.radius + config.speed * gap
+        penalty = torch.from_numpy(penalties(where, num_classes, reach, config.weight, config.cap)).to(out)
+        objects = out[position, 1:]
+        moved = objects - penalty[1:]
+        # shifted so that the best object's score is the transfer's: foreground stays foreground
+        out[position, 1:] = moved + (objects.amax(0) - moved.amax(0))
+        labels[position] = out[position].argmax(0).cpu().numpy()
+    return out
