@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import socket
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +35,16 @@ log = logging.getLogger(__name__)
 
 
 
+class RemoteUnreachableError(ConnectionError):
+    """The evaluation server named by --host does not accept a connection."""
+
+
 class PathError(ValueError):
     """A path the file system refuses (a name too long, a loop of links, no permission): `<path>: <why>`."""
 
 
-PREFLIGHT_ERRORS = (DatasetError, CheckpointError, OutputDirError, StrategyError, ConfigError, PathError)
+PREFLIGHT_ERRORS = (DatasetError, CheckpointError, OutputDirError, StrategyError, ConfigError, PathError,
+                    RemoteUnreachableError)
 
 
 @dataclass
@@ -51,6 +58,19 @@ def check_checkpoint(path: Path | None) -> Path:
     path = Path(path) if path is not None else default_checkpoint_path()
     check_checkpoint_fits(path)
     return path
+
+
+def check_reachable(url: str, timeout: float) -> None:
+    """A TCP connection to the server of `url` opens within `timeout` s: a wrong host or port ends the run
+    now, not after the model is built and the framework's retries (a server that answers but fails later is
+    the session's to handle)."""
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as error:
+        raise RemoteUnreachableError(f"--host {url}: cannot connect to {parts.hostname}:{port} "
+                                     f"({error.strerror or error})") from error
 
 
 def check_strategy(strategy: Strategy, videos: Iterable[SequenceInfo], max_interactions: int, max_time: float) -> None:
@@ -70,6 +90,8 @@ def check_run(config: RunConfig, strategy: Strategy, overwrite: bool = False) ->
     """Check the run's output directory, checkpoint, dataset and strategy (see the module docstring)."""
     try:
         return _check_run(config, strategy, overwrite)
+    except PREFLIGHT_ERRORS:
+        raise
     except OSError as error:  # what the checks below did not name: e.g. Path.exists() on a name too long
         raise PathError(f"{error.filename or 'a path'}: {error.strerror or error}") from error
 
@@ -83,6 +105,11 @@ def _check_run(config: RunConfig, strategy: Strategy, overwrite: bool) -> Checke
     inputs = tuple(Path(p) for p in (dataset, config.agent.checkpoint, DEFAULT_CHECKPOINT) if p is not None)
     output = prepare_output_dir(session.output_dir, overwrite, inputs)
     if session.remote:  # the server holds the annotations and scribbles; its samples are known once connected
+        try:
+            check_reachable(session.host, session.connect_timeout)
+        except BaseException:
+            discard(output)
+            raise
         log.info("checked: checkpoint, output %s (remote session: the data is checked once connected)", output.final)
         return Checked(None, output)
     try:

@@ -236,6 +236,17 @@ def test_a_name_too_long_for_the_file_system_is_one_line(root, tmp_path, capsys,
     assert not (tmp_path / "out").exists()
 
 
+def test_a_host_that_cannot_be_reached_is_one_line_before_the_model(root, tmp_path, capsys, no_model):
+    import socket
+
+    with socket.socket() as listener:  # a port nothing listens on once this closes
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+    _refused(capsys, "--host", f"http://127.0.0.1:{port}", "--user-key", "k", "--davis-root", root,
+             "--output-dir", tmp_path / "out", fragments=(f"--host http://127.0.0.1:{port}: cannot connect",))
+    assert not (tmp_path / "out").exists()
+
+
 def test_image_whose_header_claims_billions_of_pixels(root, tmp_path, capsys, no_model, monkeypatch):
     from PIL import Image
 
