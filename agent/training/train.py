@@ -50,6 +50,7 @@ from ..config import (
     to_dict,
 )
 from ..data.davis import DatasetError, DavisReader
+from ..data.validation import validate_sequence
 from ..device import resolve_device
 from ..errors import first_line
 from ..model.backbones import WeightsUnavailableError
@@ -57,7 +58,7 @@ from ..model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..model.siamese import SiameseEmbedder, build_model
 from ..model.similarity import Pooled, pair_loss, sample_pixels, topk_loss
 from ..paths import file_in_the_way
-from .data import load_training_set
+from .data import _training_sequences, load_training_set
 from .strokes import stroke_labels
 
 log = logging.getLogger("agent.train")
@@ -413,10 +414,27 @@ def check_output_dir(output_dir: Path, resume: bool) -> None:
     blocker = file_in_the_way(output_dir)
     if blocker is not None:
         raise ValueError(f"{blocker}: is a file, not a directory (--output-dir {output_dir})")
-    earlier = [name for name in ("model.pt", "last.pt") if (output_dir / name).exists()]
+    # losses.csv alone: a run stopped before its first checkpoint; a new one would write over its log
+    earlier = [name for name in ("model.pt", "last.pt", "losses.csv") if (output_dir / name).exists()]
     if earlier and not resume:
         raise ValueError(f"{output_dir}: holds an earlier run ({', '.join(earlier)}): pass --resume to continue it, "
                          "or another --output-dir")
+
+
+def check_videos(config: TrainConfig) -> None:
+    """DatasetError (one line) before any work for a training or validation video that cannot be read, and
+    ValueError for validation videos named without a root or not in it (found at the first validation, hours in)."""
+    if config.davis_root is None:
+        if config.val_sequences:
+            raise ValueError("train.val_sequences names videos of --davis-root, and there is none")
+        return
+    reader = DavisReader(config.davis_root)
+    validation = list(config.val_sequences or (reader.sequences("val") if config.validate_every else []))
+    for name in validation:
+        if not reader.has_sequence(name):
+            raise ValueError(f"--val-sequences: {reader.root} has no sequence {name!r}")
+    for name in dict.fromkeys([*_training_sequences(reader, config.holdout), *validation]):
+        validate_sequence(reader, name, scribbles=False)  # every frame and annotation, decoded
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -426,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run = resolve_config(args)
         check_output_dir(Path(run.train.output_dir), args.resume)
+        check_videos(run.train)
         path = train(run.train, run.model, run.transfer, args.resume, run.scribbles)
     except (DatasetError, CheckpointError, WeightsUnavailableError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -238,6 +238,28 @@ def test_missing_davis_root_is_one_error_line(tmp_path: Path, capsys) -> None:
     assert not (tmp_path / "run").exists()
 
 
+def test_videos_are_checked_before_any_work(tmp_path: Path, tiny_synthetic_root: Path, capsys) -> None:
+    import shutil
+
+    # found at the first validation before, hours into a run
+    assert main([*TINY_ARGS, "--davis-root", str(tiny_synthetic_root), "--val-sequences", "nope",
+                 "--output-dir", str(tmp_path / "run")]) == 2
+    assert "--val-sequences: " in error_lines(capsys.readouterr().err)[0]
+    assert main([*TINY_ARGS, "--val-sequences", "nope", "--output-dir", str(tmp_path / "run")]) == 2
+    assert "there is none" in error_lines(capsys.readouterr().err)[0]
+    root = tmp_path / "root"
+    shutil.copytree(tiny_synthetic_root, root)
+    (root / "ImageSets" / "2017" / "train.txt").write_text("synth-000\n")
+    (root / "ImageSets" / "2017" / "val.txt").write_text("synth-001\n")
+    frame = sorted((root / "JPEGImages" / "480p" / "synth-001").iterdir())[2]
+    frame.write_bytes(frame.read_bytes()[:100])
+    assert main([*TINY_ARGS, "--davis-root", str(root), "--val-sequences", "synth-001",
+                 "--output-dir", str(tmp_path / "run")]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert f"{frame}: cannot decode" in line
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize(("field", "value"), [("stroke_references", "1.5"), ("stroke_references", "-0.1"),
                                               ("stroke_references", "nan"), ("hard_query_fraction", "0"),
                                               ("hard_query_fraction", "1.5"), ("hard_query_fraction", "nan")])
@@ -267,6 +289,10 @@ def test_an_earlier_run_is_not_replaced_without_resume(tmp_path: Path, capsys) -
     (line,) = error_lines(capsys.readouterr().err)
     assert "holds an earlier run (model.pt): pass --resume" in line
     assert (out / "model.pt").read_text() == "an earlier checkpoint"
+    (out / "model.pt").unlink()
+    (out / "losses.csv").write_text("a run stopped before its first checkpoint")
+    assert main([*TINY_ARGS, "--output-dir", str(out)]) == 2
+    assert "holds an earlier run (losses.csv)" in error_lines(capsys.readouterr().err)[0]
     (tmp_path / "file").write_text("x")
     assert main([*TINY_ARGS, "--output-dir", str(tmp_path / "file" / "run")]) == 2
     (line,) = error_lines(capsys.readouterr().err)
