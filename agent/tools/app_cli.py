@@ -45,13 +45,14 @@ def build_state(args: argparse.Namespace):
                     lambda agent, frames: build_segmenter(agent, frames, args), args.max_upload_mb)
 
 
-def check_listen(host: str, port: int) -> None:
-    """InputError unless the server could listen on host:port (checked before the page is announced)."""
+def check_listen(host: str, port: int) -> int:
+    """The port the server will listen on (port 0: one the system picks now); InputError unless it could listen
+    on host:port (checked before the page is announced)."""
     if not 0 <= port <= 65535:
         raise InputError(f"--port must be in 0..65535, got {port}")
     try:
-        with socket.create_server((host, port)):
-            pass
+        with socket.create_server((host, port)) as probe:
+            return probe.getsockname()[1]
     except (OSError, OverflowError) as error:
         raise InputError(f"cannot listen on {host}:{port} ({getattr(error, 'strerror', None) or error})") from error
 
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             from .video import open_video
 
             state.open(open_video(args.video))  # a wrong path ends here with one line
-        check_listen(args.host, args.port)
+        port = check_listen(args.host, args.port)
     except (InputError, ConfigError, CheckpointError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -81,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from .webapp import create_app
 
-    print(f"open http://{args.host}:{args.port} in a browser (Ctrl+C stops the server)", flush=True)
-    uvicorn.run(create_app(state), host=args.host, port=args.port, log_level="warning")
+    print(f"open http://{args.host}:{port} in a browser (Ctrl+C stops the server)", flush=True)
+    uvicorn.run(create_app(state), host=args.host, port=port, log_level="warning")
     return 0
 
 

@@ -251,3 +251,11 @@ def test_app_command_parses_flags_without_the_web_server():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_port_zero_announces_the_port_the_system_picked():
+    from agent.tools.app_cli import check_listen
+
+    port = check_listen("127.0.0.1", 0)
+    assert 0 < port <= 65535  # announced as http://127.0.0.1:<port>, not :0
+    assert check_listen("127.0.0.1", port) == port  # free again once the probe closed
