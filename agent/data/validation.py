@@ -140,6 +140,10 @@ def count_scribble_files(reader: DavisReader, sequence: str) -> int:
     count = 0
     while (reader.scribbles_dir(sequence) / f"{count + 1:03d}.json").is_file():
         count += 1
+    folder = reader.scribbles_dir(sequence)
+    misnamed = sorted(p for p in folder.glob("*.json") if not (len(p.stem) == 3 and p.stem.isdigit()))
+    if misnamed:  # e.g. 1.json for 001.json: it would never be played
+        raise DatasetError(f"{misnamed[0]}: scribble files are named 001.json, 002.json, ... (three digits)")
     after_gap = [p for p in reader.scribble_paths(sequence) if int(p.stem) > count + 1]
     if after_gap:  # it would never be played (nor read): nothing is dropped silently
         raise DatasetError(f"{after_gap[0]}: {count + 1:03d}.json is missing: scribble files must be numbered 001.json, "

@@ -117,6 +117,13 @@ def test_without_listing_uses_complete_folders(tmp_path: Path) -> None:
     assert reg.sequences == ["alpha", "beta"] and Davis.sets["train"] == ["alpha", "beta"]
 
 
+def test_a_listing_that_is_a_folder_is_an_error_not_replaced_by_the_folders(tmp_path: Path) -> None:
+    make_sequence(tmp_path, "alpha")
+    (tmp_path / "ImageSets" / "2017" / "train.txt").mkdir(parents=True)
+    with pytest.raises(DatasetError, match=r"train.txt: is not a file \(one sequence name per line\)"):
+        registry.register_dataset(tmp_path, "train")
+
+
 def test_sequences_restrict_the_subset(custom_root: Path) -> None:
     reg = registry.register_dataset(custom_root, "val", sequences=["beta"])
     assert reg.sequences == ["beta"] and list(reg.infos) == ["beta"]

@@ -191,6 +191,11 @@ def test_scribble_file_nested_too_deeply_to_parse(root: Path) -> None:
     _fails(root, ONE, f"{_scribble(root, ONE)}: not valid JSON (nested too deeply to parse)")
 
 
+def test_scribble_file_not_named_with_three_digits_is_an_error_not_ignored(root: Path) -> None:
+    shutil.copy(_scribble(root, ONE), _scribble(root, ONE).with_name("2.json"))  # meant as 002.json
+    _fails(root, ONE, f"{_scribble(root, ONE).with_name('2.json')}: scribble files are named 001.json")
+
+
 def test_scribble_file_after_a_gap_is_an_error_not_ignored(root: Path) -> None:
     shutil.copy(_scribble(root, ONE), _scribble(root, ONE, 3))  # 003.json without 002.json: never played
     _fails(root, ONE, f"{_scribble(root, ONE, 3)}: 002.json is missing")
