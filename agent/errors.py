@@ -9,6 +9,11 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def os_error_line(error: OSError) -> str:
+    """`<path>: <why>` for an OSError a path caused (a name too long for the file system, a full disk)."""
+    return f"{error.filename or 'a path'}: {error.strerror or first_line(error)}"
+
+
 def validation_problems(problems) -> str:
     """FastAPI's RequestValidationError.errors() (dicts with 'loc' and 'msg') as one line: `loc: msg; ...`."""
     return "; ".join(f"{'.'.join(map(str, p.get('loc', ())))}: {p.get('msg')}" for p in problems)

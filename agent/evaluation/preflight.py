@@ -20,6 +20,7 @@ from ..config import ConfigError, RunConfig, parse_shard
 from ..data.davis import DatasetError, SequenceInfo
 from ..data.registry import Registration, register_dataset
 from ..data.synthetic import default_dataset_root
+from ..errors import os_error_line
 from ..inference.plan import Strategy, StrategyError, plan_round
 from ..model.checkpoint import (
     DEFAULT_CHECKPOINT,
@@ -93,7 +94,7 @@ def check_run(config: RunConfig, strategy: Strategy, overwrite: bool = False) ->
     except PREFLIGHT_ERRORS:
         raise
     except OSError as error:  # what the checks below did not name: e.g. Path.exists() on a name too long
-        raise PathError(f"{error.filename or 'a path'}: {error.strerror or error}") from error
+        raise PathError(os_error_line(error)) from error
 
 
 def _check_run(config: RunConfig, strategy: Strategy, overwrite: bool) -> Checked:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import os_error_line
 from ..paths import file_in_the_way, read_json
 from .outputs import atomic_path
 
@@ -290,6 +291,16 @@ def _plain(value):
 def main(argv: list[str] | None = None) -> int:
     """python -m agent.report RUN_DIR[=LABEL] ... --output curves.png: the runs' curves in one plot.
     python -m agent.report merge RUN_DIR... --output DIR: shards' results merged into one run's."""
+    import sys
+
+    try:
+        return _main(argv)
+    except OSError as error:  # a path the file system refuses (a name too long), a full disk
+        print(f"error: {os_error_line(error)}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None) -> int:
     import argparse
     import sys
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..config import MAX_INTERACTIONS_LIMIT, ConfigError
 from ..data.davis import DatasetError, DavisReader, SequenceInfo
+from ..errors import os_error_line
 from ..inference.plan import Strategy
 from ..paths import file_in_the_way
 from .outputs import OutputDirError
@@ -94,6 +95,9 @@ def run_reporting_errors(run: Callable[[], int], *more: type[Exception]) -> int:
             return run()
     except (*PREFLIGHT_ERRORS, WeightsUnavailableError, *more) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a path the file system refuses (a name too long), a full disk
+        print(f"error: {os_error_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:
         from ..inference import crf

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from ..config import AgentConfig, ConfigError, load_config
+from ..errors import os_error_line
 from .video import DEFAULT_WORKING_SIDE, InputError
 
 log = logging.getLogger("agent.segment")
@@ -105,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             raise
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a path the file system refuses (a name too long), a full disk
+        if args.verbose:
+            raise
+        print(f"error: {os_error_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

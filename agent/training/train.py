@@ -52,7 +52,7 @@ from ..config import (
 from ..data.davis import DatasetError, DavisReader
 from ..data.validation import validate_sequence
 from ..device import resolve_device
-from ..errors import first_line
+from ..errors import first_line, os_error_line
 from ..model.backbones import WeightsUnavailableError
 from ..model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..model.siamese import SiameseEmbedder, build_model
@@ -448,6 +448,9 @@ def main(argv: list[str] | None = None) -> int:
         path = train(run.train, run.model, run.transfer, args.resume, run.scribbles)
     except (DatasetError, CheckpointError, WeightsUnavailableError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a path the file system refuses (a name too long), a full disk
+        print(f"error: {os_error_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"interrupted: the last checkpoint is in {args.output_dir or TrainConfig().output_dir}", file=sys.stderr)
