@@ -426,8 +426,9 @@ class SessionConfig:
         _require(1 <= self.max_interactions <= MAX_INTERACTIONS_LIMIT,
                  f"session.max_interactions must be in 1..{MAX_INTERACTIONS_LIMIT} (davisinteractive's limit), got "
                  f"{self.max_interactions}")
-        _require(_finite(self.max_time) and self.max_time > 0,
-                 f"session.max_time must be a finite number of seconds > 0, got {self.max_time}")
+        # >= 1 s: less cannot hold a round, and 1e-300 used to "work" with AUC 0
+        _require(_finite(self.max_time) and self.max_time >= 1,
+                 f"session.max_time must be a finite number of seconds >= 1, got {self.max_time}")
         # davisinteractive silently caps it there; our summary would then use a timeout the session did not.
         _require(self.max_time <= MAX_TIME_LIMIT, f"session.max_time must be at most {MAX_TIME_LIMIT:.0f} seconds "
                  f"per object (davisinteractive's limit), got {self.max_time}")
@@ -465,8 +466,8 @@ class ServerConfig:
         _choice(self.metric, "server.metric", ("J", "F", "J_AND_F"))
         _require(1 <= self.max_interactions <= MAX_INTERACTIONS_LIMIT,  # the framework's session caps it there
                  f"server.max_interactions must be in 1..{MAX_INTERACTIONS_LIMIT}, got {self.max_interactions}")
-        _require(_finite(self.max_time) and 0 < self.max_time <= 600,  # and max_time at 600 s
-                 f"server.max_time must be seconds in (0, 600], got {self.max_time}")
+        _require(_finite(self.max_time) and 1 <= self.max_time <= 600,  # and max_time at 600 s
+                 f"server.max_time must be seconds in [1, 600], got {self.max_time}")
         _require(0 <= self.port <= 65535, f"server.port must be in 0..65535, got {self.port}")
         if self.sequences is not None:
             _require(len(self.sequences) > 0 and all(self.sequences), "server.sequences must name sequences")

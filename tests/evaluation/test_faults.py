@@ -165,7 +165,8 @@ def test_unwritable_cache_for_the_builtin_data(tmp_path, capsys, monkeypatch, no
     (["--max-interactions", "0"], "session.max_interactions must be in 1..16"),
     (["--max-interactions", "17"], "session.max_interactions must be in 1..16 (davisinteractive's limit)"),
     (["--max-interactions", str(10**12)], "session.max_interactions must be in 1..16"),
-    (["--max-time", "0"], "session.max_time must be a finite number of seconds > 0"),
+    (["--max-time", "0"], "session.max_time must be a finite number of seconds >= 1"),
+    (["--max-time", "1e-300"], "session.max_time must be a finite number of seconds >= 1"),
     (["--max-time", "nan"], "session.max_time must be a finite number"),
     (["--max-time", "inf"], "session.max_time must be a finite number"),
     (["--max-time", "1000"], "at most 600 seconds"),
@@ -182,7 +183,7 @@ def test_unwritable_cache_for_the_builtin_data(tmp_path, capsys, monkeypatch, no
     (["--set", "agent.finetune.scale_range=[0.5,.inf]"], "finetune.scale_range must be (low, high) with finite"),
     (["--strategy", "os:path"], "'os:path' is not a class"),
     (["--strategy", ":"], "give it as package.module:ClassName"),
-], ids=["no-interactions", "17-interactions", "huge-interactions", "no-time", "nan-time", "inf-time", "time-above-cap", "negative-seed", "huge-seed",
+], ids=["no-interactions", "17-interactions", "huge-interactions", "no-time", "tiny-time", "nan-time", "inf-time", "time-above-cap", "negative-seed", "huge-seed",
         "bool-interactions", "negative-fusion", "nan-fusion", "nan-compat", "negative-compat", "many-workers",
         "many-iterations", "huge-scale", "inf-scale-range", "strategy-not-a-class", "strategy-empty"])
 def test_bad_argument(root, tmp_path, capsys, no_model, args, fragment):
