@@ -35,6 +35,7 @@ from ..inference.crf import refine_frames
 from ..inference.plan import Strategy, plan_round
 from ..inference.predictor import Predictor
 from .robot_play import frame_jaccard, next_scribble, stroke_frames
+from .study_inputs import variant_assignments
 
 from davisinteractive.robot import InteractiveScribblesRobot  # isort: skip
 
@@ -159,9 +160,7 @@ def capture_sample(
 
 def parse_variant(spec: str) -> tuple[CRFConfig, set[str]]:
     """`field=value,field=value` of CRFConfig -> (config, the fields it sets); one ConfigError line if wrong."""
-    assignments = [part.strip() for part in spec.split(",") if part.strip()]
-    if not assignments:
-        raise ConfigError(f"--variant {spec!r}: expected field=value[,field=value] of CRFConfig")
+    assignments = variant_assignments(spec, "CRFConfig")
     try:
         config = load_config(CRFConfig, assignments=assignments)
     except ConfigError as error:  # its message speaks of --set

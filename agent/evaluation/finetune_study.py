@@ -24,6 +24,7 @@ from ..data.davis import SequenceInfo
 from ..inference.agent import InteractiveAgent
 from ..inference.plan import Strategy, plan_round
 from .robot_play import frame_jaccard, next_scribble, stroke_frames
+from .study_inputs import variant_assignments
 
 from davisinteractive.robot import InteractiveScribblesRobot  # isort: skip  (after robot_play's compat)
 
@@ -35,9 +36,7 @@ DEFAULT = "default"  # the agent's FinetuneConfig
 
 def parse_variant(spec: str, base: FinetuneConfig) -> FinetuneConfig:
     """`field=value,field=value` of FinetuneConfig over `base` -> config; one ConfigError line if wrong."""
-    assignments = [part.strip() for part in spec.split(",") if part.strip()]
-    if not assignments:
-        raise ConfigError(f"--variant {spec!r}: expected field=value[,field=value] of FinetuneConfig")
+    assignments = variant_assignments(spec, "FinetuneConfig")
     try:
         return load_config(FinetuneConfig, assignments=assignments, base=base)
     except ConfigError as error:  # its message speaks of --set

@@ -29,6 +29,19 @@ def int_list(text: str, name: str, at_most: int | None = None) -> list[int]:
     return values
 
 
+def variant_assignments(spec: str, config_name: str) -> list[str]:
+    """`field=value,field=value` -> the assignments; a ConfigError for none, or for a field given twice (the
+    last would win silently)."""
+    assignments = [part.strip() for part in spec.split(",") if part.strip()]
+    if not assignments:
+        raise ConfigError(f"--variant {spec!r}: expected field=value[,field=value] of {config_name}")
+    fields = [a.partition("=")[0].strip() for a in assignments]
+    twice = sorted({f for f in fields if fields.count(f) > 1})
+    if twice:
+        raise ConfigError(f"--variant {spec!r}: sets {', '.join(twice)} more than once")
+    return assignments
+
+
 def check_round(value: int, name: str) -> int:
     """A round to play: 1..MAX_INTERACTIONS_LIMIT, as a session's --max-interactions (round 1000 would play for
     hours)."""

@@ -135,6 +135,8 @@ def test_variant_parsing():
         parse_variant("srgb=6")
     with pytest.raises(ConfigError, match="bilateral_srgb must be a finite number > 0"):
         parse_variant("bilateral_srgb=0")
+    with pytest.raises(ConfigError, match="sets bilateral_srgb more than once"):  # the last would win silently
+        parse_variant("bilateral_srgb=6,scale=0.5,bilateral_srgb=4")
 
 
 def test_frame_jaccard_averages_objects():
