@@ -7,16 +7,19 @@ traceback (unexpected ones are logged here in full).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import math
 import os
+import socket
 import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
@@ -51,6 +54,10 @@ MAX_JSON_BYTES = 8 * 2**20  # the page's largest request, a round's strokes, is 
 
 class TooLarge(Exception):
     """A request body over its limit (answered 413)."""
+
+
+class UnsupportedType(Exception):
+    """A request body that is not JSON where JSON is expected (answered 415)."""
 
 
 class Busy(Exception):
@@ -235,6 +242,15 @@ def create_app(state: AppState) -> FastAPI:
     app.state.segment = state
     colours = palette_colours()
 
+    @app.middleware("http")
+    async def this_page_only(request: Request, call_next):
+        # Any web page the user visits could otherwise drive the app (open files, export anywhere): a browser
+        # sends a cross-site POST with its Origin, and a DNS-rebinding page with its own host name as Host.
+        refused = foreign_request(request.headers.get("host", ""), request.headers.get("origin"), request.method)
+        if refused is not None:
+            return JSONResponse({"error": refused}, status_code=403)
+        return await call_next(request)
+
     @app.exception_handler(InputError)
     @app.exception_handler(DatasetError)
     async def user_error(request: Request, error: Exception) -> JSONResponse:
@@ -247,6 +263,10 @@ def create_app(state: AppState) -> FastAPI:
     @app.exception_handler(TooLarge)
     async def too_large(request: Request, error: Exception) -> JSONResponse:
         return JSONResponse({"error": str(error)}, status_code=413)
+
+    @app.exception_handler(UnsupportedType)
+    async def unsupported_type(request: Request, error: Exception) -> JSONResponse:
+        return JSONResponse({"error": str(error)}, status_code=415)
 
     # FastAPI's own answers (unknown route, wrong method, a path parameter of the wrong type) in the same shape.
     @app.exception_handler(StarletteHTTPException)
@@ -378,7 +398,27 @@ async def _body_chunks(request: Request, limit: int, message: str) -> AsyncItera
         yield chunk
 
 
+def foreign_request(host: str, origin: str | None, method: str) -> str | None:
+    """Why a request did not come from this app's own page, or None. Host must name this machine (an IP
+    address, localhost or its host name); a request that changes something must come from a page of that same
+    host when the browser says where it came from (Origin)."""
+    name = urlsplit(f"//{host}").hostname or ""
+    try:
+        ipaddress.ip_address(name)
+        local = True
+    except ValueError:
+        local = name in ("localhost", socket.gethostname().lower(), socket.getfqdn().lower())
+    if not local:
+        return f"Host {host!r} is not this machine: open the page at the address the app printed"
+    if method not in ("GET", "HEAD", "OPTIONS") and origin is not None and urlsplit(origin).netloc != host:
+        return f"a request from the page {origin} is refused: only this app's own page may change it"
+    return None
+
+
 async def _json(request: Request) -> dict:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json":  # a form or text/plain body is what a foreign page can send freely
+        raise UnsupportedType(f"the request must be JSON (Content-Type: application/json), not {content_type!r}")
     data = bytearray()
     async for chunk in _body_chunks(request, MAX_JSON_BYTES, f"the request is larger than {MAX_JSON_BYTES // 2**20} MB"):
         data += chunk

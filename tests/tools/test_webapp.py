@@ -62,7 +62,8 @@ def test_errors_are_one_json_line(base, small_video, tmp_path):
         assert response.status_code == 400 and message in response.json()["error"], (path, body)
     bad = requests.get(f"{base}/api/frame/99", timeout=10)
     assert bad.status_code == 400 and "does not exist" in bad.json()["error"]
-    junk = requests.post(f"{base}/api/segment", data="not json", timeout=10)
+    junk = requests.post(f"{base}/api/segment", data="not json", timeout=10,
+                         headers={"Content-Type": "application/json"})
     assert junk.status_code == 400 and "not JSON" in junk.json()["error"]
 
 
@@ -225,7 +226,8 @@ def test_request_size_limits_and_framework_errors_are_json_lines(tiny_agent, sma
         answer = requests.post(f"{base}/api/segment", data=b"[" + b" " * (9 * 2**20) + b"]", timeout=30,
                                headers={"Content-Type": "application/json"})
         assert answer.status_code == 413 and "larger than 8 MB" in answer.json()["error"]
-        nested = requests.post(f"{base}/api/open", data=b"[" * 100_000, timeout=30)
+        nested = requests.post(f"{base}/api/open", data=b"[" * 100_000, timeout=30,
+                               headers={"Content-Type": "application/json"})
         assert nested.status_code == 400 and "not JSON" in nested.json()["error"]
         for method, path, status in (("get", "/api/nothing", 404), ("get", "/api/segment", 405),
                                      ("get", "/api/frame/abc", 400)):
@@ -259,3 +261,21 @@ def test_port_zero_announces_the_port_the_system_picked():
     port = check_listen("127.0.0.1", 0)
     assert 0 < port <= 65535  # announced as http://127.0.0.1:<port>, not :0
     assert check_listen("127.0.0.1", port) == port  # free again once the probe closed
+
+
+def test_other_sites_cannot_drive_the_app(base, tmp_path):
+    """A page on another site (a cross-site POST, or DNS rebinding: its own name as Host) is refused, and so
+    is a body that is not declared JSON (what a foreign page can send without asking the browser first)."""
+    port = base.rsplit(":", 1)[1]
+    target = str(tmp_path / "out")
+    for headers, status in (({"Origin": "http://evil.example"}, 403),
+                            ({"Host": f"evil.example:{port}"}, 403),
+                            ({"Content-Type": "text/plain"}, 415)):
+        answer = requests.post(f"{base}/api/export", data=json.dumps({"output": target}), timeout=10,
+                               headers={"Content-Type": "application/json", **headers})
+        assert answer.status_code == status, (headers, answer.text)
+    assert not Path(target).exists()
+    # the app's own page: same origin, and reading from any page is harmless (GET)
+    same = requests.post(f"{base}/api/reset", timeout=10, headers={"Origin": base})
+    assert same.status_code != 403, same.text  # it reaches the app (which may still say no video is open)
+    assert requests.get(f"{base}/api/state", timeout=10, headers={"Origin": "http://evil.example"}).status_code == 200
