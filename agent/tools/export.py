@@ -61,11 +61,27 @@ def _prepare_output(output: str | Path, overwrite: bool = False, video: Path | N
         raise InputError(f"{blocker} is a file: the output must be a folder")
     if output.is_dir() and any(output.iterdir()) and not overwrite:
         raise InputError(f"{output} is not empty: choose another output folder or pass --overwrite")
+    check_replaceable(output)
     try:
         (output / "masks").mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise InputError(f"{output}: cannot create the output folder ({error.strerror or error})") from error
     return output
+
+
+def check_replaceable(output: Path) -> None:
+    """InputError unless an export can replace its own files in `output`: `masks` a real folder (a link would
+    send the deletion of old masks elsewhere), the others files (a folder there would fail the export halfway,
+    after the earlier one was removed)."""
+    masks = output / "masks"
+    if masks.is_symlink() or (masks.exists() and not masks.is_dir()):
+        raise InputError(f"{masks}: is a link or a file, where the export writes its masks folder: remove it or "
+                         "choose another output folder")
+    for name in OUTPUT_FILES[1:]:
+        path = output / name
+        if path.is_symlink() or path.is_dir():
+            raise InputError(f"{path}: is a link or a folder, where the export writes a file: remove it or choose "
+                             "another output folder")
 
 
 def _clear_output(output: Path) -> None:
@@ -132,14 +148,17 @@ def export(video: VideoSource, labels_at: Callable[[int], np.ndarray], output: P
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
         raise
-    _clear_output(output)
-    (output / "masks").mkdir(parents=True, exist_ok=True)
-    for png in (stage / "masks").iterdir():
-        os.replace(png, output / "masks" / png.name)
-    for name in OUTPUT_FILES[1:]:
-        if (stage / name).exists():
-            os.replace(stage / name, output / name)
-    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        check_replaceable(output)  # again: the folder may have changed while the masks were computed
+        _clear_output(output)
+        (output / "masks").mkdir(parents=True, exist_ok=True)
+        for png in (stage / "masks").iterdir():
+            os.replace(png, output / "masks" / png.name)
+        for name in OUTPUT_FILES[1:]:
+            if (stage / name).exists():
+                os.replace(stage / name, output / name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     log.info("wrote %d masks, overlay.mp4 and masks.json to %s", video.num_frames, output)
     return output
 

@@ -93,3 +93,28 @@ def test_a_failed_export_leaves_the_folder_as_it_was(small_video, tmp_path):
     with pytest.raises(RuntimeError, match="disk is full"):
         export(video, failing, prepare_output(earlier, overwrite=True), 2)
     assert {p.relative_to(earlier): p.read_bytes() for p in earlier.rglob("*") if p.is_file()} == before
+
+
+def test_a_link_or_folder_where_an_export_writes_is_refused_and_nothing_is_lost(small_video, tmp_path):
+    video = open_video(small_video.video)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious.png").write_bytes(b"not ours")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "masks").symlink_to(elsewhere)  # the old masks' deletion would have followed it
+    with pytest.raises(InputError, match="masks: is a link or a file"):
+        prepare_output(linked, overwrite=True)
+    assert (elsewhere / "precious.png").read_bytes() == b"not ours"
+
+    earlier = export(video, lambda i: small_video.masks[i], prepare_output(tmp_path / "out"), 2)
+    before = {p.relative_to(earlier): p.read_bytes() for p in earlier.rglob("*") if p.is_file()}
+    (earlier / "masks.json").unlink()
+    (earlier / "masks.json").mkdir()  # would have failed the move after the earlier export was deleted
+    del before[(earlier / "masks.json").relative_to(earlier)]
+    with pytest.raises(InputError, match="masks.json: is a link or a folder"):
+        prepare_output(earlier, overwrite=True)
+    with pytest.raises(InputError, match="masks.json: is a link or a folder"):  # changed while it ran
+        export(video, lambda i: small_video.masks[i], earlier, 2)
+    assert {p.relative_to(earlier): p.read_bytes() for p in earlier.rglob("*") if p.is_file()} == before
+    assert not list(earlier.glob(".export-*"))
