@@ -25,7 +25,7 @@ from PIL import Image
 
 from ..data.synthetic import davis_palette
 from ..paths import file_in_the_way
-from .video import InputError, Progress, VideoSource
+from .video import InputError, Progress, VideoSource, user_path
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def _prepare_output(output: str | Path, overwrite: bool = False, video: Path | N
     and never when one of those files is the `video` being exported or holds its frames."""
     if "\x00" in str(output):
         raise InputError("the output folder's path contains a NUL character")
-    output = Path(output).expanduser()
+    output = user_path(output)
     if video is not None and overwrite:
         replaced = [(output / name).resolve() for name in OUTPUT_FILES]
         source = Path(video).resolve()

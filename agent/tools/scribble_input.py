@@ -24,7 +24,7 @@ from PIL import Image
 from ..data.davis import IMAGE_ERRORS, DatasetError, validate_scribbles
 from ..data.synthetic import davis_palette
 from ..paths import read_json
-from .video import IMAGE_SUFFIXES, InputError, VideoSource, natural_key
+from .video import IMAGE_SUFFIXES, InputError, VideoSource, natural_key, user_path
 
 NO_SCRIBBLE = -1
 BACKGROUND_COLOUR = (255, 255, 255)
@@ -54,7 +54,7 @@ def scribbled_frames(scribbles: dict) -> list[int]:
 
 def load_scribbles(path: str | Path, video: VideoSource) -> dict:
     """A DAVIS scribble dict for `video` from a JSON file, one scribble image or a folder of them."""
-    path = Path(path).expanduser()
+    path = user_path(path)
     if not path.exists():
         raise InputError(f"{path}: no such scribble file or folder")
     if path.is_file() and path.suffix.lower() == ".json":

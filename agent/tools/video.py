@@ -93,9 +93,18 @@ def _read_image(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
     return frame
 
 
+def user_path(path: str | Path) -> Path:
+    """`path` with `~` or `~user` expanded; InputError for a user this machine does not know (pathlib raises
+    RuntimeError there)."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError as error:
+        raise InputError(f"{path}: {error} (no such user?)") from error
+
+
 def open_video(path: str | Path) -> VideoSource:
     """Probe a video file or frame folder; InputError (one line) when it is missing, unreadable or empty."""
-    path = Path(path).expanduser()
+    path = user_path(path)
     if not path.exists():
         raise InputError(f"{path}: no such video file or folder of frames")
     if path.is_dir():

@@ -208,8 +208,11 @@ def strokes_to_scribbles(strokes: list[dict], num_frames: int) -> dict:
     for stroke in strokes:
         try:
             frame, object_id = stroke["frame"], stroke["object_id"]
+            # numbers only: float() would read "0.5" and true as coordinates
+            if not all(isinstance(v, int | float) and not isinstance(v, bool) for p in stroke["path"] for v in p):
+                raise TypeError("a point's coordinates must be numbers")
             path = [[float(x), float(y)] for x, y in stroke["path"]]
-        except (KeyError, TypeError, ValueError) as error:
+        except (KeyError, TypeError, ValueError, OverflowError) as error:  # OverflowError: beyond a float
             raise InputError(f"malformed stroke ({error})") from error
         for name, value in (("frame", frame), ("object_id", object_id)):
             if not isinstance(value, int) or isinstance(value, bool):  # 1.7, "3", true or Infinity

@@ -45,6 +45,8 @@ def test_errors_are_one_json_line(base, small_video, tmp_path):
         assert response.status_code == 400 and message in response.json()["error"]
     assert _post(base, "/api/open", {"path": str(tmp_path / "missing.mp4")}).status_code == 200
     assert "no such video" in wait_for_job(base)["job"]["error"]
+    assert _post(base, "/api/open", {"path": "~no-such-user-here/clip.mp4"}).status_code == 200
+    assert "no such user?" in wait_for_job(base)["job"]["error"]  # one line, not "unexpected error"
 
     _post(base, "/api/open", {"path": str(small_video.video)})
     state = wait_for_job(base)
@@ -55,6 +57,9 @@ def test_errors_are_one_json_line(base, small_video, tmp_path):
         ("/api/segment", {"strokes": [{"frame": 4, "object_id": 0, "path": [[0.1, 0.1]]}]}, "no object stroke"),
         ("/api/segment", {"strokes": [_object_stroke(frame=8)]}, "the video has 8 frames"),
         ("/api/segment", {"strokes": [{"frame": 1}]}, "malformed stroke"),
+        ("/api/segment", {"strokes": [{"frame": 1, "object_id": 1, "path": [[10**400, 0]]}]}, "malformed stroke"),
+        ("/api/segment", {"strokes": [{"frame": 1, "object_id": 1, "path": [[True, False]]}]}, "malformed stroke"),
+        ("/api/segment", {"strokes": [{"frame": 1, "object_id": 1, "path": [["0.5", "0.5"]]}]}, "malformed stroke"),
         ("/api/suggest", None, "segment first"),
         ("/api/export", {"output": str(tmp_path / "out")}, "nothing segmented yet"),
     ]:
