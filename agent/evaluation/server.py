@@ -26,12 +26,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, StrictInt, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import ServerConfig
@@ -154,15 +155,22 @@ class _Session:
     service: EvaluationService
     lock: threading.Lock = field(default_factory=threading.Lock)  # a session's requests one at a time
     finished: bool = False
+    spent: dict[tuple[str, int], float] = field(default_factory=dict)  # seconds per sample, accepted rounds
+
+
+# A round's masks come RLE-encoded (a few hundred kB for a long 480p video): far more is not a client of ours.
+MAX_BODY_BYTES = 64 * 2**20
+# Strict types: JSON true or "1" would otherwise pass for 1 and be scored.
+StrictNumber = Annotated[float, Field(strict=True)]
 
 
 class Interaction(BaseModel):
-    sequence: str
-    scribble_idx: int
+    sequence: StrictStr
+    scribble_idx: StrictInt
     pred_masks: dict
-    timing: float
-    interaction: int
-    next_scribble_frame_candidates: list[int] | None = None
+    timing: StrictNumber
+    interaction: StrictInt
+    next_scribble_frame_candidates: list[StrictInt] | None = None
 
 
 def create_app(config: ServerConfig, root: str | Path) -> FastAPI:
@@ -179,6 +187,12 @@ def create_app(config: ServerConfig, root: str | Path) -> FastAPI:
     async def log_request(request: Request, call_next):
         started, status = time.perf_counter(), 500
         try:
+            declared = request.headers.get("content-length", "0")
+            if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:  # refused before it is read
+                response = _error(413, "ValueError", f"the request declares {declared!r} bytes: at most "
+                                                     f"{MAX_BODY_BYTES // 2**20} MB (a round's masks are RLE-encoded)")
+                status = response.status_code
+                return response
             response = await call_next(request)
             status = response.status_code
             return response
@@ -257,6 +271,10 @@ def create_app(config: ServerConfig, root: str | Path) -> FastAPI:
         if not math.isfinite(body.timing) or body.timing < 0:
             raise ValueError(f"timing must be a finite number of seconds >= 0, got {body.timing}")
         meta = Davis.dataset[body.sequence]
+        # The framework's client never submits past a sample's budget (max_time per object); seconds beyond it
+        # would bend the time curve back and give a negative AUC (or an infinite one).
+        budget = config.max_time * meta["num_objects"]
+        sample = (body.sequence, body.scribble_idx)
         width, height = meta["image_size"]
         masks = decode_masks(body.pred_masks, meta["num_frames"], height, width, meta["num_objects"])
         # Checked here: the framework stores the round's scores before it reads them, and an index outside the
@@ -268,9 +286,15 @@ def create_app(config: ServerConfig, root: str | Path) -> FastAPI:
         with state.lock:
             if state.finished:
                 raise RuntimeError("this session is finished: start a new one")
+            spent = state.spent.get(sample, 0.0) + body.timing
+            if spent > budget:
+                raise ValueError(f"timing: {body.sequence} sample {body.scribble_idx} would have taken {spent:.6g} s, "
+                                 f"past its {budget:g} s ({config.max_time:g} s per object): a client does not "
+                                 "submit after the time is up")
             scribble = state.service.post_predicted_masks(
                 body.sequence, body.scribble_idx, masks, body.timing, body.interaction, key[0], key[1],
                 next_scribble_frame_candidates=body.next_scribble_frame_candidates)
+            state.spent[sample] = spent
         return _json(scribble)
 
     @app.get("/api/evaluation/report")

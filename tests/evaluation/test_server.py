@@ -182,6 +182,33 @@ def test_candidate_frames_outside_the_video_are_refused_before_the_round_is_stor
     assert played.status_code == 200 and "scribbles" in played.json()
 
 
+def test_booleans_text_numbers_and_time_past_the_budget_are_refused(server, monkeypatch):
+    url, keys = server.url, _keys(session="strict")
+    samples, _, _ = requests.get(f"{url}/api/dataset/samples", headers=keys, timeout=10).json()
+    sequence, scribble_idx = samples[0]
+    requests.get(f"{url}/api/dataset/scribbles/{sequence}/{scribble_idx:03d}", headers=keys, timeout=10)
+    meta = Davis.dataset[sequence]
+    width, height = meta["image_size"]
+    masks = np.zeros((meta["num_frames"], height, width), np.uint8)
+    body = {"sequence": sequence, "scribble_idx": scribble_idx, "timing": 1.0, "interaction": 1,
+            "pred_masks": json.loads(json.dumps(encode_batch_masks(masks, nb_objects=meta["num_objects"])))}
+    post = lambda **changes: requests.post(f"{url}/api/evaluation/interaction", headers=keys, timeout=10,  # noqa: E731
+                                           json={**body, **changes})
+    for changes in ({"scribble_idx": True}, {"interaction": "1"}, {"timing": True}, {"timing": "2"},
+                    {"next_scribble_frame_candidates": [True]}):
+        answer = post(**changes)
+        assert answer.status_code == 400 and answer.json()["error"] == "ValueError", (changes, answer.text)
+    budget = 60.0 * meta["num_objects"]  # the fixture's max_time per object
+    assert post(timing=budget - 1).status_code == 200
+    late = post(timing=2.0, interaction=2)  # the framework's client never submits past the budget
+    assert late.status_code == 400 and "past its" in late.json()["message"][0]
+    from agent.evaluation import server as server_module
+
+    monkeypatch.setattr(server_module, "MAX_BODY_BYTES", 10)  # 64 MB in earnest: refused before it is read
+    big = requests.post(f"{url}/api/evaluation/interaction", headers=keys, json=body, timeout=10)
+    assert big.status_code == 413 and "at most" in big.json()["message"][0]
+
+
 def test_unparseable_bodies_and_overlong_masks_are_protocol_errors(server):
     url, keys = server.url, _keys(session="bodies")
     samples, _, _ = requests.get(f"{url}/api/dataset/samples", headers=keys, timeout=10).json()
