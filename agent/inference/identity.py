@@ -2,9 +2,10 @@
 
 Label transfer compares appearance only, so two objects that look alike (two dancers, a herd) get similar
 scores everywhere and the argmax mixes them. Position tells them apart: an object is near where it was in
-the neighbouring frame. The keyframes are swept outward from the scribbled frames. On a scribbled frame an
-object's position is its strokes; on any other keyframe, its labels on the neighbouring keyframe towards the
-nearest scribbled frame (`gap` frames away), as this sweep left them. A pixel d_c grid cells from object c's
+the neighbouring frame. The keyframes are swept outward from the scribbled frames. On a scribbled frame the
+objects are where the transfer put them, except that a connected foreground region holding strokes of one
+object only is that object's; on any other keyframe, where this sweep left them on the neighbouring keyframe
+towards the nearest scribbled frame (`gap` frames away). A pixel d_c grid cells from object c's
 position, and d cells from the nearest object's, costs object c `weight` per cell that d_c - d exceeds the
 reach: `radius`, plus `speed * gap` from a neighbouring keyframe; at most `cap` in all, so that position
 breaks near-ties of appearance but does not overrule a clear difference.
@@ -77,8 +78,11 @@ def separate_objects(scores: torch.Tensor, keyframes: np.ndarray, strokes: dict[
     out = scores.clone()
     labels: dict[int, np.ndarray] = {}
     for position, neighbour in sweep_order(keyframes, set(strokes)):
-        if neighbour is None:
-            where = stroked_regions(out[position].argmax(0).cpu().numpy(), np.asarray(strokes[int(keyframes[position])]))
+        if neighbour is None:  # a scribbled frame (or, without any, every keyframe on its own)
+            where = out[position].argmax(0).cpu().numpy()
+            frame_strokes = strokes.get(int(keyframes[position]))
+            if frame_strokes is not None:
+                where = stroked_regions(where, np.asarray(frame_strokes))
             reach = config.radius
         else:
             gap = abs(int(keyframes[position]) - int(keyframes[neighbour]))

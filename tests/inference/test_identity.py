@@ -77,6 +77,12 @@ def test_separate_objects_follows_each_object_from_the_anchor():
     assert (scores.argmax(1)[5, 2:6, 7:13] == 2).all()
 
 
+def test_without_strokes_each_keyframe_keeps_the_transfers_choice():
+    scores = _two_blobs(4, swap_from=2)
+    out = separate_objects(scores, np.arange(4), {}, IdentityConfig())
+    np.testing.assert_array_equal(out.argmax(1), scores.argmax(1))
+
+
 def test_a_lone_object_and_weight_zero_are_untouched():
     scores = torch.randn(4, 2, 6, 9)
     assert separate_objects(scores, np.arange(4), {0: np.ones((6, 9))}, IdentityConfig()) is scores
