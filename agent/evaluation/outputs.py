@@ -56,6 +56,8 @@ def prepare_output_dir(path: str | Path, overwrite: bool = False, inputs: tuple[
     it (overwrite=True) once the run completes; never when that would replace one of `inputs` (the dataset,
     the checkpoint) or a folder holding or inside one. Raises OutputDirError with one line."""
     final = Path(path)
+    if final.is_symlink() and not final.exists():
+        raise OutputDirError(f"{final}: is a link that leads nowhere (a loop?): pass another --output-dir")
     if final.exists() and not final.is_dir():
         raise OutputDirError(f"{final}: is a file, not a directory (pass another --output-dir)")
     if final.is_dir() and any(final.iterdir()):

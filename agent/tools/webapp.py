@@ -134,14 +134,25 @@ class AppState:
     # --- work ------------------------------------------------------------------------------------
     def open(self, path: str | Path | VideoSource) -> Job:
         def work(job: Job) -> str:
-            job.stage = "probe"
-            video = path if isinstance(path, VideoSource) else open_video(path)
-            frames = WorkingFrames.read(video, self.working_side, self.progress(job))
-            job.stage, job.done, job.total = "load model", 0, 0
-            segmenter = self._segmenter_factory(self.agent, frames)
-            self.video, self.frames, self.segmenter = video, frames, segmenter
+            try:
+                job.stage = "probe"
+                video = path if isinstance(path, VideoSource) else open_video(path)
+                frames = WorkingFrames.read(video, self.working_side, self.progress(job))
+                job.stage, job.done, job.total = "load model", 0, 0
+                segmenter = self._segmenter_factory(self.agent, frames)
+                self.video, self.frames, self.segmenter = video, frames, segmenter
+            finally:
+                self._drop_unused_uploads()
             return f"opened {video.name}: {video.num_frames} frames of {video.width}x{video.height}"
         return self.start_job("open", work)
+
+    def _drop_unused_uploads(self) -> None:
+        """Delete uploads that are not the open video (an export reads that one again): repeated uploads would
+        otherwise fill the temporary folder until the app stops."""
+        keep = Path(self.video.path).resolve() if self.video is not None else None
+        for upload in Path(self.uploads_dir).iterdir():
+            if upload.is_file() and not upload.name.startswith(".upload-") and upload.resolve() != keep:
+                upload.unlink(missing_ok=True)
 
     def segment(self, strokes: list[dict]) -> Job:
         segmenter = self.require_segmenter()

@@ -43,6 +43,10 @@ def test_output_dir_new_empty_or_refused(tmp_path: Path) -> None:
     (empty / "summary.json").write_text("{}")
     with pytest.raises(OutputDirError, match="exists and is not empty.*--overwrite"):
         prepare_output_dir(empty)
+    (tmp_path / "loop-a").symlink_to(tmp_path / "loop-b")
+    (tmp_path / "loop-b").symlink_to(tmp_path / "loop-a")
+    with pytest.raises(OutputDirError, match="is a link that leads nowhere"):  # it was "is a file"
+        prepare_output_dir(tmp_path / "loop-a")
 
 
 def test_overwrite_stages_and_publishes_only_on_completion(tmp_path: Path) -> None:

@@ -151,7 +151,11 @@ def test_export_and_upload_never_replace_their_input(base, small_video, tmp_path
     for _ in range(2):
         assert requests.post(f"{base}/api/upload?name=clip.mp4", data=data, timeout=30).status_code == 200
         paths.append(wait_for_job(base)["video"]["path"])
-    assert paths[0] != paths[1] and all(Path(p).read_bytes() == data for p in paths)
+    assert paths[0] != paths[1] and Path(paths[1]).read_bytes() == data
+    assert not Path(paths[0]).exists()  # no longer the open video: uploads do not pile up in /tmp
+    text = requests.post(f"{base}/api/upload?name=notes.mp4", data=b"not a video", timeout=30)
+    assert text.status_code == 200 and wait_for_job(base)["job"]["error"]
+    assert sorted(p.name for p in Path(paths[1]).parent.iterdir()) == [Path(paths[1]).name]  # the open one only
     for name in ("..", "."):
         odd = requests.post(f"{base}/api/upload?name={name}", data=data, timeout=30)
         assert odd.status_code == 400 and "not a usable file name" in odd.json()["error"]
