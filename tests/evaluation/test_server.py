@@ -160,10 +160,9 @@ def test_protocol_errors_are_answered_as_the_framework_client_expects(server, ti
     assert finished.status_code == 200 and finished.json()["auc"] == 0.0
 
 
-def test_candidate_frames_outside_the_video_are_refused_before_the_round_is_stored(server):
-    # The framework stores a round's scores before it reads the candidates: an index outside the video used
-    # to fail it there (a 500) and leave the sample unplayable.
-    url, keys = server.url, _keys(session="candidates")
+def _first_round(url: str, keys: dict) -> tuple[dict, dict]:
+    """Start a session's first sample (its scribble fetched); (its video's metadata, a valid interaction-1 body
+    of empty masks)."""
     samples, _, _ = requests.get(f"{url}/api/dataset/samples", headers=keys, timeout=10).json()
     sequence, scribble_idx = samples[0]
     requests.get(f"{url}/api/dataset/scribbles/{sequence}/{scribble_idx:03d}", headers=keys, timeout=10)
@@ -172,6 +171,14 @@ def test_candidate_frames_outside_the_video_are_refused_before_the_round_is_stor
     masks = np.zeros((meta["num_frames"], height, width), np.uint8)
     body = {"sequence": sequence, "scribble_idx": scribble_idx, "timing": 1.0, "interaction": 1,
             "pred_masks": json.loads(json.dumps(encode_batch_masks(masks, nb_objects=meta["num_objects"])))}
+    return meta, body
+
+
+def test_candidate_frames_outside_the_video_are_refused_before_the_round_is_stored(server):
+    # The framework stores a round's scores before it reads the candidates: an index outside the video used
+    # to fail it there (a 500) and leave the sample unplayable.
+    url, keys = server.url, _keys(session="candidates")
+    meta, body = _first_round(url, keys)
     for candidates in ([meta["num_frames"]], [-1]):
         answer = requests.post(f"{url}/api/evaluation/interaction", headers=keys, timeout=10,
                                json={**body, "next_scribble_frame_candidates": candidates})
@@ -184,14 +191,7 @@ def test_candidate_frames_outside_the_video_are_refused_before_the_round_is_stor
 
 def test_booleans_text_numbers_and_time_past_the_budget_are_refused(server, monkeypatch):
     url, keys = server.url, _keys(session="strict")
-    samples, _, _ = requests.get(f"{url}/api/dataset/samples", headers=keys, timeout=10).json()
-    sequence, scribble_idx = samples[0]
-    requests.get(f"{url}/api/dataset/scribbles/{sequence}/{scribble_idx:03d}", headers=keys, timeout=10)
-    meta = Davis.dataset[sequence]
-    width, height = meta["image_size"]
-    masks = np.zeros((meta["num_frames"], height, width), np.uint8)
-    body = {"sequence": sequence, "scribble_idx": scribble_idx, "timing": 1.0, "interaction": 1,
-            "pred_masks": json.loads(json.dumps(encode_batch_masks(masks, nb_objects=meta["num_objects"])))}
+    meta, body = _first_round(url, keys)
     post = lambda **changes: requests.post(f"{url}/api/evaluation/interaction", headers=keys, timeout=10,  # noqa: E731
                                            json={**body, **changes})
     for changes in ({"scribble_idx": True}, {"interaction": "1"}, {"timing": True}, {"timing": "2"},
