@@ -51,6 +51,16 @@ def _check_writable(folder: Path) -> None:
                              "--output-dir") from error
 
 
+def replaced_input(path: Path, inputs: tuple[Path, ...]) -> Path | None:
+    """The first of `inputs` that replacing `path` would replace: `path` is it, holds it or lies inside it."""
+    resolved = Path(path).resolve()
+    for source in inputs:
+        source_resolved = Path(source).expanduser().resolve()
+        if resolved == source_resolved or resolved in source_resolved.parents or source_resolved in resolved.parents:
+            return source
+    return None
+
+
 def prepare_output_dir(path: str | Path, overwrite: bool = False, inputs: tuple[Path, ...] = ()) -> OutputTarget:
     """Check `path` is a writable directory (created if needed) and not holding results, or plan to replace
     it (overwrite=True) once the run completes; never when that would replace one of `inputs` (the dataset,
@@ -64,12 +74,10 @@ def prepare_output_dir(path: str | Path, overwrite: bool = False, inputs: tuple[
         if not overwrite:
             raise OutputDirError(f"{final}: exists and is not empty (an earlier run's results?): pass --overwrite "
                                  "to replace it when this run completes, or another --output-dir")
-        resolved = final.resolve()
-        for source in inputs:
-            source_resolved = Path(source).expanduser().resolve()
-            if resolved == source_resolved or resolved in source_resolved.parents or source_resolved in resolved.parents:
-                raise OutputDirError(f"{final}: --overwrite would replace the run's input {source} (the output "
-                                     "directory is it, holds it or lies inside it): pass another --output-dir")
+        source = replaced_input(final, inputs)
+        if source is not None:
+            raise OutputDirError(f"{final}: --overwrite would replace the run's input {source} (the output "
+                                 "directory is it, holds it or lies inside it): pass another --output-dir")
         _check_writable(final.parent)
         work = Path(tempfile.mkdtemp(prefix=f"{final.name}.new-", dir=final.parent))
         os.chmod(work, 0o777 & ~_umask())

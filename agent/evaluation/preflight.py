@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 
 
-class RemoteUnreachableError(ConnectionError):
+class RemoteUnreachableError(ValueError):
     """The evaluation server named by --host does not accept a connection."""
 
 
@@ -91,8 +91,6 @@ def check_run(config: RunConfig, strategy: Strategy, overwrite: bool = False) ->
     """Check the run's output directory, checkpoint, dataset and strategy (see the module docstring)."""
     try:
         return _check_run(config, strategy, overwrite)
-    except PREFLIGHT_ERRORS:
-        raise
     except OSError as error:  # what the checks below did not name: e.g. Path.exists() on a name too long
         raise PathError(os_error_line(error)) from error
 

@@ -13,7 +13,7 @@ from ..data.davis import DatasetError, DavisReader, SequenceInfo
 from ..errors import os_error_line
 from ..inference.plan import Strategy
 from ..paths import file_in_the_way
-from .outputs import OutputDirError
+from .outputs import OutputDirError, replaced_input
 
 
 def int_list(text: str, name: str, at_most: int | None = None) -> list[int]:
@@ -59,13 +59,10 @@ def check_output_file(output: Path, overwrite: bool, results: str, inputs: tuple
         raise OutputDirError(f"{output}: is a directory, --output is the CSV file to write")
     if output.exists() and not overwrite:
         raise OutputDirError(f"{output}: exists (an earlier {results}?): pass --overwrite or another --output")
-    if output.exists():
-        resolved = output.resolve()
-        for source in inputs:
-            source_resolved = Path(source).expanduser().resolve()
-            if resolved == source_resolved or source_resolved in resolved.parents:
-                raise OutputDirError(f"{output}: --overwrite would replace the study's input {source} (or a file "
-                                     "in it): pass another --output")
+    source = replaced_input(output, inputs) if output.exists() else None
+    if source is not None:
+        raise OutputDirError(f"{output}: --overwrite would replace the study's input {source} (or a file "
+                             "in it): pass another --output")
     blocker = file_in_the_way(output.parent)
     if blocker is not None:
         raise OutputDirError(f"{blocker}: is a file, --output {output} cannot be written below it")

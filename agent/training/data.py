@@ -90,7 +90,7 @@ class TrainingSet:
         return ((image - grey) * saturation + grey).clamp(0, 1)
 
 
-def _training_sequences(reader: DavisReader, holdout: tuple[str, ...] = ()) -> list[str]:
+def training_sequences(reader: DavisReader, holdout: tuple[str, ...] = ()) -> list[str]:
     """The root's training videos that are present, without the held-out ones (which must be training videos)."""
     train = reader.sequences("train")
     unknown = sorted(set(holdout) - set(train))
@@ -163,7 +163,7 @@ def load_training_set(config: TrainConfig, model: SiameseEmbedder, frozen: bool,
             stride = max(1, -(-len(frames) // max_frames_per_video)) if max_frames_per_video else 1
             return frames[::stride], masks[::stride]
 
-        sources += [(name, functools.partial(davis_video, name)) for name in _training_sequences(reader, config.holdout)]
+        sources += [(name, functools.partial(davis_video, name)) for name in training_sequences(reader, config.holdout)]
     height, width = model.config.input_size
     for index in range(config.synthetic_sequences):
         sources.append((f"synthetic-{index:03d}", functools.partial(

@@ -58,7 +58,7 @@ from ..model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..model.siamese import SiameseEmbedder, build_model
 from ..model.similarity import Pooled, pair_loss, sample_pixels, topk_loss
 from ..paths import file_in_the_way
-from .data import _training_sequences, load_training_set
+from .data import load_training_set, training_sequences
 from .strokes import stroke_labels
 
 log = logging.getLogger("agent.train")
@@ -433,7 +433,7 @@ def check_videos(config: TrainConfig) -> None:
     for name in validation:
         if not reader.has_sequence(name):
             raise ValueError(f"--val-sequences: {reader.root} has no sequence {name!r}")
-    for name in dict.fromkeys([*_training_sequences(reader, config.holdout), *validation]):
+    for name in dict.fromkeys([*training_sequences(reader, config.holdout), *validation]):
         validate_sequence(reader, name, scribbles=False)  # every frame and annotation, decoded
 
 
