@@ -334,6 +334,25 @@ class IdentityConfig:
 
 
 @dataclass
+class FlowConfig:
+    """Frames a round does not propagate to (between keyframes) take their keyframe's labels moved along dense
+    optical flow, not copied in place (inference/flow.py). Not in the paper."""
+
+    enabled: bool = True  # False: copied in place
+    # OpenCV DIS preset: ultrafast | fast | medium. medium gained 0.007 J@1 on our held-out videos for 4x the
+    # flow's cost (docs/METHOD.md).
+    preset: str = "ultrafast"
+    height: int = 480  # flow on frames resized to this height (never upscaled); half of 480p lost 0.004-0.01 J@1
+    # Each frame from its neighbour toward the keyframe (steps of one frame) rather than from the keyframe at once.
+    chain: bool = True
+
+    def __post_init__(self) -> None:
+        _choice(self.preset, "flow.preset", ("ultrafast", "fast", "medium"))
+        _require(isinstance(self.height, int) and not isinstance(self.height, bool) and 16 <= self.height <= 4320,
+                 f"flow.height must be an integer in 16..4320, got {self.height!r}")
+
+
+@dataclass
 class AgentConfig:
     """The interactive agent; its model (ModelConfig) comes with the checkpoint."""
 
@@ -342,6 +361,7 @@ class AgentConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     crf: CRFConfig = field(default_factory=CRFConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
     checkpoint: Path | None = None  # None: the shipped default checkpoint
     device: str = "auto"  # auto | cpu | cuda
     seed: int = 0

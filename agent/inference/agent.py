@@ -11,7 +11,8 @@ new this round (ReferencePool keeps each frame's running top-k; it starts over w
 a stroke gives a pooled pixel another class), and the CRF's frames go to one worker process per core.
 
 A round may propagate to keyframes only (RoundPlan.frame_stride: every n-th frame plus the scribbled
-ones; the other frames copy their nearest keyframe's labels, or after round 1 only where those changed):
+ones; the other frames take their nearest keyframe's labels moved along optical flow (flow.py), or after
+round 1 only where those changed):
 a fast first mask, with the rest of the work done by the next full round, or a round the clock lightened.
 
 What is cached, and why the timing stays honest: the backbone is frozen on CPU, so its features of
@@ -201,10 +202,12 @@ class InteractiveAgent(Predictor):
             crf_config, generator=self._generator, scorer=scorer, keyframes=keyframes,
             detail=self._detail(features, refs, ref_labels), fusion=self._fusion, on_scores=self.score_observer,
             previous=self._last_labels, identity=self.config.identity,
-            strokes={f: grid.numpy() for f, grid in labels.items()},
+            strokes={f: grid.numpy() for f, grid in labels.items()}, flow=self.config.flow,
         )
         propagation = time.perf_counter() - propagation_start
-        self.costs.transfer = (propagation - result.crf_seconds) / len(keyframes)
+        self.costs.transfer = (propagation - result.crf_seconds - result.fill_seconds) / len(keyframes)
+        if len(keyframes) < len(self._frames):
+            self.costs.fill = result.fill_seconds / (len(self._frames) - len(keyframes))
         if crf_config is not None and result.crf_seconds > 0:
             self.costs.crf[crf_config.scale] = result.crf_seconds / len(keyframes)
         self._confidence = result.confidence

@@ -42,6 +42,7 @@ class RoundCosts:
     backbone: float | None = None  # per frame whose backbone features were computed
     transfer: float | None = None  # per propagated frame: label transfer, upsampling, argmax (no CRF)
     crf: dict[float, float] = field(default_factory=dict)  # CRF scale -> per propagated frame
+    fill: float | None = None  # per frame filled from a keyframe (optical flow: milliseconds)
 
     def crf_at(self, scale: float) -> float | None:
         """The CRF's cost at `scale`, from the nearest measured scale: linear going down (the full-size
@@ -75,6 +76,7 @@ def estimate_seconds(
     if costs.transfer is None or (missing and costs.backbone is None):
         return None
     seconds = len(frames) * costs.transfer + (missing * costs.backbone if missing else 0.0)
+    seconds += (num_frames - len(frames)) * (costs.fill or 0.0)
     if plan.use_crf:
         seconds += len(frames) * costs.crf_at(plan.crf_scale or default_crf_scale)
     return seconds

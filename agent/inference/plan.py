@@ -21,9 +21,9 @@ class RoundPlan:
     finetune_seconds: float = 0.0  # fine-tuning budget; 0 = pure label transfer
     use_crf: bool = False
     crf_scale: float | None = None  # run the CRF on frames downscaled by this factor (None: the config's)
-    # Propagate only to every n-th frame (and the scribbled ones) this round; the others copy their nearest
-    # such frame's labels (after round 1 only where those changed). A later round with stride 1 computes the
-    # rest. 1 = every frame.
+    # Propagate only to every n-th frame (and the scribbled ones) this round; the others take their nearest
+    # such frame's labels, moved along optical flow (after round 1 only where those changed). A later round
+    # with stride 1 computes the rest. 1 = every frame.
     frame_stride: int = 1
     # Ask the evaluator to scribble next on one of this many least-confident frames (None: its own choice).
     frame_candidates: int | None = None

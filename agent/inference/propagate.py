@@ -13,10 +13,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import CRFConfig, IdentityConfig, TransferConfig
+from ..config import CRFConfig, FlowConfig, IdentityConfig, TransferConfig
 from ..model.siamese import SiameseEmbedder
 from .crf import refine_frames
 from .detail import refine_boundaries
+from .flow import FlowWarper
 from .identity import separate_objects
 from .round_fusion import RoundFusion
 from .transfer import transfer_labels
@@ -40,6 +41,7 @@ class Propagation:
     labels: np.ndarray  # (T, H, W) int64
     confidence: np.ndarray  # (T,) mean margin between the best and second-best class score
     crf_seconds: float = 0.0  # spent in the CRF (the agent's cost model tells it from the transfer)
+    fill_seconds: float = 0.0  # spent filling the frames between keyframes
 
 
 def reference_set(
@@ -97,13 +99,15 @@ def propagate(
     previous: np.ndarray | None = None,
     identity: IdentityConfig | None = None,
     strokes: dict[int, np.ndarray] | None = None,
+    flow: FlowConfig | None = None,
 ) -> Propagation:
     """Labels for every frame. features: (T, C, h8, w8) cached backbone features; frames: (T, H, W, 3)
     uint8 (the output size and the CRF's image); grid: the embedding grid; crf_config None = no CRF.
     scorer(frame indices) -> (B, C, h, w) scores replaces the transfer from ref_embeddings (e.g. a
     ReferencePool's running top-k). keyframes: sorted frame indices to compute (None: all); every other
-    frame copies the labels of its nearest keyframe (only their features are read), or, given `previous` (the
-    last round's (T, H, W) labels), only where that keyframe's labels changed (fill_between_keyframes).
+    frame takes the labels of its nearest keyframe (only their features are read), moved along optical flow
+    (`flow`, flow.py; None or disabled: copied in place), or, given `previous` (the last round's (T, H, W)
+    labels), only where that keyframe's labels changed (fill_between_keyframes).
     detail: transfer again on a finer grid near the labels' boundaries (detail.py). fusion: blend the
     scores with the last round's by distance to the new strokes (round_fusion.py). on_scores(frame indices,
     (B, C, h, w) scores) sees the scores the CRF or argmax gets, before upsampling (evaluation/crf_study.py
@@ -154,26 +158,46 @@ def propagate(
     if len(computed) < num_frames:
         others = np.setdiff1d(np.arange(num_frames), computed)
         source = computed[nearest_keyframe(computed, num_frames)][others]
-        fill_between_keyframes(labels, others, source, previous)
+        fill_started = time.perf_counter()
+        warper = FlowWarper(frames, flow) if flow is not None and flow.enabled else None
+        fill_between_keyframes(labels, others, source, previous, warper, chain=flow is not None and flow.chain)
+        fill_seconds = time.perf_counter() - fill_started
         confidence[others] = confidence[source]
         if fusion is not None:
             fusion.copy(others, source)
-    return Propagation(labels=labels, confidence=confidence, crf_seconds=crf_seconds)
+    else:
+        fill_seconds = 0.0
+    return Propagation(labels=labels, confidence=confidence, crf_seconds=crf_seconds, fill_seconds=fill_seconds)
 
 
 def fill_between_keyframes(
-    labels: np.ndarray, others: np.ndarray, source: np.ndarray, previous: np.ndarray | None = None
+    labels: np.ndarray, others: np.ndarray, source: np.ndarray, previous: np.ndarray | None = None,
+    warper: FlowWarper | None = None, chain: bool = True,
 ) -> None:
-    """labels[others] from their keyframes' labels[source], in place. With the last round's labels
-    `previous`, a frame keeps them but where its keyframe's labels changed since: a round the clock lightened
-    to keyframes then adds its strokes' effect without throwing away the full round before it (a replayed
-    val round, goat 3 round 7 with every 4th frame: J 0.823 against 0.772 copying whole keyframes)."""
-    if previous is None:
-        labels[others] = labels[source]
-        return
-    for frame, keyframe in zip(others, source, strict=True):
-        changed = labels[keyframe] != previous[keyframe]
-        labels[frame] = np.where(changed, labels[keyframe], previous[frame])
+    """labels[others] from their keyframes' labels[source], in place: moved along the optical flow with a
+    `warper` (chain: frame by frame from the keyframe, each from its filled neighbour), else copied. With the
+    last round's labels `previous`, a frame keeps them but where its keyframe's labels changed since: a round
+    the clock lightened to keyframes then adds its strokes' effect without throwing away the full round before
+    it (a replayed val round, goat 3 round 7 with every 4th frame: J 0.823 against 0.772 copying whole
+    keyframes)."""
+    others, source = np.asarray(others, np.int64), np.asarray(source, np.int64)
+    # Where each filled frame's keyframe changed since the last round, moved with it (previous only).
+    changed = {int(k): labels[k] != previous[k] for k in np.unique(source)} if previous is not None else {}
+    # Nearer frames first: a frame's neighbour toward its keyframe is then filled (the nearest keyframe of every
+    # frame in between is the same one).
+    for i in np.argsort(np.abs(others - source), kind="stable"):
+        frame, keyframe = int(others[i]), int(source[i])
+        origin = frame + int(np.sign(keyframe - frame)) if warper is not None and chain else keyframe
+        moved, moved_changed = labels[origin], changed.get(origin)
+        if warper is not None:
+            maps = [moved] if previous is None else [moved, moved_changed]
+            moved, *rest = warper.warp(frame, origin, *maps)
+            moved_changed = rest[0] if rest else None
+        if previous is None:
+            labels[frame] = moved
+        else:
+            changed[frame] = moved_changed
+            labels[frame] = np.where(moved_changed, moved, previous[frame])
 
 
 def nearest_keyframe(keyframes: np.ndarray, num_frames: int) -> np.ndarray:

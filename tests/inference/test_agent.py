@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
-from agent.config import AgentConfig, FinetuneConfig
+from agent.config import AgentConfig, FinetuneConfig, FlowConfig
 from agent.data.davis import DatasetError, DavisReader
 from agent.inference.agent import InteractiveAgent
 from agent.inference.finetune import EARLY_STOP_WINDOW, finetune
+from agent.inference.flow import FlowWarper
+from agent.inference.propagate import fill_between_keyframes, nearest_keyframe
 from agent.model.checkpoint import save_checkpoint
 from strategies.base import RoundPlan
 from tests.conftest import TINY_MODEL
@@ -226,9 +230,12 @@ def test_step_before_start_and_bad_scribbles(tiny_agent):
         tiny_agent.step({"scribbles": [[{"path": [[2.0, 0.5]], "object_id": 1}], []]})
 
 
-def test_keyframe_round_copies_nearest_keyframe_and_later_rounds_catch_up(tiny_agent, tiny_synthetic_root):
-    """A round with frame_stride computes features and labels of keyframes only; the next full round gives
-    exactly what two full rounds give (the left-out frames are built against the whole pool)."""
+@pytest.mark.parametrize("flow", [False, True])
+def test_keyframe_round_fills_from_nearest_keyframe_and_later_rounds_catch_up(tiny_agent, tiny_synthetic_root, flow):
+    """A round with frame_stride computes features and labels of keyframes only, the other frames take their
+    nearest keyframe's labels (moved along the optical flow, or copied); the next full round gives exactly what
+    two full rounds give (the left-out frames are built against the whole pool)."""
+    tiny_agent.config = dataclasses.replace(tiny_agent.config, flow=FlowConfig(enabled=flow))
     reader = DavisReader(tiny_synthetic_root)
     sequence = reader.sequences("val")[1]
     info = reader.info(sequence)
@@ -243,9 +250,14 @@ def test_keyframe_round_copies_nearest_keyframe_and_later_rounds_catch_up(tiny_a
     sparse = tiny_agent.step(first, RoundPlan(frame_stride=3))
     keyframes = np.flatnonzero(tiny_agent._have_features)
     assert len(keyframes) < len(frames) and {0, len(frames) - 1} <= set(keyframes.tolist())
-    for frame in range(len(frames)):
-        nearest = keyframes[np.abs(keyframes - frame).argmin()]
-        assert np.array_equal(sparse[frame], sparse[nearest])
+    others = np.setdiff1d(np.arange(len(frames)), keyframes)
+    expected = sparse.copy()
+    fill_between_keyframes(expected, others, keyframes[nearest_keyframe(keyframes, len(frames))][others],
+                           warper=FlowWarper(frames, FlowConfig()) if flow else None)
+    assert np.array_equal(sparse, expected)
+    if not flow:
+        for frame in range(len(frames)):
+            assert np.array_equal(sparse[frame], sparse[keyframes[np.abs(keyframes - frame).argmin()]])
     caught_up = tiny_agent.step(second, RoundPlan())
     assert tiny_agent._have_features.all()
 

@@ -39,6 +39,9 @@ def test_estimate_counts_backbone_transfer_and_crf() -> None:
     features = ALL_FEATURES.copy()
     features[[8, 15]] = False
     assert estimate_seconds(keyframes, COSTS, FRAMES, SCRIBBLED, features) == pytest.approx(6 * 1.0 + 2 * 3.0)
+    # The 10 frames between keyframes are filled along the optical flow, at its measured cost.
+    with_fill = RoundCosts(backbone=3.0, transfer=1.0, crf={0.5: 2.0}, fill=0.5)
+    assert estimate_seconds(keyframes, with_fill, FRAMES, SCRIBBLED, features) == pytest.approx(12.0 + 10 * 0.5)
 
 
 def test_crf_cost_at_other_scales_overestimates() -> None:
