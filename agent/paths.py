@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 
 
@@ -12,6 +13,21 @@ def file_in_the_way(path: Path) -> Path | None:
     for candidate in (path, *path.parents):
         if candidate.exists() and not candidate.is_dir():
             return candidate
+    return None
+
+
+def special_file(path: Path) -> str | None:
+    """What `path` is when it exists but is neither a regular file nor a folder, e.g. "a FIFO (named pipe)"
+    (opening one waits for a writer forever) or "a character device" (/dev/zero never ends); None otherwise
+    (links are followed)."""
+    try:
+        mode = path.stat().st_mode
+    except (OSError, ValueError):  # missing, a loop of links, a name too long: the caller's other checks say so
+        return None
+    for test, what in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return what
     return None
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 import session_runner
@@ -134,3 +136,39 @@ def test_sizes_have_upper_bounds_before_any_allocation(cls, field, value, messag
 
     with pytest.raises(ConfigError, match=message):
         getattr(config, cls)(**{field: value})
+
+
+def test_a_config_file_nested_too_deeply_is_one_error(tmp_path):
+    from agent.config import RunConfig, load_config
+
+    path = tmp_path / "deep.yaml"
+    path.write_text("[" * 50000 + "]" * 50000)  # PyYAML recursed until RecursionError (a traceback)
+    with pytest.raises(ConfigError, match="is not valid JSON or YAML \\(nested too deeply to parse\\)"):
+        load_config(RunConfig, [path])
+    with pytest.raises(ConfigError, match="cannot parse the value \\(nested too deeply to parse\\)"):
+        load_config(RunConfig, [], ["session.sequences=" + "[" * 50000 + "]" * 50000])
+
+
+def test_a_huge_config_file_is_refused_before_it_is_parsed(tmp_path, monkeypatch):
+    from agent import config
+    from agent.config import RunConfig, load_config
+
+    path = tmp_path / "huge.yaml"
+    path.write_text("session:\n" + "".join(f"  k{i}: {i}\n" for i in range(100)))
+    monkeypatch.setattr(config, "MAX_CONFIG_BYTES", 100)  # 1 MB in use: a 38 MB file parsed for minutes
+    monkeypatch.setattr(config, "_yaml_load", lambda text: pytest.fail("parsed"))
+    with pytest.raises(ConfigError, match="huge.yaml is .* MB: a configuration is at most"):
+        load_config(RunConfig, [path])
+
+
+@pytest.mark.parametrize(("make", "what"), [
+    (lambda path: os.mkfifo(path), "a FIFO \\(named pipe\\)"),  # reading it waited for a writer forever
+    (lambda path: path.symlink_to("/dev/zero"), "a character device"),  # it was "does not exist"
+])
+def test_a_fifo_or_device_as_config_file_says_so(tmp_path, make, what):
+    from agent.config import read_config_file
+
+    path = tmp_path / "run.yaml"
+    make(path)
+    with pytest.raises(ConfigError, match=f"config file {path} is {what}, not a JSON or YAML file"):
+        read_config_file(path)

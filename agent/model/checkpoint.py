@@ -17,7 +17,7 @@ import torch
 
 from ..config import ConfigError, ModelConfig, from_dict, to_dict
 from ..errors import first_line
-from ..paths import file_in_the_way
+from ..paths import file_in_the_way, special_file
 from .backbones import available_backbones
 from .siamese import SiameseEmbedder, build_model
 
@@ -86,6 +86,9 @@ def save_checkpoint(
 def _read(path: Path) -> dict[str, Any]:
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a directory: name its .pt file (e.g. {path / 'model.pt'})")
+    special = special_file(path)
+    if special:  # it was "does not exist"
+        raise CheckpointError(f"checkpoint {path} is {special}, not a .pt file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -168,3 +170,14 @@ def test_the_command_never_replaces_a_checkpoint_silently(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "usage: python -m agent.model.checkpoint" in capsys.readouterr().out
+
+
+def test_a_fifo_or_device_as_checkpoint_says_so(tmp_path) -> None:
+    from agent.model.checkpoint import read_checkpoint_config
+
+    fifo, device = tmp_path / "model.pt", tmp_path / "zero.pt"
+    os.mkfifo(fifo)
+    device.symlink_to("/dev/zero")
+    for path, what in ((fifo, "a FIFO"), (device, "a character device")):  # both were "does not exist"
+        with pytest.raises(CheckpointError, match=f"checkpoint {path} is {what}"):
+            read_checkpoint_config(path)
