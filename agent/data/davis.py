@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import first_line
-from ..paths import read_json
+from ..paths import read_json, special_file
 
 VOID_LABEL = 255
 # Object ids 1..254: annotations are uint8 palette PNGs whose 255 is void. It also bounds the classes an API
@@ -31,10 +31,21 @@ class DatasetError(ValueError):
 # What PIL raises for a file it cannot open: its decoders raise all of OSError, ValueError and SyntaxError, and a
 # header claiming billions of pixels raises DecompressionBombError (none of them).
 IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+# Pixel modes with more than 8 bits per channel, which PIL's convert("RGB") does not rescale (every pixel white).
+WIDE_MODES = {"I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I": "32-bit integer",
+              "F": "32-bit float"}
+
+
+def refuse_special_file(path: Path) -> None:
+    """DatasetError for a FIFO or a device where a file belongs: PIL would wait for a FIFO's writer forever."""
+    special = special_file(path)
+    if special:
+        raise DatasetError(f"{path}: {special}, not a regular file")
 
 
 def open_image(path: Path, what: str = "image") -> Image.Image:
     """Image.open, with one DatasetError naming the file for anything PIL cannot open."""
+    refuse_special_file(path)
     try:
         return Image.open(path)
     except IMAGE_ERRORS as error:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -194,6 +195,29 @@ def test_scribble_file_nested_too_deeply_to_parse(root: Path) -> None:
 def test_scribble_file_not_named_with_three_digits_is_an_error_not_ignored(root: Path) -> None:
     shutil.copy(_scribble(root, ONE), _scribble(root, ONE).with_name("2.json"))  # meant as 002.json
     _fails(root, ONE, f"{_scribble(root, ONE).with_name('2.json')}: scribble files are named 001.json")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+@pytest.mark.parametrize("which", ["frame", "annotation"])
+def test_fifo_or_device_frame_is_an_error_not_a_hang(root: Path, which: str, kind: str) -> None:
+    path = (_frame if which == "frame" else _annotation)(root, ONE, 2)
+    path.unlink()
+    os.mkfifo(path) if kind == "fifo" else path.symlink_to("/dev/zero")  # PIL waited for the FIFO's writer
+    _fails(root, ONE, f"{path}: a {'FIFO' if kind == 'fifo' else 'character device'}", "not a regular file")
+
+
+def test_sixteen_bit_frame_is_an_error_not_a_white_frame(root: Path) -> None:
+    path = _frame(root, ONE, 1)  # a 16-bit PNG under a .jpg name: PIL's RGB conversion made it white
+    Image.fromarray(np.full((96, 160), 30000, np.uint16)).save(path, format="PNG")
+    _fails(root, ONE, f"{path}: a I;16 image (16-bit); frames must be 8-bit RGB or grey")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_scribble_file_that_is_a_fifo_or_folder_is_an_error_not_a_sequence_without_scribbles(
+        root: Path, kind: str) -> None:
+    path = _scribble(root, ONE, 2)  # after 001.json: it (and any later file) was left out without a word
+    os.mkfifo(path) if kind == "fifo" else path.mkdir()
+    _fails(root, ONE, f"{path}: {'a FIFO (named pipe)' if kind == 'fifo' else 'a folder'}, not a scribble file")
 
 
 def test_scribble_file_after_a_gap_is_an_error_not_ignored(root: Path) -> None:
