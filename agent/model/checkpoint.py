@@ -75,7 +75,8 @@ def save_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     try:
-        torch.save(payload, tmp)
+        with open(tmp, "wb") as handle:  # torch's own open raised RuntimeError, not OSError (a traceback)
+            torch.save(payload, handle)
         os.replace(tmp, path)  # atomic: a crash mid-save never leaves a truncated checkpoint behind
     finally:
         tmp.unlink(missing_ok=True)  # a save that failed leaves no stray .tmp
@@ -223,12 +224,18 @@ def main(argv: list[str] | None = None) -> int:
         # Checked before the source is read: a finished checkpoint is never replaced silently.
         if destination.is_dir():
             parser.exit(2, f"error: {destination}: is a directory, name the .pt file to write\n")
+        special = special_file(destination)
+        if special:  # --overwrite would have replaced it with a file: /dev/null, as root
+            parser.exit(2, f"error: {destination}: is {special}, name the .pt file to write\n")
         if destination.exists() and not args.overwrite:
             parser.exit(2, f"error: {destination}: exists (an earlier checkpoint?): pass --overwrite or another "
                            "destination\n")
         blocker = file_in_the_way(destination.parent)
         if blocker is not None:
             parser.exit(2, f"error: {blocker}: is a file, {destination} cannot be written below it\n")
+        folder = destination.parent
+        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):  # before the source is read
+            parser.exit(2, f"error: {destination}: cannot write it (no permission to write in {folder})\n")
         model, config, extra = load_checkpoint(args.source)
         save_checkpoint(destination, model, config, extra, half=args.half)
     except CheckpointError as error:
