@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -13,6 +14,18 @@ def file_in_the_way(path: Path) -> Path | None:
     for candidate in (path, *path.parents):
         if candidate.exists() and not candidate.is_dir():
             return candidate
+    return None
+
+
+def unwritable_folder(path: Path) -> Path | None:
+    """The folder that would hold `path` (`path` itself if a folder, else its nearest existing parent) when this
+    user may not create files in it; None when it may, or when there is no such folder (file_in_the_way says
+    why). Checked before any work: the write itself comes after minutes of it."""
+    for candidate in (path, *path.parents):
+        if candidate.is_dir():
+            return None if os.access(candidate, os.W_OK | os.X_OK) else candidate
+        if candidate.exists():
+            return None
     return None
 
 

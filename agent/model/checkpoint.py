@@ -17,7 +17,7 @@ import torch
 
 from ..config import ConfigError, ModelConfig, from_dict, to_dict
 from ..errors import first_line
-from ..paths import file_in_the_way, special_file
+from ..paths import file_in_the_way, special_file, unwritable_folder
 from .backbones import available_backbones
 from .siamese import SiameseEmbedder, build_model
 
@@ -233,8 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         blocker = file_in_the_way(destination.parent)
         if blocker is not None:
             parser.exit(2, f"error: {blocker}: is a file, {destination} cannot be written below it\n")
-        folder = destination.parent
-        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):  # before the source is read
+        folder = unwritable_folder(destination.parent)  # before the source is read
+        if folder is not None:
             parser.exit(2, f"error: {destination}: cannot write it (no permission to write in {folder})\n")
         model, config, extra = load_checkpoint(args.source)
         save_checkpoint(destination, model, config, extra, half=args.half)
