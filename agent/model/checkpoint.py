@@ -94,6 +94,8 @@ def _read(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError as error:  # it was "corrupt or not a checkpoint"
+        raise CheckpointError(f"checkpoint {path} cannot be read ({error.strerror})") from error
     except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as error:
         raise CheckpointError(f"checkpoint {path} is corrupt or not a checkpoint ({first_line(error)})") from error
     except Exception as error:  # noqa: BLE001  (the weights-only unpickler fails on text with e.g. a KeyError)

@@ -203,3 +203,14 @@ def test_the_command_never_replaces_a_device_or_fifo_and_names_an_unwritable_fol
     with pytest.raises(SystemExit) as exit_info:  # torch raised RuntimeError there: a traceback
         main([str(source), str(tmp_path / "new.pt")])
     assert exit_info.value.code == 2 and "cannot write it (no permission to write in" in capsys.readouterr().err
+
+
+def test_a_checkpoint_that_cannot_be_read_says_so(tmp_path, monkeypatch) -> None:
+    path = save_checkpoint(tmp_path / "model.pt", _model())
+
+    def refused(*args, **kwargs):  # tests run as root: a file without read permission simulated
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(torch, "load", refused)
+    with pytest.raises(CheckpointError, match=r"model.pt cannot be read \(Permission denied\)$"):  # not "corrupt"
+        read_checkpoint_config(path)
