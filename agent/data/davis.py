@@ -22,6 +22,11 @@ VOID_LABEL = 255
 # Object ids 1..254: annotations are uint8 palette PNGs whose 255 is void. It also bounds the classes an API
 # caller's scribbles can ask for (an id of 10**9 would allocate 10**9 score maps).
 MAX_OBJECT_ID = VOID_LABEL - 1
+# Points in one scribble dict (a file, or an API round): DAVIS's files hold at most ~4,200, a painted scribble
+# image on a 1080p frame at most ~200,000; rasterising 3 million took a minute per round. A file is read only
+# if its size could hold them (~25 bytes a point).
+MAX_SCRIBBLE_POINTS = 10**6
+MAX_SCRIBBLE_FILE_BYTES = 64 * 2**20
 
 
 class DatasetError(ValueError):
@@ -154,10 +159,7 @@ class DavisReader:
         path = self.scribbles_dir(sequence) / f"{index:03d}.json"
         if not path.is_file():
             raise DatasetError(f"scribble file {path} does not exist")
-        try:
-            data = read_json(path)
-        except ValueError as error:  # also not UTF-8, or nested too deeply
-            raise DatasetError(f"scribble file {path} is not valid JSON ({error})") from error
+        data = read_scribble_file(path)
         validate_scribbles(data, source=str(path))
         return data
 
@@ -178,6 +180,19 @@ class DavisReader:
         )
 
 
+def read_scribble_file(path: Path) -> object:
+    """A scribble file's JSON (not yet validated); DatasetError `<path>: ...` for one too large to be scribbles
+    (checked before it is read) or not JSON."""
+    size = path.stat().st_size
+    if size > MAX_SCRIBBLE_FILE_BYTES:
+        raise DatasetError(f"{path}: {size / 2**20:.0f} MB, more than scribbles take (at most "
+                           f"{MAX_SCRIBBLE_FILE_BYTES // 2**20} MB, {MAX_SCRIBBLE_POINTS:,} points)")
+    try:
+        return read_json(path)
+    except ValueError as error:  # also not UTF-8, or nested too deeply
+        raise DatasetError(f"{path}: not valid JSON ({error})") from error
+
+
 def validate_scribbles(
     data: object, source: str = "scribbles", num_frames: int | None = None, num_objects: int | None = None
 ) -> None:
@@ -189,6 +204,7 @@ def validate_scribbles(
     if num_frames is not None and len(data["scribbles"]) != num_frames:
         raise DatasetError(f"{source}: has {len(data['scribbles'])} frames of strokes, the video has {num_frames}")
     highest = MAX_OBJECT_ID if num_objects is None else num_objects
+    points_seen = 0
     for frame, strokes in enumerate(data["scribbles"]):
         if not isinstance(strokes, list):
             raise DatasetError(f"{source}: frame {frame} must hold a list of strokes")
@@ -204,9 +220,13 @@ def validate_scribbles(
                 what = f"the video has {num_objects} object(s)" if num_objects is not None else \
                     f"object ids are 0..{MAX_OBJECT_ID} ({VOID_LABEL} is DAVIS's void label)"
                 raise DatasetError(f"{source}: frame {frame} has object_id {object_id}, but {what}")
+            points = stroke["path"]
+            points_seen += len(points) if hasattr(points, "__len__") else 0  # counted before each is checked
+            if points_seen > MAX_SCRIBBLE_POINTS:
+                raise DatasetError(f"{source}: more than {MAX_SCRIBBLE_POINTS:,} points by frame {frame} (DAVIS's "
+                                   "scribbles hold a few thousand; each costs time in every round)")
             try:
                 # Only numbers: numpy would read "0.5" and true as coordinates.
-                points = stroke["path"]
                 if not all(isinstance(v, numbers.Real) and not isinstance(v, bool | np.bool_)
                            for point in points for v in point):
                     raise TypeError

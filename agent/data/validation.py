@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import first_line
-from ..paths import read_json, special_file
+from ..paths import special_file
 from .davis import (
     IMAGE_ERRORS,
     VOID_LABEL,
@@ -28,6 +28,7 @@ from .davis import (
     DavisReader,
     SequenceInfo,
     draft_jpeg,
+    read_scribble_file,
     refuse_special_file,
     validate_scribbles,
 )
@@ -162,10 +163,7 @@ def count_scribble_files(reader: DavisReader, sequence: str) -> int:
 
 def check_scribble_file(path: Path, sequence: str, num_frames: int, num_objects: int) -> dict:
     """One scribble file, parsed and checked against the sequence (see davis.validate_scribbles)."""
-    try:
-        data = read_json(path)
-    except ValueError as error:  # also not UTF-8, or nested too deeply
-        raise DatasetError(f"{path}: not valid JSON ({error})") from error
+    data = read_scribble_file(path)
     validate_scribbles(data, source=str(path), num_frames=num_frames, num_objects=num_objects)
     if data.get("sequence") != sequence:  # davisinteractive asserts this
         raise DatasetError(f"{path}: names sequence {data.get('sequence')!r}, expected {sequence!r}")

@@ -265,3 +265,16 @@ def test_subset_without_scribbles_for_the_benchmark(root: Path) -> None:
     assert [info.num_objects for info in infos] == [1, 2, 3]
     with pytest.raises(DatasetError, match="001.json: missing"):
         validate_subset(root, "val")
+
+
+def test_scribbles_with_more_points_than_any_person_draws_are_refused(root: Path, monkeypatch) -> None:
+    from agent.data import davis
+
+    # 3 million points made round 1 take a minute (rasterised one segment at a time), in every round after too
+    path = _edit_scribble(root, ONE, lambda data, frame: data["scribbles"][frame].append(
+        {"path": [[0.5, 0.5]] * 200, "object_id": 1}))
+    monkeypatch.setattr(davis, "MAX_SCRIBBLE_POINTS", 100)
+    _fails(root, ONE, f"{path}: more than 100 points by frame")
+    monkeypatch.setattr(davis, "MAX_SCRIBBLE_FILE_BYTES", 10)  # a file that could hold more is not even read
+    monkeypatch.setattr(davis, "read_json", lambda path: pytest.fail("read"))
+    _fails(root, ONE, f"{path}: 0 MB, more than scribbles take")
