@@ -83,8 +83,9 @@ class DavisReader:
         self.resolution = resolution
         if not self.root.is_dir():
             # a file, or a loop of links, is not "missing": say what it is
-            what = ("is a file, not a folder" if self.root.is_file() else
-                    "is a link that leads nowhere (a loop?)" if self.root.is_symlink() else "does not exist")
+            special = special_file(self.root)
+            what = ("is a file, not a folder" if self.root.is_file() else f"is {special}, not a folder" if special
+                    else "is a link that leads nowhere (a loop?)" if self.root.is_symlink() else "does not exist")
             raise DatasetError(
                 f"DAVIS root {self.root} {what}: pass --davis-root with a DAVIS-format folder "
                 "(JPEGImages/, Annotations/, Scribbles/) or leave it out to use the built-in synthetic data."

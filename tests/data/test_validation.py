@@ -237,6 +237,12 @@ def test_api_scribbles_without_a_count_cap_the_object_id() -> None:
 # --- whole roots ---------------------------------------------------------------------------------------
 
 
+def test_a_fifo_as_root_is_named_not_missing(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "root")  # it was "does not exist"
+    with pytest.raises(DatasetError, match="root is a FIFO \\(named pipe\\), not a folder"):
+        DavisReader(tmp_path / "root")
+
+
 def test_empty_root_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match=r"val.txt: add it"):
         validate_subset(tmp_path, "val")
