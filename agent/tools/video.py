@@ -163,6 +163,10 @@ def _open_file(path: Path) -> VideoSource:
         raise InputError(f"{path}: the video has no frames")
     width, height = (int(v) for v in meta["size"])
     fps = float(meta.get("fps") or 0) or DEFAULT_FPS
+    declared = round(float(meta.get("duration") or 0) * fps)
+    if declared > num_frames + 1:  # a truncated or damaged file: the frames after the damage were dropped unsaid
+        log.warning("%s: FFmpeg decodes %d of the %d frames its header declares (truncated or damaged?): masks "
+                    "are for those %d", path, num_frames, declared, num_frames)
     digits = len(str(num_frames - 1))
     names = [f"{i:0{max(5, digits)}d}" for i in range(num_frames)]
     log.info("%s: %d frames of %dx%d at %.2f fps", path.name, num_frames, width, height, fps)

@@ -56,6 +56,19 @@ def test_a_fifo_as_video_or_frame_is_one_clear_line(tmp_path):
         open_video(folder)
 
 
+def test_a_video_that_decodes_fewer_frames_than_declared_says_so(tmp_path, monkeypatch, caplog):
+    import imageio_ffmpeg
+
+    from tests.tools.conftest import write_mp4
+
+    path = write_mp4(tmp_path / "clip.mp4", np.zeros((12, 16, 16, 3), np.uint8))
+    assert open_video(path).num_frames == 12 and "header declares" not in caplog.text
+    # a truncated file (moov first): FFmpeg decodes the frames before the cut, the rest went unmentioned
+    monkeypatch.setattr(imageio_ffmpeg, "count_frames_and_secs", lambda path: (4, 0.4))
+    assert open_video(path).num_frames == 4
+    assert "FFmpeg decodes 4 of the 12 frames its header declares (truncated or damaged?)" in caplog.text
+
+
 def test_frames_of_different_sizes_are_refused(tmp_path):
     Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(tmp_path / "0.png")
     Image.fromarray(np.zeros((5, 6, 3), np.uint8)).save(tmp_path / "1.png")
