@@ -603,7 +603,10 @@ def _yaml_loader():
 
     class Loader(yaml.SafeLoader):
         def construct_mapping(self, node, deep=False):
-            keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+            # A merge key (`<<: *defaults`) is no key of its own: constructing it failed ("could not determine a
+            # constructor"), and a key it merges may be given again (that one wins).
+            keys = [self.construct_object(key, deep=deep) for key, _ in node.value
+                    if key.tag != "tag:yaml.org,2002:merge"]
             twice = sorted({str(k) for k in keys if keys.count(k) > 1})
             if twice:  # YAML and JSON keep the last silently: an edit that was meant to apply may not
                 raise yaml.constructor.ConstructorError(None, None, f"key(s) {', '.join(twice)} given twice",

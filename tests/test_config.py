@@ -172,3 +172,21 @@ def test_a_fifo_or_device_as_config_file_says_so(tmp_path, make, what):
     make(path)
     with pytest.raises(ConfigError, match=f"config file {path} is {what}, not a JSON or YAML file"):
         read_config_file(path)
+
+
+def test_a_yaml_merge_key_is_read_as_yaml_does(tmp_path):
+    from agent.config import RunConfig, load_config
+
+    path = tmp_path / "run.yaml"  # it was "not valid JSON or YAML (could not determine a constructor ...)"
+    path.write_text("_defaults: &defaults {max_time: 30, max_interactions: 2}\n"
+                    "session:\n  <<: *defaults\n  max_time: 40\n")
+    with pytest.raises(ConfigError, match="unknown key\\(s\\) _defaults"):  # past the YAML reader now
+        load_config(RunConfig, [path])
+    path.write_text("session: &s {max_time: 30}\nagent: {seed: 1}\n")
+    assert load_config(RunConfig, [path]).session.max_time == 30
+    path.write_text("session:\n  <<: {max_time: 30, max_interactions: 2}\n  max_time: 40\n")
+    config = load_config(RunConfig, [path])
+    assert (config.session.max_time, config.session.max_interactions) == (40, 2)
+    path.write_text("session:\n  <<: {max_time: 30}\n  max_time: 40\n  max_time: 50\n")
+    with pytest.raises(ConfigError, match="max_time given twice"):
+        load_config(RunConfig, [path])
