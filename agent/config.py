@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from .errors import first_line
+from .paths import special_file
 
 STRATEGY_AUTO = "auto"
 # Training videos of ../shared/davis held out as our own validation split (robot scribbles,
@@ -30,6 +31,9 @@ MAX_TOPK = 1024  # top-k and correction weight: the defaults are 20 and 3
 MAX_REFERENCE_PIXELS = 2**20  # per class (the default pools 4096); also chunk and pooled-sample sizes
 MAX_GRID_STRIDE = 16  # the decoder's own grid is H/4; H/16 is already 15x27 cells at 240x427
 MAX_DILATION = 64  # grid cells: a stroke's kernel side, the detail band
+# A configuration is a few kB (a run's config.json ~3 kB); PyYAML parses in pure Python (a 38 MB file took
+# minutes), so a larger file is refused before it is read.
+MAX_CONFIG_BYTES = 2**20
 
 
 class ConfigError(ValueError):
@@ -604,7 +608,10 @@ def _yaml_load(text: str):
     follows YAML 1.1, which needs a dot and a signed exponent), and a key given twice is an error."""
     import yaml
 
-    return yaml.load(text, Loader=_yaml_loader())  # noqa: S506 (a SafeLoader subclass)
+    try:
+        return yaml.load(text, Loader=_yaml_loader())  # noqa: S506 (a SafeLoader subclass)
+    except RecursionError as error:  # [[[[...]]]] 50000 deep: PyYAML's parser recurses per level
+        raise yaml.YAMLError("nested too deeply to parse") from error
 
 
 @functools.cache
@@ -616,7 +623,10 @@ def _yaml_loader():
 
     class Loader(yaml.SafeLoader):
         def construct_mapping(self, node, deep=False):
-            keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+            # A merge key (`<<: *defaults`) is no key of its own: constructing it failed ("could not determine a
+            # constructor"), and a key it merges may be given again (that one wins).
+            keys = [self.construct_object(key, deep=deep) for key, _ in node.value
+                    if key.tag != "tag:yaml.org,2002:merge"]
             twice = sorted({str(k) for k in keys if keys.count(k) > 1})
             if twice:  # YAML and JSON keep the last silently: an edit that was meant to apply may not
                 raise yaml.constructor.ConstructorError(None, None, f"key(s) {', '.join(twice)} given twice",
@@ -641,8 +651,15 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"config file {path} is a directory, not a JSON or YAML file")
+    special = special_file(path)
+    if special:  # a FIFO would wait for a writer, /dev/zero never ends
+        raise ConfigError(f"config file {path} is {special}, not a JSON or YAML file")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is {size / 2**20:.1f} MB: a configuration is at most "
+                          f"{MAX_CONFIG_BYTES // 2**20} MB (a run's config.json is a few kB)")
     try:
         data = _yaml_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as error:

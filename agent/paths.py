@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 
@@ -12,6 +14,33 @@ def file_in_the_way(path: Path) -> Path | None:
     for candidate in (path, *path.parents):
         if candidate.exists() and not candidate.is_dir():
             return candidate
+    return None
+
+
+def unwritable_folder(path: Path) -> Path | None:
+    """The folder that would hold `path` (`path` itself if a folder, else its nearest existing parent) when this
+    user may not create files in it; None when it may, or when there is no such folder (file_in_the_way says
+    why). Checked before any work: the write itself comes after minutes of it."""
+    for candidate in (path, *path.parents):
+        if candidate.is_dir():
+            return None if os.access(candidate, os.W_OK | os.X_OK) else candidate
+        if candidate.exists():
+            return None
+    return None
+
+
+def special_file(path: Path) -> str | None:
+    """What `path` is when it exists but is neither a regular file nor a folder, e.g. "a FIFO (named pipe)"
+    (opening one waits for a writer forever) or "a character device" (/dev/zero never ends); None otherwise
+    (links are followed)."""
+    try:
+        mode = path.stat().st_mode
+    except (OSError, ValueError):  # missing, a loop of links, a name too long: the caller's other checks say so
+        return None
+    for test, what in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return what
     return None
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 import session_runner
@@ -134,3 +136,57 @@ def test_sizes_have_upper_bounds_before_any_allocation(cls, field, value, messag
 
     with pytest.raises(ConfigError, match=message):
         getattr(config, cls)(**{field: value})
+
+
+def test_a_config_file_nested_too_deeply_is_one_error(tmp_path):
+    from agent.config import RunConfig, load_config
+
+    path = tmp_path / "deep.yaml"
+    path.write_text("[" * 50000 + "]" * 50000)  # PyYAML recursed until RecursionError (a traceback)
+    with pytest.raises(ConfigError, match="is not valid JSON or YAML \\(nested too deeply to parse\\)"):
+        load_config(RunConfig, [path])
+    with pytest.raises(ConfigError, match="cannot parse the value \\(nested too deeply to parse\\)"):
+        load_config(RunConfig, [], ["session.sequences=" + "[" * 50000 + "]" * 50000])
+
+
+def test_a_huge_config_file_is_refused_before_it_is_parsed(tmp_path, monkeypatch):
+    from agent import config
+    from agent.config import RunConfig, load_config
+
+    path = tmp_path / "huge.yaml"
+    path.write_text("session:\n" + "".join(f"  k{i}: {i}\n" for i in range(100)))
+    monkeypatch.setattr(config, "MAX_CONFIG_BYTES", 100)  # 1 MB in use: a 38 MB file parsed for minutes
+    monkeypatch.setattr(config, "_yaml_load", lambda text: pytest.fail("parsed"))
+    with pytest.raises(ConfigError, match="huge.yaml is .* MB: a configuration is at most"):
+        load_config(RunConfig, [path])
+
+
+@pytest.mark.parametrize(("make", "what"), [
+    (lambda path: os.mkfifo(path), "a FIFO \\(named pipe\\)"),  # reading it waited for a writer forever
+    (lambda path: path.symlink_to("/dev/zero"), "a character device"),  # it was "does not exist"
+])
+def test_a_fifo_or_device_as_config_file_says_so(tmp_path, make, what):
+    from agent.config import read_config_file
+
+    path = tmp_path / "run.yaml"
+    make(path)
+    with pytest.raises(ConfigError, match=f"config file {path} is {what}, not a JSON or YAML file"):
+        read_config_file(path)
+
+
+def test_a_yaml_merge_key_is_read_as_yaml_does(tmp_path):
+    from agent.config import RunConfig, load_config
+
+    path = tmp_path / "run.yaml"  # it was "not valid JSON or YAML (could not determine a constructor ...)"
+    path.write_text("_defaults: &defaults {max_time: 30, max_interactions: 2}\n"
+                    "session:\n  <<: *defaults\n  max_time: 40\n")
+    with pytest.raises(ConfigError, match="unknown key\\(s\\) _defaults"):  # past the YAML reader now
+        load_config(RunConfig, [path])
+    path.write_text("session: &s {max_time: 30}\nagent: {seed: 1}\n")
+    assert load_config(RunConfig, [path]).session.max_time == 30
+    path.write_text("session:\n  <<: {max_time: 30, max_interactions: 2}\n  max_time: 40\n")
+    config = load_config(RunConfig, [path])
+    assert (config.session.max_time, config.session.max_interactions) == (40, 2)
+    path.write_text("session:\n  <<: {max_time: 30}\n  max_time: 40\n  max_time: 50\n")
+    with pytest.raises(ConfigError, match="max_time given twice"):
+        load_config(RunConfig, [path])

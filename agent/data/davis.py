@@ -16,12 +16,17 @@ import numpy as np
 from PIL import Image
 
 from ..errors import first_line
-from ..paths import read_json
+from ..paths import read_json, special_file
 
 VOID_LABEL = 255
 # Object ids 1..254: annotations are uint8 palette PNGs whose 255 is void. It also bounds the classes an API
 # caller's scribbles can ask for (an id of 10**9 would allocate 10**9 score maps).
 MAX_OBJECT_ID = VOID_LABEL - 1
+# Points in one scribble dict (a file, or an API round): DAVIS's files hold at most ~4,200, a painted scribble
+# image on a 1080p frame at most ~200,000; rasterising 3 million took a minute per round. A file is read only
+# if its size could hold them (~25 bytes a point).
+MAX_SCRIBBLE_POINTS = 10**6
+MAX_SCRIBBLE_FILE_BYTES = 64 * 2**20
 
 
 class DatasetError(ValueError):
@@ -31,10 +36,21 @@ class DatasetError(ValueError):
 # What PIL raises for a file it cannot open: its decoders raise all of OSError, ValueError and SyntaxError, and a
 # header claiming billions of pixels raises DecompressionBombError (none of them).
 IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+# Pixel modes with more than 8 bits per channel, which PIL's convert("RGB") does not rescale (every pixel white).
+WIDE_MODES = {"I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I": "32-bit integer",
+              "F": "32-bit float"}
+
+
+def refuse_special_file(path: Path) -> None:
+    """DatasetError for a FIFO or a device where a file belongs: PIL would wait for a FIFO's writer forever."""
+    special = special_file(path)
+    if special:
+        raise DatasetError(f"{path}: {special}, not a regular file")
 
 
 def open_image(path: Path, what: str = "image") -> Image.Image:
     """Image.open, with one DatasetError naming the file for anything PIL cannot open."""
+    refuse_special_file(path)
     try:
         return Image.open(path)
     except IMAGE_ERRORS as error:
@@ -67,8 +83,9 @@ class DavisReader:
         self.resolution = resolution
         if not self.root.is_dir():
             # a file, or a loop of links, is not "missing": say what it is
-            what = ("is a file, not a folder" if self.root.is_file() else
-                    "is a link that leads nowhere (a loop?)" if self.root.is_symlink() else "does not exist")
+            special = special_file(self.root)
+            what = ("is a file, not a folder" if self.root.is_file() else f"is {special}, not a folder" if special
+                    else "is a link that leads nowhere (a loop?)" if self.root.is_symlink() else "does not exist")
             raise DatasetError(
                 f"DAVIS root {self.root} {what}: pass --davis-root with a DAVIS-format folder "
                 "(JPEGImages/, Annotations/, Scribbles/) or leave it out to use the built-in synthetic data."
@@ -143,10 +160,7 @@ class DavisReader:
         path = self.scribbles_dir(sequence) / f"{index:03d}.json"
         if not path.is_file():
             raise DatasetError(f"scribble file {path} does not exist")
-        try:
-            data = read_json(path)
-        except ValueError as error:  # also not UTF-8, or nested too deeply
-            raise DatasetError(f"scribble file {path} is not valid JSON ({error})") from error
+        data = read_scribble_file(path)
         validate_scribbles(data, source=str(path))
         return data
 
@@ -167,6 +181,19 @@ class DavisReader:
         )
 
 
+def read_scribble_file(path: Path) -> object:
+    """A scribble file's JSON (not yet validated); DatasetError `<path>: ...` for one too large to be scribbles
+    (checked before it is read) or not JSON."""
+    size = path.stat().st_size
+    if size > MAX_SCRIBBLE_FILE_BYTES:
+        raise DatasetError(f"{path}: {size / 2**20:.0f} MB, more than scribbles take (at most "
+                           f"{MAX_SCRIBBLE_FILE_BYTES // 2**20} MB, {MAX_SCRIBBLE_POINTS:,} points)")
+    try:
+        return read_json(path)
+    except ValueError as error:  # also not UTF-8, or nested too deeply
+        raise DatasetError(f"{path}: not valid JSON ({error})") from error
+
+
 def validate_scribbles(
     data: object, source: str = "scribbles", num_frames: int | None = None, num_objects: int | None = None
 ) -> None:
@@ -178,6 +205,7 @@ def validate_scribbles(
     if num_frames is not None and len(data["scribbles"]) != num_frames:
         raise DatasetError(f"{source}: has {len(data['scribbles'])} frames of strokes, the video has {num_frames}")
     highest = MAX_OBJECT_ID if num_objects is None else num_objects
+    points_seen = 0
     for frame, strokes in enumerate(data["scribbles"]):
         if not isinstance(strokes, list):
             raise DatasetError(f"{source}: frame {frame} must hold a list of strokes")
@@ -193,9 +221,13 @@ def validate_scribbles(
                 what = f"the video has {num_objects} object(s)" if num_objects is not None else \
                     f"object ids are 0..{MAX_OBJECT_ID} ({VOID_LABEL} is DAVIS's void label)"
                 raise DatasetError(f"{source}: frame {frame} has object_id {object_id}, but {what}")
+            points = stroke["path"]
+            points_seen += len(points) if hasattr(points, "__len__") else 0  # counted before each is checked
+            if points_seen > MAX_SCRIBBLE_POINTS:
+                raise DatasetError(f"{source}: more than {MAX_SCRIBBLE_POINTS:,} points by frame {frame} (DAVIS's "
+                                   "scribbles hold a few thousand; each costs time in every round)")
             try:
                 # Only numbers: numpy would read "0.5" and true as coordinates.
-                points = stroke["path"]
                 if not all(isinstance(v, numbers.Real) and not isinstance(v, bool | np.bool_)
                            for point in points for v in point):
                     raise TypeError

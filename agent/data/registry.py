@@ -165,6 +165,8 @@ def _misfiled(reader: DavisReader, name: str) -> str | None:
             return (f"{frames}: no .jpg frame (it holds {', '.join(others)} files): frames must be 00000.jpg, "
                     "00001.jpg, ...")
     annotations = reader.annotations_dir(name)
+    if annotations.is_dir():
+        next(annotations.iterdir(), None)  # an unreadable folder: PermissionError (glob would find it empty)
     if frames.is_dir() and annotations.is_dir() and not reader.annotation_paths(name):
         return f"{annotations}: no .png annotation: annotations must be 00000.png, 00001.png, ..."
     return None

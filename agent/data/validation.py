@@ -19,14 +19,17 @@ import numpy as np
 from PIL import Image
 
 from ..errors import first_line
-from ..paths import read_json
+from ..paths import special_file
 from .davis import (
     IMAGE_ERRORS,
     VOID_LABEL,
+    WIDE_MODES,
     DatasetError,
     DavisReader,
     SequenceInfo,
     draft_jpeg,
+    read_scribble_file,
+    refuse_special_file,
     validate_scribbles,
 )
 
@@ -56,6 +59,7 @@ def check_numbering(folder: Path, paths: list[Path], suffix: str, why: str) -> N
 def _decode(path: Path, what: str) -> tuple[tuple[int, int], np.ndarray | None]:
     """(width, height) from the header and, for PNGs, the pixels; every byte is decoded (a truncated or empty
     file fails here, not inside the session)."""
+    refuse_special_file(path)  # a FIFO hung the run here
     try:
         with Image.open(path) as image:
             size = image.size
@@ -63,6 +67,9 @@ def _decode(path: Path, what: str) -> tuple[tuple[int, int], np.ndarray | None]:
                 if image.mode not in ("P", "L"):
                     raise DatasetError(f"{path}: a {image.mode} image, expected a palette (or grey) PNG of object ids")
                 return size, np.asarray(image, dtype=np.uint8)
+            if image.mode in WIDE_MODES:  # e.g. a 16-bit PNG named .jpg: it was played as a white video
+                raise DatasetError(f"{path}: a {image.mode} image ({WIDE_MODES[image.mode]}); frames must be 8-bit "
+                                   "RGB or grey")
             draft_jpeg(image)
             image.load()
             return size, None
@@ -141,6 +148,9 @@ def count_scribble_files(reader: DavisReader, sequence: str) -> int:
     while (reader.scribbles_dir(sequence) / f"{count + 1:03d}.json").is_file():
         count += 1
     folder = reader.scribbles_dir(sequence)
+    after = folder / f"{count + 1:03d}.json"
+    if after.is_dir() or special_file(after):  # it and every later file were left out without a word
+        raise DatasetError(f"{after}: {special_file(after) or 'a folder'}, not a scribble file")
     misnamed = sorted(p for p in folder.glob("*.json") if not (len(p.stem) == 3 and p.stem.isdigit()))
     if misnamed:  # e.g. 1.json for 001.json: it would never be played
         raise DatasetError(f"{misnamed[0]}: scribble files are named 001.json, 002.json, ... (three digits)")
@@ -153,10 +163,7 @@ def count_scribble_files(reader: DavisReader, sequence: str) -> int:
 
 def check_scribble_file(path: Path, sequence: str, num_frames: int, num_objects: int) -> dict:
     """One scribble file, parsed and checked against the sequence (see davis.validate_scribbles)."""
-    try:
-        data = read_json(path)
-    except ValueError as error:  # also not UTF-8, or nested too deeply
-        raise DatasetError(f"{path}: not valid JSON ({error})") from error
+    data = read_scribble_file(path)
     validate_scribbles(data, source=str(path), num_frames=num_frames, num_objects=num_objects)
     if data.get("sequence") != sequence:  # davisinteractive asserts this
         raise DatasetError(f"{path}: names sequence {data.get('sequence')!r}, expected {sequence!r}")

@@ -40,7 +40,7 @@ from ..model.backbones import WeightsUnavailableError
 from ..model.checkpoint import CheckpointError, default_checkpoint_path, load_checkpoint
 from ..model.onnx_backbone import OnnxBackbone, onnxruntime_available
 from ..model.siamese import SiameseEmbedder, build_model, inference_size
-from ..paths import file_in_the_way
+from ..paths import file_in_the_way, special_file
 from .one_shot import one_shot_benchmark
 from .outputs import OutputDirError, atomic_write_text
 
@@ -206,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
                 validate_sequence(reader, sequence, scribbles=False)
         if args.output.is_dir():
             raise OutputDirError(f"{args.output}: is a directory, --output is the JSON file to write")
+        if special_file(args.output):  # it would be replaced by a file once measured: /dev/null, as root
+            raise OutputDirError(f"{args.output}: is {special_file(args.output)}, --output is the JSON file to write")
         blocker = file_in_the_way(args.output.parent)  # an earlier --output file is fine: it is replaced
         if blocker is not None:
             raise OutputDirError(f"{blocker}: is a file, not a directory (--output {args.output})")

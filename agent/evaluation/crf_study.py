@@ -34,6 +34,7 @@ from ..errors import first_line
 from ..inference.crf import refine_frames
 from ..inference.plan import Strategy, plan_round
 from ..inference.predictor import Predictor
+from ..paths import special_file
 from .robot_play import frame_jaccard, next_scribble, stroke_frames
 from .study_inputs import variant_assignments
 
@@ -74,6 +75,8 @@ class CapturedSample:
     @classmethod
     def load(cls, path: Path) -> CapturedSample:
         sequence, _, scribble = path.stem.rpartition("-")
+        if special_file(path):  # np.load waited for a FIFO's writer forever
+            raise DatasetError(f"{path}: {special_file(path)}, not a captured sample")
         # np.load reads anything that is not a zip as .npy or a pickle: say what the file is instead.
         if path.is_file() and not zipfile.is_zipfile(path):
             what = "empty file" if path.stat().st_size == 0 else "not an .npz (zip) archive"

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -19,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..paths import unused_path
+from ..paths import special_file, unused_path
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,9 @@ def publish(target: OutputTarget) -> Path:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside `path` to write to; renamed to `path` when the block succeeds, removed if not."""
     path = Path(path)
+    special = special_file(path)
+    if special:  # os.replace would put a file in its place: /dev/null itself, as root
+        raise OSError(errno.EINVAL, f"is {special}, not a file results can replace", str(path))
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
     os.close(handle)
     tmp = Path(tmp)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import os_error_line
-from ..paths import file_in_the_way, read_json
+from ..paths import file_in_the_way, read_json, special_file
 from .outputs import atomic_path
 
 log = logging.getLogger(__name__)
@@ -316,6 +316,8 @@ def _main(argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     if args.output.is_dir():
         parser.exit(2, f"error: --output {args.output}: is a directory, not an image file\n")
+    if special_file(args.output):  # a FIFO: savefig waited for a reader forever
+        parser.exit(2, f"error: --output {args.output}: is {special_file(args.output)}, not an image file\n")
     if args.output.suffix.lower() not in PLOT_SUFFIXES:
         parser.exit(2, f"error: --output {args.output}: name the image file ({', '.join(PLOT_SUFFIXES)})\n")
     blocker = file_in_the_way(args.output.parent)

@@ -164,6 +164,45 @@ MAX_BODY_BYTES = 64 * 2**20
 StrictNumber = Annotated[float, Field(strict=True)]
 
 
+class BodyLimit:
+    """ASGI middleware: a request body over MAX_BODY_BYTES is answered 413 before any route reads it, from its
+    Content-Length, or, without one (Transfer-Encoding: chunked, which FastAPI would read whole into memory),
+    as soon as the bytes received pass the limit; the rest is never read. A body within it is passed on."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = f"{MAX_BODY_BYTES // 2**20} MB (a round's masks are RLE-encoded)"
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None:  # the server reads exactly that many bytes, no more
+            text = declared.decode("latin-1")
+            if not text.isdigit() or int(text) > MAX_BODY_BYTES:
+                await _error(413, "ValueError", f"the request declares {text!r} bytes: at most {limit}")(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
+            return
+        messages, size = [], 0
+        while True:
+            message = await receive()
+            size += len(message.get("body", b""))
+            if size > MAX_BODY_BYTES:
+                await _error(413, "ValueError", f"the request body is larger than {limit}")(scope, receive, send)
+                return
+            messages.append(message)
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                break
+        pending = iter(messages)
+
+        async def replay():
+            return next(pending, None) or await receive()
+
+        await self.app(scope, replay, send)
+
+
 class Interaction(BaseModel):
     sequence: StrictStr
     scribble_idx: StrictInt
@@ -183,16 +222,12 @@ def create_app(config: ServerConfig, root: str | Path) -> FastAPI:
     app = FastAPI(title="DAVIS Interactive evaluation server (local)", docs_url=None, redoc_url=None)
     app.state.registration = registration
 
+    app.add_middleware(BodyLimit)  # inside log_request (added after it runs first), so a 413 is logged too
+
     @app.middleware("http")
     async def log_request(request: Request, call_next):
         started, status = time.perf_counter(), 500
         try:
-            declared = request.headers.get("content-length", "0")
-            if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:  # refused before it is read
-                response = _error(413, "ValueError", f"the request declares {declared!r} bytes: at most "
-                                                     f"{MAX_BODY_BYTES // 2**20} MB (a round's masks are RLE-encoded)")
-                status = response.status_code
-                return response
             response = await call_next(request)
             status = response.status_code
             return response

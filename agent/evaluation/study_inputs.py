@@ -12,7 +12,7 @@ from ..config import MAX_INTERACTIONS_LIMIT, ConfigError
 from ..data.davis import DatasetError, DavisReader, SequenceInfo
 from ..errors import os_error_line
 from ..inference.plan import Strategy
-from ..paths import file_in_the_way
+from ..paths import file_in_the_way, special_file
 from .outputs import OutputDirError, replaced_input
 
 
@@ -57,6 +57,8 @@ def check_output_file(output: Path, overwrite: bool, results: str, inputs: tuple
     checkpoint, cached samples) or a file inside one."""
     if output.is_dir():
         raise OutputDirError(f"{output}: is a directory, --output is the CSV file to write")
+    if special_file(output):  # --overwrite would replace it with a file: /dev/null, as root
+        raise OutputDirError(f"{output}: is {special_file(output)}, --output is the CSV file to write")
     if output.exists() and not overwrite:
         raise OutputDirError(f"{output}: exists (an earlier {results}?): pass --overwrite or another --output")
     source = replaced_input(output, inputs) if output.exists() else None

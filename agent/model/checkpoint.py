@@ -17,7 +17,7 @@ import torch
 
 from ..config import ConfigError, ModelConfig, from_dict, to_dict
 from ..errors import first_line
-from ..paths import file_in_the_way
+from ..paths import file_in_the_way, special_file, unwritable_folder
 from .backbones import available_backbones
 from .siamese import SiameseEmbedder, build_model
 
@@ -75,7 +75,8 @@ def save_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     try:
-        torch.save(payload, tmp)
+        with open(tmp, "wb") as handle:  # torch's own open raised RuntimeError, not OSError (a traceback)
+            torch.save(payload, handle)
         os.replace(tmp, path)  # atomic: a crash mid-save never leaves a truncated checkpoint behind
     finally:
         tmp.unlink(missing_ok=True)  # a save that failed leaves no stray .tmp
@@ -86,10 +87,15 @@ def save_checkpoint(
 def _read(path: Path) -> dict[str, Any]:
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a directory: name its .pt file (e.g. {path / 'model.pt'})")
+    special = special_file(path)
+    if special:  # it was "does not exist"
+        raise CheckpointError(f"checkpoint {path} is {special}, not a .pt file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError as error:  # it was "corrupt or not a checkpoint"
+        raise CheckpointError(f"checkpoint {path} cannot be read ({error.strerror})") from error
     except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as error:
         raise CheckpointError(f"checkpoint {path} is corrupt or not a checkpoint ({first_line(error)})") from error
     except Exception as error:  # noqa: BLE001  (the weights-only unpickler fails on text with e.g. a KeyError)
@@ -220,12 +226,18 @@ def main(argv: list[str] | None = None) -> int:
         # Checked before the source is read: a finished checkpoint is never replaced silently.
         if destination.is_dir():
             parser.exit(2, f"error: {destination}: is a directory, name the .pt file to write\n")
+        special = special_file(destination)
+        if special:  # --overwrite would have replaced it with a file: /dev/null, as root
+            parser.exit(2, f"error: {destination}: is {special}, name the .pt file to write\n")
         if destination.exists() and not args.overwrite:
             parser.exit(2, f"error: {destination}: exists (an earlier checkpoint?): pass --overwrite or another "
                            "destination\n")
         blocker = file_in_the_way(destination.parent)
         if blocker is not None:
             parser.exit(2, f"error: {blocker}: is a file, {destination} cannot be written below it\n")
+        folder = unwritable_folder(destination.parent)  # before the source is read
+        if folder is not None:
+            parser.exit(2, f"error: {destination}: cannot write it (no permission to write in {folder})\n")
         model, config, extra = load_checkpoint(args.source)
         save_checkpoint(destination, model, config, extra, half=args.half)
     except CheckpointError as error:

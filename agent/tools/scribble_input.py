@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..data.davis import IMAGE_ERRORS, DatasetError, validate_scribbles
+from ..data.davis import IMAGE_ERRORS, DatasetError, read_scribble_file, validate_scribbles
 from ..data.synthetic import davis_palette
-from ..paths import read_json
+from ..paths import special_file
 from .video import IMAGE_SUFFIXES, InputError, VideoSource, natural_key, user_path
 
 NO_SCRIBBLE = -1
@@ -57,6 +57,8 @@ def load_scribbles(path: str | Path, video: VideoSource) -> dict:
     path = user_path(path)
     if not path.exists():
         raise InputError(f"{path}: no such scribble file or folder")
+    if special_file(path):
+        raise InputError(f"{path}: {special_file(path)}, not a scribble file or folder")
     if path.is_file() and path.suffix.lower() == ".json":
         scribbles = _load_json(path, video.num_frames)
     else:
@@ -75,10 +77,7 @@ def load_scribbles(path: str | Path, video: VideoSource) -> dict:
 
 def _load_json(path: Path, num_frames: int) -> dict:
     try:
-        data = read_json(path)
-    except ValueError as error:  # also not UTF-8, or nested too deeply
-        raise InputError(f"{path}: not valid JSON ({error})") from error
-    try:
+        data = read_scribble_file(path)
         validate_scribbles(data, source=str(path))
     except DatasetError as error:
         raise InputError(str(error)) from error

@@ -15,8 +15,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ..data.davis import IMAGE_ERRORS, draft_jpeg
+from ..data.davis import IMAGE_ERRORS, WIDE_MODES, draft_jpeg
 from ..errors import first_line
+from ..paths import special_file
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +29,6 @@ DEFAULT_WORKING_SIDE = 480
 DEFAULT_MAX_UPLOAD_MB = 2048
 JPEG_QUALITY = 95
 DEFAULT_FPS = 24.0
-# Pixel modes with more than 8 bits per channel, which PIL's convert("RGB") does not rescale.
-WIDE_MODES = {"I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I": "32-bit integer",
-              "F": "32-bit float"}
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -107,14 +105,20 @@ def open_video(path: str | Path) -> VideoSource:
     path = user_path(path)
     if not path.exists():
         raise InputError(f"{path}: no such video file or folder of frames")
+    special = special_file(path)
+    if special:  # FFmpeg waited 10 s for a FIFO's writer, then said "not a video"
+        raise InputError(f"{path}: {special}, not a video file or folder of frames")
     if path.is_dir():
         return _open_folder(path)
     return _open_file(path)
 
 
 def _open_folder(path: Path) -> VideoSource:
-    paths = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
-                   key=natural_key)
+    images = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+    for image_path in images:  # a FIFO or device named as a frame was left out: every later frame shifted
+        if special_file(image_path):
+            raise InputError(f"{image_path}: {special_file(image_path)}, not a frame image")
+    paths = sorted((p for p in images if p.is_file()), key=natural_key)
     if not paths:
         raise InputError(f"{path}: no frame images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
     first = None
@@ -159,6 +163,10 @@ def _open_file(path: Path) -> VideoSource:
         raise InputError(f"{path}: the video has no frames")
     width, height = (int(v) for v in meta["size"])
     fps = float(meta.get("fps") or 0) or DEFAULT_FPS
+    declared = round(float(meta.get("duration") or 0) * fps)
+    if declared > num_frames + 1:  # a truncated or damaged file: the frames after the damage were dropped unsaid
+        log.warning("%s: FFmpeg decodes %d of the %d frames its header declares (truncated or damaged?): masks "
+                    "are for those %d", path, num_frames, declared, num_frames)
     digits = len(str(num_frames - 1))
     names = [f"{i:0{max(5, digits)}d}" for i in range(num_frames)]
     log.info("%s: %d frames of %dx%d at %.2f fps", path.name, num_frames, width, height, fps)

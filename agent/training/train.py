@@ -57,7 +57,7 @@ from ..model.backbones import WeightsUnavailableError
 from ..model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..model.siamese import SiameseEmbedder, build_model
 from ..model.similarity import Pooled, pair_loss, sample_pixels, topk_loss
-from ..paths import file_in_the_way
+from ..paths import file_in_the_way, special_file, unwritable_folder
 from .data import load_training_set, training_sequences
 from .strokes import stroke_labels
 
@@ -414,6 +414,13 @@ def check_output_dir(output_dir: Path, resume: bool) -> None:
     blocker = file_in_the_way(output_dir)
     if blocker is not None:
         raise ValueError(f"{blocker}: is a file, not a directory (--output-dir {output_dir})")
+    folder = unwritable_folder(output_dir)  # found when the first file was written, after the videos were read
+    if folder is not None:
+        raise ValueError(f"{output_dir}: cannot write there (no permission to write in {folder}); pass another "
+                         "--output-dir")
+    state = output_dir / "last.pt"
+    if resume and state.exists() and not state.is_file():  # it was "no last.pt": a fresh start over it
+        raise ValueError(f"{state}: {special_file(state) or 'a folder'}, not a checkpoint to resume from")
     # losses.csv alone: a run stopped before its first checkpoint; a new one would write over its log
     earlier = [name for name in ("model.pt", "last.pt", "losses.csv") if (output_dir / name).exists()]
     if earlier and not resume:

@@ -365,3 +365,19 @@ def test_real_session_runs_without_download(no_network: None, tmp_path: Path) ->
     summary = session.get_global_summary()
     assert summary["metric_at_threshold"]["J"] == pytest.approx(1.0)
     assert len(list(tmp_path.glob("*.csv"))) == 1
+
+
+def test_an_unreadable_annotation_folder_says_so(custom_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # glob finds nothing in a folder it may not list: it read "no .png annotation" (tests run as root, so the
+    # folder's refusal is simulated)
+    folder = custom_root / "Annotations" / "480p" / "beta"
+    listing = Path.iterdir
+
+    def iterdir(path: Path):
+        if path == folder:
+            raise PermissionError(13, "Permission denied", str(folder))
+        return listing(path)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    with pytest.raises(PermissionError, match="Permission denied"):
+        registry.register_dataset(custom_root, "val")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -196,6 +197,29 @@ def test_scribble_file_not_named_with_three_digits_is_an_error_not_ignored(root:
     _fails(root, ONE, f"{_scribble(root, ONE).with_name('2.json')}: scribble files are named 001.json")
 
 
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+@pytest.mark.parametrize("which", ["frame", "annotation"])
+def test_fifo_or_device_frame_is_an_error_not_a_hang(root: Path, which: str, kind: str) -> None:
+    path = (_frame if which == "frame" else _annotation)(root, ONE, 2)
+    path.unlink()
+    os.mkfifo(path) if kind == "fifo" else path.symlink_to("/dev/zero")  # PIL waited for the FIFO's writer
+    _fails(root, ONE, f"{path}: a {'FIFO' if kind == 'fifo' else 'character device'}", "not a regular file")
+
+
+def test_sixteen_bit_frame_is_an_error_not_a_white_frame(root: Path) -> None:
+    path = _frame(root, ONE, 1)  # a 16-bit PNG under a .jpg name: PIL's RGB conversion made it white
+    Image.fromarray(np.full((96, 160), 30000, np.uint16)).save(path, format="PNG")
+    _fails(root, ONE, f"{path}: a I;16 image (16-bit); frames must be 8-bit RGB or grey")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_scribble_file_that_is_a_fifo_or_folder_is_an_error_not_a_sequence_without_scribbles(
+        root: Path, kind: str) -> None:
+    path = _scribble(root, ONE, 2)  # after 001.json: it (and any later file) was left out without a word
+    os.mkfifo(path) if kind == "fifo" else path.mkdir()
+    _fails(root, ONE, f"{path}: {'a FIFO (named pipe)' if kind == 'fifo' else 'a folder'}, not a scribble file")
+
+
 def test_scribble_file_after_a_gap_is_an_error_not_ignored(root: Path) -> None:
     shutil.copy(_scribble(root, ONE), _scribble(root, ONE, 3))  # 003.json without 002.json: never played
     _fails(root, ONE, f"{_scribble(root, ONE, 3)}: 002.json is missing")
@@ -211,6 +235,12 @@ def test_api_scribbles_without_a_count_cap_the_object_id() -> None:
 
 
 # --- whole roots ---------------------------------------------------------------------------------------
+
+
+def test_a_fifo_as_root_is_named_not_missing(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "root")  # it was "does not exist"
+    with pytest.raises(DatasetError, match="root is a FIFO \\(named pipe\\), not a folder"):
+        DavisReader(tmp_path / "root")
 
 
 def test_empty_root_is_one_line(tmp_path: Path) -> None:
@@ -241,3 +271,16 @@ def test_subset_without_scribbles_for_the_benchmark(root: Path) -> None:
     assert [info.num_objects for info in infos] == [1, 2, 3]
     with pytest.raises(DatasetError, match="001.json: missing"):
         validate_subset(root, "val")
+
+
+def test_scribbles_with_more_points_than_any_person_draws_are_refused(root: Path, monkeypatch) -> None:
+    from agent.data import davis
+
+    # 3 million points made round 1 take a minute (rasterised one segment at a time), in every round after too
+    path = _edit_scribble(root, ONE, lambda data, frame: data["scribbles"][frame].append(
+        {"path": [[0.5, 0.5]] * 200, "object_id": 1}))
+    monkeypatch.setattr(davis, "MAX_SCRIBBLE_POINTS", 100)
+    _fails(root, ONE, f"{path}: more than 100 points by frame")
+    monkeypatch.setattr(davis, "MAX_SCRIBBLE_FILE_BYTES", 10)  # a file that could hold more is not even read
+    monkeypatch.setattr(davis, "read_json", lambda path: pytest.fail("read"))
+    _fails(root, ONE, f"{path}: 0 MB, more than scribbles take")

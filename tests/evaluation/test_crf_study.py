@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
@@ -263,4 +264,8 @@ def test_sweep_names_an_unreadable_or_inconsistent_npz_in_one_line(tiny_syntheti
         assert crf_study.main(argv) == 2
         line = _one_error_line(capsys)
         assert line.startswith(f"error: {path}: ") and message in line, line
+    path.unlink()
+    os.mkfifo(path)  # np.load waited for a writer forever
+    assert crf_study.main(argv) == 2
+    assert _one_error_line(capsys) == f"error: {path}: a FIFO (named pipe), not a captured sample"
     assert not (tmp_path / "s.csv").exists()

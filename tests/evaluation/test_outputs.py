@@ -118,3 +118,39 @@ def test_report_cli_plots_a_partial_run(tmp_path: Path) -> None:
     write_outputs(run, _report(["a"]), summarize_run(_report(["a"]), LAYOUT, 2, 10.0, complete=False), "t")
     assert report_module.main([str(run), "--output", str(tmp_path / "curves.png")]) == 0
     assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_atomic_writes_never_replace_a_device_or_fifo(tmp_path: Path) -> None:
+    import os
+
+    fifo, device = tmp_path / "summary.json", tmp_path / "null.json"
+    os.mkfifo(fifo)
+    device.symlink_to("/dev/null")  # os.replace put a file in its place: /dev/null itself, as root
+    for path, what in ((fifo, "a FIFO"), (device, "a character device")):
+        with pytest.raises(OSError, match=f"is {what}.*, not a file results can replace"):
+            atomic_write_text(path, "{}")
+    assert fifo.is_fifo() and Path("/dev/null").is_char_device()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["null.json", "summary.json"]  # no stray temporary
+
+
+@pytest.mark.parametrize("command", ["bench", "report", "study"])
+def test_commands_refuse_a_device_as_output_file_before_any_work(tmp_path: Path, command: str, capsys) -> None:
+    output = tmp_path / "out.png"
+    output.symlink_to("/dev/null")  # bench replaced it once measured; report's savefig waited on a FIFO
+    if command == "study":
+        from agent.evaluation.study_inputs import check_output_file
+
+        with pytest.raises(OutputDirError, match="is a character device, --output is the CSV file"):
+            check_output_file(output, True, "sweep")
+        return
+    if command == "bench":
+        from agent.evaluation.bench import main
+
+        assert main(["--output", str(output), "--checkpoint", str(tmp_path / "never-read.pt")]) == 2
+    else:
+        from agent.evaluation.report import main
+
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(tmp_path), "--output", str(output)])
+        assert exit_info.value.code == 2
+    assert "is a character device" in capsys.readouterr().err

@@ -209,6 +209,24 @@ def test_booleans_text_numbers_and_time_past_the_budget_are_refused(server, monk
     assert big.status_code == 413 and "at most" in big.json()["message"][0]
 
 
+def test_a_chunked_body_over_the_limit_is_refused_without_reading_it_all(server, monkeypatch):
+    # Without a Content-Length (Transfer-Encoding: chunked) FastAPI read the whole body into memory first.
+    from agent.evaluation import server as server_module
+
+    url, keys = server.url, _keys(session="chunked")
+    _, body = _first_round(url, keys)
+    data = json.dumps(body).encode()
+    chunks = lambda: (data[i:i + 100] for i in range(0, len(data), 100))  # noqa: E731  (a generator: chunked)
+    monkeypatch.setattr(server_module, "MAX_BODY_BYTES", len(data) - 1)
+    big = requests.post(f"{url}/api/evaluation/interaction", headers={**keys, "Content-Type": "application/json"},
+                        data=chunks(), timeout=10)
+    assert big.status_code == 413 and "larger than" in big.json()["message"][0]
+    monkeypatch.setattr(server_module, "MAX_BODY_BYTES", len(data))  # within the limit: played as before
+    played = requests.post(f"{url}/api/evaluation/interaction", headers={**keys, "Content-Type": "application/json"},
+                           data=chunks(), timeout=10)
+    assert played.status_code == 200 and "scribbles" in played.json()
+
+
 def test_unparseable_bodies_and_overlong_masks_are_protocol_errors(server):
     url, keys = server.url, _keys(session="bodies")
     samples, _, _ = requests.get(f"{url}/api/dataset/samples", headers=keys, timeout=10).json()

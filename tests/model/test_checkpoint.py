@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -168,3 +171,46 @@ def test_the_command_never_replaces_a_checkpoint_silently(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "usage: python -m agent.model.checkpoint" in capsys.readouterr().out
+
+
+def test_a_fifo_or_device_as_checkpoint_says_so(tmp_path) -> None:
+    from agent.model.checkpoint import read_checkpoint_config
+
+    fifo, device = tmp_path / "model.pt", tmp_path / "zero.pt"
+    os.mkfifo(fifo)
+    device.symlink_to("/dev/zero")
+    for path, what in ((fifo, "a FIFO"), (device, "a character device")):  # both were "does not exist"
+        with pytest.raises(CheckpointError, match=f"checkpoint {path} is {what}"):
+            read_checkpoint_config(path)
+
+
+def test_the_command_never_replaces_a_device_or_fifo_and_names_an_unwritable_folder(tmp_path, capsys,
+                                                                                    monkeypatch) -> None:
+    from agent.model import checkpoint
+    from agent.model.checkpoint import main
+
+    source = save_checkpoint(tmp_path / "src.pt", _model())
+    fifo, device = tmp_path / "fifo.pt", tmp_path / "null.pt"
+    os.mkfifo(fifo)
+    device.symlink_to("/dev/null")  # --overwrite replaced /dev/null itself with a file (as root)
+    monkeypatch.setattr(checkpoint, "load_checkpoint", lambda path: pytest.fail("the source was read"))
+    for destination, what in ((fifo, "a FIFO"), (device, "a character device")):
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(source), str(destination), "--overwrite"])
+        assert exit_info.value.code == 2 and f"{destination}: is {what}" in capsys.readouterr().err
+    assert fifo.is_fifo() and device.resolve() == Path("/dev/null") and Path("/dev/null").is_char_device()
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # tests run as root: simulated
+    with pytest.raises(SystemExit) as exit_info:  # torch raised RuntimeError there: a traceback
+        main([str(source), str(tmp_path / "new.pt")])
+    assert exit_info.value.code == 2 and "cannot write it (no permission to write in" in capsys.readouterr().err
+
+
+def test_a_checkpoint_that_cannot_be_read_says_so(tmp_path, monkeypatch) -> None:
+    path = save_checkpoint(tmp_path / "model.pt", _model())
+
+    def refused(*args, **kwargs):  # tests run as root: a file without read permission simulated
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(torch, "load", refused)
+    with pytest.raises(CheckpointError, match=r"model.pt cannot be read \(Permission denied\)$"):  # not "corrupt"
+        read_checkpoint_config(path)

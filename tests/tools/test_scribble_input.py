@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -94,6 +95,7 @@ def test_scribble_images_and_json_for_a_video(small_video, tmp_path):
     ("unknown colour", "unknown colour"),
     ("background only", "no object scribble"),
     ("no number", "name it after its frame"),
+    ("fifo", "a FIFO \\(named pipe\\), not a scribble file"),  # it was "Not a directory"
 ])
 def test_bad_scribbles_are_one_clear_line(small_video, tmp_path, case, message):
     video = open_video(small_video.video)
@@ -115,6 +117,9 @@ def test_bad_scribbles_are_one_clear_line(small_video, tmp_path, case, message):
         image = _rgba(240, 426)
         image[5:8, 5:100] = (*BACKGROUND_COLOUR, 255)
         path = _save(tmp_path / "00001.png", image)
+    elif case == "fifo":
+        path = tmp_path / "s.json"
+        os.mkfifo(path)
     else:
         path = _save(tmp_path / "scribble.png", good)
     with pytest.raises(InputError, match=message) as error:

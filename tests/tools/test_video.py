@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -38,6 +40,33 @@ def test_unreadable_or_empty_video_is_one_clear_line(tmp_path, make, message):
     with pytest.raises(InputError, match=message) as error:
         open_video(make(tmp_path))
     assert "\n" not in str(error.value)
+
+
+def test_a_fifo_as_video_or_frame_is_one_clear_line(tmp_path):
+    fifo = tmp_path / "clip.mp4"
+    os.mkfifo(fifo)  # FFmpeg waited 10 s for a writer, then called it "not a video"
+    with pytest.raises(InputError, match=f"{fifo}: a FIFO \\(named pipe\\), not a video file"):
+        open_video(fifo)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index in (0, 2):
+        Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(folder / f"{index:05d}.png")
+    (folder / "00001.png").symlink_to("/dev/zero")  # it was left out: a 2-frame video, masks shifted
+    with pytest.raises(InputError, match="00001.png: a character device, not a frame image"):
+        open_video(folder)
+
+
+def test_a_video_that_decodes_fewer_frames_than_declared_says_so(tmp_path, monkeypatch, caplog):
+    import imageio_ffmpeg
+
+    from tests.tools.conftest import write_mp4
+
+    path = write_mp4(tmp_path / "clip.mp4", np.zeros((12, 16, 16, 3), np.uint8))
+    assert open_video(path).num_frames == 12 and "header declares" not in caplog.text
+    # a truncated file (moov first): FFmpeg decodes the frames before the cut, the rest went unmentioned
+    monkeypatch.setattr(imageio_ffmpeg, "count_frames_and_secs", lambda path: (4, 0.4))
+    assert open_video(path).num_frames == 4
+    assert "FFmpeg decodes 4 of the 12 frames its header declares (truncated or damaged?)" in caplog.text
 
 
 def test_frames_of_different_sizes_are_refused(tmp_path):

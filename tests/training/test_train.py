@@ -299,6 +299,22 @@ def test_an_earlier_run_is_not_replaced_without_resume(tmp_path: Path, capsys) -
     assert "is a file, not a directory" in line
 
 
+def test_an_unwritable_output_or_a_fifo_to_resume_is_one_line_before_any_work(tmp_path: Path, capsys,
+                                                                             monkeypatch) -> None:
+    from agent.training import train as train_module
+
+    monkeypatch.setattr(train_module, "check_videos", lambda config: pytest.fail("videos read"))
+    out = tmp_path / "run"
+    out.mkdir()
+    os.mkfifo(out / "last.pt")  # it was "no last.pt to resume from", then replaced by a fresh run's
+    assert main([*TINY_ARGS, "--output-dir", str(out), "--resume"]) == 2
+    assert "last.pt: a FIFO (named pipe), not a checkpoint to resume from" in error_lines(capsys.readouterr().err)[0]
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # tests run as root: a read-only folder simulated
+    assert main([*TINY_ARGS, "--output-dir", str(tmp_path / "new" / "run")]) == 2  # found after the videos
+    (line,) = error_lines(capsys.readouterr().err)
+    assert f"cannot write there (no permission to write in {tmp_path})" in line
+
+
 def test_unknown_mode_is_rejected(tmp_path: Path, capsys) -> None:
     assert main([*TINY_ARGS, "--mode", "half-frozen", "--output-dir", str(tmp_path / "run")]) == 2
     (line,) = error_lines(capsys.readouterr().err)
