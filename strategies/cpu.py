@@ -2,8 +2,8 @@
 
 - No fine-tuning: the time goes to more rounds of propagation and to the dense CRF instead.
 - A dense CRF every round (the largest single gain we saw): at quarter resolution in round 1, half later.
-- Round 1 propagates to every 4th frame only (the others copy their nearest keyframe), round 2 computes
-  the rest: the benchmark's curve rises linearly from J = 0 at 0 s to J@1, so round 1's seconds weigh
+- Round 1 propagates to every 4th frame only (the others take their nearest keyframe's labels, moved along
+  optical flow), round 2 computes the rest: the benchmark's curve rises linearly from J = 0 at 0 s to J@1, so round 1's seconds weigh
   more than its J.
 - Later rounds compare the frames only with the new scribbles' pixels (inference/reference_pool.py).
 The measurements behind each choice: docs/METHOD.md ("The cpu strategy").
