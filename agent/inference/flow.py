@@ -13,6 +13,7 @@ import numpy as np
 
 from ..config import FlowConfig
 
+MIN_SIDE = 16
 PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
     "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
@@ -28,7 +29,8 @@ class FlowWarper:
         self.config = config
         height, width = frames.shape[1:3]
         scale = min(1.0, config.height / height)  # never upscaled: finer than the frame adds nothing
-        self._size = (max(8, round(width * scale)), max(8, round(height * scale)))  # cv2's (w, h)
+        # ... but to MIN_SIDE: OpenCV's DIS kills the process (a segfault) on an image under 16 pixels a side.
+        self._size = (max(MIN_SIDE, round(width * scale)), max(MIN_SIDE, round(height * scale)))  # cv2's (w, h)
         self._gray: dict[int, np.ndarray] = {}
         self._dis = cv2.DISOpticalFlow_create(PRESETS[config.preset])
         rows, cols = np.mgrid[0:height, 0:width].astype(np.float32)

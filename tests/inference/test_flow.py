@@ -79,3 +79,14 @@ def test_fill_with_the_last_round_moves_only_what_the_keyframe_changed():
 def test_flow_config_refuses_bad_values(field, value):
     with pytest.raises(ConfigError, match=f"flow.{field}"):
         FlowConfig(**{field: value})
+
+
+@pytest.mark.parametrize("size", [(2, 2), (8, 40), (15, 15), (600, 10)])
+def test_frames_too_small_for_the_flow_are_moved_not_crashed(size):
+    """OpenCV's DIS kills the process on images under 16 pixels a side: tiny (or very thin) frames are scaled up
+    to that for the flow."""
+    frames = np.random.default_rng(0).integers(0, 255, (2, *size, 3), dtype=np.uint8)
+    labels = np.zeros(size, np.int64)
+    labels[: size[0] // 2] = 1
+    (moved,) = FlowWarper(frames, FlowConfig()).warp(1, 0, labels)
+    assert moved.shape == size and set(np.unique(moved)) <= {0, 1}
