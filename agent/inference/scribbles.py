@@ -37,8 +37,14 @@ def rasterize_scribbles(scribbles: dict, shape: tuple[int, int]) -> dict[int, np
             if len(points) == 0:
                 continue
             canvas = out.setdefault(frame, np.full(shape, UNLABELED, dtype=np.int64))
+            # Each segment drawn once: a dense path (a painted scribble image, up to 10^6 points) repeats points and
+            # segments on a coarse grid many times, and one stroke has one label, so order does not matter.
+            moved = np.ones(len(points), bool)
+            moved[1:] = (points[1:] != points[:-1]).any(1)
+            points = points[moved]
+            segments = np.unique(np.concatenate([points[:-1], points[1:]], axis=1), axis=0)
             xs, ys = [points[:1, 0]], [points[:1, 1]]
-            for (x0, y0), (x1, y1) in zip(points[:-1], points[1:], strict=True):
+            for x0, y0, x1, y1 in segments:
                 rr, cc = line(y0, x0, y1, x1)
                 ys.append(rr)
                 xs.append(cc)

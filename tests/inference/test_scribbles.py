@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from skimage.draw import line
 
 from agent.config import ScribbleConfig, TransferConfig
 from agent.data.davis import DatasetError
@@ -240,3 +241,20 @@ def test_correction_cells_are_those_a_later_round_drew() -> None:
         memory.correction_cells(5)
     with pytest.raises(ValueError, match="correction_weight"):
         TransferConfig(correction_weight=0)
+
+
+def test_dense_paths_draw_what_every_segment_draws():
+    """A painted path repeats points and segments many times on the grid: each is drawn once, and the raster
+    is the one of drawing every segment in turn."""
+    rng = np.random.default_rng(0)
+    steps = rng.normal(scale=0.002, size=(20000, 2)).cumsum(0)
+    path = np.clip(0.5 + steps, 0, 1)
+    path = np.concatenate([path, path[::-1], path[:50]])  # back over the same path: repeated segments
+    shape = (24, 40)
+    raster = rasterize_scribbles({"scribbles": [[{"path": path.tolist(), "object_id": 2}]]}, shape)[0]
+    points = np.rint(path * [shape[1] - 1, shape[0] - 1]).astype(int)
+    expected = np.full(shape, UNLABELED)
+    expected[points[0, 1], points[0, 0]] = 2
+    for (x0, y0), (x1, y1) in zip(points[:-1], points[1:], strict=True):
+        expected[line(y0, x0, y1, x1)] = 2
+    np.testing.assert_array_equal(raster, expected)
