@@ -155,6 +155,7 @@ def propagate(
             crf_seconds += time.perf_counter() - crf_started
         else:
             labels[index] = _argmax_classes(full).cpu().numpy()
+    fill_seconds = 0.0
     if len(computed) < num_frames:
         others = np.setdiff1d(np.arange(num_frames), computed)
         source = computed[nearest_keyframe(computed, num_frames)][others]
@@ -165,8 +166,6 @@ def propagate(
         confidence[others] = confidence[source]
         if fusion is not None:
             fusion.copy(others, source)
-    else:
-        fill_seconds = 0.0
     return Propagation(labels=labels, confidence=confidence, crf_seconds=crf_seconds, fill_seconds=fill_seconds)
 
 
