@@ -44,6 +44,24 @@ def special_file(path: Path) -> str | None:
     return None
 
 
+def output_file_problem(path: Path, what: str) -> str | None:
+    """Why `path` cannot be the output file that `what` describes (e.g. "--output is the CSV file to write"),
+    as one `<path>: <why>` line; None when it can be written. An existing regular file is no problem here: the
+    caller decides whether it may be replaced. Checked before any work, by every command that writes one file."""
+    if path.is_dir():
+        return f"{path}: is a directory, {what}"
+    special = special_file(path)
+    if special:  # writing would replace it with a regular file: /dev/null itself, as root
+        return f"{path}: is {special}, {what}"
+    blocker = file_in_the_way(path.parent)
+    if blocker is not None:
+        return f"{blocker}: is a file, {path} cannot be written below it"
+    folder = unwritable_folder(path.parent)
+    if folder is not None:
+        return f"{path}: cannot write it (no permission to write in {folder})"
+    return None
+
+
 def unused_path(path: Path, keep_suffix: bool = True) -> Path:
     """`path`, or the first of `stem-2.ext`, `stem-3.ext`, ... that does not exist (keep_suffix False:
     `name-2`, `name-3`, ..., for names whose dots are not a suffix)."""

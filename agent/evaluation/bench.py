@@ -40,7 +40,7 @@ from ..model.backbones import WeightsUnavailableError
 from ..model.checkpoint import CheckpointError, default_checkpoint_path, load_checkpoint
 from ..model.onnx_backbone import OnnxBackbone, onnxruntime_available
 from ..model.siamese import SiameseEmbedder, build_model, inference_size
-from ..paths import file_in_the_way, special_file
+from ..paths import output_file_problem
 from .one_shot import one_shot_benchmark
 from .outputs import OutputDirError, atomic_write_text
 
@@ -204,13 +204,9 @@ def main(argv: list[str] | None = None) -> int:
             reader = DavisReader(args.davis_root)
             for sequence in (s for s in HOLDOUT if reader.has_sequence(s)):  # measured too (one_shot_figures)
                 validate_sequence(reader, sequence, scribbles=False)
-        if args.output.is_dir():
-            raise OutputDirError(f"{args.output}: is a directory, --output is the JSON file to write")
-        if special_file(args.output):  # it would be replaced by a file once measured: /dev/null, as root
-            raise OutputDirError(f"{args.output}: is {special_file(args.output)}, --output is the JSON file to write")
-        blocker = file_in_the_way(args.output.parent)  # an earlier --output file is fine: it is replaced
-        if blocker is not None:
-            raise OutputDirError(f"{blocker}: is a file, not a directory (--output {args.output})")
+        problem = output_file_problem(args.output, "--output is the JSON file to write")  # an earlier one is replaced
+        if problem:
+            raise OutputDirError(problem)
         args.output.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=args.output.parent):
             pass  # a writable place; an earlier --output stays as it is until the new figures replace it

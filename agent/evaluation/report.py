@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import os_error_line
-from ..paths import file_in_the_way, read_json, special_file
+from ..paths import output_file_problem, read_json
 from .outputs import atomic_path
 
 log = logging.getLogger(__name__)
@@ -314,15 +314,11 @@ def _main(argv: list[str] | None) -> int:
     parser.add_argument("--output", type=Path, required=True, help="PNG to write")
     parser.add_argument("--title", default="J over time")
     args = parser.parse_args(argv)
-    if args.output.is_dir():
-        parser.exit(2, f"error: --output {args.output}: is a directory, not an image file\n")
-    if special_file(args.output):  # a FIFO: savefig waited for a reader forever
-        parser.exit(2, f"error: --output {args.output}: is {special_file(args.output)}, not an image file\n")
+    problem = output_file_problem(args.output, "--output is the image file to write")  # a FIFO: savefig waited
+    if problem:
+        parser.exit(2, f"error: {problem}\n")
     if args.output.suffix.lower() not in PLOT_SUFFIXES:
         parser.exit(2, f"error: --output {args.output}: name the image file ({', '.join(PLOT_SUFFIXES)})\n")
-    blocker = file_in_the_way(args.output.parent)
-    if blocker is not None:
-        parser.exit(2, f"error: --output {args.output}: {blocker} is a file, not a directory\n")
     summaries = {}
     for run in args.runs:
         directory, _, label = run.partition("=")

@@ -12,7 +12,7 @@ from ..config import MAX_INTERACTIONS_LIMIT, ConfigError
 from ..data.davis import DatasetError, DavisReader, SequenceInfo
 from ..errors import os_error_line
 from ..inference.plan import Strategy
-from ..paths import file_in_the_way, special_file
+from ..paths import output_file_problem
 from .outputs import OutputDirError, replaced_input
 
 
@@ -55,19 +55,15 @@ def check_output_file(output: Path, overwrite: bool, results: str, inputs: tuple
     """--output must be a file that can be written and, unless `overwrite`, does not exist yet (`results`:
     whose results an existing one would hold, for the message); never one of `inputs` (the dataset, the
     checkpoint, cached samples) or a file inside one."""
-    if output.is_dir():
-        raise OutputDirError(f"{output}: is a directory, --output is the CSV file to write")
-    if special_file(output):  # --overwrite would replace it with a file: /dev/null, as root
-        raise OutputDirError(f"{output}: is {special_file(output)}, --output is the CSV file to write")
+    problem = output_file_problem(output, "--output is the CSV file to write")
+    if problem:
+        raise OutputDirError(problem)
     if output.exists() and not overwrite:
         raise OutputDirError(f"{output}: exists (an earlier {results}?): pass --overwrite or another --output")
     source = replaced_input(output, inputs) if output.exists() else None
     if source is not None:
         raise OutputDirError(f"{output}: --overwrite would replace the study's input {source} (or a file "
                              "in it): pass another --output")
-    blocker = file_in_the_way(output.parent)
-    if blocker is not None:
-        raise OutputDirError(f"{blocker}: is a file, --output {output} cannot be written below it")
 
 
 def study_videos(davis_root: Path, subset: str, sequences: str | None,

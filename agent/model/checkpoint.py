@@ -17,7 +17,7 @@ import torch
 
 from ..config import ConfigError, ModelConfig, from_dict, to_dict
 from ..errors import first_line
-from ..paths import file_in_the_way, special_file, unwritable_folder
+from ..paths import output_file_problem, special_file
 from .backbones import available_backbones
 from .siamese import SiameseEmbedder, build_model
 
@@ -224,20 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     destination = args.destination
     try:
         # Checked before the source is read: a finished checkpoint is never replaced silently.
-        if destination.is_dir():
-            parser.exit(2, f"error: {destination}: is a directory, name the .pt file to write\n")
-        special = special_file(destination)
-        if special:  # --overwrite would have replaced it with a file: /dev/null, as root
-            parser.exit(2, f"error: {destination}: is {special}, name the .pt file to write\n")
+        problem = output_file_problem(destination, "name the .pt file to write")
+        if problem:
+            parser.exit(2, f"error: {problem}\n")
         if destination.exists() and not args.overwrite:
             parser.exit(2, f"error: {destination}: exists (an earlier checkpoint?): pass --overwrite or another "
                            "destination\n")
-        blocker = file_in_the_way(destination.parent)
-        if blocker is not None:
-            parser.exit(2, f"error: {blocker}: is a file, {destination} cannot be written below it\n")
-        folder = unwritable_folder(destination.parent)  # before the source is read
-        if folder is not None:
-            parser.exit(2, f"error: {destination}: cannot write it (no permission to write in {folder})\n")
         model, config, extra = load_checkpoint(args.source)
         save_checkpoint(destination, model, config, extra, half=args.half)
     except CheckpointError as error:

@@ -181,7 +181,7 @@ def test_command_line_refuses_bad_input_in_one_line(tiny_synthetic_root, tmp_pat
     (tmp_path / "file").write_text("x")
     assert crf_study.main(["sweep", str(tmp_path), "--davis-root", str(tiny_synthetic_root),
                            "--output", str(tmp_path / "file" / "s.csv")]) == 2
-    assert "is a file, --output" in capsys.readouterr().err
+    assert "cannot be written below it" in capsys.readouterr().err
 
 
 class RaisesAtTwo:

@@ -144,7 +144,7 @@ def test_plot_refuses_what_it_cannot_draw_or_write(tmp_path, capsys):
     for args, message in (
             ([run, "--output", tmp_path / "curves.txt"], "name the image file"),
             ([run, "--output", tmp_path], "is a directory"),
-            ([run, "--output", tmp_path / "file" / "c.png"], "is a file, not a directory"),
+            ([run, "--output", tmp_path / "file" / "c.png"], "cannot be written below it"),
             ([run, "--output", tmp_path / "c.png"], "not a session run's summary.json")):
         (run / "summary.json").write_text(json.dumps([1]))
         with pytest.raises(SystemExit) as exit_info:

@@ -1,0 +1,29 @@
+"""File-system checks shared by the commands (agent/paths.py)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from agent.paths import output_file_problem
+
+
+def test_output_file_problem_names_what_stands_in_the_way(tmp_path):
+    (tmp_path / "file").write_text("x")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    what = "--output is the CSV file to write"
+    assert output_file_problem(tmp_path / "new" / "out.csv", what) is None  # folders are made later
+    assert output_file_problem(tmp_path / "file", what) is None  # an existing file: the caller decides
+    assert output_file_problem(tmp_path, what) == f"{tmp_path}: is a directory, {what}"
+    assert output_file_problem(fifo, what) == f"{fifo}: is a FIFO (named pipe), {what}"
+    assert output_file_problem(tmp_path / "file" / "out.csv", what) == \
+        f"{tmp_path / 'file'}: is a file, {tmp_path / 'file' / 'out.csv'} cannot be written below it"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_output_file_problem_names_a_folder_it_may_not_write(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    assert "no permission to write in" in output_file_problem(locked / "out.csv", "the file")
