@@ -44,6 +44,16 @@ def special_file(path: Path) -> str | None:
     return None
 
 
+def not_a_file(path: Path) -> str | None:
+    """What `path` is when it is not a regular file one can read ("does not exist", "is a directory", "is a FIFO
+    (named pipe)", ...), for an error line that names it; None for a regular file."""
+    if path.is_file():
+        return None
+    special = special_file(path)
+    return f"is {special}, not a file" if special else "is a directory, not a file" if path.is_dir() \
+        else "does not exist"
+
+
 def output_file_problem(path: Path, what: str) -> str | None:
     """Why `path` cannot be the output file that `what` describes (e.g. "--output is the CSV file to write"),
     as one `<path>: <why>` line; None when it can be written. An existing regular file is no problem here: the

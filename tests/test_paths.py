@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from agent.paths import output_file_problem
+from agent.paths import not_a_file, output_file_problem
 
 
 def test_output_file_problem_names_what_stands_in_the_way(tmp_path):
@@ -27,3 +27,12 @@ def test_output_file_problem_names_a_folder_it_may_not_write(tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
     assert "no permission to write in" in output_file_problem(locked / "out.csv", "the file")
+
+
+def test_not_a_file_says_what_the_path_is(tmp_path):
+    (tmp_path / "file").write_text("x")
+    os.mkfifo(tmp_path / "fifo")
+    assert not_a_file(tmp_path / "file") is None
+    assert not_a_file(tmp_path / "fifo") == "is a FIFO (named pipe), not a file"
+    assert not_a_file(tmp_path) == "is a directory, not a file"
+    assert not_a_file(tmp_path / "absent") == "does not exist"

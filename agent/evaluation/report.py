@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import os_error_line
-from ..paths import output_file_problem, read_json
+from ..paths import not_a_file, output_file_problem, read_json
 from .outputs import atomic_path
 
 log = logging.getLogger(__name__)
@@ -323,8 +323,8 @@ def _main(argv: list[str] | None) -> int:
     for run in args.runs:
         directory, _, label = run.partition("=")
         path = Path(directory) / "summary.json"
-        if not path.is_file():
-            parser.exit(2, f"error: {path} does not exist (pass the output directory of a session run)\n")
+        if not_a_file(path):
+            parser.exit(2, f"error: {path} {not_a_file(path)} (pass the output directory of a session run)\n")
         try:
             summary = read_json(path)
         except ValueError as error:  # also not UTF-8, or nested too deeply

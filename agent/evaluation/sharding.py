@@ -23,7 +23,7 @@ import pandas as pd
 from ..config import ConfigError, parse_shard
 from ..data.davis import SequenceInfo
 from ..errors import first_line
-from ..paths import read_json
+from ..paths import not_a_file, read_json
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,8 @@ def _read_run(directory: Path) -> tuple[dict, pd.DataFrame, dict]:
 
     summary_path, report_path = directory / "summary.json", directory / "report.csv"
     for path in (summary_path, report_path):
-        if not path.is_file():
-            raise MergeError(f"{path} does not exist (pass the output directories of session runs)")
+        if not_a_file(path):
+            raise MergeError(f"{path} {not_a_file(path)} (pass the output directories of session runs)")
     config_path = directory / "config.json"
     summary, config = _read_json(summary_path), _read_json(config_path) if config_path.is_file() else {}
     if not isinstance(summary, dict) or not isinstance(config, dict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 
 import pytest
@@ -168,3 +169,14 @@ def test_merge_names_a_malformed_shard_or_a_nan_result(tmp_path, capsys):
     assert "its layout is not num_scribbles and num_objects" in _merge_error(
         capsys, bad_layout, second, "--output", tmp_path / "m")
     assert not (tmp_path / "m").exists()
+
+
+def test_a_fifo_for_a_runs_file_is_named(tmp_path, capsys):
+    """A FIFO where summary.json or report.csv belongs is named as one (reading it would wait forever)."""
+    run = _fake_run(tmp_path / "run", ["a"], None)
+    (run / "summary.json").unlink()
+    os.mkfifo(run / "summary.json")
+    with pytest.raises(SystemExit) as exit_info:
+        report_main([str(run), "--output", str(tmp_path / "c.png")])
+    assert exit_info.value.code == 2 and "summary.json is a FIFO (named pipe), not a file" in capsys.readouterr().err
+    assert "is a FIFO (named pipe), not a file" in _merge_error(capsys, run, "--output", tmp_path / "m")
