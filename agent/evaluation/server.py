@@ -15,6 +15,7 @@ Bound to 127.0.0.1 only: the keys tell sessions apart, they authenticate nobody.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -160,6 +161,9 @@ class _Session:
 
 # A round's masks come RLE-encoded (a few hundred kB for a long 480p video): far more is not a client of ours.
 MAX_BODY_BYTES = 64 * 2**20
+# A client whose body stops arriving mid-request is answered 408 after this many seconds without a message
+# (uvicorn has no such limit: the request would hold its connection for ever).
+BODY_TIMEOUT_SECONDS = 60.0
 # Strict types: JSON true or "1" would otherwise pass for 1 and be scored.
 StrictNumber = Annotated[float, Field(strict=True)]
 
@@ -167,7 +171,8 @@ StrictNumber = Annotated[float, Field(strict=True)]
 class BodyLimit:
     """ASGI middleware: a request body over MAX_BODY_BYTES is answered 413 before any route reads it, from its
     Content-Length, or, without one (Transfer-Encoding: chunked, which FastAPI would read whole into memory),
-    as soon as the bytes received pass the limit; the rest is never read. A body within it is passed on."""
+    as soon as the bytes received pass the limit; the rest is never read. A body that stops arriving for
+    BODY_TIMEOUT_SECONDS is answered 408. A body within both is passed on."""
 
     def __init__(self, app) -> None:
         self.app = app
@@ -182,12 +187,15 @@ class BodyLimit:
             text = declared.decode("latin-1")
             if not text.isdigit() or int(text) > MAX_BODY_BYTES:
                 await _error(413, "ValueError", f"the request declares {text!r} bytes: at most {limit}")(scope, receive, send)
-            else:
-                await self.app(scope, receive, send)
-            return
+                return
         messages, size = [], 0
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), BODY_TIMEOUT_SECONDS)
+            except TimeoutError:
+                await _error(408, "ValueError", f"the request body stopped arriving (nothing for "
+                                                f"{BODY_TIMEOUT_SECONDS:g} s)")(scope, receive, send)
+                return
             size += len(message.get("body", b""))
             if size > MAX_BODY_BYTES:
                 await _error(413, "ValueError", f"the request body is larger than {limit}")(scope, receive, send)

@@ -3,6 +3,7 @@ a server that goes away mid-session."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -311,3 +312,26 @@ def test_unreachable_server_is_one_clear_error(tmp_path, tiny_synthetic_root):
     with pytest.raises(ServerUnavailableError, match="GET .*/api/healthcheck: Connection refused"):
         run_session(config, ScribblePaintBaseline(), get_strategy("no-finetune"))
     assert not (tmp_path / "out" / "summary.json").exists()  # nothing was played: nothing to keep
+
+
+def test_a_body_that_stops_arriving_is_answered_408(monkeypatch):
+    """A client that declares a body and stops sending it held its connection for ever."""
+    from agent.evaluation import server as server_module
+
+    monkeypatch.setattr(server_module, "BODY_TIMEOUT_SECONDS", 0.05)
+    sent, reached = [], []
+
+    async def app(scope, receive, send):
+        reached.append(True)
+
+    async def stalled():
+        await asyncio.sleep(3600)
+
+    async def send(message):
+        sent.append(message)
+
+    for headers in ([(b"content-length", b"100")], [(b"transfer-encoding", b"chunked")]):
+        sent.clear()
+        asyncio.run(server_module.BodyLimit(app)({"type": "http", "headers": headers}, stalled, send))
+        assert sent[0]["status"] == 408 and b"stopped arriving" in sent[1]["body"]
+    assert not reached
