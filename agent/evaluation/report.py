@@ -323,8 +323,9 @@ def _main(argv: list[str] | None) -> int:
     for run in args.runs:
         directory, _, label = run.partition("=")
         path = Path(directory) / "summary.json"
-        if not_a_file(path):
-            parser.exit(2, f"error: {path} {not_a_file(path)} (pass the output directory of a session run)\n")
+        why = not_a_file(path)
+        if why:
+            parser.exit(2, f"error: {path} {why} (pass the output directory of a session run)\n")
         try:
             summary = read_json(path)
         except ValueError as error:  # also not UTF-8, or nested too deeply

@@ -66,8 +66,9 @@ def _read_run(directory: Path) -> tuple[dict, pd.DataFrame, dict]:
 
     summary_path, report_path = directory / "summary.json", directory / "report.csv"
     for path in (summary_path, report_path):
-        if not_a_file(path):
-            raise MergeError(f"{path} {not_a_file(path)} (pass the output directories of session runs)")
+        why = not_a_file(path)
+        if why:
+            raise MergeError(f"{path} {why} (pass the output directories of session runs)")
     config_path = directory / "config.json"
     summary, config = _read_json(summary_path), _read_json(config_path) if config_path.is_file() else {}
     if not isinstance(summary, dict) or not isinstance(config, dict):

@@ -26,7 +26,6 @@ class FlowWarper:
 
     def __init__(self, frames: np.ndarray, config: FlowConfig) -> None:
         self.frames = frames  # (T, H, W, 3) uint8 RGB
-        self.config = config
         height, width = frames.shape[1:3]
         scale = min(1.0, config.height / height)  # never upscaled: finer than the frame adds nothing
         # ... but to MIN_SIDE: OpenCV's DIS kills the process (a segfault) on an image under 16 pixels a side.
