@@ -24,6 +24,7 @@ import socket
 import sys
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,12 +152,53 @@ def decode_masks(encoding: dict, num_frames: int, height: int, width: int, num_o
 
 
 # --- sessions ----------------------------------------------------------------------------------------------
+# Sessions kept in memory: a client's every run starts a new one (the framework's client draws a new Session-Key),
+# each holds tens of kB once started and its whole per-frame report once played, and none went away. Far more
+# than the clients one machine runs at once; when a new session would pass a limit, the least recently used
+# finished session of that scope is closed, else one unused for SESSION_IDLE_SECONDS, else the new one is refused.
+MAX_SESSIONS_PER_USER = 32
+MAX_SESSIONS = 128  # of all user keys together (any non-empty User-Key is accepted without --user-key)
+# A playing client asks at least once a round: a session unused this long was left (a client that crashed).
+SESSION_IDLE_SECONDS = 3600.0
+
+
 @dataclass
 class _Session:
     service: EvaluationService
     lock: threading.Lock = field(default_factory=threading.Lock)  # a session's requests one at a time
     finished: bool = False
     spent: dict[tuple[str, int], float] = field(default_factory=dict)  # seconds per sample, accepted rounds
+    used: float = field(default_factory=time.monotonic)  # the last request's time
+
+
+def _session_limits() -> str:
+    return (f"the server keeps at most {MAX_SESSIONS_PER_USER} sessions per user key and {MAX_SESSIONS} in all, "
+            f"closing finished ones first, then ones unused for {SESSION_IDLE_SECONDS:g} s")
+
+
+def _make_room(sessions: dict[tuple[str, str], _Session], user: str) -> list[tuple[str, str]]:
+    """The sessions to close (each the least recently used finished one of its scope, else idle one) so that
+    `user` may start one more within both limits; ProtocolError 429 when a full scope has none to close (every
+    session unfinished and in use). Closes nothing itself."""
+    now = time.monotonic()
+    left = dict(sessions)
+    closing = []
+    for limit, scope, within in ((MAX_SESSIONS_PER_USER, f"user key {user[:40]!r}", lambda key: key[0] == user),
+                                 (MAX_SESSIONS, "the server", lambda key: True)):
+        keys = [key for key in left if within(key)]
+        while len(keys) >= limit:
+            finished = [key for key in keys if left[key].finished]
+            candidates = finished or [key for key in keys if now - left[key].used > SESSION_IDLE_SECONDS]
+            if not candidates:
+                raise ProtocolError(429, "TooManySessions",
+                                    f"{scope} has {len(keys)} sessions, every one unfinished and used in the last "
+                                    f"{SESSION_IDLE_SECONDS:g} s ({_session_limits()}): finish one "
+                                    "(POST /api/evaluation/finish) or start this one later")
+            oldest = min(candidates, key=lambda key: left[key].used)
+            del left[oldest]
+            keys.remove(oldest)
+            closing.append(oldest)
+    return closing
 
 
 # A round's masks come RLE-encoded (a few hundred kB for a long 480p video): far more is not a client of ours.
@@ -226,9 +268,11 @@ def create_app(config: ServerConfig, root: str | Path) -> FastAPI:
     registration = register_dataset(root, config.subset, config.sequences)
     root = str(registration.root)
     sessions: dict[tuple[str, str], _Session] = {}
+    closed: OrderedDict[tuple[str, str], None] = OrderedDict()  # keys of sessions closed to make room (bounded)
     sessions_lock = threading.Lock()
     app = FastAPI(title="DAVIS Interactive evaluation server (local)", docs_url=None, redoc_url=None)
     app.state.registration = registration
+    app.state.sessions = sessions  # read only (tests)
 
     app.add_middleware(BodyLimit)  # inside log_request (added after it runs first), so a 413 is logged too
 
@@ -280,6 +324,12 @@ def create_app(config: ServerConfig, root: str | Path) -> FastAPI:
     def existing(key: tuple[str, str]) -> _Session:
         with sessions_lock:
             state = sessions.get(key)
+            if state is not None:
+                state.used = time.monotonic()
+            was_closed = key in closed
+        if state is None and was_closed:
+            raise ProtocolError(404, "SessionNotFound", f"this session was closed to make room for newer ones "
+                                                        f"({_session_limits()}): start a new one")
         if state is None:
             raise ProtocolError(404, "SessionNotFound", "no such session: ask for the samples first")
         return state
@@ -292,11 +342,19 @@ def create_app(config: ServerConfig, root: str | Path) -> FastAPI:
     def samples(key: tuple[str, str] = Depends(keys)) -> Response:
         with sessions_lock:
             if key not in sessions:
+                for old in _make_room(sessions, key[0]):
+                    del sessions[old]
+                    closed[old] = None
+                    while len(closed) > MAX_SESSIONS:
+                        closed.popitem(last=False)
+                    log.info("session %s... of user %s closed to make room", old[1][:8], old[0][:40])
+                closed.pop(key, None)
                 sessions[key] = _Session(EvaluationService(
                     config.subset, davis_root=root, max_t=config.max_time, max_i=config.max_interactions,
                     metric_to_optimize=config.metric))
                 log.info("session %s... of user %s started", key[1][:8], key[0][:40])
             state = sessions[key]
+            state.used = time.monotonic()
         pairs, max_t, max_i = state.service.get_samples()
         return _json([[list(pair) for pair in pairs], max_t, max_i])
 

@@ -264,6 +264,56 @@ def test_user_key_allowlist(tiny_synthetic_root):
     assert refused.status_code == 403 and allowed.status_code == 200
 
 
+def test_sessions_are_bounded_closing_finished_then_idle_ones_and_refusing_past_that(tiny_synthetic_root,
+                                                                                     monkeypatch):
+    """Every run of a client starts a session (a new Session-Key), and none went away: memory grew without limit."""
+    from agent.evaluation import server as server_module
+
+    monkeypatch.setattr(server_module, "MAX_SESSIONS_PER_USER", 2)
+    monkeypatch.setattr(server_module, "MAX_SESSIONS", 3)
+    app = create_app(ServerConfig(max_interactions=INTERACTIONS, max_time=60.0), tiny_synthetic_root)
+    with serving(app) as running:
+        def start(user, session):
+            return requests.get(f"{running.url}/api/dataset/samples", headers=_keys(user, session), timeout=10)
+
+        def report(user, session):
+            return requests.get(f"{running.url}/api/evaluation/report", headers=_keys(user, session), timeout=10)
+
+        assert start("alice", "a1").status_code == start("alice", "a2").status_code == 200
+        finish = requests.post(f"{running.url}/api/evaluation/finish", headers=_keys("alice", "a1"), timeout=10)
+        assert finish.status_code == 200
+        # alice's third session: her finished one is closed to make room, her unfinished one is kept.
+        assert start("alice", "a3").status_code == 200
+        assert set(app.state.sessions) == {("alice", "a2"), ("alice", "a3")}
+        gone = report("alice", "a1")
+        assert gone.status_code == 404 and gone.json()["error"] == "SessionNotFound"
+        assert "closed to make room" in gone.json()["message"][0] and "at most 2 sessions per user key" in \
+            gone.json()["message"][0]
+        assert report("alice", "a2").status_code == 200  # a2 now used after a3
+        # Both of hers unfinished and in use: her fourth is refused, naming the limit; nothing is closed.
+        refused = start("alice", "a4")
+        assert refused.status_code == 429 and refused.json()["error"] == "TooManySessions"
+        assert "user key 'alice' has 2 sessions" in refused.json()["message"][0]
+        assert "finish one" in refused.json()["message"][0]
+        # Another user's sessions count against the server's limit (3).
+        assert start("bob", "b1").status_code == 200
+        full = start("bob", "b2")
+        assert full.status_code == 429 and "the server has 3 sessions" in full.json()["message"][0]
+        assert "at most 2 sessions per user key and 3 in all" in full.json()["message"][0]
+        assert len(app.state.sessions) == 3
+        # Once sessions are idle past SESSION_IDLE_SECONDS, the least recently used one (a3) makes room.
+        monkeypatch.setattr(server_module, "SESSION_IDLE_SECONDS", 0.0)
+        assert start("bob", "b2").status_code == 200
+        assert set(app.state.sessions) == {("alice", "a2"), ("bob", "b1"), ("bob", "b2")}
+        assert "closed to make room" in report("alice", "a3").json()["message"][0]
+        assert report("bob", "b2").status_code == 200
+        # A closed session's key may start afresh; a key never seen is told to ask for the samples.
+        assert start("alice", "a1").status_code == 200 and report("alice", "a1").status_code == 200
+        assert len(app.state.sessions) == 3
+        never = report("carol", "c1")
+        assert never.status_code == 404 and "ask for the samples first" in never.json()["message"][0]
+
+
 # --- masks ---------------------------------------------------------------------------------------------
 def test_decode_masks_inverts_the_framework_encoding():
     rng = np.random.default_rng(0)
