@@ -122,7 +122,14 @@ def run_capture(args: argparse.Namespace) -> int:
 
 def run_sweep(args: argparse.Namespace) -> int:
     from agent.data.davis import DavisReader
-    from agent.evaluation.crf_study import load_captures, summary_table, sweep, variants_from_specs
+    from agent.evaluation.crf_study import (
+        DEFAULT,
+        error_table,
+        load_captures,
+        summary_table,
+        sweep,
+        variants_from_specs,
+    )
     from agent.evaluation.outputs import atomic_write_text
     from agent.evaluation.study_inputs import check_output_file
     from agent.inference import crf
@@ -138,6 +145,8 @@ def run_sweep(args: argparse.Namespace) -> int:
     output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output, results.to_csv(index=False))
     print(summary_table(results).to_string(float_format=lambda v: f"{v:.4f}"))
+    print(f"\nwhere the {DEFAULT} CRF's J is lost:")
+    print(error_table(results).to_string(float_format=lambda v: f"{v:.4f}"))
     print(f"written: {output}")
     return 0
 

@@ -35,6 +35,7 @@ from ..inference.crf import refine_frames
 from ..inference.plan import Strategy, plan_round
 from ..inference.predictor import Predictor
 from ..paths import special_file
+from .error_location import BAND_PIXELS, boundary_distance, error_split
 from .robot_play import frame_jaccard, next_scribble, stroke_frames
 from .study_inputs import variant_assignments
 
@@ -186,12 +187,15 @@ def score_sample(
     variants: dict[str, tuple[CRFConfig, set[str]] | None],
     progress: Callable[[], None] | None = None,
 ) -> list[dict]:
-    """Mean J of every variant and captured round on the kept frames: one row each."""
+    """Mean J of every variant and captured round on the kept frames, one row each; also J with the errors
+    within BAND_PIXELS of the true boundary put right (band_right) and with those farther put right
+    (beyond_right): where the J is lost."""
     rows = []
     height, width = frames.shape[1:3]
     for r, index in sample.frames.items():
         full = F.interpolate(torch.from_numpy(sample.scores[r]), size=(height, width), mode="bilinear",
                              align_corners=False).numpy()
+        distance = boundary_distance(truth[index])
         for name, variant in variants.items():
             if variant is None:
                 labels = full.argmax(1)
@@ -200,8 +204,8 @@ def score_sample(
                 if "scale" not in explicit:  # the round's planned scale unless the variant sets one
                     config = dataclasses.replace(config, scale=sample.crf_scale[r])
                 labels = refine_frames(frames[index], full, config)
-            jaccard = frame_jaccard(truth[index], labels, sample.num_objects)
-            rows.append({"sample": sample.name, "round": r, "variant": name, "jaccard": float(jaccard.mean())})
+            split = error_split(truth[index], labels, sample.num_objects, distance)
+            rows.append({"sample": sample.name, "round": r, "variant": name, **split})
             if progress is not None:
                 progress()
     return rows
@@ -250,6 +254,16 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
     table.columns = [f"J round {r}" for r in table.columns]
     table["mean"] = table.mean(axis=1)
     return table.loc[order]
+
+
+def error_table(results: pd.DataFrame, variant: str = DEFAULT) -> pd.DataFrame:
+    """Rounds x (J, J with the errors near the true boundary put right, with those farther put right) of one
+    variant, mean over the samples."""
+    rows = results[results["variant"] == variant]
+    table = rows.groupby("round")[["jaccard", "band_right", "beyond_right"]].mean()
+    table.columns = ["J", f"J, errors within {BAND_PIXELS:g} px of the boundary right", "J, errors farther right"]
+    table.index = [f"round {r}" for r in table.index]
+    return table
 
 
 def capture_metadata(checkpoint: str, strategy: str, rounds: list[int], every: int, config: dict) -> str:

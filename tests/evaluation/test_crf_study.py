@@ -156,7 +156,11 @@ def test_command_line_capture_then_sweep(tiny_synthetic_root, tiny_checkpoint, t
     assert crf_study.main(argv) == 0
     out = capsys.readouterr().out
     assert "no CRF" in out and "bilateral_srgb=20" in out and "J round 2" in out
-    assert len(pd.read_csv(cache / "sweep.csv")) == 2 * 3
+    assert "errors within 8 px of the boundary right" in out and "round 2" in out.split("where")[1]
+    table = pd.read_csv(cache / "sweep.csv")
+    assert len(table) == 2 * 3
+    # putting errors right never lowers J
+    assert (table["band_right"] >= table["jaccard"] - 1e-9).all() and (table["beyond_right"] >= table["jaccard"] - 1e-9).all()
     # finished results are not overwritten without --overwrite
     assert crf_study.main(argv) == 2
     assert "sweep.csv: exists" in capsys.readouterr().err
