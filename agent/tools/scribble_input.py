@@ -23,7 +23,7 @@ from PIL import Image
 
 from ..data.davis import IMAGE_ERRORS, DatasetError, read_scribble_file, validate_scribbles
 from ..data.synthetic import davis_palette
-from ..paths import special_file
+from ..paths import broken_link, special_file
 from .video import IMAGE_SUFFIXES, InputError, VideoSource, natural_key, user_path
 
 NO_SCRIBBLE = -1
@@ -62,8 +62,7 @@ def load_scribbles(path: str | Path, video: VideoSource) -> dict:
     if path.is_file() and path.suffix.lower() == ".json":
         scribbles = _load_json(path, video.num_frames)
     else:
-        images = [path] if path.is_file() else sorted(
-            (p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
+        images = [path] if path.is_file() else _scribble_images(path)
         if not images:
             raise InputError(f"{path}: no scribble images ({', '.join(IMAGE_SUFFIXES)}) or JSON here")
         scribbles = empty_scribbles(video.num_frames)
@@ -73,6 +72,20 @@ def load_scribbles(path: str | Path, video: VideoSource) -> dict:
     if not object_ids(scribbles):
         raise InputError(f"{path}: no object scribble (objects are palette colours 1..N, see docs/OWN_VIDEOS.md)")
     return scribbles
+
+
+def _scribble_images(folder: Path) -> list[Path]:
+    """The scribble images in `folder`, in natural order; InputError for an image name that is a FIFO, a
+    device or a broken link (left out, its strokes would have been lost without a word)."""
+    images = []
+    for entry in folder.iterdir():
+        if entry.suffix.lower() not in IMAGE_SUFFIXES or entry.is_dir():
+            continue
+        problem = special_file(entry) or broken_link(entry)
+        if problem:
+            raise InputError(f"{entry}: {problem}, not a scribble image")
+        images.append(entry)
+    return sorted(images, key=natural_key)
 
 
 def _load_json(path: Path, num_frames: int) -> dict:

@@ -17,7 +17,7 @@ from PIL import Image
 
 from ..data.davis import IMAGE_ERRORS, WIDE_MODES, draft_jpeg
 from ..errors import first_line
-from ..paths import special_file
+from ..paths import broken_link, special_file
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +115,10 @@ def open_video(path: str | Path) -> VideoSource:
 
 def _open_folder(path: Path) -> VideoSource:
     images = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
-    for image_path in images:  # a FIFO or device named as a frame was left out: every later frame shifted
-        if special_file(image_path):
-            raise InputError(f"{image_path}: {special_file(image_path)}, not a frame image")
+    for image_path in images:  # a FIFO, device or broken link named as a frame was left out: later frames shifted
+        problem = special_file(image_path) or broken_link(image_path)
+        if problem:
+            raise InputError(f"{image_path}: {problem}, not a frame image")
     paths = sorted((p for p in images if p.is_file()), key=natural_key)
     if not paths:
         raise InputError(f"{path}: no frame images ({', '.join(IMAGE_SUFFIXES)}) in this folder")

@@ -125,3 +125,17 @@ def test_bad_scribbles_are_one_clear_line(small_video, tmp_path, case, message):
     with pytest.raises(InputError, match=message) as error:
         load_scribbles(path, video)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda link: link.symlink_to("gone.png"), r"a symbolic link to a missing file \(gone.png\)"),
+    (lambda link: link.symlink_to(link.name), "a loop of symbolic links"),
+    (os.mkfifo, r"a FIFO \(named pipe\)"),
+])
+def test_a_scribble_image_that_cannot_be_read_is_not_left_out(small_video, tmp_path, make, message):
+    video = open_video(small_video.video)
+    good = np.asarray(Image.open(next(small_video.scribble_dir.iterdir())))
+    _save(tmp_path / "00001.png", good)
+    make(tmp_path / "00002.png")  # its strokes were dropped without a word
+    with pytest.raises(InputError, match=f"00002.png: {message}, not a scribble image"):
+        load_scribbles(tmp_path, video)

@@ -117,6 +117,16 @@ def test_truncated_frame_is_found_when_the_folder_is_opened(tmp_path, suffix):
         open_video(tmp_path)
 
 
+@pytest.mark.parametrize("target, message", [("gone.png", r"a symbolic link to a missing file \(gone.png\)"),
+                                             ("00001.png", "a loop of symbolic links")])
+def test_a_broken_link_as_frame_is_one_clear_line(tmp_path, target, message):
+    for index in (0, 2):
+        Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(tmp_path / f"{index:05d}.png")
+    (tmp_path / "00001.png").symlink_to(target)  # it was left out: a 2-frame video, every later mask shifted
+    with pytest.raises(InputError, match=f"00001.png: {message}, not a frame image"):
+        open_video(tmp_path)
+
+
 def test_two_frames_that_would_write_one_mask_are_refused(tmp_path):
     for name in ("00000.jpg", "00001.jpg", "00001.png"):
         Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / name)
