@@ -9,6 +9,7 @@ import logging
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import cv2
@@ -145,6 +146,11 @@ def _open_folder(path: Path) -> VideoSource:
         if other is not frame_path:
             raise InputError(f"{path}: {other.name} and {frame_path.name} would write the same mask "
                              f"({frame_path.stem}.png): keep one of them")
+    for before, after in pairwise(paths):  # frame3 and frame03: which comes first is the listing's whim
+        if natural_key(before) == natural_key(after):
+            raise InputError(f"{path}: {before.name} and {after.name} have the same number, so their order is "
+                             "not defined (frames are sorted by the numbers in their names): keep one of them or "
+                             "rename it")
     width, height = first
     return VideoSource(path, len(paths), height, width, DEFAULT_FPS, paths, [p.stem for p in paths])
 

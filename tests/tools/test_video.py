@@ -127,6 +127,13 @@ def test_a_broken_link_as_frame_is_one_clear_line(tmp_path, target, message):
         open_video(tmp_path)
 
 
+def test_two_frames_with_the_same_number_are_refused(tmp_path):
+    for name in ("frame1.png", "frame3.png", "frame03.png", "frame10.png"):  # frame3 / frame03: order undefined
+        Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(tmp_path / name)
+    with pytest.raises(InputError, match=r"frame0?3.png and frame0?3.png have the same number"):
+        open_video(tmp_path)
+
+
 def test_two_frames_that_would_write_one_mask_are_refused(tmp_path):
     for name in ("00000.jpg", "00001.jpg", "00001.png"):
         Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / name)
