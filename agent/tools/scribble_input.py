@@ -10,7 +10,8 @@ Colours within COLOUR_TOLERANCE per channel snap to the nearest of these (the pa
 anything else is an error, so a mistake in the colour never silently becomes background.
 
 An image's frame is the frame of the same name in a frame folder (00012.png for 00012.jpg), else the last
-number in its name, counted from 0 (12.png, frame_0012.png).
+number in its name, counted from 0 (12.png, frame_0012.png); in a folder whose frames are numbered otherwise
+(frame1.jpg, ...), only the frame's own name.
 """
 
 from __future__ import annotations
@@ -111,6 +112,14 @@ def frame_of(image_path: Path, video: VideoSource) -> int:
     if not numbers:
         raise InputError(f"{image_path}: name it after its frame (e.g. 00012.png for frame 12, counted from 0)")
     frame = int(numbers[-1])
+    if video.frame_paths is not None:  # frame1.jpg, frame2.jpg, ...: is 3.png the third frame or the fourth?
+        numbers_of_frames = [int(n[-1]) if n else None for n in map(re.compile(r"\d+").findall, video.frame_names)]
+        if any(n is not None for n in numbers_of_frames) and numbers_of_frames != list(range(video.num_frames)):
+            example = video.frame_paths[numbers_of_frames.index(frame) if frame in numbers_of_frames
+                                        else min(frame, video.num_frames - 1)]
+            raise InputError(f"{image_path}: the frames of {video.path} are not numbered 0, 1, 2, ... (the first is "
+                             f"{video.frame_paths[0].name}), so the number {frame} is ambiguous: name the image "
+                             f"after its frame (e.g. {example.stem}.png for {example.name})")
     if frame >= video.num_frames:
         raise InputError(f"{image_path}: scribbles for frame {frame} but the video has {video.num_frames} frames "
                          f"(0..{video.num_frames - 1})")

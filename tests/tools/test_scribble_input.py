@@ -139,3 +139,20 @@ def test_a_scribble_image_that_cannot_be_read_is_not_left_out(small_video, tmp_p
     make(tmp_path / "00002.png")  # its strokes were dropped without a word
     with pytest.raises(InputError, match=f"00002.png: {message}, not a scribble image"):
         load_scribbles(tmp_path, video)
+
+
+def test_a_scribble_number_is_refused_where_the_frames_are_numbered_from_1(tmp_path):
+    frames, scribbles = tmp_path / "frames", tmp_path / "scribbles"
+    frames.mkdir()
+    scribbles.mkdir()
+    for index in (1, 2, 3, 4):
+        Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(frames / f"frame{index}.jpg")
+    video = open_video(frames)
+    stroke = _rgba()
+    stroke[2, 1:5] = (*object_colour(1), 255)
+    _save(scribbles / "3.png", stroke)  # counted from 0 it was frame4.jpg: a silent off-by-one
+    with pytest.raises(InputError, match=r"3.png: the frames of .* are not numbered 0, 1, 2, ... \(the first is "
+                                         r"frame1.jpg\), so the number 3 is ambiguous: .*frame3.png for frame3.jpg"):
+        load_scribbles(scribbles, video)
+    (scribbles / "3.png").rename(scribbles / "frame3.png")  # its frame's own name is not ambiguous
+    assert [bool(strokes) for strokes in load_scribbles(scribbles, video)["scribbles"]] == [False, False, True, False]
