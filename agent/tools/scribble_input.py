@@ -25,7 +25,7 @@ from PIL import Image
 from ..data.davis import IMAGE_ERRORS, DatasetError, read_scribble_file, validate_scribbles
 from ..data.synthetic import davis_palette
 from ..paths import broken_link, special_file
-from .video import IMAGE_SUFFIXES, InputError, VideoSource, natural_key, user_path
+from .video import IMAGE_SUFFIXES, InputError, VideoSource, natural_key, upright, user_path
 
 NO_SCRIBBLE = -1
 BACKGROUND_COLOUR = (255, 255, 255)
@@ -130,7 +130,7 @@ def read_scribble_image(path: Path, video: VideoSource) -> np.ndarray:
     """(H, W) int labels: NO_SCRIBBLE, 0 background, k object k; InputError for a wrong size or colour."""
     try:
         with Image.open(path) as image:
-            rgba = np.asarray(image.convert("RGBA"))
+            rgba = np.asarray(upright(image).convert("RGBA"))
     except IMAGE_ERRORS as error:
         raise InputError(f"cannot read scribble image {path} ({error})") from error
     if rgba.shape[:2] != (video.height, video.width):

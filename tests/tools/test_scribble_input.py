@@ -156,3 +156,26 @@ def test_a_scribble_number_is_refused_where_the_frames_are_numbered_from_1(tmp_p
         load_scribbles(scribbles, video)
     (scribbles / "3.png").rename(scribbles / "frame3.png")  # its frame's own name is not ambiguous
     assert [bool(strokes) for strokes in load_scribbles(scribbles, video)["scribbles"]] == [False, False, True, False]
+
+
+def _save_turned(path, pixels, orientation=6):
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = orientation  # "rotate 90 degrees clockwise to view", as a phone writes it
+    image.save(path, exif=exif)
+
+
+def test_scribbles_and_frames_are_read_as_their_exif_orientation_shows_them(tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for index in range(2):  # stored 6 rows x 8, shown (and painted on) 8 rows x 6
+        _save_turned(frames / f"{index:05d}.png", np.zeros((6, 8, 3), np.uint8))
+    video = open_video(frames)
+    painted = _rgba(8, 6)  # the upright view, as an image editor shows the frame
+    painted[6, 1:5] = (*object_colour(1), 255)  # near the bottom of what the person saw
+    _save(tmp_path / "00001.png", painted)  # it was "is 6x8 but the video is 8x6"
+    (stroke,) = load_scribbles(tmp_path / "00001.png", video)["scribbles"][1]
+    assert stroke["object_id"] == 1 and all(y == pytest.approx(6 / 7) for _, y in stroke["path"])
+    _save_turned(tmp_path / "00001.png", np.rot90(painted, 1))  # stored turned too: read upright, the same
+    (turned,) = load_scribbles(tmp_path / "00001.png", video)["scribbles"][1]
+    assert turned["path"] == stroke["path"]
