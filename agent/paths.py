@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -41,6 +42,25 @@ def special_file(path: Path) -> str | None:
                        (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
         if test(mode):
             return what
+    return None
+
+
+def broken_link(path: Path) -> str | None:
+    """What `path` is when it is a symbolic link that leads to nothing: "a link to a missing file (TARGET)" or
+    "a loop of links"; None otherwise. `Path.is_file()` is False for both, so a folder listing that keeps only
+    files would leave such an entry out without a word."""
+    if not path.is_symlink():
+        return None
+    try:
+        path.stat()
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "a loop of symbolic links"
+        try:
+            target = os.readlink(path)
+        except OSError:
+            target = "?"
+        return f"a symbolic link to a missing file ({target})"
     return None
 
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from agent.paths import not_a_file, output_file_problem
+from agent.paths import broken_link, not_a_file, output_file_problem
 
 
 def test_output_file_problem_names_what_stands_in_the_way(tmp_path):
@@ -36,3 +36,14 @@ def test_not_a_file_says_what_the_path_is(tmp_path):
     assert not_a_file(tmp_path / "fifo") == "is a FIFO (named pipe), not a file"
     assert not_a_file(tmp_path) == "is a directory, not a file"
     assert not_a_file(tmp_path / "absent") == "does not exist"
+
+
+def test_broken_link_says_where_a_link_leads_nowhere(tmp_path):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "good").symlink_to("file")
+    (tmp_path / "dangling").symlink_to("gone.jpg")
+    (tmp_path / "loop").symlink_to("loop")
+    assert broken_link(tmp_path / "file") is None and broken_link(tmp_path / "good") is None
+    assert broken_link(tmp_path / "absent") is None  # not a link: the caller's "does not exist"
+    assert broken_link(tmp_path / "dangling") == "a symbolic link to a missing file (gone.jpg)"
+    assert broken_link(tmp_path / "loop") == "a loop of symbolic links"

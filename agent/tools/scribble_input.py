@@ -10,7 +10,8 @@ Colours within COLOUR_TOLERANCE per channel snap to the nearest of these (the pa
 anything else is an error, so a mistake in the colour never silently becomes background.
 
 An image's frame is the frame of the same name in a frame folder (00012.png for 00012.jpg), else the last
-number in its name, counted from 0 (12.png, frame_0012.png).
+number in its name, counted from 0 (12.png, frame_0012.png); in a folder whose frames are numbered otherwise
+(frame1.jpg, ...), only the frame's own name.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from PIL import Image
 
 from ..data.davis import IMAGE_ERRORS, DatasetError, read_scribble_file, validate_scribbles
 from ..data.synthetic import davis_palette
-from ..paths import special_file
-from .video import IMAGE_SUFFIXES, InputError, VideoSource, natural_key, user_path
+from ..paths import broken_link, special_file
+from .video import IMAGE_SUFFIXES, InputError, VideoSource, natural_key, upright, user_path
 
 NO_SCRIBBLE = -1
 BACKGROUND_COLOUR = (255, 255, 255)
@@ -62,8 +63,7 @@ def load_scribbles(path: str | Path, video: VideoSource) -> dict:
     if path.is_file() and path.suffix.lower() == ".json":
         scribbles = _load_json(path, video.num_frames)
     else:
-        images = [path] if path.is_file() else sorted(
-            (p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
+        images = [path] if path.is_file() else _scribble_images(path)
         if not images:
             raise InputError(f"{path}: no scribble images ({', '.join(IMAGE_SUFFIXES)}) or JSON here")
         scribbles = empty_scribbles(video.num_frames)
@@ -73,6 +73,20 @@ def load_scribbles(path: str | Path, video: VideoSource) -> dict:
     if not object_ids(scribbles):
         raise InputError(f"{path}: no object scribble (objects are palette colours 1..N, see docs/OWN_VIDEOS.md)")
     return scribbles
+
+
+def _scribble_images(folder: Path) -> list[Path]:
+    """The scribble images in `folder`, in natural order; InputError for an image name that is a FIFO, a
+    device or a broken link (left out, its strokes would have been lost without a word)."""
+    images = []
+    for entry in folder.iterdir():
+        if entry.suffix.lower() not in IMAGE_SUFFIXES or entry.is_dir():
+            continue
+        problem = special_file(entry) or broken_link(entry)
+        if problem:
+            raise InputError(f"{entry}: {problem}, not a scribble image")
+        images.append(entry)
+    return sorted(images, key=natural_key)
 
 
 def _load_json(path: Path, num_frames: int) -> dict:
@@ -98,6 +112,14 @@ def frame_of(image_path: Path, video: VideoSource) -> int:
     if not numbers:
         raise InputError(f"{image_path}: name it after its frame (e.g. 00012.png for frame 12, counted from 0)")
     frame = int(numbers[-1])
+    if video.frame_paths is not None:  # frame1.jpg, frame2.jpg, ...: is 3.png the third frame or the fourth?
+        numbers_of_frames = [int(n[-1]) if n else None for n in map(re.compile(r"\d+").findall, video.frame_names)]
+        if any(n is not None for n in numbers_of_frames) and numbers_of_frames != list(range(video.num_frames)):
+            example = video.frame_paths[numbers_of_frames.index(frame) if frame in numbers_of_frames
+                                        else min(frame, video.num_frames - 1)]
+            raise InputError(f"{image_path}: the frames of {video.path} are not numbered 0, 1, 2, ... (the first is "
+                             f"{video.frame_paths[0].name}), so the number {frame} is ambiguous: name the image "
+                             f"after its frame (e.g. {example.stem}.png for {example.name})")
     if frame >= video.num_frames:
         raise InputError(f"{image_path}: scribbles for frame {frame} but the video has {video.num_frames} frames "
                          f"(0..{video.num_frames - 1})")
@@ -108,7 +130,7 @@ def read_scribble_image(path: Path, video: VideoSource) -> np.ndarray:
     """(H, W) int labels: NO_SCRIBBLE, 0 background, k object k; InputError for a wrong size or colour."""
     try:
         with Image.open(path) as image:
-            rgba = np.asarray(image.convert("RGBA"))
+            rgba = np.asarray(upright(image).convert("RGBA"))
     except IMAGE_ERRORS as error:
         raise InputError(f"cannot read scribble image {path} ({error})") from error
     if rgba.shape[:2] != (video.height, video.width):

@@ -9,15 +9,16 @@ import logging
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ..data.davis import IMAGE_ERRORS, WIDE_MODES, draft_jpeg
 from ..errors import first_line
-from ..paths import special_file
+from ..paths import broken_link, special_file
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +81,36 @@ class VideoSource:
             raise InputError(f"{self.path}: FFmpeg delivered {count} frames, {self.num_frames} were counted")
 
 
+# EXIF orientations (phone photos) that turn the stored pixels by 90 degrees: width and height swap.
+TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag (1 upright .. 8); 1 when there is none or it cannot be read. A PNG's is read
+    from its header chunks only: getexif() would load the pixels, which verify() must come before."""
+    try:
+        if image.format == "PNG":
+            exif = Image.Exif()
+            if image.info.get("exif"):
+                exif.load(image.info["exif"])
+        else:
+            exif = image.getexif()
+        orientation = exif.get(0x0112, 1)
+    except Exception:  # a damaged EXIF block: the pixels are read as stored, as before
+        return 1
+    return orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """`image` turned as its EXIF orientation says, as viewers and image editors show it (the scribbles are
+    painted on that view); the image itself when it has no orientation to apply."""
+    return ImageOps.exif_transpose(image) if exif_orientation(image) != 1 else image
+
+
 def _read_image(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
     try:
         with Image.open(path) as image:
-            frame = np.asarray(image.convert("RGB"))
+            frame = np.asarray(upright(image).convert("RGB"))
     except IMAGE_ERRORS as error:
         raise InputError(f"cannot read image {path} ({error})") from error
     if shape is not None and frame.shape[:2] != shape:
@@ -115,9 +142,10 @@ def open_video(path: str | Path) -> VideoSource:
 
 def _open_folder(path: Path) -> VideoSource:
     images = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
-    for image_path in images:  # a FIFO or device named as a frame was left out: every later frame shifted
-        if special_file(image_path):
-            raise InputError(f"{image_path}: {special_file(image_path)}, not a frame image")
+    for image_path in images:  # a FIFO, device or broken link named as a frame was left out: later frames shifted
+        problem = special_file(image_path) or broken_link(image_path)
+        if problem:
+            raise InputError(f"{image_path}: {problem}, not a frame image")
     paths = sorted((p for p in images if p.is_file()), key=natural_key)
     if not paths:
         raise InputError(f"{path}: no frame images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
@@ -125,7 +153,7 @@ def _open_folder(path: Path) -> VideoSource:
     for frame_path in paths:  # every byte, cheaply: a truncated frame ends here, before the model loads
         try:
             with Image.open(frame_path) as image:
-                size, mode = image.size, image.mode
+                size, mode, orientation = image.size, image.mode, exif_orientation(image)
                 if draft_jpeg(image) or image.format != "PNG":
                     image.load()  # JPEG at 1/8 scale; BMP, TIFF, ...: verify() would not read their pixels
                 else:
@@ -134,9 +162,12 @@ def _open_folder(path: Path) -> VideoSource:
             raise InputError(f"cannot read image {frame_path} ({error})") from error
         if mode in WIDE_MODES:  # PIL's RGB conversion clips them: every pixel would be white
             raise InputError(f"{frame_path}: a {mode} image ({WIDE_MODES[mode]}); frames must be 8-bit RGB or grey")
+        if orientation in TRANSPOSING_ORIENTATIONS:  # the size it is shown (and read) at
+            size = size[::-1]
         first = first or size
         if size != first:
-            raise InputError(f"{path}: the frames differ in size ({frame_path.name} is {size[0]}x{size[1]}, "
+            turned = " once turned by its EXIF orientation" if orientation in TRANSPOSING_ORIENTATIONS else ""
+            raise InputError(f"{path}: the frames differ in size ({frame_path.name} is {size[0]}x{size[1]}{turned}, "
                              f"{paths[0].name} {first[0]}x{first[1]})")
     stems: dict[str, Path] = {}
     for frame_path in paths:  # masks are written as <stem>.png: two frames would share one
@@ -144,6 +175,11 @@ def _open_folder(path: Path) -> VideoSource:
         if other is not frame_path:
             raise InputError(f"{path}: {other.name} and {frame_path.name} would write the same mask "
                              f"({frame_path.stem}.png): keep one of them")
+    for before, after in pairwise(paths):  # frame3 and frame03: which comes first is the listing's whim
+        if natural_key(before) == natural_key(after):
+            raise InputError(f"{path}: {before.name} and {after.name} have the same number, so their order is "
+                             "not defined (frames are sorted by the numbers in their names): keep one of them or "
+                             "rename it")
     width, height = first
     return VideoSource(path, len(paths), height, width, DEFAULT_FPS, paths, [p.stem for p in paths])
 

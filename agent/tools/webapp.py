@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import tempfile
 import threading
@@ -198,17 +199,33 @@ class AppState:
         video = None
         if self.video is not None and self.frames is not None:
             v = self.video
-            video = {"name": v.name, "path": str(v.path), "num_frames": v.num_frames, "width": v.width,
-                     "height": v.height, "fps": v.fps, "working": list(self.frames.size)}
+            video = {"name": json_text(v.name), "path": json_text(str(v.path)), "num_frames": v.num_frames,
+                     "width": v.width, "height": v.height, "fps": v.fps, "working": list(self.frames.size)}
         segmenter = self.segmenter
+        job = asdict(self.job) if self.job else None
+        if job:
+            job["error"], job["message"] = json_text(job["error"]), json_text(job["message"])
         return {
             "video": video,
-            "job": asdict(self.job) if self.job else None,
+            "job": job,
             "rounds": segmenter.rounds if segmenter else 0,
             "has_result": bool(segmenter and segmenter.has_result),
             "num_objects": segmenter.num_objects() if segmenter else 0,
             "persistent": bool(segmenter and segmenter.persistent),
         }
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def json_text(text: str | None) -> str | None:
+    """`text` as JSON can carry it: a file name that is not UTF-8 reaches Python with lone surrogates, which no
+    UTF-8 response can hold (every state request failed with a 500 once such a video was open); its bytes are
+    shown as \\xe9 escapes instead (another lone surrogate, sent as "\\ud800" in a request, as \\ud800)."""
+    if text is None:
+        return None
+    return _SURROGATE.sub(lambda m: f"\\x{ord(m[0]) - 0xDC00:02x}" if 0xDC80 <= ord(m[0]) <= 0xDCFF
+                          else f"\\u{ord(m[0]):04x}", text)
 
 
 def strokes_to_scribbles(strokes: list[dict], num_frames: int) -> dict:
@@ -262,40 +279,42 @@ def create_app(state: AppState) -> FastAPI:
         # sends a cross-site POST with its Origin, and a DNS-rebinding page with its own host name as Host.
         refused = foreign_request(request.headers.get("host", ""), request.headers.get("origin"), request.method)
         if refused is not None:
-            return JSONResponse({"error": refused}, status_code=403)
+            return JSONResponse({"error": json_text(refused)}, status_code=403)
         return await call_next(request)
 
     @app.exception_handler(InputError)
     @app.exception_handler(DatasetError)
     async def user_error(request: Request, error: Exception) -> JSONResponse:
-        return JSONResponse({"error": str(error)}, status_code=400)
+        return JSONResponse({"error": json_text(str(error))}, status_code=400)
 
     @app.exception_handler(Busy)
     async def busy(request: Request, error: Exception) -> JSONResponse:
-        return JSONResponse({"error": str(error)}, status_code=409)
+        return JSONResponse({"error": json_text(str(error))}, status_code=409)
 
     @app.exception_handler(TooLarge)
     async def too_large(request: Request, error: Exception) -> JSONResponse:
-        return JSONResponse({"error": str(error)}, status_code=413)
+        return JSONResponse({"error": json_text(str(error))}, status_code=413)
 
     @app.exception_handler(UnsupportedType)
     async def unsupported_type(request: Request, error: Exception) -> JSONResponse:
-        return JSONResponse({"error": str(error)}, status_code=415)
+        return JSONResponse({"error": json_text(str(error))}, status_code=415)
 
     # FastAPI's own answers (unknown route, wrong method, a path parameter of the wrong type) in the same shape.
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": f"{request.method} {request.url.path}: {error.detail}"},
+        return JSONResponse({"error": json_text(f"{request.method} {request.url.path}: {error.detail}")},
                             status_code=error.status_code, headers=getattr(error, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"error": f"invalid request: {validation_problems(error.errors())}"}, status_code=400)
+        return JSONResponse({"error": json_text(f"invalid request: {validation_problems(error.errors())}")},
+                            status_code=400)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
         log.exception("%s %s failed", request.method, request.url.path)
-        return JSONResponse({"error": f"unexpected error: {error} (details in the server's log)"}, status_code=500)
+        return JSONResponse({"error": json_text(f"unexpected error: {error} (details in the server's log)")},
+                            status_code=500)
 
     @app.get("/")
     def index() -> FileResponse:

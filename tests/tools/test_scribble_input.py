@@ -125,3 +125,57 @@ def test_bad_scribbles_are_one_clear_line(small_video, tmp_path, case, message):
     with pytest.raises(InputError, match=message) as error:
         load_scribbles(path, video)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda link: link.symlink_to("gone.png"), r"a symbolic link to a missing file \(gone.png\)"),
+    (lambda link: link.symlink_to(link.name), "a loop of symbolic links"),
+    (os.mkfifo, r"a FIFO \(named pipe\)"),
+])
+def test_a_scribble_image_that_cannot_be_read_is_not_left_out(small_video, tmp_path, make, message):
+    video = open_video(small_video.video)
+    good = np.asarray(Image.open(next(small_video.scribble_dir.iterdir())))
+    _save(tmp_path / "00001.png", good)
+    make(tmp_path / "00002.png")  # its strokes were dropped without a word
+    with pytest.raises(InputError, match=f"00002.png: {message}, not a scribble image"):
+        load_scribbles(tmp_path, video)
+
+
+def test_a_scribble_number_is_refused_where_the_frames_are_numbered_from_1(tmp_path):
+    frames, scribbles = tmp_path / "frames", tmp_path / "scribbles"
+    frames.mkdir()
+    scribbles.mkdir()
+    for index in (1, 2, 3, 4):
+        Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(frames / f"frame{index}.jpg")
+    video = open_video(frames)
+    stroke = _rgba()
+    stroke[2, 1:5] = (*object_colour(1), 255)
+    _save(scribbles / "3.png", stroke)  # counted from 0 it was frame4.jpg: a silent off-by-one
+    with pytest.raises(InputError, match=r"3.png: the frames of .* are not numbered 0, 1, 2, ... \(the first is "
+                                         r"frame1.jpg\), so the number 3 is ambiguous: .*frame3.png for frame3.jpg"):
+        load_scribbles(scribbles, video)
+    (scribbles / "3.png").rename(scribbles / "frame3.png")  # its frame's own name is not ambiguous
+    assert [bool(strokes) for strokes in load_scribbles(scribbles, video)["scribbles"]] == [False, False, True, False]
+
+
+def _save_turned(path, pixels, orientation=6):
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = orientation  # "rotate 90 degrees clockwise to view", as a phone writes it
+    image.save(path, exif=exif)
+
+
+def test_scribbles_and_frames_are_read_as_their_exif_orientation_shows_them(tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for index in range(2):  # stored 6 rows x 8, shown (and painted on) 8 rows x 6
+        _save_turned(frames / f"{index:05d}.png", np.zeros((6, 8, 3), np.uint8))
+    video = open_video(frames)
+    painted = _rgba(8, 6)  # the upright view, as an image editor shows the frame
+    painted[6, 1:5] = (*object_colour(1), 255)  # near the bottom of what the person saw
+    _save(tmp_path / "00001.png", painted)  # it was "is 6x8 but the video is 8x6"
+    (stroke,) = load_scribbles(tmp_path / "00001.png", video)["scribbles"][1]
+    assert stroke["object_id"] == 1 and all(y == pytest.approx(6 / 7) for _, y in stroke["path"])
+    _save_turned(tmp_path / "00001.png", np.rot90(painted, 1))  # stored turned too: read upright, the same
+    (turned,) = load_scribbles(tmp_path / "00001.png", video)["scribbles"][1]
+    assert turned["path"] == stroke["path"]

@@ -117,6 +117,46 @@ def test_truncated_frame_is_found_when_the_folder_is_opened(tmp_path, suffix):
         open_video(tmp_path)
 
 
+@pytest.mark.parametrize("target, message", [("gone.png", r"a symbolic link to a missing file \(gone.png\)"),
+                                             ("00001.png", "a loop of symbolic links")])
+def test_a_broken_link_as_frame_is_one_clear_line(tmp_path, target, message):
+    for index in (0, 2):
+        Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(tmp_path / f"{index:05d}.png")
+    (tmp_path / "00001.png").symlink_to(target)  # it was left out: a 2-frame video, every later mask shifted
+    with pytest.raises(InputError, match=f"00001.png: {message}, not a frame image"):
+        open_video(tmp_path)
+
+
+def _save_turned(path, pixels, orientation=6):
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = orientation  # a phone's "rotate 90 degrees clockwise to view"
+    image.save(path, exif=exif)
+
+
+def test_frames_are_read_as_their_exif_orientation_shows_them(tmp_path):
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 6, 8, 3), np.uint8)
+    for index, frame in enumerate(pixels):
+        _save_turned(tmp_path / f"{index:05d}.png", frame)
+    video = open_video(tmp_path)  # it was read as stored: masks and scribbles turned against what viewers show
+    assert (video.height, video.width) == (8, 6)
+    assert all(np.array_equal(read, np.rot90(frame, -1)) for read, frame in zip(video.frames(), pixels, strict=True))
+    _save_turned(tmp_path / "00001.png", pixels[1], orientation=1)  # one frame upright among turned ones
+    with pytest.raises(InputError, match=r"00001.png is 8x6, 00000.png 6x8"):
+        open_video(tmp_path)
+    _save_turned(tmp_path / "00001.png", pixels[1], orientation=8)
+    _save_turned(tmp_path / "00000.png", pixels[0], orientation=1)
+    with pytest.raises(InputError, match=r"00001.png is 6x8 once turned by its EXIF orientation, 00000.png 8x6"):
+        open_video(tmp_path)
+
+
+def test_two_frames_with_the_same_number_are_refused(tmp_path):
+    for name in ("frame1.png", "frame3.png", "frame03.png", "frame10.png"):  # frame3 / frame03: order undefined
+        Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(tmp_path / name)
+    with pytest.raises(InputError, match=r"frame0?3.png and frame0?3.png have the same number"):
+        open_video(tmp_path)
+
+
 def test_two_frames_that_would_write_one_mask_are_refused(tmp_path):
     for name in ("00000.jpg", "00001.jpg", "00001.png"):
         Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / name)

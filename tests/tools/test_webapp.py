@@ -161,6 +161,27 @@ def test_export_and_upload_never_replace_their_input(base, small_video, tmp_path
         assert odd.status_code == 400 and "not a usable file name" in odd.json()["error"]
 
 
+def test_names_that_are_not_utf8_are_shown_not_a_500(base, small_video, tmp_path):
+    import os
+    import shutil
+
+    # A folder named with a byte that is not UTF-8 (a Latin-1 file system): Python names it with a lone
+    # surrogate, which no JSON answer could encode, so every state request was a 500 once it was open.
+    odd = os.fsdecode(os.path.join(os.fsencode(str(tmp_path)), b"clip\xe9"))
+    shutil.copytree(small_video.folder, odd)
+    assert _post(base, "/api/open", {"path": odd}).status_code == 200  # JSON carries it as "\udce9"
+    state = wait_for_job(base)
+    assert state["job"]["error"] is None and state["video"]["name"] == "clip\\xe9"
+    assert state["job"]["message"].startswith("opened clip\\xe9: 8 frames")
+    assert _post(base, "/api/segment", {"strokes": [_object_stroke()]}).status_code == 200
+    assert wait_for_job(base)["job"]["error"] is None
+    missing = _post(base, "/api/open", {"path": odd + "-missing\ud800"})
+    assert missing.status_code == 200
+    assert "clip\\xe9-missing\\ud800: no such video" in wait_for_job(base)["job"]["error"]
+    refused = _post(base, "/api/export", {"output": odd})  # not empty: its error names the folder
+    assert refused.status_code == 400 and "clip\\xe9" in refused.json()["error"]
+
+
 def test_upload_opens_the_video(base, small_video):
     empty = requests.post(f"{base}/api/upload?name=clip.mp4", data=b"", timeout=10)
     assert empty.status_code == 400 and "empty" in empty.json()["error"]
