@@ -216,10 +216,11 @@ class ReferencePool:
                 for lo, hi in query_chunks(q.shape[0], self.config.chunk_size):  # disjoint: a pixel must merge only once
                     for cls, r in refs.items():
                         sims = (q[lo:hi] @ r.t()).cpu()  # (n, M)
-                        # merge with what the frame has so far (-inf until k references)
-                        sims = torch.cat([self._best[frame, cls, :, lo:hi].t(), sims], dim=1)
-                        k = min(self.config.topk, sims.shape[1])
-                        self._best[frame, cls, :k, lo:hi] = sims.topk(k, dim=1).values.t()
+                        # The top k of the union is the top k of (what the frame has so far, -inf until k
+                        # references; the new pixels' own top k): the same values without copying the (n, M) block.
+                        new = sims.topk(min(self.config.topk, sims.shape[1]), dim=1).values
+                        merged = torch.cat([self._best[frame, cls, :, lo:hi].t(), new], dim=1)
+                        self._best[frame, cls, :, lo:hi] = merged.topk(self.config.topk, dim=1).values.t()
 
     def scores(self, model: SiameseEmbedder, frames: np.ndarray | list[int] | range) -> torch.Tensor:
         """(len(frames), C, h, w) scores of the given frames: BN of the mean of each class's top-k
