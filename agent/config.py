@@ -376,6 +376,9 @@ class AgentConfig:
     # Backbone forward passes: auto = ONNX Runtime on CPU when installed (same features, faster), else
     # PyTorch | torch | onnxruntime.
     backbone_runtime: str = "auto"
+    # Each frame's decoder output kept between rounds while the model does not change (every later round
+    # reads every frame's embeddings twice); ~7 MB per frame at the shipped checkpoint's 1.5x. 0: none kept.
+    embedding_cache_mb: int = 1024
 
     def __post_init__(self) -> None:
         if isinstance(self.inference_scale, str):
@@ -388,6 +391,8 @@ class AgentConfig:
         _choice(self.backbone_runtime, "agent.backbone_runtime", ("auto", "torch", "onnxruntime"))
         _require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                  f"agent.device must be auto, cpu or cuda, got {self.device!r}")
+        _require(0 <= self.embedding_cache_mb <= 2**20,
+                 f"agent.embedding_cache_mb must be in 0..{2**20}, got {self.embedding_cache_mb}")
         _require(0 <= self.seed < 2**32, f"agent.seed must be in 0..2**32-1 (numpy's range), got {self.seed}")
 
 

@@ -47,6 +47,7 @@ from ..model.siamese import SiameseEmbedder, embedding_size, inference_size, sca
 from . import crf
 from .budget import RoundCosts, estimate_seconds, fit_plan, reserve_seconds
 from .detail import boundary_band
+from .embedding_cache import Embed, EmbeddingCache
 from .finetune import FinetuneStats, finetune
 from .plan import RoundPlan
 from .predictor import Predictor
@@ -141,6 +142,7 @@ class InteractiveAgent(Predictor):
         self.num_objects = num_objects
         self._features: torch.Tensor | None = None  # (T, C, h, w), filled frame by frame as rounds need them
         self._have_features = np.zeros(len(frames), bool)
+        self._embeddings = EmbeddingCache(self.config.embedding_cache_mb * 2**20)
         self.memory = ScribbleMemory(self.grid, self.config.scribbles, num_objects, len(frames))
         # Per-frame costs measured in this sample's rounds (inference/budget.py); public so tests can inject them.
         self.costs = RoundCosts()
@@ -179,6 +181,9 @@ class InteractiveAgent(Predictor):
             self.config.transfer.samples_per_class, generator=self._generator, loss=self.finetune_loss,
             topk=self.config.transfer.topk, pseudo_labels=pseudo,
         )
+        if self.last_finetune.steps > 0:  # the decoder changed: every kept embedding is stale
+            self._embeddings.clear()
+        embed = lambda index, size: self._embeddings.embed(self.model, features, index, size)  # noqa: E731
 
         propagation_start = time.perf_counter()
         crf_config = None
@@ -191,7 +196,7 @@ class InteractiveAgent(Predictor):
         if self._pool is not None:
             # The model changed if fine-tuning took a step: similarities to the old pool are stale.
             self._pool.update(self.model, features, labels, num_classes, rebuild=self.last_finetune.steps > 0,
-                              frames=keyframes, weights=self._reference_weights())
+                              frames=keyframes, weights=self._reference_weights(), embed=embed)
             refs = ref_labels = None
             scorer = lambda index: self._pool.scores(self.model, index)  # noqa: E731
         else:
@@ -200,9 +205,9 @@ class InteractiveAgent(Predictor):
         result = propagate(
             self.model, features, refs, ref_labels, num_classes, self._frames, self.grid, self.config.transfer,
             crf_config, generator=self._generator, scorer=scorer, keyframes=keyframes,
-            detail=self._detail(features, refs, ref_labels), fusion=self._fusion, on_scores=self.score_observer,
-            previous=self._last_labels, identity=self.config.identity,
-            strokes={f: grid.numpy() for f, grid in labels.items()}, flow=self.config.flow,
+            detail=self._detail(features, refs, ref_labels, embed), fusion=self._fusion,
+            on_scores=self.score_observer, previous=self._last_labels, identity=self.config.identity,
+            strokes={f: grid.numpy() for f, grid in labels.items()}, flow=self.config.flow, embed=embed,
         )
         propagation = time.perf_counter() - propagation_start
         self.costs.transfer = (propagation - result.crf_seconds - result.fill_seconds) / len(keyframes)
@@ -217,14 +222,15 @@ class InteractiveAgent(Predictor):
                   len(labels), self.last_finetune.steps, self.last_finetune.seconds, time.perf_counter() - started)
         return result.labels
 
-    def _detail(self, features: torch.Tensor, refs: torch.Tensor | None, ref_labels: torch.Tensor | None) -> Detail | None:
+    def _detail(self, features: torch.Tensor, refs: torch.Tensor | None, ref_labels: torch.Tensor | None,
+                embed: Embed) -> Detail | None:
         """Boundary detail on the decoder's native grid when it is finer than the transfer grid (detail.py)."""
         fine = embedding_size(self.input_size, 4)
         if self.config.transfer.detail_band == 0 or fine[0] <= self.grid[0]:
             return None
         scale, shift = head_affine(self.model.head, self.device)
         if self._pool is not None:
-            by_class = self._pool.reference_embeddings(self.model, features)
+            by_class = self._pool.reference_embeddings(self.model, features, embed)
         else:
             sign = 1.0 if scale >= 0 else -1.0
             by_class = {int(c): refs[ref_labels == c][:self.config.transfer.max_reference_pixels] * sign

@@ -17,6 +17,7 @@ from ..config import CRFConfig, FlowConfig, IdentityConfig, TransferConfig
 from ..model.siamese import SiameseEmbedder
 from .crf import refine_frames
 from .detail import refine_boundaries
+from .embedding_cache import Embed, decode_frames
 from .flow import FlowWarper
 from .identity import separate_objects
 from .round_fusion import RoundFusion
@@ -100,6 +101,7 @@ def propagate(
     identity: IdentityConfig | None = None,
     strokes: dict[int, np.ndarray] | None = None,
     flow: FlowConfig | None = None,
+    embed: Embed | None = None,
 ) -> Propagation:
     """Labels for every frame. features: (T, C, h8, w8) cached backbone features; frames: (T, H, W, 3)
     uint8 (the output size and the CRF's image); grid: the embedding grid; crf_config None = no CRF.
@@ -112,8 +114,10 @@ def propagate(
     scores with the last round's by distance to the new strokes (round_fusion.py). on_scores(frame indices,
     (B, C, h, w) scores) sees the scores the CRF or argmax gets, before upsampling (evaluation/crf_study.py
     caches them). identity: with several objects, choose between them by position, sweeping the keyframes
-    outward from the scribbled frames, `strokes` {frame: (h, w) its labels on the grid} (identity.py)."""
+    outward from the scribbled frames, `strokes` {frame: (h, w) its labels on the grid} (identity.py).
+    embed: the frames' embeddings (embedding_cache.py; None: decoded from `features` each time)."""
     device = next(model.parameters()).device
+    embed = embed or (lambda index, size: decode_frames(model, features, index, size))
     num_frames, height, width = frames.shape[:3]
     computed = np.arange(num_frames) if keyframes is None else np.asarray(keyframes, np.int64)
     labels = np.empty((num_frames, height, width), np.int64)
@@ -124,7 +128,7 @@ def propagate(
         if scorer is not None:
             scores = scorer(index).to(device)
         else:
-            query = model.decode(features[torch.from_numpy(index)].float().to(device), grid)
+            query = embed(index, grid)
             scores = transfer_labels(query, ref_embeddings, ref_labels, transfer_config, model.head,
                                      num_classes=num_classes, generator=generator).scores
         return scores if fusion is None else fusion.fuse(index, scores).to(device)
@@ -143,7 +147,7 @@ def propagate(
         margin = top2[:, 0] - top2[:, -1] if num_classes > 1 else top2[:, 0]
         confidence[index] = margin.mean((1, 2)).cpu().numpy()
         if detail is not None:
-            query = model.decode(features[torch.from_numpy(index)].float().to(device), detail.grid)
+            query = embed(index, detail.grid)
             scores = refine_boundaries(query, scores, detail.refs, detail.scale, detail.shift, transfer_config.topk,
                                        transfer_config.detail_band, transfer_config.chunk_size)
         if on_scores is not None:

@@ -32,6 +32,7 @@ import torch
 
 from ..config import TransferConfig
 from ..model.siamese import SiameseEmbedder
+from .embedding_cache import Embed, decode_frames
 from .transfer import ABSENT_SCORE, head_affine, query_chunks
 
 log = logging.getLogger(__name__)
@@ -133,12 +134,15 @@ class ReferencePool:
         batch: int = 8,
         frames: np.ndarray | list[int] | None = None,
         weights: dict[int, np.ndarray] | None = None,
+        embed: Embed | None = None,
     ) -> None:
         """Add this round's new labelled pixels (labels: {frame: (h, w)} on the grid, -1 unlabeled) and fold
         their similarities into the top-k of `frames` (None: every frame; the others catch up, against the
         whole pool, when a later update asks for them). rebuild=True (the model changed) starts the top-k over.
         features: (T, C', h', w') backbone features; only those of `frames` and the scribbled frames are read.
-        weights: {frame: (h, w) int >= 1}, how many times a new pixel counts among the top-k (None: once)."""
+        weights: {frame: (h, w) int >= 1}, how many times a new pixel counts among the top-k (None: once).
+        embed: the frames' embeddings (embedding_cache.py; None: decoded from `features` each time)."""
+        embed = embed or (lambda index, grid: decode_frames(model, features, index, grid))
         flat = {f: np.asarray(torch.as_tensor(v).cpu()).reshape(-1).astype(np.int64) for f, v in labels.items()}
         if weights is not None:
             weights = {f: np.asarray(w).reshape(-1).astype(np.int64) for f, w in weights.items()}
@@ -162,10 +166,10 @@ class ReferencePool:
         late = wanted[~self._built[wanted]]  # never built (or since a reset): against the whole pool
         device = next(model.parameters()).device
         if new and len(stale):
-            self._fold(model, features, stale, self._embed(model, features, new, device), batch)
+            self._fold(stale, self._embed(model, embed, new, device), batch, embed)
         if len(late):  # _sample_new has already marked this round's pixels as pooled
             self._best[torch.from_numpy(late)] = float("-inf")  # a frame left out of a round holds an older top-k
-            self._fold(model, features, late, self._embed(model, features, self._pooled_by_class(), device), batch)
+            self._fold(late, self._embed(model, embed, self._pooled_by_class(), device), batch, embed)
         added = {cls: sum(len(idx) for _, idx in parts) for cls, parts in new.items()}
         self._counts = {cls: sum(int(self._weights[frame][idx].sum()) for frame, idx in parts)
                         for cls, parts in self._pooled_by_class().items()}
@@ -185,17 +189,19 @@ class ReferencePool:
         return out
 
     @torch.no_grad()
-    def reference_embeddings(self, model: SiameseEmbedder, features: torch.Tensor) -> dict[int, torch.Tensor]:
+    def reference_embeddings(self, model: SiameseEmbedder, features: torch.Tensor,
+                             embed: Embed | None = None) -> dict[int, torch.Tensor]:
         """{class: (M, d)} embeddings of every pooled pixel, times the sign of the head's scale (as folded)."""
-        return self._embed(model, features, self._pooled_by_class(), next(model.parameters()).device)
+        embed = embed or (lambda index, grid: decode_frames(model, features, index, grid))
+        return self._embed(model, embed, self._pooled_by_class(), next(model.parameters()).device)
 
-    def _embed(self, model: SiameseEmbedder, features: torch.Tensor, parts_by_class: dict, device) -> dict:
+    def _embed(self, model: SiameseEmbedder, embed: Embed, parts_by_class: dict, device) -> dict:
         """{class: (M, d) sign-adjusted embeddings} of the given {class: [(frame, flat indices)]}, each pixel's row
         repeated by its weight."""
         scale, _ = head_affine(model.head, device)
         sign = 1.0 if scale >= 0 else -1.0  # a negative BN scale flips the order: keep the bottom k
         frames = sorted({frame for parts in parts_by_class.values() for frame, _ in parts})
-        emb = model.decode(torch.stack([features[f] for f in frames]).float().to(device), self.grid)
+        emb = embed(np.array(frames, np.int64), self.grid)
         emb = emb.reshape(len(frames), emb.shape[1], -1)
         position = {f: i for i, f in enumerate(frames)}
         def rows(frame: int, idx: np.ndarray) -> torch.Tensor:
@@ -205,12 +211,11 @@ class ReferencePool:
 
         return {cls: torch.cat([rows(f, idx) for f, idx in parts]) * sign for cls, parts in parts_by_class.items()}
 
-    def _fold(self, model: SiameseEmbedder, features: torch.Tensor, frames: np.ndarray, refs: dict, batch: int) -> None:
+    def _fold(self, frames: np.ndarray, refs: dict, batch: int, embed: Embed) -> None:
         """Merge the similarities of `frames`' query pixels to `refs` into their running top-k."""
-        device = next(model.parameters()).device
         for lo_frame in range(0, len(frames), batch):
             index = frames[lo_frame:lo_frame + batch]
-            query = model.decode(features[torch.from_numpy(index)].float().to(device), self.grid)
+            query = embed(index, self.grid)
             for b, frame in enumerate(index.tolist()):
                 q = query[b].reshape(query.shape[1], -1).t().contiguous()
                 for lo, hi in query_chunks(q.shape[0], self.config.chunk_size):  # disjoint: a pixel must merge only once

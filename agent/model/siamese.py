@@ -191,9 +191,20 @@ class SiameseEmbedder(nn.Module):
         out_size None: 4x the feature grid (H/2 for output stride 8). `forward` passes ceil(H/2) x ceil(W/2);
         callers decoding cached features should pass `self.embedding_size(image size)` to match.
         """
+        return self.finish_embeddings(self.coarse_embeddings(features), out_size)
+
+    def coarse_embeddings(self, features: torch.Tensor) -> torch.Tensor:
+        """decode's costly part, on the decoder's own grid (2x the feature grid): (B, C, h, w) -> (B, d, 2h, 2w).
+        finish_embeddings of it is decode; inference/embedding_cache.py keeps it per frame."""
         if self.config.normalize_features:
             features = self.normalized_levels(features)
-        emb = self.decoder(features, out_size)
+        return self.decoder.coarse(features)
+
+    def finish_embeddings(self, coarse: torch.Tensor, out_size: tuple[int, int] | None = None) -> torch.Tensor:
+        """coarse_embeddings -> embeddings at out_size (None: 2x the coarse grid, as decode), normalised."""
+        size = out_size or (2 * coarse.shape[-2], 2 * coarse.shape[-1])
+        emb = coarse if tuple(size) == tuple(coarse.shape[-2:]) else F.interpolate(
+            coarse, size=size, mode="bilinear", align_corners=False)
         if self.config.normalize_embeddings:
             emb = F.normalize(emb, dim=1)
         return emb
