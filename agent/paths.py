@@ -103,10 +103,19 @@ def unused_path(path: Path, keep_suffix: bool = True) -> Path:
     return candidate
 
 
+def _refuse_repeated_keys(pairs: list[tuple[str, object]]) -> dict:
+    keys = [key for key, _ in pairs]
+    twice = sorted({key for key in keys if keys.count(key) > 1})
+    if twice:  # json keeps the last silently: a stroke's "object_id" given twice took the second without a word
+        raise ValueError(f"key(s) {', '.join(repr(k) for k in twice)} given twice in one object")
+    return dict(pairs)
+
+
 def read_json(path: Path) -> object:
-    """The JSON in `path`. Malformed text, or nesting too deep to parse (json raises RecursionError there),
-    raises ValueError with a one-line reason; a file that cannot be read raises OSError."""
+    """The JSON in `path` (UTF-8, with or without the byte-order mark Windows editors write). Malformed text, a
+    key given twice in one object, or nesting too deep to parse (json raises RecursionError there) raises
+    ValueError with a one-line reason; a file that cannot be read raises OSError."""
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8-sig"), object_pairs_hook=_refuse_repeated_keys)
     except RecursionError as error:
         raise ValueError("nested too deeply to parse") from error

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from agent.paths import broken_link, not_a_file, output_file_problem
+from agent.paths import broken_link, not_a_file, output_file_problem, read_json
 
 
 def test_output_file_problem_names_what_stands_in_the_way(tmp_path):
@@ -47,3 +47,12 @@ def test_broken_link_says_where_a_link_leads_nowhere(tmp_path):
     assert broken_link(tmp_path / "absent") is None  # not a link: the caller's "does not exist"
     assert broken_link(tmp_path / "dangling") == "a symbolic link to a missing file (gone.jpg)"
     assert broken_link(tmp_path / "loop") == "a loop of symbolic links"
+
+
+def test_read_json_takes_a_byte_order_mark_and_refuses_a_key_given_twice(tmp_path):
+    path = tmp_path / "scribbles.json"
+    path.write_bytes(b"\xef\xbb\xbf" + b'{"scribbles": [[{"path": [[0.5, 0.5]], "object_id": 1}]]}')
+    assert read_json(path)["scribbles"][0][0]["object_id"] == 1  # as Notepad saves it
+    path.write_text('{"scribbles": [[{"path": [[0.5, 0.5]], "object_id": 1, "object_id": 0}]]}')
+    with pytest.raises(ValueError, match="'object_id' given twice"):
+        read_json(path)
