@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..data.davis import IMAGE_ERRORS, DatasetError, read_scribble_file, validate_scribbles
+from ..data.davis import IMAGE_ERRORS, WIDE_MODES, DatasetError, read_scribble_file, validate_scribbles
 from ..data.synthetic import davis_palette
 from ..paths import broken_link, special_file
 from .video import IMAGE_SUFFIXES, InputError, VideoSource, natural_key, upright, user_path
@@ -130,6 +130,9 @@ def read_scribble_image(path: Path, video: VideoSource) -> np.ndarray:
     """(H, W) int labels: NO_SCRIBBLE, 0 background, k object k; InputError for a wrong size or colour."""
     try:
         with Image.open(path) as image:
+            if image.mode in WIDE_MODES:  # PIL clips them to white: every stroke read as no scribble at all
+                raise InputError(f"{path}: a {WIDE_MODES[image.mode]} image; paint the scribbles in 8-bit RGB or "
+                                 "RGBA colours (docs/OWN_VIDEOS.md)")
             rgba = np.asarray(upright(image).convert("RGBA"))
     except IMAGE_ERRORS as error:
         raise InputError(f"cannot read scribble image {path} ({error})") from error

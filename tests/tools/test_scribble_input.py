@@ -96,6 +96,7 @@ def test_scribble_images_and_json_for_a_video(small_video, tmp_path):
     ("background only", "no object scribble"),
     ("no number", "name it after its frame"),
     ("fifo", "a FIFO \\(named pipe\\), not a scribble file"),  # it was "Not a directory"
+    ("16-bit", "a 16-bit image; paint the scribbles in 8-bit"),  # it was "no object scribble"
 ])
 def test_bad_scribbles_are_one_clear_line(small_video, tmp_path, case, message):
     video = open_video(small_video.video)
@@ -120,6 +121,12 @@ def test_bad_scribbles_are_one_clear_line(small_video, tmp_path, case, message):
     elif case == "fifo":
         path = tmp_path / "s.json"
         os.mkfifo(path)
+    elif case == "16-bit":
+        grey = np.zeros((240, 426), np.uint16)
+        grey[5:8, 5:100] = 40000
+        path = tmp_path / "00001.png"
+        Image.fromarray(grey).save(path)
+        assert Image.open(path).mode.startswith("I;16")
     else:
         path = _save(tmp_path / "scribble.png", good)
     with pytest.raises(InputError, match=message) as error:
