@@ -323,6 +323,14 @@ def _save_training_state(path: Path, model: SiameseEmbedder, optimizer, iteratio
     os.replace(tmp, path)
 
 
+# How the first iteration's weights were made: a resumed run loads its weights from the state instead.
+RESUME_FREE_FIELDS = ("pretrained", "decoder_init")
+
+
+def _comparable(value: object) -> object:
+    return tuple(value) if isinstance(value, list) else value  # a JSON round trip makes tuples lists
+
+
 def _load_training_state(path: Path, model: SiameseEmbedder, optimizer, device: torch.device) -> int:
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
@@ -330,6 +338,15 @@ def _load_training_state(path: Path, model: SiameseEmbedder, optimizer, device: 
         if (saved.backbone, saved.embedding_dim) != (model.config.backbone, model.config.embedding_dim):
             raise CheckpointError(f"{path} was trained with {saved.backbone} d={saved.embedding_dim}, "
                                   f"not {model.config.backbone} d={model.config.embedding_dim}")
+        # Same weight shapes under another output stride, frame size or normalisation: the run would go on
+        # under settings its first iterations never had, and model.pt would name only the new ones.
+        differ = [f.name for f in dataclasses.fields(ModelConfig) if f.name not in RESUME_FREE_FIELDS
+                  and _comparable(getattr(saved, f.name)) != _comparable(getattr(model.config, f.name))]
+        if differ:
+            raise CheckpointError(
+                f"{path} was trained with {', '.join(f'{n}={getattr(saved, n)!r}' for n in differ)}, not "
+                f"{', '.join(f'{n}={getattr(model.config, n)!r}' for n in differ)}: resume with the same model "
+                "settings, or pick another --output-dir")
         model.load_state_dict(payload["state_dict"])
         optimizer.load_state_dict(payload["optimizer"])
         return int(payload["iteration"])

@@ -225,6 +225,12 @@ def test_resume_with_another_model_is_one_error_line(tmp_path: Path, capsys) -> 
     assert main(args) == 2
     (line,) = error_lines(capsys.readouterr().err)
     assert "d=16" in line and "d=8" in line
+    # the same weight shapes under another frame size: not resumed silently under the new one
+    args = [*TINY_ARGS, "--iterations", "4", "--resume", "--output-dir", str(out), "--input-size", "64x96"]
+    assert main(args) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert "input_size=(48, 80)" in line and "input_size=(64, 96)" in line and "same model settings" in line
+    assert main([*TINY_ARGS, "--iterations", "4", "--resume", "--output-dir", str(out)]) == 0  # the same: resumes
 
 
 # --- errors --------------------------------------------------------------------------------------------
