@@ -183,7 +183,7 @@ class InteractiveAgent(Predictor):
         )
         if self.last_finetune.steps > 0:  # the decoder changed: every kept embedding is stale
             self._embeddings.clear()
-        embed = lambda index, size: self._embeddings.embed(self.model, features, index, size)  # noqa: E731
+        embed = lambda index, size: self._embed(features, index, size)  # noqa: E731
 
         propagation_start = time.perf_counter()
         crf_config = None
@@ -221,6 +221,15 @@ class InteractiveAgent(Predictor):
         log.debug("round %d: %d scribbled frames, fine-tune %d steps (%.1fs), total %.1fs", self._round,
                   len(labels), self.last_finetune.steps, self.last_finetune.seconds, time.perf_counter() - started)
         return result.labels
+
+    def _embed(self, features: torch.Tensor, index: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+        """Embeddings of frames whose backbone features exist (a kept embedding of a frame not yet computed would
+        stay wrong for the rest of the sample)."""
+        index = np.asarray(index, np.int64)
+        if not self._have_features[index].all():
+            raise RuntimeError(f"embeddings of frames {index[~self._have_features[index]].tolist()} were asked for "
+                               "before their backbone features")
+        return self._embeddings.embed(self.model, features, index, size)
 
     def _detail(self, features: torch.Tensor, refs: torch.Tensor | None, ref_labels: torch.Tensor | None,
                 embed: Embed) -> Detail | None:
