@@ -327,10 +327,6 @@ def _save_training_state(path: Path, model: SiameseEmbedder, optimizer, iteratio
 RESUME_FREE_FIELDS = ("pretrained", "decoder_init")
 
 
-def _comparable(value: object) -> object:
-    return tuple(value) if isinstance(value, list) else value  # a JSON round trip makes tuples lists
-
-
 def _load_training_state(path: Path, model: SiameseEmbedder, optimizer, device: torch.device) -> int:
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
@@ -341,7 +337,7 @@ def _load_training_state(path: Path, model: SiameseEmbedder, optimizer, device: 
         # Same weight shapes under another output stride, frame size or normalisation: the run would go on
         # under settings its first iterations never had, and model.pt would name only the new ones.
         differ = [f.name for f in dataclasses.fields(ModelConfig) if f.name not in RESUME_FREE_FIELDS
-                  and _comparable(getattr(saved, f.name)) != _comparable(getattr(model.config, f.name))]
+                  and getattr(saved, f.name) != getattr(model.config, f.name)]  # from_dict makes lists tuples again
         if differ:
             raise CheckpointError(
                 f"{path} was trained with {', '.join(f'{n}={getattr(saved, n)!r}' for n in differ)}, not "
