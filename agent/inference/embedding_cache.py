@@ -8,6 +8,7 @@ backbone features is most of that cost. The decoder's output before its bilinear
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import torch
@@ -15,7 +16,7 @@ import torch
 from ..model.siamese import SiameseEmbedder
 
 # (frame indices, grid) -> (B, d, *grid) embeddings of those frames: EmbeddingCache.embed bound to a model and its
-# features, or decode_frames.
+# features, or uncached.
 Embed = Callable[[np.ndarray, tuple[int, int]], torch.Tensor]
 
 
@@ -25,6 +26,11 @@ def decode_frames(model: SiameseEmbedder, features: torch.Tensor, index: np.ndar
     """model.decode of the cached backbone features of `index`, (B, d, *out_size), nothing kept."""
     index = torch.from_numpy(np.asarray(index, np.int64).reshape(-1))
     return model.decode(features[index].float().to(next(model.parameters()).device), out_size)
+
+
+def uncached(model: SiameseEmbedder, features: torch.Tensor) -> Embed:
+    """An Embed that decodes `features` each time it is asked (the default where no cache is given)."""
+    return partial(decode_frames, model, features)
 
 
 class EmbeddingCache:

@@ -17,7 +17,7 @@ from ..config import CRFConfig, FlowConfig, IdentityConfig, TransferConfig
 from ..model.siamese import SiameseEmbedder
 from .crf import refine_frames
 from .detail import refine_boundaries
-from .embedding_cache import Embed, decode_frames
+from .embedding_cache import Embed, uncached
 from .flow import FlowWarper
 from .identity import separate_objects
 from .round_fusion import RoundFusion
@@ -117,7 +117,7 @@ def propagate(
     outward from the scribbled frames, `strokes` {frame: (h, w) its labels on the grid} (identity.py).
     embed: the frames' embeddings (embedding_cache.py; None: decoded from `features` each time)."""
     device = next(model.parameters()).device
-    embed = embed or (lambda index, size: decode_frames(model, features, index, size))
+    embed = embed or uncached(model, features)
     num_frames, height, width = frames.shape[:3]
     computed = np.arange(num_frames) if keyframes is None else np.asarray(keyframes, np.int64)
     labels = np.empty((num_frames, height, width), np.int64)

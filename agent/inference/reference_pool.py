@@ -32,7 +32,7 @@ import torch
 
 from ..config import TransferConfig
 from ..model.siamese import SiameseEmbedder
-from .embedding_cache import Embed, decode_frames
+from .embedding_cache import Embed, uncached
 from .transfer import ABSENT_SCORE, head_affine, query_chunks
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ class ReferencePool:
         features: (T, C', h', w') backbone features; only those of `frames` and the scribbled frames are read.
         weights: {frame: (h, w) int >= 1}, how many times a new pixel counts among the top-k (None: once).
         embed: the frames' embeddings (embedding_cache.py; None: decoded from `features` each time)."""
-        embed = embed or (lambda index, grid: decode_frames(model, features, index, grid))
+        embed = embed or uncached(model, features)
         flat = {f: np.asarray(torch.as_tensor(v).cpu()).reshape(-1).astype(np.int64) for f, v in labels.items()}
         if weights is not None:
             weights = {f: np.asarray(w).reshape(-1).astype(np.int64) for f, w in weights.items()}
@@ -192,7 +192,7 @@ class ReferencePool:
     def reference_embeddings(self, model: SiameseEmbedder, features: torch.Tensor,
                              embed: Embed | None = None) -> dict[int, torch.Tensor]:
         """{class: (M, d)} embeddings of every pooled pixel, times the sign of the head's scale (as folded)."""
-        embed = embed or (lambda index, grid: decode_frames(model, features, index, grid))
+        embed = embed or uncached(model, features)
         return self._embed(model, embed, self._pooled_by_class(), next(model.parameters()).device)
 
     def _embed(self, model: SiameseEmbedder, embed: Embed, parts_by_class: dict, device) -> dict:
