@@ -195,6 +195,10 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
     start_iteration = 0
     if resume and state_path.is_file():
         start_iteration = _load_training_state(state_path, model, optimizer, device)
+        if start_iteration > config.iterations:  # nothing would run: model.pt stays the longer run's, named as this one
+            raise CheckpointError(f"{state_path} is at iteration {start_iteration}, past train.iterations="
+                                  f"{config.iterations}: resume with --iterations {start_iteration} or more, or pick "
+                                  "another --output-dir")
         log.info("resumed from %s at iteration %d", state_path, start_iteration)
     elif resume:
         log.info("no %s to resume from: starting at iteration 0", state_path)
@@ -439,6 +443,10 @@ def check_output_dir(output_dir: Path, resume: bool) -> None:
     if earlier and not resume:
         raise ValueError(f"{output_dir}: holds an earlier run ({', '.join(earlier)}): pass --resume to continue it, "
                          "or another --output-dir")
+    # No state to resume from: the run would start at iteration 0 and write its first checkpoint over model.pt
+    if resume and (output_dir / "model.pt").exists() and not state.exists():
+        raise ValueError(f"{output_dir}: holds a model.pt but no last.pt to resume from (a fresh start would replace "
+                         "the model): pass another --output-dir, or train.init_checkpoint to start from its weights")
 
 
 def check_videos(config: TrainConfig) -> None:

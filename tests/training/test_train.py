@@ -233,6 +233,25 @@ def test_resume_with_another_model_is_one_error_line(tmp_path: Path, capsys) -> 
     assert main([*TINY_ARGS, "--iterations", "4", "--resume", "--output-dir", str(out)]) == 0  # the same: resumes
 
 
+def test_resume_never_replaces_a_model_it_cannot_continue(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    args = [*TINY_ARGS, "--checkpoint-every", "2", "--output-dir", str(out)]
+    assert main([*args, "--iterations", "4"]) == 0
+    capsys.readouterr()
+    # last.pt past --iterations: nothing would run, and model.pt (4 iterations) would stand for a 2-iteration run
+    assert main([*args, "--iterations", "2", "--resume"]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert "is at iteration 4, past train.iterations=2" in line
+    assert json.loads((out / "train_config.json").read_text())["train"]["iterations"] == 4
+    # model.pt without last.pt: a fresh start would have written its first checkpoint over the finished model
+    (out / "last.pt").unlink()
+    before = (out / "model.pt").read_bytes()
+    assert main([*args, "--iterations", "6", "--resume"]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert "holds a model.pt but no last.pt to resume from" in line
+    assert (out / "model.pt").read_bytes() == before
+
+
 # --- errors --------------------------------------------------------------------------------------------
 
 
