@@ -199,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.stride < 1 or args.repeats < 1:
             raise ValueError(f"--stride and --repeats must be >= 1, got {args.stride} and {args.repeats}")
         transfer = TransferConfig(**({"aggregation": args.aggregation} if args.aggregation else {}))
+        if args.one_shot_only and args.davis_root is None:  # it measured nothing and replaced --output with that
+            raise ValueError("--one-shot-only: one-shot J is measured on --davis-root, and none was given")
         if args.davis_root is not None:
             validate_subset(args.davis_root, "val", scribbles=False)  # one-shot J reads frames and annotations
             reader = DavisReader(args.davis_root)

@@ -87,6 +87,7 @@ def test_untrained_baseline_without_imagenet_weights_is_seeded_random() -> None:
     (["--stride", "0"], "--stride and --repeats must be >= 1"),
     (["--repeats", "-1"], "--stride and --repeats must be >= 1"),
     (["--aggregation", "bogus"], "transfer.aggregation must be one of"),
+    ([], "--one-shot-only: one-shot J is measured on --davis-root, and none was given"),  # a report of nothing
 ])
 def test_bad_arguments_are_one_line_and_leave_an_earlier_output(tmp_path: Path, capsys, args, fragment) -> None:
     output = tmp_path / "bench.json"
