@@ -330,7 +330,11 @@ def _main(argv: list[str] | None) -> int:
             summary = read_json(path)
         except ValueError as error:  # also not UTF-8, or nested too deeply
             parser.exit(2, f"error: {path}: not valid JSON ({error})\n")
-        summaries[label or Path(directory).name] = summary
+        label = label or Path(directory).name
+        if label in summaries:  # the later run's curve replaced the earlier one's without a word
+            parser.exit(2, f"error: {run}: its label {label!r} is an earlier run's too (one curve would replace the "
+                           "other): label them RUN_DIR=LABEL\n")
+        summaries[label] = summary
         if not isinstance(summary, dict) or not {"metric", "curve", "threshold"} <= summary.keys():
             parser.exit(2, f"error: {path}: not a session run's summary.json (no metric, curve or threshold)\n")
     try:

@@ -83,3 +83,13 @@ def test_compare_runs_plot_and_missing_run(report, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path / "missing"), "--output", str(output)])
     assert exit_info.value.code == 2 and "summary.json does not exist" in capsys.readouterr().err
+    # two runs of the same folder name (or one run twice): one curve replaced the other without a word
+    (tmp_path / "other").mkdir()
+    write_outputs(tmp_path / "other" / "a", report, summary, "a")
+    for runs in ([tmp_path / "a", tmp_path / "other" / "a"], [tmp_path / "a", str(tmp_path / "b") + "=a"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*map(str, runs), "--output", str(tmp_path / "twice.png")])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.count("\n") == 1 and "its label 'a' is an earlier run's too" in err
+    assert not (tmp_path / "twice.png").exists()
+    assert main([str(tmp_path / "a"), str(tmp_path / "other" / "a") + "=a2", "--output", str(output)]) == 0
