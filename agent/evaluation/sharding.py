@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import ConfigError, parse_shard
-from ..data.davis import SequenceInfo
+from ..config import MAX_INTERACTIONS_LIMIT, MAX_TIME_LIMIT, ConfigError, parse_shard
+from ..data.davis import MAX_OBJECT_ID, SequenceInfo
 from ..errors import first_line
 from ..paths import not_a_file, read_json
 
@@ -83,17 +83,73 @@ def _read_run(directory: Path) -> tuple[dict, pd.DataFrame, dict]:
                                                                                           "num_objects"))
             and layout["num_scribbles"].keys() == layout["num_objects"].keys()):
         raise MergeError(f"{summary_path}: its layout is not num_scribbles and num_objects of the same sequences")
+    _check_summary_values(summary_path, summary)
     try:
         report = load_report(report_path)
     except (ValueError, KeyError, UnicodeDecodeError) as error:  # pandas' ParserError is a ValueError
         raise MergeError(f"{report_path}: not a session run's report.csv ({first_line(error)})") from error
+    absent = [column for column in (*_KEYS, *_VALUES) if column not in report.columns]
+    if absent:
+        raise MergeError(f"{report_path}: no {', '.join(absent)} column (not a session run's report.csv)")
     # A NaN would be averaged into the merged AUC silently (a session never writes one).
     for column in report.columns.drop(["sequence", "session_id"], errors="ignore"):
         bad = report.index[~np.isfinite(report[column].to_numpy(dtype=float))]
         if len(bad):
             raise MergeError(f"{report_path}: row {bad[0]} has {column} {report.at[bad[0], column]}, not a finite "
                              "number")
+    _check_samples(report_path, report, summary)
     return summary, report, config
+
+
+_KEYS = ("sequence", "scribble_idx", "object_id", "interaction")
+_VALUES = ("jaccard", "contour", "j_and_f", "timing")
+
+
+def _is_int(value, low: int, high: int | None = None) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= (high or value)
+
+
+def _check_summary_values(path: Path, summary: dict) -> None:
+    """MergeError for a summary value a session never writes (a traceback, or a merge published and then
+    failed, before): the session's own limits."""
+    from .report import METRIC_COLUMNS
+
+    number = lambda v: isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)  # noqa: E731
+    checks = {
+        "metric": (summary["metric"] in METRIC_COLUMNS, f"one of {', '.join(METRIC_COLUMNS)}"),
+        "threshold": (number(summary["threshold"]) and summary["threshold"] >= 0, "a number of seconds >= 0"),
+        "max_interactions": (_is_int(summary["max_interactions"], 1, MAX_INTERACTIONS_LIMIT),
+                             f"an integer in 1..{MAX_INTERACTIONS_LIMIT}"),
+        "max_time": (number(summary["max_time"]) and 0 < summary["max_time"] <= MAX_TIME_LIMIT,
+                     f"a number of seconds in (0, {MAX_TIME_LIMIT:g}]"),
+    }
+    for key, (good, what) in checks.items():
+        if not good:
+            raise MergeError(f"{path}: {key} is {summary[key]!r}, not {what}")
+    for key, high in (("num_scribbles", None), ("num_objects", MAX_OBJECT_ID)):
+        for name, value in summary["layout"][key].items():
+            if not _is_int(value, 1, high):
+                raise MergeError(f"{path}: layout {key} of {name} is {value!r}, not an integer >= 1"
+                                 + (f" and <= {high}" if high else ""))
+
+
+def _check_samples(path: Path, report: pd.DataFrame, summary: dict) -> None:
+    """MergeError for a row of a sample the run's layout does not have (another run's report.csv): it was left
+    out without a word, and the layout's own samples counted as never played (J = 0)."""
+    layout = summary["layout"]
+    sequences = report["sequence"].astype(str)
+    known = sequences.isin(list(layout["num_scribbles"]))
+    scribbles = sequences.map(layout["num_scribbles"]).where(known, 0)
+    objects = sequences.map(layout["num_objects"]).where(known, 0)
+    fits = known & report["scribble_idx"].between(1, scribbles) & report["object_id"].between(1, objects) \
+        & report["interaction"].between(1, summary["max_interactions"])
+    for column in ("scribble_idx", "object_id", "interaction"):
+        fits &= report[column] == report[column].round()
+    if not fits.all():
+        row = report.index[~fits.to_numpy()][0]
+        sample = ", ".join(f"{column} {report.at[row, column]}" for column in _KEYS)
+        raise MergeError(f"{path}: row {row} ({sample}) is not a sample of its summary.json's layout and "
+                         f"max_interactions {summary['max_interactions']} (the report of another run?)")
 
 
 def _read_json(path: Path):

@@ -171,6 +171,40 @@ def test_merge_names_a_malformed_shard_or_a_nan_result(tmp_path, capsys):
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.parametrize(("changes", "fragment"), [
+    ({"max_interactions": "3"}, "max_interactions is '3', not an integer in 1..16"),
+    ({"max_time": None}, "max_time is None, not a number of seconds in (0, 600]"),
+    ({"metric": "X"}, "metric is 'X', not one of J, F, J_AND_F"),
+    ({"threshold": "60"}, "threshold is '60', not a number of seconds >= 0"),  # published, then a traceback
+    ({"layout": {"num_scribbles": {"a": 1.5}, "num_objects": {"a": 1}}}, "num_scribbles of a is 1.5, not an integer"),
+], ids=["interactions-text", "time-null", "metric", "threshold-text", "scribbles-float"])
+def test_merge_names_a_summary_value_a_session_never_writes(tmp_path, capsys, changes, fragment):
+    """Each was a traceback (TypeError, KeyError) instead of one line."""
+    run = _fake_run(tmp_path / "run", ["a"], None, **changes)
+    assert fragment in _merge_error(capsys, run, "--output", tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize(("row", "fragment"), [
+    ("0,s,b,1,1,1,0,0.9,0.9,0.9,1.0", "row 0 (sequence b, scribble_idx 1, object_id 1, interaction 1)"),
+    ("0,s,a,1,7,1,0,0.9,0.9,0.9,1.0", "interaction 7) is not a sample"),
+    ("0,s,a,2,1,1,0,0.9,0.9,0.9,1.0", "scribble_idx 2,"),
+    ("0,s,a,1,1,2,0,0.9,0.9,0.9,1.0", "object_id 2,"),
+], ids=["other-sequence", "interaction-beyond", "scribble-beyond", "object-beyond"])
+def test_merge_refuses_a_report_row_outside_its_layout(tmp_path, capsys, row, fragment):
+    """Another run's report.csv next to this summary.json: its rows were left out without a word and the
+    layout's samples counted as never played (AUC 0.000)."""
+    run = _fake_run(tmp_path / "run", ["a"], None)
+    with open(run / "report.csv", "a") as report:
+        report.write(row + "\n")
+    err = _merge_error(capsys, run, "--output", tmp_path / "m")
+    assert fragment in err and "the report of another run?" in err
+    (run / "report.csv").write_text(",sequence,scribble_idx\n0,a,1\n")
+    assert "no object_id, interaction, jaccard, contour, j_and_f, timing column" in _merge_error(
+        capsys, run, "--output", tmp_path / "m")  # a KeyError traceback
+    assert not (tmp_path / "m").exists()
+
+
 def test_a_fifo_for_a_runs_file_is_named(tmp_path, capsys):
     """A FIFO where summary.json or report.csv belongs is named as one (reading it would wait forever)."""
     run = _fake_run(tmp_path / "run", ["a"], None)
