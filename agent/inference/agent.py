@@ -65,6 +65,8 @@ class InteractiveAgent(Predictor):
     def __init__(self, model: SiameseEmbedder, config: AgentConfig | None = None,
                  pretraining_loss: str = "pairwise") -> None:
         self.config = config or AgentConfig()
+        if not isinstance(self.config, AgentConfig):
+            raise TypeError(f"config must be an AgentConfig (agent.config), got {type(self.config).__name__}")
         self.pretraining_loss = pretraining_loss
         self.device = next(model.parameters()).device
         self.model = model.eval()
@@ -112,6 +114,8 @@ class InteractiveAgent(Predictor):
     ) -> InteractiveAgent:
         """The agent with a checkpoint's weights (default: the shipped one)."""
         config = config or AgentConfig()
+        if not isinstance(config, AgentConfig):  # a dict of fields was an AttributeError deep in the build
+            raise TypeError(f"config must be an AgentConfig (agent.config), got {type(config).__name__}")
         path = Path(checkpoint or config.checkpoint or default_checkpoint_path())
         model, model_config, extra = load_checkpoint(path, resolve_device(device or config.device))
         config = dataclasses.replace(config, checkpoint=path)
@@ -125,7 +129,11 @@ class InteractiveAgent(Predictor):
     def start(self, frames: np.ndarray, num_objects: int | None = None) -> None:
         """A new sample: frames (T, H, W, 3) uint8; num_objects None = learn it from the scribbles."""
         # A copy: a caller that reuses its buffer for the next video must not change this sample's frames.
-        frames = np.array(frames, copy=True)
+        try:
+            frames = np.array(frames, copy=True)
+        except ValueError as error:  # numpy's "inhomogeneous shape" said nothing about the frames
+            raise ValueError("frames must be a (T, H, W, 3) uint8 array: a sequence of frames of different sizes "
+                             "cannot be one") from error
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or 0 in frames.shape:
             raise ValueError(f"frames must be a (T, H, W, 3) uint8 array with T, H, W >= 1, got {frames.shape} "
                              f"{frames.dtype}")

@@ -67,6 +67,15 @@ def test_bad_start_is_one_line(agent, frames, num_objects, fragment):
         agent.start(frames, num_objects)
 
 
+def test_frames_of_different_sizes_and_a_config_dict_are_one_clear_line(agent, tmp_path):
+    with pytest.raises(ValueError, match="a sequence of frames of different sizes cannot be one"):
+        agent.start([FRAMES[0], FRAMES[1, :16]], 1)  # numpy's "inhomogeneous shape after 1 dimensions"
+    with pytest.raises(TypeError, match="config must be an AgentConfig .agent.config., got dict"):
+        InteractiveAgent.from_pretrained(tmp_path / "never-read.pt", {"device": "cpu"})  # an AttributeError
+    with pytest.raises(TypeError, match="config must be an AgentConfig"):
+        InteractiveAgent(agent.model, {"device": "cpu"})
+
+
 def test_plan_of_the_wrong_type_is_refused(agent):
     agent.start(FRAMES, 1)
     with pytest.raises(TypeError, match="plan must be a RoundPlan, got dict"):
