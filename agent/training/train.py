@@ -28,6 +28,7 @@ import datetime
 import hashlib
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -64,6 +65,19 @@ from .strokes import stroke_labels
 log = logging.getLogger("agent.train")
 TOPK_INITIAL_SCALE = 10.0
 PCA_SAMPLES = 50_000  # decoder-input pixels for decoder_init=pca
+
+
+class TrainingDiverged(ValueError):
+    """The loss or the gradients stopped being finite numbers; the message says which checkpoint is kept."""
+
+
+def finite_step(loss: float, model: nn.Module, world: int) -> bool:
+    """Whether an iteration's step may be taken: its loss is finite and, under DDP, the averaged gradients are
+    (the same on every rank, so every rank stops at the same iteration instead of one waiting for the others)."""
+    if world == 1:
+        return math.isfinite(loss)
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True
 
 
 class PairLoss(nn.Module):
@@ -243,6 +257,7 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
     progress = tqdm(range(start_iteration, config.iterations), initial=start_iteration,
                     total=config.iterations, desc="train", disable=rank != 0)
     running = None
+    saved = start_iteration or None  # the iteration model.pt and last.pt hold
     model.train()
     if frozen:
         model.backbone.eval()  # frozen BN statistics
@@ -254,8 +269,10 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
             loss = step(inputs.to(device), pooled, tuple(labels[0].shape))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
             value = float(loss.detach())
+            if not finite_step(value, model, world):  # NaN weights were saved over every later checkpoint
+                raise _diverged(output_dir, f"the loss is {value} at iteration {iteration + 1}", saved)
+            optimizer.step()
             running = value if running is None else 0.98 * running + 0.02 * value
             progress.set_postfix(loss=f"{running:.4f}")
             done = iteration + 1
@@ -266,10 +283,13 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
                 digests = _replica_digests(model, world)  # every rank, at the same iterations
                 if len(set(digests)) > 1:
                     raise RuntimeError(f"the processes' weights differ at iteration {done}: {digests}")
+                if not all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point()):
+                    raise _diverged(output_dir, f"the weights are not finite at iteration {done}", saved)
                 if rank == 0:
                     _save_training_state(state_path, model, optimizer, done, config)
                     save_checkpoint(model_path, model, extra={"iterations": done, "mode": mode, "loss": config.loss,
                                                               "world_size": world, "parameter_digests": digests})
+                saved = done
                 synchronise = True
             if config.validate_every and (done % config.validate_every == 0 or done == config.iterations):
                 if rank == 0:
@@ -289,6 +309,12 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
         if loss_log is not None:
             loss_log.close()
     return model_path
+
+
+def _diverged(output_dir: Path, what: str, saved: int | None) -> TrainingDiverged:
+    kept = f"model.pt and last.pt hold iteration {saved}" if saved else "no checkpoint was written"
+    return TrainingDiverged(f"{output_dir}: {what}, training diverged (lower train.lr_decoder or "
+                            f"train.lr_backbone); {kept}")
 
 
 def _open_loss_log(path: Path, start_iteration: int):

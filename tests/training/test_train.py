@@ -252,6 +252,19 @@ def test_resume_never_replaces_a_model_it_cannot_continue(tmp_path: Path, capsys
     assert (out / "model.pt").read_bytes() == before
 
 
+def test_a_diverging_run_stops_and_keeps_its_last_finite_checkpoint(tmp_path: Path, capsys) -> None:
+    """A learning rate far too high: the loss went to NaN and every later checkpoint was saved with NaN weights
+    (which no command can load), and the run ended with exit code 0."""
+    out = tmp_path / "run"
+    assert main([*TINY_ARGS, "--iterations", "30", "--checkpoint-every", "2", "--lr-decoder", "1e12",
+                 "--output-dir", str(out)]) == 2
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]  # after progress bars
+    assert "training diverged (lower train.lr_decoder or train.lr_backbone); model.pt and last.pt hold iteration" \
+        in line and "the loss is nan at iteration" in line
+    _, _, extra = load_checkpoint(out / "model.pt")  # finite weights: it loads
+    assert f"hold iteration {extra['iterations']}" in line and extra["iterations"] < 30
+
+
 # --- errors --------------------------------------------------------------------------------------------
 
 
