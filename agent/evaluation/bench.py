@@ -209,11 +209,14 @@ def main(argv: list[str] | None = None) -> int:
         problem = output_file_problem(args.output, "--output is the JSON file to write")  # an earlier one is replaced
         if problem:
             raise OutputDirError(problem)
+        path = args.checkpoint or default_checkpoint_path()
+        if args.output.resolve() == path.resolve():  # the figures would replace the model they measure
+            raise OutputDirError(f"{args.output}: is the checkpoint it measures (--checkpoint {path}): name the JSON "
+                                 "file to write")
         args.output.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=args.output.parent):
             pass  # a writable place; an earlier --output stays as it is until the new figures replace it
         device = resolve_device(args.device)
-        path = args.checkpoint or default_checkpoint_path()
         model, config, extra = load_checkpoint(path, device)
     except (DatasetError, CheckpointError, OutputDirError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -98,6 +98,16 @@ def test_bad_arguments_are_one_line_and_leave_an_earlier_output(tmp_path: Path, 
     assert output.read_text() == '{"earlier": "figures"}'
 
 
+def test_the_checkpoint_it_measures_is_never_its_output(tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.write_bytes(tiny_checkpoint.read_bytes())
+    # the figures replaced the model they measured (a JSON file named model.pt, the weights gone)
+    assert main(["--checkpoint", str(checkpoint), "--output", str(tmp_path / "." / "model.pt")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "is the checkpoint it measures" in errors[0], errors
+    assert checkpoint.read_bytes() == tiny_checkpoint.read_bytes()
+
+
 def test_a_broken_held_out_video_is_one_line_before_any_figure(tiny_synthetic_root: Path, tmp_path: Path,
                                                                capsys) -> None:
     import shutil
