@@ -192,6 +192,9 @@ class TrainConfig:
     colour_jitter: float = 0.2  # full mode only: brightness/contrast/saturation factors in 1 +- this
     checkpoint_every: int = 500
     validate_every: int = 0
+    # > 0: stop after this many seconds of training, saving last.pt and model.pt there (--resume goes on with
+    # the same schedule): a session or a lent GPU with a fixed time gets its checkpoint instead of a kill.
+    max_seconds: float = 0.0
     seed: int = 0
     device: str = "auto"
     output_dir: Path = Path("runs/train")
@@ -209,6 +212,8 @@ class TrainConfig:
                  f"train.hard_query_fraction must be in (0, 1], got {self.hard_query_fraction}")
         _require(self.iterations >= 1, f"train.iterations must be >= 1, got {self.iterations}")
         _require(self.checkpoint_every >= 1, f"train.checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        _require(_finite(self.max_seconds) and self.max_seconds >= 0,
+                 f"train.max_seconds must be a number >= 0 (0: no limit), got {self.max_seconds}")
         for name in ("synthetic_sequences", "max_frames_per_video", "validate_every", "seed"):
             _require(getattr(self, name) >= 0, f"train.{name} must be >= 0, got {getattr(self, name)}")
         _require(self.synthetic_frames >= 2, f"train.synthetic_frames must be >= 2, got {self.synthetic_frames}")

@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -257,6 +258,7 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
     progress = tqdm(range(start_iteration, config.iterations), initial=start_iteration,
                     total=config.iterations, desc="train", disable=rank != 0)
     running = None
+    started = time.monotonic()
     saved = start_iteration or None  # the iteration model.pt and last.pt hold
     model.train()
     if frozen:
@@ -279,7 +281,8 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
             if loss_log is not None:
                 loss_log.write(f"{done},{value:.6f},{optimizer.param_groups[0]['lr']:.6g}\n")
             synchronise = False
-            if done % config.checkpoint_every == 0 or done == config.iterations:
+            out_of_time = _out_of_time(started, config.max_seconds, world, device)
+            if done % config.checkpoint_every == 0 or done == config.iterations or out_of_time:
                 digests = _replica_digests(model, world)  # every rank, at the same iterations
                 if len(set(digests)) > 1:
                     raise RuntimeError(f"the processes' weights differ at iteration {done}: {digests}")
@@ -304,11 +307,25 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
                 synchronise = True
             if synchronise and world > 1:
                 dist.barrier()  # the others wait while rank 0 writes and validates
+            if out_of_time:
+                log.info("stopped at iteration %d of %d: train.max_seconds=%g reached; --resume goes on from there",
+                         done, config.iterations, config.max_seconds)
+                break
     finally:
         progress.close()
         if loss_log is not None:
             loss_log.close()
     return model_path
+
+
+def _out_of_time(started: float, max_seconds: float, world: int, device: torch.device) -> bool:
+    """Whether train.max_seconds has passed; under DDP rank 0's clock decides for all, so they stop together."""
+    late = bool(max_seconds) and time.monotonic() - started >= max_seconds
+    if world > 1 and max_seconds:
+        flag = torch.tensor([float(late)], device=device)
+        dist.broadcast(flag, src=0)
+        late = bool(flag.item())
+    return late
 
 
 def _diverged(output_dir: Path, what: str, saved: int | None) -> TrainingDiverged:
@@ -414,6 +431,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-frames-per-video", type=int, default=None, help="0: all frames")
     parser.add_argument("--checkpoint-every", type=int, default=None)
     parser.add_argument("--validate-every", type=int, default=None)
+    parser.add_argument("--max-seconds", type=float, default=None,
+                        help="stop after this many seconds of training with a checkpoint (0: no limit)")
     parser.add_argument("--val-sequences", default=None, help="comma-separated (default: the root's val.txt)")
     parser.add_argument("--output-dir", type=Path, default=None)
     parser.add_argument("--resume", action="store_true", help="continue from output-dir/last.pt")
@@ -441,6 +460,7 @@ def resolve_config(args: argparse.Namespace) -> TrainRunConfig:
         "train.mode": args.mode, "train.iterations": args.iterations, "train.lr_backbone": args.lr_backbone,
         "train.lr_decoder": args.lr_decoder, "train.max_frames_per_video": args.max_frames_per_video,
         "train.checkpoint_every": args.checkpoint_every, "train.validate_every": args.validate_every,
+        "train.max_seconds": args.max_seconds,
         "train.val_sequences": _names(args.val_sequences), "train.output_dir": args.output_dir,
         "train.device": args.device, "train.seed": args.seed,
         "model.backbone": args.backbone, "model.pretrained": args.pretrained, "model.output_stride": args.output_stride,

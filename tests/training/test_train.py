@@ -205,6 +205,20 @@ def test_resume_continues_at_the_saved_iteration(tmp_path: Path, capsys, caplog)
     assert read_losses(out / "losses.csv")[:, 0].tolist() == list(range(1, 21))
 
 
+def test_max_seconds_stops_with_a_checkpoint_that_resume_continues(tmp_path: Path, caplog) -> None:
+    out = tmp_path / "run"
+    args = [*TINY_ARGS, "--checkpoint-every", "1000", "--iterations", "6", "--output-dir", str(out)]
+    caplog.set_level("INFO", logger="agent.train")
+    assert main([*args, "--max-seconds", "1e-9"]) == 0  # past the limit after the first iteration
+    assert "stopped at iteration 1 of 6: train.max_seconds=1e-09 reached" in caplog.text
+    _, _, extra = load_checkpoint(out / "model.pt")
+    assert extra["iterations"] == 1  # saved there, although checkpoint_every is 1000
+    assert torch.load(out / "last.pt", weights_only=True)["iteration"] == 1
+    assert main([*args, "--resume"]) == 0
+    assert torch.load(out / "last.pt", weights_only=True)["iteration"] == 6
+    assert read_losses(out / "losses.csv")[:, 0].tolist() == list(range(1, 7))
+
+
 def test_resume_from_a_corrupt_state_is_one_error_line(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     out.mkdir()
@@ -300,7 +314,8 @@ def test_videos_are_checked_before_any_work(tmp_path: Path, tiny_synthetic_root:
 
 @pytest.mark.parametrize(("field", "value"), [("stroke_references", "1.5"), ("stroke_references", "-0.1"),
                                               ("stroke_references", "nan"), ("hard_query_fraction", "0"),
-                                              ("hard_query_fraction", "1.5"), ("hard_query_fraction", "nan")])
+                                              ("hard_query_fraction", "1.5"), ("hard_query_fraction", "nan"),
+                                              ("max_seconds", "-1"), ("max_seconds", "inf")])
 def test_shares_outside_their_range_are_one_error_line(tmp_path: Path, capsys, field: str, value: str) -> None:
     out = tmp_path / "run"
     assert main([*TINY_ARGS, "--set", f"train.{field}={value}", "--output-dir", str(out)]) == 2
