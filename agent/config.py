@@ -190,6 +190,9 @@ class TrainConfig:
     scale_range: tuple[float, float] = (0.75, 1.25)
     rotation_degrees: float = 15.0
     colour_jitter: float = 0.2  # full mode only: brightness/contrast/saturation factors in 1 +- this
+    # Full mode: the backbone's BatchNorm keeps its ImageNet statistics (its affine weights still train); the
+    # statistics of one pair of frames per step are too few to replace them, as in DeepLab's fine-tuning.
+    freeze_backbone_bn: bool = True
     checkpoint_every: int = 500
     validate_every: int = 0
     # > 0: stop after this many seconds of training, saving last.pt and model.pt there (--resume goes on with

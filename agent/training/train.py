@@ -262,9 +262,7 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
     running = None
     started = time.monotonic()
     saved = start_iteration or None  # the iteration model.pt and last.pt hold
-    model.train()
-    if frozen:
-        model.backbone.eval()  # frozen BN statistics
+    _train_mode(model, frozen, config.freeze_backbone_bn)
     try:
         for iteration in progress:
             for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
@@ -303,9 +301,7 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
                     log.info("validation at %d: %s", done, json.dumps(record))
                     with (output_dir / "validation.jsonl").open("a") as handle:
                         handle.write(json.dumps(record) + "\n")
-                    model.train()
-                    if frozen:
-                        model.backbone.eval()
+                    _train_mode(model, frozen, config.freeze_backbone_bn)
                 synchronise = True
             if synchronise and world > 1:
                 dist.barrier()  # the others wait while rank 0 writes and validates
@@ -318,6 +314,18 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
         if loss_log is not None:
             loss_log.close()
     return model_path
+
+
+def _train_mode(model: SiameseEmbedder, frozen: bool, freeze_bn: bool) -> None:
+    """Decoder and head in training mode; the backbone in eval mode when frozen, else only its BatchNorm
+    layers when freeze_bn (their statistics from one pair of frames would replace ImageNet's)."""
+    model.train()
+    if frozen:
+        model.backbone.eval()
+    elif freeze_bn:
+        for module in model.backbone.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
 
 
 def _out_of_time(started: float, max_seconds: float, world: int, device: torch.device) -> bool:

@@ -131,6 +131,18 @@ def test_frozen_mode_keeps_the_backbone_and_full_mode_trains_it(trained) -> None
     else:
         assert not any(torch.equal(a, b) for a, b in zip(initial.backbone.parameters(),
                                                          final.backbone.parameters(), strict=True))
+        statistics = [k for k in initial_state if k.endswith(("running_mean", "running_var"))]
+        assert statistics and all(torch.equal(initial_state[k], final_state[k]) for k in statistics)  # frozen BN
+
+
+def test_full_mode_can_train_the_backbone_batchnorm_statistics(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert main([*TINY_ARGS, "--mode", "full", "--iterations", "2", "--output-dir", str(out),
+                 "--set", "train.freeze_backbone_bn=false"]) == 0
+    torch.manual_seed(0)
+    initial = build_model(tiny_model_config()).backbone.state_dict()
+    final = load_checkpoint(out / "model.pt")[0].backbone.state_dict()
+    assert not all(torch.equal(initial[k], final[k]) for k in initial if k.endswith("running_mean"))
 
 
 def test_poly_factor() -> None:
