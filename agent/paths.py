@@ -64,6 +64,12 @@ def broken_link(path: Path) -> str | None:
     return None
 
 
+def odd_entry(path: Path) -> str | None:
+    """What a folder entry is when a listing that keeps regular files would drop it without a word: a FIFO,
+    device or socket (special_file) or a link that leads to nothing (broken_link); None otherwise."""
+    return special_file(path) or broken_link(path)
+
+
 def not_a_file(path: Path) -> str | None:
     """What `path` is when it is not a regular file one can read ("does not exist", "is a directory", "is a FIFO
     (named pipe)", ...), for an error line that names it; None for a regular file."""

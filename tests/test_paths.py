@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from agent.paths import broken_link, not_a_file, output_file_problem, read_json
+from agent.paths import broken_link, not_a_file, odd_entry, output_file_problem, read_json
 
 
 def test_output_file_problem_names_what_stands_in_the_way(tmp_path):
@@ -47,6 +47,15 @@ def test_broken_link_says_where_a_link_leads_nowhere(tmp_path):
     assert broken_link(tmp_path / "absent") is None  # not a link: the caller's "does not exist"
     assert broken_link(tmp_path / "dangling") == "a symbolic link to a missing file (gone.jpg)"
     assert broken_link(tmp_path / "loop") == "a loop of symbolic links"
+
+
+def test_odd_entry_names_what_a_listing_of_files_would_drop(tmp_path):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "dangling").symlink_to("gone.jpg")
+    os.mkfifo(tmp_path / "pipe")
+    assert odd_entry(tmp_path / "file") is None
+    assert odd_entry(tmp_path / "dangling") == "a symbolic link to a missing file (gone.jpg)"
+    assert odd_entry(tmp_path / "pipe") == "a FIFO (named pipe)"
 
 
 def test_read_json_takes_a_byte_order_mark_and_refuses_a_key_given_twice(tmp_path):

@@ -24,7 +24,7 @@ from PIL import Image
 
 from ..data.davis import IMAGE_ERRORS, WIDE_MODES, DatasetError, read_scribble_file, validate_scribbles
 from ..data.synthetic import davis_palette
-from ..paths import broken_link, special_file
+from ..paths import odd_entry, special_file
 from .video import IMAGE_SUFFIXES, InputError, VideoSource, natural_key, upright, user_path
 
 NO_SCRIBBLE = -1
@@ -82,7 +82,7 @@ def _scribble_images(folder: Path) -> list[Path]:
     for entry in folder.iterdir():
         if entry.suffix.lower() not in IMAGE_SUFFIXES or entry.is_dir():
             continue
-        problem = special_file(entry) or broken_link(entry)
+        problem = odd_entry(entry)
         if problem:
             raise InputError(f"{entry}: {problem}, not a scribble image")
         images.append(entry)

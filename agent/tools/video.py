@@ -18,7 +18,7 @@ from PIL import Image, ImageOps
 
 from ..data.davis import IMAGE_ERRORS, WIDE_MODES, draft_jpeg
 from ..errors import first_line
-from ..paths import broken_link, special_file
+from ..paths import odd_entry, special_file
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def open_video(path: str | Path) -> VideoSource:
 def _open_folder(path: Path) -> VideoSource:
     images = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
     for image_path in images:  # a FIFO, device or broken link named as a frame was left out: later frames shifted
-        problem = special_file(image_path) or broken_link(image_path)
+        problem = odd_entry(image_path)
         if problem:
             raise InputError(f"{image_path}: {problem}, not a frame image")
     paths = sorted((p for p in images if p.is_file()), key=natural_key)
