@@ -158,6 +158,21 @@ def test_scribbles_a_server_sends_are_checked_and_one_line(tiny_synthetic_root, 
     assert json.loads((output / "summary.json").read_text())["interrupted"] is True
 
 
+def test_a_session_the_server_opens_for_videos_we_lack_leaves_no_folder(tiny_synthetic_root, server, tmp_path,
+                                                                        capsys):
+    """A wrong --davis-root: one line, and the output directory is not left holding the framework's empty folder
+    (it was "results so far", and refused the corrected run as an earlier run's results)."""
+    other = tmp_path / "other"
+    (other / "JPEGImages" / "480p").mkdir(parents=True)
+    output = tmp_path / "out"
+    code = session_runner.main(["--predictor", "baseline", "--strategy", "no-finetune", "--davis-root", str(other),
+                                "--output-dir", str(output), "--host", server.url, "--user-key", "tester"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot serve" in err and "results so far" not in err
+    assert not output.exists()
+    assert _cli(tiny_synthetic_root, output, "--host", server.url, "--user-key", "tester") == 0
+
+
 # --- the protocol --------------------------------------------------------------------------------------
 def _keys(user="tester", session="s1") -> dict:
     return {"User-Key": user, "Session-Key": session}
