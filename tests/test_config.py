@@ -42,6 +42,21 @@ def test_server_config_limits():
         ServerConfig(user_keys=("",))
 
 
+@pytest.mark.parametrize("key, what", [("secret\r", r"'\\r' at position 6"), ("a\nb", r"'\\n' at position 1"),
+                                       (" secret", "' ' at position 0"), ("ключ", "'к' at position 0")])
+def test_a_user_key_no_http_header_can_carry_is_one_error_before_the_model(key, what):
+    # requests refused it once the model was built, as "evaluation server unavailable: ... InvalidHeader"; a
+    # non-Latin-1 key was http.client's "'latin-1' codec can't encode". The key itself is never printed.
+    remote = {"host": "http://h:1", "subset": "test-dev"}
+    with pytest.raises(ConfigError, match=f"session.user_key cannot be sent in an HTTP header: character {what}") \
+            as error:
+        SessionConfig(**remote, user_key=key)
+    assert key.strip() not in str(error.value)
+    with pytest.raises(ConfigError, match="server.user_keys cannot be sent"):
+        ServerConfig(user_keys=("fine", key))
+    assert SessionConfig(**remote, user_key="josé@example.org:1").user_key  # Latin-1 and punctuation are sent
+
+
 def test_cli_host_implies_test_dev_and_the_key_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("DAVIS_USER_KEY", "from-env")
     config = session_runner.resolve_config(session_runner.parse_args(["--host", "http://h:1", "--shard", "1/3"]))
