@@ -560,6 +560,10 @@ def _int_hook(value: Any) -> Any:
     return value
 
 
+def _path_hook(value: Any) -> Any:
+    return Path(value).expanduser() if isinstance(value, str | Path) else value
+
+
 def _float_hook(value: Any) -> Any:
     return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
@@ -573,7 +577,10 @@ def from_dict(cls, data: dict[str, Any], strict: bool = True, where: str = "conf
         raise ConfigError(f"{where}: expected a mapping of {cls.__name__} fields, got {type(data).__name__}")
     if not strict:
         data = _known_keys(cls, data)
-    options = dacite.Config(strict=strict, cast=[tuple, Path], type_hooks={int: _int_hook, float: _float_hook})
+    # `~` is the home folder in every path field, as the shell would make it: a config file's "~/runs/a" made a
+    # folder named `~` for the outputs while the framework (pandas) wrote to the home folder's, which was missing.
+    options = dacite.Config(strict=strict, cast=[tuple], type_hooks={int: _int_hook, float: _float_hook,
+                                                                      Path: _path_hook})
     _check_sequences(cls, data, where)
     try:
         return dacite.from_dict(cls, data, options)

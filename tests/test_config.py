@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -114,6 +115,22 @@ def test_path_fields_name_themselves(assignment, message):
 
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_config(RunConfig, [], [assignment])
+
+
+def test_a_tilde_in_a_path_field_is_the_home_folder(tmp_path, monkeypatch):
+    # Not expanded, a config file's "~/runs/a" (or --output-dir=~/runs/a) made a folder named `~` for the
+    # outputs while the framework's report went to the home folder's, which did not exist: a traceback.
+    from agent.config import RunConfig, load_config
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"session": {"davis_root": "~/davis", "output_dir": "~/runs/a"}}))
+    config = load_config(RunConfig, [path], ["agent.checkpoint=~/model.pt"],
+                         {"session.output_dir": None, "session.davis_root": None})
+    assert config.session.davis_root == tmp_path / "davis" and config.session.output_dir == tmp_path / "runs" / "a"
+    assert config.agent.checkpoint == tmp_path / "model.pt"
+    flags = session_runner.resolve_config(session_runner.parse_args(["--output-dir=~/runs/b"]))
+    assert flags.session.output_dir == tmp_path / "runs" / "b"
 
 
 @pytest.mark.parametrize("field", ["max_steps", "pseudo_label_frames"])
