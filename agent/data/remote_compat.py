@@ -8,8 +8,9 @@ timeout, so a server that stops answering hangs the session for ever. :func:`ins
 * ``_handle_response`` by :func:`handle_response`: a server error name is looked up in a fixed table of the
   error classes the framework's evaluation raises (:data:`SERVER_ERRORS`); any other name, a 4xx/5xx
   answer or a body that is not JSON is one :class:`RemoteServerError` quoting the server's message;
-* ``_requests_retry_session`` by one whose requests all have connection and read timeouts and whose
-  network failures are one :class:`ServerUnavailableError` naming the request;
+* ``_requests_retry_session`` by one whose requests all have connection and read timeouts, whose answers
+  are read whole within the read timeout and MAX_ANSWER_BYTES, and whose network failures are one
+  :class:`ServerUnavailableError` naming the request;
 * ``get_scribble``, ``post_predicted_masks`` and ``get_report`` by the framework's own, whose answers are then
   checked: an answer the framework would index blindly (samples that are not ``[sequence, index]`` pairs,
   scribbles of another sequence, a report without its columns) is one :class:`RemoteServerError` naming the
@@ -24,10 +25,12 @@ import json
 import logging
 import math
 import re
+import time
 import urllib.parse
 from dataclasses import dataclass
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 from urllib3.util.retry import Retry
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 500  # of a server's message quoted in an error: one readable line, whatever it sends
 MAX_TIME, MAX_INTERACTIONS = 600, 16  # what the framework's session caps a client's own settings at
+MAX_ANSWER_BYTES = 256 * 2**20  # of one answer: DAVIS's largest report (16 rounds of test-dev) is about 60 MB
 
 
 class RemoteServerError(Exception):
@@ -115,11 +119,42 @@ class _GuardedSession(requests.Session):
 
     def request(self, method, url, *args, **kwargs):
         kwargs.setdefault("timeout", (settings.connect_timeout, settings.read_timeout))
+        kwargs["stream"] = True  # the body is read below, bounded
         try:
-            return super().request(method, url, *args, **kwargs)
+            response = super().request(method, url, *args, **kwargs)
+            response._content = _bounded_body(response, f"{method} {url}")
+            return response
         except requests.RequestException as error:
             raise ServerUnavailableError(
                 f"evaluation server unavailable: {method} {url}: {_short_reason(error)}") from error
+
+
+def _bounded_body(response: requests.Response, request: str) -> bytes:
+    """The whole body of `response`, read within read_timeout and MAX_ANSWER_BYTES: the read timeout holds for
+    each read only, so a server sending a byte now and then held the session for ever, and an endless body
+    filled the memory (the process killed, the finished samples' summary never written)."""
+    deadline = time.monotonic() + settings.read_timeout
+    raw = response.raw
+    # read1: what one read of the socket gives (read(n) waits for all n bytes, a byte per read timeout).
+    read = raw.read1 if hasattr(raw, "read1") else lambda amt, **kw: raw.read(min(amt, 2**10), **kw)
+    chunks, size = [], 0
+    try:
+        while chunk := read(2**16, decode_content=True):
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                raise RemoteServerError(f"evaluation server answered {request} with more than "
+                                        f"{MAX_ANSWER_BYTES // 2**20} MB (a session's whole report is a few MB)")
+            if time.monotonic() > deadline:
+                raise ServerUnavailableError(f"evaluation server unavailable: {request}: its answer did not "
+                                             f"arrive within {settings.read_timeout:g} s")
+            chunks.append(chunk)
+    except ReadTimeoutError as error:  # urllib3's own, as requests would raise them while reading
+        raise requests.ReadTimeout(error) from error
+    except urllib3.exceptions.HTTPError as error:
+        raise requests.ConnectionError(error) from error
+    finally:
+        response.close()
+    return b"".join(chunks)
 
 
 def guarded_session(*_args, **_kwargs) -> requests.Session:

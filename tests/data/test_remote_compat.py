@@ -167,3 +167,49 @@ def test_every_request_has_a_read_timeout():
         url = f"http://127.0.0.1:{silent.getsockname()[1]}/api/dataset/samples"
         with pytest.raises(ServerUnavailableError, match=r"GET .*/api/dataset/samples: no answer within 0.2 s"):
             remote_compat.guarded_session().get(url)
+
+
+def _answering_slowly(body_chunks) -> socket.socket:
+    """A server that answers one request with headers, then the body `body_chunks` yields, as it yields it."""
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def serve():
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 999999999\r\n\r\n")
+            try:
+                for chunk in body_chunks():
+                    connection.sendall(chunk)
+            except OSError:  # the client gave up: what the test wants
+                pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener
+
+
+def test_an_answer_that_trickles_or_never_ends_is_one_error(monkeypatch):
+    """The read timeout holds per read: a byte every 0.05 s held the session for ever; an endless body filled the
+    memory."""
+    import time
+
+    def trickle():
+        while True:
+            yield b" "
+            time.sleep(0.05)
+
+    remote_compat.configure(connect_timeout=5.0, read_timeout=0.5, retries=0)
+    with _answering_slowly(trickle) as listener:
+        started = time.monotonic()
+        with pytest.raises(ServerUnavailableError, match=r"GET .*/api/x: its answer did not arrive within 0.5 s"):
+            remote_compat.guarded_session().get(f"http://127.0.0.1:{listener.getsockname()[1]}/api/x")
+        assert time.monotonic() - started < 5
+    monkeypatch.setattr(remote_compat, "MAX_ANSWER_BYTES", 2**20)  # 256 MB in earnest
+    remote_compat.configure(connect_timeout=5.0, read_timeout=30.0, retries=0)
+    with _answering_slowly(lambda: iter(lambda: b"[" * 2**16, None)) as listener:
+        with pytest.raises(RemoteServerError, match=r"answered GET .*/api/x with more than 1 MB"):
+            remote_compat.guarded_session().get(f"http://127.0.0.1:{listener.getsockname()[1]}/api/x")
