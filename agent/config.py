@@ -45,6 +45,17 @@ def _require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _header_value(value: str, name: str) -> None:
+    """`value` can be sent as an HTTP header as it is (the user key): requests refuses a line break or a leading
+    space (a key read from a CRLF file) and http.client a character outside Latin-1, once the model is built,
+    the first as "evaluation server unavailable". The message names the character, never the key."""
+    odd = next(((i, c) for i, c in enumerate(value) if not c.isprintable() or ord(c) > 255), None)
+    if odd is None and value != value.strip():
+        odd = (0, value[0]) if value[0].isspace() else (len(value) - 1, value[-1])
+    _require(odd is None, f"{name} cannot be sent in an HTTP header: character {odd and odd[1]!r} at position "
+             f"{odd and odd[0]} (printable Latin-1 only, no space at either end)")
+
+
 def _choice(value: str, name: str, choices: tuple[str, ...]) -> None:
     _require(value in choices, f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
@@ -447,6 +458,7 @@ class SessionConfig:
             _require(url.scheme in ("http", "https") and bool(url.netloc),
                      f"session.host must be localhost or an http(s):// URL, got {self.host!r}")
             _require(bool(self.user_key), "session.user_key is required with a remote host (--user-key KEY or $DAVIS_USER_KEY)")
+            _header_value(self.user_key, "session.user_key")
             _require(self.subset == "test-dev", "a remote host plays test-dev only (the framework's RemoteConnector); "
                      f"got session.subset {self.subset!r}: pass --subset test-dev")
         else:
@@ -510,6 +522,8 @@ class ServerConfig:
             _require(len(self.sequences) > 0 and all(self.sequences), "server.sequences must name sequences")
         if self.user_keys is not None:
             _require(len(self.user_keys) > 0 and all(self.user_keys), "server.user_keys must be non-empty keys")
+            for key in self.user_keys:  # a client could never send it: no one could play
+                _header_value(key, "server.user_keys")
 
 
 @dataclass
@@ -554,6 +568,10 @@ def _int_hook(value: Any) -> Any:
     return value
 
 
+def _path_hook(value: Any) -> Any:
+    return Path(value).expanduser() if isinstance(value, str | Path) else value
+
+
 def _float_hook(value: Any) -> Any:
     return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
@@ -567,7 +585,10 @@ def from_dict(cls, data: dict[str, Any], strict: bool = True, where: str = "conf
         raise ConfigError(f"{where}: expected a mapping of {cls.__name__} fields, got {type(data).__name__}")
     if not strict:
         data = _known_keys(cls, data)
-    options = dacite.Config(strict=strict, cast=[tuple, Path], type_hooks={int: _int_hook, float: _float_hook})
+    # `~` is the home folder in every path field, as the shell would make it: a config file's "~/runs/a" made a
+    # folder named `~` for the outputs while the framework (pandas) wrote to the home folder's, which was missing.
+    options = dacite.Config(strict=strict, cast=[tuple], type_hooks={int: _int_hook, float: _float_hook,
+                                                                      Path: _path_hook})
     _check_sequences(cls, data, where)
     try:
         return dacite.from_dict(cls, data, options)

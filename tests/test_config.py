@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -40,6 +41,21 @@ def test_server_config_limits():
         ServerConfig(max_time=900)
     with pytest.raises(ConfigError, match="server.user_keys must be non-empty"):
         ServerConfig(user_keys=("",))
+
+
+@pytest.mark.parametrize("key, what", [("secret\r", r"'\\r' at position 6"), ("a\nb", r"'\\n' at position 1"),
+                                       (" secret", "' ' at position 0"), ("ключ", "'к' at position 0")])
+def test_a_user_key_no_http_header_can_carry_is_one_error_before_the_model(key, what):
+    # requests refused it once the model was built, as "evaluation server unavailable: ... InvalidHeader"; a
+    # non-Latin-1 key was http.client's "'latin-1' codec can't encode". The key itself is never printed.
+    remote = {"host": "http://h:1", "subset": "test-dev"}
+    with pytest.raises(ConfigError, match=f"session.user_key cannot be sent in an HTTP header: character {what}") \
+            as error:
+        SessionConfig(**remote, user_key=key)
+    assert key.strip() not in str(error.value)
+    with pytest.raises(ConfigError, match="server.user_keys cannot be sent"):
+        ServerConfig(user_keys=("fine", key))
+    assert SessionConfig(**remote, user_key="josé@example.org:1").user_key  # Latin-1 and punctuation are sent
 
 
 def test_cli_host_implies_test_dev_and_the_key_comes_from_the_environment(monkeypatch):
@@ -99,6 +115,22 @@ def test_path_fields_name_themselves(assignment, message):
 
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_config(RunConfig, [], [assignment])
+
+
+def test_a_tilde_in_a_path_field_is_the_home_folder(tmp_path, monkeypatch):
+    # Not expanded, a config file's "~/runs/a" (or --output-dir=~/runs/a) made a folder named `~` for the
+    # outputs while the framework's report went to the home folder's, which did not exist: a traceback.
+    from agent.config import RunConfig, load_config
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"session": {"davis_root": "~/davis", "output_dir": "~/runs/a"}}))
+    config = load_config(RunConfig, [path], ["agent.checkpoint=~/model.pt"],
+                         {"session.output_dir": None, "session.davis_root": None})
+    assert config.session.davis_root == tmp_path / "davis" and config.session.output_dir == tmp_path / "runs" / "a"
+    assert config.agent.checkpoint == tmp_path / "model.pt"
+    flags = session_runner.resolve_config(session_runner.parse_args(["--output-dir=~/runs/b"]))
+    assert flags.session.output_dir == tmp_path / "runs" / "b"
 
 
 @pytest.mark.parametrize("field", ["max_steps", "pseudo_label_frames"])

@@ -8,19 +8,29 @@ timeout, so a server that stops answering hangs the session for ever. :func:`ins
 * ``_handle_response`` by :func:`handle_response`: a server error name is looked up in a fixed table of the
   error classes the framework's evaluation raises (:data:`SERVER_ERRORS`); any other name, a 4xx/5xx
   answer or a body that is not JSON is one :class:`RemoteServerError` quoting the server's message;
-* ``_requests_retry_session`` by one whose requests all have connection and read timeouts and whose
-  network failures are one :class:`ServerUnavailableError` naming the request.
+* ``_requests_retry_session`` by one whose requests all have connection and read timeouts, whose answers
+  are read whole within the read timeout and MAX_ANSWER_BYTES, and whose network failures are one
+  :class:`ServerUnavailableError` naming the request;
+* ``get_scribble``, ``post_predicted_masks`` and ``get_report`` by the framework's own, whose answers are then
+  checked: an answer the framework would index blindly (samples that are not ``[sequence, index]`` pairs,
+  scribbles of another sequence, a report without its columns) is one :class:`RemoteServerError` naming the
+  request, not a TypeError or KeyError deep in the framework or the session.
 
 The connector itself (its URLs, encoding, headers) stays the framework's; none of its code is copied here.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import re
+import time
+import urllib.parse
 from dataclasses import dataclass
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 from urllib3.util.retry import Retry
@@ -28,6 +38,8 @@ from urllib3.util.retry import Retry
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 500  # of a server's message quoted in an error: one readable line, whatever it sends
+MAX_TIME, MAX_INTERACTIONS = 600, 16  # what the framework's session caps a client's own settings at
+MAX_ANSWER_BYTES = 256 * 2**20  # of one answer: DAVIS's largest report (16 rounds of test-dev) is about 60 MB
 
 
 class RemoteServerError(Exception):
@@ -74,6 +86,7 @@ class RemoteSettings:
 
 settings = RemoteSettings()
 _framework_handle_response = None
+_framework_methods: dict[str, object] = {}  # the connector methods wrapped below, as the framework has them
 
 
 def configure(connect_timeout: float, read_timeout: float, retries: int) -> None:
@@ -106,11 +119,42 @@ class _GuardedSession(requests.Session):
 
     def request(self, method, url, *args, **kwargs):
         kwargs.setdefault("timeout", (settings.connect_timeout, settings.read_timeout))
+        kwargs["stream"] = True  # the body is read below, bounded
         try:
-            return super().request(method, url, *args, **kwargs)
+            response = super().request(method, url, *args, **kwargs)
+            response._content = _bounded_body(response, f"{method} {url}")
+            return response
         except requests.RequestException as error:
             raise ServerUnavailableError(
                 f"evaluation server unavailable: {method} {url}: {_short_reason(error)}") from error
+
+
+def _bounded_body(response: requests.Response, request: str) -> bytes:
+    """The whole body of `response`, read within read_timeout and MAX_ANSWER_BYTES: the read timeout holds for
+    each read only, so a server sending a byte now and then held the session for ever, and an endless body
+    filled the memory (the process killed, the finished samples' summary never written)."""
+    deadline = time.monotonic() + settings.read_timeout
+    raw = response.raw
+    # read1: what one read of the socket gives (read(n) waits for all n bytes, a byte per read timeout).
+    read = raw.read1 if hasattr(raw, "read1") else lambda amt, **kw: raw.read(min(amt, 2**10), **kw)
+    chunks, size = [], 0
+    try:
+        while chunk := read(2**16, decode_content=True):
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                raise RemoteServerError(f"evaluation server answered {request} with more than "
+                                        f"{MAX_ANSWER_BYTES // 2**20} MB (a session's whole report is a few MB)")
+            if time.monotonic() > deadline:
+                raise ServerUnavailableError(f"evaluation server unavailable: {request}: its answer did not "
+                                             f"arrive within {settings.read_timeout:g} s")
+            chunks.append(chunk)
+    except ReadTimeoutError as error:  # urllib3's own, as requests would raise them while reading
+        raise requests.ReadTimeout(error) from error
+    except urllib3.exceptions.HTTPError as error:
+        raise requests.ConnectionError(error) from error
+    finally:
+        response.close()
+    return b"".join(chunks)
 
 
 def guarded_session(*_args, **_kwargs) -> requests.Session:
@@ -142,6 +186,54 @@ def _error_fields(response: requests.Response) -> tuple[str, str]:
     return (name if isinstance(name, str) else repr(name)), _one_line(message)
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON true would be 1
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _samples_problem(body) -> str | None:
+    """What is wrong with a samples answer (`[[[sequence, scribble_idx], ...], max_time, max_interactions]`), or
+    None. The framework unpacks and shuffles it unchecked, and the session indexes every sample."""
+    if not (isinstance(body, list) and len(body) == 3):
+        return f"{_one_line(json.dumps(body))[:100]}, not [samples, max_time, max_interactions]"
+    samples, max_time, max_interactions = body
+    if not isinstance(samples, list) or not samples:
+        return "no sample to play" if samples == [] else f"samples {_one_line(json.dumps(samples))[:100]}, not a list"
+    seen = set()
+    for sample in samples:
+        if not (isinstance(sample, list) and len(sample) == 2 and isinstance(sample[0], str) and _is_int(sample[1])):
+            return f"a sample {_one_line(json.dumps(sample))[:100]}, not [sequence name, scribble index]"
+        name, index = sample
+        if name in ("", ".", "..") or any(character in name for character in "/\\\0"):
+            return f"a sample of sequence {name!r}, not a folder name (its frames are read from the DAVIS root)"
+        if index < 1:
+            return f"a sample {name} #{index}: scribble indices count from 1"
+        if (name, index) in seen:  # the server refuses the second one's rounds, mid-session
+            return f"sample {name} #{index} twice"
+        seen.add((name, index))
+    # null leaves the client's own setting, as the framework does; anything else is played as given.
+    if max_time is not None and not (_is_number(max_time) and 1 <= max_time <= MAX_TIME):
+        return f"max_time {_one_line(json.dumps(max_time))[:40]}, not a number of seconds in 1..{MAX_TIME}"
+    if max_interactions is not None and not (_is_int(max_interactions) and 1 <= max_interactions <= MAX_INTERACTIONS):
+        return (f"max_interactions {_one_line(json.dumps(max_interactions))[:40]}, not an integer in "
+                f"1..{MAX_INTERACTIONS}")
+    return None
+
+
+def _answer_problem(path: str, body) -> str | None:
+    """What is wrong with a good (2xx) answer's JSON for what the framework does with it, or None."""
+    if path.endswith("/api/dataset/samples"):
+        return _samples_problem(body)
+    if path.endswith("/api/evaluation/report") and not isinstance(body, dict | list):
+        return f"a report {_one_line(json.dumps(body))[:100]}, not a table"  # pandas reads columns or rows
+    if path.endswith("/api/evaluation/finish") and not isinstance(body, dict):
+        return f"a summary {_one_line(json.dumps(body))[:100]}, not a JSON object"
+    return None
+
+
 def handle_response(self, response: requests.Response, raise_error: bool = False) -> bool:
     """Replaces ``RemoteConnector._handle_response``: returns False for a good answer, raises otherwise
     (also for the health check, which the framework would turn into a NameError)."""
@@ -150,10 +242,13 @@ def handle_response(self, response: requests.Response, raise_error: bool = False
     status = response.status_code
     if status < 400:
         try:
-            response.json()
+            body = response.json()
         except ValueError:
             raise RemoteServerError(f"evaluation server {self.host} answered {request} with something that is "
                                     f"not JSON: {_one_line(response.text)[:100]!r}") from None
+        problem = _answer_problem(urllib.parse.urlsplit(response.url or "").path, body)
+        if problem:
+            raise RemoteServerError(f"evaluation server {self.host} answered {request} with {problem}")
         return False
     name, message = _error_fields(response)
     # Debug only: the error raised below is the one line the user sees.
@@ -165,6 +260,52 @@ def handle_response(self, response: requests.Response, raise_error: bool = False
     raise RemoteServerError(f"evaluation server {self.host} answered {request} with {what}: {message}")
 
 
+def _checked_scribbles(self, sequence: str, what: str, scribbles) -> dict:
+    """The scribbles a server sent for `sequence`, checked as scribble files are (davis.validate_scribbles) and
+    against the video: the framework fuses them with the sample's earlier ones unchecked."""
+    from davisinteractive.dataset.davis import Davis
+
+    from .davis import DatasetError, validate_scribbles
+
+    meta = Davis.dataset.get(sequence, {})
+    source = f"evaluation server {self.host}: {what} of {sequence}"
+    try:
+        validate_scribbles(scribbles, source=source, num_frames=meta.get("num_frames"),
+                           num_objects=meta.get("num_objects"))
+    except DatasetError as error:
+        raise RemoteServerError(_one_line(error)) from None
+    if scribbles.get("sequence") != sequence:
+        raise RemoteServerError(f"{source}: they name sequence {_one_line(scribbles.get('sequence'))[:80]!r}")
+    return scribbles
+
+
+def get_scribble(self, sequence, scribble_idx):
+    """Replaces ``RemoteConnector.get_scribble``: the framework's, its answer checked."""
+    answer = _framework_methods["get_scribble"](self, sequence, scribble_idx)
+    return _checked_scribbles(self, sequence, f"the scribbles #{scribble_idx}", answer)
+
+
+def post_predicted_masks(self, sequence, scribble_idx, pred_masks, timing, interaction, **kwargs):
+    """Replaces ``RemoteConnector.post_predicted_masks``: the framework's, the next scribbles it answers checked."""
+    answer = _framework_methods["post_predicted_masks"](self, sequence, scribble_idx, pred_masks, timing,
+                                                        interaction, **kwargs)
+    return _checked_scribbles(self, sequence, f"the next scribbles of sample #{scribble_idx} (after interaction "
+                                              f"{interaction})", answer)
+
+
+def get_report(self):
+    """Replaces ``RemoteConnector.get_report``: the framework's, with the columns the session reads. An empty
+    answer (no round yet) is an empty report; rows without those columns are refused."""
+    from davisinteractive.storage.abstract import AbstractStorage
+
+    report = _framework_methods["get_report"](self)
+    missing = [column for column in AbstractStorage.COLUMNS if column not in report.columns]
+    if missing and len(report):
+        raise RemoteServerError(f"evaluation server {self.host} answered the report without column(s) "
+                                f"{', '.join(missing)}")
+    return report.reindex(columns=[*report.columns, *missing]) if missing else report
+
+
 def install() -> None:
     """Patch davisinteractive's RemoteConnector (numpy must be patched first: see agent.data.compat)."""
     from davisinteractive.connector import remote
@@ -174,3 +315,8 @@ def install() -> None:
         _framework_handle_response = remote.RemoteConnector._handle_response  # kept for the tests only
     remote.RemoteConnector._handle_response = handle_response
     remote._requests_retry_session = guarded_session
+    for method in (get_scribble, post_predicted_masks, get_report):
+        name = method.__name__
+        if getattr(remote.RemoteConnector, name) is not method:
+            _framework_methods[name] = getattr(remote.RemoteConnector, name)
+        setattr(remote.RemoteConnector, name, method)

@@ -89,11 +89,21 @@ def prepare_output_dir(path: str | Path, overwrite: bool = False, inputs: tuple[
     return OutputTarget(final, final, created=not existed)
 
 
+def _holds_no_file(folder: Path) -> bool:
+    return all(entry.is_dir() and not entry.is_symlink() for entry in folder.rglob("*"))
+
+
 def discard(target: OutputTarget) -> None:
-    """Remove the directory prepare_output_dir made, if nothing was written to it (a run that failed
-    before it began leaves no trace)."""
-    if target.created and target.work.is_dir() and not any(target.work.iterdir()):
-        target.work.rmdir()
+    """Remove the directory prepare_output_dir made (or empty the empty one it was given), if nothing was
+    written to it (a run that failed before it began leaves no trace). Empty folders are nothing: the framework's session makes its report
+    folder when it opens, so a server that refused the session left `framework/`, which refused the next run."""
+    if not (target.work.is_dir() and _holds_no_file(target.work)):
+        return
+    if target.created:
+        shutil.rmtree(target.work)
+    else:  # the user's own folder, empty when the run began (else it was refused or staged): empty again
+        for child in target.work.iterdir():
+            shutil.rmtree(child)
 
 
 def unused_dir(path: Path) -> Path:

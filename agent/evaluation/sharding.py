@@ -13,6 +13,7 @@ report's samples.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from pathlib import Path
@@ -48,13 +49,17 @@ def assign_shards(infos: dict[str, SequenceInfo], count: int) -> dict[str, int]:
 
 
 def shard_sequences(infos: dict[str, SequenceInfo], index: int, count: int) -> list[str]:
-    """The sequences of shard `index` of `count` (in the order of `infos`); ValueError when it has none."""
+    """The sequences of shard `index` of `count` (in the order of `infos`); ValueError when it has none, or when
+    another shard would (its split could never be merged)."""
+    # A later shard with none: this one's split could never be merged. Checked before assign_shards sizes a
+    # list by `count` (1/99999999999 was a MemoryError).
+    if count > len(infos):
+        empty = f"shard {index}/{count} has" if index > len(infos) else \
+            f"shard {index}/{count}: shard {len(infos) + 1}/{count} would have"
+        raise ValueError(f"{empty} no sequence: there are only {len(infos)} sequence(s) to split; use at most "
+                         f"{len(infos)} shards")
     assignment = assign_shards(infos, count)
-    chosen = [name for name in infos if assignment[name] == index]
-    if not chosen:
-        raise ValueError(f"shard {index}/{count} has no sequence: there are only {len(infos)} sequence(s) to "
-                         f"split; use at most {len(infos)} shards")
-    return chosen
+    return [name for name in infos if assignment[name] == index]  # none empty: each gets one first
 
 
 # --- merging -------------------------------------------------------------------------------------------
@@ -182,9 +187,11 @@ def _check_shards(directories: list[Path], summaries: list[dict]) -> None:
     twice = sorted({i for i in indices if indices.count(i) > 1})
     if twice:
         raise MergeError(f"shard(s) {', '.join(f'{i}/{count}' for i in twice)} given more than once")
-    missing = sorted(set(range(1, count + 1)) - set(indices))
+    # The first ten missing, found without a set of all N: a summary saying 1/99999999999 took all memory.
+    missing = list(itertools.islice((i for i in range(1, count + 1) if i not in indices), 10))
     if missing:
-        raise MergeError(f"shard(s) {', '.join(f'{i}/{count}' for i in missing)} missing: a merge of part of "
+        more = ", ..." if count - len(indices) > len(missing) else ""
+        raise MergeError(f"shard(s) {', '.join(f'{i}/{count}' for i in missing)}{more} missing: a merge of part of "
                          "the shards is not the evaluation's result")
 
 

@@ -103,6 +103,52 @@ def test_good_answer_passes():
     assert handle_response(_Connector(), _response(200, b'{"status": "ok"}')) is False
 
 
+SAMPLES = "http://server/api/dataset/samples"
+
+
+@pytest.mark.parametrize("body, expected", [
+    ({"a": 1, "b": 2, "c": 3}, r"\{.*\}, not \[samples, max_time, max_interactions\]"),  # unpacked as its keys
+    ([5, 60, 2], r"samples 5, not a list"),  # a TypeError in the framework's shuffle
+    ([[], 60, 2], r"no sample to play"),  # a FileNotFoundError at the session's end
+    ([[["dog", "x"]], 60, 2], r'a sample \["dog", "x"\], not \[sequence name, scribble index\]'),
+    ([[["dog", 1.7]], 60, 2], r"a sample \[\"dog\", 1.7\]"),  # was played as scribble 1
+    ([[["dog", True]], 60, 2], r"a sample \[\"dog\", true\]"),
+    ([[["dog", 0]], 60, 2], r"dog #0: scribble indices count from 1"),
+    ([[["../dog", 1]], 60, 2], r"'../dog', not a folder name"),
+    ([[["dog", 1], ["dog", 1]], 60, 2], r"sample dog #1 twice"),
+    ([[["dog", 1]], "abc", 2], r'max_time "abc", not a number of seconds in 1..600'),
+    ([[["dog", 1]], -5, 2], r"max_time -5,"),  # was "session.max_time must be ...", as if ours were wrong
+    ([[["dog", 1]], 60, 2.5], r"max_interactions 2.5, not an integer in 1..16"),  # played 3 rounds
+    ([[["dog", 1]], 60, True], r"max_interactions true,"),  # played 1 round
+])
+def test_a_samples_answer_the_framework_cannot_play_is_one_error(body, expected):
+    answer = _response(200, json.dumps(body).encode(), url=SAMPLES)
+    with pytest.raises(RemoteServerError, match=f"answered GET {SAMPLES} with .*{expected}"):
+        handle_response(_Connector(), answer, raise_error=True)
+
+
+def test_good_samples_and_other_answers_pass():
+    for body in ([[["dog", 1], ["dog", 2]], 30, 8], [[["dog", 1]], None, None]):  # null: the client's setting
+        assert handle_response(_Connector(), _response(200, json.dumps(body).encode(), url=SAMPLES)) is False
+    report = _response(200, b'{"sequence": []}', url="http://server/api/evaluation/report")
+    assert handle_response(_Connector(), report) is False
+    for path, body in (("report", b'"x"'), ("finish", b"[1, 2]")):
+        answer = _response(200, body, url=f"http://server/api/evaluation/{path}")
+        with pytest.raises(RemoteServerError, match="not a (table|JSON object)"):
+            handle_response(_Connector(), answer)
+
+
+def test_a_report_without_its_columns_is_one_error_and_an_empty_one_has_them(monkeypatch):
+    import pandas as pd
+
+    answers = iter([pd.DataFrame({"x": [1, 2]}), pd.DataFrame()])  # rows without columns; `{}`: no round yet
+    monkeypatch.setitem(remote_compat._framework_methods, "get_report", lambda self: next(answers))
+    with pytest.raises(RemoteServerError, match="answered the report without column.*sequence"):
+        remote_compat.get_report(_Connector())  # a KeyError in the session's interaction log before
+    empty = remote_compat.get_report(_Connector())
+    assert len(empty) == 0 and {"sequence", "scribble_idx", "interaction", "jaccard"} <= set(empty.columns)
+
+
 def test_refused_connection_is_one_error_naming_the_request():
     remote_compat.configure(connect_timeout=5.0, read_timeout=5.0, retries=0)
     with socket.socket() as probe:
@@ -121,3 +167,49 @@ def test_every_request_has_a_read_timeout():
         url = f"http://127.0.0.1:{silent.getsockname()[1]}/api/dataset/samples"
         with pytest.raises(ServerUnavailableError, match=r"GET .*/api/dataset/samples: no answer within 0.2 s"):
             remote_compat.guarded_session().get(url)
+
+
+def _answering_slowly(body_chunks) -> socket.socket:
+    """A server that answers one request with headers, then the body `body_chunks` yields, as it yields it."""
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def serve():
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 999999999\r\n\r\n")
+            try:
+                for chunk in body_chunks():
+                    connection.sendall(chunk)
+            except OSError:  # the client gave up: what the test wants
+                pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener
+
+
+def test_an_answer_that_trickles_or_never_ends_is_one_error(monkeypatch):
+    """The read timeout holds per read: a byte every 0.05 s held the session for ever; an endless body filled the
+    memory."""
+    import time
+
+    def trickle():
+        while True:
+            yield b" "
+            time.sleep(0.05)
+
+    remote_compat.configure(connect_timeout=5.0, read_timeout=0.5, retries=0)
+    with _answering_slowly(trickle) as listener:
+        started = time.monotonic()
+        with pytest.raises(ServerUnavailableError, match=r"GET .*/api/x: its answer did not arrive within 0.5 s"):
+            remote_compat.guarded_session().get(f"http://127.0.0.1:{listener.getsockname()[1]}/api/x")
+        assert time.monotonic() - started < 5
+    monkeypatch.setattr(remote_compat, "MAX_ANSWER_BYTES", 2**20)  # 256 MB in earnest
+    remote_compat.configure(connect_timeout=5.0, read_timeout=30.0, retries=0)
+    with _answering_slowly(lambda: iter(lambda: b"[" * 2**16, None)) as listener:
+        with pytest.raises(RemoteServerError, match=r"answered GET .*/api/x with more than 1 MB"):
+            remote_compat.guarded_session().get(f"http://127.0.0.1:{listener.getsockname()[1]}/api/x")

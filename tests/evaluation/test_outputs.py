@@ -49,6 +49,26 @@ def test_output_dir_new_empty_or_refused(tmp_path: Path) -> None:
         prepare_output_dir(tmp_path / "loop-a")
 
 
+def test_a_run_that_wrote_only_empty_folders_leaves_no_trace(tmp_path: Path) -> None:
+    # The framework's session makes `framework/` when it opens: a server refusing the session left it, which
+    # refused the next run ("exists and is not empty") and was announced as "results so far".
+    for target in (prepare_output_dir(tmp_path / "new"), prepare_output_dir(tmp_path / "given")):
+        (target.work / "framework" / "deeper").mkdir(parents=True)
+        discard(target)
+    assert not (tmp_path / "new").exists()
+    given = tmp_path / "given"
+    given.mkdir(exist_ok=True)
+    kept = prepare_output_dir(given)  # the user's empty folder stays, emptied again
+    (kept.work / "framework").mkdir()
+    discard(kept)
+    assert given.is_dir() and not any(given.iterdir())
+    written = prepare_output_dir(tmp_path / "written")
+    (written.work / "framework").mkdir()
+    (written.work / "framework" / "result.tmp.csv").write_text("x")
+    discard(written)  # a file is a result: kept
+    assert (written.work / "framework" / "result.tmp.csv").is_file()
+
+
 def test_overwrite_stages_and_publishes_only_on_completion(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 
 import numpy as np
 import pandas as pd
@@ -120,6 +121,56 @@ def test_server_going_away_is_one_line_and_keeps_results(tiny_synthetic_root, se
     assert report["sequence"].nunique() == 1  # the first sample, every interaction of it
     assert sorted(report["interaction"].unique()) == list(range(1, INTERACTIONS + 1))
     assert (output / "curve.png").is_file()
+
+
+def _answering(root, path: str, body) -> object:
+    """The local server, except that `path`'s answers are `body` (the request is still played)."""
+    from starlette.responses import JSONResponse
+
+    app = create_app(ServerConfig(max_interactions=INTERACTIONS, max_time=60.0), root)
+
+    @app.middleware("http")
+    async def hostile(request, call_next):
+        answer = await call_next(request)
+        return JSONResponse(body) if path in request.url.path else answer
+
+    return app
+
+
+@pytest.mark.parametrize("path, body, expected", [
+    # A TypeError in the baseline's rasterizer, a traceback; the agent's check named no server.
+    ("/api/dataset/scribbles/", [1, 2], r"the scribbles #1 of synth-\d+: expected a dict with a 'scribbles' list"),
+    # Fused with the first round's by the framework: a KeyError traceback.
+    ("/api/evaluation/interaction", {}, r"the next scribbles of sample #1 \(after interaction 1\) of synth-\d+: "),
+    # Another video's scribbles, of the same length: played on this one without a word.
+    ("/api/dataset/scribbles/", {"sequence": "synth-x", "scribbles": [[]] * 6},
+     r"the scribbles #1 of synth-\d+: they name sequence 'synth-x'"),
+])
+def test_scribbles_a_server_sends_are_checked_and_one_line(tiny_synthetic_root, tmp_path, capsys, path, body,
+                                                           expected):
+    output = tmp_path / "out"
+    with serving(_answering(tiny_synthetic_root, path, body)) as running:
+        code = _cli(tiny_synthetic_root, output, "--host", running.url, "--user-key", "tester",
+                    "--set", "session.retries=0")
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 1 and len(errors) == 1
+    assert re.search(f"error: evaluation server {running.url}: {expected}", errors[0]), errors[0]
+    assert json.loads((output / "summary.json").read_text())["interrupted"] is True
+
+
+def test_a_session_the_server_opens_for_videos_we_lack_leaves_no_folder(tiny_synthetic_root, server, tmp_path,
+                                                                        capsys):
+    """A wrong --davis-root: one line, and the output directory is not left holding the framework's empty folder
+    (it was "results so far", and refused the corrected run as an earlier run's results)."""
+    other = tmp_path / "other"
+    (other / "JPEGImages" / "480p").mkdir(parents=True)
+    output = tmp_path / "out"
+    code = session_runner.main(["--predictor", "baseline", "--strategy", "no-finetune", "--davis-root", str(other),
+                                "--output-dir", str(output), "--host", server.url, "--user-key", "tester"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot serve" in err and "results so far" not in err
+    assert not output.exists()
+    assert _cli(tiny_synthetic_root, output, "--host", server.url, "--user-key", "tester") == 0
 
 
 # --- the protocol --------------------------------------------------------------------------------------

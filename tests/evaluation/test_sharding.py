@@ -48,6 +48,11 @@ def test_split_is_deterministic_disjoint_and_balanced():
 def test_too_many_shards_is_one_clear_error():
     with pytest.raises(ValueError, match="shard 3/3 has no sequence: there are only 2"):
         shard_sequences(_infos({"a": 5, "b": 5}), 3, 3)
+    # Shard 1 of them has a sequence, but the split could never be merged; a huge N was a MemoryError.
+    for count in (3, 99_999_999_999):
+        with pytest.raises(ValueError, match=f"shard 1/{count}: shard 3/{count} would have no sequence: there are "
+                                             "only 2 sequence.*use at most 2 shards"):
+            shard_sequences(_infos({"a": 5, "b": 5}), 1, count)
 
 
 def _run(root, output_dir, shard=None):
@@ -98,6 +103,9 @@ def test_merge_refuses_what_is_not_one_evaluation(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == "error: shard(s) 2/2 missing: a merge of part of the shards is not the " \
                                       "evaluation's result\n"
+    huge = _fake_run(tmp_path / "huge", ["a"], "1/99999999999")  # a hand-made summary: a set of 10^11 before
+    with pytest.raises(ValueError, match=r"shard\(s\) 2/99999999999, .*, 11/99999999999, \.\.\. missing"):
+        merge_runs([huge], tmp_path / "merged")
     cases = {
         "given more than once": [first, first],
         "not a shard, and the other runs are": [first, _fake_run(tmp_path / "whole", ["b"], None)],
