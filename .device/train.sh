@@ -15,6 +15,8 @@ ITERATIONS=${ITERATIONS:-20000}       # the poly schedule's length (the run stop
 # Where the weights start. last.pt (with the optimiser's state) is too large to come back, so a later session
 # goes on from a returned model.pt copied into the carry: INIT=.device/carry/init.pt
 INIT=${INIT:-agent/checkpoints/default.pt}
+LR_BACKBONE=${LR_BACKBONE:-2.5e-4}   # the paper's rates (TrainConfig)
+LR_DECODER=${LR_DECODER:-5e-4}
 RUN=${RUN:-/tmp/run}
 ROOT=${ROOT:-.device/carry/davis}
 HELD_OUT=${HELD_OUT:-breakdance-flare,car-turn,dance-jump,horsejump-low,mallard-fly,rhino}  # TrainConfig.holdout
@@ -30,6 +32,7 @@ fi
 "$PYTHON" -m agent.train --davis-root "$ROOT" --mode full --device "$DEVICE" --backbone efficientnet-lite2 \
   --pretrained none --set train.init_checkpoint="$INIT" \
   --set train.loss=topk --set train.feature_scale=1.5 --iterations "$ITERATIONS" --max-seconds "$TRAIN_SECONDS" \
+  --lr-backbone "$LR_BACKBONE" --lr-decoder "$LR_DECODER" \
   --checkpoint-every 500 --validate-every 2000 --val-sequences "$HELD_OUT" --output-dir "$RUN"
 "$PYTHON" -m agent.model.checkpoint "$RUN/model.pt" "$OUT/model.pt" --half
 "$PYTHON" -m agent.bench --one-shot-only --davis-root "$ROOT" --device "$DEVICE" --checkpoint "$OUT/model.pt" \
