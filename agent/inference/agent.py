@@ -49,6 +49,7 @@ from .budget import RoundCosts, estimate_seconds, fit_plan, reserve_seconds
 from .detail import boundary_band
 from .embedding_cache import Embed, EmbeddingCache
 from .finetune import FinetuneStats, finetune
+from .footprint import available_bytes, feature_size, sample_bytes
 from .plan import RoundPlan
 from .predictor import Predictor
 from .propagate import Detail, propagate, reference_set, select_keyframes
@@ -142,6 +143,7 @@ class InteractiveAgent(Predictor):
                 isinstance(num_objects, numbers.Integral) and not isinstance(num_objects, bool)
                 and 1 <= num_objects <= MAX_OBJECT_ID):
             raise ValueError(f"num_objects must be None or an integer in 1..{MAX_OBJECT_ID}, got {num_objects!r}")
+        self._check_memory(frames.shape[:3], self.input_size_for(frames.shape[1:3]), num_objects)
         self.model.load_state_dict(self._pretrained_state)
         self.model.eval()
         self.input_size = self.input_size_for(frames.shape[1:3])
@@ -268,6 +270,18 @@ class InteractiveAgent(Predictor):
         return None if self._confidence is None else self._confidence.copy()
 
     # --- internals -----------------------------------------------------------------------------------
+    def _check_memory(self, shape: tuple[int, int, int], input_size: tuple[int, int], num_objects: int | None) -> None:
+        """MemoryError, before any work, when the sample would not fit in the memory available (footprint.py)."""
+        backbone = self.model.backbone
+        need = sample_bytes(shape[0], shape[1:3], backbone.out_channels,
+                            feature_size(input_size, backbone.output_stride), self.grid,
+                            self.config.transfer.topk, 2 if num_objects is None else num_objects + 1)
+        free = available_bytes()
+        if free is not None and need > free:
+            raise MemoryError(f"frames: {shape[0]} frames of {shape[1]}x{shape[2]} need about {need / 2**30:.1f} GiB "
+                              f"in one sample, more than the {free / 2**30:.1f} GiB available: segment a long video "
+                              "in chunks (agent.tools.segmenter.VideoSegmenter, or python -m agent.segment)")
+
     def _backbone_features(self, frames: np.ndarray) -> torch.Tensor:
         """(T, C, h, w) backbone features; those of `frames` are computed now if they were not yet (the
         others stay zero until a round needs them)."""

@@ -76,6 +76,19 @@ def test_frames_of_different_sizes_and_a_config_dict_are_one_clear_line(agent, t
         InteractiveAgent(agent.model, {"device": "cpu"})
 
 
+def test_a_video_too_long_for_the_memory_is_refused_before_any_work(agent, monkeypatch):
+    agent.start(FRAMES, 1)
+    agent.step(_scribbles(), RoundPlan(use_crf=False))
+    played = agent._last_labels.copy()
+    monkeypatch.setattr("agent.inference.agent.available_bytes", lambda: 10_000)  # 3 tiny frames need more
+    with pytest.raises(MemoryError, match=r"frames: 3 frames of 32x48 need about .* GiB in one sample, more than "
+                                          r"the 0.0 GiB available: segment a long video in chunks"):
+        agent.start(FRAMES, 1)
+    assert np.array_equal(agent._last_labels, played)  # the sample before it is untouched
+    monkeypatch.setattr("agent.inference.agent.available_bytes", lambda: None)  # not known: nothing refused
+    agent.start(FRAMES, 1)
+
+
 def test_plan_of_the_wrong_type_is_refused(agent):
     agent.start(FRAMES, 1)
     with pytest.raises(TypeError, match="plan must be a RoundPlan, got dict"):
