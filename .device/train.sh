@@ -6,7 +6,7 @@
 # one_shot_after.json, model.pt (fp16), losses.csv, validation.jsonl, train_info.json.
 #   device run: bash .device/train.sh          carry: [".device/carry"]          timeout_s: 600
 # A dry run here: OUT=/tmp/out DEVICE=cpu SKIP_INSTALL=1 TRAIN_SECONDS=20 PYTHON=.venv/bin/python bash .device/train.sh
-set -euo pipefail
+set -euo pipefail  # pipefail: the tee below keeps the run's exit status
 : "${OUT:?OUT is set by the device tool: the folder whose files come back}"
 PYTHON=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
@@ -21,22 +21,26 @@ RUN=${RUN:-/tmp/run}
 ROOT=${ROOT:-.device/carry/davis}
 HELD_OUT=${HELD_OUT:-breakdance-flare,car-turn,dance-jump,horsejump-low,mallard-fly,rhino}  # TrainConfig.holdout
 export PYTHONUNBUFFERED=1
-exec > >(tee -a "$OUT/log.txt") 2>&1
-if [ -z "${SKIP_INSTALL:-}" ]; then
-  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --no-build-isolation \
-    --target /tmp/site .device/carry/whl/*
-  export PYTHONPATH=/tmp/site:$PWD
-fi
-"$PYTHON" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-"$PYTHON" -m agent.bench --one-shot-only --davis-root "$ROOT" --device "$DEVICE" --output "$OUT/one_shot_before.json"
-"$PYTHON" -m agent.train --davis-root "$ROOT" --mode full --device "$DEVICE" --backbone efficientnet-lite2 \
-  --pretrained none --set train.init_checkpoint="$INIT" \
-  --set train.loss=topk --set train.feature_scale=1.5 --iterations "$ITERATIONS" --max-seconds "$TRAIN_SECONDS" \
-  --lr-backbone "$LR_BACKBONE" --lr-decoder "$LR_DECODER" \
-  --checkpoint-every 500 --validate-every 2000 --val-sequences "$HELD_OUT" --output-dir "$RUN"
-"$PYTHON" -m agent.model.checkpoint "$RUN/model.pt" "$OUT/model.pt" --half
-"$PYTHON" -m agent.bench --one-shot-only --davis-root "$ROOT" --device "$DEVICE" --checkpoint "$OUT/model.pt" \
-  --output "$OUT/one_shot_after.json"
-cp "$RUN/losses.csv" "$RUN/train_info.json" "$OUT/"
-[ -f "$RUN/validation.jsonl" ] && cp "$RUN/validation.jsonl" "$OUT/"
-echo "done"
+
+run() {
+  if [ -z "${SKIP_INSTALL:-}" ]; then
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --no-build-isolation \
+      --target /tmp/site .device/carry/whl/*
+    export PYTHONPATH=/tmp/site:$PWD
+  fi
+  "$PYTHON" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+  "$PYTHON" -m agent.bench --one-shot-only --davis-root "$ROOT" --device "$DEVICE" --output "$OUT/one_shot_before.json"
+  "$PYTHON" -m agent.train --davis-root "$ROOT" --mode full --device "$DEVICE" --backbone efficientnet-lite2 \
+    --pretrained none --set train.init_checkpoint="$INIT" \
+    --set train.loss=topk --set train.feature_scale=1.5 --iterations "$ITERATIONS" --max-seconds "$TRAIN_SECONDS" \
+    --lr-backbone "$LR_BACKBONE" --lr-decoder "$LR_DECODER" \
+    --checkpoint-every 500 --validate-every 2000 --val-sequences "$HELD_OUT" --output-dir "$RUN"
+  "$PYTHON" -m agent.model.checkpoint "$RUN/model.pt" "$OUT/model.pt" --half
+  "$PYTHON" -m agent.bench --one-shot-only --davis-root "$ROOT" --device "$DEVICE" --checkpoint "$OUT/model.pt" \
+    --output "$OUT/one_shot_after.json"
+  cp "$RUN/losses.csv" "$RUN/train_info.json" "$OUT/"
+  [ -f "$RUN/validation.jsonl" ] && cp "$RUN/validation.jsonl" "$OUT/"
+  echo "done"
+}
+
+run 2>&1 | tee -a "$OUT/log.txt"
