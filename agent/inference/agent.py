@@ -49,7 +49,7 @@ from .budget import RoundCosts, estimate_seconds, fit_plan, reserve_seconds
 from .detail import boundary_band
 from .embedding_cache import Embed, EmbeddingCache
 from .finetune import FinetuneStats, finetune
-from .footprint import available_bytes, feature_size, sample_bytes
+from .footprint import available_bytes, sample_bytes
 from .plan import RoundPlan
 from .predictor import Predictor
 from .propagate import Detail, propagate, reference_set, select_keyframes
@@ -143,10 +143,11 @@ class InteractiveAgent(Predictor):
                 isinstance(num_objects, numbers.Integral) and not isinstance(num_objects, bool)
                 and 1 <= num_objects <= MAX_OBJECT_ID):
             raise ValueError(f"num_objects must be None or an integer in 1..{MAX_OBJECT_ID}, got {num_objects!r}")
-        self._check_memory(frames.shape[:3], self.input_size_for(frames.shape[1:3]), num_objects)
+        input_size = self.input_size_for(frames.shape[1:3])
+        self._check_memory(frames.shape[:3], input_size, num_objects)
         self.model.load_state_dict(self._pretrained_state)
         self.model.eval()
-        self.input_size = self.input_size_for(frames.shape[1:3])
+        self.input_size = input_size
         self._backbone_runtime = self._runtime_for(self.input_size)
         self._frames = frames
         self.num_objects = num_objects
@@ -274,7 +275,7 @@ class InteractiveAgent(Predictor):
         """MemoryError, before any work, when the sample would not fit in the memory available (footprint.py)."""
         backbone = self.model.backbone
         need = sample_bytes(shape[0], shape[1:3], backbone.out_channels,
-                            feature_size(input_size, backbone.output_stride), self.grid,
+                            embedding_size(input_size, backbone.output_stride), self.grid,  # the feature grid
                             self.config.transfer.topk, 2 if num_objects is None else num_objects + 1)
         free = available_bytes()
         if free is not None and need > free:

@@ -8,7 +8,6 @@ tools (agent.tools.segmenter) segment long videos in chunks.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 MEMINFO = Path("/proc/meminfo")
@@ -24,11 +23,6 @@ def sample_bytes(num_frames: int, frame_size: tuple[int, int], feature_channels:
                  + 4 * feature_channels * feature_size[0] * feature_size[1]  # float32 backbone features
                  + 4 * num_classes * topk * grid[0] * grid[1])  # the reference pool's running top-k
     return num_frames * per_frame
-
-
-def feature_size(input_size: tuple[int, int], output_stride: int) -> tuple[int, int]:
-    """(h, w) of the backbone's features for frames resized to `input_size`."""
-    return math.ceil(input_size[0] / output_stride), math.ceil(input_size[1] / output_stride)
 
 
 def available_bytes(meminfo: Path = MEMINFO) -> int | None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from agent.inference.footprint import available_bytes, feature_size, sample_bytes
+from agent.inference.footprint import available_bytes, sample_bytes
 
 
 def test_sample_bytes_counts_frames_labels_features_and_the_pool_per_frame():
-    one = sample_bytes(1, (480, 854), 520, feature_size((360, 640), 8), (60, 107), 20, 2)
-    assert feature_size((360, 640), 8) == (45, 80) and feature_size((361, 641), 8) == (46, 81)
+    one = sample_bytes(1, (480, 854), 520, (45, 80), (60, 107), 20, 2)
     assert one == 3 * 480 * 854 + 16 * 480 * 854 + 4 * 520 * 45 * 80 + 4 * 2 * 20 * 60 * 107
     assert sample_bytes(1000, (480, 854), 520, (45, 80), (60, 107), 20, 2) == 1000 * one  # about 15 GiB
 
