@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import stat
+from collections import Counter
 from pathlib import Path
 
 
@@ -110,8 +111,8 @@ def unused_path(path: Path, keep_suffix: bool = True) -> Path:
 
 
 def _refuse_repeated_keys(pairs: list[tuple[str, object]]) -> dict:
-    keys = [key for key, _ in pairs]
-    twice = sorted({key for key in keys if keys.count(key) > 1})
+    counts = Counter(key for key, _ in pairs)  # linear: an object of many keys must not take quadratic time
+    twice = sorted(key for key, count in counts.items() if count > 1)
     if twice:  # json keeps the last silently: a stroke's "object_id" given twice took the second without a word
         raise ValueError(f"key(s) {', '.join(repr(k) for k in twice)} given twice in one object")
     return dict(pairs)
