@@ -228,6 +228,11 @@ def json_text(text: str | None) -> str | None:
                           else f"\\u{ord(m[0]):04x}", text)
 
 
+def error_response(message: str, status_code: int, headers: dict | None = None) -> JSONResponse:
+    """Every error the page gets: {"error": message}, the message as JSON can carry it (json_text)."""
+    return JSONResponse({"error": json_text(message)}, status_code=status_code, headers=headers)
+
+
 def strokes_to_scribbles(strokes: list[dict], num_frames: int) -> dict:
     """The page's strokes ({frame, object_id, path: [[x, y], ...] in [0, 1]}) -> a DAVIS scribble dict."""
     scribbles = empty_scribbles(num_frames)
@@ -279,42 +284,40 @@ def create_app(state: AppState) -> FastAPI:
         # sends a cross-site POST with its Origin, and a DNS-rebinding page with its own host name as Host.
         refused = foreign_request(request.headers.get("host", ""), request.headers.get("origin"), request.method)
         if refused is not None:
-            return JSONResponse({"error": json_text(refused)}, status_code=403)
+            return error_response(refused, 403)
         return await call_next(request)
 
     @app.exception_handler(InputError)
     @app.exception_handler(DatasetError)
     async def user_error(request: Request, error: Exception) -> JSONResponse:
-        return JSONResponse({"error": json_text(str(error))}, status_code=400)
+        return error_response(str(error), 400)
 
     @app.exception_handler(Busy)
     async def busy(request: Request, error: Exception) -> JSONResponse:
-        return JSONResponse({"error": json_text(str(error))}, status_code=409)
+        return error_response(str(error), 409)
 
     @app.exception_handler(TooLarge)
     async def too_large(request: Request, error: Exception) -> JSONResponse:
-        return JSONResponse({"error": json_text(str(error))}, status_code=413)
+        return error_response(str(error), 413)
 
     @app.exception_handler(UnsupportedType)
     async def unsupported_type(request: Request, error: Exception) -> JSONResponse:
-        return JSONResponse({"error": json_text(str(error))}, status_code=415)
+        return error_response(str(error), 415)
 
     # FastAPI's own answers (unknown route, wrong method, a path parameter of the wrong type) in the same shape.
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": json_text(f"{request.method} {request.url.path}: {error.detail}")},
-                            status_code=error.status_code, headers=getattr(error, "headers", None))
+        return error_response(f"{request.method} {request.url.path}: {error.detail}", error.status_code,
+                              headers=getattr(error, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"error": json_text(f"invalid request: {validation_problems(error.errors())}")},
-                            status_code=400)
+        return error_response(f"invalid request: {validation_problems(error.errors())}", 400)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
         log.exception("%s %s failed", request.method, request.url.path)
-        return JSONResponse({"error": json_text(f"unexpected error: {error} (details in the server's log)")},
-                            status_code=500)
+        return error_response(f"unexpected error: {error} (details in the server's log)", 500)
 
     @app.get("/")
     def index() -> FileResponse:
