@@ -97,6 +97,9 @@ class ModelConfig:
     # 0: the paper's decoder (one transposed conv, linear in the features). > 0: a nonlinear adapter of this
     # width (1x1 conv, 3x3 depthwise conv) beside it, trainable where the frozen backbone's last stage is not.
     decoder_hidden: int = 0
+    # A finer backbone stage (Lite: 1, at stride 4) added linearly to the decoder's output on its own H/4 grid, a
+    # skip connection for boundary detail the stride-8 levels lack; None: the paper's decoder.
+    skip_level: int | None = None
 
     def __post_init__(self) -> None:
         _choice(self.pretrained, "model.pretrained", ("imagenet", "coco", "none"))
@@ -107,6 +110,8 @@ class ModelConfig:
                  f"model.decoder_init={self.decoder_init} needs model.decoder_hidden=0 (the linear decoder)")
         _choice(self.decoder_init, "model.decoder_init", ("random", "identity", "pca"))
         _require(self.output_stride in (8, 16), f"model.output_stride must be 8 or 16, got {self.output_stride}")
+        _require(self.skip_level is None or self.decoder_init == "random",
+                 f"model.decoder_init={self.decoder_init} needs model.skip_level unset (it initialises the levels only)")
         _require(self.embedding_dim >= 1, f"model.embedding_dim must be >= 1, got {self.embedding_dim}")
         _require(len(self.input_size) == 2 and min(self.input_size) >= 16,
                  f"model.input_size must be (H, W) of at least 16 pixels, got {self.input_size}")

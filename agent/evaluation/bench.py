@@ -223,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     report: dict = {"device": str(device), "threads": torch.get_num_threads(), "checkpoint": str(path),
                     "model": {"backbone": config.backbone, "output_stride": config.output_stride,
-                              "feature_levels": config.feature_levels, "input_size": list(config.input_size)},
+                              "feature_levels": config.feature_levels, "skip_level": config.skip_level,
+                              "input_size": list(config.input_size)},
                     "aggregation": transfer.aggregation}
 
     if not args.one_shot_only:

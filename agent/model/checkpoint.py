@@ -135,7 +135,7 @@ def _model_config(path: Path, payload: dict[str, Any]) -> ModelConfig:
 
 
 def _check_expected(path: Path, config: ModelConfig, expected: ModelConfig) -> None:
-    for name in ("backbone", "output_stride", "embedding_dim", "feature_levels"):
+    for name in ("backbone", "output_stride", "embedding_dim", "feature_levels", "skip_level"):
         have, want = getattr(config, name), getattr(expected, name)
         if have != want:
             raise CheckpointError(f"checkpoint {path} has {name}={have!r}, expected {want!r}")

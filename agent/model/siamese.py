@@ -88,7 +88,7 @@ class Decoder(nn.Module):
     decoding every frame of a video is on the interactive agent's critical path).
     """
 
-    def __init__(self, in_channels: int, embedding_dim: int, hidden: int = 0) -> None:
+    def __init__(self, in_channels: int, embedding_dim: int, hidden: int = 0, skip_channels: int = 0) -> None:
         super().__init__()
         # hidden > 0: a small nonlinear adapter (ModelConfig.decoder_hidden) whose output the transposed conv
         # sees beside the features, so the linear decoder stays one of the functions it can learn.
@@ -98,12 +98,24 @@ class Decoder(nn.Module):
             nn.ReLU(inplace=True),
         )
         self.up = nn.Sequential(nn.Conv2d(in_channels + hidden, 4 * embedding_dim, kernel_size=1), nn.PixelShuffle(2))
+        # skip_channels > 0 (ModelConfig.skip_level): the finer stage's linear map, added on the 2h x 2w grid.
+        # Zero at the start, so that training (or a checkpoint without it) starts from the decoder above.
+        self.skip = None
+        if skip_channels:
+            self.skip = nn.Conv2d(skip_channels, embedding_dim, kernel_size=1, bias=False)
+            nn.init.zeros_(self.skip.weight)
 
-    def coarse(self, features: torch.Tensor) -> torch.Tensor:
-        """(B, C, h, w) -> (B, d, 2h, 2w): the decoder before its bilinear upsampling."""
+    def coarse(self, features: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, h, w) features [and (B, c, 2h, 2w) skip stage] -> (B, d, 2h, 2w): the decoder before its
+        bilinear upsampling."""
         if self.adapter is not None:
             features = torch.cat([features, self.adapter(features)], dim=1)
-        return self.up(features)
+        out = self.up(features)
+        if self.skip is not None:
+            if skip is None:
+                raise ValueError("this decoder has a skip connection: it needs the backbone's skip stage")
+            out = out + self.skip(skip)
+        return out
 
     @torch.no_grad()
     def init_identity(self) -> None:
@@ -154,6 +166,7 @@ class SiameseEmbedder(nn.Module):
             pretrained=pretrained,
             output_stride=config.output_stride,
             feature_levels=config.feature_levels,
+            skip_level=config.skip_level,
         )
         self.config = replace(
             config,
@@ -161,7 +174,8 @@ class SiameseEmbedder(nn.Module):
             std=tuple(config.std) if config.std is not None else self.backbone.std,
             input_size=tuple(config.input_size),
         )
-        self.decoder = Decoder(self.backbone.out_channels, config.embedding_dim, config.decoder_hidden)
+        self.decoder = Decoder(sum(self.backbone.level_channels), config.embedding_dim, config.decoder_hidden,
+                               self.backbone.skip_channels)
         if config.decoder_init == "identity":
             self.decoder.init_identity()
         elif config.decoder_init not in ("random", "pca"):  # pca: set by training from its data (init_pca)
@@ -196,9 +210,16 @@ class SiameseEmbedder(nn.Module):
     def coarse_embeddings(self, features: torch.Tensor) -> torch.Tensor:
         """decode's costly part, on the decoder's own grid (2x the feature grid): (B, C, h, w) -> (B, d, 2h, 2w).
         finish_embeddings of it is decode; inference/embedding_cache.py keeps it per frame."""
+        return self.decoder.coarse(*self.decoder_inputs(features))
+
+    def decoder_inputs(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Backbone features -> the decoder's (levels, skip stage or None), each L2-normalised over its channels
+        when config.normalize_features."""
+        levels, skip = self.backbone.split(features)
         if self.config.normalize_features:
-            features = self.normalized_levels(features)
-        return self.decoder.coarse(features)
+            levels = self._normalize_each(levels)
+            skip = None if skip is None else F.normalize(skip, dim=1)
+        return levels, skip
 
     def finish_embeddings(self, coarse: torch.Tensor, out_size: tuple[int, int] | None = None) -> torch.Tensor:
         """coarse_embeddings -> embeddings at out_size (None: 2x the coarse grid, as decode), normalised."""
@@ -215,9 +236,7 @@ class SiameseEmbedder(nn.Module):
         rounding) but upsamples and normalises only the gathered pixels: training pools ~100 pixels per class
         of a 120x214 grid, and the dense decode's upsampling, normalisation and their backward were most of
         a training step's cost."""
-        if self.config.normalize_features:
-            features = self.normalized_levels(features)
-        coarse = self.decoder.coarse(features)  # (B, d, 2h, 2w): the decoder before its bilinear upsampling
+        coarse = self.decoder.coarse(*self.decoder_inputs(features))  # (B, d, 2h, 2w): before the bilinear step
         height, width = out_size
         out = []
         for b, flat in enumerate(indices):
@@ -236,9 +255,13 @@ class SiameseEmbedder(nn.Module):
         return out
 
     def normalized_levels(self, features: torch.Tensor) -> torch.Tensor:
-        """Each backbone level L2-normalised over its channels (levels differ in magnitude by orders)."""
-        levels = torch.split(features, list(self.backbone.level_channels), dim=1)
-        return torch.cat([F.normalize(level, dim=1) for level in levels], dim=1)
+        """Each backbone level L2-normalised over its channels (levels differ in magnitude by orders); without
+        the skip stage."""
+        return self._normalize_each(self.backbone.split(features)[0])
+
+    def _normalize_each(self, levels: torch.Tensor) -> torch.Tensor:
+        parts = torch.split(levels, list(self.backbone.level_channels), dim=1)
+        return torch.cat([F.normalize(part, dim=1) for part in parts], dim=1)
 
     def feature_embeddings(
         self, features: torch.Tensor, out_size: tuple[int, int] | None = None

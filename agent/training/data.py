@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..config import HOLDOUT, TrainConfig, TransferConfig
@@ -40,6 +41,7 @@ class TrainingSet:
     config: TrainConfig
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    skip_channels: int = 0  # frozen: the backbone's skip stage packed after the levels (Backbone.split)
 
     @property
     def names(self) -> list[str]:
@@ -58,9 +60,16 @@ class TrainingSet:
             if not self.frozen:
                 data = self._colour_jitter(data / 255, generator)
                 data = (data - torch.tensor(self.mean).view(3, 1, 1)) / torch.tensor(self.std).view(3, 1, 1)
-            inputs.append(warp(data, theta))
+            inputs.append(self._warp_features(data, theta) if self.frozen and self.skip_channels else warp(data, theta))
             labels.append(warp_labels(video.labels[index], theta))
         return torch.stack(inputs), labels
+
+    def _warp_features(self, data: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """warp of packed features: the levels on their grid, the skip stage unpacked on its 2x grid (warping
+        the packed channels would mix its 2x2 sub-positions)."""
+        split = data.shape[0] - 4 * self.skip_channels
+        skip = warp(F.pixel_shuffle(data[None, split:], 2), theta)
+        return torch.cat([warp(data[:split], theta), F.pixel_unshuffle(skip, 2)[0]])
 
     @torch.no_grad()
     def decoder_inputs(self, model: SiameseEmbedder, count: int, generator: torch.Generator) -> torch.Tensor:
@@ -114,6 +123,8 @@ def _feature_cache_dir() -> Path:
 def _cache_key(model: SiameseEmbedder, name: str, count: int, frame_limit: int, size: tuple[int, int]) -> str:
     c = model.config
     text = f"{c.backbone}|{c.pretrained}|{c.output_stride}|{c.feature_levels}|{size}|{name}|{count}|{frame_limit}"
+    if c.skip_level is not None:  # (unset: the key of the features cached before the option existed)
+        text += f"|skip{c.skip_level}"
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
@@ -186,4 +197,5 @@ def load_training_set(config: TrainConfig, model: SiameseEmbedder, frozen: bool,
         videos.append(TrainingVideo(name, inputs, labels))
     total = sum(len(v.labels) for v in videos)
     log.info("training on %d videos (%d frames): %s", len(videos), total, ", ".join(v.name for v in videos))
-    return TrainingSet(videos, frozen, config, tuple(model.config.mean), tuple(model.config.std))
+    return TrainingSet(videos, frozen, config, tuple(model.config.mean), tuple(model.config.std),
+                       model.backbone.skip_channels)

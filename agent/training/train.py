@@ -56,7 +56,7 @@ from ..data.validation import validate_sequence
 from ..device import resolve_device
 from ..errors import first_line, os_error_line
 from ..model.backbones import WeightsUnavailableError
-from ..model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..model.checkpoint import CheckpointError, check_checkpoint_fits, load_checkpoint, save_checkpoint
 from ..model.siamese import SiameseEmbedder, build_model
 from ..model.similarity import Pooled, pair_loss, sample_pixels, topk_loss
 from ..paths import file_in_the_way, special_file, unwritable_folder
@@ -219,12 +219,21 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
         log.info("no %s to resume from: starting at iteration 0", state_path)
     initialised = start_iteration == 0 and config.init_checkpoint is not None
     if initialised:  # fine-tune trained weights (a new loss or data on top of a shipped checkpoint)
-        initial, _, _ = load_checkpoint(config.init_checkpoint, device, expected=model_config)
+        # A skip connection may be added to a checkpoint without one: it starts at zero (Decoder.skip).
+        adding_skip = model_config.skip_level is not None and check_checkpoint_fits(config.init_checkpoint).skip_level is None
+        expected = dataclasses.replace(model_config, skip_level=None) if adding_skip else model_config
+        initial, _, _ = load_checkpoint(config.init_checkpoint, device, expected=expected)
         # Frozen: not the backbone, it stays the ImageNet one the feature cache was computed with (shipped weights
         # are fp16). Full: the backbone trains too, so it starts from the checkpoint's (no weight wheel needed).
         parts = ("decoder", "head") if frozen else ("backbone", "decoder", "head")
         for part in parts:
-            getattr(model, part).load_state_dict(getattr(initial, part).state_dict())
+            if adding_skip and part != "head":  # only the skip's weights (and the backbone's skip stage) are new
+                missing, unexpected = getattr(model, part).load_state_dict(getattr(initial, part).state_dict(), strict=False)
+                if unexpected or any(part == "decoder" and not key.startswith("skip.") for key in missing):
+                    raise CheckpointError(f"{config.init_checkpoint}: its {part} does not fit: missing {missing[:3]}, "
+                                          f"unexpected {unexpected[:3]}")
+            else:
+                getattr(model, part).load_state_dict(getattr(initial, part).state_dict())
         log.info("%s start from %s", ", ".join(parts), config.init_checkpoint)
     if start_iteration == 0 and config.loss == "topk" and not initialised:
         # Cosine similarities lie in [-1, 1]: a softmax over them needs a scale (the head's learnt weight).

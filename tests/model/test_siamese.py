@@ -324,3 +324,60 @@ def test_decoder_adapter_config_is_checked():
         ModelConfig(backbone="tiny", decoder_hidden=True)
     with pytest.raises(ValueError, match="decoder_hidden=0"):
         ModelConfig(backbone="tiny", decoder_hidden=8, decoder_init="identity")
+
+
+# --- the skip connection (ModelConfig.skip_level) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [(64, 96), (60, 90)])  # (60, 90): the stride-4 grid is odd, padded to 2x
+def test_skip_stage_is_packed_after_the_levels_and_split_back(size):
+    torch.manual_seed(0)
+    plain = build_backbone("tiny", pretrained="none").eval()
+    torch.manual_seed(0)
+    backbone = build_backbone("tiny", pretrained="none", skip_level=1).eval()
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        features = backbone(x)
+        levels, skip = backbone.split(features)
+        stage = backbone.body[:-3](x)  # the stride-4 stage itself
+    grid = plain(x).shape[-2:]
+    assert features.shape == (2, backbone.out_channels, *grid) and backbone.out_channels == 64 + 4 * 64
+    assert torch.equal(levels, plain(x).detach())
+    assert skip.shape == (2, 64, 2 * grid[0], 2 * grid[1])
+    assert torch.equal(skip[..., :stage.shape[-2], :stage.shape[-1]], stage)
+    assert skip[..., stage.shape[-2]:, :].abs().sum() == 0 and skip[..., stage.shape[-1]:].abs().sum() == 0
+    assert plain.split(plain(x))[1] is None
+
+
+def test_lite_skip_level_is_the_stride_4_stage_only():
+    backbone = build_backbone("efficientnet-lite0", pretrained="none", skip_level=1).eval()
+    with torch.no_grad():
+        features = backbone(torch.randn(1, 3, 64, 96))
+    assert backbone.skip_channels == 24 and features.shape == (1, 472 + 4 * 24, 8, 12)
+    with pytest.raises(ValueError, match="stride 4"):
+        build_backbone("efficientnet-lite0", pretrained="none", skip_level=0)
+    with pytest.raises(ValueError, match="no skip level"):
+        build_backbone("resnet50-deeplab", pretrained="none", skip_level=1)
+    with pytest.raises(ValueError, match="skip_level unset"):
+        ModelConfig(backbone="tiny", skip_level=1, decoder_init="pca")
+
+
+def test_skip_decoder_starts_as_the_plain_one_and_then_adds_finer_detail():
+    """The skip's weights start at zero: the same embeddings as without it; once trained, the fine grid's
+    embeddings vary within a coarse cell, where the plain decoder's only interpolate."""
+    torch.manual_seed(0)
+    plain = _tiny().eval()
+    skip = _tiny(skip_level=1).eval()
+    skip.load_state_dict(plain.state_dict(), strict=False)
+    images = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        assert torch.allclose(skip(images), plain(images), atol=1e-6)
+        torch.nn.init.normal_(skip.decoder.skip.weight)
+        features = skip.backbone_features(images)
+        dense = skip.decode(features, (16, 24))
+        points = skip.decode_points(features, (16, 24), [torch.tensor([0, 5, 100, 383])])[0]
+    assert not torch.allclose(skip(images), plain(images), atol=1e-3)
+    assert torch.allclose(points, dense.flatten(2)[0][:, [0, 5, 100, 383]].t(), atol=1e-5)
+    # a skip decoder refuses features without the stage
+    with pytest.raises(ValueError, match="skip stage"):
+        skip.decoder.coarse(torch.randn(1, 64, 8, 12))

@@ -536,3 +536,39 @@ def test_torchrun_two_processes_on_cpu(tmp_path: Path, mode: str) -> None:
     backbone_same = all(torch.equal(a, b) for a, b in zip(initial.backbone.state_dict().values(),
                                                           model.backbone.state_dict().values(), strict=True))
     assert backbone_same == (mode == "frozen-backbone")
+
+
+# --- the skip connection -------------------------------------------------------------------------------
+
+
+def test_frozen_pairs_warp_the_packed_skip_stage_on_its_own_grid() -> None:
+    """Augmenting cached features: the skip stage is warped unpacked (warping the packed channels would swap
+    nothing within a 2x2 cell under a flip); so a pair's features are the features of the warped stage."""
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(tiny_model_config(), skip_level=1))
+    config = TrainConfig(synthetic_sequences=1, synthetic_frames=3, scale_range=(1.0, 1.0), rotation_degrees=0.0)
+    data = load_training_set(config, model, frozen=True)
+    features = data.videos[0].inputs.float()
+    flipped = []
+    for seed in range(8):  # flips with p = 0.5: both cases among 8 seeds
+        inputs, _ = data.sample_pair(torch.Generator().manual_seed(seed))
+        levels, skip = model.backbone.split(inputs)
+        for frame in range(len(features)):
+            plain_levels, plain_skip = model.backbone.split(features[frame:frame + 1])
+            if torch.allclose(levels[:1], plain_levels.flip(-1), atol=1e-5):
+                assert torch.allclose(skip[:1], plain_skip.flip(-1), atol=1e-5)
+                flipped.append(seed)
+    assert flipped
+
+
+def test_a_skip_connection_trains_on_top_of_a_checkpoint_without_one(tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    assert main([*TINY_ARGS, "--iterations", "2", "--set", "train.loss=topk", "--output-dir", str(first)]) == 0
+    second = tmp_path / "second"
+    assert main([*TINY_ARGS, "--iterations", "2", "--lr-decoder", "1e-1", "--set", "train.loss=topk",
+                 "--set", "model.skip_level=1", "--set", f"train.init_checkpoint={first / 'model.pt'}",
+                 "--output-dir", str(second)]) == 0
+    start, _, _ = load_checkpoint(first / "model.pt")
+    tuned, config, _ = load_checkpoint(second / "model.pt")
+    assert config.skip_level == 1 and tuned.decoder.skip.weight.abs().sum() > 0  # it learnt
+    assert start.decoder.skip is None
