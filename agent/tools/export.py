@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from ..data.synthetic import davis_palette
-from ..paths import file_in_the_way
+from ..paths import file_in_the_way, unwritable_folder
 from .video import InputError, Progress, VideoSource, user_path
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,12 @@ def _prepare_output(output: str | Path, overwrite: bool = False, video: Path | N
     if output.is_dir() and any(output.iterdir()) and not overwrite:
         raise InputError(f"{output} is not empty: choose another output folder or pass --overwrite")
     check_replaceable(output)
+    # An earlier export's folder that may not be written (read-only, another user's) passed the mkdir below, and
+    # the export failed only once every mask was computed.
+    locked = unwritable_folder(output) or unwritable_folder(output / "masks")
+    if locked is not None:
+        raise InputError(f"{output}: cannot write there (no permission to write in {locked}): choose another "
+                         "output folder")
     try:
         (output / "masks").mkdir(parents=True, exist_ok=True)
     except OSError as error:

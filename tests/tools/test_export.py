@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,6 +40,22 @@ def test_an_output_below_a_file_is_one_error(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(InputError, match="is a file"):
         prepare_output(tmp_path / "file" / "out")
+
+
+def test_an_earlier_export_that_may_not_be_written_is_refused_before_any_work(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    prepare_output(out)
+    (out / "masks" / "00000.png").write_bytes(b"earlier")
+    locked = {out, out / "masks"}
+    access = os.access
+    # Tests run as root, which may write anywhere: a read-only folder (or read-only mount) simulated.
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) not in locked and access(path, mode))
+    for folder in (out, out / "masks"):  # the mkdir passed; the export failed after every mask was computed
+        locked = {folder}
+        message = f"out: cannot write there (no permission to write in {folder})"
+        with pytest.raises(InputError, match=re.escape(message)):
+            prepare_output(out, overwrite=True)
+    assert (out / "masks" / "00000.png").read_bytes() == b"earlier"
 
 
 def test_upsampling_is_smooth_and_keeps_classes():
