@@ -46,6 +46,9 @@ def release_memory() -> None:
 class VideoSegmenter:
     def __init__(self, agent, frames: WorkingFrames, chunk_frames: int = DEFAULT_CHUNK_FRAMES,
                  plan: RoundPlan | None = None) -> None:
+        if not isinstance(frames, WorkingFrames):  # an array's .size (an int) failed as "'int' object is not iterable"
+            raise TypeError(f"frames must be WorkingFrames (agent.tools.video: WorkingFrames.read(open_video(path))), "
+                            f"got {type(frames).__name__}")
         if not isinstance(chunk_frames, numbers.Integral) or isinstance(chunk_frames, bool) or chunk_frames < 1:
             raise ValueError(f"chunk_frames must be an integer >= 1, got {chunk_frames!r}")
         if plan is not None and not isinstance(plan, RoundPlan):

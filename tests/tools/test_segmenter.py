@@ -69,6 +69,8 @@ def test_constructor_arguments_and_frame_indices_are_checked(tiny_agent, inputs)
             VideoSegmenter(tiny_agent, frames, chunk_frames=chunk)
     with pytest.raises(TypeError, match="plan must be a RoundPlan, got dict"):
         VideoSegmenter(tiny_agent, frames, plan={"use_crf": False})
+    with pytest.raises(TypeError, match=r"frames must be WorkingFrames .*, got ndarray"):  # 'int' not iterable
+        VideoSegmenter(tiny_agent, frames.stack(range(len(frames))))
     segmenter = VideoSegmenter(tiny_agent, frames, plan=PLAN)
     segmenter.segment(scribbles)
     for frame in (8, -1):  # -1 would have been the last frame
