@@ -43,6 +43,17 @@ def release_memory() -> None:
         pass
 
 
+def plain_stroke(stroke: dict) -> dict:
+    """A copy of a (validated) stroke in plain Python numbers: the strokes segmented are written as scribbles.json
+    (numpy coordinates or ids failed that write once every mask was computed), and the record must not change
+    when the caller reuses its dicts."""
+    plain = {key: value.tolist() if isinstance(value, np.ndarray | np.generic) else value
+             for key, value in stroke.items()}
+    plain["path"] = [[float(x), float(y)] for x, y in stroke["path"]]
+    plain["object_id"] = int(stroke["object_id"])
+    return plain
+
+
 class VideoSegmenter:
     def __init__(self, agent, frames: WorkingFrames, chunk_frames: int = DEFAULT_CHUNK_FRAMES,
                  plan: RoundPlan | None = None) -> None:
@@ -90,7 +101,7 @@ class VideoSegmenter:
     def segment(self, scribbles: dict, progress: Progress | None = None) -> None:
         """One round: add these strokes to the ones so far and label every frame."""
         self.check(scribbles)
-        merged = {"scribbles": [old + list(new) for old, new in
+        merged = {"scribbles": [old + [plain_stroke(stroke) for stroke in new] for old, new in
                                 zip(self.scribbles["scribbles"], scribbles["scribbles"], strict=True)]}
         started = time.perf_counter()
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -60,6 +62,19 @@ def test_no_object_stroke_and_frames_the_video_lacks(tiny_agent, inputs):
     with pytest.raises(InputError, match="the video has 8"):
         segmenter.segment(empty_scribbles(9))
     assert segmenter.rounds == 0 and not segmenter.has_result
+
+
+def test_strokes_given_as_numpy_values_are_recorded_as_plain_copies(tiny_agent, inputs):
+    frames, _ = inputs
+    segmenter = VideoSegmenter(tiny_agent, frames, plan=PLAN)
+    stroke = {"path": np.array([[0.4, 0.5], [0.5, 0.5]]), "object_id": np.int64(1), "end_time": np.float32(2)}
+    scribbles = empty_scribbles(8)
+    scribbles["scribbles"][4] = [stroke]
+    segmenter.segment(scribbles)
+    stroke["object_id"] = np.int64(2)  # the caller reuses its dict: the record keeps what was segmented
+    # scribbles.json of the export: "ndarray is not JSON serializable" once every mask was written
+    assert json.loads(json.dumps(segmenter.scribbles))["scribbles"][4] == [
+        {"path": [[0.4, 0.5], [0.5, 0.5]], "object_id": 1, "end_time": 2.0}]
 
 
 def test_constructor_arguments_and_frame_indices_are_checked(tiny_agent, inputs):
