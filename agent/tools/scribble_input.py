@@ -25,7 +25,7 @@ from PIL import Image
 from ..data.davis import IMAGE_ERRORS, WIDE_MODES, DatasetError, read_scribble_file, validate_scribbles
 from ..data.synthetic import davis_palette
 from ..paths import odd_entry, special_file
-from .video import IMAGE_SUFFIXES, InputError, VideoSource, natural_key, upright, user_path
+from .video import IMAGE_SUFFIXES, InputError, VideoSource, image_entries, natural_key, upright, user_path
 
 NO_SCRIBBLE = -1
 BACKGROUND_COLOUR = (255, 255, 255)
@@ -79,8 +79,8 @@ def _scribble_images(folder: Path) -> list[Path]:
     """The scribble images in `folder`, in natural order; InputError for an image name that is a FIFO, a
     device or a broken link (left out, its strokes would have been lost without a word)."""
     images = []
-    for entry in folder.iterdir():
-        if entry.suffix.lower() not in IMAGE_SUFFIXES or entry.is_dir():
+    for entry in image_entries(folder):
+        if entry.is_dir():
             continue
         problem = odd_entry(entry)
         if problem:

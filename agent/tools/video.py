@@ -140,8 +140,19 @@ def open_video(path: str | Path) -> VideoSource:
     return _open_file(path)
 
 
+def image_entries(folder: Path) -> list[Path]:
+    """The entries of `folder` named as images, hidden ones (`.name`) left out: the `._00001.jpg` beside each
+    file that macOS writes on USB drives and network shares is no image (the folder was refused), and a hidden
+    thumbnail was a frame no file manager shows."""
+    images = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+    hidden = sorted(p.name for p in images if p.name.startswith("."))
+    if hidden:
+        log.info("%s: left out %d hidden file(s) (%s%s)", folder, len(hidden), hidden[0], ", ..." if hidden[1:] else "")
+    return [p for p in images if not p.name.startswith(".")]
+
+
 def _open_folder(path: Path) -> VideoSource:
-    images = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+    images = image_entries(path)
     for image_path in images:  # a FIFO, device or broken link named as a frame was left out: later frames shifted
         problem = odd_entry(image_path)
         if problem:

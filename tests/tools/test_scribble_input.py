@@ -88,6 +88,14 @@ def test_scribble_images_and_json_for_a_video(small_video, tmp_path):
     assert load_scribbles(named, folder)["scribbles"][3]
 
 
+def test_hidden_files_in_a_scribble_folder_are_left_out(small_video, tmp_path):
+    video = open_video(small_video.folder)
+    _save(tmp_path / "00003.png", np.asarray(Image.open(next(small_video.scribble_dir.iterdir()))))
+    (tmp_path / "._00003.png").write_bytes(b"\x00\x05\x16\x07" + bytes(80))  # macOS's AppleDouble: was refused
+    assert [bool(strokes) for strokes in load_scribbles(tmp_path, video)["scribbles"]] == [False] * 3 + [True] + \
+        [False] * 4
+
+
 @pytest.mark.parametrize("case, message", [
     ("frame beyond", "scribbles for frame 8 but the video has 8 frames"),
     ("json beyond", "scribbles for frame 9 but the video has 8 frames"),

@@ -162,3 +162,14 @@ def test_two_frames_that_would_write_one_mask_are_refused(tmp_path):
         Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / name)
     with pytest.raises(InputError, match=r"00001.jpg and 00001.png would write the same mask \(00001.png\)"):
         open_video(tmp_path)
+
+
+def test_hidden_files_in_a_frame_folder_are_not_frames(tmp_path, caplog):
+    for index in range(3):
+        Image.fromarray(np.full((4, 6, 3), index, np.uint8)).save(tmp_path / f"{index:05d}.jpg")
+    (tmp_path / "._00000.jpg").write_bytes(b"\x00\x05\x16\x07" + bytes(80))  # macOS's AppleDouble: refused
+    Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(tmp_path / ".thumb.jpg")  # was a 4th frame, unseen
+    with caplog.at_level("INFO"):
+        video = open_video(tmp_path)
+    assert video.frame_names == ["00000", "00001", "00002"] and len(list(video.frames())) == 3
+    assert "left out 2 hidden file(s) (._00000.jpg, ...)" in caplog.text
