@@ -39,8 +39,9 @@ class InputError(ValueError):
 
 
 def natural_key(path: Path) -> list:
-    """frame2 before frame10: digit runs compare as numbers."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+    """frame2 before frame10: digit runs compare as numbers. The runs are split's odd parts: str.isdigit() also
+    holds for `²` or `①`, which int() refuses (a ValueError traceback for a frame named `²1.jpg`)."""
+    return [int(part) if index % 2 else part.lower() for index, part in enumerate(re.split(r"(\d+)", path.name))]
 
 
 @dataclass

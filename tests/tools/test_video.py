@@ -29,6 +29,9 @@ def test_frame_folder_is_in_natural_order(tmp_path):
     video = open_video(tmp_path)
     assert video.frame_names == ["frame1", "frame2", "frame10"]
     assert [int(f[0, 0, 0]) for f in video.frames()] == [1, 2, 10]
+    Image.fromarray(np.full((4, 6, 3), 3, np.uint8)).save(tmp_path / "①3.png")  # a ValueError: int("①")
+    Image.fromarray(np.full((4, 6, 3), 4, np.uint8)).save(tmp_path / "frame٤.png")  # Arabic-Indic 4: a number
+    assert open_video(tmp_path).frame_names == ["frame1", "frame2", "frame٤", "frame10", "①3"]
 
 
 @pytest.mark.parametrize("make, message", [
