@@ -65,7 +65,10 @@ def load_scribbles(path: str | Path, video: VideoSource) -> dict:
     else:
         images = [path] if path.is_file() else _scribble_images(path)
         if not images:
-            raise InputError(f"{path}: no scribble images ({', '.join(IMAGE_SUFFIXES)}) or JSON here")
+            # An export's folder holds its scribbles.json: the message said "no ... JSON here" beside it.
+            json_files = sorted(p.name for p in path.glob("*.json") if p.is_file() and not p.name.startswith("."))
+            hint = f": pass the JSON file itself (--scribbles {path / json_files[0]})" if json_files else " or JSON here"
+            raise InputError(f"{path}: no scribble images ({', '.join(IMAGE_SUFFIXES)}){hint}")
         scribbles = empty_scribbles(video.num_frames)
         for image_path in images:
             frame = frame_of(image_path, video)

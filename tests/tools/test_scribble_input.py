@@ -88,6 +88,14 @@ def test_scribble_images_and_json_for_a_video(small_video, tmp_path):
     assert load_scribbles(named, folder)["scribbles"][3]
 
 
+def test_a_folder_holding_only_json_says_to_pass_the_file(small_video, tmp_path):
+    video = open_video(small_video.video)
+    (tmp_path / "scribbles.json").write_text(json.dumps({"scribbles": [[]] * 8}))  # an export's folder, given whole
+    with pytest.raises(InputError, match=r"no scribble images \(.*\): pass the JSON file itself "
+                                         r"\(--scribbles .*/scribbles.json\)$"):  # it said "or JSON here"
+        load_scribbles(tmp_path, video)
+
+
 def test_hidden_files_in_a_scribble_folder_are_left_out(small_video, tmp_path):
     video = open_video(small_video.folder)
     _save(tmp_path / "00003.png", np.asarray(Image.open(next(small_video.scribble_dir.iterdir()))))
