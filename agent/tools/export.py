@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from ..data.synthetic import davis_palette
-from ..paths import file_in_the_way, unwritable_folder
+from ..paths import file_in_the_way, unused_path, unwritable_folder
 from .video import InputError, Progress, VideoSource, user_path
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,11 @@ def check_replaceable(output: Path) -> None:
                              "another output folder")
 
 
+def has_export(output: Path) -> bool:
+    """Whether `output` holds a file an export writes."""
+    return any((output / "masks").glob("*.png")) or any((output / name).exists() for name in OUTPUT_FILES[1:])
+
+
 def _clear_output(output: Path) -> None:
     """Remove what an earlier export wrote (only that: a folder given by mistake keeps everything else)."""
     for stale in (output / "masks").glob("*.png"):
@@ -140,10 +145,12 @@ def rle(labels: np.ndarray, objects: list[int]) -> dict[str, dict]:
 
 
 def export(video: VideoSource, labels_at: Callable[[int], np.ndarray], output: Path, num_objects: int,
-           scribbles: dict | None = None, progress: Progress | None = None) -> Path:
+           scribbles: dict | None = None, progress: Progress | None = None, overwrite: bool = True) -> Path:
     """Write masks, overlay and masks.json for every frame into `output` (from prepare_output). Everything is
     written into a hidden folder inside it first and moved into place only when complete: a failed export
-    leaves `output` as it was (an earlier export included), less the empty folders prepare_output made."""
+    leaves `output` as it was (an earlier export included), less the empty folders prepare_output made.
+    `overwrite` False (prepare_output's): an export that another finished in `output` meanwhile is kept, and
+    this one goes to `<output>-2` (InputError saying so)."""
     output = Path(output)
     stage = Path(tempfile.mkdtemp(prefix=".export-", dir=output))
     try:
@@ -156,6 +163,11 @@ def export(video: VideoSource, labels_at: Callable[[int], np.ndarray], output: P
         raise
     try:
         check_replaceable(output)  # again: the folder may have changed while the masks were computed
+        if not overwrite and has_export(output):  # two runs given one new folder: the later replaced the first
+            kept = unused_path(output, keep_suffix=False)
+            os.rename(stage, kept)
+            raise InputError(f"{output}: another export was written there while this one ran; it is kept (not "
+                             f"replaced without overwrite), and this one's results are in {kept}")
         _clear_output(output)
         (output / "masks").mkdir(parents=True, exist_ok=True)
         for png in (stage / "masks").iterdir():

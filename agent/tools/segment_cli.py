@@ -130,7 +130,7 @@ def run(video, scribbles: dict, output: Path, config: AgentConfig, args: argpars
     frames = WorkingFrames.read(video, args.working_size, progress)
     segmenter = build_segmenter(agent, frames, args)
     segmenter.segment(scribbles, progress)
-    export(video, segmenter.labels, output, segmenter.num_objects(), segmenter.scribbles, progress)
+    export(video, segmenter.labels, output, segmenter.num_objects(), segmenter.scribbles, progress, args.overwrite)
 
 
 if __name__ == "__main__":

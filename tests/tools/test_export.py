@@ -58,6 +58,27 @@ def test_an_earlier_export_that_may_not_be_written_is_refused_before_any_work(tm
     assert (out / "masks" / "00000.png").read_bytes() == b"earlier"
 
 
+def test_an_export_finished_meanwhile_in_a_new_folder_is_kept_not_replaced(small_video, tmp_path):
+    video = open_video(small_video.video)
+    out = prepare_output(tmp_path / "out")  # new: the run did not ask to overwrite
+
+    def other_run_finishes_first(index):  # another run given the same new folder (a script's `&`), prepared too
+        if index == 0:
+            export(video, lambda i: small_video.masks[i], out, 2, {"scribbles": "first"}, overwrite=False)
+        return np.zeros_like(small_video.masks[index])
+
+    with pytest.raises(InputError, match=r"out: another export was written there while this one ran; it is kept "
+                                         r".* this one's results are in .*out-2$"):
+        export(video, other_run_finishes_first, out, 2, {"scribbles": "second"}, overwrite=False)
+    # The later run replaced the first's masks without a word; now both are there.
+    assert json.loads((out / "scribbles.json").read_text()) == {"scribbles": "first"}
+    assert np.asarray(Image.open(out / "masks" / "00000.png")).any()
+    kept = tmp_path / "out-2"
+    assert json.loads((kept / "scribbles.json").read_text()) == {"scribbles": "second"}
+    assert len(list((kept / "masks").glob("*.png"))) == 8 and not np.asarray(Image.open(kept / "masks" / "00000.png")).any()
+    assert not list(out.glob(".export-*"))
+
+
 def test_upsampling_is_smooth_and_keeps_classes():
     labels = np.zeros((10, 10), np.uint8)
     labels[2:8, 2:8] = 2
