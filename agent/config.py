@@ -31,6 +31,9 @@ MAX_TOPK = 1024  # top-k and correction weight: the defaults are 20 and 3
 MAX_REFERENCE_PIXELS = 2**20  # per class (the default pools 4096); also chunk and pooled-sample sizes
 MAX_GRID_STRIDE = 16  # the decoder's own grid is H/4; H/16 is already 15x27 cells at 240x427
 MAX_DILATION = 64  # grid cells: a stroke's kernel side, the detail band
+# Seconds a request may wait to connect or for an answer: a day is far beyond any server's (the defaults are 10 and
+# 300 s); the socket refuses far more (1e300 was an OverflowError traceback before the model was built).
+MAX_TIMEOUT = 86400.0
 # A configuration is a few kB (a run's config.json ~3 kB); PyYAML parses in pure Python (a 38 MB file took
 # minutes), so a larger file is refused before it is read.
 MAX_CONFIG_BYTES = 2**20
@@ -471,7 +474,8 @@ class SessionConfig:
                      "server (--host URL --user-key KEY)")
         for name in ("connect_timeout", "read_timeout"):
             value = getattr(self, name)
-            _require(_finite(value) and value > 0, f"session.{name} must be a finite number of seconds > 0, got {value}")
+            _require(_finite(value) and 0 < value <= MAX_TIMEOUT,
+                     f"session.{name} must be a number of seconds in (0, {MAX_TIMEOUT:g}], got {value}")
         _require(self.retries >= 0, f"session.retries must be >= 0, got {self.retries}")
         if self.shard is not None:
             parse_shard(self.shard)

@@ -28,6 +28,9 @@ def test_remote_session_fields():
     ({"shard": "0/2"}, "session.shard must be K/N"),
     ({"shard": "half"}, "session.shard must be K/N"),
     ({"read_timeout": 0}, "session.read_timeout must be"),
+    # The socket refused it: an OverflowError traceback in the preflight's connection check.
+    ({"connect_timeout": 1e300}, r"session.connect_timeout must be a number of seconds in \(0, 86400\]"),
+    ({"read_timeout": 1e12}, "session.read_timeout must be"),
     ({"retries": -1}, "session.retries must be >= 0"),
 ])
 def test_bad_remote_or_shard_values_are_one_clear_error(values, message):
