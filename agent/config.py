@@ -463,8 +463,10 @@ class SessionConfig:
                 url.port  # noqa: B018 (parses the port: a bad one raises here, not when connecting)
             except ValueError as error:
                 raise ConfigError(f"session.host {self.host!r} is not a valid URL ({error})") from error
-            _require(url.scheme in ("http", "https") and bool(url.netloc),
-                     f"session.host must be localhost or an http(s):// URL, got {self.host!r}")
+            # A host name, not only a netloc: `http://:8000` passed, the preflight connected to this machine, and
+            # requests refused the URL (InvalidURL) once the model was built.
+            _require(url.scheme in ("http", "https") and bool(url.hostname),
+                     f"session.host must be localhost or an http(s):// URL with a host name, got {self.host!r}")
             _require(bool(self.user_key), "session.user_key is required with a remote host (--user-key KEY or $DAVIS_USER_KEY)")
             _header_value(self.user_key, "session.user_key")
             _require(self.subset == "test-dev", "a remote host plays test-dev only (the framework's RemoteConnector); "

@@ -21,6 +21,7 @@ def test_remote_session_fields():
     ({"host": "http://h:1", "subset": "test-dev"}, "session.user_key is required"),
     ({"host": "http://h:1", "user_key": "k"}, "a remote host plays test-dev only"),
     ({"host": "ftp://h", "user_key": "k", "subset": "test-dev"}, "session.host must be localhost or an http"),
+    ({"host": "http://:8000", "user_key": "k", "subset": "test-dev"}, "an http\\(s\\):// URL with a host name"),
     ({"host": "http://[::1", "user_key": "k", "subset": "test-dev"}, r"session.host 'http://\[::1' is not a valid URL"),
     ({"host": "http://h:99999", "user_key": "k", "subset": "test-dev"}, "Port out of range"),
     ({"subset": "test-dev"}, "test-dev has no public annotations"),
