@@ -657,6 +657,8 @@ def _yaml_load(text: str):
         return yaml.load(text, Loader=_yaml_loader())  # noqa: S506 (a SafeLoader subclass)
     except RecursionError as error:  # [[[[...]]]] 50000 deep: PyYAML's parser recurses per level
         raise yaml.YAMLError("nested too deeply to parse") from error
+    except ValueError as error:  # a value its constructors refuse: an integer of 5000 digits, a date 2020-13-45
+        raise yaml.YAMLError(first_line(error)) from error
 
 
 @functools.cache

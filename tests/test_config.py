@@ -185,6 +185,20 @@ def test_a_config_file_nested_too_deeply_is_one_error(tmp_path):
         load_config(RunConfig, [], ["session.sequences=" + "[" * 50000 + "]" * 50000])
 
 
+@pytest.mark.parametrize(("value", "problem"), [("1" + "0" * 5000, "Exceeds the limit"),
+                                                ("2020-13-45", "month must be in 1..12")])
+def test_a_value_the_yaml_reader_cannot_construct_is_one_error(tmp_path, value, problem):
+    # int() and datetime() raised ValueError inside PyYAML: a traceback, from a file and from --set alike.
+    from agent.config import RunConfig, load_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text(f"session:\n  shard: {value}\n")
+    with pytest.raises(ConfigError, match=f"is not valid JSON or YAML \\({problem}"):
+        load_config(RunConfig, [path])
+    with pytest.raises(ConfigError, match=f"cannot parse the value \\({problem}"):
+        load_config(RunConfig, [], [f"session.shard={value}"])
+
+
 def test_a_huge_config_file_is_refused_before_it_is_parsed(tmp_path, monkeypatch):
     from agent import config
     from agent.config import RunConfig, load_config
