@@ -571,9 +571,20 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _field_error(message: str) -> Exception:
+    """An error of a type hook below that dacite prefixes with the field's path (`session.max_time: ...`)."""
+    import dacite
+
+    class FieldError(dacite.DaciteFieldError):
+        def __str__(self) -> str:
+            return f"{self.field_path}: {message}"
+
+    return FieldError()
+
+
 def _int_hook(value: Any) -> Any:
     if isinstance(value, bool):
-        raise ConfigError(f"expected an integer, got {value!r}")
+        raise _field_error(f"expected an integer, got {value!r}")
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
@@ -584,7 +595,16 @@ def _path_hook(value: Any) -> Any:
 
 
 def _float_hook(value: Any) -> Any:
-    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    # bool is an int in Python: `max_time: true` played 1 s per object. An integer beyond a float's range raised
+    # OverflowError (a traceback).
+    if isinstance(value, bool):
+        raise _field_error(f"expected a number, got {value!r}")
+    if isinstance(value, int):
+        try:
+            return float(value)
+        except OverflowError:
+            raise _field_error(f"{str(value)[:20]}... ({len(str(value))} digits) is beyond a float's range") from None
+    return value
 
 
 def from_dict(cls, data: dict[str, Any], strict: bool = True, where: str = "config"):

@@ -92,6 +92,23 @@ def test_exponent_numbers_are_numbers_in_files_and_set(tmp_path):
     assert config.agent.crf.scale == 0.5 and config.session.max_time == 100.0
 
 
+@pytest.mark.parametrize(("assignment", "message"), [
+    ("session.max_time=true", "session.max_time: expected a number, got True"),  # it was a 1 s budget
+    ("agent.identity.weight=false", "agent.identity.weight: expected a number, got False"),  # 0
+    ("agent.finetune.scale_range=[true, 2]", "agent.finetune.scale_range: expected a number, got True"),
+    ("agent.inference_scale=true", "agent.inference_scale"),  # float | str: dacite names the field
+    ("session.max_time=1" + "0" * 400, r"session.max_time: 10000000000000000000\.\.\. \(401 digits\) is beyond a "
+                                       "float's range"),  # an OverflowError traceback
+    ("session.max_interactions=true", "session.max_interactions: expected an integer, got True"),
+])
+def test_a_number_field_takes_numbers_only(assignment, message):
+    from agent.config import RunConfig, load_config
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(RunConfig, [], [assignment])
+    assert load_config(RunConfig, [], ["session.max_time=30"]).session.max_time == 30.0  # an integer is a number
+
+
 def test_text_where_a_list_belongs_is_one_error_not_characters():
     from agent.config import RunConfig, load_config
 
