@@ -625,9 +625,6 @@ def from_dict(cls, data: dict[str, Any], strict: bool = True, where: str = "conf
         return dacite.from_dict(cls, data, options)
     except ConfigError as error:
         raise ConfigError(f"{where}: {error}") from error
-    except dacite.UnexpectedDataError as error:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(error.keys))} "
-                          f"(known: {', '.join(f.name for f in fields(cls))})") from error
     except dacite.DaciteError as error:
         raise ConfigError(f"{where}: {error}") from error
     except (TypeError, ValueError) as error:
@@ -636,10 +633,16 @@ def from_dict(cls, data: dict[str, Any], strict: bool = True, where: str = "conf
 
 def _check_sequences(cls, data: dict[str, Any], where: str, prefix: str = "") -> None:
     """A text where a list belongs (`--set session.sequences=dog`): dacite's tuple cast would split it into
-    characters, so it is one error naming the field."""
+    characters, so it is one error naming the field. Unknown keys are named with their section (dacite's error
+    has none: `session.foo` listed the top level's keys as the known ones)."""
     import typing
 
     hints = typing.get_type_hints(cls)
+    names = [item.name for item in fields(cls)]
+    unknown = sorted(str(key) for key in data if key not in names)  # YAML keys may be numbers or null (`1: 2`)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(prefix + key for key in unknown)} (known"
+                          f"{' in ' + prefix[:-1] if prefix else ''}: {', '.join(names)})")
     for item in fields(cls):
         if item.name not in data:
             continue

@@ -216,6 +216,23 @@ def test_a_value_the_yaml_reader_cannot_construct_is_one_error(tmp_path, value, 
         load_config(RunConfig, [], [f"session.shard={value}"])
 
 
+def test_unknown_keys_are_named_with_their_section_even_when_not_text(tmp_path):
+    # The message joined the keys as they were: `1: 2` or `null: 2` was a TypeError traceback; and it listed the
+    # top level's keys (session, agent) as the known ones of any section.
+    from agent.config import RunConfig, load_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text("session:\n  1: 2\n  null: 3\n  subset: val\n  x: 4\n")
+    with pytest.raises(ConfigError, match=r"config: unknown key\(s\) session.1, session.None, session.x \(known in "
+                                          r"session: subset, davis_root, "):
+        load_config(RunConfig, [path])
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) agent.crf.foo \(known in agent.crf: iterations, "):
+        load_config(RunConfig, [], ["agent.crf={iterations: 3, foo: 1}"])
+    path.write_text('{"model": {}, "7": 1}')
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) 7, model \(known: session, agent\)"):
+        load_config(RunConfig, [path])
+
+
 def test_a_huge_config_file_is_refused_before_it_is_parsed(tmp_path, monkeypatch):
     from agent import config
     from agent.config import RunConfig, load_config
