@@ -233,6 +233,31 @@ def test_unknown_keys_are_named_with_their_section_even_when_not_text(tmp_path):
         load_config(RunConfig, [path])
 
 
+def test_the_repeated_key_check_compares_keys_in_linear_time(monkeypatch):
+    # It counted each key with list.count: 40,000 keys took 22 s to read, a 1 MB file minutes.
+    from agent import config
+
+    comparisons = 0
+
+    class Key(str):
+        __hash__ = str.__hash__
+
+        def __eq__(self, other):
+            nonlocal comparisons
+            comparisons += 1
+            return str.__eq__(self, other)
+
+    loader = config._yaml_loader()
+    construct = loader.construct_object
+    monkeypatch.setattr(loader, "construct_object", lambda self, node, deep=False: (
+        lambda value: Key(value) if isinstance(value, str) else value)(construct(self, node, deep=deep)))
+    keys = 2000
+    assert len(config._yaml_load("{" + ", ".join(f"k{i}: 0" for i in range(keys)) + "}")) == keys
+    assert comparisons < 10 * keys  # list.count: keys**2
+    with pytest.raises(Exception, match="k7 given twice"):
+        config._yaml_load("{k7: 1, k8: 2, k7: 3}")
+
+
 def test_a_huge_config_file_is_refused_before_it_is_parsed(tmp_path, monkeypatch):
     from agent import config
     from agent.config import RunConfig, load_config
