@@ -8,6 +8,7 @@ value ends with one clear line.
 
 from __future__ import annotations
 
+import collections
 import functools
 import math
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
@@ -31,6 +32,9 @@ MAX_TOPK = 1024  # top-k and correction weight: the defaults are 20 and 3
 MAX_REFERENCE_PIXELS = 2**20  # per class (the default pools 4096); also chunk and pooled-sample sizes
 MAX_GRID_STRIDE = 16  # the decoder's own grid is H/4; H/16 is already 15x27 cells at 240x427
 MAX_DILATION = 64  # grid cells: a stroke's kernel side, the detail band
+# Seconds a request may wait to connect or for an answer: a day is far beyond any server's (the defaults are 10 and
+# 300 s); the socket refuses far more (1e300 was an OverflowError traceback before the model was built).
+MAX_TIMEOUT = 86400.0
 # A configuration is a few kB (a run's config.json ~3 kB); PyYAML parses in pure Python (a 38 MB file took
 # minutes), so a larger file is refused before it is read.
 MAX_CONFIG_BYTES = 2**20
@@ -460,8 +464,10 @@ class SessionConfig:
                 url.port  # noqa: B018 (parses the port: a bad one raises here, not when connecting)
             except ValueError as error:
                 raise ConfigError(f"session.host {self.host!r} is not a valid URL ({error})") from error
-            _require(url.scheme in ("http", "https") and bool(url.netloc),
-                     f"session.host must be localhost or an http(s):// URL, got {self.host!r}")
+            # A host name, not only a netloc: `http://:8000` passed, the preflight connected to this machine, and
+            # requests refused the URL (InvalidURL) once the model was built.
+            _require(url.scheme in ("http", "https") and bool(url.hostname),
+                     f"session.host must be localhost or an http(s):// URL with a host name, got {self.host!r}")
             _require(bool(self.user_key), "session.user_key is required with a remote host (--user-key KEY or $DAVIS_USER_KEY)")
             _header_value(self.user_key, "session.user_key")
             _require(self.subset == "test-dev", "a remote host plays test-dev only (the framework's RemoteConnector); "
@@ -471,7 +477,8 @@ class SessionConfig:
                      "server (--host URL --user-key KEY)")
         for name in ("connect_timeout", "read_timeout"):
             value = getattr(self, name)
-            _require(_finite(value) and value > 0, f"session.{name} must be a finite number of seconds > 0, got {value}")
+            _require(_finite(value) and 0 < value <= MAX_TIMEOUT,
+                     f"session.{name} must be a number of seconds in (0, {MAX_TIMEOUT:g}], got {value}")
         _require(self.retries >= 0, f"session.retries must be >= 0, got {self.retries}")
         if self.shard is not None:
             parse_shard(self.shard)
@@ -565,9 +572,20 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _field_error(message: str) -> Exception:
+    """An error of a type hook below that dacite prefixes with the field's path (`session.max_time: ...`)."""
+    import dacite
+
+    class FieldError(dacite.DaciteFieldError):
+        def __str__(self) -> str:
+            return f"{self.field_path}: {message}"
+
+    return FieldError()
+
+
 def _int_hook(value: Any) -> Any:
     if isinstance(value, bool):
-        raise ConfigError(f"expected an integer, got {value!r}")
+        raise _field_error(f"expected an integer, got {value!r}")
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
@@ -578,7 +596,16 @@ def _path_hook(value: Any) -> Any:
 
 
 def _float_hook(value: Any) -> Any:
-    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    # bool is an int in Python: `max_time: true` played 1 s per object. An integer beyond a float's range raised
+    # OverflowError (a traceback).
+    if isinstance(value, bool):
+        raise _field_error(f"expected a number, got {value!r}")
+    if isinstance(value, int):
+        try:
+            return float(value)
+        except OverflowError:
+            raise _field_error(f"{str(value)[:20]}... ({len(str(value))} digits) is beyond a float's range") from None
+    return value
 
 
 def from_dict(cls, data: dict[str, Any], strict: bool = True, where: str = "config"):
@@ -599,9 +626,6 @@ def from_dict(cls, data: dict[str, Any], strict: bool = True, where: str = "conf
         return dacite.from_dict(cls, data, options)
     except ConfigError as error:
         raise ConfigError(f"{where}: {error}") from error
-    except dacite.UnexpectedDataError as error:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(error.keys))} "
-                          f"(known: {', '.join(f.name for f in fields(cls))})") from error
     except dacite.DaciteError as error:
         raise ConfigError(f"{where}: {error}") from error
     except (TypeError, ValueError) as error:
@@ -610,10 +634,16 @@ def from_dict(cls, data: dict[str, Any], strict: bool = True, where: str = "conf
 
 def _check_sequences(cls, data: dict[str, Any], where: str, prefix: str = "") -> None:
     """A text where a list belongs (`--set session.sequences=dog`): dacite's tuple cast would split it into
-    characters, so it is one error naming the field."""
+    characters, so it is one error naming the field. Unknown keys are named with their section (dacite's error
+    has none: `session.foo` listed the top level's keys as the known ones)."""
     import typing
 
     hints = typing.get_type_hints(cls)
+    names = [item.name for item in fields(cls)]
+    unknown = sorted(str(key) for key in data if key not in names)  # YAML keys may be numbers or null (`1: 2`)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(prefix + key for key in unknown)} (known"
+                          f"{' in ' + prefix[:-1] if prefix else ''}: {', '.join(names)})")
     for item in fields(cls):
         if item.name not in data:
             continue
@@ -651,6 +681,8 @@ def _yaml_load(text: str):
         return yaml.load(text, Loader=_yaml_loader())  # noqa: S506 (a SafeLoader subclass)
     except RecursionError as error:  # [[[[...]]]] 50000 deep: PyYAML's parser recurses per level
         raise yaml.YAMLError("nested too deeply to parse") from error
+    except ValueError as error:  # a value its constructors refuse: an integer of 5000 digits, a date 2020-13-45
+        raise yaml.YAMLError(first_line(error)) from error
 
 
 @functools.cache
@@ -666,7 +698,10 @@ def _yaml_loader():
             # constructor"), and a key it merges may be given again (that one wins).
             keys = [self.construct_object(key, deep=deep) for key, _ in node.value
                     if key.tag != "tag:yaml.org,2002:merge"]
-            twice = sorted({str(k) for k in keys if keys.count(k) > 1})
+            try:  # counted at once: keys.count per key took minutes for a 1 MB file of 80,000 keys
+                twice = sorted(str(k) for k, n in collections.Counter(keys).items() if n > 1)
+            except TypeError:  # an unhashable key ([a]: 1): the SafeLoader refuses it below
+                twice = []
             if twice:  # YAML and JSON keep the last silently: an edit that was meant to apply may not
                 raise yaml.constructor.ConstructorError(None, None, f"key(s) {', '.join(twice)} given twice",
                                                         node.start_mark)

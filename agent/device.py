@@ -12,4 +12,13 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise ValueError("--device cuda was asked for but no CUDA device is available: use --device cpu or auto")
     if name != "cpu" and not name.startswith("cuda"):
         raise ValueError(f"unknown device '{name}': use auto, cpu or cuda")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:  # cudafoo, cuda:-1
+        raise ValueError(f"unknown device '{name}': use auto, cpu, cuda or cuda:N") from error
+    # An index past the machine's devices passed here and failed when the model moved there ("invalid device
+    # ordinal", a traceback once the files were checked).
+    count = torch.cuda.device_count() if device.type == "cuda" else 0
+    if device.index is not None and device.index >= count:
+        raise ValueError(f"--device {name}: this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1})")
+    return device

@@ -37,8 +37,13 @@ def get_strategy(name: str, device_type: str = "cpu") -> Strategy:
             raise UnknownStrategyError(f"strategy '{name}': give it as package.module:ClassName")
         try:
             cls = getattr(importlib.import_module(module_name), class_name)
-        except Exception as error:  # a user's module may raise anything while it is imported
-            raise UnknownStrategyError(f"cannot load strategy '{name}': {type(error).__name__}: {error}") from error
+        except (Exception, SystemExit) as error:  # a user's module may raise anything while it is imported
+            # SystemExit too: a script that runs (argparse, sys.exit) when imported ended the run silently, even
+            # with exit code 0.
+            hint = " (it exits when imported: a script without `if __name__ == \"__main__\":`?)" \
+                if isinstance(error, SystemExit) else ""
+            raise UnknownStrategyError(f"cannot load strategy '{name}': {type(error).__name__}: {error}{hint}") \
+                from error
         if not isinstance(cls, type):
             raise UnknownStrategyError(f"'{name}' is not a class (a {type(cls).__name__})")
         try:

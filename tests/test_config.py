@@ -21,6 +21,7 @@ def test_remote_session_fields():
     ({"host": "http://h:1", "subset": "test-dev"}, "session.user_key is required"),
     ({"host": "http://h:1", "user_key": "k"}, "a remote host plays test-dev only"),
     ({"host": "ftp://h", "user_key": "k", "subset": "test-dev"}, "session.host must be localhost or an http"),
+    ({"host": "http://:8000", "user_key": "k", "subset": "test-dev"}, "an http\\(s\\):// URL with a host name"),
     ({"host": "http://[::1", "user_key": "k", "subset": "test-dev"}, r"session.host 'http://\[::1' is not a valid URL"),
     ({"host": "http://h:99999", "user_key": "k", "subset": "test-dev"}, "Port out of range"),
     ({"subset": "test-dev"}, "test-dev has no public annotations"),
@@ -28,6 +29,9 @@ def test_remote_session_fields():
     ({"shard": "0/2"}, "session.shard must be K/N"),
     ({"shard": "half"}, "session.shard must be K/N"),
     ({"read_timeout": 0}, "session.read_timeout must be"),
+    # The socket refused it: an OverflowError traceback in the preflight's connection check.
+    ({"connect_timeout": 1e300}, r"session.connect_timeout must be a number of seconds in \(0, 86400\]"),
+    ({"read_timeout": 1e12}, "session.read_timeout must be"),
     ({"retries": -1}, "session.retries must be >= 0"),
 ])
 def test_bad_remote_or_shard_values_are_one_clear_error(values, message):
@@ -86,6 +90,23 @@ def test_exponent_numbers_are_numbers_in_files_and_set(tmp_path):
     path.write_text('{"agent": {"crf": {"scale": 5e-1}}}')
     config = load_config(RunConfig, [path], ["session.max_time=1e2"])
     assert config.agent.crf.scale == 0.5 and config.session.max_time == 100.0
+
+
+@pytest.mark.parametrize(("assignment", "message"), [
+    ("session.max_time=true", "session.max_time: expected a number, got True"),  # it was a 1 s budget
+    ("agent.identity.weight=false", "agent.identity.weight: expected a number, got False"),  # 0
+    ("agent.finetune.scale_range=[true, 2]", "agent.finetune.scale_range: expected a number, got True"),
+    ("agent.inference_scale=true", "agent.inference_scale"),  # float | str: dacite names the field
+    ("session.max_time=1" + "0" * 400, r"session.max_time: 10000000000000000000\.\.\. \(401 digits\) is beyond a "
+                                       "float's range"),  # an OverflowError traceback
+    ("session.max_interactions=true", "session.max_interactions: expected an integer, got True"),
+])
+def test_a_number_field_takes_numbers_only(assignment, message):
+    from agent.config import RunConfig, load_config
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(RunConfig, [], [assignment])
+    assert load_config(RunConfig, [], ["session.max_time=30"]).session.max_time == 30.0  # an integer is a number
 
 
 def test_text_where_a_list_belongs_is_one_error_not_characters():
@@ -179,6 +200,62 @@ def test_a_config_file_nested_too_deeply_is_one_error(tmp_path):
         load_config(RunConfig, [path])
     with pytest.raises(ConfigError, match="cannot parse the value \\(nested too deeply to parse\\)"):
         load_config(RunConfig, [], ["session.sequences=" + "[" * 50000 + "]" * 50000])
+
+
+@pytest.mark.parametrize(("value", "problem"), [("1" + "0" * 5000, "Exceeds the limit"),
+                                                ("2020-13-45", "month must be in 1..12")])
+def test_a_value_the_yaml_reader_cannot_construct_is_one_error(tmp_path, value, problem):
+    # int() and datetime() raised ValueError inside PyYAML: a traceback, from a file and from --set alike.
+    from agent.config import RunConfig, load_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text(f"session:\n  shard: {value}\n")
+    with pytest.raises(ConfigError, match=f"is not valid JSON or YAML \\({problem}"):
+        load_config(RunConfig, [path])
+    with pytest.raises(ConfigError, match=f"cannot parse the value \\({problem}"):
+        load_config(RunConfig, [], [f"session.shard={value}"])
+
+
+def test_unknown_keys_are_named_with_their_section_even_when_not_text(tmp_path):
+    # The message joined the keys as they were: `1: 2` or `null: 2` was a TypeError traceback; and it listed the
+    # top level's keys (session, agent) as the known ones of any section.
+    from agent.config import RunConfig, load_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text("session:\n  1: 2\n  null: 3\n  subset: val\n  x: 4\n")
+    with pytest.raises(ConfigError, match=r"config: unknown key\(s\) session.1, session.None, session.x \(known in "
+                                          r"session: subset, davis_root, "):
+        load_config(RunConfig, [path])
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) agent.crf.foo \(known in agent.crf: iterations, "):
+        load_config(RunConfig, [], ["agent.crf={iterations: 3, foo: 1}"])
+    path.write_text('{"model": {}, "7": 1}')
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) 7, model \(known: session, agent\)"):
+        load_config(RunConfig, [path])
+
+
+def test_the_repeated_key_check_compares_keys_in_linear_time(monkeypatch):
+    # It counted each key with list.count: 40,000 keys took 22 s to read, a 1 MB file minutes.
+    from agent import config
+
+    comparisons = 0
+
+    class Key(str):
+        __hash__ = str.__hash__
+
+        def __eq__(self, other):
+            nonlocal comparisons
+            comparisons += 1
+            return str.__eq__(self, other)
+
+    loader = config._yaml_loader()
+    construct = loader.construct_object
+    monkeypatch.setattr(loader, "construct_object", lambda self, node, deep=False: (
+        lambda value: Key(value) if isinstance(value, str) else value)(construct(self, node, deep=deep)))
+    keys = 2000
+    assert len(config._yaml_load("{" + ", ".join(f"k{i}: 0" for i in range(keys)) + "}")) == keys
+    assert comparisons < 10 * keys  # list.count: keys**2
+    with pytest.raises(Exception, match="k7 given twice"):
+        config._yaml_load("{k7: 1, k8: 2, k7: 3}")
 
 
 def test_a_huge_config_file_is_refused_before_it_is_parsed(tmp_path, monkeypatch):

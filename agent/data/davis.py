@@ -127,7 +127,14 @@ class DavisReader:
                 text = listing.read_text(encoding="utf-8-sig")
             except (UnicodeDecodeError, OSError) as error:
                 raise DatasetError(f"{listing}: cannot be read as UTF-8 text ({error})") from error
-            return [line.strip() for line in text.splitlines() if line.strip()]
+            names = [line.strip() for line in text.splitlines() if line.strip()]
+            # A path (`JPEGImages/480p/dog`, `../x`) names no sequence of the root: it was "not in the root" and left
+            # out with an INFO line, or read from outside the root.
+            odd = next((name for name in names if "/" in name or name in (".", "..")), None)
+            if odd is not None:
+                raise DatasetError(f"{listing}: {odd!r} is not a sequence name (one folder name of "
+                                   f"JPEGImages/{self.resolution} per line, without a path)")
+            return names
         base = self.root / "JPEGImages" / self.resolution
         return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
 

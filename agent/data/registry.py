@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..paths import broken_link
 from . import compat  # noqa: F401  (patches davisinteractive before it is imported)
 from .davis import DatasetError, DavisReader, SequenceInfo
 from .validation import count_scribble_files, validate_sequence
@@ -156,8 +157,14 @@ def _check_official(reader: DavisReader, name: str, meta: dict) -> SequenceInfo:
 
 
 def _misfiled(reader: DavisReader, name: str) -> str | None:
-    """A frame folder holding files but no .jpg frame, or an empty annotation folder: files that are there
-    but wrong (an error), not a sequence the root lacks (left out quietly)."""
+    """A frame folder holding files but no .jpg frame, an empty annotation folder, or a sequence folder that is a
+    link leading nowhere or a file: files that are there but wrong (an error), not a sequence the root lacks (left
+    out quietly)."""
+    for folder in (reader.frames_dir(name), reader.annotations_dir(name), reader.scribbles_dir(name)):
+        # A link to an unmounted disk or a moved dataset: the run went on without the video, exit 0.
+        odd = broken_link(folder) or ("a file" if folder.is_file() else None)
+        if odd:
+            return f"{folder}: is {odd}, not the sequence's folder"
     frames = reader.frames_dir(name)
     if frames.is_dir() and not any(frames.glob("*.jpg")):
         others = sorted({p.suffix or p.name for p in frames.iterdir() if p.is_file()})

@@ -132,6 +132,10 @@ def positions_arg(text: str) -> tuple[float, ...]:
         values = ()
     if not values or not all(0.0 <= v <= 1.0 for v in values):
         raise argparse.ArgumentTypeError(f"{text!r}: comma-separated numbers in [0, 1], e.g. 0.25,0.75")
+    if len(set(values)) < len(values):  # the robot draws the same scribble twice: one sample counted twice
+        twice = next(v for v in values if values.count(v) > 1)
+        raise argparse.ArgumentTypeError(f"{text!r}: position {twice:g} given more than once (each would be the "
+                                         "same first scribble, one sample counted twice)")
     return values
 
 

@@ -321,7 +321,7 @@ def _main(argv: list[str] | None) -> int:
         parser.exit(2, f"error: --output {args.output}: name the image file ({', '.join(PLOT_SUFFIXES)})\n")
     summaries = {}
     for run in args.runs:
-        directory, _, label = run.partition("=")
+        directory, label = _run_and_label(run)
         path = Path(directory) / "summary.json"
         why = not_a_file(path)
         if why:
@@ -345,6 +345,14 @@ def _main(argv: list[str] | None) -> int:
                        f"{error})\n")
     print(f"wrote {args.output}")
     return 0
+
+
+def _run_and_label(text: str) -> tuple[str, str]:
+    """RUN_DIR[=LABEL] -> (RUN_DIR, LABEL or ""). A folder whose name holds `=` (`outputs/crf.iterations=10`, named
+    after a --set) is a run, not `outputs/crf.iterations` labelled `10` ("summary.json does not exist"): the
+    first split whose left side is a folder, the whole text first; else at the first `=`."""
+    splits = [(text, "")] + [(text[:i], text[i + 1:]) for i, c in enumerate(text) if c == "="]
+    return next((split for split in splits if Path(split[0]).is_dir()), splits[min(1, len(splits) - 1)])
 
 
 if __name__ == "__main__":

@@ -88,6 +88,9 @@ def _read_run(directory: Path) -> tuple[dict, pd.DataFrame, dict]:
                                                                                           "num_objects"))
             and layout["num_scribbles"].keys() == layout["num_objects"].keys()):
         raise MergeError(f"{summary_path}: its layout is not num_scribbles and num_objects of the same sequences")
+    # A session's layout names its sequences; none gave no figures, a traceback once the merge was published.
+    if not layout["num_scribbles"]:
+        raise MergeError(f"{summary_path}: its layout names no sequence (not a session run's summary.json)")
     _check_summary_values(summary_path, summary)
     try:
         report = load_report(report_path)

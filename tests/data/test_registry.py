@@ -182,6 +182,24 @@ def test_frames_in_another_format_or_an_empty_annotation_folder_are_errors(custo
     assert registry.register_dataset(custom_root, "val", skip_bad=True).sequences == ["alpha"]
 
 
+@pytest.mark.parametrize(("kind", "make", "what"), [
+    ("JPEGImages/480p", lambda path: path.symlink_to("/nonexistent/beta"), "a symbolic link to a missing file"),
+    ("Annotations/480p", lambda path: path.symlink_to(path), "a loop of symbolic links"),
+    ("Scribbles", lambda path: path.write_text("beta"), "a file"),
+])
+def test_a_sequence_folder_that_leads_nowhere_is_an_error_not_a_sequence_the_root_lacks(
+        custom_root: Path, kind: str, make, what: str) -> None:
+    # A link to an unmounted disk was "not in the root": the run went on without the video and exited 0.
+    import shutil
+
+    folder = custom_root / kind / "beta"
+    shutil.rmtree(folder)
+    make(folder)
+    with pytest.raises(DatasetError, match=f"{kind}/beta: is {what}.*, not the sequence's folder"):
+        registry.register_dataset(custom_root, "val")
+    assert registry.register_dataset(custom_root, "val", skip_bad=True).sequences == ["alpha"]
+
+
 def test_nothing_usable_is_an_error(tmp_path: Path) -> None:
     make_sequence(tmp_path, "gamma", num_scribbles=0)
     write_listing(tmp_path, "val", ["gamma"])

@@ -57,6 +57,12 @@ def test_robot_root_refuses_odd_names_and_outputs_before_writing(train_root: Pat
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing half-written
+    # The same position twice wrote the same scribble twice (001.json == 002.json): one sample counted twice.
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--davis-root", str(train_root), "--sequences", "synth-000", "--positions", "0.5,0.50",
+              "--output", str(tmp_path / "d")])
+    assert exit_info.value.code == 2 and "position 0.5 given more than once" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
 def test_robot_root_checks_every_annotation_before_writing(train_root: Path, tmp_path: Path, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -263,6 +264,22 @@ def test_subset_listing_with_a_byte_order_mark_or_not_utf8(root: Path) -> None:
     listing.write_bytes(names.encode() + b"caf\xe9\n")
     with pytest.raises(DatasetError, match=r"val.txt: cannot be read as UTF-8 text"):
         validate_subset(root, "val")
+
+
+@pytest.mark.parametrize("name", ["JPEGImages/480p/synth-001", "../other/synth-001", "."])
+def test_subset_listing_a_path_is_an_error(root: Path, name: str) -> None:
+    # It was "not in the root" (left out of a session with an INFO line), or read from outside the root.
+    from agent.data.registry import register_dataset, restore
+
+    listing = root / "ImageSets" / "2017" / "val.txt"
+    listing.write_text(listing.read_text() + f"{name}\n")
+    with pytest.raises(DatasetError, match=f"val.txt: '{re.escape(name)}' is not a sequence name"):
+        validate_subset(root, "val")
+    try:
+        with pytest.raises(DatasetError, match="is not a sequence name"):
+            register_dataset(root, "val")
+    finally:
+        restore()
 
 
 def test_subset_without_scribbles_for_the_benchmark(root: Path) -> None:

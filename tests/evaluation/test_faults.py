@@ -199,6 +199,10 @@ def test_strategy_that_needs_arguments_or_fails_to_import(root, tmp_path, capsys
              fragments=("cannot create strategy 'mystrategies:NeedsArgs' without arguments", "TypeError"))
     _refused(capsys, "--davis-root", root, "--output-dir", tmp_path / "out", "--strategy", "broken:S",
              fragments=("cannot load strategy 'broken:S': RuntimeError: no GPU here",))
+    # A script that exits when imported ended the run without a word, with its exit code (0 here).
+    (tmp_path / "script.py").write_text("import sys\nsys.exit(0)\nclass S:\n    pass\n")
+    _refused(capsys, "--davis-root", root, "--output-dir", tmp_path / "out", "--strategy", "script:S",
+             fragments=("cannot load strategy 'script:S': SystemExit: 0 (it exits when imported",))
 
 
 def test_overwrite_never_replaces_the_dataset(root, tmp_path, capsys, no_model):

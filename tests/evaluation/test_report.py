@@ -93,3 +93,9 @@ def test_compare_runs_plot_and_missing_run(report, tmp_path, capsys):
         assert exit_info.value.code == 2 and err.count("\n") == 1 and "its label 'a' is an earlier run's too" in err
     assert not (tmp_path / "twice.png").exists()
     assert main([str(tmp_path / "a"), str(tmp_path / "other" / "a") + "=a2", "--output", str(output)]) == 0
+    # A run folder named after a --set (`crf.iterations=10`) was read as `crf.iterations` labelled `10`.
+    write_outputs(tmp_path / "crf.iterations=10", report, summary, "x")
+    capsys.readouterr()
+    assert main([str(tmp_path / "crf.iterations=10"), str(tmp_path / "crf.iterations=10") + "=ten=x",
+                 str(tmp_path / "a") + "=lr=5", "--output", str(output)]) == 0
+    assert "wrote" in capsys.readouterr().out

@@ -185,7 +185,9 @@ def test_merge_names_a_malformed_shard_or_a_nan_result(tmp_path, capsys):
     ({"metric": "X"}, "metric is 'X', not one of J, F, J_AND_F"),
     ({"threshold": "60"}, "threshold is '60', not a number of seconds >= 0"),  # published, then a traceback
     ({"layout": {"num_scribbles": {"a": 1.5}, "num_objects": {"a": 1}}}, "num_scribbles of a is 1.5, not an integer"),
-], ids=["interactions-text", "time-null", "metric", "threshold-text", "scribbles-float"])
+    # No figures: the merge was published, then printing its AUC (None) was a TypeError.
+    ({"layout": {"num_scribbles": {}, "num_objects": {}}}, "its layout names no sequence"),
+], ids=["interactions-text", "time-null", "metric", "threshold-text", "scribbles-float", "layout-empty"])
 def test_merge_names_a_summary_value_a_session_never_writes(tmp_path, capsys, changes, fragment):
     """Each was a traceback (TypeError, KeyError) instead of one line."""
     run = _fake_run(tmp_path / "run", ["a"], None, **changes)
