@@ -102,7 +102,8 @@ class ModelConfig:
     # width (1x1 conv, 3x3 depthwise conv) beside it, trainable where the frozen backbone's last stage is not.
     decoder_hidden: int = 0
     # A finer backbone stage (Lite: 1, at stride 4) added linearly to the decoder's output on its own H/4 grid, a
-    # skip connection for boundary detail the stride-8 levels lack; None: the paper's decoder.
+    # skip connection for boundary detail the stride-8 levels lack; None: the paper's decoder (the skip measured no
+    # better on our held-out videos: docs/TRAINING.md).
     skip_level: int | None = None
 
     def __post_init__(self) -> None:
