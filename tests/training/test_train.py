@@ -389,6 +389,21 @@ def test_unknown_mode_is_rejected(tmp_path: Path, capsys) -> None:
     assert not (tmp_path / "run").exists()
 
 
+def test_a_full_disk_while_saving_a_checkpoint_is_one_line(tmp_path: Path, capsys) -> None:
+    import resource
+
+    out = tmp_path / "run"
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, hard))  # as `ulimit -f`: last.pt (~270 kB) fails
+    try:  # torch's RuntimeError ("unexpected pos") was a traceback, and a half-written last.pt.tmp stayed
+        assert main([*TINY_ARGS, "--iterations", "2", "--output-dir", str(out)]) == 2
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    err = capsys.readouterr().err  # the progress bars, then one line
+    assert "Traceback" not in err and err.splitlines()[-1] == f"error: {out / 'last.pt'}: File too large", err
+    assert not list(out.glob("*.pt*"))
+
+
 # --- training data ------------------------------------------------------------------------------------
 
 
