@@ -5,6 +5,7 @@ session must play."""
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import shutil
@@ -396,6 +397,26 @@ def test_strategy_failing_in_the_session_keeps_what_finished(root, tmp_path, cap
     assert summary["auc"] is None and summary["samples_played"] == 1 and summary["samples_total"] == 2
     report = load_report(out / "report.csv")
     assert set(report["sequence"]) == {ONE} and sorted(report["interaction"].unique()) == [1, 2]
+
+
+def test_a_full_disk_during_the_session_is_one_line_and_keeps_what_finished(root, tmp_path, capsys, monkeypatch):
+    # OSError (a write the disk refused) was a traceback, exit 1, after the partial results were written.
+    from agent.evaluation import session
+
+    log_interaction = session._log_interaction
+
+    def full_on_the_second_sample(path, session_, sequence, *args):
+        if sequence != ONE:
+            raise OSError(errno.ENOSPC, "No space left on device")  # as a write's: it names no file
+        log_interaction(path, session_, sequence, *args)
+
+    monkeypatch.setattr(session, "_log_interaction", full_on_the_second_sample)
+    out = tmp_path / "out"
+    _refused(capsys, *_baseline_run(root, out), "--sequences", f"{ONE},synth-001",
+             fragments=(f"error: {out}: No space left on device",))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] and summary["stopped_by"].startswith("OSError")
+    assert summary["auc"] is None and summary["auc_partial"] > 0  # the second sample stopped after its round 1
 
 
 # --- signals: SIGTERM like Ctrl-C, partial figures apart ----------------------------------------------
