@@ -419,6 +419,28 @@ def test_a_full_disk_during_the_session_is_one_line_and_keeps_what_finished(root
     assert summary["auc"] is None and summary["auc_partial"] > 0  # the second sample stopped after its round 1
 
 
+class _RemovesAFrameOfTheNextVideo(ScribblePaintBaseline):
+    def __init__(self, frames_dir: Path):
+        super().__init__()
+        self.frames_dir = frames_dir
+
+    def start(self, frames, num_objects):
+        for path in sorted(self.frames_dir.glob("*.jpg"))[-1:]:
+            path.unlink()  # the dataset changing while the run reads it (a sync, another user)
+        super().start(frames, num_objects)
+
+
+def test_a_video_that_changed_during_the_run_is_named_not_blamed_on_the_predictor(root, tmp_path, capsys,
+                                                                                   monkeypatch):
+    frames_dir = root / "JPEGImages" / "480p" / "synth-001"
+    count = len(list(frames_dir.glob("*.jpg")))
+    monkeypatch.setattr(session_runner, "build_predictor", lambda *a, **k: _RemovesAFrameOfTheNextVideo(frames_dir))
+    out = tmp_path / "out"
+    line = _refused(capsys, *_baseline_run(root, out), "--sequences", f"{ONE},synth-001")
+    assert line.startswith(f"error: {frames_dir}: {count - 1} frames of ") and "dataset changed" in line, line
+    assert json.loads((out / "summary.json").read_text())["samples_played"] == 1  # the first video's kept
+
+
 # --- signals: SIGTERM like Ctrl-C, partial figures apart ----------------------------------------------
 
 
