@@ -152,7 +152,8 @@ def run_session(
             raise
         finally:
             progress.close()
-            # Held signals: a second Ctrl-C must not cut the summary in half; nothing here may raise either.
+            # Held signals: a second Ctrl-C must not cut the summary in half; nothing here may raise either,
+            # but a completed run's file that could not be written (OSError: it is not published).
             with deferred_signals():
                 summary, paths = _write_results(output_dir, reports, layout, config, registration, predictor,
                                                 strategy, interrupted, stopped_by, framework_summary)
@@ -196,7 +197,8 @@ def _write_results(output_dir, reports, layout, config, registration, predictor,
         "shard": config.shard,
         "host": config.host,
     }
-    return summary, write_outputs(output_dir, report, summary, title, extra)
+    # A run stopped by an exception keeps what it can write; a completed one is not complete without its files.
+    return summary, write_outputs(output_dir, report, summary, title, extra, strict=not interrupted)
 
 
 def _log_interaction(path: Path, session, sequence: str, interaction: int, seconds: float, plan) -> None:

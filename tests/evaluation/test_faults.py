@@ -320,6 +320,26 @@ def test_existing_results_are_refused_then_replaced_only_by_a_complete_run(root,
     assert not list(tmp_path.glob("out.old-*")) and not list(out.glob(".*"))  # no leftovers, no temp files
 
 
+def test_a_run_whose_result_files_cannot_all_be_written_replaces_nothing(root, tmp_path, capsys, monkeypatch):
+    # A disk that filled at the very end: the run was published without its curve.png (or report.csv, or
+    # summary.json) over an earlier complete run's folder, and exited 0.
+    from agent.evaluation import report
+
+    out = tmp_path / "out"
+    assert _cli(capsys, *_baseline_run(root, out))[0] == 0
+    earlier = _snapshot(out)
+
+    def full_disk(summary, path, title):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(report, "plot_curve", full_disk)
+    line = _refused(capsys, *_baseline_run(root, out), "--overwrite")
+    assert line.startswith("error: ") and line.endswith("curve.png: could not be written (No space left on device)")
+    assert _snapshot(out) == earlier
+    staged = [p for p in tmp_path.iterdir() if p.name.startswith("out.new-")]
+    assert len(staged) == 1 and json.loads((staged[0] / "summary.json").read_text())["complete"]
+
+
 class _WrongShapeOnRound2(ScribblePaintBaseline):
     def step(self, scribbles, plan=None):
         masks = super().step(scribbles, plan)
