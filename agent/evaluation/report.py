@@ -348,7 +348,11 @@ def _main(argv: list[str] | None) -> int:
             parser.exit(2, f"error: {path}: not a session run's summary.json (no metric, curve or threshold)\n")
     try:
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        plot_curves(summaries, args.output, args.title)
+        # Atomically: a full disk left a truncated PNG in place of the earlier plot, and "error: a path: ..."
+        with atomic_path(args.output) as tmp:
+            plot_curves(summaries, tmp, args.title)
+    except OSError as error:
+        parser.exit(2, f"error: {args.output}: cannot write it ({error.strerror or first_line(error)})\n")
     except (KeyError, TypeError, ValueError) as error:
         parser.exit(2, f"error: a summary.json of {', '.join(args.runs)} does not hold a curve ({type(error).__name__}: "
                        f"{error})\n")
