@@ -56,7 +56,13 @@ from ..data.validation import validate_sequence
 from ..device import resolve_device
 from ..errors import first_line, os_error_line
 from ..model.backbones import WeightsUnavailableError
-from ..model.checkpoint import CheckpointError, check_checkpoint_fits, load_checkpoint, save_atomic, save_checkpoint
+from ..model.checkpoint import (
+    CheckpointError,
+    check_checkpoint_fits,
+    load_checkpoint,
+    save_atomic,
+    save_checkpoint,
+)
 from ..model.siamese import SiameseEmbedder, build_model
 from ..model.similarity import Pooled, pair_loss, sample_pixels, topk_loss
 from ..paths import file_in_the_way, special_file, unwritable_folder

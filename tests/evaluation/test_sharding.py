@@ -5,8 +5,8 @@ from __future__ import annotations
 import errno
 import json
 import os
-from pathlib import Path
 import random
+from pathlib import Path
 
 import pytest
 
