@@ -132,6 +132,7 @@ def _run(config: RunConfig, args: argparse.Namespace) -> int:
     from agent.data.davis import DatasetError
     from agent.data.remote_compat import RemoteServerError
     from agent.device import resolve_device
+    from agent.errors import first_line
     from agent.evaluation.outputs import discard, publish, unused_dir
     from agent.evaluation.preflight import PREFLIGHT_ERRORS, check_run, with_output_dir
     from agent.evaluation.report import figures_line
@@ -192,6 +193,14 @@ def _run(config: RunConfig, args: argparse.Namespace) -> int:
             raise
         discard(output)
         print(f"error: {error}", file=sys.stderr)
+        _say_where(output, "results so far")
+        return 2
+    except OSError as error:  # a full disk or a file-size limit while writing, a file that went away
+        if args.verbose:
+            raise
+        discard(output)
+        # A write's error names no file (the framework's report, interactions.jsonl): the run's folder then.
+        print(f"error: {error.filename or output.work}: {error.strerror or first_line(error)}", file=sys.stderr)
         _say_where(output, "results so far")
         return 2
     except KeyboardInterrupt as interrupt:

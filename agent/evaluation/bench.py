@@ -234,7 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     report["peak_memory"] = peak_memory_mb(device)
 
     _print(report)
-    atomic_write_text(args.output, json.dumps(report, indent=2))
+    try:
+        atomic_write_text(args.output, json.dumps(report, indent=2))
+    except OSError as error:  # a full disk after minutes of measuring: a traceback; the figures are printed above
+        print(f"error: {args.output}: cannot write it ({error.strerror or error}); the figures are printed above",
+              file=sys.stderr)
+        return 2
     print(f"written: {args.output}")
     return 0
 

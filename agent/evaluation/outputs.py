@@ -5,6 +5,8 @@
   the run completes: a run that fails or is interrupted leaves the earlier results as they were.
 - Every result file is written to a temporary name and renamed (os.replace is atomic on POSIX), so a
   reader, or a crash in the middle of writing, never sees half a file.
+- A run holds a lock on its output directory until it publishes or discards it: a second run given the same
+  directory while the first runs (two started at once, each finding it empty) is refused.
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ from pathlib import Path
 
 from ..paths import special_file, unused_path
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock
+    fcntl = None
+
 log = logging.getLogger(__name__)
 
 
@@ -34,6 +41,7 @@ class OutputTarget:
     final: Path  # where the results belong
     work: Path  # where this run writes them: `final`, or a sibling that replaces it on completion
     created: bool = False  # `work` was made by prepare_output_dir (discard() removes it while empty)
+    lock: int | None = None  # a descriptor of `final` holding its flock (see _lock), released by publish/discard
 
     @property
     def staged(self) -> bool:
@@ -50,6 +58,34 @@ def _check_writable(folder: Path) -> None:
     except OSError as error:
         raise OutputDirError(f"{folder}: cannot write there ({error.strerror or error}); pass another "
                              "--output-dir") from error
+
+
+def _lock(folder: Path) -> int | None:
+    """An open descriptor of `folder` holding an exclusive flock on it; OutputDirError when another run holds
+    it. Two runs started together with one new --output-dir each found it empty: they wrote into one folder,
+    the later's files over the first's finished results (and the framework's report of one was deleted by the
+    other, a traceback). The lock goes when the process does, however it ends: no stale lock to clear.
+    None where the file system has no flock (the run goes on unguarded, as before)."""
+    if fcntl is None:
+        return None
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        os.close(fd)
+        if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise OutputDirError(f"{folder}: another run is writing there (started at the same time?): pass "
+                                 "another --output-dir, or wait for it to end") from error
+        return None
+    return fd
+
+
+def _unlock(target: OutputTarget) -> None:
+    if target.lock is None:
+        return
+    with contextlib.suppress(OSError):  # already closed (released twice): nothing to release
+        fcntl.flock(target.lock, fcntl.LOCK_UN)  # explicitly: forked workers share the descriptor
+        os.close(target.lock)
 
 
 def replaced_input(path: Path, inputs: tuple[Path, ...]) -> Path | None:
@@ -80,13 +116,19 @@ def prepare_output_dir(path: str | Path, overwrite: bool = False, inputs: tuple[
             raise OutputDirError(f"{final}: --overwrite would replace the run's input {source} (the output "
                                  "directory is it, holds it or lies inside it): pass another --output-dir")
         _check_writable(final.parent)
+        lock = _lock(final)  # another --overwrite run would publish over this one's, or fail halfway through
         work = Path(tempfile.mkdtemp(prefix=f"{final.name}.new-", dir=final.parent))
         os.chmod(work, 0o777 & ~_umask())
         log.info("writing to %s; it replaces %s when the run completes", work, final)
-        return OutputTarget(final, work, created=True)
+        return OutputTarget(final, work, created=True, lock=lock)
     existed = final.is_dir()
     _check_writable(final)
-    return OutputTarget(final, final, created=not existed)
+    lock = _lock(final)
+    if any(final.iterdir()):  # a run that held it finished between the check above and the lock
+        target = OutputTarget(final, final, lock=lock)
+        _unlock(target)
+        raise OutputDirError(f"{final}: another run wrote its results there just now: pass another --output-dir")
+    return OutputTarget(final, final, created=not existed, lock=lock)
 
 
 def _holds_no_file(folder: Path) -> bool:
@@ -96,7 +138,9 @@ def _holds_no_file(folder: Path) -> bool:
 def discard(target: OutputTarget) -> None:
     """Remove the directory prepare_output_dir made (or empty the empty one it was given), if nothing was
     written to it (a run that failed before it began leaves no trace). Empty folders are nothing: the framework's session makes its report
-    folder when it opens, so a server that refused the session left `framework/`, which refused the next run."""
+    folder when it opens, so a server that refused the session left `framework/`, which refused the next run.
+    Releases the directory's lock either way."""
+    _unlock(target)
     if not (target.work.is_dir() and _holds_no_file(target.work)):
         return
     if target.created:
@@ -112,7 +156,15 @@ def unused_dir(path: Path) -> Path:
 
 
 def publish(target: OutputTarget) -> Path:
-    """Move a completed staged run into place (the old results go only after the new ones are there)."""
+    """Move a completed staged run into place (the old results go only after the new ones are there), and
+    release the directory's lock."""
+    try:
+        return _publish(target)
+    finally:
+        _unlock(target)
+
+
+def _publish(target: OutputTarget) -> Path:
     if not target.staged:
         return target.final
     old = target.final.with_name(f"{target.final.name}.old-{os.getpid()}-{int(time.time())}")

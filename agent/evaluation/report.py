@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import os_error_line
+from ..errors import first_line, os_error_line
 from ..paths import not_a_file, output_file_problem, read_json
 from .outputs import atomic_path
 
@@ -236,11 +236,15 @@ def write_outputs(
     summary: dict,
     title: str,
     extra: dict | None = None,
+    strict: bool = False,
 ) -> dict[str, Path]:
     """Write summary.json, report.csv, per_sequence.csv and curve.png, each atomically; return their paths.
 
     summary.json goes first; a file that cannot be written is logged and skipped, so that one failure (a
-    plot, a full disk) never costs the others, nor the exception that stopped the run."""
+    plot, a full disk) never costs the others, nor the exception that stopped the run. `strict` (a run that
+    completed): then OSError naming the first file not written, so that the caller does not publish results
+    without it (a full disk at the end replaced an earlier complete run's folder with one lacking its
+    report.csv or summary.json, and the command exited 0)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = {
         "summary": output_dir / "summary.json",
@@ -262,7 +266,7 @@ def write_outputs(
         "per_sequence": per_sequence,
         "plot": lambda tmp: plot_curve(summary, tmp, title),
     }
-    written = {}
+    written, failed = {}, {}
     for name, write in writers.items():
         try:
             with atomic_path(paths[name]) as tmp:
@@ -270,6 +274,11 @@ def write_outputs(
             written[name] = paths[name]
         except Exception as error:  # noqa: BLE001  (one lost file must not lose the rest)
             log.error("could not write %s: %s", paths[name], error)
+            failed[paths[name]] = error
+    if strict and failed:
+        path, error = next(iter(failed.items()))
+        why = getattr(error, "strerror", None) or first_line(error)
+        raise OSError(getattr(error, "errno", None), f"could not be written ({why})", str(path)) from error
     return written
 
 
@@ -339,7 +348,11 @@ def _main(argv: list[str] | None) -> int:
             parser.exit(2, f"error: {path}: not a session run's summary.json (no metric, curve or threshold)\n")
     try:
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        plot_curves(summaries, args.output, args.title)
+        # Atomically: a full disk left a truncated PNG in place of the earlier plot, and "error: a path: ..."
+        with atomic_path(args.output) as tmp:
+            plot_curves(summaries, tmp, args.title)
+    except OSError as error:
+        parser.exit(2, f"error: {args.output}: cannot write it ({error.strerror or first_line(error)})\n")
     except (KeyError, TypeError, ValueError) as error:
         parser.exit(2, f"error: a summary.json of {', '.join(args.runs)} does not hold a curve ({type(error).__name__}: "
                        f"{error})\n")

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from ..config import SessionConfig, to_dict
 from ..data import compat  # noqa: F401  (patches davisinteractive before it is imported)
-from ..data.davis import DavisReader, SequenceInfo
+from ..data.davis import DatasetError, DavisReader, SequenceInfo
 from ..data.registry import Registration, register_dataset
 from ..errors import first_line
 from ..inference.plan import Strategy, plan_round
@@ -66,6 +66,19 @@ def check_masks(masks: np.ndarray, info: SequenceInfo) -> np.ndarray:
     if masks.min() < 0 or masks.max() > info.num_objects:
         raise PredictionError(f"predictor returned labels outside 0..{info.num_objects}")
     return masks.astype(np.int64, copy=False)
+
+
+def _frames_as_checked(reader: DavisReader, info: SequenceInfo) -> np.ndarray:
+    """The video's frames, refused (DatasetError) when they are no longer those the run checked: a frame removed
+    or added, or replaced by one of another size, while the run went on was blamed on the predictor ("returned
+    masks of shape (15, ...), expected (16, ...)")."""
+    frames = reader.load_frames(info.name)
+    found, checked = frames.shape[:3], (info.num_frames, info.height, info.width)
+    if found != checked:
+        raise DatasetError(f"{reader.frames_dir(info.name)}: {found[0]} frames of {found[2]}x{found[1]} now, "
+                           f"{checked[0]} of {checked[2]}x{checked[1]} when the run began (the dataset changed "
+                           "during the run?)")
+    return frames
 
 
 def run_session(
@@ -117,7 +130,7 @@ def run_session(
                 sequence, scribbles, new_sample = session.get_scribbles(only_last=True)
                 info = registration.infos[sequence]
                 if new_sample:
-                    predictor.start(reader.load_frames(sequence), info.num_objects)
+                    predictor.start(_frames_as_checked(reader, info), info.num_objects)
                 interaction = session.interaction_nb + 1
                 time_left = config.max_time * info.num_objects - (time.time() - session.sample_start_time)
                 plan = dataclasses.replace(plan_round(strategy, interaction, time_left, info), time_left=time_left)
@@ -139,7 +152,8 @@ def run_session(
             raise
         finally:
             progress.close()
-            # Held signals: a second Ctrl-C must not cut the summary in half; nothing here may raise either.
+            # Held signals: a second Ctrl-C must not cut the summary in half; nothing here may raise either,
+            # but a completed run's file that could not be written (OSError: it is not published).
             with deferred_signals():
                 summary, paths = _write_results(output_dir, reports, layout, config, registration, predictor,
                                                 strategy, interrupted, stopped_by, framework_summary)
@@ -183,7 +197,8 @@ def _write_results(output_dir, reports, layout, config, registration, predictor,
         "shard": config.shard,
         "host": config.host,
     }
-    return summary, write_outputs(output_dir, report, summary, title, extra)
+    # A run stopped by an exception keeps what it can write; a completed one is not complete without its files.
+    return summary, write_outputs(output_dir, report, summary, title, extra, strict=not interrupted)
 
 
 def _log_interaction(path: Path, session, sequence: str, interaction: int, seconds: float, plan) -> None:

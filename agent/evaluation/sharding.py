@@ -23,7 +23,7 @@ import pandas as pd
 
 from ..config import MAX_INTERACTIONS_LIMIT, MAX_TIME_LIMIT, ConfigError, parse_shard
 from ..data.davis import MAX_OBJECT_ID, SequenceInfo
-from ..errors import first_line
+from ..errors import first_line, os_error_line
 from ..paths import not_a_file, read_json
 
 log = logging.getLogger(__name__)
@@ -240,7 +240,7 @@ def merge_runs(directories: list[str | Path], output_dir: str | Path, final_dir:
     subset = runs[0][2].get("session", {}).get("subset", "?")
     title = (f"{first.get('predictor')} / {first.get('strategy')} on {subset} ({len(num_scribbles)} sequences, "
              f"{len(directories)} runs merged)")
-    write_outputs(output_dir, report, summary, title, extra)
+    write_outputs(output_dir, report, summary, title, extra, strict=True)
     config = runs[0][2]
     if config:
         session = {**config.get("session", {}), "shard": None, "output_dir": str(final_dir or output_dir)}
@@ -269,6 +269,10 @@ def main(argv: list[str] | None = None) -> int:
     except MergeError as error:
         discard(target)
         parser.exit(2, f"error: {error}\n")
+    except OSError as error:  # a file the disk refused: not published (an earlier merge stays)
+        discard(target)
+        parser.exit(2, f"error: {os_error_line(error)}" + (f"; the incomplete merge is in {target.work}"
+                                                           if target.work.is_dir() else "") + "\n")
     publish(target)
     metric = summary["metric"]
     print(f"AUC-{metric}: {summary['auc']:.3f}")

@@ -47,6 +47,26 @@ def _plain(value: Any, where: str = "extra") -> Any:
     raise ValueError(f"{where}: {type(value).__name__} cannot be stored in a checkpoint (use plain types)")
 
 
+def save_atomic(payload: Any, path: Path) -> None:
+    """torch.save `payload` to a temporary file beside `path`, renamed over it once whole: a crash or signal
+    mid-save never leaves a truncated file, and a failed save leaves no stray temporary file. A write the file
+    system refuses (a full disk, a file-size limit) raises OSError naming `path`: torch wraps it in a
+    RuntimeError ("unexpected pos ..."), a traceback in every command that saves, and left a half-written
+    `.tmp` behind."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: two savers of one path never mix
+    try:
+        with open(tmp, "wb") as handle:  # torch's own open raised RuntimeError, not OSError (a traceback)
+            torch.save(payload, handle)
+        os.replace(tmp, path)
+    except (RuntimeError, OSError) as error:
+        cause = error if isinstance(error, OSError) else error.__cause__ or error.__context__
+        if isinstance(cause, OSError) and cause.filename in (None, tmp, str(tmp)):  # a write's names no file
+            raise OSError(cause.errno, cause.strerror or first_line(cause), str(path)) from error
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def save_checkpoint(
     path: str | Path,
     model: SiameseEmbedder,
@@ -73,13 +93,7 @@ def save_checkpoint(
         "half": bool(half),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as handle:  # torch's own open raised RuntimeError, not OSError (a traceback)
-            torch.save(payload, handle)
-        os.replace(tmp, path)  # atomic: a crash mid-save never leaves a truncated checkpoint behind
-    finally:
-        tmp.unlink(missing_ok=True)  # a save that failed leaves no stray .tmp
+    save_atomic(payload, path)
     log.info("saved checkpoint %s (%.1f MB%s)", path, path.stat().st_size / 1e6, ", fp16" if half else "")
     return path
 

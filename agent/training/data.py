@@ -21,6 +21,7 @@ from ..data.augment import random_affine, warp, warp_labels
 from ..data.davis import DatasetError, DavisReader
 from ..data.synthetic import generate_sequence
 from ..inference.scribbles import grid_labels
+from ..model.checkpoint import save_atomic
 from ..model.onnx_backbone import build_backbone_runtime
 from ..model.siamese import SiameseEmbedder, preprocess_frames, scaled_size
 
@@ -152,11 +153,18 @@ def _features(model: SiameseEmbedder, frames: np.ndarray, key: str, size: tuple[
         except Exception:  # a broken cache file is recomputed
             log.warning("ignoring unreadable feature cache %s", path)
     features = _extract(model, frames, size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    torch.save(features, tmp)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_atomic(features, path)
+    except OSError as error:  # the cache only saves time: a full or read-only $SIMLEARN_CACHE ended the run
+        if path.parent not in _UNCACHED:  # (a traceback, torch's RuntimeError, after the features were computed)
+            _UNCACHED.add(path.parent)
+            log.warning("cannot cache backbone features in %s (%s): they are computed again next run",
+                        path.parent, error.strerror or error)
     return features
+
+
+_UNCACHED: set[Path] = set()  # cache folders already warned about, once a process
 
 
 def load_training_set(config: TrainConfig, model: SiameseEmbedder, frozen: bool, rank: int = 0,

@@ -56,7 +56,13 @@ from ..data.validation import validate_sequence
 from ..device import resolve_device
 from ..errors import first_line, os_error_line
 from ..model.backbones import WeightsUnavailableError
-from ..model.checkpoint import CheckpointError, check_checkpoint_fits, load_checkpoint, save_checkpoint
+from ..model.checkpoint import (
+    CheckpointError,
+    check_checkpoint_fits,
+    load_checkpoint,
+    save_atomic,
+    save_checkpoint,
+)
 from ..model.siamese import SiameseEmbedder, build_model
 from ..model.similarity import Pooled, pair_loss, sample_pixels, topk_loss
 from ..paths import file_in_the_way, special_file, unwritable_folder
@@ -384,9 +390,7 @@ def _save_training_state(path: Path, model: SiameseEmbedder, optimizer, iteratio
                "optimizer": optimizer.state_dict(), "iteration": iteration,
                "train_config": json.loads(json.dumps(to_dict(config), default=str))}
     payload["model_config"] = json.loads(json.dumps(payload["model_config"]))
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    save_atomic(payload, path)
 
 
 # How the first iteration's weights were made: a resumed run loads its weights from the state instead.

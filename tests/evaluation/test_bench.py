@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 from pathlib import Path
@@ -122,3 +123,21 @@ def test_a_broken_held_out_video_is_one_line_before_any_figure(tiny_synthetic_ro
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and f"no frames for sequence '{HOLDOUT[0]}'" in errors[0], errors
     assert not output.exists()
+
+
+def test_a_full_disk_when_the_figures_are_written_is_one_line(tiny_checkpoint: Path, tiny_synthetic_root: Path,
+                                                              tmp_path: Path, capsys, monkeypatch) -> None:
+    from agent.evaluation import bench
+
+    def full_disk(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(bench, "atomic_write_text", full_disk)
+    output = tmp_path / "bench.json"
+    args = ["--checkpoint", str(tiny_checkpoint), "--one-shot-only", "--device", "cpu", "--output", str(output),
+            "--davis-root", str(tiny_synthetic_root)]
+    assert main(args) == 2  # an OSError traceback once every figure was measured
+    captured = capsys.readouterr()
+    assert captured.err == (f"error: {output}: cannot write it (No space left on device); the figures are printed "
+                            "above\n")
+    assert "one-shot J, checkpoint, val" in captured.out

@@ -5,6 +5,7 @@ session must play."""
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import shutil
@@ -319,6 +320,26 @@ def test_existing_results_are_refused_then_replaced_only_by_a_complete_run(root,
     assert not list(tmp_path.glob("out.old-*")) and not list(out.glob(".*"))  # no leftovers, no temp files
 
 
+def test_a_run_whose_result_files_cannot_all_be_written_replaces_nothing(root, tmp_path, capsys, monkeypatch):
+    # A disk that filled at the very end: the run was published without its curve.png (or report.csv, or
+    # summary.json) over an earlier complete run's folder, and exited 0.
+    from agent.evaluation import report
+
+    out = tmp_path / "out"
+    assert _cli(capsys, *_baseline_run(root, out))[0] == 0
+    earlier = _snapshot(out)
+
+    def full_disk(summary, path, title):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(report, "plot_curve", full_disk)
+    line = _refused(capsys, *_baseline_run(root, out), "--overwrite")
+    assert line.startswith("error: ") and line.endswith("curve.png: could not be written (No space left on device)")
+    assert _snapshot(out) == earlier
+    staged = [p for p in tmp_path.iterdir() if p.name.startswith("out.new-")]
+    assert len(staged) == 1 and json.loads((staged[0] / "summary.json").read_text())["complete"]
+
+
 class _WrongShapeOnRound2(ScribblePaintBaseline):
     def step(self, scribbles, plan=None):
         masks = super().step(scribbles, plan)
@@ -396,6 +417,48 @@ def test_strategy_failing_in_the_session_keeps_what_finished(root, tmp_path, cap
     assert summary["auc"] is None and summary["samples_played"] == 1 and summary["samples_total"] == 2
     report = load_report(out / "report.csv")
     assert set(report["sequence"]) == {ONE} and sorted(report["interaction"].unique()) == [1, 2]
+
+
+def test_a_full_disk_during_the_session_is_one_line_and_keeps_what_finished(root, tmp_path, capsys, monkeypatch):
+    # OSError (a write the disk refused) was a traceback, exit 1, after the partial results were written.
+    from agent.evaluation import session
+
+    log_interaction = session._log_interaction
+
+    def full_on_the_second_sample(path, session_, sequence, *args):
+        if sequence != ONE:
+            raise OSError(errno.ENOSPC, "No space left on device")  # as a write's: it names no file
+        log_interaction(path, session_, sequence, *args)
+
+    monkeypatch.setattr(session, "_log_interaction", full_on_the_second_sample)
+    out = tmp_path / "out"
+    _refused(capsys, *_baseline_run(root, out), "--sequences", f"{ONE},synth-001",
+             fragments=(f"error: {out}: No space left on device",))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] and summary["stopped_by"].startswith("OSError")
+    assert summary["auc"] is None and summary["auc_partial"] > 0  # the second sample stopped after its round 1
+
+
+class _RemovesAFrameOfTheNextVideo(ScribblePaintBaseline):
+    def __init__(self, frames_dir: Path):
+        super().__init__()
+        self.frames_dir = frames_dir
+
+    def start(self, frames, num_objects):
+        for path in sorted(self.frames_dir.glob("*.jpg"))[-1:]:
+            path.unlink()  # the dataset changing while the run reads it (a sync, another user)
+        super().start(frames, num_objects)
+
+
+def test_a_video_that_changed_during_the_run_is_named_not_blamed_on_the_predictor(root, tmp_path, capsys,
+                                                                                   monkeypatch):
+    frames_dir = root / "JPEGImages" / "480p" / "synth-001"
+    count = len(list(frames_dir.glob("*.jpg")))
+    monkeypatch.setattr(session_runner, "build_predictor", lambda *a, **k: _RemovesAFrameOfTheNextVideo(frames_dir))
+    out = tmp_path / "out"
+    line = _refused(capsys, *_baseline_run(root, out), "--sequences", f"{ONE},synth-001")
+    assert line.startswith(f"error: {frames_dir}: {count - 1} frames of ") and "dataset changed" in line, line
+    assert json.loads((out / "summary.json").read_text())["samples_played"] == 1  # the first video's kept
 
 
 # --- signals: SIGTERM like Ctrl-C, partial figures apart ----------------------------------------------

@@ -80,6 +80,27 @@ def test_overwrite_stages_and_publishes_only_on_completion(tmp_path: Path) -> No
     assert (out / "summary.json").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_a_second_run_in_the_same_folder_is_refused_while_the_first_runs(tmp_path: Path) -> None:
+    # Two runs started together with one new --output-dir each found it empty: the later's files replaced the
+    # first's finished results (and the framework's report of one was deleted by the other: a traceback).
+    for overwrite in (False, True):
+        out = tmp_path / f"out-{overwrite}"
+        if overwrite:
+            out.mkdir()
+            (out / "summary.json").write_text("earlier")
+        first = prepare_output_dir(out, overwrite)
+        with pytest.raises(OutputDirError, match="another run is writing there"):
+            prepare_output_dir(out, overwrite)
+        (first.work / "summary.json").write_text("first")
+        publish(first)  # done: the folder is free again, and holds results
+        with pytest.raises(OutputDirError, match="exists and is not empty"):
+            prepare_output_dir(out)
+        assert (out / "summary.json").read_text() == "first"
+    failed = prepare_output_dir(tmp_path / "failed")
+    discard(failed)  # a failed run releases it too
+    discard(prepare_output_dir(tmp_path / "failed"))
+
+
 def test_default_names_never_collide(tmp_path: Path) -> None:
     (tmp_path / "run").mkdir()
     (tmp_path / "run-2").mkdir()

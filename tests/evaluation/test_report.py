@@ -99,3 +99,24 @@ def test_compare_runs_plot_and_missing_run(report, tmp_path, capsys):
     assert main([str(tmp_path / "crf.iterations=10"), str(tmp_path / "crf.iterations=10") + "=ten=x",
                  str(tmp_path / "a") + "=lr=5", "--output", str(output)]) == 0
     assert "wrote" in capsys.readouterr().out
+
+
+def test_a_plot_the_disk_cannot_hold_leaves_the_earlier_one(report, tmp_path, capsys):
+    import resource
+
+    summary = summarize(report, LAYOUT, max_interactions=2, max_time=10.0)
+    write_outputs(tmp_path / "a", report, summary, "a")
+    output = tmp_path / "curves.png"
+    output.write_bytes(b"an earlier plot")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))  # as `ulimit -f`: the PNG passes it (EFBIG)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(tmp_path / "a"), "--output", str(output)])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    # It was "error: a path: File too large", and a truncated PNG had replaced the earlier plot.
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == f"error: {output}: cannot write it (File too large)\n"
+    assert output.read_bytes() == b"an earlier plot"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "curves.png"]  # no temporary file either

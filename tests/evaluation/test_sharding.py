@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
+from pathlib import Path
 
 import pytest
 
@@ -145,6 +147,28 @@ def test_merge_names_the_malformed_file_and_never_writes_over_results(tmp_path, 
     # --overwrite may replace an earlier merge, never one of the runs it reads
     assert "would replace the run's input" in _merge_error(capsys, good, "--output", good, "--overwrite")
     assert (kept / "notes.txt").read_text() == "mine" and not (tmp_path / "m").exists()
+
+
+def test_a_merge_whose_files_cannot_all_be_written_is_not_published(tmp_path, capsys, monkeypatch):
+    # A full disk: the merge was published without its report.csv over an earlier merge, and exited 0.
+    from agent.evaluation import outputs
+
+    run = _fake_run(tmp_path / "run", ["a"], None)
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    (merged / "summary.json").write_text("an earlier merge")
+    atomic_path = outputs.atomic_path
+
+    def full_for_csv(path):
+        if Path(path).name == "report.csv":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return atomic_path(path)
+
+    monkeypatch.setattr("agent.evaluation.report.atomic_path", full_for_csv)
+    err = _merge_error(capsys, run, "--output", merged, "--overwrite")
+    assert "report.csv: could not be written (No space left on device); the incomplete merge is in" in err, err
+    assert sorted(p.name for p in merged.iterdir()) == ["summary.json"]
+    assert (merged / "summary.json").read_text() == "an earlier merge"
 
 
 def test_plot_refuses_what_it_cannot_draw_or_write(tmp_path, capsys):

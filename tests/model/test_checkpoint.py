@@ -214,3 +214,26 @@ def test_a_checkpoint_that_cannot_be_read_says_so(tmp_path, monkeypatch) -> None
     monkeypatch.setattr(torch, "load", refused)
     with pytest.raises(CheckpointError, match=r"model.pt cannot be read \(Permission denied\)$"):  # not "corrupt"
         read_checkpoint_config(path)
+
+
+def test_a_full_disk_while_saving_is_one_line_and_leaves_the_earlier_file(tmp_path, capsys) -> None:
+    import resource
+
+    from agent.model.checkpoint import main
+
+    source = save_checkpoint(tmp_path / "src.pt", _model())
+    kept = tmp_path / "kept.pt"
+    kept.write_bytes(b"an earlier result")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))  # as `ulimit -f`: writes past 4 kB fail (EFBIG)
+    try:
+        with pytest.raises(OSError, match="kept.pt"):  # torch's RuntimeError ("unexpected pos"): a traceback
+            save_checkpoint(kept, _model())
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(source), str(kept), "--overwrite"])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err == f"error: {kept}: cannot write it (File too large)\n", err
+    assert kept.read_bytes() == b"an earlier result"  # and no half-written temporary file beside it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.pt", "src.pt"]

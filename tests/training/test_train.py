@@ -179,6 +179,34 @@ def test_random_backbone_features_are_not_cached(_private_cache: Path) -> None:
     assert not _private_cache.exists()
 
 
+def test_a_feature_cache_that_cannot_be_written_is_a_warning(_private_cache: Path, monkeypatch, caplog) -> None:
+    """A full or read-only $SIMLEARN_CACHE only costs the next run its features: it was a traceback (torch's
+    RuntimeError, or the folder's OSError) once they were computed, and a half-written .tmp stayed."""
+    import resource
+
+    from agent.training import data as data_module
+
+    model = build_model(tiny_model_config())
+    model.backbone.weights = "imagenet"  # as a pretrained backbone, whose features are cached
+    monkeypatch.setattr(data_module, "_extract", lambda model, frames, size: torch.ones(len(frames), 3, 64, 64).half())
+    monkeypatch.setattr(data_module, "_UNCACHED", set(), raising=False)
+    config = TrainConfig(synthetic_sequences=2, synthetic_frames=3)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))  # as `ulimit -f`: a full disk for the cache
+    try:
+        data = load_training_set(config, model, frozen=True)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert [v.inputs.shape[0] for v in data.videos] == [3, 3]
+    assert not list((_private_cache / "features").iterdir())  # no half-written file presented as a cache
+    blocked = _private_cache.parent / "blocked"
+    blocked.write_text("a file where the cache folder goes")
+    monkeypatch.setenv("SIMLEARN_CACHE", str(blocked))
+    assert len(load_training_set(config, model, frozen=True).videos) == 2
+    warnings = [r.getMessage() for r in caplog.records if "cannot cache backbone features" in r.getMessage()]
+    assert len(warnings) == 2 and "File too large" in warnings[0] and "Not a directory" in warnings[1], warnings
+
+
 def test_decoder_inputs_are_normalised_feature_pixels_without_whole_frames() -> None:
     """decoder_init=pca samples pixels of the cached features, normalised per level as the decoder sees them
     (indexed before normalising, so 50,000 samples never hold 50,000 whole frames)."""
@@ -387,6 +415,21 @@ def test_unknown_mode_is_rejected(tmp_path: Path, capsys) -> None:
     with pytest.raises(ValueError, match="train.mode must be one of"):
         TrainConfig(output_dir=tmp_path / "run", mode="half-frozen")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_one_line(tmp_path: Path, capsys) -> None:
+    import resource
+
+    out = tmp_path / "run"
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, hard))  # as `ulimit -f`: last.pt (~270 kB) fails
+    try:  # torch's RuntimeError ("unexpected pos") was a traceback, and a half-written last.pt.tmp stayed
+        assert main([*TINY_ARGS, "--iterations", "2", "--output-dir", str(out)]) == 2
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    err = capsys.readouterr().err  # the progress bars, then one line
+    assert "Traceback" not in err and err.splitlines()[-1] == f"error: {out / 'last.pt'}: File too large", err
+    assert not list(out.glob("*.pt*"))
 
 
 # --- training data ------------------------------------------------------------------------------------
