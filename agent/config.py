@@ -32,6 +32,11 @@ MAX_TOPK = 1024  # top-k and correction weight: the defaults are 20 and 3
 MAX_REFERENCE_PIXELS = 2**20  # per class (the default pools 4096); also chunk and pooled-sample sizes
 MAX_GRID_STRIDE = 16  # the decoder's own grid is H/4; H/16 is already 15x27 cells at 240x427
 MAX_DILATION = 64  # grid cells: a stroke's kernel side, the detail band
+# The model's d and frame side: the shipped 128 and 240x427; an identity decoder needs d = the backbone's channels
+# (ResNet: 2048). A typo (d = 10**8, 100000x100000 frames) asked for 100 GB when the model or the first frame was
+# built: a traceback, from a checkpoint's stored config too, or the process was killed.
+MAX_EMBEDDING_DIM = 4096
+MAX_INPUT_SIDE = 4096
 # Seconds a request may wait to connect or for an answer: a day is far beyond any server's (the defaults are 10 and
 # 300 s); the socket refuses far more (1e300 was an OverflowError traceback before the model was built).
 MAX_TIMEOUT = 86400.0
@@ -117,9 +122,10 @@ class ModelConfig:
         _require(self.output_stride in (8, 16), f"model.output_stride must be 8 or 16, got {self.output_stride}")
         _require(self.skip_level is None or self.decoder_init == "random",
                  f"model.decoder_init={self.decoder_init} needs model.skip_level unset (it initialises the levels only)")
-        _require(self.embedding_dim >= 1, f"model.embedding_dim must be >= 1, got {self.embedding_dim}")
-        _require(len(self.input_size) == 2 and min(self.input_size) >= 16,
-                 f"model.input_size must be (H, W) of at least 16 pixels, got {self.input_size}")
+        _require(1 <= self.embedding_dim <= MAX_EMBEDDING_DIM,
+                 f"model.embedding_dim must be in 1..{MAX_EMBEDDING_DIM}, got {self.embedding_dim}")
+        _require(len(self.input_size) == 2 and 16 <= min(self.input_size) and max(self.input_size) <= MAX_INPUT_SIDE,
+                 f"model.input_size must be (H, W) of 16..{MAX_INPUT_SIDE} pixels, got {self.input_size}")
         for name in ("mean", "std"):  # the input normalisation: std divides
             value = getattr(self, name)
             _require(value is None or (len(value) == 3 and all(_finite(v) for v in value)

@@ -182,6 +182,8 @@ def test_a_directory_as_config_file_or_checkpoint_says_so(tmp_path):
     ("TransferConfig", "detail_band", 10**6, r"transfer.detail_band must be in 0..64"),
     ("ScribbleConfig", "dilation", 10**9, r"scribbles.dilation must be in 1..64"),
     ("ScribbleConfig", "correction_dilation", 65, r"scribbles.correction_dilation must be in 0..64"),
+    ("ModelConfig", "embedding_dim", 10**8, r"model.embedding_dim must be in 1..4096"),  # 100 GB of decoder weights
+    ("ModelConfig", "input_size", (100_000, 100_000), r"model.input_size must be \(H, W\) of 16..4096 pixels"),
 ])
 def test_sizes_have_upper_bounds_before_any_allocation(cls, field, value, message):
     # A typo would otherwise ask for terabytes, or a grid of a few cells, once the model is built.

@@ -126,6 +126,15 @@ def test_nan_weights_and_a_zero_std_are_refused(tmp_path):
         read_checkpoint_config(tmp_path / "std.pt")
 
 
+def test_a_stored_size_beyond_any_model_is_refused_before_the_model_is_built(tmp_path):
+    # d = 10**8 was the allocator's RuntimeError traceback as the bare model was built (100 GB of decoder weights);
+    # frames of 100000x100000 a MemoryError traceback once a session had built the agent.
+    for changes, message in (({"embedding_dim": 10**8}, "model.embedding_dim must be in 1..4096"),
+                             ({"input_size": [100_000, 100_000]}, "model.input_size must be")):
+        with pytest.raises(CheckpointError, match=message):
+            read_checkpoint_config(_tampered(tmp_path, **changes))
+
+
 def test_extra_must_be_plain(tmp_path):
     with pytest.raises(ValueError, match="plain types"):
         save_checkpoint(tmp_path / "m.pt", _model(), extra={"bad": object()})
