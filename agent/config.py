@@ -122,6 +122,10 @@ class ModelConfig:
         _require(self.output_stride in (8, 16), f"model.output_stride must be 8 or 16, got {self.output_stride}")
         _require(self.skip_level is None or self.decoder_init == "random",
                  f"model.decoder_init={self.decoder_init} needs model.skip_level unset (it initialises the levels only)")
+        # A stage given twice counted its channels twice in the decoder's input, but the backbone returns it once:
+        # a traceback at the first training step, once every frame's features were computed.
+        _require(self.feature_levels is None or len(set(self.feature_levels)) == len(self.feature_levels),
+                 f"model.feature_levels must name each backbone stage once, got {self.feature_levels}")
         _require(1 <= self.embedding_dim <= MAX_EMBEDDING_DIM,
                  f"model.embedding_dim must be in 1..{MAX_EMBEDDING_DIM}, got {self.embedding_dim}")
         _require(len(self.input_size) == 2 and 16 <= min(self.input_size) and max(self.input_size) <= MAX_INPUT_SIDE,

@@ -346,6 +346,15 @@ def test_augmentation_ranges_are_checked(tmp_path: Path, capsys, setting: str, f
     assert fragment in line and not (tmp_path / "run").exists()
 
 
+def test_a_feature_level_given_twice_is_one_error_line_before_any_work(tmp_path: Path, capsys) -> None:
+    # Lite's decoder counted the stage's channels twice: a split_with_sizes traceback at the first step, once the
+    # features were computed, leaving a losses.csv that refused the corrected run.
+    out = tmp_path / "run"
+    assert main([*TINY_ARGS, "--set", "model.feature_levels=[2,2,3]", "--output-dir", str(out)]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert "model.feature_levels must name each backbone stage once, got (2, 2, 3)" in line and not out.exists()
+
+
 def test_an_earlier_run_is_not_replaced_without_resume(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     out.mkdir()
