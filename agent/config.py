@@ -662,6 +662,12 @@ def _check_sequences(cls, data: dict[str, Any], where: str, prefix: str = "") ->
         kinds = {typing.get_origin(arm) or arm for arm in (typing.get_args(hint) or (hint,))} | {typing.get_origin(hint)}
         if isinstance(value, str) and (tuple in kinds or list in kinds):
             raise ConfigError(f"{where}: {prefix}{item.name} must be a list, got the text {value!r} (write [{value}])")
+        # A list of the wrong length where a fixed one belongs (input_size [48, 80, 3]): dacite's message was
+        # 'should be "tuple" instead of value "(48, 80, 3)" of type "tuple"'.
+        size = next((len(typing.get_args(arm)) for arm in _arms(hint) if typing.get_origin(arm) is tuple
+                     and typing.get_args(arm) and Ellipsis not in typing.get_args(arm)), None)
+        if size is not None and isinstance(value, list | tuple) and len(value) != size:
+            raise ConfigError(f"{where}: {prefix}{item.name} must be a list of {size} values, got {len(value)}")
         if Path in kinds and value is not None:  # dacite's cast would raise without naming the field
             if not isinstance(value, str | Path):
                 raise ConfigError(f"{where}: {prefix}{item.name} must be a path, got {type(value).__name__} {value!r}")
@@ -670,6 +676,14 @@ def _check_sequences(cls, data: dict[str, Any], where: str, prefix: str = "") ->
         default = item.default_factory() if callable(item.default_factory) else None
         if is_dataclass(default) and isinstance(value, dict):
             _check_sequences(type(default), value, where, f"{prefix}{item.name}.")
+
+
+def _arms(hint) -> tuple:
+    """The types a hint allows: each arm of a union (`tuple[float, float] | None`), else the hint itself."""
+    import types
+    import typing
+
+    return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
 
 
 def _known_keys(cls, data: dict[str, Any]) -> dict[str, Any]:

@@ -117,6 +117,18 @@ def test_text_where_a_list_belongs_is_one_error_not_characters():
     assert load_config(RunConfig, [], ["session.sequences=[dog]"]).session.sequences == ("dog",)
 
 
+def test_a_list_of_the_wrong_length_says_so():
+    # dacite's message was 'should be "tuple" instead of value "(1,)" of type "tuple"'
+    from agent.config import ModelConfig, RunConfig, from_dict, load_config
+
+    with pytest.raises(ConfigError, match="agent.finetune.scale_range must be a list of 2 values, got 1"):
+        load_config(RunConfig, [], ["agent.finetune.scale_range=[1]"])
+    with pytest.raises(ConfigError, match=r"model_config: input_size must be a list of 2 values, got 3"):
+        from_dict(ModelConfig, {"input_size": [48, 80, 3]}, strict=False, where="model_config")  # a checkpoint's
+    with pytest.raises(ConfigError, match=r"model_config: mean must be a list of 3 values, got 2"):
+        from_dict(ModelConfig, {"mean": [0.5, 0.5]}, strict=False, where="model_config")
+
+
 def test_a_key_given_twice_in_a_config_file_is_one_error(tmp_path):
     from agent.config import RunConfig, load_config
 
