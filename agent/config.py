@@ -248,8 +248,10 @@ class TrainConfig:
         _require(self.checkpoint_every >= 1, f"train.checkpoint_every must be >= 1, got {self.checkpoint_every}")
         _require(_finite(self.max_seconds) and self.max_seconds >= 0,
                  f"train.max_seconds must be a number >= 0 (0: no limit), got {self.max_seconds}")
-        for name in ("synthetic_sequences", "max_frames_per_video", "validate_every", "seed"):
+        for name in ("synthetic_sequences", "max_frames_per_video", "validate_every"):
             _require(getattr(self, name) >= 0, f"train.{name} must be >= 0, got {getattr(self, name)}")
+        # torch's generators take 64 bits: beyond, "Overflow when unpacking long long" once the videos were read.
+        _require(0 <= self.seed < 2**64, f"train.seed must be in 0..2**64-1, got {self.seed}")
         _require(self.synthetic_frames >= 2, f"train.synthetic_frames must be >= 2, got {self.synthetic_frames}")
         for name in ("lr_backbone", "lr_decoder", "momentum", "weight_decay", "poly_power", "colour_jitter",
                      "rotation_degrees"):

@@ -337,6 +337,8 @@ def test_shares_outside_their_range_are_one_error_line(tmp_path: Path, capsys, f
 
 @pytest.mark.parametrize(("setting", "fragment"), [
     ("train.rotation_degrees=.nan", "train.rotation_degrees must be a finite number >= 0"),
+    # "Overflow when unpacking long long", naming nothing, once the videos were read
+    ("train.seed=18446744073709551616", "train.seed must be in 0..2**64-1, got 18446744073709551616"),
     ("train.scale_range=[2,-1]", "train.scale_range must be (low, high) with finite 0 < low <= high"),
 ])
 def test_augmentation_ranges_are_checked(tmp_path: Path, capsys, setting: str, fragment: str) -> None:
