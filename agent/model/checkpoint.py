@@ -134,7 +134,9 @@ def _model_config(path: Path, payload: dict[str, Any]) -> ModelConfig:
     return config
 
 
-def _check_expected(path: Path, config: ModelConfig, expected: ModelConfig) -> None:
+def check_expected(path: Path, config: ModelConfig, expected: ModelConfig) -> None:
+    """CheckpointError unless a checkpoint's `config` has the backbone, output stride, d, feature levels and skip
+    level of `expected`."""
     for name in ("backbone", "output_stride", "embedding_dim", "feature_levels", "skip_level"):
         have, want = getattr(config, name), getattr(expected, name)
         if have != want:
@@ -153,7 +155,7 @@ def _fitted(path: Path, expected: ModelConfig | None = None):
     payload = _read(path)
     config = _model_config(path, payload)
     if expected is not None:
-        _check_expected(path, config, expected)
+        check_expected(path, config, expected)
     try:
         model = build_model(config, load_pretrained=False)
     except (ValueError, KeyError, IndexError, TypeError) as error:  # a stored value the builder cannot take

@@ -503,6 +503,21 @@ def test_init_checkpoint_starts_decoder_and_head_from_its_weights(tmp_path: Path
     assert str(missing) in line and not (tmp_path / "x").exists()
 
 
+def test_an_init_checkpoint_of_another_model_is_one_line_before_the_videos_are_read(tmp_path: Path, capsys,
+                                                                                    monkeypatch) -> None:
+    from agent.model.checkpoint import save_checkpoint
+    from agent.training import train as train_module
+
+    torch.manual_seed(0)
+    other = save_checkpoint(tmp_path / "d8.pt", build_model(tiny_model_config(embedding_dim=8)))
+    # found once every frame was decoded and the model built (with ImageNet weights: a minute on real data)
+    monkeypatch.setattr(train_module, "check_videos", lambda config: pytest.fail("videos read"))
+    out = tmp_path / "run"
+    assert main([*TINY_ARGS, "--set", f"train.init_checkpoint={other}", "--output-dir", str(out)]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert f"checkpoint {other} has embedding_dim=8, expected 16" in line and not out.exists()
+
+
 # --- several processes ---------------------------------------------------------------------------------
 
 
