@@ -232,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
         if destination.exists() and not args.overwrite:
             parser.exit(2, f"error: {destination}: exists (an earlier checkpoint?): pass --overwrite or another "
                            "destination\n")
+        # `SRC SRC --half --overwrite` replaced the trained fp32 weights with their fp16 rounding, for good.
+        if destination.exists() and args.source.exists() and os.path.samefile(destination, args.source):
+            parser.exit(2, f"error: {destination}: is the checkpoint it reads (--overwrite would replace it): name "
+                           "another destination\n")
         model, config, extra = load_checkpoint(args.source)
         save_checkpoint(destination, model, config, extra, half=args.half)
     except CheckpointError as error:

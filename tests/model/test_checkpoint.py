@@ -175,6 +175,13 @@ def test_the_command_never_replaces_a_checkpoint_silently(tmp_path, capsys):
         save_checkpoint(tmp_path / "folder", _model())
     assert kept.read_bytes() == b"an earlier result"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "folder", "kept.pt", "src.pt"]
+    kept_source = source.read_bytes()  # its fp32 weights were replaced by their fp16 rounding
+    for same in (source, tmp_path / "." / "src.pt"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(source), str(same), "--overwrite", "--half"])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.count("\n") == 1 and "is the checkpoint it reads" in err, err
+    assert source.read_bytes() == kept_source
     assert main([str(source), str(kept), "--overwrite", "--half"]) == 0
     assert read_checkpoint_config(kept) == read_checkpoint_config(source)
     with pytest.raises(SystemExit):
