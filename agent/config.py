@@ -36,6 +36,7 @@ MAX_DILATION = 64  # grid cells: a stroke's kernel side, the detail band
 # (ResNet: 2048). A typo (d = 10**8, 100000x100000 frames) asked for 100 GB when the model or the first frame was
 # built: a traceback, from a checkpoint's stored config too, or the process was killed.
 MAX_EMBEDDING_DIM = 4096
+MAX_SYNTHETIC = 1000  # synthetic training videos, and frames in each (the defaults are 8 and 16)
 MAX_INPUT_SIDE = 4096
 # Seconds a request may wait to connect or for an answer: a day is far beyond any server's (the defaults are 10 and
 # 300 s); the socket refuses far more (1e300 was an OverflowError traceback before the model was built).
@@ -236,8 +237,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _choice(self.mode, "train.mode", ("frozen-backbone", "full"))
         _choice(self.loss, "train.loss", ("pairwise", "topk"))
-        _require(_finite(self.feature_scale) and self.feature_scale > 0,
-                 f"train.feature_scale must be a number > 0, got {self.feature_scale}")
+        # Upper bounds: a typo asked for hundreds of GB once the videos were read (an allocator traceback), or
+        # generated videos for hours. feature_scale is the agent's inference_scale; DAVIS's videos have <= 104 frames.
+        _require(_finite(self.feature_scale) and 0 < self.feature_scale <= MAX_INFERENCE_SCALE,
+                 f"train.feature_scale must be a number in (0, {MAX_INFERENCE_SCALE:g}], got {self.feature_scale}")
+        _require(self.synthetic_sequences <= MAX_SYNTHETIC,
+                 f"train.synthetic_sequences must be in 0..{MAX_SYNTHETIC}, got {self.synthetic_sequences}")
+        _require(self.synthetic_frames <= MAX_SYNTHETIC,
+                 f"train.synthetic_frames must be in 2..{MAX_SYNTHETIC}, got {self.synthetic_frames}")
         _require(self.queries_per_class >= 1 and self.references_per_class >= 1,
                  "train.queries_per_class and train.references_per_class must be >= 1")
         _require(_finite(self.stroke_references) and 0 <= self.stroke_references <= 1,
