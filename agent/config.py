@@ -32,6 +32,12 @@ MAX_TOPK = 1024  # top-k and correction weight: the defaults are 20 and 3
 MAX_REFERENCE_PIXELS = 2**20  # per class (the default pools 4096); also chunk and pooled-sample sizes
 MAX_GRID_STRIDE = 16  # the decoder's own grid is H/4; H/16 is already 15x27 cells at 240x427
 MAX_DILATION = 64  # grid cells: a stroke's kernel side, the detail band
+# The model's d and frame side: the shipped 128 and 240x427; an identity decoder needs d = the backbone's channels
+# (ResNet: 2048). A typo (d = 10**8, 100000x100000 frames) asked for 100 GB when the model or the first frame was
+# built: a traceback, from a checkpoint's stored config too, or the process was killed.
+MAX_EMBEDDING_DIM = 4096
+MAX_SYNTHETIC = 1000  # synthetic training videos, and frames in each (the defaults are 8 and 16)
+MAX_INPUT_SIDE = 4096
 # Seconds a request may wait to connect or for an answer: a day is far beyond any server's (the defaults are 10 and
 # 300 s); the socket refuses far more (1e300 was an OverflowError traceback before the model was built).
 MAX_TIMEOUT = 86400.0
@@ -117,9 +123,14 @@ class ModelConfig:
         _require(self.output_stride in (8, 16), f"model.output_stride must be 8 or 16, got {self.output_stride}")
         _require(self.skip_level is None or self.decoder_init == "random",
                  f"model.decoder_init={self.decoder_init} needs model.skip_level unset (it initialises the levels only)")
-        _require(self.embedding_dim >= 1, f"model.embedding_dim must be >= 1, got {self.embedding_dim}")
-        _require(len(self.input_size) == 2 and min(self.input_size) >= 16,
-                 f"model.input_size must be (H, W) of at least 16 pixels, got {self.input_size}")
+        # A stage given twice counted its channels twice in the decoder's input, but the backbone returns it once:
+        # a traceback at the first training step, once every frame's features were computed.
+        _require(self.feature_levels is None or len(set(self.feature_levels)) == len(self.feature_levels),
+                 f"model.feature_levels must name each backbone stage once, got {self.feature_levels}")
+        _require(1 <= self.embedding_dim <= MAX_EMBEDDING_DIM,
+                 f"model.embedding_dim must be in 1..{MAX_EMBEDDING_DIM}, got {self.embedding_dim}")
+        _require(len(self.input_size) == 2 and 16 <= min(self.input_size) and max(self.input_size) <= MAX_INPUT_SIDE,
+                 f"model.input_size must be (H, W) of 16..{MAX_INPUT_SIDE} pixels, got {self.input_size}")
         for name in ("mean", "std"):  # the input normalisation: std divides
             value = getattr(self, name)
             _require(value is None or (len(value) == 3 and all(_finite(v) for v in value)
@@ -226,8 +237,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _choice(self.mode, "train.mode", ("frozen-backbone", "full"))
         _choice(self.loss, "train.loss", ("pairwise", "topk"))
-        _require(_finite(self.feature_scale) and self.feature_scale > 0,
-                 f"train.feature_scale must be a number > 0, got {self.feature_scale}")
+        # Upper bounds: a typo asked for hundreds of GB once the videos were read (an allocator traceback), or
+        # generated videos for hours. feature_scale is the agent's inference_scale; DAVIS's videos have <= 104 frames.
+        _require(_finite(self.feature_scale) and 0 < self.feature_scale <= MAX_INFERENCE_SCALE,
+                 f"train.feature_scale must be a number in (0, {MAX_INFERENCE_SCALE:g}], got {self.feature_scale}")
+        _require(self.synthetic_sequences <= MAX_SYNTHETIC,
+                 f"train.synthetic_sequences must be in 0..{MAX_SYNTHETIC}, got {self.synthetic_sequences}")
+        _require(self.synthetic_frames <= MAX_SYNTHETIC,
+                 f"train.synthetic_frames must be in 2..{MAX_SYNTHETIC}, got {self.synthetic_frames}")
         _require(self.queries_per_class >= 1 and self.references_per_class >= 1,
                  "train.queries_per_class and train.references_per_class must be >= 1")
         _require(_finite(self.stroke_references) and 0 <= self.stroke_references <= 1,
@@ -238,8 +255,10 @@ class TrainConfig:
         _require(self.checkpoint_every >= 1, f"train.checkpoint_every must be >= 1, got {self.checkpoint_every}")
         _require(_finite(self.max_seconds) and self.max_seconds >= 0,
                  f"train.max_seconds must be a number >= 0 (0: no limit), got {self.max_seconds}")
-        for name in ("synthetic_sequences", "max_frames_per_video", "validate_every", "seed"):
+        for name in ("synthetic_sequences", "max_frames_per_video", "validate_every"):
             _require(getattr(self, name) >= 0, f"train.{name} must be >= 0, got {getattr(self, name)}")
+        # torch's generators take 64 bits: beyond, "Overflow when unpacking long long" once the videos were read.
+        _require(0 <= self.seed < 2**64, f"train.seed must be in 0..2**64-1, got {self.seed}")
         _require(self.synthetic_frames >= 2, f"train.synthetic_frames must be >= 2, got {self.synthetic_frames}")
         for name in ("lr_backbone", "lr_decoder", "momentum", "weight_decay", "poly_power", "colour_jitter",
                      "rotation_degrees"):
@@ -652,6 +671,12 @@ def _check_sequences(cls, data: dict[str, Any], where: str, prefix: str = "") ->
         kinds = {typing.get_origin(arm) or arm for arm in (typing.get_args(hint) or (hint,))} | {typing.get_origin(hint)}
         if isinstance(value, str) and (tuple in kinds or list in kinds):
             raise ConfigError(f"{where}: {prefix}{item.name} must be a list, got the text {value!r} (write [{value}])")
+        # A list of the wrong length where a fixed one belongs (input_size [48, 80, 3]): dacite's message was
+        # 'should be "tuple" instead of value "(48, 80, 3)" of type "tuple"'.
+        size = next((len(typing.get_args(arm)) for arm in _arms(hint) if typing.get_origin(arm) is tuple
+                     and typing.get_args(arm) and Ellipsis not in typing.get_args(arm)), None)
+        if size is not None and isinstance(value, list | tuple) and len(value) != size:
+            raise ConfigError(f"{where}: {prefix}{item.name} must be a list of {size} values, got {len(value)}")
         if Path in kinds and value is not None:  # dacite's cast would raise without naming the field
             if not isinstance(value, str | Path):
                 raise ConfigError(f"{where}: {prefix}{item.name} must be a path, got {type(value).__name__} {value!r}")
@@ -660,6 +685,14 @@ def _check_sequences(cls, data: dict[str, Any], where: str, prefix: str = "") ->
         default = item.default_factory() if callable(item.default_factory) else None
         if is_dataclass(default) and isinstance(value, dict):
             _check_sequences(type(default), value, where, f"{prefix}{item.name}.")
+
+
+def _arms(hint) -> tuple:
+    """The types a hint allows: each arm of a union (`tuple[float, float] | None`), else the hint itself."""
+    import types
+    import typing
+
+    return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
 
 
 def _known_keys(cls, data: dict[str, Any]) -> dict[str, Any]:

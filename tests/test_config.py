@@ -117,6 +117,18 @@ def test_text_where_a_list_belongs_is_one_error_not_characters():
     assert load_config(RunConfig, [], ["session.sequences=[dog]"]).session.sequences == ("dog",)
 
 
+def test_a_list_of_the_wrong_length_says_so():
+    # dacite's message was 'should be "tuple" instead of value "(1,)" of type "tuple"'
+    from agent.config import ModelConfig, RunConfig, from_dict, load_config
+
+    with pytest.raises(ConfigError, match="agent.finetune.scale_range must be a list of 2 values, got 1"):
+        load_config(RunConfig, [], ["agent.finetune.scale_range=[1]"])
+    with pytest.raises(ConfigError, match=r"model_config: input_size must be a list of 2 values, got 3"):
+        from_dict(ModelConfig, {"input_size": [48, 80, 3]}, strict=False, where="model_config")  # a checkpoint's
+    with pytest.raises(ConfigError, match=r"model_config: mean must be a list of 3 values, got 2"):
+        from_dict(ModelConfig, {"mean": [0.5, 0.5]}, strict=False, where="model_config")
+
+
 def test_a_key_given_twice_in_a_config_file_is_one_error(tmp_path):
     from agent.config import RunConfig, load_config
 
@@ -182,6 +194,8 @@ def test_a_directory_as_config_file_or_checkpoint_says_so(tmp_path):
     ("TransferConfig", "detail_band", 10**6, r"transfer.detail_band must be in 0..64"),
     ("ScribbleConfig", "dilation", 10**9, r"scribbles.dilation must be in 1..64"),
     ("ScribbleConfig", "correction_dilation", 65, r"scribbles.correction_dilation must be in 0..64"),
+    ("ModelConfig", "embedding_dim", 10**8, r"model.embedding_dim must be in 1..4096"),  # 100 GB of decoder weights
+    ("ModelConfig", "input_size", (100_000, 100_000), r"model.input_size must be \(H, W\) of 16..4096 pixels"),
 ])
 def test_sizes_have_upper_bounds_before_any_allocation(cls, field, value, message):
     # A typo would otherwise ask for terabytes, or a grid of a few cells, once the model is built.

@@ -17,7 +17,8 @@ from .outputs import OutputDirError, replaced_input
 
 
 def int_list(text: str, name: str, at_most: int | None = None) -> list[int]:
-    """`1,2,4` -> [1, 2, 4], each >= 1 (and <= `at_most` when given); a ConfigError naming the flag otherwise."""
+    """`1,2,4` -> [1, 2, 4], each >= 1 (and <= `at_most` when given) and none twice; a ConfigError naming the flag
+    otherwise."""
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
@@ -26,6 +27,11 @@ def int_list(text: str, name: str, at_most: int | None = None) -> list[int]:
         raise ConfigError(f"{name} {text!r}: expected integers >= 1")
     if at_most is not None and max(values) > at_most:
         raise ConfigError(f"{name} {text!r}: expected integers in 1..{at_most}")
+    # `--scribbles 1,1` played every sample twice, then the fine-tuning study's summary failed on the repeated
+    # sample (a pandas traceback once every variant had played); a capture did its work twice.
+    twice = sorted({v for v in values if values.count(v) > 1})
+    if twice:
+        raise ConfigError(f"{name} {text!r}: {', '.join(map(str, twice))} given more than once")
     return values
 
 

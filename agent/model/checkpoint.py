@@ -148,7 +148,9 @@ def _model_config(path: Path, payload: dict[str, Any]) -> ModelConfig:
     return config
 
 
-def _check_expected(path: Path, config: ModelConfig, expected: ModelConfig) -> None:
+def check_expected(path: Path, config: ModelConfig, expected: ModelConfig) -> None:
+    """CheckpointError unless a checkpoint's `config` has the backbone, output stride, d, feature levels and skip
+    level of `expected`."""
     for name in ("backbone", "output_stride", "embedding_dim", "feature_levels", "skip_level"):
         have, want = getattr(config, name), getattr(expected, name)
         if have != want:
@@ -167,7 +169,7 @@ def _fitted(path: Path, expected: ModelConfig | None = None):
     payload = _read(path)
     config = _model_config(path, payload)
     if expected is not None:
-        _check_expected(path, config, expected)
+        check_expected(path, config, expected)
     try:
         model = build_model(config, load_pretrained=False)
     except (ValueError, KeyError, IndexError, TypeError) as error:  # a stored value the builder cannot take
@@ -244,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
         if destination.exists() and not args.overwrite:
             parser.exit(2, f"error: {destination}: exists (an earlier checkpoint?): pass --overwrite or another "
                            "destination\n")
+        # `SRC SRC --half --overwrite` replaced the trained fp32 weights with their fp16 rounding, for good.
+        if destination.exists() and args.source.exists() and os.path.samefile(destination, args.source):
+            parser.exit(2, f"error: {destination}: is the checkpoint it reads (--overwrite would replace it): name "
+                           "another destination\n")
         model, config, extra = load_checkpoint(args.source)
         save_checkpoint(destination, model, config, extra, half=args.half)
     except CheckpointError as error:

@@ -59,6 +59,7 @@ from ..model.backbones import WeightsUnavailableError
 from ..model.checkpoint import (
     CheckpointError,
     check_checkpoint_fits,
+    check_expected,
     load_checkpoint,
     save_atomic,
     save_checkpoint,
@@ -225,9 +226,7 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
         log.info("no %s to resume from: starting at iteration 0", state_path)
     initialised = start_iteration == 0 and config.init_checkpoint is not None
     if initialised:  # fine-tune trained weights (a new loss or data on top of a shipped checkpoint)
-        # A skip connection may be added to a checkpoint without one: it starts at zero (Decoder.skip).
-        adding_skip = model_config.skip_level is not None and check_checkpoint_fits(config.init_checkpoint).skip_level is None
-        expected = dataclasses.replace(model_config, skip_level=None) if adding_skip else model_config
+        expected, adding_skip = check_init_checkpoint(config.init_checkpoint, model_config)
         initial, _, _ = load_checkpoint(config.init_checkpoint, device, expected=expected)
         # Frozen: not the backbone, it stays the ImageNet one the feature cache was computed with (shipped weights
         # are fp16). Full: the backbone trains too, so it starts from the checkpoint's (no weight wheel needed).
@@ -329,6 +328,17 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
         if loss_log is not None:
             loss_log.close()
     return model_path
+
+
+def check_init_checkpoint(path: Path, model_config: ModelConfig) -> tuple[ModelConfig, bool]:
+    """CheckpointError unless train.init_checkpoint is a checkpoint of this model (backbone, output stride, d,
+    feature levels, skip level), read and checked without loading its weights; (the settings it must match,
+    whether a skip connection is added: it may be, to a checkpoint without one, starting at zero: Decoder.skip)."""
+    stored = check_checkpoint_fits(path)
+    adding_skip = model_config.skip_level is not None and stored.skip_level is None
+    expected = dataclasses.replace(model_config, skip_level=None) if adding_skip else model_config
+    check_expected(path, stored, expected)
+    return expected, adding_skip
 
 
 def _train_mode(model: SiameseEmbedder, frozen: bool, freeze_bn: bool) -> None:
@@ -541,6 +551,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run = resolve_config(args)
         check_output_dir(Path(run.train.output_dir), args.resume)
+        # Before the videos are read (every frame decoded) and the model is built: a checkpoint of another backbone
+        # or d was found after both. A resumed run's last.pt holds its weights instead.
+        if run.train.init_checkpoint is not None and not (args.resume and (run.train.output_dir / "last.pt").is_file()):
+            check_init_checkpoint(run.train.init_checkpoint, run.model)
         check_videos(run.train)
         path = train(run.train, run.model, run.transfer, args.resume, run.scribbles)
     except (DatasetError, CheckpointError, WeightsUnavailableError, ValueError) as error:

@@ -172,6 +172,7 @@ def test_command_line_refuses_bad_input_in_one_line(tiny_synthetic_root, tmp_pat
     base = ["capture", "--davis-root", str(tiny_synthetic_root), "--output-dir", str(tmp_path / "out")]
     for extra, message in ((["--rounds", "0"], "--rounds '0': expected integers >= 1"),
                            (["--scribbles", "9"], "scribble file(s), --scribbles asks for 9"),
+                           (["--rounds", "2,4,2"], "--rounds '2,4,2': 2 given more than once"),
                            (["--sequences", "absent"], "unknown sequence(s) absent"),
                            (["--strategy", "nope"], "unknown strategy 'nope'"),
                            (["--set", "crf.srgb=1"], "unknown key 'srgb'")):

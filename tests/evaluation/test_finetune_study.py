@@ -100,6 +100,8 @@ def test_command_line_refuses_bad_input_in_one_line(tiny_synthetic_root, tmp_pat
                            (["--steps", "0"], "--steps 0: the study needs a step cap"),
                            (["--steps", "-3"], "finetune.max_steps must be >= 0"),
                            (["--scribbles", "9"], "scribble file(s), --scribbles asks for 9"),
+                           # played twice, then a traceback in the summary once the study had run
+                           (["--scribbles", "1,1"], "--scribbles '1,1': 1 given more than once"),
                            (["--variant", "momentum=x"], "--variant 'momentum=x'"),
                            (["--sequences", "absent"], "unknown sequence(s) absent"),
                            (["--set", "finetune.speed=1"], "unknown key 'speed'")):

@@ -126,6 +126,15 @@ def test_nan_weights_and_a_zero_std_are_refused(tmp_path):
         read_checkpoint_config(tmp_path / "std.pt")
 
 
+def test_a_stored_size_beyond_any_model_is_refused_before_the_model_is_built(tmp_path):
+    # d = 10**8 was the allocator's RuntimeError traceback as the bare model was built (100 GB of decoder weights);
+    # frames of 100000x100000 a MemoryError traceback once a session had built the agent.
+    for changes, message in (({"embedding_dim": 10**8}, "model.embedding_dim must be in 1..4096"),
+                             ({"input_size": [100_000, 100_000]}, "model.input_size must be")):
+        with pytest.raises(CheckpointError, match=message):
+            read_checkpoint_config(_tampered(tmp_path, **changes))
+
+
 def test_extra_must_be_plain(tmp_path):
     with pytest.raises(ValueError, match="plain types"):
         save_checkpoint(tmp_path / "m.pt", _model(), extra={"bad": object()})
@@ -166,6 +175,13 @@ def test_the_command_never_replaces_a_checkpoint_silently(tmp_path, capsys):
         save_checkpoint(tmp_path / "folder", _model())
     assert kept.read_bytes() == b"an earlier result"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "folder", "kept.pt", "src.pt"]
+    kept_source = source.read_bytes()  # its fp32 weights were replaced by their fp16 rounding
+    for same in (source, tmp_path / "." / "src.pt"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(source), str(same), "--overwrite", "--half"])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.count("\n") == 1 and "is the checkpoint it reads" in err, err
+    assert source.read_bytes() == kept_source
     assert main([str(source), str(kept), "--overwrite", "--half"]) == 0
     assert read_checkpoint_config(kept) == read_checkpoint_config(source)
     with pytest.raises(SystemExit):

@@ -355,7 +355,10 @@ def test_videos_are_checked_before_any_work(tmp_path: Path, tiny_synthetic_root:
 @pytest.mark.parametrize(("field", "value"), [("stroke_references", "1.5"), ("stroke_references", "-0.1"),
                                               ("stroke_references", "nan"), ("hard_query_fraction", "0"),
                                               ("hard_query_fraction", "1.5"), ("hard_query_fraction", "nan"),
-                                              ("max_seconds", "-1"), ("max_seconds", "inf")])
+                                              ("max_seconds", "-1"), ("max_seconds", "inf"),
+                                              # allocator tracebacks once the videos were read, or hours generating
+                                              ("feature_scale", "1000"), ("synthetic_frames", "100000000"),
+                                              ("synthetic_sequences", "100000000")])
 def test_shares_outside_their_range_are_one_error_line(tmp_path: Path, capsys, field: str, value: str) -> None:
     out = tmp_path / "run"
     assert main([*TINY_ARGS, "--set", f"train.{field}={value}", "--output-dir", str(out)]) == 2
@@ -365,6 +368,8 @@ def test_shares_outside_their_range_are_one_error_line(tmp_path: Path, capsys, f
 
 @pytest.mark.parametrize(("setting", "fragment"), [
     ("train.rotation_degrees=.nan", "train.rotation_degrees must be a finite number >= 0"),
+    # "Overflow when unpacking long long", naming nothing, once the videos were read
+    ("train.seed=18446744073709551616", "train.seed must be in 0..2**64-1, got 18446744073709551616"),
     ("train.scale_range=[2,-1]", "train.scale_range must be (low, high) with finite 0 < low <= high"),
 ])
 def test_augmentation_ranges_are_checked(tmp_path: Path, capsys, setting: str, fragment: str) -> None:
@@ -372,6 +377,15 @@ def test_augmentation_ranges_are_checked(tmp_path: Path, capsys, setting: str, f
     assert main([*TINY_ARGS, "--set", setting, "--output-dir", str(tmp_path / "run")]) == 2
     (line,) = error_lines(capsys.readouterr().err)
     assert fragment in line and not (tmp_path / "run").exists()
+
+
+def test_a_feature_level_given_twice_is_one_error_line_before_any_work(tmp_path: Path, capsys) -> None:
+    # Lite's decoder counted the stage's channels twice: a split_with_sizes traceback at the first step, once the
+    # features were computed, leaving a losses.csv that refused the corrected run.
+    out = tmp_path / "run"
+    assert main([*TINY_ARGS, "--set", "model.feature_levels=[2,2,3]", "--output-dir", str(out)]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert "model.feature_levels must name each backbone stage once, got (2, 2, 3)" in line and not out.exists()
 
 
 def test_an_earlier_run_is_not_replaced_without_resume(tmp_path: Path, capsys) -> None:
@@ -533,6 +547,21 @@ def test_init_checkpoint_starts_decoder_and_head_from_its_weights(tmp_path: Path
     assert main([*TINY_ARGS, "--set", f"train.init_checkpoint={missing}", "--output-dir", str(tmp_path / "x")]) == 2
     (line,) = error_lines(capsys.readouterr().err)
     assert str(missing) in line and not (tmp_path / "x").exists()
+
+
+def test_an_init_checkpoint_of_another_model_is_one_line_before_the_videos_are_read(tmp_path: Path, capsys,
+                                                                                    monkeypatch) -> None:
+    from agent.model.checkpoint import save_checkpoint
+    from agent.training import train as train_module
+
+    torch.manual_seed(0)
+    other = save_checkpoint(tmp_path / "d8.pt", build_model(tiny_model_config(embedding_dim=8)))
+    # found once every frame was decoded and the model built (with ImageNet weights: a minute on real data)
+    monkeypatch.setattr(train_module, "check_videos", lambda config: pytest.fail("videos read"))
+    out = tmp_path / "run"
+    assert main([*TINY_ARGS, "--set", f"train.init_checkpoint={other}", "--output-dir", str(out)]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert f"checkpoint {other} has embedding_dim=8, expected 16" in line and not out.exists()
 
 
 # --- several processes ---------------------------------------------------------------------------------
