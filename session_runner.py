@@ -195,6 +195,13 @@ def _run(config: RunConfig, args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         _say_where(output, "results so far")
         return 2
+    except MemoryError as error:  # InteractiveAgent.start: a video too long for the memory (inference/footprint.py)
+        if args.verbose:
+            raise
+        discard(output)
+        print(f"error: {first_line(error) or 'out of memory'}", file=sys.stderr)
+        _say_where(output, "results so far")
+        return 2
     except OSError as error:  # a full disk or a file-size limit while writing, a file that went away
         if args.verbose:
             raise

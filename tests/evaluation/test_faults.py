@@ -461,6 +461,28 @@ def test_a_video_that_changed_during_the_run_is_named_not_blamed_on_the_predicto
     assert json.loads((out / "summary.json").read_text())["samples_played"] == 1  # the first video's kept
 
 
+class _RefusesTheSecondVideo(ScribblePaintBaseline):
+    def __init__(self):
+        super().__init__()
+        self.samples = 0
+
+    def start(self, frames, num_objects):
+        self.samples += 1
+        if self.samples == 2:  # as InteractiveAgent.start refuses a video too long for the memory (footprint.py)
+            raise MemoryError(f"frames: {len(frames)} frames of 480x854 need about 40.0 GiB in one sample, more "
+                              "than the 3.0 GiB available: segment a long video in chunks")
+        super().start(frames, num_objects)
+
+
+def test_a_video_too_long_for_the_memory_is_one_line_and_keeps_the_results_so_far(root, tmp_path, capsys,
+                                                                                  monkeypatch):
+    monkeypatch.setattr(session_runner, "build_predictor", lambda *a, **k: _RefusesTheSecondVideo())
+    out = tmp_path / "out"
+    line = _refused(capsys, *_baseline_run(root, out), "--sequences", f"{ONE},synth-001")
+    assert line.startswith("error: frames: ") and "GiB available" in line, line
+    assert json.loads((out / "summary.json").read_text())["samples_played"] == 1  # the first video's kept
+
+
 # --- signals: SIGTERM like Ctrl-C, partial figures apart ----------------------------------------------
 
 
