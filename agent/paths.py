@@ -7,7 +7,13 @@ import json
 import os
 import stat
 from collections import Counter
+from contextlib import suppress
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock
+    fcntl = None
 
 
 def file_in_the_way(path: Path) -> Path | None:
@@ -108,6 +114,32 @@ def unused_path(path: Path, keep_suffix: bool = True) -> Path:
         name = f"{path.stem}-{number}{path.suffix}" if keep_suffix else f"{path.name}-{number}"
         candidate = path.with_name(name)
     return candidate
+
+
+def lock_folder(folder: Path) -> int | None:
+    """An open descriptor of `folder` holding an exclusive flock on it, for a run writing there; BlockingIOError
+    when another process holds it. The lock goes when the process does, however it ends: no stale lock to clear.
+    None where the file system has no flock (the run goes on unguarded)."""
+    if fcntl is None:
+        return None
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        os.close(fd)
+        if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise BlockingIOError(error.errno, f"{folder} is locked by another process") from error
+        return None
+    return fd
+
+
+def unlock_folder(fd: int | None) -> None:
+    """Release lock_folder's lock (None, or released already: nothing)."""
+    if fd is None:
+        return
+    with suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_UN)  # explicitly: forked workers share the descriptor
+        os.close(fd)
 
 
 def _refuse_repeated_keys(pairs: list[tuple[str, object]]) -> dict:

@@ -22,12 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..paths import special_file, unused_path
-
-try:
-    import fcntl
-except ImportError:  # not POSIX: no lock
-    fcntl = None
+from ..paths import lock_folder, special_file, unlock_folder, unused_path
 
 log = logging.getLogger(__name__)
 
@@ -61,31 +56,18 @@ def _check_writable(folder: Path) -> None:
 
 
 def _lock(folder: Path) -> int | None:
-    """An open descriptor of `folder` holding an exclusive flock on it; OutputDirError when another run holds
-    it. Two runs started together with one new --output-dir each found it empty: they wrote into one folder,
-    the later's files over the first's finished results (and the framework's report of one was deleted by the
-    other, a traceback). The lock goes when the process does, however it ends: no stale lock to clear.
-    None where the file system has no flock (the run goes on unguarded, as before)."""
-    if fcntl is None:
-        return None
-    fd = os.open(folder, os.O_RDONLY)
+    """paths.lock_folder: OutputDirError when another run holds it. Two runs started together with one new
+    --output-dir each found it empty: they wrote into one folder, the later's files over the first's finished
+    results (and the framework's report of one was deleted by the other, a traceback)."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as error:
-        os.close(fd)
-        if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            raise OutputDirError(f"{folder}: another run is writing there (started at the same time?): pass "
-                                 "another --output-dir, or wait for it to end") from error
-        return None
-    return fd
+        return lock_folder(folder)
+    except BlockingIOError as error:
+        raise OutputDirError(f"{folder}: another run is writing there (started at the same time?): pass "
+                             "another --output-dir, or wait for it to end") from error
 
 
 def _unlock(target: OutputTarget) -> None:
-    if target.lock is None:
-        return
-    with contextlib.suppress(OSError):  # already closed (released twice): nothing to release
-        fcntl.flock(target.lock, fcntl.LOCK_UN)  # explicitly: forked workers share the descriptor
-        os.close(target.lock)
+    unlock_folder(target.lock)
 
 
 def replaced_input(path: Path, inputs: tuple[Path, ...]) -> Path | None:

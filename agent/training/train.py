@@ -66,7 +66,7 @@ from ..model.checkpoint import (
 )
 from ..model.siamese import SiameseEmbedder, build_model
 from ..model.similarity import Pooled, pair_loss, sample_pixels, topk_loss
-from ..paths import file_in_the_way, special_file, unwritable_folder
+from ..paths import file_in_the_way, lock_folder, special_file, unlock_folder, unwritable_folder
 from .data import load_training_set, training_sequences
 from .strokes import stroke_labels
 
@@ -548,9 +548,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
+    lock, created = None, None
     try:
         run = resolve_config(args)
         check_output_dir(Path(run.train.output_dir), args.resume)
+        lock, created = lock_output_dir(Path(run.train.output_dir))
+        check_output_dir(Path(run.train.output_dir), args.resume)  # again: a run that held it may have written there
         # Before the videos are read (every frame decoded) and the model is built: a checkpoint of another backbone
         # or d was found after both. A resumed run's last.pt holds its weights instead.
         if run.train.init_checkpoint is not None and not (args.resume and (run.train.output_dir / "last.pt").is_file()):
@@ -566,8 +569,27 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"interrupted: the last checkpoint is in {args.output_dir or TrainConfig().output_dir}", file=sys.stderr)
         return 130
+    finally:
+        unlock_folder(lock)
+        if created is not None and created.is_dir() and not any(created.iterdir()):
+            created.rmdir()  # a run that failed before writing leaves no folder behind
     print(f"model: {path}")
     return 0
+
+
+def lock_output_dir(output_dir: Path) -> tuple[int | None, Path | None]:
+    """Rank 0 holds a lock on --output-dir for the whole run (made now if needed): two runs given one new folder
+    each found it empty and wrote over each other's losses.csv, last.pt and model.pt. (the lock's descriptor,
+    the folder if this made it); ValueError when another run holds it."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return None, None
+    created = None if output_dir.exists() else output_dir
+    output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return lock_folder(output_dir), created
+    except BlockingIOError as error:
+        raise ValueError(f"{output_dir}: another training run is writing there (started at the same time?): pass "
+                         "another --output-dir, or wait for it to end") from error
 
 
 if __name__ == "__main__":

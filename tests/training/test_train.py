@@ -19,6 +19,7 @@ from agent.data.davis import DatasetError
 from agent.data.synthetic import SyntheticSpec, write_dataset
 from agent.model import build_model
 from agent.model.checkpoint import CheckpointError, load_checkpoint
+from agent.paths import lock_folder, unlock_folder
 from agent.training.data import load_training_set
 from agent.training.strokes import stroke_labels
 from agent.training.train import main, make_optimizer, parameter_digest, poly_factor, pool_pair, train
@@ -644,3 +645,23 @@ def test_a_skip_connection_trains_on_top_of_a_checkpoint_without_one(tmp_path: P
     tuned, config, _ = load_checkpoint(second / "model.pt")
     assert config.skip_level == 1 and tuned.decoder.skip.weight.abs().sum() > 0  # it learnt
     assert start.decoder.skip is None
+
+
+def test_a_second_run_given_the_same_output_dir_while_one_writes_there_is_one_line(tmp_path: Path, capsys) -> None:
+    """Two runs given one new folder each found it empty and wrote over each other's checkpoints: the run that
+    holds it (here: the test) keeps it, the other is refused before any work, and the lock goes with the run."""
+    out = tmp_path / "run"
+    out.mkdir()
+    held = lock_folder(out)
+    try:
+        assert main([*TINY_ARGS, "--iterations", "1", "--output-dir", str(out)]) == 2
+    finally:
+        unlock_folder(held)
+    (line,) = error_lines(capsys.readouterr().err)
+    assert line.startswith(f"error: {out}: another training run is writing there"), line
+    assert not any(out.iterdir())
+    assert main([*TINY_ARGS, "--iterations", "1", "--output-dir", str(out)]) == 0  # released: it runs
+    assert (out / "model.pt").is_file()
+    again = lock_folder(out)  # and the finished run let go of it
+    assert again is not None
+    unlock_folder(again)
