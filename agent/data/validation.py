@@ -35,6 +35,9 @@ from .davis import (
 
 log = logging.getLogger(__name__)
 
+# Image formats whose compression is lossy (MPO: a camera's multi-picture JPEG).
+LOSSY_FORMATS = ("JPEG", "MPO")
+
 
 def _frame_number(path: Path) -> int | None:
     return int(path.stem) if path.stem.isdigit() and len(path.stem) == 5 else None
@@ -64,6 +67,11 @@ def _decode(path: Path, what: str) -> tuple[tuple[int, int], np.ndarray | None]:
         with Image.open(path) as image:
             size = image.size
             if what == "annotation":
+                # Lossy compression turns the ids at every edge into neighbouring values: a 0/1 mask saved as
+                # JPEG (under a .png name) held stray 2s, played as a second object.
+                if image.format in LOSSY_FORMATS:
+                    raise DatasetError(f"{path}: a {image.format} file, expected a PNG: lossy compression changes "
+                                       "the object ids at every edge (save annotations as palette PNGs)")
                 if image.mode not in ("P", "L"):
                     raise DatasetError(f"{path}: a {image.mode} image, expected a palette (or grey) PNG of object ids")
                 return size, np.asarray(image, dtype=np.uint8)

@@ -127,6 +127,15 @@ def test_rgb_annotation_is_an_error(root: Path) -> None:
     _fails(root, ONE, f"{path}: a RGB image, expected a palette")
 
 
+def test_jpeg_annotation_is_an_error_not_an_extra_object(root: Path) -> None:
+    """A 0/1 mask saved as JPEG under the .png name: its ringing left stray 2s, played as a second object."""
+    for index in range(6):
+        path = _annotation(root, ONE, index)
+        Image.fromarray(np.asarray(Image.open(path))).save(path, format="JPEG", quality=90)
+    assert 2 in np.asarray(Image.open(_annotation(root, ONE, 0))), "the JPEG should hold a stray 2"
+    _fails(root, ONE, f"{_annotation(root, ONE, 0)}: a JPEG file, expected a PNG", "lossy compression")
+
+
 def _paint(path: Path, label: int) -> None:
     image = Image.open(path)
     mask = np.array(image)
