@@ -120,18 +120,24 @@ def check_annotations(
     if len(paths) > num_frames:
         raise DatasetError(f"{paths[num_frames]}: annotation without a frame (the sequence has {num_frames} frames)")
     first_seen: dict[int, Path] = {}
+    void_seen = False
     for path in paths:
         image_size, pixels = _decode(path, "annotation")
         if image_size != size:
             raise DatasetError(f"{path}: annotation is {image_size[0]}x{image_size[1]}, the frames are "
                                f"{size[0]}x{size[1]}")
         counts = np.bincount(pixels.ravel(), minlength=256)
+        void_seen = void_seen or bool(counts[VOID_LABEL])
         for label in np.flatnonzero(counts):
             if label not in (0, VOID_LABEL):
                 first_seen.setdefault(int(label), path)
     labels = sorted(first_seen)
     if not labels:
-        raise DatasetError(f"{folder}: no object in any annotation (labels 1..N are the objects)")
+        # A binary mask saved as 0/255 (what most tools write) is all background and void: say so, the user sees
+        # white objects.
+        what = (f", only background 0 and void {VOID_LABEL} (DAVIS's void label: a mask saved as 0/{VOID_LABEL} "
+                "marks no object; labels 1..N are the objects)") if void_seen else " (labels 1..N are the objects)"
+        raise DatasetError(f"{folder}: no object in any annotation{what}")
     if num_objects is not None and labels[-1] > num_objects:
         label = next(x for x in labels if x > num_objects)
         raise DatasetError(f"{first_seen[label]}: label {label}, but {sequence} has {num_objects} object(s) "

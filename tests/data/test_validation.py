@@ -162,7 +162,15 @@ def test_annotations_without_objects_are_an_error(root: Path) -> None:
         blank = Image.fromarray(np.zeros((96, 160), np.uint8))
         blank.putpalette(Image.open(path).getpalette())
         blank.save(path)
-    _fails(root, ONE, "no object in any annotation")
+    _fails(root, ONE, "no object in any annotation (labels 1..N are the objects)")
+
+
+def test_annotations_saved_as_0_255_say_255_is_void(root: Path) -> None:
+    """A binary mask as most tools write it: the user sees white objects, "no object" alone puzzled."""
+    for index in range(6):
+        path = _annotation(root, ONE, index)
+        Image.fromarray((np.asarray(Image.open(path)) > 0).astype(np.uint8) * 255).save(path)
+    _fails(root, ONE, "no object in any annotation, only background 0 and void 255", "0/255")
 
 
 # --- scribble files ----------------------------------------------------------------------------------
