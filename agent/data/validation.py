@@ -145,8 +145,7 @@ def check_annotations(
     gaps = [i for i in range(1, labels[-1] + 1) if i not in first_seen]
     if gaps:
         label = next(x for x in labels if x > gaps[0])
-        missing = f"{gaps[0]}" if len(gaps) == 1 else f"{gaps[0]}-{gaps[-1]}" if gaps[-1] - gaps[0] + 1 == len(gaps) \
-            else ", ".join(map(str, gaps))
+        missing = _label_ranges(gaps)
         raise DatasetError(f"{first_seen[label]}: label {label}, but label(s) {missing} appear in no annotation of "
                            f"{sequence}: object ids must be 1..N without a gap (a stray label would count as "
                            "extra objects)")
@@ -154,6 +153,20 @@ def check_annotations(
         raise DatasetError(f"{folder}: annotations have {labels[-1]} object(s), the official metadata "
                            f"{num_objects}")
     return labels[-1]
+
+
+def _label_ranges(labels: list[int], most: int = 6) -> str:
+    """Sorted labels as ranges, `2-6, 9`; past `most` ranges the rest counted: a soft-edged (resized or
+    JPEG-compressed) 0/255 mask holds most values of 1..254, and listed them one by one in a 1,000-character line."""
+    ranges: list[list[int]] = []
+    for label in labels:
+        if ranges and label == ranges[-1][1] + 1:
+            ranges[-1][1] = label
+        else:
+            ranges.append([label, label])
+    text = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in ranges[:most])
+    rest = sum(b - a + 1 for a, b in ranges[most:])
+    return f"{text} and {rest} more" if rest else text
 
 
 def count_scribble_files(reader: DavisReader, sequence: str) -> int:

@@ -151,6 +151,20 @@ def test_stray_label_is_an_error_not_phantom_objects(root: Path) -> None:
     _fails(root, ONE, f"{_annotation(root, ONE, 3)}: label 7", "label(s) 2-6 appear in no annotation")
 
 
+def test_many_stray_labels_are_listed_as_ranges_in_a_short_line(root: Path) -> None:
+    """A soft-edged mask holds most values of 1..254: every missing one was listed, a 1,000-character line."""
+    path = _annotation(root, ONE, 3)
+    image = Image.open(path)
+    mask = np.array(image)
+    mask[0, :100] = np.arange(2, 202, 2)  # labels 2, 4, ..., 200: 3, 5, ..., 199 are missing
+    painted = Image.fromarray(mask)
+    painted.putpalette(image.getpalette())
+    painted.save(path)
+    message = _fails(root, ONE, f"{path}: label 4, but label(s) 3, 5, 7, 9, 11, 13 and 93 more appear in no "
+                                "annotation")
+    assert len(message) < 400, message
+
+
 def test_label_above_the_official_count_is_an_error(root: Path) -> None:
     _fails(root, TWO, "label 2, but synth-001 has 1 object(s) in the official metadata", num_objects=1)
     _fails(root, ONE, "annotations have 1 object(s), the official metadata 2", num_objects=2)
