@@ -36,6 +36,9 @@ class DatasetError(ValueError):
 # What PIL raises for a file it cannot open: its decoders raise all of OSError, ValueError and SyntaxError, and a
 # header claiming billions of pixels raises DecompressionBombError (none of them).
 IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+# Annotation pixel modes whose values are object ids: palette, grey, and 1-bit (a bool mask as PIL saves it, 0/1:
+# one object, read so by davisinteractive too). RGB and the rest are refused: a colour is no id.
+ANNOTATION_MODES = ("P", "L", "1")
 # Pixel modes with more than 8 bits per channel, which PIL's convert("RGB") does not rescale (every pixel white).
 WIDE_MODES = {"I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I": "32-bit integer",
               "F": "32-bit float"}
@@ -157,8 +160,8 @@ class DavisReader:
         masks = []
         for path in paths:
             image = open_image(path, "annotation")
-            if image.mode not in ("P", "L"):
-                raise DatasetError(f"{path} is not a palette (or grey) PNG of object ids")
+            if image.mode not in ANNOTATION_MODES:
+                raise DatasetError(f"{path} is not a palette, grey or 1-bit PNG of object ids")
             masks.append(np.asarray(image, dtype=np.uint8))
         return np.stack(masks)
 

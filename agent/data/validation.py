@@ -3,7 +3,7 @@
 Each check raises DatasetError with one line, `<file>: <what is wrong>`. What is checked, and why:
 - frames: named 00000.jpg, 00001.jpg, ... without a gap (a missing frame would shift every later frame
   against its ground truth), each decodable (a truncated JPEG fails only when read), one size per sequence;
-- annotations: one per frame and none more, palette (or grey) PNGs of the frames' size, object ids 1..N
+- annotations: one per frame and none more, palette, grey or 1-bit PNGs of the frames' size, object ids 1..N
   without a gap (a stray label 7 on a 1-object video would otherwise count as 6 more objects, each empty
   in truth and prediction, each J = 1), N equal to the official count when there is one;
 - scribble files 001.json, 002.json, ...: the sequence's name, one list of strokes per frame, finite
@@ -21,6 +21,7 @@ from PIL import Image
 from ..errors import first_line
 from ..paths import special_file
 from .davis import (
+    ANNOTATION_MODES,
     IMAGE_ERRORS,
     VOID_LABEL,
     WIDE_MODES,
@@ -72,8 +73,9 @@ def _decode(path: Path, what: str) -> tuple[tuple[int, int], np.ndarray | None]:
                 if image.format in LOSSY_FORMATS:
                     raise DatasetError(f"{path}: a {image.format} file, expected a PNG: lossy compression changes "
                                        "the object ids at every edge (save annotations as palette PNGs)")
-                if image.mode not in ("P", "L"):
-                    raise DatasetError(f"{path}: a {image.mode} image, expected a palette (or grey) PNG of object ids")
+                if image.mode not in ANNOTATION_MODES:
+                    raise DatasetError(f"{path}: a {image.mode} image, expected a palette, grey or 1-bit PNG of "
+                                       "object ids")
                 return size, np.asarray(image, dtype=np.uint8)
             if image.mode in WIDE_MODES:  # e.g. a 16-bit PNG named .jpg: it was played as a white video
                 raise DatasetError(f"{path}: a {image.mode} image ({WIDE_MODES[image.mode]}); frames must be 8-bit "

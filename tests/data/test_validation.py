@@ -127,6 +127,17 @@ def test_rgb_annotation_is_an_error(root: Path) -> None:
     _fails(root, ONE, f"{path}: a RGB image, expected a palette")
 
 
+def test_one_bit_annotations_are_read_as_ids_0_and_1(root: Path) -> None:
+    """A bool mask as PIL saves it (mode "1") is a lossless mask of one object: it was refused as "a 1 image"."""
+    reader = DavisReader(root)
+    truth = reader.load_annotations(ONE)
+    for index in range(6):
+        Image.fromarray(truth[index] == 1).save(_annotation(root, ONE, index))
+    assert Image.open(_annotation(root, ONE, 0)).mode == "1"
+    assert validate_sequence(reader, ONE).num_objects == 1
+    np.testing.assert_array_equal(reader.load_annotations(ONE), truth)
+
+
 def test_jpeg_annotation_is_an_error_not_an_extra_object(root: Path) -> None:
     """A 0/1 mask saved as JPEG under the .png name: its ringing left stray 2s, played as a second object."""
     for index in range(6):
