@@ -96,6 +96,27 @@ def test_draft_jpeg_decodes_an_eighth_and_leaves_other_formats(tmp_path: Path) -
         assert image.size == (96, 64)
 
 
+@pytest.mark.parametrize("mode", ["exif-rotated", "CMYK", "L", "progressive"])
+def test_frames_are_read_as_stored_in_rgb(root: Path, mode: str) -> None:
+    """DAVIS frames are upright as stored, the annotations on that grid (davisinteractive ignores EXIF too): an
+    EXIF orientation (6: shown turned 90 degrees) is not applied; CMYK, grey and progressive JPEGs are RGB."""
+    path = _frame(root, ONE, 2)
+    image = Image.open(path)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    {"exif-rotated": lambda: image.save(path, quality=95, exif=exif),
+     "CMYK": lambda: image.convert("CMYK").save(path, quality=95),
+     "L": lambda: image.convert("L").save(path, quality=95),
+     "progressive": lambda: image.save(path, quality=95, progressive=True)}[mode]()
+    stored = np.asarray(Image.open(path).convert("RGB"))
+    reader = DavisReader(root)
+    assert validate_sequence(reader, ONE).num_frames == 6
+    frames = reader.load_frames(ONE)
+    assert frames.shape == (6, 96, 160, 3)
+    np.testing.assert_array_equal(frames[2], stored)
+    assert np.abs(frames[2].astype(int) - np.asarray(image.convert("RGB"), int)).mean() < (20 if mode == "L" else 3)
+
+
 def test_frames_of_two_sizes_are_an_error(root: Path) -> None:
     path = _frame(root, ONE, 4)
     Image.open(path).resize((80, 48)).save(path)
