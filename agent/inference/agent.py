@@ -162,6 +162,7 @@ class InteractiveAgent(Predictor):
         self._last_labels: np.ndarray | None = None  # (T, H, W) the last round's prediction
         self._last_keyframes = np.zeros(0, np.int64)  # the frames it transferred to (the others copied them)
         self._round = 0
+        self._failed: str | None = None  # why a step failed after changing the state (step refuses to go on)
         incremental = self.config.transfer.incremental and self.config.transfer.aggregation == "topk"
         self._pool = ReferencePool(len(frames), self.grid, self.config.transfer, self.config.seed) if incremental else None
         self._generator = torch.Generator().manual_seed(self.config.seed)
@@ -174,9 +175,24 @@ class InteractiveAgent(Predictor):
         plan = RoundPlan() if plan is None else plan
         if not isinstance(plan, RoundPlan):
             raise TypeError(f"plan must be a RoundPlan, got {type(plan).__name__}")
+        if self._failed is not None:
+            raise RuntimeError(f"the previous step failed midway ({self._failed}): this sample's state is half a "
+                               "round ahead of its masks; call start(frames) again")
         started = time.perf_counter()
         # Validates them first (and that an object stroke exists): a refused round leaves the sample as it was.
         stroke_frames = self.memory.add(scribbles, require_object=True)
+        try:
+            return self._play_round(plan, stroke_frames, started)
+        except BaseException as error:
+            # The memory, the reference pool's top-k or the round fusion may hold part of this round (an
+            # interrupt or a MemoryError while folding the new pixels in: those frames never got them, and
+            # the next round's masks silently differed from any replay): nothing more from this sample.
+            text = str(error).strip().splitlines()
+            self._failed = f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+            raise
+
+    def _play_round(self, plan: RoundPlan, stroke_frames: list[int], started: float) -> np.ndarray:
+        """The round after its scribbles joined the memory."""
         self._round += 1
         num_classes = 1 + (self.num_objects or max(self.memory.object_ids() | {0}))
         plan = self._fit_to_time(plan, time.perf_counter() - started)
