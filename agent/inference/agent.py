@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import logging
 import numbers
+import threading
 import time
 from pathlib import Path
 
@@ -60,6 +62,22 @@ from .transfer import head_affine, transfer_labels
 
 log = logging.getLogger(__name__)
 
+
+def _one_call_at_a_time(method):
+    """start() and step() change one sample's state throughout: a second call from another thread while one
+    runs (or from a score_observer inside it) is refused, not interleaved with it."""
+    @functools.wraps(method)
+    def exclusive(self, *args, **kwargs):
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError(f"{method.__name__}() called while another start() or step() runs on this agent "
+                               "(another thread?): an agent plays one sample at a time; build one agent per thread")
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._busy.release()
+    return exclusive
+
+
 class InteractiveAgent(Predictor):
     name = "simlearn"
 
@@ -80,6 +98,7 @@ class InteractiveAgent(Predictor):
             self._runtime_for(scaled_size(self.trained_size, self.config.inference_scale))
         self.last_finetune = FinetuneStats()
         self._frames: np.ndarray | None = None
+        self._busy = threading.Lock()  # held by start() and step() (_one_call_at_a_time)
         # Called with (frame indices, scores) before the CRF in every round (propagate's on_scores); None: off.
         self.score_observer = None
         # The first optimizer built in a process imports torch's compiler stack (~2 s): a one-off
@@ -127,6 +146,7 @@ class InteractiveAgent(Predictor):
         return agent
 
     # --- Predictor interface -----------------------------------------------------------------------
+    @_one_call_at_a_time
     def start(self, frames: np.ndarray, num_objects: int | None = None) -> None:
         """A new sample: frames (T, H, W, 3) uint8; num_objects None = learn it from the scribbles."""
         # A copy: a caller that reuses its buffer for the next video must not change this sample's frames.
@@ -169,6 +189,7 @@ class InteractiveAgent(Predictor):
         decay = self.config.transfer.round_fusion_frames
         self._fusion = RoundFusion(len(frames), decay) if decay > 0 else None
 
+    @_one_call_at_a_time
     def step(self, scribbles: dict, plan: RoundPlan | None = None) -> np.ndarray:
         if self._frames is None:
             raise RuntimeError("call start(frames) before step(scribbles)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -188,3 +189,37 @@ def test_a_step_that_failed_midway_is_not_followed_by_masks_from_its_half_round(
         agent.step(rounds[2])
     agent.start(frames, 1)  # a new sample plays as ever
     assert all(np.array_equal(agent.step(strokes), masks) for strokes, masks in zip(rounds, played, strict=True))
+
+
+def test_start_or_step_while_a_step_runs_in_another_thread_is_refused(agent):
+    frames = np.random.default_rng(2).integers(0, 255, (3, 32, 48, 3), np.uint8)
+    agent.start(frames, 1)
+    expected = agent.step(_scribbles())
+    inside, release, result = threading.Event(), threading.Event(), {}
+
+    def hold_the_round(index, scores):  # the first thread's round pauses here, half done
+        inside.set()
+        release.wait(30)
+
+    def first_thread():
+        result["masks"] = agent.step(_scribbles())
+
+    agent.start(frames, 1)
+    agent.score_observer = hold_the_round
+    thread = threading.Thread(target=first_thread)
+    try:
+        thread.start()
+        assert inside.wait(30)
+        # A start() here replaced the sample under the running round: over 20 frames, its next batch failed with
+        # "update() the pool before asking for scores" (or, timed otherwise, read the other sample's pool).
+        with pytest.raises(RuntimeError, match=r"start\(\) called while another start\(\) or step\(\) runs on "
+                                               "this agent .another thread..: an agent plays one sample at a time"):
+            agent.start(FRAMES, 1)
+        with pytest.raises(RuntimeError, match=r"step\(\) called while another"):
+            agent.step(_scribbles())
+    finally:
+        release.set()
+        thread.join(30)
+        agent.score_observer = None
+    assert np.array_equal(result["masks"], expected)  # the first round went on undisturbed
+    assert agent.step(_scribbles()).shape == frames.shape[:3]  # and the agent is free again
