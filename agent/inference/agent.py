@@ -99,6 +99,9 @@ class InteractiveAgent(Predictor):
         self.last_finetune = FinetuneStats()
         self._frames: np.ndarray | None = None
         self._busy = threading.Lock()  # held by start() and step() (_one_call_at_a_time)
+        # How many samples start() began: a tool sharing the agent (tools/segmenter.py) tells whether it still
+        # holds the sample it started.
+        self.samples = 0
         # Called with (frame indices, scores) before the CRF in every round (propagate's on_scores); None: off.
         self.score_observer = None
         # The first optimizer built in a process imports torch's compiler stack (~2 s): a one-off
@@ -165,6 +168,7 @@ class InteractiveAgent(Predictor):
             raise ValueError(f"num_objects must be None or an integer in 1..{MAX_OBJECT_ID}, got {num_objects!r}")
         input_size = self.input_size_for(frames.shape[1:3])
         self._check_memory(frames.shape[:3], input_size, num_objects)
+        self.samples += 1
         self.model.load_state_dict(self._pretrained_state)
         self.model.eval()
         self.input_size = input_size
