@@ -167,7 +167,8 @@ class VideoSegmenter:
 
     def labels(self, frame: int) -> np.ndarray:
         """(h, w) uint8 labels of a frame at the working size (0 background, k object k)."""
-        if not isinstance(frame, numbers.Integral) or not 0 <= frame < self.num_frames:  # -1 is no frame here
+        # -1 is no frame here, nor True (a bool is an integer: it was frame 1)
+        if not isinstance(frame, numbers.Integral) or isinstance(frame, bool) or not 0 <= frame < self.num_frames:
             raise InputError(f"frame {frame!r} is not in 0..{self.num_frames - 1}")
         data = self._labels[frame]
         if data is None:

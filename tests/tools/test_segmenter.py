@@ -88,7 +88,7 @@ def test_constructor_arguments_and_frame_indices_are_checked(tiny_agent, inputs)
         VideoSegmenter(tiny_agent, frames.stack(range(len(frames))))
     segmenter = VideoSegmenter(tiny_agent, frames, plan=PLAN)
     segmenter.segment(scribbles)
-    for frame in (8, -1):  # -1 would have been the last frame
+    for frame in (8, -1, True):  # -1 would have been the last frame, True frame 1
         with pytest.raises(InputError, match=rf"frame {frame} is not in 0..7"):
             segmenter.labels(frame)
 
