@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import logging
 import numbers
+import threading
 import time
 from pathlib import Path
 
@@ -60,6 +62,22 @@ from .transfer import head_affine, transfer_labels
 
 log = logging.getLogger(__name__)
 
+
+def _one_call_at_a_time(method):
+    """start() and step() change one sample's state throughout: a second call from another thread while one
+    runs (or from a score_observer inside it) is refused, not interleaved with it."""
+    @functools.wraps(method)
+    def exclusive(self, *args, **kwargs):
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError(f"{method.__name__}() called while another start() or step() runs on this agent "
+                               "(another thread?): an agent plays one sample at a time; build one agent per thread")
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._busy.release()
+    return exclusive
+
+
 class InteractiveAgent(Predictor):
     name = "simlearn"
 
@@ -80,6 +98,10 @@ class InteractiveAgent(Predictor):
             self._runtime_for(scaled_size(self.trained_size, self.config.inference_scale))
         self.last_finetune = FinetuneStats()
         self._frames: np.ndarray | None = None
+        self._busy = threading.Lock()  # held by start() and step() (_one_call_at_a_time)
+        # How many samples start() began: a tool sharing the agent (tools/segmenter.py) tells whether it still
+        # holds the sample it started.
+        self.samples = 0
         # Called with (frame indices, scores) before the CRF in every round (propagate's on_scores); None: off.
         self.score_observer = None
         # The first optimizer built in a process imports torch's compiler stack (~2 s): a one-off
@@ -127,6 +149,7 @@ class InteractiveAgent(Predictor):
         return agent
 
     # --- Predictor interface -----------------------------------------------------------------------
+    @_one_call_at_a_time
     def start(self, frames: np.ndarray, num_objects: int | None = None) -> None:
         """A new sample: frames (T, H, W, 3) uint8; num_objects None = learn it from the scribbles."""
         # A copy: a caller that reuses its buffer for the next video must not change this sample's frames.
@@ -145,6 +168,7 @@ class InteractiveAgent(Predictor):
             raise ValueError(f"num_objects must be None or an integer in 1..{MAX_OBJECT_ID}, got {num_objects!r}")
         input_size = self.input_size_for(frames.shape[1:3])
         self._check_memory(frames.shape[:3], input_size, num_objects)
+        self.samples += 1
         self.model.load_state_dict(self._pretrained_state)
         self.model.eval()
         self.input_size = input_size
@@ -162,21 +186,38 @@ class InteractiveAgent(Predictor):
         self._last_labels: np.ndarray | None = None  # (T, H, W) the last round's prediction
         self._last_keyframes = np.zeros(0, np.int64)  # the frames it transferred to (the others copied them)
         self._round = 0
+        self._failed: str | None = None  # why a step failed after changing the state (step refuses to go on)
         incremental = self.config.transfer.incremental and self.config.transfer.aggregation == "topk"
         self._pool = ReferencePool(len(frames), self.grid, self.config.transfer, self.config.seed) if incremental else None
         self._generator = torch.Generator().manual_seed(self.config.seed)
         decay = self.config.transfer.round_fusion_frames
         self._fusion = RoundFusion(len(frames), decay) if decay > 0 else None
 
+    @_one_call_at_a_time
     def step(self, scribbles: dict, plan: RoundPlan | None = None) -> np.ndarray:
         if self._frames is None:
             raise RuntimeError("call start(frames) before step(scribbles)")
         plan = RoundPlan() if plan is None else plan
         if not isinstance(plan, RoundPlan):
             raise TypeError(f"plan must be a RoundPlan, got {type(plan).__name__}")
+        if self._failed is not None:
+            raise RuntimeError(f"the previous step failed midway ({self._failed}): this sample's state is half a "
+                               "round ahead of its masks; call start(frames) again")
         started = time.perf_counter()
         # Validates them first (and that an object stroke exists): a refused round leaves the sample as it was.
         stroke_frames = self.memory.add(scribbles, require_object=True)
+        try:
+            return self._play_round(plan, stroke_frames, started)
+        except BaseException as error:
+            # The memory, the reference pool's top-k or the round fusion may hold part of this round (an
+            # interrupt or a MemoryError while folding the new pixels in: those frames never got them, and
+            # the next round's masks silently differed from any replay): nothing more from this sample.
+            text = str(error).strip().splitlines()
+            self._failed = f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+            raise
+
+    def _play_round(self, plan: RoundPlan, stroke_frames: list[int], started: float) -> np.ndarray:
+        """The round after its scribbles joined the memory."""
         self._round += 1
         num_classes = 1 + (self.num_objects or max(self.memory.object_ids() | {0}))
         plan = self._fit_to_time(plan, time.perf_counter() - started)

@@ -73,7 +73,9 @@ def plan_round(strategy: Strategy, interaction: int, time_left: float, info: Seq
     where = f"interaction {interaction} of {getattr(info, 'name', '?')}"
     try:
         plan = strategy.plan(interaction, time_left, info)
-    except Exception as error:  # noqa: BLE001  (any bug in a user's strategy)
+    # SystemExit too (a script's argparse or sys.exit() inside plan()): it ended the run without a word, exit code 0,
+    # from the preflight or in the middle of the session.
+    except (Exception, SystemExit) as error:  # noqa: BLE001  (any bug in a user's strategy)
         text = str(error).strip().splitlines()
         detail = f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
         raise StrategyError(f"strategy '{name}': plan() failed at {where} ({detail})") from error

@@ -74,6 +74,7 @@ class VideoSegmenter:
         self._labels: list[bytes | None] = [None] * self.num_frames
         self._confidence = np.full(self.num_frames, np.nan, np.float32)
         self._agent_started = False
+        self._agent_sample = None  # which of the agent's samples (InteractiveAgent.samples) holds this video
         prepare = getattr(agent, "prepare", None)
         if prepare is not None:  # the backbone runtime for this size, built now rather than in round 1
             prepare([frames.size])
@@ -83,6 +84,12 @@ class VideoSegmenter:
     def persistent(self) -> bool:
         """Whether one agent keeps its state across rounds (the video fits in one chunk)."""
         return self.num_frames <= self.chunk_frames
+
+    @property
+    def _agent_holds_video(self) -> bool:
+        """Whether the agent still holds the sample this segmenter started: another segmenter, or the caller, may
+        have started another video on the same agent since, whose state would take this video's strokes."""
+        return self._agent_started and getattr(self.agent, "samples", None) == self._agent_sample
 
     @property
     def has_result(self) -> bool:
@@ -119,9 +126,10 @@ class VideoSegmenter:
     def _segment_persistent(self, new: dict, merged: dict, progress: Progress | None) -> None:
         if progress:
             progress("segment", 0, self.num_frames)
-        if not self._agent_started:
+        if not self._agent_holds_video:
             self.agent.start(self.frames.stack(range(self.num_frames)))
             self._agent_started = True
+            self._agent_sample = getattr(self.agent, "samples", None)
             new = merged  # a fresh agent needs every stroke so far
         labels = self.agent.step(new, self.plan)
         confidence = self.agent.frame_confidence()
@@ -159,7 +167,8 @@ class VideoSegmenter:
 
     def labels(self, frame: int) -> np.ndarray:
         """(h, w) uint8 labels of a frame at the working size (0 background, k object k)."""
-        if not isinstance(frame, numbers.Integral) or not 0 <= frame < self.num_frames:  # -1 is no frame here
+        # -1 is no frame here, nor True (a bool is an integer: it was frame 1)
+        if not isinstance(frame, numbers.Integral) or isinstance(frame, bool) or not 0 <= frame < self.num_frames:
             raise InputError(f"frame {frame!r} is not in 0..{self.num_frames - 1}")
         data = self._labels[frame]
         if data is None:
@@ -173,7 +182,7 @@ class VideoSegmenter:
         """The frame the agent is least sure of, preferring frames without strokes yet."""
         if not self.has_result:
             raise InputError("nothing segmented yet: segment first, then ask for a frame to correct")
-        if self.persistent and self._agent_started:
+        if self.persistent and self._agent_holds_video:
             ranked = self.agent.next_scribble_frame_candidates(self.num_frames)
         else:
             ranked = [int(i) for i in np.argsort(self._confidence, kind="stable")]

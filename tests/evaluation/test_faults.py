@@ -368,6 +368,15 @@ class WrongType:
         return {"use_crf": True}
 
 
+class Exits:
+    name, description = "exits", "test"
+
+    def plan(self, interaction, time_left, info):
+        if interaction == 2:  # a script's argparse or sys.exit() in a later round
+            raise SystemExit(0)
+        return RoundPlan()
+
+
 class BadValue:
     name, description = "bad-value", "test"
 
@@ -400,6 +409,8 @@ def user_strategies(tmp_path, monkeypatch):
     ("Raises", "strategy 'raises': plan() failed at interaction 2 of synth-000 (KeyError: 2)"),
     ("WrongType", "strategy 'wrong-type': plan() returned dict at interaction 1 of synth-000, expected a RoundPlan"),
     ("BadValue", "strategy 'bad-value': plan() failed at interaction 1 of synth-000 (ValueError: RoundPlan.frame_"),
+    # It ended the run without a word, exit code 0, with nothing played.
+    ("Exits", "strategy 'exits': plan() failed at interaction 2 of synth-000 (SystemExit: 0)"),
 ])
 def test_broken_strategy_is_named_before_the_model(root, tmp_path, capsys, no_model, user_strategies, name,
                                                    fragment):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -153,3 +154,72 @@ def test_a_falsy_plan_that_is_not_a_round_plan_and_a_bad_candidate_count_are_ref
         with pytest.raises(ValueError, match="count must be an integer >= 1"):
             agent.next_scribble_frame_candidates(count)
     assert len(agent.next_scribble_frame_candidates(2)) == 2
+
+
+def _strokes(frames: int, frame: int, object_id: int, start: tuple, end: tuple) -> dict:
+    strokes = [[] for _ in range(frames)]
+    strokes[frame] = [{"path": [list(start), list(end)], "object_id": object_id}]
+    return {"scribbles": strokes}
+
+
+def test_a_step_that_failed_midway_is_not_followed_by_masks_from_its_half_round(agent, monkeypatch):
+    # 20 frames: the reference pool folds a round's new pixels in three batches of frames.
+    frames = np.random.default_rng(0).integers(0, 255, (20, 32, 48, 3), np.uint8)
+    rounds = [_strokes(20, 0, 1, (0.2, 0.2), (0.5, 0.5)), _strokes(20, 10, 0, (0.6, 0.1), (0.9, 0.9)),
+              _strokes(20, 15, 1, (0.1, 0.7), (0.4, 0.9))]
+    agent.start(frames, 1)
+    played = [agent.step(strokes) for strokes in rounds]
+    agent.start(frames, 1)
+    agent.step(rounds[0])
+    embed, calls = agent._embeddings.embed, []
+
+    def out_of_memory_on_the_third_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise MemoryError("simulated")
+        return embed(*args, **kwargs)
+
+    monkeypatch.setattr(agent._embeddings, "embed", out_of_memory_on_the_third_batch)
+    with pytest.raises(MemoryError):
+        agent.step(rounds[1])
+    monkeypatch.setattr(agent._embeddings, "embed", embed)
+    # Its pool had the new pixels in some frames only: the next round's masks matched no replay (11% of pixels).
+    with pytest.raises(RuntimeError, match=r"the previous step failed midway \(MemoryError: simulated\).*"
+                                           r"call start\(frames\) again"):
+        agent.step(rounds[2])
+    agent.start(frames, 1)  # a new sample plays as ever
+    assert all(np.array_equal(agent.step(strokes), masks) for strokes, masks in zip(rounds, played, strict=True))
+
+
+def test_start_or_step_while_a_step_runs_in_another_thread_is_refused(agent):
+    frames = np.random.default_rng(2).integers(0, 255, (3, 32, 48, 3), np.uint8)
+    agent.start(frames, 1)
+    expected = agent.step(_scribbles())
+    inside, release, result = threading.Event(), threading.Event(), {}
+
+    def hold_the_round(index, scores):  # the first thread's round pauses here, half done
+        inside.set()
+        release.wait(30)
+
+    def first_thread():
+        result["masks"] = agent.step(_scribbles())
+
+    agent.start(frames, 1)
+    agent.score_observer = hold_the_round
+    thread = threading.Thread(target=first_thread)
+    try:
+        thread.start()
+        assert inside.wait(30)
+        # A start() here replaced the sample under the running round: over 20 frames, its next batch failed with
+        # "update() the pool before asking for scores" (or, timed otherwise, read the other sample's pool).
+        with pytest.raises(RuntimeError, match=r"start\(\) called while another start\(\) or step\(\) runs on "
+                                               "this agent .another thread..: an agent plays one sample at a time"):
+            agent.start(FRAMES, 1)
+        with pytest.raises(RuntimeError, match=r"step\(\) called while another"):
+            agent.step(_scribbles())
+    finally:
+        release.set()
+        thread.join(30)
+        agent.score_observer = None
+    assert np.array_equal(result["masks"], expected)  # the first round went on undisturbed
+    assert agent.step(_scribbles()).shape == frames.shape[:3]  # and the agent is free again

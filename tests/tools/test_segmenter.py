@@ -88,6 +88,27 @@ def test_constructor_arguments_and_frame_indices_are_checked(tiny_agent, inputs)
         VideoSegmenter(tiny_agent, frames.stack(range(len(frames))))
     segmenter = VideoSegmenter(tiny_agent, frames, plan=PLAN)
     segmenter.segment(scribbles)
-    for frame in (8, -1):  # -1 would have been the last frame
+    for frame in (8, -1, True):  # -1 would have been the last frame, True frame 1
         with pytest.raises(InputError, match=rf"frame {frame} is not in 0..7"):
             segmenter.labels(frame)
+
+
+
+def test_segmenters_sharing_one_agent_each_segment_their_own_video(tiny_agent, inputs):
+    frames, scribbles = inputs
+    other = WorkingFrames(frames.encoded[::-1], frames.size)  # another video of the same length
+    correction = empty_scribbles(8)
+    correction["scribbles"][1] = [{"path": [[0.1, 0.1], [0.3, 0.1]], "object_id": 0}]
+    both = {"scribbles": [old + new for old, new in zip(scribbles["scribbles"], correction["scribbles"], strict=True)]}
+    alone = VideoSegmenter(tiny_agent, frames, plan=PLAN)  # what a segmenter starting over with every stroke gives
+    alone.segment(both)
+    expected = [alone.labels(frame) for frame in range(8)], alone.suggest_frame(), tiny_agent.frame_confidence()
+    first, second = VideoSegmenter(tiny_agent, frames, plan=PLAN), VideoSegmenter(tiny_agent, other, plan=PLAN)
+    first.segment(scribbles)
+    suggested = first.suggest_frame()
+    second.segment(scribbles)  # the agent now holds the other video
+    assert first.suggest_frame() == suggested  # it was the other video's least confident frame
+    # The correction went to the other video's sample (its strokes, its frames), and its masks came back.
+    first.segment(correction)
+    assert np.array_equal(tiny_agent.frame_confidence(), expected[2]) and first.suggest_frame() == expected[1]
+    assert all(np.array_equal(first.labels(frame), expected[0][frame]) for frame in range(8))
