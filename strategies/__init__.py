@@ -48,7 +48,7 @@ def get_strategy(name: str, device_type: str = "cpu") -> Strategy:
             raise UnknownStrategyError(f"'{name}' is not a class (a {type(cls).__name__})")
         try:
             strategy = cls()
-        except Exception as error:
+        except (Exception, SystemExit) as error:  # SystemExit: a constructor that parses sys.argv ended the run silently
             raise UnknownStrategyError(f"cannot create strategy '{name}' without arguments: "
                                        f"{type(error).__name__}: {error}") from error
         if not isinstance(strategy, Strategy):

@@ -80,7 +80,7 @@ def check_strategy(strategy: Strategy, videos: Iterable[SequenceInfo], max_inter
     instance (a stateful strategy sees each round once there); this is a fresh one when it can be built."""
     try:
         probe = type(strategy)()
-    except Exception:  # noqa: BLE001  (a strategy needing arguments: probe the instance itself)
+    except (Exception, SystemExit):  # noqa: BLE001  (a strategy needing arguments: probe the instance itself)
         probe = strategy
     for info in videos:
         for interaction in range(1, max_interactions + 1):

@@ -204,6 +204,10 @@ def test_strategy_that_needs_arguments_or_fails_to_import(root, tmp_path, capsys
     (tmp_path / "script.py").write_text("import sys\nsys.exit(0)\nclass S:\n    pass\n")
     _refused(capsys, "--davis-root", root, "--output-dir", tmp_path / "out", "--strategy", "script:S",
              fragments=("cannot load strategy 'script:S': SystemExit: 0 (it exits when imported",))
+    # A constructor that parses the command line (argparse exits on the runner's own flags) likewise.
+    (tmp_path / "parses.py").write_text("import sys\nclass S:\n    def __init__(self):\n        sys.exit(2)\n")
+    _refused(capsys, "--davis-root", root, "--output-dir", tmp_path / "out", "--strategy", "parses:S",
+             fragments=("cannot create strategy 'parses:S' without arguments: SystemExit: 2",))
 
 
 def test_overwrite_never_replaces_the_dataset(root, tmp_path, capsys, no_model):
