@@ -20,6 +20,9 @@ LR_DECODER=${LR_DECODER:-5e-4}
 RUN=${RUN:-/tmp/run}
 ROOT=${ROOT:-.device/carry/davis}
 HELD_OUT=${HELD_OUT:-breakdance-flare,car-turn,dance-jump,horsejump-low,mallard-fly,rhino}  # TrainConfig.holdout
+# 1: add the backbone's stride-4 stage to the decoder (model.skip_level; not better with a frozen backbone,
+# docs/TRAINING.md); empty: the shipped decoder.
+SKIP_LEVEL=${SKIP_LEVEL:-}
 export PYTHONUNBUFFERED=1
 
 run() {
@@ -31,7 +34,7 @@ run() {
   "$PYTHON" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
   "$PYTHON" -m agent.bench --one-shot-only --davis-root "$ROOT" --device "$DEVICE" --output "$OUT/one_shot_before.json"
   "$PYTHON" -m agent.train --davis-root "$ROOT" --mode full --device "$DEVICE" --backbone efficientnet-lite2 \
-    --pretrained none --set train.init_checkpoint="$INIT" \
+    --pretrained none --set train.init_checkpoint="$INIT" ${SKIP_LEVEL:+--set model.skip_level="$SKIP_LEVEL"} \
     --set train.loss=topk --set train.feature_scale=1.5 --iterations "$ITERATIONS" --max-seconds "$TRAIN_SECONDS" \
     --lr-backbone "$LR_BACKBONE" --lr-decoder "$LR_DECODER" \
     --checkpoint-every 500 --validate-every 2000 --val-sequences "$HELD_OUT" --output-dir "$RUN"
