@@ -592,15 +592,24 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _field_error(message: str) -> Exception:
-    """An error of a type hook below that dacite prefixes with the field's path (`session.max_time: ...`)."""
-    import dacite
+@functools.cache
+def _field_error_class() -> type:
+    import dacite  # (imported where it is used, as below: not at the config's import)
 
     class FieldError(dacite.DaciteFieldError):
-        def __str__(self) -> str:
-            return f"{self.field_path}: {message}"
+        def __init__(self, message: str) -> None:
+            super().__init__()
+            self.message = message
 
-    return FieldError()
+        def __str__(self) -> str:
+            return f"{self.field_path}: {self.message}"
+
+    return FieldError
+
+
+def _field_error(message: str) -> Exception:
+    """An error of a type hook below that dacite prefixes with the field's path (`session.max_time: ...`)."""
+    return _field_error_class()(message)
 
 
 def _int_hook(value: Any) -> Any:
