@@ -9,6 +9,12 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def typed_line(error: BaseException) -> str:
+    """`Type: first message line`, or the type name alone when there is no message: what failed and why."""
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
 def os_error_line(error: OSError) -> str:
     """`<path>: <why>` for an OSError a path caused (a name too long for the file system, a full disk)."""
     return f"{error.filename or 'a path'}: {error.strerror or first_line(error)}"

@@ -43,6 +43,7 @@ import torch
 from ..config import AgentConfig
 from ..data.davis import MAX_OBJECT_ID
 from ..device import resolve_device
+from ..errors import typed_line
 from ..model.checkpoint import default_checkpoint_path, load_checkpoint
 from ..model.onnx_backbone import OnnxBackbone, build_backbone_runtime
 from ..model.siamese import SiameseEmbedder, embedding_size, inference_size, scaled_size
@@ -212,8 +213,7 @@ class InteractiveAgent(Predictor):
             # The memory, the reference pool's top-k or the round fusion may hold part of this round (an
             # interrupt or a MemoryError while folding the new pixels in: those frames never got them, and
             # the next round's masks silently differed from any replay): nothing more from this sample.
-            text = str(error).strip().splitlines()
-            self._failed = f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+            self._failed = typed_line(error)
             raise
 
     def _play_round(self, plan: RoundPlan, stroke_frames: list[int], started: float) -> np.ndarray:

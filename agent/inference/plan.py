@@ -10,6 +10,8 @@ import numbers
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from ..errors import typed_line
+
 if TYPE_CHECKING:
     from ..data.davis import SequenceInfo
 
@@ -76,9 +78,7 @@ def plan_round(strategy: Strategy, interaction: int, time_left: float, info: Seq
     # SystemExit too (a script's argparse or sys.exit() inside plan()): it ended the run without a word, exit code 0,
     # from the preflight or in the middle of the session.
     except (Exception, SystemExit) as error:  # noqa: BLE001  (any bug in a user's strategy)
-        text = str(error).strip().splitlines()
-        detail = f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
-        raise StrategyError(f"strategy '{name}': plan() failed at {where} ({detail})") from error
+        raise StrategyError(f"strategy '{name}': plan() failed at {where} ({typed_line(error)})") from error
     if not isinstance(plan, RoundPlan):
         raise StrategyError(f"strategy '{name}': plan() returned {type(plan).__name__} at {where}, expected a "
                             "RoundPlan (from agent.inference.plan import RoundPlan)")
