@@ -187,19 +187,13 @@ def _run(config: RunConfig, args: argparse.Namespace) -> int:
         if output.staged and kept:
             print(f"{output.final} still holds the earlier run's results (not replaced)", file=sys.stderr)
         return 1
+    # MemoryError: InteractiveAgent.start refuses a video too long for the memory (inference/footprint.py).
     except (DatasetError, UnknownStrategyError, CheckpointError, WeightsUnavailableError, PredictionError,
-            StrategyError, ValueError) as error:
+            StrategyError, ValueError, MemoryError) as error:
         if args.verbose:
             raise
         discard(output)
-        print(f"error: {error}", file=sys.stderr)
-        _say_where(output, "results so far")
-        return 2
-    except MemoryError as error:  # InteractiveAgent.start: a video too long for the memory (inference/footprint.py)
-        if args.verbose:
-            raise
-        discard(output)
-        print(f"error: {first_line(error) or 'out of memory'}", file=sys.stderr)
+        print(f"error: {str(error) or first_line(error)}", file=sys.stderr)  # a bare MemoryError: its name
         _say_where(output, "results so far")
         return 2
     except OSError as error:  # a full disk or a file-size limit while writing, a file that went away
