@@ -107,8 +107,7 @@ def prepare_output_dir(path: str | Path, overwrite: bool = False, inputs: tuple[
     _check_writable(final)
     lock = _lock(final)
     if any(final.iterdir()):  # a run that held it finished between the check above and the lock
-        target = OutputTarget(final, final, lock=lock)
-        _unlock(target)
+        unlock_folder(lock)
         raise OutputDirError(f"{final}: another run wrote its results there just now: pass another --output-dir")
     return OutputTarget(final, final, created=not existed, lock=lock)
 
