@@ -175,9 +175,16 @@ def test_names_that_are_not_utf8_are_shown_not_a_500(base, small_video, tmp_path
     assert state["job"]["message"].startswith("opened clip\\xe9: 8 frames")
     assert _post(base, "/api/segment", {"strokes": [_object_stroke()]}).status_code == 200
     assert wait_for_job(base)["job"]["error"] is None
-    missing = _post(base, "/api/open", {"path": odd + "-missing\ud800"})
+    missing = _post(base, "/api/open", {"path": odd + "-missing"})
     assert missing.status_code == 200
-    assert "clip\\xe9-missing\\ud800: no such video" in wait_for_job(base)["job"]["error"]
+    assert "clip\\xe9-missing: no such video" in wait_for_job(base)["job"]["error"]
+    # A lone surrogate no file name holds (JSON carries "\ud800"): the export was a 500, the open the codec's line.
+    for path in (odd + "\ud800", "~\ud800/clip"):
+        export = _post(base, "/api/export", {"output": path})
+        assert export.status_code == 400 and "\\ud800" in export.json()["error"], export.text
+        assert "not a usable path" in export.json()["error"]
+        assert _post(base, "/api/open", {"path": path}).status_code == 200
+        assert "not a usable path" in wait_for_job(base)["job"]["error"]
     refused = _post(base, "/api/export", {"output": odd})  # not empty: its error names the folder
     assert refused.status_code == 400 and "clip\\xe9" in refused.json()["error"]
 
