@@ -439,7 +439,10 @@ def foreign_request(host: str, origin: str | None, method: str) -> str | None:
     """Why a request did not come from this app's own page, or None. Host must name this machine (an IP
     address, localhost or its host name); a request that changes something must come from a page of that same
     host when the browser says where it came from (Origin)."""
-    name = urlsplit(f"//{host}").hostname or ""
+    try:  # urlsplit raises ValueError for a malformed address ("[::1" as Host or Origin): it was a 500
+        name = urlsplit(f"//{host}").hostname or ""
+    except ValueError:
+        name = ""
     try:
         ipaddress.ip_address(name)
         local = True
@@ -447,9 +450,16 @@ def foreign_request(host: str, origin: str | None, method: str) -> str | None:
         local = name in ("localhost", socket.gethostname().lower(), socket.getfqdn().lower())
     if not local:
         return f"Host {host!r} is not this machine: open the page at the address the app printed"
-    if method not in ("GET", "HEAD", "OPTIONS") and origin is not None and urlsplit(origin).netloc != host:
+    if method not in ("GET", "HEAD", "OPTIONS") and origin is not None and _netloc(origin) != host:
         return f"a request from the page {origin} is refused: only this app's own page may change it"
     return None
+
+
+def _netloc(url: str) -> str | None:
+    try:
+        return urlsplit(url).netloc
+    except ValueError:
+        return None
 
 
 async def _json(request: Request) -> dict:

@@ -316,3 +316,12 @@ def test_other_sites_cannot_drive_the_app(base, tmp_path):
     same = requests.post(f"{base}/api/reset", timeout=10, headers={"Origin": base})
     assert same.status_code != 403, same.text  # it reaches the app (which may still say no video is open)
     assert requests.get(f"{base}/api/state", timeout=10, headers={"Origin": "http://evil.example"}).status_code == 200
+
+
+def test_a_malformed_host_or_origin_is_refused_not_a_500():
+    from agent.tools.webapp import foreign_request
+
+    # urlsplit raises ValueError ("Invalid IPv6 URL") for these: the app answered 500 with a traceback logged
+    assert "is not this machine" in foreign_request("[::1", None, "GET")
+    assert "is refused" in foreign_request("127.0.0.1:8000", "http://[::1", "POST")
+    assert foreign_request("[::1]:8000", "http://[::1]:8000", "POST") is None
