@@ -300,6 +300,20 @@ def test_port_zero_announces_the_port_the_system_picked():
     assert check_listen("127.0.0.1", port) == port  # free again once the probe closed
 
 
+def test_an_ipv6_host_is_listened_on_and_announced_in_brackets():
+    import socket
+
+    from agent.tools.app_cli import check_listen, page_url
+
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    # uvicorn listens on ::1; the check refused it ("Address family for hostname not supported")
+    assert 0 < check_listen("::1", 0) <= 65535
+    assert page_url("::1", 8000) == "http://[::1]:8000" and page_url("127.0.0.1", 80) == "http://127.0.0.1:80"
+
+
 def test_other_sites_cannot_drive_the_app(base, tmp_path):
     """A page on another site (a cross-site POST, or DNS rebinding: its own name as Host) is refused, and so
     is a body that is not declared JSON (what a foreign page can send without asking the browser first)."""
