@@ -70,7 +70,17 @@ class VideoSource:
 
         reader = imageio_ffmpeg.read_frames(str(self.path))
         try:
-            next(reader)  # the metadata
+            # Read again (an export): moved, deleted or replaced since it was opened, the export said "OSError" or
+            # numpy's "cannot reshape array of size 28800 into shape (64,96,3)".
+            try:
+                meta = next(reader)  # the metadata
+            except OSError as error:
+                gone = "removed" if not self.path.exists() else "changed: FFmpeg cannot read it"
+                raise InputError(f"{self.path}: {gone} since it was opened ({first_line(error)})") from error
+            size = tuple(int(v) for v in meta["size"])
+            if size != (self.width, self.height):
+                raise InputError(f"{self.path}: changed since it was opened: its frames are {size[0]}x{size[1]} "
+                                 f"now, not {self.width}x{self.height}")
             count = 0
             for raw in reader:
                 if count == self.num_frames:
