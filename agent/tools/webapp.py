@@ -93,7 +93,7 @@ class AppState:
         self.frames: WorkingFrames | None = None
         self.segmenter: VideoSegmenter | None = None
         self.job: Job | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # export holds it around start_job
         self._uploads = tempfile.TemporaryDirectory(prefix="simlearn-app-")
         self.uploads_dir = self._uploads.name
 
@@ -173,14 +173,16 @@ class AppState:
             raise InputError("nothing segmented yet: draw a stroke and press Segment first")
         if not output.strip():
             raise InputError("give an output folder to export to")
-        folder = prepare_output(output.strip(), overwrite, video=self.video.path)
-        video = self.video
+        with self._lock:  # the folder is made only for an export that starts: one refused as busy left an empty
+            self.check_idle()  # masks/ there, which refused the next try as "not empty"
+            folder = prepare_output(output.strip(), overwrite, video=self.video.path)
+            video = self.video
 
-        def work(job: Job) -> str:
-            export(video, segmenter.labels, folder, segmenter.num_objects(), segmenter.scribbles, self.progress(job),
-                   overwrite)
-            return f"exported {video.num_frames} masks, overlay.mp4 and masks.json to {folder.resolve()}"
-        return self.start_job("export", work)
+            def work(job: Job) -> str:
+                export(video, segmenter.labels, folder, segmenter.num_objects(), segmenter.scribbles,
+                       self.progress(job), overwrite)
+                return f"exported {video.num_frames} masks, overlay.mp4 and masks.json to {folder.resolve()}"
+            return self.start_job("export", work)
 
     def reset(self) -> None:
         self.check_idle()

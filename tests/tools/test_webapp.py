@@ -339,3 +339,19 @@ def test_a_malformed_host_or_origin_is_refused_not_a_500():
     assert "is not this machine" in foreign_request("[::1", None, "GET")
     assert "is refused" in foreign_request("127.0.0.1:8000", "http://[::1", "POST")
     assert foreign_request("[::1]:8000", "http://[::1]:8000", "POST") is None
+
+
+def test_an_export_refused_as_busy_leaves_no_folder(tmp_path):
+    """Two exports at once (two tabs, a segment started in between): the one refused with 409 had already made
+    its folder's masks/, which refused the next try as "not empty"."""
+    from types import SimpleNamespace
+
+    from agent.tools.webapp import Busy, Job
+
+    state = AppState(lambda: None)
+    state.segmenter = SimpleNamespace(has_result=True)
+    state.video = SimpleNamespace(path=tmp_path / "clip.mp4")
+    state.job = Job("export")  # still running
+    with pytest.raises(Busy):
+        state.export(str(tmp_path / "out"), False)
+    assert not (tmp_path / "out").exists()
