@@ -50,11 +50,19 @@ def check_listen(host: str, port: int) -> int:
     on host:port (checked before the page is announced)."""
     if not 0 <= port <= 65535:
         raise InputError(f"--port must be in 0..65535, got {port}")
+    # An IPv6 address (`::1`) as uvicorn takes it: create_server's default family refused it ("Address family for
+    # hostname not supported") though the server would listen there.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        with socket.create_server((host, port)) as probe:
+        with socket.create_server((host, port), family=family) as probe:
             return probe.getsockname()[1]
     except (OSError, OverflowError) as error:
         raise InputError(f"cannot listen on {host}:{port} ({getattr(error, 'strerror', None) or error})") from error
+
+
+def page_url(host: str, port: int) -> str:
+    """The address to announce: an IPv6 address in brackets (http://[::1]:8000)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .webapp import create_app
 
-    print(f"open http://{args.host}:{port} in a browser (Ctrl+C stops the server)", flush=True)
+    print(f"open {page_url(args.host, port)} in a browser (Ctrl+C stops the server)", flush=True)
     uvicorn.run(create_app(state), host=args.host, port=port, log_level="warning")
     return 0
 

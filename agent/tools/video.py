@@ -6,6 +6,7 @@ at a working size, kept JPEG-encoded in memory (a 1,000-frame 480p video takes ~
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -69,7 +70,17 @@ class VideoSource:
 
         reader = imageio_ffmpeg.read_frames(str(self.path))
         try:
-            next(reader)  # the metadata
+            # Read again (an export): moved, deleted or replaced since it was opened, the export said "OSError" or
+            # numpy's "cannot reshape array of size 28800 into shape (64,96,3)".
+            try:
+                meta = next(reader)  # the metadata
+            except OSError as error:
+                gone = "removed" if not self.path.exists() else "changed: FFmpeg cannot read it"
+                raise InputError(f"{self.path}: {gone} since it was opened ({first_line(error)})") from error
+            size = tuple(int(v) for v in meta["size"])
+            if size != (self.width, self.height):
+                raise InputError(f"{self.path}: changed since it was opened: its frames are {size[0]}x{size[1]} "
+                                 f"now, not {self.width}x{self.height}")
             count = 0
             for raw in reader:
                 if count == self.num_frames:
@@ -121,7 +132,14 @@ def _read_image(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
 
 def user_path(path: str | Path) -> Path:
     """`path` with `~` or `~user` expanded; InputError for a user this machine does not know (pathlib raises
-    RuntimeError there)."""
+    RuntimeError there) and for text no file name can hold (a lone surrogate such as "\\ud800", which JSON can
+    carry: the page's export failed with a 500, its open with the codec's message)."""
+    try:
+        os.fsencode(path)
+    except UnicodeEncodeError as error:
+        bad = str(path)[error.start]
+        raise InputError(f"{path}: not a usable path ({bad!r} is half of a UTF-16 pair, which no file name "
+                         "holds)") from error
     try:
         return Path(path).expanduser()
     except RuntimeError as error:

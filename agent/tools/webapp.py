@@ -93,7 +93,7 @@ class AppState:
         self.frames: WorkingFrames | None = None
         self.segmenter: VideoSegmenter | None = None
         self.job: Job | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # export holds it around start_job
         self._uploads = tempfile.TemporaryDirectory(prefix="simlearn-app-")
         self.uploads_dir = self._uploads.name
 
@@ -173,14 +173,16 @@ class AppState:
             raise InputError("nothing segmented yet: draw a stroke and press Segment first")
         if not output.strip():
             raise InputError("give an output folder to export to")
-        folder = prepare_output(output.strip(), overwrite, video=self.video.path)
-        video = self.video
+        with self._lock:  # the folder is made only for an export that starts: one refused as busy left an empty
+            self.check_idle()  # masks/ there, which refused the next try as "not empty"
+            folder = prepare_output(output.strip(), overwrite, video=self.video.path)
+            video = self.video
 
-        def work(job: Job) -> str:
-            export(video, segmenter.labels, folder, segmenter.num_objects(), segmenter.scribbles, self.progress(job),
-                   overwrite)
-            return f"exported {video.num_frames} masks, overlay.mp4 and masks.json to {folder.resolve()}"
-        return self.start_job("export", work)
+            def work(job: Job) -> str:
+                export(video, segmenter.labels, folder, segmenter.num_objects(), segmenter.scribbles,
+                       self.progress(job), overwrite)
+                return f"exported {video.num_frames} masks, overlay.mp4 and masks.json to {folder.resolve()}"
+            return self.start_job("export", work)
 
     def reset(self) -> None:
         self.check_idle()
@@ -439,7 +441,10 @@ def foreign_request(host: str, origin: str | None, method: str) -> str | None:
     """Why a request did not come from this app's own page, or None. Host must name this machine (an IP
     address, localhost or its host name); a request that changes something must come from a page of that same
     host when the browser says where it came from (Origin)."""
-    name = urlsplit(f"//{host}").hostname or ""
+    try:  # urlsplit raises ValueError for a malformed address ("[::1" as Host or Origin): it was a 500
+        name = urlsplit(f"//{host}").hostname or ""
+    except ValueError:
+        name = ""
     try:
         ipaddress.ip_address(name)
         local = True
@@ -447,9 +452,16 @@ def foreign_request(host: str, origin: str | None, method: str) -> str | None:
         local = name in ("localhost", socket.gethostname().lower(), socket.getfqdn().lower())
     if not local:
         return f"Host {host!r} is not this machine: open the page at the address the app printed"
-    if method not in ("GET", "HEAD", "OPTIONS") and origin is not None and urlsplit(origin).netloc != host:
+    if method not in ("GET", "HEAD", "OPTIONS") and origin is not None and _netloc(origin) != host:
         return f"a request from the page {origin} is refused: only this app's own page may change it"
     return None
+
+
+def _netloc(url: str) -> str | None:
+    try:
+        return urlsplit(url).netloc
+    except ValueError:
+        return None
 
 
 async def _json(request: Request) -> dict:

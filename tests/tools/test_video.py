@@ -72,6 +72,24 @@ def test_a_video_that_decodes_fewer_frames_than_declared_says_so(tmp_path, monke
     assert "FFmpeg decodes 4 of the 12 frames its header declares (truncated or damaged?)" in caplog.text
 
 
+def test_a_video_file_moved_or_replaced_since_it_was_opened_is_one_line(small_video, tmp_path):
+    """The export reads the video again: a deleted file was "export failed: OSError", one of another size numpy's
+    "cannot reshape array"."""
+    import shutil
+
+    from tests.tools.conftest import write_mp4
+
+    path = tmp_path / "clip.mp4"
+    shutil.copy(small_video.video, path)
+    video = open_video(path)
+    write_mp4(path, np.zeros((3, 60, 80, 3), np.uint8))
+    with pytest.raises(InputError, match="changed since it was opened: its frames are 80x60 now, not 426x240"):
+        list(video.frames())
+    path.unlink()
+    with pytest.raises(InputError, match="clip.mp4: removed since it was opened"):
+        list(video.frames())
+
+
 def test_frames_of_different_sizes_are_refused(tmp_path):
     Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(tmp_path / "0.png")
     Image.fromarray(np.zeros((5, 6, 3), np.uint8)).save(tmp_path / "1.png")

@@ -175,9 +175,16 @@ def test_names_that_are_not_utf8_are_shown_not_a_500(base, small_video, tmp_path
     assert state["job"]["message"].startswith("opened clip\\xe9: 8 frames")
     assert _post(base, "/api/segment", {"strokes": [_object_stroke()]}).status_code == 200
     assert wait_for_job(base)["job"]["error"] is None
-    missing = _post(base, "/api/open", {"path": odd + "-missing\ud800"})
+    missing = _post(base, "/api/open", {"path": odd + "-missing"})
     assert missing.status_code == 200
-    assert "clip\\xe9-missing\\ud800: no such video" in wait_for_job(base)["job"]["error"]
+    assert "clip\\xe9-missing: no such video" in wait_for_job(base)["job"]["error"]
+    # A lone surrogate no file name holds (JSON carries "\ud800"): the export was a 500, the open the codec's line.
+    for path in (odd + "\ud800", "~\ud800/clip"):
+        export = _post(base, "/api/export", {"output": path})
+        assert export.status_code == 400 and "\\ud800" in export.json()["error"], export.text
+        assert "not a usable path" in export.json()["error"]
+        assert _post(base, "/api/open", {"path": path}).status_code == 200
+        assert "not a usable path" in wait_for_job(base)["job"]["error"]
     refused = _post(base, "/api/export", {"output": odd})  # not empty: its error names the folder
     assert refused.status_code == 400 and "clip\\xe9" in refused.json()["error"]
 
@@ -293,6 +300,20 @@ def test_port_zero_announces_the_port_the_system_picked():
     assert check_listen("127.0.0.1", port) == port  # free again once the probe closed
 
 
+def test_an_ipv6_host_is_listened_on_and_announced_in_brackets():
+    import socket
+
+    from agent.tools.app_cli import check_listen, page_url
+
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    # uvicorn listens on ::1; the check refused it ("Address family for hostname not supported")
+    assert 0 < check_listen("::1", 0) <= 65535
+    assert page_url("::1", 8000) == "http://[::1]:8000" and page_url("127.0.0.1", 80) == "http://127.0.0.1:80"
+
+
 def test_other_sites_cannot_drive_the_app(base, tmp_path):
     """A page on another site (a cross-site POST, or DNS rebinding: its own name as Host) is refused, and so
     is a body that is not declared JSON (what a foreign page can send without asking the browser first)."""
@@ -309,3 +330,28 @@ def test_other_sites_cannot_drive_the_app(base, tmp_path):
     same = requests.post(f"{base}/api/reset", timeout=10, headers={"Origin": base})
     assert same.status_code != 403, same.text  # it reaches the app (which may still say no video is open)
     assert requests.get(f"{base}/api/state", timeout=10, headers={"Origin": "http://evil.example"}).status_code == 200
+
+
+def test_a_malformed_host_or_origin_is_refused_not_a_500():
+    from agent.tools.webapp import foreign_request
+
+    # urlsplit raises ValueError ("Invalid IPv6 URL") for these: the app answered 500 with a traceback logged
+    assert "is not this machine" in foreign_request("[::1", None, "GET")
+    assert "is refused" in foreign_request("127.0.0.1:8000", "http://[::1", "POST")
+    assert foreign_request("[::1]:8000", "http://[::1]:8000", "POST") is None
+
+
+def test_an_export_refused_as_busy_leaves_no_folder(tmp_path):
+    """Two exports at once (two tabs, a segment started in between): the one refused with 409 had already made
+    its folder's masks/, which refused the next try as "not empty"."""
+    from types import SimpleNamespace
+
+    from agent.tools.webapp import Busy, Job
+
+    state = AppState(lambda: None)
+    state.segmenter = SimpleNamespace(has_result=True)
+    state.video = SimpleNamespace(path=tmp_path / "clip.mp4")
+    state.job = Job("export")  # still running
+    with pytest.raises(Busy):
+        state.export(str(tmp_path / "out"), False)
+    assert not (tmp_path / "out").exists()
