@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         # Everything about the input is checked before the model loads or a frame is decoded in full.
         check_sizes(args)
         config = agent_config(args)
-        from .export import prepare_output
+        from .export import discard_empty_output, prepare_output
         from .scribble_input import load_scribbles
         from .video import open_video
 
@@ -101,7 +101,11 @@ def main(argv: list[str] | None = None) -> int:
         scribbles = load_scribbles(args.scribbles, video)
         output = prepare_output(args.output, args.overwrite, video=video.path)
         started = time.perf_counter()
-        run(video, scribbles, output, config, args)
+        try:
+            run(video, scribbles, output, config, args)
+        except BaseException:  # a checkpoint that fails to load, Ctrl-C: no empty folder refuses the next try
+            discard_empty_output(output)
+            raise
     except (InputError, ConfigError, DatasetError, CheckpointError) as error:
         if args.verbose:
             raise

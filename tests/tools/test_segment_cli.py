@@ -41,6 +41,7 @@ def test_masks_from_a_scribble_image_match_the_ground_truth(small_video, tmp_pat
     ("wrong size", "is 10x10 but the video is 426x240"),
     ("unknown colour", "unknown colour (255, 105, 180)"),
     ("bad config", "unknown key 'nope'"),
+    ("bad checkpoint", "is corrupt or not a checkpoint"),
 ])
 def test_bad_input_is_one_error_line_and_exit_2(small_video, tmp_path, capsys, case, message):
     video, scribbles, extra = small_video.video, tmp_path / "scribbles", []
@@ -59,6 +60,10 @@ def test_bad_input_is_one_error_line_and_exit_2(small_video, tmp_path, capsys, c
     elif case == "unknown colour":
         image = good.copy()
         image[:3, :3] = (255, 105, 180, 255)
+    elif case == "bad checkpoint":  # found as the model loads, once the output folder was made: it left an empty
+        garbage = tmp_path / "model.pt"  # masks folder that refused the corrected run as "not empty"
+        garbage.write_text("not a checkpoint")
+        extra = ["--checkpoint", str(garbage), "--device", "cpu"]
     else:
         extra = ["--set", "nope=1"]
     Image.fromarray(image).save(scribbles / name)
