@@ -130,11 +130,14 @@ def run(video, scribbles: dict, output: Path, config: AgentConfig, args: argpars
     from .video import WorkingFrames
 
     progress = TqdmProgress()
-    agent = InteractiveAgent.from_pretrained(config=config)
-    frames = WorkingFrames.read(video, args.working_size, progress)
-    segmenter = build_segmenter(agent, frames, args)
-    segmenter.segment(scribbles, progress)
-    export(video, segmenter.labels, output, segmenter.num_objects(), segmenter.scribbles, progress, args.overwrite)
+    try:
+        agent = InteractiveAgent.from_pretrained(config=config)
+        frames = WorkingFrames.read(video, args.working_size, progress)
+        segmenter = build_segmenter(agent, frames, args)
+        segmenter.segment(scribbles, progress)
+        export(video, segmenter.labels, output, segmenter.num_objects(), segmenter.scribbles, progress, args.overwrite)
+    finally:
+        progress.close()  # an error line starts a line of its own, not the end of a half-drawn bar
 
 
 if __name__ == "__main__":

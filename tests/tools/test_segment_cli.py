@@ -71,3 +71,24 @@ def test_bad_input_is_one_error_line_and_exit_2(small_video, tmp_path, capsys, c
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(err) == 1 and message in err[0]
     assert not (tmp_path / "out").exists()  # checked before anything was written
+
+
+def test_an_error_while_a_progress_bar_is_drawn_is_a_line_of_its_own(small_video, tmp_path, capsys, monkeypatch):
+    """A frame removed once the folder was checked fails as the frames are read: the error line was appended to
+    the half-drawn progress bar ("reading frames:  38%|...error: ...")."""
+    import shutil
+
+    from agent.inference.agent import InteractiveAgent
+
+    frames = shutil.copytree(small_video.folder, tmp_path / "frames")
+
+    def removed_while_the_model_loads(**kwargs):
+        (frames / "00003.png").unlink()
+        return object()
+
+    monkeypatch.setattr(InteractiveAgent, "from_pretrained", removed_while_the_model_loads)
+    out = tmp_path / "out"
+    code = main([str(frames), "--scribbles", str(small_video.scribble_dir), "--output", str(out)])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(err) == 1 and "00003.png" in err[0], err
+    assert not out.exists()
