@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from ..config import AgentConfig, ConfigError, load_config
-from ..errors import os_error_line
+from ..errors import first_line, os_error_line
 from .video import DEFAULT_WORKING_SIDE, InputError
 
 log = logging.getLogger("agent.segment")
@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     from ..data.davis import DatasetError
     from ..model.checkpoint import CheckpointError
+    from .segmenter import DEFAULT_CHUNK_FRAMES
 
     try:
         # Everything about the input is checked before the model loads or a frame is decoded in full.
@@ -115,6 +116,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             raise
         print(f"error: {os_error_line(error)}", file=sys.stderr)
+        return 2
+    except MemoryError as error:  # InteractiveAgent.start refuses a chunk too large for the memory (footprint.py)
+        if args.verbose:
+            raise
+        print(f"error: --chunk-frames {args.chunk_frames or DEFAULT_CHUNK_FRAMES} at --working-size {args.working_size}"
+              f" does not fit in memory: pass a smaller --chunk-frames or --working-size ({first_line(error)})",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -92,3 +92,16 @@ def test_an_error_while_a_progress_bar_is_drawn_is_a_line_of_its_own(small_video
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(err) == 1 and "00003.png" in err[0], err
     assert not out.exists()
+
+
+def test_a_chunk_too_large_for_the_memory_is_one_error_line(small_video, tmp_path, capsys, monkeypatch):
+    """InteractiveAgent.start refuses a sample that would not fit (a large --working-size or --chunk-frames): it
+    was a MemoryError traceback naming python -m agent.segment as the way out."""
+    monkeypatch.setattr("agent.inference.agent.available_bytes", lambda: 1)
+    out = tmp_path / "out"
+    code = main([str(small_video.video), "--scribbles", str(small_video.scribble_dir), "--output", str(out),
+                 "--device", "cpu", "--chunk-frames", "4"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(err) == 1, err
+    assert "--chunk-frames 4 at --working-size 480 does not fit in memory" in err[0]
+    assert not out.exists()
