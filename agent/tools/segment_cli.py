@@ -56,6 +56,17 @@ def check_sizes(args: argparse.Namespace) -> None:
         raise InputError(f"--crf-scale must be in [0, 1] (0: no CRF), got {args.crf_scale}")
 
 
+def check_device(name: str) -> None:
+    """InputError for a device this machine does not have (`cuda` without CUDA, `cuda:3` past its devices): it was a
+    ValueError traceback as the model loaded, once every frame had been checked."""
+    from ..device import resolve_device
+
+    try:
+        resolve_device(name)
+    except ValueError as error:
+        raise InputError(str(error)) from error
+
+
 def build_segmenter(agent, frames, args: argparse.Namespace):
     from .segmenter import DEFAULT_CHUNK_FRAMES, DEFAULT_PLAN, VideoSegmenter
 
@@ -94,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         # Everything about the input is checked before the model loads or a frame is decoded in full.
         check_sizes(args)
         config = agent_config(args)
+        check_device(config.device)
         from .export import discard_empty_output, prepare_output
         from .scribble_input import load_scribbles
         from .video import open_video

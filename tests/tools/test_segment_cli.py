@@ -42,8 +42,9 @@ def test_masks_from_a_scribble_image_match_the_ground_truth(small_video, tmp_pat
     ("unknown colour", "unknown colour (255, 105, 180)"),
     ("bad config", "unknown key 'nope'"),
     ("bad checkpoint", "is corrupt or not a checkpoint"),
+    ("missing device", "this machine has 1 CUDA device(s)"),
 ])
-def test_bad_input_is_one_error_line_and_exit_2(small_video, tmp_path, capsys, case, message):
+def test_bad_input_is_one_error_line_and_exit_2(small_video, tmp_path, capsys, monkeypatch, case, message):
     video, scribbles, extra = small_video.video, tmp_path / "scribbles", []
     scribbles.mkdir()
     good = np.asarray(Image.open(next(small_video.scribble_dir.iterdir())))
@@ -64,6 +65,10 @@ def test_bad_input_is_one_error_line_and_exit_2(small_video, tmp_path, capsys, c
         garbage = tmp_path / "model.pt"  # masks folder that refused the corrected run as "not empty"
         garbage.write_text("not a checkpoint")
         extra = ["--checkpoint", str(garbage), "--device", "cpu"]
+    elif case == "missing device":  # a ValueError traceback as the model loaded
+        monkeypatch.setattr("torch.cuda.is_available", lambda: True)  # CUDA there, but not a fourth device
+        monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
+        extra = ["--device", "cuda:3"]
     else:
         extra = ["--set", "nope=1"]
     Image.fromarray(image).save(scribbles / name)
