@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 
 import cv2
@@ -90,6 +91,15 @@ def check_replaceable(output: Path) -> None:
                              "another output folder")
 
 
+def discard_empty_output(output: Path) -> None:
+    """Remove the folders prepare_output made when they are still empty (`masks`, then `output`): a run that
+    failed or was stopped before its export left them, and they refused the next try as "not empty"."""
+    for folder in (output / "masks", output):
+        with suppress(OSError):  # gone, or not empty after all: the error that ended the run is what counts
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+
+
 def has_export(output: Path) -> bool:
     """Whether `output` holds a file an export writes."""
     return any((output / "masks").glob("*.png")) or any((output / name).exists() for name in OUTPUT_FILES[1:])
@@ -157,9 +167,7 @@ def export(video: VideoSource, labels_at: Callable[[int], np.ndarray], output: P
         _write(video, labels_at, stage, num_objects, scribbles, progress)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
-        for folder in (output / "masks", output):  # left empty by prepare_output: the next try is not refused
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
+        discard_empty_output(output)
         raise
     try:
         check_replaceable(output)  # again: the folder may have changed while the masks were computed

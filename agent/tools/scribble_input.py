@@ -70,9 +70,9 @@ def load_scribbles(path: str | Path, video: VideoSource) -> dict:
             hint = f": pass the JSON file itself (--scribbles {path / json_files[0]})" if json_files else " or JSON here"
             raise InputError(f"{path}: no scribble images ({', '.join(IMAGE_SUFFIXES)}){hint}")
         scribbles = empty_scribbles(video.num_frames)
-        for image_path in images:
-            frame = frame_of(image_path, video)
-            scribbles["scribbles"][frame].extend(label_strokes(read_scribble_image(image_path, video)))
+        for image_path in images:  # read first: a file that is no image (the video, swapped in) is "cannot read"
+            labels = read_scribble_image(image_path, video)
+            scribbles["scribbles"][frame_of(image_path, video)].extend(label_strokes(labels))
     if not object_ids(scribbles):
         raise InputError(f"{path}: no object scribble (objects are palette colours 1..N, see docs/OWN_VIDEOS.md)")
     return scribbles

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from ..config import AgentConfig, ConfigError, load_config
-from ..errors import os_error_line
+from ..errors import first_line, os_error_line
 from .video import DEFAULT_WORKING_SIDE, InputError
 
 log = logging.getLogger("agent.segment")
@@ -56,6 +56,17 @@ def check_sizes(args: argparse.Namespace) -> None:
         raise InputError(f"--crf-scale must be in [0, 1] (0: no CRF), got {args.crf_scale}")
 
 
+def check_device(name: str) -> None:
+    """InputError for a device this machine does not have (`cuda` without CUDA, `cuda:3` past its devices): it was a
+    ValueError traceback as the model loaded, once every frame had been checked."""
+    from ..device import resolve_device
+
+    try:
+        resolve_device(name)
+    except ValueError as error:
+        raise InputError(str(error)) from error
+
+
 def build_segmenter(agent, frames, args: argparse.Namespace):
     from .segmenter import DEFAULT_CHUNK_FRAMES, DEFAULT_PLAN, VideoSegmenter
 
@@ -88,12 +99,14 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     from ..data.davis import DatasetError
     from ..model.checkpoint import CheckpointError
+    from .segmenter import DEFAULT_CHUNK_FRAMES
 
     try:
         # Everything about the input is checked before the model loads or a frame is decoded in full.
         check_sizes(args)
         config = agent_config(args)
-        from .export import prepare_output
+        check_device(config.device)
+        from .export import discard_empty_output, prepare_output
         from .scribble_input import load_scribbles
         from .video import open_video
 
@@ -101,7 +114,11 @@ def main(argv: list[str] | None = None) -> int:
         scribbles = load_scribbles(args.scribbles, video)
         output = prepare_output(args.output, args.overwrite, video=video.path)
         started = time.perf_counter()
-        run(video, scribbles, output, config, args)
+        try:
+            run(video, scribbles, output, config, args)
+        except BaseException:  # a checkpoint that fails to load, Ctrl-C: no empty folder refuses the next try
+            discard_empty_output(output)
+            raise
     except (InputError, ConfigError, DatasetError, CheckpointError) as error:
         if args.verbose:
             raise
@@ -111,6 +128,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             raise
         print(f"error: {os_error_line(error)}", file=sys.stderr)
+        return 2
+    except MemoryError as error:  # InteractiveAgent.start refuses a chunk too large for the memory (footprint.py)
+        if args.verbose:
+            raise
+        print(f"error: --chunk-frames {args.chunk_frames or DEFAULT_CHUNK_FRAMES} at --working-size {args.working_size}"
+              f" does not fit in memory: pass a smaller --chunk-frames or --working-size ({first_line(error)})",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -126,11 +150,14 @@ def run(video, scribbles: dict, output: Path, config: AgentConfig, args: argpars
     from .video import WorkingFrames
 
     progress = TqdmProgress()
-    agent = InteractiveAgent.from_pretrained(config=config)
-    frames = WorkingFrames.read(video, args.working_size, progress)
-    segmenter = build_segmenter(agent, frames, args)
-    segmenter.segment(scribbles, progress)
-    export(video, segmenter.labels, output, segmenter.num_objects(), segmenter.scribbles, progress, args.overwrite)
+    try:
+        agent = InteractiveAgent.from_pretrained(config=config)
+        frames = WorkingFrames.read(video, args.working_size, progress)
+        segmenter = build_segmenter(agent, frames, args)
+        segmenter.segment(scribbles, progress)
+        export(video, segmenter.labels, output, segmenter.num_objects(), segmenter.scribbles, progress, args.overwrite)
+    finally:
+        progress.close()  # an error line starts a line of its own, not the end of a half-drawn bar
 
 
 if __name__ == "__main__":

@@ -113,6 +113,7 @@ def test_hidden_files_in_a_scribble_folder_are_left_out(small_video, tmp_path):
     ("no number", "name it after its frame"),
     ("fifo", "a FIFO \\(named pipe\\), not a scribble file"),  # it was "Not a directory"
     ("16-bit", "a 16-bit image; paint the scribbles in 8-bit"),  # it was "no object scribble"
+    ("the video", "cannot read scribble image .*video.mp4"),  # swapped in: it was "name it after its frame"
 ])
 def test_bad_scribbles_are_one_clear_line(small_video, tmp_path, case, message):
     video = open_video(small_video.video)
@@ -143,6 +144,8 @@ def test_bad_scribbles_are_one_clear_line(small_video, tmp_path, case, message):
         path = tmp_path / "00001.png"
         Image.fromarray(grey).save(path)
         assert Image.open(path).mode.startswith("I;16")
+    elif case == "the video":
+        path = small_video.video
     else:
         path = _save(tmp_path / "scribble.png", good)
     with pytest.raises(InputError, match=message) as error:

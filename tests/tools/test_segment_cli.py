@@ -41,8 +41,10 @@ def test_masks_from_a_scribble_image_match_the_ground_truth(small_video, tmp_pat
     ("wrong size", "is 10x10 but the video is 426x240"),
     ("unknown colour", "unknown colour (255, 105, 180)"),
     ("bad config", "unknown key 'nope'"),
+    ("bad checkpoint", "is corrupt or not a checkpoint"),
+    ("missing device", "this machine has 1 CUDA device(s)"),
 ])
-def test_bad_input_is_one_error_line_and_exit_2(small_video, tmp_path, capsys, case, message):
+def test_bad_input_is_one_error_line_and_exit_2(small_video, tmp_path, capsys, monkeypatch, case, message):
     video, scribbles, extra = small_video.video, tmp_path / "scribbles", []
     scribbles.mkdir()
     good = np.asarray(Image.open(next(small_video.scribble_dir.iterdir())))
@@ -59,6 +61,14 @@ def test_bad_input_is_one_error_line_and_exit_2(small_video, tmp_path, capsys, c
     elif case == "unknown colour":
         image = good.copy()
         image[:3, :3] = (255, 105, 180, 255)
+    elif case == "bad checkpoint":  # found as the model loads, once the output folder was made: it left an empty
+        garbage = tmp_path / "model.pt"  # masks folder that refused the corrected run as "not empty"
+        garbage.write_text("not a checkpoint")
+        extra = ["--checkpoint", str(garbage), "--device", "cpu"]
+    elif case == "missing device":  # a ValueError traceback as the model loaded
+        monkeypatch.setattr("torch.cuda.is_available", lambda: True)  # CUDA there, but not a fourth device
+        monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
+        extra = ["--device", "cuda:3"]
     else:
         extra = ["--set", "nope=1"]
     Image.fromarray(image).save(scribbles / name)
@@ -66,3 +76,37 @@ def test_bad_input_is_one_error_line_and_exit_2(small_video, tmp_path, capsys, c
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(err) == 1 and message in err[0]
     assert not (tmp_path / "out").exists()  # checked before anything was written
+
+
+def test_an_error_while_a_progress_bar_is_drawn_is_a_line_of_its_own(small_video, tmp_path, capsys, monkeypatch):
+    """A frame removed once the folder was checked fails as the frames are read: the error line was appended to
+    the half-drawn progress bar ("reading frames:  38%|...error: ...")."""
+    import shutil
+
+    from agent.inference.agent import InteractiveAgent
+
+    frames = shutil.copytree(small_video.folder, tmp_path / "frames")
+
+    def removed_while_the_model_loads(**kwargs):
+        (frames / "00003.png").unlink()
+        return object()
+
+    monkeypatch.setattr(InteractiveAgent, "from_pretrained", removed_while_the_model_loads)
+    out = tmp_path / "out"
+    code = main([str(frames), "--scribbles", str(small_video.scribble_dir), "--output", str(out)])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(err) == 1 and "00003.png" in err[0], err
+    assert not out.exists()
+
+
+def test_a_chunk_too_large_for_the_memory_is_one_error_line(small_video, tmp_path, capsys, monkeypatch):
+    """InteractiveAgent.start refuses a sample that would not fit (a large --working-size or --chunk-frames): it
+    was a MemoryError traceback naming python -m agent.segment as the way out."""
+    monkeypatch.setattr("agent.inference.agent.available_bytes", lambda: 1)
+    out = tmp_path / "out"
+    code = main([str(small_video.video), "--scribbles", str(small_video.scribble_dir), "--output", str(out),
+                 "--device", "cpu", "--chunk-frames", "4"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(err) == 1, err
+    assert "--chunk-frames 4 at --working-size 480 does not fit in memory" in err[0]
+    assert not out.exists()
