@@ -198,6 +198,51 @@ def _check_shards(directories: list[Path], summaries: list[dict]) -> None:
                          "the shards is not the evaluation's result")
 
 
+# config.json fields a machine sets for itself (shards run on several): they change no prediction.
+_PER_MACHINE = {"session.output_dir", "session.shard", "session.user_key", "session.connect_timeout",
+                "session.read_timeout", "session.retries", "agent.device", "agent.crf.workers",
+                "agent.embedding_cache_mb"}
+# Paths, compared by their last name: shards on several machines may find one dataset at different places.
+_PATHS = {"session.davis_root", "agent.checkpoint"}
+
+
+def _setup(summary: dict, config: dict) -> dict[str, str]:
+    """What makes a run's predictions those of one evaluation: its dataset and config.json, without what a machine
+    sets for itself, as {dotted key: JSON text}."""
+    flat: dict[str, object] = {}
+
+    def walk(value, key: str) -> None:
+        if isinstance(value, dict) and value:
+            for name, inner in value.items():
+                walk(inner, f"{key}.{name}" if key else str(name))
+        elif key not in _PER_MACHINE:
+            flat[key] = value
+
+    walk(config, "")
+    if "agent" in config and not flat.get("agent.checkpoint"):
+        from ..model.checkpoint import DEFAULT_CHECKPOINT
+
+        flat["agent.checkpoint"] = str(DEFAULT_CHECKPOINT)  # None: the shipped one
+    for key in _PATHS & flat.keys():
+        flat[key] = Path(str(flat[key])).name if flat[key] else flat[key]
+    flat["dataset"] = Path(str(summary.get("dataset"))).name  # the built-in data's folder names its spec
+    return {key: json.dumps(value, sort_keys=True, default=str) for key, value in flat.items()}
+
+
+def _check_same_setup(directories: list[Path], summaries: list[dict], configs: list[dict]) -> None:
+    """MergeError when two runs played other data or other settings (another checkpoint, a --set): shard 1 of one
+    experiment merged with shard 2 of another, or of another dataset, was published as one evaluation."""
+    setups = [_setup(summary, config) for summary, config in zip(summaries, configs, strict=True)]
+    for directory, setup, config in zip(directories[1:], setups[1:], configs[1:], strict=True):
+        # A run without config.json (written by hand, or before it existed): its dataset alone is compared.
+        keys = sorted(setups[0].keys() | setup.keys()) if configs[0] and config else ["dataset"]
+        for key in keys:
+            first, other = setups[0].get(key, "(none)"), setup.get(key, "(none)")
+            if first != other:
+                raise MergeError(f"{directories[0]} and {directory} differ in {key} ({first} and {other}): they are "
+                                 "not one evaluation")
+
+
 def merge_runs(directories: list[str | Path], output_dir: str | Path, final_dir: str | Path | None = None) -> dict:
     """Merge shard run directories into `output_dir` (report.csv, summary.json, per_sequence.csv, curve.png,
     config.json; `final_dir`: where they will be published, for config.json); returns the merged summary.
@@ -212,6 +257,7 @@ def merge_runs(directories: list[str | Path], output_dir: str | Path, final_dir:
         if len(values) > 1:
             raise MergeError(f"the runs differ in {key} ({', '.join(sorted(values))}): they are not one evaluation")
     _check_shards(directories, summaries)
+    _check_same_setup(directories, summaries, [config for _, _, config in runs])
     num_scribbles: dict[str, int] = {}
     num_objects: dict[str, int] = {}
     owner: dict[str, Path] = {}

@@ -168,7 +168,8 @@ class InteractiveAgent(Predictor):
                 and 1 <= num_objects <= MAX_OBJECT_ID):
             raise ValueError(f"num_objects must be None or an integer in 1..{MAX_OBJECT_ID}, got {num_objects!r}")
         input_size = self.input_size_for(frames.shape[1:3])
-        self._check_memory(frames.shape[:3], input_size, num_objects)
+        classes = 2 if num_objects is None else num_objects + 1  # None: one object until the scribbles say more
+        self._check_memory(frames.shape[:3], input_size, classes)
         self.samples += 1
         self.model.load_state_dict(self._pretrained_state)
         self.model.eval()
@@ -176,6 +177,7 @@ class InteractiveAgent(Predictor):
         self._backbone_runtime = self._runtime_for(self.input_size)
         self._frames = frames
         self.num_objects = num_objects
+        self._classes_checked = classes
         self._features: torch.Tensor | None = None  # (T, C, h, w), filled frame by frame as rounds need them
         self._have_features = np.zeros(len(frames), bool)
         self._embeddings = EmbeddingCache(self.config.embedding_cache_mb * 2**20)
@@ -206,7 +208,7 @@ class InteractiveAgent(Predictor):
                                "round ahead of its masks; call start(frames) again")
         started = time.perf_counter()
         # Validates them first (and that an object stroke exists): a refused round leaves the sample as it was.
-        stroke_frames = self.memory.add(scribbles, require_object=True)
+        stroke_frames = self.memory.add(scribbles, require_object=True, check_ids=self._check_classes)
         try:
             return self._play_round(plan, stroke_frames, started)
         except BaseException as error:
@@ -312,17 +314,38 @@ class InteractiveAgent(Predictor):
         return None if self._confidence is None else self._confidence.copy()
 
     # --- internals -----------------------------------------------------------------------------------
-    def _check_memory(self, shape: tuple[int, int, int], input_size: tuple[int, int], num_objects: int | None) -> None:
-        """MemoryError, before any work, when the sample would not fit in the memory available (footprint.py)."""
+    def _sample_bytes(self, shape: tuple[int, int, int], input_size: tuple[int, int], num_classes: int) -> int:
         backbone = self.model.backbone
-        need = sample_bytes(shape[0], shape[1:3], backbone.out_channels,
+        return sample_bytes(shape[0], shape[1:3], backbone.out_channels,
                             embedding_size(input_size, backbone.output_stride), self.grid,  # the feature grid
-                            self.config.transfer.topk, 2 if num_objects is None else num_objects + 1)
+                            self.config.transfer.topk, num_classes)
+
+    def _check_memory(self, shape: tuple[int, int, int], input_size: tuple[int, int], num_classes: int) -> None:
+        """MemoryError, before any work, when the sample would not fit in the memory available (footprint.py)."""
+        need = self._sample_bytes(shape, input_size, num_classes)
         free = available_bytes()
         if free is not None and need > free:
             raise MemoryError(f"frames: {shape[0]} frames of {shape[1]}x{shape[2]} need about {need / 2**30:.1f} GiB "
                               f"in one sample, more than the {free / 2**30:.1f} GiB available: segment a long video "
                               "in chunks (agent.tools.segmenter.VideoSegmenter, or python -m agent.segment)")
+
+    def _check_classes(self, object_ids: set[int]) -> None:
+        """With num_objects=None, start() counted one object; every id up to the highest drawn is a class whose
+        scores each frame keeps (an id of 254 alone made 255): MemoryError, before the round changes the sample,
+        when the classes added do not fit in the memory available."""
+        classes = 1 + max(object_ids | {1})
+        if self.num_objects is not None or classes <= self._classes_checked:
+            return
+        shape = self._frames.shape[:3]
+        more = (self._sample_bytes(shape, self.input_size, classes)
+                - self._sample_bytes(shape, self.input_size, self._classes_checked))
+        free = available_bytes()
+        if free is not None and more > free:
+            raise MemoryError(f"scribbles: object id {classes - 1} makes {classes} classes, each holding scores of "
+                              f"every frame: {shape[0]} frames of {shape[1]}x{shape[2]} need about "
+                              f"{more / 2**30:.1f} GiB more, beyond the {free / 2**30:.1f} GiB available: number "
+                              "the objects 1..N, or pass num_objects to start()")
+        self._classes_checked = classes
 
     def _backbone_features(self, frames: np.ndarray) -> torch.Tensor:
         """(T, C, h, w) backbone features; those of `frames` are computed now if they were not yet (the

@@ -6,6 +6,7 @@ Label maps use UNLABELED (-1) for unknown pixels, 0 for background and 1..N for 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -206,14 +207,18 @@ class ScribbleMemory:
         self._first_round: dict[int, int] = {}  # frame -> the round that first scribbled it
         self._corrected: dict[int, np.ndarray] = {}  # frame -> (h, w) bool: labelled by a round after the first
 
-    def add(self, scribbles: dict, require_object: bool = False) -> list[int]:
+    def add(self, scribbles: dict, require_object: bool = False,
+            check_ids: Callable[[set[int]], None] | None = None) -> list[int]:
         """Merge one interaction's scribbles; returns the frames it touched (sorted). require_object: refuse
-        them while no object stroke exists, here or before (a first round of background alone)."""
+        them while no object stroke exists, here or before (a first round of background alone). check_ids: called
+        with the object ids the memory would hold, before it changes (it may raise to refuse the round)."""
         # Validates everything before touching memory, so a bad round leaves it unchanged.
         new = scribble_labels(scribbles, self.shape, self.dilation(), self.num_objects, self.num_frames)
         if require_object and not self.object_ids() and not any((labels > BACKGROUND).any() for labels in new.values()):
             raise DatasetError("scribbles: no object stroke yet: the first round needs at least one stroke with "
                                "object_id >= 1")
+        if check_ids is not None:
+            check_ids(self.object_ids() | {int(v) for labels in new.values() for v in np.unique(labels) if v > BACKGROUND})
         for frame, fresh in new.items():
             painted = fresh != UNLABELED
             merged = self._labels.get(frame)

@@ -248,3 +248,28 @@ def test_a_fifo_for_a_runs_file_is_named(tmp_path, capsys):
         report_main([str(run), "--output", str(tmp_path / "c.png")])
     assert exit_info.value.code == 2 and "summary.json is a FIFO (named pipe), not a file" in capsys.readouterr().err
     assert "is a FIFO (named pipe), not a file" in _merge_error(capsys, run, "--output", tmp_path / "m")
+
+
+def test_merge_refuses_runs_of_other_settings_or_data_and_ignores_what_a_machine_sets(tmp_path, capsys):
+    # Shard 1 of one experiment and shard 2 of another (a --set, another checkpoint or dataset) were published
+    # as one evaluation.
+    def run(name, shard, dataset="/data/DAVIS", **agent):
+        directory = _fake_run(tmp_path / name, [name], shard, dataset=dataset)
+        config = {"session": {"subset": "val", "davis_root": str(Path(dataset)), "output_dir": str(directory),
+                              "shard": shard},
+                  "agent": {"checkpoint": None, "device": "auto", "crf": {"iterations": 5, "workers": 0}, **agent}}
+        (directory / "config.json").write_text(json.dumps(config))
+        return directory
+
+    first = run("a", "1/2")
+    for other, message in (
+            (run("b", "2/2", crf={"iterations": 3, "workers": 0}), "differ in agent.crf.iterations (5 and 3)"),
+            (run("c", "2/2", checkpoint="runs/other/model.pt"), 'differ in agent.checkpoint ("default.pt" and '
+                                                                '"model.pt")'),
+            (run("d", "2/2", dataset="/root/.cache/simlearn-ivos/synthetic-2b63dd8dda"),
+             'differ in dataset ("DAVIS" and "synthetic-2b63dd8dda")')):
+        assert f"{first} and {other} {message}: they are not one evaluation" in _merge_error(
+            capsys, first, other, "--output", tmp_path / "m")
+    # Another place for the same dataset, another device or CRF process count: one evaluation.
+    same = run("e", "2/2", dataset="/scratch/node2/DAVIS", device="cpu", crf={"iterations": 5, "workers": 2})
+    assert report_main(["merge", str(first), str(same), "--output", str(tmp_path / "m")]) == 0

@@ -90,6 +90,21 @@ def test_a_video_too_long_for_the_memory_is_refused_before_any_work(agent, monke
     agent.start(FRAMES, 1)
 
 
+def test_a_high_object_id_without_num_objects_is_checked_against_the_memory(agent, monkeypatch):
+    # start(frames) counted one object; an id of 254 alone made every frame's top-k hold 255 classes (8 480p
+    # frames took 4 GB more, 50 frames would have been killed), unchecked.
+    agent.start(FRAMES)
+    need = agent._sample_bytes(FRAMES.shape[:3], agent.input_size, 2)
+    more = agent._sample_bytes(FRAMES.shape[:3], agent.input_size, 255) - need
+    monkeypatch.setattr("agent.inference.agent.available_bytes", lambda: more - 1)
+    with pytest.raises(MemoryError, match=r"scribbles: object id 254 makes 255 classes, .* number the objects 1..N"):
+        agent.step(_scribbles(object_id=254))
+    assert len(agent.memory) == 0 and agent._round == 0  # refused before the sample changed
+    assert agent.step(_scribbles(object_id=2)).shape == FRAMES.shape[:3]  # 3 classes fit
+    monkeypatch.setattr("agent.inference.agent.available_bytes", lambda: more)
+    assert agent.step(_scribbles(object_id=254)).shape == FRAMES.shape[:3]
+
+
 def test_plan_of_the_wrong_type_is_refused(agent):
     agent.start(FRAMES, 1)
     with pytest.raises(TypeError, match="plan must be a RoundPlan, got dict"):
