@@ -75,8 +75,11 @@ def _decode(path: Path, what: str) -> tuple[tuple[int, int], np.ndarray | None]:
                     raise DatasetError(f"{path}: a {image.format} file, expected a PNG: lossy compression changes "
                                        "the object ids at every edge (save annotations as palette PNGs)")
                 if image.mode not in ANNOTATION_MODES:
+                    # A colour is no object id (which colour is which object, and whether an edge's blend is
+                    # one, cannot be told): say how to save the masks instead.
                     raise DatasetError(f"{path}: a {image.mode} image, expected a palette, grey or 1-bit PNG of "
-                                       "object ids")
+                                       "object ids: save each mask as a palette PNG (as DAVIS's) or a grey one whose "
+                                       "values are 0 background and 1..N the objects")
                 return size, np.asarray(image, dtype=np.uint8)
             if image.mode in WIDE_MODES:  # e.g. a 16-bit PNG named .jpg: it was played as a white video
                 raise DatasetError(f"{path}: a {image.mode} image ({WIDE_MODES[image.mode]}); frames must be 8-bit "

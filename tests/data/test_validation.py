@@ -145,7 +145,8 @@ def test_annotation_of_another_size_is_an_error(root: Path) -> None:
 def test_rgb_annotation_is_an_error(root: Path) -> None:
     path = _annotation(root, ONE, 1)
     Image.open(path).convert("RGB").save(path)
-    _fails(root, ONE, f"{path}: a RGB image, expected a palette")
+    _fails(root, ONE, f"{path}: a RGB image, expected a palette",
+           "save each mask as a palette PNG (as DAVIS's) or a grey one whose values are 0 background and 1..N")
 
 
 def test_one_bit_annotations_are_read_as_ids_0_and_1(root: Path) -> None:
