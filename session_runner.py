@@ -33,7 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                "Every field of agent/config.py's RunConfig can be set with --set section.field=value "
                "(sections: session, agent, agent.transfer, agent.scribbles, agent.finetune, agent.crf).",
     )
-    # Flags default to None: only the ones given override --config files (then --set overrides them).
+    # Flags default to None: only the ones given override --config files (then --set overrides them). Paths stay
+    # text until the config reads them: an empty one (`--output-dir "$UNSET"`) is refused there, Path("") was `.`.
     parser.add_argument("--config", action="append", default=[], metavar="FILE",
                         help="JSON or YAML of RunConfig (e.g. a run's config.json); several are merged in order")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="assignments",
@@ -46,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="your key on the evaluation server (default: $DAVIS_USER_KEY)")
     parser.add_argument("--shard", default=None, metavar="K/N",
                         help="play only part K of N (whole sequences); merge with python -m agent.report merge")
-    parser.add_argument("--davis-root", type=Path, default=None,
+    parser.add_argument("--davis-root", default=None,
                         help="DAVIS-format root (official, partial or custom); default: built-in synthetic data")
     parser.add_argument("--sequences", default=None, help="comma-separated subset of the sequences")
     parser.add_argument("--max-interactions", type=int, default=None, help="per sample (default 8)")
@@ -54,8 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--metric", default=None, help="J (default), F or J_AND_F")
     parser.add_argument("--strategy", default=None, help="a strategy name (below) or module:Class (default auto)")
     parser.add_argument("--predictor", default=None, help="simlearn (the paper's agent, default) or baseline")
-    parser.add_argument("--checkpoint", type=Path, default=None, help="model checkpoint (default: the shipped one)")
-    parser.add_argument("--output-dir", type=Path, default=None,
+    parser.add_argument("--checkpoint", default=None, help="model checkpoint (default: the shipped one)")
+    parser.add_argument("--output-dir", default=None,
                         help="where results go (default: outputs/<subset>-<predictor>-<strategy>-<time>); an existing "
                              "non-empty one is refused unless --overwrite")
     parser.add_argument("--overwrite", action="store_true",

@@ -41,6 +41,9 @@ MAX_INPUT_SIDE = 4096
 # Seconds a request may wait to connect or for an answer: a day is far beyond any server's (the defaults are 10 and
 # 300 s); the socket refuses far more (1e300 was an OverflowError traceback before the model was built).
 MAX_TIMEOUT = 86400.0
+# Retries of one request (the framework's default is 3): urllib3 waits 1, 2, 4, ... s between them (at most 120 s
+# each), so 20 already wait about half an hour for a server that is gone; 10**9 waited for ever (a hang).
+MAX_RETRIES = 20
 # A configuration is a few kB (a run's config.json ~3 kB); PyYAML parses in pure Python (a 38 MB file took
 # minutes), so a larger file is refused before it is read.
 MAX_CONFIG_BYTES = 2**20
@@ -499,7 +502,7 @@ class SessionConfig:
             value = getattr(self, name)
             _require(_finite(value) and 0 < value <= MAX_TIMEOUT,
                      f"session.{name} must be a number of seconds in (0, {MAX_TIMEOUT:g}], got {value}")
-        _require(self.retries >= 0, f"session.retries must be >= 0, got {self.retries}")
+        _require(0 <= self.retries <= MAX_RETRIES, f"session.retries must be in 0..{MAX_RETRIES}, got {self.retries}")
         if self.shard is not None:
             parse_shard(self.shard)
         _choice(self.metric, "session.metric", ("J", "F", "J_AND_F"))

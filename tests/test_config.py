@@ -32,7 +32,9 @@ def test_remote_session_fields():
     # The socket refused it: an OverflowError traceback in the preflight's connection check.
     ({"connect_timeout": 1e300}, r"session.connect_timeout must be a number of seconds in \(0, 86400\]"),
     ({"read_timeout": 1e12}, "session.read_timeout must be"),
-    ({"retries": -1}, "session.retries must be >= 0"),
+    ({"retries": -1}, r"session.retries must be in 0..20"),
+    # urllib3 retried a server that was gone for ever (backoff up to 120 s per retry).
+    ({"retries": 10**9}, r"session.retries must be in 0..20, got 1000000000"),
 ])
 def test_bad_remote_or_shard_values_are_one_clear_error(values, message):
     with pytest.raises(ConfigError, match=message):

@@ -263,6 +263,9 @@ def register_dataset(
     reader = DavisReader(root)  # raises DatasetError when the root does not exist
     root = reader.root.resolve()
     candidates, source = _candidates(reader, subset)
+    if not candidates and reader.subset_file(subset).is_file():  # it was "expected ImageSets/2017/<subset>.txt"
+        raise DatasetError(f"{reader.subset_file(subset)}: lists no sequence (one folder name of "
+                           f"JPEGImages/{reader.resolution} per line)")
     if not candidates:
         raise DatasetError(
             f"no DAVIS sequences for subset '{subset}' in {root}: expected ImageSets/2017/{subset}.txt "

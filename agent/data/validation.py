@@ -5,7 +5,8 @@ Each check raises DatasetError with one line, `<file>: <what is wrong>`. What is
   against its ground truth), each decodable (a truncated JPEG fails only when read), one size per sequence;
 - annotations: one per frame and none more, palette, grey or 1-bit PNGs of the frames' size, object ids 1..N
   without a gap (a stray label 7 on a 1-object video would otherwise count as 6 more objects, each empty
-  in truth and prediction, each J = 1), N equal to the official count when there is one;
+  in truth and prediction, each J = 1), not mostly thin edges (a soft-edged mask's in-between values), N equal
+  to the official count when there is one;
 - scribble files 001.json, 002.json, ...: the sequence's name, one list of strokes per frame, finite
   points in [0, 1], integer object ids in 0..N (davis.validate_scribbles).
 """
@@ -74,8 +75,11 @@ def _decode(path: Path, what: str) -> tuple[tuple[int, int], np.ndarray | None]:
                     raise DatasetError(f"{path}: a {image.format} file, expected a PNG: lossy compression changes "
                                        "the object ids at every edge (save annotations as palette PNGs)")
                 if image.mode not in ANNOTATION_MODES:
+                    # A colour is no object id (which colour is which object, and whether an edge's blend is
+                    # one, cannot be told): say how to save the masks instead.
                     raise DatasetError(f"{path}: a {image.mode} image, expected a palette, grey or 1-bit PNG of "
-                                       "object ids")
+                                       "object ids: save each mask as a palette PNG (as DAVIS's) or a grey one whose "
+                                       "values are 0 background and 1..N the objects")
                 return size, np.asarray(image, dtype=np.uint8)
             if image.mode in WIDE_MODES:  # e.g. a 16-bit PNG named .jpg: it was played as a white video
                 raise DatasetError(f"{path}: a {image.mode} image ({WIDE_MODES[image.mode]}); frames must be 8-bit "
@@ -122,6 +126,7 @@ def check_annotations(
     if len(paths) > num_frames:
         raise DatasetError(f"{paths[num_frames]}: annotation without a frame (the sequence has {num_frames} frames)")
     first_seen: dict[int, Path] = {}
+    filled = np.zeros(256, bool)  # labels that fill a 2x2 patch somewhere (every DAVIS object does)
     void_seen = False
     for path in paths:
         image_size, pixels = _decode(path, "annotation")
@@ -130,6 +135,7 @@ def check_annotations(
                                f"{size[0]}x{size[1]}")
         counts = np.bincount(pixels.ravel(), minlength=256)
         void_seen = void_seen or bool(counts[VOID_LABEL])
+        filled |= _labels_filling_a_patch(pixels)
         for label in np.flatnonzero(counts):
             if label not in (0, VOID_LABEL):
                 first_seen.setdefault(int(label), path)
@@ -151,10 +157,25 @@ def check_annotations(
         raise DatasetError(f"{first_seen[label]}: label {label}, but label(s) {missing} appear in no annotation of "
                            f"{sequence}: object ids must be 1..N without a gap (a stray label would count as "
                            "extra objects)")
+    # A soft-edged mask (anti-aliased, blurred or resized 0/255) holds every value of 1..254 along its edges, each
+    # a thin line: it passed as 254 objects. Most of its labels never fill a 2x2 patch; a real object does.
+    thin = [label for label in labels if not filled[label]]
+    if len(thin) >= 2 and 2 * len(thin) > len(labels):
+        raise DatasetError(f"{first_seen[thin[0]]}: label(s) {_label_ranges(thin)} of 1..{labels[-1]} only ever "
+                           f"form thin edges, never a 2x2 patch in any annotation of {sequence}: a soft-edged mask "
+                           "(anti-aliased, blurred or resized) whose in-between values would count as objects; save "
+                           "masks with hard edges (nearest-neighbour resizing, no anti-aliasing)")
     if num_objects is not None and labels[-1] < num_objects:
         raise DatasetError(f"{folder}: annotations have {labels[-1]} object(s), the official metadata "
                            f"{num_objects}")
     return labels[-1]
+
+
+def _labels_filling_a_patch(pixels: np.ndarray) -> np.ndarray:
+    """(256,) bool: the labels that cover some 2x2 block of `pixels` entirely."""
+    corner = pixels[:-1, :-1]
+    block = (corner == pixels[1:, :-1]) & (corner == pixels[:-1, 1:]) & (corner == pixels[1:, 1:])
+    return np.bincount(corner[block], minlength=256) > 0
 
 
 def _label_ranges(labels: list[int], most: int = 6) -> str:

@@ -97,6 +97,9 @@ def prepare_output_dir(path: str | Path, overwrite: bool = False, inputs: tuple[
         if source is not None:
             raise OutputDirError(f"{final}: --overwrite would replace the run's input {source} (the output "
                                  "directory is it, holds it or lies inside it): pass another --output-dir")
+        # Named by its absolute path: `.` (or `runs/a/..`) has no name to stage beside and replace, a ValueError
+        # traceback once the run had completed, its results left in a hidden `.new-` folder inside it.
+        final = Path(os.path.abspath(final))
         _check_writable(final.parent)
         lock = _lock(final)  # another --overwrite run would publish over this one's, or fail halfway through
         work = Path(tempfile.mkdtemp(prefix=f"{final.name}.new-", dir=final.parent))

@@ -22,7 +22,7 @@ from ..config import SessionConfig, to_dict
 from ..data import compat  # noqa: F401  (patches davisinteractive before it is imported)
 from ..data.davis import DatasetError, DavisReader, SequenceInfo
 from ..data.registry import Registration, register_dataset
-from ..errors import first_line
+from ..errors import typed_line
 from ..inference.plan import Strategy, plan_round
 from ..inference.predictor import Predictor
 from .connection import keep_reports, open_session, redact
@@ -147,8 +147,8 @@ def run_session(
             framework_summary = session.get_global_summary()
             interrupted = False
         except BaseException as error:
-            stopped_by = signal_name(error) if isinstance(error, KeyboardInterrupt) else \
-                f"{type(error).__name__}: {first_line(error)}"
+            # A message-less error (a bare KeyError) is its type alone: it was "KeyError: KeyError".
+            stopped_by = signal_name(error) if isinstance(error, KeyboardInterrupt) else typed_line(error)
             raise
         finally:
             progress.close()

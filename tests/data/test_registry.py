@@ -150,6 +150,16 @@ def test_empty_root_says_what_is_expected(tmp_path: Path) -> None:
         registry.register_dataset(tmp_path, "val")
 
 
+def test_an_empty_listing_is_named_not_expected(tmp_path: Path) -> None:
+    """A val.txt of blank lines said "expected ImageSets/2017/val.txt or folders ...", beside the file itself."""
+    make_sequence(tmp_path, "alpha")
+    write_listing(tmp_path, "val", [])
+    (tmp_path / "ImageSets" / "2017" / "val.txt").write_text("\n\r\n  \n")
+    with pytest.raises(DatasetError, match=r"ImageSets/2017/val.txt: lists no sequence \(one folder name of "
+                                           r"JPEGImages/480p per line\)$"):
+        registry.register_dataset(tmp_path, "val")
+
+
 def test_sequence_without_scribbles_is_missing(custom_root: Path, caplog: pytest.LogCaptureFixture) -> None:
     make_sequence(custom_root, "gamma", num_scribbles=0)
     write_listing(custom_root, "val", ["alpha", "beta", "gamma"])

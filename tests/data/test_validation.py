@@ -145,7 +145,8 @@ def test_annotation_of_another_size_is_an_error(root: Path) -> None:
 def test_rgb_annotation_is_an_error(root: Path) -> None:
     path = _annotation(root, ONE, 1)
     Image.open(path).convert("RGB").save(path)
-    _fails(root, ONE, f"{path}: a RGB image, expected a palette")
+    _fails(root, ONE, f"{path}: a RGB image, expected a palette",
+           "save each mask as a palette PNG (as DAVIS's) or a grey one whose values are 0 background and 1..N")
 
 
 def test_one_bit_annotations_are_read_as_ids_0_and_1(root: Path) -> None:
@@ -217,6 +218,35 @@ def test_annotations_saved_as_0_255_say_255_is_void(root: Path) -> None:
         path = _annotation(root, ONE, index)
         Image.fromarray((np.asarray(Image.open(path)) > 0).astype(np.uint8) * 255).save(path)
     _fails(root, ONE, "no object in any annotation, only background 0 and void 255", "0/255")
+
+
+def test_soft_edged_masks_are_an_error_not_254_objects(root: Path) -> None:
+    """A 0/255 mask with anti-aliased edges holds every value of 1..254, each a thin line along the edge: it
+    passed as 254 objects (a 254-object session, its phantom objects never scribbled)."""
+    from PIL import ImageFilter
+
+    for index in range(6):
+        path = _annotation(root, ONE, index)
+        mask = Image.fromarray((np.asarray(Image.open(path)) > 0).astype(np.uint8) * 255)
+        soft = mask.resize((640, 384), Image.NEAREST).filter(ImageFilter.GaussianBlur(8))
+        soft.resize((160, 96), Image.BILINEAR).save(path)
+    values = set().union(*(np.unique(np.asarray(Image.open(_annotation(root, ONE, i)))) for i in range(6)))
+    assert values == set(range(256)), "the soft edges should hold every label, so no gap is found"
+    _fails(root, ONE, "only ever form thin edges, never a 2x2 patch", "of 1..254", "soft-edged mask",
+           "nearest-neighbour")
+
+
+def test_a_small_object_is_not_taken_for_a_soft_edge(root: Path) -> None:
+    """Objects of a few pixels (a 2x2 patch in one frame) are objects."""
+    for index, label in ((2, 2), (4, 3)):
+        path = _annotation(root, ONE, index)
+        image = Image.open(path)
+        mask = np.array(image)
+        mask[:2, :2] = label
+        painted = Image.fromarray(mask)
+        painted.putpalette(image.getpalette())
+        painted.save(path)
+    assert validate_sequence(DavisReader(root), ONE).num_objects == 3
 
 
 # --- scribble files ----------------------------------------------------------------------------------

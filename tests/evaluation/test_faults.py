@@ -191,6 +191,18 @@ def test_bad_argument(root, tmp_path, capsys, no_model, args, fragment):
     _refused(capsys, "--davis-root", root, "--output-dir", tmp_path / "out", *args, fragments=(fragment,))
 
 
+@pytest.mark.parametrize("flag", ["--output-dir", "--davis-root", "--checkpoint"])
+def test_an_empty_path_flag_is_an_error_not_the_working_directory(root, tmp_path, capsys, no_model, monkeypatch,
+                                                                   flag):
+    # `--output-dir "$UNSET" --overwrite` was `.`: the working directory, replaced by the results (as the config
+    # file's and --set's empty paths are refused).
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    _refused(capsys, "--davis-root", root, "--output-dir", tmp_path / "out", "--overwrite", flag, "",
+             fragments=("is an empty path (leave it out for the default)",))
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 def test_strategy_that_needs_arguments_or_fails_to_import(root, tmp_path, capsys, no_model, monkeypatch):
     (tmp_path / "mystrategies.py").write_text(
         "class NeedsArgs:\n    def __init__(self, budget):\n        pass\n")

@@ -96,3 +96,16 @@ def test_wrong_prediction_shape_is_one_clear_error(tiny_synthetic_root, tmp_path
     config = _config(tiny_synthetic_root, tmp_path)
     with pytest.raises(PredictionError, match="expected"):
         run_session(config, _WrongShape(), get_strategy(config.strategy))
+
+
+class _BareError(ScribblePaintBaseline):
+    def step(self, scribbles, plan=None):
+        raise KeyError
+
+
+def test_stopped_by_an_error_without_message_names_its_type_once(tiny_synthetic_root, tmp_path):
+    config = _config(tiny_synthetic_root, tmp_path)
+    with pytest.raises(KeyError):
+        run_session(config, _BareError(), get_strategy(config.strategy))
+    summary = json.loads((config.output_dir / "summary.json").read_text())
+    assert summary["stopped_by"] == "KeyError"  # it was "KeyError: KeyError"
