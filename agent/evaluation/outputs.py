@@ -97,6 +97,10 @@ def prepare_output_dir(path: str | Path, overwrite: bool = False, inputs: tuple[
         if source is not None:
             raise OutputDirError(f"{final}: --overwrite would replace the run's input {source} (the output "
                                  "directory is it, holds it or lies inside it): pass another --output-dir")
+        here = Path.cwd().resolve()
+        if final.resolve() == here or final.resolve() in here.parents:  # `.` or `..`: a slip, not a results folder
+            raise OutputDirError(f"{final}: --overwrite would replace the folder you are working in (or one holding "
+                                 "it): pass another --output-dir")
         # Named by its absolute path: `.` (or `runs/a/..`) has no name to stage beside and replace, a ValueError
         # traceback once the run had completed, its results left in a hidden `.new-` folder inside it.
         final = Path(os.path.abspath(final))

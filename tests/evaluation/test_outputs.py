@@ -80,19 +80,31 @@ def test_overwrite_stages_and_publishes_only_on_completion(tmp_path: Path) -> No
     assert (out / "summary.json").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
-@pytest.mark.parametrize("name", [".", "sub/.."])
+@pytest.mark.parametrize("name", ["out/.", "out/sub/.."])
 def test_overwrite_of_a_folder_named_by_dots_publishes(tmp_path: Path, monkeypatch, name: str) -> None:
-    """`--output-dir . --overwrite` ran the whole session, then publishing was a ValueError traceback ("has an
-    empty name"), its results in a hidden `.new-` folder inside the old one."""
+    """`--output-dir out/sub/.. --overwrite` ran the whole session, then publishing was a ValueError traceback ("has
+    an empty name"), its results in a hidden `.new-` folder inside the old one."""
     out = tmp_path / "out"
     (out / "sub").mkdir(parents=True)
     (out / "summary.json").write_text("earlier")
-    monkeypatch.chdir(out)
+    monkeypatch.chdir(tmp_path)
     target = prepare_output_dir(Path(name), overwrite=True)
     assert target.work.parent == tmp_path
     (target.work / "summary.json").write_text("new")
     assert publish(target) == out
     assert (out / "summary.json").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+@pytest.mark.parametrize("name", [".", "sub/..", ".."])
+def test_overwrite_of_the_working_folder_is_refused(tmp_path: Path, monkeypatch, name: str) -> None:
+    # `--output-dir . --overwrite` (a slip for `./run`) would replace the folder the user works in at the run's end.
+    (tmp_path / "out" / "sub").mkdir(parents=True)
+    (tmp_path / "out" / "summary.json").write_text("earlier")
+    monkeypatch.chdir(tmp_path / "out")
+    with pytest.raises(OutputDirError, match="the folder you are working in"):
+        prepare_output_dir(Path(name), overwrite=True)
+    assert (tmp_path / "out" / "summary.json").read_text() == "earlier"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 def test_a_second_run_in_the_same_folder_is_refused_while_the_first_runs(tmp_path: Path) -> None:
