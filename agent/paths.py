@@ -10,6 +10,8 @@ from collections import Counter
 from contextlib import suppress
 from pathlib import Path
 
+import numpy as np
+
 try:
     import fcntl
 except ImportError:  # not POSIX: no lock
@@ -158,3 +160,19 @@ def read_json(path: Path) -> object:
         return json.loads(path.read_text(encoding="utf-8-sig"), object_pairs_hook=_refuse_repeated_keys)
     except RecursionError as error:
         raise ValueError("nested too deeply to parse") from error
+
+
+def json_ready(value):
+    """`value` with numpy scalars and arrays as plain Python, paths as text and keys as strings, for json.dumps
+    (summaries, reports, the local server's answers)."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value

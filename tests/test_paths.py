@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
+import numpy as np
 import pytest
 
-from agent.paths import broken_link, not_a_file, odd_entry, output_file_problem, read_json
+from agent.paths import broken_link, json_ready, not_a_file, odd_entry, output_file_problem, read_json
 
 
 def test_output_file_problem_names_what_stands_in_the_way(tmp_path):
@@ -65,3 +68,8 @@ def test_read_json_takes_a_byte_order_mark_and_refuses_a_key_given_twice(tmp_pat
     path.write_text('{"scribbles": [[{"path": [[0.5, 0.5]], "object_id": 1, "object_id": 0}]]}')
     with pytest.raises(ValueError, match="'object_id' given twice"):
         read_json(path)
+
+
+def test_json_ready_makes_numpy_values_and_paths_plain():
+    value = {1: np.float32(0.5), "a": (np.arange(2), Path("x/y")), "b": [np.int64(3), {"c": np.bool_(True)}]}
+    assert json.loads(json.dumps(json_ready(value))) == {"1": 0.5, "a": [[0, 1], "x/y"], "b": [3, {"c": True}]}

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import first_line, os_error_line
-from ..paths import not_a_file, output_file_problem, read_json
+from ..paths import json_ready, not_a_file, output_file_problem, read_json
 from .outputs import atomic_path
 
 log = logging.getLogger(__name__)
@@ -261,7 +261,7 @@ def write_outputs(
             tmp.write_text("sequence,scribble_idx\n")
 
     writers = {
-        "summary": lambda tmp: tmp.write_text(json.dumps(_plain(document), indent=2)),
+        "summary": lambda tmp: tmp.write_text(json.dumps(json_ready(document), indent=2)),
         "report": report.to_csv,
         "per_sequence": per_sequence,
         "plot": lambda tmp: plot_curve(summary, tmp, title),
@@ -280,21 +280,6 @@ def write_outputs(
         why = getattr(error, "strerror", None) or first_line(error)
         raise OSError(getattr(error, "errno", None), f"could not be written ({why})", str(path)) from error
     return written
-
-
-def _plain(value):
-    """numpy scalars/arrays -> plain Python for JSON."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:

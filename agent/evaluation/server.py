@@ -41,6 +41,7 @@ from ..config import ServerConfig
 from ..data import compat  # noqa: F401  (patches davisinteractive before it is imported)
 from ..data.registry import register_dataset
 from ..errors import validation_problems
+from ..paths import json_ready
 
 from davisinteractive.dataset.davis import Davis  # isort: skip  (after compat)
 from davisinteractive.evaluation import EvaluationService  # isort: skip
@@ -60,22 +61,9 @@ class ProtocolError(Exception):
         self.status, self.name, self.message = status, name, message
 
 
-def _plain(value):
-    """numpy scalars and arrays as JSON types."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def _json(value, status: int = 200) -> Response:
     # json.dumps writes floats exactly (shortest repr), so reports reach the client bit for bit.
-    return Response(json.dumps(_plain(value)), status_code=status, media_type="application/json")
+    return Response(json.dumps(json_ready(value)), status_code=status, media_type="application/json")
 
 
 def _error(status: int, name: str, message: str) -> Response:
