@@ -216,11 +216,7 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
     optimizer = make_optimizer(model, config, frozen)
     start_iteration = 0
     if resume and state_path.is_file():
-        start_iteration = _load_training_state(state_path, model, optimizer, device)
-        if start_iteration > config.iterations:  # nothing would run: model.pt stays the longer run's, named as this one
-            raise CheckpointError(f"{state_path} is at iteration {start_iteration}, past train.iterations="
-                                  f"{config.iterations}: resume with --iterations {start_iteration} or more, or pick "
-                                  "another --output-dir")
+        start_iteration = _load_training_state(state_path, model, optimizer, device, config.iterations)
         log.info("resumed from %s at iteration %d", state_path, start_iteration)
     elif resume:
         log.info("no %s to resume from: starting at iteration 0", state_path)
@@ -410,7 +406,18 @@ def _save_training_state(path: Path, model: SiameseEmbedder, optimizer, iteratio
 RESUME_FREE_FIELDS = ("pretrained", "decoder_init")
 
 
-def _load_training_state(path: Path, model: SiameseEmbedder, optimizer, device: torch.device) -> int:
+def check_training_state(path: Path, config: TrainConfig, model_config: ModelConfig) -> int:
+    """_load_training_state of --resume's last.pt into the bare model (no pretrained weights, well under a second),
+    before the videos are read and the model is built: a corrupt or mismatched one was found after both."""
+    model = build_model(model_config, load_pretrained=False)
+    optimizer = make_optimizer(model, config, config.mode == "frozen-backbone")
+    return _load_training_state(path, model, optimizer, torch.device("cpu"), config.iterations)
+
+
+def _load_training_state(path: Path, model: SiameseEmbedder, optimizer, device: torch.device,
+                         iterations: int) -> int:
+    """last.pt's weights and optimiser state loaded; its iteration. CheckpointError for a file that cannot be
+    read, of other model settings, or past `iterations`."""
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
         saved = from_dict(ModelConfig, payload["model_config"], strict=False)
@@ -428,13 +435,17 @@ def _load_training_state(path: Path, model: SiameseEmbedder, optimizer, device: 
                 "settings, or pick another --output-dir")
         model.load_state_dict(payload["state_dict"])
         optimizer.load_state_dict(payload["optimizer"])
-        return int(payload["iteration"])
+        iteration = int(payload["iteration"])
     except CheckpointError:
         raise
     except Exception as error:  # corrupt file, wrong format
         raise CheckpointError(
             f"cannot resume from {path} ({first_line(error)}): delete it or pick another --output-dir"
         ) from error
+    if iteration > iterations:  # nothing would run: model.pt stays the longer run's, named as this one
+        raise CheckpointError(f"{path} is at iteration {iteration}, past train.iterations={iterations}: resume with "
+                              f"--iterations {iteration} or more, or pick another --output-dir")
+    return iteration
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -559,7 +570,10 @@ def main(argv: list[str] | None = None) -> int:
         check_output_dir(Path(run.train.output_dir), args.resume)  # again: a run that held it may have written there
         # Before the videos are read (every frame decoded) and the model is built: a checkpoint of another backbone
         # or d was found after both. A resumed run's last.pt holds its weights instead.
-        if run.train.init_checkpoint is not None and not (args.resume and (run.train.output_dir / "last.pt").is_file()):
+        resuming = args.resume and (run.train.output_dir / "last.pt").is_file()
+        if resuming:
+            check_training_state(run.train.output_dir / "last.pt", run.train, run.model)
+        elif run.train.init_checkpoint is not None:
             check_init_checkpoint(run.train.init_checkpoint, run.model)
         check_videos(run.train)
         path = train(run.train, run.model, run.transfer, args.resume, run.scribbles)

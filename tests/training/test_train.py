@@ -272,6 +272,30 @@ def test_resume_from_a_corrupt_state_is_one_error_line(tmp_path: Path, capsys) -
                           mode="full"), tiny_model_config(), TransferConfig(), resume=True)
 
 
+def test_a_state_that_cannot_be_resumed_is_one_line_before_the_videos_are_read(tmp_path: Path, capsys,
+                                                                               monkeypatch) -> None:
+    """A corrupt last.pt, or one of another model or past --iterations, was found once every frame was decoded
+    and the model built."""
+    import agent.training.train as training
+
+    out = tmp_path / "run"
+    assert main([*TINY_ARGS, "--iterations", "2", "--output-dir", str(out)]) == 0
+    capsys.readouterr()
+
+    def never(*args, **kwargs):
+        raise AssertionError("the videos were read")
+
+    monkeypatch.setattr(training, "check_videos", never)
+    monkeypatch.setattr(training, "load_training_set", never)
+    for extra, fragment in ((["--iterations", "1"], "past train.iterations=1"),
+                            (["--iterations", "4", "--embedding-dim", "8"], "d=8")):
+        assert main([*TINY_ARGS, *extra, "--resume", "--output-dir", str(out)]) == 2
+        assert fragment in error_lines(capsys.readouterr().err)[0]
+    (out / "last.pt").write_bytes(b"not a checkpoint")
+    assert main([*TINY_ARGS, "--iterations", "4", "--resume", "--output-dir", str(out)]) == 2
+    assert "cannot resume from" in error_lines(capsys.readouterr().err)[0]
+
+
 def test_resume_with_another_model_is_one_error_line(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     assert main([*TINY_ARGS, "--iterations", "2", "--output-dir", str(out)]) == 0
