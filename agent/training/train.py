@@ -55,6 +55,7 @@ from ..data.davis import DatasetError, DavisReader
 from ..data.validation import validate_sequence
 from ..device import resolve_device
 from ..errors import first_line, os_error_line
+from ..evaluation.signals import deferred_signals, exit_code, signal_name, terminate_as_interrupt
 from ..model.backbones import WeightsUnavailableError
 from ..model.checkpoint import (
     CheckpointError,
@@ -272,6 +273,12 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
     running = None
     started = time.monotonic()
     saved = start_iteration or None  # the iteration model.pt and last.pt hold
+    done = start_iteration  # the iterations whose step was taken
+
+    def save(digests: list[str]) -> None:
+        _save_training_state(state_path, model, optimizer, done, config)
+        save_checkpoint(model_path, model, extra={"iterations": done, "mode": mode, "loss": config.loss,
+                                                  "world_size": world, "parameter_digests": digests})
     _train_mode(model, frozen, config.freeze_backbone_bn)
     try:
         for iteration in progress:
@@ -284,12 +291,13 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
             value = float(loss.detach())
             if not finite_step(value, model, world):  # NaN weights were saved over every later checkpoint
                 raise _diverged(output_dir, f"the loss is {value} at iteration {iteration + 1}", saved)
-            optimizer.step()
+            with deferred_signals():  # a stop inside the step would leave weights and momenta half updated
+                optimizer.step()
+                done = iteration + 1
+                if loss_log is not None:
+                    loss_log.write(f"{done},{value:.6f},{optimizer.param_groups[0]['lr']:.6g}\n")
             running = value if running is None else 0.98 * running + 0.02 * value
             progress.set_postfix(loss=f"{running:.4f}")
-            done = iteration + 1
-            if loss_log is not None:
-                loss_log.write(f"{done},{value:.6f},{optimizer.param_groups[0]['lr']:.6g}\n")
             synchronise = False
             out_of_time = _out_of_time(started, config.max_seconds, world, device)
             if done % config.checkpoint_every == 0 or done == config.iterations or out_of_time:
@@ -299,9 +307,9 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
                 if not all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point()):
                     raise _diverged(output_dir, f"the weights are not finite at iteration {done}", saved)
                 if rank == 0:
-                    _save_training_state(state_path, model, optimizer, done, config)
-                    save_checkpoint(model_path, model, extra={"iterations": done, "mode": mode, "loss": config.loss,
-                                                              "world_size": world, "parameter_digests": digests})
+                    with deferred_signals():  # last.pt and model.pt of one iteration
+                        save(digests)
+                        saved = done
                 saved = done
                 synchronise = True
             if config.validate_every and (done % config.validate_every == 0 or done == config.iterations):
@@ -319,6 +327,18 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
                 log.info("stopped at iteration %d of %d: train.max_seconds=%g reached; --resume goes on from there",
                          done, config.iterations, config.max_seconds)
                 break
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP (main): the steps taken since the last checkpoint kept
+        progress.close()
+        if rank == 0 and done != saved and done > 0 and all(
+                torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point()):
+            with deferred_signals():  # rank 0's digest alone: the others may be anywhere in their step
+                save([parameter_digest(model)])
+                saved = done
+        if rank == 0:
+            log.info("stopped at iteration %d of %d: %s", done, config.iterations,
+                     f"last.pt and model.pt hold iteration {saved}; --resume goes on from there" if saved
+                     else "no checkpoint was written")
+        raise
     finally:
         progress.close()
         if loss_log is not None:
@@ -564,28 +584,30 @@ def main(argv: list[str] | None = None) -> int:
                         datefmt="%H:%M:%S")
     lock, created = None, None
     try:
-        run = resolve_config(args)
-        check_output_dir(Path(run.train.output_dir), args.resume)
-        lock, created = lock_output_dir(Path(run.train.output_dir))
-        check_output_dir(Path(run.train.output_dir), args.resume)  # again: a run that held it may have written there
-        # Before the videos are read (every frame decoded) and the model is built: a checkpoint of another backbone
-        # or d was found after both. A resumed run's last.pt holds its weights instead.
-        resuming = args.resume and (run.train.output_dir / "last.pt").is_file()
-        if resuming:
-            check_training_state(run.train.output_dir / "last.pt", run.train, run.model)
-        elif run.train.init_checkpoint is not None:
-            check_init_checkpoint(run.train.init_checkpoint, run.model)
-        check_videos(run.train)
-        path = train(run.train, run.model, run.transfer, args.resume, run.scribbles)
+        # SIGTERM (a scheduler, `timeout`) and SIGHUP killed the run: no checkpoint of the steps since the last one
+        with terminate_as_interrupt():
+            run = resolve_config(args)
+            check_output_dir(Path(run.train.output_dir), args.resume)
+            lock, created = lock_output_dir(Path(run.train.output_dir))
+            check_output_dir(Path(run.train.output_dir), args.resume)  # again: a run that held it may have written there
+            # Before the videos are read (every frame decoded) and the model is built: a checkpoint of another backbone
+            # or d was found after both. A resumed run's last.pt holds its weights instead.
+            resuming = args.resume and (run.train.output_dir / "last.pt").is_file()
+            if resuming:
+                check_training_state(run.train.output_dir / "last.pt", run.train, run.model)
+            elif run.train.init_checkpoint is not None:
+                check_init_checkpoint(run.train.init_checkpoint, run.model)
+            check_videos(run.train)
+            path = train(run.train, run.model, run.transfer, args.resume, run.scribbles)
     except (DatasetError, CheckpointError, WeightsUnavailableError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # a path the file system refuses (a name too long), a full disk
         print(f"error: {os_error_line(error)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"interrupted: the last checkpoint is in {args.output_dir or TrainConfig().output_dir}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        print(f"interrupted ({signal_name(interrupt)})", file=sys.stderr)
+        return exit_code(interrupt)
     finally:
         unlock_folder(lock)
         if created is not None and created.is_dir() and not any(created.iterdir()):

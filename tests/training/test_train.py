@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -257,6 +258,34 @@ def test_max_seconds_stops_with_a_checkpoint_that_resume_continues(tmp_path: Pat
     assert torch.load(out / "last.pt", weights_only=True)["iteration"] == 1
     assert main([*args, "--resume"]) == 0
     assert torch.load(out / "last.pt", weights_only=True)["iteration"] == 6
+    assert read_losses(out / "losses.csv")[:, 0].tolist() == list(range(1, 7))
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stopped_run_keeps_its_steps_in_a_checkpoint_resume_continues(tmp_path: Path, capsys, monkeypatch,
+                                                                       signum: int, code: int) -> None:
+    """SIGTERM (a scheduler, `timeout`) killed the run without a word; it and Ctrl-C lost every step since the last
+    checkpoint_every."""
+    import agent.training.train as training
+
+    real, calls = training.draw_pair, []
+
+    def draw(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:  # during iteration 4: iterations 1-3 were taken
+            os.kill(os.getpid(), signum)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "draw_pair", draw)
+    out = tmp_path / "run"
+    args = [*TINY_ARGS, "--iterations", "6", "--checkpoint-every", "1000", "--output-dir", str(out)]
+    assert main(args) == code
+    assert f"interrupted ({signal.Signals(signum).name})" in capsys.readouterr().err
+    assert torch.load(out / "last.pt", weights_only=True)["iteration"] == 3
+    assert load_checkpoint(out / "model.pt")[2]["iterations"] == 3
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is gone with the run
+    monkeypatch.setattr(training, "draw_pair", real)
+    assert main([*args, "--resume"]) == 0
     assert read_losses(out / "losses.csv")[:, 0].tolist() == list(range(1, 7))
 
 
