@@ -113,7 +113,16 @@ def training_sequences(reader: DavisReader, holdout: tuple[str, ...] = ()) -> li
     overlap = sorted(set(train) & val)
     if overlap:
         raise DatasetError(f"training and validation lists share {', '.join(overlap)}: fix ImageSets/2017")
-    return [s for s in train if reader.has_sequence(s) and s not in holdout]
+    present = [s for s in train if reader.has_sequence(s)]
+    kept = [s for s in present if s not in holdout]
+    # A root whose listed videos are all missing or held out trained on the synthetic videos alone, without a word.
+    if train and not present:
+        raise DatasetError(f"none of the {len(train)} videos {reader.subset_file('train')} lists is in "
+                           f"{reader.root / 'JPEGImages' / '480p'}")
+    if present and not kept:
+        raise DatasetError(f"every training video of {reader.subset_file('train')} in the root is held out "
+                           "(train.holdout): name fewer with --holdout (--holdout '' for none)")
+    return kept
 
 
 def _feature_cache_dir() -> Path:

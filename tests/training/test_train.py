@@ -16,12 +16,12 @@ import pytest
 import torch
 
 from agent.config import ModelConfig, ScribbleConfig, TrainConfig, TransferConfig
-from agent.data.davis import DatasetError
+from agent.data.davis import DatasetError, DavisReader
 from agent.data.synthetic import SyntheticSpec, write_dataset
 from agent.model import build_model
 from agent.model.checkpoint import CheckpointError, load_checkpoint
 from agent.paths import lock_folder, unlock_folder
-from agent.training.data import load_training_set
+from agent.training.data import load_training_set, training_sequences
 from agent.training.strokes import stroke_labels
 from agent.training.train import main, make_optimizer, parameter_digest, poly_factor, pool_pair, train
 from tests.conftest import TINY_MODEL
@@ -550,6 +550,22 @@ def test_held_out_videos_are_never_trained_on(davis_train_root: Path, tmp_path: 
     assert main([*args, "--output-dir", str(out)]) == 0
     info = json.loads((out / "train_info.json").read_text())
     assert info["held_out"] == ["synth-000"] and "synth-000" not in info["training_videos"]
+
+
+def test_a_root_whose_training_videos_are_all_missing_or_held_out_is_one_line(davis_train_root: Path, tmp_path: Path,
+                                                                             capsys) -> None:
+    """Both trained on the synthetic videos alone, exit 0, without a word."""
+    args = [*TINY_ARGS, "--iterations", "2", "--davis-root", str(davis_train_root),
+            "--output-dir", str(tmp_path / "run")]
+    assert main([*args, "--holdout", "synth-000,synth-001"]) == 2
+    assert "every training video of" in error_lines(capsys.readouterr().err)[0]
+    listing = davis_train_root / "ImageSets" / "2017" / "train.txt"
+    listing.write_text("ghost-1\nghost-2\n")
+    assert main(args) == 2
+    assert f"none of the 2 videos {listing} lists is in" in error_lines(capsys.readouterr().err)[0]
+    assert not (tmp_path / "run").exists()
+    listing.write_text("")  # an empty list: the root only for validation, synthetic training videos
+    assert training_sequences(DavisReader(davis_train_root)) == []
 
 
 def test_topk_loss_trains_at_the_feature_scale_on_the_agent_grid(tmp_path: Path) -> None:
