@@ -26,6 +26,7 @@ from ..model.onnx_backbone import build_backbone_runtime
 from ..model.siamese import SiameseEmbedder, preprocess_frames, scaled_size
 
 log = logging.getLogger(__name__)
+NO_TRAINING_VIDEOS = "no training videos: give --davis-root with ImageSets/2017/train.txt or synthetic ones"
 
 
 @dataclass
@@ -197,7 +198,7 @@ def load_training_set(config: TrainConfig, model: SiameseEmbedder, frozen: bool,
         sources.append((f"synthetic-{index:03d}", functools.partial(
             generate_sequence, [config.seed, 7, index], config.synthetic_frames, height, width, 1 + index % 3)))
     if not sources:
-        raise DatasetError("no training videos: give --davis-root with ImageSets/2017/train.txt or synthetic ones")
+        raise DatasetError(NO_TRAINING_VIDEOS)
 
     # The topk loss transfers on the agent's grid; the paper's pairwise loss on the H/2 embeddings.
     grid = model.embedding_size(stride=transfer.grid_stride if config.loss == "topk" else 2)

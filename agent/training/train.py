@@ -68,7 +68,7 @@ from ..model.checkpoint import (
 from ..model.siamese import SiameseEmbedder, build_model
 from ..model.similarity import Pooled, pair_loss, sample_pixels, topk_loss
 from ..paths import file_in_the_way, lock_folder, special_file, unlock_folder, unwritable_folder
-from .data import load_training_set, training_sequences
+from .data import NO_TRAINING_VIDEOS, load_training_set, training_sequences
 from .strokes import stroke_labels
 
 log = logging.getLogger("agent.train")
@@ -568,13 +568,18 @@ def check_videos(config: TrainConfig) -> None:
     if config.davis_root is None:
         if config.val_sequences:
             raise ValueError("train.val_sequences names videos of --davis-root, and there is none")
+        if not config.synthetic_sequences:  # found once the model was built
+            raise DatasetError(NO_TRAINING_VIDEOS)
         return
     reader = DavisReader(config.davis_root)
     validation = list(config.val_sequences or (reader.sequences("val") if config.validate_every else []))
     for name in validation:
         if not reader.has_sequence(name):
             raise ValueError(f"--val-sequences: {reader.root} has no sequence {name!r}")
-    for name in dict.fromkeys([*training_sequences(reader, config.holdout), *validation]):
+    training = training_sequences(reader, config.holdout)
+    if not training and not config.synthetic_sequences:
+        raise DatasetError(NO_TRAINING_VIDEOS)
+    for name in dict.fromkeys([*training, *validation]):
         validate_sequence(reader, name, scribbles=False)  # every frame and annotation, decoded
 
 

@@ -568,6 +568,18 @@ def test_a_root_whose_training_videos_are_all_missing_or_held_out_is_one_line(da
     assert training_sequences(DavisReader(davis_train_root)) == []
 
 
+def test_no_training_video_is_one_line_before_the_model_is_built(davis_train_root: Path, tmp_path: Path, capsys,
+                                                                 monkeypatch) -> None:
+    import agent.training.train as training
+
+    monkeypatch.setattr(training, "build_model", lambda *args, **kwargs: pytest.fail("the model was built"))
+    (davis_train_root / "ImageSets" / "2017" / "train.txt").write_text("")
+    for root in ([], ["--davis-root", str(davis_train_root)]):
+        assert main([*TINY_ARGS, *root, "--synthetic-sequences", "0", "--output-dir", str(tmp_path / "run")]) == 2
+        assert "no training videos" in error_lines(capsys.readouterr().err)[0]
+    assert not (tmp_path / "run").exists()
+
+
 def test_topk_loss_trains_at_the_feature_scale_on_the_agent_grid(tmp_path: Path) -> None:
     """loss topk: frames at feature_scale x the input size, labels on the transfer grid (stride 4), and the
     cross-entropy of the transfer goes down."""
