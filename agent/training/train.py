@@ -598,9 +598,11 @@ def main(argv: list[str] | None = None) -> int:
             # Before the videos are read (every frame decoded) and the model is built: a checkpoint of another backbone
             # or d was found after both. A resumed run's last.pt holds its weights instead.
             resuming = args.resume and (run.train.output_dir / "last.pt").is_file()
-            if resuming:
+            if resuming:  # into the bare model
                 check_training_state(run.train.output_dir / "last.pt", run.train, run.model)
-            elif run.train.init_checkpoint is not None:
+            else:  # a backbone's own limits (efficientnet-lite's feature levels 0..4): the bare model, well under a second
+                build_model(run.model, load_pretrained=False)
+            if run.train.init_checkpoint is not None and not resuming:
                 check_init_checkpoint(run.train.init_checkpoint, run.model)
             check_videos(run.train)
             path = train(run.train, run.model, run.transfer, args.resume, run.scribbles)

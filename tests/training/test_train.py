@@ -442,6 +442,18 @@ def test_a_feature_level_given_twice_is_one_error_line_before_any_work(tmp_path:
     assert "model.feature_levels must name each backbone stage once, got (2, 2, 3)" in line and not out.exists()
 
 
+def test_a_model_its_backbone_cannot_build_is_one_line_before_the_videos_are_read(tmp_path: Path, capsys,
+                                                                                  monkeypatch) -> None:
+    """efficientnet-lite's feature levels 0..4, tiny's skip level: the backbone's own limits were found once every
+    frame was decoded (31 s on ../shared/davis)."""
+    import agent.training.train as training
+
+    monkeypatch.setattr(training, "check_videos", lambda config: pytest.fail("videos read"))
+    assert main([*TINY_ARGS, "--set", "model.skip_level=3", "--output-dir", str(tmp_path / "run")]) == 2
+    assert "tiny skip_level must be 1" in error_lines(capsys.readouterr().err)[0]
+    assert not (tmp_path / "run").exists()
+
+
 def test_an_earlier_run_is_not_replaced_without_resume(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     out.mkdir()
@@ -572,7 +584,7 @@ def test_no_training_video_is_one_line_before_the_model_is_built(davis_train_roo
                                                                  monkeypatch) -> None:
     import agent.training.train as training
 
-    monkeypatch.setattr(training, "build_model", lambda *args, **kwargs: pytest.fail("the model was built"))
+    monkeypatch.setattr(training, "train", lambda *args, **kwargs: pytest.fail("the model was built"))
     (davis_train_root / "ImageSets" / "2017" / "train.txt").write_text("")
     for root in ([], ["--davis-root", str(davis_train_root)]):
         assert main([*TINY_ARGS, *root, "--synthetic-sequences", "0", "--output-dir", str(tmp_path / "run")]) == 2
