@@ -425,10 +425,13 @@ def test_shares_outside_their_range_are_one_error_line(tmp_path: Path, capsys, f
     # "Overflow when unpacking long long", naming nothing, once the videos were read
     ("train.seed=18446744073709551616", "train.seed must be in 0..2**64-1, got 18446744073709551616"),
     ("train.scale_range=[2,-1]", "train.scale_range must be (low, high) with finite 0 < low <= high"),
+    # factors 1 +- it: a negative brightness blacked frames out; 1e30 a NaN loss blamed on the learning rate
+    ("train.colour_jitter=1e30", "train.colour_jitter must be in [0, 1], got 1e+30"),
 ])
 def test_augmentation_ranges_are_checked(tmp_path: Path, capsys, setting: str, fragment: str) -> None:
     # A NaN rotation used to hang the first step.
-    assert main([*TINY_ARGS, "--set", setting, "--output-dir", str(tmp_path / "run")]) == 2
+    args = [*TINY_ARGS, "--mode", "full", "--iterations", "2", "--output-dir", str(tmp_path / "run")]
+    assert main([*args, "--set", setting]) == 2
     (line,) = error_lines(capsys.readouterr().err)
     assert fragment in line and not (tmp_path / "run").exists()
 
