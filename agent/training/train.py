@@ -217,7 +217,7 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
     optimizer = make_optimizer(model, config, frozen)
     start_iteration = 0
     if resume and state_path.is_file():
-        start_iteration = _load_training_state(state_path, model, optimizer, device, config.iterations)
+        start_iteration = _load_training_state(state_path, model, optimizer, device, config)
         log.info("resumed from %s at iteration %d", state_path, start_iteration)
     elif resume:
         log.info("no %s to resume from: starting at iteration 0", state_path)
@@ -431,13 +431,13 @@ def check_training_state(path: Path, config: TrainConfig, model_config: ModelCon
     before the videos are read and the model is built: a corrupt or mismatched one was found after both."""
     model = build_model(model_config, load_pretrained=False)
     optimizer = make_optimizer(model, config, config.mode == "frozen-backbone")
-    return _load_training_state(path, model, optimizer, torch.device("cpu"), config.iterations)
+    return _load_training_state(path, model, optimizer, torch.device("cpu"), config)
 
 
 def _load_training_state(path: Path, model: SiameseEmbedder, optimizer, device: torch.device,
-                         iterations: int) -> int:
+                         config: TrainConfig) -> int:
     """last.pt's weights and optimiser state loaded; its iteration. CheckpointError for a file that cannot be
-    read, of other model settings, or past `iterations`."""
+    read, of other model settings or train.mode, or past train.iterations."""
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
         saved = from_dict(ModelConfig, payload["model_config"], strict=False)
@@ -453,6 +453,11 @@ def _load_training_state(path: Path, model: SiameseEmbedder, optimizer, device: 
                 f"{path} was trained with {', '.join(f'{n}={getattr(saved, n)!r}' for n in differ)}, not "
                 f"{', '.join(f'{n}={getattr(model.config, n)!r}' for n in differ)}: resume with the same model "
                 "settings, or pick another --output-dir")
+        mode = (payload.get("train_config") or {}).get("mode", config.mode)  # its optimiser has the mode's groups
+        if mode != config.mode:  # it was "loaded state dict has a different number of parameter groups"
+            raise CheckpointError(f"{path} was trained with train.mode={mode}, not {config.mode}: resume with "
+                                  f"--mode {mode}, or start another --output-dir from its model.pt "
+                                  "(--set train.init_checkpoint=...)")
         model.load_state_dict(payload["state_dict"])
         optimizer.load_state_dict(payload["optimizer"])
         iteration = int(payload["iteration"])
@@ -462,9 +467,9 @@ def _load_training_state(path: Path, model: SiameseEmbedder, optimizer, device: 
         raise CheckpointError(
             f"cannot resume from {path} ({first_line(error)}): delete it or pick another --output-dir"
         ) from error
-    if iteration > iterations:  # nothing would run: model.pt stays the longer run's, named as this one
-        raise CheckpointError(f"{path} is at iteration {iteration}, past train.iterations={iterations}: resume with "
-                              f"--iterations {iteration} or more, or pick another --output-dir")
+    if iteration > config.iterations:  # nothing would run: model.pt stays the longer run's, named as this one
+        raise CheckpointError(f"{path} is at iteration {iteration}, past train.iterations={config.iterations}: "
+                              f"resume with --iterations {iteration} or more, or pick another --output-dir")
     return iteration
 
 
@@ -594,13 +599,14 @@ def main(argv: list[str] | None = None) -> int:
             run = resolve_config(args)
             check_output_dir(Path(run.train.output_dir), args.resume)
             lock, created = lock_output_dir(Path(run.train.output_dir))
-            check_output_dir(Path(run.train.output_dir), args.resume)  # again: a run that held it may have written there
+            # again: a run that held it may have written there
+            check_output_dir(Path(run.train.output_dir), args.resume)
             # Before the videos are read (every frame decoded) and the model is built: a checkpoint of another backbone
             # or d was found after both. A resumed run's last.pt holds its weights instead.
             resuming = args.resume and (run.train.output_dir / "last.pt").is_file()
             if resuming:  # into the bare model
                 check_training_state(run.train.output_dir / "last.pt", run.train, run.model)
-            else:  # a backbone's own limits (efficientnet-lite's feature levels 0..4): the bare model, well under a second
+            else:  # a backbone's own limits (efficientnet-lite's feature levels 0..4): the bare model, under a second
                 build_model(run.model, load_pretrained=False)
             if run.train.init_checkpoint is not None and not resuming:
                 check_init_checkpoint(run.train.init_checkpoint, run.model)

@@ -338,6 +338,10 @@ def test_resume_with_another_model_is_one_error_line(tmp_path: Path, capsys) -> 
     assert main(args) == 2
     (line,) = error_lines(capsys.readouterr().err)
     assert "input_size=(48, 80)" in line and "input_size=(64, 96)" in line and "same model settings" in line
+    # it was "loaded state dict has a different number of parameter groups"
+    assert main([*TINY_ARGS, "--iterations", "4", "--resume", "--output-dir", str(out), "--mode", "full"]) == 2
+    assert "last.pt was trained with train.mode=frozen-backbone, not full: resume with --mode frozen-backbone" \
+        in error_lines(capsys.readouterr().err)[0]
     assert main([*TINY_ARGS, "--iterations", "4", "--resume", "--output-dir", str(out)]) == 0  # the same: resumes
 
 
