@@ -267,6 +267,8 @@ class TrainConfig:
                      "rotation_degrees"):
             value = getattr(self, name)
             _require(_finite(value) and value >= 0, f"train.{name} must be a finite number >= 0, got {value}")
+        # Factors 1 +- colour_jitter: beyond 1 a negative brightness blacked out frames, and 1e30 made the loss NaN
+        _require(self.colour_jitter <= 1, f"train.colour_jitter must be in [0, 1], got {self.colour_jitter}")
         _check_scale_range(self.scale_range, "train.scale_range")
 
 

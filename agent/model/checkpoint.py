@@ -83,7 +83,11 @@ def save_checkpoint(
     for key, tensor in model.state_dict().items():
         tensor = tensor.detach().cpu()
         if half and tensor.is_floating_point() and tensor.numel() >= HALF_MIN_NUMEL:
-            tensor = tensor.half()
+            rounded = tensor.half()
+            if not torch.isfinite(rounded).all() and torch.isfinite(tensor).all():  # a checkpoint no command loads
+                raise CheckpointError(f"{path}: {key} holds weights up to {float(tensor.abs().max()):.4g}, beyond "
+                                      f"fp16's {torch.finfo(torch.float16).max:g}: save it without half")
+            tensor = rounded
         state[key] = tensor.clone()
     payload = {
         "format": FORMAT,

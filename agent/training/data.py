@@ -26,6 +26,7 @@ from ..model.onnx_backbone import build_backbone_runtime
 from ..model.siamese import SiameseEmbedder, preprocess_frames, scaled_size
 
 log = logging.getLogger(__name__)
+NO_TRAINING_VIDEOS = "no training videos: give --davis-root with ImageSets/2017/train.txt or synthetic ones"
 
 
 @dataclass
@@ -113,7 +114,16 @@ def training_sequences(reader: DavisReader, holdout: tuple[str, ...] = ()) -> li
     overlap = sorted(set(train) & val)
     if overlap:
         raise DatasetError(f"training and validation lists share {', '.join(overlap)}: fix ImageSets/2017")
-    return [s for s in train if reader.has_sequence(s) and s not in holdout]
+    present = [s for s in train if reader.has_sequence(s)]
+    kept = [s for s in present if s not in holdout]
+    # A root whose listed videos are all missing or held out trained on the synthetic videos alone, without a word.
+    if train and not present:
+        raise DatasetError(f"none of the {len(train)} videos {reader.subset_file('train')} lists is in "
+                           f"{reader.root / 'JPEGImages' / '480p'}")
+    if present and not kept:
+        raise DatasetError(f"every training video of {reader.subset_file('train')} in the root is held out "
+                           "(train.holdout): name fewer with --holdout (--holdout '' for none)")
+    return kept
 
 
 def _feature_cache_dir() -> Path:
@@ -188,7 +198,7 @@ def load_training_set(config: TrainConfig, model: SiameseEmbedder, frozen: bool,
         sources.append((f"synthetic-{index:03d}", functools.partial(
             generate_sequence, [config.seed, 7, index], config.synthetic_frames, height, width, 1 + index % 3)))
     if not sources:
-        raise DatasetError("no training videos: give --davis-root with ImageSets/2017/train.txt or synthetic ones")
+        raise DatasetError(NO_TRAINING_VIDEOS)
 
     # The topk loss transfers on the agent's grid; the paper's pairwise loss on the H/2 embeddings.
     grid = model.embedding_size(stride=transfer.grid_stride if config.loss == "topk" else 2)

@@ -55,6 +55,7 @@ from ..data.davis import DatasetError, DavisReader
 from ..data.validation import validate_sequence
 from ..device import resolve_device
 from ..errors import first_line, os_error_line
+from ..evaluation.signals import deferred_signals, exit_code, signal_name, terminate_as_interrupt
 from ..model.backbones import WeightsUnavailableError
 from ..model.checkpoint import (
     CheckpointError,
@@ -67,7 +68,7 @@ from ..model.checkpoint import (
 from ..model.siamese import SiameseEmbedder, build_model
 from ..model.similarity import Pooled, pair_loss, sample_pixels, topk_loss
 from ..paths import file_in_the_way, lock_folder, special_file, unlock_folder, unwritable_folder
-from .data import load_training_set, training_sequences
+from .data import NO_TRAINING_VIDEOS, load_training_set, training_sequences
 from .strokes import stroke_labels
 
 log = logging.getLogger("agent.train")
@@ -216,11 +217,7 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
     optimizer = make_optimizer(model, config, frozen)
     start_iteration = 0
     if resume and state_path.is_file():
-        start_iteration = _load_training_state(state_path, model, optimizer, device)
-        if start_iteration > config.iterations:  # nothing would run: model.pt stays the longer run's, named as this one
-            raise CheckpointError(f"{state_path} is at iteration {start_iteration}, past train.iterations="
-                                  f"{config.iterations}: resume with --iterations {start_iteration} or more, or pick "
-                                  "another --output-dir")
+        start_iteration = _load_training_state(state_path, model, optimizer, device, config)
         log.info("resumed from %s at iteration %d", state_path, start_iteration)
     elif resume:
         log.info("no %s to resume from: starting at iteration 0", state_path)
@@ -276,6 +273,12 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
     running = None
     started = time.monotonic()
     saved = start_iteration or None  # the iteration model.pt and last.pt hold
+    done = start_iteration  # the iterations whose step was taken
+
+    def save(digests: list[str]) -> None:
+        _save_training_state(state_path, model, optimizer, done, config)
+        save_checkpoint(model_path, model, extra={"iterations": done, "mode": mode, "loss": config.loss,
+                                                  "world_size": world, "parameter_digests": digests})
     _train_mode(model, frozen, config.freeze_backbone_bn)
     try:
         for iteration in progress:
@@ -288,12 +291,13 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
             value = float(loss.detach())
             if not finite_step(value, model, world):  # NaN weights were saved over every later checkpoint
                 raise _diverged(output_dir, f"the loss is {value} at iteration {iteration + 1}", saved)
-            optimizer.step()
+            with deferred_signals():  # a stop inside the step would leave weights and momenta half updated
+                optimizer.step()
+                done = iteration + 1
+                if loss_log is not None:
+                    loss_log.write(f"{done},{value:.6f},{optimizer.param_groups[0]['lr']:.6g}\n")
             running = value if running is None else 0.98 * running + 0.02 * value
             progress.set_postfix(loss=f"{running:.4f}")
-            done = iteration + 1
-            if loss_log is not None:
-                loss_log.write(f"{done},{value:.6f},{optimizer.param_groups[0]['lr']:.6g}\n")
             synchronise = False
             out_of_time = _out_of_time(started, config.max_seconds, world, device)
             if done % config.checkpoint_every == 0 or done == config.iterations or out_of_time:
@@ -303,9 +307,9 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
                 if not all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point()):
                     raise _diverged(output_dir, f"the weights are not finite at iteration {done}", saved)
                 if rank == 0:
-                    _save_training_state(state_path, model, optimizer, done, config)
-                    save_checkpoint(model_path, model, extra={"iterations": done, "mode": mode, "loss": config.loss,
-                                                              "world_size": world, "parameter_digests": digests})
+                    with deferred_signals():  # last.pt and model.pt of one iteration
+                        save(digests)
+                        saved = done
                 saved = done
                 synchronise = True
             if config.validate_every and (done % config.validate_every == 0 or done == config.iterations):
@@ -323,6 +327,18 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
                 log.info("stopped at iteration %d of %d: train.max_seconds=%g reached; --resume goes on from there",
                          done, config.iterations, config.max_seconds)
                 break
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP (main): the steps taken since the last checkpoint kept
+        progress.close()
+        if rank == 0 and done != saved and done > 0 and all(
+                torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point()):
+            with deferred_signals():  # rank 0's digest alone: the others may be anywhere in their step
+                save([parameter_digest(model)])
+                saved = done
+        if rank == 0:
+            log.info("stopped at iteration %d of %d: %s", done, config.iterations,
+                     f"last.pt and model.pt hold iteration {saved}; --resume goes on from there" if saved
+                     else "no checkpoint was written")
+        raise
     finally:
         progress.close()
         if loss_log is not None:
@@ -410,7 +426,18 @@ def _save_training_state(path: Path, model: SiameseEmbedder, optimizer, iteratio
 RESUME_FREE_FIELDS = ("pretrained", "decoder_init")
 
 
-def _load_training_state(path: Path, model: SiameseEmbedder, optimizer, device: torch.device) -> int:
+def check_training_state(path: Path, config: TrainConfig, model_config: ModelConfig) -> int:
+    """_load_training_state of --resume's last.pt into the bare model (no pretrained weights, well under a second),
+    before the videos are read and the model is built: a corrupt or mismatched one was found after both."""
+    model = build_model(model_config, load_pretrained=False)
+    optimizer = make_optimizer(model, config, config.mode == "frozen-backbone")
+    return _load_training_state(path, model, optimizer, torch.device("cpu"), config)
+
+
+def _load_training_state(path: Path, model: SiameseEmbedder, optimizer, device: torch.device,
+                         config: TrainConfig) -> int:
+    """last.pt's weights and optimiser state loaded; its iteration. CheckpointError for a file that cannot be
+    read, of other model settings or train.mode, or past train.iterations."""
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
         saved = from_dict(ModelConfig, payload["model_config"], strict=False)
@@ -426,15 +453,24 @@ def _load_training_state(path: Path, model: SiameseEmbedder, optimizer, device: 
                 f"{path} was trained with {', '.join(f'{n}={getattr(saved, n)!r}' for n in differ)}, not "
                 f"{', '.join(f'{n}={getattr(model.config, n)!r}' for n in differ)}: resume with the same model "
                 "settings, or pick another --output-dir")
+        mode = (payload.get("train_config") or {}).get("mode", config.mode)  # its optimiser has the mode's groups
+        if mode != config.mode:  # it was "loaded state dict has a different number of parameter groups"
+            raise CheckpointError(f"{path} was trained with train.mode={mode}, not {config.mode}: resume with "
+                                  f"--mode {mode}, or start another --output-dir from its model.pt "
+                                  "(--set train.init_checkpoint=...)")
         model.load_state_dict(payload["state_dict"])
         optimizer.load_state_dict(payload["optimizer"])
-        return int(payload["iteration"])
+        iteration = int(payload["iteration"])
     except CheckpointError:
         raise
     except Exception as error:  # corrupt file, wrong format
         raise CheckpointError(
             f"cannot resume from {path} ({first_line(error)}): delete it or pick another --output-dir"
         ) from error
+    if iteration > config.iterations:  # nothing would run: model.pt stays the longer run's, named as this one
+        raise CheckpointError(f"{path} is at iteration {iteration}, past train.iterations={config.iterations}: "
+                              f"resume with --iterations {iteration} or more, or pick another --output-dir")
+    return iteration
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -537,13 +573,18 @@ def check_videos(config: TrainConfig) -> None:
     if config.davis_root is None:
         if config.val_sequences:
             raise ValueError("train.val_sequences names videos of --davis-root, and there is none")
+        if not config.synthetic_sequences:  # found once the model was built
+            raise DatasetError(NO_TRAINING_VIDEOS)
         return
     reader = DavisReader(config.davis_root)
     validation = list(config.val_sequences or (reader.sequences("val") if config.validate_every else []))
     for name in validation:
         if not reader.has_sequence(name):
             raise ValueError(f"--val-sequences: {reader.root} has no sequence {name!r}")
-    for name in dict.fromkeys([*training_sequences(reader, config.holdout), *validation]):
+    training = training_sequences(reader, config.holdout)
+    if not training and not config.synthetic_sequences:
+        raise DatasetError(NO_TRAINING_VIDEOS)
+    for name in dict.fromkeys([*training, *validation]):
         validate_sequence(reader, name, scribbles=False)  # every frame and annotation, decoded
 
 
@@ -553,25 +594,33 @@ def main(argv: list[str] | None = None) -> int:
                         datefmt="%H:%M:%S")
     lock, created = None, None
     try:
-        run = resolve_config(args)
-        check_output_dir(Path(run.train.output_dir), args.resume)
-        lock, created = lock_output_dir(Path(run.train.output_dir))
-        check_output_dir(Path(run.train.output_dir), args.resume)  # again: a run that held it may have written there
-        # Before the videos are read (every frame decoded) and the model is built: a checkpoint of another backbone
-        # or d was found after both. A resumed run's last.pt holds its weights instead.
-        if run.train.init_checkpoint is not None and not (args.resume and (run.train.output_dir / "last.pt").is_file()):
-            check_init_checkpoint(run.train.init_checkpoint, run.model)
-        check_videos(run.train)
-        path = train(run.train, run.model, run.transfer, args.resume, run.scribbles)
+        # SIGTERM (a scheduler, `timeout`) and SIGHUP killed the run: no checkpoint of the steps since the last one
+        with terminate_as_interrupt():
+            run = resolve_config(args)
+            check_output_dir(Path(run.train.output_dir), args.resume)
+            lock, created = lock_output_dir(Path(run.train.output_dir))
+            # again: a run that held it may have written there
+            check_output_dir(Path(run.train.output_dir), args.resume)
+            # Before the videos are read (every frame decoded) and the model is built: a checkpoint of another backbone
+            # or d was found after both. A resumed run's last.pt holds its weights instead.
+            resuming = args.resume and (run.train.output_dir / "last.pt").is_file()
+            if resuming:  # into the bare model
+                check_training_state(run.train.output_dir / "last.pt", run.train, run.model)
+            else:  # a backbone's own limits (efficientnet-lite's feature levels 0..4): the bare model, under a second
+                build_model(run.model, load_pretrained=False)
+            if run.train.init_checkpoint is not None and not resuming:
+                check_init_checkpoint(run.train.init_checkpoint, run.model)
+            check_videos(run.train)
+            path = train(run.train, run.model, run.transfer, args.resume, run.scribbles)
     except (DatasetError, CheckpointError, WeightsUnavailableError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # a path the file system refuses (a name too long), a full disk
         print(f"error: {os_error_line(error)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"interrupted: the last checkpoint is in {args.output_dir or TrainConfig().output_dir}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        print(f"interrupted ({signal_name(interrupt)})", file=sys.stderr)
+        return exit_code(interrupt)
     finally:
         unlock_folder(lock)
         if created is not None and created.is_dir() and not any(created.iterdir()):

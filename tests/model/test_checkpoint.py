@@ -155,6 +155,24 @@ def test_loading_skips_imagenet_weights(tmp_path, monkeypatch):
     assert config.backbone == ModelConfig().backbone and config.pretrained == "imagenet"
 
 
+def test_half_refuses_weights_beyond_fp16_before_writing(tmp_path, capsys):
+    """A weight beyond 65504 became inf: the fp16 copy was written, exit 0, and no command could load it."""
+    from agent.model.checkpoint import main
+
+    model = _model(embedding_dim=64)
+    key = next(k for k, v in model.state_dict().items() if v.is_floating_point() and v.numel() >= 1024)
+    with torch.no_grad():
+        model.state_dict()[key].view(-1)[0] = 1e6
+    source = save_checkpoint(tmp_path / "src.pt", model)  # finite in fp32: it loads
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(source), str(tmp_path / "half.pt"), "--half"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1, err
+    assert f"{key} holds weights up to 1e+06, beyond fp16's 65504" in err, err
+    assert not (tmp_path / "half.pt").exists()
+    assert main([str(source), str(tmp_path / "full.pt")]) == 0  # without --half it is copied
+
+
 def test_the_command_never_replaces_a_checkpoint_silently(tmp_path, capsys):
     from agent.model.checkpoint import main
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,12 +16,12 @@ import pytest
 import torch
 
 from agent.config import ModelConfig, ScribbleConfig, TrainConfig, TransferConfig
-from agent.data.davis import DatasetError
+from agent.data.davis import DatasetError, DavisReader
 from agent.data.synthetic import SyntheticSpec, write_dataset
 from agent.model import build_model
 from agent.model.checkpoint import CheckpointError, load_checkpoint
 from agent.paths import lock_folder, unlock_folder
-from agent.training.data import load_training_set
+from agent.training.data import load_training_set, training_sequences
 from agent.training.strokes import stroke_labels
 from agent.training.train import main, make_optimizer, parameter_digest, poly_factor, pool_pair, train
 from tests.conftest import TINY_MODEL
@@ -260,6 +261,34 @@ def test_max_seconds_stops_with_a_checkpoint_that_resume_continues(tmp_path: Pat
     assert read_losses(out / "losses.csv")[:, 0].tolist() == list(range(1, 7))
 
 
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stopped_run_keeps_its_steps_in_a_checkpoint_resume_continues(tmp_path: Path, capsys, monkeypatch,
+                                                                       signum: int, code: int) -> None:
+    """SIGTERM (a scheduler, `timeout`) killed the run without a word; it and Ctrl-C lost every step since the last
+    checkpoint_every."""
+    import agent.training.train as training
+
+    real, calls = training.draw_pair, []
+
+    def draw(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:  # during iteration 4: iterations 1-3 were taken
+            os.kill(os.getpid(), signum)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "draw_pair", draw)
+    out = tmp_path / "run"
+    args = [*TINY_ARGS, "--iterations", "6", "--checkpoint-every", "1000", "--output-dir", str(out)]
+    assert main(args) == code
+    assert f"interrupted ({signal.Signals(signum).name})" in capsys.readouterr().err
+    assert torch.load(out / "last.pt", weights_only=True)["iteration"] == 3
+    assert load_checkpoint(out / "model.pt")[2]["iterations"] == 3
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is gone with the run
+    monkeypatch.setattr(training, "draw_pair", real)
+    assert main([*args, "--resume"]) == 0
+    assert read_losses(out / "losses.csv")[:, 0].tolist() == list(range(1, 7))
+
+
 def test_resume_from_a_corrupt_state_is_one_error_line(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     out.mkdir()
@@ -270,6 +299,30 @@ def test_resume_from_a_corrupt_state_is_one_error_line(tmp_path: Path, capsys) -
     with pytest.raises(CheckpointError, match="cannot resume"):
         train(TrainConfig(synthetic_sequences=1, synthetic_frames=3, iterations=2, output_dir=out, device="cpu",
                           mode="full"), tiny_model_config(), TransferConfig(), resume=True)
+
+
+def test_a_state_that_cannot_be_resumed_is_one_line_before_the_videos_are_read(tmp_path: Path, capsys,
+                                                                               monkeypatch) -> None:
+    """A corrupt last.pt, or one of another model or past --iterations, was found once every frame was decoded
+    and the model built."""
+    import agent.training.train as training
+
+    out = tmp_path / "run"
+    assert main([*TINY_ARGS, "--iterations", "2", "--output-dir", str(out)]) == 0
+    capsys.readouterr()
+
+    def never(*args, **kwargs):
+        raise AssertionError("the videos were read")
+
+    monkeypatch.setattr(training, "check_videos", never)
+    monkeypatch.setattr(training, "load_training_set", never)
+    for extra, fragment in ((["--iterations", "1"], "past train.iterations=1"),
+                            (["--iterations", "4", "--embedding-dim", "8"], "d=8")):
+        assert main([*TINY_ARGS, *extra, "--resume", "--output-dir", str(out)]) == 2
+        assert fragment in error_lines(capsys.readouterr().err)[0]
+    (out / "last.pt").write_bytes(b"not a checkpoint")
+    assert main([*TINY_ARGS, "--iterations", "4", "--resume", "--output-dir", str(out)]) == 2
+    assert "cannot resume from" in error_lines(capsys.readouterr().err)[0]
 
 
 def test_resume_with_another_model_is_one_error_line(tmp_path: Path, capsys) -> None:
@@ -285,6 +338,10 @@ def test_resume_with_another_model_is_one_error_line(tmp_path: Path, capsys) -> 
     assert main(args) == 2
     (line,) = error_lines(capsys.readouterr().err)
     assert "input_size=(48, 80)" in line and "input_size=(64, 96)" in line and "same model settings" in line
+    # it was "loaded state dict has a different number of parameter groups"
+    assert main([*TINY_ARGS, "--iterations", "4", "--resume", "--output-dir", str(out), "--mode", "full"]) == 2
+    assert "last.pt was trained with train.mode=frozen-backbone, not full: resume with --mode frozen-backbone" \
+        in error_lines(capsys.readouterr().err)[0]
     assert main([*TINY_ARGS, "--iterations", "4", "--resume", "--output-dir", str(out)]) == 0  # the same: resumes
 
 
@@ -372,10 +429,13 @@ def test_shares_outside_their_range_are_one_error_line(tmp_path: Path, capsys, f
     # "Overflow when unpacking long long", naming nothing, once the videos were read
     ("train.seed=18446744073709551616", "train.seed must be in 0..2**64-1, got 18446744073709551616"),
     ("train.scale_range=[2,-1]", "train.scale_range must be (low, high) with finite 0 < low <= high"),
+    # factors 1 +- it: a negative brightness blacked frames out; 1e30 a NaN loss blamed on the learning rate
+    ("train.colour_jitter=1e30", "train.colour_jitter must be in [0, 1], got 1e+30"),
 ])
 def test_augmentation_ranges_are_checked(tmp_path: Path, capsys, setting: str, fragment: str) -> None:
     # A NaN rotation used to hang the first step.
-    assert main([*TINY_ARGS, "--set", setting, "--output-dir", str(tmp_path / "run")]) == 2
+    args = [*TINY_ARGS, "--mode", "full", "--iterations", "2", "--output-dir", str(tmp_path / "run")]
+    assert main([*args, "--set", setting]) == 2
     (line,) = error_lines(capsys.readouterr().err)
     assert fragment in line and not (tmp_path / "run").exists()
 
@@ -387,6 +447,18 @@ def test_a_feature_level_given_twice_is_one_error_line_before_any_work(tmp_path:
     assert main([*TINY_ARGS, "--set", "model.feature_levels=[2,2,3]", "--output-dir", str(out)]) == 2
     (line,) = error_lines(capsys.readouterr().err)
     assert "model.feature_levels must name each backbone stage once, got (2, 2, 3)" in line and not out.exists()
+
+
+def test_a_model_its_backbone_cannot_build_is_one_line_before_the_videos_are_read(tmp_path: Path, capsys,
+                                                                                  monkeypatch) -> None:
+    """efficientnet-lite's feature levels 0..4, tiny's skip level: the backbone's own limits were found once every
+    frame was decoded (31 s on ../shared/davis)."""
+    import agent.training.train as training
+
+    monkeypatch.setattr(training, "check_videos", lambda config: pytest.fail("videos read"))
+    assert main([*TINY_ARGS, "--set", "model.skip_level=3", "--output-dir", str(tmp_path / "run")]) == 2
+    assert "tiny skip_level must be 1" in error_lines(capsys.readouterr().err)[0]
+    assert not (tmp_path / "run").exists()
 
 
 def test_an_earlier_run_is_not_replaced_without_resume(tmp_path: Path, capsys) -> None:
@@ -497,6 +569,34 @@ def test_held_out_videos_are_never_trained_on(davis_train_root: Path, tmp_path: 
     assert main([*args, "--output-dir", str(out)]) == 0
     info = json.loads((out / "train_info.json").read_text())
     assert info["held_out"] == ["synth-000"] and "synth-000" not in info["training_videos"]
+
+
+def test_a_root_whose_training_videos_are_all_missing_or_held_out_is_one_line(davis_train_root: Path, tmp_path: Path,
+                                                                             capsys) -> None:
+    """Both trained on the synthetic videos alone, exit 0, without a word."""
+    args = [*TINY_ARGS, "--iterations", "2", "--davis-root", str(davis_train_root),
+            "--output-dir", str(tmp_path / "run")]
+    assert main([*args, "--holdout", "synth-000,synth-001"]) == 2
+    assert "every training video of" in error_lines(capsys.readouterr().err)[0]
+    listing = davis_train_root / "ImageSets" / "2017" / "train.txt"
+    listing.write_text("ghost-1\nghost-2\n")
+    assert main(args) == 2
+    assert f"none of the 2 videos {listing} lists is in" in error_lines(capsys.readouterr().err)[0]
+    assert not (tmp_path / "run").exists()
+    listing.write_text("")  # an empty list: the root only for validation, synthetic training videos
+    assert training_sequences(DavisReader(davis_train_root)) == []
+
+
+def test_no_training_video_is_one_line_before_the_model_is_built(davis_train_root: Path, tmp_path: Path, capsys,
+                                                                 monkeypatch) -> None:
+    import agent.training.train as training
+
+    monkeypatch.setattr(training, "train", lambda *args, **kwargs: pytest.fail("the model was built"))
+    (davis_train_root / "ImageSets" / "2017" / "train.txt").write_text("")
+    for root in ([], ["--davis-root", str(davis_train_root)]):
+        assert main([*TINY_ARGS, *root, "--synthetic-sequences", "0", "--output-dir", str(tmp_path / "run")]) == 2
+        assert "no training videos" in error_lines(capsys.readouterr().err)[0]
+    assert not (tmp_path / "run").exists()
 
 
 def test_topk_loss_trains_at_the_feature_scale_on_the_agent_grid(tmp_path: Path) -> None:
