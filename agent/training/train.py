@@ -309,7 +309,7 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
                 if rank == 0:
                     with deferred_signals():  # last.pt and model.pt of one iteration
                         save(digests)
-                        saved = done
+                        saved = done  # before a signal held back here is raised: the stop does not save it again
                 saved = done
                 synchronise = True
             if config.validate_every and (done % config.validate_every == 0 or done == config.iterations):
