@@ -54,7 +54,7 @@ from ..config import (
 from ..data.davis import DatasetError, DavisReader
 from ..data.validation import validate_sequence
 from ..device import resolve_device
-from ..errors import first_line, os_error_line
+from ..errors import os_error_line, typed_line
 from ..evaluation.signals import deferred_signals, exit_code, signal_name, terminate_as_interrupt
 from ..model.backbones import WeightsUnavailableError
 from ..model.checkpoint import (
@@ -465,7 +465,7 @@ def _load_training_state(path: Path, model: SiameseEmbedder, optimizer, device: 
         raise
     except Exception as error:  # corrupt file, wrong format
         raise CheckpointError(
-            f"cannot resume from {path} ({first_line(error)}): delete it or pick another --output-dir"
+            f"cannot resume from {path} ({typed_line(error)}): delete it or pick another --output-dir"
         ) from error
     if iteration > config.iterations:  # nothing would run: model.pt stays the longer run's, named as this one
         raise CheckpointError(f"{path} is at iteration {iteration}, past train.iterations={config.iterations}: "

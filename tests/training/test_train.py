@@ -296,6 +296,9 @@ def test_resume_from_a_corrupt_state_is_one_error_line(tmp_path: Path, capsys) -
     assert main([*TINY_ARGS, "--iterations", "2", "--resume", "--output-dir", str(out)]) == 2
     (line,) = error_lines(capsys.readouterr().err)
     assert "cannot resume from" in line and "last.pt" in line
+    torch.save({"junk": 1}, out / "last.pt")  # a bare KeyError's message is the key alone: "(model_config)"
+    assert main([*TINY_ARGS, "--iterations", "2", "--resume", "--output-dir", str(out)]) == 2
+    assert "(KeyError: 'model_config')" in error_lines(capsys.readouterr().err)[0]
     with pytest.raises(CheckpointError, match="cannot resume"):
         train(TrainConfig(synthetic_sequences=1, synthetic_frames=3, iterations=2, output_dir=out, device="cpu",
                           mode="full"), tiny_model_config(), TransferConfig(), resume=True)
