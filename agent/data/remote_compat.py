@@ -202,7 +202,7 @@ def _samples_problem(body) -> str | None:
     samples, max_time, max_interactions = body
     if not isinstance(samples, list) or not samples:
         return "no sample to play" if samples == [] else f"samples {_one_line(json.dumps(samples))[:100]}, not a list"
-    seen = set()
+    seen: dict[str, set[int]] = {}  # each sequence's scribble indices
     for sample in samples:
         if not (isinstance(sample, list) and len(sample) == 2 and isinstance(sample[0], str) and _is_int(sample[1])):
             return f"a sample {_one_line(json.dumps(sample))[:100]}, not [sequence name, scribble index]"
@@ -211,9 +211,16 @@ def _samples_problem(body) -> str | None:
             return f"a sample of sequence {name!r}, not a folder name (its frames are read from the DAVIS root)"
         if index < 1:
             return f"a sample {name} #{index}: scribble indices count from 1"
-        if (name, index) in seen:  # the server refuses the second one's rounds, mid-session
+        if index in seen.setdefault(name, set()):  # the server refuses the second one's rounds, mid-session
             return f"sample {name} #{index} twice"
-        seen.add((name, index))
+        seen[name].add(index)
+    # The framework's evaluation serves each sequence's scribbles 1..N, and the run is scored over that layout: a
+    # gap counted the missing samples as J = 0 (a lone index 10**9 hung the summary for ever).
+    for name, indices in seen.items():
+        if len(indices) != max(indices):
+            missing = min(set(range(1, len(indices) + 1)) - indices)
+            return (f"sample {name} #{max(indices)} but not #{missing}: a sequence's scribble indices must be 1..N "
+                    "without a gap")
     # null leaves the client's own setting, as the framework does; anything else is played as given.
     if max_time is not None and not (_is_number(max_time) and 1 <= max_time <= MAX_TIME):
         return f"max_time {_one_line(json.dumps(max_time))[:40]}, not a number of seconds in 1..{MAX_TIME}"

@@ -116,6 +116,9 @@ SAMPLES = "http://server/api/dataset/samples"
     ([[["dog", 0]], 60, 2], r"dog #0: scribble indices count from 1"),
     ([[["../dog", 1]], 60, 2], r"'../dog', not a folder name"),
     ([[["dog", 1], ["dog", 1]], 60, 2], r"sample dog #1 twice"),
+    # Scored over scribbles 1..N: a gap counted J = 0 for the missing samples, #10**9 hung the summary for ever.
+    ([[["dog", 1], ["dog", 3]], 60, 2], r"sample dog #3 but not #2: .* must be 1..N without a gap"),
+    ([[["cat", 1], ["dog", 10**9]], 60, 2], r"sample dog #1000000000 but not #1"),
     ([[["dog", 1]], "abc", 2], r'max_time "abc", not a number of seconds in 1..600'),
     ([[["dog", 1]], -5, 2], r"max_time -5,"),  # was "session.max_time must be ...", as if ours were wrong
     ([[["dog", 1]], 60, 2.5], r"max_interactions 2.5, not an integer in 1..16"),  # played 3 rounds
