@@ -305,12 +305,47 @@ def get_report(self):
     answer (no round yet) is an empty report; rows without those columns are refused."""
     from davisinteractive.storage.abstract import AbstractStorage
 
-    report = _framework_methods["get_report"](self)
+    try:
+        report = _framework_methods["get_report"](self)
+    except (ValueError, TypeError) as error:  # pandas' own, building the table (lists of unequal lengths)
+        if isinstance(error, RemoteServerError):
+            raise
+        raise RemoteServerError(f"evaluation server {self.host} answered the report with something that is not a "
+                                f"table: {_one_line(error)[:200]}") from None
     missing = [column for column in AbstractStorage.COLUMNS if column not in report.columns]
     if missing and len(report):
         raise RemoteServerError(f"evaluation server {self.host} answered the report without column(s) "
                                 f"{', '.join(missing)}")
+    problem = _report_values_problem(report)
+    if problem:
+        raise RemoteServerError(f"evaluation server {self.host} answered the report with {problem}")
     return report.reindex(columns=[*report.columns, *missing]) if missing else report
+
+
+# A report's number columns, and the range of each (the metrics are fractions, timings seconds).
+REPORT_NUMBERS = {"scribble_idx": (1, math.inf), "interaction": (1, math.inf), "object_id": (1, math.inf),
+                  "frame": (0, math.inf), "jaccard": (0, 1), "contour": (0, 1), "j_and_f": (0, 1),
+                  "timing": (0, math.inf)}
+
+
+def _report_values_problem(report) -> str | None:
+    """A report value that is not a finite number in its column's range, or None: the summary read text as a
+    pandas ValueError naming no server, and an infinite J or a negative timing as AUC nan, exit 0."""
+    import numpy as np
+    import pandas as pd
+
+    for column, (low, high) in REPORT_NUMBERS.items():
+        if column not in report.columns or not len(report):
+            continue
+        values = pd.to_numeric(report[column], errors="coerce").to_numpy(dtype=float)
+        bad = ~(np.isfinite(values) & (values >= low) & (values <= high))
+        if bad.any():
+            row = int(np.argmax(bad))
+            value = report[column].iloc[row]
+            value = value.item() if isinstance(value, np.generic) else value  # nan, not np.float64(nan)
+            return (f"{column} {_one_line(repr(value))[:40]} in row {row}, not a finite number "
+                    f"in {low:g}..{high:g}")
+    return None
 
 
 def install() -> None:

@@ -152,6 +152,36 @@ def test_a_report_without_its_columns_is_one_error_and_an_empty_one_has_them(mon
     assert len(empty) == 0 and {"sequence", "scribble_idx", "interaction", "jaccard"} <= set(empty.columns)
 
 
+def _report(**changes) -> dict:
+    """A report answer (the local server's shape: a list per column) of two rows, with `changes`."""
+    from davisinteractive.storage.abstract import AbstractStorage
+
+    row = {"session_id": "s", "sequence": "dog", "scribble_idx": 1, "interaction": 1, "object_id": 1, "frame": 0,
+           "jaccard": 0.5, "contour": 0.4, "j_and_f": 0.45, "timing": 2.0}
+    assert set(row) == set(AbstractStorage.COLUMNS)
+    return {column: changes.get(column, [value, value]) for column, value in row.items()}
+
+
+@pytest.mark.parametrize("body, expected", [
+    # pandas' own messages, naming no server, exit 2, and the summary written without figures.
+    (_report(jaccard=[0.5]), r"something that is not a table: All arrays must be of the same length"),
+    ({"a": 1, "b": 2}, r"something that is not a table: If using all scalar values"),
+    (_report(jaccard=["abc", 0.5]), r"jaccard 'abc' in row 0, not a finite number in 0..1"),
+    (_report(timing=[2.0, None]), r"timing nan in row 1, not a finite number in 0..inf"),
+    # Scored: AUC nan and J@60 inf, exit 0.
+    (_report(jaccard=[0.5, float("inf")]), r"jaccard inf in row 1"),
+    (_report(timing=[-5.0, 2.0]), r"timing -5.0 in row 0"),
+])
+def test_a_report_of_values_the_summary_cannot_score_is_one_error(monkeypatch, body, expected):
+    import pandas as pd
+
+    monkeypatch.setitem(remote_compat._framework_methods, "get_report", lambda self: pd.DataFrame.from_dict(body))
+    with pytest.raises(RemoteServerError, match=f"server http://server answered the report with {expected}"):
+        remote_compat.get_report(_Connector())
+    monkeypatch.setitem(remote_compat._framework_methods, "get_report", lambda self: pd.DataFrame.from_dict(_report()))
+    assert len(remote_compat.get_report(_Connector())) == 2
+
+
 def test_refused_connection_is_one_error_naming_the_request():
     remote_compat.configure(connect_timeout=5.0, read_timeout=5.0, retries=0)
     with socket.socket() as probe:
