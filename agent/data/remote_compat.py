@@ -175,7 +175,7 @@ def _error_fields(response: requests.Response) -> tuple[str, str]:
     """(name, message) of an error answer; tolerant of anything a server may send."""
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         return "", _one_line(response.text)
     if not isinstance(body, dict):
         return "", _one_line(body)
@@ -250,6 +250,9 @@ def handle_response(self, response: requests.Response, raise_error: bool = False
     if status < 400:
         try:
             body = response.json()
+        except RecursionError:  # a traceback, and the run's empty folder left behind
+            raise RemoteServerError(f"evaluation server {self.host} answered {request} with JSON nested too "
+                                    "deeply to read") from None
         except ValueError:
             raise RemoteServerError(f"evaluation server {self.host} answered {request} with something that is "
                                     f"not JSON: {_one_line(response.text)[:100]!r}") from None

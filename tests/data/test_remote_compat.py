@@ -91,6 +91,9 @@ def test_framework_error_names_are_rebuilt_from_the_table():
     (401, b'{"error": "Unauthorized", "message": ["keys required"]}', r"with 401 Unauthorized: keys required"),
     (400, b'{"error": "SystemExit", "message": "bye"}', r"an unknown error 'SystemExit': bye"),
     (200, b"<html>not json</html>", r"something that is not JSON"),
+    # A RecursionError traceback, and the run's empty framework/ folder left behind.
+    (200, b"[" * 100000 + b"]" * 100000, r"answered GET http://server/api/x with JSON nested too deeply to read"),
+    (400, b"[" * 100000 + b"]" * 100000, r"with 400: \[\[\[\["),
     (400, b'{"error": "ValueError", "message": "' + b"x" * 5000 + b'"}', r"x\.\.\.$"),
 ])
 def test_other_answers_are_one_clear_error(status, body, expected):
