@@ -111,7 +111,15 @@ def _short_reason(error: requests.RequestException) -> str:
     if isinstance(error, requests.Timeout) or isinstance(reason, ReadTimeoutError):
         return f"no answer within {settings.read_timeout:g} s"
     match = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(error))
-    return match.group(1).strip() if match else type(error).__name__
+    if match:
+        return match.group(1).strip()
+    # The innermost cause's words ("Remote end closed connection without response": a server that went away
+    # mid-request), or requests' own ("Exceeded 30 redirects."): the class name alone said nothing.
+    inner = reason if reason is not None else (error.args[0] if error.args else None)
+    while isinstance(inner, Exception) and inner.args and isinstance(inner.args[-1], Exception):
+        inner = inner.args[-1]
+    text = _one_line(inner if isinstance(inner, Exception | str) else "")[:200]
+    return text or type(error).__name__
 
 
 class _GuardedSession(requests.Session):

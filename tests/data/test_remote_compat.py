@@ -194,6 +194,25 @@ def test_refused_connection_is_one_error_naming_the_request():
         remote_compat.guarded_session().get(f"http://127.0.0.1:{port}/api/x")
 
 
+def test_a_server_that_closes_the_connection_unanswered_is_named_so():
+    """It was "...: ConnectionError" (a server gone away mid-request), saying nothing of what happened."""
+    import threading
+
+    remote_compat.configure(connect_timeout=5.0, read_timeout=5.0, retries=0)
+    with socket.socket() as closing:
+        closing.bind(("127.0.0.1", 0))
+        closing.listen()
+
+        def serve():
+            connection, _ = closing.accept()
+            with connection:
+                connection.recv(65536)
+
+        threading.Thread(target=serve, daemon=True).start()
+        with pytest.raises(ServerUnavailableError, match=r"GET .*/api/x: Remote end closed connection without response$"):
+            remote_compat.guarded_session().get(f"http://127.0.0.1:{closing.getsockname()[1]}/api/x")
+
+
 def test_every_request_has_a_read_timeout():
     """A server that accepts connections and never answers: the request ends after read_timeout."""
     remote_compat.configure(connect_timeout=5.0, read_timeout=0.2, retries=0)
