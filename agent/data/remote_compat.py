@@ -98,7 +98,9 @@ def configure(connect_timeout: float, read_timeout: float, retries: int) -> None
 
 def _one_line(text: object) -> str:
     text = " ".join(str(text).split())
-    return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + "..."
+    text = text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + "..."
+    # A server's words reach the terminal: its control characters (ANSI escapes, BEL, bidi overrides) escaped.
+    return "".join(character if character.isprintable() else repr(character)[1:-1] for character in text)
 
 
 def _short_reason(error: requests.RequestException) -> str:
@@ -215,7 +217,7 @@ def _samples_problem(body) -> str | None:
         if not (isinstance(sample, list) and len(sample) == 2 and isinstance(sample[0], str) and _is_int(sample[1])):
             return f"a sample {_one_line(json.dumps(sample))[:100]}, not [sequence name, scribble index]"
         name, index = sample
-        if name in ("", ".", "..") or any(character in name for character in "/\\\0"):
+        if name in ("", ".", "..") or any(character in name for character in "/\\") or not name.isprintable():
             return f"a sample of sequence {name!r}, not a folder name (its frames are read from the DAVIS root)"
         if index < 1:
             return f"a sample {name} #{index}: scribble indices count from 1"

@@ -102,6 +102,19 @@ def test_other_answers_are_one_clear_error(status, body, expected):
     assert "\n" not in str(error.value) and len(str(error.value)) < 700
 
 
+def test_a_servers_control_characters_never_reach_the_terminal():
+    """ANSI escapes and BEL in a server's error name or message, or in a sequence name, were printed as sent: a
+    server could clear the screen, retitle the window, or hide the error line."""
+    body = json.dumps({"error": "\x1b]0;pwned\x07", "message": "\x1b[2J\u202eevil"}).encode()
+    with pytest.raises(RemoteServerError) as error:
+        handle_response(_Connector(), _response(400, body), raise_error=True)
+    assert str(error.value).isprintable() and "\\x1b[2J\\u202eevil" in str(error.value)
+    samples = _response(200, json.dumps([[["\x1b[31mdog", 1]], 60, 2]).encode(), url=SAMPLES)
+    with pytest.raises(RemoteServerError, match=r"sequence '\\x1b\[31mdog', not a folder name") as error:
+        handle_response(_Connector(), samples)
+    assert str(error.value).isprintable()
+
+
 def test_good_answer_passes():
     assert handle_response(_Connector(), _response(200, b'{"status": "ok"}')) is False
 
