@@ -98,7 +98,9 @@ def configure(connect_timeout: float, read_timeout: float, retries: int) -> None
 
 def _one_line(text: object) -> str:
     text = " ".join(str(text).split())
-    return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + "..."
+    text = text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + "..."
+    # A server's words reach the terminal: its control characters (ANSI escapes, BEL, bidi overrides) escaped.
+    return "".join(character if character.isprintable() else repr(character)[1:-1] for character in text)
 
 
 def _short_reason(error: requests.RequestException) -> str:
@@ -111,7 +113,15 @@ def _short_reason(error: requests.RequestException) -> str:
     if isinstance(error, requests.Timeout) or isinstance(reason, ReadTimeoutError):
         return f"no answer within {settings.read_timeout:g} s"
     match = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(error))
-    return match.group(1).strip() if match else type(error).__name__
+    if match:
+        return match.group(1).strip()
+    # The innermost cause's words ("Remote end closed connection without response": a server that went away
+    # mid-request), or requests' own ("Exceeded 30 redirects."): the class name alone said nothing.
+    inner = reason if reason is not None else (error.args[0] if error.args else None)
+    while isinstance(inner, Exception) and inner.args and isinstance(inner.args[-1], Exception):
+        inner = inner.args[-1]
+    text = _one_line(inner if isinstance(inner, Exception | str) else "")[:200]
+    return text or type(error).__name__
 
 
 class _GuardedSession(requests.Session):
@@ -175,7 +185,7 @@ def _error_fields(response: requests.Response) -> tuple[str, str]:
     """(name, message) of an error answer; tolerant of anything a server may send."""
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         return "", _one_line(response.text)
     if not isinstance(body, dict):
         return "", _one_line(body)
@@ -202,18 +212,25 @@ def _samples_problem(body) -> str | None:
     samples, max_time, max_interactions = body
     if not isinstance(samples, list) or not samples:
         return "no sample to play" if samples == [] else f"samples {_one_line(json.dumps(samples))[:100]}, not a list"
-    seen = set()
+    seen: dict[str, set[int]] = {}  # each sequence's scribble indices
     for sample in samples:
         if not (isinstance(sample, list) and len(sample) == 2 and isinstance(sample[0], str) and _is_int(sample[1])):
             return f"a sample {_one_line(json.dumps(sample))[:100]}, not [sequence name, scribble index]"
         name, index = sample
-        if name in ("", ".", "..") or any(character in name for character in "/\\\0"):
+        if name in ("", ".", "..") or any(character in name for character in "/\\") or not name.isprintable():
             return f"a sample of sequence {name!r}, not a folder name (its frames are read from the DAVIS root)"
         if index < 1:
             return f"a sample {name} #{index}: scribble indices count from 1"
-        if (name, index) in seen:  # the server refuses the second one's rounds, mid-session
+        if index in seen.setdefault(name, set()):  # the server refuses the second one's rounds, mid-session
             return f"sample {name} #{index} twice"
-        seen.add((name, index))
+        seen[name].add(index)
+    # The framework's evaluation serves each sequence's scribbles 1..N, and the run is scored over that layout: a
+    # gap counted the missing samples as J = 0 (a lone index 10**9 hung the summary for ever).
+    for name, indices in seen.items():
+        if len(indices) != max(indices):
+            missing = min(set(range(1, len(indices) + 1)) - indices)
+            return (f"sample {name} #{max(indices)} but not #{missing}: a sequence's scribble indices must be 1..N "
+                    "without a gap")
     # null leaves the client's own setting, as the framework does; anything else is played as given.
     if max_time is not None and not (_is_number(max_time) and 1 <= max_time <= MAX_TIME):
         return f"max_time {_one_line(json.dumps(max_time))[:40]}, not a number of seconds in 1..{MAX_TIME}"
@@ -243,6 +260,9 @@ def handle_response(self, response: requests.Response, raise_error: bool = False
     if status < 400:
         try:
             body = response.json()
+        except RecursionError:  # a traceback, and the run's empty folder left behind
+            raise RemoteServerError(f"evaluation server {self.host} answered {request} with JSON nested too "
+                                    "deeply to read") from None
         except ValueError:
             raise RemoteServerError(f"evaluation server {self.host} answered {request} with something that is "
                                     f"not JSON: {_one_line(response.text)[:100]!r}") from None
@@ -298,12 +318,47 @@ def get_report(self):
     answer (no round yet) is an empty report; rows without those columns are refused."""
     from davisinteractive.storage.abstract import AbstractStorage
 
-    report = _framework_methods["get_report"](self)
+    try:
+        report = _framework_methods["get_report"](self)
+    except (ValueError, TypeError) as error:  # pandas' own, building the table (lists of unequal lengths)
+        if isinstance(error, RemoteServerError):
+            raise
+        raise RemoteServerError(f"evaluation server {self.host} answered the report with something that is not a "
+                                f"table: {_one_line(error)[:200]}") from None
     missing = [column for column in AbstractStorage.COLUMNS if column not in report.columns]
     if missing and len(report):
         raise RemoteServerError(f"evaluation server {self.host} answered the report without column(s) "
                                 f"{', '.join(missing)}")
+    problem = _report_values_problem(report)
+    if problem:
+        raise RemoteServerError(f"evaluation server {self.host} answered the report with {problem}")
     return report.reindex(columns=[*report.columns, *missing]) if missing else report
+
+
+# A report's number columns, and the range of each (the metrics are fractions, timings seconds).
+REPORT_NUMBERS = {"scribble_idx": (1, math.inf), "interaction": (1, math.inf), "object_id": (1, math.inf),
+                  "frame": (0, math.inf), "jaccard": (0, 1), "contour": (0, 1), "j_and_f": (0, 1),
+                  "timing": (0, math.inf)}
+
+
+def _report_values_problem(report) -> str | None:
+    """A report value that is not a finite number in its column's range, or None: the summary read text as a
+    pandas ValueError naming no server, and an infinite J or a negative timing as AUC nan, exit 0."""
+    import numpy as np
+    import pandas as pd
+
+    for column, (low, high) in REPORT_NUMBERS.items():
+        if column not in report.columns or not len(report):
+            continue
+        values = pd.to_numeric(report[column], errors="coerce").to_numpy(dtype=float)
+        bad = ~(np.isfinite(values) & (values >= low) & (values <= high))
+        if bad.any():
+            row = int(np.argmax(bad))
+            value = report[column].iloc[row]
+            value = value.item() if isinstance(value, np.generic) else value  # nan, not np.float64(nan)
+            return (f"{column} {_one_line(repr(value))[:40]} in row {row}, not a finite number "
+                    f"in {low:g}..{high:g}")
+    return None
 
 
 def install() -> None:

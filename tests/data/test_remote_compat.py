@@ -91,12 +91,28 @@ def test_framework_error_names_are_rebuilt_from_the_table():
     (401, b'{"error": "Unauthorized", "message": ["keys required"]}', r"with 401 Unauthorized: keys required"),
     (400, b'{"error": "SystemExit", "message": "bye"}', r"an unknown error 'SystemExit': bye"),
     (200, b"<html>not json</html>", r"something that is not JSON"),
+    # A RecursionError traceback, and the run's empty framework/ folder left behind.
+    (200, b"[" * 100000 + b"]" * 100000, r"answered GET http://server/api/x with JSON nested too deeply to read"),
+    (400, b"[" * 100000 + b"]" * 100000, r"with 400: \[\[\[\["),
     (400, b'{"error": "ValueError", "message": "' + b"x" * 5000 + b'"}', r"x\.\.\.$"),
 ])
 def test_other_answers_are_one_clear_error(status, body, expected):
     with pytest.raises(RemoteServerError, match=expected) as error:
         handle_response(_Connector(), _response(status, body), raise_error=True)
     assert "\n" not in str(error.value) and len(str(error.value)) < 700
+
+
+def test_a_servers_control_characters_never_reach_the_terminal():
+    """ANSI escapes and BEL in a server's error name or message, or in a sequence name, were printed as sent: a
+    server could clear the screen, retitle the window, or hide the error line."""
+    body = json.dumps({"error": "\x1b]0;pwned\x07", "message": "\x1b[2J\u202eevil"}).encode()
+    with pytest.raises(RemoteServerError) as error:
+        handle_response(_Connector(), _response(400, body), raise_error=True)
+    assert str(error.value).isprintable() and "\\x1b[2J\\u202eevil" in str(error.value)
+    samples = _response(200, json.dumps([[["\x1b[31mdog", 1]], 60, 2]).encode(), url=SAMPLES)
+    with pytest.raises(RemoteServerError, match=r"sequence '\\x1b\[31mdog', not a folder name") as error:
+        handle_response(_Connector(), samples)
+    assert str(error.value).isprintable()
 
 
 def test_good_answer_passes():
@@ -116,6 +132,9 @@ SAMPLES = "http://server/api/dataset/samples"
     ([[["dog", 0]], 60, 2], r"dog #0: scribble indices count from 1"),
     ([[["../dog", 1]], 60, 2], r"'../dog', not a folder name"),
     ([[["dog", 1], ["dog", 1]], 60, 2], r"sample dog #1 twice"),
+    # Scored over scribbles 1..N: a gap counted J = 0 for the missing samples, #10**9 hung the summary for ever.
+    ([[["dog", 1], ["dog", 3]], 60, 2], r"sample dog #3 but not #2: .* must be 1..N without a gap"),
+    ([[["cat", 1], ["dog", 10**9]], 60, 2], r"sample dog #1000000000 but not #1"),
     ([[["dog", 1]], "abc", 2], r'max_time "abc", not a number of seconds in 1..600'),
     ([[["dog", 1]], -5, 2], r"max_time -5,"),  # was "session.max_time must be ...", as if ours were wrong
     ([[["dog", 1]], 60, 2.5], r"max_interactions 2.5, not an integer in 1..16"),  # played 3 rounds
@@ -149,6 +168,36 @@ def test_a_report_without_its_columns_is_one_error_and_an_empty_one_has_them(mon
     assert len(empty) == 0 and {"sequence", "scribble_idx", "interaction", "jaccard"} <= set(empty.columns)
 
 
+def _report(**changes) -> dict:
+    """A report answer (the local server's shape: a list per column) of two rows, with `changes`."""
+    from davisinteractive.storage.abstract import AbstractStorage
+
+    row = {"session_id": "s", "sequence": "dog", "scribble_idx": 1, "interaction": 1, "object_id": 1, "frame": 0,
+           "jaccard": 0.5, "contour": 0.4, "j_and_f": 0.45, "timing": 2.0}
+    assert set(row) == set(AbstractStorage.COLUMNS)
+    return {column: changes.get(column, [value, value]) for column, value in row.items()}
+
+
+@pytest.mark.parametrize("body, expected", [
+    # pandas' own messages, naming no server, exit 2, and the summary written without figures.
+    (_report(jaccard=[0.5]), r"something that is not a table: All arrays must be of the same length"),
+    ({"a": 1, "b": 2}, r"something that is not a table: If using all scalar values"),
+    (_report(jaccard=["abc", 0.5]), r"jaccard 'abc' in row 0, not a finite number in 0..1"),
+    (_report(timing=[2.0, None]), r"timing nan in row 1, not a finite number in 0..inf"),
+    # Scored: AUC nan and J@60 inf, exit 0.
+    (_report(jaccard=[0.5, float("inf")]), r"jaccard inf in row 1"),
+    (_report(timing=[-5.0, 2.0]), r"timing -5.0 in row 0"),
+])
+def test_a_report_of_values_the_summary_cannot_score_is_one_error(monkeypatch, body, expected):
+    import pandas as pd
+
+    monkeypatch.setitem(remote_compat._framework_methods, "get_report", lambda self: pd.DataFrame.from_dict(body))
+    with pytest.raises(RemoteServerError, match=f"server http://server answered the report with {expected}"):
+        remote_compat.get_report(_Connector())
+    monkeypatch.setitem(remote_compat._framework_methods, "get_report", lambda self: pd.DataFrame.from_dict(_report()))
+    assert len(remote_compat.get_report(_Connector())) == 2
+
+
 def test_refused_connection_is_one_error_naming_the_request():
     remote_compat.configure(connect_timeout=5.0, read_timeout=5.0, retries=0)
     with socket.socket() as probe:
@@ -156,6 +205,25 @@ def test_refused_connection_is_one_error_naming_the_request():
         port = probe.getsockname()[1]
     with pytest.raises(ServerUnavailableError, match=f"GET http://127.0.0.1:{port}/api/x: Connection refused"):
         remote_compat.guarded_session().get(f"http://127.0.0.1:{port}/api/x")
+
+
+def test_a_server_that_closes_the_connection_unanswered_is_named_so():
+    """It was "...: ConnectionError" (a server gone away mid-request), saying nothing of what happened."""
+    import threading
+
+    remote_compat.configure(connect_timeout=5.0, read_timeout=5.0, retries=0)
+    with socket.socket() as closing:
+        closing.bind(("127.0.0.1", 0))
+        closing.listen()
+
+        def serve():
+            connection, _ = closing.accept()
+            with connection:
+                connection.recv(65536)
+
+        threading.Thread(target=serve, daemon=True).start()
+        with pytest.raises(ServerUnavailableError, match=r"GET .*/api/x: Remote end closed connection without response$"):
+            remote_compat.guarded_session().get(f"http://127.0.0.1:{closing.getsockname()[1]}/api/x")
 
 
 def test_every_request_has_a_read_timeout():
