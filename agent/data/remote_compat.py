@@ -138,6 +138,12 @@ class _GuardedSession(requests.Session):
             raise ServerUnavailableError(
                 f"evaluation server unavailable: {method} {url}: {_short_reason(error)}") from error
 
+    def rebuild_auth(self, prepared_request, response):
+        # requests drops only Authorization on a redirect to another host: the framework's User-Key went along.
+        if self.should_strip_auth(response.request.url, prepared_request.url):
+            prepared_request.headers.pop("User-Key", None)
+        super().rebuild_auth(prepared_request, response)
+
 
 def _bounded_body(response: requests.Response, request: str) -> bytes:
     """The whole body of `response`, read within read_timeout and MAX_ANSWER_BYTES: the read timeout holds for

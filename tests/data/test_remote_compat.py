@@ -281,3 +281,16 @@ def test_an_answer_that_trickles_or_never_ends_is_one_error(monkeypatch):
     with _answering_slowly(lambda: iter(lambda: b"[" * 2**16, None)) as listener:
         with pytest.raises(RemoteServerError, match=r"answered GET .*/api/x with more than 1 MB"):
             remote_compat.guarded_session().get(f"http://127.0.0.1:{listener.getsockname()[1]}/api/x")
+
+
+def test_a_redirect_to_another_host_does_not_carry_the_user_key():
+    # requests strips only Authorization there: a server redirecting to another host was sent the user's key.
+    session = remote_compat.guarded_session()
+    first = requests.Request("GET", "http://server.example/api/x", headers={"User-Key": "k", "Session-Key": "s"}).prepare()
+    response = requests.Response()
+    response.request = first
+    for url, kept in (("http://elsewhere.example/x", False), ("http://server.example/api/y", True)):
+        redirected = first.copy()
+        redirected.prepare_url(url, None)
+        session.rebuild_auth(redirected, response)
+        assert ("User-Key" in redirected.headers) == kept and redirected.headers["Session-Key"] == "s"
