@@ -173,7 +173,7 @@ def image_entries(folder: Path) -> list[Path]:
 def _open_folder(path: Path) -> VideoSource:
     images = image_entries(path)
     for image_path in images:  # a FIFO, device or broken link named as a frame was left out: later frames shifted
-        problem = odd_entry(image_path)
+        problem = odd_entry(image_path) or ("a folder" if image_path.is_dir() else None)
         if problem:
             raise InputError(f"{image_path}: {problem}, not a frame image")
     paths = sorted((p for p in images if p.is_file()), key=natural_key)

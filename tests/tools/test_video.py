@@ -138,6 +138,20 @@ def test_truncated_frame_is_found_when_the_folder_is_opened(tmp_path, suffix):
         open_video(tmp_path)
 
 
+@pytest.mark.parametrize("link", [False, True])
+def test_a_folder_named_as_a_frame_is_one_clear_line(tmp_path, link):
+    # It was left out without a word: the frames after it shifted by one, and so did the scribbles' frame numbers.
+    for index in (0, 2):
+        Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(tmp_path / f"{index:05d}.png")
+    (tmp_path / "sub").mkdir()
+    if link:
+        (tmp_path / "00001.png").symlink_to(tmp_path / "sub")
+    else:
+        (tmp_path / "00001.png").mkdir()
+    with pytest.raises(InputError, match="00001.png: a folder, not a frame image"):
+        open_video(tmp_path)
+
+
 @pytest.mark.parametrize("target, message", [("gone.png", r"a symbolic link to a missing file \(gone.png\)"),
                                              ("00001.png", "a loop of symbolic links")])
 def test_a_broken_link_as_frame_is_one_clear_line(tmp_path, target, message):
