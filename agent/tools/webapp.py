@@ -30,6 +30,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..asgi import BodyTimeout
 from ..config import ConfigError
 from ..data.davis import DatasetError
 from ..errors import first_line, validation_problems
@@ -280,6 +281,8 @@ def create_app(state: AppState) -> FastAPI:
     app = FastAPI(title="simlearn-ivos", docs_url=None, redoc_url=None)
     app.state.segment = state
     colours = palette_colours()
+    # A body that stops arriving (an upload declared and never sent) held its connection for ever.
+    app.add_middleware(BodyTimeout, respond=lambda message: error_response(message, 408))
 
     @app.middleware("http")
     async def this_page_only(request: Request, call_next):

@@ -274,6 +274,28 @@ def test_request_size_limits_and_framework_errors_are_json_lines(tiny_agent, sma
         AppState(lambda: tiny_agent, max_upload_mb=0)
 
 
+def test_a_body_that_stops_arriving_is_answered_408(tiny_agent, monkeypatch):
+    """An upload or a JSON request that declares a body and stops sending it held its connection for ever."""
+    import socket
+
+    from agent import asgi
+
+    monkeypatch.setattr(asgi, "BODY_TIMEOUT_SECONDS", 0.2)
+    state = AppState(lambda: tiny_agent, working_side=120)
+    with serve(create_app(state)) as base:
+        host, port = base.removeprefix("http://").rsplit(":", 1)
+        for request in (b"POST /api/upload?name=clip.mp4 HTTP/1.1\r\nContent-Length: 100\r\n",
+                        b"POST /api/open HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n",
+                        b"POST /api/upload?name=clip.mp4 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"):
+            with socket.create_connection((host, int(port)), timeout=10) as client:
+                chunked = b"chunked" in request
+                client.sendall(request + b"Host: 127.0.0.1\r\n\r\n" + (b"2\r\n{}\r\n" if chunked else b"{}"))
+                answer = b"".join(iter(lambda: client.recv(4096), b""))  # until the server closes it
+            assert answer.startswith(b"HTTP/1.1 408") and b'{"error":"the request body stopped' in answer, answer
+        assert list(Path(state.uploads_dir).iterdir()) == []  # the partial upload is gone
+        assert state.job is None
+
+
 def test_app_command_takes_the_upload_limit():
     from agent.tools.app_cli import build_state, parse_args
 
