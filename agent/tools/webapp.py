@@ -94,7 +94,7 @@ class AppState:
         self.frames: WorkingFrames | None = None
         self.segmenter: VideoSegmenter | None = None
         self.job: Job | None = None
-        self._lock = threading.RLock()  # export holds it around start_job
+        self._lock = threading.RLock()  # export and reset hold it around their check_idle
         self._uploads = tempfile.TemporaryDirectory(prefix="simlearn-app-")
         self.uploads_dir = self._uploads.name
 
@@ -186,9 +186,10 @@ class AppState:
             return self.start_job("export", work)
 
     def reset(self) -> None:
-        self.check_idle()
-        self.require_segmenter()
-        self.segmenter = self._segmenter_factory(self.agent, self.frames)
+        with self._lock:  # as export: a job started between the check and the new segmenter ran on the old one
+            self.check_idle()
+            self.require_segmenter()
+            self.segmenter = self._segmenter_factory(self.agent, self.frames)
 
     def check_idle(self) -> None:
         if self.job is not None and not self.job.finished:

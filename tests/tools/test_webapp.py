@@ -377,3 +377,26 @@ def test_an_export_refused_as_busy_leaves_no_folder(tmp_path):
     with pytest.raises(Busy):
         state.export(str(tmp_path / "out"), False)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_job_cannot_start_while_reset_replaces_the_segmenter():
+    """Reset checked that no job ran outside the job lock: a segment started by another request between the check
+    and the new segmenter ran on the old one, its round lost."""
+    import threading
+    from types import SimpleNamespace
+
+    state = AppState(lambda: None)
+    state.segmenter = SimpleNamespace()
+    started_meanwhile = []
+
+    def new_segmenter(agent, frames):  # another request starts a job while reset builds the new segmenter
+        other = threading.Thread(target=state.start_job, args=("segment", lambda job: None))
+        other.start()
+        other.join(0.5)  # blocked on the job lock until reset is done
+        started_meanwhile.append(state.job)
+        return SimpleNamespace(other=other)
+
+    state._segmenter_factory = new_segmenter
+    state.reset()
+    state.segmenter.other.join(10)
+    assert started_meanwhile == [None]
