@@ -372,7 +372,11 @@ def create_app(state: AppState) -> FastAPI:
             os.replace(partial, target)
         finally:
             Path(partial).unlink(missing_ok=True)
-        state.open(target)
+        try:
+            state.open(target)
+        except Busy:  # a job started while it streamed: refused, and not kept until the next open
+            target.unlink(missing_ok=True)
+            raise
         return state.snapshot()
 
     @app.get("/api/frame/{index}")

@@ -400,3 +400,30 @@ def test_a_job_cannot_start_while_reset_replaces_the_segmenter():
     state.reset()
     state.segmenter.other.join(10)
     assert started_meanwhile == [None]
+
+
+def test_an_upload_refused_as_busy_is_not_kept(tiny_agent, small_video):
+    """A job started while an upload streamed (another tab): the upload was refused with 409 and its file stayed
+    in the temporary folder until the next open."""
+    import threading
+    import time
+
+    state = AppState(lambda: tiny_agent, working_side=120)
+    release = threading.Event()
+    data = small_video.video.read_bytes()
+
+    def body():
+        yield data[:1024]
+        deadline = time.monotonic() + 30
+        while not any(Path(state.uploads_dir).iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the upload is being written, its idle check passed
+        state.start_job("open", lambda job: release.wait(30))  # started while the upload streams
+        yield data[1024:]
+
+    with serve(create_app(state)) as base:
+        try:
+            answer = requests.post(f"{base}/api/upload?name=clip.mp4", data=body(), timeout=30)
+        finally:
+            release.set()
+        assert answer.status_code == 409 and "busy" in answer.json()["error"]
+        assert list(Path(state.uploads_dir).iterdir()) == []
