@@ -176,7 +176,8 @@ class AppState:
             raise InputError("give an output folder to export to")
         with self._lock:  # the folder is made only for an export that starts: one refused as busy left an empty
             self.check_idle()  # masks/ there, which refused the next try as "not empty"
-            folder = prepare_output(output.strip(), overwrite, video=self.video.path)
+            folder = prepare_output(output.strip(), overwrite, video=self.video.path,
+                                    how_to_overwrite='tick "overwrite"')
             video = self.video
 
             def work(job: Job) -> str:

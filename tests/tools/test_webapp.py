@@ -427,3 +427,20 @@ def test_an_upload_refused_as_busy_is_not_kept(tiny_agent, small_video):
             release.set()
         assert answer.status_code == 409 and "busy" in answer.json()["error"]
         assert list(Path(state.uploads_dir).iterdir()) == []
+
+
+def test_a_non_empty_export_folder_names_the_pages_checkbox(tmp_path):
+    """The page has no --overwrite to pass: its error names the checkbox (the CLI keeps its flag)."""
+    from types import SimpleNamespace
+
+    from agent.tools.export import prepare_output
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    state = AppState(lambda: None)
+    state.segmenter = SimpleNamespace(has_result=True)
+    state.video = SimpleNamespace(path=tmp_path / "clip.mp4")
+    with pytest.raises(InputError, match='is not empty: choose another output folder or tick "overwrite"'):
+        state.export(str(tmp_path / "out"), False)
+    with pytest.raises(InputError, match="or pass --overwrite"):
+        prepare_output(tmp_path / "out")
