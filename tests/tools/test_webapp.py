@@ -227,6 +227,22 @@ def test_app_command_checks_port_checkpoint_and_device_before_serving(tmp_path, 
             assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
 
 
+def test_app_command_refuses_an_empty_host(capsys, monkeypatch):
+    """`--host ''` listened on every interface and announced http://:8000."""
+    import socket
+
+    from agent.tools.app_cli import main
+
+    def listened(*args, **kwargs):
+        pytest.fail(f"listened on {args}")
+
+    monkeypatch.setattr(socket, "create_server", listened)
+    for host in ("", " "):
+        assert main(["--host", host, "--port", "0"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: --host: ") and "127.0.0.1" in err[0], err
+
+
 def test_a_failed_job_reports_one_line():
     import time
 
