@@ -15,7 +15,6 @@ Bound to 127.0.0.1 only: the keys tell sessions apart, they authenticate nobody.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -37,6 +36,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field, StrictInt, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..asgi import BodyTimeout
 from ..config import ServerConfig
 from ..data import compat  # noqa: F401  (patches davisinteractive before it is imported)
 from ..data.registry import register_dataset
@@ -191,9 +191,6 @@ def _make_room(sessions: dict[tuple[str, str], _Session], user: str) -> list[tup
 
 # A round's masks come RLE-encoded (a few hundred kB for a long 480p video): far more is not a client of ours.
 MAX_BODY_BYTES = 64 * 2**20
-# A client whose body stops arriving mid-request is answered 408 after this many seconds without a message
-# (uvicorn has no such limit: the request would hold its connection for ever).
-BODY_TIMEOUT_SECONDS = 60.0
 # Strict types: JSON true or "1" would otherwise pass for 1 and be scored.
 StrictNumber = Annotated[float, Field(strict=True)]
 
@@ -201,8 +198,8 @@ StrictNumber = Annotated[float, Field(strict=True)]
 class BodyLimit:
     """ASGI middleware: a request body over MAX_BODY_BYTES is answered 413 before any route reads it, from its
     Content-Length, or, without one (Transfer-Encoding: chunked, which FastAPI would read whole into memory),
-    as soon as the bytes received pass the limit; the rest is never read. A body that stops arriving for
-    BODY_TIMEOUT_SECONDS is answered 408. A body within both is passed on."""
+    as soon as the bytes received pass the limit; the rest is never read. A body within it is passed on (one
+    that stops arriving is BodyTimeout's, around it)."""
 
     def __init__(self, app) -> None:
         self.app = app
@@ -220,12 +217,7 @@ class BodyLimit:
                 return
         messages, size = [], 0
         while True:
-            try:
-                message = await asyncio.wait_for(receive(), BODY_TIMEOUT_SECONDS)
-            except TimeoutError:
-                await _error(408, "ValueError", f"the request body stopped arriving (nothing for "
-                                                f"{BODY_TIMEOUT_SECONDS:g} s)")(scope, receive, send)
-                return
+            message = await receive()
             size += len(message.get("body", b""))
             if size > MAX_BODY_BYTES:
                 await _error(413, "ValueError", f"the request body is larger than {limit}")(scope, receive, send)
@@ -263,6 +255,7 @@ def create_app(config: ServerConfig, root: str | Path) -> FastAPI:
     app.state.sessions = sessions  # read only (tests)
 
     app.add_middleware(BodyLimit)  # inside log_request (added after it runs first), so a 413 is logged too
+    app.add_middleware(BodyTimeout, respond=lambda message: _error(408, "ValueError", message))  # around BodyLimit
 
     @app.middleware("http")
     async def log_request(request: Request, call_next):

@@ -50,6 +50,8 @@ def check_listen(host: str, port: int) -> int:
     on host:port (checked before the page is announced)."""
     if not 0 <= port <= 65535:
         raise InputError(f"--port must be in 0..65535, got {port}")
+    if not host.strip():  # it listened on every interface, announced as http://:PORT
+        raise InputError(f"--host: {host!r} is no address: give the one to listen on (127.0.0.1: this machine only)")
     # An IPv6 address (`::1`) as uvicorn takes it: create_server's default family refused it ("Address family for
     # hostname not supported") though the server would listen there.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

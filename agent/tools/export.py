@@ -35,17 +35,20 @@ OVERLAY_ALPHA = 0.5
 FORMAT = "simlearn-ivos masks 1"
 
 
-def prepare_output(output: str | Path, overwrite: bool = False, video: Path | None = None) -> Path:
+def prepare_output(output: str | Path, overwrite: bool = False, video: Path | None = None,
+                   how_to_overwrite: str = "pass --overwrite") -> Path:
     try:
-        return _prepare_output(output, overwrite, video)
+        return _prepare_output(output, overwrite, video, how_to_overwrite)
     except OSError as error:  # e.g. a name too long for the file system
         raise InputError(f"{output}: not a usable output folder ({error.strerror or error})") from error
 
 
-def _prepare_output(output: str | Path, overwrite: bool = False, video: Path | None = None) -> Path:
+def _prepare_output(output: str | Path, overwrite: bool = False, video: Path | None = None,
+                    how_to_overwrite: str = "pass --overwrite") -> Path:
     """The output folder, created; InputError for a non-empty one unless overwrite (then `export` replaces
     our files, and only when the masks are ready: a failed run leaves the folder, and any input in it, as it was),
-    and never when one of those files is the `video` being exported or holds its frames."""
+    and never when one of those files is the `video` being exported or holds its frames. `how_to_overwrite` ends
+    the non-empty error (the page has a checkbox, not a flag)."""
     if "\x00" in str(output):
         raise InputError("the output folder's path contains a NUL character")
     output = user_path(output)
@@ -61,7 +64,7 @@ def _prepare_output(output: str | Path, overwrite: bool = False, video: Path | N
     if blocker is not None:
         raise InputError(f"{blocker} is a file: the output must be a folder")
     if output.is_dir() and any(output.iterdir()) and not overwrite:
-        raise InputError(f"{output} is not empty: choose another output folder or pass --overwrite")
+        raise InputError(f"{output} is not empty: choose another output folder or {how_to_overwrite}")
     check_replaceable(output)
     # An earlier export's folder that may not be written (read-only, another user's) passed the mkdir below, and
     # the export failed only once every mask was computed.

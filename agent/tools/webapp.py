@@ -30,6 +30,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..asgi import BodyTimeout
 from ..config import ConfigError
 from ..data.davis import DatasetError
 from ..errors import first_line, validation_problems
@@ -93,7 +94,7 @@ class AppState:
         self.frames: WorkingFrames | None = None
         self.segmenter: VideoSegmenter | None = None
         self.job: Job | None = None
-        self._lock = threading.RLock()  # export holds it around start_job
+        self._lock = threading.RLock()  # export and reset hold it around their check_idle
         self._uploads = tempfile.TemporaryDirectory(prefix="simlearn-app-")
         self.uploads_dir = self._uploads.name
 
@@ -175,7 +176,8 @@ class AppState:
             raise InputError("give an output folder to export to")
         with self._lock:  # the folder is made only for an export that starts: one refused as busy left an empty
             self.check_idle()  # masks/ there, which refused the next try as "not empty"
-            folder = prepare_output(output.strip(), overwrite, video=self.video.path)
+            folder = prepare_output(output.strip(), overwrite, video=self.video.path,
+                                    how_to_overwrite='tick "overwrite"')
             video = self.video
 
             def work(job: Job) -> str:
@@ -185,9 +187,10 @@ class AppState:
             return self.start_job("export", work)
 
     def reset(self) -> None:
-        self.check_idle()
-        self.require_segmenter()
-        self.segmenter = self._segmenter_factory(self.agent, self.frames)
+        with self._lock:  # as export: a job started between the check and the new segmenter ran on the old one
+            self.check_idle()
+            self.require_segmenter()
+            self.segmenter = self._segmenter_factory(self.agent, self.frames)
 
     def check_idle(self) -> None:
         if self.job is not None and not self.job.finished:
@@ -280,6 +283,8 @@ def create_app(state: AppState) -> FastAPI:
     app = FastAPI(title="simlearn-ivos", docs_url=None, redoc_url=None)
     app.state.segment = state
     colours = palette_colours()
+    # A body that stops arriving (an upload declared and never sent) held its connection for ever.
+    app.add_middleware(BodyTimeout, respond=lambda message: error_response(message, 408))
 
     @app.middleware("http")
     async def this_page_only(request: Request, call_next):
@@ -368,7 +373,11 @@ def create_app(state: AppState) -> FastAPI:
             os.replace(partial, target)
         finally:
             Path(partial).unlink(missing_ok=True)
-        state.open(target)
+        try:
+            state.open(target)
+        except Busy:  # a job started while it streamed: refused, and not kept until the next open
+            target.unlink(missing_ok=True)
+            raise
         return state.snapshot()
 
     @app.get("/api/frame/{index}")

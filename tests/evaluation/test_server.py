@@ -3,7 +3,6 @@ a server that goes away mid-session."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
@@ -415,24 +414,19 @@ def test_unreachable_server_is_one_clear_error(tmp_path, tiny_synthetic_root):
     assert not (tmp_path / "out" / "summary.json").exists()  # nothing was played: nothing to keep
 
 
-def test_a_body_that_stops_arriving_is_answered_408(monkeypatch):
+def test_a_body_that_stops_arriving_is_answered_408(monkeypatch, tiny_synthetic_root):
     """A client that declares a body and stops sending it held its connection for ever."""
-    from agent.evaluation import server as server_module
+    import socket
 
-    monkeypatch.setattr(server_module, "BODY_TIMEOUT_SECONDS", 0.05)
-    sent, reached = [], []
+    from agent import asgi
 
-    async def app(scope, receive, send):
-        reached.append(True)
-
-    async def stalled():
-        await asyncio.sleep(3600)
-
-    async def send(message):
-        sent.append(message)
-
-    for headers in ([(b"content-length", b"100")], [(b"transfer-encoding", b"chunked")]):
-        sent.clear()
-        asyncio.run(server_module.BodyLimit(app)({"type": "http", "headers": headers}, stalled, send))
-        assert sent[0]["status"] == 408 and b"stopped arriving" in sent[1]["body"]
-    assert not reached
+    monkeypatch.setattr(asgi, "BODY_TIMEOUT_SECONDS", 0.2)
+    with serving(create_app(ServerConfig(), tiny_synthetic_root)) as running:
+        address = running.url.removeprefix("http://").rsplit(":", 1)
+        for framing in (b"Content-Length: 100\r\n\r\n{}", b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n"):
+            with socket.create_connection((address[0], int(address[1])), timeout=10) as client:
+                client.sendall(b"POST /api/interaction HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Key: tester\r\n"
+                               b"Content-Type: application/json\r\n" + framing)
+                answer = b"".join(iter(lambda: client.recv(4096), b""))  # until the server closes it
+            assert answer.startswith(b"HTTP/1.1 408") and b"stopped arriving" in answer, answer
+            assert b"connection: close" in answer.lower()

@@ -227,6 +227,22 @@ def test_app_command_checks_port_checkpoint_and_device_before_serving(tmp_path, 
             assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
 
 
+def test_app_command_refuses_an_empty_host(capsys, monkeypatch):
+    """`--host ''` listened on every interface and announced http://:8000."""
+    import socket
+
+    from agent.tools.app_cli import main
+
+    def listened(*args, **kwargs):
+        pytest.fail(f"listened on {args}")
+
+    monkeypatch.setattr(socket, "create_server", listened)
+    for host in ("", " "):
+        assert main(["--host", host, "--port", "0"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: --host: ") and "127.0.0.1" in err[0], err
+
+
 def test_a_failed_job_reports_one_line():
     import time
 
@@ -272,6 +288,28 @@ def test_request_size_limits_and_framework_errors_are_json_lines(tiny_agent, sma
             assert answer.status_code == status and answer.json()["error"], (path, answer.text)
     with pytest.raises(InputError, match="max-upload-mb"):
         AppState(lambda: tiny_agent, max_upload_mb=0)
+
+
+def test_a_body_that_stops_arriving_is_answered_408(tiny_agent, monkeypatch):
+    """An upload or a JSON request that declares a body and stops sending it held its connection for ever."""
+    import socket
+
+    from agent import asgi
+
+    monkeypatch.setattr(asgi, "BODY_TIMEOUT_SECONDS", 0.2)
+    state = AppState(lambda: tiny_agent, working_side=120)
+    with serve(create_app(state)) as base:
+        host, port = base.removeprefix("http://").rsplit(":", 1)
+        for request in (b"POST /api/upload?name=clip.mp4 HTTP/1.1\r\nContent-Length: 100\r\n",
+                        b"POST /api/open HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n",
+                        b"POST /api/upload?name=clip.mp4 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"):
+            with socket.create_connection((host, int(port)), timeout=10) as client:
+                chunked = b"chunked" in request
+                client.sendall(request + b"Host: 127.0.0.1\r\n\r\n" + (b"2\r\n{}\r\n" if chunked else b"{}"))
+                answer = b"".join(iter(lambda: client.recv(4096), b""))  # until the server closes it
+            assert answer.startswith(b"HTTP/1.1 408") and b'{"error":"the request body stopped' in answer, answer
+        assert list(Path(state.uploads_dir).iterdir()) == []  # the partial upload is gone
+        assert state.job is None
 
 
 def test_app_command_takes_the_upload_limit():
@@ -355,3 +393,70 @@ def test_an_export_refused_as_busy_leaves_no_folder(tmp_path):
     with pytest.raises(Busy):
         state.export(str(tmp_path / "out"), False)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_job_cannot_start_while_reset_replaces_the_segmenter():
+    """Reset checked that no job ran outside the job lock: a segment started by another request between the check
+    and the new segmenter ran on the old one, its round lost."""
+    import threading
+    from types import SimpleNamespace
+
+    state = AppState(lambda: None)
+    state.segmenter = SimpleNamespace()
+    started_meanwhile = []
+
+    def new_segmenter(agent, frames):  # another request starts a job while reset builds the new segmenter
+        other = threading.Thread(target=state.start_job, args=("segment", lambda job: None))
+        other.start()
+        other.join(0.5)  # blocked on the job lock until reset is done
+        started_meanwhile.append(state.job)
+        return SimpleNamespace(other=other)
+
+    state._segmenter_factory = new_segmenter
+    state.reset()
+    state.segmenter.other.join(10)
+    assert started_meanwhile == [None]
+
+
+def test_an_upload_refused_as_busy_is_not_kept(tiny_agent, small_video):
+    """A job started while an upload streamed (another tab): the upload was refused with 409 and its file stayed
+    in the temporary folder until the next open."""
+    import threading
+    import time
+
+    state = AppState(lambda: tiny_agent, working_side=120)
+    release = threading.Event()
+    data = small_video.video.read_bytes()
+
+    def body():
+        yield data[:1024]
+        deadline = time.monotonic() + 30
+        while not any(Path(state.uploads_dir).iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the upload is being written, its idle check passed
+        state.start_job("open", lambda job: release.wait(30))  # started while the upload streams
+        yield data[1024:]
+
+    with serve(create_app(state)) as base:
+        try:
+            answer = requests.post(f"{base}/api/upload?name=clip.mp4", data=body(), timeout=30)
+        finally:
+            release.set()
+        assert answer.status_code == 409 and "busy" in answer.json()["error"]
+        assert list(Path(state.uploads_dir).iterdir()) == []
+
+
+def test_a_non_empty_export_folder_names_the_pages_checkbox(tmp_path):
+    """The page has no --overwrite to pass: its error names the checkbox (the CLI keeps its flag)."""
+    from types import SimpleNamespace
+
+    from agent.tools.export import prepare_output
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    state = AppState(lambda: None)
+    state.segmenter = SimpleNamespace(has_result=True)
+    state.video = SimpleNamespace(path=tmp_path / "clip.mp4")
+    with pytest.raises(InputError, match='is not empty: choose another output folder or tick "overwrite"'):
+        state.export(str(tmp_path / "out"), False)
+    with pytest.raises(InputError, match="or pass --overwrite"):
+        prepare_output(tmp_path / "out")
