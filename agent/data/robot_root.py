@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from ..config import HOLDOUT
-from ..paths import file_in_the_way
+from ..paths import file_in_the_way, path_arg
 from .davis import VOID_LABEL, DatasetError, DavisReader
 from .synthetic import initial_scribble
 from .validation import validate_sequence
@@ -151,10 +151,10 @@ def root_command(prog: str, description: str, write, argv: list[str] | None = No
     positions) -> the root's path; a DatasetError or OSError is one `error:` line and exit code 2."""
     parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--davis-root", type=Path, required=True, help="source DAVIS-format root")
+    parser.add_argument("--davis-root", type=path_arg, required=True, help="source DAVIS-format root")
     parser.add_argument("--sequences", default=",".join(HOLDOUT),
                         help="comma-separated (default: the held-out training videos, TrainConfig.holdout)")
-    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--output", type=path_arg, required=True)
     parser.add_argument("--positions", type=positions_arg, default=POSITIONS,
                         help="one first scribble near each of these positions in the video (default 0.25,0.75)")
     args = parser.parse_args(argv)

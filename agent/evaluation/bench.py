@@ -40,7 +40,7 @@ from ..model.backbones import WeightsUnavailableError
 from ..model.checkpoint import CheckpointError, default_checkpoint_path, load_checkpoint
 from ..model.onnx_backbone import OnnxBackbone, onnxruntime_available
 from ..model.siamese import SiameseEmbedder, build_model, inference_size
-from ..paths import output_file_problem
+from ..paths import output_file_problem, path_arg
 from .one_shot import one_shot_benchmark
 from .outputs import OutputDirError, atomic_write_text
 
@@ -181,15 +181,15 @@ def peak_memory_mb(device: torch.device) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped checkpoint")
-    parser.add_argument("--davis-root", type=Path, default=None,
+    parser.add_argument("--checkpoint", type=path_arg, default=None, help="default: the shipped checkpoint")
+    parser.add_argument("--davis-root", type=path_arg, default=None,
                         help="for one-shot J on its val videos and the held-out training videos (TrainConfig.holdout)")
     parser.add_argument("--one-shot-only", action="store_true", help="skip the speed figures")
     parser.add_argument("--aggregation", default=None, help="override the transfer aggregation (eq3|topk)")
     parser.add_argument("--stride", type=int, default=3, help="one-shot: every k-th frame")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--output", type=Path, default=Path("outputs/bench.json"))
+    parser.add_argument("--output", type=path_arg, default=Path("outputs/bench.json"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
