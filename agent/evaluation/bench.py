@@ -45,6 +45,8 @@ from .one_shot import one_shot_benchmark
 from .outputs import OutputDirError, atomic_write_text
 
 log = logging.getLogger("agent.bench")
+# Each repeat times every speed figure once more: a typo such as 10**8 would measure for ever.
+MAX_REPEATS = 100
 
 
 def _timed(fn, repeats: int) -> float:
@@ -198,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.stride < 1 or args.repeats < 1:
             raise ValueError(f"--stride and --repeats must be >= 1, got {args.stride} and {args.repeats}")
+        if args.repeats > MAX_REPEATS:
+            raise ValueError(f"--repeats {args.repeats}: at most {MAX_REPEATS}")
         transfer = TransferConfig(**({"aggregation": args.aggregation} if args.aggregation else {}))
         if args.one_shot_only and args.davis_root is None:  # it measured nothing and replaced --output with that
             raise ValueError("--one-shot-only: one-shot J is measured on --davis-root, and none was given")
