@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ..config import HOLDOUT
 from ..paths import file_in_the_way, path_arg
+from ..signals import exit_code, signal_name, terminate_as_interrupt
 from .davis import VOID_LABEL, DatasetError, DavisReader
 from .synthetic import initial_scribble
 from .validation import validate_sequence
@@ -148,7 +149,8 @@ def write_listing(output: Path, names: list[str]) -> None:
 
 def root_command(prog: str, description: str, write, argv: list[str] | None = None) -> int:
     """The command line of a root writer (this module's, twin_root's): write(source, sequences, output,
-    positions) -> the root's path; a DatasetError or OSError is one `error:` line and exit code 2."""
+    positions) -> the root's path; a DatasetError or OSError is one `error:` line and exit code 2, a stop signal
+    one `interrupted` line and 128 + the signal."""
     parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--davis-root", type=path_arg, required=True, help="source DAVIS-format root")
@@ -161,8 +163,12 @@ def root_command(prog: str, description: str, write, argv: list[str] | None = No
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)
     try:
-        root = write(args.davis_root, [s.strip() for s in args.sequences.split(",") if s.strip()], args.output,
-                     args.positions)
+        with terminate_as_interrupt():  # SIGTERM killed it mid-way: a half-written root read as a finished one
+            root = write(args.davis_root, [s.strip() for s in args.sequences.split(",") if s.strip()], args.output,
+                         args.positions)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP: what was written is removed
+        print(f"interrupted ({signal_name(interrupt)}): nothing written", file=sys.stderr)
+        return exit_code(interrupt)
     except DatasetError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -92,3 +92,21 @@ def test_robot_root_removes_a_half_written_root(train_root: Path, tmp_path: Path
             write_robot_root(train_root, ["synth-000"], output)
     assert not (tmp_path / "new").exists() and not any((tmp_path / "empty").iterdir())
     assert (train_root / "JPEGImages" / "480p" / "synth-000").is_dir()  # the links' targets are untouched
+
+
+def test_robot_root_stopped_by_sigterm_leaves_no_root(train_root: Path, tmp_path: Path, monkeypatch, capsys):
+    # SIGTERM (timeout, a scheduler) killed it mid-way: the videos written so far passed for a finished root.
+    import os
+    import signal
+
+    from agent.data import robot_root
+
+    def stopped(output, names):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(robot_root, "write_listing", stopped)
+    assert main(["--davis-root", str(train_root), "--sequences", "synth-000",
+                 "--output", str(tmp_path / "out")]) == 143
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "interrupted (SIGTERM): nothing written"
+    assert not (tmp_path / "out").exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
