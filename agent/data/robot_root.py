@@ -116,13 +116,20 @@ def write_first_scribbles(output: Path, sequence: str, masks, num_objects: int,
     """Scribbles/<sequence>/001.json, 002.json, ...: the robot's first scribble near each position."""
     scribble_dir = output / "Scribbles" / sequence
     scribble_dir.mkdir(parents=True)
-    for index, position in enumerate(positions, start=1):
+    written: dict[float, dict] = {}
+    for position in positions:
         scribble = initial_scribble(sequence, masks, num_objects, near=position)
         if scribble is None:
             raise DatasetError(f"{sequence}: the robot drew no stroke for every object near {position:.2f}")
-        (scribble_dir / f"{index:03d}.json").write_text(json.dumps(scribble))
         frame = next(f for f, strokes in enumerate(scribble["scribbles"]) if strokes)
-        log.info("%s: scribble %d on frame %d of %d", sequence, index, frame, len(masks))
+        same = next((p for p, earlier in written.items() if earlier == scribble), None)
+        if same is not None:  # every object shows well on one frame only: one sample would be counted twice
+            log.warning("%s: near %.2f the robot draws on frame %d again, as near %.2f: that scribble is written once",
+                        sequence, position, frame, same)
+            continue
+        written[position] = scribble
+        (scribble_dir / f"{len(written):03d}.json").write_text(json.dumps(scribble))
+        log.info("%s: scribble %d on frame %d of %d", sequence, len(written), frame, len(masks))
 
 
 def positions_arg(text: str) -> tuple[float, ...]:

@@ -110,3 +110,17 @@ def test_robot_root_stopped_by_sigterm_leaves_no_root(train_root: Path, tmp_path
     assert capsys.readouterr().err.strip().splitlines()[-1] == "interrupted (SIGTERM): nothing written"
     assert not (tmp_path / "out").exists()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
+
+
+def test_positions_that_land_on_one_frame_write_its_scribble_once(tmp_path: Path):
+    # The object shows well on frame 0 only: 0.25 and 0.75 both drew there, 001.json == 002.json (one sample
+    # counted twice in every session on the root).
+    import numpy as np
+
+    from agent.data.robot_root import write_first_scribbles
+
+    masks = np.zeros((8, 96, 160), np.uint8)
+    masks[0, 20:80, 30:130] = 1
+    masks[1:, 40:44, 60:64] = 1  # a sliver in every later frame
+    write_first_scribbles(tmp_path, "clip", masks, 1, positions=(0.25, 0.75))
+    assert sorted(p.name for p in (tmp_path / "Scribbles" / "clip").iterdir()) == ["001.json"]
