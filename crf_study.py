@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
 from agent.config import AgentConfig, ConfigError, load_config, to_dict
+from agent.paths import path_arg
 from session_runner import setup_logging
 from strategies import describe_strategies
 
@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     capture = commands.add_parser("capture", help="play the videos once with the CRF off and cache the score maps",
                                   formatter_class=argparse.RawDescriptionHelpFormatter,
                                   epilog=f"strategies (--strategy):\n{strategies}")
-    capture.add_argument("--davis-root", type=Path, required=True, help="DAVIS-format root (e.g. data/holdout)")
+    capture.add_argument("--davis-root", type=path_arg, required=True, help="DAVIS-format root (e.g. data/holdout)")
     capture.add_argument("--subset", default="val", choices=("train", "val", "trainval"),
                          help="its ImageSets/2017/<subset>.txt (default val)")
     capture.add_argument("--sequences", default=None, help="comma-separated subset of the sequences")
@@ -41,21 +41,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          help="rounds whose scores are kept, each in 1..16 as a session's (default 1,2,4)")
     capture.add_argument("--every", type=int, default=4, help="keep every n-th frame's scores (default 4)")
     capture.add_argument("--strategy", default="auto", help="whose rounds and CRF scales (default auto)")
-    capture.add_argument("--checkpoint", type=Path, default=None, help="model checkpoint (default: the shipped one)")
+    capture.add_argument("--checkpoint", type=path_arg, default=None, help="model checkpoint (default: the shipped one)")
     capture.add_argument("--config", action="append", default=[], metavar="FILE", help="AgentConfig JSON or YAML")
     capture.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="assignments",
                          help="one AgentConfig field, e.g. transfer.topk=10 (repeatable)")
     capture.add_argument("--device", default=None, help="auto (default), cpu or cuda")
-    capture.add_argument("--output-dir", type=Path, required=True, help="where the .npz files go")
+    capture.add_argument("--output-dir", type=path_arg, required=True, help="where the .npz files go")
     capture.add_argument("--overwrite", action="store_true", help="replace a non-empty --output-dir when done")
 
     sweep = commands.add_parser("sweep", help="score CRF variants on cached score maps")
-    sweep.add_argument("cache", type=Path, help="a capture's --output-dir")
-    sweep.add_argument("--davis-root", type=Path, required=True, help="the root the capture played")
+    sweep.add_argument("cache", type=path_arg, help="a capture's --output-dir")
+    sweep.add_argument("--davis-root", type=path_arg, required=True, help="the root the capture played")
     sweep.add_argument("--variant", action="append", default=[], metavar="FIELD=VALUE[,FIELD=VALUE]",
                        help="CRFConfig fields, e.g. bilateral_srgb=6,bilateral_sxy=40 (repeatable); no CRF and the "
                             "defaults are always scored")
-    sweep.add_argument("--output", type=Path, default=None,
+    sweep.add_argument("--output", type=path_arg, default=None,
                        help="CSV of every sample, round and variant (default CACHE/sweep.csv)")
     sweep.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     for sub in (capture, sweep):

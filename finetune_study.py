@@ -19,6 +19,7 @@ import logging
 from pathlib import Path
 
 from agent.config import AgentConfig, ConfigError, load_config
+from agent.paths import path_arg
 from session_runner import setup_logging
 from strategies import describe_strategies
 
@@ -31,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     strategies = "\n".join(f"  {line}" for line in describe_strategies().splitlines())
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=f"strategies (--strategy):\n{strategies}")
-    parser.add_argument("--davis-root", type=Path, required=True, help="DAVIS-format root (e.g. data/holdout)")
+    parser.add_argument("--davis-root", type=path_arg, required=True, help="DAVIS-format root (e.g. data/holdout)")
     parser.add_argument("--subset", default="val", choices=("train", "val", "trainval"),
                         help="its ImageSets/2017/<subset>.txt (default val)")
     parser.add_argument("--sequences", default=None, help="comma-separated subset of the sequences")
@@ -47,12 +48,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "own are always played")
     parser.add_argument("--crf", action="store_true", help="keep the strategy's CRF (default off: argmax)")
     parser.add_argument("--strategy", default="auto", help="whose rounds (default auto)")
-    parser.add_argument("--checkpoint", type=Path, default=None, help="model checkpoint (default: the shipped one)")
+    parser.add_argument("--checkpoint", type=path_arg, default=None, help="model checkpoint (default: the shipped one)")
     parser.add_argument("--config", action="append", default=[], metavar="FILE", help="AgentConfig JSON or YAML")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="assignments",
                         help="one AgentConfig field, e.g. finetune.lr=1e-4 (repeatable)")
     parser.add_argument("--device", default=None, help="auto (default), cpu or cuda")
-    parser.add_argument("--output", type=Path, default=Path("outputs/finetune_study.csv"),
+    parser.add_argument("--output", type=path_arg, default=Path("outputs/finetune_study.csv"),
                         help="CSV of every sample and variant (default outputs/finetune_study.csv)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     # Heavy imports after argument parsing, so --help is instant.
-    from agent.evaluation.signals import terminate_as_interrupt
+    from agent.signals import terminate_as_interrupt
 
     # SIGTERM (a scheduler, `timeout`) and SIGHUP stop the run like Ctrl-C: what finished is written.
     with terminate_as_interrupt():
@@ -138,11 +138,11 @@ def _run(config: RunConfig, args: argparse.Namespace) -> int:
     from agent.evaluation.preflight import PREFLIGHT_ERRORS, check_run, with_output_dir
     from agent.evaluation.report import figures_line
     from agent.evaluation.session import PredictionError, run_session
-    from agent.evaluation.signals import exit_code, signal_name
     from agent.inference import crf
     from agent.inference.plan import StrategyError
     from agent.model.backbones import WeightsUnavailableError
     from agent.model.checkpoint import CheckpointError
+    from agent.signals import exit_code, signal_name
     from strategies import UnknownStrategyError, get_strategy, resolve_name
 
     session = config.session

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import errno
 import json
 import os
@@ -16,6 +17,18 @@ try:
     import fcntl
 except ImportError:  # not POSIX: no lock
     fcntl = None
+
+
+def path_arg(text: str) -> Path:
+    """argparse type of a path option: the path, `~` as the home folder (`--output=~/x`, which no shell expands,
+    made a folder named `~`); an empty one (`--output "$UNSET"`) is refused: Path("") is the working directory,
+    which the command read, wrote in or refused under the name `.`."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path (an unset variable?): name a file or folder")
+    try:
+        return Path(text).expanduser()
+    except RuntimeError as error:  # `~nosuchuser/...`
+        raise argparse.ArgumentTypeError(f"{text}: {error}") from None
 
 
 def file_in_the_way(path: Path) -> Path | None:

@@ -73,3 +73,36 @@ def test_read_json_takes_a_byte_order_mark_and_refuses_a_key_given_twice(tmp_pat
 def test_json_ready_makes_numpy_values_and_paths_plain():
     value = {1: np.float32(0.5), "a": (np.arange(2), Path("x/y")), "b": [np.int64(3), {"c": np.bool_(True)}]}
     assert json.loads(json.dumps(json_ready(value))) == {"1": 0.5, "a": [[0, 1], "x/y"], "b": [3, {"c": True}]}
+
+
+@pytest.mark.parametrize("argv", [
+    ["-m", "agent.data.robot_root", "--davis-root", "src", "--output", ""],
+    ["-m", "agent.data.twin_root", "--davis-root", "", "--output", "out"],
+    ["-m", "agent.bench", "--output", " "],
+    ["crf_study.py", "capture", "--davis-root", "src", "--output-dir", ""],
+    ["crf_study.py", "sweep", "", "--davis-root", "src"],
+    ["finetune_study.py", "--davis-root", "src", "--checkpoint", ""],
+])
+def test_an_empty_path_option_is_refused_not_the_working_directory(argv, tmp_path: Path, monkeypatch, capsys):
+    # `--output "$UNSET"` was Path("") == `.`: robot_root wrote its root into an empty working directory.
+    import runpy
+    import sys
+
+    monkeypatch.chdir(tmp_path)
+    module, *args = argv[1:] if argv[0] == "-m" else argv
+    monkeypatch.setattr(sys, "argv", [module, *args])
+    with pytest.raises(SystemExit) as exit_info:
+        if argv[0] == "-m":
+            runpy.run_module(module, run_name="__main__")
+        else:
+            runpy.run_path(str(Path(__file__).parents[1] / module), run_name="__main__")
+    assert exit_info.value.code == 2
+    assert "an empty path (an unset variable?)" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_path_arg_expands_the_home_folder(monkeypatch, tmp_path: Path):
+    from agent.paths import path_arg
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert path_arg("~/runs/a") == tmp_path / "runs" / "a"  # `--output=~/runs/a`: no shell expands it

@@ -22,7 +22,8 @@ import sys
 from pathlib import Path
 
 from ..config import HOLDOUT
-from ..paths import file_in_the_way
+from ..paths import file_in_the_way, path_arg
+from ..signals import exit_code, signal_name, terminate_as_interrupt
 from .davis import VOID_LABEL, DatasetError, DavisReader
 from .synthetic import initial_scribble
 from .validation import validate_sequence
@@ -115,13 +116,20 @@ def write_first_scribbles(output: Path, sequence: str, masks, num_objects: int,
     """Scribbles/<sequence>/001.json, 002.json, ...: the robot's first scribble near each position."""
     scribble_dir = output / "Scribbles" / sequence
     scribble_dir.mkdir(parents=True)
-    for index, position in enumerate(positions, start=1):
+    written: dict[float, dict] = {}
+    for position in positions:
         scribble = initial_scribble(sequence, masks, num_objects, near=position)
         if scribble is None:
             raise DatasetError(f"{sequence}: the robot drew no stroke for every object near {position:.2f}")
-        (scribble_dir / f"{index:03d}.json").write_text(json.dumps(scribble))
         frame = next(f for f, strokes in enumerate(scribble["scribbles"]) if strokes)
-        log.info("%s: scribble %d on frame %d of %d", sequence, index, frame, len(masks))
+        same = next((p for p, earlier in written.items() if earlier == scribble), None)
+        if same is not None:  # every object shows well on one frame only: one sample would be counted twice
+            log.warning("%s: near %.2f the robot draws on frame %d again, as near %.2f: that scribble is written once",
+                        sequence, position, frame, same)
+            continue
+        written[position] = scribble
+        (scribble_dir / f"{len(written):03d}.json").write_text(json.dumps(scribble))
+        log.info("%s: scribble %d on frame %d of %d", sequence, len(written), frame, len(masks))
 
 
 def positions_arg(text: str) -> tuple[float, ...]:
@@ -148,21 +156,26 @@ def write_listing(output: Path, names: list[str]) -> None:
 
 def root_command(prog: str, description: str, write, argv: list[str] | None = None) -> int:
     """The command line of a root writer (this module's, twin_root's): write(source, sequences, output,
-    positions) -> the root's path; a DatasetError or OSError is one `error:` line and exit code 2."""
+    positions) -> the root's path; a DatasetError or OSError is one `error:` line and exit code 2, a stop signal
+    one `interrupted` line and 128 + the signal."""
     parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--davis-root", type=Path, required=True, help="source DAVIS-format root")
+    parser.add_argument("--davis-root", type=path_arg, required=True, help="source DAVIS-format root")
     parser.add_argument("--sequences", default=",".join(HOLDOUT),
                         help="comma-separated (default: the held-out training videos, TrainConfig.holdout)")
-    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--output", type=path_arg, required=True)
     parser.add_argument("--positions", type=positions_arg, default=POSITIONS,
                         help="one first scribble near each of these positions in the video (default 0.25,0.75)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)
     try:
-        root = write(args.davis_root, [s.strip() for s in args.sequences.split(",") if s.strip()], args.output,
-                     args.positions)
+        with terminate_as_interrupt():  # SIGTERM killed it mid-way: a half-written root read as a finished one
+            root = write(args.davis_root, [s.strip() for s in args.sequences.split(",") if s.strip()], args.output,
+                         args.positions)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP: what was written is removed
+        print(f"interrupted ({signal_name(interrupt)}): nothing written", file=sys.stderr)
+        return exit_code(interrupt)
     except DatasetError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -40,11 +40,13 @@ from ..model.backbones import WeightsUnavailableError
 from ..model.checkpoint import CheckpointError, default_checkpoint_path, load_checkpoint
 from ..model.onnx_backbone import OnnxBackbone, onnxruntime_available
 from ..model.siamese import SiameseEmbedder, build_model, inference_size
-from ..paths import output_file_problem
+from ..paths import output_file_problem, path_arg
 from .one_shot import one_shot_benchmark
 from .outputs import OutputDirError, atomic_write_text
 
 log = logging.getLogger("agent.bench")
+# Each repeat times every speed figure once more: a typo such as 10**8 would measure for ever.
+MAX_REPEATS = 100
 
 
 def _timed(fn, repeats: int) -> float:
@@ -181,15 +183,15 @@ def peak_memory_mb(device: torch.device) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped checkpoint")
-    parser.add_argument("--davis-root", type=Path, default=None,
+    parser.add_argument("--checkpoint", type=path_arg, default=None, help="default: the shipped checkpoint")
+    parser.add_argument("--davis-root", type=path_arg, default=None,
                         help="for one-shot J on its val videos and the held-out training videos (TrainConfig.holdout)")
     parser.add_argument("--one-shot-only", action="store_true", help="skip the speed figures")
     parser.add_argument("--aggregation", default=None, help="override the transfer aggregation (eq3|topk)")
     parser.add_argument("--stride", type=int, default=3, help="one-shot: every k-th frame")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--output", type=Path, default=Path("outputs/bench.json"))
+    parser.add_argument("--output", type=path_arg, default=Path("outputs/bench.json"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
@@ -198,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.stride < 1 or args.repeats < 1:
             raise ValueError(f"--stride and --repeats must be >= 1, got {args.stride} and {args.repeats}")
+        if args.repeats > MAX_REPEATS:
+            raise ValueError(f"--repeats {args.repeats}: at most {MAX_REPEATS}")
         transfer = TransferConfig(**({"aggregation": args.aggregation} if args.aggregation else {}))
         if args.one_shot_only and args.davis_root is None:  # it measured nothing and replaced --output with that
             raise ValueError("--one-shot-only: one-shot J is measured on --davis-root, and none was given")

@@ -25,10 +25,10 @@ from ..data.registry import Registration, register_dataset
 from ..errors import typed_line
 from ..inference.plan import Strategy, plan_round
 from ..inference.predictor import Predictor
+from ..signals import deferred_signals, signal_name
 from .connection import keep_reports, open_session, redact
 from .outputs import atomic_write_text
 from .report import SampleLayout, summarize_run, write_outputs
-from .signals import deferred_signals, signal_name
 
 log = logging.getLogger(__name__)
 

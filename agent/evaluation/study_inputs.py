@@ -101,8 +101,8 @@ def run_reporting_errors(run: Callable[[], int], *more: type[Exception]) -> int:
     """run(), or one `error:` line and 2 for the errors a user's input causes (`more`: the command's own);
     Ctrl-C, SIGTERM and SIGHUP end it with one `interrupted` line and 128 + the signal, as a session."""
     from ..model.backbones import WeightsUnavailableError
+    from ..signals import exit_code, signal_name, terminate_as_interrupt
     from .preflight import PREFLIGHT_ERRORS
-    from .signals import exit_code, signal_name, terminate_as_interrupt
 
     try:
         with terminate_as_interrupt():

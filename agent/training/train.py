@@ -55,7 +55,6 @@ from ..data.davis import DatasetError, DavisReader
 from ..data.validation import validate_sequence
 from ..device import resolve_device
 from ..errors import os_error_line, typed_line
-from ..evaluation.signals import deferred_signals, exit_code, signal_name, terminate_as_interrupt
 from ..model.backbones import WeightsUnavailableError
 from ..model.checkpoint import (
     CheckpointError,
@@ -68,6 +67,7 @@ from ..model.checkpoint import (
 from ..model.siamese import SiameseEmbedder, build_model
 from ..model.similarity import Pooled, pair_loss, sample_pixels, topk_loss
 from ..paths import file_in_the_way, lock_folder, special_file, unlock_folder, unwritable_folder
+from ..signals import deferred_signals, exit_code, signal_name, terminate_as_interrupt
 from .data import NO_TRAINING_VIDEOS, load_training_set, training_sequences
 from .strokes import stroke_labels
 

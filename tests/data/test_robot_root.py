@@ -92,3 +92,35 @@ def test_robot_root_removes_a_half_written_root(train_root: Path, tmp_path: Path
             write_robot_root(train_root, ["synth-000"], output)
     assert not (tmp_path / "new").exists() and not any((tmp_path / "empty").iterdir())
     assert (train_root / "JPEGImages" / "480p" / "synth-000").is_dir()  # the links' targets are untouched
+
+
+def test_robot_root_stopped_by_sigterm_leaves_no_root(train_root: Path, tmp_path: Path, monkeypatch, capsys):
+    # SIGTERM (timeout, a scheduler) killed it mid-way: the videos written so far passed for a finished root.
+    import os
+    import signal
+
+    from agent.data import robot_root
+
+    def stopped(output, names):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(robot_root, "write_listing", stopped)
+    assert main(["--davis-root", str(train_root), "--sequences", "synth-000",
+                 "--output", str(tmp_path / "out")]) == 143
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "interrupted (SIGTERM): nothing written"
+    assert not (tmp_path / "out").exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
+
+
+def test_positions_that_land_on_one_frame_write_its_scribble_once(tmp_path: Path):
+    # The object shows well on frame 0 only: 0.25 and 0.75 both drew there, 001.json == 002.json (one sample
+    # counted twice in every session on the root).
+    import numpy as np
+
+    from agent.data.robot_root import write_first_scribbles
+
+    masks = np.zeros((8, 96, 160), np.uint8)
+    masks[0, 20:80, 30:130] = 1
+    masks[1:, 40:44, 60:64] = 1  # a sliver in every later frame
+    write_first_scribbles(tmp_path, "clip", masks, 1, positions=(0.25, 0.75))
+    assert sorted(p.name for p in (tmp_path / "Scribbles" / "clip").iterdir()) == ["001.json"]

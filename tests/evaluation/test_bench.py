@@ -87,6 +87,7 @@ def test_untrained_baseline_without_imagenet_weights_is_seeded_random() -> None:
 @pytest.mark.parametrize(("args", "fragment"), [
     (["--stride", "0"], "--stride and --repeats must be >= 1"),
     (["--repeats", "-1"], "--stride and --repeats must be >= 1"),
+    (["--repeats", "100000000"], "--repeats 100000000: at most 100"),  # it timed every figure for years
     (["--aggregation", "bogus"], "transfer.aggregation must be one of"),
     ([], "--one-shot-only: one-shot J is measured on --davis-root, and none was given"),  # a report of nothing
 ])

@@ -146,7 +146,7 @@ def test_command_line_stopped_by_a_signal_ends_in_one_line(tiny_synthetic_root, 
                                                            monkeypatch):
     import signal
 
-    from agent.evaluation.signals import Terminated
+    from agent.signals import Terminated
 
     def terminated(*args, **kwargs):
         raise Terminated(signal.SIGTERM)

@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from agent.evaluation.signals import (
+from agent.signals import (
     Terminated,
     deferred_signals,
     exit_code,
