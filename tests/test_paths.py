@@ -82,7 +82,14 @@ def test_json_ready_makes_numpy_values_and_paths_plain():
     ["crf_study.py", "capture", "--davis-root", "src", "--output-dir", ""],
     ["crf_study.py", "sweep", "", "--davis-root", "src"],
     ["finetune_study.py", "--davis-root", "src", "--checkpoint", ""],
+    ["-m", "agent.segment", "clip.mp4", "--scribbles", "s", "--output", ""],
+    ["-m", "agent.app", ""],
+    ["-m", "agent.train", "--output-dir", ""],
+    ["-m", "agent.report", "merge", "run1", "--output", ""],
+    ["-m", "agent.server", "--davis-root", ""],
+    ["-m", "agent.model.checkpoint", "a.pt", ""],
 ])
+@pytest.mark.filterwarnings("ignore:'agent.model.checkpoint' found in sys.modules:RuntimeWarning")
 def test_an_empty_path_option_is_refused_not_the_working_directory(argv, tmp_path: Path, monkeypatch, capsys):
     # `--output "$UNSET"` was Path("") == `.`: robot_root wrote its root into an empty working directory.
     import runpy

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import first_line, os_error_line
-from ..paths import json_ready, not_a_file, output_file_problem, read_json
+from ..paths import json_ready, not_a_file, output_file_problem, path_arg, read_json
 from .outputs import atomic_path
 
 log = logging.getLogger(__name__)
@@ -305,7 +305,7 @@ def _main(argv: list[str] | None) -> int:
         return merge_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m agent.report", description=main.__doc__)
     parser.add_argument("runs", nargs="+", help="session output directories (with summary.json), optionally =LABEL")
-    parser.add_argument("--output", type=Path, required=True, help="PNG to write")
+    parser.add_argument("--output", type=path_arg, required=True, help="PNG to write")
     parser.add_argument("--title", default="J over time")
     args = parser.parse_args(argv)
     problem = output_file_problem(args.output, "--output is the image file to write")  # a FIFO: savefig waited

@@ -41,7 +41,7 @@ from ..config import ServerConfig
 from ..data import compat  # noqa: F401  (patches davisinteractive before it is imported)
 from ..data.registry import register_dataset
 from ..errors import validation_problems
-from ..paths import json_ready
+from ..paths import json_ready, path_arg
 
 from davisinteractive.dataset.davis import Davis  # isort: skip  (after compat)
 from davisinteractive.evaluation import EvaluationService  # isort: skip
@@ -463,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m agent.server", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--davis-root", type=Path, default=None,
+    parser.add_argument("--davis-root", type=path_arg, default=None,
                         help="DAVIS-format root with annotations and scribbles (default: built-in synthetic data)")
     parser.add_argument("--subset", default="val", help="served as the challenge's samples (default val)")
     parser.add_argument("--sequences", default=None, help="comma-separated subset of the sequences")

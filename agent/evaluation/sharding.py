@@ -24,7 +24,7 @@ import pandas as pd
 from ..config import MAX_INTERACTIONS_LIMIT, MAX_TIME_LIMIT, ConfigError, parse_shard
 from ..data.davis import MAX_OBJECT_ID, SequenceInfo
 from ..errors import first_line, os_error_line
-from ..paths import not_a_file, read_json
+from ..paths import not_a_file, path_arg, read_json
 
 log = logging.getLogger(__name__)
 
@@ -299,8 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m agent.report merge", description=main.__doc__)
-    parser.add_argument("runs", nargs="+", type=Path, help="output directories of the shards' session runs")
-    parser.add_argument("--output", type=Path, required=True, help="directory for the merged results")
+    parser.add_argument("runs", nargs="+", type=path_arg, help="output directories of the shards' session runs")
+    parser.add_argument("--output", type=path_arg, required=True, help="directory for the merged results")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a non-empty --output once the merge completes (never one of the runs)")
     args = parser.parse_args(argv)

@@ -17,7 +17,7 @@ import torch
 
 from ..config import ConfigError, ModelConfig, from_dict, to_dict
 from ..errors import first_line
-from ..paths import output_file_problem, special_file
+from ..paths import output_file_problem, path_arg, special_file
 from .backbones import available_backbones
 from .siamese import SiameseEmbedder, build_model
 
@@ -235,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m agent.model.checkpoint", description=main.__doc__)
-    parser.add_argument("source", type=Path, help="the checkpoint to read")
-    parser.add_argument("destination", type=Path, help="the .pt file to write (an existing one only with --overwrite)")
+    parser.add_argument("source", type=path_arg, help="the checkpoint to read")
+    parser.add_argument("destination", type=path_arg, help="the .pt file to write (an existing one only with --overwrite)")
     parser.add_argument("--half", action="store_true", help="store weights as fp16 (half the size)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing destination file")
     args = parser.parse_args(argv)

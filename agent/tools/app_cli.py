@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from ..config import ConfigError
+from ..paths import path_arg
 from .segment_cli import add_agent_arguments, agent_config, build_segmenter, check_sizes, setup_logging
 from .video import DEFAULT_MAX_UPLOAD_MB, InputError
 
@@ -26,7 +27,7 @@ log = logging.getLogger("agent.app")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m agent.app", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("video", type=Path, nargs="?", help="video file or folder of frames to open at start")
+    parser.add_argument("video", type=path_arg, nargs="?", help="video file or folder of frames to open at start")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,

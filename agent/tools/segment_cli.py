@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..config import AgentConfig, ConfigError, load_config
 from ..errors import first_line, os_error_line
+from ..paths import path_arg
 from .video import DEFAULT_WORKING_SIDE, InputError
 
 log = logging.getLogger("agent.segment")
@@ -31,7 +32,7 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
                         help="JSON or YAML of AgentConfig fields (agent/config.py); several are merged in order")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="assignments",
                         help="one AgentConfig field, e.g. crf.iterations=10 or inference_scale=1.0 (repeatable)")
-    parser.add_argument("--checkpoint", type=Path, default=None, help="model checkpoint (default: the shipped one)")
+    parser.add_argument("--checkpoint", type=path_arg, default=None, help="model checkpoint (default: the shipped one)")
     parser.add_argument("--device", default=None, help="auto (default), cpu or cuda")
     parser.add_argument("--working-size", type=int, default=DEFAULT_WORKING_SIDE, metavar="PIXELS",
                         help=f"short side the agent works at; masks are upsampled back (default {DEFAULT_WORKING_SIDE})")
@@ -85,10 +86,10 @@ def setup_logging(verbose: bool) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m agent.segment", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("video", type=Path, help="video file or folder of frame images")
-    parser.add_argument("--scribbles", type=Path, required=True,
+    parser.add_argument("video", type=path_arg, help="video file or folder of frame images")
+    parser.add_argument("--scribbles", type=path_arg, required=True,
                         help="DAVIS scribble JSON, a scribble image or a folder of scribble images")
-    parser.add_argument("--output", type=Path, required=True, help="output folder (must be empty or new)")
+    parser.add_argument("--output", type=path_arg, required=True, help="output folder (must be empty or new)")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     add_agent_arguments(parser)
     return parser.parse_args(argv)

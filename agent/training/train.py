@@ -66,7 +66,7 @@ from ..model.checkpoint import (
 )
 from ..model.siamese import SiameseEmbedder, build_model
 from ..model.similarity import Pooled, pair_loss, sample_pixels, topk_loss
-from ..paths import file_in_the_way, lock_folder, special_file, unlock_folder, unwritable_folder
+from ..paths import file_in_the_way, lock_folder, path_arg, special_file, unlock_folder, unwritable_folder
 from ..signals import deferred_signals, exit_code, signal_name, terminate_as_interrupt
 from .data import NO_TRAINING_VIDEOS, load_training_set, training_sequences
 from .strokes import stroke_labels
@@ -483,7 +483,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="JSON or YAML of TrainRunConfig (e.g. a run's train_config.json)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="assignments",
                         help="one config field (repeatable; wins over everything)")
-    parser.add_argument("--davis-root", type=Path, default=None, help="DAVIS-format root with ImageSets/2017/train.txt")
+    parser.add_argument("--davis-root", type=path_arg, default=None, help="DAVIS-format root with ImageSets/2017/train.txt")
     parser.add_argument("--holdout", default=None,
                         help="comma-separated training videos never trained on (your validation split)")
     parser.add_argument("--synthetic-sequences", type=int, default=None)
@@ -506,7 +506,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-seconds", type=float, default=None,
                         help="stop after this many seconds of training with a checkpoint (0: no limit)")
     parser.add_argument("--val-sequences", default=None, help="comma-separated (default: the root's val.txt)")
-    parser.add_argument("--output-dir", type=Path, default=None)
+    parser.add_argument("--output-dir", type=path_arg, default=None)
     parser.add_argument("--resume", action="store_true", help="continue from output-dir/last.pt")
     parser.add_argument("--device", default=None)
     parser.add_argument("--seed", type=int, default=None)
