@@ -626,7 +626,12 @@ def _int_hook(value: Any) -> Any:
 
 
 def _path_hook(value: Any) -> Any:
-    return Path(value).expanduser() if isinstance(value, str | Path) else value
+    if not isinstance(value, str | Path):
+        return value
+    try:
+        return Path(value).expanduser()
+    except RuntimeError as error:  # `~nosuchuser/x`: pathlib's traceback, "Could not determine home directory."
+        raise _field_error(f"{value}: {error} (no such user?)") from None
 
 
 def _float_hook(value: Any) -> Any:

@@ -168,6 +168,14 @@ def test_a_tilde_in_a_path_field_is_the_home_folder(tmp_path, monkeypatch):
     assert flags.session.output_dir == tmp_path / "runs" / "b"
 
 
+def test_a_tilde_of_an_unknown_user_is_one_config_error():
+    # pathlib raises RuntimeError ("Could not determine home directory."): it was a traceback
+    from agent.config import RunConfig, load_config
+
+    with pytest.raises(ConfigError, match="session.output_dir: ~nosuchuser-s15/x: .*no such user"):
+        load_config(RunConfig, [], ["session.output_dir=~nosuchuser-s15/x"])
+
+
 @pytest.mark.parametrize("field", ["max_steps", "pseudo_label_frames"])
 @pytest.mark.parametrize("value", ["-1", "2.5", "many"])
 def test_finetune_counts_are_counts(field, value):
