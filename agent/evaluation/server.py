@@ -34,7 +34,7 @@ import numpy as np
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, Field, StrictInt, StrictStr
+from pydantic import BaseModel, Field, StrictInt, StrictStr, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import ServerConfig
@@ -241,6 +241,11 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+# A round's body is a few values per object and frame: JSON of many small values (a million empty lists, 3 bytes
+# each) parsed into objects dozens of times its size (1.6 GB for 57 MB) and held the event loop for seconds.
+MAX_JSON_VALUES = 1_000_000
+
+
 class Interaction(BaseModel):
     sequence: StrictStr
     scribble_idx: StrictInt
@@ -322,6 +327,26 @@ def create_app(config: ServerConfig, root: str | Path) -> FastAPI:
             raise ProtocolError(404, "SessionNotFound", "no such session: ask for the samples first")
         return state
 
+    def session(key: tuple[str, str] = Depends(keys)) -> tuple[tuple[str, str], _Session]:
+        return key, existing(key)
+
+    async def interaction_body(request: Request) -> Interaction:
+        # Read here, after the keys and the session are checked (FastAPI parses a body parameter first), and
+        # each comma counted as a value (more than there are: commas in strings too) before it is parsed.
+        data = await request.body()
+        if data.count(b",") > MAX_JSON_VALUES:
+            raise ProtocolError(413, "ValueError", f"the request body holds more than {MAX_JSON_VALUES} JSON values "
+                                                   "(a round's masks are a few per object and frame)")
+        try:
+            parsed = json.loads(data)
+        except (ValueError, RecursionError) as error:
+            raise ProtocolError(400, "ValueError", f"invalid request: the body is not JSON ({error})") from None
+        try:
+            return Interaction.model_validate(parsed)
+        except ValidationError as error:
+            problems = [{**problem, "loc": ("body", *problem.get("loc", ()))} for problem in error.errors()]
+            raise ProtocolError(400, "ValueError", f"invalid request: {validation_problems(problems)}") from None
+
     @app.get("/api/healthcheck")
     def healthcheck() -> Response:
         return _json({"status": "ok"})
@@ -353,8 +378,9 @@ def create_app(config: ServerConfig, root: str | Path) -> FastAPI:
             return _json(state.service.get_scribble(sequence, scribble_idx))
 
     @app.post("/api/evaluation/interaction")
-    def interaction(body: Interaction, key: tuple[str, str] = Depends(keys)) -> Response:
-        state = existing(key)
+    def interaction(played: tuple[tuple[str, str], _Session] = Depends(session),
+                    body: Interaction = Depends(interaction_body)) -> Response:  # noqa: B008
+        key, state = played
         if body.sequence not in state.service.sequences:
             raise ValueError(f"invalid sequence: {body.sequence}")
         if not math.isfinite(body.timing) or body.timing < 0:

@@ -297,6 +297,28 @@ def test_unparseable_bodies_and_overlong_masks_are_protocol_errors(server):
     assert answer.status_code == 400 and "too long for a" in answer.json()["message"][0]
 
 
+def test_bodies_of_many_json_values_are_refused_before_they_are_parsed(server, monkeypatch):
+    """A million empty lists (3 bytes each) parsed into 1.6 GB and held every session for seconds; a body was
+    parsed before its keys and session were checked."""
+    from agent.evaluation import server as server_module
+
+    url, keys = server.url, _keys(session="values")
+    _, body = _first_round(url, keys)
+    monkeypatch.setattr(server_module, "MAX_JSON_VALUES", 1000)
+    many = requests.post(f"{url}/api/evaluation/interaction", headers=keys, timeout=10,
+                         json={**body, "junk": [[]] * 2000})
+    assert many.status_code == 413 and "more than 1000 JSON values" in many.json()["message"][0]
+    headers = {"Content-Type": "application/json"}
+    assert requests.post(f"{url}/api/evaluation/interaction", data="{", headers=headers, timeout=10).status_code == 401
+    unknown = requests.post(f"{url}/api/evaluation/interaction", data="{", timeout=10,
+                            headers={**headers, **_keys(session="never-started")})
+    assert unknown.status_code == 404 and unknown.json()["error"] == "SessionNotFound"
+    broken = requests.post(f"{url}/api/evaluation/interaction", data="{", headers={**headers, **keys}, timeout=10)
+    assert broken.status_code == 400 and "the body is not JSON" in broken.json()["message"][0]
+    played = requests.post(f"{url}/api/evaluation/interaction", headers=keys, json=body, timeout=10)
+    assert played.status_code == 200 and "scribbles" in played.json()
+
+
 def test_framework_client_gets_server_errors_as_framework_classes(server, tiny_synthetic_root):
     from davisinteractive.connector.remote import RemoteConnector
 
