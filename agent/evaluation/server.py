@@ -71,6 +71,13 @@ def _error(status: int, name: str, message: str) -> Response:
     return _json({"error": name, "message": [message]}, status)
 
 
+def _shown(key: str | None, length: int) -> str:
+    """A User-Key or Session-Key as logged: its first `length` characters, control characters escaped (a
+    client may send any but CR, LF and NUL: an escape sequence reached the terminal, backspaces erased text)."""
+    text = (key or "-")[:length]
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 # --- masks: the framework's batch encoding (per frame, per object a COCO compressed RLE), decoded here ----
 # Not by the framework's decoder: its Cython code fails on numpy 2 (np.NPY_OWNDATA), and it trusts the run
 # lengths it is sent (C without bounds checks); here every field is checked first.
@@ -277,8 +284,8 @@ def create_app(config: ServerConfig, root: str | Path) -> FastAPI:
             status = response.status_code
             return response
         finally:
-            user = (request.headers.get("User-Key") or "-")[:40]
-            session = (request.headers.get("Session-Key") or "-")[:8]
+            user = _shown(request.headers.get("User-Key"), 40)
+            session = _shown(request.headers.get("Session-Key"), 8)
             log.info("%s %s -> %d (%.0f ms) user=%s session=%s", request.method, request.url.path, status,
                      1000 * (time.perf_counter() - started), user, session)
 
@@ -360,12 +367,13 @@ def create_app(config: ServerConfig, root: str | Path) -> FastAPI:
                     closed[old] = None
                     while len(closed) > MAX_SESSIONS:
                         closed.popitem(last=False)
-                    log.info("session %s... of user %s closed to make room", old[1][:8], old[0][:40])
+                    log.info("session %s... of user %s closed to make room", _shown(old[1], 8),
+                             _shown(old[0], 40))
                 closed.pop(key, None)
                 sessions[key] = _Session(EvaluationService(
                     config.subset, davis_root=root, max_t=config.max_time, max_i=config.max_interactions,
                     metric_to_optimize=config.metric))
-                log.info("session %s... of user %s started", key[1][:8], key[0][:40])
+                log.info("session %s... of user %s started", _shown(key[1], 8), _shown(key[0], 40))
             state = sessions[key]
             state.used = time.monotonic()
         pairs, max_t, max_i = state.service.get_samples()
@@ -425,7 +433,8 @@ def create_app(config: ServerConfig, root: str | Path) -> FastAPI:
         with state.lock:
             summary = state.service.summarize_report(state.service.get_report(session_id=key[1]))
             state.finished = True
-        log.info("session %s... of user %s finished: AUC %.3f", key[1][:8], key[0][:40], summary["auc"])
+        log.info("session %s... of user %s finished: AUC %.3f", _shown(key[1], 8), _shown(key[0], 40),
+                 summary["auc"])
         return _json(summary)
 
     return app

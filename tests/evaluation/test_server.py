@@ -329,6 +329,16 @@ def test_framework_client_gets_server_errors_as_framework_classes(server, tiny_s
     assert isinstance(error.value, ValueError) and isinstance(error.value, RemoteServerError)
 
 
+def test_control_characters_of_keys_are_escaped_in_the_log(server, caplog):
+    # An escape sequence in a key reached the terminal that shows the log (any key is accepted).
+    caplog.set_level(logging.INFO, logger="agent.evaluation.server")
+    answer = requests.get(f"{server.url}/api/dataset/samples", headers=_keys("a\x1b[2Jb", "s\x08\x08"), timeout=10)
+    assert answer.status_code == 200
+    lines = [r.getMessage() for r in caplog.records if r.name == "agent.evaluation.server"]
+    assert not any("\x1b" in line or "\x08" in line for line in lines)
+    assert any("user=a\\x1b[2Jb session=s\\x08\\x08" in line for line in lines), lines
+
+
 def test_user_key_allowlist(tiny_synthetic_root):
     app = create_app(ServerConfig(user_keys=("alice",)), tiny_synthetic_root)
     with serving(app) as running:
