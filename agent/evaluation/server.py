@@ -265,7 +265,7 @@ class Interaction(BaseModel):
 def create_app(config: ServerConfig, root: str | Path) -> FastAPI:
     """The server for `config` on the DAVIS-format `root`, registered with davisinteractive here: its state
     is per process, so one server (one root and subset) per process."""
-    registration = register_dataset(root, config.subset, config.sequences)
+    registration = register_dataset(root, config.subset, config.sequences, config.skip_bad_sequences)
     root = str(registration.root)
     sessions: dict[tuple[str, str], _Session] = {}
     closed: OrderedDict[tuple[str, str], None] = OrderedDict()  # keys of sessions closed to make room (bounded)
@@ -515,6 +515,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000, help="on 127.0.0.1 (default 8000; 0: any free port)")
     parser.add_argument("--user-key", action="append", default=None, dest="user_keys", metavar="KEY",
                         help="accept only this user key (repeatable; default: any)")
+    parser.add_argument("--skip-bad-sequences", action="store_true",
+                        help="serve the other sequences when one's files are wrong (default: refuse to start)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -526,7 +528,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = ServerConfig(davis_root=args.davis_root, subset=args.subset, sequences=sequences,
                               max_interactions=args.max_interactions, max_time=args.max_time, metric=args.metric,
-                              port=args.port, user_keys=tuple(args.user_keys) if args.user_keys else None)
+                              port=args.port, user_keys=tuple(args.user_keys) if args.user_keys else None,
+                              skip_bad_sequences=args.skip_bad_sequences)
         if config.davis_root is None:
             from ..data.synthetic import ensure_default_dataset
 

@@ -434,6 +434,29 @@ def test_server_cli_errors_are_one_line(tiny_synthetic_root, tmp_path, capsys):
     assert "pass another --port" in capsys.readouterr().err
 
 
+def test_a_bad_sequence_is_named_and_the_advised_skip_bad_sequences_serves_the_others(tiny_synthetic_root, tmp_path,
+                                                                                      capsys, monkeypatch):
+    """The server's error advised --skip-bad-sequences, which only session_runner.py accepted."""
+    import shutil
+    from types import SimpleNamespace
+
+    from agent.evaluation import server as server_module
+
+    root = tmp_path / "root"
+    shutil.copytree(tiny_synthetic_root, root)
+    broken = sorted((root / "Annotations" / "480p").iterdir())[1]
+    (broken / "00002.png").write_bytes(b"not a png")
+    assert main(["--davis-root", str(root), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {broken / '00002.png'}: cannot decode") and "--skip-bad-sequences" in err
+    served = []
+    monkeypatch.setattr(server_module, "_uvicorn_server",
+                        lambda app: SimpleNamespace(run=lambda sockets: served.append(app)))
+    assert main(["--davis-root", str(root), "--port", "0", "--skip-bad-sequences"]) == 0
+    sequences = served[0].state.registration.sequences
+    assert broken.name not in sequences and len(sequences) == 2
+
+
 def test_unreachable_server_is_one_clear_error(tmp_path, tiny_synthetic_root):
     import socket
 
