@@ -81,42 +81,45 @@ def _shown(key: str | None, length: int) -> str:
 # --- masks: the framework's batch encoding (per frame, per object a COCO compressed RLE), decoded here ----
 # Not by the framework's decoder: its Cython code fails on numpy 2 (np.NPY_OWNDATA), and it trusts the run
 # lengths it is sent (C without bounds checks); here every field is checked first.
-def rle_counts(text: str) -> list[int]:
-    """The run lengths of a COCO compressed RLE string (6-bit groups from '0', 5 bits of value each,
+# A run length of more than 7 groups (35 bits) is none of a frame's; it also keeps the sums within int64.
+MAX_RLE_GROUPS = 7
+
+
+def rle_counts(text: str) -> np.ndarray:
+    """The run lengths (int64) of a COCO compressed RLE string (6-bit groups from '0', 5 bits of value each,
     bit 0x20: more groups follow, bit 0x10 of the last group: negative; from the 3rd run on, a delta to
-    the run two before)."""
-    counts: list[int] = []
-    position = 0
-    while position < len(text):
-        value, shift, more = 0, 0, True
-        while more:
-            if position >= len(text):
-                raise ValueError("truncated RLE string in pred_masks")
-            code = ord(text[position]) - 48
-            if not 0 <= code < 64:
-                raise ValueError(f"invalid character {text[position]!r} in an RLE string of pred_masks")
-            value |= (code & 0x1F) << (5 * shift)
-            more = bool(code & 0x20)
-            position += 1
-            shift += 1
-            if shift > 13:  # more than 64 bits: no real run length
-                raise ValueError("run length out of range in an RLE string of pred_masks")
-            if not more and code & 0x10:
-                value |= -1 << (5 * shift)
-        if len(counts) > 2:
-            value += counts[-2]
-        counts.append(value)
-    return counts
+    the run two before). Vectorized: character by character, Python took 0.5 s per million characters, and
+    a round may send 64 MB of them."""
+    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), np.uint32).astype(np.int64) - 48
+    invalid = np.flatnonzero((codes < 0) | (codes >= 64))
+    if invalid.size:
+        raise ValueError(f"invalid character {text[invalid[0]]!r} in an RLE string of pred_masks")
+    ends = np.flatnonzero((codes & 0x20) == 0)  # the last group of each value (bit 0x20 clear)
+    starts = np.concatenate(([0], ends + 1))  # and after them, the groups of an unfinished value, if any
+    groups = np.diff(np.concatenate((starts, [codes.size])))
+    if groups.max() > MAX_RLE_GROUPS:
+        raise ValueError("run length out of range in an RLE string of pred_masks")
+    if groups[-1]:
+        raise ValueError("truncated RLE string in pred_masks")
+    if not ends.size:
+        return np.zeros(0, np.int64)
+    starts, groups = starts[:-1], groups[:-1]
+    shifts = 5 * (np.arange(codes.size) - np.repeat(starts, groups))
+    values = np.add.reduceat((codes & 0x1F) << shifts, starts)
+    negative = (codes[ends] & 0x10) != 0
+    values[negative] -= np.int64(1) << (5 * groups[negative])
+    values[1::2] = np.cumsum(values[1::2])  # run i (from the 3rd on) is a delta to run i-2
+    values[2::2] = np.cumsum(values[2::2])
+    return values
 
 
 def _decode_rle(text: str, height: int, width: int) -> np.ndarray:
     """(H, W) bool: runs alternate background/object from background, column-major (COCO's order)."""
-    # At most H*W+1 runs of at most 8 characters each: a longer text cannot be a mask of this frame, and
-    # decoding it first would hold the server (pure Python) for seconds.
+    # At most H*W+1 runs of at most 8 characters each: a longer text cannot be a mask of this frame.
     if len(text) > 8 * (height * width + 1):
         raise ValueError(f"an RLE of pred_masks is {len(text)} characters, too long for a {height}x{width} frame")
     counts = rle_counts(text)
-    if min(counts, default=0) < 0 or sum(counts) != height * width:
+    if (counts.size and counts.min() < 0) or counts.sum() != height * width:
         raise ValueError(f"an RLE of pred_masks does not cover the {height}x{width} frame exactly")
     values = np.arange(len(counts)) % 2 == 1
     return np.repeat(values, counts).reshape((height, width), order="F")
