@@ -546,6 +546,7 @@ class ServerConfig:
     metric: str = "J"
     port: int = 8000  # on 127.0.0.1 only: the server has no authentication beyond the keys; 0: any free port
     user_keys: tuple[str, ...] | None = None  # None: any non-empty user key
+    skip_bad_sequences: bool = False  # serve the others when a sequence's files are wrong (else: refuse to start)
 
     def __post_init__(self) -> None:
         _choice(self.subset, "server.subset", ("train", "val", "trainval", "test-dev"))

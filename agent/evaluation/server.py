@@ -33,7 +33,7 @@ import numpy as np
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, Field, StrictInt, StrictStr
+from pydantic import BaseModel, Field, StrictInt, StrictStr, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..asgi import BodyTimeout
@@ -71,45 +71,55 @@ def _error(status: int, name: str, message: str) -> Response:
     return _json({"error": name, "message": [message]}, status)
 
 
+def _shown(key: str | None, length: int) -> str:
+    """A User-Key or Session-Key as logged: its first `length` characters, control characters escaped (a
+    client may send any but CR, LF and NUL: an escape sequence reached the terminal, backspaces erased text)."""
+    text = (key or "-")[:length]
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 # --- masks: the framework's batch encoding (per frame, per object a COCO compressed RLE), decoded here ----
 # Not by the framework's decoder: its Cython code fails on numpy 2 (np.NPY_OWNDATA), and it trusts the run
 # lengths it is sent (C without bounds checks); here every field is checked first.
-def rle_counts(text: str) -> list[int]:
-    """The run lengths of a COCO compressed RLE string (6-bit groups from '0', 5 bits of value each,
+# A run length of more than 7 groups (35 bits) is none of a frame's; it also keeps the sums within int64.
+MAX_RLE_GROUPS = 7
+
+
+def rle_counts(text: str) -> np.ndarray:
+    """The run lengths (int64) of a COCO compressed RLE string (6-bit groups from '0', 5 bits of value each,
     bit 0x20: more groups follow, bit 0x10 of the last group: negative; from the 3rd run on, a delta to
-    the run two before)."""
-    counts: list[int] = []
-    position = 0
-    while position < len(text):
-        value, shift, more = 0, 0, True
-        while more:
-            if position >= len(text):
-                raise ValueError("truncated RLE string in pred_masks")
-            code = ord(text[position]) - 48
-            if not 0 <= code < 64:
-                raise ValueError(f"invalid character {text[position]!r} in an RLE string of pred_masks")
-            value |= (code & 0x1F) << (5 * shift)
-            more = bool(code & 0x20)
-            position += 1
-            shift += 1
-            if shift > 13:  # more than 64 bits: no real run length
-                raise ValueError("run length out of range in an RLE string of pred_masks")
-            if not more and code & 0x10:
-                value |= -1 << (5 * shift)
-        if len(counts) > 2:
-            value += counts[-2]
-        counts.append(value)
-    return counts
+    the run two before). Vectorized: character by character, Python took 0.5 s per million characters, and
+    a round may send 64 MB of them."""
+    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), np.uint32).astype(np.int64) - 48
+    invalid = np.flatnonzero((codes < 0) | (codes >= 64))
+    if invalid.size:
+        raise ValueError(f"invalid character {text[invalid[0]]!r} in an RLE string of pred_masks")
+    ends = np.flatnonzero((codes & 0x20) == 0)  # the last group of each value (bit 0x20 clear)
+    starts = np.concatenate(([0], ends + 1))  # and after them, the groups of an unfinished value, if any
+    groups = np.diff(np.concatenate((starts, [codes.size])))
+    if groups.max() > MAX_RLE_GROUPS:
+        raise ValueError("run length out of range in an RLE string of pred_masks")
+    if groups[-1]:
+        raise ValueError("truncated RLE string in pred_masks")
+    if not ends.size:
+        return np.zeros(0, np.int64)
+    starts, groups = starts[:-1], groups[:-1]
+    shifts = 5 * (np.arange(codes.size) - np.repeat(starts, groups))
+    values = np.add.reduceat((codes & 0x1F) << shifts, starts)
+    negative = (codes[ends] & 0x10) != 0
+    values[negative] -= np.int64(1) << (5 * groups[negative])
+    values[1::2] = np.cumsum(values[1::2])  # run i (from the 3rd on) is a delta to run i-2
+    values[2::2] = np.cumsum(values[2::2])
+    return values
 
 
 def _decode_rle(text: str, height: int, width: int) -> np.ndarray:
     """(H, W) bool: runs alternate background/object from background, column-major (COCO's order)."""
-    # At most H*W+1 runs of at most 8 characters each: a longer text cannot be a mask of this frame, and
-    # decoding it first would hold the server (pure Python) for seconds.
+    # At most H*W+1 runs of at most 8 characters each: a longer text cannot be a mask of this frame.
     if len(text) > 8 * (height * width + 1):
         raise ValueError(f"an RLE of pred_masks is {len(text)} characters, too long for a {height}x{width} frame")
     counts = rle_counts(text)
-    if min(counts, default=0) < 0 or sum(counts) != height * width:
+    if (counts.size and counts.min() < 0) or counts.sum() != height * width:
         raise ValueError(f"an RLE of pred_masks does not cover the {height}x{width} frame exactly")
     values = np.arange(len(counts)) % 2 == 1
     return np.repeat(values, counts).reshape((height, width), order="F")
@@ -233,6 +243,11 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+# A round's body is a few values per object and frame: JSON of many small values (a million empty lists, 3 bytes
+# each) parsed into objects dozens of times its size (1.6 GB for 57 MB) and held the event loop for seconds.
+MAX_JSON_VALUES = 1_000_000
+
+
 class Interaction(BaseModel):
     sequence: StrictStr
     scribble_idx: StrictInt
@@ -245,7 +260,7 @@ class Interaction(BaseModel):
 def create_app(config: ServerConfig, root: str | Path) -> FastAPI:
     """The server for `config` on the DAVIS-format `root`, registered with davisinteractive here: its state
     is per process, so one server (one root and subset) per process."""
-    registration = register_dataset(root, config.subset, config.sequences)
+    registration = register_dataset(root, config.subset, config.sequences, config.skip_bad_sequences)
     root = str(registration.root)
     sessions: dict[tuple[str, str], _Session] = {}
     closed: OrderedDict[tuple[str, str], None] = OrderedDict()  # keys of sessions closed to make room (bounded)
@@ -265,8 +280,8 @@ def create_app(config: ServerConfig, root: str | Path) -> FastAPI:
             status = response.status_code
             return response
         finally:
-            user = (request.headers.get("User-Key") or "-")[:40]
-            session = (request.headers.get("Session-Key") or "-")[:8]
+            user = _shown(request.headers.get("User-Key"), 40)
+            session = _shown(request.headers.get("Session-Key"), 8)
             log.info("%s %s -> %d (%.0f ms) user=%s session=%s", request.method, request.url.path, status,
                      1000 * (time.perf_counter() - started), user, session)
 
@@ -315,6 +330,26 @@ def create_app(config: ServerConfig, root: str | Path) -> FastAPI:
             raise ProtocolError(404, "SessionNotFound", "no such session: ask for the samples first")
         return state
 
+    def session(key: tuple[str, str] = Depends(keys)) -> tuple[tuple[str, str], _Session]:
+        return key, existing(key)
+
+    async def interaction_body(request: Request) -> Interaction:
+        # Read here, after the keys and the session are checked (FastAPI parses a body parameter first), and
+        # each comma counted as a value (more than there are: commas in strings too) before it is parsed.
+        data = await request.body()
+        if data.count(b",") > MAX_JSON_VALUES:
+            raise ProtocolError(413, "ValueError", f"the request body holds more than {MAX_JSON_VALUES} JSON values "
+                                                   "(a round's masks are a few per object and frame)")
+        try:
+            parsed = json.loads(data)
+        except (ValueError, RecursionError) as error:
+            raise ProtocolError(400, "ValueError", f"invalid request: the body is not JSON ({error})") from None
+        try:
+            return Interaction.model_validate(parsed)
+        except ValidationError as error:
+            problems = [{**problem, "loc": ("body", *problem.get("loc", ()))} for problem in error.errors()]
+            raise ProtocolError(400, "ValueError", f"invalid request: {validation_problems(problems)}") from None
+
     @app.get("/api/healthcheck")
     def healthcheck() -> Response:
         return _json({"status": "ok"})
@@ -328,12 +363,13 @@ def create_app(config: ServerConfig, root: str | Path) -> FastAPI:
                     closed[old] = None
                     while len(closed) > MAX_SESSIONS:
                         closed.popitem(last=False)
-                    log.info("session %s... of user %s closed to make room", old[1][:8], old[0][:40])
+                    log.info("session %s... of user %s closed to make room", _shown(old[1], 8),
+                             _shown(old[0], 40))
                 closed.pop(key, None)
                 sessions[key] = _Session(EvaluationService(
                     config.subset, davis_root=root, max_t=config.max_time, max_i=config.max_interactions,
                     metric_to_optimize=config.metric))
-                log.info("session %s... of user %s started", key[1][:8], key[0][:40])
+                log.info("session %s... of user %s started", _shown(key[1], 8), _shown(key[0], 40))
             state = sessions[key]
             state.used = time.monotonic()
         pairs, max_t, max_i = state.service.get_samples()
@@ -346,8 +382,9 @@ def create_app(config: ServerConfig, root: str | Path) -> FastAPI:
             return _json(state.service.get_scribble(sequence, scribble_idx))
 
     @app.post("/api/evaluation/interaction")
-    def interaction(body: Interaction, key: tuple[str, str] = Depends(keys)) -> Response:
-        state = existing(key)
+    def interaction(played: tuple[tuple[str, str], _Session] = Depends(session),
+                    body: Interaction = Depends(interaction_body)) -> Response:  # noqa: B008
+        key, state = played
         if body.sequence not in state.service.sequences:
             raise ValueError(f"invalid sequence: {body.sequence}")
         if not math.isfinite(body.timing) or body.timing < 0:
@@ -392,7 +429,8 @@ def create_app(config: ServerConfig, root: str | Path) -> FastAPI:
         with state.lock:
             summary = state.service.summarize_report(state.service.get_report(session_id=key[1]))
             state.finished = True
-        log.info("session %s... of user %s finished: AUC %.3f", key[1][:8], key[0][:40], summary["auc"])
+        log.info("session %s... of user %s finished: AUC %.3f", _shown(key[1], 8), _shown(key[0], 40),
+                 summary["auc"])
         return _json(summary)
 
     return app
@@ -473,6 +511,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000, help="on 127.0.0.1 (default 8000; 0: any free port)")
     parser.add_argument("--user-key", action="append", default=None, dest="user_keys", metavar="KEY",
                         help="accept only this user key (repeatable; default: any)")
+    parser.add_argument("--skip-bad-sequences", action="store_true",
+                        help="serve the other sequences when one's files are wrong (default: refuse to start)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -484,7 +524,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = ServerConfig(davis_root=args.davis_root, subset=args.subset, sequences=sequences,
                               max_interactions=args.max_interactions, max_time=args.max_time, metric=args.metric,
-                              port=args.port, user_keys=tuple(args.user_keys) if args.user_keys else None)
+                              port=args.port, user_keys=tuple(args.user_keys) if args.user_keys else None,
+                              skip_bad_sequences=args.skip_bad_sequences)
         if config.davis_root is None:
             from ..data.synthetic import ensure_default_dataset
 
