@@ -169,10 +169,10 @@ def test_jpeg_annotation_is_an_error_not_an_extra_object(root: Path) -> None:
     _fails(root, ONE, f"{_annotation(root, ONE, 0)}: a JPEG file, expected a PNG", "lossy compression")
 
 
-def _paint(path: Path, label: int) -> None:
+def _paint(path: Path, label: int, size: int = 20) -> None:
     image = Image.open(path)
     mask = np.array(image)
-    mask[:20, :20] = label
+    mask[:size, :size] = label
     painted = Image.fromarray(mask)
     painted.putpalette(image.getpalette())
     painted.save(path)
@@ -239,13 +239,7 @@ def test_soft_edged_masks_are_an_error_not_254_objects(root: Path) -> None:
 def test_a_small_object_is_not_taken_for_a_soft_edge(root: Path) -> None:
     """Objects of a few pixels (a 2x2 patch in one frame) are objects."""
     for index, label in ((2, 2), (4, 3)):
-        path = _annotation(root, ONE, index)
-        image = Image.open(path)
-        mask = np.array(image)
-        mask[:2, :2] = label
-        painted = Image.fromarray(mask)
-        painted.putpalette(image.getpalette())
-        painted.save(path)
+        _paint(_annotation(root, ONE, index), label, size=2)
     assert validate_sequence(DavisReader(root), ONE).num_objects == 3
 
 
