@@ -13,8 +13,8 @@ timeout, so a server that stops answering hangs the session for ever. :func:`ins
   :class:`ServerUnavailableError` naming the request;
 * ``get_scribble``, ``post_predicted_masks`` and ``get_report`` by the framework's own, whose answers are then
   checked: an answer the framework would index blindly (samples that are not ``[sequence, index]`` pairs,
-  scribbles of another sequence, a report without its columns) is one :class:`RemoteServerError` naming the
-  request, not a TypeError or KeyError deep in the framework or the session.
+  scribbles of another sequence, a report without its columns or of rounds this session never sent) is one
+  :class:`RemoteServerError` naming the request, not a TypeError or KeyError deep in the framework or the session.
 
 The connector itself (its URLs, encoding, headers) stays the framework's; none of its code is copied here.
 """
@@ -312,7 +312,12 @@ def get_scribble(self, sequence, scribble_idx):
 
 
 def post_predicted_masks(self, sequence, scribble_idx, pred_masks, timing, interaction, **kwargs):
-    """Replaces ``RemoteConnector.post_predicted_masks``: the framework's, the next scribbles it answers checked."""
+    """Replaces ``RemoteConnector.post_predicted_masks``: the framework's, the next scribbles it answers checked.
+    The round is recorded first (the server may score it even if its answer is refused): a report may hold only
+    the rounds this connector sent."""
+    rounds = self.__dict__.setdefault("_rounds_sent", {})  # (sequence, scribble index) -> rounds sent
+    key = (str(sequence), int(scribble_idx))
+    rounds[key] = max(rounds.get(key, 0), int(interaction))
     answer = _framework_methods["post_predicted_masks"](self, sequence, scribble_idx, pred_masks, timing,
                                                         interaction, **kwargs)
     return _checked_scribbles(self, sequence, f"the next scribbles of sample #{scribble_idx} (after interaction "
@@ -335,7 +340,7 @@ def get_report(self):
     if missing and len(report):
         raise RemoteServerError(f"evaluation server {self.host} answered the report without column(s) "
                                 f"{', '.join(missing)}")
-    problem = _report_values_problem(report)
+    problem = _report_values_problem(report) or _report_rows_problem(report, getattr(self, "_rounds_sent", {}))
     if problem:
         raise RemoteServerError(f"evaluation server {self.host} answered the report with {problem}")
     return report.reindex(columns=[*report.columns, *missing]) if missing else report
@@ -365,6 +370,49 @@ def _report_values_problem(report) -> str | None:
             return (f"{column} {_one_line(repr(value))[:40]} in row {row}, not a finite number "
                     f"in {low:g}..{high:g}")
     return None
+
+
+def _report_rows_problem(report, rounds_sent: dict[tuple[str, int], int]) -> str | None:
+    """The first row of a round this session never sent (another sample, an interaction past the rounds sent), or of
+    an object or frame its video lacks, or None (the values are checked first). The summary scores the samples
+    played and left such rows out without a word: a report of none of them was AUC 0.000, exit 0."""
+    import numpy as np
+    import pandas as pd
+    from davisinteractive.dataset.davis import Davis
+
+    if not len(report):
+        return None
+    sent = pd.DataFrame([(name, float(index), rounds, *_video_limits(Davis.dataset.get(name, {})))
+                         for (name, index), rounds in rounds_sent.items()],
+                        columns=["sequence", "scribble_idx", "_rounds", "_objects", "_frames"])
+    rows = pd.DataFrame({"sequence": report["sequence"].to_numpy(dtype=object),
+                         "scribble_idx": pd.to_numeric(report["scribble_idx"]).to_numpy(dtype=float)})
+    limits = rows.merge(sent, how="left", on=["sequence", "scribble_idx"])  # in the report's order
+
+    def beyond(column: str, limit: str):
+        values = pd.to_numeric(report[column]).to_numpy(dtype=float)
+        return (values % 1 != 0) | (values + (column == "frame") > limits[limit].to_numpy(dtype=float))
+
+    checks = ((lambda: limits["_rounds"].isna().to_numpy(), "a sample this session did not play"),
+              (lambda: beyond("interaction", "_rounds"), "a round this session did not submit"),
+              (lambda: beyond("object_id", "_objects"), "an object its video does not have"),
+              (lambda: beyond("frame", "_frames"), "a frame its video does not have"))
+    for check, what in checks:  # in order: the limits of a sample not played are unknown
+        bad = check()
+        if bad.any():
+            row = int(np.argmax(bad))
+            value = {column: report[column].iloc[row] for column in ("sequence", "scribble_idx", "interaction",
+                                                                       "object_id", "frame")}
+            value = {column: item.item() if isinstance(item, np.generic) else item for column, item in value.items()}
+            return (f"row {row} ({_one_line(repr(value['sequence']))[:80]} #{value['scribble_idx']} interaction "
+                    f"{value['interaction']}, object {value['object_id']}, frame {value['frame']}) of {what}")
+    return None
+
+
+def _video_limits(meta: dict) -> tuple[float, float]:
+    """(objects, frames) of a registered sequence's metadata; no limit where it has none."""
+    objects, frames = meta.get("num_objects"), meta.get("num_frames")
+    return (objects if _is_int(objects) else math.inf), (frames if _is_int(frames) else math.inf)
 
 
 def install() -> None:

@@ -52,6 +52,7 @@ def _response(status: int, body: bytes, url: str = "http://server/api/x") -> req
 
 class _Connector:
     host = "http://server"
+    _rounds_sent = {("dog", 1): 1}  # as post_predicted_masks records them: the rounds a report may hold
 
 
 def test_hostile_error_name_from_a_server_runs_nothing(tmp_path):
@@ -196,6 +197,26 @@ def test_a_report_of_values_the_summary_cannot_score_is_one_error(monkeypatch, b
         remote_compat.get_report(_Connector())
     monkeypatch.setitem(remote_compat._framework_methods, "get_report", lambda self: pd.DataFrame.from_dict(_report()))
     assert len(remote_compat.get_report(_Connector())) == 2
+
+
+@pytest.mark.parametrize("changes, expected", [
+    # Left out of the summary without a word: a report of none of the session's rounds was AUC 0.000, exit 0.
+    ({"sequence": ["dog", "cat"]}, r"row 1 \('cat' #1 interaction 1, object 1, frame 0\) of a sample this session "
+                                   "did not play"),
+    ({"scribble_idx": [1, 2]}, r"row 1 \('dog' #2 .* of a sample this session did not play"),
+    ({"interaction": [10**9, 1]}, r"row 0 \('dog' #1 interaction 1000000000, .* of a round this session did not "
+                                  "submit"),
+    ({"interaction": [1, 1.5]}, r"row 1 .* of a round this session did not submit"),
+    ({"object_id": [1, 10**9]}, r"row 1 .*object 1000000000, frame 0\) of an object its video does not have"),
+    ({"frame": [0, 10**9]}, r"row 1 .*frame 1000000000\) of a frame its video does not have"),
+])
+def test_a_report_of_rounds_the_session_never_sent_is_one_error(monkeypatch, changes, expected):
+    import pandas as pd
+
+    monkeypatch.setitem(remote_compat._framework_methods, "get_report",
+                        lambda self: pd.DataFrame.from_dict(_report(**changes)))
+    with pytest.raises(RemoteServerError, match=f"server http://server answered the report with {expected}"):
+        remote_compat.get_report(_Connector())
 
 
 def test_refused_connection_is_one_error_naming_the_request():

@@ -157,6 +157,47 @@ def test_scribbles_a_server_sends_are_checked_and_one_line(tiny_synthetic_root, 
     assert json.loads((output / "summary.json").read_text())["interrupted"] is True
 
 
+def _report_gaining_a_row(root, **row) -> object:
+    """The local server, except that once its report holds two samples it holds one more row, of `row`."""
+    from starlette.responses import JSONResponse
+
+    app = create_app(ServerConfig(max_interactions=INTERACTIONS, max_time=60.0), root)
+
+    @app.middleware("http")
+    async def hostile(request, call_next):
+        answer = await call_next(request)
+        if not request.url.path.endswith("/api/evaluation/report"):
+            return answer
+        report = json.loads(b"".join([chunk async for chunk in answer.body_iterator]))
+        if len(set(zip(report["sequence"], report["scribble_idx"], strict=True))) >= 2:
+            for column, values in report.items():
+                values.append(row.get(column, values[-1]))
+        return JSONResponse(report)
+
+    return app
+
+
+@pytest.mark.parametrize("row, expected", [
+    ({"sequence": "synth-x"}, r"row \d+ \('synth-x' #1 .* of a sample this session did not play"),
+    ({"interaction": 10**9}, r"row \d+ .*interaction 1000000000, .* of a round this session did not submit"),
+    ({"object_id": 10**9}, r"row \d+ .*object 1000000000, .* of an object its video does not have"),
+])
+def test_a_report_of_rounds_never_played_is_one_line_and_keeps_results(tiny_synthetic_root, tmp_path, capsys, row,
+                                                                       expected):
+    """Left out of the summary without a word: a report of no round played was AUC 0.000, exit 0."""
+    output = tmp_path / "out"
+    with serving(_report_gaining_a_row(tiny_synthetic_root, **row)) as running:
+        code = _cli(tiny_synthetic_root, output, "--host", running.url, "--user-key", "tester",
+                    "--set", "session.retries=0")
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 1 and len(errors) == 1
+    assert re.search(f"error: evaluation server {running.url} answered the report with {expected}", errors[0])
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["auc"] is None
+    report = load_report(output / "report.csv")  # the report as last fetched: the first sample, every round
+    assert report["sequence"].nunique() == 1 and sorted(report["interaction"].unique()) == [1, 2, 3]
+
+
 def test_a_session_the_server_opens_for_videos_we_lack_leaves_no_folder(tiny_synthetic_root, server, tmp_path,
                                                                         capsys):
     """A wrong --davis-root: one line, and the output directory is not left holding the framework's empty folder
