@@ -94,7 +94,7 @@ class AppState:
         self.frames: WorkingFrames | None = None
         self.segmenter: VideoSegmenter | None = None
         self.job: Job | None = None
-        self._lock = threading.RLock()  # export and reset hold it around their check_idle
+        self._lock = threading.RLock()  # segment, export and reset hold it around their check_idle
         self._uploads = tempfile.TemporaryDirectory(prefix="simlearn-app-")
         self.uploads_dir = self._uploads.name
 
@@ -157,16 +157,17 @@ class AppState:
                 upload.unlink(missing_ok=True)
 
     def segment(self, strokes: list[dict]) -> Job:
-        segmenter = self.require_segmenter()
-        scribbles = strokes_to_scribbles(strokes, segmenter.num_frames)
-        if not any(scribbles["scribbles"]):
-            raise InputError("no new stroke yet: choose an object and draw on it in the frame")
-        segmenter.check(scribbles)  # here too, so that a bad round is refused before a job starts
+        with self._lock:  # as reset: one in between replaced the segmenter read here, and the round ran on the old one
+            segmenter = self.require_segmenter()
+            scribbles = strokes_to_scribbles(strokes, segmenter.num_frames)
+            if not any(scribbles["scribbles"]):
+                raise InputError("no new stroke yet: choose an object and draw on it in the frame")
+            segmenter.check(scribbles)  # here too, so that a bad round is refused before a job starts
 
-        def work(job: Job) -> str:
-            segmenter.segment(scribbles, self.progress(job))
-            return f"segmented {segmenter.num_frames} frames (round {segmenter.rounds})"
-        return self.start_job("segment", work)
+            def work(job: Job) -> str:
+                segmenter.segment(scribbles, self.progress(job))
+                return f"segmented {segmenter.num_frames} frames (round {segmenter.rounds})"
+            return self.start_job("segment", work)
 
     def export(self, output: str, overwrite: bool) -> Job:
         segmenter = self.require_segmenter()

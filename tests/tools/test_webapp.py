@@ -418,6 +418,47 @@ def test_a_job_cannot_start_while_reset_replaces_the_segmenter():
     assert started_meanwhile == [None]
 
 
+def test_a_reset_cannot_replace_the_segmenter_a_segment_has_taken():
+    """Segment read the segmenter before the job lock: a reset landing in between (no job yet) replaced it, and the
+    round ran on the discarded segmenter, lost."""
+    import threading
+    from types import SimpleNamespace
+
+    from agent.tools.webapp import Busy
+
+    state = AppState(lambda: None)
+    resets, segmented_current = [], []
+
+    def reset() -> None:
+        try:
+            state.reset()
+            resets.append("done")
+        except Busy:  # the segment's job runs: refused, as any reset while a job runs
+            resets.append("busy")
+
+    class Segmenter:
+        num_frames, rounds = 8, 0
+
+        def check(self, scribbles):  # another request resets while this segment checks its strokes
+            self.other = threading.Thread(target=reset)
+            self.other.start()
+            self.other.join(0.5)  # blocked on the job lock until the segment's job has started
+
+        def segment(self, scribbles, progress):
+            segmented_current.append(state.segmenter is self)
+
+    state.segmenter = first = Segmenter()
+    state._segmenter_factory = lambda agent, frames: SimpleNamespace()
+    job = state.segment([_object_stroke()])
+    first.other.join(10)
+    for _ in range(1000):
+        if job.finished:
+            break
+        threading.Event().wait(0.01)
+    assert job.finished and job.error is None
+    assert segmented_current == [True] and len(resets) == 1  # the reset came before the round or after it
+
+
 def test_an_upload_refused_as_busy_is_not_kept(tiny_agent, small_video):
     """A job started while an upload streamed (another tab): the upload was refused with 409 and its file stayed
     in the temporary folder until the next open."""
