@@ -170,13 +170,16 @@ class AppState:
             return self.start_job("segment", work)
 
     def export(self, output: str, overwrite: bool) -> Job:
-        segmenter = self.require_segmenter()
-        if not segmenter.has_result:
-            raise InputError("nothing segmented yet: draw a stroke and press Segment first")
-        if not output.strip():
-            raise InputError("give an output folder to export to")
-        with self._lock:  # the folder is made only for an export that starts: one refused as busy left an empty
-            self.check_idle()  # masks/ there, which refused the next try as "not empty"
+        # Under the job lock: the folder is made only for an export that starts (one refused as busy left an empty
+        # masks/ there, which refused the next try as "not empty"), and the segmenter read is the one a reset
+        # would replace (one in between left the discarded masks exported).
+        with self._lock:
+            segmenter = self.require_segmenter()
+            if not segmenter.has_result:
+                raise InputError("nothing segmented yet: draw a stroke and press Segment first")
+            if not output.strip():
+                raise InputError("give an output folder to export to")
+            self.check_idle()
             folder = prepare_output(output.strip(), overwrite, video=self.video.path,
                                     how_to_overwrite='tick "overwrite"')
             video = self.video

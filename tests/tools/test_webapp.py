@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -457,6 +458,52 @@ def test_a_reset_cannot_replace_the_segmenter_a_segment_has_taken():
         threading.Event().wait(0.01)
     assert job.finished and job.error is None
     assert segmented_current == [True] and len(resets) == 1  # the reset came before the round or after it
+
+
+def test_a_reset_cannot_replace_the_segmenter_an_export_has_taken(tmp_path, monkeypatch):
+    """Export read the segmenter before the job lock: after a reset landing in between (no job yet), the discarded
+    segmenter's masks were exported while the page showed nothing segmented."""
+    import threading
+    from types import SimpleNamespace
+
+    from agent.tools.webapp import Busy
+
+    state = AppState(lambda: None)
+    exported_current = []
+
+    def reset() -> None:
+        with contextlib.suppress(Busy):  # the export's job runs: refused, as any reset while a job runs
+            state.reset()
+
+    class Segmenter:
+        def __init__(self):
+            self.labels, self.scribbles, self.other = object(), {}, None
+
+        def num_objects(self):
+            return 1
+
+        @property
+        def has_result(self):  # another request resets while this export checks the result
+            if self.other is None:
+                self.other = threading.Thread(target=reset)
+                self.other.start()
+                self.other.join(0.5)  # blocked on the job lock until the export's job has started
+            return True
+
+    def fake_export(video, labels, *args):
+        exported_current.append(labels is state.segmenter.labels)
+
+    monkeypatch.setattr("agent.tools.webapp.export", fake_export)
+    state.segmenter = first = Segmenter()
+    state._segmenter_factory = lambda agent, frames: SimpleNamespace(labels=None)
+    state.video = SimpleNamespace(path=tmp_path / "clip.mp4", num_frames=8)
+    job = state.export(str(tmp_path / "out"), False)
+    first.other.join(10)
+    for _ in range(1000):
+        if job.finished:
+            break
+        threading.Event().wait(0.01)
+    assert job.finished and job.error is None and exported_current == [True]
 
 
 def test_an_upload_refused_as_busy_is_not_kept(tiny_agent, small_video):
