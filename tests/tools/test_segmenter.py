@@ -112,3 +112,25 @@ def test_segmenters_sharing_one_agent_each_segment_their_own_video(tiny_agent, i
     first.segment(correction)
     assert np.array_equal(tiny_agent.frame_confidence(), expected[2]) and first.suggest_frame() == expected[1]
     assert all(np.array_equal(first.labels(frame), expected[0][frame]) for frame in range(8))
+
+
+def test_a_chunk_that_fails_keeps_the_last_rounds_labels_on_every_frame(tiny_agent, inputs, monkeypatch):
+    frames, scribbles = inputs
+    segmenter = VideoSegmenter(tiny_agent, frames, chunk_frames=3, plan=PLAN)
+    segmenter.segment(scribbles)
+    before = [segmenter.labels(frame) for frame in range(8)]
+    correction = empty_scribbles(8)
+    correction["scribbles"][4] = [{"path": [[0.0, 0.5], [1.0, 0.5]], "object_id": 1}]  # changes every frame
+    step, calls = tiny_agent.step, []
+
+    def second_chunk_fails(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise MemoryError("no memory for chunk 2")
+        return step(*args, **kwargs)
+    monkeypatch.setattr(tiny_agent, "step", second_chunk_fails)
+    with pytest.raises(MemoryError):
+        segmenter.segment(correction)
+    # Frames 0-2 had this round's labels, the rest the last round's, with the last round's strokes recorded.
+    assert segmenter.rounds == 1 and segmenter.scribbles["scribbles"][4] == scribbles["scribbles"][4]
+    assert all(np.array_equal(segmenter.labels(frame), before[frame]) for frame in range(8))
