@@ -119,7 +119,7 @@ class VideoSegmenter:
                 self._segment_persistent(scribbles, merged, staged, progress)
             else:
                 self._segment_chunks(merged, staged, progress)
-        except Exception:
+        except BaseException:  # Ctrl-C too (a notebook's interrupted round): the agent refused every later round
             self._agent_started = False  # its memory may hold half a round: start over next time
             raise
         for frame, (data, confidence) in staged.items():

@@ -134,3 +134,22 @@ def test_a_chunk_that_fails_keeps_the_last_rounds_labels_on_every_frame(tiny_age
     # Frames 0-2 had this round's labels, the rest the last round's, with the last round's strokes recorded.
     assert segmenter.rounds == 1 and segmenter.scribbles["scribbles"][4] == scribbles["scribbles"][4]
     assert all(np.array_equal(segmenter.labels(frame), before[frame]) for frame in range(8))
+
+
+def test_a_round_interrupted_with_ctrl_c_lets_the_next_round_start_over(tiny_agent, inputs, monkeypatch):
+    frames, scribbles = inputs
+    segmenter = VideoSegmenter(tiny_agent, frames, plan=PLAN)
+    segmenter.segment(scribbles)
+    correction = empty_scribbles(8)
+    correction["scribbles"][1] = [{"path": [[0.1, 0.1], [0.3, 0.1]], "object_id": 0}]
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    with monkeypatch.context() as patch:
+        patch.setattr(tiny_agent, "_play_round", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            segmenter.segment(correction)
+    # It was "RuntimeError: the previous step failed midway (KeyboardInterrupt) ... call start(frames) again",
+    # every round after, though the segmenter is what starts the agent.
+    segmenter.segment(correction)
+    assert segmenter.rounds == 2 and tiny_agent.memory.rounds == 1  # started over with every stroke so far
