@@ -7,9 +7,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from ..data.davis import validate_scribbles
 from ..inference.plan import RoundPlan
 from ..inference.predictor import Predictor
-from ..inference.scribbles import rasterize_scribbles
+from ..inference.scribbles import UNLABELED, rasterize_scribbles
 
 
 class ScribblePaintBaseline(Predictor):
@@ -26,11 +27,17 @@ class ScribblePaintBaseline(Predictor):
         self.painted = {}
 
     def step(self, scribbles: dict, plan: RoundPlan | None = None) -> np.ndarray:
+        if not hasattr(self, "num_frames"):
+            raise RuntimeError("call start(frames, num_objects) before step(scribbles)")
+        # As InteractiveAgent: an id above num_objects was dropped, 1.7 painted as 1, a stroke on a frame past
+        # the video's end painted every frame, and a null id was int()'s TypeError (DatasetError, one line).
+        validate_scribbles(scribbles, num_frames=self.num_frames, num_objects=self.num_objects)
         strokes = rasterize_scribbles(scribbles, (self.height, self.width))
         for frame, labels in strokes.items():
             canvas = self.painted.get(frame, np.zeros((self.height, self.width), np.int64))
             structure = np.ones((self.dilation, self.dilation), bool)
-            for object_id in range(self.num_objects + 1):  # background strokes (0) erase
+            # background strokes (0) erase; num_objects None (as the agent takes it): the ids drawn
+            for object_id in np.unique(labels[labels != UNLABELED]).tolist():
                 grown = ndimage.binary_dilation(labels == object_id, structure)
                 canvas[grown] = object_id
             self.painted[frame] = canvas

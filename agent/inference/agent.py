@@ -99,6 +99,7 @@ class InteractiveAgent(Predictor):
             self._runtime_for(scaled_size(self.trained_size, self.config.inference_scale))
         self.last_finetune = FinetuneStats()
         self._frames: np.ndarray | None = None
+        self._confidence: np.ndarray | None = None  # frame_confidence() before start() too: it was an AttributeError
         self._busy = threading.Lock()  # held by start() and step() (_one_call_at_a_time)
         # How many samples start() began: a tool sharing the agent (tools/segmenter.py) tells whether it still
         # holds the sample it started.

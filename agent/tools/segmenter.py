@@ -111,19 +111,25 @@ class VideoSegmenter:
         merged = {"scribbles": [old + [plain_stroke(stroke) for stroke in new] for old, new in
                                 zip(self.scribbles["scribbles"], scribbles["scribbles"], strict=True)]}
         started = time.perf_counter()
+        # The round's labels are kept aside until every frame has them: a chunk that failed (a MemoryError,
+        # Ctrl-C) left the chunks before it with this round's labels and the rest with the last round's.
+        staged: dict[int, tuple[bytes, float]] = {}
         try:
             if self.persistent:
-                self._segment_persistent(scribbles, merged, progress)
+                self._segment_persistent(scribbles, merged, staged, progress)
             else:
-                self._segment_chunks(merged, progress)
-        except Exception:
+                self._segment_chunks(merged, staged, progress)
+        except BaseException:  # Ctrl-C too (a notebook's interrupted round): the agent refused every later round
             self._agent_started = False  # its memory may hold half a round: start over next time
             raise
+        for frame, (data, confidence) in staged.items():
+            self._labels[frame] = data
+            self._confidence[frame] = confidence
         self.scribbles = merged
         self.rounds += 1
         log.info("round %d: %d frames in %.1f s", self.rounds, self.num_frames, time.perf_counter() - started)
 
-    def _segment_persistent(self, new: dict, merged: dict, progress: Progress | None) -> None:
+    def _segment_persistent(self, new: dict, merged: dict, staged: dict, progress: Progress | None) -> None:
         if progress:
             progress("segment", 0, self.num_frames)
         if not self._agent_holds_video:
@@ -134,11 +140,11 @@ class VideoSegmenter:
         labels = self.agent.step(new, self.plan)
         confidence = self.agent.frame_confidence()
         for frame in range(self.num_frames):
-            self._store(frame, labels[frame], confidence[frame])
+            staged[frame] = self._encode(frame, labels[frame]), float(confidence[frame])
         if progress:
             progress("segment", self.num_frames, self.num_frames)
 
-    def _segment_chunks(self, merged: dict, progress: Progress | None) -> None:
+    def _segment_chunks(self, merged: dict, staged: dict, progress: Progress | None) -> None:
         self._agent_started = False
         scribbled = set(scribbled_frames(merged))
         num_objects = max(object_ids(merged))  # every chunk's agent gets the same classes
@@ -152,18 +158,18 @@ class VideoSegmenter:
             confidence = self.agent.frame_confidence()
             for row, frame in enumerate(index):
                 if frame in chunk:
-                    self._store(frame, labels[row], confidence[row])
+                    staged[frame] = self._encode(frame, labels[row]), float(confidence[row])
             del labels
             release_memory()
         if progress:
             progress("segment", self.num_frames, self.num_frames)
 
-    def _store(self, frame: int, labels: np.ndarray, confidence: float) -> None:
+    @staticmethod
+    def _encode(frame: int, labels: np.ndarray) -> bytes:
         ok, data = cv2.imencode(".png", labels.astype(np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 1])
         if not ok:
             raise RuntimeError(f"cannot encode the labels of frame {frame}")
-        self._labels[frame] = data.tobytes()
-        self._confidence[frame] = confidence
+        return data.tobytes()
 
     def labels(self, frame: int) -> np.ndarray:
         """(h, w) uint8 labels of a frame at the working size (0 background, k object k)."""

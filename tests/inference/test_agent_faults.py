@@ -238,3 +238,10 @@ def test_start_or_step_while_a_step_runs_in_another_thread_is_refused(agent):
         agent.score_observer = None
     assert np.array_equal(result["masks"], expected)  # the first round went on undisturbed
     assert agent.step(_scribbles()).shape == frames.shape[:3]  # and the agent is free again
+
+
+def test_confidence_and_candidates_before_any_sample_are_none():
+    torch.manual_seed(0)
+    fresh = InteractiveAgent(build_model(TINY), AgentConfig(device="cpu", crf=CRFConfig(workers=1)))
+    # "None before the first round", as documented: it was an AttributeError ('_confidence') before start()
+    assert fresh.frame_confidence() is None and fresh.next_scribble_frame_candidates(3) is None

@@ -112,3 +112,44 @@ def test_segmenters_sharing_one_agent_each_segment_their_own_video(tiny_agent, i
     first.segment(correction)
     assert np.array_equal(tiny_agent.frame_confidence(), expected[2]) and first.suggest_frame() == expected[1]
     assert all(np.array_equal(first.labels(frame), expected[0][frame]) for frame in range(8))
+
+
+def test_a_chunk_that_fails_keeps_the_last_rounds_labels_on_every_frame(tiny_agent, inputs, monkeypatch):
+    frames, scribbles = inputs
+    segmenter = VideoSegmenter(tiny_agent, frames, chunk_frames=3, plan=PLAN)
+    segmenter.segment(scribbles)
+    before = [segmenter.labels(frame) for frame in range(8)]
+    correction = empty_scribbles(8)
+    correction["scribbles"][4] = [{"path": [[0.0, 0.5], [1.0, 0.5]], "object_id": 1}]  # changes every frame
+    step, calls = tiny_agent.step, []
+
+    def second_chunk_fails(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise MemoryError("no memory for chunk 2")
+        return step(*args, **kwargs)
+    monkeypatch.setattr(tiny_agent, "step", second_chunk_fails)
+    with pytest.raises(MemoryError):
+        segmenter.segment(correction)
+    # Frames 0-2 had this round's labels, the rest the last round's, with the last round's strokes recorded.
+    assert segmenter.rounds == 1 and segmenter.scribbles["scribbles"][4] == scribbles["scribbles"][4]
+    assert all(np.array_equal(segmenter.labels(frame), before[frame]) for frame in range(8))
+
+
+def test_a_round_interrupted_with_ctrl_c_lets_the_next_round_start_over(tiny_agent, inputs, monkeypatch):
+    frames, scribbles = inputs
+    segmenter = VideoSegmenter(tiny_agent, frames, plan=PLAN)
+    segmenter.segment(scribbles)
+    correction = empty_scribbles(8)
+    correction["scribbles"][1] = [{"path": [[0.1, 0.1], [0.3, 0.1]], "object_id": 0}]
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    with monkeypatch.context() as patch:
+        patch.setattr(tiny_agent, "_play_round", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            segmenter.segment(correction)
+    # It was "RuntimeError: the previous step failed midway (KeyboardInterrupt) ... call start(frames) again",
+    # every round after, though the segmenter is what starts the agent.
+    segmenter.segment(correction)
+    assert segmenter.rounds == 2 and tiny_agent.memory.rounds == 1  # started over with every stroke so far

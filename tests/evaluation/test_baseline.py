@@ -1,0 +1,43 @@
+"""The scribble-painting baseline (`--predictor baseline`) checks its scribbles as the agent does."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from agent.data.davis import DatasetError
+from agent.evaluation.baseline import ScribblePaintBaseline
+
+FRAMES = np.zeros((4, 30, 40, 3), np.uint8)
+
+
+def _scribbles(object_id=1, frame=0, frames=4) -> dict:
+    strokes = [[] for _ in range(frames)]
+    strokes[frame] = [{"path": [[0.3, 0.3], [0.6, 0.6]], "object_id": object_id}]
+    return {"scribbles": strokes}
+
+
+@pytest.mark.parametrize(("scribbles", "fragment"), [
+    (_scribbles(object_id=5), "object_id 5, but the video has 2 object(s)"),  # was dropped without a word
+    (_scribbles(object_id=1.7), "object ids are integers"),  # was painted as 1
+    (_scribbles(object_id=None), "object ids are integers"),  # was int()'s TypeError
+    (_scribbles(frame=5, frames=6), "has 6 frames of strokes, the video has 4"),  # frame 5's strokes on every frame
+], ids=["id-above-count", "float-id", "null-id", "too-many-frames"])
+def test_bad_scribbles_are_one_line(scribbles, fragment):
+    baseline = ScribblePaintBaseline()
+    baseline.start(FRAMES, 2)
+    with pytest.raises(DatasetError, match=re.escape(fragment)):
+        baseline.step(scribbles)
+    assert not baseline.painted  # nothing painted: the sample goes on with good scribbles
+    assert set(np.unique(baseline.step(_scribbles(object_id=2)))) == {0, 2}
+
+
+def test_step_before_start_and_an_unknown_object_count():
+    baseline = ScribblePaintBaseline()
+    with pytest.raises(RuntimeError, match=r"call start\(frames, num_objects\) before step"):  # an AttributeError
+        baseline.step(_scribbles())
+    baseline.start(FRAMES, None)  # as the agent takes it: a TypeError (None + 1)
+    masks = baseline.step(_scribbles(object_id=3))
+    assert masks.shape == FRAMES.shape[:3] and set(np.unique(masks)) == {0, 3}
