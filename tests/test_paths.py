@@ -89,7 +89,7 @@ def test_json_ready_makes_numpy_values_and_paths_plain():
     ["-m", "agent.server", "--davis-root", ""],
     ["-m", "agent.model.checkpoint", "a.pt", ""],
 ])
-@pytest.mark.filterwarnings("ignore:'agent.model.checkpoint' found in sys.modules:RuntimeWarning")
+@pytest.mark.filterwarnings(r"ignore:'agent\.[a-z_.]+' found in sys.modules:RuntimeWarning")  # runpy of an imported module
 def test_an_empty_path_option_is_refused_not_the_working_directory(argv, tmp_path: Path, monkeypatch, capsys):
     # `--output "$UNSET"` was Path("") == `.`: robot_root wrote its root into an empty working directory.
     import runpy
