@@ -519,7 +519,7 @@ class SessionConfig:
         _require(self.max_time <= MAX_TIME_LIMIT, f"session.max_time must be at most {MAX_TIME_LIMIT:.0f} seconds "
                  f"per object (davisinteractive's limit), got {self.max_time}")
         if self.sequences is not None:
-            _require(len(self.sequences) > 0 and all(self.sequences), "session.sequences must name sequences")
+            _require_names(self.sequences, "session.sequences")
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -557,7 +557,7 @@ class ServerConfig:
                  f"server.max_time must be seconds in [1, 600], got {self.max_time}")
         _require(0 <= self.port <= 65535, f"server.port must be in 0..65535, got {self.port}")
         if self.sequences is not None:
-            _require(len(self.sequences) > 0 and all(self.sequences), "server.sequences must name sequences")
+            _require_names(self.sequences, "server.sequences")
         if self.user_keys is not None:
             _require(len(self.user_keys) > 0 and all(self.user_keys), "server.user_keys must be non-empty keys")
             for key in self.user_keys:  # a client could never send it: no one could play
@@ -611,6 +611,13 @@ def _field_error_class() -> type:
             return f"{self.field_path}: {self.message}"
 
     return FieldError
+
+
+def _require_names(names: tuple[str, ...], field: str) -> None:
+    """Sequence names: at least one, none empty, none twice (`--sequences dog,dog` played dog once without a word)."""
+    _require(len(names) > 0 and all(names), f"{field} must name sequences")
+    twice = sorted({name for name in names if names.count(name) > 1})
+    _require(not twice, f"{field} names {', '.join(twice)} more than once")
 
 
 def _field_error(message: str) -> Exception:

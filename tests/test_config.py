@@ -35,6 +35,9 @@ def test_remote_session_fields():
     ({"retries": -1}, r"session.retries must be in 0..20"),
     # urllib3 retried a server that was gone for ever (backoff up to 120 s per retry).
     ({"retries": 10**9}, r"session.retries must be in 0..20, got 1000000000"),
+    ({"sequences": ()}, "session.sequences must name sequences"),
+    # `--sequences dog,dog` played dog once without a word.
+    ({"sequences": ("dog", "goat", "dog")}, "session.sequences names dog more than once"),
 ])
 def test_bad_remote_or_shard_values_are_one_clear_error(values, message):
     with pytest.raises(ConfigError, match=message):
@@ -47,6 +50,8 @@ def test_server_config_limits():
         ServerConfig(max_time=900)
     with pytest.raises(ConfigError, match="server.user_keys must be non-empty"):
         ServerConfig(user_keys=("",))
+    with pytest.raises(ConfigError, match="server.sequences names dog more than once"):
+        ServerConfig(sequences=("dog", "dog"))
 
 
 @pytest.mark.parametrize("key, what", [("secret\r", r"'\\r' at position 6"), ("a\nb", r"'\\n' at position 1"),
