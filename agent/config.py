@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from .errors import first_line
-from .paths import special_file
+from .paths import expand_user, special_file
 
 STRATEGY_AUTO = "auto"
 # Training videos of ../shared/davis held out as our own validation split (robot scribbles,
@@ -637,9 +637,9 @@ def _path_hook(value: Any) -> Any:
     if not isinstance(value, str | Path):
         return value
     try:
-        return Path(value).expanduser()
-    except RuntimeError as error:  # `~nosuchuser/x`: pathlib's traceback, "Could not determine home directory."
-        raise _field_error(f"{value}: {error} (no such user?)") from None
+        return expand_user(value)
+    except ValueError as error:  # `~nosuchuser/x`
+        raise _field_error(str(error)) from None
 
 
 def _float_hook(value: Any) -> Any:

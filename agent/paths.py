@@ -19,6 +19,15 @@ except ImportError:  # not POSIX: no lock
     fcntl = None
 
 
+def expand_user(path: str | Path) -> Path:
+    """`path` with `~` or `~user` expanded; ValueError (one line) for a user this machine does not know (pathlib
+    raises RuntimeError, "Could not determine home directory.", a traceback in every command)."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError as error:
+        raise ValueError(f"{path}: {error} (no such user?)") from None
+
+
 def path_arg(text: str) -> Path:
     """argparse type of a path option: the path, `~` as the home folder (`--output=~/x`, which no shell expands,
     made a folder named `~`); an empty one (`--output "$UNSET"`) is refused: Path("") is the working directory,
@@ -26,9 +35,9 @@ def path_arg(text: str) -> Path:
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty path (an unset variable?): name a file or folder")
     try:
-        return Path(text).expanduser()
-    except RuntimeError as error:  # `~nosuchuser/...`
-        raise argparse.ArgumentTypeError(f"{text}: {error}") from None
+        return expand_user(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def file_in_the_way(path: Path) -> Path | None:

@@ -19,7 +19,7 @@ from PIL import Image, ImageOps
 
 from ..data.davis import IMAGE_ERRORS, WIDE_MODES, draft_jpeg
 from ..errors import first_line
-from ..paths import odd_entry, special_file
+from ..paths import expand_user, odd_entry, special_file
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +141,9 @@ def user_path(path: str | Path) -> Path:
         raise InputError(f"{path}: not a usable path ({bad!r} is half of a UTF-16 pair, which no file name "
                          "holds)") from error
     try:
-        return Path(path).expanduser()
-    except RuntimeError as error:
-        raise InputError(f"{path}: {error} (no such user?)") from error
+        return expand_user(path)
+    except ValueError as error:
+        raise InputError(str(error)) from error
 
 
 def open_video(path: str | Path) -> VideoSource:
