@@ -8,7 +8,6 @@ value ends with one clear line.
 
 from __future__ import annotations
 
-import collections
 import functools
 import math
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from .errors import first_line
+from .errors import first_line, repeated
 from .paths import expand_user, special_file
 
 STRATEGY_AUTO = "auto"
@@ -616,7 +615,7 @@ def _field_error_class() -> type:
 def _require_names(names: tuple[str, ...], field: str) -> None:
     """Sequence names: at least one, none empty, none twice (`--sequences dog,dog` played dog once without a word)."""
     _require(len(names) > 0 and all(names), f"{field} must name sequences")
-    twice = sorted({name for name in names if names.count(name) > 1})
+    twice = sorted(repeated(names))
     _require(not twice, f"{field} names {', '.join(twice)} more than once")
 
 
@@ -760,7 +759,7 @@ def _yaml_loader():
             keys = [self.construct_object(key, deep=deep) for key, _ in node.value
                     if key.tag != "tag:yaml.org,2002:merge"]
             try:  # counted at once: keys.count per key took minutes for a 1 MB file of 80,000 keys
-                twice = sorted(str(k) for k, n in collections.Counter(keys).items() if n > 1)
+                twice = sorted(map(str, repeated(keys)))
             except TypeError:  # an unhashable key ([a]: 1): the SafeLoader refuses it below
                 twice = []
             if twice:  # YAML and JSON keep the last silently: an edit that was meant to apply may not

@@ -7,11 +7,12 @@ import errno
 import json
 import os
 import stat
-from collections import Counter
 from contextlib import suppress
 from pathlib import Path
 
 import numpy as np
+
+from .errors import repeated
 
 try:
     import fcntl
@@ -167,8 +168,7 @@ def unlock_folder(fd: int | None) -> None:
 
 
 def _refuse_repeated_keys(pairs: list[tuple[str, object]]) -> dict:
-    counts = Counter(key for key, _ in pairs)  # linear: an object of many keys must not take quadratic time
-    twice = sorted(key for key, count in counts.items() if count > 1)
+    twice = sorted(repeated(key for key, _ in pairs))
     if twice:  # json keeps the last silently: a stroke's "object_id" given twice took the second without a word
         raise ValueError(f"key(s) {', '.join(repr(k) for k in twice)} given twice in one object")
     return dict(pairs)

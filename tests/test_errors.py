@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.errors import first_line, os_error_line, validation_problems
+from agent.errors import first_line, os_error_line, repeated, validation_problems
 
 
 def test_first_line_is_the_first_message_line_or_the_type():
@@ -45,3 +45,8 @@ def test_every_command_names_a_path_the_file_system_refuses_in_one_line(tmp_path
         assert command() == 2, name
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f"error: {long}") and "File name too long" in err[0], (name, err)
+
+
+def test_repeated_names_the_values_given_more_than_once_in_first_order():
+    assert repeated([3, 1, 3, 2, 1, 3]) == [3, 1]
+    assert repeated(["a", "b"]) == []

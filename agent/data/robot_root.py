@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from ..config import HOLDOUT
+from ..errors import repeated
 from ..paths import file_in_the_way, path_arg
 from ..signals import exit_code, signal_name, terminate_as_interrupt
 from .davis import VOID_LABEL, DatasetError, DavisReader
@@ -94,7 +95,7 @@ def check_new_root(reader: DavisReader, sequences: list[str] | tuple[str, ...], 
     odd = [s for s in sequences if Path(s).name != s or s in (".", "..")]
     if odd:
         raise DatasetError(f"sequence name {odd[0]!r}: a folder name of the root, without a path")
-    twice = sorted({s for s in sequences if list(sequences).count(s) > 1})
+    twice = sorted(repeated(sequences))
     if twice:
         raise DatasetError(f"--sequences names {', '.join(twice)} more than once")
     if output.exists() and not output.is_dir():
@@ -140,9 +141,9 @@ def positions_arg(text: str) -> tuple[float, ...]:
         values = ()
     if not values or not all(0.0 <= v <= 1.0 for v in values):
         raise argparse.ArgumentTypeError(f"{text!r}: comma-separated numbers in [0, 1], e.g. 0.25,0.75")
-    if len(set(values)) < len(values):  # the robot draws the same scribble twice: one sample counted twice
-        twice = next(v for v in values if values.count(v) > 1)
-        raise argparse.ArgumentTypeError(f"{text!r}: position {twice:g} given more than once (each would be the "
+    twice = repeated(values)
+    if twice:  # the robot draws the same scribble twice: one sample counted twice
+        raise argparse.ArgumentTypeError(f"{text!r}: position {twice[0]:g} given more than once (each would be the "
                                          "same first scribble, one sample counted twice)")
     return values
 

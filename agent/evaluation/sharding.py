@@ -23,7 +23,7 @@ import pandas as pd
 
 from ..config import MAX_INTERACTIONS_LIMIT, MAX_TIME_LIMIT, ConfigError, parse_shard
 from ..data.davis import MAX_OBJECT_ID, SequenceInfo
-from ..errors import first_line, os_error_line
+from ..errors import first_line, os_error_line, repeated
 from ..paths import not_a_file, path_arg, read_json
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,7 @@ def _check_shards(directories: list[Path], summaries: list[dict]) -> None:
         raise MergeError(f"the runs are shards of different splits: {', '.join(sorted(set(specs)))}")
     count = counts.pop()
     indices = [index for index, _ in parsed]
-    twice = sorted({i for i in indices if indices.count(i) > 1})
+    twice = sorted(repeated(indices))
     if twice:
         raise MergeError(f"shard(s) {', '.join(f'{i}/{count}' for i in twice)} given more than once")
     # The first ten missing, found without a set of all N: a summary saying 1/99999999999 took all memory.

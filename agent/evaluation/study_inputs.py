@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..config import MAX_INTERACTIONS_LIMIT, ConfigError
 from ..data.davis import DatasetError, DavisReader, SequenceInfo
-from ..errors import os_error_line
+from ..errors import os_error_line, repeated
 from ..inference.plan import Strategy
 from ..paths import output_file_problem
 from .outputs import OutputDirError, replaced_input
@@ -29,7 +29,7 @@ def int_list(text: str, name: str, at_most: int | None = None) -> list[int]:
         raise ConfigError(f"{name} {text!r}: expected integers in 1..{at_most}")
     # `--scribbles 1,1` played every sample twice, then the fine-tuning study's summary failed on the repeated
     # sample (a pandas traceback once every variant had played); a capture did its work twice.
-    twice = sorted({v for v in values if values.count(v) > 1})
+    twice = sorted(repeated(values))
     if twice:
         raise ConfigError(f"{name} {text!r}: {', '.join(map(str, twice))} given more than once")
     return values
@@ -42,7 +42,7 @@ def variant_assignments(spec: str, config_name: str) -> list[str]:
     if not assignments:
         raise ConfigError(f"--variant {spec!r}: expected field=value[,field=value] of {config_name}")
     fields = [a.partition("=")[0].strip() for a in assignments]
-    twice = sorted({f for f in fields if fields.count(f) > 1})
+    twice = sorted(repeated(fields))
     if twice:
         raise ConfigError(f"--variant {spec!r}: sets {', '.join(twice)} more than once")
     return assignments
