@@ -89,6 +89,11 @@ def finite_step(loss: float, model: nn.Module, world: int) -> bool:
     return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True
 
 
+def finite_weights(model: nn.Module) -> bool:
+    """Whether every floating-point weight and buffer is finite (NaN weights must not be saved as a checkpoint)."""
+    return all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point())
+
+
 class PairLoss(nn.Module):
     """The Siamese step as one module (so DistributedDataParallel can wrap it): two views -> loss.
 
@@ -304,7 +309,7 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
                 digests = _replica_digests(model, world)  # every rank, at the same iterations
                 if len(set(digests)) > 1:
                     raise RuntimeError(f"the processes' weights differ at iteration {done}: {digests}")
-                if not all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point()):
+                if not finite_weights(model):
                     raise _diverged(output_dir, f"the weights are not finite at iteration {done}", saved)
                 if rank == 0:
                     with deferred_signals():  # last.pt and model.pt of one iteration
@@ -329,8 +334,7 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
                 break
     except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP (main): the steps taken since the last checkpoint kept
         progress.close()
-        if rank == 0 and done != saved and done > 0 and all(
-                torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point()):
+        if rank == 0 and done != saved and done > 0 and finite_weights(model):
             with deferred_signals():  # rank 0's digest alone: the others may be anywhere in their step
                 save([parameter_digest(model)])
                 saved = done
