@@ -66,10 +66,6 @@ def _lock(folder: Path) -> int | None:
                              "another --output-dir, or wait for it to end") from error
 
 
-def _unlock(target: OutputTarget) -> None:
-    unlock_folder(target.lock)
-
-
 def replaced_input(path: Path, inputs: tuple[Path, ...]) -> Path | None:
     """The first of `inputs` that replacing `path` would replace: `path` is it, holds it or lies inside it."""
     resolved = Path(path).resolve()
@@ -128,7 +124,7 @@ def discard(target: OutputTarget) -> None:
     written to it (a run that failed before it began leaves no trace). Empty folders are nothing: the framework's session makes its report
     folder when it opens, so a server that refused the session left `framework/`, which refused the next run.
     Releases the directory's lock either way."""
-    _unlock(target)
+    unlock_folder(target.lock)
     if not (target.work.is_dir() and _holds_no_file(target.work)):
         return
     if target.created:
@@ -149,7 +145,7 @@ def publish(target: OutputTarget) -> Path:
     try:
         return _publish(target)
     finally:
-        _unlock(target)
+        unlock_folder(target.lock)
 
 
 def _publish(target: OutputTarget) -> Path:
