@@ -38,16 +38,13 @@ def _in_main_thread() -> bool:
 
 
 @contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM and SIGHUP raise Terminated (a KeyboardInterrupt) in the main thread."""
-    if not _in_main_thread():  # signal handlers can only be set there
+def _handling(signals: tuple[int, ...], handler) -> Iterator[None]:
+    """`handler` for `signals` within the block, the previous handlers after it; nothing outside the main thread
+    (signal handlers can only be set there)."""
+    if not _in_main_thread():
         yield
         return
-
-    def handler(signum, frame):
-        raise Terminated(signum)
-
-    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    previous = {s: signal.signal(s, handler) for s in signals}
     try:
         yield
     finally:
@@ -56,22 +53,24 @@ def terminate_as_interrupt() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP raise Terminated (a KeyboardInterrupt) in the main thread."""
+    def handler(signum, frame):
+        raise Terminated(signum)
+
+    with _handling(STOP_SIGNALS, handler):
+        yield
+
+
+@contextlib.contextmanager
 def deferred_signals() -> Iterator[None]:
     """Within the block SIGINT, SIGTERM and SIGHUP are only recorded; the first one is raised after it."""
-    if not _in_main_thread():
-        yield
-        return
     received: list[int] = []
 
     def record(signum, frame):
         received.append(signum)
 
-    watched = (signal.SIGINT, *STOP_SIGNALS)
-    previous = {s: signal.signal(s, record) for s in watched}
-    try:
+    with _handling((signal.SIGINT, *STOP_SIGNALS), record):
         yield
-    finally:
-        for s, old in previous.items():
-            signal.signal(s, old)
     if received:
         raise KeyboardInterrupt() if received[0] == signal.SIGINT else Terminated(received[0])
