@@ -201,6 +201,8 @@ def _make_room(sessions: dict[tuple[str, str], _Session], user: str) -> list[tup
 
 # A round's masks come RLE-encoded (a few hundred kB for a long 480p video): far more is not a client of ours.
 MAX_BODY_BYTES = 64 * 2**20
+# The bodies of all requests read at once, held until each is answered: N clients each sending 64 MB held N x 64 MB.
+MAX_BODY_BYTES_IN_FLIGHT = 256 * 2**20
 # Strict types: JSON true or "1" would otherwise pass for 1 and be scored.
 StrictNumber = Annotated[float, Field(strict=True)]
 
@@ -209,21 +211,47 @@ class BodyLimit:
     """ASGI middleware: a request body over MAX_BODY_BYTES is answered 413 before any route reads it, from its
     Content-Length, or, without one (Transfer-Encoding: chunked, which FastAPI would read whole into memory),
     as soon as the bytes received pass the limit; the rest is never read. A body within it is passed on (one
-    that stops arriving is BodyTimeout's, around it)."""
+    that stops arriving is BodyTimeout's, around it). The bodies of the requests being read or answered at once
+    may hold MAX_BODY_BYTES_IN_FLIGHT together (declared bytes counted from the start); a body that would pass
+    that is answered 503 (busy: try again) unread, and its bytes are released."""
 
     def __init__(self, app) -> None:
         self.app = app
+        self.in_flight = 0  # bytes held by requests now read or answered (one event loop: no lock)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        reserved = 0
+
+        def reserve(size: int) -> bool:
+            nonlocal reserved
+            if size > reserved:
+                if self.in_flight + size - reserved > MAX_BODY_BYTES_IN_FLIGHT:
+                    return False
+                self.in_flight += size - reserved
+                reserved = size
+            return True
+
+        try:
+            await self._limited(scope, receive, send, reserve)
+        finally:
+            self.in_flight -= reserved
+
+    async def _limited(self, scope, receive, send, reserve: Callable[[int], bool]) -> None:
         limit = f"{MAX_BODY_BYTES // 2**20} MB (a round's masks are RLE-encoded)"
+        busy = _error(503, "RuntimeError", f"the server is reading {MAX_BODY_BYTES_IN_FLIGHT / 2**20:g} MB of other "
+                                           "requests' bodies: try again once they are answered")
+        busy.headers["retry-after"] = "1"
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None:  # the server reads exactly that many bytes, no more
             text = declared.decode("latin-1")
             if not text.isdigit() or int(text) > MAX_BODY_BYTES:
                 await _error(413, "ValueError", f"the request declares {text!r} bytes: at most {limit}")(scope, receive, send)
+                return
+            if not reserve(int(text)):
+                await busy(scope, receive, send)
                 return
         messages, size = [], 0
         while True:
@@ -231,6 +259,9 @@ class BodyLimit:
             size += len(message.get("body", b""))
             if size > MAX_BODY_BYTES:
                 await _error(413, "ValueError", f"the request body is larger than {limit}")(scope, receive, send)
+                return
+            if not reserve(size):
+                await busy(scope, receive, send)
                 return
             messages.append(message)
             if message["type"] != "http.request" or not message.get("more_body", False):

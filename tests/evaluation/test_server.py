@@ -542,3 +542,57 @@ def test_a_body_that_stops_arriving_is_answered_408(monkeypatch, tiny_synthetic_
                 answer = b"".join(iter(lambda: client.recv(4096), b""))  # until the server closes it
             assert answer.startswith(b"HTTP/1.1 408") and b"stopped arriving" in answer, answer
             assert b"connection: close" in answer.lower()
+
+
+def test_bodies_read_at_once_are_bounded_together(monkeypatch):
+    """N clients each sending up to 64 MB held N x 64 MB: the bodies being read or answered at once are bounded
+    together, a body past that is answered 503 unread, and a finished request's bytes are released."""
+    import asyncio
+
+    from agent.evaluation import server as server_module
+
+    monkeypatch.setattr(server_module, "MAX_BODY_BYTES_IN_FLIGHT", 100)
+
+    async def app(scope, receive, send):
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def scenario():
+        limited = server_module.BodyLimit(app)
+        stalled = asyncio.Event()
+
+        async def call(headers, parts):
+            answers = []
+
+            async def receive():
+                part = parts.pop(0)
+                if part is None:  # the body stops here until the test goes on
+                    await stalled.wait()
+                    part = parts.pop(0)
+                return part
+
+            async def send(message):
+                answers.append(message)
+
+            await limited({"type": "http", "headers": headers}, receive, send)
+            return answers[0]["status"], b"".join(m.get("body", b"") for m in answers[1:])
+
+        part = lambda size, more: {"type": "http.request", "body": b"x" * size, "more_body": more}  # noqa: E731
+        first = asyncio.create_task(call([(b"content-length", b"60")], [part(30, True), None, part(30, False)]))
+        while limited.in_flight == 0:  # the first body is coming: its 60 declared bytes are held
+            await asyncio.sleep(0)
+        declared = await call([(b"content-length", b"50")], [part(50, False)])
+        chunked = await call([], [part(30, True), part(30, False)])  # no Content-Length: counted as it comes
+        small = await call([(b"content-length", b"40")], [part(40, False)])
+        stalled.set()
+        assert await first == (200, b"ok")
+        after = await call([(b"content-length", b"100")], [part(100, False)])
+        return declared, chunked, small, after, limited.in_flight
+
+    declared, chunked, small, after, left = asyncio.run(scenario())
+    for status, body in (declared, chunked):
+        assert status == 503 and json.loads(body)["error"] == "RuntimeError"
+        assert "try again" in json.loads(body)["message"][0]
+    assert small == (200, b"ok") and after == (200, b"ok") and left == 0
