@@ -1,5 +1,6 @@
 """What both HTTP servers (the browser app, the local evaluation server) share: a request body that stops
-arriving is answered 408 (uvicorn has no such limit: the request held its connection for ever).
+arriving is answered 408, and so are request headers that take too long (uvicorn has no such limits: either
+held its connection for ever).
 
 Plain ASGI, no FastAPI import: each server passes its own error answer.
 """
@@ -9,8 +10,61 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
 # A client whose body stops arriving mid-request is answered 408 after this many seconds without a byte.
 BODY_TIMEOUT_SECONDS = 60.0
+# A request's headers must be complete this many seconds after its connection opened or its last answer was sent.
+HEADER_TIMEOUT_SECONDS = 60.0
+
+
+class HeaderTimeoutProtocol(H11Protocol):
+    """uvicorn's h11 protocol (`uvicorn.Config(http=HeaderTimeoutProtocol)`) with a limit on the time a request's
+    headers take: uvicorn times only an idle connection after an answer (`timeout_keep_alive`), and its first
+    byte stops that clock, so headers sent a byte at a time (or a connection opened and left silent) held their
+    connection for ever. When HEADER_TIMEOUT_SECONDS pass before the headers are complete, a connection that
+    sent part of them is answered 408 and closed; one that sent nothing since its last answer is closed. Their
+    size is h11's limit (16 kB, a 400 past it); the body is BodyTimeout's."""
+
+    header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._time_headers()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:  # the headers are in (or the request failed): no longer timed
+            self._stop_header_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:  # the next request's headers
+            self._time_headers()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_header_timer()
+        super().connection_lost(exc)
+
+    def _time_headers(self) -> None:
+        self._stop_header_timer()
+        self.header_timer = self.loop.call_later(HEADER_TIMEOUT_SECONDS, self._headers_late)
+
+    def _stop_header_timer(self) -> None:
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
+
+    def _headers_late(self) -> None:
+        self.header_timer = None
+        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+            return
+        if self.conn.trailing_data[0]:  # part of a request came: say why it is dropped
+            message = f"the request headers did not arrive within {HEADER_TIMEOUT_SECONDS:g} s".encode()
+            self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                                 b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(message), message))
+        self.transport.close()
 
 
 class BodyStalled(Exception):

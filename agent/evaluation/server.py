@@ -36,7 +36,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field, StrictInt, StrictStr, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..asgi import BodyTimeout
+from ..asgi import BodyTimeout, HeaderTimeoutProtocol
 from ..config import ServerConfig
 from ..data import compat  # noqa: F401  (patches davisinteractive before it is imported)
 from ..data.registry import register_dataset
@@ -471,8 +471,9 @@ def create_app(config: ServerConfig, root: str | Path) -> FastAPI:
 def _uvicorn_server(app: FastAPI):
     import uvicorn
 
-    # Our logging, our one line per request (uvicorn's access log would be a second one).
-    return uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off"))
+    # Our logging, our one line per request (uvicorn's access log would be a second one); headers timed.
+    return uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
+                                         http=HeaderTimeoutProtocol))
 
 
 def bind(port: int) -> socket.socket:

@@ -91,10 +91,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import uvicorn
 
+    from ..asgi import HeaderTimeoutProtocol
     from .webapp import create_app
 
     print(f"open {page_url(args.host, port)} in a browser (Ctrl+C stops the server)", flush=True)
-    uvicorn.run(create_app(state), host=args.host, port=port, log_level="warning")
+    uvicorn.run(create_app(state), host=args.host, port=port, log_level="warning", http=HeaderTimeoutProtocol)
     return 0
 
 

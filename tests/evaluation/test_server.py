@@ -596,3 +596,19 @@ def test_bodies_read_at_once_are_bounded_together(monkeypatch):
         assert status == 503 and json.loads(body)["error"] == "RuntimeError"
         assert "try again" in json.loads(body)["message"][0]
     assert small == (200, b"ok") and after == (200, b"ok") and left == 0
+
+
+def test_headers_that_stop_arriving_are_answered_408(monkeypatch, tiny_synthetic_root):
+    """Headers sent slowly (or never finished) held their connection for ever (uvicorn has no such limit)."""
+    import socket
+
+    from agent import asgi
+
+    monkeypatch.setattr(asgi, "HEADER_TIMEOUT_SECONDS", 0.2)
+    with serving(create_app(ServerConfig(), tiny_synthetic_root)) as running:
+        address = running.url.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((address[0], int(address[1])), timeout=10) as client:
+            client.sendall(b"GET /api/healthcheck HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Key: tes")
+            answer = b"".join(iter(lambda: client.recv(4096), b""))  # until the server closes it
+        assert answer.startswith(b"HTTP/1.1 408") and b"headers did not arrive" in answer, answer
+        assert requests.get(f"{running.url}/api/healthcheck", timeout=10).json() == {"status": "ok"}

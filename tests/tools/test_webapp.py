@@ -313,6 +313,19 @@ def test_a_body_that_stops_arriving_is_answered_408(tiny_agent, monkeypatch):
         assert state.job is None
 
 
+def test_app_command_serves_with_timed_headers(monkeypatch, capsys):
+    """Headers sent slowly held the page's connection for ever: the server runs uvicorn with HeaderTimeoutProtocol."""
+    import uvicorn
+
+    from agent.asgi import HeaderTimeoutProtocol
+    from agent.tools.app_cli import main
+
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.update(options))
+    assert main(["--port", "0"]) == 0
+    assert served["http"] is HeaderTimeoutProtocol and served["host"] == "127.0.0.1"
+
+
 def test_app_command_takes_the_upload_limit():
     from agent.tools.app_cli import build_state, parse_args
 
