@@ -72,8 +72,9 @@ def _error(status: int, name: str, message: str) -> Response:
 
 
 def _shown(key: str | None, length: int) -> str:
-    """A User-Key or Session-Key as logged: its first `length` characters, control characters escaped (a
-    client may send any but CR, LF and NUL: an escape sequence reached the terminal, backspaces erased text)."""
+    """A User-Key, Session-Key or path as logged: its first `length` characters, control characters escaped (a
+    client may send any but CR, LF and NUL, in a path %1b: an escape sequence reached the terminal, backspaces
+    erased text)."""
     text = (key or "-")[:length]
     return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
@@ -313,7 +314,7 @@ def create_app(config: ServerConfig, root: str | Path) -> FastAPI:
         finally:
             user = _shown(request.headers.get("User-Key"), 40)
             session = _shown(request.headers.get("Session-Key"), 8)
-            log.info("%s %s -> %d (%.0f ms) user=%s session=%s", request.method, request.url.path, status,
+            log.info("%s %s -> %d (%.0f ms) user=%s session=%s", request.method, _shown(request.url.path, 200), status,
                      1000 * (time.perf_counter() - started), user, session)
 
     @app.exception_handler(ProtocolError)

@@ -377,6 +377,12 @@ def test_control_characters_of_keys_are_escaped_in_the_log(server, caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "agent.evaluation.server"]
     assert not any("\x1b" in line or "\x08" in line for line in lines)
     assert any("user=a\\x1b[2Jb session=s\\x08\\x08" in line for line in lines), lines
+    # So did one in the path (%1b), on any request, an unknown route's 404 included.
+    caplog.clear()
+    assert requests.get(f"{server.url}/api/%1b[2J%08x", timeout=10).status_code == 404
+    lines = [r.getMessage() for r in caplog.records if r.name == "agent.evaluation.server"]
+    assert not any("\x1b" in line or "\x08" in line for line in lines)
+    assert any("GET /api/\\x1b[2J\\x08x -> 404" in line for line in lines), lines
 
 
 def test_user_key_allowlist(tiny_synthetic_root):
