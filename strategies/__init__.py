@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 
+from agent.errors import typed_line
+
 from .base import RoundPlan, Strategy
 from .cpu import CPUStrategy
 from .no_finetune import NoFinetuneStrategy
@@ -42,15 +44,14 @@ def get_strategy(name: str, device_type: str = "cpu") -> Strategy:
             # with exit code 0.
             hint = " (it exits when imported: a script without `if __name__ == \"__main__\":`?)" \
                 if isinstance(error, SystemExit) else ""
-            raise UnknownStrategyError(f"cannot load strategy '{name}': {type(error).__name__}: {error}{hint}") \
-                from error
+            raise UnknownStrategyError(f"cannot load strategy '{name}': {typed_line(error)}{hint}") from error
         if not isinstance(cls, type):
             raise UnknownStrategyError(f"'{name}' is not a class (a {type(cls).__name__})")
         try:
             strategy = cls()
         except (Exception, SystemExit) as error:  # SystemExit: a constructor that parses sys.argv ended the run silently
             raise UnknownStrategyError(f"cannot create strategy '{name}' without arguments: "
-                                       f"{type(error).__name__}: {error}") from error
+                                       f"{typed_line(error)}") from error
         if not isinstance(strategy, Strategy):
             raise UnknownStrategyError(f"'{name}' is not a strategy: it needs name, description and plan()")
         return strategy

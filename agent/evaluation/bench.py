@@ -217,11 +217,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.output.resolve() == path.resolve():  # the figures would replace the model they measure
             raise OutputDirError(f"{args.output}: is the checkpoint it measures (--checkpoint {path}): name the JSON "
                                  "file to write")
+        device = resolve_device(args.device)
+        model, config, extra = load_checkpoint(path, device)
+        # Made once the checkpoint loads: a bad one left a new empty folder.
         args.output.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=args.output.parent):
             pass  # a writable place; an earlier --output stays as it is until the new figures replace it
-        device = resolve_device(args.device)
-        model, config, extra = load_checkpoint(path, device)
     except (DatasetError, CheckpointError, OutputDirError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

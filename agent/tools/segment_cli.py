@@ -99,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
     from ..data.davis import DatasetError
+    from ..inference.footprint import TooManyObjects
     from ..model.checkpoint import CheckpointError
+    from .scribble_input import object_ids
     from .segmenter import DEFAULT_CHUNK_FRAMES
 
     try:
@@ -129,6 +131,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             raise
         print(f"error: {os_error_line(error)}", file=sys.stderr)
+        return 2
+    except TooManyObjects:  # every id up to the highest is a class: a stray high id (palette colour) made many
+        if args.verbose:
+            raise
+        ids = object_ids(scribbles)
+        highest, drawn = max(ids), len(ids)
+        fix = (f"{drawn} objects are drawn: number them 1..{drawn} (in a scribble image, the colours of objects "
+               f"1..{drawn})" if highest > drawn else
+               "segment fewer objects, or pass a smaller --chunk-frames or --working-size")
+        print(f"error: {args.scribbles}: object id {highest} makes {highest + 1} classes, each holding scores of "
+              f"every frame, too many for the memory: {fix}", file=sys.stderr)
         return 2
     except MemoryError as error:  # InteractiveAgent.start refuses a chunk too large for the memory (footprint.py)
         if args.verbose:

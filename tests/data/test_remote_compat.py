@@ -219,10 +219,28 @@ def test_a_report_of_rounds_the_session_never_sent_is_one_error(monkeypatch, cha
         remote_compat.get_report(_Connector())
 
 
+def _listening(answer=None) -> socket.socket:
+    """A socket listening on a free port of 127.0.0.1, which accepts connections and never answers; with
+    `answer`, a thread accepts one connection, reads the request and calls answer(connection) (then closes it)."""
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    if answer is not None:
+        def serve():
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(65536)
+                answer(connection)
+
+        threading.Thread(target=serve, daemon=True).start()
+    return listener
+
+
 def test_refused_connection_is_one_error_naming_the_request():
     remote_compat.configure(connect_timeout=5.0, read_timeout=5.0, retries=0)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+    with _listening() as probe:  # closed: nothing listens on its port
         port = probe.getsockname()[1]
     with pytest.raises(ServerUnavailableError, match=f"GET http://127.0.0.1:{port}/api/x: Connection refused"):
         remote_compat.guarded_session().get(f"http://127.0.0.1:{port}/api/x")
@@ -230,19 +248,8 @@ def test_refused_connection_is_one_error_naming_the_request():
 
 def test_a_server_that_closes_the_connection_unanswered_is_named_so():
     """It was "...: ConnectionError" (a server gone away mid-request), saying nothing of what happened."""
-    import threading
-
     remote_compat.configure(connect_timeout=5.0, read_timeout=5.0, retries=0)
-    with socket.socket() as closing:
-        closing.bind(("127.0.0.1", 0))
-        closing.listen()
-
-        def serve():
-            connection, _ = closing.accept()
-            with connection:
-                connection.recv(65536)
-
-        threading.Thread(target=serve, daemon=True).start()
+    with _listening(answer=lambda connection: None) as closing:
         with pytest.raises(ServerUnavailableError, match=r"GET .*/api/x: Remote end closed connection without response$"):
             remote_compat.guarded_session().get(f"http://127.0.0.1:{closing.getsockname()[1]}/api/x")
 
@@ -250,9 +257,7 @@ def test_a_server_that_closes_the_connection_unanswered_is_named_so():
 def test_every_request_has_a_read_timeout():
     """A server that accepts connections and never answers: the request ends after read_timeout."""
     remote_compat.configure(connect_timeout=5.0, read_timeout=0.2, retries=0)
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen()
+    with _listening() as silent:
         url = f"http://127.0.0.1:{silent.getsockname()[1]}/api/dataset/samples"
         with pytest.raises(ServerUnavailableError, match=r"GET .*/api/dataset/samples: no answer within 0.2 s"):
             remote_compat.guarded_session().get(url)
@@ -260,25 +265,15 @@ def test_every_request_has_a_read_timeout():
 
 def _answering_slowly(body_chunks) -> socket.socket:
     """A server that answers one request with headers, then the body `body_chunks` yields, as it yields it."""
-    import threading
+    def answer(connection):
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 999999999\r\n\r\n")
+        try:
+            for chunk in body_chunks():
+                connection.sendall(chunk)
+        except OSError:  # the client gave up: what the test wants
+            pass
 
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-
-    def serve():
-        connection, _ = listener.accept()
-        with connection:
-            connection.recv(65536)
-            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 999999999\r\n\r\n")
-            try:
-                for chunk in body_chunks():
-                    connection.sendall(chunk)
-            except OSError:  # the client gave up: what the test wants
-                pass
-
-    threading.Thread(target=serve, daemon=True).start()
-    return listener
+    return _listening(answer)
 
 
 def test_an_answer_that_trickles_or_never_ends_is_one_error(monkeypatch):

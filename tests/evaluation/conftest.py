@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
+import numpy as np
 import pytest
+
+from agent.evaluation.baseline import ScribblePaintBaseline
 
 
 class SteppingClock:
@@ -19,6 +23,21 @@ class SteppingClock:
     def time(self) -> float:
         self.now += self.step
         return self.now
+
+
+class StopsOnTheSecondVideo(ScribblePaintBaseline):
+    """The baseline predictor, calling `stop(frames)` as the second video starts: a run stopped (Ctrl-C, a signal)
+    or failing (a video refused) after its first video's results."""
+
+    def __init__(self, stop: Callable[[np.ndarray], None]) -> None:
+        super().__init__()
+        self.stop, self.samples = stop, 0
+
+    def start(self, frames, num_objects):
+        self.samples += 1
+        if self.samples == 2:
+            self.stop(frames)
+        super().start(frames, num_objects)
 
 
 @pytest.fixture

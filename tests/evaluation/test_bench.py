@@ -110,6 +110,17 @@ def test_the_checkpoint_it_measures_is_never_its_output(tiny_checkpoint: Path, t
     assert checkpoint.read_bytes() == tiny_checkpoint.read_bytes()
 
 
+def test_a_bad_checkpoint_leaves_no_new_output_folder(tmp_path: Path, capsys) -> None:
+    """The output's folder was made before the checkpoint was read: a bad one left it, empty."""
+    checkpoint = tmp_path / "notes.pt"
+    checkpoint.write_text("hello\n")
+    output = tmp_path / "new" / "sub" / "bench.json"
+    assert main(["--checkpoint", str(checkpoint), "--output", str(output)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "is corrupt or not a checkpoint" in errors[0], errors
+    assert not (tmp_path / "new").exists()
+
+
 def test_a_broken_held_out_video_is_one_line_before_any_figure(tiny_synthetic_root: Path, tmp_path: Path,
                                                                capsys) -> None:
     import shutil

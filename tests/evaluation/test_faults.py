@@ -25,6 +25,8 @@ from agent.evaluation.baseline import ScribblePaintBaseline
 from agent.evaluation.report import load_report
 from agent.model.checkpoint import DEFAULT_CHECKPOINT
 
+from .conftest import StopsOnTheSecondVideo
+
 ONE = "synth-000"  # 1 object; synth-001 has 2, synth-002 3 (6 frames of 96x160 each)
 
 
@@ -488,22 +490,15 @@ def test_a_video_that_changed_during_the_run_is_named_not_blamed_on_the_predicto
     assert json.loads((out / "summary.json").read_text())["samples_played"] == 1  # the first video's kept
 
 
-class _RefusesTheSecondVideo(ScribblePaintBaseline):
-    def __init__(self):
-        super().__init__()
-        self.samples = 0
-
-    def start(self, frames, num_objects):
-        self.samples += 1
-        if self.samples == 2:  # as InteractiveAgent.start refuses a video too long for the memory (footprint.py)
-            raise MemoryError(f"frames: {len(frames)} frames of 480x854 need about 40.0 GiB in one sample, more "
-                              "than the 3.0 GiB available: segment a long video in chunks")
-        super().start(frames, num_objects)
+def _too_long_for_the_memory(frames):  # as InteractiveAgent.start refuses one (footprint.py)
+    raise MemoryError(f"frames: {len(frames)} frames of 480x854 need about 40.0 GiB in one sample, more than the "
+                      "3.0 GiB available: segment a long video in chunks")
 
 
 def test_a_video_too_long_for_the_memory_is_one_line_and_keeps_the_results_so_far(root, tmp_path, capsys,
                                                                                   monkeypatch):
-    monkeypatch.setattr(session_runner, "build_predictor", lambda *a, **k: _RefusesTheSecondVideo())
+    monkeypatch.setattr(session_runner, "build_predictor",
+                        lambda *a, **k: StopsOnTheSecondVideo(_too_long_for_the_memory))
     out = tmp_path / "out"
     line = _refused(capsys, *_baseline_run(root, out), "--sequences", f"{ONE},synth-001")
     assert line.startswith("error: frames: ") and "GiB available" in line, line
@@ -511,18 +506,6 @@ def test_a_video_too_long_for_the_memory_is_one_line_and_keeps_the_results_so_fa
 
 
 # --- signals: SIGTERM like Ctrl-C, partial figures apart ----------------------------------------------
-
-
-class _SignalOnSecondSample(ScribblePaintBaseline):
-    def __init__(self, send):
-        super().__init__()
-        self.send, self.samples = send, 0
-
-    def start(self, frames, num_objects):
-        self.samples += 1
-        if self.samples == 2:
-            self.send()
-        super().start(frames, num_objects)
 
 
 def _raise_keyboard_interrupt():
@@ -537,7 +520,8 @@ def test_stopped_run_writes_an_honest_partial_summary(root, tmp_path, capsys, mo
     def unhandled(signum, frame):  # without the CLI's handler SIGTERM would end pytest itself
         raise AssertionError("SIGTERM reached the default handler")
 
-    monkeypatch.setattr(session_runner, "build_predictor", lambda *a, **k: _SignalOnSecondSample(send))
+    monkeypatch.setattr(session_runner, "build_predictor",
+                        lambda *a, **k: StopsOnTheSecondVideo(lambda frames: send()))
     previous = signal.signal(signal.SIGTERM, unhandled)
     try:
         result, errors, err = _cli(capsys, *_baseline_run(root, tmp_path / "out"), "--sequences",

@@ -15,6 +15,8 @@ from agent.evaluation.report import load_report
 from agent.evaluation.session import PredictionError, run_session
 from strategies import get_strategy
 
+from .conftest import StopsOnTheSecondVideo
+
 INTERACTIONS = 3
 
 
@@ -63,22 +65,14 @@ def test_baseline_session_end_to_end(tiny_synthetic_root, tmp_path):
     assert all(json.loads(line)["evaluated"] for line in lines)
 
 
-class _InterruptOnSecondSample(ScribblePaintBaseline):
-    def __init__(self):
-        super().__init__()
-        self.samples = 0
-
-    def start(self, frames, num_objects):
-        self.samples += 1
-        if self.samples == 2:
-            raise KeyboardInterrupt
-        super().start(frames, num_objects)
+def _interrupt(frames):
+    raise KeyboardInterrupt
 
 
 def test_interrupted_session_keeps_finished_results(tiny_synthetic_root, tmp_path):
     config = _config(tiny_synthetic_root, tmp_path)
     with pytest.raises(KeyboardInterrupt):
-        run_session(config, _InterruptOnSecondSample(), get_strategy(config.strategy))
+        run_session(config, StopsOnTheSecondVideo(_interrupt), get_strategy(config.strategy))
     summary = json.loads((config.output_dir / "summary.json").read_text())
     assert summary["interrupted"] is True
     report = load_report(config.output_dir / "report.csv")

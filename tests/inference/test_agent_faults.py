@@ -13,6 +13,7 @@ from agent.config import AgentConfig, CRFConfig, ModelConfig
 from agent.data.davis import DatasetError, DavisReader
 from agent.inference.agent import InteractiveAgent
 from agent.inference.budget import RoundCosts
+from agent.inference.footprint import TooManyObjects
 from agent.inference.plan import RoundPlan
 from agent.model.checkpoint import save_checkpoint
 from agent.model.siamese import build_model
@@ -97,12 +98,21 @@ def test_a_high_object_id_without_num_objects_is_checked_against_the_memory(agen
     need = agent._sample_bytes(FRAMES.shape[:3], agent.input_size, 2)
     more = agent._sample_bytes(FRAMES.shape[:3], agent.input_size, 255) - need
     monkeypatch.setattr("agent.inference.agent.available_bytes", lambda: more - 1)
-    with pytest.raises(MemoryError, match=r"scribbles: object id 254 makes 255 classes, .* number the objects 1..N"):
+    with pytest.raises(TooManyObjects, match=r"scribbles: object id 254 makes 255 classes, .* number the objects 1..N"):
         agent.step(_scribbles(object_id=254))
     assert len(agent.memory) == 0 and agent._round == 0  # refused before the sample changed
     assert agent.step(_scribbles(object_id=2)).shape == FRAMES.shape[:3]  # 3 classes fit
     monkeypatch.setattr("agent.inference.agent.available_bytes", lambda: more)
     assert agent.step(_scribbles(object_id=254)).shape == FRAMES.shape[:3]
+
+
+def test_a_video_that_fits_with_one_object_but_not_with_num_objects_says_so(agent, monkeypatch):
+    """TooManyObjects (a MemoryError) when the classes are the cause: the line blamed the video's length."""
+    need = agent._sample_bytes(FRAMES.shape[:3], agent.input_size_for(FRAMES.shape[1:3]), 2)
+    monkeypatch.setattr("agent.inference.agent.available_bytes", lambda: need)
+    with pytest.raises(TooManyObjects, match=r"num_objects: 200 objects make 201 classes, .*one object would fit"):
+        agent.start(FRAMES, 200)
+    agent.start(FRAMES, 1)
 
 
 def test_plan_of_the_wrong_type_is_refused(agent):

@@ -43,6 +43,27 @@ def test_unknown_strategy_is_a_clear_error(name):
         get_strategy(name)
 
 
+class FailsAtLength:
+    name = "fails"
+    description = "a constructor whose error spans lines"
+
+    def __init__(self):
+        raise RuntimeError("no GPU here\n  details: the driver log")
+
+
+def test_a_strategy_that_fails_is_one_line_as_typed_line_gives_it(tmp_path, monkeypatch):
+    """`Type: message` was written by hand: a message of several lines was all of them, an empty one `Type: `."""
+    (tmp_path / "exits_bare.py").write_text("import sys\nsys.exit()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(UnknownStrategyError) as refused:
+        get_strategy("tests.strategies.test_strategies:FailsAtLength")
+    assert str(refused.value) == ("cannot create strategy 'tests.strategies.test_strategies:FailsAtLength' without "
+                                  "arguments: RuntimeError: no GPU here")
+    with pytest.raises(UnknownStrategyError) as refused:
+        get_strategy("exits_bare:S")
+    assert str(refused.value).startswith("cannot load strategy 'exits_bare:S': SystemExit (it exits when imported")
+
+
 def test_cpu_strategy_keyframes_and_quarter_resolution_crf_first_then_every_frame_at_half():
     plans = [get_strategy("cpu").plan(i, 240.0, INFO) for i in range(1, 9)]
     assert all(p.finetune_seconds == 0 for p in plans)

@@ -110,3 +110,26 @@ def test_a_chunk_too_large_for_the_memory_is_one_error_line(small_video, tmp_pat
     assert code == 2 and len(err) == 1, err
     assert "--chunk-frames 4 at --working-size 480 does not fit in memory" in err[0]
     assert not out.exists()
+
+
+@pytest.mark.parametrize("chunk_frames", ["50", "4"])  # one sample (step's check), chunks (start's)
+def test_a_high_object_id_that_does_not_fit_names_the_id_not_the_chunk(small_video, tmp_path, capsys, monkeypatch,
+                                                                       chunk_frames):
+    """A stray id of 200 (a JSON object_id, a palette colour) makes 201 classes: the line named --chunk-frames."""
+    from agent.inference.agent import InteractiveAgent
+
+    monkeypatch.setattr(InteractiveAgent, "_sample_bytes", lambda self, shape, size, classes: 1000 * classes)
+    monkeypatch.setattr("agent.inference.agent.available_bytes", lambda: 10_000)  # one object fits, 200 do not
+    strokes = [[] for _ in range(8)]
+    strokes[4] = [{"path": [[0.3, 0.3], [0.4, 0.4]], "object_id": 1, "start_time": 0, "end_time": 0},
+                  {"path": [[0.6, 0.6], [0.7, 0.7]], "object_id": 200, "start_time": 0, "end_time": 0}]
+    scribbles = tmp_path / "scribbles.json"
+    scribbles.write_text(json.dumps({"scribbles": strokes}))
+    out = tmp_path / "out"
+    code = main([str(small_video.video), "--scribbles", str(scribbles), "--output", str(out), "--device", "cpu",
+                 "--chunk-frames", chunk_frames])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and err == [f"error: {scribbles}: object id 200 makes 201 classes, each holding scores of every "
+                                 "frame, too many for the memory: 2 objects are drawn: number them 1..2 (in a "
+                                 "scribble image, the colours of objects 1..2)"], err
+    assert not out.exists()

