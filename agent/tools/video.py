@@ -31,6 +31,10 @@ DEFAULT_WORKING_SIDE = 480
 DEFAULT_MAX_UPLOAD_MB = 2048
 JPEG_QUALITY = 95
 DEFAULT_FPS = 24.0
+# Every decoded frame once, as counted (count_frames_and_secs decodes to the null muxer, which passes frames through):
+# to raw video FFmpeg keeps a constant rate by default, so a variable-frame-rate video (phones record them) came
+# with frames repeated in its gaps, and the first N of those were taken: later frames were never segmented.
+DECODE_PARAMS = ["-fps_mode", "passthrough"]
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -68,7 +72,7 @@ class VideoSource:
             return
         import imageio_ffmpeg
 
-        reader = imageio_ffmpeg.read_frames(str(self.path))
+        reader = imageio_ffmpeg.read_frames(str(self.path), output_params=DECODE_PARAMS)
         try:
             # Read again (an export): moved, deleted or replaced since it was opened, the export said "OSError" or
             # numpy's "cannot reshape array of size 28800 into shape (64,96,3)".
