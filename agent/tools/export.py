@@ -26,7 +26,7 @@ from PIL import Image
 
 from ..data.synthetic import davis_palette
 from ..paths import file_in_the_way, unused_path, unwritable_folder
-from .video import InputError, Progress, VideoSource, user_path
+from .video import InputError, Progress, VideoSource, ffmpeg_path, user_path
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ def _write(video: VideoSource, labels_at: Callable[[int], np.ndarray], output: P
         log.info("%s: %dx%d frames, more than H.264's %d pixels a side: overlay.mp4 is %dx%d", video.path,
                  video.width, video.height, MAX_OVERLAY_SIDE, *overlay_size)
     writer = imageio_ffmpeg.write_frames(
-        str(output / "overlay.mp4"), overlay_size, fps=video.fps, codec="libx264", quality=7,
+        ffmpeg_path(output / "overlay.mp4"), overlay_size, fps=video.fps, codec="libx264", quality=7,
         macro_block_size=2, ffmpeg_log_level="error", output_params=["-preset", "veryfast", "-movflags", "+faststart"])
     writer.send(None)
     frames_json = []

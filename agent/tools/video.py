@@ -43,6 +43,13 @@ class InputError(ValueError):
     """A video, scribble or output path the tools cannot use; the message is one line saying what to do."""
 
 
+def ffmpeg_path(path: str | Path) -> str:
+    """`path` as FFmpeg must be given it: absolute. FFmpeg reads a relative name with a colon (`take:2.mp4`,
+    `run:1/overlay.mp4`) as a protocol (`take:`): such a video was "not a video FFmpeg can read", and an export
+    into such a folder failed ("Protocol not found") once every mask was computed."""
+    return str(Path(path).absolute())
+
+
 def natural_key(path: Path) -> list:
     """frame2 before frame10: digit runs compare as numbers. The runs are split's odd parts: str.isdigit() also
     holds for `²` or `①`, which int() refuses (a ValueError traceback for a frame named `²1.jpg`)."""
@@ -72,7 +79,7 @@ class VideoSource:
             return
         import imageio_ffmpeg
 
-        reader = imageio_ffmpeg.read_frames(str(self.path), output_params=DECODE_PARAMS)
+        reader = imageio_ffmpeg.read_frames(ffmpeg_path(self.path), output_params=DECODE_PARAMS)
         try:
             # Read again (an export): moved, deleted or replaced since it was opened, the export said "OSError" or
             # numpy's "cannot reshape array of size 28800 into shape (64,96,3)".
@@ -222,11 +229,11 @@ def _open_file(path: Path) -> VideoSource:
     import imageio_ffmpeg
 
     try:
-        reader = imageio_ffmpeg.read_frames(str(path))
+        reader = imageio_ffmpeg.read_frames(ffmpeg_path(path))
         meta = next(reader)
         reader.close()
         # An exact count needs a decode pass (container headers can be wrong); FFmpeg does it in seconds.
-        num_frames, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
+        num_frames, _ = imageio_ffmpeg.count_frames_and_secs(ffmpeg_path(path))
     except (RuntimeError, OSError, StopIteration, KeyError, ValueError) as error:
         raise InputError(f"{path}: not a video FFmpeg can read ({first_line(error)[:200]})") from error
     if num_frames < 1:

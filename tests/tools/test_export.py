@@ -175,3 +175,12 @@ def test_a_video_wider_than_h264_allows_gets_a_scaled_overlay(tmp_path):
     reader = imageio_ffmpeg.read_frames(str(output / "overlay.mp4"))
     assert next(reader)["size"] == (16384, 4)
     assert len(list(reader)) == 2
+
+
+def test_an_export_into_a_relative_folder_with_a_colon_is_written(small_video, tmp_path, monkeypatch):
+    """FFmpeg read `run:1/overlay.mp4` as the protocol `run:`: the export failed once every mask was computed."""
+    monkeypatch.chdir(tmp_path)
+    video = open_video(small_video.folder)
+    output = prepare_output("run:1")
+    export(video, lambda index: np.zeros((video.height, video.width), np.uint8), output, 1)
+    assert (tmp_path / "run:1" / "overlay.mp4").stat().st_size > 0

@@ -230,3 +230,13 @@ def test_a_variable_frame_rate_video_yields_each_frame_once(tmp_path):
     assert video.num_frames == 8
     levels = [int(round(frame.mean() / 30)) for frame in video.frames()]
     assert levels == list(range(8))
+
+
+def test_a_relative_video_name_with_a_colon_is_read(tmp_path, monkeypatch):
+    """FFmpeg read `take:2.mp4` as the protocol `take:`: "not a video FFmpeg can read"."""
+    from tests.tools.conftest import write_mp4
+
+    write_mp4(tmp_path / "take:2.mp4", np.zeros((3, 16, 16, 3), np.uint8))
+    monkeypatch.chdir(tmp_path)
+    video = open_video("take:2.mp4")
+    assert video.num_frames == 3 and len(list(video.frames())) == 3
