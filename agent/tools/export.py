@@ -26,12 +26,15 @@ from PIL import Image
 
 from ..data.synthetic import davis_palette
 from ..paths import file_in_the_way, unused_path, unwritable_folder
-from .video import InputError, Progress, VideoSource, user_path
+from .video import InputError, Progress, VideoSource, ffmpeg_path, user_path
 
 log = logging.getLogger(__name__)
 
 OUTPUT_FILES = ("masks", "overlay.mp4", "masks.json", "scribbles.json")
 OVERLAY_ALPHA = 0.5
+# libx264 encodes at most 16384 pixels a side: a wider or taller video (a panorama) left an empty overlay.mp4 and
+# FFmpeg's error lines, exit 0. Such an overlay is scaled down to fit; the masks keep the video's size.
+MAX_OVERLAY_SIDE = 16384
 FORMAT = "simlearn-ivos masks 1"
 
 
@@ -200,8 +203,13 @@ def _write(video: VideoSource, labels_at: Callable[[int], np.ndarray], output: P
     size = (video.height, video.width)
     objects = list(range(1, num_objects + 1))
     palette, colours = davis_palette(), palette_colours()
+    scale = min(1.0, MAX_OVERLAY_SIDE / max(size))
+    overlay_size = tuple(min(MAX_OVERLAY_SIDE, max(1, round(side * scale))) for side in (video.width, video.height))
+    if scale < 1:
+        log.info("%s: %dx%d frames, more than H.264's %d pixels a side: overlay.mp4 is %dx%d", video.path,
+                 video.width, video.height, MAX_OVERLAY_SIDE, *overlay_size)
     writer = imageio_ffmpeg.write_frames(
-        str(output / "overlay.mp4"), (video.width, video.height), fps=video.fps, codec="libx264", quality=7,
+        ffmpeg_path(output / "overlay.mp4"), overlay_size, fps=video.fps, codec="libx264", quality=7,
         macro_block_size=2, ffmpeg_log_level="error", output_params=["-preset", "veryfast", "-movflags", "+faststart"])
     writer.send(None)
     frames_json = []
@@ -212,7 +220,10 @@ def _write(video: VideoSource, labels_at: Callable[[int], np.ndarray], output: P
             png = Image.fromarray(labels, mode="L")
             png.putpalette(palette)  # "L" with a palette becomes "P" with the ids as indices
             png.save(output / name, compress_level=3)
-            writer.send(np.ascontiguousarray(overlay(frame, labels, colours)))
+            tinted = overlay(frame, labels, colours)
+            if scale < 1:
+                tinted = cv2.resize(tinted, overlay_size, interpolation=cv2.INTER_AREA)
+            writer.send(np.ascontiguousarray(tinted))
             frames_json.append({"index": index, "mask": name, "objects": rle(labels, objects)})
             if progress:
                 progress("export", index + 1, video.num_frames)

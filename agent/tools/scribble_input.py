@@ -149,9 +149,14 @@ def colours_to_labels(rgba: np.ndarray, source: str = "scribble image") -> np.nd
     """(H, W, 4) uint8 -> (H, W) int16 labels by the colour convention."""
     labels = np.full(rgba.shape[:2], NO_SCRIBBLE, np.int16)
     opaque = rgba[..., 3] >= 128
-    colours, inverse = np.unique(rgba[..., :3][opaque].reshape(-1, 3), axis=0, return_inverse=True)
-    known = np.array([(0, 0, 0), BACKGROUND_COLOUR] + [object_colour(k) for k in range(1, MAX_OBJECTS + 1)],
-                     np.int16)
+    # One integer per colour, and their order found by a sort without its argsort: np.unique over (N, 3) rows took
+    # 23 s for a 4K image (a black canvas is all opaque), the palette built for each of its 254 colours 0.6 s more.
+    packed = rgba[..., :3][opaque].astype(np.int32) @ np.array([1 << 16, 1 << 8, 1], np.int32)
+    codes = np.unique(packed)
+    inverse = np.searchsorted(codes, packed)
+    colours = np.stack([codes >> 16, (codes >> 8) & 255, codes & 255], 1).astype(np.uint8)
+    palette = np.array(davis_palette(), np.int16).reshape(256, 3)
+    known = np.concatenate([np.array([(0, 0, 0), BACKGROUND_COLOUR], np.int16), palette[1:MAX_OBJECTS + 1]])
     known_labels = np.array([NO_SCRIBBLE, 0, *range(1, MAX_OBJECTS + 1)], np.int16)
     distance = np.abs(colours[:, None, :].astype(np.int16) - known[None]).max(-1)  # (colours, known)
     nearest = distance.argmin(1)
@@ -167,7 +172,61 @@ def colours_to_labels(rgba: np.ndarray, source: str = "scribble image") -> np.nd
             f"({int(counts.sum())} pixels in {len(bad)} unknown colours): use palette colour k for object k, "
             "white for background, transparent or black for nothing, with a hard-edged (not anti-aliased) brush")
     labels[opaque] = known_labels[nearest][inverse.ravel()]
+    blend = _soft_edge(labels, opaque)
+    if blend is not None:
+        k, i, j, x, y = blend
+        raise InputError(
+            f"{source}: object {k}'s colour {object_colour(k)} at x={x}, y={y} lies along the edge between "
+            f"{_colour_name(i)} and {_colour_name(j)}, a blend of the two: an anti-aliased or soft brush (or a resized "
+            "image) makes extra objects of its in-between colours; paint with a hard-edged brush (pencil tool), or "
+            "on a transparent layer")
     return labels
+
+
+def _colour_name(label: int) -> str:
+    return "black" if label == NO_SCRIBBLE else "white" if label == 0 else f"object {label}'s colour"
+
+
+def _label_colour(label: int) -> np.ndarray:
+    return np.array((0, 0, 0) if label == NO_SCRIBBLE else BACKGROUND_COLOUR if label == 0 else object_colour(label))
+
+
+def _soft_edge(labels: np.ndarray, opaque: np.ndarray) -> tuple[int, int, int, int, int] | None:
+    """(k, i, j, x, y) for an object k whose colour is a blend of two labels' it touches (i, j; opaque black counts)
+    and at least half of whose pixels touch another painted label, at (x, y); None when there is none. Every
+    level of a channel is within COLOUR_TOLERANCE of a palette colour, so the edge of a stroke painted with an
+    anti-aliased brush on black (128 -> 96 -> 64 -> 32 -> 0 in red) passed as objects 72, 8 and 64 beside object 1."""
+    kinds = np.where(opaque, labels, NO_SCRIBBLE - 1)  # transparent: no colour to blend
+    height, width = kinds.shape
+    padded = np.pad(kinds, 1, constant_values=NO_SCRIBBLE - 1)
+    contact = np.zeros(kinds.shape, bool)  # object pixels beside another painted label
+    pairs = []
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            other = padded[1 + dy: 1 + dy + height, 1 + dx: 1 + dx + width]
+            touching = (kinds >= 1) & (other != kinds) & (other >= NO_SCRIBBLE)
+            contact |= touching & (other >= 0)
+            pairs.append(np.stack([kinds[touching], other[touching]], 1))
+    touches = np.unique(np.concatenate(pairs), axis=0)
+    for k in np.unique(kinds[kinds >= 1]).tolist():
+        pixels = kinds == k
+        if 2 * np.count_nonzero(contact & pixels) < np.count_nonzero(pixels):
+            continue
+        others = touches[touches[:, 0] == k, 1].tolist()
+        for a, i in enumerate(others):
+            for j in others[a + 1:]:
+                if _is_blend(_label_colour(k), _label_colour(i), _label_colour(j)):
+                    y, x = (int(v[0]) for v in np.nonzero(contact & pixels))
+                    return k, i, j, x, y
+    return None
+
+
+def _is_blend(colour: np.ndarray, first: np.ndarray, second: np.ndarray) -> bool:
+    """Whether `colour` is a mix of the two others (on the segment between them, up to the snapping's tolerance):
+    black and white blend to greys only, black and (128, 0, 0) to dark reds only."""
+    span = (second - first).astype(float)
+    t = float(np.dot(colour - first, span) / np.dot(span, span))
+    return 0 < t < 1 and float(np.linalg.norm(colour - first - t * span)) <= 2 * COLOUR_TOLERANCE
 
 
 def label_strokes(labels: np.ndarray, max_rows: int = STROKE_ROWS) -> list[dict]:

@@ -31,12 +31,23 @@ DEFAULT_WORKING_SIDE = 480
 DEFAULT_MAX_UPLOAD_MB = 2048
 JPEG_QUALITY = 95
 DEFAULT_FPS = 24.0
+# Every decoded frame once, as counted (count_frames_and_secs decodes to the null muxer, which passes frames through):
+# to raw video FFmpeg keeps a constant rate by default, so a variable-frame-rate video (phones record them) came
+# with frames repeated in its gaps, and the first N of those were taken: later frames were never segmented.
+DECODE_PARAMS = ["-fps_mode", "passthrough"]
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 class InputError(ValueError):
     """A video, scribble or output path the tools cannot use; the message is one line saying what to do."""
+
+
+def ffmpeg_path(path: str | Path) -> str:
+    """`path` as FFmpeg must be given it: absolute. FFmpeg reads a relative name with a colon (`take:2.mp4`,
+    `run:1/overlay.mp4`) as a protocol (`take:`): such a video was "not a video FFmpeg can read", and an export
+    into such a folder failed ("Protocol not found") once every mask was computed."""
+    return str(Path(path).absolute())
 
 
 def natural_key(path: Path) -> list:
@@ -68,7 +79,7 @@ class VideoSource:
             return
         import imageio_ffmpeg
 
-        reader = imageio_ffmpeg.read_frames(str(self.path))
+        reader = imageio_ffmpeg.read_frames(ffmpeg_path(self.path), output_params=DECODE_PARAMS)
         try:
             # Read again (an export): moved, deleted or replaced since it was opened, the export said "OSError" or
             # numpy's "cannot reshape array of size 28800 into shape (64,96,3)".
@@ -218,11 +229,11 @@ def _open_file(path: Path) -> VideoSource:
     import imageio_ffmpeg
 
     try:
-        reader = imageio_ffmpeg.read_frames(str(path))
+        reader = imageio_ffmpeg.read_frames(ffmpeg_path(path))
         meta = next(reader)
         reader.close()
         # An exact count needs a decode pass (container headers can be wrong); FFmpeg does it in seconds.
-        num_frames, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
+        num_frames, _ = imageio_ffmpeg.count_frames_and_secs(ffmpeg_path(path))
     except (RuntimeError, OSError, StopIteration, KeyError, ValueError) as error:
         raise InputError(f"{path}: not a video FFmpeg can read ({first_line(error)[:200]})") from error
     if num_frames < 1:

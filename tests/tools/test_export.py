@@ -158,3 +158,29 @@ def test_a_link_or_folder_where_an_export_writes_is_refused_and_nothing_is_lost(
         export(video, lambda i: small_video.masks[i], earlier, 2)
     assert {p.relative_to(earlier): p.read_bytes() for p in earlier.rglob("*") if p.is_file()} == before
     assert not list(earlier.glob(".export-*"))
+
+
+def test_a_video_wider_than_h264_allows_gets_a_scaled_overlay(tmp_path):
+    """libx264 encodes at most 16384 pixels a side: a panorama's overlay.mp4 was empty, exit 0."""
+    import imageio_ffmpeg
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index in range(2):
+        Image.fromarray(np.full((4, 16400, 3), 60 * index, np.uint8)).save(folder / f"{index:05d}.png")
+    video = open_video(folder)
+    output = prepare_output(tmp_path / "out")
+    export(video, lambda index: np.ones((4, 16400), np.uint8), output, 1)
+    assert np.asarray(Image.open(output / "masks" / "00001.png")).shape == (4, 16400)
+    reader = imageio_ffmpeg.read_frames(str(output / "overlay.mp4"))
+    assert next(reader)["size"] == (16384, 4)
+    assert len(list(reader)) == 2
+
+
+def test_an_export_into_a_relative_folder_with_a_colon_is_written(small_video, tmp_path, monkeypatch):
+    """FFmpeg read `run:1/overlay.mp4` as the protocol `run:`: the export failed once every mask was computed."""
+    monkeypatch.chdir(tmp_path)
+    video = open_video(small_video.folder)
+    output = prepare_output("run:1")
+    export(video, lambda index: np.zeros((video.height, video.width), np.uint8), output, 1)
+    assert (tmp_path / "run:1" / "overlay.mp4").stat().st_size > 0

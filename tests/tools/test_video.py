@@ -208,3 +208,35 @@ def test_hidden_files_in_a_frame_folder_are_not_frames(tmp_path, caplog):
         video = open_video(tmp_path)
     assert video.frame_names == ["00000", "00001", "00002"] and len(list(video.frames())) == 3
     assert "left out 2 hidden file(s) (._00000.jpg, ...)" in caplog.text
+
+
+def test_a_variable_frame_rate_video_yields_each_frame_once(tmp_path):
+    """Decoded to raw video at a constant rate, a VFR video's gaps were filled with repeated frames and the first
+    N (of the N counted) taken: the frames after the gap were never segmented."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    from tests.tools.conftest import write_mp4
+
+    frames = np.zeros((8, 16, 16, 3), np.uint8)
+    for index in range(8):
+        frames[index, :, :] = 30 * index
+    constant = write_mp4(tmp_path / "cfr.mp4", frames)
+    variable = tmp_path / "vfr.mp4"  # frames 4.. shown three times as long: a 2.1 s gap after frame 3
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-i", str(constant), "-vf",
+                    "setpts='if(lt(N,4),PTS,PTS*4)'", "-fps_mode", "vfr", str(variable)], check=True)
+    video = open_video(variable)
+    assert video.num_frames == 8
+    levels = [int(round(frame.mean() / 30)) for frame in video.frames()]
+    assert levels == list(range(8))
+
+
+def test_a_relative_video_name_with_a_colon_is_read(tmp_path, monkeypatch):
+    """FFmpeg read `take:2.mp4` as the protocol `take:`: "not a video FFmpeg can read"."""
+    from tests.tools.conftest import write_mp4
+
+    write_mp4(tmp_path / "take:2.mp4", np.zeros((3, 16, 16, 3), np.uint8))
+    monkeypatch.chdir(tmp_path)
+    video = open_video("take:2.mp4")
+    assert video.num_frames == 3 and len(list(video.frames())) == 3
