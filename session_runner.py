@@ -31,7 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=f"strategies (--strategy):\n{strategies}\n  module:Class: your own strategy class\n\n"
                "Every field of agent/config.py's RunConfig can be set with --set section.field=value "
-               "(sections: session, agent, agent.transfer, agent.scribbles, agent.finetune, agent.crf).",
+               "(sections: session, agent, agent.transfer, agent.scribbles, agent.finetune, agent.crf, agent.identity, "
+               "agent.flow).",
     )
     # Flags default to None: only the ones given override --config files (then --set overrides them). Paths stay
     # text until the config reads them: an empty one (`--output-dir "$UNSET"`) is refused there, Path("") was `.`.
