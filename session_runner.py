@@ -3,7 +3,7 @@
 
     python session_runner.py                                      # built-in synthetic data, strategy auto
     python session_runner.py --davis-root ../shared/davis         # real DAVIS (val)
-    python session_runner.py --config outputs/RUN/config.json     # re-run a run with its resolved config
+    python session_runner.py --config outputs/RUN/config.json --output-dir outputs/rerun   # re-run a run
     python session_runner.py --set agent.crf.iterations=10 --set agent.inference_scale=1.0
     python session_runner.py --host http://127.0.0.1:8000 --user-key me    # an evaluation server (test-dev)
     python session_runner.py --shard 2/4 --output-dir runs/val/2            # a quarter; see agent.report merge
