@@ -1,8 +1,9 @@
 """Pretraining of the Siamese model: python -m agent.train (torchrun for several processes).
 
 Each iteration draws a random training video and a random pair of its frames, augments both, pools K
-pixels per class in each and minimises the pairwise "same object?" loss (the paper's recipe: SGD,
-momentum 0.9, weight decay 5e-4, lr 2.5e-4 backbone / 5e-4 decoder and head, polynomial decay 0.9).
+pixels per class in each and minimises the pairwise "same object?" loss (train.loss=topk: the agent's own
+top-k transfer's cross-entropy instead) with the paper's recipe: SGD, momentum 0.9, weight decay 5e-4,
+lr 2.5e-4 backbone / 5e-4 decoder and head, polynomial decay 0.9.
 
 Two modes:
   full             the paper's: the whole network trains on augmented images (flip, scale, crop,
@@ -15,9 +16,10 @@ Validation videos are never used for training; validation is one-shot J on them.
 
 Under torchrun (e.g. `torchrun --nproc_per_node=2 -m agent.train ...`) every process draws its own
 pairs and DistributedDataParallel averages the gradients; all processes start from the same weights and
-rank 0 alone writes files. Written to --output-dir: train_config.json, losses.csv (rank 0's loss and the
-decoder lr per iteration), last.pt (state for --resume), model.pt (the checkpoint, with the iteration
-count and a digest of every process's parameters in its extra) and validation.jsonl.
+rank 0 alone writes files. Written to --output-dir: train_config.json, train_info.json (the training
+videos actually used, the held-out ones, the command), losses.csv (rank 0's loss and the decoder lr per
+iteration), last.pt (state for --resume), model.pt (the checkpoint, with the iteration count and a digest
+of every process's parameters in its extra) and validation.jsonl.
 """
 
 from __future__ import annotations
@@ -500,7 +502,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--feature-levels", default=None, help="comma-separated backbone stages, e.g. 2,3,4")
     parser.add_argument("--embedding-dim", type=int, default=None)
     parser.add_argument("--input-size", default=None, help="HxW")
-    parser.add_argument("--decoder-init", default=None, help="random or identity")
+    parser.add_argument("--decoder-init", default=None, help="random, identity or pca")
     parser.add_argument("--lr-backbone", type=float, default=None)
     parser.add_argument("--lr-decoder", type=float, default=None, help="decoder and head")
     parser.add_argument("--samples-per-class", type=int, default=None)

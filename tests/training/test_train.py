@@ -768,3 +768,15 @@ def test_a_second_run_given_the_same_output_dir_while_one_writes_there_is_one_li
     again = lock_folder(out)  # and the finished run let go of it
     assert again is not None
     unlock_folder(again)
+
+
+def test_help_names_every_decoder_init(capsys) -> None:
+    # --help said "random or identity" while model.decoder_init=pca (docs/TRAINING.md's probe) is accepted too.
+    from agent.training.train import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    out = capsys.readouterr().out
+    line = " ".join(out.split("--decoder-init DECODER_INIT\n")[1].split("\n")[0].split())
+    assert all(choice in line for choice in ("random", "identity", "pca")), line
+    assert "train_info.json" in out
