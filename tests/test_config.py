@@ -351,3 +351,13 @@ def test_session_runner_help_lists_every_config_section(capsys):
         session_runner.parse_args(["--help"])
     listed = capsys.readouterr().out.split("(sections: ")[1].split(")")[0].replace("\n", " ")
     assert {name.strip() for name in listed.split(",")} == set(_sections(RunConfig))
+
+
+def test_session_runner_help_describes_every_flag(capsys):
+    with pytest.raises(SystemExit):
+        session_runner.parse_args(["--help"])
+    lines = capsys.readouterr().out.split("\noptions:\n")[1].split("\n\n")[0].splitlines()
+    bare = [line.split()[0] for index, line in enumerate(lines)
+            if line.startswith("  -") and "  " not in line.strip()
+            and not (index + 1 < len(lines) and lines[index + 1].startswith(" " * 8))]
+    assert bare == []  # --seed had none

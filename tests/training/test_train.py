@@ -780,3 +780,16 @@ def test_help_names_every_decoder_init(capsys) -> None:
     line = " ".join(out.split("--decoder-init DECODER_INIT\n")[1].split("\n")[0].split())
     assert all(choice in line for choice in ("random", "identity", "pca")), line
     assert "train_info.json" in out
+
+
+def test_help_describes_every_flag(capsys) -> None:
+    # --iterations, --backbone, --seed, ... had no help: their defaults and choices were nowhere in --help.
+    from agent.training.train import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    lines = capsys.readouterr().out.split("\noptions:\n")[1].split("\n\n")[0].splitlines()
+    bare = [line.split()[0] for index, line in enumerate(lines)
+            if line.startswith("  -") and "  " not in line.strip()
+            and not (index + 1 < len(lines) and lines[index + 1].startswith(" " * 8))]
+    assert bare == []
