@@ -9,6 +9,7 @@ import pytest
 
 import session_runner
 from agent.config import ConfigError, ServerConfig, SessionConfig, parse_shard
+from tests.conftest import bare_flags
 
 
 def test_remote_session_fields():
@@ -356,8 +357,4 @@ def test_session_runner_help_lists_every_config_section(capsys):
 def test_session_runner_help_describes_every_flag(capsys):
     with pytest.raises(SystemExit):
         session_runner.parse_args(["--help"])
-    lines = capsys.readouterr().out.split("\noptions:\n")[1].split("\n\n")[0].splitlines()
-    bare = [line.split()[0] for index, line in enumerate(lines)
-            if line.startswith("  -") and "  " not in line.strip()
-            and not (index + 1 < len(lines) and lines[index + 1].startswith(" " * 8))]
-    assert bare == []  # --seed had none
+    assert bare_flags(capsys.readouterr().out) == []  # --seed had none

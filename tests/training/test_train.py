@@ -24,7 +24,7 @@ from agent.paths import lock_folder, unlock_folder
 from agent.training.data import load_training_set, training_sequences
 from agent.training.strokes import stroke_labels
 from agent.training.train import main, make_optimizer, parameter_digest, poly_factor, pool_pair, train
-from tests.conftest import TINY_MODEL
+from tests.conftest import TINY_MODEL, bare_flags
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_ARGS = ["--backbone", "tiny", "--pretrained", "none", "--input-size", "48x80", "--embedding-dim", "16",
@@ -788,8 +788,4 @@ def test_help_describes_every_flag(capsys) -> None:
 
     with pytest.raises(SystemExit):
         parse_args(["--help"])
-    lines = capsys.readouterr().out.split("\noptions:\n")[1].split("\n\n")[0].splitlines()
-    bare = [line.split()[0] for index, line in enumerate(lines)
-            if line.startswith("  -") and "  " not in line.strip()
-            and not (index + 1 < len(lines) and lines[index + 1].startswith(" " * 8))]
-    assert bare == []
+    assert bare_flags(capsys.readouterr().out) == []
