@@ -610,6 +610,7 @@ def main(argv: list[str] | None = None) -> int:
         # SIGTERM (a scheduler, `timeout`) and SIGHUP killed the run: no checkpoint of the steps since the last one
         with terminate_as_interrupt():
             run = resolve_config(args)
+            resolve_device(run.train.device)  # CUDA asked for and absent: before the folder, the model and the videos
             check_output_dir(Path(run.train.output_dir), args.resume)
             lock, created = lock_output_dir(Path(run.train.output_dir))
             # again: a run that held it may have written there

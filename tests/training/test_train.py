@@ -789,3 +789,20 @@ def test_help_describes_every_flag(capsys) -> None:
     with pytest.raises(SystemExit):
         parse_args(["--help"])
     assert bare_flags(capsys.readouterr().out) == []
+
+
+def test_a_device_that_is_not_there_is_one_line_before_the_videos_are_read(tmp_path: Path, capsys,
+                                                                           monkeypatch) -> None:
+    """--device cuda:N past the machine's devices (on a CPU: any cuda) was found in train(), once every frame of
+    every training video had been decoded."""
+    import agent.training.train as training
+
+    def never(*args, **kwargs):
+        raise AssertionError("the videos were read")
+
+    monkeypatch.setattr(training, "check_videos", never)
+    monkeypatch.setattr(training, "build_model", never)
+    args = [*TINY_ARGS[:-1], f"cuda:{torch.cuda.device_count()}", "--output-dir", str(tmp_path / "run")]
+    assert main(args) == 2
+    assert "device" in error_lines(capsys.readouterr().err)[0]
+    assert not (tmp_path / "run").exists()
