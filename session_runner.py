@@ -3,7 +3,7 @@
 
     python session_runner.py                                      # built-in synthetic data, strategy auto
     python session_runner.py --davis-root ../shared/davis         # real DAVIS (val)
-    python session_runner.py --config outputs/RUN/config.json     # re-run a run with its resolved config
+    python session_runner.py --config outputs/RUN/config.json --output-dir outputs/rerun   # re-run a run
     python session_runner.py --set agent.crf.iterations=10 --set agent.inference_scale=1.0
     python session_runner.py --host http://127.0.0.1:8000 --user-key me    # an evaluation server (test-dev)
     python session_runner.py --shard 2/4 --output-dir runs/val/2            # a quarter; see agent.report merge
@@ -31,7 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=f"strategies (--strategy):\n{strategies}\n  module:Class: your own strategy class\n\n"
                "Every field of agent/config.py's RunConfig can be set with --set section.field=value "
-               "(sections: session, agent, agent.transfer, agent.scribbles, agent.finetune, agent.crf).",
+               "(sections: session, agent, agent.transfer, agent.scribbles, agent.finetune, agent.crf, agent.identity, "
+               "agent.flow).",
     )
     # Flags default to None: only the ones given override --config files (then --set overrides them). Paths stay
     # text until the config reads them: an empty one (`--output-dir "$UNSET"`) is refused there, Path("") was `.`.
@@ -66,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="leave out sequences that cannot be evaluated (bad files, or named and absent) instead "
                              "of stopping; summary.json lists them under skipped_sequences")
     parser.add_argument("--device", default=None, help="auto (default), cpu or cuda")
-    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=None, help="the agent's random seed (default 0)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser.parse_args(argv)
 

@@ -2,8 +2,8 @@
 # On a lent GPU machine (the device tool), from the repo root, with .device/carry carried (.device/pack.py):
 # one-shot J of raw features and the shipped checkpoint, then the whole network (backbone unfrozen, the paper's
 # `full` mode) fine-tuned from the shipped checkpoint with the agent's own top-k loss for TRAIN_SECONDS, then
-# one-shot J of the result. What comes back in $OUT (7 files): log.txt, one_shot_before.json,
-# one_shot_after.json, model.pt (fp16), losses.csv, validation.jsonl, train_info.json.
+# one-shot J of the result. What comes back in $OUT (6-7 files): log.txt, one_shot_before.json,
+# one_shot_after.json, model.pt (fp16), losses.csv, validation.jsonl (after 2000 iterations), train_info.json.
 #   device run: bash .device/train.sh          carry: [".device/carry"]          timeout_s: 600
 # A dry run here: OUT=/tmp/out DEVICE=cpu SKIP_INSTALL=1 TRAIN_SECONDS=20 PYTHON=.venv/bin/python bash .device/train.sh
 set -euo pipefail  # pipefail: the tee below keeps the run's exit status

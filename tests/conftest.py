@@ -60,3 +60,11 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     return save_checkpoint(tmp_path_factory.mktemp("tiny") / "tiny.pt", build_model(TINY_MODEL),
                            extra={"iterations": 0})
+
+
+def bare_flags(help_text: str) -> list[str]:
+    """The options of an argparse --help text that have no help of their own (no default, no choices shown)."""
+    lines = help_text.split("\noptions:\n")[1].split("\n\n")[0].splitlines()
+    return [line.split()[0] for index, line in enumerate(lines)
+            if line.startswith("  -") and "  " not in line.strip()
+            and not (index + 1 < len(lines) and lines[index + 1].startswith(" " * 8))]

@@ -9,6 +9,7 @@ import pytest
 
 import session_runner
 from agent.config import ConfigError, ServerConfig, SessionConfig, parse_shard
+from tests.conftest import bare_flags
 
 
 def test_remote_session_fields():
@@ -328,3 +329,32 @@ def test_a_yaml_merge_key_is_read_as_yaml_does(tmp_path):
     path.write_text("session:\n  <<: {max_time: 30}\n  max_time: 40\n  max_time: 50\n")
     with pytest.raises(ConfigError, match="max_time given twice"):
         load_config(RunConfig, [path])
+
+
+def _sections(cls, prefix: str = "") -> list[str]:
+    """Every nested config dataclass of cls as its --set prefix (session, agent, agent.crf, ...)."""
+    import dataclasses
+
+    names = []
+    for item in dataclasses.fields(cls):
+        kind = item.default_factory if item.default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(kind):
+            names.append(prefix + item.name)
+            names += _sections(kind, f"{prefix}{item.name}.")
+    return names
+
+
+def test_session_runner_help_lists_every_config_section(capsys):
+    # agent.identity and agent.flow were missing from the list, so --set agent.flow.height=... looked unsupported.
+    from agent.config import RunConfig
+
+    with pytest.raises(SystemExit):
+        session_runner.parse_args(["--help"])
+    listed = capsys.readouterr().out.split("(sections: ")[1].split(")")[0].replace("\n", " ")
+    assert {name.strip() for name in listed.split(",")} == set(_sections(RunConfig))
+
+
+def test_session_runner_help_describes_every_flag(capsys):
+    with pytest.raises(SystemExit):
+        session_runner.parse_args(["--help"])
+    assert bare_flags(capsys.readouterr().out) == []  # --seed had none

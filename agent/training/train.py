@@ -1,8 +1,9 @@
 """Pretraining of the Siamese model: python -m agent.train (torchrun for several processes).
 
 Each iteration draws a random training video and a random pair of its frames, augments both, pools K
-pixels per class in each and minimises the pairwise "same object?" loss (the paper's recipe: SGD,
-momentum 0.9, weight decay 5e-4, lr 2.5e-4 backbone / 5e-4 decoder and head, polynomial decay 0.9).
+pixels per class in each and minimises the pairwise "same object?" loss (train.loss=topk: the agent's own
+top-k transfer's cross-entropy instead) with the paper's recipe: SGD, momentum 0.9, weight decay 5e-4,
+lr 2.5e-4 backbone / 5e-4 decoder and head, polynomial decay 0.9.
 
 Two modes:
   full             the paper's: the whole network trains on augmented images (flip, scale, crop,
@@ -15,9 +16,10 @@ Validation videos are never used for training; validation is one-shot J on them.
 
 Under torchrun (e.g. `torchrun --nproc_per_node=2 -m agent.train ...`) every process draws its own
 pairs and DistributedDataParallel averages the gradients; all processes start from the same weights and
-rank 0 alone writes files. Written to --output-dir: train_config.json, losses.csv (rank 0's loss and the
-decoder lr per iteration), last.pt (state for --resume), model.pt (the checkpoint, with the iteration
-count and a digest of every process's parameters in its extra) and validation.jsonl.
+rank 0 alone writes files. Written to --output-dir: train_config.json, train_info.json (the training
+videos actually used, the held-out ones, the command), losses.csv (rank 0's loss and the decoder lr per
+iteration), last.pt (state for --resume), model.pt (the checkpoint, with the iteration count and a digest
+of every process's parameters in its extra) and validation.jsonl.
 """
 
 from __future__ import annotations
@@ -490,30 +492,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--davis-root", type=path_arg, default=None, help="DAVIS-format root with ImageSets/2017/train.txt")
     parser.add_argument("--holdout", default=None,
                         help="comma-separated training videos never trained on (your validation split)")
-    parser.add_argument("--synthetic-sequences", type=int, default=None)
-    parser.add_argument("--synthetic-frames", type=int, default=None)
+    parser.add_argument("--synthetic-sequences", type=int, default=None,
+                        help="synthetic videos added to the training videos (default 8; 0: none)")
+    parser.add_argument("--synthetic-frames", type=int, default=None, help="frames per synthetic video (default 16)")
     parser.add_argument("--mode", default=None, help="frozen-backbone (default) or full")
-    parser.add_argument("--iterations", type=int, default=None)
-    parser.add_argument("--backbone", default=None)
-    parser.add_argument("--pretrained", default=None)
-    parser.add_argument("--output-stride", type=int, default=None)
+    parser.add_argument("--iterations", type=int, default=None, help="steps of the poly schedule (default 100000)")
+    parser.add_argument("--backbone", default=None,
+                        help="efficientnet-lite2 (default), efficientnet-lite0/1, resnet101-deeplab, resnet50-deeplab "
+                             "or tiny")
+    parser.add_argument("--pretrained", default=None, help="imagenet (default), coco or none: the backbone's weights")
+    parser.add_argument("--output-stride", type=int, default=None, help="the backbone's (default 8)")
     parser.add_argument("--feature-levels", default=None, help="comma-separated backbone stages, e.g. 2,3,4")
-    parser.add_argument("--embedding-dim", type=int, default=None)
-    parser.add_argument("--input-size", default=None, help="HxW")
-    parser.add_argument("--decoder-init", default=None, help="random or identity")
-    parser.add_argument("--lr-backbone", type=float, default=None)
-    parser.add_argument("--lr-decoder", type=float, default=None, help="decoder and head")
-    parser.add_argument("--samples-per-class", type=int, default=None)
+    parser.add_argument("--embedding-dim", type=int, default=None, help="d (default 128)")
+    parser.add_argument("--input-size", default=None, help="HxW (default 240x427)")
+    parser.add_argument("--decoder-init", default=None, help="random, identity or pca")
+    parser.add_argument("--lr-backbone", type=float, default=None, help="default 2.5e-4")
+    parser.add_argument("--lr-decoder", type=float, default=None, help="decoder and head (default 5e-4)")
+    parser.add_argument("--samples-per-class", type=int, default=None,
+                        help="K pixels pooled per class (transfer.samples_per_class, default 100)")
     parser.add_argument("--max-frames-per-video", type=int, default=None, help="0: all frames")
-    parser.add_argument("--checkpoint-every", type=int, default=None)
-    parser.add_argument("--validate-every", type=int, default=None)
+    parser.add_argument("--checkpoint-every", type=int, default=None,
+                        help="last.pt and model.pt every n steps (default 500)")
+    parser.add_argument("--validate-every", type=int, default=None,
+                        help="one-shot J every n steps and at the end, into validation.jsonl "
+                             "(default 0: never)")
     parser.add_argument("--max-seconds", type=float, default=None,
                         help="stop after this many seconds of training with a checkpoint (0: no limit)")
     parser.add_argument("--val-sequences", default=None, help="comma-separated (default: the root's val.txt)")
-    parser.add_argument("--output-dir", type=path_arg, default=None)
+    parser.add_argument("--output-dir", type=path_arg, default=None, help="default runs/train")
     parser.add_argument("--resume", action="store_true", help="continue from output-dir/last.pt")
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--device", default=None, help="auto (default), cpu or cuda")
+    parser.add_argument("--seed", type=int, default=None, help="default 0")
     return parser.parse_args(argv)
 
 
@@ -601,6 +610,7 @@ def main(argv: list[str] | None = None) -> int:
         # SIGTERM (a scheduler, `timeout`) and SIGHUP killed the run: no checkpoint of the steps since the last one
         with terminate_as_interrupt():
             run = resolve_config(args)
+            resolve_device(run.train.device)  # CUDA asked for and absent: before the folder, the model and the videos
             check_output_dir(Path(run.train.output_dir), args.resume)
             lock, created = lock_output_dir(Path(run.train.output_dir))
             # again: a run that held it may have written there

@@ -153,3 +153,12 @@ def test_a_full_disk_when_the_figures_are_written_is_one_line(tiny_checkpoint: P
     assert captured.err == (f"error: {output}: cannot write it (No space left on device); the figures are printed "
                             "above\n")
     assert "one-shot J, checkpoint, val" in captured.out
+
+
+def test_help_describes_every_flag(capsys) -> None:
+    # --repeats, --device and --output had no help: what they do and their defaults were nowhere in --help.
+    from tests.conftest import bare_flags
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert bare_flags(capsys.readouterr().out) == []

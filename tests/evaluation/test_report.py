@@ -120,3 +120,11 @@ def test_a_plot_the_disk_cannot_hold_leaves_the_earlier_one(report, tmp_path, ca
     assert capsys.readouterr().err == f"error: {output}: cannot write it (File too large)\n"
     assert output.read_bytes() == b"an earlier plot"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "curves.png"]  # no temporary file either
+
+
+def test_help_describes_every_flag(capsys):
+    from tests.conftest import bare_flags
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert bare_flags(capsys.readouterr().out) == []  # --title had no help

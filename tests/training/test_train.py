@@ -24,7 +24,7 @@ from agent.paths import lock_folder, unlock_folder
 from agent.training.data import load_training_set, training_sequences
 from agent.training.strokes import stroke_labels
 from agent.training.train import main, make_optimizer, parameter_digest, poly_factor, pool_pair, train
-from tests.conftest import TINY_MODEL
+from tests.conftest import TINY_MODEL, bare_flags
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_ARGS = ["--backbone", "tiny", "--pretrained", "none", "--input-size", "48x80", "--embedding-dim", "16",
@@ -785,3 +785,41 @@ def test_a_second_run_given_the_same_output_dir_while_one_writes_there_is_one_li
     again = lock_folder(out)  # and the finished run let go of it
     assert again is not None
     unlock_folder(again)
+
+
+def test_help_names_every_decoder_init(capsys) -> None:
+    # --help said "random or identity" while model.decoder_init=pca (docs/TRAINING.md's probe) is accepted too.
+    from agent.training.train import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    out = capsys.readouterr().out
+    line = " ".join(out.split("--decoder-init DECODER_INIT\n")[1].split("\n")[0].split())
+    assert all(choice in line for choice in ("random", "identity", "pca")), line
+    assert "train_info.json" in out
+
+
+def test_help_describes_every_flag(capsys) -> None:
+    # --iterations, --backbone, --seed, ... had no help: their defaults and choices were nowhere in --help.
+    from agent.training.train import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    assert bare_flags(capsys.readouterr().out) == []
+
+
+def test_a_device_that_is_not_there_is_one_line_before_the_videos_are_read(tmp_path: Path, capsys,
+                                                                           monkeypatch) -> None:
+    """--device cuda:N past the machine's devices (on a CPU: any cuda) was found in train(), once every frame of
+    every training video had been decoded."""
+    import agent.training.train as training
+
+    def never(*args, **kwargs):
+        raise AssertionError("the videos were read")
+
+    monkeypatch.setattr(training, "check_videos", never)
+    monkeypatch.setattr(training, "build_model", never)
+    args = [*TINY_ARGS[:-1], f"cuda:{torch.cuda.device_count()}", "--output-dir", str(tmp_path / "run")]
+    assert main(args) == 2
+    assert "device" in error_lines(capsys.readouterr().err)[0]
+    assert not (tmp_path / "run").exists()
