@@ -187,7 +187,7 @@ class InteractiveAgent(Predictor):
         self.costs = RoundCosts()
         self.last_plan: RoundPlan | None = None  # the plan the last round played (lighter when time was short)
         self._confidence: np.ndarray | None = None
-        self._last_labels: np.ndarray | None = None  # (T, H, W) the last round's prediction
+        self._last_labels: np.ndarray | None = None  # (T, H, W) uint8: the last round's prediction
         self._last_keyframes = np.zeros(0, np.int64)  # the frames it transferred to (the others copied them)
         self._round = 0
         self._failed: str | None = None  # why a step failed after changing the state (step refuses to go on)
@@ -271,7 +271,9 @@ class InteractiveAgent(Predictor):
         if crf_config is not None and result.crf_seconds > 0:
             self.costs.crf[crf_config.scale] = result.crf_seconds / len(keyframes)
         self._confidence = result.confidence
-        self._last_labels = result.labels
+        # Its own copy (uint8: ids are at most MAX_OBJECT_ID): the masks returned are the caller's to change, and
+        # changing them in place changed the next round's frames between keyframes.
+        self._last_labels = result.labels.astype(np.uint8)
         self._last_keyframes = keyframes
         log.debug("round %d: %d scribbled frames, fine-tune %d steps (%.1fs), total %.1fs", self._round,
                   len(labels), self.last_finetune.steps, self.last_finetune.seconds, time.perf_counter() - started)

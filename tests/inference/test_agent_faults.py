@@ -169,6 +169,23 @@ def test_start_keeps_its_own_copy_of_the_frames(agent):
     assert np.array_equal(agent.step(_scribbles()), expected)
 
 
+def test_masks_the_caller_changes_do_not_change_the_next_round(agent, tiny_synthetic_root):
+    """The masks returned were the agent's own last-round labels: a caller editing them in place (dropping an
+    object, `masks *= 255`) changed the next round's frames between keyframes."""
+    reader = DavisReader(tiny_synthetic_root)
+    sequence = reader.sequences("val")[1]
+    frames, first = reader.load_frames(sequence), reader.load_scribble(sequence, 1)
+    second = _scribbles(frames=len(frames))
+    played = []
+    for edit in (False, True):
+        agent.start(frames, 2)
+        masks = agent.step(first, RoundPlan(frame_stride=3))
+        if edit:
+            masks[~agent._have_features] = 1  # the frames the next keyframe round copies from the last one
+        played.append(agent.step(second, RoundPlan(frame_stride=3)))
+    assert np.array_equal(played[0], played[1])
+
+
 def test_a_falsy_plan_that_is_not_a_round_plan_and_a_bad_candidate_count_are_refused(agent):
     agent.start(FRAMES, 1)
     for plan in (0, [], "", False):
