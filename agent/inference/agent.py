@@ -84,6 +84,10 @@ class InteractiveAgent(Predictor):
 
     def __init__(self, model: SiameseEmbedder, config: AgentConfig | None = None,
                  pretraining_loss: str = "pairwise") -> None:
+        # A checkpoint's path was "'str' object has no attribute 'parameters'".
+        if not isinstance(model, SiameseEmbedder):
+            raise TypeError(f"model must be a SiameseEmbedder (agent.model.siamese), got {type(model).__name__}: "
+                            "InteractiveAgent.from_pretrained(path) loads a checkpoint")
         self.config = config or AgentConfig()
         if not isinstance(self.config, AgentConfig):
             raise TypeError(f"config must be an AgentConfig (agent.config), got {type(self.config).__name__}")

@@ -76,6 +76,8 @@ def test_frames_of_different_sizes_and_a_config_dict_are_one_clear_line(agent, t
         InteractiveAgent.from_pretrained(tmp_path / "never-read.pt", {"device": "cpu"})  # an AttributeError
     with pytest.raises(TypeError, match="config must be an AgentConfig"):
         InteractiveAgent(agent.model, {"device": "cpu"})
+    with pytest.raises(TypeError, match=r"model must be a SiameseEmbedder .*, got str: .*from_pretrained\(path\)"):
+        InteractiveAgent(str(tmp_path / "model.pt"))  # "'str' object has no attribute 'parameters'"
 
 
 def test_a_video_too_long_for_the_memory_is_refused_before_any_work(agent, monkeypatch):
