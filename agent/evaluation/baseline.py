@@ -9,7 +9,7 @@ from scipy import ndimage
 
 from ..data.davis import validate_scribbles
 from ..inference.plan import RoundPlan
-from ..inference.predictor import Predictor
+from ..inference.predictor import Predictor, check_num_objects, sample_frames
 from ..inference.scribbles import UNLABELED, rasterize_scribbles
 
 
@@ -22,6 +22,10 @@ class ScribblePaintBaseline(Predictor):
         self.painted: dict[int, np.ndarray] = {}
 
     def start(self, frames: np.ndarray, num_objects: int) -> None:
+        # As InteractiveAgent (a list was "'list' object has no attribute 'shape'", and num_objects 0 or -1 refused
+        # every stroke in each later step as beyond "the video has -1 object(s)").
+        frames = sample_frames(frames, copy=False)
+        check_num_objects(num_objects)
         self.num_frames, self.height, self.width = frames.shape[:3]
         self.num_objects = num_objects
         self.painted = {}

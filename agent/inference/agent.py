@@ -41,7 +41,6 @@ import numpy as np
 import torch
 
 from ..config import AgentConfig
-from ..data.davis import MAX_OBJECT_ID
 from ..device import resolve_device
 from ..errors import typed_line
 from ..model.checkpoint import default_checkpoint_path, load_checkpoint
@@ -54,7 +53,7 @@ from .embedding_cache import Embed, EmbeddingCache
 from .finetune import FinetuneStats, finetune
 from .footprint import TooManyObjects, available_bytes, sample_bytes
 from .plan import RoundPlan
-from .predictor import Predictor
+from .predictor import Predictor, check_num_objects, sample_frames
 from .propagate import Detail, propagate, reference_set, select_keyframes
 from .reference_pool import ReferencePool
 from .round_fusion import RoundFusion
@@ -159,19 +158,8 @@ class InteractiveAgent(Predictor):
     def start(self, frames: np.ndarray, num_objects: int | None = None) -> None:
         """A new sample: frames (T, H, W, 3) uint8; num_objects None = learn it from the scribbles."""
         # A copy: a caller that reuses its buffer for the next video must not change this sample's frames.
-        try:
-            frames = np.array(frames, copy=True)
-        except ValueError as error:  # numpy's "inhomogeneous shape" said nothing about the frames
-            raise ValueError("frames must be a (T, H, W, 3) uint8 array: a sequence of frames of different sizes "
-                             "cannot be one") from error
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or 0 in frames.shape:
-            raise ValueError(f"frames must be a (T, H, W, 3) uint8 array with T, H, W >= 1, got {frames.shape} "
-                             f"{frames.dtype}")
-        # An id above MAX_OBJECT_ID could not be a DAVIS label, and each object costs a score map per frame.
-        if num_objects is not None and not (
-                isinstance(num_objects, numbers.Integral) and not isinstance(num_objects, bool)
-                and 1 <= num_objects <= MAX_OBJECT_ID):
-            raise ValueError(f"num_objects must be None or an integer in 1..{MAX_OBJECT_ID}, got {num_objects!r}")
+        frames = sample_frames(frames)
+        check_num_objects(num_objects)
         input_size = self.input_size_for(frames.shape[1:3])
         classes = 2 if num_objects is None else num_objects + 1  # None: one object until the scribbles say more
         self._check_memory(frames.shape[:3], input_size, classes)

@@ -2,11 +2,36 @@
 
 from __future__ import annotations
 
+import numbers
 from abc import ABC, abstractmethod
 
 import numpy as np
 
+from ..data.davis import MAX_OBJECT_ID
 from .plan import RoundPlan
+
+
+def sample_frames(frames, copy: bool = True) -> np.ndarray:
+    """`frames` as the (T, H, W, 3) uint8 array `start` takes (copy: the predictor's own, so that a caller may reuse
+    its buffer), or a one-line ValueError."""
+    try:
+        frames = np.array(frames, copy=True if copy else None)
+    except ValueError as error:  # numpy's "inhomogeneous shape" said nothing about the frames
+        raise ValueError("frames must be a (T, H, W, 3) uint8 array: a sequence of frames of different sizes "
+                         "cannot be one") from error
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or 0 in frames.shape:
+        raise ValueError(f"frames must be a (T, H, W, 3) uint8 array with T, H, W >= 1, got {frames.shape} "
+                         f"{frames.dtype}")
+    return frames
+
+
+def check_num_objects(num_objects) -> None:
+    """A one-line ValueError unless `num_objects` is None (learn it from the scribbles) or an integer in
+    1..MAX_OBJECT_ID (above it no DAVIS label; each object costs a score map per frame)."""
+    if num_objects is not None and not (
+            isinstance(num_objects, numbers.Integral) and not isinstance(num_objects, bool)
+            and 1 <= num_objects <= MAX_OBJECT_ID):
+        raise ValueError(f"num_objects must be None or an integer in 1..{MAX_OBJECT_ID}, got {num_objects!r}")
 
 
 class Predictor(ABC):

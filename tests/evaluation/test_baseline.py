@@ -41,3 +41,20 @@ def test_step_before_start_and_an_unknown_object_count():
     baseline.start(FRAMES, None)  # as the agent takes it: a TypeError (None + 1)
     masks = baseline.step(_scribbles(object_id=3))
     assert masks.shape == FRAMES.shape[:3] and set(np.unique(masks)) == {0, 3}
+
+
+@pytest.mark.parametrize(("frames", "num_objects", "fragment"), [
+    (list(FRAMES), 2, None),  # a list of frames: was "'list' object has no attribute 'shape'"
+    (FRAMES[..., 0], 2, "frames must be a (T, H, W, 3) uint8 array with T, H, W >= 1, got (4, 30, 40) uint8"),
+    (None, 2, "frames must be a (T, H, W, 3) uint8 array"),  # an AttributeError
+    (FRAMES, 0, "num_objects must be None or an integer in 1..254, got 0"),  # every later stroke was refused
+    (FRAMES, 1.5, "num_objects must be None or an integer in 1..254, got 1.5"),
+], ids=["list", "grey", "none", "zero-objects", "float-count"])
+def test_start_checks_its_frames_and_object_count_as_the_agent_does(frames, num_objects, fragment):
+    baseline = ScribblePaintBaseline()
+    if fragment is None:
+        baseline.start(frames, num_objects)
+        assert baseline.step(_scribbles()).shape == FRAMES.shape[:3]
+        return
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        baseline.start(frames, num_objects)
