@@ -13,6 +13,7 @@ Labels are kept PNG-encoded (a few kB a frame), so memory does not grow with the
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import numbers
 import time
@@ -21,6 +22,7 @@ import cv2
 import numpy as np
 
 from ..data.davis import DatasetError, validate_scribbles
+from ..errors import first_line
 from ..inference.plan import RoundPlan
 from .scribble_input import empty_scribbles, object_ids, scribbled_frames
 from .video import InputError, Progress, WorkingFrames
@@ -43,15 +45,20 @@ def release_memory() -> None:
         pass
 
 
+def _json_value(value):
+    """json.dumps's fallback: numpy values as plain numbers and lists; anything else is no JSON value (TypeError)."""
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    raise TypeError(f"a {type(value).__name__} is no JSON value")
+
+
 def plain_stroke(stroke: dict) -> dict:
-    """A copy of a (validated) stroke in plain Python numbers: the strokes segmented are written as scribbles.json
-    (numpy coordinates or ids failed that write once every mask was computed), and the record must not change
-    when the caller reuses its dicts."""
-    plain = {key: value.tolist() if isinstance(value, np.ndarray | np.generic) else value
-             for key, value in stroke.items()}
-    plain["path"] = [[float(x), float(y)] for x, y in stroke["path"]]
-    plain["object_id"] = int(stroke["object_id"])
-    return plain
+    """A copy of a (validated) stroke in plain JSON values: the strokes segmented are written as scribbles.json
+    (numpy coordinates or ids, or a datetime under another key, failed that write once every mask was computed),
+    and the record must not change when the caller reuses its dicts. TypeError or ValueError for a stroke that has
+    no JSON form."""
+    plain = dict(stroke, path=[[float(x), float(y)] for x, y in stroke["path"]], object_id=int(stroke["object_id"]))
+    return json.loads(json.dumps(plain, default=_json_value))
 
 
 class VideoSegmenter:
@@ -108,8 +115,12 @@ class VideoSegmenter:
     def segment(self, scribbles: dict, progress: Progress | None = None) -> None:
         """One round: add these strokes to the ones so far and label every frame."""
         self.check(scribbles)
-        merged = {"scribbles": [old + [plain_stroke(stroke) for stroke in new] for old, new in
-                                zip(self.scribbles["scribbles"], scribbles["scribbles"], strict=True)]}
+        try:
+            fresh = [[plain_stroke(stroke) for stroke in strokes] for strokes in scribbles["scribbles"]]
+        except (TypeError, ValueError) as error:  # ValueError: a value that holds itself
+            raise InputError(f"scribbles: a stroke holds a value scribbles.json cannot hold ({first_line(error)}): "
+                             "give numbers, strings, lists and dicts") from error
+        merged = {"scribbles": [old + new for old, new in zip(self.scribbles["scribbles"], fresh, strict=True)]}
         started = time.perf_counter()
         # The round's labels are kept aside until every frame has them: a chunk that failed (a MemoryError,
         # Ctrl-C) left the chunks before it with this round's labels and the rest with the last round's.

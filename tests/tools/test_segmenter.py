@@ -77,6 +77,25 @@ def test_strokes_given_as_numpy_values_are_recorded_as_plain_copies(tiny_agent, 
         {"path": [[0.4, 0.5], [0.5, 0.5]], "object_id": 1, "end_time": 2.0}]
 
 
+def test_a_stroke_value_scribbles_json_cannot_hold_is_refused_before_the_round(tiny_agent, inputs):
+    """A datetime (or a torch number) under another key of a stroke failed the export's scribbles.json write
+    ("Object of type datetime is not JSON serializable") once every mask was computed."""
+    import datetime
+
+    frames, _ = inputs
+    segmenter = VideoSegmenter(tiny_agent, frames, plan=PLAN)
+    scribbles = empty_scribbles(8)
+    scribbles["scribbles"][4] = [{"path": [[0.4, 0.5], [0.5, 0.5]], "object_id": 1,
+                                  "start_time": datetime.datetime(2024, 1, 1)}]
+    with pytest.raises(InputError, match=r"scribbles: a stroke holds a value scribbles.json cannot hold \(a datetime "
+                                         r"is no JSON value\): give numbers"):
+        segmenter.segment(scribbles)
+    assert segmenter.rounds == 0 and segmenter.scribbles == empty_scribbles(8)
+    scribbles["scribbles"][4][0]["start_time"] = [np.float32(1.5)]  # numpy inside a list: a plain copy
+    segmenter.segment(scribbles)
+    assert json.loads(json.dumps(segmenter.scribbles))["scribbles"][4][0]["start_time"] == [1.5]
+
+
 def test_constructor_arguments_and_frame_indices_are_checked(tiny_agent, inputs):
     frames, scribbles = inputs
     for chunk in (0, 1.5, "8", True):
