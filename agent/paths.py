@@ -29,6 +29,13 @@ def expand_user(path: str | Path) -> Path:
         raise ValueError(f"{path}: {error} (no such user?)") from None
 
 
+def cache_dir() -> Path:
+    """The cache folder of the built-in dataset and the training features: $SIMLEARN_CACHE, else
+    ~/.cache/simlearn-ivos, `~` expanded in either (a quoted `SIMLEARN_CACHE=~/x`, as a service or container
+    sets it, put the features in a folder named `~` in the working directory)."""
+    return expand_user(os.environ.get("SIMLEARN_CACHE") or "~/.cache/simlearn-ivos")
+
+
 def path_arg(text: str) -> Path:
     """argparse type of a path option: the path, `~` as the home folder (`--output=~/x`, which no shell expands,
     made a folder named `~`); an empty one (`--output "$UNSET"`) is refused: Path("") is the working directory,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from ..inference.scribbles import grid_labels
 from ..model.checkpoint import save_atomic
 from ..model.onnx_backbone import build_backbone_runtime
 from ..model.siamese import SiameseEmbedder, preprocess_frames, scaled_size
+from ..paths import cache_dir
 
 log = logging.getLogger(__name__)
 NO_TRAINING_VIDEOS = "no training videos: give --davis-root with ImageSets/2017/train.txt or synthetic ones"
@@ -127,8 +127,7 @@ def training_sequences(reader: DavisReader, holdout: tuple[str, ...] = ()) -> li
 
 
 def _feature_cache_dir() -> Path:
-    base = os.environ.get("SIMLEARN_CACHE") or Path.home() / ".cache" / "simlearn-ivos"
-    return Path(base) / "features"
+    return cache_dir() / "features"
 
 
 def _cache_key(model: SiameseEmbedder, name: str, count: int, frame_limit: int, size: tuple[int, int]) -> str:

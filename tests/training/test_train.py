@@ -209,6 +209,22 @@ def test_a_feature_cache_that_cannot_be_written_is_a_warning(_private_cache: Pat
     assert len(warnings) == 2 and "File too large" in warnings[0] and "Not a directory" in warnings[1], warnings
 
 
+def test_a_feature_cache_under_the_home_folder_is_there(tmp_path: Path, monkeypatch) -> None:
+    """SIMLEARN_CACHE=~/cache as a quoted shell line, a service or a container sets it: the features went to a
+    folder named `~` in the working directory (the built-in dataset's cache expanded it)."""
+    from agent.training import data as data_module
+
+    model = build_model(tiny_model_config())
+    model.backbone.weights = "imagenet"  # as a pretrained backbone, whose features are cached
+    monkeypatch.setattr(data_module, "_extract", lambda model, frames, size: torch.ones(len(frames), 3, 8, 8).half())
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SIMLEARN_CACHE", "~/cache")
+    monkeypatch.chdir(tmp_path)
+    load_training_set(TrainConfig(synthetic_sequences=1, synthetic_frames=3), model, frozen=True)
+    assert len(list((tmp_path / "home" / "cache" / "features").glob("*.pt"))) == 1
+    assert not (tmp_path / "~").exists()
+
+
 def test_decoder_inputs_are_normalised_feature_pixels_without_whole_frames() -> None:
     """decoder_init=pca samples pixels of the cached features, normalised per level as the decoder sees them
     (indexed before normalising, so 50,000 samples never hold 50,000 whole frames)."""
