@@ -382,7 +382,11 @@ def write_dataset(root: str | Path, spec: SyntheticSpec | None = None) -> list[s
 
 def default_dataset_root(spec: SyntheticSpec | None = None) -> Path:
     """Cache folder of the built-in dataset: $SIMLEARN_CACHE or ~/.cache/simlearn-ivos, per spec hash."""
-    return cache_dir() / f"synthetic-{(spec or SyntheticSpec()).short_hash()}"
+    try:
+        base = cache_dir()
+    except ValueError as error:
+        raise DatasetError(f"{error}, or pass --davis-root") from None
+    return base / f"synthetic-{(spec or SyntheticSpec()).short_hash()}"
 
 
 def ensure_default_dataset(spec: SyntheticSpec | None = None) -> Path:

@@ -155,7 +155,13 @@ def _features(model: SiameseEmbedder, frames: np.ndarray, key: str, size: tuple[
     """
     if model.backbone.weights == "none":
         return _extract(model, frames, size)
-    path = _feature_cache_dir() / f"{key}.pt"
+    try:
+        path = _feature_cache_dir() / f"{key}.pt"
+    except ValueError as error:  # no home folder: the cache only saves time (it was a traceback)
+        if None not in _UNCACHED:
+            _UNCACHED.add(None)
+            log.warning("cannot cache backbone features (%s): they are computed again next run", error)
+        return _extract(model, frames, size)
     if path.is_file():
         try:
             return torch.load(path, weights_only=True)
@@ -173,7 +179,7 @@ def _features(model: SiameseEmbedder, frames: np.ndarray, key: str, size: tuple[
     return features
 
 
-_UNCACHED: set[Path] = set()  # cache folders already warned about, once a process
+_UNCACHED: set[Path | None] = set()  # cache folders already warned about, once a process
 
 
 def load_training_set(config: TrainConfig, model: SiameseEmbedder, frozen: bool, rank: int = 0,
