@@ -29,6 +29,21 @@ def expand_user(path: str | Path) -> Path:
         raise ValueError(f"{path}: {error} (no such user?)") from None
 
 
+def cache_dir() -> Path:
+    """The cache folder of the built-in dataset and the training features: $SIMLEARN_CACHE, else
+    ~/.cache/simlearn-ivos, `~` expanded in either (a quoted `SIMLEARN_CACHE=~/x`, as a service or container
+    sets it, put the features in a folder named `~` in the working directory). ValueError (one line) when `~` has
+    no home folder to stand for: HOME unset for a user the system does not know (a container's `--user 1234`) was
+    pathlib's RuntimeError, a traceback."""
+    configured = os.environ.get("SIMLEARN_CACHE")
+    try:
+        return expand_user(configured or "~/.cache/simlearn-ivos")
+    except ValueError:
+        why = (f"{configured} names a home folder this system does not know" if configured else
+               "not set, and ~/.cache/simlearn-ivos has no home folder (HOME is not set and this user has none)")
+        raise ValueError(f"$SIMLEARN_CACHE: {why}: set SIMLEARN_CACHE to a writable folder") from None
+
+
 def path_arg(text: str) -> Path:
     """argparse type of a path option: the path, `~` as the home folder (`--output=~/x`, which no shell expands,
     made a folder named `~`); an empty one (`--output "$UNSET"`) is refused: Path("") is the working directory,

@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from ..paths import cache_dir
 from .davis import DatasetError
 
 log = logging.getLogger(__name__)
@@ -381,7 +382,10 @@ def write_dataset(root: str | Path, spec: SyntheticSpec | None = None) -> list[s
 
 def default_dataset_root(spec: SyntheticSpec | None = None) -> Path:
     """Cache folder of the built-in dataset: $SIMLEARN_CACHE or ~/.cache/simlearn-ivos, per spec hash."""
-    base = Path(os.environ.get("SIMLEARN_CACHE") or "~/.cache/simlearn-ivos").expanduser()
+    try:
+        base = cache_dir()
+    except ValueError as error:
+        raise DatasetError(f"{error}, or pass --davis-root") from None
     return base / f"synthetic-{(spec or SyntheticSpec()).short_hash()}"
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import getpass
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,6 +50,16 @@ def _restrict(registration: Registration, sequences: list[str]) -> Registration:
                                infos={name: registration.infos[name] for name in sequences})
 
 
+def _local_user() -> str:
+    """The in-process session's user key, as the framework names it (getpass.getuser()), or "local" where no
+    user name is known (no USER/LOGNAME and a user id the system does not know, a container's `--user 1234`):
+    the framework's KeyError was a traceback once the model was built. The key only files the session's rounds."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "local"
+
+
 def _local(config: SessionConfig, root: Path, report_dir: Path, registration: Registration | None):
     from davisinteractive.session import DavisInteractiveSession
 
@@ -60,6 +71,7 @@ def _local(config: SessionConfig, root: Path, report_dir: Path, registration: Re
         registration = dataclasses.replace(shard, reasons={**registration.reasons, **shard.reasons})
     session = DavisInteractiveSession(
         host="localhost",
+        user_key=_local_user(),
         davis_root=str(root),
         subset=config.subset,
         max_time=config.max_time,

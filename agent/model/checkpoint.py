@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -102,6 +104,24 @@ def save_checkpoint(
     return path
 
 
+def load_plain(path: Path, map_location: Any = "cpu") -> Any:
+    """torch.load(weights_only=True): tensors and plain values, never code. A pickle of other objects raises
+    UnpicklingError saying so in one line: torch's own message advised `weights_only=False`, which would run
+    whatever the file holds, and its "Detected pickle protocol" warning came before the error line."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as error:
+            if "weights only load failed" not in str(error).lower():
+                raise
+            found = re.search(r"GLOBAL ([\w.]+)|Unsupported operand (\d+)", str(error))
+            what = (found.group(1) or f"pickle opcode {found.group(2)}") if found else "it"
+            raise pickle.UnpicklingError(f"the weights-only loader refuses {what}: only tensors and plain values "
+                                         "are read, never other Python objects, whose unpickling could run any "
+                                         "code") from None
+
+
 def _read(path: Path) -> dict[str, Any]:
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a directory: name its .pt file (e.g. {path / 'model.pt'})")
@@ -111,7 +131,7 @@ def _read(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = load_plain(path)
     except PermissionError as error:  # it was "corrupt or not a checkpoint"
         raise CheckpointError(f"checkpoint {path} cannot be read ({error.strerror})") from error
     except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as error:

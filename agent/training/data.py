@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from ..inference.scribbles import grid_labels
 from ..model.checkpoint import save_atomic
 from ..model.onnx_backbone import build_backbone_runtime
 from ..model.siamese import SiameseEmbedder, preprocess_frames, scaled_size
+from ..paths import cache_dir
 
 log = logging.getLogger(__name__)
 NO_TRAINING_VIDEOS = "no training videos: give --davis-root with ImageSets/2017/train.txt or synthetic ones"
@@ -127,8 +127,7 @@ def training_sequences(reader: DavisReader, holdout: tuple[str, ...] = ()) -> li
 
 
 def _feature_cache_dir() -> Path:
-    base = os.environ.get("SIMLEARN_CACHE") or Path.home() / ".cache" / "simlearn-ivos"
-    return Path(base) / "features"
+    return cache_dir() / "features"
 
 
 def _cache_key(model: SiameseEmbedder, name: str, count: int, frame_limit: int, size: tuple[int, int]) -> str:
@@ -156,7 +155,13 @@ def _features(model: SiameseEmbedder, frames: np.ndarray, key: str, size: tuple[
     """
     if model.backbone.weights == "none":
         return _extract(model, frames, size)
-    path = _feature_cache_dir() / f"{key}.pt"
+    try:
+        path = _feature_cache_dir() / f"{key}.pt"
+    except ValueError as error:  # no home folder: the cache only saves time (it was a traceback)
+        if None not in _UNCACHED:
+            _UNCACHED.add(None)
+            log.warning("cannot cache backbone features (%s): they are computed again next run", error)
+        return _extract(model, frames, size)
     if path.is_file():
         try:
             return torch.load(path, weights_only=True)
@@ -174,7 +179,7 @@ def _features(model: SiameseEmbedder, frames: np.ndarray, key: str, size: tuple[
     return features
 
 
-_UNCACHED: set[Path] = set()  # cache folders already warned about, once a process
+_UNCACHED: set[Path | None] = set()  # cache folders already warned about, once a process
 
 
 def load_training_set(config: TrainConfig, model: SiameseEmbedder, frozen: bool, rank: int = 0,

@@ -63,6 +63,7 @@ from ..model.checkpoint import (
     check_checkpoint_fits,
     check_expected,
     load_checkpoint,
+    load_plain,
     save_atomic,
     save_checkpoint,
 )
@@ -445,7 +446,7 @@ def _load_training_state(path: Path, model: SiameseEmbedder, optimizer, device: 
     """last.pt's weights and optimiser state loaded; its iteration. CheckpointError for a file that cannot be
     read, of other model settings or train.mode, or past train.iterations."""
     try:
-        payload = torch.load(path, map_location=device, weights_only=True)
+        payload = load_plain(path, map_location=device)
         saved = from_dict(ModelConfig, payload["model_config"], strict=False)
         if (saved.backbone, saved.embedding_dim) != (model.config.backbone, model.config.embedding_dim):
             raise CheckpointError(f"{path} was trained with {saved.backbone} d={saved.embedding_dim}, "

@@ -184,6 +184,27 @@ def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_no_home_folder_for_the_cache_is_one_line(monkeypatch):
+    """HOME unset for a user the system does not know (a container's `--user 1234`): pathlib's RuntimeError
+    ("Could not determine home directory.") was a traceback in session_runner.py and agent.server."""
+    import pwd
+
+    from agent.data.davis import DatasetError
+
+    def unknown_user(uid):
+        raise KeyError(uid)
+
+    monkeypatch.delenv("HOME", raising=False)
+    monkeypatch.delenv("SIMLEARN_CACHE", raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", unknown_user)
+    with pytest.raises(DatasetError, match=r"^\$SIMLEARN_CACHE: not set, and ~/.cache/simlearn-ivos has no home "
+                                           r"folder .*: set SIMLEARN_CACHE to a writable folder, or pass --davis-root$"):
+        ensure_default_dataset(SyntheticSpec(num_sequences=1, num_frames=2, height=64, width=96))
+    monkeypatch.setenv("SIMLEARN_CACHE", "~nosuchuser-s16/cache")
+    with pytest.raises(DatasetError, match="~nosuchuser-s16/cache names a home folder this system does not know"):
+        synthetic.default_dataset_root()
+
+
 def test_robot_skips_round_objects_so_generation_redraws_them(tmp_path, monkeypatch):
     yy, xx = np.mgrid[:64, :96]
     masks = np.zeros((3, 64, 96), np.uint8)

@@ -103,3 +103,19 @@ def test_stopped_by_an_error_without_message_names_its_type_once(tiny_synthetic_
         run_session(config, _BareError(), get_strategy(config.strategy))
     summary = json.loads((config.output_dir / "summary.json").read_text())
     assert summary["stopped_by"] == "KeyError"  # it was "KeyError: KeyError"
+
+
+def test_a_user_without_a_name_plays_a_local_session(tiny_synthetic_root, tmp_path, monkeypatch):
+    """No USER/LOGNAME and a user id the system does not know (a container's `--user 1234`): the framework's
+    getpass.getuser() KeyError was a traceback once the model was built."""
+    import pwd
+
+    def unknown_user(uid):
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", unknown_user)
+    config = _config(tiny_synthetic_root, tmp_path, max_interactions=1, sequences=("synth-000",))
+    result = run_session(config, ScribblePaintBaseline(), get_strategy(config.strategy))
+    assert not result.interrupted and result.summary["samples_total"] == 1

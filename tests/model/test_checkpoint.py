@@ -271,3 +271,28 @@ def test_a_full_disk_while_saving_is_one_line_and_leaves_the_earlier_file(tmp_pa
     assert exit_info.value.code == 2 and err == f"error: {kept}: cannot write it (File too large)\n", err
     assert kept.read_bytes() == b"an earlier result"  # and no half-written temporary file beside it
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.pt", "src.pt"]
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.makedirs, ("ran",))
+
+
+def test_a_pickle_of_other_objects_is_refused_in_one_line_without_running_it(tmp_path, monkeypatch) -> None:
+    import pickle
+    import warnings
+
+    monkeypatch.chdir(tmp_path)
+    torch.save({"format": "simlearn-ivos/siamese-v1", "x": _RunsCode()}, tmp_path / "code.pt")
+    with open(tmp_path / "plain.pkl", "wb") as handle:  # protocol 4: torch warned "Detected pickle protocol 4"
+        pickle.dump({"x": _RunsCode()}, handle, protocol=4)
+    for name, refused in (("code.pt", "os.makedirs"), ("plain.pkl", "pickle opcode 149")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a warning is a line before the error line
+            with pytest.raises(CheckpointError) as info:
+                read_checkpoint_config(tmp_path / name)
+        message = str(info.value)
+        # torch's own message advised weights_only=False, which would run the file's code
+        assert f"refuses {refused}: only tensors and plain values" in message and "weights_only" not in message
+        assert "\n" not in message
+    assert not (tmp_path / "ran").exists()

@@ -209,6 +209,45 @@ def test_a_feature_cache_that_cannot_be_written_is_a_warning(_private_cache: Pat
     assert len(warnings) == 2 and "File too large" in warnings[0] and "Not a directory" in warnings[1], warnings
 
 
+def test_a_feature_cache_under_the_home_folder_is_there(tmp_path: Path, monkeypatch) -> None:
+    """SIMLEARN_CACHE=~/cache as a quoted shell line, a service or a container sets it: the features went to a
+    folder named `~` in the working directory (the built-in dataset's cache expanded it)."""
+    from agent.training import data as data_module
+
+    model = build_model(tiny_model_config())
+    model.backbone.weights = "imagenet"  # as a pretrained backbone, whose features are cached
+    monkeypatch.setattr(data_module, "_extract", lambda model, frames, size: torch.ones(len(frames), 3, 8, 8).half())
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SIMLEARN_CACHE", "~/cache")
+    monkeypatch.chdir(tmp_path)
+    load_training_set(TrainConfig(synthetic_sequences=1, synthetic_frames=3), model, frozen=True)
+    assert len(list((tmp_path / "home" / "cache" / "features").glob("*.pt"))) == 1
+    assert not (tmp_path / "~").exists()
+
+
+def test_no_home_folder_for_the_feature_cache_is_a_warning(monkeypatch, caplog) -> None:
+    """HOME unset for a user the system does not know: Path.home()'s RuntimeError was a traceback; the cache only
+    saves time, so the run goes on uncached, as with an unwritable one."""
+    import pwd
+
+    from agent.training import data as data_module
+
+    def unknown_user(uid):
+        raise KeyError(uid)
+
+    model = build_model(tiny_model_config())
+    model.backbone.weights = "imagenet"  # as a pretrained backbone, whose features are cached
+    monkeypatch.setattr(data_module, "_extract", lambda model, frames, size: torch.ones(len(frames), 3, 8, 8).half())
+    monkeypatch.setattr(data_module, "_UNCACHED", set(), raising=False)
+    monkeypatch.delenv("HOME", raising=False)
+    monkeypatch.delenv("SIMLEARN_CACHE", raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", unknown_user)
+    data = load_training_set(TrainConfig(synthetic_sequences=2, synthetic_frames=3), model, frozen=True)
+    assert [v.inputs.shape[0] for v in data.videos] == [3, 3]
+    warnings = [r.getMessage() for r in caplog.records if "cannot cache backbone features" in r.getMessage()]
+    assert len(warnings) == 1 and "HOME is not set" in warnings[0], warnings
+
+
 def test_decoder_inputs_are_normalised_feature_pixels_without_whole_frames() -> None:
     """decoder_init=pca samples pixels of the cached features, normalised per level as the decoder sees them
     (indexed before normalising, so 50,000 samples never hold 50,000 whole frames)."""
