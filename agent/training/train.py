@@ -447,6 +447,11 @@ def _load_training_state(path: Path, model: SiameseEmbedder, optimizer, device: 
     read, of other model settings or train.mode, or past train.iterations."""
     try:
         payload = load_plain(path, map_location=device)
+        if isinstance(payload, dict) and "state_dict" in payload and "optimizer" not in payload:
+            # a model.pt copied over last.pt was "(KeyError: 'optimizer')"
+            raise CheckpointError(f"{path} is a model checkpoint, not a training state (no optimiser or iteration): "
+                                  "--resume continues from the last.pt a run writes; to start from a model's "
+                                  f"weights use another --output-dir and --set train.init_checkpoint={path}")
         saved = from_dict(ModelConfig, payload["model_config"], strict=False)
         if (saved.backbone, saved.embedding_dim) != (model.config.backbone, model.config.embedding_dim):
             raise CheckpointError(f"{path} was trained with {saved.backbone} d={saved.embedding_dim}, "

@@ -343,6 +343,17 @@ def test_resume_from_a_corrupt_state_is_one_error_line(tmp_path: Path, capsys) -
                           mode="full"), tiny_model_config(), TransferConfig(), resume=True)
 
 
+def test_resume_from_a_model_checkpoint_says_it_is_not_a_training_state(tmp_path: Path, capsys) -> None:
+    """A model.pt copied over last.pt was "cannot resume from ... (KeyError: 'optimizer')"."""
+    out = tmp_path / "run"
+    assert main([*TINY_ARGS, "--iterations", "2", "--output-dir", str(out)]) == 0
+    (out / "last.pt").write_bytes((out / "model.pt").read_bytes())
+    capsys.readouterr()
+    assert main([*TINY_ARGS, "--iterations", "4", "--resume", "--output-dir", str(out)]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert "last.pt is a model checkpoint, not a training state" in line and "train.init_checkpoint=" in line
+
+
 def test_a_state_that_cannot_be_resumed_is_one_line_before_the_videos_are_read(tmp_path: Path, capsys,
                                                                                monkeypatch) -> None:
     """A corrupt last.pt, or one of another model or past --iterations, was found once every frame was decoded
