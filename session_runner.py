@@ -166,7 +166,7 @@ def _run(config: RunConfig, args: argparse.Namespace) -> int:
         log.info("strategy auto -> %s (device %s)", strategy_name, device.type)
     # Every file, the checkpoint, the output directory and the strategy, before the model is built.
     try:
-        checked = check_run(config, strategy, overwrite=args.overwrite)
+        checked = check_run(config, strategy, overwrite=args.overwrite, generated=session.output_dir is None)
     except PREFLIGHT_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -174,6 +174,8 @@ def _run(config: RunConfig, args: argparse.Namespace) -> int:
         print(f"interrupted ({signal_name(interrupt)}) before the run began", file=sys.stderr)
         return exit_code(interrupt)
     output = checked.output
+    if session.output_dir is None:  # the default name, or the next free one when another run took it meanwhile
+        config = with_output_dir(config, output.final)
     np.random.seed(config.agent.seed)
     torch.manual_seed(config.agent.seed)
     try:

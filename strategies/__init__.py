@@ -46,7 +46,7 @@ def get_strategy(name: str, device_type: str = "cpu") -> Strategy:
                 if isinstance(error, SystemExit) else ""
             raise UnknownStrategyError(f"cannot load strategy '{name}': {typed_line(error)}{hint}") from error
         if not isinstance(cls, type):
-            raise UnknownStrategyError(f"'{name}' is not a class (a {type(cls).__name__})")
+            raise UnknownStrategyError(f"strategy '{name}' is not a class (a {type(cls).__name__})")
         try:
             strategy = cls()
         except (Exception, SystemExit) as error:  # SystemExit: a constructor that parses sys.argv ended the run silently
@@ -56,7 +56,7 @@ def get_strategy(name: str, device_type: str = "cpu") -> Strategy:
             raise UnknownStrategyError(f"'{name}' is not a strategy: it needs name, description and plan()")
         return strategy
     raise UnknownStrategyError(
-        f"unknown strategy '{name}': choose one of {', '.join(sorted(REGISTRY))} or give module:Class"
+        f"unknown strategy '{name}': choose one of auto, {', '.join(sorted(REGISTRY))} or give module:Class"
     )
 
 

@@ -76,11 +76,17 @@ def replaced_input(path: Path, inputs: tuple[Path, ...]) -> Path | None:
     return None
 
 
-def prepare_output_dir(path: str | Path, overwrite: bool = False, inputs: tuple[Path, ...] = ()) -> OutputTarget:
+def prepare_output_dir(path: str | Path, overwrite: bool = False, inputs: tuple[Path, ...] = (),
+                       generated: bool = False) -> OutputTarget:
     """Check `path` is a writable directory (created if needed) and not holding results, or plan to replace
     it (overwrite=True) once the run completes; never when that would replace one of `inputs` (the dataset,
-    the checkpoint) or a folder holding or inside one. Raises OutputDirError with one line."""
+    the checkpoint) or a folder holding or inside one. Raises OutputDirError with one line.
+
+    `generated`: `path` is a default name (unused_dir), not the user's: it or the first free `path-2`, ... is
+    made here, and the target names the one made."""
     final = Path(path)
+    if generated:
+        return _make_unused(final)
     if final.is_symlink() and not final.exists():
         raise OutputDirError(f"{final}: is a link that leads nowhere (a loop?): pass another --output-dir")
     if final.exists() and not final.is_dir():
@@ -113,6 +119,19 @@ def prepare_output_dir(path: str | Path, overwrite: bool = False, inputs: tuple[
         unlock_folder(lock)
         raise OutputDirError(f"{final}: another run wrote its results there just now: pass another --output-dir")
     return OutputTarget(final, final, created=not existed, lock=lock)
+
+
+def _make_unused(path: Path) -> OutputTarget:
+    """A new folder `path`, `path-2`, ... made without exist_ok: two runs started in the same second both found
+    the default name free, and the later was refused as "another run is writing there"."""
+    _check_writable(path.parent)
+    while True:
+        final = unused_dir(path)
+        try:
+            final.mkdir()
+        except FileExistsError:  # another run made it since unused_dir looked
+            continue
+        return OutputTarget(final, final, created=True, lock=_lock(final))
 
 
 def _holds_no_file(folder: Path) -> bool:

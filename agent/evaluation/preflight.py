@@ -87,22 +87,24 @@ def check_strategy(strategy: Strategy, videos: Iterable[SequenceInfo], max_inter
             plan_round(probe, interaction, max_time * info.num_objects, info)
 
 
-def check_run(config: RunConfig, strategy: Strategy, overwrite: bool = False) -> Checked:
-    """Check the run's output directory, checkpoint, dataset and strategy (see the module docstring)."""
+def check_run(config: RunConfig, strategy: Strategy, overwrite: bool = False, generated: bool = False) -> Checked:
+    """Check the run's output directory, checkpoint, dataset and strategy (see the module docstring).
+    `generated`: the output directory is a default name; the run's is `Checked.output.final`
+    (outputs.prepare_output_dir)."""
     try:
-        return _check_run(config, strategy, overwrite)
+        return _check_run(config, strategy, overwrite, generated)
     except OSError as error:  # what the checks below did not name: e.g. Path.exists() on a name too long
         raise PathError(os_error_line(error)) from error
 
 
-def _check_run(config: RunConfig, strategy: Strategy, overwrite: bool) -> Checked:
+def _check_run(config: RunConfig, strategy: Strategy, overwrite: bool, generated: bool) -> Checked:
     session = config.session
     if session.predictor == "simlearn":
         check_checkpoint(config.agent.checkpoint)
     # What --overwrite must never replace, named or not: the built-in dataset and the shipped checkpoint too.
     dataset = session.davis_root if session.davis_root is not None else default_dataset_root()
     inputs = tuple(Path(p) for p in (dataset, config.agent.checkpoint, DEFAULT_CHECKPOINT) if p is not None)
-    output = prepare_output_dir(session.output_dir, overwrite, inputs)
+    output = prepare_output_dir(session.output_dir, overwrite, inputs, generated)
     if session.remote:  # the server holds the annotations and scribbles; its samples are known once connected
         try:
             check_reachable(session.host, session.connect_timeout)

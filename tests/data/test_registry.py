@@ -117,6 +117,18 @@ def test_without_listing_uses_complete_folders(tmp_path: Path) -> None:
     assert reg.sequences == ["alpha", "beta"] and Davis.sets["train"] == ["alpha", "beta"]
 
 
+def test_without_listing_the_folders_leave_out_the_other_subsets_listing(tmp_path: Path) -> None:
+    """A root with val.txt alone played val's videos as `--subset train` (and train.txt's as val) without a word."""
+    make_sequence(tmp_path, "alpha")
+    make_sequence(tmp_path, "beta")
+    write_listing(tmp_path, "val", ["alpha"])
+    assert registry.register_dataset(tmp_path, "train").sequences == ["beta"]
+    write_listing(tmp_path, "val", ["alpha", "beta"])
+    with pytest.raises(DatasetError, match=r"ImageSets/2017/train.txt: missing, and every sequence folder of the "
+                                           r"root is listed in val.txt \(another subset\): no 'train' sequence$"):
+        registry.register_dataset(tmp_path, "train")
+
+
 def test_a_listing_that_is_a_folder_is_an_error_not_replaced_by_the_folders(tmp_path: Path) -> None:
     make_sequence(tmp_path, "alpha")
     (tmp_path / "ImageSets" / "2017" / "train.txt").mkdir(parents=True)

@@ -205,6 +205,33 @@ def test_an_empty_path_flag_is_an_error_not_the_working_directory(root, tmp_path
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
+def test_a_default_output_name_another_run_took_meanwhile_is_the_next_free_one(root, tmp_path, capsys, monkeypatch):
+    """Runs started in the same second (a script's `&`) without --output-dir each found the default name free: the
+    later ones were refused, "another run is writing there (started at the same time?)"."""
+    from agent.evaluation import outputs
+    from agent.paths import lock_folder, unlock_folder
+
+    monkeypatch.chdir(tmp_path)
+    free_name, held = outputs.unused_dir, []
+
+    def taken_meanwhile(path):
+        name = free_name(path)
+        if not held:  # the other run makes and locks it after this one looked
+            name.mkdir(parents=True)
+            held.append(lock_folder(name))
+        return name
+
+    monkeypatch.setattr(outputs, "unused_dir", taken_meanwhile)
+    code, errors, err = _cli(capsys, "--davis-root", root, "--predictor", "baseline", "--sequences", ONE,
+                             "--max-interactions", "1")
+    unlock_folder(held[0])
+    assert code == 0 and not errors, err
+    (other,) = [p for p in (tmp_path / "outputs").iterdir() if not any(p.iterdir())]
+    ours = other.with_name(f"{other.name}-2")
+    assert (ours / "summary.json").is_file()
+    assert json.loads((ours / "config.json").read_text())["session"]["output_dir"] == str(Path("outputs") / ours.name)
+
+
 def test_strategy_that_needs_arguments_or_fails_to_import(root, tmp_path, capsys, no_model, monkeypatch):
     (tmp_path / "mystrategies.py").write_text(
         "class NeedsArgs:\n    def __init__(self, budget):\n        pass\n")

@@ -43,6 +43,17 @@ def test_unknown_strategy_is_a_clear_error(name):
         get_strategy(name)
 
 
+def test_a_near_miss_lists_every_name_auto_included_and_a_module_is_no_strategy_class():
+    """`--strategy Auto` listed cpu, no-finetune and paper only: auto, the default, looked unknown; `pkg:module` said
+    "'strategies:cpu' is not a class", naming no option."""
+    with pytest.raises(UnknownStrategyError) as refused:
+        get_strategy("Auto")
+    assert str(refused.value) == ("unknown strategy 'Auto': choose one of auto, cpu, no-finetune, paper or give "
+                                  "module:Class")
+    with pytest.raises(UnknownStrategyError, match=r"^strategy 'strategies:cpu' is not a class \(a module\)$"):
+        get_strategy("strategies:cpu")
+
+
 class FailsAtLength:
     name = "fails"
     description = "a constructor whose error spans lines"
