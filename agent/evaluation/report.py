@@ -313,7 +313,7 @@ def _main(argv: list[str] | None) -> int:
         parser.exit(2, f"error: {problem}\n")
     if args.output.suffix.lower() not in PLOT_SUFFIXES:
         parser.exit(2, f"error: --output {args.output}: name the image file ({', '.join(PLOT_SUFFIXES)})\n")
-    summaries = {}
+    summaries, metrics = {}, {}
     for run in args.runs:
         directory, label = _run_and_label(run)
         path = Path(directory) / "summary.json"
@@ -331,6 +331,11 @@ def _main(argv: list[str] | None) -> int:
         summaries[label] = summary
         if not isinstance(summary, dict) or not {"metric", "curve", "threshold"} <= summary.keys():
             parser.exit(2, f"error: {path}: not a session run's summary.json (no metric, curve or threshold)\n")
+        metrics[run] = summary["metric"]
+    if len(set(map(str, metrics.values()))) > 1:  # one axis, labelled with the first run's metric
+        runs = ", ".join(f"{run} ({metric})" for run, metric in metrics.items())
+        parser.exit(2, f"error: {runs}: runs of different metrics, whose curves are not comparable: plot each "
+                       "metric's runs apart\n")
     try:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         # Atomically: a full disk left a truncated PNG in place of the earlier plot, and "error: a path: ..."

@@ -128,3 +128,17 @@ def test_help_describes_every_flag(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert bare_flags(capsys.readouterr().out) == []  # --title had no help
+
+
+def test_runs_of_different_metrics_are_refused(report, tmp_path, capsys):
+    # One run scored F and one J were drawn on one axis labelled with the first run's metric.
+    for name, metric in (("a", "J"), ("b", "F"), ("c", "J")):
+        write_outputs(tmp_path / name, report, summarize(report, LAYOUT, 2, 10.0, metric), name)
+    output = tmp_path / "curves.png"
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "c"), "--output", str(output)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ")
+    assert f"{tmp_path / 'a'} (J), {tmp_path / 'b'} (F)" in err and "different metrics" in err
+    assert not output.exists()
+    assert main([str(tmp_path / "a"), str(tmp_path / "c"), "--output", str(output)]) == 0
