@@ -45,6 +45,16 @@ def _frame_number(path: Path) -> int | None:
     return int(path.stem) if path.stem.isdigit() and len(path.stem) == 5 else None
 
 
+def _missing(path: Path) -> str:
+    """'missing', naming the file beside it whose name differs only in case (`00002.PNG`: the glob of `*.png` passes
+    it by, and the line said only that 00002.png was missing)."""
+    try:
+        twins = sorted(p.name for p in path.parent.iterdir() if p.name != path.name and p.name.lower() == path.name.lower())
+    except OSError:
+        twins = []
+    return f"missing ({twins[0]} is there: DAVIS names are lower-case {path.suffix})" if twins else "missing"
+
+
 def check_numbering(folder: Path, paths: list[Path], suffix: str, why: str) -> None:
     """Files 00000<suffix>, 00001<suffix>, ... without a gap, and no other name; `why` ends the gap's message."""
     numbers = []
@@ -57,7 +67,8 @@ def check_numbering(folder: Path, paths: list[Path], suffix: str, why: str) -> N
     absent = [i for i in range(max(numbers) + 1) if i not in present] if numbers else []
     if absent:
         more = f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""
-        raise DatasetError(f"{folder / f'{absent[0]:05d}{suffix}'}: missing{more}: files must be numbered "
+        first = folder / f"{absent[0]:05d}{suffix}"
+        raise DatasetError(f"{first}: {_missing(first)}{more}: files must be numbered "
                            f"00000{suffix} to {max(numbers):05d}{suffix} without a gap ({why})")
 
 
@@ -121,8 +132,9 @@ def check_annotations(
         raise DatasetError(f"{folder}: no annotations (00000.png, ... one palette PNG per frame)")
     check_numbering(folder, paths, ".png", "one annotation per frame")
     if len(paths) < num_frames:
-        raise DatasetError(f"{folder / f'{len(paths):05d}.png'}: missing ({num_frames} frames, {len(paths)} "
-                           "annotations; every frame needs one)")
+        first = folder / f"{len(paths):05d}.png"
+        raise DatasetError(f"{first}: {_missing(first)} ({num_frames} frames, {len(paths)} annotations; every frame "
+                           "needs one)")
     if len(paths) > num_frames:
         raise DatasetError(f"{paths[num_frames]}: annotation without a frame (the sequence has {num_frames} frames)")
     first_seen: dict[int, Path] = {}

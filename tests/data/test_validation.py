@@ -131,6 +131,18 @@ def test_missing_annotation_is_an_error(root: Path) -> None:
     _fails(root, ONE, f"{_annotation(root, ONE, 5)}: missing")
 
 
+def test_an_upper_case_suffix_is_named_beside_the_missing_name(root: Path) -> None:
+    # `00002.PNG` was passed by: "00002.png: missing" without a word of the file beside it.
+    for index in (2, 5):
+        path = _annotation(root, ONE, index)
+        path.rename(path.with_name(f"{index:05d}.PNG"))
+        _fails(root, ONE, f"{path}: missing ({index:05d}.PNG is there: DAVIS names are lower-case .png)")
+        path.with_name(f"{index:05d}.PNG").rename(path)
+    frame = _frame(root, ONE, 3)
+    frame.rename(frame.with_name("00003.JPG"))
+    _fails(root, ONE, f"{frame}: missing (00003.JPG is there: DAVIS names are lower-case .jpg)", "shift every later")
+
+
 def test_annotation_without_a_frame_is_an_error(root: Path) -> None:
     shutil.copy(_annotation(root, ONE, 5), _annotation(root, ONE, 6))
     _fails(root, ONE, f"{_annotation(root, ONE, 6)}: annotation without a frame")
