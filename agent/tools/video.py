@@ -225,9 +225,24 @@ def _open_folder(path: Path) -> VideoSource:
     return VideoSource(path, len(paths), height, width, DEFAULT_FPS, paths, [p.stem for p in paths])
 
 
+# FFmpeg's listing of an input's streams, in the error imageio-ffmpeg raises: "Stream #0:0[0x1](und): Audio: aac ..."
+STREAM_KIND = re.compile(r"^\s*Stream #\S+: (\w+):", re.MULTILINE)
+
+
+def _not_a_video(path: Path, error: Exception) -> InputError:
+    """The error for a file FFmpeg reads no frame from: an audio-only file says so (it was "not a video FFmpeg can
+    read (Could not load meta information)", as a file in no known format)."""
+    kinds = sorted({kind.lower() for kind in STREAM_KIND.findall(str(error))})
+    if kinds and "video" not in kinds:
+        return InputError(f"{path}: holds no video stream (only {' and '.join(kinds)}), not a video")
+    return InputError(f"{path}: not a video FFmpeg can read ({first_line(error)[:200]})")
+
+
 def _open_file(path: Path) -> VideoSource:
     import imageio_ffmpeg
 
+    if path.stat().st_size == 0:  # "Could not load meta information", as a file in no known format
+        raise InputError(f"{path}: an empty file (0 bytes), not a video")
     try:
         reader = imageio_ffmpeg.read_frames(ffmpeg_path(path))
         meta = next(reader)
@@ -235,7 +250,7 @@ def _open_file(path: Path) -> VideoSource:
         # An exact count needs a decode pass (container headers can be wrong); FFmpeg does it in seconds.
         num_frames, _ = imageio_ffmpeg.count_frames_and_secs(ffmpeg_path(path))
     except (RuntimeError, OSError, StopIteration, KeyError, ValueError) as error:
-        raise InputError(f"{path}: not a video FFmpeg can read ({first_line(error)[:200]})") from error
+        raise _not_a_video(path, error) from error
     if num_frames < 1:
         raise InputError(f"{path}: the video has no frames")
     width, height = (int(v) for v in meta["size"])

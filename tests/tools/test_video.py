@@ -45,6 +45,21 @@ def test_unreadable_or_empty_video_is_one_clear_line(tmp_path, make, message):
     assert "\n" not in str(error.value)
 
 
+def test_an_empty_or_audio_only_file_says_so(tmp_path):
+    import wave
+
+    # Both were "not a video FFmpeg can read (Could not load meta information)", as a file in no known format.
+    (tmp_path / "empty.mp4").touch()
+    with pytest.raises(InputError, match=f"^{tmp_path / 'empty.mp4'}: an empty file \\(0 bytes\\), not a video$"):
+        open_video(tmp_path / "empty.mp4")
+    with wave.open(str(tmp_path / "sound.wav"), "wb") as sound:  # a second of silence, renamed as a video
+        sound.setnchannels(1), sound.setsampwidth(2), sound.setframerate(8000)
+        sound.writeframes(bytes(16000))
+    (tmp_path / "sound.wav").rename(tmp_path / "clip.mp4")
+    with pytest.raises(InputError, match=f"^{tmp_path / 'clip.mp4'}: holds no video stream \\(only audio\\), not a "):
+        open_video(tmp_path / "clip.mp4")
+
+
 def test_a_fifo_as_video_or_frame_is_one_clear_line(tmp_path):
     fifo = tmp_path / "clip.mp4"
     os.mkfifo(fifo)  # FFmpeg waited 10 s for a writer, then called it "not a video"
