@@ -60,6 +60,7 @@ def load_scribbles(path: str | Path, video: VideoSource) -> dict:
         raise InputError(f"{path}: no such scribble file or folder")
     if special_file(path):
         raise InputError(f"{path}: {special_file(path)}, not a scribble file or folder")
+    images: list[Path] = []
     if path.is_file() and path.suffix.lower() == ".json":
         scribbles = _load_json(path, video.num_frames)
     else:
@@ -74,8 +75,25 @@ def load_scribbles(path: str | Path, video: VideoSource) -> dict:
             labels = read_scribble_image(image_path, video)
             scribbles["scribbles"][frame_of(image_path, video)].extend(label_strokes(labels))
     if not object_ids(scribbles):
-        raise InputError(f"{path}: no object scribble (objects are palette colours 1..N, see docs/OWN_VIDEOS.md)")
+        raise InputError(f"{path}: no object scribble (objects are palette colours 1..N, see docs/OWN_VIDEOS.md)"
+                         f"{_translucent(images)}")
     return scribbles
+
+
+def _translucent(images: list[Path]) -> str:
+    """'; N pixels of <image> ...' when an image holds semi-transparent pixels (alpha 1..127), which count as
+    unpainted: a stroke painted with a semi-transparent brush was "no object scribble" without a word of why."""
+    for image_path in images:
+        try:  # read once already: again on this error path only
+            with Image.open(image_path) as image:
+                alpha = np.asarray(image.convert("RGBA"))[..., 3]
+        except IMAGE_ERRORS:  # replaced since: the line stays as it was
+            continue
+        faint = int(np.count_nonzero((alpha > 0) & (alpha < 128)))
+        if faint:
+            return (f"; {faint} pixels of {image_path.name} are semi-transparent (alpha below 128), and such pixels "
+                    "count as unpainted: paint with an opaque brush")
+    return ""
 
 
 def _scribble_images(folder: Path) -> list[Path]:

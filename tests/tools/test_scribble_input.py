@@ -153,6 +153,22 @@ def test_bad_scribbles_are_one_clear_line(small_video, tmp_path, case, message):
     assert "\n" not in str(error.value)
 
 
+def test_a_semi_transparent_brush_is_named_in_no_object_scribble(small_video, tmp_path):
+    video = open_video(small_video.video)
+    image = _rgba(240, 426)
+    image[5:8, 5:100] = (*object_colour(1), 100)  # alpha below 128: unpainted, and the line said nothing of it
+    path = _save(tmp_path / "00001.png", image)
+    with pytest.raises(InputError, match=r"no object scribble .*; 285 pixels of 00001.png are semi-transparent "
+                                         r"\(alpha below 128\), and such pixels count as unpainted") as error:
+        load_scribbles(path, video)
+    assert "\n" not in str(error.value)
+    image[5:8, 5:100] = (*BACKGROUND_COLOUR, 255)  # background only, opaque: no word of transparency
+    _save(tmp_path / "00001.png", image)
+    with pytest.raises(InputError, match=r"no object scribble \(objects are palette colours 1..N, see docs/"
+                                         r"OWN_VIDEOS.md\)$"):
+        load_scribbles(tmp_path, video)
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda link: link.symlink_to("gone.png"), r"a symbolic link to a missing file \(gone.png\)"),
     (lambda link: link.symlink_to(link.name), "a loop of symbolic links"),
