@@ -389,14 +389,49 @@ def default_dataset_root(spec: SyntheticSpec | None = None) -> Path:
     return base / f"synthetic-{(spec or SyntheticSpec()).short_hash()}"
 
 
+def _missing_file(root: Path, spec: SyntheticSpec) -> Path | None:
+    """The first file of `spec`'s dataset that `root` lacks (a cache someone pruned), or None."""
+    expected = [root / "synthetic_spec.json", root / "ImageSets" / "2017" / f"{spec.subset}.txt"]
+    for name in sequence_names(spec):
+        expected.append(root / "Scribbles" / name / "001.json")
+        for f in range(spec.num_frames):
+            expected += [root / "JPEGImages" / "480p" / name / f"{f:05d}.jpg",
+                         root / "Annotations" / "480p" / name / f"{f:05d}.png"]
+    return next((path for path in expected if not path.is_file()), None)
+
+
+def _set_aside(root: Path, missing: Path) -> None:
+    """Remove an incomplete cached dataset: renamed first (atomic: a reader sees it whole, as it was, or not at all;
+    another process that set it aside first is no error), then deleted."""
+    trash = None
+    try:
+        trash = Path(tempfile.mkdtemp(prefix=f".{root.name}-incomplete-", dir=root.parent))
+        os.rename(root, trash)  # onto the empty folder just made
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+        raise DatasetError(f"{root}: the built-in synthetic dataset lacks {missing.relative_to(root)} and cannot be "
+                           f"regenerated ({error.strerror or error}): delete that folder, set SIMLEARN_CACHE to a "
+                           "writable folder, or pass --davis-root") from error
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
 def ensure_default_dataset(spec: SyntheticSpec | None = None) -> Path:
     """The built-in synthetic dataset, generated on first use into a temp dir then renamed atomically."""
     spec = spec or SyntheticSpec()
     root = default_dataset_root(spec)
     if root.is_dir():
-        log.info("Using the built-in synthetic dataset (%d sequences, %d frames, %dx%d) at %s",
-                 spec.num_sequences, spec.num_frames, spec.height, spec.width, root)
-        return root
+        missing = _missing_file(root, spec)
+        if missing is None:
+            log.info("Using the built-in synthetic dataset (%d sequences, %d frames, %dx%d) at %s",
+                     spec.num_sequences, spec.num_frames, spec.height, spec.width, root)
+            return root
+        # A file deleted from the cache was "<file>: missing ... --skip-bad-sequences", never that it is a cache
+        log.warning("%s: the built-in synthetic dataset lacks %s: generating it again", root, missing.relative_to(root))
+        _set_aside(root, missing)
     try:
         root.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))

@@ -171,6 +171,21 @@ def test_ensure_default_dataset_caches_atomically(tmp_path, monkeypatch, caplog)
     assert SyntheticSpec(seed=1).short_hash() != SyntheticSpec().short_hash()
 
 
+def test_a_cache_missing_a_file_is_generated_again(tmp_path, monkeypatch, caplog):
+    # A file deleted from the cache was "<file>: missing ... --skip-bad-sequences", never that it is a cache.
+    monkeypatch.setenv("SIMLEARN_CACHE", str(tmp_path))
+    spec = SyntheticSpec(num_sequences=1, num_frames=3, height=64, width=96)
+    root = ensure_default_dataset(spec)
+    frame = root / "JPEGImages" / "480p" / "synth-000" / "00001.jpg"
+    whole = frame.read_bytes()
+    frame.unlink()
+    with caplog.at_level(logging.WARNING, logger="agent.data.synthetic"):
+        assert ensure_default_dataset(spec) == root
+    assert frame.read_bytes() == whole
+    assert [p.name for p in tmp_path.iterdir()] == [root.name]  # the incomplete copy is gone
+    assert "lacks JPEGImages/480p/synth-000/00001.jpg: generating it again" in caplog.text
+
+
 def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("SIMLEARN_CACHE", str(tmp_path))
 
