@@ -18,7 +18,10 @@ class ScribblePaintBaseline(Predictor):
 
     def __init__(self, dilation: int = 15) -> None:
         # A wide brush: the robot's and humans' strokes are thin lines through the object's middle.
-        self.dilation = dilation
+        if isinstance(dilation, bool) or not isinstance(dilation, (int, np.integer)) or dilation < 1:
+            # 0 was scipy's "structure must not be empty" at the first step, -1 numpy's "negative dimensions"
+            raise ValueError(f"dilation {dilation!r}: the brush's width in pixels, an integer >= 1 (1: no dilation)")
+        self.dilation = int(dilation)
         self.painted: dict[int, np.ndarray] = {}
 
     def start(self, frames: np.ndarray, num_objects: int) -> None:

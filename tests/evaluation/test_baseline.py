@@ -58,3 +58,11 @@ def test_start_checks_its_frames_and_object_count_as_the_agent_does(frames, num_
         return
     with pytest.raises(ValueError, match=re.escape(fragment)):
         baseline.start(frames, num_objects)
+
+
+@pytest.mark.parametrize("dilation", [0, -3, 2.5, True, "15"])
+def test_a_bad_dilation_is_refused_by_the_constructor(dilation):
+    # 0 was scipy's "structure must not be empty" at the first step, -3 numpy's "negative dimensions"
+    with pytest.raises(ValueError, match=r"^dilation .*: the brush's width in pixels, an integer >= 1"):
+        ScribblePaintBaseline(dilation=dilation)
+    assert ScribblePaintBaseline(dilation=np.int64(1)).dilation == 1
