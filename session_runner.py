@@ -221,6 +221,11 @@ def _run(config: RunConfig, args: argparse.Namespace) -> int:
     else:
         print(f"AUC-{summary['metric']}: {summary['auc']:.3f}")
         print(f"{summary['metric']}@{summary['threshold']:.0f}s: {summary['metric_at_threshold']:.3f}")
+    if summary.get("rounds_late"):  # the framework's own warning came glued to a progress bar, without a name
+        print(f"warning: {summary['rounds_late']} of {summary['rounds_played']} rounds were not scored: the "
+              "framework scores no round submitted after its sample's time limit (session.max_time per object), "
+              "and J stays at the last round scored; a faster --device, "
+              "a lighter --strategy or a longer --set session.max_time=... fits them", file=sys.stderr)
     print(f"results: {final}")
     return 0
 

@@ -123,6 +123,7 @@ def run_session(
     interrupted = True
     stopped_by = None
     framework_summary = None
+    submitted = late = 0  # late: rounds submitted after the sample's time limit, which the framework does not score
     with keep_reports(session) as reports:
         progress = tqdm(total=len(session.samples) * config.max_interactions, desc="interactions", unit="it")
         try:
@@ -141,7 +142,9 @@ def run_session(
                     candidates = predictor.next_scribble_frame_candidates(plan.frame_candidates)
                 session.submit_masks(masks, next_scribble_frame_candidates=candidates)
                 played = getattr(predictor, "last_plan", None) or plan  # the agent may have lightened it
-                _log_interaction(interactions_log, session, sequence, interaction, time.time() - started, played)
+                submitted += 1
+                late += not _log_interaction(interactions_log, session, sequence, interaction, time.time() - started,
+                                             played)
                 progress.update(1)
                 progress.set_postfix_str(f"{sequence} #{interaction}")
             framework_summary = session.get_global_summary()
@@ -156,14 +159,14 @@ def run_session(
             # but a completed run's file that could not be written (OSError: it is not published).
             with deferred_signals():
                 summary, paths = _write_results(output_dir, reports, layout, config, registration, predictor,
-                                                strategy, interrupted, stopped_by, framework_summary)
+                                                strategy, interrupted, stopped_by, framework_summary, (submitted, late))
             if interrupted:
                 log.warning("session stopped early: partial results written to %s", output_dir)
     return SessionResult(summary=summary, paths=paths, interrupted=interrupted)
 
 
 def _write_results(output_dir, reports, layout, config, registration, predictor, strategy, interrupted,
-                   stopped_by, framework_summary) -> tuple[dict, dict[str, Path]]:
+                   stopped_by, framework_summary, rounds: tuple[int, int] = (0, 0)) -> tuple[dict, dict[str, Path]]:
     """summary.json, report.csv, per_sequence.csv and curve.png from whatever the session holds (`reports`: a
     connection.ReportKeeper, so a server that went away leaves the report as last fetched)."""
     try:
@@ -175,6 +178,7 @@ def _write_results(output_dir, reports, layout, config, registration, predictor,
         report, summary = pd.DataFrame(), {"auc": None, "metric": config.metric, "metric_at_threshold": None,
                                            "threshold": 60.0, "curve": {"time": [], config.metric: []}}
     summary["interrupted"] = interrupted
+    summary["rounds_played"], summary["rounds_late"] = rounds
     if stopped_by:
         summary["stopped_by"] = stopped_by
     if framework_summary:
@@ -201,8 +205,9 @@ def _write_results(output_dir, reports, layout, config, registration, predictor,
     return summary, write_outputs(output_dir, report, summary, title, extra, strict=not interrupted)
 
 
-def _log_interaction(path: Path, session, sequence: str, interaction: int, seconds: float, plan) -> None:
-    """Append one line per submitted interaction, so progress survives a crash."""
+def _log_interaction(path: Path, session, sequence: str, interaction: int, seconds: float, plan) -> bool:
+    """Append one line per submitted interaction, so progress survives a crash; whether the framework scored it
+    (not when it came after the sample's time limit)."""
     report = session.get_report()
     rows = report[(report["sequence"] == sequence) & (report["interaction"] == interaction)]
     _, scribble_idx = session.samples[session.sample_idx]
@@ -221,3 +226,4 @@ def _log_interaction(path: Path, session, sequence: str, interaction: int, secon
     }
     with path.open("a") as handle:
         handle.write(json.dumps(record) + "\n")
+    return record["evaluated"]

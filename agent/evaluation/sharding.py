@@ -275,6 +275,9 @@ def merge_runs(directories: list[str | Path], output_dir: str | Path, final_dir:
                         first["threshold"])
     interrupted = [str(d) for d, s in zip(directories, summaries, strict=True) if s.get("interrupted")]
     summary["interrupted"] = bool(interrupted)
+    if all("rounds_late" in s for s in summaries):  # shards written before these counts have none to add
+        summary["rounds_played"] = sum(int(s.get("rounds_played", 0)) for s in summaries)
+        summary["rounds_late"] = sum(int(s["rounds_late"]) for s in summaries)
     if interrupted:
         log.warning("interrupted shard(s), their unfinished samples count as in any interrupted run: %s",
                     ", ".join(interrupted))

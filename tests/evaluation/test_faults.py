@@ -392,6 +392,35 @@ class _WrongShapeOnRound2(ScribblePaintBaseline):
         return masks[:1] if self.rounds == 2 else masks
 
 
+def test_rounds_submitted_after_the_time_limit_are_named_after_the_figures(root: Path, tmp_path: Path, capsys,
+                                                                           monkeypatch) -> None:
+    """Every round late printed only "AUC-J: 0.000": the framework's own warning came glued to the progress bar."""
+    import time
+
+    import davisinteractive.session.session as framework
+
+    clock = {"offset": 0.0}
+    later = type("Clock", (), {"time": staticmethod(lambda: time.time() + clock["offset"])})
+    monkeypatch.setattr(framework, "time", later)
+
+    class SlowOnRound2(ScribblePaintBaseline):  # round 2 takes "hours" on the framework's clock
+        def step(self, scribbles, plan=None):
+            self.rounds = getattr(self, "rounds", 0) + 1
+            clock["offset"] += 1e5 if self.rounds == 2 else 0.0
+            return super().step(scribbles, plan)
+
+    monkeypatch.setattr(session_runner, "build_predictor", lambda *a, **k: SlowOnRound2())
+    out = tmp_path / "out"
+    code, errors, err = _cli(capsys, *_baseline_run(root, out))
+    assert code == 0 and not errors, err
+    (line,) = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert line.startswith("warning: 1 of 2 rounds were not scored") and "session.max_time" in line
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["rounds_played"], summary["rounds_late"]) == (2, 1)
+    late = [json.loads(row) for row in (out / "interactions.jsonl").read_text().splitlines()]
+    assert [row["evaluated"] for row in late] == [True, False]
+
+
 # --- strategies ---------------------------------------------------------------------------------------
 
 

@@ -78,6 +78,7 @@ def test_merged_shards_equal_one_run(tiny_synthetic_root, tmp_path, fixed_timing
     for key in SUMMARY_KEYS:
         assert ours[key] == one[key], key
     assert ours["auc"] > 0 and ours["evaluated_fraction"] == 1.0
+    assert (ours["rounds_played"], ours["rounds_late"]) == (one["rounds_played"], 0) and one["rounds_played"] > 0
     assert ours["layout"] == one["layout"] and ours["merged_from"] == [str(d) for d in reversed(shards)]
     assert (merged / "per_sequence.csv").read_text() == (whole / "per_sequence.csv").read_text()
     assert (merged / "curve.png").is_file()
