@@ -822,12 +822,17 @@ def set_key(data: dict[str, Any], assignment: str, cls) -> None:
             prefix = ".".join(parts[:depth]) or "the top level"
             raise ConfigError(f"--set {key}: unknown key '{part}' in {prefix} (known: {', '.join(known)})")
         if depth == len(parts) - 1:
-            node[part] = value
+            # A whole section (`agent.crf={iterations: 3}`) merges with an earlier --set of its fields, as it does
+            # with a config file's: it replaced them without a word.
+            node[part] = merge(node[part], value) if isinstance(value, dict) and isinstance(node.get(part), dict) \
+                else value
             return
         default = known[part].default_factory() if callable(known[part].default_factory) else None
         if not is_dataclass(default):
             raise ConfigError(f"--set {key}: '{'.'.join(parts[:depth + 1])}' is a value, not a section")
-        node = node.setdefault(part, {})
+        if not isinstance(node.get(part), dict):  # an earlier --set gave the section a value (`agent.crf=3`): this
+            node[part] = {}                       # one wins, as the later --set does (it was a TypeError traceback)
+        node = node[part]
         node_cls = type(default)
 
 

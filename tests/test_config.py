@@ -358,3 +358,17 @@ def test_session_runner_help_describes_every_flag(capsys):
     with pytest.raises(SystemExit):
         session_runner.parse_args(["--help"])
     assert bare_flags(capsys.readouterr().out) == []  # --seed had none
+
+
+def test_a_set_section_and_a_set_field_of_it_combine_in_either_order():
+    # `agent.crf=3` then `agent.crf.workers=2` was a TypeError traceback (null: an AttributeError); a section after
+    # a field of it replaced the field without a word (a config file's fields merge with it).
+    from agent.config import RunConfig, load_config
+
+    for earlier in ("agent.crf=3", "agent.crf=null", "agent.crf=[1]", "agent=null"):
+        assert load_config(RunConfig, [], [earlier, "agent.crf.workers=2"]).agent.crf.workers == 2
+    for assignments in (["agent.crf.workers=2", "agent.crf={iterations: 3}"],
+                        ["agent.crf={iterations: 3}", "agent.crf.workers=2"]):
+        crf = load_config(RunConfig, [], assignments).agent.crf
+        assert (crf.iterations, crf.workers) == (3, 2)
+    assert load_config(RunConfig, [], ["agent.crf.workers=2", "agent.crf.workers=1"]).agent.crf.workers == 1
