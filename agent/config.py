@@ -697,6 +697,9 @@ def _check_sequences(cls, data: dict[str, Any], where: str, prefix: str = "") ->
         kinds = {typing.get_origin(arm) or arm for arm in (typing.get_args(hint) or (hint,))} | {typing.get_origin(hint)}
         if isinstance(value, str) and (tuple in kinds or list in kinds):
             raise ConfigError(f"{where}: {prefix}{item.name} must be a list, got the text {value!r} (write [{value}])")
+        # A number where a list belongs (`scale_range: 0.5`): dacite's cast said "'float' object is not iterable".
+        if (tuple in kinds or list in kinds) and value is not None and not isinstance(value, list | tuple | set):
+            raise ConfigError(f"{where}: {prefix}{item.name} must be a list, got {type(value).__name__} {value!r}")
         # A list of the wrong length where a fixed one belongs (input_size [48, 80, 3]): dacite's message was
         # 'should be "tuple" instead of value "(48, 80, 3)" of type "tuple"'.
         size = next((len(typing.get_args(arm)) for arm in _arms(hint) if typing.get_origin(arm) is tuple

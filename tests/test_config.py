@@ -372,3 +372,19 @@ def test_a_set_section_and_a_set_field_of_it_combine_in_either_order():
         crf = load_config(RunConfig, [], assignments).agent.crf
         assert (crf.iterations, crf.workers) == (3, 2)
     assert load_config(RunConfig, [], ["agent.crf.workers=2", "agent.crf.workers=1"]).agent.crf.workers == 1
+
+
+@pytest.mark.parametrize(("assignment", "message"), [
+    ("agent.finetune.scale_range=0.5", "agent.finetune.scale_range must be a list, got float 0.5"),
+    ("session.sequences=5", "session.sequences must be a list, got int 5"),
+    ("session.sequences={dog: 1}", "session.sequences must be a list, got dict"),
+])
+def test_a_number_or_mapping_where_a_list_belongs_names_the_field(assignment, message):
+    # dacite's tuple cast said only "'float' object is not iterable" (or "dictionary update sequence element ...").
+    from agent.config import ModelConfig, RunConfig, from_dict, load_config
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(RunConfig, [], [assignment])
+    with pytest.raises(ConfigError, match=r"model_config: input_size must be a list, got int 240"):
+        from_dict(ModelConfig, {"input_size": 240}, strict=False, where="model_config")  # a checkpoint's
+    assert load_config(RunConfig, [], ["session.sequences=null"]).session.sequences is None
