@@ -46,6 +46,10 @@ MAX_RETRIES = 20
 # A configuration is a few kB (a run's config.json ~3 kB); PyYAML parses in pure Python (a 38 MB file took
 # minutes), so a larger file is refused before it is read.
 MAX_CONFIG_BYTES = 2**20
+# Values a configuration may hold with its YAML aliases expanded (a run's config.json holds ~100): nine aliases of
+# nine aliases ... (a "billion laughs") are read as shared lists in no time, but an error message printing one, or
+# any walk over it, never ended.
+MAX_CONFIG_VALUES = 100_000
 
 
 class ConfigError(ValueError):
@@ -741,11 +745,27 @@ def _yaml_load(text: str):
     import yaml
 
     try:
-        return yaml.load(text, Loader=_yaml_loader())  # noqa: S506 (a SafeLoader subclass)
+        data = yaml.load(text, Loader=_yaml_loader())  # noqa: S506 (a SafeLoader subclass)
     except RecursionError as error:  # [[[[...]]]] 50000 deep: PyYAML's parser recurses per level
         raise yaml.YAMLError("nested too deeply to parse") from error
     except ValueError as error:  # a value its constructors refuse: an integer of 5000 digits, a date 2020-13-45
         raise yaml.YAMLError(first_line(error)) from error
+    if _expanded_size(data, {}) > MAX_CONFIG_VALUES:
+        raise yaml.YAMLError(f"holds more than {MAX_CONFIG_VALUES:,} values with its aliases expanded; a "
+                             "configuration holds a few hundred")
+    return data
+
+
+def _expanded_size(value, sizes: dict[int, int]) -> int:
+    """How many values `value` holds with every alias expanded, each shared list or mapping counted once per
+    use but walked once (`sizes` by id: linear in the file; a recursive alias, `&a [*a]`, adds nothing)."""
+    if not isinstance(value, list | dict):
+        return 1
+    if id(value) not in sizes:
+        sizes[id(value)] = 0
+        items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+        sizes[id(value)] = 1 + sum(_expanded_size(item, sizes) for item in items)
+    return sizes[id(value)]
 
 
 @functools.cache

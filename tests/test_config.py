@@ -388,3 +388,24 @@ def test_a_number_or_mapping_where_a_list_belongs_names_the_field(assignment, me
     with pytest.raises(ConfigError, match=r"model_config: input_size must be a list, got int 240"):
         from_dict(ModelConfig, {"input_size": 240}, strict=False, where="model_config")  # a checkpoint's
     assert load_config(RunConfig, [], ["session.sequences=null"]).session.sequences is None
+
+
+def test_a_yaml_alias_bomb_is_one_error_before_any_walk_over_it(tmp_path):
+    # Nine aliases of nine aliases ...: PyYAML shares the lists, but the error message printing the value took
+    # seconds and hundreds of MB at 8 levels (here 6), nine times that per level more.
+    from agent.config import RunConfig, load_config
+
+    bomb = "[" + ",".join(["&a0 [x,x,x,x,x,x,x,x,x]"] + [f"&a{i + 1} [" + ",".join([f"*a{i}"] * 9) + "]"
+                                                          for i in range(5)]) + "]"  # 9**6 values
+    path = tmp_path / "bomb.yaml"
+    path.write_text(f"session:\n  max_time: {bomb}\n")
+    with pytest.raises(ConfigError, match="not valid JSON or YAML \\(holds more than 100,000 values with its "
+                                          "aliases expanded"):
+        load_config(RunConfig, [path])
+    with pytest.raises(ConfigError, match="cannot parse the value \\(holds more than 100,000 values"):
+        load_config(RunConfig, [], [f"session.sequences={bomb}"])
+    path.write_text("crf: &crf {iterations: 3}\n")  # an alias used as meant is read as before
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(RunConfig, [path])
+    path.write_text("session:\n  sequences: &s [dog, cat]\nagent:\n  crf: {iterations: 3}\n")
+    assert load_config(RunConfig, [path]).session.sequences == ("dog", "cat")
