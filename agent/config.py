@@ -801,6 +801,18 @@ def _yaml_loader():
     return Loader
 
 
+def _yaml_problem(error: Exception) -> str:
+    """A YAML error's problem and where it is: its first line was the context alone ("while scanning for the next
+    token" for a tab, "while parsing a flow mapping" for a JSON comment), naming neither."""
+    mark, problem = getattr(error, "problem_mark", None), getattr(error, "problem", None)
+    if mark is None or not problem:
+        return first_line(error)
+    context = getattr(error, "context", None)
+    if context and problem.startswith("but "):  # "expected a single document in the stream", "but found another"
+        problem = f"{context}, {problem}"
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """A JSON or YAML file (by suffix; .json is read as YAML too, a superset) as a dict."""
     import yaml
@@ -820,7 +832,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     try:
         data = _yaml_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise ConfigError(f"config file {path} is not valid JSON or YAML ({first_line(error)})") from error
+        raise ConfigError(f"config file {path} is not valid JSON or YAML ({_yaml_problem(error)})") from error
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
     return data
@@ -836,7 +848,7 @@ def set_key(data: dict[str, Any], assignment: str, cls) -> None:
     try:
         value = _yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError as error:
-        raise ConfigError(f"--set {assignment!r}: cannot parse the value ({first_line(error)})") from error
+        raise ConfigError(f"--set {assignment!r}: cannot parse the value ({_yaml_problem(error)})") from error
     parts = key.strip().split(".")
     node, node_cls = data, cls
     for depth, part in enumerate(parts):

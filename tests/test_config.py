@@ -409,3 +409,21 @@ def test_a_yaml_alias_bomb_is_one_error_before_any_walk_over_it(tmp_path):
         load_config(RunConfig, [path])
     path.write_text("session:\n  sequences: &s [dog, cat]\nagent:\n  crf: {iterations: 3}\n")
     assert load_config(RunConfig, [path]).session.sequences == ("dog", "cat")
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("session:\n\tmax_time: 100\n", r"line 2, column 1: found character '\\t' that cannot start any token"),
+    ('{"session": {"max_time": 100} // a comment\n}', "line 1, column 31: expected ',' or '}'"),
+    ("session: {}\n---\nagent: {}\n", "line 2, column 1: expected a single document in the stream, but found another"),
+])
+def test_a_config_file_yaml_cannot_parse_names_the_problem_and_its_line(tmp_path, text, problem):
+    # The error's first line was its context alone: "while scanning for the next token" (a tab), "while parsing a
+    # flow mapping" (a JSON comment), naming neither the problem nor where it is.
+    from agent.config import RunConfig, load_config
+
+    path = tmp_path / "run.json"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=f"is not valid JSON or YAML \\({problem}"):
+        load_config(RunConfig, [path])
+    with pytest.raises(ConfigError, match="cannot parse the value \\(line 1, column 6: found unexpected end of stream"):
+        load_config(RunConfig, [], ["session.strategy='auto"])
