@@ -887,6 +887,9 @@ def load_config(cls, files: list[str | Path] = (), assignments: list[str] = (), 
     for path in files:
         update = read_config_file(path)
         _check_sections(data, update, path)
+        # Its keys and lists' shapes, naming the file: checked once merged, "config: unknown key(s) ..." left the
+        # user to find which of several files (an old run's config.json: a field since removed) held it.
+        _check_sequences(cls, update, f"config file {path}")
         data = merge(data, update)
     overrides: dict[str, Any] = {}
     for key, value in (flags or {}).items():

@@ -253,7 +253,7 @@ def test_unknown_keys_are_named_with_their_section_even_when_not_text(tmp_path):
 
     path = tmp_path / "run.yaml"
     path.write_text("session:\n  1: 2\n  null: 3\n  subset: val\n  x: 4\n")
-    with pytest.raises(ConfigError, match=r"config: unknown key\(s\) session.1, session.None, session.x \(known in "
+    with pytest.raises(ConfigError, match=r"run.yaml: unknown key\(s\) session.1, session.None, session.x \(known in "
                                           r"session: subset, davis_root, "):
         load_config(RunConfig, [path])
     with pytest.raises(ConfigError, match=r"unknown key\(s\) agent.crf.foo \(known in agent.crf: iterations, "):
@@ -427,3 +427,20 @@ def test_a_config_file_yaml_cannot_parse_names_the_problem_and_its_line(tmp_path
         load_config(RunConfig, [path])
     with pytest.raises(ConfigError, match="cannot parse the value \\(line 1, column 6: found unexpected end of stream"):
         load_config(RunConfig, [], ["session.strategy='auto"])
+
+
+def test_an_unknown_key_in_one_of_several_config_files_names_that_file(tmp_path):
+    # An older run's config.json with a field since removed was "config: unknown key(s) ...", naming no file.
+    from agent.config import RunConfig, load_config, to_dict
+
+    current, old = tmp_path / "current.json", tmp_path / "old" / "config.json"
+    old.parent.mkdir()
+    current.write_text(json.dumps(to_dict(RunConfig())))
+    data = to_dict(RunConfig())
+    data["agent"]["crf"]["use_gpu"] = True
+    old.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match=f"config file {old}: unknown key\\(s\\) agent.crf.use_gpu \\(known in agent.crf"):
+        load_config(RunConfig, [current, old])
+    with pytest.raises(ConfigError, match=f"config file {old}: agent.finetune.scale_range must be a list of 2"):
+        old.write_text('{"agent": {"finetune": {"scale_range": [1, 2, 3]}}}')
+        load_config(RunConfig, [current, old])
