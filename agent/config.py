@@ -790,6 +790,14 @@ def _yaml_loader():
                                                         node.start_mark)
             return super().construct_mapping(node, deep=deep)
 
+        def construct_yaml_int(self, node):
+            # A leading zero is decimal, as in YAML 1.2: YAML 1.1 read `010` as octal, `--set agent.seed=010` was 8.
+            text = str(self.construct_scalar(node)).replace("_", "")
+            if text.lstrip("+-").isdigit():
+                return int(text, 10)
+            return super().construct_yaml_int(node)
+
+    Loader.add_constructor("tag:yaml.org,2002:int", Loader.construct_yaml_int)
     Loader.add_implicit_resolver(
         "tag:yaml.org,2002:float",
         re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?

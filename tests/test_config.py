@@ -444,3 +444,15 @@ def test_an_unknown_key_in_one_of_several_config_files_names_that_file(tmp_path)
     with pytest.raises(ConfigError, match=f"config file {old}: agent.finetune.scale_range must be a list of 2"):
         old.write_text('{"agent": {"finetune": {"scale_range": [1, 2, 3]}}}')
         load_config(RunConfig, [current, old])
+
+
+def test_an_integer_with_a_leading_zero_is_decimal_in_files_and_set(tmp_path):
+    # YAML 1.1 (PyYAML) read 010 as octal: `--set agent.seed=010` ran seed 8 without a word (YAML 1.2: 10).
+    from agent.config import RunConfig, load_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text("agent:\n  seed: 0100\n  crf: {iterations: +07}\n")
+    config = load_config(RunConfig, [path], ["session.max_interactions=010"])
+    assert (config.agent.seed, config.agent.crf.iterations, config.session.max_interactions) == (100, 7, 10)
+    assert load_config(RunConfig, [], ["agent.seed=0x10"]).agent.seed == 16  # an explicit base is kept
+    assert load_config(RunConfig, [], ["agent.seed=1_000"]).agent.seed == 1000
