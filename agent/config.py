@@ -46,6 +46,10 @@ MAX_RETRIES = 20
 # A configuration is a few kB (a run's config.json ~3 kB); PyYAML parses in pure Python (a 38 MB file took
 # minutes), so a larger file is refused before it is read.
 MAX_CONFIG_BYTES = 2**20
+# Values a configuration may hold with its YAML aliases expanded (a run's config.json holds ~100): nine aliases of
+# nine aliases ... (a "billion laughs") are read as shared lists in no time, but an error message printing one, or
+# any walk over it, never ended.
+MAX_CONFIG_VALUES = 100_000
 
 
 class ConfigError(ValueError):
@@ -697,6 +701,9 @@ def _check_sequences(cls, data: dict[str, Any], where: str, prefix: str = "") ->
         kinds = {typing.get_origin(arm) or arm for arm in (typing.get_args(hint) or (hint,))} | {typing.get_origin(hint)}
         if isinstance(value, str) and (tuple in kinds or list in kinds):
             raise ConfigError(f"{where}: {prefix}{item.name} must be a list, got the text {value!r} (write [{value}])")
+        # A number where a list belongs (`scale_range: 0.5`): dacite's cast said "'float' object is not iterable".
+        if (tuple in kinds or list in kinds) and value is not None and not isinstance(value, list | tuple | set):
+            raise ConfigError(f"{where}: {prefix}{item.name} must be a list, got {type(value).__name__} {value!r}")
         # A list of the wrong length where a fixed one belongs (input_size [48, 80, 3]): dacite's message was
         # 'should be "tuple" instead of value "(48, 80, 3)" of type "tuple"'.
         size = next((len(typing.get_args(arm)) for arm in _arms(hint) if typing.get_origin(arm) is tuple
@@ -738,11 +745,27 @@ def _yaml_load(text: str):
     import yaml
 
     try:
-        return yaml.load(text, Loader=_yaml_loader())  # noqa: S506 (a SafeLoader subclass)
+        data = yaml.load(text, Loader=_yaml_loader())  # noqa: S506 (a SafeLoader subclass)
     except RecursionError as error:  # [[[[...]]]] 50000 deep: PyYAML's parser recurses per level
         raise yaml.YAMLError("nested too deeply to parse") from error
     except ValueError as error:  # a value its constructors refuse: an integer of 5000 digits, a date 2020-13-45
         raise yaml.YAMLError(first_line(error)) from error
+    if _expanded_size(data, {}) > MAX_CONFIG_VALUES:
+        raise yaml.YAMLError(f"holds more than {MAX_CONFIG_VALUES:,} values with its aliases expanded; a "
+                             "configuration holds a few hundred")
+    return data
+
+
+def _expanded_size(value, sizes: dict[int, int]) -> int:
+    """How many values `value` holds with every alias expanded, each shared list or mapping counted once per
+    use but walked once (`sizes` by id: linear in the file; a recursive alias, `&a [*a]`, adds nothing)."""
+    if not isinstance(value, list | dict):
+        return 1
+    if id(value) not in sizes:
+        sizes[id(value)] = 0
+        items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+        sizes[id(value)] = 1 + sum(_expanded_size(item, sizes) for item in items)
+    return sizes[id(value)]
 
 
 @functools.cache
@@ -767,6 +790,14 @@ def _yaml_loader():
                                                         node.start_mark)
             return super().construct_mapping(node, deep=deep)
 
+        def construct_yaml_int(self, node):
+            # A leading zero is decimal, as in YAML 1.2: YAML 1.1 read `010` as octal, `--set agent.seed=010` was 8.
+            text = str(self.construct_scalar(node)).replace("_", "")
+            if text.lstrip("+-").isdigit():
+                return int(text, 10)
+            return super().construct_yaml_int(node)
+
+    Loader.add_constructor("tag:yaml.org,2002:int", Loader.construct_yaml_int)
     Loader.add_implicit_resolver(
         "tag:yaml.org,2002:float",
         re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
@@ -776,6 +807,18 @@ def _yaml_loader():
                     |\.(?:nan|NaN|NAN))$""", re.X),
         list("-+0123456789."))
     return Loader
+
+
+def _yaml_problem(error: Exception) -> str:
+    """A YAML error's problem and where it is: its first line was the context alone ("while scanning for the next
+    token" for a tab, "while parsing a flow mapping" for a JSON comment), naming neither."""
+    mark, problem = getattr(error, "problem_mark", None), getattr(error, "problem", None)
+    if mark is None or not problem:
+        return first_line(error)
+    context = getattr(error, "context", None)
+    if context and problem.startswith("but "):  # "expected a single document in the stream", "but found another"
+        problem = f"{context}, {problem}"
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -797,7 +840,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     try:
         data = _yaml_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise ConfigError(f"config file {path} is not valid JSON or YAML ({first_line(error)})") from error
+        raise ConfigError(f"config file {path} is not valid JSON or YAML ({_yaml_problem(error)})") from error
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
     return data
@@ -813,7 +856,7 @@ def set_key(data: dict[str, Any], assignment: str, cls) -> None:
     try:
         value = _yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError as error:
-        raise ConfigError(f"--set {assignment!r}: cannot parse the value ({first_line(error)})") from error
+        raise ConfigError(f"--set {assignment!r}: cannot parse the value ({_yaml_problem(error)})") from error
     parts = key.strip().split(".")
     node, node_cls = data, cls
     for depth, part in enumerate(parts):
@@ -822,12 +865,17 @@ def set_key(data: dict[str, Any], assignment: str, cls) -> None:
             prefix = ".".join(parts[:depth]) or "the top level"
             raise ConfigError(f"--set {key}: unknown key '{part}' in {prefix} (known: {', '.join(known)})")
         if depth == len(parts) - 1:
-            node[part] = value
+            # A whole section (`agent.crf={iterations: 3}`) merges with an earlier --set of its fields, as it does
+            # with a config file's: it replaced them without a word.
+            node[part] = merge(node[part], value) if isinstance(value, dict) and isinstance(node.get(part), dict) \
+                else value
             return
         default = known[part].default_factory() if callable(known[part].default_factory) else None
         if not is_dataclass(default):
             raise ConfigError(f"--set {key}: '{'.'.join(parts[:depth + 1])}' is a value, not a section")
-        node = node.setdefault(part, {})
+        if not isinstance(node.get(part), dict):  # an earlier --set gave the section a value (`agent.crf=3`): this
+            node[part] = {}                       # one wins, as the later --set does (it was a TypeError traceback)
+        node = node[part]
         node_cls = type(default)
 
 
@@ -847,6 +895,9 @@ def load_config(cls, files: list[str | Path] = (), assignments: list[str] = (), 
     for path in files:
         update = read_config_file(path)
         _check_sections(data, update, path)
+        # Its keys and lists' shapes, naming the file: checked once merged, "config: unknown key(s) ..." left the
+        # user to find which of several files (an old run's config.json: a field since removed) held it.
+        _check_sequences(cls, update, f"config file {path}")
         data = merge(data, update)
     overrides: dict[str, Any] = {}
     for key, value in (flags or {}).items():

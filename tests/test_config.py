@@ -253,7 +253,7 @@ def test_unknown_keys_are_named_with_their_section_even_when_not_text(tmp_path):
 
     path = tmp_path / "run.yaml"
     path.write_text("session:\n  1: 2\n  null: 3\n  subset: val\n  x: 4\n")
-    with pytest.raises(ConfigError, match=r"config: unknown key\(s\) session.1, session.None, session.x \(known in "
+    with pytest.raises(ConfigError, match=r"run.yaml: unknown key\(s\) session.1, session.None, session.x \(known in "
                                           r"session: subset, davis_root, "):
         load_config(RunConfig, [path])
     with pytest.raises(ConfigError, match=r"unknown key\(s\) agent.crf.foo \(known in agent.crf: iterations, "):
@@ -358,3 +358,101 @@ def test_session_runner_help_describes_every_flag(capsys):
     with pytest.raises(SystemExit):
         session_runner.parse_args(["--help"])
     assert bare_flags(capsys.readouterr().out) == []  # --seed had none
+
+
+def test_a_set_section_and_a_set_field_of_it_combine_in_either_order():
+    # `agent.crf=3` then `agent.crf.workers=2` was a TypeError traceback (null: an AttributeError); a section after
+    # a field of it replaced the field without a word (a config file's fields merge with it).
+    from agent.config import RunConfig, load_config
+
+    for earlier in ("agent.crf=3", "agent.crf=null", "agent.crf=[1]", "agent=null"):
+        assert load_config(RunConfig, [], [earlier, "agent.crf.workers=2"]).agent.crf.workers == 2
+    for assignments in (["agent.crf.workers=2", "agent.crf={iterations: 3}"],
+                        ["agent.crf={iterations: 3}", "agent.crf.workers=2"]):
+        crf = load_config(RunConfig, [], assignments).agent.crf
+        assert (crf.iterations, crf.workers) == (3, 2)
+    assert load_config(RunConfig, [], ["agent.crf.workers=2", "agent.crf.workers=1"]).agent.crf.workers == 1
+
+
+@pytest.mark.parametrize(("assignment", "message"), [
+    ("agent.finetune.scale_range=0.5", "agent.finetune.scale_range must be a list, got float 0.5"),
+    ("session.sequences=5", "session.sequences must be a list, got int 5"),
+    ("session.sequences={dog: 1}", "session.sequences must be a list, got dict"),
+])
+def test_a_number_or_mapping_where_a_list_belongs_names_the_field(assignment, message):
+    # dacite's tuple cast said only "'float' object is not iterable" (or "dictionary update sequence element ...").
+    from agent.config import ModelConfig, RunConfig, from_dict, load_config
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(RunConfig, [], [assignment])
+    with pytest.raises(ConfigError, match=r"model_config: input_size must be a list, got int 240"):
+        from_dict(ModelConfig, {"input_size": 240}, strict=False, where="model_config")  # a checkpoint's
+    assert load_config(RunConfig, [], ["session.sequences=null"]).session.sequences is None
+
+
+def test_a_yaml_alias_bomb_is_one_error_before_any_walk_over_it(tmp_path):
+    # Nine aliases of nine aliases ...: PyYAML shares the lists, but the error message printing the value took
+    # seconds and hundreds of MB at 8 levels (here 6), nine times that per level more.
+    from agent.config import RunConfig, load_config
+
+    bomb = "[" + ",".join(["&a0 [x,x,x,x,x,x,x,x,x]"] + [f"&a{i + 1} [" + ",".join([f"*a{i}"] * 9) + "]"
+                                                          for i in range(5)]) + "]"  # 9**6 values
+    path = tmp_path / "bomb.yaml"
+    path.write_text(f"session:\n  max_time: {bomb}\n")
+    with pytest.raises(ConfigError, match="not valid JSON or YAML \\(holds more than 100,000 values with its "
+                                          "aliases expanded"):
+        load_config(RunConfig, [path])
+    with pytest.raises(ConfigError, match="cannot parse the value \\(holds more than 100,000 values"):
+        load_config(RunConfig, [], [f"session.sequences={bomb}"])
+    path.write_text("crf: &crf {iterations: 3}\n")  # an alias used as meant is read as before
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(RunConfig, [path])
+    path.write_text("session:\n  sequences: &s [dog, cat]\nagent:\n  crf: {iterations: 3}\n")
+    assert load_config(RunConfig, [path]).session.sequences == ("dog", "cat")
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("session:\n\tmax_time: 100\n", r"line 2, column 1: found character '\\t' that cannot start any token"),
+    ('{"session": {"max_time": 100} // a comment\n}', "line 1, column 31: expected ',' or '}'"),
+    ("session: {}\n---\nagent: {}\n", "line 2, column 1: expected a single document in the stream, but found another"),
+])
+def test_a_config_file_yaml_cannot_parse_names_the_problem_and_its_line(tmp_path, text, problem):
+    # The error's first line was its context alone: "while scanning for the next token" (a tab), "while parsing a
+    # flow mapping" (a JSON comment), naming neither the problem nor where it is.
+    from agent.config import RunConfig, load_config
+
+    path = tmp_path / "run.json"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=f"is not valid JSON or YAML \\({problem}"):
+        load_config(RunConfig, [path])
+    with pytest.raises(ConfigError, match="cannot parse the value \\(line 1, column 6: found unexpected end of stream"):
+        load_config(RunConfig, [], ["session.strategy='auto"])
+
+
+def test_an_unknown_key_in_one_of_several_config_files_names_that_file(tmp_path):
+    # An older run's config.json with a field since removed was "config: unknown key(s) ...", naming no file.
+    from agent.config import RunConfig, load_config, to_dict
+
+    current, old = tmp_path / "current.json", tmp_path / "old" / "config.json"
+    old.parent.mkdir()
+    current.write_text(json.dumps(to_dict(RunConfig())))
+    data = to_dict(RunConfig())
+    data["agent"]["crf"]["use_gpu"] = True
+    old.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match=f"config file {old}: unknown key\\(s\\) agent.crf.use_gpu \\(known in agent.crf"):
+        load_config(RunConfig, [current, old])
+    with pytest.raises(ConfigError, match=f"config file {old}: agent.finetune.scale_range must be a list of 2"):
+        old.write_text('{"agent": {"finetune": {"scale_range": [1, 2, 3]}}}')
+        load_config(RunConfig, [current, old])
+
+
+def test_an_integer_with_a_leading_zero_is_decimal_in_files_and_set(tmp_path):
+    # YAML 1.1 (PyYAML) read 010 as octal: `--set agent.seed=010` ran seed 8 without a word (YAML 1.2: 10).
+    from agent.config import RunConfig, load_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text("agent:\n  seed: 0100\n  crf: {iterations: +07}\n")
+    config = load_config(RunConfig, [path], ["session.max_interactions=010"])
+    assert (config.agent.seed, config.agent.crf.iterations, config.session.max_interactions) == (100, 7, 10)
+    assert load_config(RunConfig, [], ["agent.seed=0x10"]).agent.seed == 16  # an explicit base is kept
+    assert load_config(RunConfig, [], ["agent.seed=1_000"]).agent.seed == 1000
