@@ -97,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     from .webapp import create_app
 
     print(f"open {page_url(args.host, port)} in a browser (Ctrl+C stops the server)", flush=True)
-    uvicorn.run(create_app(state), host=args.host, port=port, log_level="warning", http=HeaderTimeoutProtocol)
+    try:
+        uvicorn.run(create_app(state), host=args.host, port=port, log_level="warning", http=HeaderTimeoutProtocol)
+    finally:  # uvicorn raises the Ctrl-C again once it has stopped
+        state.close()  # a running export removes what it wrote so far
     return 0
 
 

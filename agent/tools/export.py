@@ -26,6 +26,7 @@ from PIL import Image
 
 from ..data.synthetic import davis_palette
 from ..paths import file_in_the_way, unused_path, unwritable_folder
+from ..signals import deferred_signals
 from .video import InputError, Progress, VideoSource, ffmpeg_path, user_path
 
 log = logging.getLogger(__name__)
@@ -175,20 +176,23 @@ def export(video: VideoSource, labels_at: Callable[[int], np.ndarray], output: P
         shutil.rmtree(stage, ignore_errors=True)
         discard_empty_output(output)
         raise
+    # Ctrl-C or SIGTERM between removing the earlier export and moving the last new file in lost both (the rest
+    # of the new one went with its hidden folder): the move completes first, the interrupt comes after it.
     try:
-        check_replaceable(output)  # again: the folder may have changed while the masks were computed
-        if not overwrite and has_export(output):  # two runs given one new folder: the later replaced the first
-            kept = unused_path(output, keep_suffix=False)
-            os.rename(stage, kept)
-            raise InputError(f"{output}: another export was written there while this one ran; it is kept (not "
-                             f"replaced without overwrite), and this one's results are in {kept}")
-        _clear_output(output)
-        (output / "masks").mkdir(parents=True, exist_ok=True)
-        for png in (stage / "masks").iterdir():
-            os.replace(png, output / "masks" / png.name)
-        for name in OUTPUT_FILES[1:]:
-            if (stage / name).exists():
-                os.replace(stage / name, output / name)
+        with deferred_signals():
+            check_replaceable(output)  # again: the folder may have changed while the masks were computed
+            if not overwrite and has_export(output):  # two runs given one new folder: the later replaced the first
+                kept = unused_path(output, keep_suffix=False)
+                os.rename(stage, kept)
+                raise InputError(f"{output}: another export was written there while this one ran; it is kept (not "
+                                 f"replaced without overwrite), and this one's results are in {kept}")
+            _clear_output(output)
+            (output / "masks").mkdir(parents=True, exist_ok=True)
+            for png in (stage / "masks").iterdir():
+                os.replace(png, output / "masks" / png.name)
+            for name in OUTPUT_FILES[1:]:
+                if (stage / name).exists():
+                    os.replace(stage / name, output / name)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     log.info("wrote %d masks, overlay.mp4 and masks.json to %s", video.num_frames, output)

@@ -101,58 +101,62 @@ def main(argv: list[str] | None = None) -> int:
     from ..data.davis import DatasetError
     from ..inference.footprint import TooManyObjects
     from ..model.checkpoint import CheckpointError
+    from ..signals import exit_code, signal_name, terminate_as_interrupt
     from .scribble_input import object_ids
     from .segmenter import DEFAULT_CHUNK_FRAMES
 
-    try:
-        # Everything about the input is checked before the model loads or a frame is decoded in full.
-        check_sizes(args)
-        config = agent_config(args)
-        check_device(config.device)
-        from .export import discard_empty_output, prepare_output
-        from .scribble_input import load_scribbles
-        from .video import open_video
-
-        video = open_video(args.video)
-        scribbles = load_scribbles(args.scribbles, video)
-        output = prepare_output(args.output, args.overwrite, video=video.path)
-        started = time.perf_counter()
+    # SIGTERM and SIGHUP (`timeout`, a scheduler, a closed terminal) end the run as Ctrl-C does: they killed it,
+    # leaving the empty output folder that refused the next try, or an export's half-written hidden folder in it.
+    with terminate_as_interrupt():
         try:
-            run(video, scribbles, output, config, args)
-        except BaseException:  # a checkpoint that fails to load, Ctrl-C: no empty folder refuses the next try
-            discard_empty_output(output)
-            raise
-    except (InputError, ConfigError, DatasetError, CheckpointError) as error:
-        if args.verbose:
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:  # a path the file system refuses (a name too long), a full disk
-        if args.verbose:
-            raise
-        print(f"error: {os_error_line(error)}", file=sys.stderr)
-        return 2
-    except TooManyObjects:  # every id up to the highest is a class: a stray high id (palette colour) made many
-        if args.verbose:
-            raise
-        ids = object_ids(scribbles)
-        highest, drawn = max(ids), len(ids)
-        fix = (f"{drawn} objects are drawn: number them 1..{drawn} (in a scribble image, the colours of objects "
-               f"1..{drawn})" if highest > drawn else
-               "segment fewer objects, or pass a smaller --chunk-frames or --working-size")
-        print(f"error: {args.scribbles}: object id {highest} makes {highest + 1} classes, each holding scores of "
-              f"every frame, too many for the memory: {fix}", file=sys.stderr)
-        return 2
-    except MemoryError as error:  # InteractiveAgent.start refuses a chunk too large for the memory (footprint.py)
-        if args.verbose:
-            raise
-        print(f"error: --chunk-frames {args.chunk_frames or DEFAULT_CHUNK_FRAMES} at --working-size {args.working_size}"
-              f" does not fit in memory: pass a smaller --chunk-frames or --working-size ({first_line(error)})",
-              file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+            # Everything about the input is checked before the model loads or a frame is decoded in full.
+            check_sizes(args)
+            config = agent_config(args)
+            check_device(config.device)
+            from .export import discard_empty_output, prepare_output
+            from .scribble_input import load_scribbles
+            from .video import open_video
+
+            video = open_video(args.video)
+            scribbles = load_scribbles(args.scribbles, video)
+            output = prepare_output(args.output, args.overwrite, video=video.path)
+            started = time.perf_counter()
+            try:
+                run(video, scribbles, output, config, args)
+            except BaseException:  # a checkpoint that fails to load, Ctrl-C: no empty folder refuses the next try
+                discard_empty_output(output)
+                raise
+        except (InputError, ConfigError, DatasetError, CheckpointError) as error:
+            if args.verbose:
+                raise
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        except OSError as error:  # a path the file system refuses (a name too long), a full disk
+            if args.verbose:
+                raise
+            print(f"error: {os_error_line(error)}", file=sys.stderr)
+            return 2
+        except TooManyObjects:  # every id up to the highest is a class: a stray high id (palette colour) made many
+            if args.verbose:
+                raise
+            ids = object_ids(scribbles)
+            highest, drawn = max(ids), len(ids)
+            fix = (f"{drawn} objects are drawn: number them 1..{drawn} (in a scribble image, the colours of objects "
+                   f"1..{drawn})" if highest > drawn else
+                   "segment fewer objects, or pass a smaller --chunk-frames or --working-size")
+            print(f"error: {args.scribbles}: object id {highest} makes {highest + 1} classes, each holding scores of "
+                  f"every frame, too many for the memory: {fix}", file=sys.stderr)
+            return 2
+        except MemoryError as error:  # InteractiveAgent.start refuses a chunk too large for the memory (footprint.py)
+            if args.verbose:
+                raise
+            print(f"error: --chunk-frames {args.chunk_frames or DEFAULT_CHUNK_FRAMES} at --working-size "
+                  f"{args.working_size} does not fit in memory: pass a smaller --chunk-frames or --working-size ({first_line(error)})",
+                  file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as interrupt:
+            print(f"interrupted ({signal_name(interrupt)})", file=sys.stderr)
+            return exit_code(interrupt)
     print(f"masks for {video.num_frames} frames in {time.perf_counter() - started:.1f} s: {output}")
     return 0
 

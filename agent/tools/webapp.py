@@ -66,6 +66,10 @@ class Busy(Exception):
     pass
 
 
+class Stopped(Exception):
+    """The server is stopping (AppState.close): the running job ends at its next step, cleaning up after itself."""
+
+
 @dataclass
 class Job:
     kind: str  # open | segment | export
@@ -94,6 +98,8 @@ class AppState:
         self.frames: WorkingFrames | None = None
         self.segmenter: VideoSegmenter | None = None
         self.job: Job | None = None
+        self._thread: threading.Thread | None = None  # the job's
+        self._stopping = False
         self._lock = threading.RLock()  # segment, export and reset hold it around their check_idle
         self._uploads = tempfile.TemporaryDirectory(prefix="simlearn-app-")
         self.uploads_dir = self._uploads.name
@@ -108,13 +114,29 @@ class AppState:
     def start_job(self, kind: str, work: Callable[[Job], str | None]) -> Job:
         with self._lock:
             self.check_idle()
+            if self._stopping:
+                raise Busy("the server is stopping")
             job = self.job = Job(kind)
-        threading.Thread(target=self._run, args=(job, work), daemon=True, name=f"app-{kind}").start()
+            self._thread = threading.Thread(target=self._run, args=(job, work), daemon=True, name=f"app-{kind}")
+            self._thread.start()
         return job
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Stop the running job at its next step and wait for it: the server stopped with Ctrl-C ended the job's
+        daemon thread where it was, and an export left its half-written hidden `.export-*` folder and an empty
+        `masks` in the output (which refused the next export as "not empty")."""
+        with self._lock:
+            self._stopping = True
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
 
     def _run(self, job: Job, work: Callable[[Job], str | None]) -> None:
         try:
             job.message = work(job)
+        except Stopped:  # what it wrote is removed (an export's folder as it was)
+            job.error = f"{job.kind} stopped: the server is shutting down"
+            log.warning("%s", job.error)
         except USER_ERRORS as error:
             job.error = first_line(error)
         except OSError as error:  # the file system (a full disk, a folder where a file goes): its one line
@@ -127,9 +149,10 @@ class AppState:
         finally:
             job.finished = True
 
-    @staticmethod
-    def progress(job: Job) -> Callable[[str, int, int], None]:
+    def progress(self, job: Job) -> Callable[[str, int, int], None]:
         def update(stage: str, done: int, total: int) -> None:
+            if self._stopping:
+                raise Stopped()
             job.stage, job.done, job.total = stage, done, total
         return update
 

@@ -184,3 +184,27 @@ def test_an_export_into_a_relative_folder_with_a_colon_is_written(small_video, t
     output = prepare_output("run:1")
     export(video, lambda index: np.zeros((video.height, video.width), np.uint8), output, 1)
     assert (tmp_path / "run:1" / "overlay.mp4").stat().st_size > 0
+
+
+def test_ctrl_c_while_an_export_is_moved_into_place_loses_neither_export(small_video, tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM, as agent.segment turns it) once the earlier export's files were removed and before the
+    new ones were all moved in: the rest of the new export was deleted with its hidden folder, so neither export
+    was left. The move now completes first; the interrupt comes after it."""
+    import signal
+
+    from agent.tools import export as export_module
+
+    video = open_video(small_video.video)
+    out = export(video, lambda i: np.zeros_like(small_video.masks[i]), prepare_output(tmp_path / "out"), 2)
+    clear = export_module._clear_output
+
+    def interrupted_once_cleared(output):
+        clear(output)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(export_module, "_clear_output", interrupted_once_cleared)
+    with pytest.raises(KeyboardInterrupt):
+        export(video, lambda i: small_video.masks[i], prepare_output(out, overwrite=True), 2)
+    masks = np.stack([np.asarray(Image.open(out / "masks" / f"{i:05d}.png")) for i in range(8)])
+    assert (masks == small_video.masks).all() and (out / "masks.json").exists() and (out / "overlay.mp4").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["masks", "masks.json", "overlay.mp4"]

@@ -133,3 +133,47 @@ def test_a_high_object_id_that_does_not_fit_names_the_id_not_the_chunk(small_vid
                                  "frame, too many for the memory: 2 objects are drawn: number them 1..2 (in a "
                                  "scribble image, the colours of objects 1..2)"], err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("earlier", [False, True])
+def test_sigterm_mid_export_keeps_an_earlier_export_and_leaves_no_partial_folder(small_video, tmp_path, capsys,
+                                                                                monkeypatch, tiny_checkpoint, earlier):
+    """SIGTERM (`timeout`, a scheduler) killed the run: the empty output folder it made refused the next try as
+    "not empty", and an export's half-written hidden folder stayed inside it. It now ends as Ctrl-C does."""
+    import os
+    import signal
+
+    from agent.tools import export
+
+    out = tmp_path / "out"
+    if earlier:  # an earlier export, replaced only once the new one is complete
+        (out / "masks").mkdir(parents=True)
+        (out / "masks" / "00000.png").write_bytes(b"earlier")
+        (out / "masks.json").write_text("earlier")
+    upsample = export.upsample_labels
+
+    def stopped_at_frame_3(labels, size, calls=[]):  # noqa: B006 (a counter)
+        calls.append(1)
+        if len(calls) == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return upsample(labels, size)
+
+    monkeypatch.setattr(export, "upsample_labels", stopped_at_frame_3)
+
+    def killed(signum, frame):  # what SIGTERM's default does, short of ending pytest
+        raise SystemExit("killed by SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, killed)
+    try:
+        code = main([str(small_video.video), "--scribbles", str(small_video.scribble_dir), "--output", str(out),
+                     "--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--crf-scale", "0",
+                     *(["--overwrite"] if earlier else [])])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert code == 143 and capsys.readouterr().err.splitlines()[-1] == "interrupted (SIGTERM)"
+    if earlier:
+        assert sorted(p.name for p in out.iterdir()) == ["masks", "masks.json"]
+        assert (out / "masks.json").read_text() == "earlier"
+        assert [p.name for p in (out / "masks").iterdir()] == ["00000.png"]
+    else:
+        assert not out.exists()

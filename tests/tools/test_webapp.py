@@ -584,3 +584,48 @@ def test_a_non_empty_export_folder_names_the_pages_checkbox(tmp_path):
         state.export(str(tmp_path / "out"), False)
     with pytest.raises(InputError, match="or pass --overwrite"):
         prepare_output(tmp_path / "out")
+
+
+@pytest.mark.parametrize("earlier", [False, True])
+def test_stopping_the_server_mid_export_leaves_the_folder_as_it_was(tiny_agent, small_video, tmp_path, earlier):
+    """Ctrl-C on `python -m agent.app` ended the export's daemon thread where it was: its half-written hidden
+    `.export-*` folder and an empty `masks` stayed in the output (the next export was "not empty", though nothing
+    showed). AppState.close stops the job at its next frame and waits for it to clean up."""
+    import threading
+    import time
+
+    from agent.tools.export import prepare_output
+
+    state = AppState(lambda: tiny_agent, working_side=120,
+                     segmenter_factory=lambda agent, frames: VideoSegmenter(agent, frames, plan=RoundPlan()))
+
+    def finished():
+        while not state.job.finished:
+            time.sleep(0.01)
+        return state.job
+
+    state.open(str(small_video.video))
+    assert finished().error is None
+    state.segment([_object_stroke()])
+    assert finished().error is None
+    out = tmp_path / "out"
+    if earlier:
+        (prepare_output(out) / "masks" / "00000.png").write_bytes(b"earlier")
+    labels, halfway = state.segmenter.labels, threading.Event()
+
+    def slow_labels(frame):
+        if frame == 3:
+            halfway.set()
+            while not state._stopping:
+                time.sleep(0.01)
+        return labels(frame)
+
+    state.segmenter.labels = slow_labels
+    state.export(str(out), earlier)
+    assert halfway.wait(30)
+    state.close()
+    assert finished().error == "export stopped: the server is shutting down"
+    if earlier:
+        assert [p.relative_to(out).as_posix() for p in sorted(out.rglob("*"))] == ["masks", "masks/00000.png"]
+    else:
+        assert not out.exists()
