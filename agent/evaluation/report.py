@@ -143,6 +143,7 @@ def summarize_run(
     max_time: float,
     metric: str = "J",
     complete: bool = True,
+    time_threshold: float = 60.0,
 ) -> dict:
     """summarize() of a whole run; for a run that stopped early (`complete` False) `auc` and
     `metric_at_threshold` are None, because the unplayed samples would count as J = 0 and the unplayed
@@ -150,11 +151,11 @@ def summarize_run(
     `auc_partial` and `metric_at_threshold_partial` (with `samples_played` of `samples_total`)."""
     total = sum(layout.num_scribbles.values())
     if complete:
-        return {**summarize(report, layout, max_interactions, max_time, metric), "complete": True,
+        return {**summarize(report, layout, max_interactions, max_time, metric, time_threshold), "complete": True,
                 "samples_total": total}
     df = numeric_report(report)
     played = {(str(q), int(i)) for q, i in zip(df["sequence"], df["scribble_idx"], strict=True)} if len(df) else set()
-    partial = summarize(report, layout, max_interactions, max_time, metric, samples=played)
+    partial = summarize(report, layout, max_interactions, max_time, metric, time_threshold, samples=played)
     return {
         **partial,
         "auc": None,

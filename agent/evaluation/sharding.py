@@ -247,7 +247,7 @@ def merge_runs(directories: list[str | Path], output_dir: str | Path, final_dir:
     """Merge shard run directories into `output_dir` (report.csv, summary.json, per_sequence.csv, curve.png,
     config.json; `final_dir`: where they will be published, for config.json); returns the merged summary.
     MergeError names what does not fit."""
-    from .report import SampleLayout, summarize, write_outputs
+    from .report import SampleLayout, summarize_run, write_outputs
 
     directories = [Path(d) for d in directories]
     runs = [_read_run(d) for d in directories]
@@ -271,9 +271,12 @@ def merge_runs(directories: list[str | Path], output_dir: str | Path, final_dir:
     layout = SampleLayout(num_scribbles=num_scribbles, num_objects=num_objects)
     first = summaries[0]
     report = pd.concat([report for _, report, _ in runs], ignore_index=True)
-    summary = summarize(report, layout, first["max_interactions"], first["max_time"], first["metric"],
-                        first["threshold"])
-    interrupted = [str(d) for d, s in zip(directories, summaries, strict=True) if s.get("interrupted")]
+    # An interrupted shard's unplayed samples: as in an interrupted run, no AUC over them (it counted them as J = 0
+    # and was published as the evaluation's figure), the figures over the samples played given apart.
+    interrupted = [str(d) for d, s in zip(directories, summaries, strict=True)
+                   if s.get("interrupted") or s.get("complete") is False]
+    summary = summarize_run(report, layout, first["max_interactions"], first["max_time"], first["metric"],
+                            complete=not interrupted, time_threshold=first["threshold"])
     summary["interrupted"] = bool(interrupted)
     if all("rounds_late" in s for s in summaries):  # shards written before these counts have none to add
         summary["rounds_played"] = sum(int(s.get("rounds_played", 0)) for s in summaries)
@@ -324,7 +327,12 @@ def main(argv: list[str] | None = None) -> int:
                                                            if target.work.is_dir() else "") + "\n")
     publish(target)
     metric = summary["metric"]
-    print(f"AUC-{metric}: {summary['auc']:.3f}")
-    print(f"{metric}@{summary['threshold']:.0f}s: {summary['metric_at_threshold']:.3f}")
+    if summary.get("auc") is None:  # an interrupted shard: the figures over the samples played, said so
+        from .report import figures_line
+
+        print(figures_line(summary))
+    else:
+        print(f"AUC-{metric}: {summary['auc']:.3f}")
+        print(f"{metric}@{summary['threshold']:.0f}s: {summary['metric_at_threshold']:.3f}")
     print(f"merged {len(args.runs)} runs into {args.output}")
     return 0

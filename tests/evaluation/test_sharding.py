@@ -20,6 +20,8 @@ from agent.evaluation.session import run_session
 from agent.evaluation.sharding import assign_shards, merge_runs, shard_sequences
 from strategies import get_strategy
 
+from .conftest import StopsOnTheSecondVideo
+
 INTERACTIONS = 3
 SUMMARY_KEYS = ("auc", "metric_at_threshold", "threshold", "curve", "per_interaction", "evaluated_fraction",
                 "metric", "interrupted")
@@ -57,10 +59,10 @@ def test_too_many_shards_is_one_clear_error():
             shard_sequences(_infos({"a": 5, "b": 5}), 1, count)
 
 
-def _run(root, output_dir, shard=None):
+def _run(root, output_dir, shard=None, predictor=None):
     config = SessionConfig(subset="val", davis_root=root, max_interactions=INTERACTIONS, max_time=60.0,
                            output_dir=output_dir, strategy="no-finetune", shard=shard)
-    run_session(config, ScribblePaintBaseline(), get_strategy("no-finetune"))
+    run_session(config, predictor or ScribblePaintBaseline(), get_strategy("no-finetune"))
     return output_dir
 
 
@@ -85,6 +87,27 @@ def test_merged_shards_equal_one_run(tiny_synthetic_root, tmp_path, fixed_timing
     assert json.loads((merged / "config.json").read_text())["session"]["shard"] is None
     # The framework's own summary of the one run agrees too (it is not computed for a merge).
     assert ours["auc"] == pytest.approx(one["framework"]["auc"], abs=1e-12)
+
+
+def test_a_merge_of_an_interrupted_shard_has_no_auc_over_its_unplayed_samples(tiny_synthetic_root, tmp_path,
+                                                                              fixed_timing, capsys):
+    """It was published with an AUC counting the unplayed samples as J = 0, exit 0, while the shard's own summary
+    had none: now as any interrupted run, `auc` null and the figures over the samples played apart."""
+    def interrupt(frames):
+        raise KeyboardInterrupt
+
+    first = _run(tiny_synthetic_root, tmp_path / "shard1", "1/2")
+    with pytest.raises(KeyboardInterrupt):
+        _run(tiny_synthetic_root, tmp_path / "shard2", "2/2", StopsOnTheSecondVideo(interrupt))
+    assert json.loads((tmp_path / "shard2" / "summary.json").read_text())["auc"] is None
+    merged = tmp_path / "merged"
+    assert report_main(["merge", str(first), str(tmp_path / "shard2"), "--output", str(merged)]) == 0
+    summary = json.loads((merged / "summary.json").read_text())
+    assert summary["auc"] is None and summary["metric_at_threshold"] is None and summary["interrupted"] is True
+    assert summary["complete"] is False and summary["samples_played"] < summary["samples_total"]
+    assert 0 < summary["auc_partial"] <= 1
+    assert capsys.readouterr().out.startswith(f"incomplete run ({summary['samples_played']} of "
+                                              f"{summary['samples_total']} samples): partial AUC-J ")
 
 
 def _fake_run(directory, sequences, shard, **changes):
