@@ -314,6 +314,10 @@ def _main(argv: list[str] | None) -> int:
         parser.exit(2, f"error: {problem}\n")
     if args.output.suffix.lower() not in PLOT_SUFFIXES:
         parser.exit(2, f"error: --output {args.output}: name the image file ({', '.join(PLOT_SUFFIXES)})\n")
+    # A run's own curve.png (the one result its suffix check lets through) was replaced without a word.
+    if args.output.name == "curve.png" and (args.output.parent / "summary.json").exists():
+        parser.exit(2, f"error: --output {args.output}: it is the curve of the run in {args.output.parent}, one of "
+                       "its results: name another file\n")
     summaries, metrics = {}, {}
     for run in args.runs:
         directory, label = _run_and_label(run)

@@ -142,3 +142,19 @@ def test_runs_of_different_metrics_are_refused(report, tmp_path, capsys):
     assert f"{tmp_path / 'a'} (J), {tmp_path / 'b'} (F)" in err and "different metrics" in err
     assert not output.exists()
     assert main([str(tmp_path / "a"), str(tmp_path / "c"), "--output", str(output)]) == 0
+
+
+def test_a_runs_own_curve_is_not_an_output(report, tmp_path, capsys):
+    # `--output RUN/curve.png` replaced that run's own curve with the comparison plot, without a word.
+    summary = summarize(report, LAYOUT, max_interactions=2, max_time=10.0)
+    for name in ("a", "b"):
+        write_outputs(tmp_path / name, report, summary, name)
+    before = (tmp_path / "a" / "curve.png").read_bytes()
+    for output in (tmp_path / "a" / "curve.png", tmp_path / "b" / ".." / "a" / "curve.png"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(tmp_path / "a"), str(tmp_path / "b"), "--output", str(output)])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.count("\n") == 1
+        assert err.startswith(f"error: --output {output}: it is the curve of the run in ")
+    assert (tmp_path / "a" / "curve.png").read_bytes() == before
+    assert main([str(tmp_path / "a"), "--output", str(tmp_path / "a" / "compare.png")]) == 0
