@@ -131,6 +131,9 @@ def _check_summary_values(path: Path, summary: dict) -> None:
         "max_time": (number(summary["max_time"]) and 0 < summary["max_time"] <= MAX_TIME_LIMIT,
                      f"a number of seconds in (0, {MAX_TIME_LIMIT:g}]"),
     }
+    for key in ("rounds_played", "rounds_late"):  # absent from a summary written before they were counted
+        if key in summary:
+            checks[key] = (_is_int(summary[key], 0), "an integer >= 0")
     for key, (good, what) in checks.items():
         if not good:
             raise MergeError(f"{path}: {key} is {summary[key]!r}, not {what}")

@@ -235,7 +235,11 @@ def test_merge_names_a_malformed_shard_or_a_nan_result(tmp_path, capsys):
     ({"layout": {"num_scribbles": {"a": 1.5}, "num_objects": {"a": 1}}}, "num_scribbles of a is 1.5, not an integer"),
     # No figures: the merge was published, then printing its AUC (None) was a TypeError.
     ({"layout": {"num_scribbles": {}, "num_objects": {}}}, "its layout names no sequence"),
-], ids=["interactions-text", "time-null", "metric", "threshold-text", "scribbles-float", "layout-empty"])
+    # Counted once every check had passed: int("x") and int(None) were tracebacks.
+    ({"rounds_late": "x"}, "rounds_late is 'x', not an integer >= 0"),
+    ({"rounds_late": 0, "rounds_played": None}, "rounds_played is None, not an integer >= 0"),
+], ids=["interactions-text", "time-null", "metric", "threshold-text", "scribbles-float", "layout-empty",
+        "rounds-late-text", "rounds-played-null"])
 def test_merge_names_a_summary_value_a_session_never_writes(tmp_path, capsys, changes, fragment):
     """Each was a traceback (TypeError, KeyError) instead of one line."""
     run = _fake_run(tmp_path / "run", ["a"], None, **changes)
