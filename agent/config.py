@@ -8,6 +8,7 @@ value ends with one clear line.
 
 from __future__ import annotations
 
+import codecs
 import functools
 import math
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
@@ -838,7 +839,11 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is {size / 2**20:.1f} MB: a configuration is at most "
                           f"{MAX_CONFIG_BYTES // 2**20} MB (a run's config.json is a few kB)")
     try:
-        data = _yaml_load(path.read_text())
+        raw = path.read_bytes()
+        # UTF-16 with its byte-order mark is what Windows PowerShell 5's `>` writes: "'utf-8' codec can't decode
+        # byte 0xff". Anything else is UTF-8, as JSON and YAML are (not the locale's encoding).
+        utf16 = raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+        data = _yaml_load(raw.decode("utf-16" if utf16 else "utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise ConfigError(f"config file {path} is not valid JSON or YAML ({_yaml_problem(error)})") from error
     if not isinstance(data, dict):

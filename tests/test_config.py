@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 
@@ -456,3 +457,15 @@ def test_an_integer_with_a_leading_zero_is_decimal_in_files_and_set(tmp_path):
     assert (config.agent.seed, config.agent.crf.iterations, config.session.max_interactions) == (100, 7, 10)
     assert load_config(RunConfig, [], ["agent.seed=0x10"]).agent.seed == 16  # an explicit base is kept
     assert load_config(RunConfig, [], ["agent.seed=1_000"]).agent.seed == 1000
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-8-sig"])
+def test_a_config_file_saved_as_utf16_with_its_byte_order_mark_is_read(tmp_path, encoding):
+    """Windows PowerShell 5's `>` writes UTF-16: it was "not valid JSON or YAML ('utf-8' codec can't decode byte
+    0xff")."""
+    from agent.config import RunConfig, load_config
+
+    path = tmp_path / "run.yaml"
+    text = "session:\n  max_time: 100\n"
+    path.write_bytes((codecs.BOM_UTF16_BE if encoding == "utf-16-be" else b"") + text.encode(encoding))
+    assert load_config(RunConfig, [path], []).session.max_time == 100
