@@ -140,6 +140,9 @@ def run_sweep(args: argparse.Namespace) -> int:
                       inputs=(args.davis_root, *args.cache.glob("*.npz"), args.cache / "capture.json"))
     reader = DavisReader(args.davis_root)
     samples = load_captures(args.cache, reader)
+    if not (args.cache / "capture.json").is_file():  # written last: it ran on without a word
+        log.warning("%s has no capture.json: its capture stopped before the end, so this sweep covers only the %d "
+                    "sample(s) captured so far", args.cache, len(samples))
     crf.warm_up(variants["default"][0])
     results = sweep(samples, reader, variants)
     output.parent.mkdir(parents=True, exist_ok=True)

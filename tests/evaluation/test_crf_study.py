@@ -145,7 +145,7 @@ def test_frame_jaccard_averages_objects():
     assert frame_jaccard(truth, np.array([[[1, 1], [0, 0]]]), 2).tolist() == [0.25]
 
 
-def test_command_line_capture_then_sweep(tiny_synthetic_root, tiny_checkpoint, tmp_path, capsys):
+def test_command_line_capture_then_sweep(tiny_synthetic_root, tiny_checkpoint, tmp_path, capsys, caplog):
     cache = tmp_path / "cache"
     sequence = DavisReader(tiny_synthetic_root).sequences("val")[0]
     assert crf_study.main(["capture", "--davis-root", str(tiny_synthetic_root), "--sequences", sequence,
@@ -164,6 +164,11 @@ def test_command_line_capture_then_sweep(tiny_synthetic_root, tiny_checkpoint, t
     # finished results are not overwritten without --overwrite
     assert crf_study.main(argv) == 2
     assert "sweep.csv: exists" in capsys.readouterr().err
+    # a capture stopped before the end (capture.json is written last): the sweep says it covers part of it
+    (cache / "capture.json").unlink()
+    caplog.set_level("WARNING", logger="crf_study")
+    assert crf_study.main([*argv, "--overwrite"]) == 0
+    assert "has no capture.json: its capture stopped before the end" in caplog.text and "1 sample(s)" in caplog.text
     assert crf_study.main(["capture", "--davis-root", str(tiny_synthetic_root), "--output-dir", str(cache)]) == 2
     assert "exists and is not empty" in capsys.readouterr().err
 
