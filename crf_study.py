@@ -110,7 +110,8 @@ def run_capture(args: argparse.Namespace) -> int:
                 log.info("%s: J without CRF %s", sample.name,
                          " ".join(f"round {r} {j:.3f}" for r, j in sample.jaccard.items()))
         atomic_write_text(target.work / "capture.json", capture_metadata(
-            str(agent.config.checkpoint), strategy_name, rounds, args.every, to_dict(agent.config)))
+            str(agent.config.checkpoint), strategy_name, rounds, args.every, to_dict(agent.config),
+            str(args.davis_root.resolve())))
     except BaseException as error:
         discard(target)
         if isinstance(error, KeyboardInterrupt) and target.work.is_dir():
@@ -121,6 +122,8 @@ def run_capture(args: argparse.Namespace) -> int:
 
 
 def run_sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from agent.data.davis import DavisReader
     from agent.evaluation.crf_study import (
         DEFAULT,
@@ -133,6 +136,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     from agent.evaluation.outputs import atomic_write_text
     from agent.evaluation.study_inputs import check_output_file
     from agent.inference import crf
+    from agent.paths import read_json
 
     variants = variants_from_specs(args.variant)
     output = args.output or args.cache / "sweep.csv"
@@ -143,6 +147,14 @@ def run_sweep(args: argparse.Namespace) -> int:
     if not (args.cache / "capture.json").is_file():  # written last: it ran on without a word
         log.warning("%s has no capture.json: its capture stopped before the end, so this sweep covers only the %d "
                     "sample(s) captured so far", args.cache, len(samples))
+    else:  # a copy of the root (linked frames) is fine; another root whose videos share the names is not
+        try:
+            captured_from = read_json(args.cache / "capture.json").get("davis_root")
+        except (ValueError, OSError, AttributeError):
+            captured_from = None
+        if captured_from and Path(captured_from) != args.davis_root.resolve():
+            log.warning("%s was captured from %s, not --davis-root %s: its scores are measured against this root's "
+                        "truth, right only if it holds the same videos", args.cache, captured_from, args.davis_root)
     crf.warm_up(variants["default"][0])
     results = sweep(samples, reader, variants)
     output.parent.mkdir(parents=True, exist_ok=True)

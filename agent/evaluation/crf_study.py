@@ -266,6 +266,9 @@ def error_table(results: pd.DataFrame, variant: str = DEFAULT) -> pd.DataFrame:
     return table
 
 
-def capture_metadata(checkpoint: str, strategy: str, rounds: list[int], every: int, config: dict) -> str:
+def capture_metadata(checkpoint: str, strategy: str, rounds: list[int], every: int, config: dict,
+                     davis_root: str | None = None) -> str:
+    """capture.json: what the scores were captured with (`davis_root`, resolved: a sweep against another root
+    whose videos share the names scored other videos' truth)."""
     return json.dumps({"checkpoint": checkpoint, "strategy": strategy, "rounds": rounds, "every": every,
-                       "agent": config}, indent=2)
+                       "davis_root": davis_root, "agent": config}, indent=2)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -169,6 +171,15 @@ def test_command_line_capture_then_sweep(tiny_synthetic_root, tiny_checkpoint, t
     caplog.set_level("WARNING", logger="crf_study")
     assert crf_study.main([*argv, "--overwrite"]) == 0
     assert "has no capture.json: its capture stopped before the end" in caplog.text and "1 sample(s)" in caplog.text
+    # swept against another root than the one captured (whose videos may merely share the names): said so
+    other = Path(shutil.copytree(tiny_synthetic_root, tmp_path / "other"))
+    (cache / "capture.json").write_text(json.dumps({"davis_root": str(tiny_synthetic_root.resolve())}))
+    caplog.clear()
+    assert crf_study.main(["sweep", str(cache), "--davis-root", str(other), "--overwrite"]) == 0
+    assert f"was captured from {tiny_synthetic_root.resolve()}, not --davis-root {other}" in caplog.text
+    caplog.clear()
+    assert crf_study.main([*argv, "--overwrite"]) == 0
+    assert "was captured from" not in caplog.text
     assert crf_study.main(["capture", "--davis-root", str(tiny_synthetic_root), "--output-dir", str(cache)]) == 2
     assert "exists and is not empty" in capsys.readouterr().err
 
