@@ -147,7 +147,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     if not (args.cache / "capture.json").is_file():  # written last: it ran on without a word
         log.warning("%s has no capture.json: its capture stopped before the end, so this sweep covers only the %d "
                     "sample(s) captured so far", args.cache, len(samples))
-    else:  # a copy of the root (linked frames) is fine; another root whose videos share the names is not
+    else:  # a warning only: a copy of the root (its files linked) is as good; another with the same names is not
         try:
             captured_from = read_json(args.cache / "capture.json").get("davis_root")
         except (ValueError, OSError, AttributeError):
