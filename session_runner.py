@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="leave out sequences that cannot be evaluated (bad files, or named and absent) instead "
                              "of stopping; summary.json lists them under skipped_sequences")
     parser.add_argument("--device", default=None, help="auto (default), cpu or cuda")
-    parser.add_argument("--seed", type=int, default=None, help="the agent's random seed (default 0)")
+    parser.add_argument("--seed", type=int, default=None, help=f"the agent's random seed (default {AgentConfig().seed})")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser.parse_args(argv)
 

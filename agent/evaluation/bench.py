@@ -188,12 +188,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="for one-shot J on its val videos and the held-out training videos (TrainConfig.holdout)")
     parser.add_argument("--one-shot-only", action="store_true", help="skip the speed figures")
     parser.add_argument("--aggregation", default=None, help="override the transfer aggregation (eq3|topk)")
-    parser.add_argument("--stride", type=int, default=3, help="one-shot: every k-th frame (default 3)")
+    parser.add_argument("--stride", type=int, default=3, help="one-shot: every k-th frame (default %(default)s)")
     parser.add_argument("--repeats", type=int, default=3,
-                        help="timed calls per speed figure, their median (default 3)")
+                        help="timed calls per speed figure, their median (default %(default)s)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     parser.add_argument("--output", type=path_arg, default=Path("outputs/bench.json"),
-                        help="JSON of every figure (default outputs/bench.json)")
+                        help="JSON of every figure (default %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")

@@ -486,6 +486,7 @@ def _load_training_state(path: Path, model: SiameseEmbedder, optimizer, device: 
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    train, model = TrainConfig(), ModelConfig()  # the defaults the help names: one home, the config
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Every field of agent/config.py's TrainRunConfig can be set with --set section.field=value "
@@ -499,36 +500,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--holdout", default=None,
                         help="comma-separated training videos never trained on (your validation split)")
     parser.add_argument("--synthetic-sequences", type=int, default=None,
-                        help="synthetic videos added to the training videos (default 8; 0: none)")
-    parser.add_argument("--synthetic-frames", type=int, default=None, help="frames per synthetic video (default 16)")
-    parser.add_argument("--mode", default=None, help="frozen-backbone (default) or full")
-    parser.add_argument("--iterations", type=int, default=None, help="steps of the poly schedule (default 100000)")
+                        help=f"synthetic videos added to the training videos (default {train.synthetic_sequences}; 0: none)")
+    parser.add_argument("--synthetic-frames", type=int, default=None, help=f"frames per synthetic video (default {train.synthetic_frames})")
+    parser.add_argument("--mode", default=None, help=f"{train.mode} (default) or full")
+    parser.add_argument("--iterations", type=int, default=None, help=f"steps of the poly schedule (default {train.iterations})")
     parser.add_argument("--backbone", default=None,
-                        help="efficientnet-lite2 (default), efficientnet-lite0/1, resnet101-deeplab, resnet50-deeplab "
+                        help=f"{model.backbone} (default), efficientnet-lite0/1, resnet101-deeplab, resnet50-deeplab "
                              "or tiny")
-    parser.add_argument("--pretrained", default=None, help="imagenet (default), coco or none: the backbone's weights")
-    parser.add_argument("--output-stride", type=int, default=None, help="the backbone's (default 8)")
+    parser.add_argument("--pretrained", default=None, help=f"{model.pretrained} (default), coco or none: the backbone's weights")
+    parser.add_argument("--output-stride", type=int, default=None, help=f"the backbone's (default {model.output_stride})")
     parser.add_argument("--feature-levels", default=None, help="comma-separated backbone stages, e.g. 2,3,4")
-    parser.add_argument("--embedding-dim", type=int, default=None, help="d (default 128)")
-    parser.add_argument("--input-size", default=None, help="HxW (default 240x427)")
-    parser.add_argument("--decoder-init", default=None, help="random, identity or pca")
-    parser.add_argument("--lr-backbone", type=float, default=None, help="default 2.5e-4")
-    parser.add_argument("--lr-decoder", type=float, default=None, help="decoder and head (default 5e-4)")
+    parser.add_argument("--embedding-dim", type=int, default=None, help=f"d (default {model.embedding_dim})")
+    parser.add_argument("--input-size", default=None, help=f"HxW (default {model.input_size[0]}x{model.input_size[1]})")
+    parser.add_argument("--decoder-init", default=None, help=f"{model.decoder_init} (default), identity or pca")
+    parser.add_argument("--lr-backbone", type=float, default=None, help=f"default {train.lr_backbone:g}")
+    parser.add_argument("--lr-decoder", type=float, default=None, help=f"decoder and head (default {train.lr_decoder:g})")
     parser.add_argument("--samples-per-class", type=int, default=None,
-                        help="K pixels pooled per class (transfer.samples_per_class, default 100)")
+                        help=f"K pixels pooled per class (transfer.samples_per_class, default {TransferConfig().samples_per_class})")
     parser.add_argument("--max-frames-per-video", type=int, default=None, help="0: all frames")
     parser.add_argument("--checkpoint-every", type=int, default=None,
-                        help="last.pt and model.pt every n steps (default 500)")
+                        help=f"last.pt and model.pt every n steps (default {train.checkpoint_every})")
     parser.add_argument("--validate-every", type=int, default=None,
                         help="one-shot J every n steps and at the end, into validation.jsonl "
-                             "(default 0: never)")
+                             f"(default {train.validate_every}: never)")
     parser.add_argument("--max-seconds", type=float, default=None,
                         help="stop after this many seconds of training with a checkpoint (0: no limit)")
     parser.add_argument("--val-sequences", default=None, help="comma-separated (default: the root's val.txt)")
-    parser.add_argument("--output-dir", type=path_arg, default=None, help="default runs/train")
+    parser.add_argument("--output-dir", type=path_arg, default=None, help=f"default {train.output_dir}")
     parser.add_argument("--resume", action="store_true", help="continue from output-dir/last.pt")
-    parser.add_argument("--device", default=None, help="auto (default), cpu or cuda")
-    parser.add_argument("--seed", type=int, default=None, help="default 0")
+    parser.add_argument("--device", default=None, help=f"{train.device} (default), cpu or cuda")
+    parser.add_argument("--seed", type=int, default=None, help=f"default {train.seed}")
     return parser.parse_args(argv)
 
 
