@@ -224,6 +224,9 @@ def _candidates(reader: DavisReader, subset: str) -> tuple[list[str], str]:
     if other is not None and reader.subset_file(other).is_file():
         # The other subset's videos are not this one's: a root with val.txt alone played them as `--subset train`.
         listed = set(reader.sequences(other))
+        if names and all(n in listed for n in names):
+            raise DatasetError(f"{listing}: missing, and every sequence folder of the root is listed in "
+                               f"{reader.subset_file(other).name} (another subset): no '{subset}' sequence")
         names = [n for n in names if n not in listed]
         source += f" not in {reader.subset_file(other).name}"
     return names, source
@@ -273,9 +276,6 @@ def register_dataset(
     if not candidates and reader.subset_file(subset).is_file():  # it was "expected ImageSets/2017/<subset>.txt"
         raise DatasetError(f"{reader.subset_file(subset)}: lists no sequence (one folder name of "
                            f"JPEGImages/{reader.resolution} per line)")
-    if not candidates and source.startswith("the folders") and source.endswith(".txt"):  # all the other subset's
-        raise DatasetError(f"{reader.subset_file(subset)}: missing, and every sequence folder of the root is listed in "
-                           f"{source.rsplit(' ', 1)[-1]} (another subset): no '{subset}' sequence")
     if not candidates:
         raise DatasetError(
             f"no DAVIS sequences for subset '{subset}' in {root}: expected ImageSets/2017/{subset}.txt "
