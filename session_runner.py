@@ -137,7 +137,7 @@ def _run(config: RunConfig, args: argparse.Namespace) -> int:
     from agent.errors import first_line
     from agent.evaluation.outputs import discard, publish, unused_dir
     from agent.evaluation.preflight import PREFLIGHT_ERRORS, check_run, with_output_dir
-    from agent.evaluation.report import figures_line
+    from agent.evaluation.report import printed_figures
     from agent.evaluation.session import PredictionError, run_session
     from agent.inference import crf
     from agent.inference.plan import StrategyError
@@ -216,11 +216,7 @@ def _run(config: RunConfig, args: argparse.Namespace) -> int:
         return exit_code(interrupt)
     final = publish(output)
     summary = result.summary
-    if summary.get("auc") is None:
-        print(figures_line(summary))
-    else:
-        print(f"AUC-{summary['metric']}: {summary['auc']:.3f}")
-        print(f"{summary['metric']}@{summary['threshold']:.0f}s: {summary['metric_at_threshold']:.3f}")
+    print(printed_figures(summary))
     if summary.get("rounds_late"):  # the framework's own warning came glued to a progress bar, without a name
         print(f"warning: {summary['rounds_late']} of {summary['rounds_played']} rounds were not scored: the "
               "framework scores no round submitted after its sample's time limit (session.max_time per object), "

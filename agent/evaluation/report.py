@@ -190,6 +190,16 @@ def figures_line(summary: dict) -> str:
     return "no interaction evaluated"
 
 
+def printed_figures(summary: dict) -> str:
+    """What a finished run (or merge) prints: 'AUC-J: 0.823' and 'J@60s: 0.846' on two lines, or figures_line's
+    one for a run without them (stopped early, nothing evaluated)."""
+    if summary.get("auc") is None:
+        return figures_line(summary)
+    metric = summary["metric"]
+    return (f"AUC-{metric}: {summary['auc']:.3f}\n"
+            f"{metric}@{summary['threshold']:.0f}s: {summary['metric_at_threshold']:.3f}")
+
+
 def plot_curve(summary: dict, path: str | Path, title: str) -> None:
     plot_curves({"": summary}, path, title)
 

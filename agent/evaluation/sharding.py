@@ -329,13 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"error: {os_error_line(error)}" + (f"; the incomplete merge is in {target.work}"
                                                            if target.work.is_dir() else "") + "\n")
     publish(target)
-    metric = summary["metric"]
-    if summary.get("auc") is None:  # an interrupted shard: the figures over the samples played, said so
-        from .report import figures_line
+    from .report import printed_figures
 
-        print(figures_line(summary))
-    else:
-        print(f"AUC-{metric}: {summary['auc']:.3f}")
-        print(f"{metric}@{summary['threshold']:.0f}s: {summary['metric_at_threshold']:.3f}")
+    print(printed_figures(summary))  # an interrupted shard: the figures over the samples played, said so
     print(f"merged {len(args.runs)} runs into {args.output}")
     return 0
