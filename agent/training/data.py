@@ -158,9 +158,7 @@ def _features(model: SiameseEmbedder, frames: np.ndarray, key: str, size: tuple[
     try:
         path = _feature_cache_dir() / f"{key}.pt"
     except ValueError as error:  # no home folder: the cache only saves time (it was a traceback)
-        if None not in _UNCACHED:
-            _UNCACHED.add(None)
-            log.warning("cannot cache backbone features (%s): they are computed again next run", error)
+        _warn_uncached(None, error)
         return _extract(model, frames, size)
     if path.is_file():
         try:
@@ -172,14 +170,19 @@ def _features(model: SiameseEmbedder, frames: np.ndarray, key: str, size: tuple[
         path.parent.mkdir(parents=True, exist_ok=True)
         save_atomic(features, path)
     except OSError as error:  # the cache only saves time: a full or read-only $SIMLEARN_CACHE ended the run
-        if path.parent not in _UNCACHED:  # (a traceback, torch's RuntimeError, after the features were computed)
-            _UNCACHED.add(path.parent)
-            log.warning("cannot cache backbone features in %s (%s): they are computed again next run",
-                        path.parent, error.strerror or error)
+        _warn_uncached(path.parent, error.strerror or error)  # (a traceback, torch's RuntimeError, after the work)
     return features
 
 
-_UNCACHED: set[Path | None] = set()  # cache folders already warned about, once a process
+_UNCACHED: set[Path | None] = set()  # cache folders already warned about (None: no folder), once a process
+
+
+def _warn_uncached(folder: Path | None, why) -> None:
+    """The warning that features are not cached, once a process per cache folder."""
+    if folder not in _UNCACHED:
+        _UNCACHED.add(folder)
+        where = f" in {folder}" if folder is not None else ""
+        log.warning("cannot cache backbone features%s (%s): they are computed again next run", where, why)
 
 
 def load_training_set(config: TrainConfig, model: SiameseEmbedder, frozen: bool, rank: int = 0,
