@@ -513,7 +513,7 @@ def test_a_reset_cannot_replace_the_segmenter_an_export_has_taken(tmp_path, monk
 
     class Segmenter:
         def __init__(self):
-            self.labels, self.scribbles, self.other = object(), {}, None
+            self.labels, self.record, self.other = object(), {}, None
 
         def num_objects(self):
             return 1
