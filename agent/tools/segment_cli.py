@@ -7,8 +7,9 @@
 
 VIDEO: a video file (mp4, avi, mov, anything FFmpeg reads) or a folder of frame images.
 S: DAVIS scribble JSON, one scribble image, or a folder of them (colours: docs/OWN_VIDEOS.md). Each --scribbles
-is a round, played in order on the same agent; an export's scribbles.json replays its own rounds first.
-Writes masks/<frame>.png (palette PNG), overlay.mp4, masks.json (COCO RLE) and scribbles.json into DIR.
+is a round, played in order on the same agent; an export's scribbles.json holds its rounds, replayed exactly.
+Writes masks/<frame>.png (palette PNG), overlay.mp4, masks.json (COCO RLE) and scribbles.json (the strokes,
+round by round) into DIR.
 """
 
 from __future__ import annotations
@@ -89,9 +90,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m agent.segment", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("video", type=path_arg, help="video file or folder of frame images")
-    parser.add_argument("--scribbles", type=path_arg, required=True, action="append",
+    parser.add_argument("--scribbles", type=path_arg, required=True, action="append", metavar="S",
                         help="DAVIS scribble JSON, a scribble image or a folder of scribble images; repeat it for "
-                             "rounds of corrections, played in order (an export's scribbles.json: its rounds)")
+                             "rounds of corrections, played in order (an export's scribbles.json: its own rounds)")
     parser.add_argument("--output", type=path_arg, required=True, help="output folder (must be empty or new)")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     add_agent_arguments(parser)
