@@ -3,7 +3,8 @@
     <output>/masks/<frame>.png   DAVIS-style palette PNG: value 0 background, k object k (palette colour k)
     <output>/overlay.mp4         the frames with the masks blended on (H.264, the video's frame rate)
     <output>/masks.json          COCO run-length encoded masks per frame and object (format in docs/OWN_VIDEOS.md)
-    <output>/scribbles.json      the DAVIS scribble dict that was segmented (feed it back with --scribbles)
+    <output>/scribbles.json      the strokes segmented: DAVIS's "scribbles" and each round's ("rounds"; feed it
+                                 back with --scribbles to replay the rounds)
 
 Masks come from the working-size labels, upsampled per class (bilinear, then the most likely class), which
 gives smooth edges instead of the staircase of a nearest-neighbour upscale.

@@ -12,6 +12,10 @@ anything else is an error, so a mistake in the colour never silently becomes bac
 An image's frame is the frame of the same name in a frame folder (00012.png for 00012.jpg), else the last
 number in its name, counted from 0 (12.png, frame_0012.png); in a folder whose frames are numbered otherwise
 (frame1.jpg, ...), only the frame's own name.
+
+Rounds: an export's scribbles.json keeps DAVIS's "scribbles" (every stroke segmented, per frame) and adds
+"rounds", one such list per round in the order they were segmented (`scribbles_record`); `load_rounds` plays
+them back in that order. A source without "rounds" is one round.
 """
 
 from __future__ import annotations
@@ -53,8 +57,28 @@ def scribbled_frames(scribbles: dict) -> list[int]:
     return [f for f, strokes in enumerate(scribbles["scribbles"]) if strokes]
 
 
+def union_of_rounds(rounds: list[dict], num_frames: int) -> dict:
+    """Every round's strokes in one DAVIS scribble dict, each frame's in the order they were segmented."""
+    return {"scribbles": [[stroke for round_ in rounds for stroke in round_["scribbles"][frame]]
+                          for frame in range(num_frames)]}
+
+
+def scribbles_record(rounds: list[dict], num_frames: int) -> dict:
+    """What an export writes as scribbles.json: DAVIS's "scribbles" (all strokes, which DAVIS tools read) and
+    "rounds", each round's own list per frame (what `load_rounds` replays)."""
+    return {**union_of_rounds(rounds, num_frames), "rounds": [round_["scribbles"] for round_ in rounds]}
+
+
 def load_scribbles(path: str | Path, video: VideoSource) -> dict:
-    """A DAVIS scribble dict for `video` from a JSON file, one scribble image or a folder of them."""
+    """A DAVIS scribble dict for `video` from a JSON file, one scribble image or a folder of them: every stroke
+    of every round it holds."""
+    return union_of_rounds(load_rounds(path, video), video.num_frames)
+
+
+def load_rounds(path: str | Path, video: VideoSource, first: bool = True) -> list[dict]:
+    """The rounds a scribble source holds, in order, each a DAVIS scribble dict for `video`: a JSON file's
+    "rounds" (an export's), else one round. `first`: the source opens the run, so its first round needs an
+    object stroke; a later one (corrections) may hold background strokes only, but some stroke."""
     path = user_path(path)
     if not path.exists():
         raise InputError(f"{path}: no such scribble file or folder")
@@ -62,7 +86,7 @@ def load_scribbles(path: str | Path, video: VideoSource) -> dict:
         raise InputError(f"{path}: {special_file(path)}, not a scribble file or folder")
     images: list[Path] = []
     if path.is_file() and path.suffix.lower() == ".json":
-        scribbles = _load_json(path, video.num_frames)
+        rounds = _load_json(path, video.num_frames)
     else:
         images = [path] if path.is_file() else _scribble_images(path)
         if not images:
@@ -74,10 +98,15 @@ def load_scribbles(path: str | Path, video: VideoSource) -> dict:
         for image_path in images:  # read first: a file that is no image (the video, swapped in) is "cannot read"
             labels = read_scribble_image(image_path, video)
             scribbles["scribbles"][frame_of(image_path, video)].extend(label_strokes(labels))
-    if not object_ids(scribbles):
-        raise InputError(f"{path}: no object scribble (objects are palette colours 1..N, see docs/OWN_VIDEOS.md)"
+        rounds = [scribbles]
+    if len(rounds) > 1 and first and not object_ids(rounds[0]):
+        raise InputError(f"{path}: round 1 has no object stroke, and the first round needs one (background strokes "
+                         "alone say nothing)")
+    if first and not object_ids(rounds[0]) or not any(rounds[0]["scribbles"]):  # a correction: any stroke
+        what = "object scribble" if first else "scribble"
+        raise InputError(f"{path}: no {what} (objects are palette colours 1..N, see docs/OWN_VIDEOS.md)"
                          f"{_translucent(images)}")
-    return scribbles
+    return rounds
 
 
 def _translucent(images: list[Path]) -> str:
@@ -110,19 +139,56 @@ def _scribble_images(folder: Path) -> list[Path]:
     return sorted(images, key=natural_key)
 
 
-def _load_json(path: Path, num_frames: int) -> dict:
+def _load_json(path: Path, num_frames: int) -> list[dict]:
+    """The rounds of a scribble JSON: its "rounds" when it has them (each checked as "scribbles" is, none
+    without a stroke, all of them together exactly its "scribbles"), else its "scribbles" as one round."""
     try:
         data = read_scribble_file(path)
         validate_scribbles(data, source=str(path))
     except DatasetError as error:
         raise InputError(str(error)) from error
-    frames = data["scribbles"]
+    union = _fit_frames(data["scribbles"], num_frames, str(path))
+    if "rounds" not in data:
+        return [union]
+    listed = data["rounds"]
+    if not isinstance(listed, list) or not listed:
+        raise InputError(f"{path}: 'rounds' must be a list of rounds, each a list of strokes per frame as in "
+                         f"'scribbles' (got {_json_kind(listed)}); remove 'rounds' to play every stroke as one round")
+    rounds = []
+    for number, frames in enumerate(listed, 1):
+        source = f"{path}: round {number}"
+        if not isinstance(frames, list):
+            raise InputError(f"{source} must be a list of strokes per frame as in 'scribbles', got "
+                             f"{_json_kind(frames)}")
+        try:
+            validate_scribbles({"scribbles": frames}, source=source)
+        except DatasetError as error:
+            raise InputError(str(error)) from error
+        round_ = _fit_frames(frames, num_frames, source)
+        if not any(round_["scribbles"]):
+            raise InputError(f"{source} has no stroke: every round segments some; remove it from 'rounds'")
+        rounds.append(round_)
+    played = union_of_rounds(rounds, num_frames)["scribbles"]
+    for frame, (strokes, expected) in enumerate(zip(played, union["scribbles"], strict=True)):
+        if strokes != expected:
+            raise InputError(f"{path}: the strokes of 'rounds' on frame {frame} are not those of 'scribbles' (an "
+                             "export writes every round's strokes, in order, in both): edit both alike, or remove "
+                             "'rounds' to play every stroke of 'scribbles' as one round")
+    return rounds
+
+
+def _fit_frames(frames: list, num_frames: int, source: str) -> dict:
+    """A validated list of strokes per frame as a scribble dict of the video's length; InputError for strokes on
+    a frame the video does not have. A list shorter than the video means no strokes on the frames it leaves out."""
     beyond = [f for f in range(num_frames, len(frames)) if frames[f]]
     if beyond:
-        raise InputError(f"{path}: scribbles for frame {beyond[0]} but the video has {num_frames} frames "
+        raise InputError(f"{source}: scribbles for frame {beyond[0]} but the video has {num_frames} frames "
                          f"(0..{num_frames - 1})")
-    # A list shorter than the video means no strokes on the frames it leaves out.
     return {"scribbles": [list(frames[f]) if f < len(frames) else [] for f in range(num_frames)]}
+
+
+def _json_kind(value: object) -> str:
+    return "an empty list" if value == [] else "null" if value is None else f"a {type(value).__name__}"
 
 
 def frame_of(image_path: Path, video: VideoSource) -> int:

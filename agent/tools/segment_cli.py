@@ -3,10 +3,13 @@
     python -m agent.segment clip.mp4 --scribbles strokes/ --output clip-masks      # painted scribble images
     python -m agent.segment frames/ --scribbles scribbles.json --output out         # DAVIS scribble JSON
     python -m agent.segment clip.mp4 --scribbles s/ --output out --set crf.iterations=10
+    python -m agent.segment clip.mp4 --scribbles out/scribbles.json --scribbles fixes/ --output out2  # corrections
 
 VIDEO: a video file (mp4, avi, mov, anything FFmpeg reads) or a folder of frame images.
-S: DAVIS scribble JSON, one scribble image, or a folder of them (colours: docs/OWN_VIDEOS.md).
-Writes masks/<frame>.png (palette PNG), overlay.mp4, masks.json (COCO RLE) and scribbles.json into DIR.
+S: DAVIS scribble JSON, one scribble image, or a folder of them (colours: docs/OWN_VIDEOS.md). Each --scribbles
+is a round, played in order on the same agent; an export's scribbles.json holds its rounds, replayed exactly.
+Writes masks/<frame>.png (palette PNG), overlay.mp4, masks.json (COCO RLE) and scribbles.json (the strokes,
+round by round) into DIR.
 """
 
 from __future__ import annotations
@@ -87,8 +90,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m agent.segment", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("video", type=path_arg, help="video file or folder of frame images")
-    parser.add_argument("--scribbles", type=path_arg, required=True,
-                        help="DAVIS scribble JSON, a scribble image or a folder of scribble images")
+    parser.add_argument("--scribbles", type=path_arg, required=True, action="append", metavar="S",
+                        help="DAVIS scribble JSON, a scribble image or a folder of scribble images; repeat it for "
+                             "rounds of corrections, played in order (an export's scribbles.json: its own rounds)")
     parser.add_argument("--output", type=path_arg, required=True, help="output folder (must be empty or new)")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     add_agent_arguments(parser)
@@ -102,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..inference.footprint import TooManyObjects
     from ..model.checkpoint import CheckpointError
     from ..signals import exit_code, signal_name, terminate_as_interrupt
-    from .scribble_input import object_ids
+    from .scribble_input import object_ids, union_of_rounds
     from .segmenter import DEFAULT_CHUNK_FRAMES
 
     # SIGTERM and SIGHUP (`timeout`, a scheduler, a closed terminal) end the run as Ctrl-C does: they killed it,
@@ -114,15 +118,17 @@ def main(argv: list[str] | None = None) -> int:
             config = agent_config(args)
             check_device(config.device)
             from .export import discard_empty_output, prepare_output
-            from .scribble_input import load_scribbles
+            from .scribble_input import load_rounds
             from .video import open_video
 
             video = open_video(args.video)
-            scribbles = load_scribbles(args.scribbles, video)
+            # Every source is read before the first round plays: a mistake in the corrections came last.
+            sources = [load_rounds(path, video, first=index == 0) for index, path in enumerate(args.scribbles)]
+            rounds = [round_ for source in sources for round_ in source]
             output = prepare_output(args.output, args.overwrite, video=video.path)
             started = time.perf_counter()
             try:
-                run(video, scribbles, output, config, args)
+                run(video, rounds, output, config, args)
             except BaseException:  # a checkpoint that fails to load, Ctrl-C: no empty folder refuses the next try
                 discard_empty_output(output)
                 raise
@@ -139,12 +145,13 @@ def main(argv: list[str] | None = None) -> int:
         except TooManyObjects:  # every id up to the highest is a class: a stray high id (palette colour) made many
             if args.verbose:
                 raise
-            ids = object_ids(scribbles)
-            highest, drawn = max(ids), len(ids)
+            ids = [object_ids(union_of_rounds(source, video.num_frames)) for source in sources]
+            drawn, highest = len(set().union(*ids)), max(max(objects, default=0) for objects in ids)
+            named = next(path for path, objects in zip(args.scribbles, ids, strict=True) if highest in objects)
             fix = (f"{drawn} objects are drawn: number them 1..{drawn} (in a scribble image, the colours of objects "
                    f"1..{drawn})" if highest > drawn else
                    "segment fewer objects, or pass a smaller --chunk-frames or --working-size")
-            print(f"error: {args.scribbles}: object id {highest} makes {highest + 1} classes, each holding scores of "
+            print(f"error: {named}: object id {highest} makes {highest + 1} classes, each holding scores of "
                   f"every frame, too many for the memory: {fix}", file=sys.stderr)
             return 2
         except MemoryError as error:  # InteractiveAgent.start refuses a chunk too large for the memory (footprint.py)
@@ -161,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run(video, scribbles: dict, output: Path, config: AgentConfig, args: argparse.Namespace) -> None:
+def run(video, rounds: list[dict], output: Path, config: AgentConfig, args: argparse.Namespace) -> None:
     from ..inference.agent import InteractiveAgent
     from .export import export
     from .progress import TqdmProgress
@@ -172,8 +179,8 @@ def run(video, scribbles: dict, output: Path, config: AgentConfig, args: argpars
         agent = InteractiveAgent.from_pretrained(config=config)
         frames = WorkingFrames.read(video, args.working_size, progress)
         segmenter = build_segmenter(agent, frames, args)
-        segmenter.segment(scribbles, progress)
-        export(video, segmenter.labels, output, segmenter.num_objects(), segmenter.scribbles, progress, args.overwrite)
+        segmenter.segment_rounds(rounds, progress)
+        export(video, segmenter.labels, output, segmenter.num_objects(), segmenter.record, progress, args.overwrite)
     finally:
         progress.close()  # an error line starts a line of its own, not the end of a half-drawn bar
 

@@ -5,7 +5,8 @@ long video goes through it in chunks: each chunk is started with the chunk's fra
 frame, and stepped with all scribbles so far. Without fine-tuning (the default plan, as the CPU strategy
 measured best) the model never changes, so a frame's labels do not depend on the chunk it is in. A video of
 at most `chunk_frames` frames keeps one agent across rounds instead, fed only each round's new strokes, as in
-the benchmark (its reference pool then compares the frames with the new pixels only).
+the benchmark (its reference pool then compares the frames with the new pixels only). Each round's strokes are
+recorded (`record`, the export's scribbles.json), so `segment_rounds` replays a result exactly.
 
 Labels are kept PNG-encoded (a few kB a frame), so memory does not grow with the video's length.
 """
@@ -24,7 +25,7 @@ import numpy as np
 from ..data.davis import DatasetError, validate_scribbles
 from ..errors import first_line
 from ..inference.plan import RoundPlan
-from .scribble_input import empty_scribbles, object_ids, scribbled_frames
+from .scribble_input import empty_scribbles, object_ids, scribbled_frames, scribbles_record
 from .video import InputError, Progress, WorkingFrames
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class VideoSegmenter:
         self.chunk_frames = chunk_frames
         self.plan = DEFAULT_PLAN if plan is None else plan
         self.scribbles = empty_scribbles(self.num_frames)  # every stroke segmented so far
-        self.rounds = 0
+        self.history: list[dict] = []  # each round's own strokes, in order
         self._labels: list[bytes | None] = [None] * self.num_frames
         self._confidence = np.full(self.num_frames, np.nan, np.float32)
         self._agent_started = False
@@ -99,37 +100,68 @@ class VideoSegmenter:
         return self._agent_started and getattr(self.agent, "samples", None) == self._agent_sample
 
     @property
+    def rounds(self) -> int:
+        return len(self.history)
+
+    @property
     def has_result(self) -> bool:
         return self.rounds > 0
+
+    @property
+    def record(self) -> dict:
+        """The strokes segmented, as the export's scribbles.json holds them: all of them ("scribbles") and each
+        round's ("rounds"); `segment_rounds(load_rounds(...))` replays them."""
+        return scribbles_record(self.history, self.num_frames)
 
     def check(self, scribbles: dict, source: str = "scribbles") -> None:
         """InputError (one line) for malformed scribbles, ones for frames the video does not have, or a round
         after which there is still no object stroke."""
-        try:
-            validate_scribbles(scribbles, source=source, num_frames=self.num_frames)
-        except DatasetError as error:
-            raise InputError(str(error)) from error
-        if not object_ids(scribbles) | object_ids(self.scribbles):
-            raise InputError("no object stroke yet: draw on an object first (background strokes alone say nothing)")
+        self._fresh_rounds([scribbles], source)
+
+    def _fresh_rounds(self, rounds: list[dict], source: str = "scribbles") -> list[dict]:
+        """Plain copies of these rounds' strokes, each round checked as `check` says, after the ones before it."""
+        objects = object_ids(self.scribbles)
+        fresh = []
+        for number, scribbles in enumerate(rounds, 1):
+            where = source if len(rounds) == 1 else f"{source}: round {number}"
+            try:
+                validate_scribbles(scribbles, source=where, num_frames=self.num_frames)
+            except DatasetError as error:
+                raise InputError(str(error)) from error
+            objects |= object_ids(scribbles)
+            if not objects:
+                raise InputError("no object stroke yet: draw on an object first (background strokes alone say "
+                                 "nothing)")
+            try:
+                fresh.append({"scribbles": [[plain_stroke(stroke) for stroke in strokes]
+                                            for strokes in scribbles["scribbles"]]})
+            except (TypeError, ValueError) as error:  # ValueError: a value that holds itself
+                raise InputError(f"{where}: a stroke holds a value scribbles.json cannot hold "
+                                 f"({first_line(error)}): give numbers, strings, lists and dicts") from error
+        return fresh
 
     def segment(self, scribbles: dict, progress: Progress | None = None) -> None:
         """One round: add these strokes to the ones so far and label every frame."""
-        self.check(scribbles)
-        try:
-            fresh = [[plain_stroke(stroke) for stroke in strokes] for strokes in scribbles["scribbles"]]
-        except (TypeError, ValueError) as error:  # ValueError: a value that holds itself
-            raise InputError(f"scribbles: a stroke holds a value scribbles.json cannot hold ({first_line(error)}): "
-                             "give numbers, strings, lists and dicts") from error
-        merged = {"scribbles": [old + new for old, new in zip(self.scribbles["scribbles"], fresh, strict=True)]}
+        self.segment_rounds([scribbles], progress)
+
+    def segment_rounds(self, rounds: list[dict], progress: Progress | None = None) -> None:
+        """Rounds in order, as `segment` after `segment` (an export's `record` replayed: the same masks), every
+        round checked first; all of them or none count. A video in chunks is segmented once, with every stroke:
+        each of its rounds starts the chunks over with all strokes so far, so the last gives what they all give."""
+        fresh = self._fresh_rounds(rounds)
+        merged = self.scribbles
         started = time.perf_counter()
         # The round's labels are kept aside until every frame has them: a chunk that failed (a MemoryError,
         # Ctrl-C) left the chunks before it with this round's labels and the rest with the last round's.
         staged: dict[int, tuple[bytes, float]] = {}
         try:
-            if self.persistent:
-                self._segment_persistent(scribbles, merged, staged, progress)
-            else:
-                self._segment_chunks(merged, staged, progress)
+            for number, new in enumerate(fresh):
+                merged = {"scribbles": [old + strokes for old, strokes in
+                                        zip(merged["scribbles"], new["scribbles"], strict=True)]}
+                if self.persistent:
+                    self._segment_persistent(new, merged, staged, progress)
+                elif number == len(fresh) - 1:
+                    self._segment_chunks(merged, staged, progress)
         except BaseException:  # Ctrl-C too (a notebook's interrupted round): the agent refused every later round
             self._agent_started = False  # its memory may hold half a round: start over next time
             raise
@@ -137,7 +169,7 @@ class VideoSegmenter:
             self._labels[frame] = data
             self._confidence[frame] = confidence
         self.scribbles = merged
-        self.rounds += 1
+        self.history.extend(fresh)
         log.info("round %d: %d frames in %.1f s", self.rounds, self.num_frames, time.perf_counter() - started)
 
     def _segment_persistent(self, new: dict, merged: dict, staged: dict, progress: Progress | None) -> None:

@@ -208,7 +208,7 @@ class AppState:
             video = self.video
 
             def work(job: Job) -> str:
-                export(video, segmenter.labels, folder, segmenter.num_objects(), segmenter.scribbles,
+                export(video, segmenter.labels, folder, segmenter.num_objects(), segmenter.record,
                        self.progress(job), overwrite)
                 return f"exported {video.num_frames} masks, overlay.mp4 and masks.json to {folder.resolve()}"
             return self.start_job("export", work)

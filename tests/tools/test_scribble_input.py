@@ -15,8 +15,10 @@ from agent.tools.scribble_input import (
     NO_SCRIBBLE,
     colours_to_labels,
     label_strokes,
+    load_rounds,
     load_scribbles,
     object_colour,
+    scribbles_record,
 )
 from agent.tools.video import InputError, open_video
 
@@ -250,3 +252,24 @@ def test_every_palette_colour_is_read_as_its_object_by_the_packed_colour_lookup(
     labels = colours_to_labels(image)
     assert labels[0, 0] == 0 and labels[0, 1] == NO_SCRIBBLE and (labels[1] == NO_SCRIBBLE).all()
     assert labels[0, 2:510:2].tolist() == list(range(1, 255))
+
+
+def test_the_rounds_record_reads_back_as_its_rounds(small_video, tmp_path):
+    """scribbles.json keeps DAVIS's "scribbles" (every stroke) and adds "rounds", which load_rounds plays back."""
+    video = open_video(small_video.folder)
+    first = load_scribbles(small_video.scribble_dir, video)
+    fix = {"scribbles": [[] for _ in range(8)]}
+    fix["scribbles"][1] = [{"path": [[0.1, 0.1], [0.2, 0.1]], "object_id": 0}]
+    record = scribbles_record([first, fix], 8)
+    assert record["rounds"] == [first["scribbles"], fix["scribbles"]]
+    assert record["scribbles"][1] == fix["scribbles"][1] and record["scribbles"][4] == first["scribbles"][4]
+    path = tmp_path / "scribbles.json"
+    path.write_text(json.dumps(record))
+    assert load_rounds(path, video) == [first, fix]
+    assert load_scribbles(path, video) == {"scribbles": record["scribbles"]}  # every stroke, as DAVIS tools read it
+    # Corrections (a later --scribbles) may be background strokes only; the first round needs an object stroke.
+    background = tmp_path / "background.json"
+    background.write_text(json.dumps(fix))
+    assert load_rounds(background, video, first=False) == [fix]
+    with pytest.raises(InputError, match="no object scribble"):
+        load_rounds(background, video)

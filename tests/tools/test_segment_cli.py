@@ -177,3 +177,166 @@ def test_sigterm_mid_export_keeps_an_earlier_export_and_leaves_no_partial_folder
         assert [p.name for p in (out / "masks").iterdir()] == ["00000.png"]
     else:
         assert not out.exists()
+
+
+# Rounds: an object stroke across frame 1 changes the masks depending on whether it is a round of its own (the agent
+# keeps its first round's state) or played with the first round's strokes as one round.
+CORRECTION = {"path": [[0.0, 0.3], [1.0, 0.3]], "object_id": 1, "start_time": 0.0, "end_time": 0.0}
+
+
+def _tiny_run(tiny_checkpoint) -> list[str]:
+    return ["--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--working-size", "120", "--crf-scale", "0"]
+
+
+def _masks(folder) -> list[np.ndarray]:
+    return [np.asarray(Image.open(folder / "masks" / f"{i:05d}.png")) for i in range(8)]
+
+
+def _correction_file(path, stroke=CORRECTION, frame=1):
+    strokes = [[] for _ in range(8)]
+    strokes[frame] = [stroke]
+    path.write_text(json.dumps({"scribbles": strokes}))
+    return path
+
+
+def _api_rounds(tiny_agent, small_video, rounds, out):
+    """What the Python API gives for these rounds (each a segment() call), exported as the CLI exports."""
+    from agent.inference.plan import RoundPlan
+    from agent.tools.export import export, prepare_output
+    from agent.tools.segmenter import VideoSegmenter
+    from agent.tools.video import WorkingFrames, open_video
+
+    video = open_video(small_video.folder)
+    segmenter = VideoSegmenter(tiny_agent, WorkingFrames.read(video, 120), plan=RoundPlan())
+    for scribbles in rounds:
+        segmenter.segment(scribbles)
+    return export(video, segmenter.labels, prepare_output(out), segmenter.num_objects(), segmenter.record)
+
+
+def test_each_scribbles_is_a_round_as_through_the_python_api(small_video, tiny_agent, tiny_checkpoint, tmp_path,
+                                                            capsys):
+    from agent.tools.scribble_input import load_scribbles
+    from agent.tools.video import open_video
+
+    correction = _correction_file(tmp_path / "fixes.json")
+    out = tmp_path / "out"
+    code = main([str(small_video.folder), "--scribbles", str(small_video.scribble_dir), "--scribbles",
+                 str(correction), "--output", str(out), *_tiny_run(tiny_checkpoint)])
+    assert code == 0, capsys.readouterr().err
+    first = load_scribbles(small_video.scribble_dir, open_video(small_video.folder))
+    api = _api_rounds(tiny_agent, small_video, [first, json.loads(correction.read_text())], tmp_path / "api")
+    assert all(np.array_equal(a, b) for a, b in zip(_masks(out), _masks(api), strict=True))
+    record = json.loads((out / "scribbles.json").read_text())
+    assert record == json.loads((api / "scribbles.json").read_text())
+    assert len(record["rounds"]) == 2 and record["rounds"][1][1] == [CORRECTION]
+    assert record["scribbles"][1] == [CORRECTION] and record["scribbles"][4] == record["rounds"][0][4]
+
+
+def test_a_scribbles_json_without_rounds_is_one_round(small_video, tiny_agent, tiny_checkpoint, tmp_path, capsys):
+    """DAVIS's own files (and exports before "rounds") play all their strokes as one round, as before."""
+    from agent.tools.scribble_input import load_scribbles
+    from agent.tools.video import open_video
+
+    first = load_scribbles(small_video.scribble_dir, open_video(small_video.folder))
+    both = {"scribbles": [strokes + ([CORRECTION] if frame == 1 else []) for frame, strokes in
+                          enumerate(first["scribbles"])]}
+    flat = tmp_path / "davis.json"
+    flat.write_text(json.dumps(both))
+    out = tmp_path / "out"
+    assert main([str(small_video.folder), "--scribbles", str(flat), "--output", str(out),
+                 *_tiny_run(tiny_checkpoint)]) == 0, capsys.readouterr().err
+    one = _api_rounds(tiny_agent, small_video, [both], tmp_path / "one")
+    two = _api_rounds(tiny_agent, small_video, [first, json.loads(_correction_file(tmp_path / "c.json").read_text())],
+                      tmp_path / "two")
+    assert all(np.array_equal(a, b) for a, b in zip(_masks(out), _masks(one), strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(_masks(out), _masks(two), strict=True))  # rounds matter
+    assert json.loads((out / "scribbles.json").read_text()) == {**json.loads(flat.read_text()),
+                                                               "rounds": [both["scribbles"]]}
+
+
+def _rounds_file(path, rounds, union=None):
+    """A scribbles.json with these rounds (lists of strokes per frame) and, unless given, their union."""
+    if union is None:
+        union = [[s for round_ in rounds for s in (round_[f] if f < len(round_) else [])]
+                 for f in range(max(map(len, rounds)))]
+    path.write_text(json.dumps({"scribbles": union, "rounds": rounds}))
+    return path
+
+
+def _frames(**strokes):  # _frames(f4=[...]) -> 8 lists of strokes
+    return [strokes.get(f"f{frame}", []) for frame in range(8)]
+
+
+OBJECT = {"path": [[0.4, 0.5], [0.5, 0.5]], "object_id": 1}
+BACKGROUND = {"path": [[0.1, 0.1], [0.2, 0.1]], "object_id": 0}
+
+
+@pytest.mark.parametrize("case, message", [
+    ("rounds not a list", "'rounds' must be a list of rounds, each a list of strokes per frame as in 'scribbles' "
+                          "(got a dict)"),
+    ("no round", "'rounds' must be a list of rounds, each a list of strokes per frame as in 'scribbles' (got an "
+                 "empty list)"),
+    ("round not a list", "round 2 must be a list of strokes per frame as in 'scribbles', got a str"),
+    ("bad stroke", "round 2: frame 1 has object_id 1.5: object ids are integers"),
+    ("round without a stroke", "round 2 has no stroke: every round segments some; remove it from 'rounds'"),
+    ("frame beyond", "round 2: scribbles for frame 9 but the video has 8 frames (0..7)"),
+    ("not the union", "the strokes of 'rounds' on frame 1 are not those of 'scribbles'"),
+    ("union reordered", "the strokes of 'rounds' on frame 4 are not those of 'scribbles'"),
+    ("round 1 background only", "round 1 has no object stroke, and the first round needs one"),
+    ("bad second source", "no such scribble file or folder"),
+    ("empty second source", "no scribble (objects are palette colours"),
+])
+def test_bad_rounds_are_one_error_line_before_any_work(small_video, tmp_path, capsys, monkeypatch, case, message):
+    from agent.inference.agent import InteractiveAgent
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was built before the scribbles were checked")
+    monkeypatch.setattr(InteractiveAgent, "from_pretrained", no_model)
+    path = tmp_path / "scribbles.json"
+    first, second = _frames(f4=[OBJECT]), _frames(f1=[BACKGROUND])
+    sources = [path]
+    if case == "rounds not a list":
+        path.write_text(json.dumps({"scribbles": first, "rounds": {"1": first}}))
+    elif case == "no round":
+        path.write_text(json.dumps({"scribbles": first, "rounds": []}))
+    elif case == "round not a list":
+        path.write_text(json.dumps({"scribbles": first, "rounds": [first, "second"]}))
+    elif case == "bad stroke":
+        _rounds_file(path, [first, _frames(f1=[{**OBJECT, "object_id": 1.5}])], union=first)
+    elif case == "round without a stroke":
+        _rounds_file(path, [first, _frames()])
+    elif case == "frame beyond":
+        _rounds_file(path, [first, [[] for _ in range(9)] + [[OBJECT]]], union=first)
+    elif case == "not the union":
+        _rounds_file(path, [first, second], union=first)
+    elif case == "union reordered":
+        later = _frames(f4=[{**OBJECT, "object_id": 2}])
+        _rounds_file(path, [first, later], union=_frames(f4=[later[4][0], OBJECT]))
+    elif case == "round 1 background only":
+        _rounds_file(path, [second, first])
+    elif case == "bad second source":  # of three: the third is good
+        _rounds_file(path, [first, second])
+        sources += [tmp_path / "missing", path]
+    else:
+        _rounds_file(path, [first, second])
+        (tmp_path / "nothing.json").write_text(json.dumps({"scribbles": _frames()}))
+        sources += [tmp_path / "nothing.json", path]
+    code = main([str(small_video.folder), *(f"--scribbles={source}" for source in sources),
+                 "--output", str(tmp_path / "out")])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert err[0].startswith(f"error: {sources[1] if 'source' in case else path}: ")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_correction_source_may_hold_background_strokes_only(small_video, tiny_checkpoint, tmp_path, capsys):
+    """The first round needs an object stroke; a later --scribbles may only say "this is background"."""
+    background = _correction_file(tmp_path / "background.json", BACKGROUND)
+    out = tmp_path / "out"
+    code = main([str(small_video.folder), "--scribbles", str(background), "--output", str(out),
+                 *_tiny_run(tiny_checkpoint)])
+    assert code == 2 and "no object scribble" in capsys.readouterr().err and not out.exists()
+    code = main([str(small_video.folder), "--scribbles", str(small_video.scribble_dir), "--scribbles",
+                 str(background), "--output", str(out), *_tiny_run(tiny_checkpoint)])
+    assert code == 0, capsys.readouterr().err
+    assert json.loads((out / "scribbles.json").read_text())["rounds"][1][1] == [BACKGROUND]

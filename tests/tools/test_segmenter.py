@@ -172,3 +172,41 @@ def test_a_round_interrupted_with_ctrl_c_lets_the_next_round_start_over(tiny_age
     # every round after, though the segmenter is what starts the agent.
     segmenter.segment(correction)
     assert segmenter.rounds == 2 and tiny_agent.memory.rounds == 1  # started over with every stroke so far
+
+
+def _correction(frame=1, object_id=1):
+    correction = empty_scribbles(8)
+    correction["scribbles"][frame] = [{"path": [[0.0, 0.3], [1.0, 0.3]], "object_id": object_id}]
+    return correction
+
+
+@pytest.mark.parametrize("chunk_frames", [100, 3])
+def test_segment_rounds_gives_what_a_segment_per_round_gives(tiny_agent, inputs, monkeypatch, chunk_frames):
+    """Rounds replayed (an export's scribbles.json, several --scribbles) are the rounds played one by one; a video in
+    chunks is segmented once for all of them (each of its rounds starts every chunk over with all strokes)."""
+    frames, scribbles = inputs
+    one_by_one = VideoSegmenter(tiny_agent, frames, chunk_frames=chunk_frames, plan=PLAN)
+    one_by_one.segment(scribbles)
+    one_by_one.segment(_correction())
+    expected = [one_by_one.labels(frame) for frame in range(8)]
+    step, calls = tiny_agent.step, []
+    monkeypatch.setattr(tiny_agent, "step", lambda *args, **kwargs: calls.append(1) or step(*args, **kwargs))
+    replayed = VideoSegmenter(tiny_agent, frames, chunk_frames=chunk_frames, plan=PLAN)
+    replayed.segment_rounds([scribbles, _correction()])
+    assert len(calls) == (2 if replayed.persistent else 3)  # two rounds, or the three chunks once
+    assert all(np.array_equal(replayed.labels(frame), expected[frame]) for frame in range(8))
+    assert replayed.rounds == 2 and replayed.record == one_by_one.record
+    assert replayed.record["rounds"][1][1] == _correction()["scribbles"][1]
+    assert replayed.record["scribbles"] == replayed.scribbles["scribbles"]
+
+
+def test_segment_rounds_checks_every_round_first_and_counts_all_or_none(tiny_agent, inputs):
+    frames, scribbles = inputs
+    segmenter = VideoSegmenter(tiny_agent, frames, plan=PLAN)
+    with pytest.raises(InputError, match="scribbles: round 2: has 9 frames of strokes, the video has 8"):
+        segmenter.segment_rounds([scribbles, empty_scribbles(9)])
+    with pytest.raises(InputError, match="no object stroke yet"):  # round 1 alone is background
+        segmenter.segment_rounds([_correction(object_id=0), scribbles])
+    assert segmenter.rounds == 0 and segmenter.record == {"scribbles": empty_scribbles(8)["scribbles"], "rounds": []}
+    segmenter.segment_rounds([scribbles, _correction(object_id=0)])  # a background-only correction is a round
+    assert segmenter.rounds == 2 and tiny_agent.memory.rounds == 2

@@ -101,6 +101,42 @@ def test_open_segment_correct_export(base, small_video, tmp_path):
     assert _post(base, "/api/reset").json()["rounds"] == 0
 
 
+def test_an_export_of_several_rounds_replays_exactly_with_agent_segment(base, small_video, tiny_checkpoint, tmp_path,
+                                                                       capsys):
+    """The export's scribbles.json held all rounds' strokes in one list: fed back, a video of one chunk played them
+    as one round, whose masks are not those of the rounds the page played. It now records the rounds too."""
+    from agent.tools.segment_cli import main
+
+    _post(base, "/api/open", {"path": str(small_video.folder)})
+    wait_for_job(base)
+    rounds = [[_object_stroke(), {"frame": 4, "object_id": 0, "path": [[0.0, 0.05], [1.0, 0.05]]}],
+              [{"frame": 1, "object_id": 1, "path": [[0.0, 0.3], [1.0, 0.3]]}]]
+    for strokes in rounds:
+        _post(base, "/api/segment", {"strokes": strokes})
+        assert wait_for_job(base)["job"]["error"] is None
+    page = tmp_path / "page"
+    _post(base, "/api/export", {"output": str(page)})
+    assert wait_for_job(base)["job"]["error"] is None
+    record = json.loads((page / "scribbles.json").read_text())
+    assert [[len(strokes) for strokes in round_] for round_ in record["rounds"]] == [[0, 0, 0, 0, 2, 0, 0, 0],
+                                                                                      [0, 1, 0, 0, 0, 0, 0, 0]]
+    assert record["scribbles"][4] == record["rounds"][0][4] and record["scribbles"][1] == record["rounds"][1][1]
+
+    def replay(scribbles, out):
+        code = main([str(small_video.folder), "--scribbles", str(scribbles), "--output", str(out), "--checkpoint",
+                     str(tiny_checkpoint), "--device", "cpu", "--working-size", "120", "--crf-scale", "0"])
+        assert code == 0, capsys.readouterr().err
+        return [np.asarray(Image.open(out / "masks" / f"{i:05d}.png")) for i in range(8)]
+
+    expected = [np.asarray(Image.open(page / "masks" / f"{i:05d}.png")) for i in range(8)]
+    assert all(np.array_equal(a, b) for a, b in zip(replay(page / "scribbles.json", tmp_path / "cli"), expected,
+                                                    strict=True))
+    assert json.loads((tmp_path / "cli" / "scribbles.json").read_text()) == record
+    flat = tmp_path / "flat.json"  # the strokes alone, one round: other masks
+    flat.write_text(json.dumps({"scribbles": record["scribbles"]}))
+    assert not all(np.array_equal(a, b) for a, b in zip(replay(flat, tmp_path / "one"), expected, strict=True))
+
+
 def requests_get_bytes(url):
     import io
 
@@ -513,7 +549,7 @@ def test_a_reset_cannot_replace_the_segmenter_an_export_has_taken(tmp_path, monk
 
     class Segmenter:
         def __init__(self):
-            self.labels, self.scribbles, self.other = object(), {}, None
+            self.labels, self.record, self.other = object(), {}, None
 
         def num_objects(self):
             return 1
