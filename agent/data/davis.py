@@ -244,6 +244,8 @@ def validate_scribbles(
                 path = np.asarray(points, dtype=float)
             except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond a float's range
                 path = None
+            if path is not None and path.shape == (0,):  # an empty path (a click without a drag) draws nothing
+                path = path.reshape(0, 2)
             if path is None or path.ndim != 2 or path.shape[1] != 2:
                 raise DatasetError(f"{source}: frame {frame} has a path that is not a list of [x, y] points")
             if not np.isfinite(path).all():

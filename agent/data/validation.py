@@ -229,7 +229,7 @@ def check_scribble_file(path: Path, sequence: str, num_frames: int, num_objects:
     validate_scribbles(data, source=str(path), num_frames=num_frames, num_objects=num_objects)
     if data.get("sequence") != sequence:  # davisinteractive asserts this
         raise DatasetError(f"{path}: names sequence {data.get('sequence')!r}, expected {sequence!r}")
-    strokes = {stroke["object_id"] for frame in data["scribbles"] for stroke in frame}
+    strokes = {stroke["object_id"] for frame in data["scribbles"] for stroke in frame if len(stroke["path"])}
     if not strokes - {0}:  # each file is one sample's first scribble, and the agent starts from an object
         raise DatasetError(f"{path}: no object stroke (object_id 1..{num_objects}): a sample's first scribble "
                            "must mark an object")

@@ -208,10 +208,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.one_shot_only and args.davis_root is None:  # it measured nothing and replaced --output with that
             raise ValueError("--one-shot-only: one-shot J is measured on --davis-root, and none was given")
         if args.davis_root is not None:
-            validate_subset(args.davis_root, "val", scribbles=False)  # one-shot J reads frames and annotations
+            # one-shot J reads frames and annotations
+            infos = validate_subset(args.davis_root, "val", scribbles=False)
             reader = DavisReader(args.davis_root)
             for sequence in (s for s in HOLDOUT if reader.has_sequence(s)):  # measured too (one_shot_figures)
-                validate_sequence(reader, sequence, scribbles=False)
+                infos.append(validate_sequence(reader, sequence, scribbles=False))
+            single = next((info.name for info in infos if info.num_frames < 2), None)
+            if single is not None:  # its "one-shot J" was frame 0's own labels transferred to itself (~0.9)
+                raise DatasetError(f"{reader.frames_dir(single)}: one frame: one-shot J transfers frame 0's "
+                                   "annotation to later frames, and this video has none")
         problem = output_file_problem(args.output, "--output is the JSON file to write")  # an earlier one is replaced
         if problem:
             raise OutputDirError(problem)

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..config import FlowConfig
 
-MIN_SIDE = 16
+MIN_SIDE = 32
 PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
     "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
@@ -28,7 +28,8 @@ class FlowWarper:
         self.frames = frames  # (T, H, W, 3) uint8 RGB
         height, width = frames.shape[1:3]
         scale = min(1.0, config.height / height)  # never upscaled: finer than the frame adds nothing
-        # ... but to MIN_SIDE: OpenCV's DIS kills the process (a segfault) on an image under 16 pixels a side.
+        # ... but to MIN_SIDE: OpenCV's DIS kills the process (a segfault) on an image under 16 pixels a side, and on
+        # one under 32 pixels high and 5+ times as wide (a 16x200 strip; 20x640 is a cv2.error instead).
         self._size = (max(MIN_SIDE, round(width * scale)), max(MIN_SIDE, round(height * scale)))  # cv2's (w, h)
         self._gray: dict[int, np.ndarray] = {}
         self._dis = cv2.DISOpticalFlow_create(PRESETS[config.preset])

@@ -282,6 +282,15 @@ def test_bad_scribble_file_names_itself(root: Path, edit, fragment: str) -> None
     _fails(root, ONE, f"{path}: ", fragment)
 
 
+def test_an_empty_path_draws_nothing_and_marks_no_object(root: Path) -> None:
+    """A stroke of no points (a click without a drag) is read as nothing drawn: it was refused as "a path that is
+    not a list of [x, y] points", and it counts as no stroke of its object."""
+    _edit_scribble(root, ONE, lambda d, f: d["scribbles"][f].append({"path": [], "object_id": 0}))
+    assert validate_sequence(DavisReader(root), ONE).num_scribbles == 1
+    path = _edit_scribble(root, ONE, lambda d, f: [s["path"].clear() for s in d["scribbles"][f] if s["object_id"]])
+    _fails(root, ONE, f"{path}: no object stroke")
+
+
 def test_scribble_file_that_is_not_json(root: Path) -> None:
     _scribble(root, ONE).write_text("{not json")
     _fails(root, ONE, f"{_scribble(root, ONE)}: not valid JSON")

@@ -137,6 +137,26 @@ def test_a_broken_held_out_video_is_one_line_before_any_figure(tiny_synthetic_ro
     assert not output.exists()
 
 
+def test_a_one_frame_video_is_one_line_not_its_own_transfer(tiny_checkpoint: Path, tiny_synthetic_root: Path,
+                                                              tmp_path: Path, capsys) -> None:
+    """A video of one frame has no frame to transfer frame 0 to: its one-shot J was frame 0's own (~0.9)."""
+    import shutil
+
+    root = tmp_path / "root"
+    shutil.copytree(tiny_synthetic_root, root)
+    sequence = (root / "ImageSets" / "2017" / "val.txt").read_text().split()[0]
+    for kind, suffix in (("JPEGImages", "jpg"), ("Annotations", "png")):
+        for path in (root / kind / "480p" / sequence).glob(f"*.{suffix}"):
+            if path.stem != "00000":
+                path.unlink()
+    output = tmp_path / "bench.json"
+    assert main(["--one-shot-only", "--davis-root", str(root), "--checkpoint", str(tiny_checkpoint),
+                 "--output", str(output)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"{sequence}: one frame: one-shot J" in errors[0], errors
+    assert not output.exists()
+
+
 def test_a_full_disk_when_the_figures_are_written_is_one_line(tiny_checkpoint: Path, tiny_synthetic_root: Path,
                                                               tmp_path: Path, capsys, monkeypatch) -> None:
     from agent.evaluation import bench

@@ -81,10 +81,10 @@ def test_flow_config_refuses_bad_values(field, value):
         FlowConfig(**{field: value})
 
 
-@pytest.mark.parametrize("size", [(2, 2), (8, 40), (15, 15), (600, 10)])
+@pytest.mark.parametrize("size", [(2, 2), (8, 40), (15, 15), (600, 10), (16, 200), (8, 200), (20, 640), (31, 1000)])
 def test_frames_too_small_for_the_flow_are_moved_not_crashed(size):
-    """OpenCV's DIS kills the process on images under 16 pixels a side: tiny (or very thin) frames are scaled up
-    to that for the flow."""
+    """OpenCV's DIS kills the process on images under 16 pixels a side, and on wide strips under 32 pixels high
+    (16x200 a segfault, 20x640 a cv2.error): tiny (or very thin) frames are scaled up to 32 a side for the flow."""
     frames = np.random.default_rng(0).integers(0, 255, (2, *size, 3), dtype=np.uint8)
     labels = np.zeros(size, np.int64)
     labels[: size[0] // 2] = 1
