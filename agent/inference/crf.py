@@ -7,6 +7,8 @@ import math
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
@@ -126,6 +128,7 @@ def worker_count(config: CRFConfig) -> int:
 
 
 _POOLS: dict[int, ProcessPoolExecutor] = {}
+_PARENT_POLL_SECONDS = 1.0  # how soon a worker notices that its main process is gone
 
 
 def worker_pool(workers: int) -> ProcessPoolExecutor:
@@ -145,9 +148,20 @@ def worker_pool(workers: int) -> ProcessPoolExecutor:
 def _quiet_worker() -> None:
     """Ctrl-C reaches every process of the terminal's group: the workers leave it to the main process (which
     writes the results and then stops them) instead of each printing a KeyboardInterrupt traceback. SIGTERM
-    gets its default action back (a fork inherits the CLI's handler, which would raise): a quiet exit."""
+    gets its default action back (a fork inherits the CLI's handler, which would raise): a quiet exit. And a
+    worker ends when the main process is gone without stopping it (killed, out of memory, a crash)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A forked worker holds both ends of the pool's queue, so it never sees the end of it and waited for work
+    for ever once its parent died; it ends when its parent changes (it was adopted). Polled: Linux's
+    PR_SET_PDEATHSIG fires when the forking *thread* ends, and the browser app's jobs run in threads."""
+    while os.getppid() == parent:
+        time.sleep(_PARENT_POLL_SECONDS)
+    os._exit(1)
 
 
 def shutdown_workers() -> None:

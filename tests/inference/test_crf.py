@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -102,3 +109,40 @@ def test_workers_leave_ctrl_c_to_the_main_process():
     pool = worker_pool(2)
     assert pool.submit(signal.getsignal, signal.SIGINT).result() == signal.SIG_IGN
     assert pool.submit(signal.getsignal, signal.SIGTERM).result() == signal.SIG_DFL
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_workers_end_when_the_main_process_is_killed(tmp_path: Path):
+    """A main process killed outright (SIGKILL, out of memory, a crash) stopped no worker: they waited for work for
+    ever, each holding a forked copy of its memory. They now notice that it is gone and end."""
+    script = tmp_path / "killed.py"
+    script.write_text(
+        "import os, signal\n"
+        "from agent.inference import crf\n"
+        "crf._PARENT_POLL_SECONDS = 0.05\n"
+        "pool = crf.worker_pool(2)\n"
+        "pool.submit(os.getpid).result()\n"
+        "print(' '.join(str(pid) for pid in pool._processes), flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    printed = tmp_path / "pids.txt"  # a file, not a pipe: workers left alive would hold a pipe open
+    with printed.open("w") as out:
+        done = subprocess.run([sys.executable, str(script)], stdout=out, timeout=120,
+                              cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == -signal.SIGKILL
+    workers = [int(pid) for pid in printed.read_text().split()]
+    assert len(workers) == 2
+
+    def alive(pid: int) -> bool:  # an exited worker may stay a zombie until its new parent reaps it
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+
+    deadline = time.monotonic() + 30  # a bound on waiting, not a speed check: they end within a poll or two
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = [pid for pid in workers if alive(pid)]
+    for pid in left:  # never leave them behind, even when the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert not left
