@@ -41,7 +41,7 @@ from ..model.checkpoint import CheckpointError, default_checkpoint_path, load_ch
 from ..model.onnx_backbone import OnnxBackbone, onnxruntime_available
 from ..model.siamese import SiameseEmbedder, build_model, inference_size
 from ..paths import output_file_problem, path_arg
-from .one_shot import one_shot_benchmark
+from .one_shot import check_one_shot_videos, one_shot_benchmark
 from .outputs import OutputDirError, atomic_write_text
 
 log = logging.getLogger("agent.bench")
@@ -213,10 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             reader = DavisReader(args.davis_root)
             for sequence in (s for s in HOLDOUT if reader.has_sequence(s)):  # measured too (one_shot_figures)
                 infos.append(validate_sequence(reader, sequence, scribbles=False))
-            single = next((info.name for info in infos if info.num_frames < 2), None)
-            if single is not None:  # its "one-shot J" was frame 0's own labels transferred to itself (~0.9)
-                raise DatasetError(f"{reader.frames_dir(single)}: one frame: one-shot J transfers frame 0's "
-                                   "annotation to later frames, and this video has none")
+            check_one_shot_videos(reader, infos)
         problem = output_file_problem(args.output, "--output is the JSON file to write")  # an earlier one is replaced
         if problem:
             raise OutputDirError(problem)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from ..config import TransferConfig
 from ..data import compat  # noqa: F401
-from ..data.davis import VOID_LABEL, DavisReader
+from ..data.davis import VOID_LABEL, DatasetError, DavisReader, SequenceInfo
 from ..inference.scribbles import grid_labels
 from ..inference.transfer import transfer_labels
 from ..model.onnx_backbone import build_backbone_runtime
@@ -20,6 +20,15 @@ from ..model.siamese import SiameseEmbedder, inference_size
 from davisinteractive.metrics import batched_jaccard  # isort: skip  (after compat)
 
 log = logging.getLogger(__name__)
+
+
+def check_one_shot_videos(reader: DavisReader, infos: list[SequenceInfo]) -> None:
+    """DatasetError for a checked video one-shot J cannot score: with one frame, it scored frame 0's annotation
+    transferred to itself (about 0.9) into the mean without a word."""
+    single = next((info.name for info in infos if info.num_frames < 2), None)
+    if single is not None:
+        raise DatasetError(f"{reader.frames_dir(single)}: one frame: one-shot J transfers frame 0's annotation to "
+                           "later frames, and this video has none")
 
 
 @torch.no_grad()

@@ -604,8 +604,11 @@ def check_videos(config: TrainConfig) -> None:
     training = training_sequences(reader, config.holdout)
     if not training and not config.synthetic_sequences:
         raise DatasetError(NO_TRAINING_VIDEOS)
-    for name in dict.fromkeys([*training, *validation]):
-        validate_sequence(reader, name, scribbles=False)  # every frame and annotation, decoded
+    infos = {name: validate_sequence(reader, name, scribbles=False)  # every frame and annotation, decoded
+             for name in dict.fromkeys([*training, *validation])}
+    from ..evaluation.one_shot import check_one_shot_videos
+
+    check_one_shot_videos(reader, [infos[name] for name in validation])
 
 
 def main(argv: list[str] | None = None) -> int:

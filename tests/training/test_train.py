@@ -462,6 +462,18 @@ def test_videos_are_checked_before_any_work(tmp_path: Path, tiny_synthetic_root:
     assert f"{frame}: cannot decode" in line
     assert not (tmp_path / "run").exists()
 
+    # a one-frame validation video scored frame 0's annotation transferred to itself (about 0.9) into the mean
+    frame.unlink()
+    for kind in ("JPEGImages", "Annotations"):
+        for path in (root / kind / "480p" / "synth-001").iterdir():
+            if path.stem != "00000":
+                path.unlink()
+    assert main([*TINY_ARGS, "--davis-root", str(root), "--val-sequences", "synth-001",
+                 "--output-dir", str(tmp_path / "run")]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert "synth-001: one frame: one-shot J" in line
+    assert not (tmp_path / "run").exists()
+
 
 @pytest.mark.parametrize(("field", "value"), [("stroke_references", "1.5"), ("stroke_references", "-0.1"),
                                               ("stroke_references", "nan"), ("hard_query_fraction", "0"),
