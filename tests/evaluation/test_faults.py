@@ -298,6 +298,20 @@ def test_a_host_that_cannot_be_reached_is_one_line_before_the_model(root, tmp_pa
     assert not (tmp_path / "out").exists()
 
 
+def test_a_host_that_is_no_evaluation_server_is_one_line_before_the_model(root, tmp_path, capsys, no_model):
+    """Another web service on the port, or a URL whose path is not the server's: a 404 once the model was built."""
+    from fastapi import FastAPI
+
+    from agent.config import ServerConfig
+    from agent.evaluation.server import create_app, serving
+
+    with serving(FastAPI()) as other, serving(create_app(ServerConfig(), root)) as davis:
+        for url in (other.url, f"{davis.url}/prefix"):
+            _refused(capsys, "--host", url, "--user-key", "k", "--davis-root", root, "--output-dir", tmp_path / "out",
+                     fragments=(f"--host {url}: no evaluation server there", f"GET {url}/api/healthcheck with 404"))
+            assert not (tmp_path / "out").exists()
+
+
 def test_image_whose_header_claims_billions_of_pixels(root, tmp_path, capsys, no_model, monkeypatch):
     from PIL import Image
 
