@@ -9,6 +9,7 @@ Each failure raises one of PREFLIGHT_ERRORS, whose message is `<file or thing>: 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import socket
 import urllib.parse
@@ -74,6 +75,18 @@ def check_reachable(url: str, timeout: float) -> None:
                                      f"({error.strerror or error})") from error
 
 
+def warn_plain_http(url: str) -> None:
+    """A warning when the user key would cross the network unencrypted (http:// to a host not this machine)."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        loopback = parts.hostname == "localhost" or ipaddress.ip_address(parts.hostname).is_loopback
+    except ValueError:  # a host name
+        loopback = False
+    if parts.scheme == "http" and not loopback:
+        log.warning("--host %s is plain HTTP: your user key is sent unencrypted to %s (https:// if the server "
+                    "offers it)", url, parts.hostname)
+
+
 def check_healthy(session: SessionConfig) -> None:
     """The server at session.host answers the framework's own health check (``GET <host>/api/healthcheck``): another
     web service on that port, or a URL whose path is not the server's, was a 404 once the model was built."""
@@ -121,6 +134,7 @@ def _check_run(config: RunConfig, strategy: Strategy, overwrite: bool, generated
     output = prepare_output_dir(session.output_dir, overwrite, inputs, generated)
     if session.remote:  # the server holds the annotations and scribbles; its samples are known once connected
         try:
+            warn_plain_http(session.host)
             check_reachable(session.host, session.connect_timeout)
             check_healthy(session)
         except BaseException:

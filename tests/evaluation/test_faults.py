@@ -624,3 +624,14 @@ def test_bench_on_an_empty_root_fails_before_any_work(tmp_path, capsys, monkeypa
     assert len(err) == 1 and err[0].startswith("error: ") and "val.txt" in err[0]
     assert bench.main(["--output", str(tmp_path)]) == 2  # a directory where the JSON file should go
     assert "is a directory" in capsys.readouterr().err
+
+
+def test_a_user_key_sent_unencrypted_to_another_machine_is_warned_of(caplog):
+    from agent.evaluation.preflight import warn_plain_http
+
+    for url in ("http://127.0.0.1:8000", "http://localhost:8000", "http://[::1]:8000", "https://eval.example.org",
+                "http://10.0.0.5:8000", "HTTP://Eval.Example.org/davis"):
+        warn_plain_http(url)
+    warned = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert len(warned) == 2 and all("plain HTTP: your user key is sent unencrypted" in line for line in warned)
+    assert "to 10.0.0.5 " in warned[0] and "to eval.example.org " in warned[1]
