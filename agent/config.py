@@ -497,6 +497,11 @@ class SessionConfig:
             # requests refused the URL (InvalidURL) once the model was built.
             _require(url.scheme in ("http", "https") and bool(url.hostname),
                      f"session.host must be localhost or an http(s):// URL with a host name, got {self.host!r}")
+            # The framework appends its API paths to the URL (os.path.join): after a query or fragment every request
+            # went to the same path, `/?x=1/api/dataset/samples`, and a server answering it was read as each answer.
+            _require(not url.query and not url.fragment and not self.host.rstrip("/").endswith(("?", "#")),
+                     f"session.host {self.host!r} has a query or fragment ('?' or '#'): the client appends its API "
+                     "paths to the URL; give the server's base URL")
             _require(bool(self.user_key), "session.user_key is required with a remote host (--user-key KEY or $DAVIS_USER_KEY)")
             _header_value(self.user_key, "session.user_key")
             _require(self.subset == "test-dev", "a remote host plays test-dev only (the framework's RemoteConnector); "

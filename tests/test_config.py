@@ -26,6 +26,10 @@ def test_remote_session_fields():
     ({"host": "http://:8000", "user_key": "k", "subset": "test-dev"}, "an http\\(s\\):// URL with a host name"),
     ({"host": "http://[::1", "user_key": "k", "subset": "test-dev"}, r"session.host 'http://\[::1' is not a valid URL"),
     ({"host": "http://h:99999", "user_key": "k", "subset": "test-dev"}, "Port out of range"),
+    # Every request went to `/?x=1/api/...`: the framework appends its paths to the URL.
+    ({"host": "http://h:1/?x=1", "user_key": "k", "subset": "test-dev"}, "has a query or fragment"),
+    ({"host": "http://h:1#top", "user_key": "k", "subset": "test-dev"}, "has a query or fragment"),
+    ({"host": "http://h:1/davis?", "user_key": "k", "subset": "test-dev"}, "has a query or fragment"),
     ({"subset": "test-dev"}, "test-dev has no public annotations"),
     ({"shard": "3/2"}, "session.shard must be K/N"),
     ({"shard": "0/2"}, "session.shard must be K/N"),

@@ -173,10 +173,18 @@ def _bounded_body(response: requests.Response, request: str) -> bytes:
     return b"".join(chunks)
 
 
+class _BoundedRetry(Retry):
+    """urllib3's Retry, a server's ``Retry-After`` honoured up to read_timeout: urllib3 sleeps up to 6 hours
+    per retry on a 503's word (an HTTP date in 2100, or 3600), without a line, whatever the timeouts."""
+
+    def parse_retry_after(self, retry_after: str) -> float:
+        return min(super().parse_retry_after(retry_after), settings.read_timeout)
+
+
 def guarded_session(*_args, **_kwargs) -> requests.Session:
     """Replaces davisinteractive's ``_requests_retry_session`` (called without arguments)."""
     session = _GuardedSession()
-    retry = Retry(total=settings.retries, connect=settings.retries, read=settings.retries,
+    retry = _BoundedRetry(total=settings.retries, connect=settings.retries, read=settings.retries,
                   status=settings.retries, backoff_factor=settings.backoff,
                   # 500 is an answer (with a message), not an outage; POSTs are never repeated (urllib3's
                   # default allowed methods), so an interaction is never submitted twice.

@@ -9,6 +9,7 @@ Each failure raises one of PREFLIGHT_ERRORS, whose message is `<file or thing>: 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import socket
 import urllib.parse
@@ -16,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import ConfigError, RunConfig, parse_shard
+from ..config import ConfigError, RunConfig, SessionConfig, parse_shard
 from ..data.davis import DatasetError, SequenceInfo
 from ..data.registry import Registration, register_dataset
 from ..data.synthetic import default_dataset_root
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 class RemoteUnreachableError(ValueError):
-    """The evaluation server named by --host does not accept a connection."""
+    """The evaluation server named by --host does not accept a connection, or does not answer its health check."""
 
 
 class PathError(ValueError):
@@ -74,6 +75,32 @@ def check_reachable(url: str, timeout: float) -> None:
                                      f"({error.strerror or error})") from error
 
 
+def warn_plain_http(url: str) -> None:
+    """A warning when the user key would cross the network unencrypted (http:// to a host not this machine)."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        loopback = parts.hostname == "localhost" or ipaddress.ip_address(parts.hostname).is_loopback
+    except ValueError:  # a host name
+        loopback = False
+    if parts.scheme == "http" and not loopback:
+        log.warning("--host %s is plain HTTP: your user key is sent unencrypted to %s (https:// if the server "
+                    "offers it)", url, parts.hostname)
+
+
+def check_healthy(session: SessionConfig) -> None:
+    """The server at session.host answers the framework's own health check (``GET <host>/api/healthcheck``): another
+    web service on that port, or a URL whose path is not the server's, was a 404 once the model was built."""
+    from davisinteractive.connector.remote import RemoteConnector
+
+    from ..data import remote_compat
+
+    remote_compat.configure(session.connect_timeout, session.read_timeout, session.retries)
+    try:
+        RemoteConnector(session.user_key, "preflight", session.host)  # its __init__ is the health check
+    except remote_compat.RemoteServerError as error:
+        raise RemoteUnreachableError(f"--host {session.host}: no evaluation server there ({error})") from None
+
+
 def check_strategy(strategy: Strategy, videos: Iterable[SequenceInfo], max_interactions: int, max_time: float) -> None:
     """Ask for every round's plan of every sequence, at the time budget a round starts with: a strategy that
     raises or returns no RoundPlan fails now, not minutes into the session. The session keeps asking its own
@@ -107,7 +134,9 @@ def _check_run(config: RunConfig, strategy: Strategy, overwrite: bool, generated
     output = prepare_output_dir(session.output_dir, overwrite, inputs, generated)
     if session.remote:  # the server holds the annotations and scribbles; its samples are known once connected
         try:
+            warn_plain_http(session.host)
             check_reachable(session.host, session.connect_timeout)
+            check_healthy(session)
         except BaseException:
             discard(output)
             raise

@@ -310,3 +310,39 @@ def test_a_redirect_to_another_host_does_not_carry_the_user_key():
         redirected.prepare_url(url, None)
         session.rebuild_auth(redirected, response)
         assert ("User-Key" in redirected.headers) == kept and redirected.headers["Session-Key"] == "s"
+
+
+def test_a_servers_retry_after_is_honoured_up_to_the_read_timeout(monkeypatch):
+    """A 503 with `Retry-After: 3600` (or a date in 2100) made urllib3 sleep an hour (six) per retry, without a line."""
+    import http.server
+    import threading
+
+    import urllib3.util.retry
+
+    answers = iter([(503, "3600"), (503, "Fri, 31 Dec 2100 23:59:59 GMT"), (200, None)])
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            status, retry_after = next(answers)
+            self.send_response(status)
+            if retry_after:
+                self.send_header("Retry-After", retry_after)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    slept, sleep, this_thread = [], urllib3.util.retry.time.sleep, threading.get_ident()
+    # time.sleep is every thread's: an earlier test's server thread may still sleep in it.
+    monkeypatch.setattr(urllib3.util.retry.time, "sleep",
+                        lambda seconds: slept.append(seconds) if threading.get_ident() == this_thread else sleep(seconds))
+    remote_compat.configure(connect_timeout=5.0, read_timeout=7.0, retries=3)
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            response = remote_compat.guarded_session().get(f"http://127.0.0.1:{server.server_address[1]}/api/x")
+        finally:
+            server.shutdown()
+    assert response.status_code == 200 and slept == [7.0, 7.0]

@@ -298,6 +298,20 @@ def test_a_host_that_cannot_be_reached_is_one_line_before_the_model(root, tmp_pa
     assert not (tmp_path / "out").exists()
 
 
+def test_a_host_that_is_no_evaluation_server_is_one_line_before_the_model(root, tmp_path, capsys, no_model):
+    """Another web service on the port, or a URL whose path is not the server's: a 404 once the model was built."""
+    from fastapi import FastAPI
+
+    from agent.config import ServerConfig
+    from agent.evaluation.server import create_app, serving
+
+    with serving(FastAPI()) as other, serving(create_app(ServerConfig(), root)) as davis:
+        for url in (other.url, f"{davis.url}/prefix"):
+            _refused(capsys, "--host", url, "--user-key", "k", "--davis-root", root, "--output-dir", tmp_path / "out",
+                     fragments=(f"--host {url}: no evaluation server there", f"GET {url}/api/healthcheck with 404"))
+            assert not (tmp_path / "out").exists()
+
+
 def test_image_whose_header_claims_billions_of_pixels(root, tmp_path, capsys, no_model, monkeypatch):
     from PIL import Image
 
@@ -610,3 +624,14 @@ def test_bench_on_an_empty_root_fails_before_any_work(tmp_path, capsys, monkeypa
     assert len(err) == 1 and err[0].startswith("error: ") and "val.txt" in err[0]
     assert bench.main(["--output", str(tmp_path)]) == 2  # a directory where the JSON file should go
     assert "is a directory" in capsys.readouterr().err
+
+
+def test_a_user_key_sent_unencrypted_to_another_machine_is_warned_of(caplog):
+    from agent.evaluation.preflight import warn_plain_http
+
+    for url in ("http://127.0.0.1:8000", "http://localhost:8000", "http://[::1]:8000", "https://eval.example.org",
+                "http://10.0.0.5:8000", "HTTP://Eval.Example.org/davis"):
+        warn_plain_http(url)
+    warned = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert len(warned) == 2 and all("plain HTTP: your user key is sent unencrypted" in line for line in warned)
+    assert "to 10.0.0.5 " in warned[0] and "to eval.example.org " in warned[1]
