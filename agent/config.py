@@ -502,6 +502,10 @@ class SessionConfig:
             _require(not url.query and not url.fragment and not self.host.rstrip("/").endswith(("?", "#")),
                      f"session.host {self.host!r} has a query or fragment ('?' or '#'): the client appends its API "
                      "paths to the URL; give the server's base URL")
+            # Written as given to config.json, summary.json and the log: a password there would be kept in the results.
+            _require(url.username is None and url.password is None,
+                     f"session.host for {url.hostname} holds a user name or password ('user:pass@'): it would be "
+                     "written to config.json, summary.json and the log; the server authenticates with --user-key")
             _require(bool(self.user_key), "session.user_key is required with a remote host (--user-key KEY or $DAVIS_USER_KEY)")
             _header_value(self.user_key, "session.user_key")
             _require(self.subset == "test-dev", "a remote host plays test-dev only (the framework's RemoteConnector); "

@@ -30,6 +30,8 @@ def test_remote_session_fields():
     ({"host": "http://h:1/?x=1", "user_key": "k", "subset": "test-dev"}, "has a query or fragment"),
     ({"host": "http://h:1#top", "user_key": "k", "subset": "test-dev"}, "has a query or fragment"),
     ({"host": "http://h:1/davis?", "user_key": "k", "subset": "test-dev"}, "has a query or fragment"),
+    ({"host": "http://me:secret@h:1", "user_key": "k", "subset": "test-dev"}, "holds a user name or password"),
+    ({"host": "https://me@h", "user_key": "k", "subset": "test-dev"}, "holds a user name or password"),
     ({"subset": "test-dev"}, "test-dev has no public annotations"),
     ({"shard": "3/2"}, "session.shard must be K/N"),
     ({"shard": "0/2"}, "session.shard must be K/N"),
@@ -48,6 +50,13 @@ def test_remote_session_fields():
 def test_bad_remote_or_shard_values_are_one_clear_error(values, message):
     with pytest.raises(ConfigError, match=message):
         SessionConfig(**values)
+
+
+def test_a_password_in_the_host_is_refused_without_being_repeated():
+    """A `user:pass@` URL was written as given to config.json, summary.json and the log."""
+    with pytest.raises(ConfigError) as error:
+        SessionConfig(host="http://me:s3cret@h:1", user_key="k", subset="test-dev")
+    assert "s3cret" not in str(error.value) and "for h holds" in str(error.value)
 
 
 def test_server_config_limits():
