@@ -98,13 +98,12 @@ def main(argv: list[str] | None = None) -> int:
         resolve_device(config.device)
         state = build_state(args)
         if args.video is not None:
-            from .scribble_input import load_rounds
+            from .scribble_input import load_sources
             from .video import open_video
 
             video = open_video(args.video)  # a wrong path ends here with one line
             # Every source read and checked now, as agent.segment does: a mistake was a red line on the page.
-            rounds = [round_ for index, path in enumerate(args.scribbles)
-                      for round_ in load_rounds(path, video, first=index == 0)]
+            rounds = [round_ for source in load_sources(args.scribbles, video) for round_ in source]
             state.open(video, rounds, ", ".join(map(str, args.scribbles)))
     except (InputError, ConfigError, CheckpointError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -49,12 +49,23 @@ def empty_scribbles(num_frames: int) -> dict:
     return {"scribbles": [[] for _ in range(num_frames)]}
 
 
+def _draws(stroke: dict) -> bool:
+    """Whether a stroke draws anything: an empty path (a click without a drag) draws nothing and marks no object."""
+    return len(stroke["path"]) > 0
+
+
 def object_ids(scribbles: dict) -> set[int]:
-    return {int(s["object_id"]) for strokes in scribbles["scribbles"] for s in strokes if int(s["object_id"]) > 0}
+    return {int(s["object_id"]) for strokes in scribbles["scribbles"] for s in strokes
+            if int(s["object_id"]) > 0 and _draws(s)}
 
 
 def scribbled_frames(scribbles: dict) -> list[int]:
-    return [f for f, strokes in enumerate(scribbles["scribbles"]) if strokes]
+    return [f for f, strokes in enumerate(scribbles["scribbles"]) if any(map(_draws, strokes))]
+
+
+def draws(scribbles: dict) -> bool:
+    """Whether any stroke draws something (a round of empty paths only segments nothing new)."""
+    return bool(scribbled_frames(scribbles))
 
 
 def union_of_rounds(rounds: list[dict], num_frames: int) -> dict:
@@ -102,11 +113,48 @@ def load_rounds(path: str | Path, video: VideoSource, first: bool = True) -> lis
     if len(rounds) > 1 and first and not object_ids(rounds[0]):
         raise InputError(f"{path}: round 1 has no object stroke, and the first round needs one (background strokes "
                          "alone say nothing)")
-    if first and not object_ids(rounds[0]) or not any(rounds[0]["scribbles"]):  # a correction: any stroke
+    if first and not object_ids(rounds[0]) or not draws(rounds[0]):  # a correction: any stroke that draws
         what = "object scribble" if first else "scribble"
         raise InputError(f"{path}: no {what} (objects are palette colours 1..N, see docs/OWN_VIDEOS.md)"
                          f"{_translucent(images)}")
     return rounds
+
+
+def load_sources(paths: list[str | Path], video: VideoSource) -> list[list[dict]]:
+    """Each --scribbles' rounds (`load_rounds`, the first opening the run), in order; InputError when one repeats
+    rounds of an earlier one stroke for stroke: the same file given twice, or an earlier export beside the export
+    that continued it, played the strokes twice without a word."""
+    sources: list[list[dict]] = []
+    for index, path in enumerate(paths):
+        rounds = load_rounds(path, video, first=index == 0)
+        for earlier_path, earlier in zip(paths, sources):
+            repeat = repeated_round(rounds, earlier)
+            if repeat is None:
+                continue
+            if user_path(path).resolve() == user_path(earlier_path).resolve():
+                raise InputError(f"{path}: given twice: its rounds would be played twice (each --scribbles is "
+                                 "played after the ones before it)")
+            if rounds[:len(earlier)] == earlier:
+                raise InputError(f"{path}: begins with the {_count(earlier)} of {earlier_path} (an export that "
+                                 f"continued it): they would be played twice; pass {path} alone")
+            raise InputError(f"{path}: round {repeat[0]} repeats round {repeat[1]} of {earlier_path} stroke for "
+                             "stroke: its strokes would be played twice")
+        sources.append(rounds)
+    return sources
+
+
+def repeated_round(rounds: list[dict], earlier: list[dict]) -> tuple[int, int] | None:
+    """(i, j), counted from 1, for the first of `rounds` that is round j of `earlier`, stroke for stroke; None
+    when there is none."""
+    for i, round_ in enumerate(rounds, 1):
+        for j, before in enumerate(earlier, 1):
+            if round_["scribbles"] == before["scribbles"]:
+                return i, j
+    return None
+
+
+def _count(rounds: list[dict]) -> str:
+    return "1 round" if len(rounds) == 1 else f"{len(rounds)} rounds"
 
 
 def _translucent(images: list[Path]) -> str:
@@ -165,8 +213,9 @@ def _load_json(path: Path, num_frames: int) -> list[dict]:
         except DatasetError as error:
             raise InputError(str(error)) from error
         round_ = _fit_frames(frames, num_frames, source)
-        if not any(round_["scribbles"]):
-            raise InputError(f"{source} has no stroke: every round segments some; remove it from 'rounds'")
+        if not draws(round_):  # strokes of empty paths only draw nothing either
+            raise InputError(f"{source} has no stroke that draws (a path of points): every round segments some; "
+                             "remove it from 'rounds'")
         rounds.append(round_)
     played = union_of_rounds(rounds, num_frames)["scribbles"]
     for frame, (strokes, expected) in enumerate(zip(played, union["scribbles"], strict=True)):

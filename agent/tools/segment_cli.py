@@ -118,12 +118,12 @@ def main(argv: list[str] | None = None) -> int:
             config = agent_config(args)
             check_device(config.device)
             from .export import discard_empty_output, prepare_output
-            from .scribble_input import load_rounds
+            from .scribble_input import load_sources
             from .video import open_video
 
             video = open_video(args.video)
             # Every source is read before the first round plays: a mistake in the corrections came last.
-            sources = [load_rounds(path, video, first=index == 0) for index, path in enumerate(args.scribbles)]
+            sources = load_sources(args.scribbles, video)
             rounds = [round_ for source in sources for round_ in source]
             output = prepare_output(args.output, args.overwrite, video=video.path)
             started = time.perf_counter()

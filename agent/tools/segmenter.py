@@ -25,7 +25,7 @@ import numpy as np
 from ..data.davis import DatasetError, validate_scribbles
 from ..errors import first_line
 from ..inference.plan import RoundPlan
-from .scribble_input import empty_scribbles, object_ids, scribbled_frames, scribbles_record
+from .scribble_input import draws, empty_scribbles, object_ids, scribbled_frames, scribbles_record
 from .video import InputError, Progress, WorkingFrames
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,8 @@ class VideoSegmenter:
                 validate_scribbles(scribbles, source=where, num_frames=self.num_frames)
             except DatasetError as error:
                 raise InputError(str(error)) from error
+            if not draws(scribbles):  # nothing, or empty paths only: a round that played nothing new, unsaid
+                raise InputError(f"{where}: no stroke that draws (a path of points): every round segments some")
             objects |= object_ids(scribbles)
             if not objects:
                 raise InputError("no object stroke yet: draw on an object first (background strokes alone say "
@@ -148,6 +150,12 @@ class VideoSegmenter:
         """Rounds in order, as `segment` after `segment` (an export's `record` replayed: the same masks), every
         round checked first; all of them or none count. A video in chunks is segmented once, with every stroke:
         each of its rounds starts the chunks over with all strokes so far, so the last gives what they all give."""
+        if isinstance(rounds, dict):  # one round's dict: its keys were taken for rounds
+            raise InputError("segment_rounds takes a list of rounds, each a DAVIS scribble dict, got one dict: "
+                             "segment(scribbles) plays one round")
+        rounds = list(rounds)
+        if not rounds:  # it did nothing without a word: no round, the masks as they were
+            raise InputError("segment_rounds got no round: give at least one, a DAVIS scribble dict")
         fresh = self._fresh_rounds(rounds)
         merged = self.scribbles
         started = time.perf_counter()

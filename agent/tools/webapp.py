@@ -36,7 +36,7 @@ from ..data.davis import DatasetError
 from ..errors import first_line, validation_problems
 from ..paths import unused_path
 from .export import export, palette_colours, prepare_output
-from .scribble_input import empty_scribbles, load_rounds
+from .scribble_input import empty_scribbles, load_rounds, repeated_round
 from .segmenter import VideoSegmenter
 from .video import (
     DEFAULT_MAX_UPLOAD_MB,
@@ -193,6 +193,10 @@ class AppState:
             segmenter = self.require_segmenter()
             self.check_idle()
             rounds = load_rounds(path, self.video, first=not segmenter.has_result)
+            repeat = repeated_round(rounds, segmenter.history)
+            if repeat is not None:  # the export the page was started with, loaded again: every stroke twice
+                raise InputError(f"{path}: its round {repeat[0]} is round {repeat[1]} on the page already, stroke "
+                                 "for stroke: loaded again, its strokes would be played twice")
 
             def work(job: Job) -> str:
                 job.stage = "segment"

@@ -142,4 +142,6 @@ def test_load_strokes_on_the_page_continues_an_export(base, small_video, earlier
     assert load(str(earlier / "scribbles.json")).status_code == 200
     state = wait_for_job(base)
     assert state["job"]["error"] is None and "played 2 rounds" in state["job"]["message"], state["job"]
+    again = load(str(earlier / "scribbles.json"))  # loaded twice: every stroke would be played twice
+    assert again.status_code == 400 and "its round 1 is round 1 on the page already" in again.json()["error"]
     _continue_and_export(base, earlier, tmp_path)
