@@ -25,7 +25,14 @@ from pathlib import Path
 from ..config import ConfigError
 from ..errors import os_error_line
 from ..paths import path_arg
-from .segment_cli import add_agent_arguments, agent_config, build_segmenter, check_sizes, setup_logging
+from .segment_cli import (
+    add_agent_arguments,
+    agent_config,
+    build_segmenter,
+    check_sizes,
+    settings_warnings,
+    setup_logging,
+)
 from .video import DEFAULT_MAX_UPLOAD_MB, InputError
 
 log = logging.getLogger("agent.app")
@@ -104,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             video = open_video(args.video)  # a wrong path ends here with one line
             # Every source read and checked now, as agent.segment does: a mistake was a red line on the page.
             rounds = [round_ for source in load_sources(args.scribbles, video) for round_ in source]
+            for line in settings_warnings(args.scribbles, video, args):
+                print(f"warning: {line}", file=sys.stderr)
             state.open(video, rounds, ", ".join(map(str, args.scribbles)))
     except (InputError, ConfigError, CheckpointError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

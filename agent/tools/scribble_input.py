@@ -15,7 +15,8 @@ number in its name, counted from 0 (12.png, frame_0012.png); in a folder whose f
 
 Rounds: an export's scribbles.json keeps DAVIS's "scribbles" (every stroke segmented, per frame) and adds
 "rounds", one such list per round in the order they were segmented (`scribbles_record`); `load_rounds` plays
-them back in that order. A source without "rounds" is one round.
+them back in that order. A source without "rounds" is one round. Its "segmented" (VideoSegmenter.settings) says
+what the masks were made for: a video of another frame count or shape is refused (`_check_segmented`).
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def load_rounds(path: str | Path, video: VideoSource, first: bool = True) -> lis
         raise InputError(f"{path}: {special_file(path)}, not a scribble file or folder")
     images: list[Path] = []
     if path.is_file() and path.suffix.lower() == ".json":
-        rounds = _load_json(path, video.num_frames)
+        rounds = _load_json(path, video)
     else:
         images = [path] if path.is_file() else _scribble_images(path)
         if not images:
@@ -127,7 +128,7 @@ def load_sources(paths: list[str | Path], video: VideoSource) -> list[list[dict]
     sources: list[list[dict]] = []
     for index, path in enumerate(paths):
         rounds = load_rounds(path, video, first=index == 0)
-        for earlier_path, earlier in zip(paths, sources):
+        for earlier_path, earlier in zip(paths[:index], sources, strict=True):
             repeat = repeated_round(rounds, earlier)
             if repeat is None:
                 continue
@@ -187,14 +188,17 @@ def _scribble_images(folder: Path) -> list[Path]:
     return sorted(images, key=natural_key)
 
 
-def _load_json(path: Path, num_frames: int) -> list[dict]:
+def _load_json(path: Path, video: VideoSource) -> list[dict]:
     """The rounds of a scribble JSON: its "rounds" when it has them (each checked as "scribbles" is, none
-    without a stroke, all of them together exactly its "scribbles"), else its "scribbles" as one round."""
+    without a stroke, all of them together exactly its "scribbles"), else its "scribbles" as one round; an
+    export's, for a video of its frame count and shape ("segmented")."""
+    num_frames = video.num_frames
     try:
         data = read_scribble_file(path)
         validate_scribbles(data, source=str(path))
     except DatasetError as error:
         raise InputError(str(error)) from error
+    _check_segmented(path, data.get("segmented"), video)
     union = _fit_frames(data["scribbles"], num_frames, str(path))
     if "rounds" not in data:
         return [union]
@@ -224,6 +228,40 @@ def _load_json(path: Path, num_frames: int) -> list[dict]:
                              "export writes every round's strokes, in order, in both): edit both alike, or remove "
                              "'rounds' to play every stroke of 'scribbles' as one round")
     return rounds
+
+
+def recorded_settings(path: str | Path) -> dict | None:
+    """An export's scribbles.json's "segmented" (VideoSegmenter.settings, checked by load_rounds), else None."""
+    path = user_path(path)
+    if not (path.is_file() and path.suffix.lower() == ".json"):
+        return None
+    settings = read_scribble_file(path).get("segmented")
+    return settings if isinstance(settings, dict) else None
+
+
+def _check_segmented(path: Path, settings: object, video: VideoSource) -> None:
+    """InputError unless an export's "segmented" (absent: a DAVIS file, an older export) fits `video`: its strokes
+    are per frame and normalised to the frame, so another frame count or shape put them on other frames or
+    elsewhere in them without a word."""
+    if settings is None:
+        return
+    hint = "remove 'segmented' to play its strokes on any video"
+    size = settings.get("working_size") if isinstance(settings, dict) else None
+    frames = settings.get("num_frames") if isinstance(settings, dict) else None
+    if (not isinstance(frames, int) or isinstance(frames, bool) or frames < 1 or not isinstance(size, list)
+            or len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+        raise InputError(f"{path}: 'segmented' must be what an export writes ({{\"num_frames\": 100, "
+                         f"\"working_size\": [240, 426], ...}}), got {str(settings)[:80]}: {hint}")
+    if frames != video.num_frames:
+        raise InputError(f"{path}: exported for a video of {frames} frames, but {video.path} has {video.num_frames}: "
+                         f"it is another video (or another cut), and its strokes would land on other frames; {hint}")
+    height, width = size
+    ratio, expected = width / height, video.width / video.height
+    # the working size rounds each side to a pixel: within a pixel of the video's shape
+    if abs(ratio - expected) > expected * (1 / min(height, width) + 0.01):
+        raise InputError(f"{path}: exported for frames of {width}x{height} at the working size (aspect "
+                         f"{ratio:.3f}), but {video.path} is {video.width}x{video.height} (aspect {expected:.3f}): "
+                         f"another video, its strokes would land elsewhere in the frame; {hint}")
 
 
 def _fit_frames(frames: list, num_frames: int, source: str) -> dict:

@@ -111,7 +111,14 @@ class VideoSegmenter:
     def record(self) -> dict:
         """The strokes segmented, as the export's scribbles.json holds them: all of them ("scribbles") and each
         round's ("rounds"); `segment_rounds(load_rounds(...))` replays them."""
-        return scribbles_record(self.history, self.num_frames)
+        return {**scribbles_record(self.history, self.num_frames), "segmented": self.settings}
+
+    @property
+    def settings(self) -> dict:
+        """What the masks depend on besides the strokes and the agent's config, recorded in scribbles.json: a replay
+        on another video (another frame count or shape) is refused, one with other settings warned about."""
+        return {"num_frames": self.num_frames, "working_size": list(self.frames.size), "in_chunks": not self.persistent,
+                "crf_scale": (self.plan.crf_scale or "config") if self.plan.use_crf else 0}
 
     def check(self, scribbles: dict, source: str = "scribbles") -> None:
         """InputError (one line) for malformed scribbles, ones for frames the video does not have, or a round

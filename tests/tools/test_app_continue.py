@@ -145,3 +145,40 @@ def test_load_strokes_on_the_page_continues_an_export(base, small_video, earlier
     again = load(str(earlier / "scribbles.json"))  # loaded twice: every stroke would be played twice
     assert again.status_code == 400 and "its round 1 is round 1 on the page already" in again.json()["error"]
     _continue_and_export(base, earlier, tmp_path)
+
+
+def test_an_export_of_another_video_is_refused_and_other_settings_warned(small_video, tiny_checkpoint, earlier, tmp_path,
+                                                                        capsys):
+    """An export's strokes are per frame and normalised: fed to another video (here the first 6 frames of its
+    own, or one of another shape) they landed on other frames without a word. Replayed with other settings, the
+    rounds play, but to other masks than the export's: a warning line says which setting differs."""
+    import shutil
+
+    from agent.tools.segment_cli import main
+
+    record = json.loads((earlier / "scribbles.json").read_text())
+    assert record["segmented"] == {"num_frames": 8, "working_size": [120, 213], "in_chunks": False, "crf_scale": 0}
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    for frame in sorted(small_video.folder.iterdir())[:6]:
+        shutil.copy(frame, cut / frame.name)
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    for frame in sorted(small_video.folder.iterdir()):
+        Image.fromarray(np.asarray(Image.open(frame))[:, :300]).save(wide / frame.name)
+    scribbles = str(earlier / "scribbles.json")
+    for video, fragment in ((cut, "exported for a video of 8 frames, but"), (wide, "exported for frames of 213x120")):
+        code = main([str(video), "--scribbles", scribbles, "--output", str(tmp_path / "out"),
+                     "--checkpoint", str(tiny_checkpoint), *SETTINGS])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and err[0].startswith(f"error: {scribbles}: ") and fragment in err[0], err
+    code = main([str(small_video.folder), "--scribbles", scribbles, "--output", str(tmp_path / "chunks"),
+                 "--checkpoint", str(tiny_checkpoint), *SETTINGS, "--chunk-frames", "4", "--working-size", "100"])
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert code == 0 and len(warnings) == 1, warnings
+    assert "--working-size (frames of 213x120 then, 178x100 now), --chunk-frames (in one agent then, in chunks now)" \
+        in warnings[0] and warnings[0].startswith(f"warning: {scribbles} was segmented with another ")
+    code = main([str(small_video.folder), "--scribbles", scribbles, "--output", str(tmp_path / "same"),
+                 "--checkpoint", str(tiny_checkpoint), *SETTINGS])
+    assert code == 0 and "warning:" not in capsys.readouterr().err
+    assert _same_masks(tmp_path / "same", earlier)

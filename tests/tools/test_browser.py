@@ -9,8 +9,8 @@ saves the page's screenshot there (docs/app.png is made so).
 from __future__ import annotations
 
 import base64
-import json
 import io
+import json
 import os
 import shutil
 import time

@@ -250,8 +250,9 @@ def test_a_scribbles_json_without_rounds_is_one_round(small_video, tiny_agent, t
                       tmp_path / "two")
     assert all(np.array_equal(a, b) for a, b in zip(_masks(out), _masks(one), strict=True))
     assert not all(np.array_equal(a, b) for a, b in zip(_masks(out), _masks(two), strict=True))  # rounds matter
-    assert json.loads((out / "scribbles.json").read_text()) == {**json.loads(flat.read_text()),
-                                                               "rounds": [both["scribbles"]]}
+    assert json.loads((out / "scribbles.json").read_text()) == {
+        **json.loads(flat.read_text()), "rounds": [both["scribbles"]],
+        "segmented": {"num_frames": 8, "working_size": [120, 213], "in_chunks": False, "crf_scale": 0}}
 
 
 def _rounds_file(path, rounds, union=None):
@@ -292,6 +293,8 @@ BACKGROUND = {"path": [[0.1, 0.1], [0.2, 0.1]], "object_id": 0}
     ("same source twice", "given twice: its rounds would be played twice"),
     ("export that continued the first source", "begins with the 2 rounds of"),
     ("round repeated by a second source", "round 1 repeats round 2 of"),
+    ("segmented for more frames", "exported for a video of 12 frames, but"),
+    ("segmented not an export's", "'segmented' must be what an export writes"),
 ])
 def test_bad_rounds_are_one_error_line_before_any_work(small_video, tmp_path, capsys, monkeypatch, case, message):
     from agent.inference.agent import InteractiveAgent
@@ -339,6 +342,9 @@ def test_bad_rounds_are_one_error_line_before_any_work(small_video, tmp_path, ca
         _rounds_file(path, [first, second])
         (tmp_path / "fixes.json").write_text(json.dumps({"scribbles": second}))
         sources += [tmp_path / "fixes.json"]
+    elif case in ("segmented for more frames", "segmented not an export's"):
+        segmented = {"num_frames": 12, "working_size": [240, 426]} if case.endswith("frames") else [8]
+        path.write_text(json.dumps({"scribbles": first, "rounds": [first], "segmented": segmented}))
     elif case == "bad second source":  # of three: the third is good
         _rounds_file(path, [first, second])
         sources += [tmp_path / "missing", path]

@@ -207,7 +207,8 @@ def test_segment_rounds_checks_every_round_first_and_counts_all_or_none(tiny_age
         segmenter.segment_rounds([scribbles, empty_scribbles(9)])
     with pytest.raises(InputError, match="no object stroke yet"):  # round 1 alone is background
         segmenter.segment_rounds([_correction(object_id=0), scribbles])
-    assert segmenter.rounds == 0 and segmenter.record == {"scribbles": empty_scribbles(8)["scribbles"], "rounds": []}
+    assert segmenter.rounds == 0 and segmenter.record == {"scribbles": empty_scribbles(8)["scribbles"], "rounds": [],
+                                                     "segmented": segmenter.settings}
     segmenter.segment_rounds([scribbles, _correction(object_id=0)])  # a background-only correction is a round
     assert segmenter.rounds == 2 and tiny_agent.memory.rounds == 2
 
