@@ -3,6 +3,12 @@
     python -m agent.app clip.mp4              # then open http://127.0.0.1:8000
     python -m agent.app --port 8765 frames/   # a folder of frames
     python -m agent.app                       # open or upload a video on the page
+    python -m agent.app clip.mp4 --scribbles clip-masks/scribbles.json   # continue an earlier export
+
+--scribbles: an earlier result to continue, as agent.segment takes it (an export's scribbles.json, whose rounds
+are replayed exactly, DAVIS scribble JSON, a scribble image or a folder of them; repeat it for more rounds): the
+page opens with those rounds played, their strokes shown as segmented, ready for corrections, and its next
+export records them before the new ones. Checked before the server starts.
 
 The server listens on 127.0.0.1 only unless --host says otherwise: it reads and writes files wherever the
 page asks, so do not expose it to a network you do not trust.
@@ -17,8 +23,16 @@ import sys
 from pathlib import Path
 
 from ..config import ConfigError
+from ..errors import os_error_line
 from ..paths import path_arg
-from .segment_cli import add_agent_arguments, agent_config, build_segmenter, check_sizes, setup_logging
+from .segment_cli import (
+    add_agent_arguments,
+    agent_config,
+    build_segmenter,
+    check_sizes,
+    settings_warnings,
+    setup_logging,
+)
 from .video import DEFAULT_MAX_UPLOAD_MB, InputError
 
 log = logging.getLogger("agent.app")
@@ -28,6 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m agent.app", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("video", type=path_arg, nargs="?", help="video file or folder of frames to open at start")
+    parser.add_argument("--scribbles", type=path_arg, action="append", default=[], metavar="S",
+                        help="an earlier result to continue on VIDEO: an export's scribbles.json (its rounds), DAVIS "
+                             "scribble JSON, a scribble image or a folder of them; repeatable, played in order")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
@@ -75,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     from ..model.checkpoint import CheckpointError, check_checkpoint_fits, default_checkpoint_path
 
     try:
+        if args.scribbles and args.video is None:
+            raise InputError("--scribbles needs the VIDEO they were drawn on: python -m agent.app VIDEO --scribbles "
+                             f"{args.scribbles[0]}")
         # The address first: a port in use or a host that is no address was found once the checkpoint was read
         # and the video's frames were being read and the model built.
         port = check_listen(args.host, args.port)
@@ -85,11 +105,20 @@ def main(argv: list[str] | None = None) -> int:
         resolve_device(config.device)
         state = build_state(args)
         if args.video is not None:
+            from .scribble_input import load_sources
             from .video import open_video
 
-            state.open(open_video(args.video))  # a wrong path ends here with one line
+            video = open_video(args.video)  # a wrong path ends here with one line
+            # Every source read and checked now, as agent.segment does: a mistake was a red line on the page.
+            rounds = [round_ for source in load_sources(args.scribbles, video) for round_ in source]
+            for line in settings_warnings(args.scribbles, video, args):
+                print(f"warning: {line}", file=sys.stderr)
+            state.open(video, rounds, ", ".join(map(str, args.scribbles)))
     except (InputError, ConfigError, CheckpointError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a scribble file the file system refuses to read
+        print(f"error: {os_error_line(error)}", file=sys.stderr)
         return 2
     import uvicorn
 

@@ -15,7 +15,8 @@ number in its name, counted from 0 (12.png, frame_0012.png); in a folder whose f
 
 Rounds: an export's scribbles.json keeps DAVIS's "scribbles" (every stroke segmented, per frame) and adds
 "rounds", one such list per round in the order they were segmented (`scribbles_record`); `load_rounds` plays
-them back in that order. A source without "rounds" is one round.
+them back in that order. A source without "rounds" is one round. Its "segmented" (VideoSegmenter.settings) says
+what the masks were made for: a video of another frame count or shape is refused (`_check_segmented`).
 """
 
 from __future__ import annotations
@@ -49,12 +50,23 @@ def empty_scribbles(num_frames: int) -> dict:
     return {"scribbles": [[] for _ in range(num_frames)]}
 
 
+def _draws(stroke: dict) -> bool:
+    """Whether a stroke draws anything: an empty path (a click without a drag) draws nothing and marks no object."""
+    return len(stroke["path"]) > 0
+
+
 def object_ids(scribbles: dict) -> set[int]:
-    return {int(s["object_id"]) for strokes in scribbles["scribbles"] for s in strokes if int(s["object_id"]) > 0}
+    return {int(s["object_id"]) for strokes in scribbles["scribbles"] for s in strokes
+            if int(s["object_id"]) > 0 and _draws(s)}
 
 
 def scribbled_frames(scribbles: dict) -> list[int]:
-    return [f for f, strokes in enumerate(scribbles["scribbles"]) if strokes]
+    return [f for f, strokes in enumerate(scribbles["scribbles"]) if any(map(_draws, strokes))]
+
+
+def draws(scribbles: dict) -> bool:
+    """Whether any stroke draws something (a round of empty paths only segments nothing new)."""
+    return bool(scribbled_frames(scribbles))
 
 
 def union_of_rounds(rounds: list[dict], num_frames: int) -> dict:
@@ -86,7 +98,7 @@ def load_rounds(path: str | Path, video: VideoSource, first: bool = True) -> lis
         raise InputError(f"{path}: {special_file(path)}, not a scribble file or folder")
     images: list[Path] = []
     if path.is_file() and path.suffix.lower() == ".json":
-        rounds = _load_json(path, video.num_frames)
+        rounds = _load_json(path, video)
     else:
         images = [path] if path.is_file() else _scribble_images(path)
         if not images:
@@ -102,11 +114,48 @@ def load_rounds(path: str | Path, video: VideoSource, first: bool = True) -> lis
     if len(rounds) > 1 and first and not object_ids(rounds[0]):
         raise InputError(f"{path}: round 1 has no object stroke, and the first round needs one (background strokes "
                          "alone say nothing)")
-    if first and not object_ids(rounds[0]) or not any(rounds[0]["scribbles"]):  # a correction: any stroke
+    if first and not object_ids(rounds[0]) or not draws(rounds[0]):  # a correction: any stroke that draws
         what = "object scribble" if first else "scribble"
         raise InputError(f"{path}: no {what} (objects are palette colours 1..N, see docs/OWN_VIDEOS.md)"
                          f"{_translucent(images)}")
     return rounds
+
+
+def load_sources(paths: list[str | Path], video: VideoSource) -> list[list[dict]]:
+    """Each --scribbles' rounds (`load_rounds`, the first opening the run), in order; InputError when one repeats
+    rounds of an earlier one stroke for stroke: the same file given twice, or an earlier export beside the export
+    that continued it, played the strokes twice without a word."""
+    sources: list[list[dict]] = []
+    for index, path in enumerate(paths):
+        rounds = load_rounds(path, video, first=index == 0)
+        for earlier_path, earlier in zip(paths[:index], sources, strict=True):
+            repeat = repeated_round(rounds, earlier)
+            if repeat is None:
+                continue
+            if user_path(path).resolve() == user_path(earlier_path).resolve():
+                raise InputError(f"{path}: given twice: its rounds would be played twice (each --scribbles is "
+                                 "played after the ones before it)")
+            if rounds[:len(earlier)] == earlier:
+                raise InputError(f"{path}: begins with the {_count(earlier)} of {earlier_path} (an export that "
+                                 f"continued it): they would be played twice; pass {path} alone")
+            raise InputError(f"{path}: round {repeat[0]} repeats round {repeat[1]} of {earlier_path} stroke for "
+                             "stroke: its strokes would be played twice")
+        sources.append(rounds)
+    return sources
+
+
+def repeated_round(rounds: list[dict], earlier: list[dict]) -> tuple[int, int] | None:
+    """(i, j), counted from 1, for the first of `rounds` that is round j of `earlier`, stroke for stroke; None
+    when there is none."""
+    for i, round_ in enumerate(rounds, 1):
+        for j, before in enumerate(earlier, 1):
+            if round_["scribbles"] == before["scribbles"]:
+                return i, j
+    return None
+
+
+def _count(rounds: list[dict]) -> str:
+    return "1 round" if len(rounds) == 1 else f"{len(rounds)} rounds"
 
 
 def _translucent(images: list[Path]) -> str:
@@ -139,14 +188,17 @@ def _scribble_images(folder: Path) -> list[Path]:
     return sorted(images, key=natural_key)
 
 
-def _load_json(path: Path, num_frames: int) -> list[dict]:
+def _load_json(path: Path, video: VideoSource) -> list[dict]:
     """The rounds of a scribble JSON: its "rounds" when it has them (each checked as "scribbles" is, none
-    without a stroke, all of them together exactly its "scribbles"), else its "scribbles" as one round."""
+    without a stroke, all of them together exactly its "scribbles"), else its "scribbles" as one round; an
+    export's, for a video of its frame count and shape ("segmented")."""
+    num_frames = video.num_frames
     try:
         data = read_scribble_file(path)
         validate_scribbles(data, source=str(path))
     except DatasetError as error:
         raise InputError(str(error)) from error
+    _check_segmented(path, data.get("segmented"), video)
     union = _fit_frames(data["scribbles"], num_frames, str(path))
     if "rounds" not in data:
         return [union]
@@ -165,8 +217,9 @@ def _load_json(path: Path, num_frames: int) -> list[dict]:
         except DatasetError as error:
             raise InputError(str(error)) from error
         round_ = _fit_frames(frames, num_frames, source)
-        if not any(round_["scribbles"]):
-            raise InputError(f"{source} has no stroke: every round segments some; remove it from 'rounds'")
+        if not draws(round_):  # strokes of empty paths only draw nothing either
+            raise InputError(f"{source} has no stroke that draws (a path of points): every round segments some; "
+                             "remove it from 'rounds'")
         rounds.append(round_)
     played = union_of_rounds(rounds, num_frames)["scribbles"]
     for frame, (strokes, expected) in enumerate(zip(played, union["scribbles"], strict=True)):
@@ -175,6 +228,40 @@ def _load_json(path: Path, num_frames: int) -> list[dict]:
                              "export writes every round's strokes, in order, in both): edit both alike, or remove "
                              "'rounds' to play every stroke of 'scribbles' as one round")
     return rounds
+
+
+def recorded_settings(path: str | Path) -> dict | None:
+    """An export's scribbles.json's "segmented" (VideoSegmenter.settings, checked by load_rounds), else None."""
+    path = user_path(path)
+    if not (path.is_file() and path.suffix.lower() == ".json"):
+        return None
+    settings = read_scribble_file(path).get("segmented")
+    return settings if isinstance(settings, dict) else None
+
+
+def _check_segmented(path: Path, settings: object, video: VideoSource) -> None:
+    """InputError unless an export's "segmented" (absent: a DAVIS file, an older export) fits `video`: its strokes
+    are per frame and normalised to the frame, so another frame count or shape put them on other frames or
+    elsewhere in them without a word."""
+    if settings is None:
+        return
+    hint = "remove 'segmented' to play its strokes on any video"
+    size = settings.get("working_size") if isinstance(settings, dict) else None
+    frames = settings.get("num_frames") if isinstance(settings, dict) else None
+    if (not isinstance(frames, int) or isinstance(frames, bool) or frames < 1 or not isinstance(size, list)
+            or len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+        raise InputError(f"{path}: 'segmented' must be what an export writes ({{\"num_frames\": 100, "
+                         f"\"working_size\": [240, 426], ...}}), got {str(settings)[:80]}: {hint}")
+    if frames != video.num_frames:
+        raise InputError(f"{path}: exported for a video of {frames} frames, but {video.path} has {video.num_frames}: "
+                         f"it is another video (or another cut), and its strokes would land on other frames; {hint}")
+    height, width = size
+    ratio, expected = width / height, video.width / video.height
+    # the working size rounds each side to a pixel: within a pixel of the video's shape
+    if abs(ratio - expected) > expected * (1 / min(height, width) + 0.01):
+        raise InputError(f"{path}: exported for frames of {width}x{height} at the working size (aspect "
+                         f"{ratio:.3f}), but {video.path} is {video.width}x{video.height} (aspect {expected:.3f}): "
+                         f"another video, its strokes would land elsewhere in the frame; {hint}")
 
 
 def _fit_frames(frames: list, num_frames: int, source: str) -> dict:

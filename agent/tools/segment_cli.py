@@ -72,12 +72,45 @@ def check_device(name: str) -> None:
 
 
 def build_segmenter(agent, frames, args: argparse.Namespace):
-    from .segmenter import DEFAULT_CHUNK_FRAMES, DEFAULT_PLAN, VideoSegmenter
+    from .segmenter import DEFAULT_CHUNK_FRAMES, VideoSegmenter
 
-    plan = DEFAULT_PLAN
-    if args.crf_scale is not None:
-        plan = dataclasses.replace(plan, use_crf=args.crf_scale > 0, crf_scale=args.crf_scale or None)
-    return VideoSegmenter(agent, frames, args.chunk_frames or DEFAULT_CHUNK_FRAMES, plan)
+    return VideoSegmenter(agent, frames, args.chunk_frames or DEFAULT_CHUNK_FRAMES, build_segmenter_plan(args))
+
+
+def settings_warnings(paths: list, video, args: argparse.Namespace) -> list[str]:
+    """A line for each export among `paths` whose recorded settings ("segmented") differ from this run's: its
+    rounds are replayed, but to other masks than that export's (it said nothing, and the masks differed)."""
+    from .scribble_input import recorded_settings
+    from .segmenter import DEFAULT_CHUNK_FRAMES
+    from .video import working_size
+
+    crf = 0 if args.crf_scale == 0 else (args.crf_scale or build_segmenter_plan(args).crf_scale or "config")
+    now = {"working_size": list(working_size(video.height, video.width, args.working_size)),
+           "in_chunks": video.num_frames > (args.chunk_frames or DEFAULT_CHUNK_FRAMES), "crf_scale": crf}
+    lines = []
+    for path in paths:
+        then = recorded_settings(path) or {}
+        what = []
+        if then.get("working_size", now["working_size"]) != now["working_size"]:
+            what.append("--working-size (frames of {1}x{0} then, {3}x{2} now)".format(*then["working_size"],
+                                                                                   *now["working_size"]))
+        if then.get("in_chunks", now["in_chunks"]) != now["in_chunks"]:
+            how = {True: "in chunks", False: "in one agent"}
+            what.append(f"--chunk-frames ({how[then['in_chunks']]} then, {how[now['in_chunks']]} now)")
+        if then.get("crf_scale", now["crf_scale"]) != now["crf_scale"]:
+            what.append(f"--crf-scale ({then['crf_scale']} then, {now['crf_scale']} now)")
+        if what:
+            lines.append(f"{path} was segmented with another {', '.join(what)}: its rounds are replayed, but its "
+                         "masks will not come back exactly; give the export's settings for them")
+    return lines
+
+
+def build_segmenter_plan(args: argparse.Namespace):
+    from .segmenter import DEFAULT_PLAN
+
+    if args.crf_scale is None:
+        return DEFAULT_PLAN
+    return dataclasses.replace(DEFAULT_PLAN, use_crf=args.crf_scale > 0, crf_scale=args.crf_scale or None)
 
 
 def setup_logging(verbose: bool) -> None:
@@ -118,12 +151,14 @@ def main(argv: list[str] | None = None) -> int:
             config = agent_config(args)
             check_device(config.device)
             from .export import discard_empty_output, prepare_output
-            from .scribble_input import load_rounds
+            from .scribble_input import load_sources
             from .video import open_video
 
             video = open_video(args.video)
             # Every source is read before the first round plays: a mistake in the corrections came last.
-            sources = [load_rounds(path, video, first=index == 0) for index, path in enumerate(args.scribbles)]
+            sources = load_sources(args.scribbles, video)
+            for line in settings_warnings(args.scribbles, video, args):
+                print(f"warning: {line}", file=sys.stderr)
             rounds = [round_ for source in sources for round_ in source]
             output = prepare_output(args.output, args.overwrite, video=video.path)
             started = time.perf_counter()

@@ -25,7 +25,7 @@ import numpy as np
 from ..data.davis import DatasetError, validate_scribbles
 from ..errors import first_line
 from ..inference.plan import RoundPlan
-from .scribble_input import empty_scribbles, object_ids, scribbled_frames, scribbles_record
+from .scribble_input import draws, empty_scribbles, object_ids, scribbled_frames, scribbles_record
 from .video import InputError, Progress, WorkingFrames
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,14 @@ class VideoSegmenter:
     def record(self) -> dict:
         """The strokes segmented, as the export's scribbles.json holds them: all of them ("scribbles") and each
         round's ("rounds"); `segment_rounds(load_rounds(...))` replays them."""
-        return scribbles_record(self.history, self.num_frames)
+        return {**scribbles_record(self.history, self.num_frames), "segmented": self.settings}
+
+    @property
+    def settings(self) -> dict:
+        """What the masks depend on besides the strokes and the agent's config, recorded in scribbles.json: a replay
+        on another video (another frame count or shape) is refused, one with other settings warned about."""
+        return {"num_frames": self.num_frames, "working_size": list(self.frames.size), "in_chunks": not self.persistent,
+                "crf_scale": (self.plan.crf_scale or "config") if self.plan.use_crf else 0}
 
     def check(self, scribbles: dict, source: str = "scribbles") -> None:
         """InputError (one line) for malformed scribbles, ones for frames the video does not have, or a round
@@ -128,6 +135,8 @@ class VideoSegmenter:
                 validate_scribbles(scribbles, source=where, num_frames=self.num_frames)
             except DatasetError as error:
                 raise InputError(str(error)) from error
+            if not draws(scribbles):  # nothing, or empty paths only: a round that played nothing new, unsaid
+                raise InputError(f"{where}: no stroke that draws (a path of points): every round segments some")
             objects |= object_ids(scribbles)
             if not objects:
                 raise InputError("no object stroke yet: draw on an object first (background strokes alone say "
@@ -148,6 +157,12 @@ class VideoSegmenter:
         """Rounds in order, as `segment` after `segment` (an export's `record` replayed: the same masks), every
         round checked first; all of them or none count. A video in chunks is segmented once, with every stroke:
         each of its rounds starts the chunks over with all strokes so far, so the last gives what they all give."""
+        if isinstance(rounds, dict):  # one round's dict: its keys were taken for rounds
+            raise InputError("segment_rounds takes a list of rounds, each a DAVIS scribble dict, got one dict: "
+                             "segment(scribbles) plays one round")
+        rounds = list(rounds)
+        if not rounds:  # it did nothing without a word: no round, the masks as they were
+            raise InputError("segment_rounds got no round: give at least one, a DAVIS scribble dict")
         fresh = self._fresh_rounds(rounds)
         merged = self.scribbles
         started = time.perf_counter()

@@ -36,7 +36,7 @@ from ..data.davis import DatasetError
 from ..errors import first_line, validation_problems
 from ..paths import unused_path
 from .export import export, palette_colours, prepare_output
-from .scribble_input import empty_scribbles
+from .scribble_input import empty_scribbles, load_rounds, repeated_round
 from .segmenter import VideoSegmenter
 from .video import (
     DEFAULT_MAX_UPLOAD_MB,
@@ -157,7 +157,9 @@ class AppState:
         return update
 
     # --- work ------------------------------------------------------------------------------------
-    def open(self, path: str | Path | VideoSource) -> Job:
+    def open(self, path: str | Path | VideoSource, rounds: list[dict] | None = None, source: str = "") -> Job:
+        """Open a video; `rounds` (load_rounds of `source`, read for this video: an earlier export's strokes) are
+        then played on it, so the page continues that result and its next export records them first."""
         def work(job: Job) -> str:
             try:
                 job.stage = "probe"
@@ -168,8 +170,38 @@ class AppState:
                 self.video, self.frames, self.segmenter = video, frames, segmenter
             finally:
                 self._drop_unused_uploads()
-            return f"opened {video.name}: {video.num_frames} frames of {video.width}x{video.height}"
+            opened = f"opened {video.name}: {video.num_frames} frames of {video.width}x{video.height}"
+            if rounds:
+                return f"{opened}; {self._play(segmenter, rounds, source, job)}"
+            return opened
         return self.start_job("open", work)
+
+    def _play(self, segmenter: VideoSegmenter, rounds: list[dict], source: str, job: Job) -> str:
+        """Play a scribble source's rounds (as the page's Segment pressed once for each); one line for any
+        failure, naming the source (the video stays open, without them)."""
+        try:
+            segmenter.segment_rounds(rounds, self.progress(job))
+        except (*USER_ERRORS, MemoryError) as error:  # MemoryError: TooManyObjects, a chunk too large
+            raise InputError(f"the strokes of {source} were not played: {first_line(error)}") from error
+        played = "1 round" if len(rounds) == 1 else f"{len(rounds)} rounds"
+        return f"played {played} of strokes from {source} (round {segmenter.rounds} now)"
+
+    def load_strokes(self, path: str) -> Job:
+        """The rounds of a scribble source (an earlier export's scribbles.json, a scribble image or folder) for
+        the open video, played after the rounds so far: checked before a job starts (InputError, one line)."""
+        with self._lock:  # as segment: the segmenter a reset would replace
+            segmenter = self.require_segmenter()
+            self.check_idle()
+            rounds = load_rounds(path, self.video, first=not segmenter.has_result)
+            repeat = repeated_round(rounds, segmenter.history)
+            if repeat is not None:  # the export the page was started with, loaded again: every stroke twice
+                raise InputError(f"{path}: its round {repeat[0]} is round {repeat[1]} on the page already, stroke "
+                                 "for stroke: loaded again, its strokes would be played twice")
+
+            def work(job: Job) -> str:
+                job.stage = "segment"
+                return self._play(segmenter, rounds, path, job)
+            return self.start_job("segment", work)
 
     def _drop_unused_uploads(self) -> None:
         """Delete uploads that are not the open video (an export reads that one again): repeated uploads would
@@ -374,6 +406,17 @@ def create_app(state: AppState) -> FastAPI:
         if not path:
             raise InputError("type the path of a video file or a folder of frames, or upload a video")
         state.open(path)
+        return state.snapshot()
+
+    @app.post("/api/load-strokes")
+    async def post_load_strokes(request: Request) -> dict:
+        state.check_idle()
+        path = (await _json(request)).get("path", "")
+        if not isinstance(path, str):
+            raise InputError(f"path must be text, got {path!r}")
+        if not path.strip():
+            raise InputError("type the path of a scribbles.json (an export's), a scribble image or a folder of them")
+        state.load_strokes(path.strip())
         return state.snapshot()
 
     @app.post("/api/upload")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import shutil
 import time
@@ -221,3 +222,53 @@ def test_draw_segment_correct_play_export(browser, base, small_video, tmp_path):
     assert (out / "masks.json").is_file() and (out / "overlay.mp4").is_file() and (out / "scribbles.json").is_file()
     page.click("export")
     page.wait_until("window.app.lastMessage.includes('not empty')", 30)
+
+
+@pytest.fixture
+def tiny_base(tiny_agent):
+    from agent.inference.plan import RoundPlan
+    from agent.tools.segmenter import VideoSegmenter
+
+    state = AppState(lambda: tiny_agent, working_side=120,
+                     segmenter_factory=lambda agent, frames: VideoSegmenter(agent, frames, plan=RoundPlan()))
+    with serve(create_app(state)) as url:
+        yield url
+
+
+def test_load_strokes_continues_an_export(browser, tiny_base, small_video, tmp_path):
+    """Load strokes… next to Open: an earlier export's scribbles.json for the open video is played, its strokes
+    shown as segmented, and the page goes on from there (the tiny model: no J here)."""
+    page = Page(browser, tiny_base)
+    page.type("strokes-path", str(tmp_path / "missing.json"))
+    page.click("load-strokes")
+    assert "Open a video first" in page.message()
+    page.type("video-path", str(small_video.folder))
+    page.run("open")
+    page.go_to(4)
+    page.draw(1, [(90, 60), (110, 60)])
+    page.run("segment")
+    out = tmp_path / "earlier"
+    page.type("output", str(out))
+    page.run("export")
+    assert "exported 8 masks" in page.message(), page.message()
+    page.click("reset")
+    page.wait_until("window.app.state.rounds === 0 && window.app.segmented.length === 0", 30)
+
+    page.click("load-strokes")  # the bad path typed first: a red line, nothing changes
+    page.wait_until("window.app.lastMessage.includes('no such scribble file')", 30)
+    assert "error" in browser.find_element("id", "message").get_attribute("class")
+    assert page.js("return window.app.state.rounds;") == 0
+    page.type("strokes-path", str(out / "scribbles.json"))
+    page.run("load-strokes")
+    assert "played 1 round of strokes" in page.message(), page.message()
+    page.wait_until("window.app.state.rounds === 1 && window.app.segmented.length === 1", 30)
+    assert "0 new strokes; 1 round segmented" in browser.find_element("id", "status").text
+    page.wait_until("document.getElementById('canvas').dataset.mask === 'shown'", 30)
+    page.draw(0, [(5, 10), (200, 10)])
+    page.run("segment")
+    assert page.js("return window.app.state.rounds;") == 2, page.message()
+    page.type("output", str(tmp_path / "again"))
+    page.run("export")
+    record = json.loads((tmp_path / "again" / "scribbles.json").read_text())
+    assert record["rounds"][0] == json.loads((out / "scribbles.json").read_text())["rounds"][0]
+    assert len(record["rounds"]) == 2

@@ -250,8 +250,9 @@ def test_a_scribbles_json_without_rounds_is_one_round(small_video, tiny_agent, t
                       tmp_path / "two")
     assert all(np.array_equal(a, b) for a, b in zip(_masks(out), _masks(one), strict=True))
     assert not all(np.array_equal(a, b) for a, b in zip(_masks(out), _masks(two), strict=True))  # rounds matter
-    assert json.loads((out / "scribbles.json").read_text()) == {**json.loads(flat.read_text()),
-                                                               "rounds": [both["scribbles"]]}
+    assert json.loads((out / "scribbles.json").read_text()) == {
+        **json.loads(flat.read_text()), "rounds": [both["scribbles"]],
+        "segmented": {"num_frames": 8, "working_size": [120, 213], "in_chunks": False, "crf_scale": 0}}
 
 
 def _rounds_file(path, rounds, union=None):
@@ -278,13 +279,22 @@ BACKGROUND = {"path": [[0.1, 0.1], [0.2, 0.1]], "object_id": 0}
                  "empty list)"),
     ("round not a list", "round 2 must be a list of strokes per frame as in 'scribbles', got a str"),
     ("bad stroke", "round 2: frame 1 has object_id 1.5: object ids are integers"),
-    ("round without a stroke", "round 2 has no stroke: every round segments some; remove it from 'rounds'"),
+    ("round without a stroke", "round 2 has no stroke that draws (a path of points): every round segments some; "
+                               "remove it from 'rounds'"),
     ("frame beyond", "round 2: scribbles for frame 9 but the video has 8 frames (0..7)"),
     ("not the union", "the strokes of 'rounds' on frame 1 are not those of 'scribbles'"),
     ("union reordered", "the strokes of 'rounds' on frame 4 are not those of 'scribbles'"),
     ("round 1 background only", "round 1 has no object stroke, and the first round needs one"),
     ("bad second source", "no such scribble file or folder"),
     ("empty second source", "no scribble (objects are palette colours"),
+    ("round of clicks", "round 2 has no stroke that draws (a path of points)"),
+    ("round 1 of object clicks", "round 1 has no object stroke, and the first round needs one"),
+    ("clicks as second source", "no scribble (objects are palette colours"),
+    ("same source twice", "given twice: its rounds would be played twice"),
+    ("export that continued the first source", "begins with the 2 rounds of"),
+    ("round repeated by a second source", "round 1 repeats round 2 of"),
+    ("segmented for more frames", "exported for a video of 12 frames, but"),
+    ("segmented not an export's", "'segmented' must be what an export writes"),
 ])
 def test_bad_rounds_are_one_error_line_before_any_work(small_video, tmp_path, capsys, monkeypatch, case, message):
     from agent.inference.agent import InteractiveAgent
@@ -314,6 +324,27 @@ def test_bad_rounds_are_one_error_line_before_any_work(small_video, tmp_path, ca
         _rounds_file(path, [first, later], union=_frames(f4=[later[4][0], OBJECT]))
     elif case == "round 1 background only":
         _rounds_file(path, [second, first])
+    elif case == "round of clicks":  # empty paths (clicks without a drag) draw nothing
+        _rounds_file(path, [first, _frames(f1=[{**BACKGROUND, "path": []}, {**OBJECT, "path": []}])])
+    elif case == "round 1 of object clicks":
+        _rounds_file(path, [_frames(f4=[{**OBJECT, "path": []}], f1=[BACKGROUND]), first])
+    elif case == "clicks as second source":
+        _rounds_file(path, [first, second])
+        (tmp_path / "clicks.json").write_text(json.dumps({"scribbles": _frames(f1=[{**BACKGROUND, "path": []}])}))
+        sources += [tmp_path / "clicks.json"]
+    elif case == "same source twice":  # the second named otherwise
+        _rounds_file(path, [first, second])
+        sources += [tmp_path / "." / "scribbles.json"]
+    elif case == "export that continued the first source":
+        _rounds_file(path, [first, second])
+        sources += [_rounds_file(tmp_path / "continued.json", [first, second, _frames(f6=[BACKGROUND])])]
+    elif case == "round repeated by a second source":  # the correction passed again after the export holding it
+        _rounds_file(path, [first, second])
+        (tmp_path / "fixes.json").write_text(json.dumps({"scribbles": second}))
+        sources += [tmp_path / "fixes.json"]
+    elif case in ("segmented for more frames", "segmented not an export's"):
+        segmented = {"num_frames": 12, "working_size": [240, 426]} if case.endswith("frames") else [8]
+        path.write_text(json.dumps({"scribbles": first, "rounds": [first], "segmented": segmented}))
     elif case == "bad second source":  # of three: the third is good
         _rounds_file(path, [first, second])
         sources += [tmp_path / "missing", path]

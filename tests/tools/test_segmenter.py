@@ -207,6 +207,34 @@ def test_segment_rounds_checks_every_round_first_and_counts_all_or_none(tiny_age
         segmenter.segment_rounds([scribbles, empty_scribbles(9)])
     with pytest.raises(InputError, match="no object stroke yet"):  # round 1 alone is background
         segmenter.segment_rounds([_correction(object_id=0), scribbles])
-    assert segmenter.rounds == 0 and segmenter.record == {"scribbles": empty_scribbles(8)["scribbles"], "rounds": []}
+    assert segmenter.rounds == 0 and segmenter.record == {"scribbles": empty_scribbles(8)["scribbles"], "rounds": [],
+                                                     "segmented": segmenter.settings}
     segmenter.segment_rounds([scribbles, _correction(object_id=0)])  # a background-only correction is a round
     assert segmenter.rounds == 2 and tiny_agent.memory.rounds == 2
+
+
+def test_segment_rounds_refuses_no_round_and_rounds_that_draw_nothing(tiny_agent, inputs):
+    """segment_rounds([]) did nothing without a word, and a round of no stroke or of empty paths only (clicks
+    without a drag) was played as a round that drew nothing; a dict (one round) was taken for its keys."""
+    frames, scribbles = inputs
+    segmenter = VideoSegmenter(tiny_agent, frames, plan=PLAN)
+    with pytest.raises(InputError, match="segment_rounds got no round"):
+        segmenter.segment_rounds([])
+    with pytest.raises(InputError, match="got one dict: segment"):
+        segmenter.segment_rounds(scribbles)
+    clicks = empty_scribbles(8)
+    clicks["scribbles"][2] = [{"path": [], "object_id": 1}, {"path": [], "object_id": 0}]
+    for nothing in (empty_scribbles(8), clicks):
+        with pytest.raises(InputError, match="round 2: no stroke that draws"):
+            segmenter.segment_rounds([scribbles, nothing])
+        with pytest.raises(InputError, match="no stroke that draws"):
+            segmenter.segment(nothing)
+    assert segmenter.rounds == 0 and not segmenter.has_result
+    first_clicks = empty_scribbles(8)  # an object's empty path marks no object: round 1 has none
+    first_clicks["scribbles"][3] = [{"path": [], "object_id": 1},
+                                    {"path": [[0.1, 0.1], [0.2, 0.1]], "object_id": 0}]
+    with pytest.raises(InputError, match="no object stroke yet"):
+        segmenter.segment(first_clicks)
+    segmenter.segment_rounds((scribbles, _correction(object_id=0)))  # a tuple (any sequence) of rounds
+    assert segmenter.rounds == 2 and segmenter.num_objects() == max(
+        s["object_id"] for strokes in scribbles["scribbles"] for s in strokes)

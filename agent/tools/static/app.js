@@ -147,7 +147,7 @@ async function roundChanged() {
 function updateControls() {
   const video = app.state && app.state.video;
   const busy = !!(app.state && app.state.job && !app.state.job.finished);
-  for (const id of ["segment", "export", "suggest", "reset", "open"]) $(id).disabled = busy;
+  for (const id of ["segment", "export", "suggest", "reset", "open", "load-strokes"]) $(id).disabled = busy;
   const pending = app.pending.length;
   const rounds = app.state ? app.state.rounds : 0;
   $("status").textContent = video
@@ -294,6 +294,13 @@ $("open-form").addEventListener("submit", (event) => {
   event.preventDefault();
   showMessage("");
   quietly(api("POST", "/api/open", { path: $("video-path").value }).then(refresh));
+});
+// An earlier result's strokes for the open video, played as its rounds were: the page continues from there.
+$("strokes-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  if (!app.state || !app.state.video) { showMessage("Open a video first, then load its strokes.", "error"); return; }
+  showMessage("");
+  quietly(api("POST", "/api/load-strokes", { path: $("strokes-path").value }).then(refresh));
 });
 $("upload").addEventListener("change", () => {
   const file = $("upload").files[0];

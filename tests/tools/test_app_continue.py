@@ -1,0 +1,184 @@
+"""The page continues an earlier result: `python -m agent.app VIDEO --scribbles S` and the page's Load strokes
+play an export's rounds on the video (the same masks as that export), and the next export records them first."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from agent.inference.plan import RoundPlan
+from agent.tools.segmenter import VideoSegmenter
+from agent.tools.webapp import AppState, create_app
+
+from .server import serve, wait_for_job
+
+SETTINGS = ["--device", "cpu", "--working-size", "120", "--crf-scale", "0"]
+CORRECTION = {"frame": 1, "object_id": 0, "path": [[0.0, 0.3], [1.0, 0.3]]}
+NEW_STROKE = {"frame": 6, "object_id": 1, "path": [[0.4, 0.5], [0.5, 0.5]]}
+
+
+@pytest.fixture(scope="module")
+def earlier(small_video, tiny_checkpoint, tmp_path_factory) -> Path:
+    """An agent.segment export of two rounds: the painted scribble image, then a background correction."""
+    from agent.tools.segment_cli import main
+
+    root = tmp_path_factory.mktemp("earlier")
+    fixes = root / "fixes.json"
+    fixes.write_text(json.dumps({"scribbles": [[] , [CORRECTION]]}))
+    out = root / "export"
+    code = main([str(small_video.folder), "--scribbles", str(small_video.scribble_dir), "--scribbles", str(fixes),
+                 "--output", str(out), "--checkpoint", str(tiny_checkpoint), *SETTINGS])
+    assert code == 0
+    assert len(json.loads((out / "scribbles.json").read_text())["rounds"]) == 2
+    return out
+
+
+def _masks(folder: Path) -> list[np.ndarray]:
+    return [np.asarray(Image.open(path)) for path in sorted((folder / "masks").glob("*.png"))]
+
+
+def _same_masks(a: Path, b: Path) -> bool:
+    first, second = _masks(a), _masks(b)
+    return len(first) == len(second) == 8 and all(np.array_equal(x, y) for x, y in zip(first, second, strict=True))
+
+
+def _export(base: str, out: Path) -> dict:
+    assert requests.post(f"{base}/api/export", json={"output": str(out)}, timeout=30).status_code == 200
+    state = wait_for_job(base)
+    assert state["job"]["error"] is None, state["job"]
+    return json.loads((out / "scribbles.json").read_text())
+
+
+def _continue_and_export(base: str, earlier: Path, tmp_path: Path) -> None:
+    """The page holds the earlier export's rounds: its masks, its strokes as segmented; one more round is exported
+    after them."""
+    record = json.loads((earlier / "scribbles.json").read_text())
+    state = requests.get(f"{base}/api/state", timeout=10).json()
+    assert state["rounds"] == 2 and state["has_result"] and state["num_objects"] == 2
+    strokes = requests.get(f"{base}/api/strokes", timeout=10).json()["strokes"]
+    assert len(strokes) == sum(len(frame) for frame in record["scribbles"])
+    assert _export(base, tmp_path / "same") == record
+    assert _same_masks(tmp_path / "same", earlier)
+    assert requests.post(f"{base}/api/segment", json={"strokes": [NEW_STROKE]}, timeout=30).status_code == 200
+    assert wait_for_job(base)["rounds"] == 3
+    again = _export(base, tmp_path / "more")
+    assert again["rounds"][:2] == record["rounds"]
+    assert len(again["rounds"]) == 3 and [len(frame) for frame in again["rounds"][2]] == [0] * 6 + [1, 0]
+    assert again["rounds"][2][6][0]["path"] == NEW_STROKE["path"]
+
+
+def test_the_app_started_with_an_exports_scribbles_continues_it(small_video, tiny_checkpoint, earlier, tmp_path,
+                                                                monkeypatch, capsys):
+    import uvicorn
+
+    from agent.tools.app_cli import main
+
+    served = []
+
+    def run(app, **options):  # the server as uvicorn.run would serve it, driven as the page drives it
+        with serve(app) as base:
+            state = wait_for_job(base)
+            assert state["job"]["kind"] == "open" and state["job"]["error"] is None, state["job"]
+            assert "played 2 rounds of strokes from" in state["job"]["message"]
+            _continue_and_export(base, earlier, tmp_path)
+        served.append(True)
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    code = main([str(small_video.folder), "--scribbles", str(earlier / "scribbles.json"), "--port", "0",
+                 "--checkpoint", str(tiny_checkpoint), *SETTINGS])
+    assert code == 0 and served, capsys.readouterr().err
+
+
+def test_a_bad_scribble_source_is_one_line_before_the_server_starts(small_video, tiny_checkpoint, tmp_path,
+                                                                   monkeypatch, capsys):
+    import uvicorn
+
+    from agent.tools.app_cli import main
+
+    def run(app, **options):
+        pytest.fail("served the page with a bad --scribbles")
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    beyond = tmp_path / "beyond.json"
+    beyond.write_text(json.dumps({"scribbles": [[]] * 9 + [[{"path": [[0.5, 0.5]], "object_id": 1}]]}))
+    background = tmp_path / "background.json"
+    background.write_text(json.dumps({"scribbles": [[CORRECTION]]}))
+    video = str(small_video.folder)
+    for args, fragment in (([video, "--scribbles", str(tmp_path / "missing.json")], "missing.json: no such scribble"),
+                           ([video, "--scribbles", str(beyond)], "scribbles for frame 9 but the video has 8 frames"),
+                           ([video, "--scribbles", str(background)], "background.json: no object scribble"),
+                           (["--scribbles", str(beyond)], "--scribbles needs the VIDEO")):
+        assert main([*args, "--port", "0", "--checkpoint", str(tiny_checkpoint), *SETTINGS]) == 2, args
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
+
+
+@pytest.fixture
+def base(tiny_agent):
+    state = AppState(lambda: tiny_agent, working_side=120,
+                     segmenter_factory=lambda agent, frames: VideoSegmenter(agent, frames, plan=RoundPlan()))
+    with serve(create_app(state)) as url:
+        yield url
+
+
+def test_load_strokes_on_the_page_continues_an_export(base, small_video, earlier, tmp_path):
+    def load(path):
+        return requests.post(f"{base}/api/load-strokes", json={"path": path}, timeout=30)
+
+    answer = load(str(earlier / "scribbles.json"))
+    assert answer.status_code == 400 and "no video yet" in answer.json()["error"]
+    requests.post(f"{base}/api/open", json={"path": str(small_video.folder)}, timeout=30)
+    assert wait_for_job(base)["job"]["error"] is None
+    for path, fragment in ((str(tmp_path / "missing.json"), "missing.json: no such scribble file"),
+                           ("  ", "type the path of a scribbles.json"), (None, "path must be text")):
+        answer = load(path)
+        assert answer.status_code == 400 and fragment in answer.json()["error"], answer.text
+    assert requests.get(f"{base}/api/state", timeout=10).json()["rounds"] == 0  # the page is as it was
+    assert load(str(earlier / "scribbles.json")).status_code == 200
+    state = wait_for_job(base)
+    assert state["job"]["error"] is None and "played 2 rounds" in state["job"]["message"], state["job"]
+    again = load(str(earlier / "scribbles.json"))  # loaded twice: every stroke would be played twice
+    assert again.status_code == 400 and "its round 1 is round 1 on the page already" in again.json()["error"]
+    _continue_and_export(base, earlier, tmp_path)
+
+
+def test_an_export_of_another_video_is_refused_and_other_settings_warned(small_video, tiny_checkpoint, earlier, tmp_path,
+                                                                        capsys):
+    """An export's strokes are per frame and normalised: fed to another video (here the first 6 frames of its
+    own, or one of another shape) they landed on other frames without a word. Replayed with other settings, the
+    rounds play, but to other masks than the export's: a warning line says which setting differs."""
+    import shutil
+
+    from agent.tools.segment_cli import main
+
+    record = json.loads((earlier / "scribbles.json").read_text())
+    assert record["segmented"] == {"num_frames": 8, "working_size": [120, 213], "in_chunks": False, "crf_scale": 0}
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    for frame in sorted(small_video.folder.iterdir())[:6]:
+        shutil.copy(frame, cut / frame.name)
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    for frame in sorted(small_video.folder.iterdir()):
+        Image.fromarray(np.asarray(Image.open(frame))[:, :300]).save(wide / frame.name)
+    scribbles = str(earlier / "scribbles.json")
+    for video, fragment in ((cut, "exported for a video of 8 frames, but"), (wide, "exported for frames of 213x120")):
+        code = main([str(video), "--scribbles", scribbles, "--output", str(tmp_path / "out"),
+                     "--checkpoint", str(tiny_checkpoint), *SETTINGS])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and err[0].startswith(f"error: {scribbles}: ") and fragment in err[0], err
+    code = main([str(small_video.folder), "--scribbles", scribbles, "--output", str(tmp_path / "chunks"),
+                 "--checkpoint", str(tiny_checkpoint), *SETTINGS, "--chunk-frames", "4", "--working-size", "100"])
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert code == 0 and len(warnings) == 1, warnings
+    assert "--working-size (frames of 213x120 then, 178x100 now), --chunk-frames (in one agent then, in chunks now)" \
+        in warnings[0] and warnings[0].startswith(f"warning: {scribbles} was segmented with another ")
+    code = main([str(small_video.folder), "--scribbles", scribbles, "--output", str(tmp_path / "same"),
+                 "--checkpoint", str(tiny_checkpoint), *SETTINGS])
+    assert code == 0 and "warning:" not in capsys.readouterr().err
+    assert _same_masks(tmp_path / "same", earlier)
