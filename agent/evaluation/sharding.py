@@ -289,9 +289,13 @@ def merge_runs(directories: list[str | Path], output_dir: str | Path, final_dir:
                     ", ".join(interrupted))
     output_dir = Path(output_dir)
     extra = {key: first.get(key) for key in ("predictor", "strategy", "dataset", "dataset_kind")}
+    # Every shard lists the subset's sequences left out (absent, or skipped as unusable): a merge without them read
+    # as an evaluation of the whole subset, where one unsharded run says what it left out.
+    skipped = {name: why for s in summaries for name, why in (s.get("skipped_sequences") or {}).items()
+               if name not in num_scribbles}
     extra.update(sequences=sorted(num_scribbles), layout={"num_scribbles": num_scribbles, "num_objects": num_objects},
-                 max_interactions=first["max_interactions"], max_time=first["max_time"], shard=None,
-                 merged_from=[str(d) for d in directories])
+                 skipped_sequences=skipped, max_interactions=first["max_interactions"],
+                 max_time=first["max_time"], shard=None, merged_from=[str(d) for d in directories])
     subset = runs[0][2].get("session", {}).get("subset", "?")
     title = (f"{first.get('predictor')} / {first.get('strategy')} on {subset} ({len(num_scribbles)} sequences, "
              f"{len(directories)} runs merged)")

@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,24 @@ def test_merged_shards_equal_one_run(tiny_synthetic_root, tmp_path, fixed_timing
     assert json.loads((merged / "config.json").read_text())["session"]["shard"] is None
     # The framework's own summary of the one run agrees too (it is not computed for a merge).
     assert ours["auc"] == pytest.approx(one["framework"]["auc"], abs=1e-12)
+
+
+def test_a_merge_lists_the_sequences_its_shards_left_out(tiny_synthetic_root, tmp_path, fixed_timing):
+    """With --skip-bad-sequences, one run's summary names the sequences it left out; a merge of its shards named
+    none (no `skipped_sequences`), as if the whole subset had been evaluated."""
+    root = tmp_path / "root"
+    shutil.copytree(tiny_synthetic_root, root)
+    (root / "JPEGImages" / "480p" / "synth-002" / "00003.jpg").write_bytes(b"x")
+    runs = {}
+    for name, shard in (("whole", None), ("shard1", "1/2"), ("shard2", "2/2")):
+        config = SessionConfig(subset="val", davis_root=root, max_interactions=1, max_time=60.0,
+                               output_dir=tmp_path / name, strategy="no-finetune", shard=shard, skip_bad_sequences=True)
+        run_session(config, ScribblePaintBaseline(), get_strategy("no-finetune"))
+        runs[name] = tmp_path / name
+    merge_runs([runs["shard1"], runs["shard2"]], tmp_path / "merged")
+    one, ours = (json.loads((d / "summary.json").read_text()) for d in (runs["whole"], tmp_path / "merged"))
+    assert list(one["skipped_sequences"]) == ["synth-002"] and "00003.jpg" in one["skipped_sequences"]["synth-002"]
+    assert ours["skipped_sequences"] == one["skipped_sequences"] and ours["sequences"] == one["sequences"]
 
 
 def test_a_merge_of_an_interrupted_shard_has_no_auc_over_its_unplayed_samples(tiny_synthetic_root, tmp_path,
