@@ -77,6 +77,21 @@ def tiny_agent(tiny_checkpoint):
     return InteractiveAgent.from_pretrained(tiny_checkpoint, AgentConfig(device="cpu", crf=_one_worker()))
 
 
+@pytest.fixture
+def tiny_page(tiny_agent):
+    """The page's server on the tiny agent (every round with the CRF), its URL: what the page tests drive."""
+    from agent.inference.plan import RoundPlan
+    from agent.tools.segmenter import VideoSegmenter
+    from agent.tools.webapp import AppState, create_app
+
+    from .server import serve
+
+    state = AppState(lambda: tiny_agent, working_side=120,
+                     segmenter_factory=lambda agent, frames: VideoSegmenter(agent, frames, plan=RoundPlan()))
+    with serve(create_app(state)) as url:
+        yield url
+
+
 def _one_worker():
     from agent.config import CRFConfig
 

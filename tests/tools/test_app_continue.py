@@ -11,10 +11,6 @@ import pytest
 import requests
 from PIL import Image
 
-from agent.inference.plan import RoundPlan
-from agent.tools.segmenter import VideoSegmenter
-from agent.tools.webapp import AppState, create_app
-
 from .server import serve, wait_for_job
 
 SETTINGS = ["--device", "cpu", "--working-size", "120", "--crf-scale", "0"]
@@ -119,11 +115,8 @@ def test_a_bad_scribble_source_is_one_line_before_the_server_starts(small_video,
 
 
 @pytest.fixture
-def base(tiny_agent):
-    state = AppState(lambda: tiny_agent, working_side=120,
-                     segmenter_factory=lambda agent, frames: VideoSegmenter(agent, frames, plan=RoundPlan()))
-    with serve(create_app(state)) as url:
-        yield url
+def base(tiny_page):
+    return tiny_page
 
 
 def test_load_strokes_on_the_page_continues_an_export(base, small_video, earlier, tmp_path):

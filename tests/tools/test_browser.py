@@ -224,21 +224,10 @@ def test_draw_segment_correct_play_export(browser, base, small_video, tmp_path):
     page.wait_until("window.app.lastMessage.includes('not empty')", 30)
 
 
-@pytest.fixture
-def tiny_base(tiny_agent):
-    from agent.inference.plan import RoundPlan
-    from agent.tools.segmenter import VideoSegmenter
-
-    state = AppState(lambda: tiny_agent, working_side=120,
-                     segmenter_factory=lambda agent, frames: VideoSegmenter(agent, frames, plan=RoundPlan()))
-    with serve(create_app(state)) as url:
-        yield url
-
-
-def test_load_strokes_continues_an_export(browser, tiny_base, small_video, tmp_path):
+def test_load_strokes_continues_an_export(browser, tiny_page, small_video, tmp_path):
     """Load strokes… next to Open: an earlier export's scribbles.json for the open video is played, its strokes
     shown as segmented, and the page goes on from there (the tiny model: no J here)."""
-    page = Page(browser, tiny_base)
+    page = Page(browser, tiny_page)
     page.type("strokes-path", str(tmp_path / "missing.json"))
     page.click("load-strokes")
     assert "Open a video first" in page.message()

@@ -20,11 +20,8 @@ from .server import serve, wait_for_job
 
 
 @pytest.fixture
-def base(tiny_agent):
-    state = AppState(lambda: tiny_agent, working_side=120,
-                     segmenter_factory=lambda agent, frames: VideoSegmenter(agent, frames, plan=RoundPlan()))
-    with serve(create_app(state)) as url:
-        yield url
+def base(tiny_page):
+    return tiny_page
 
 
 def _post(base, path, body=None):
