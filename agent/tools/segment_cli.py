@@ -81,12 +81,11 @@ def settings_warnings(paths: list, video, args: argparse.Namespace) -> list[str]
     """A line for each export among `paths` whose recorded settings ("segmented") differ from this run's: its
     rounds are replayed, but to other masks than that export's (it said nothing, and the masks differed)."""
     from .scribble_input import recorded_settings
-    from .segmenter import DEFAULT_CHUNK_FRAMES
+    from .segmenter import DEFAULT_CHUNK_FRAMES, segmenting_settings
     from .video import working_size
 
-    crf = 0 if args.crf_scale == 0 else (args.crf_scale or build_segmenter_plan(args).crf_scale or "config")
-    now = {"working_size": list(working_size(video.height, video.width, args.working_size)),
-           "in_chunks": video.num_frames > (args.chunk_frames or DEFAULT_CHUNK_FRAMES), "crf_scale": crf}
+    now = segmenting_settings(video.num_frames, working_size(video.height, video.width, args.working_size),
+                              args.chunk_frames or DEFAULT_CHUNK_FRAMES, build_segmenter_plan(args))
     lines = []
     for path in paths:
         then = recorded_settings(path) or {}

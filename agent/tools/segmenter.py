@@ -62,6 +62,13 @@ def plain_stroke(stroke: dict) -> dict:
     return json.loads(json.dumps(plain, default=_json_value))
 
 
+def segmenting_settings(num_frames: int, size: tuple[int, int], chunk_frames: int, plan: RoundPlan) -> dict:
+    """What the masks depend on besides the strokes and the agent's config, recorded in scribbles.json ("segmented"):
+    a replay on another video (another frame count or shape) is refused, one with other settings warned about."""
+    return {"num_frames": num_frames, "working_size": list(size), "in_chunks": num_frames > chunk_frames,
+            "crf_scale": (plan.crf_scale or "config") if plan.use_crf else 0}
+
+
 class VideoSegmenter:
     def __init__(self, agent, frames: WorkingFrames, chunk_frames: int = DEFAULT_CHUNK_FRAMES,
                  plan: RoundPlan | None = None) -> None:
@@ -115,10 +122,8 @@ class VideoSegmenter:
 
     @property
     def settings(self) -> dict:
-        """What the masks depend on besides the strokes and the agent's config, recorded in scribbles.json: a replay
-        on another video (another frame count or shape) is refused, one with other settings warned about."""
-        return {"num_frames": self.num_frames, "working_size": list(self.frames.size), "in_chunks": not self.persistent,
-                "crf_scale": (self.plan.crf_scale or "config") if self.plan.use_crf else 0}
+        """segmenting_settings of this segmenter, recorded in scribbles.json."""
+        return segmenting_settings(self.num_frames, self.frames.size, self.chunk_frames, self.plan)
 
     def check(self, scribbles: dict, source: str = "scribbles") -> None:
         """InputError (one line) for malformed scribbles, ones for frames the video does not have, or a round
