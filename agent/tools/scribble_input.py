@@ -136,7 +136,7 @@ def load_sources(paths: list[str | Path], video: VideoSource) -> list[list[dict]
                 raise InputError(f"{path}: given twice: its rounds would be played twice (each --scribbles is "
                                  "played after the ones before it)")
             if rounds[:len(earlier)] == earlier:
-                raise InputError(f"{path}: begins with the {_count(earlier)} of {earlier_path} (an export that "
+                raise InputError(f"{path}: begins with the {count_rounds(earlier)} of {earlier_path} (an export that "
                                  f"continued it): they would be played twice; pass {path} alone")
             raise InputError(f"{path}: round {repeat[0]} repeats round {repeat[1]} of {earlier_path} stroke for "
                              "stroke: its strokes would be played twice")
@@ -154,7 +154,8 @@ def repeated_round(rounds: list[dict], earlier: list[dict]) -> tuple[int, int] |
     return None
 
 
-def _count(rounds: list[dict]) -> str:
+def count_rounds(rounds: list[dict]) -> str:
+    """'1 round' or 'N rounds'."""
     return "1 round" if len(rounds) == 1 else f"{len(rounds)} rounds"
 
 

@@ -36,7 +36,7 @@ from ..data.davis import DatasetError
 from ..errors import first_line, validation_problems
 from ..paths import unused_path
 from .export import export, palette_colours, prepare_output
-from .scribble_input import empty_scribbles, load_rounds, repeated_round
+from .scribble_input import count_rounds, empty_scribbles, load_rounds, repeated_round
 from .segmenter import VideoSegmenter
 from .video import (
     DEFAULT_MAX_UPLOAD_MB,
@@ -183,8 +183,7 @@ class AppState:
             segmenter.segment_rounds(rounds, self.progress(job))
         except (*USER_ERRORS, MemoryError) as error:  # MemoryError: TooManyObjects, a chunk too large
             raise InputError(f"the strokes of {source} were not played: {first_line(error)}") from error
-        played = "1 round" if len(rounds) == 1 else f"{len(rounds)} rounds"
-        return f"played {played} of strokes from {source} (round {segmenter.rounds} now)"
+        return f"played {count_rounds(rounds)} of strokes from {source} (round {segmenter.rounds} now)"
 
     def load_strokes(self, path: str) -> Job:
         """The rounds of a scribble source (an earlier export's scribbles.json, a scribble image or folder) for

@@ -114,30 +114,25 @@ def test_a_bad_scribble_source_is_one_line_before_the_server_starts(small_video,
         assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
 
 
-@pytest.fixture
-def base(tiny_page):
-    return tiny_page
-
-
-def test_load_strokes_on_the_page_continues_an_export(base, small_video, earlier, tmp_path):
+def test_load_strokes_on_the_page_continues_an_export(tiny_page, small_video, earlier, tmp_path):
     def load(path):
-        return requests.post(f"{base}/api/load-strokes", json={"path": path}, timeout=30)
+        return requests.post(f"{tiny_page}/api/load-strokes", json={"path": path}, timeout=30)
 
     answer = load(str(earlier / "scribbles.json"))
     assert answer.status_code == 400 and "no video yet" in answer.json()["error"]
-    requests.post(f"{base}/api/open", json={"path": str(small_video.folder)}, timeout=30)
-    assert wait_for_job(base)["job"]["error"] is None
+    requests.post(f"{tiny_page}/api/open", json={"path": str(small_video.folder)}, timeout=30)
+    assert wait_for_job(tiny_page)["job"]["error"] is None
     for path, fragment in ((str(tmp_path / "missing.json"), "missing.json: no such scribble file"),
                            ("  ", "type the path of a scribbles.json"), (None, "path must be text")):
         answer = load(path)
         assert answer.status_code == 400 and fragment in answer.json()["error"], answer.text
-    assert requests.get(f"{base}/api/state", timeout=10).json()["rounds"] == 0  # the page is as it was
+    assert requests.get(f"{tiny_page}/api/state", timeout=10).json()["rounds"] == 0  # the page is as it was
     assert load(str(earlier / "scribbles.json")).status_code == 200
-    state = wait_for_job(base)
+    state = wait_for_job(tiny_page)
     assert state["job"]["error"] is None and "played 2 rounds" in state["job"]["message"], state["job"]
     again = load(str(earlier / "scribbles.json"))  # loaded twice: every stroke would be played twice
     assert again.status_code == 400 and "its round 1 is round 1 on the page already" in again.json()["error"]
-    _continue_and_export(base, earlier, tmp_path)
+    _continue_and_export(tiny_page, earlier, tmp_path)
 
 
 def test_an_export_of_another_video_is_refused_and_other_settings_warned(small_video, tiny_checkpoint, earlier, tmp_path,
