@@ -25,7 +25,7 @@ import numpy as np
 from ..data.davis import DatasetError, validate_scribbles
 from ..errors import first_line
 from ..inference.plan import RoundPlan
-from .scribble_input import draws, empty_scribbles, object_ids, scribbled_frames, scribbles_record
+from .scribble_input import draws, object_ids, scribbled_frames, scribbles_record, union_of_rounds
 from .video import InputError, Progress, WorkingFrames
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,6 @@ class VideoSegmenter:
         self.num_frames = len(frames)
         self.chunk_frames = chunk_frames
         self.plan = DEFAULT_PLAN if plan is None else plan
-        self.scribbles = empty_scribbles(self.num_frames)  # every stroke segmented so far
         self.history: list[dict] = []  # each round's own strokes, in order
         self._labels: list[bytes | None] = [None] * self.num_frames
         self._confidence = np.full(self.num_frames, np.nan, np.float32)
@@ -105,6 +104,11 @@ class VideoSegmenter:
         """Whether the agent still holds the sample this segmenter started: another segmenter, or the caller, may
         have started another video on the same agent since, whose state would take this video's strokes."""
         return self._agent_started and getattr(self.agent, "samples", None) == self._agent_sample
+
+    @property
+    def scribbles(self) -> dict:
+        """Every stroke segmented so far, one DAVIS scribble dict (each frame's strokes in the order segmented)."""
+        return union_of_rounds(self.history, self.num_frames)
 
     @property
     def rounds(self) -> int:
@@ -188,7 +192,6 @@ class VideoSegmenter:
         for frame, (data, confidence) in staged.items():
             self._labels[frame] = data
             self._confidence[frame] = confidence
-        self.scribbles = merged
         self.history.extend(fresh)
         log.info("round %d: %d frames in %.1f s", self.rounds, self.num_frames, time.perf_counter() - started)
 
