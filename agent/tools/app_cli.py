@@ -110,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
 
             video = open_video(args.video)  # a wrong path ends here with one line
             # Every source read and checked now, as agent.segment does: a mistake was a red line on the page.
-            rounds = [round_ for source in load_sources(args.scribbles, video) for round_ in source]
-            for line in settings_warnings(args.scribbles, video, args):
+            sources = load_sources(args.scribbles, video)
+            rounds = [round_ for source in sources for round_ in source.rounds]
+            for line in settings_warnings(sources, video, args):
                 print(f"warning: {line}", file=sys.stderr)
             state.open(video, rounds, ", ".join(map(str, args.scribbles)))
     except (InputError, ConfigError, CheckpointError, ValueError) as error:

@@ -22,6 +22,7 @@ what the masks were made for: a video of another frame count or shape is refused
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -87,18 +88,33 @@ def load_scribbles(path: str | Path, video: VideoSource) -> dict:
     return union_of_rounds(load_rounds(path, video), video.num_frames)
 
 
+@dataclass
+class ScribbleSource:
+    """One --scribbles, read once: its rounds and, for an export's scribbles.json, the settings it recorded."""
+
+    path: str | Path  # as given
+    rounds: list[dict]
+    settings: dict | None  # an export's "segmented" (segmenter.segmenting_settings), else None
+
+
 def load_rounds(path: str | Path, video: VideoSource, first: bool = True) -> list[dict]:
     """The rounds a scribble source holds, in order, each a DAVIS scribble dict for `video`: a JSON file's
     "rounds" (an export's), else one round. `first`: the source opens the run, so its first round needs an
     object stroke; a later one (corrections) may hold background strokes only, but some stroke."""
-    path = user_path(path)
+    return _load_source(path, video, first).rounds
+
+
+def _load_source(given: str | Path, video: VideoSource, first: bool) -> ScribbleSource:
+    """load_rounds' rounds with the settings an export recorded."""
+    path = user_path(given)
     if not path.exists():
         raise InputError(f"{path}: no such scribble file or folder")
     if special_file(path):
         raise InputError(f"{path}: {special_file(path)}, not a scribble file or folder")
     images: list[Path] = []
+    settings = None
     if path.is_file() and path.suffix.lower() == ".json":
-        rounds = _load_json(path, video)
+        rounds, settings = _load_json(path, video)
     else:
         images = [path] if path.is_file() else _scribble_images(path)
         if not images:
@@ -118,17 +134,18 @@ def load_rounds(path: str | Path, video: VideoSource, first: bool = True) -> lis
         what = "object scribble" if first else "scribble"
         raise InputError(f"{path}: no {what} (objects are palette colours 1..N, see docs/OWN_VIDEOS.md)"
                          f"{_translucent(images)}")
-    return rounds
+    return ScribbleSource(given, rounds, settings)
 
 
-def load_sources(paths: list[str | Path], video: VideoSource) -> list[list[dict]]:
-    """Each --scribbles' rounds (`load_rounds`, the first opening the run), in order; InputError when one repeats
+def load_sources(paths: list[str | Path], video: VideoSource) -> list[ScribbleSource]:
+    """Each --scribbles read (`load_rounds`, the first opening the run), in order; InputError when one repeats
     rounds of an earlier one stroke for stroke: the same file given twice, or an earlier export beside the export
     that continued it, played the strokes twice without a word."""
-    sources: list[list[dict]] = []
+    sources: list[ScribbleSource] = []
     for index, path in enumerate(paths):
-        rounds = load_rounds(path, video, first=index == 0)
-        for earlier_path, earlier in zip(paths[:index], sources, strict=True):
+        source = _load_source(path, video, first=index == 0)
+        rounds = source.rounds
+        for earlier_path, earlier in ((before.path, before.rounds) for before in sources):
             repeat = repeated_round(rounds, earlier)
             if repeat is None:
                 continue
@@ -140,7 +157,7 @@ def load_sources(paths: list[str | Path], video: VideoSource) -> list[list[dict]
                                  f"continued it): they would be played twice; pass {path} alone")
             raise InputError(f"{path}: round {repeat[0]} repeats round {repeat[1]} of {earlier_path} stroke for "
                              "stroke: its strokes would be played twice")
-        sources.append(rounds)
+        sources.append(source)
     return sources
 
 
@@ -189,20 +206,21 @@ def _scribble_images(folder: Path) -> list[Path]:
     return sorted(images, key=natural_key)
 
 
-def _load_json(path: Path, video: VideoSource) -> list[dict]:
+def _load_json(path: Path, video: VideoSource) -> tuple[list[dict], dict | None]:
     """The rounds of a scribble JSON: its "rounds" when it has them (each checked as "scribbles" is, none
     without a stroke, all of them together exactly its "scribbles"), else its "scribbles" as one round; an
-    export's, for a video of its frame count and shape ("segmented")."""
+    export's, for a video of its frame count and shape, with the settings it recorded ("segmented")."""
     num_frames = video.num_frames
     try:
         data = read_scribble_file(path)
         validate_scribbles(data, source=str(path))
     except DatasetError as error:
         raise InputError(str(error)) from error
-    _check_segmented(path, data.get("segmented"), video)
+    settings = data.get("segmented")
+    _check_segmented(path, settings, video)
     union = _fit_frames(data["scribbles"], num_frames, str(path))
     if "rounds" not in data:
-        return [union]
+        return [union], settings
     listed = data["rounds"]
     if not isinstance(listed, list) or not listed:
         raise InputError(f"{path}: 'rounds' must be a list of rounds, each a list of strokes per frame as in "
@@ -228,16 +246,7 @@ def _load_json(path: Path, video: VideoSource) -> list[dict]:
             raise InputError(f"{path}: the strokes of 'rounds' on frame {frame} are not those of 'scribbles' (an "
                              "export writes every round's strokes, in order, in both): edit both alike, or remove "
                              "'rounds' to play every stroke of 'scribbles' as one round")
-    return rounds
-
-
-def recorded_settings(path: str | Path) -> dict | None:
-    """An export's scribbles.json's "segmented" (VideoSegmenter.settings, checked by load_rounds), else None."""
-    path = user_path(path)
-    if not (path.is_file() and path.suffix.lower() == ".json"):
-        return None
-    settings = read_scribble_file(path).get("segmented")
-    return settings if isinstance(settings, dict) else None
+    return rounds, settings
 
 
 def _check_segmented(path: Path, settings: object, video: VideoSource) -> None:

@@ -77,18 +77,17 @@ def build_segmenter(agent, frames, args: argparse.Namespace):
     return VideoSegmenter(agent, frames, args.chunk_frames or DEFAULT_CHUNK_FRAMES, build_segmenter_plan(args))
 
 
-def settings_warnings(paths: list, video, args: argparse.Namespace) -> list[str]:
-    """A line for each export among `paths` whose recorded settings ("segmented") differ from this run's: its
-    rounds are replayed, but to other masks than that export's (it said nothing, and the masks differed)."""
-    from .scribble_input import recorded_settings
+def settings_warnings(sources: list, video, args: argparse.Namespace) -> list[str]:
+    """A line for each export among `sources` (load_sources) whose recorded settings ("segmented") differ from this
+    run's: its rounds are replayed, but to other masks than that export's (it said nothing, and the masks differed)."""
     from .segmenter import DEFAULT_CHUNK_FRAMES, segmenting_settings
     from .video import working_size
 
     now = segmenting_settings(video.num_frames, working_size(video.height, video.width, args.working_size),
                               args.chunk_frames or DEFAULT_CHUNK_FRAMES, build_segmenter_plan(args))
     lines = []
-    for path in paths:
-        then = recorded_settings(path) or {}
+    for source in sources:
+        path, then = source.path, source.settings or {}
         what = []
         if then.get("working_size", now["working_size"]) != now["working_size"]:
             what.append("--working-size (frames of {1}x{0} then, {3}x{2} now)".format(*then["working_size"],
@@ -156,9 +155,9 @@ def main(argv: list[str] | None = None) -> int:
             video = open_video(args.video)
             # Every source is read before the first round plays: a mistake in the corrections came last.
             sources = load_sources(args.scribbles, video)
-            for line in settings_warnings(args.scribbles, video, args):
+            for line in settings_warnings(sources, video, args):
                 print(f"warning: {line}", file=sys.stderr)
-            rounds = [round_ for source in sources for round_ in source]
+            rounds = [round_ for source in sources for round_ in source.rounds]
             output = prepare_output(args.output, args.overwrite, video=video.path)
             started = time.perf_counter()
             try:
@@ -179,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         except TooManyObjects:  # every id up to the highest is a class: a stray high id (palette colour) made many
             if args.verbose:
                 raise
-            ids = [object_ids(union_of_rounds(source, video.num_frames)) for source in sources]
+            ids = [object_ids(union_of_rounds(source.rounds, video.num_frames)) for source in sources]
             drawn, highest = len(set().union(*ids)), max(max(objects, default=0) for objects in ids)
             named = next(path for path, objects in zip(args.scribbles, ids, strict=True) if highest in objects)
             fix = (f"{drawn} objects are drawn: number them 1..{drawn} (in a scribble image, the colours of objects "
