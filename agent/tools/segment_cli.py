@@ -157,11 +157,10 @@ def main(argv: list[str] | None = None) -> int:
             sources = load_sources(args.scribbles, video)
             for line in settings_warnings(sources, video, args):
                 print(f"warning: {line}", file=sys.stderr)
-            rounds = [round_ for source in sources for round_ in source.rounds]
             output = prepare_output(args.output, args.overwrite, video=video.path)
             started = time.perf_counter()
             try:
-                run(video, rounds, output, config, args)
+                run(video, sources, output, config, args)
             except BaseException:  # a checkpoint that fails to load, Ctrl-C: no empty folder refuses the next try
                 discard_empty_output(output)
                 raise
@@ -201,18 +200,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run(video, rounds: list[dict], output: Path, config: AgentConfig, args: argparse.Namespace) -> None:
+def run(video, sources: list, output: Path, config: AgentConfig, args: argparse.Namespace) -> None:
     from ..inference.agent import InteractiveAgent
     from .export import export
     from .progress import TqdmProgress
+    from .segmenter import check_drawn_on
     from .video import WorkingFrames
 
     progress = TqdmProgress()
     try:
-        agent = InteractiveAgent.from_pretrained(config=config)
         frames = WorkingFrames.read(video, args.working_size, progress)
+        # An export's recorded content needs the frames: checked as soon as they are read, before the model loads.
+        check_drawn_on(sources, frames, video)
+        agent = InteractiveAgent.from_pretrained(config=config)
         segmenter = build_segmenter(agent, frames, args)
-        segmenter.segment_rounds(rounds, progress)
+        segmenter.segment_rounds([round_ for source in sources for round_ in source.rounds], progress)
         export(video, segmenter.labels, output, segmenter.num_objects(), segmenter.record, progress, args.overwrite)
     finally:
         progress.close()  # an error line starts a line of its own, not the end of a half-drawn bar
