@@ -16,7 +16,8 @@ number in its name, counted from 0 (12.png, frame_0012.png); in a folder whose f
 Rounds: an export's scribbles.json keeps DAVIS's "scribbles" (every stroke segmented, per frame) and adds
 "rounds", one such list per round in the order they were segmented (`scribbles_record`); `load_rounds` plays
 them back in that order. A source without "rounds" is one round. Its "segmented" (VideoSegmenter.settings) says
-what the masks were made for: a video of another frame count or shape is refused (`_check_segmented`).
+what the masks were made for: a video of another frame count or shape is refused (`_check_segmented`), one of
+other content once its frames are read (`segmenter.check_drawn_on`).
 """
 
 from __future__ import annotations

@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     # leaving the empty output folder that refused the next try, or an export's half-written hidden folder in it.
     with terminate_as_interrupt():
         try:
-            # Everything about the input is checked before the model loads or a frame is decoded in full.
+            # Everything about the input is checked before the model loads or a frame is decoded in full (but an
+            # export's recorded content, checked in `run` as soon as the frames are read).
             check_sizes(args)
             config = agent_config(args)
             check_device(config.device)
