@@ -78,29 +78,13 @@ def build_segmenter(agent, frames, args: argparse.Namespace):
 
 
 def settings_warnings(sources: list, video, args: argparse.Namespace) -> list[str]:
-    """A line for each export among `sources` (load_sources) whose recorded settings ("segmented") differ from this
-    run's: its rounds are replayed, but to other masks than that export's (it said nothing, and the masks differed)."""
-    from .segmenter import DEFAULT_CHUNK_FRAMES, segmenting_settings
+    """segmenter.replay_warnings of `sources` (load_sources) against this run's settings."""
+    from .segmenter import DEFAULT_CHUNK_FRAMES, replay_warnings, segmenting_settings
     from .video import working_size
 
     now = segmenting_settings(video.num_frames, working_size(video.height, video.width, args.working_size),
                               args.chunk_frames or DEFAULT_CHUNK_FRAMES, build_segmenter_plan(args))
-    lines = []
-    for source in sources:
-        path, then = source.path, source.settings or {}
-        what = []
-        if then.get("working_size", now["working_size"]) != now["working_size"]:
-            what.append("--working-size (frames of {1}x{0} then, {3}x{2} now)".format(*then["working_size"],
-                                                                                   *now["working_size"]))
-        if then.get("in_chunks", now["in_chunks"]) != now["in_chunks"]:
-            how = {True: "in chunks", False: "in one agent"}
-            what.append(f"--chunk-frames ({how[then['in_chunks']]} then, {how[now['in_chunks']]} now)")
-        if then.get("crf_scale", now["crf_scale"]) != now["crf_scale"]:
-            what.append(f"--crf-scale ({then['crf_scale']} then, {now['crf_scale']} now)")
-        if what:
-            lines.append(f"{path} was segmented with another {', '.join(what)}: its rounds are replayed, but its "
-                         "masks will not come back exactly; give the export's settings for them")
-    return lines
+    return replay_warnings(sources, now)
 
 
 def build_segmenter_plan(args: argparse.Namespace):

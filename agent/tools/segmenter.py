@@ -70,6 +70,28 @@ def segmenting_settings(num_frames: int, size: tuple[int, int], chunk_frames: in
             "crf_scale": (plan.crf_scale or "config") if plan.use_crf else 0}
 
 
+def replay_warnings(sources: list, now: dict) -> list[str]:
+    """A line for each export among `sources` (ScribbleSource) whose recorded settings ("segmented") differ from
+    `now` (segmenting_settings): its rounds are replayed, but to other masks than that export's (it said nothing,
+    and the masks differed)."""
+    lines = []
+    for source in sources:
+        path, then = source.path, source.settings or {}
+        what = []
+        if then.get("working_size", now["working_size"]) != now["working_size"]:
+            what.append("--working-size (frames of {1}x{0} then, {3}x{2} now)".format(*then["working_size"],
+                                                                                   *now["working_size"]))
+        if then.get("in_chunks", now["in_chunks"]) != now["in_chunks"]:
+            how = {True: "in chunks", False: "in one agent"}
+            what.append(f"--chunk-frames ({how[then['in_chunks']]} then, {how[now['in_chunks']]} now)")
+        if then.get("crf_scale", now["crf_scale"]) != now["crf_scale"]:
+            what.append(f"--crf-scale ({then['crf_scale']} then, {now['crf_scale']} now)")
+        if what:
+            lines.append(f"{path} was segmented with another {', '.join(what)}: its rounds are replayed, but its "
+                         "masks will not come back exactly; give the export's settings for them")
+    return lines
+
+
 # The video's content in "segmented" ("content"): the mean colour of each cell of a CONTENT_GRID x CONTENT_GRID grid
 # on the first, middle and last working frame. An export fed to another video of the same frame count and shape
 # played its strokes on other content without a word; re-encoding or JPEG-compressing the video moves a cell's

@@ -37,7 +37,7 @@ from ..errors import first_line, validation_problems
 from ..paths import unused_path
 from .export import export, palette_colours, prepare_output
 from .scribble_input import ScribbleSource, count_rounds, empty_scribbles, load_source, repeated_round
-from .segmenter import VideoSegmenter, check_drawn_on
+from .segmenter import VideoSegmenter, check_drawn_on, replay_warnings
 from .video import (
     DEFAULT_MAX_UPLOAD_MB,
     DEFAULT_WORKING_SIDE,
@@ -80,6 +80,7 @@ class Job:
     finished: bool = False
     error: str | None = None
     message: str | None = None
+    warning: str | None = None  # said beside the message: an export replayed with other settings
 
 
 class AppState:
@@ -186,6 +187,8 @@ class AppState:
             segmenter.segment_rounds(rounds, self.progress(job))
         except (*USER_ERRORS, MemoryError) as error:  # MemoryError: TooManyObjects, a chunk too large
             raise InputError(f"the strokes of {names} were not played: {first_line(error)}") from error
+        # agent.segment's warning: an export made with other settings gives other masks than it did
+        job.warning = "; ".join(replay_warnings(sources, segmenter.settings)) or None
         return f"played {count_rounds(rounds)} of strokes from {names} (round {segmenter.rounds} now)"
 
     def load_strokes(self, path: str) -> Job:
@@ -272,7 +275,7 @@ class AppState:
         segmenter = self.segmenter
         job = asdict(self.job) if self.job else None
         if job:
-            job["error"], job["message"] = json_text(job["error"]), json_text(job["message"])
+            job["error"], job["message"], job["warning"] = map(json_text, (job["error"], job["message"], job["warning"]))
         return {
             "video": video,
             "job": job,

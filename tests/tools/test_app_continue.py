@@ -131,6 +131,7 @@ def test_load_strokes_on_the_page_continues_an_export(tiny_page, small_video, ea
     assert load(str(earlier / "scribbles.json")).status_code == 200
     state = wait_for_job(tiny_page)
     assert state["job"]["error"] is None and "played 2 rounds" in state["job"]["message"], state["job"]
+    assert state["job"]["warning"] is None  # the page's settings are the export's
     again = load(str(earlier / "scribbles.json"))  # loaded twice: every stroke would be played twice
     assert again.status_code == 400 and "its round 1 is round 1 on the page already" in again.json()["error"]
     _continue_and_export(tiny_page, earlier, tmp_path)
@@ -270,3 +271,21 @@ def test_the_app_started_with_another_videos_export_opens_the_video_without_its_
     code = main([str(other_video.folder), "--scribbles", str(earlier / "scribbles.json"), "--port", "0",
                  "--checkpoint", str(tiny_checkpoint), *SETTINGS])
     assert code == 0 and served
+
+
+def test_load_strokes_of_an_export_made_with_other_settings_says_so_beside_the_message(tiny_page, small_video,
+                                                                                     earlier, tmp_path):
+    """agent.segment and agent.app --scribbles print a warning for an export made with other settings (its masks
+    do not come back exactly); the page said only "played 2 rounds". The job's warning is shown beside its message."""
+    record = json.loads((earlier / "scribbles.json").read_text())
+    record["segmented"].update(working_size=[100, 178], crf_scale=0.5)  # as `--working-size 100` made it
+    other = tmp_path / "scribbles.json"
+    other.write_text(json.dumps(record))
+    requests.post(f"{tiny_page}/api/open", json={"path": str(small_video.folder)}, timeout=30)
+    assert wait_for_job(tiny_page)["job"]["error"] is None
+    assert requests.post(f"{tiny_page}/api/load-strokes", json={"path": str(other)}, timeout=30).status_code == 200
+    job = wait_for_job(tiny_page)["job"]
+    assert job["error"] is None and "played 2 rounds" in job["message"], job
+    assert job["warning"] == (f"{other} was segmented with another --working-size (frames of 178x100 then, 213x120 "
+                              "now), --crf-scale (0.5 then, 0 now): its rounds are replayed, but its masks will not "
+                              "come back exactly; give the export's settings for them")
