@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     from ..data.davis import DatasetError
     from ..inference.footprint import TooManyObjects
-    from ..model.checkpoint import CheckpointError
+    from ..model.checkpoint import CheckpointError, check_checkpoint_fits, default_checkpoint_path
     from ..signals import exit_code, signal_name, terminate_as_interrupt
     from .scribble_input import object_ids, union_of_rounds
     from .segmenter import DEFAULT_CHUNK_FRAMES
@@ -133,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             check_sizes(args)
             config = agent_config(args)
             check_device(config.device)
+            # The model loads once the frames are read (an export's content is checked first): its checkpoint now.
+            check_checkpoint_fits(Path(config.checkpoint or default_checkpoint_path()))
             from .export import discard_empty_output, prepare_output
             from .scribble_input import load_sources
             from .video import open_video

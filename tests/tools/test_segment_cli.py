@@ -65,6 +65,10 @@ def test_bad_input_is_one_error_line_and_exit_2(small_video, tmp_path, capsys, m
         garbage = tmp_path / "model.pt"  # masks folder that refused the corrected run as "not empty"
         garbage.write_text("not a checkpoint")
         extra = ["--checkpoint", str(garbage), "--device", "cpu"]
+
+        def read(*args, **kwargs):  # the frames are read before the model loads: the checkpoint is checked first
+            raise AssertionError("the video was read before the checkpoint was checked")
+        monkeypatch.setattr("agent.tools.video.WorkingFrames.read", read)
     elif case == "missing device":  # a ValueError traceback as the model loaded
         monkeypatch.setattr("torch.cuda.is_available", lambda: True)  # CUDA there, but not a fourth device
         monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
