@@ -111,10 +111,9 @@ def main(argv: list[str] | None = None) -> int:
             video = open_video(args.video)  # a wrong path ends here with one line
             # Every source read and checked now, as agent.segment does: a mistake was a red line on the page.
             sources = load_sources(args.scribbles, video)
-            rounds = [round_ for source in sources for round_ in source.rounds]
             for line in settings_warnings(sources, video, args):
                 print(f"warning: {line}", file=sys.stderr)
-            state.open(video, rounds, ", ".join(map(str, args.scribbles)))
+            state.open(video, sources)  # an export's recorded content is checked once the page has read the frames
     except (InputError, ConfigError, CheckpointError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

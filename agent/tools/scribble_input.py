@@ -16,7 +16,8 @@ number in its name, counted from 0 (12.png, frame_0012.png); in a folder whose f
 Rounds: an export's scribbles.json keeps DAVIS's "scribbles" (every stroke segmented, per frame) and adds
 "rounds", one such list per round in the order they were segmented (`scribbles_record`); `load_rounds` plays
 them back in that order. A source without "rounds" is one round. Its "segmented" (VideoSegmenter.settings) says
-what the masks were made for: a video of another frame count or shape is refused (`_check_segmented`).
+what the masks were made for: a video of another frame count or shape is refused (`_check_segmented`), one of
+other content once its frames are read (`segmenter.check_drawn_on`).
 """
 
 from __future__ import annotations
@@ -101,11 +102,12 @@ def load_rounds(path: str | Path, video: VideoSource, first: bool = True) -> lis
     """The rounds a scribble source holds, in order, each a DAVIS scribble dict for `video`: a JSON file's
     "rounds" (an export's), else one round. `first`: the source opens the run, so its first round needs an
     object stroke; a later one (corrections) may hold background strokes only, but some stroke."""
-    return _load_source(path, video, first).rounds
+    return load_source(path, video, first).rounds
 
 
-def _load_source(given: str | Path, video: VideoSource, first: bool) -> ScribbleSource:
-    """load_rounds' rounds with the settings an export recorded."""
+def load_source(given: str | Path, video: VideoSource, first: bool = True) -> ScribbleSource:
+    """load_rounds' rounds with the settings an export recorded (segmenter.check_drawn_on compares its content
+    with the video's frames once they are read)."""
     path = user_path(given)
     if not path.exists():
         raise InputError(f"{path}: no such scribble file or folder")
@@ -143,7 +145,7 @@ def load_sources(paths: list[str | Path], video: VideoSource) -> list[ScribbleSo
     that continued it, played the strokes twice without a word."""
     sources: list[ScribbleSource] = []
     for index, path in enumerate(paths):
-        source = _load_source(path, video, first=index == 0)
+        source = load_source(path, video, first=index == 0)
         rounds = source.rounds
         for earlier_path, earlier in ((before.path, before.rounds) for before in sources):
             repeat = repeated_round(rounds, earlier)

@@ -78,29 +78,13 @@ def build_segmenter(agent, frames, args: argparse.Namespace):
 
 
 def settings_warnings(sources: list, video, args: argparse.Namespace) -> list[str]:
-    """A line for each export among `sources` (load_sources) whose recorded settings ("segmented") differ from this
-    run's: its rounds are replayed, but to other masks than that export's (it said nothing, and the masks differed)."""
-    from .segmenter import DEFAULT_CHUNK_FRAMES, segmenting_settings
+    """segmenter.replay_warnings of `sources` (load_sources) against this run's settings."""
+    from .segmenter import DEFAULT_CHUNK_FRAMES, replay_warnings, segmenting_settings
     from .video import working_size
 
     now = segmenting_settings(video.num_frames, working_size(video.height, video.width, args.working_size),
                               args.chunk_frames or DEFAULT_CHUNK_FRAMES, build_segmenter_plan(args))
-    lines = []
-    for source in sources:
-        path, then = source.path, source.settings or {}
-        what = []
-        if then.get("working_size", now["working_size"]) != now["working_size"]:
-            what.append("--working-size (frames of {1}x{0} then, {3}x{2} now)".format(*then["working_size"],
-                                                                                   *now["working_size"]))
-        if then.get("in_chunks", now["in_chunks"]) != now["in_chunks"]:
-            how = {True: "in chunks", False: "in one agent"}
-            what.append(f"--chunk-frames ({how[then['in_chunks']]} then, {how[now['in_chunks']]} now)")
-        if then.get("crf_scale", now["crf_scale"]) != now["crf_scale"]:
-            what.append(f"--crf-scale ({then['crf_scale']} then, {now['crf_scale']} now)")
-        if what:
-            lines.append(f"{path} was segmented with another {', '.join(what)}: its rounds are replayed, but its "
-                         "masks will not come back exactly; give the export's settings for them")
-    return lines
+    return replay_warnings(sources, now)
 
 
 def build_segmenter_plan(args: argparse.Namespace):
@@ -135,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     from ..data.davis import DatasetError
     from ..inference.footprint import TooManyObjects
-    from ..model.checkpoint import CheckpointError
+    from ..model.checkpoint import CheckpointError, check_checkpoint_fits, default_checkpoint_path
     from ..signals import exit_code, signal_name, terminate_as_interrupt
     from .scribble_input import object_ids, union_of_rounds
     from .segmenter import DEFAULT_CHUNK_FRAMES
@@ -144,10 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     # leaving the empty output folder that refused the next try, or an export's half-written hidden folder in it.
     with terminate_as_interrupt():
         try:
-            # Everything about the input is checked before the model loads or a frame is decoded in full.
+            # Everything about the input is checked before the model loads or a frame is decoded in full (but an
+            # export's recorded content, checked in `run` as soon as the frames are read).
             check_sizes(args)
             config = agent_config(args)
             check_device(config.device)
+            # The model loads once the frames are read (an export's content is checked first): its checkpoint now.
+            check_checkpoint_fits(Path(config.checkpoint or default_checkpoint_path()))
             from .export import discard_empty_output, prepare_output
             from .scribble_input import load_sources
             from .video import open_video
@@ -157,11 +144,10 @@ def main(argv: list[str] | None = None) -> int:
             sources = load_sources(args.scribbles, video)
             for line in settings_warnings(sources, video, args):
                 print(f"warning: {line}", file=sys.stderr)
-            rounds = [round_ for source in sources for round_ in source.rounds]
             output = prepare_output(args.output, args.overwrite, video=video.path)
             started = time.perf_counter()
             try:
-                run(video, rounds, output, config, args)
+                run(video, sources, output, config, args)
             except BaseException:  # a checkpoint that fails to load, Ctrl-C: no empty folder refuses the next try
                 discard_empty_output(output)
                 raise
@@ -201,18 +187,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run(video, rounds: list[dict], output: Path, config: AgentConfig, args: argparse.Namespace) -> None:
+def run(video, sources: list, output: Path, config: AgentConfig, args: argparse.Namespace) -> None:
     from ..inference.agent import InteractiveAgent
     from .export import export
     from .progress import TqdmProgress
+    from .segmenter import check_drawn_on
     from .video import WorkingFrames
 
     progress = TqdmProgress()
     try:
-        agent = InteractiveAgent.from_pretrained(config=config)
         frames = WorkingFrames.read(video, args.working_size, progress)
+        # An export's recorded content needs the frames: checked as soon as they are read, before the model loads.
+        check_drawn_on(sources, frames, video)
+        agent = InteractiveAgent.from_pretrained(config=config)
         segmenter = build_segmenter(agent, frames, args)
-        segmenter.segment_rounds(rounds, progress)
+        segmenter.segment_rounds([round_ for source in sources for round_ in source.rounds], progress)
         export(video, segmenter.labels, output, segmenter.num_objects(), segmenter.record, progress, args.overwrite)
     finally:
         progress.close()  # an error line starts a line of its own, not the end of a half-drawn bar

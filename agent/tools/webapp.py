@@ -36,8 +36,8 @@ from ..data.davis import DatasetError
 from ..errors import first_line, validation_problems
 from ..paths import unused_path
 from .export import export, palette_colours, prepare_output
-from .scribble_input import count_rounds, empty_scribbles, load_rounds, repeated_round
-from .segmenter import VideoSegmenter
+from .scribble_input import ScribbleSource, count_rounds, empty_scribbles, load_source, repeated_round
+from .segmenter import VideoSegmenter, check_drawn_on, replay_warnings
 from .video import (
     DEFAULT_MAX_UPLOAD_MB,
     DEFAULT_WORKING_SIDE,
@@ -80,6 +80,7 @@ class Job:
     finished: bool = False
     error: str | None = None
     message: str | None = None
+    warning: str | None = None  # said beside the message: an export replayed with other settings
 
 
 class AppState:
@@ -157,8 +158,8 @@ class AppState:
         return update
 
     # --- work ------------------------------------------------------------------------------------
-    def open(self, path: str | Path | VideoSource, rounds: list[dict] | None = None, source: str = "") -> Job:
-        """Open a video; `rounds` (load_rounds of `source`, read for this video: an earlier export's strokes) are
+    def open(self, path: str | Path | VideoSource, sources: list[ScribbleSource] | None = None) -> Job:
+        """Open a video; the rounds of `sources` (load_sources, read for this video: an earlier export's strokes) are
         then played on it, so the page continues that result and its next export records them first."""
         def work(job: Job) -> str:
             try:
@@ -171,19 +172,24 @@ class AppState:
             finally:
                 self._drop_unused_uploads()
             opened = f"opened {video.name}: {video.num_frames} frames of {video.width}x{video.height}"
-            if rounds:
-                return f"{opened}; {self._play(segmenter, rounds, source, job)}"
+            if sources:
+                return f"{opened}; {self._play(segmenter, sources, job)}"
             return opened
         return self.start_job("open", work)
 
-    def _play(self, segmenter: VideoSegmenter, rounds: list[dict], source: str, job: Job) -> str:
-        """Play a scribble source's rounds (as the page's Segment pressed once for each); one line for any
-        failure, naming the source (the video stays open, without them)."""
+    def _play(self, segmenter: VideoSegmenter, sources: list[ScribbleSource], job: Job) -> str:
+        """Play scribble sources' rounds (as the page's Segment pressed once for each); one line for any failure,
+        naming the sources (the video stays open, without them): an export drawn on another video included."""
+        names = ", ".join(str(source.path) for source in sources)
+        rounds = [round_ for source in sources for round_ in source.rounds]
         try:
+            check_drawn_on(sources, self.frames, self.video)
             segmenter.segment_rounds(rounds, self.progress(job))
         except (*USER_ERRORS, MemoryError) as error:  # MemoryError: TooManyObjects, a chunk too large
-            raise InputError(f"the strokes of {source} were not played: {first_line(error)}") from error
-        return f"played {count_rounds(rounds)} of strokes from {source} (round {segmenter.rounds} now)"
+            raise InputError(f"the strokes of {names} were not played: {first_line(error)}") from error
+        # agent.segment's warning: an export made with other settings gives other masks than it did
+        job.warning = "; ".join(replay_warnings(sources, segmenter.settings)) or None
+        return f"played {count_rounds(rounds)} of strokes from {names} (round {segmenter.rounds} now)"
 
     def load_strokes(self, path: str) -> Job:
         """The rounds of a scribble source (an earlier export's scribbles.json, a scribble image or folder) for
@@ -191,15 +197,16 @@ class AppState:
         with self._lock:  # as segment: the segmenter a reset would replace
             segmenter = self.require_segmenter()
             self.check_idle()
-            rounds = load_rounds(path, self.video, first=not segmenter.has_result)
-            repeat = repeated_round(rounds, segmenter.history)
+            source = load_source(path, self.video, first=not segmenter.has_result)
+            check_drawn_on([source], self.frames, self.video)
+            repeat = repeated_round(source.rounds, segmenter.history)
             if repeat is not None:  # the export the page was started with, loaded again: every stroke twice
                 raise InputError(f"{path}: its round {repeat[0]} is round {repeat[1]} on the page already, stroke "
                                  "for stroke: loaded again, its strokes would be played twice")
 
             def work(job: Job) -> str:
                 job.stage = "segment"
-                return self._play(segmenter, rounds, path, job)
+                return self._play(segmenter, [source], job)
             return self.start_job("segment", work)
 
     def _drop_unused_uploads(self) -> None:
@@ -268,7 +275,7 @@ class AppState:
         segmenter = self.segmenter
         job = asdict(self.job) if self.job else None
         if job:
-            job["error"], job["message"] = json_text(job["error"]), json_text(job["message"])
+            job["error"], job["message"], job["warning"] = map(json_text, (job["error"], job["message"], job["warning"]))
         return {
             "video": video,
             "job": job,

@@ -11,6 +11,7 @@ import pytest
 import requests
 from PIL import Image
 
+from .conftest import make_video
 from .server import serve, wait_for_job
 
 SETTINGS = ["--device", "cpu", "--working-size", "120", "--crf-scale", "0"]
@@ -130,6 +131,7 @@ def test_load_strokes_on_the_page_continues_an_export(tiny_page, small_video, ea
     assert load(str(earlier / "scribbles.json")).status_code == 200
     state = wait_for_job(tiny_page)
     assert state["job"]["error"] is None and "played 2 rounds" in state["job"]["message"], state["job"]
+    assert state["job"]["warning"] is None  # the page's settings are the export's
     again = load(str(earlier / "scribbles.json"))  # loaded twice: every stroke would be played twice
     assert again.status_code == 400 and "its round 1 is round 1 on the page already" in again.json()["error"]
     _continue_and_export(tiny_page, earlier, tmp_path)
@@ -145,7 +147,8 @@ def test_an_export_of_another_video_is_refused_and_other_settings_warned(small_v
     from agent.tools.segment_cli import main
 
     record = json.loads((earlier / "scribbles.json").read_text())
-    assert record["segmented"] == {"num_frames": 8, "working_size": [120, 213], "in_chunks": False, "crf_scale": 0}
+    assert {**record["segmented"], "content": None} == {"num_frames": 8, "working_size": [120, 213],
+                                                        "in_chunks": False, "crf_scale": 0, "content": None}
     cut = tmp_path / "cut"
     cut.mkdir()
     for frame in sorted(small_video.folder.iterdir())[:6]:
@@ -170,3 +173,119 @@ def test_an_export_of_another_video_is_refused_and_other_settings_warned(small_v
                  "--checkpoint", str(tiny_checkpoint), *SETTINGS])
     assert code == 0 and "warning:" not in capsys.readouterr().err
     assert _same_masks(tmp_path / "same", earlier)
+
+
+@pytest.fixture(scope="module")
+def other_video(tmp_path_factory):
+    """Another video of small_video's frame count and size (another clip of the same camera)."""
+    return make_video(tmp_path_factory.mktemp("other"), 8, 240, 426, 2, seed=11)
+
+
+def _without_content(earlier: Path, tmp_path: Path) -> Path:
+    """The earlier export's scribbles.json as an export before "content" wrote it."""
+    record = json.loads((earlier / "scribbles.json").read_text())
+    del record["segmented"]["content"]
+    path = tmp_path / "older.json"
+    path.write_text(json.dumps(record))
+    return path
+
+
+def test_an_export_of_another_video_of_the_same_size_is_refused(small_video, other_video, tiny_checkpoint, earlier,
+                                                                tmp_path, capsys, monkeypatch):
+    """clip1's export fed to clip2 (the same camera: the same frame count and size) played clip1's strokes on
+    clip2's content without a word: "segmented" records the content of the first, middle and last frame, and
+    another video's is one line, exit 2, before the model loads. The same video re-compressed (its frames as JPEG
+    of quality 50, or its H.264 mp4) is the same video; an export without "content" (an older one) plays."""
+    from agent.inference.agent import InteractiveAgent
+    from agent.tools.segment_cli import main
+
+    scribbles = earlier / "scribbles.json"
+    content = json.loads(scribbles.read_text())["segmented"]["content"]
+    assert content["frames"] == [0, 4, 7] and [len(means) for means in content["means"]] == [48] * 3
+    load = InteractiveAgent.from_pretrained
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was built before the export's content was checked")
+
+    monkeypatch.setattr(InteractiveAgent, "from_pretrained", no_model)
+    for video in (other_video.folder, other_video.video):
+        code = main([str(video), "--scribbles", str(scribbles), "--output", str(tmp_path / "out"),
+                     "--checkpoint", str(tiny_checkpoint), *SETTINGS])
+        err = [line for line in capsys.readouterr().err.splitlines() if line.startswith(("error:", "warning:"))]
+        assert code == 2 and err == [f"error: {scribbles}: was drawn on another video (its frames differ from those "
+                                     f"of {video}): remove 'segmented' from it to play its strokes anyway"], err
+        assert not (tmp_path / "out").exists()
+    monkeypatch.setattr(InteractiveAgent, "from_pretrained", load)
+    recompressed = tmp_path / "jpeg50"
+    recompressed.mkdir()
+    for frame in sorted(small_video.folder.iterdir()):
+        Image.open(frame).save(recompressed / f"{frame.stem}.jpg", quality=50)
+    for number, (video, source) in enumerate(((recompressed, scribbles), (small_video.video, scribbles),
+                                              (other_video.folder, _without_content(earlier, tmp_path)))):
+        code = main([str(video), "--scribbles", str(source), "--output", str(tmp_path / f"played{number}"),
+                     "--checkpoint", str(tiny_checkpoint), *SETTINGS])
+        err = [line for line in capsys.readouterr().err.splitlines() if line.startswith(("error:", "warning:"))]
+        assert code == 0 and not err, (video, err)
+
+
+def test_load_strokes_of_another_videos_export_is_a_red_line_that_changes_nothing(tiny_page, other_video, earlier,
+                                                                                tmp_path):
+    def load(path):
+        return requests.post(f"{tiny_page}/api/load-strokes", json={"path": str(path)}, timeout=30)
+
+    requests.post(f"{tiny_page}/api/open", json={"path": str(other_video.folder)}, timeout=30)
+    assert wait_for_job(tiny_page)["job"]["error"] is None
+    answer = load(earlier / "scribbles.json")
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == (f"{earlier / 'scribbles.json'}: was drawn on another video (its frames differ "
+                                      f"from those of {other_video.folder}): remove 'segmented' from it to play its "
+                                      "strokes anyway")
+    state = requests.get(f"{tiny_page}/api/state", timeout=10).json()
+    assert state["rounds"] == 0 and state["job"]["kind"] == "open"  # no job started
+    assert requests.get(f"{tiny_page}/api/strokes", timeout=10).json()["strokes"] == []
+    assert load(_without_content(earlier, tmp_path)).status_code == 200  # an older export: played, as before
+    state = wait_for_job(tiny_page)
+    assert state["job"]["error"] is None and state["rounds"] == 2, state["job"]
+
+
+def test_the_app_started_with_another_videos_export_opens_the_video_without_its_strokes(other_video, tiny_checkpoint,
+                                                                                      earlier, monkeypatch):
+    """The content is checked once the page has read the frames: a red line, the video open without the strokes."""
+    import uvicorn
+
+    from agent.tools.app_cli import main
+
+    served = []
+
+    def run(app, **options):
+        with serve(app) as base:
+            state = wait_for_job(base)
+            assert state["video"] is not None and state["rounds"] == 0, state
+            assert state["job"]["error"] == (
+                f"the strokes of {earlier / 'scribbles.json'} were not played: {earlier / 'scribbles.json'}: was "
+                f"drawn on another video (its frames differ from those of {other_video.folder}): remove 'segmented' "
+                "from it to play its strokes anyway"), state["job"]
+        served.append(True)
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    code = main([str(other_video.folder), "--scribbles", str(earlier / "scribbles.json"), "--port", "0",
+                 "--checkpoint", str(tiny_checkpoint), *SETTINGS])
+    assert code == 0 and served
+
+
+def test_load_strokes_of_an_export_made_with_other_settings_says_so_beside_the_message(tiny_page, small_video,
+                                                                                     earlier, tmp_path):
+    """agent.segment and agent.app --scribbles print a warning for an export made with other settings (its masks
+    do not come back exactly); the page said only "played 2 rounds". The job's warning is shown beside its message."""
+    record = json.loads((earlier / "scribbles.json").read_text())
+    record["segmented"].update(working_size=[100, 178], crf_scale=0.5)  # as `--working-size 100` made it
+    other = tmp_path / "scribbles.json"
+    other.write_text(json.dumps(record))
+    requests.post(f"{tiny_page}/api/open", json={"path": str(small_video.folder)}, timeout=30)
+    assert wait_for_job(tiny_page)["job"]["error"] is None
+    assert requests.post(f"{tiny_page}/api/load-strokes", json={"path": str(other)}, timeout=30).status_code == 200
+    job = wait_for_job(tiny_page)["job"]
+    assert job["error"] is None and "played 2 rounds" in job["message"], job
+    assert job["warning"] == (f"{other} was segmented with another --working-size (frames of 178x100 then, 213x120 "
+                              "now), --crf-scale (0.5 then, 0 now): its rounds are replayed, but its masks will not "
+                              "come back exactly; give the export's settings for them")

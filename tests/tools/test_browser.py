@@ -261,3 +261,14 @@ def test_load_strokes_continues_an_export(browser, tiny_page, small_video, tmp_p
     record = json.loads((tmp_path / "again" / "scribbles.json").read_text())
     assert record["rounds"][0] == json.loads((out / "scribbles.json").read_text())["rounds"][0]
     assert len(record["rounds"]) == 2
+
+    record["segmented"]["working_size"] = [100, 178]  # as `--working-size 100` made it: other masks, said in amber
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(record))
+    page.click("reset")
+    page.wait_until("window.app.state.rounds === 0 && window.app.segmented.length === 0", 30)
+    page.type("strokes-path", str(edited))
+    page.run("load-strokes")
+    assert "played 2 rounds" in page.message() and "; warning: " in page.message(), page.message()
+    assert "--working-size (frames of 178x100 then, 213x120 now)" in page.message()
+    assert "warning" in browser.find_element("id", "message").get_attribute("class")

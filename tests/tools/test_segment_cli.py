@@ -65,6 +65,10 @@ def test_bad_input_is_one_error_line_and_exit_2(small_video, tmp_path, capsys, m
         garbage = tmp_path / "model.pt"  # masks folder that refused the corrected run as "not empty"
         garbage.write_text("not a checkpoint")
         extra = ["--checkpoint", str(garbage), "--device", "cpu"]
+
+        def read(*args, **kwargs):  # the frames are read before the model loads: the checkpoint is checked first
+            raise AssertionError("the video was read before the checkpoint was checked")
+        monkeypatch.setattr("agent.tools.video.WorkingFrames.read", read)
     elif case == "missing device":  # a ValueError traceback as the model loaded
         monkeypatch.setattr("torch.cuda.is_available", lambda: True)  # CUDA there, but not a fourth device
         monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
@@ -83,15 +87,16 @@ def test_an_error_while_a_progress_bar_is_drawn_is_a_line_of_its_own(small_video
     the half-drawn progress bar ("reading frames:  38%|...error: ...")."""
     import shutil
 
-    from agent.inference.agent import InteractiveAgent
+    from agent.tools import export
 
     frames = shutil.copytree(small_video.folder, tmp_path / "frames")
+    prepare_output = export.prepare_output
 
-    def removed_while_the_model_loads(**kwargs):
+    def removed_once_the_output_is_made(*args, **kwargs):
         (frames / "00003.png").unlink()
-        return object()
+        return prepare_output(*args, **kwargs)
 
-    monkeypatch.setattr(InteractiveAgent, "from_pretrained", removed_while_the_model_loads)
+    monkeypatch.setattr(export, "prepare_output", removed_once_the_output_is_made)
     out = tmp_path / "out"
     code = main([str(frames), "--scribbles", str(small_video.scribble_dir), "--output", str(out)])
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
@@ -250,7 +255,9 @@ def test_a_scribbles_json_without_rounds_is_one_round(small_video, tiny_agent, t
                       tmp_path / "two")
     assert all(np.array_equal(a, b) for a, b in zip(_masks(out), _masks(one), strict=True))
     assert not all(np.array_equal(a, b) for a, b in zip(_masks(out), _masks(two), strict=True))  # rounds matter
-    assert json.loads((out / "scribbles.json").read_text()) == {
+    record = json.loads((out / "scribbles.json").read_text())
+    assert record["segmented"].pop("content")["frames"] == [0, 4, 7]  # the video's (test_content_*)
+    assert record == {
         **json.loads(flat.read_text()), "rounds": [both["scribbles"]],
         "segmented": {"num_frames": 8, "working_size": [120, 213], "in_chunks": False, "crf_scale": 0}}
 
@@ -295,6 +302,7 @@ BACKGROUND = {"path": [[0.1, 0.1], [0.2, 0.1]], "object_id": 0}
     ("round repeated by a second source", "round 1 repeats round 2 of"),
     ("segmented for more frames", "exported for a video of 12 frames, but"),
     ("segmented not an export's", "'segmented' must be what an export writes"),
+    ("content not an export's", "'segmented' 'content' must be what an export writes"),
 ])
 def test_bad_rounds_are_one_error_line_before_any_work(small_video, tmp_path, capsys, monkeypatch, case, message):
     from agent.inference.agent import InteractiveAgent
@@ -344,6 +352,9 @@ def test_bad_rounds_are_one_error_line_before_any_work(small_video, tmp_path, ca
         sources += [tmp_path / "fixes.json"]
     elif case in ("segmented for more frames", "segmented not an export's"):
         segmented = {"num_frames": 12, "working_size": [240, 426]} if case.endswith("frames") else [8]
+        path.write_text(json.dumps({"scribbles": first, "rounds": [first], "segmented": segmented}))
+    elif case == "content not an export's":  # checked once the frames are read, before the model loads
+        segmented = {"num_frames": 8, "working_size": [240, 426], "content": {"frames": [0, 8], "means": [[1]] * 2}}
         path.write_text(json.dumps({"scribbles": first, "rounds": [first], "segmented": segmented}))
     elif case == "bad second source":  # of three: the third is good
         _rounds_file(path, [first, second])

@@ -112,7 +112,8 @@ function jobFinished(job) {
   }
   if (job.error) showMessage(job.error, "error");
   else {
-    if (job.message) showMessage(job.message, "info");
+    if (job.warning) showMessage(`${job.message}; warning: ${job.warning}`, "warning");
+    else if (job.message) showMessage(job.message, "info");
     document.body.dataset.status = "idle";
   }
   document.body.dataset.finished = Number(document.body.dataset.finished || 0) + 1;
