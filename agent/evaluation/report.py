@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 METRIC_COLUMNS = {"J": "jaccard", "F": "contour", "J_AND_F": "j_and_f"}
 KEYS = ["interaction", "sequence", "scribble_idx", "object_id"]
+# A sample's metric falling by more than this after a new stroke counts as a drop (#15: corrections never hurt).
+DROP_THRESHOLD = 0.02
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ def summarize(
     if results.empty:
         return {"auc": None, "metric": metric, "metric_at_threshold": None, "threshold": time_threshold,
                 "curve": {"time": [], metric: []}, "per_interaction": {metric: [], "seconds": []},
-                "evaluated_fraction": 0.0}
+                "evaluated_fraction": 0.0, "drops": drops_after_strokes(results, column)}
     metric_per_interaction = results.groupby("interaction")[column].mean()
     sample_time = results.groupby(["sequence", "scribble_idx", "interaction"])["timing"].mean()
     time_per_interaction = sample_time.groupby("interaction").mean()
@@ -133,7 +135,40 @@ def summarize(
             "seconds": time_per_interaction.round(4).tolist(),
         },
         "evaluated_fraction": float(results["evaluated"].mean()),
+        "drops": drops_after_strokes(results, column),
     }
+
+
+def drops_after_strokes(results: pd.DataFrame, column: str, threshold: float = DROP_THRESHOLD) -> dict:
+    """The rounds after which a sample's metric (the mean over its objects) fell by more than `threshold` from
+    the round before: {"threshold", "rounds" (rounds 2..N of every sample, those compared), "samples" (one dict
+    per drop: sequence, scribble_idx, interaction, change), in name order}. A round not submitted in time keeps
+    the last one's metric (per_object_results), so it is no drop; the round that comes after it is compared
+    with that."""
+    found, rounds = [], 0
+    if not results.empty:
+        per_sample = results.groupby(["sequence", "scribble_idx", "interaction"])[column].mean()
+        for (sequence, scribble), values in per_sample.groupby(level=[0, 1]):
+            values = values.droplevel([0, 1]).sort_index()
+            changes = values.diff().iloc[1:]
+            rounds += len(changes)
+            found += [{"sequence": str(sequence), "scribble_idx": int(scribble), "interaction": int(interaction),
+                       "change": round(float(change), 6)}
+                      for interaction, change in changes.items() if change < -threshold]
+    return {"threshold": threshold, "rounds": rounds, "samples": found}
+
+
+def drops_line(summary: dict) -> str | None:
+    """'J fell by more than 0.02 after a new stroke in 2 of 105 rounds: car-shadow 3 round 6 (-0.047), ...', or
+    None for a summary without the count (written before it existed, or nothing played)."""
+    drops = summary.get("drops")
+    if not isinstance(drops, dict) or not drops.get("rounds"):
+        return None
+    found = drops["samples"]
+    where = ", ".join(f"{d['sequence']} {d['scribble_idx']} round {d['interaction']} ({d['change']:+.3f})"
+                      for d in found)
+    return (f"{summary['metric']} fell by more than {drops['threshold']:g} after a new stroke in {len(found)} of "
+            f"{drops['rounds']} rounds" + (f": {where}" if where else ""))
 
 
 def summarize_run(
@@ -192,12 +227,13 @@ def figures_line(summary: dict) -> str:
 
 def printed_figures(summary: dict) -> str:
     """What a finished run (or merge) prints: 'AUC-J: 0.823' and 'J@60s: 0.846' on two lines, or figures_line's
-    one for a run without them (stopped early, nothing evaluated)."""
+    one for a run without them (stopped early, nothing evaluated); then drops_line's, where there is one."""
+    drops = drops_line(summary)
     if summary.get("auc") is None:
-        return figures_line(summary)
+        return figures_line(summary) + (f"\n{drops}" if drops else "")
     metric = summary["metric"]
     return (f"AUC-{metric}: {summary['auc']:.3f}\n"
-            f"{metric}@{summary['threshold']:.0f}s: {summary['metric_at_threshold']:.3f}")
+            f"{metric}@{summary['threshold']:.0f}s: {summary['metric_at_threshold']:.3f}" + (f"\n{drops}" if drops else ""))
 
 
 def plot_curve(summary: dict, path: str | Path, title: str) -> None:

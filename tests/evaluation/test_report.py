@@ -7,9 +7,11 @@ import pytest
 
 from agent.evaluation.report import (
     SampleLayout,
+    drops_line,
     load_report,
     main,
     per_sequence_table,
+    printed_figures,
     summarize,
     write_outputs,
 )
@@ -45,6 +47,21 @@ def test_summary_matches_hand_computation(report):
     assert summary["auc"] == pytest.approx(area / 15.0)
     assert summary["metric_at_threshold"] == pytest.approx(1.1 / 3 + 0.25 * 0.1)
     assert summary["evaluated_fraction"] == pytest.approx(4 / 6)
+
+
+def test_drops_after_a_new_stroke_are_counted_per_sample(report):
+    # seqA rises; seqB's object 2 falls by 0.1 in round 2 (the sample's mean over objects by 0.05), then round 3
+    # is late (no drop: it keeps round 2's J) and round 4 falls by 0.015 (not more than 0.02).
+    rows = (_rows("seqB", 2, 1, [0.2, 0.2], 3.0) + _rows("seqB", 2, 2, [0.3, 0.3], 3.0)
+            + _rows("seqB", 4, 1, [0.2, 0.2], 3.0) + _rows("seqB", 4, 2, [0.27, 0.27], 3.0))
+    report = pd.concat([report, pd.DataFrame(rows).astype(object)], ignore_index=True)
+    summary = summarize(report, LAYOUT, max_interactions=4, max_time=10.0)
+    drops = summary["drops"]
+    assert drops["rounds"] == 6 and drops["threshold"] == 0.02  # 2 samples x rounds 2..4
+    assert drops["samples"] == [{"sequence": "seqB", "scribble_idx": 1, "interaction": 2, "change": pytest.approx(-0.05)}]
+    assert drops_line(summary) == "J fell by more than 0.02 after a new stroke in 1 of 6 rounds: seqB 1 round 2 (-0.050)"
+    assert printed_figures(summary).splitlines()[-1] == drops_line(summary)
+    assert drops_line({"metric": "J", "auc": 0.5}) is None  # a summary written before the count existed
 
 
 def test_missing_sample_scores_zero(report):
