@@ -17,7 +17,7 @@ Rounds: an export's scribbles.json keeps DAVIS's "scribbles" (every stroke segme
 "rounds", one such list per round in the order they were segmented (`scribbles_record`); `load_rounds` plays
 them back in that order. A source without "rounds" is one round. Its "segmented" (VideoSegmenter.settings) says
 what the masks were made for: a video of another frame count or shape is refused (`_check_segmented`), one of
-other content once its frames are read (`segmenter.check_drawn_on`).
+other content once its frames are read (`replay.check_drawn_on`).
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ class ScribbleSource:
 
     path: str | Path  # as given
     rounds: list[dict]
-    settings: dict | None  # an export's "segmented" (segmenter.segmenting_settings), else None
+    settings: dict | None  # an export's "segmented" (replay.segmenting_settings), else None
 
 
 def load_rounds(path: str | Path, video: VideoSource, first: bool = True) -> list[dict]:
@@ -106,7 +106,7 @@ def load_rounds(path: str | Path, video: VideoSource, first: bool = True) -> lis
 
 
 def load_source(given: str | Path, video: VideoSource, first: bool = True) -> ScribbleSource:
-    """load_rounds' rounds with the settings an export recorded (segmenter.check_drawn_on compares its content
+    """load_rounds' rounds with the settings an export recorded (replay.check_drawn_on compares its content
     with the video's frames once they are read)."""
     path = user_path(given)
     if not path.exists():

@@ -78,8 +78,9 @@ def build_segmenter(agent, frames, args: argparse.Namespace):
 
 
 def settings_warnings(sources: list, video, args: argparse.Namespace) -> list[str]:
-    """segmenter.replay_warnings of `sources` (load_sources) against this run's settings."""
-    from .segmenter import DEFAULT_CHUNK_FRAMES, replay_warnings, segmenting_settings
+    """replay.replay_warnings of `sources` (load_sources) against this run's settings."""
+    from .replay import replay_warnings, segmenting_settings
+    from .segmenter import DEFAULT_CHUNK_FRAMES
     from .video import working_size
 
     now = segmenting_settings(video.num_frames, working_size(video.height, video.width, args.working_size),
@@ -191,7 +192,7 @@ def run(video, sources: list, output: Path, config: AgentConfig, args: argparse.
     from ..inference.agent import InteractiveAgent
     from .export import export
     from .progress import TqdmProgress
-    from .segmenter import check_drawn_on
+    from .replay import check_drawn_on
     from .video import WorkingFrames
 
     progress = TqdmProgress()

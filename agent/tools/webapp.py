@@ -36,8 +36,9 @@ from ..data.davis import DatasetError
 from ..errors import first_line, validation_problems
 from ..paths import unused_path
 from .export import export, palette_colours, prepare_output
+from .replay import check_drawn_on, replay_warnings
 from .scribble_input import ScribbleSource, count_rounds, empty_scribbles, load_source, repeated_round
-from .segmenter import VideoSegmenter, check_drawn_on, replay_warnings
+from .segmenter import VideoSegmenter
 from .video import (
     DEFAULT_MAX_UPLOAD_MB,
     DEFAULT_WORKING_SIDE,
