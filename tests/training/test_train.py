@@ -681,6 +681,39 @@ def test_no_training_video_is_one_line_before_the_model_is_built(davis_train_roo
     assert not (tmp_path / "run").exists()
 
 
+def _void_after_first_frame(root: Path, sequence: str) -> None:
+    """Every annotation of `sequence` but 00000.png all void (255): a user's frames not annotated."""
+    from PIL import Image
+
+    for path in sorted((root / "Annotations" / "480p" / sequence).glob("*.png"))[1:]:
+        image = Image.open(path)
+        void = Image.new("P", image.size, 255)
+        void.putpalette(image.getpalette())
+        void.save(path)
+
+
+def test_a_video_without_two_labelled_frames_is_left_out_with_a_warning(davis_train_root: Path, tmp_path: Path,
+                                                                          capsys, caplog) -> None:
+    """Every pair of such a video had a view with no pixel to pool: draw_pair drew again for ever (a hang when it
+    was the only training video)."""
+    _void_after_first_frame(davis_train_root, "synth-000")
+    config = TrainConfig(davis_root=davis_train_root, synthetic_sequences=0)
+    with caplog.at_level("WARNING", logger="agent.training.data"):
+        data = load_training_set(config, build_model(tiny_model_config()), frozen=True)
+    assert data.names == ["synth-001"]
+    assert "synth-000: left out of training: 1 of its 3 frames hold(s) a labelled pixel" in caplog.text
+    _void_after_first_frame(davis_train_root, "synth-001")
+    with pytest.raises(DatasetError, match=r"no training video has two frames with labelled pixels \(synth-000, "
+                                           r"synth-001\)"):
+        load_training_set(config, build_model(tiny_model_config()), frozen=True)
+    out = tmp_path / "run"
+    assert main([*TINY_ARGS, "--synthetic-sequences", "0", "--iterations", "2", "--davis-root", str(davis_train_root),
+                 "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err  # once the model is built: after the videos' progress bar
+    assert "Traceback" not in err and err.splitlines()[-1].startswith("error: no training video has two frames"), err
+    assert not out.exists()
+
+
 def test_topk_loss_trains_at_the_feature_scale_on_the_agent_grid(tmp_path: Path) -> None:
     """loss topk: frames at feature_scale x the input size, labels on the transfer grid (stride 4), and the
     cross-entropy of the transfer goes down."""
