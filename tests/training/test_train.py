@@ -481,7 +481,9 @@ def test_videos_are_checked_before_any_work(tmp_path: Path, tiny_synthetic_root:
                                               ("max_seconds", "-1"), ("max_seconds", "inf"),
                                               # allocator tracebacks once the videos were read, or hours generating
                                               ("feature_scale", "1000"), ("synthetic_frames", "100000000"),
-                                              ("synthetic_sequences", "100000000")])
+                                              ("synthetic_sequences", "100000000"),
+                                              # every pair was one frame twice
+                                              ("max_frames_per_video", "1")])
 def test_shares_outside_their_range_are_one_error_line(tmp_path: Path, capsys, field: str, value: str) -> None:
     out = tmp_path / "run"
     assert main([*TINY_ARGS, "--set", f"train.{field}={value}", "--output-dir", str(out)]) == 2
