@@ -641,6 +641,18 @@ def test_overlapping_train_and_val_lists_raise(davis_train_root: Path, tmp_path:
     assert "share synth-001" in capsys.readouterr().err
 
 
+def test_a_training_video_listed_twice_is_one_line(davis_train_root: Path, tmp_path: Path, capsys) -> None:
+    """It was trained as two videos (drawn twice as often, its features held twice), without a word."""
+    listing = davis_train_root / "ImageSets" / "2017" / "train.txt"
+    listing.write_text("synth-000\nsynth-001\nsynth-000\n")
+    with pytest.raises(DatasetError, match="lists synth-000 more than once"):
+        training_sequences(DavisReader(davis_train_root))
+    out = tmp_path / "run"
+    assert main([*TINY_ARGS, "--iterations", "2", "--davis-root", str(davis_train_root), "--output-dir", str(out)]) == 2
+    assert error_lines(capsys.readouterr().err) == [f"error: {listing}: lists synth-000 more than once"]
+    assert not out.exists()
+
+
 def test_held_out_videos_are_never_trained_on(davis_train_root: Path, tmp_path: Path, capsys) -> None:
     config = TrainConfig(davis_root=davis_train_root, synthetic_sequences=0, holdout=("synth-001",))
     data = load_training_set(config, build_model(tiny_model_config()), frozen=False)
