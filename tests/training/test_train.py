@@ -667,6 +667,21 @@ def test_held_out_videos_are_never_trained_on(davis_train_root: Path, tmp_path: 
     assert info["held_out"] == ["synth-000"] and "synth-000" not in info["training_videos"]
 
 
+def test_a_validation_video_that_is_trained_on_is_a_warning(davis_train_root: Path, tmp_path: Path, caplog) -> None:
+    """Its one-shot J, of frames the model was fitted to, went into validation's mean without a word; a held-out
+    one is what validation is for."""
+    args = [*TINY_ARGS, "--synthetic-sequences", "0", "--iterations", "2", "--davis-root", str(davis_train_root),
+            "--validate-every", "2"]
+    with caplog.at_level("WARNING", logger="agent.train"):
+        assert main([*args, "--val-sequences", "synth-001", "--output-dir", str(tmp_path / "seen")]) == 0
+    assert "--val-sequences synth-001: trained on too" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="agent.train"):
+        assert main([*args, "--val-sequences", "synth-001", "--holdout", "synth-001",
+                     "--output-dir", str(tmp_path / "held-out")]) == 0
+    assert "trained on too" not in caplog.text
+
+
 def test_a_root_whose_training_videos_are_all_missing_or_held_out_is_one_line(davis_train_root: Path, tmp_path: Path,
                                                                              capsys) -> None:
     """Both trained on the synthetic videos alone, exit 0, without a word."""
