@@ -267,6 +267,9 @@ class TrainConfig:
         # torch's generators take 64 bits: beyond, "Overflow when unpacking long long" once the videos were read.
         _require(0 <= self.seed < 2**64, f"train.seed must be in 0..2**64-1, got {self.seed}")
         _require(self.synthetic_frames >= 2, f"train.synthetic_frames must be >= 2, got {self.synthetic_frames}")
+        # 1 kept one frame of every video: each pair was that frame twice (or, now, every video left out)
+        _require(self.max_frames_per_video != 1,
+                 "train.max_frames_per_video must be 0 (every frame) or >= 2 (a pair needs two frames), got 1")
         for name in ("lr_backbone", "lr_decoder", "momentum", "weight_decay", "poly_power", "colour_jitter",
                      "rotation_degrees"):
             value = getattr(self, name)

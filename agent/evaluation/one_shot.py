@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from ..config import TransferConfig
 from ..data import compat  # noqa: F401
-from ..data.davis import VOID_LABEL, DatasetError, DavisReader, SequenceInfo
+from ..data.davis import VOID_LABEL, DatasetError, DavisReader, SequenceInfo, open_image
 from ..inference.scribbles import grid_labels
 from ..inference.transfer import transfer_labels
 from ..model.onnx_backbone import build_backbone_runtime
@@ -24,11 +24,19 @@ log = logging.getLogger(__name__)
 
 def check_one_shot_videos(reader: DavisReader, infos: list[SequenceInfo]) -> None:
     """DatasetError for a checked video one-shot J cannot score: with one frame, it scored frame 0's annotation
-    transferred to itself (about 0.9) into the mean without a word."""
+    transferred to itself (about 0.9) into the mean without a word; without an object in frame 0's annotation (all
+    background or void) there is nothing to transfer."""
     single = next((info.name for info in infos if info.num_frames < 2), None)
     if single is not None:
         raise DatasetError(f"{reader.frames_dir(single)}: one frame: one-shot J transfers frame 0's annotation to "
                            "later frames, and this video has none")
+    for info in infos:  # all void: "label transfer needs at least one labelled reference pixel", at validation
+        path = reader.annotation_paths(info.name)[0]
+        with open_image(path, "annotation") as image:
+            labels = np.asarray(image, dtype=np.uint8)
+        if not ((labels > 0) & (labels != VOID_LABEL)).any():
+            raise DatasetError(f"{path}: no object in frame 0's annotation: one-shot J transfers frame 0's objects to "
+                               "later frames (objects that appear later would score 0)")
 
 
 @torch.no_grad()

@@ -17,8 +17,9 @@ from tqdm import tqdm
 
 from ..config import HOLDOUT, TrainConfig, TransferConfig
 from ..data.augment import random_affine, warp, warp_labels
-from ..data.davis import DatasetError, DavisReader
+from ..data.davis import VOID_LABEL, DatasetError, DavisReader
 from ..data.synthetic import generate_sequence
+from ..errors import repeated
 from ..inference.scribbles import grid_labels
 from ..model.checkpoint import save_atomic
 from ..model.onnx_backbone import build_backbone_runtime
@@ -104,6 +105,9 @@ class TrainingSet:
 def training_sequences(reader: DavisReader, holdout: tuple[str, ...] = ()) -> list[str]:
     """The root's training videos that are present, without the held-out ones (which must be training videos)."""
     train = reader.sequences("train")
+    twice = repeated(train)
+    if twice:  # each copy was another training video: drawn twice as often, its features held twice
+        raise DatasetError(f"{reader.subset_file('train')}: lists {', '.join(twice)} more than once")
     unknown = sorted(set(holdout) - set(train))
     if unknown and tuple(holdout) != HOLDOUT:  # the default split may not apply to a custom root
         raise DatasetError(f"held-out videos {', '.join(unknown)} are not in {reader.subset_file('train')}")
@@ -124,6 +128,18 @@ def training_sequences(reader: DavisReader, holdout: tuple[str, ...] = ()) -> li
         raise DatasetError(f"every training video of {reader.subset_file('train')} in the root is held out "
                            "(train.holdout): name fewer with --holdout (--holdout '' for none)")
     return kept
+
+
+def _unpairable(labels: torch.Tensor) -> str | None:
+    """Why no pair of a video's frames (T, h, w labels on the loss's grid, -1 void) can train, or None: a pair is two
+    different frames, each with a labelled (non-void) pixel to pool."""
+    if len(labels) < 2:
+        return "one frame (a pair needs two frames)"
+    labelled = int((labels >= 0).flatten(1).any(1).sum())
+    if labelled < 2:
+        return (f"{labelled} of its {len(labels)} frames hold(s) a labelled pixel, the others are all void "
+                f"({VOID_LABEL}) on the {labels.shape[1]}x{labels.shape[2]} label grid (a pair needs two)")
+    return None
 
 
 def _feature_cache_dir() -> Path:
@@ -211,16 +227,25 @@ def load_training_set(config: TrainConfig, model: SiameseEmbedder, frozen: bool,
     # The topk loss transfers on the agent's grid; the paper's pairwise loss on the H/2 embeddings.
     grid = model.embedding_size(stride=transfer.grid_stride if config.loss == "topk" else 2)
     size = scaled_size(tuple(model.config.input_size), config.feature_scale)
-    videos = []
+    videos, unpaired = [], []
     for name, load in tqdm(sources, desc="training videos", disable=rank != 0):
         frames, masks = load()  # one video in memory at a time
         labels = torch.stack([grid_labels(mask, grid) for mask in masks])
+        why = _unpairable(labels)
+        if why:  # all-void frames: every pair had a view without a pixel to pool, drawn again for ever (a hang)
+            unpaired.append((name, why))
+            continue
         if frozen:
             inputs = _features(model, frames, _cache_key(model, name, len(frames), max_frames_per_video, size), size)
         else:
             resized = preprocess_frames(frames, size, (0, 0, 0), (1, 1, 1))
             inputs = (resized * 255).round().to(torch.uint8)
         videos.append(TrainingVideo(name, inputs, labels))
+    for name, why in unpaired if rank == 0 else ():  # after the progress bar, not glued to it
+        log.warning("%s: left out of training: %s", name, why)
+    if not videos:
+        raise DatasetError(f"no training video has two frames with labelled pixels ({', '.join(n for n, _ in unpaired)}): "
+                           f"annotations all void ({VOID_LABEL}) in every frame but one, or one-frame videos")
     total = sum(len(v.labels) for v in videos)
     log.info("training on %d videos (%d frames): %s", len(videos), total, ", ".join(v.name for v in videos))
     return TrainingSet(videos, frozen, config, tuple(model.config.mean), tuple(model.config.std),

@@ -604,6 +604,10 @@ def check_videos(config: TrainConfig) -> None:
     training = training_sequences(reader, config.holdout)
     if not training and not config.synthetic_sequences:
         raise DatasetError(NO_TRAINING_VIDEOS)
+    trained_on = [name for name in validation if name in training] if config.validate_every else []
+    if trained_on:  # its one-shot J measured frames the model was fitted to, in validation's mean without a word
+        log.warning("--val-sequences %s: trained on too, so validation scores videos the model has seen (hold them "
+                    "out with --holdout)", ", ".join(trained_on))
     infos = {name: validate_sequence(reader, name, scribbles=False)  # every frame and annotation, decoded
              for name in dict.fromkeys([*training, *validation])}
     from ..evaluation.one_shot import check_one_shot_videos

@@ -157,6 +157,34 @@ def test_a_one_frame_video_is_one_line_not_its_own_transfer(tiny_checkpoint: Pat
     assert not output.exists()
 
 
+@pytest.mark.parametrize("value", [255, 0])
+def test_a_video_without_an_object_in_frame_0_is_one_line(tiny_checkpoint: Path, tiny_synthetic_root: Path,
+                                                          tmp_path: Path, capsys, value: int) -> None:
+    """Frame 0's annotation all void (255) was a ValueError traceback, "label transfer needs at least one labelled
+    reference pixel" (in agent.train, at the first validation); all background scored its objects 0."""
+    import shutil
+
+    from PIL import Image
+
+    root = tmp_path / "root"
+    shutil.copytree(tiny_synthetic_root, root)
+    sequence = (root / "ImageSets" / "2017" / "val.txt").read_text().split()[-1]
+    path = root / "Annotations" / "480p" / sequence / "00000.png"
+    with Image.open(path) as image:
+        blank = Image.new("P", image.size, value)
+        blank.putpalette(image.getpalette())
+    blank.save(path)
+    output = tmp_path / "bench.json"
+    assert main(["--one-shot-only", "--davis-root", str(root), "--checkpoint", str(tiny_checkpoint),
+                 "--output", str(output)]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert "Traceback" not in err and errors == [f"error: {path}: no object in frame 0's annotation: one-shot J "
+                                                 "transfers frame 0's objects to later frames (objects that appear "
+                                                 "later would score 0)"], err
+    assert not output.exists()
+
+
 def test_a_full_disk_when_the_figures_are_written_is_one_line(tiny_checkpoint: Path, tiny_synthetic_root: Path,
                                                               tmp_path: Path, capsys, monkeypatch) -> None:
     from agent.evaluation import bench

@@ -481,7 +481,9 @@ def test_videos_are_checked_before_any_work(tmp_path: Path, tiny_synthetic_root:
                                               ("max_seconds", "-1"), ("max_seconds", "inf"),
                                               # allocator tracebacks once the videos were read, or hours generating
                                               ("feature_scale", "1000"), ("synthetic_frames", "100000000"),
-                                              ("synthetic_sequences", "100000000")])
+                                              ("synthetic_sequences", "100000000"),
+                                              # every pair was one frame twice
+                                              ("max_frames_per_video", "1")])
 def test_shares_outside_their_range_are_one_error_line(tmp_path: Path, capsys, field: str, value: str) -> None:
     out = tmp_path / "run"
     assert main([*TINY_ARGS, "--set", f"train.{field}={value}", "--output-dir", str(out)]) == 2
@@ -639,6 +641,18 @@ def test_overlapping_train_and_val_lists_raise(davis_train_root: Path, tmp_path:
     assert "share synth-001" in capsys.readouterr().err
 
 
+def test_a_training_video_listed_twice_is_one_line(davis_train_root: Path, tmp_path: Path, capsys) -> None:
+    """It was trained as two videos (drawn twice as often, its features held twice), without a word."""
+    listing = davis_train_root / "ImageSets" / "2017" / "train.txt"
+    listing.write_text("synth-000\nsynth-001\nsynth-000\n")
+    with pytest.raises(DatasetError, match="lists synth-000 more than once"):
+        training_sequences(DavisReader(davis_train_root))
+    out = tmp_path / "run"
+    assert main([*TINY_ARGS, "--iterations", "2", "--davis-root", str(davis_train_root), "--output-dir", str(out)]) == 2
+    assert error_lines(capsys.readouterr().err) == [f"error: {listing}: lists synth-000 more than once"]
+    assert not out.exists()
+
+
 def test_held_out_videos_are_never_trained_on(davis_train_root: Path, tmp_path: Path, capsys) -> None:
     config = TrainConfig(davis_root=davis_train_root, synthetic_sequences=0, holdout=("synth-001",))
     data = load_training_set(config, build_model(tiny_model_config()), frozen=False)
@@ -651,6 +665,21 @@ def test_held_out_videos_are_never_trained_on(davis_train_root: Path, tmp_path: 
     assert main([*args, "--output-dir", str(out)]) == 0
     info = json.loads((out / "train_info.json").read_text())
     assert info["held_out"] == ["synth-000"] and "synth-000" not in info["training_videos"]
+
+
+def test_a_validation_video_that_is_trained_on_is_a_warning(davis_train_root: Path, tmp_path: Path, caplog) -> None:
+    """Its one-shot J, of frames the model was fitted to, went into validation's mean without a word; a held-out
+    one is what validation is for."""
+    args = [*TINY_ARGS, "--synthetic-sequences", "0", "--iterations", "2", "--davis-root", str(davis_train_root),
+            "--validate-every", "2"]
+    with caplog.at_level("WARNING", logger="agent.train"):
+        assert main([*args, "--val-sequences", "synth-001", "--output-dir", str(tmp_path / "seen")]) == 0
+    assert "--val-sequences synth-001: trained on too" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="agent.train"):
+        assert main([*args, "--val-sequences", "synth-001", "--holdout", "synth-001",
+                     "--output-dir", str(tmp_path / "held-out")]) == 0
+    assert "trained on too" not in caplog.text
 
 
 def test_a_root_whose_training_videos_are_all_missing_or_held_out_is_one_line(davis_train_root: Path, tmp_path: Path,
@@ -679,6 +708,39 @@ def test_no_training_video_is_one_line_before_the_model_is_built(davis_train_roo
         assert main([*TINY_ARGS, *root, "--synthetic-sequences", "0", "--output-dir", str(tmp_path / "run")]) == 2
         assert "no training videos" in error_lines(capsys.readouterr().err)[0]
     assert not (tmp_path / "run").exists()
+
+
+def _void_after_first_frame(root: Path, sequence: str) -> None:
+    """Every annotation of `sequence` but 00000.png all void (255): a user's frames not annotated."""
+    from PIL import Image
+
+    for path in sorted((root / "Annotations" / "480p" / sequence).glob("*.png"))[1:]:
+        image = Image.open(path)
+        void = Image.new("P", image.size, 255)
+        void.putpalette(image.getpalette())
+        void.save(path)
+
+
+def test_a_video_without_two_labelled_frames_is_left_out_with_a_warning(davis_train_root: Path, tmp_path: Path,
+                                                                          capsys, caplog) -> None:
+    """Every pair of such a video had a view with no pixel to pool: draw_pair drew again for ever (a hang when it
+    was the only training video)."""
+    _void_after_first_frame(davis_train_root, "synth-000")
+    config = TrainConfig(davis_root=davis_train_root, synthetic_sequences=0)
+    with caplog.at_level("WARNING", logger="agent.training.data"):
+        data = load_training_set(config, build_model(tiny_model_config()), frozen=True)
+    assert data.names == ["synth-001"]
+    assert "synth-000: left out of training: 1 of its 3 frames hold(s) a labelled pixel" in caplog.text
+    _void_after_first_frame(davis_train_root, "synth-001")
+    with pytest.raises(DatasetError, match=r"no training video has two frames with labelled pixels \(synth-000, "
+                                           r"synth-001\)"):
+        load_training_set(config, build_model(tiny_model_config()), frozen=True)
+    out = tmp_path / "run"
+    assert main([*TINY_ARGS, "--synthetic-sequences", "0", "--iterations", "2", "--davis-root", str(davis_train_root),
+                 "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err  # once the model is built: after the videos' progress bar
+    assert "Traceback" not in err and err.splitlines()[-1].startswith("error: no training video has two frames"), err
+    assert not out.exists()
 
 
 def test_topk_loss_trains_at_the_feature_scale_on_the_agent_grid(tmp_path: Path) -> None:
