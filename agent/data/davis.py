@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import numbers
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +81,17 @@ class SequenceInfo:
     num_scribbles: int
 
 
+def _other_files(folder: Path, rule: str) -> str:
+    """': <rule> (found 12 .png, 1 .txt)' for a folder that holds files of other kinds, else '' (its frames as
+    .png or .jpeg were "no frames" without a word on why)."""
+    try:
+        kinds = Counter(path.suffix or path.name for path in folder.iterdir() if path.is_file())
+    except OSError:
+        return ""
+    found = ", ".join(f"{count} {kind}" for kind, count in kinds.most_common(3))
+    return f": {rule} (found {found})" if found else ""
+
+
 class DavisReader:
     def __init__(self, root: str | Path, resolution: str = "480p") -> None:
         self.root = Path(root).expanduser()
@@ -107,7 +119,8 @@ class DavisReader:
     def frame_paths(self, sequence: str) -> list[Path]:
         paths = sorted(self.frames_dir(sequence).glob("*.jpg"))
         if not paths:
-            raise DatasetError(f"no frames for sequence '{sequence}' in {self.frames_dir(sequence)}")
+            raise DatasetError(f"no frames for sequence '{sequence}' in {self.frames_dir(sequence)}"
+                               + _other_files(self.frames_dir(sequence), "frames are .jpg files"))
         return paths
 
     def annotation_paths(self, sequence: str) -> list[Path]:

@@ -143,6 +143,15 @@ def test_an_upper_case_suffix_is_named_beside_the_missing_name(root: Path) -> No
     _fails(root, ONE, f"{frame}: missing (00003.JPG is there: DAVIS names are lower-case .jpg)", "shift every later")
 
 
+def test_frames_of_another_format_are_named_beside_no_frames(root: Path) -> None:
+    # A folder of PNG frames was "no frames for sequence" without a word on the files it holds.
+    for index in range(6):
+        frame = _frame(root, ONE, index)
+        Image.open(frame).save(frame.with_suffix(".png"))
+        frame.unlink()
+    _fails(root, ONE, f"no frames for sequence '{ONE}'", "frames are .jpg files (found 6 .png)")
+
+
 def test_annotation_without_a_frame_is_an_error(root: Path) -> None:
     shutil.copy(_annotation(root, ONE, 5), _annotation(root, ONE, 6))
     _fails(root, ONE, f"{_annotation(root, ONE, 6)}: annotation without a frame")
