@@ -186,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=path_arg, default=None, help="default: the shipped checkpoint")
     parser.add_argument("--davis-root", type=path_arg, default=None,
                         help="for one-shot J on its val videos and the held-out training videos (TrainConfig.holdout)")
+    parser.add_argument("--holdout", default=None,
+                        help="comma-separated held-out training videos measured beside val (default: those of "
+                             "TrainConfig.holdout the root has; '' for none): the --holdout you trained with")
     parser.add_argument("--one-shot-only", action="store_true", help="skip the speed figures")
     parser.add_argument("--aggregation", default=None, help="override the transfer aggregation (eq3|topk)")
     parser.add_argument("--stride", type=int, default=3, help="one-shot: every k-th frame (default %(default)s)")
@@ -211,9 +214,12 @@ def main(argv: list[str] | None = None) -> int:
             # one-shot J reads frames and annotations
             infos = validate_subset(args.davis_root, "val", scribbles=False)
             reader = DavisReader(args.davis_root)
-            for sequence in (s for s in HOLDOUT if reader.has_sequence(s)):  # measured too (one_shot_figures)
+            held_out = held_out_videos(reader, args.holdout)
+            for sequence in held_out:  # measured too (one_shot_figures)
                 infos.append(validate_sequence(reader, sequence, scribbles=False))
             check_one_shot_videos(reader, infos)
+        elif args.holdout is not None:
+            raise ValueError("--holdout: held-out videos are measured on --davis-root, and none was given")
         problem = output_file_problem(args.output, "--output is the JSON file to write")  # an earlier one is replaced
         if problem:
             raise OutputDirError(problem)
@@ -239,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.one_shot_only:
         report.update(speed_figures(model, config, transfer, args.repeats, device))
     if args.davis_root is not None:
-        report.update(one_shot_figures(model, config, transfer, args.davis_root, args.stride, device))
+        report.update(one_shot_figures(model, config, transfer, args.davis_root, args.stride, device, held_out))
     report["peak_memory"] = peak_memory_mb(device)
 
     _print(report)
@@ -269,13 +275,25 @@ def speed_figures(model: SiameseEmbedder, config: ModelConfig, transfer: Transfe
     return report
 
 
+def held_out_videos(reader: DavisReader, given: str | None) -> list[str]:
+    """The held-out training videos one-shot J is measured on: `given` (comma-separated, each in the root; '' for
+    none), or by default those of TrainConfig.holdout the root has (a partial root has some)."""
+    if given is None:
+        return [s for s in HOLDOUT if reader.has_sequence(s)]
+    names = [name.strip() for name in given.split(",") if name.strip()]
+    missing = [name for name in names if not reader.has_sequence(name)]
+    if missing:  # a typo measured nothing in its place, without a word
+        raise DatasetError(f"--holdout {', '.join(missing)}: not in {reader.root / 'JPEGImages' / '480p'}")
+    return list(dict.fromkeys(names))
+
+
 def one_shot_figures(model: SiameseEmbedder, config: ModelConfig, transfer: TransferConfig, root: Path, stride: int,
-                     device: torch.device) -> dict:
+                     device: torch.device, held_out: list[str] | None = None) -> dict:
     """One-shot J of the checkpoint and of the backbone's features without Siamese training, on the root's val
-    videos and on the held-out training videos it has (TrainConfig.holdout), at the agent's frame size."""
+    videos and on `held_out` (default: held_out_videos'), at the agent's frame size."""
     reader = DavisReader(root)
     splits = {"val": reader.sequences("val")}
-    held_out = [s for s in HOLDOUT if reader.has_sequence(s)]
+    held_out = held_out_videos(reader, None) if held_out is None else held_out
     if held_out:
         splits["held_out"] = held_out
     name, baseline, reason = untrained_baseline(config, device)

@@ -137,6 +137,22 @@ def test_a_broken_held_out_video_is_one_line_before_any_figure(tiny_synthetic_ro
     assert not output.exists()
 
 
+def test_holdout_names_the_held_out_videos_measured(tiny_checkpoint: Path, tiny_synthetic_root: Path, tmp_path: Path,
+                                                   capsys) -> None:
+    """Only TrainConfig.holdout's videos were measured as held out: a model trained with its own --holdout had
+    its held-out videos left unmeasured, without a word."""
+    output = tmp_path / "bench.json"
+    args = ["--one-shot-only", "--davis-root", str(tiny_synthetic_root), "--checkpoint", str(tiny_checkpoint),
+            "--device", "cpu", "--output", str(output)]
+    assert main([*args, "--holdout", "synth-002, synth-001"]) == 0
+    for splits in json.loads(output.read_text())["one_shot_J"].values():
+        assert set(splits["held_out"]) == {"synth-002", "synth-001", "mean"}
+    assert "one-shot J, checkpoint, held_out: mean" in capsys.readouterr().out
+    assert main([*args, "--holdout", "synth-001,bogus"]) == 2  # a typo measured nothing in its place
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--holdout bogus: not in" in errors[0], errors
+
+
 def test_a_one_frame_video_is_one_line_not_its_own_transfer(tiny_checkpoint: Path, tiny_synthetic_root: Path,
                                                               tmp_path: Path, capsys) -> None:
     """A video of one frame has no frame to transfer frame 0 to: its one-shot J was frame 0's own (~0.9)."""
