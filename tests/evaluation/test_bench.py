@@ -153,6 +153,20 @@ def test_holdout_names_the_held_out_videos_measured(tiny_checkpoint: Path, tiny_
     assert len(errors) == 1 and "--holdout bogus: not in" in errors[0], errors
 
 
+@pytest.mark.parametrize("name", ["synth-001/", "synth-001/.", "ROOT/JPEGImages/480p/synth-001"])
+def test_a_path_as_holdout_name_is_one_line(tiny_checkpoint: Path, tiny_synthetic_root: Path, tmp_path: Path, capsys,
+                                            name: str) -> None:
+    """A path (a shell's trailing slash, another folder) was measured under that name: a video counted twice, or
+    another root's."""
+    output = tmp_path / "bench.json"
+    name = name.replace("ROOT", str(tiny_synthetic_root))
+    assert main(["--one-shot-only", "--davis-root", str(tiny_synthetic_root), "--holdout", f"synth-001,{name}",
+                 "--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--output", str(output)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"--holdout {name}: not a sequence name" in errors[0], errors
+    assert not output.exists()
+
+
 def test_a_one_frame_video_is_one_line_not_its_own_transfer(tiny_checkpoint: Path, tiny_synthetic_root: Path,
                                                               tmp_path: Path, capsys) -> None:
     """A video of one frame has no frame to transfer frame 0 to: its one-shot J was frame 0's own (~0.9)."""
