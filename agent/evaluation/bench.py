@@ -290,6 +290,14 @@ def held_out_videos(reader: DavisReader, given: str | None) -> list[str]:
     missing = [name for name in names if not reader.has_sequence(name)]
     if missing:  # a typo measured nothing in its place, without a word
         raise DatasetError(f"--holdout {', '.join(missing)}: not in {reader.root / 'JPEGImages' / '480p'}")
+    try:
+        val = set(reader.sequences("val"))
+    except DatasetError:  # no val list: nothing measured as val
+        val = set()
+    both = [name for name in names if name in val]
+    if both:  # measured twice, its val J counted into the held-out mean without a word
+        raise DatasetError(f"--holdout {', '.join(both)}: a val video ({reader.subset_file('val')}), measured as val "
+                           "already: held-out videos are the training videos agent.train --holdout left out")
     return list(dict.fromkeys(names))
 
 
