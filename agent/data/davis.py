@@ -92,6 +92,11 @@ def _other_files(folder: Path, rule: str) -> str:
     return f": {rule} (found {found})" if found else ""
 
 
+def is_sequence_name(name: str) -> bool:
+    """Whether `name` can name a sequence: one folder name, not a path (`JPEGImages/480p/dog`, `../x`, `dog/`)."""
+    return "/" not in name and name not in (".", "..")
+
+
 class DavisReader:
     def __init__(self, root: str | Path, resolution: str = "480p") -> None:
         self.root = Path(root).expanduser()
@@ -146,7 +151,7 @@ class DavisReader:
             names = [line.strip() for line in text.splitlines() if line.strip()]
             # A path (`JPEGImages/480p/dog`, `../x`) names no sequence of the root: it was "not in the root" and left
             # out with an INFO line, or read from outside the root.
-            odd = next((name for name in names if "/" in name or name in (".", "..")), None)
+            odd = next((name for name in names if not is_sequence_name(name)), None)
             if odd is not None:
                 raise DatasetError(f"{listing}: {odd!r} is not a sequence name (one folder name of "
                                    f"JPEGImages/{self.resolution} per line, without a path)")

@@ -30,7 +30,7 @@ import torch
 from skimage import data as skimage_data
 
 from ..config import HOLDOUT, AgentConfig, CRFConfig, ModelConfig, TransferConfig
-from ..data.davis import DatasetError, DavisReader
+from ..data.davis import DatasetError, DavisReader, is_sequence_name
 from ..data.validation import validate_sequence, validate_subset
 from ..device import resolve_device
 from ..inference.crf import refine_frames, warm_up, worker_count
@@ -281,9 +281,23 @@ def held_out_videos(reader: DavisReader, given: str | None) -> list[str]:
     if given is None:
         return [s for s in HOLDOUT if reader.has_sequence(s)]
     names = [name.strip() for name in given.split(",") if name.strip()]
+    # A path (`dog/` as a shell completes it, `../other/JPEGImages/480p/x`) was measured under that name: a video
+    # counted twice (`dog,dog/`), or another root's
+    odd = [name for name in names if not is_sequence_name(name)]
+    if odd:
+        raise DatasetError(f"--holdout {', '.join(odd)}: not a sequence name (a folder name of "
+                           f"{reader.root / 'JPEGImages' / reader.resolution}, without a path)")
     missing = [name for name in names if not reader.has_sequence(name)]
     if missing:  # a typo measured nothing in its place, without a word
         raise DatasetError(f"--holdout {', '.join(missing)}: not in {reader.root / 'JPEGImages' / '480p'}")
+    try:
+        val = set(reader.sequences("val"))
+    except DatasetError:  # no val list: nothing measured as val
+        val = set()
+    both = [name for name in names if name in val]
+    if both:  # measured twice, its val J counted into the held-out mean without a word
+        raise DatasetError(f"--holdout {', '.join(both)}: a val video ({reader.subset_file('val')}), measured as val "
+                           "already: held-out videos are the training videos agent.train --holdout left out")
     return list(dict.fromkeys(names))
 
 

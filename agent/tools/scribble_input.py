@@ -260,8 +260,13 @@ def _check_segmented(path: Path, settings: object, video: VideoSource) -> None:
     hint = "remove 'segmented' to play its strokes on any video"
     size = settings.get("working_size") if isinstance(settings, dict) else None
     frames = settings.get("num_frames") if isinstance(settings, dict) else None
+    # in_chunks and crf_scale are compared and named in replay.replay_warnings: null or "yes" was a KeyError traceback
+    chunks = settings.get("in_chunks", False) if isinstance(settings, dict) else None
+    crf = settings.get("crf_scale", 0) if isinstance(settings, dict) else None
     if (not isinstance(frames, int) or isinstance(frames, bool) or frames < 1 or not isinstance(size, list)
-            or len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+            or len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
+            or not isinstance(chunks, bool)
+            or not (crf == "config" or isinstance(crf, int | float) and not isinstance(crf, bool) and 0 <= crf <= 1)):
         raise InputError(f"{path}: 'segmented' must be what an export writes ({{\"num_frames\": 100, "
                          f"\"working_size\": [240, 426], ...}}), got {str(settings)[:80]}: {hint}")
     if frames != video.num_frames:

@@ -141,8 +141,13 @@ def test_holdout_names_the_held_out_videos_measured(tiny_checkpoint: Path, tiny_
                                                    capsys) -> None:
     """Only TrainConfig.holdout's videos were measured as held out: a model trained with its own --holdout had
     its held-out videos left unmeasured, without a word."""
+    import shutil
+
+    root = tmp_path / "root"  # synth-001 and synth-002 training videos, not val
+    shutil.copytree(tiny_synthetic_root, root)
+    (root / "ImageSets" / "2017" / "val.txt").write_text("synth-000\n")
     output = tmp_path / "bench.json"
-    args = ["--one-shot-only", "--davis-root", str(tiny_synthetic_root), "--checkpoint", str(tiny_checkpoint),
+    args = ["--one-shot-only", "--davis-root", str(root), "--checkpoint", str(tiny_checkpoint),
             "--device", "cpu", "--output", str(output)]
     assert main([*args, "--holdout", "synth-002, synth-001"]) == 0
     for splits in json.loads(output.read_text())["one_shot_J"].values():
@@ -151,6 +156,31 @@ def test_holdout_names_the_held_out_videos_measured(tiny_checkpoint: Path, tiny_
     assert main([*args, "--holdout", "synth-001,bogus"]) == 2  # a typo measured nothing in its place
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "--holdout bogus: not in" in errors[0], errors
+
+
+def test_a_val_video_as_holdout_is_one_line(tiny_checkpoint: Path, tiny_synthetic_root: Path, tmp_path: Path,
+                                           capsys) -> None:
+    """A val video named held out was measured twice, its val J counted into the held-out mean without a word."""
+    output = tmp_path / "bench.json"
+    assert main(["--one-shot-only", "--davis-root", str(tiny_synthetic_root), "--holdout", "synth-001",
+                 "--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--output", str(output)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--holdout synth-001: a val video" in errors[0], errors
+    assert not output.exists()
+
+
+@pytest.mark.parametrize("name", ["synth-001/", "synth-001/.", "ROOT/JPEGImages/480p/synth-001"])
+def test_a_path_as_holdout_name_is_one_line(tiny_checkpoint: Path, tiny_synthetic_root: Path, tmp_path: Path, capsys,
+                                            name: str) -> None:
+    """A path (a shell's trailing slash, another folder) was measured under that name: a video counted twice, or
+    another root's."""
+    output = tmp_path / "bench.json"
+    name = name.replace("ROOT", str(tiny_synthetic_root))
+    assert main(["--one-shot-only", "--davis-root", str(tiny_synthetic_root), "--holdout", f"synth-001,{name}",
+                 "--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--output", str(output)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"--holdout {name}: not a sequence name" in errors[0], errors
+    assert not output.exists()
 
 
 def test_a_one_frame_video_is_one_line_not_its_own_transfer(tiny_checkpoint: Path, tiny_synthetic_root: Path,

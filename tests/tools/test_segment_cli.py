@@ -303,6 +303,7 @@ BACKGROUND = {"path": [[0.1, 0.1], [0.2, 0.1]], "object_id": 0}
     ("segmented for more frames", "exported for a video of 12 frames, but"),
     ("segmented not an export's", "'segmented' must be what an export writes"),
     ("content not an export's", "'segmented' 'content' must be what an export writes"),
+    ("in_chunks not a bool", "'segmented' must be what an export writes"),
 ])
 def test_bad_rounds_are_one_error_line_before_any_work(small_video, tmp_path, capsys, monkeypatch, case, message):
     from agent.inference.agent import InteractiveAgent
@@ -352,6 +353,9 @@ def test_bad_rounds_are_one_error_line_before_any_work(small_video, tmp_path, ca
         sources += [tmp_path / "fixes.json"]
     elif case in ("segmented for more frames", "segmented not an export's"):
         segmented = {"num_frames": 12, "working_size": [240, 426]} if case.endswith("frames") else [8]
+        path.write_text(json.dumps({"scribbles": first, "rounds": [first], "segmented": segmented}))
+    elif case == "in_chunks not a bool":  # edited by hand: replay_warnings' KeyError traceback
+        segmented = {"num_frames": 8, "working_size": [240, 426], "in_chunks": None, "crf_scale": 0}
         path.write_text(json.dumps({"scribbles": first, "rounds": [first], "segmented": segmented}))
     elif case == "content not an export's":  # checked once the frames are read, before the model loads
         segmented = {"num_frames": 8, "working_size": [240, 426], "content": {"frames": [0, 8], "means": [[1]] * 2}}
