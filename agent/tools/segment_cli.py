@@ -143,9 +143,10 @@ def main(argv: list[str] | None = None) -> int:
             video = open_video(args.video)
             # Every source is read before the first round plays: a mistake in the corrections came last.
             sources = load_sources(args.scribbles, video)
-            for line in settings_warnings(sources, video, args):
-                print(f"warning: {line}", file=sys.stderr)
+            warnings = settings_warnings(sources, video, args)
             output = prepare_output(args.output, args.overwrite, video=video.path)
+            for line in warnings:  # after the output's check: a refused run is its one error line alone
+                print(f"warning: {line}", file=sys.stderr)
             started = time.perf_counter()
             try:
                 run(video, sources, output, config, args)

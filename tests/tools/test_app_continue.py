@@ -169,6 +169,10 @@ def test_an_export_of_another_video_is_refused_and_other_settings_warned(small_v
     assert code == 0 and len(warnings) == 1, warnings
     assert "--working-size (frames of 213x120 then, 178x100 now), --chunk-frames (in one agent then, in chunks now)" \
         in warnings[0] and warnings[0].startswith(f"warning: {scribbles} was segmented with another ")
+    code = main([str(small_video.folder), "--scribbles", scribbles, "--output", str(earlier),  # not empty
+                 "--checkpoint", str(tiny_checkpoint), *SETTINGS, "--working-size", "100"])
+    err = capsys.readouterr().err.strip().splitlines()  # the warning came first: two lines for a refused run
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and "not empty" in err[0], err
     code = main([str(small_video.folder), "--scribbles", scribbles, "--output", str(tmp_path / "same"),
                  "--checkpoint", str(tiny_checkpoint), *SETTINGS])
     assert code == 0 and "warning:" not in capsys.readouterr().err
