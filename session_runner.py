@@ -217,6 +217,10 @@ def _run(config: RunConfig, args: argparse.Namespace) -> int:
     final = publish(output)
     summary = result.summary
     print(printed_figures(summary))
+    unavailable = (summary.get("framework") or {}).get("unavailable")
+    if unavailable:  # every round played and scored: only the server's own summary is missing
+        print(f"warning: the evaluation server's own summary could not be fetched ({unavailable}); every round was "
+              "played and scored, and the figures above are this run's own", file=sys.stderr)
     if summary.get("rounds_late"):  # the framework's own warning came glued to a progress bar, without a name
         print(f"warning: {summary['rounds_late']} of {summary['rounds_played']} rounds were not scored: the "
               "framework scores no round submitted after its sample's time limit (session.max_time per object), "

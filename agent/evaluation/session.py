@@ -19,10 +19,13 @@ import pandas as pd
 from tqdm import tqdm
 
 from ..config import SessionConfig, to_dict
-from ..data import compat  # noqa: F401  (patches davisinteractive before it is imported)
+from ..data import (
+    compat,  # noqa: F401  (patches davisinteractive before it is imported)
+    remote_compat,
+)
 from ..data.davis import DatasetError, DavisReader, SequenceInfo
 from ..data.registry import Registration, register_dataset
-from ..errors import typed_line
+from ..errors import first_line, typed_line
 from ..inference.plan import Strategy, plan_round
 from ..inference.predictor import Predictor
 from ..signals import deferred_signals, signal_name
@@ -147,7 +150,13 @@ def run_session(
                                              played)
                 progress.update(1)
                 progress.set_postfix_str(f"{sequence} #{interaction}")
-            framework_summary = session.get_global_summary()
+            try:
+                framework_summary = session.get_global_summary()
+            except remote_compat.RemoteServerError as error:
+                # Every round was played and scored (the report as last fetched holds them): the run is complete,
+                # only the server's own summary is missing (it was an interrupted run's "results so far").
+                framework_summary = {"unavailable": first_line(error)}
+                log.warning("the evaluation server's own summary could not be fetched: %s", first_line(error))
             interrupted = False
         except BaseException as error:
             # A message-less error (a bare KeyError) is its type alone: it was "KeyError: KeyError".

@@ -122,6 +122,29 @@ def test_server_going_away_is_one_line_and_keeps_results(tiny_synthetic_root, se
     assert (output / "curve.png").is_file()
 
 
+def test_a_server_summary_that_fails_after_every_round_leaves_a_complete_run(tiny_synthetic_root, server, tmp_path,
+                                                                             monkeypatch, capsys):
+    """The server's own summary failing after every round was played made the run an interrupted one: "results so
+    far", exit 1, auc null (and a merge of it too), though every round had been scored."""
+    from davisinteractive.session import DavisInteractiveSession
+
+    from agent.data import remote_compat
+
+    def unavailable(self):
+        raise remote_compat.ServerUnavailableError("evaluation server unavailable: GET /api/evaluation/summary")
+    monkeypatch.setattr(DavisInteractiveSession, "get_global_summary", unavailable)
+    output = tmp_path / "out"
+    assert _cli(tiny_synthetic_root, output, "--host", server.url, "--user-key", "tester") == 0
+    err = capsys.readouterr().err
+    assert "error:" not in err and "results so far" not in err
+    warnings = [line for line in err.splitlines() if line.startswith("warning: the evaluation server's own summary")]
+    assert len(warnings) == 1 and "GET /api/evaluation/summary" in warnings[0], err
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["complete"] is True and summary["interrupted"] is False and summary["auc"] > 0
+    assert summary["evaluated_fraction"] == 1.0
+    assert summary["framework"] == {"unavailable": "evaluation server unavailable: GET /api/evaluation/summary"}
+
+
 def _answering(root, path: str, body) -> object:
     """The local server, except that `path`'s answers are `body` (the request is still played)."""
     from starlette.responses import JSONResponse
