@@ -166,6 +166,10 @@ def _misfiled(reader: DavisReader, name: str) -> str | None:
         if odd:
             return f"{folder}: is {odd}, not the sequence's folder"
     frames = reader.frames_dir(name)
+    if not frames.exists() and frames.parent.is_dir():  # `Dog` listed, `dog/` there: left out with an INFO line
+        other = next((p for p in frames.parent.iterdir() if p.name.lower() == name.lower() and p.is_dir()), None)
+        if other is not None:
+            return f"{frames}: missing ({other.name} is there: sequence names are case-sensitive)"
     if frames.is_dir() and not any(frames.glob("*.jpg")):
         others = sorted({p.suffix or p.name for p in frames.iterdir() if p.is_file()})
         if others:

@@ -204,6 +204,14 @@ def test_frames_in_another_format_or_an_empty_annotation_folder_are_errors(custo
     assert registry.register_dataset(custom_root, "val", skip_bad=True).sequences == ["alpha"]
 
 
+def test_a_listed_name_whose_folder_is_there_in_another_case_is_an_error(custom_root: Path) -> None:
+    # `Beta` listed, `beta/` there: left out as "not in the root" with an INFO line, the run went on without it.
+    write_listing(custom_root, "val", ["alpha", "Beta"])
+    with pytest.raises(DatasetError, match=r"480p/Beta: missing \(beta is there: sequence names are case-sensitive\)"):
+        registry.register_dataset(custom_root, "val")
+    assert registry.register_dataset(custom_root, "val", skip_bad=True).sequences == ["alpha"]
+
+
 @pytest.mark.parametrize(("kind", "make", "what"), [
     ("JPEGImages/480p", lambda path: path.symlink_to("/nonexistent/beta"), "a symbolic link to a missing file"),
     ("Annotations/480p", lambda path: path.symlink_to(path), "a loop of symbolic links"),
