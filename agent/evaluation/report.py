@@ -331,7 +331,8 @@ def write_outputs(
 
 def main(argv: list[str] | None = None) -> int:
     """python -m agent.report RUN_DIR[=LABEL] ... --output curves.png: the runs' curves in one plot.
-    python -m agent.report merge RUN_DIR... --output DIR: shards' results merged into one run's."""
+    python -m agent.report merge RUN_DIR... --output DIR: shards' results merged into one run's.
+    python -m agent.report compare RUN_A RUN_B: the second run against the first, per interaction and sample."""
     import sys
 
     try:
@@ -350,6 +351,10 @@ def _main(argv: list[str] | None) -> int:
         from .sharding import main as merge_main
 
         return merge_main(argv[1:])
+    if argv[:1] == ["compare"]:
+        from .compare import main as compare_main
+
+        return compare_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m agent.report", description=main.__doc__)
     parser.add_argument("runs", nargs="+", help="session output directories (with summary.json), optionally =LABEL")
     parser.add_argument("--output", type=path_arg, required=True, help="PNG to write")

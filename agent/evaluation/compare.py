@@ -1,0 +1,109 @@
+"""Two session runs side by side, on the samples both played: `python -m agent.report compare RUN_A RUN_B`.
+
+Each run's metric per sample and interaction is read from its report.csv as the summary counts it
+(report.per_object_results: the mean over a sample's objects; a round not submitted in time keeps the last one's
+value), so the figures agree with each run's summary.json. Printed: the mean per interaction of each run and their
+difference, the mean over the interactions, the drops after a new stroke (report.drops_after_strokes), and the
+samples whose last interaction changed most.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import first_line
+from ..paths import not_a_file, path_arg, read_json
+from .report import (
+    METRIC_COLUMNS,
+    SampleLayout,
+    drops_after_strokes,
+    figures_line,
+    load_report,
+    per_object_results,
+)
+
+
+class CompareError(ValueError):
+    """A run that cannot be compared: one line naming its file."""
+
+
+def sample_results(run: Path) -> tuple[pd.DataFrame, dict]:
+    """(per_object_results of the samples `run` played, its summary.json), read from its summary.json and report.csv."""
+    path = run / "summary.json"
+    why = not_a_file(path)
+    if why:
+        raise CompareError(f"{path} {why} (pass the output directory of a session run)")
+    try:
+        summary = read_json(path)
+        layout = SampleLayout(**summary["layout"])
+        metric, interactions = summary["metric"], int(summary["max_interactions"])
+        report = load_report(run / "report.csv")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CompareError(f"{run}: not a session run's results (summary.json with its layout, report.csv): "
+                           f"{first_line(error)}") from error
+    if metric not in METRIC_COLUMNS:
+        raise CompareError(f"{path}: unknown metric {metric!r}")
+    played = set(zip(report["sequence"].astype(str), report["scribble_idx"].astype(int), strict=True))
+    return per_object_results(report, layout, interactions, samples=played), summary
+
+
+def compare(first: Path, second: Path, top: int = 10) -> str:
+    """The comparison's text (module docstring); CompareError for runs of other metrics or no common sample."""
+    (a, summary_a), (b, summary_b) = sample_results(first), sample_results(second)
+    metric, other = summary_a["metric"], summary_b["metric"]
+    if metric != other:
+        raise CompareError(f"{first} ({metric}) and {second} ({other}): runs of different metrics")
+    column = METRIC_COLUMNS[metric]
+    per = {}
+    for name, results in (("a", a), ("b", b)):
+        per[name] = results.groupby(["sequence", "scribble_idx", "interaction"])[column].mean().unstack("interaction")
+    common = per["a"].index.intersection(per["b"].index)
+    if common.empty:
+        raise CompareError(f"{first} and {second} played no sample in common")
+    rounds = sorted(set(per["a"].columns) & set(per["b"].columns))
+    a_table, b_table = per["a"].loc[common, rounds], per["b"].loc[common, rounds]
+    labels = {"a": first.name or str(first), "b": second.name or str(second)}
+    width = max(12, *(len(label) for label in labels.values()))
+    header = "".join(f"{f'{metric}@{r}':>8}" for r in rounds)
+    lines = [f"{len(common)} samples in both ({labels['a']}: {len(per['a'])}, {labels['b']}: {len(per['b'])}); "
+             f"{metric} per interaction, mean over them:",
+             f"{'':<{width}}{header}{'mean':>8}  drops > 0.02"]
+    drops = {}
+    for name, table, results in (("a", a_table, a), ("b", b_table, b)):
+        keep = results.set_index(["sequence", "scribble_idx"]).index.isin(common)
+        found = drops_after_strokes(results[keep & results["interaction"].isin(rounds)], column)
+        drops[name] = found
+        values = "".join(f"{v:8.3f}" for v in table.mean())
+        lines.append(f"{labels[name]:<{width}}{values}{table.to_numpy().mean():8.3f}  "
+                     f"{len(found['samples'])} of {found['rounds']}")
+    difference = b_table - a_table
+    whole = {name: figures_line(summary) for name, summary in (("a", summary_a), ("b", summary_b))}
+    values = "".join(f"{v:+8.3f}" for v in difference.mean())
+    lines.append(f"{'difference':<{width}}{values}{difference.to_numpy().mean():+8.3f}")
+    lines.append(f"whole runs (their own samples and clock): {labels['a']} {whole['a']}; {labels['b']} {whole['b']}")
+    last = difference[rounds[-1]].sort_values(key=abs, ascending=False).head(top)
+    lines.append(f"{metric}@{rounds[-1]}, {labels['b']} - {labels['a']}, largest changes first:")
+    lines += [f"  {sequence} {scribble}: {change:+.3f} ({a_table.loc[(sequence, scribble), rounds[-1]]:.3f} -> "
+              f"{b_table.loc[(sequence, scribble), rounds[-1]]:.3f})" for (sequence, scribble), change in last.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m agent.report compare RUN_A RUN_B: the second run against the first, on the samples both played."""
+    parser = argparse.ArgumentParser(prog="python -m agent.report compare", description=main.__doc__)
+    parser.add_argument("first", type=path_arg, help="output directory of a session run (the baseline)")
+    parser.add_argument("second", type=path_arg, help="output directory of the run compared with it")
+    parser.add_argument("--top", type=int, default=10, help="samples listed by their last change (default %(default)s)")
+    args = parser.parse_args(argv)
+    if args.top < 0:
+        parser.exit(2, f"error: --top must be >= 0, got {args.top}\n")
+    try:
+        print(compare(args.first, args.second, args.top))
+    except CompareError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
