@@ -185,17 +185,17 @@ def check_checkpoint_fits(path: str | Path) -> ModelConfig:
     """Read a checkpoint and check its weights fit the model it names (keys, shapes, floating-point where
     the model's are) without loading them; its ModelConfig. Building the bare model takes well under a second:
     a preflight can afford it, where loading the agent takes 10-15 s."""
-    return _fitted(Path(path))[1]
+    return _fitted(Path(path), quiet=True)[1]
 
 
-def _fitted(path: Path, expected: ModelConfig | None = None):
+def _fitted(path: Path, expected: ModelConfig | None = None, quiet: bool = False):
     """(bare model, its config, the float32 state that fits it, the payload), or CheckpointError."""
     payload = _read(path)
     config = _model_config(path, payload)
     if expected is not None:
         check_expected(path, config, expected)
     try:
-        model = build_model(config, load_pretrained=False)
+        model = build_model(config, load_pretrained=False, quiet=quiet)
     except (ValueError, KeyError, IndexError, TypeError) as error:  # a stored value the builder cannot take
         raise CheckpointError(f"checkpoint {path}: cannot build its model ({first_line(error)})") from error
     current = model.state_dict()

@@ -295,10 +295,11 @@ class SiameseEmbedder(nn.Module):
         return torch.cat(out)
 
 
-def build_model(config: ModelConfig, load_pretrained: bool = True) -> SiameseEmbedder:
-    """A SiameseEmbedder; load_pretrained=False skips downloading/reading backbone weights (checkpoint loads)."""
+def build_model(config: ModelConfig, load_pretrained: bool = True, quiet: bool = False) -> SiameseEmbedder:
+    """A SiameseEmbedder; load_pretrained=False skips downloading/reading backbone weights (checkpoint loads);
+    quiet: no INFO line (a bare model built only to check a checkpoint, before a run that may yet be refused)."""
     model = SiameseEmbedder(config, load_pretrained=load_pretrained)
-    log.info(
+    (log.debug if quiet else log.info)(
         "model: %s (os %d, %d channels) -> d=%d, %.1fM parameters",
         config.backbone,
         config.output_stride,

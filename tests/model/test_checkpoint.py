@@ -96,6 +96,16 @@ def test_mismatched_config_and_shapes(tmp_path):
         load_checkpoint(path, expected=ModelConfig(backbone="efficientnet-lite0", embedding_dim=8))
 
 
+def test_a_checkpoint_checked_says_nothing_of_the_bare_model(tmp_path, caplog):
+    # agent.segment checks it before a run that may yet be refused: its "model: ..." line came before the error.
+    path = save_checkpoint(tmp_path / "ok.pt", _model())
+    with caplog.at_level("INFO", logger="agent.model.siamese"):
+        check_checkpoint_fits(path)
+        assert not [r for r in caplog.records if r.name == "agent.model.siamese" and r.levelname == "INFO"]
+        load_checkpoint(path)  # the model a run uses is still named
+        assert [r for r in caplog.records if r.name == "agent.model.siamese" and r.getMessage().startswith("model:")]
+
+
 def test_weights_that_do_not_fit_are_found_without_loading_them(tmp_path):
     # What the preflight calls: the bare model is built (well under a second), nothing is loaded.
     with pytest.raises(CheckpointError, match="shape"):
