@@ -148,7 +148,8 @@ class DavisReader:
                 text = listing.read_text(encoding="utf-8-sig")
             except (UnicodeDecodeError, OSError) as error:
                 raise DatasetError(f"{listing}: cannot be read as UTF-8 text ({error})") from error
-            names = [line.strip() for line in text.splitlines() if line.strip()]
+            # A line starting with `#` is a comment (a video commented out was "not in the root", an INFO line).
+            names = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
             # A path (`JPEGImages/480p/dog`, `../x`) names no sequence of the root: it was "not in the root" and left
             # out with an INFO line, or read from outside the root.
             odd = next((name for name in names if not is_sequence_name(name)), None)

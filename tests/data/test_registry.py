@@ -204,6 +204,13 @@ def test_frames_in_another_format_or_an_empty_annotation_folder_are_errors(custo
     assert registry.register_dataset(custom_root, "val", skip_bad=True).sequences == ["alpha"]
 
 
+def test_comment_lines_in_a_listing_are_no_names(custom_root: Path) -> None:
+    # `# beta` (a video commented out) was a sequence name the root lacks: "1 missing (# beta: not in the root)".
+    write_listing(custom_root, "val", ["# videos we play", "alpha", "  # beta"])
+    reg = registry.register_dataset(custom_root, "val")
+    assert reg.sequences == ["alpha"] and reg.missing == [] and reg.reasons == {}
+
+
 def test_a_listed_name_whose_folder_is_there_in_another_case_is_an_error(custom_root: Path) -> None:
     # `Beta` listed, `beta/` there: left out as "not in the root" with an INFO line, the run went on without it.
     write_listing(custom_root, "val", ["alpha", "Beta"])
