@@ -81,11 +81,17 @@ class SequenceInfo:
     num_scribbles: int
 
 
+def file_kinds(folder: Path) -> Counter:
+    """How many files of each kind (suffix, or the name of one without) `folder` holds; OSError if it cannot be
+    listed."""
+    return Counter(path.suffix or path.name for path in folder.iterdir() if path.is_file())
+
+
 def _other_files(folder: Path, rule: str) -> str:
     """': <rule> (found 12 .png, 1 .txt)' for a folder that holds files of other kinds, else '' (its frames as
     .png or .jpeg were "no frames" without a word on why)."""
     try:
-        kinds = Counter(path.suffix or path.name for path in folder.iterdir() if path.is_file())
+        kinds = file_kinds(folder)
     except OSError:
         return ""
     found = ", ".join(f"{count} {kind}" for kind, count in kinds.most_common(3))

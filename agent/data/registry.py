@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..paths import broken_link
 from . import compat  # noqa: F401  (patches davisinteractive before it is imported)
-from .davis import DatasetError, DavisReader, SequenceInfo
+from .davis import DatasetError, DavisReader, SequenceInfo, file_kinds
 from .validation import count_scribble_files, validate_sequence
 
 from davisinteractive.dataset.davis import Davis  # isort: skip  (must come after compat)
@@ -171,7 +171,7 @@ def _misfiled(reader: DavisReader, name: str) -> str | None:
         if other is not None:
             return f"{frames}: missing ({other.name} is there: sequence names are case-sensitive)"
     if frames.is_dir() and not any(frames.glob("*.jpg")):
-        others = sorted({p.suffix or p.name for p in frames.iterdir() if p.is_file()})
+        others = sorted(file_kinds(frames))
         if others:
             return (f"{frames}: no .jpg frame (it holds {', '.join(others)} files): frames must be 00000.jpg, "
                     "00001.jpg, ...")
