@@ -289,7 +289,7 @@ def held_out_videos(reader: DavisReader, given: str | None) -> list[str]:
                            f"{reader.root / 'JPEGImages' / reader.resolution}, without a path)")
     missing = [name for name in names if not reader.has_sequence(name)]
     if missing:  # a typo measured nothing in its place, without a word
-        raise DatasetError(f"--holdout {', '.join(missing)}: not in {reader.root / 'JPEGImages' / '480p'}")
+        raise DatasetError(f"--holdout {', '.join(missing)}: not in {reader.root / 'JPEGImages' / reader.resolution}")
     try:
         val = set(reader.sequences("val"))
     except DatasetError:  # no val list: nothing measured as val

@@ -72,11 +72,9 @@ def compare(first: Path, second: Path, top: int = 10) -> str:
     lines = [f"{len(common)} samples in both ({labels['a']}: {len(per['a'])}, {labels['b']}: {len(per['b'])}); "
              f"{metric} per interaction, mean over them:",
              f"{'':<{width}}{header}{'mean':>8}  drops > 0.02"]
-    drops = {}
     for name, table, results in (("a", a_table, a), ("b", b_table, b)):
         keep = results.set_index(["sequence", "scribble_idx"]).index.isin(common)
         found = drops_after_strokes(results[keep & results["interaction"].isin(rounds)], column)
-        drops[name] = found
         values = "".join(f"{v:8.3f}" for v in table.mean())
         lines.append(f"{labels[name]:<{width}}{values}{table.to_numpy().mean():8.3f}  "
                      f"{len(found['samples'])} of {found['rounds']}")
