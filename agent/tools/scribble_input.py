@@ -258,12 +258,12 @@ def _check_segmented(path: Path, settings: object, video: VideoSource) -> None:
     if settings is None:
         return
     hint = "remove 'segmented' to play its strokes on any video"
-    size = settings.get("working_size") if isinstance(settings, dict) else None
-    frames = settings.get("num_frames") if isinstance(settings, dict) else None
+    known = settings if isinstance(settings, dict) else {}
+    size, frames = known.get("working_size"), known.get("num_frames")
     # in_chunks and crf_scale are compared and named in replay.replay_warnings: null or "yes" was a KeyError traceback
-    chunks = settings.get("in_chunks", False) if isinstance(settings, dict) else None
-    crf = settings.get("crf_scale", 0) if isinstance(settings, dict) else None
-    if (not isinstance(frames, int) or isinstance(frames, bool) or frames < 1 or not isinstance(size, list)
+    chunks, crf = known.get("in_chunks", False), known.get("crf_scale", 0)
+    if (not isinstance(settings, dict) or not isinstance(frames, int) or isinstance(frames, bool) or frames < 1
+            or not isinstance(size, list)
             or len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
             or not isinstance(chunks, bool)
             or not (crf == "config" or isinstance(crf, int | float) and not isinstance(crf, bool) and 0 <= crf <= 1)):
