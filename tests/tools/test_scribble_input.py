@@ -171,6 +171,23 @@ def test_a_semi_transparent_brush_is_named_in_no_object_scribble(small_video, tm
         load_scribbles(tmp_path, video)
 
 
+def test_a_scribble_image_saved_as_jpeg_is_told_to_be_a_png(small_video, tmp_path):
+    """JPEG's compression changes the colours of every stroke at any quality: the line advised a hard-edged brush,
+    though the strokes were painted with one."""
+    video = open_video(small_video.video)
+    image = np.zeros((240, 426, 3), np.uint8)
+    image[20:24, 10:200] = object_colour(1)
+    image[50:53, 20:300] = object_colour(2)
+    Image.fromarray(image).save(tmp_path / "00001.png")
+    assert load_scribbles(tmp_path / "00001.png", video)["scribbles"][1]  # a PNG: read as painted
+    Image.fromarray(image).save(tmp_path / "00001.jpg", quality=100)
+    with pytest.raises(InputError, match=r"00001.jpg: unknown colour .* unknown colours\): it is a JPEG, whose "
+                                         r"compression blurs the colours of every stroke .*: save scribble images as "
+                                         r"PNG$") as error:
+        load_scribbles(tmp_path / "00001.jpg", video)
+    assert "brush" not in str(error.value)
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda link: link.symlink_to("gone.png"), r"a symbolic link to a missing file \(gone.png\)"),
     (lambda link: link.symlink_to(link.name), "a loop of symbolic links"),
