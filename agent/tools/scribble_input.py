@@ -331,12 +331,30 @@ def read_scribble_image(path: Path, video: VideoSource) -> np.ndarray:
                                  "RGBA colours (docs/OWN_VIDEOS.md)")
             rgba = np.asarray(upright(image).convert("RGBA"))
             lossy = image.format in LOSSY_FORMATS
+            grey = image.mode in ("L", "LA")
     except IMAGE_ERRORS as error:
         raise InputError(f"cannot read scribble image {path} ({error})") from error
     if rgba.shape[:2] != (video.height, video.width):
         raise InputError(f"{path} is {rgba.shape[1]}x{rgba.shape[0]} but the video is {video.width}x{video.height}:"
                          " paint the scribbles on a frame of the video at its own size")
+    if grey and not lossy:
+        _refuse_grey_ids(path, rgba)
     return colours_to_labels(rgba, source=str(path), lossy=lossy)
+
+
+def _refuse_grey_ids(path: Path, rgba: np.ndarray) -> None:
+    """InputError for a grey image holding levels 1..COLOUR_TOLERANCE: object ids (a grey mask of ids, as DAVIS
+    annotations may be saved), which read as black, nothing. A first round was "no object scribble" without a word
+    of why; a later one played its white (255) as background strokes alone, its objects dropped without a word."""
+    levels = rgba[..., 0][rgba[..., 3] >= 128]
+    ids = np.unique(levels[(levels >= 1) & (levels <= COLOUR_TOLERANCE)])
+    if ids.size:
+        count = int(np.count_nonzero((levels >= 1) & (levels <= COLOUR_TOLERANCE)))
+        held = f"level {ids[0]}" if ids.size == 1 else f"levels {ids[0]}..{ids[-1]}"
+        raise InputError(f"{path}: a grey image holding {held} ({count} pixels): object ids? They "
+                         f"read as black, nothing: a scribble image gives object k its palette colour (object 1 "
+                         f"{object_colour(1)}, 2 {object_colour(2)}, ...): save the ids as a palette PNG with the "
+                         "DAVIS palette, as DAVIS annotations are (docs/OWN_VIDEOS.md)")
 
 
 def colours_to_labels(rgba: np.ndarray, source: str = "scribble image", lossy: bool = False) -> np.ndarray:
