@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import json
 import os
+import re
 
 import pytest
 
@@ -149,6 +150,35 @@ def test_a_list_of_the_wrong_length_says_so():
         from_dict(ModelConfig, {"input_size": [48, 80, 3]}, strict=False, where="model_config")  # a checkpoint's
     with pytest.raises(ConfigError, match=r"model_config: mean must be a list of 3 values, got 2"):
         from_dict(ModelConfig, {"mean": [0.5, 0.5]}, strict=False, where="model_config")
+
+
+@pytest.mark.parametrize(("assignment", "message"), [
+    ('model.input_size=[48, "80"]', "model.input_size: item 2 is str '80', expected an integer"),
+    ("model.input_size=[48, 80.5]", "model.input_size: item 2 is float 80.5, expected an integer"),
+    ("model.feature_levels=[1, 2.5]", "model.feature_levels: item 2 is float 2.5, expected an integer"),
+    ("model.mean=[0.4, 0.4, x]", "model.mean: item 3 is str 'x', expected a number"),
+    ("train.holdout=[dog, 5]", "train.holdout: item 2 is int 5, expected text"),
+    ("train.holdout=[dog, true]", "train.holdout: item 2 is bool True, expected text"),
+    ("train.val_sequences=[dog, null]", "train.val_sequences: item 2 is null, expected text"),
+])
+def test_a_list_item_of_the_wrong_type_names_the_item(assignment, message):
+    # dacite's message was 'should be "tuple" instead of value "(48, '80')" of type "tuple"': the list's type.
+    from agent.config import TrainRunConfig, load_config
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(TrainRunConfig, [], [assignment])
+    config = load_config(TrainRunConfig, [], ["model.input_size=[48, 80.0]", "model.mean=[0.4, 1, 0.5]"])
+    assert config.model.input_size == (48, 80) and config.model.mean == (0.4, 1.0, 0.5)
+
+
+def test_a_list_item_of_the_wrong_type_in_a_config_file_names_the_file(tmp_path):
+    from agent.config import RunConfig, load_config
+
+    path = tmp_path / "run.json"
+    path.write_text('{"session": {"sequences": [1, 2]}}')
+    with pytest.raises(ConfigError, match=re.escape(f"config file {path}: session.sequences: item 1 is int 1, "
+                                                    "expected text")):
+        load_config(RunConfig, [path])
 
 
 def test_a_key_given_twice_in_a_config_file_is_one_error(tmp_path):

@@ -33,6 +33,7 @@ import dataclasses
 import functools
 import logging
 import numbers
+import os
 import threading
 import time
 from pathlib import Path
@@ -46,6 +47,7 @@ from ..errors import typed_line
 from ..model.checkpoint import default_checkpoint_path, load_checkpoint
 from ..model.onnx_backbone import OnnxBackbone, build_backbone_runtime
 from ..model.siamese import SiameseEmbedder, embedding_size, inference_size, scaled_size
+from ..paths import expand_user
 from . import crf
 from .budget import RoundCosts, estimate_seconds, fit_plan, reserve_seconds
 from .detail import boundary_band
@@ -76,6 +78,19 @@ def _one_call_at_a_time(method):
         finally:
             self._busy.release()
     return exclusive
+
+
+def _checkpoint_path(given) -> Path:
+    """A checkpoint's path as from_pretrained is given it: `~` is the home folder, as in every command and config
+    file (it was "~/m.pt does not exist"); an empty one is a ValueError (an unset variable's "" loaded the shipped
+    checkpoint without a word; None is the way to ask for it), anything else but a path a TypeError."""
+    if isinstance(given, bytes) or not isinstance(given, str | os.PathLike):
+        raise TypeError(f"checkpoint must be a path (str or Path), or None for the shipped one, got "
+                        f"{type(given).__name__}")
+    if not str(given).strip():
+        raise ValueError("checkpoint: an empty path (an unset variable?): name a .pt file, or pass None for the "
+                         "shipped checkpoint")
+    return expand_user(given)
 
 
 class InteractiveAgent(Predictor):
@@ -144,7 +159,8 @@ class InteractiveAgent(Predictor):
         config = config or AgentConfig()
         if not isinstance(config, AgentConfig):  # a dict of fields was an AttributeError deep in the build
             raise TypeError(f"config must be an AgentConfig (agent.config), got {type(config).__name__}")
-        path = Path(checkpoint or config.checkpoint or default_checkpoint_path())
+        given = checkpoint if checkpoint is not None else config.checkpoint
+        path = default_checkpoint_path() if given is None else _checkpoint_path(given)
         model, model_config, extra = load_checkpoint(path, resolve_device(device or config.device))
         config = dataclasses.replace(config, checkpoint=path)
         agent = cls(model, config, pretraining_loss=extra.get("loss", "pairwise"))  # older checkpoints: pairwise

@@ -41,6 +41,11 @@ MAX_OBJECTS = 254  # palette 255 is DAVIS's void colour
 # Image strokes are sent at no more than this many rows: the agent rasterises them on its embedding grid
 # (~60 rows for the shipped checkpoint), so finer rows only cost time.
 STROKE_ROWS = 240
+# Formats whose compression changes colours (every stroke's edge, and its colour throughout at JPEG's halved chroma):
+# the colour errors blamed the brush, and the user had painted with a hard-edged one and saved as JPEG.
+LOSSY_FORMATS = ("JPEG", "MPO")  # MPO: a phone camera's JPEG
+LOSSY_ADVICE = ("it is a JPEG, whose compression blurs the colours of every stroke (at any quality): save scribble "
+                "images as PNG")
 
 
 def object_colour(object_id: int) -> tuple[int, int, int]:
@@ -325,16 +330,39 @@ def read_scribble_image(path: Path, video: VideoSource) -> np.ndarray:
                 raise InputError(f"{path}: a {WIDE_MODES[image.mode]} image; paint the scribbles in 8-bit RGB or "
                                  "RGBA colours (docs/OWN_VIDEOS.md)")
             rgba = np.asarray(upright(image).convert("RGBA"))
+            lossy = image.format in LOSSY_FORMATS
+            grey = image.mode in ("L", "LA")
     except IMAGE_ERRORS as error:
         raise InputError(f"cannot read scribble image {path} ({error})") from error
     if rgba.shape[:2] != (video.height, video.width):
         raise InputError(f"{path} is {rgba.shape[1]}x{rgba.shape[0]} but the video is {video.width}x{video.height}:"
                          " paint the scribbles on a frame of the video at its own size")
-    return colours_to_labels(rgba, source=str(path))
+    if grey and not lossy:
+        _refuse_grey_ids(path, rgba)
+    return colours_to_labels(rgba, source=str(path), lossy=lossy)
 
 
-def colours_to_labels(rgba: np.ndarray, source: str = "scribble image") -> np.ndarray:
-    """(H, W, 4) uint8 -> (H, W) int16 labels by the colour convention."""
+def _refuse_grey_ids(path: Path, rgba: np.ndarray) -> None:
+    """InputError for a grey image holding levels 1..COLOUR_TOLERANCE: object ids (a grey mask of ids, as DAVIS
+    annotations may be saved), which read as black, nothing. A first round was "no object scribble" without a word
+    of why; a later one played its white (255) as background strokes alone, its objects dropped without a word."""
+    levels = rgba[..., 0][rgba[..., 3] >= 128]
+    ids = np.unique(levels[(levels >= 1) & (levels <= COLOUR_TOLERANCE)])
+    if ids.size:
+        count = int(np.count_nonzero((levels >= 1) & (levels <= COLOUR_TOLERANCE)))
+        held = f"level {ids[0]}" if ids.size == 1 else f"levels {ids[0]}..{ids[-1]}"
+        raise InputError(f"{path}: a grey image holding {held} ({count} pixels): object ids? They "
+                         f"read as black, nothing: a scribble image gives object k its palette colour (object 1 "
+                         f"{object_colour(1)}, 2 {object_colour(2)}, ...): save the ids as a palette PNG with the "
+                         "DAVIS palette, as DAVIS annotations are (docs/OWN_VIDEOS.md)")
+
+
+def colours_to_labels(rgba: np.ndarray, source: str = "scribble image", lossy: bool = False) -> np.ndarray:
+    """(H, W, 4) uint8 -> (H, W) int16 labels by the colour convention. lossy: the image was saved as JPEG, whose
+    compression makes the colours an error names (the advice is then to save it as PNG, not to change the brush)."""
+    advice = (LOSSY_ADVICE if lossy else
+              "use palette colour k for object k, white for background, transparent or black for nothing, with a "
+              "hard-edged (not anti-aliased) brush")
     labels = np.full(rgba.shape[:2], NO_SCRIBBLE, np.int16)
     opaque = rgba[..., 3] >= 128
     # One integer per colour, and their order found by a sort without its argsort: np.unique over (N, 3) rows took
@@ -357,17 +385,16 @@ def colours_to_labels(rgba: np.ndarray, source: str = "scribble image") -> np.nd
         where = np.flatnonzero(inverse.ravel() == worst)[0]
         raise InputError(
             f"{source}: unknown colour {tuple(int(c) for c in colours[worst])} at x={cols[where]}, y={rows[where]} "
-            f"({int(counts.sum())} pixels in {len(bad)} unknown colours): use palette colour k for object k, "
-            "white for background, transparent or black for nothing, with a hard-edged (not anti-aliased) brush")
+            f"({int(counts.sum())} pixels in {len(bad)} unknown colours): {advice}")
     labels[opaque] = known_labels[nearest][inverse.ravel()]
     blend = _soft_edge(labels, opaque)
     if blend is not None:
         k, i, j, x, y = blend
         raise InputError(
             f"{source}: object {k}'s colour {object_colour(k)} at x={x}, y={y} lies along the edge between "
-            f"{_colour_name(i)} and {_colour_name(j)}, a blend of the two: an anti-aliased or soft brush (or a resized "
-            "image) makes extra objects of its in-between colours; paint with a hard-edged brush (pencil tool), or "
-            "on a transparent layer")
+            f"{_colour_name(i)} and {_colour_name(j)}, a blend of the two: " + (LOSSY_ADVICE if lossy else
+            "an anti-aliased or soft brush (or a resized image) makes extra objects of its in-between colours; paint "
+            "with a hard-edged brush (pencil tool), or on a transparent layer"))
     return labels
 
 

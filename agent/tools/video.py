@@ -238,6 +238,45 @@ def _not_a_video(path: Path, error: Exception) -> InputError:
     return InputError(f"{path}: not a video FFmpeg can read ({first_line(error)[:200]})")
 
 
+# What FFmpeg logs when a stream's decoded frames change size: it then scales every later frame to the first size
+# (its default `-autoscale`), so the frames after the change were stretched, and their masks with them, unsaid.
+# FFmpeg 7 and later, then the older wording.
+SIZE_CHANGED = (re.compile(r"video parameters changed to [^\n]*?, (\d+)x(\d+)"),
+                re.compile(r"frame changed from size:(\d+)x(\d+) .*?to size:(\d+)x(\d+)"))
+FIRST_STREAM_SIZE = re.compile(r"^\s*Stream #\S+: Video: [^\n]*?, (\d+)x(\d+)", re.MULTILINE)
+
+
+def decode_pass(path: str | Path) -> tuple[int, list[tuple[int, int]]]:
+    """(frames, sizes) of a video file's first video stream, decoded once to FFmpeg's null muxer, as
+    imageio_ffmpeg.count_frames_and_secs does: the frame count and each (width, height) its frames have, in order
+    (one, unless they change size); RuntimeError when FFmpeg fails."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-i", ffmpeg_path(path), "-map", "0:v:0", "-vf", "null", "-f", "null",
+               "-"]
+    try:
+        out = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, check=True).stderr.decode(
+            errors="ignore")
+    except subprocess.CalledProcessError as error:
+        raise RuntimeError(f"FFMPEG call failed with {error.returncode}:\n"
+                           f"{error.stderr.decode(errors='ignore')}") from error
+    counts = re.findall(r"^frame=\s*(\d+)", out.replace("\r", "\n"), re.MULTILINE)
+    if not counts:
+        raise RuntimeError("Could not get number of frames")
+    first = FIRST_STREAM_SIZE.search(out)
+    sizes = [(int(first[1]), int(first[2]))] if first else []
+    for line in out.splitlines():
+        for pattern in SIZE_CHANGED:
+            found = pattern.search(line)
+            if found:
+                size = (int(found[found.lastindex - 1]), int(found[found.lastindex]))
+                if not sizes or sizes[-1] != size:
+                    sizes.append(size)
+    return int(counts[-1]), sizes
+
+
 def _open_file(path: Path) -> VideoSource:
     import imageio_ffmpeg
 
@@ -248,11 +287,18 @@ def _open_file(path: Path) -> VideoSource:
         meta = next(reader)
         reader.close()
         # An exact count needs a decode pass (container headers can be wrong); FFmpeg does it in seconds.
-        num_frames, _ = imageio_ffmpeg.count_frames_and_secs(ffmpeg_path(path))
+        num_frames, sizes = decode_pass(path)
     except (RuntimeError, OSError, StopIteration, KeyError, ValueError) as error:
         raise _not_a_video(path, error) from error
     if num_frames < 1:
         raise InputError(f"{path}: the video has no frames")
+    if len(set(sizes)) > 1:
+        shown = ", then ".join(f"{w}x{h}" for w, h in sizes[:4]) + (", ..." if sizes[4:] else "")
+        largest = max(sizes, key=lambda size: size[0] * size[1])
+        raise InputError(f"{path}: its frames change size ({shown}): FFmpeg would stretch every frame to the first "
+                         "size, and the masks of the others would not fit them; make it one size first (e.g. ffmpeg "
+                         f"-i {path.name} -vf scale={largest[0]}:{largest[1]},setsar=1 one-size.mp4), or cut it where "
+                         "the size changes")
     width, height = (int(v) for v in meta["size"])
     fps = float(meta.get("fps") or 0) or DEFAULT_FPS
     declared = round(float(meta.get("duration") or 0) * fps)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 
@@ -78,6 +79,25 @@ def test_frames_of_different_sizes_and_a_config_dict_are_one_clear_line(agent, t
         InteractiveAgent(agent.model, {"device": "cpu"})
     with pytest.raises(TypeError, match=r"model must be a SiameseEmbedder .*, got str: .*from_pretrained\(path\)"):
         InteractiveAgent(str(tmp_path / "model.pt"))  # "'str' object has no attribute 'parameters'"
+
+
+@pytest.mark.usefixtures("agent")  # one built already: the first one's one-off imports are not this test's
+def test_from_pretrained_reads_a_checkpoint_path_as_the_commands_do(tmp_path, monkeypatch):
+    """An empty path (a script's unset variable) loaded the shipped checkpoint without a word; `~/tiny.pt` was
+    "does not exist" though it was there (every command and config file reads `~` as the home folder)."""
+    config = AgentConfig(device="cpu", crf=CRFConfig(workers=1))
+    for empty in ("", " "):
+        with pytest.raises(ValueError, match="checkpoint: an empty path .an unset variable.*pass None for the shipped"):
+            InteractiveAgent.from_pretrained(empty, config)
+    with pytest.raises(ValueError, match="checkpoint: an empty path"):
+        InteractiveAgent.from_pretrained(config=dataclasses.replace(config, checkpoint=""))
+    with pytest.raises(TypeError, match=r"checkpoint must be a path \(str or Path\), or None .*, got int"):
+        InteractiveAgent.from_pretrained(5, config)  # pathlib's "expected str, bytes or os.PathLike object"
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "tiny.pt", build_model(TINY))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    agent = InteractiveAgent.from_pretrained("~/tiny.pt", config)
+    assert agent.config.checkpoint == tmp_path / "tiny.pt" and agent.trained_size == (48, 80)
 
 
 def test_a_video_too_long_for_the_memory_is_refused_before_any_work(agent, monkeypatch):

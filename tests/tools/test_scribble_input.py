@@ -171,6 +171,40 @@ def test_a_semi_transparent_brush_is_named_in_no_object_scribble(small_video, tm
         load_scribbles(tmp_path, video)
 
 
+def test_a_grey_image_of_object_ids_is_refused_not_read_as_nothing(small_video, tmp_path):
+    """Levels 1, 2 (ids, as a grey DAVIS annotation holds them) are within black's tolerance: a first round was "no
+    object scribble" without a word of why, a correction played its white as background strokes alone."""
+    video = open_video(small_video.video)
+    ids = np.zeros((240, 426), np.uint8)
+    ids[20:24, 10:200] = 255  # background
+    _save(tmp_path / "00001.png", ids)
+    assert load_rounds(tmp_path / "00001.png", video, first=False)  # white on black, grey: background strokes
+    ids[50:53, 20:300], ids[60:62, 20:300] = 1, 2
+    _save(tmp_path / "00001.png", ids)
+    for first in (False, True):
+        with pytest.raises(InputError, match=r"00001.png: a grey image holding levels 1..2 \(1400 pixels\): object "
+                                             r"ids\? They read as black, nothing: .* palette PNG") as error:
+            load_rounds(tmp_path / "00001.png", video, first=first)
+        assert "\n" not in str(error.value)
+
+
+def test_a_scribble_image_saved_as_jpeg_is_told_to_be_a_png(small_video, tmp_path):
+    """JPEG's compression changes the colours of every stroke at any quality: the line advised a hard-edged brush,
+    though the strokes were painted with one."""
+    video = open_video(small_video.video)
+    image = np.zeros((240, 426, 3), np.uint8)
+    image[20:24, 10:200] = object_colour(1)
+    image[50:53, 20:300] = object_colour(2)
+    Image.fromarray(image).save(tmp_path / "00001.png")
+    assert load_scribbles(tmp_path / "00001.png", video)["scribbles"][1]  # a PNG: read as painted
+    Image.fromarray(image).save(tmp_path / "00001.jpg", quality=100)
+    with pytest.raises(InputError, match=r"00001.jpg: unknown colour .* unknown colours\): it is a JPEG, whose "
+                                         r"compression blurs the colours of every stroke .*: save scribble images as "
+                                         r"PNG$") as error:
+        load_scribbles(tmp_path / "00001.jpg", video)
+    assert "brush" not in str(error.value)
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda link: link.symlink_to("gone.png"), r"a symbolic link to a missing file \(gone.png\)"),
     (lambda link: link.symlink_to(link.name), "a loop of symbolic links"),

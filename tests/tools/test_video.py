@@ -75,14 +75,13 @@ def test_a_fifo_as_video_or_frame_is_one_clear_line(tmp_path):
 
 
 def test_a_video_that_decodes_fewer_frames_than_declared_says_so(tmp_path, monkeypatch, caplog):
-    import imageio_ffmpeg
-
+    from agent.tools import video as video_module
     from tests.tools.conftest import write_mp4
 
     path = write_mp4(tmp_path / "clip.mp4", np.zeros((12, 16, 16, 3), np.uint8))
     assert open_video(path).num_frames == 12 and "header declares" not in caplog.text
     # a truncated file (moov first): FFmpeg decodes the frames before the cut, the rest went unmentioned
-    monkeypatch.setattr(imageio_ffmpeg, "count_frames_and_secs", lambda path: (4, 0.4))
+    monkeypatch.setattr(video_module, "decode_pass", lambda path: (4, [(16, 16)]))
     assert open_video(path).num_frames == 4
     assert "FFmpeg decodes 4 of the 12 frames its header declares (truncated or damaged?)" in caplog.text
 
@@ -103,6 +102,20 @@ def test_a_video_file_moved_or_replaced_since_it_was_opened_is_one_line(small_vi
     path.unlink()
     with pytest.raises(InputError, match="clip.mp4: removed since it was opened"):
         list(video.frames())
+
+
+def test_a_video_file_whose_frames_change_size_is_refused(tmp_path):
+    """FFmpeg scales every frame to the first one's size: the frames after the change were stretched (4:3 to 3:2
+    here), and their masks with them, without a word. A frame folder of two sizes was refused already."""
+    from tests.tools.conftest import write_mp4
+
+    first = write_mp4(tmp_path / "a.ts", np.zeros((3, 24, 32, 3), np.uint8)).read_bytes()
+    second = write_mp4(tmp_path / "b.ts", np.zeros((3, 32, 48, 3), np.uint8)).read_bytes()
+    (tmp_path / "clip.ts").write_bytes(first + second)  # MPEG-TS parts joined, as a download of a stream may be
+    with pytest.raises(InputError, match=r"clip.ts: its frames change size \(32x24, then 48x32\): FFmpeg would "
+                                         r"stretch .* scale=48:32"):
+        open_video(tmp_path / "clip.ts")
+    assert open_video(tmp_path / "a.ts").num_frames == 3  # one size: as before
 
 
 def test_frames_of_different_sizes_are_refused(tmp_path):
