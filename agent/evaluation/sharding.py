@@ -124,7 +124,9 @@ def _check_summary_values(path: Path, summary: dict) -> None:
 
     number = lambda v: isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)  # noqa: E731
     checks = {
-        "metric": (summary["metric"] in METRIC_COLUMNS, f"one of {', '.join(METRIC_COLUMNS)}"),
+        # Text first: a list or mapping (`["J"]`) was "unhashable type" looked up, a traceback.
+        "metric": (isinstance(summary["metric"], str) and summary["metric"] in METRIC_COLUMNS,
+                   f"one of {', '.join(METRIC_COLUMNS)}"),
         "threshold": (number(summary["threshold"]) and summary["threshold"] >= 0, "a number of seconds >= 0"),
         "max_interactions": (_is_int(summary["max_interactions"], 1, MAX_INTERACTIONS_LIMIT),
                              f"an integer in 1..{MAX_INTERACTIONS_LIMIT}"),
@@ -134,6 +136,15 @@ def _check_summary_values(path: Path, summary: dict) -> None:
     for key in ("rounds_played", "rounds_late"):  # absent from a summary written before they were counted
         if key in summary:
             checks[key] = (_is_int(summary[key], 0), "an integer >= 0")
+    # Read as truth values: "interrupted": "false" (edited by hand) counted the shard as interrupted, its figures
+    # partial; a "skipped_sequences" text or list was an AttributeError traceback once every check had passed.
+    for key in ("interrupted", "complete"):
+        if key in summary:
+            checks[key] = (isinstance(summary[key], bool), "true or false")
+    if "skipped_sequences" in summary:
+        skipped = summary["skipped_sequences"]
+        checks["skipped_sequences"] = (skipped is None or isinstance(skipped, dict),
+                                       "a mapping of sequence names to the reason each was left out")
     for key, (good, what) in checks.items():
         if not good:
             raise MergeError(f"{path}: {key} is {summary[key]!r}, not {what}")
