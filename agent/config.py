@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import functools
+import logging
 import math
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ from urllib.parse import urlparse
 
 from .errors import first_line, repeated
 from .paths import expand_user, special_file
+
+log = logging.getLogger(__name__)
 
 STRATEGY_AUTO = "auto"
 # Training videos of ../shared/davis held out as our own validation split (robot scribbles,
@@ -940,11 +943,11 @@ def load_config(cls, files: list[str | Path] = (), assignments: list[str] = (), 
     assignments."""
     data = to_dict(cls() if base is None else base)
     for path in files:
-        update = read_config_file(path)
-        _check_sections(data, update, path)
+        update, where = _own_section(cls, read_config_file(path), path)
+        _check_sections(data, update, where)
         # Its keys and lists' shapes, naming the file: checked once merged, "config: unknown key(s) ..." left the
         # user to find which of several files (an old run's config.json: a field since removed) held it.
-        _check_sequences(cls, update, f"config file {path}")
+        _check_sequences(cls, update, f"config file {where}")
         data = merge(data, update)
     overrides: dict[str, Any] = {}
     for key, value in (flags or {}).items():
@@ -954,6 +957,29 @@ def load_config(cls, files: list[str | Path] = (), assignments: list[str] = (), 
     for assignment in assignments:
         set_key(overrides, assignment, cls)
     return from_dict(cls, merge(data, overrides))
+
+
+def _own_section(cls, update: dict[str, Any], path) -> tuple[dict[str, Any], str]:
+    """(`update`, `path`), or for a run's config.json (session_runner's: `agent` and `session` sections) given where
+    `cls` is read (agent.segment, agent.app and the studies read AgentConfig) its section of that type and where
+    errors name it, said so. It was "unknown key(s) agent, session", as if the file were of no use there."""
+    import typing
+
+    if not isinstance(update, dict) or not update or any(key in {item.name for item in fields(cls)} for key in update):
+        return update, str(path)
+    for whole in (RunConfig,):
+        names = {item.name for item in fields(whole)}
+        section = next((name for name, hint in typing.get_type_hints(whole).items() if hint is cls), None)
+        if section is None or section not in update or not set(map(str, update)) <= names:
+            continue
+        if not isinstance(update[section], dict):
+            raise ConfigError(f"config file {path}: section '{section}' must be a mapping of its fields, got "
+                              f"{type(update[section]).__name__}")
+        others = sorted(str(key) for key in update if key != section)
+        log.info("config file %s: a run's config.json; its '%s' section is read%s", path, section,
+                 f" ({', '.join(others)} ignored: not settings of this command)" if others else "")
+        return update[section], f"{path} (its {section} section)"
+    return update, str(path)
 
 
 def _check_sections(base: dict[str, Any], update: dict[str, Any], path, prefix: str = "") -> None:

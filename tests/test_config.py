@@ -512,3 +512,31 @@ def test_a_config_file_saved_as_utf16_with_its_byte_order_mark_is_read(tmp_path,
     text = "session:\n  max_time: 100\n"
     path.write_bytes((codecs.BOM_UTF16_BE if encoding == "utf-16-be" else b"") + text.encode(encoding))
     assert load_config(RunConfig, [path], []).session.max_time == 100
+
+
+def test_a_runs_config_json_gives_agent_segment_its_agent_section(tmp_path, caplog):
+    # session_runner's config.json (agent and session sections) given to agent.segment, agent.app or a study, which
+    # read AgentConfig: it was "unknown key(s) agent, session", as if the file were of no use there.
+    import logging
+
+    from agent.config import AgentConfig, RunConfig, load_config, to_dict
+
+    run = to_dict(RunConfig())
+    run["agent"]["crf"]["iterations"] = 3
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(run))
+    with caplog.at_level(logging.INFO, logger="agent.config"):
+        assert load_config(AgentConfig, [path]).crf.iterations == 3
+    assert f"config file {path}: a run's config.json; its 'agent' section is read (session ignored" in caplog.text
+    assert load_config(RunConfig, [path]).agent.crf.iterations == 3  # session_runner reads it whole, as before
+    run["agent"]["crf"]["use_gpu"] = True
+    path.write_text(json.dumps(run))
+    with pytest.raises(ConfigError, match=re.escape(f"config file {path} (its agent section): unknown key(s) "
+                                                    "crf.use_gpu")):
+        load_config(AgentConfig, [path])
+    path.write_text(json.dumps({"agent": 3, "session": {}}))
+    with pytest.raises(ConfigError, match=f"config file {path}: section 'agent' must be a mapping"):
+        load_config(AgentConfig, [path])
+    path.write_text(json.dumps({"agent": {}, "session": {}, "train": {}}))  # not a run's: named as before
+    with pytest.raises(ConfigError, match="unknown key\\(s\\) agent, session, train"):
+        load_config(AgentConfig, [path])

@@ -16,15 +16,15 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import first_line
-from ..paths import not_a_file, path_arg, read_json
+from ..paths import path_arg
 from .report import (
     METRIC_COLUMNS,
     SampleLayout,
     drops_after_strokes,
     figures_line,
-    load_report,
     per_object_results,
 )
+from .sharding import MergeError, read_run
 
 
 class CompareError(ValueError):
@@ -33,20 +33,18 @@ class CompareError(ValueError):
 
 def sample_results(run: Path) -> tuple[pd.DataFrame, dict]:
     """(per_object_results of the samples `run` played, its summary.json), read from its summary.json and report.csv."""
-    path = run / "summary.json"
-    why = not_a_file(path)
-    if why:
-        raise CompareError(f"{path} {why} (pass the output directory of a session run)")
+    # As `report merge` reads them: a hand-edited or truncated summary.json or report.csv (a layout count as text, a
+    # missing column, NaN) was a traceback or compared without a word, and max_interactions 10**9 filled the memory.
     try:
-        summary = read_json(path)
-        layout = SampleLayout(**summary["layout"])
-        metric, interactions = summary["metric"], int(summary["max_interactions"])
-        report = load_report(run / "report.csv")
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise CompareError(f"{run}: not a session run's results (summary.json with its layout, report.csv): "
-                           f"{first_line(error)}") from error
-    if metric not in METRIC_COLUMNS:
-        raise CompareError(f"{path}: unknown metric {metric!r}")
+        summary, report, _ = read_run(run, required=(), with_config=False)
+    except MergeError as error:
+        raise CompareError(str(error)) from error
+    except OSError as error:
+        raise CompareError(f"{run}: {error.strerror or first_line(error)}") from error
+    if report.empty:  # a run stopped before its first round: a KeyError traceback
+        raise CompareError(f"{run / 'report.csv'}: no result (the run played no round): nothing to compare")
+    layout = SampleLayout(**summary["layout"])
+    interactions = summary["max_interactions"]
     played = set(zip(report["sequence"].astype(str), report["scribble_idx"].astype(int), strict=True))
     return per_object_results(report, layout, interactions, samples=played), summary
 

@@ -95,10 +95,45 @@ def check_healthy(session: SessionConfig) -> None:
     from ..data import remote_compat
 
     remote_compat.configure(session.connect_timeout, session.read_timeout, session.retries)
+    check_not_redirected(session.host)
     try:
         RemoteConnector(session.user_key, "preflight", session.host)  # its __init__ is the health check
     except remote_compat.RemoteServerError as error:
         raise RemoteUnreachableError(f"--host {session.host}: no evaluation server there ({error})") from None
+
+
+HEALTHCHECK = "api/healthcheck"  # the framework's RemoteConnector.HEALTHCHECK_URL, joined to the host as it does
+
+
+def check_not_redirected(host: str) -> None:
+    """RemoteUnreachableError when the server redirects the health check (a server moved, http:// sent to https://,
+    a path renamed): the framework follows a redirect, but re-sends a redirected POST (every round's masks) as a GET,
+    and a redirect to another host drops the user key. Such a --host passed the health check, the model was built,
+    and the first round was "answered GET .../api/evaluation/interaction with 405", or the samples a 401 asking for
+    the user key that was given."""
+    import os
+
+    from ..data import remote_compat
+
+    url = os.path.join(host, HEALTHCHECK)
+    session = remote_compat.guarded_session()
+    try:
+        response = session.get(url, allow_redirects=False)
+    except remote_compat.RemoteServerError as error:
+        raise RemoteUnreachableError(f"--host {host}: no evaluation server there ({error})") from None
+    if not response.is_redirect:
+        return
+    target = urllib.parse.urljoin(url, response.headers.get("location", ""))
+    why = [what for what, applies in (
+        ("every round's masks would be re-sent as a GET", response.status_code in (301, 302, 303)),
+        ("the user key would not be sent to another host", session.should_strip_auth(url, target))) if applies]
+    if not why:  # 307 or 308 on the same host: the framework's requests keep their method and key
+        return
+    base = target[:-len(HEALTHCHECK)].rstrip("/") if target.endswith(HEALTHCHECK) else None
+    advice = f"pass --host {remote_compat._one_line(base)[:200]}" if base else "pass the server's own URL as --host"
+    raise RemoteUnreachableError(
+        f"--host {host}: the server redirects its requests ({response.status_code} to "
+        f"{remote_compat._one_line(target)[:200]}): {advice}; followed, {' and '.join(why)}")
 
 
 def check_strategy(strategy: Strategy, videos: Iterable[SequenceInfo], max_interactions: int, max_time: float) -> None:

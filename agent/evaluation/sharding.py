@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 
 class MergeError(ValueError):
-    """Shard results that cannot be merged into one evaluation; the message says which and why."""
+    """Shard results that cannot be merged into one evaluation, or a run folder that is not a session run's results
+    (read_run); the message says which and why."""
 
 
 def _cost(info: SequenceInfo) -> int:
@@ -66,7 +67,11 @@ def shard_sequences(infos: dict[str, SequenceInfo], index: int, count: int) -> l
 _SAME = ("metric", "max_interactions", "max_time", "threshold", "predictor", "strategy")
 
 
-def _read_run(directory: Path) -> tuple[dict, pd.DataFrame, dict]:
+def read_run(directory: Path, required: tuple[str, ...] = (*_SAME, "shard"),
+             with_config: bool = True) -> tuple[dict, pd.DataFrame, dict]:
+    """(summary.json, report.csv, config.json or {}) of a session run's folder, each checked as a session writes
+    it (the summary's `required` keys, its layout and values; the report's columns, finite values and samples of
+    that layout); MergeError names the file and what is wrong. `report merge` and `report compare` read runs so."""
     from .report import load_report
 
     summary_path, report_path = directory / "summary.json", directory / "report.csv"
@@ -75,12 +80,15 @@ def _read_run(directory: Path) -> tuple[dict, pd.DataFrame, dict]:
         if why:
             raise MergeError(f"{path} {why} (pass the output directories of session runs)")
     config_path = directory / "config.json"
-    summary, config = _read_json(summary_path), _read_json(config_path) if config_path.is_file() else {}
+    summary = _read_json(summary_path)
+    config = _read_json(config_path) if with_config and config_path.is_file() else {}
     if not isinstance(summary, dict) or not isinstance(config, dict):
         raise MergeError(f"{summary_path if not isinstance(summary, dict) else config_path}: not a run's JSON object")
     if "layout" not in summary:
         raise MergeError(f"{summary_path} has no sample layout (written before sharding existed): re-run it")
-    missing = [key for key in (*_SAME, "shard") if key not in summary]
+    missing = [key for key in (*required, "metric", "threshold", "max_interactions", "max_time")
+               if key not in summary]
+    missing = list(dict.fromkeys(missing))
     if missing:
         raise MergeError(f"{summary_path}: no {', '.join(missing)} (not a session run's summary.json)")
     layout = summary["layout"]
@@ -124,7 +132,9 @@ def _check_summary_values(path: Path, summary: dict) -> None:
 
     number = lambda v: isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)  # noqa: E731
     checks = {
-        "metric": (summary["metric"] in METRIC_COLUMNS, f"one of {', '.join(METRIC_COLUMNS)}"),
+        # Text first: a list or mapping (`["J"]`) was "unhashable type" looked up, a traceback.
+        "metric": (isinstance(summary["metric"], str) and summary["metric"] in METRIC_COLUMNS,
+                   f"one of {', '.join(METRIC_COLUMNS)}"),
         "threshold": (number(summary["threshold"]) and summary["threshold"] >= 0, "a number of seconds >= 0"),
         "max_interactions": (_is_int(summary["max_interactions"], 1, MAX_INTERACTIONS_LIMIT),
                              f"an integer in 1..{MAX_INTERACTIONS_LIMIT}"),
@@ -134,6 +144,15 @@ def _check_summary_values(path: Path, summary: dict) -> None:
     for key in ("rounds_played", "rounds_late"):  # absent from a summary written before they were counted
         if key in summary:
             checks[key] = (_is_int(summary[key], 0), "an integer >= 0")
+    # Read as truth values: "interrupted": "false" (edited by hand) counted the shard as interrupted, its figures
+    # partial; a "skipped_sequences" text or list was an AttributeError traceback once every check had passed.
+    for key in ("interrupted", "complete"):
+        if key in summary:
+            checks[key] = (isinstance(summary[key], bool), "true or false")
+    if "skipped_sequences" in summary:
+        skipped = summary["skipped_sequences"]
+        checks["skipped_sequences"] = (skipped is None or isinstance(skipped, dict),
+                                       "a mapping of sequence names to the reason each was left out")
     for key, (good, what) in checks.items():
         if not good:
             raise MergeError(f"{path}: {key} is {summary[key]!r}, not {what}")
@@ -253,7 +272,7 @@ def merge_runs(directories: list[str | Path], output_dir: str | Path, final_dir:
     from .report import SampleLayout, summarize_run, write_outputs
 
     directories = [Path(d) for d in directories]
-    runs = [_read_run(d) for d in directories]
+    runs = [read_run(d) for d in directories]
     summaries = [summary for summary, _, _ in runs]
     for key in _SAME:
         values = {json.dumps(summary.get(key)) for summary in summaries}

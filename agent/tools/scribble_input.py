@@ -124,11 +124,15 @@ def load_source(given: str | Path, video: VideoSource, first: bool = True) -> Sc
         rounds, settings = _load_json(path, video)
     else:
         images = [path] if path.is_file() else _scribble_images(path)
-        if not images:
+        json_files = sorted(p.name for p in path.glob("*.json") if p.is_file() and not p.name.startswith(".")) \
+            if path.is_dir() and not images else []
+        if not images and json_files:
             # An export's folder holds its scribbles.json: the message said "no ... JSON here" beside it.
-            json_files = sorted(p.name for p in path.glob("*.json") if p.is_file() and not p.name.startswith("."))
-            hint = f": pass the JSON file itself (--scribbles {path / json_files[0]})" if json_files else " or JSON here"
-            raise InputError(f"{path}: no scribble images ({', '.join(IMAGE_SUFFIXES)}){hint}")
+            raise InputError(f"{path}: no scribble images ({', '.join(IMAGE_SUFFIXES)}): pass the JSON file itself "
+                             f"(--scribbles {path / json_files[0]})")
+        _refuse_nested_images(path, bool(images))
+        if not images:
+            raise InputError(f"{path}: no scribble images ({', '.join(IMAGE_SUFFIXES)}) or JSON here")
         scribbles = empty_scribbles(video.num_frames)
         for image_path in images:  # read first: a file that is no image (the video, swapped in) is "cannot read"
             labels = read_scribble_image(image_path, video)
@@ -197,6 +201,32 @@ def _translucent(images: list[Path]) -> str:
             return (f"; {faint} pixels of {image_path.name} are semi-transparent (alpha below 128), and such pixels "
                     "count as unpainted: paint with an opaque brush")
     return ""
+
+
+def _refuse_nested_images(folder: Path, beside: bool) -> None:
+    """InputError when subfolders of a scribble folder hold scribble images: only the images directly in the folder are
+    read, as one round, so a subfolder's (`round2/`, a folder per frame) were left out without a word, or the folder
+    was "no scribble images" though its subfolders held them."""
+    if not folder.is_dir():
+        return
+    def holds_images(entry: Path) -> bool:
+        try:
+            return entry.is_dir() and not entry.name.startswith(".") and any(
+                image.suffix.lower() in IMAGE_SUFFIXES and not image.name.startswith(".") and image.is_file()
+                for image in entry.iterdir())
+        except OSError:  # a subfolder it may not list: nothing to say it holds
+            return False
+
+    nested = sorted((entry for entry in folder.iterdir() if holds_images(entry)), key=natural_key)
+    if not nested:
+        return
+    names = ", ".join(f"{entry.name}/" for entry in nested[:5]) + (", ..." if nested[5:] else "")
+    if beside:
+        raise InputError(f"{folder}: its subfolder(s) {names} hold scribble images too, which would be left out: only "
+                         "the images directly in the folder are read, as one round; pass a subfolder as a --scribbles "
+                         "of its own (each is a round, played in order) or move its images up")
+    raise InputError(f"{folder}: no scribble images directly in it, but its subfolder(s) {names} hold some: pass "
+                     "each subfolder as a --scribbles of its own (each is a round, played in order)")
 
 
 def _scribble_images(folder: Path) -> list[Path]:

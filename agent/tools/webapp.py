@@ -429,6 +429,12 @@ def create_app(state: AppState) -> FastAPI:
     @app.post("/api/upload")
     async def post_upload(request: Request, name: str = "video.mp4") -> dict:
         state.check_idle()
+        # The page sends the file's bytes as the body. A form's (curl -F, an HTML form) were stored with the form's
+        # wrapping around them, and a good video was "not a video FFmpeg can read (Could not load meta information)".
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            raise UnsupportedType(f"the upload must be the file's bytes as the request body, not a form ({content_type}):"
+                                  " the page sends it so; with curl, --data-binary @clip.mp4 rather than -F")
         base = Path(name).name
         if base in ("", ".", "..") or "\x00" in base or len(base.encode()) > 200:
             raise InputError(f"the upload's name {name[:60]!r} is not a usable file name")

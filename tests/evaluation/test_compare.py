@@ -22,7 +22,7 @@ def _run(path: Path, values: dict[str, list[float | None]]) -> Path:
     summary = summarize(report, layout, max_interactions=3, max_time=60.0)
     write_outputs(path, report, summary, "test", {"layout": {"num_scribbles": layout.num_scribbles,
                                                              "num_objects": layout.num_objects},
-                                                  "max_interactions": 3})
+                                                  "max_interactions": 3, "max_time": 60.0})
     return path
 
 
@@ -47,6 +47,51 @@ def test_runs_without_a_common_sample_or_results_are_one_line(tmp_path: Path, ca
     (b / "report.csv").unlink()
     assert main(["compare", str(a), str(b)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"error: {b}: not a session run's results"), err
+    assert err == [f"error: {b / 'report.csv'} does not exist (pass the output directories of session runs)"], err
     assert main(["compare", str(a), str(tmp_path / "nothing")]) == 2
     assert "summary.json" in capsys.readouterr().err
+
+
+def _edited(run: Path, where: Path, summary: dict | None = None, report=None) -> Path:
+    import json
+    import shutil
+
+    shutil.copytree(run, where)
+    if summary is not None:
+        (where / "summary.json").write_text(json.dumps({**json.loads((where / "summary.json").read_text()), **summary}))
+    if report is not None:
+        (where / "report.csv").write_text(report((where / "report.csv").read_text()))
+    return where
+
+
+def test_a_hand_edited_or_truncated_run_is_one_line_as_in_merge(tmp_path: Path, capsys) -> None:
+    """compare read a run's files unchecked: a layout count as text, max_interactions 0, a metric of another type or a
+    report.csv without a column were tracebacks; a truncated report.csv (a last row cut short, NaN) or a scribble index
+    1.5 was compared without a word; max_interactions 10**9 filled the memory until the process was killed."""
+    a = _run(tmp_path / "a", {"dog": [0.5, 0.6, 0.7], "cat": [0.4, 0.5, 0.6]})
+
+    def drop(column):
+        def edit(text):
+            frame = pd.read_csv(__import__("io").StringIO(text), index_col=0)
+            return frame.drop(columns=[column]).to_csv()
+        return edit
+
+    cases = {
+        "layout-text": ({"layout": {"num_scribbles": {"dog": "1", "cat": 1}, "num_objects": {"dog": 1, "cat": 1}}},
+                        None, "layout num_scribbles of dog is '1', not an integer >= 1"),
+        "interactions-0": ({"max_interactions": 0}, None, "max_interactions is 0, not an integer in 1..16"),
+        "interactions-huge": ({"max_interactions": 10**9}, None, "max_interactions is 1000000000, not an integer"),
+        "metric-list": ({"metric": ["J"]}, None, "metric is ['J'], not one of J, F, J_AND_F"),
+        "no-jaccard": (None, drop("jaccard"), "no jaccard column (not a session run's report.csv)"),
+        "no-interaction": (None, drop("interaction"), "no interaction column"),
+        "truncated": (None, lambda text: text[:-30], "nan, not a finite number"),
+        "scribble-1.5": (None, lambda text: text.replace(",dog,1,", ",dog,1.5,", 1), "scribble_idx 1.5"),
+        "header-only": (None, lambda text: text.splitlines()[0] + "\n", "no result (the run played no round)"),
+    }
+    for name, (summary, report, fragment) in cases.items():
+        run = _edited(a, tmp_path / name, summary, report)
+        assert main(["compare", str(a), str(run)]) == 2, name
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], (name, err)
+    assert main(["compare", str(a), str(tmp_path / "metric-list" / "summary.json")]) == 2  # a file, not a run
+    assert "summary.json/summary.json" in capsys.readouterr().err

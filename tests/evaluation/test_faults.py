@@ -312,6 +312,46 @@ def test_a_host_that_is_no_evaluation_server_is_one_line_before_the_model(root, 
             assert not (tmp_path / "out").exists()
 
 
+def test_a_host_that_redirects_is_one_line_before_the_model(root, tmp_path, capsys, no_model):
+    """A moved server (http:// sent to https://, a path renamed): its health check passed through the redirect, the
+    model was built, and the first round's POST was re-sent as a GET ("answered GET .../interaction with 405"); one to
+    another host dropped the user key (the samples were a 401 asking for the key that was given)."""
+    from fastapi import FastAPI
+    from fastapi.responses import RedirectResponse
+
+    from agent.config import ServerConfig
+    from agent.evaluation.server import create_app, serving
+
+    with serving(create_app(ServerConfig(), root)) as davis:
+        moved = FastAPI()
+
+        @moved.get("/old/{rest:path}")
+        def renamed(rest: str):
+            return RedirectResponse(f"{davis.url}/{rest}", status_code=301)
+
+        @moved.get("/elsewhere/{rest:path}")
+        def elsewhere(rest: str):
+            return RedirectResponse(f"{davis.url}/{rest}", status_code=307)
+
+        @moved.get("/kept/{rest:path}")
+        def kept(rest: str):  # the method and key kept: followed, as before (here to no server)
+            return RedirectResponse(f"/new/{rest}", status_code=308)
+
+        with serving(moved) as server:
+            url = server.url
+            for host, fragments in (
+                    (f"{url}/old", (f"--host {url}/old: the server redirects its requests (301 to "
+                                    f"{davis.url}/api/healthcheck): pass --host {davis.url}; followed, every round's "
+                                    "masks would be re-sent as a GET and the user key would not be sent to another "
+                                    "host",)),
+                    (f"{url}/elsewhere", (f"(307 to {davis.url}/api/healthcheck): pass --host {davis.url}; followed, "
+                                          "the user key would not be sent to another host",)),
+                    (f"{url}/kept", (f"--host {url}/kept: no evaluation server there", "/new/api/healthcheck with 404"))):
+                _refused(capsys, "--host", host, "--user-key", "k", "--davis-root", root, "--output-dir",
+                         tmp_path / "out", fragments=fragments)
+                assert not (tmp_path / "out").exists()
+
+
 def test_image_whose_header_claims_billions_of_pixels(root, tmp_path, capsys, no_model, monkeypatch):
     from PIL import Image
 

@@ -257,8 +257,16 @@ def test_merge_names_a_malformed_shard_or_a_nan_result(tmp_path, capsys):
     # Counted once every check had passed: int("x") and int(None) were tracebacks.
     ({"rounds_late": "x"}, "rounds_late is 'x', not an integer >= 0"),
     ({"rounds_late": 0, "rounds_played": None}, "rounds_played is None, not an integer >= 0"),
+    # Hand-edited: a metric of another type was "unhashable type: 'list'", a skipped_sequences text or list an
+    # AttributeError; "interrupted": "false" made the merge's figures partial, an interrupted run's.
+    ({"metric": ["J"]}, "metric is ['J'], not one of J, F, J_AND_F"),
+    ({"interrupted": "false"}, "interrupted is 'false', not true or false"),
+    ({"complete": 1}, "complete is 1, not true or false"),
+    ({"skipped_sequences": "b"}, "skipped_sequences is 'b', not a mapping of sequence names"),
+    ({"skipped_sequences": ["b"]}, "skipped_sequences is ['b'], not a mapping"),
 ], ids=["interactions-text", "time-null", "metric", "threshold-text", "scribbles-float", "layout-empty",
-        "rounds-late-text", "rounds-played-null"])
+        "rounds-late-text", "rounds-played-null", "metric-list", "interrupted-text", "complete-int", "skipped-text",
+        "skipped-list"])
 def test_merge_names_a_summary_value_a_session_never_writes(tmp_path, capsys, changes, fragment):
     """Each was a traceback (TypeError, KeyError) instead of one line."""
     run = _fake_run(tmp_path / "run", ["a"], None, **changes)

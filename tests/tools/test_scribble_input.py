@@ -307,3 +307,29 @@ def test_the_rounds_record_reads_back_as_its_rounds(small_video, tmp_path):
     assert load_rounds(background, video, first=False) == [fix]
     with pytest.raises(InputError, match="no object scribble"):
         load_rounds(background, video)
+
+
+def test_scribble_images_in_subfolders_are_not_left_out_without_a_word(small_video, tmp_path):
+    # Only the images directly in a scribble folder are read, as one round: a subfolder's (round2/) were left out
+    # without a word, and a folder of subfolders alone was "no scribble images ... or JSON here".
+    video = open_video(small_video.folder)
+    image = np.asarray(Image.open(next(small_video.scribble_dir.iterdir())))
+    folder = tmp_path / "strokes"
+    for sub in ("round1", "round2", ".thumbs"):
+        (folder / sub).mkdir(parents=True)
+    _save(folder / "round1" / "00003.png", image)
+    _save(folder / "round2" / "00005.png", image)
+    _save(folder / ".thumbs" / "00001.png", image)  # hidden: left out as hidden files are
+    with pytest.raises(InputError, match=r"no scribble images directly in it, but its subfolder\(s\) round1/, round2/ "
+                                         r"hold some: pass each subfolder as a --scribbles of its own"):
+        load_scribbles(folder, video)
+    _save(folder / "00003.png", image)
+    with pytest.raises(InputError, match=r"subfolder\(s\) round1/, round2/ hold scribble images too, which would be "
+                                         "left out"):
+        load_scribbles(folder, video)
+    assert load_scribbles(folder / "round2", video)["scribbles"][5]  # a subfolder given itself is a round
+    (folder / "notes").mkdir()  # a subfolder of no image says nothing
+    for sub in ("round1", "round2"):
+        for image_path in (folder / sub).iterdir():
+            image_path.unlink()
+    assert load_scribbles(folder, video)["scribbles"][3]

@@ -232,6 +232,17 @@ def test_upload_opens_the_video(base, small_video):
     assert state["video"]["num_frames"] == 8 and state["video"]["name"] == "clip"
 
 
+def test_an_upload_sent_as_a_form_is_refused_not_read_as_a_broken_video(base, small_video):
+    # curl -F or an HTML form: the file was stored inside the form's wrapping, and a good video was "not a video FFmpeg
+    # can read (Could not load meta information)".
+    data = small_video.video.read_bytes()
+    for form in ({"files": {"file": ("clip.mp4", data, "video/mp4")}}, {"data": {"file": "clip"}}):
+        answer = requests.post(f"{base}/api/upload?name=clip.mp4", timeout=30, **form)
+        assert answer.status_code == 415, answer.text
+        assert "the upload must be the file's bytes as the request body, not a form" in answer.json()["error"]
+    assert requests.get(f"{base}/api/state", timeout=10).json()["job"] is None  # nothing opened, nothing kept
+
+
 def test_app_command_refuses_a_bad_video_before_serving(tmp_path, capsys):
     from agent.tools.app_cli import main
 
