@@ -387,15 +387,19 @@ class IdentityConfig:
     is near where it was on the neighbouring keyframe. Not in the paper; a lone object is never touched."""
 
     weight: float = 0.5  # score an object loses per grid cell beyond its reach; 0: appearance alone decides
-    radius: float = 2.0  # grid cells an object may move between keyframes at no cost ...
+    radius: float = 2.0  # grid cells an object without a lookalike may move between keyframes at no cost ...
     speed: float = 1.0  # ... plus this many cells per frame between them
     # The most an object loses: position breaks near-ties of appearance (lookalikes differ by < 1), it does not
     # overrule a clear difference (distinct objects differ by ~2 at the median). 1 kept too little on twins,
     # none lost late rounds on distinct objects (docs/METHOD.md).
     cap: float = 2.0
+    # An object whose score leads the best other object's by less than this at its own stroke cells (median) has a
+    # lookalike: it gets no reach (the nearer object's place wins) and, where lookalikes touch on a scribbled
+    # frame, each pixel goes to its nearest stroke. Lookalikes lead by 0.2-1.4, distinct objects by 2-5. 0: none.
+    alike_margin: float = 1.75
 
     def __post_init__(self) -> None:
-        for name in ("weight", "radius", "speed", "cap"):
+        for name in ("weight", "radius", "speed", "cap", "alike_margin"):
             value = getattr(self, name)
             _require(_finite(value) and value >= 0, f"identity.{name} must be a finite number >= 0, got {value}")
 

@@ -3,12 +3,15 @@
 Label transfer compares appearance only, so two objects that look alike (two dancers, a herd) get similar
 scores everywhere and the argmax mixes them. Position tells them apart: an object is near where it was in
 the neighbouring frame. The keyframes are swept outward from the scribbled frames. On a scribbled frame the
-objects are where the transfer put them, except that a connected foreground region holding strokes of one
-object only is that object's; on any other keyframe, where this sweep left them on the neighbouring keyframe
+objects are where the transfer put them, except in a connected foreground region holding strokes: strokes of
+one object only make it that object's, strokes of several lookalikes (touching) give each pixel the object of
+its nearest stroke; on any other keyframe, where this sweep left them on the neighbouring keyframe
 towards the nearest scribbled frame (`gap` frames away). A pixel d_c grid cells from object c's
 position, and d cells from the nearest object's, costs object c `weight` per cell that d_c - d exceeds the
-reach: `radius`, plus `speed * gap` from a neighbouring keyframe; at most `cap` in all, so that position
-breaks near-ties of appearance but does not overrule a clear difference.
+reach: `radius`, plus `speed * gap` from a neighbouring keyframe, or none for an object with a lookalike (the
+nearer object's place wins); at most `cap` in all, so that position breaks near-ties of appearance but does not
+overrule a clear difference. An object has a lookalike when its score leads the best other object's by less
+than `alike_margin` at its own stroke cells (the median): distinct objects lead by far more.
 
 Only the choice between objects changes: the object scores are shifted back so that their maximum, and so
 the decision foreground against background, stays what the transfer said. A lone object is left untouched.
@@ -39,10 +42,12 @@ def sweep_order(keyframes: np.ndarray, anchors: set[int]) -> list[tuple[int, int
     return [(i, neighbour) for _, i, neighbour in sorted(steps)]
 
 
-def penalties(positions: np.ndarray, num_classes: int, reach: float, weight: float,
+def penalties(positions: np.ndarray, num_classes: int, reach: float | np.ndarray, weight: float,
               cap: float = np.inf) -> np.ndarray:
     """(C, h, w) what each object class loses given where the objects are: `positions` (h, w) class ids on the
-    grid (0 or negative: no object). Background (class 0) and objects absent from `positions` lose nothing."""
+    grid (0 or negative: no object); reach: one for all, or (C,) one per class. Background (class 0) and objects
+    absent from `positions` lose nothing."""
+    reach = np.broadcast_to(np.asarray(reach, np.float64), (num_classes,))
     out = np.zeros((num_classes, *positions.shape), np.float32)
     present = [c for c in range(1, num_classes) if (positions == c).any()]
     if not present:
@@ -50,13 +55,15 @@ def penalties(positions: np.ndarray, num_classes: int, reach: float, weight: flo
     distance = {c: distance_transform_edt(positions != c) for c in present}
     nearest = np.min([distance[c] for c in present], axis=0)
     for cls in present:
-        out[cls] = np.minimum(weight * np.maximum(distance[cls] - nearest - reach, 0.0), cap)
+        out[cls] = np.minimum(weight * np.maximum(distance[cls] - nearest - reach[cls], 0.0), cap)
     return out
 
 
-def stroked_regions(labels: np.ndarray, strokes: np.ndarray) -> np.ndarray:
+def stroked_regions(labels: np.ndarray, strokes: np.ndarray, nearest: set[int] = frozenset()) -> np.ndarray:
     """labels (h, w) with each connected foreground region (any object, 8-connected) that holds strokes of one
-    object only (`strokes` (h, w): object ids > 0) given to that object; other regions keep their labels."""
+    object only (`strokes` (h, w): object ids > 0) given to that object; a region holding strokes of several
+    objects, all in `nearest`, gives each pixel the object of its nearest stroke in it; other regions keep their
+    labels."""
     out = labels.copy()
     regions, count = label(labels > 0, structure=np.ones((3, 3)))
     for region in range(1, count + 1):
@@ -64,7 +71,27 @@ def stroked_regions(labels: np.ndarray, strokes: np.ndarray) -> np.ndarray:
         stroked = np.unique(strokes[inside & (strokes > 0)])
         if len(stroked) == 1:
             out[inside] = stroked[0]
+        elif len(stroked) > 1 and set(stroked.tolist()) <= set(nearest):
+            drawn = inside & (strokes > 0)
+            _, (rows, cols) = distance_transform_edt(~drawn, return_indices=True)
+            out[inside] = strokes[rows[inside], cols[inside]]
     return out
+
+
+def lookalikes(scores: torch.Tensor, keyframes: np.ndarray, strokes: dict[int, np.ndarray],
+               margin: float) -> set[int]:
+    """The objects whose own score leads the best other object's by less than `margin` (the median over their
+    stroke cells on the scribbled keyframes): objects with a lookalike. An object without strokes is not one."""
+    position = {int(f): i for i, f in enumerate(np.asarray(keyframes).tolist())}
+    leads: dict[int, list[np.ndarray]] = {}
+    for frame, grid in strokes.items():
+        if int(frame) not in position:
+            continue
+        frame_scores, grid = scores[position[int(frame)], 1:].cpu().numpy(), np.asarray(grid)
+        for cls in np.unique(grid[(grid > 0) & (grid <= len(frame_scores))]).tolist():
+            others = np.delete(frame_scores, cls - 1, axis=0).max(0)
+            leads.setdefault(cls, []).append((frame_scores[cls - 1] - others)[grid == cls])
+    return {cls for cls, values in leads.items() if np.median(np.concatenate(values)) < margin}
 
 
 def separate_objects(scores: torch.Tensor, keyframes: np.ndarray, strokes: dict[int, np.ndarray],
@@ -77,16 +104,20 @@ def separate_objects(scores: torch.Tensor, keyframes: np.ndarray, strokes: dict[
         return scores
     out = scores.clone()
     labels: dict[int, np.ndarray] = {}
+    # Objects with a lookalike are held to their place (no reach) and split by their strokes where they touch;
+    # distinct ones keep the reach, so that appearance decides where they meet.
+    alike = lookalikes(scores, keyframes, strokes, config.alike_margin)
+    held = np.array([0.0] + [0.0 if cls in alike else 1.0 for cls in range(1, num_classes)])
     for position, neighbour in sweep_order(keyframes, set(strokes)):
         if neighbour is None:  # a scribbled frame (or, without any, every keyframe on its own)
             where = out[position].argmax(0).cpu().numpy()
             frame_strokes = strokes.get(int(keyframes[position]))
             if frame_strokes is not None:
-                where = stroked_regions(where, np.asarray(frame_strokes))
-            reach = config.radius
+                where = stroked_regions(where, np.asarray(frame_strokes), alike)
+            reach = held * config.radius
         else:
             gap = abs(int(keyframes[position]) - int(keyframes[neighbour]))
-            where, reach = labels[neighbour], config.radius + config.speed * gap
+            where, reach = labels[neighbour], held * (config.radius + config.speed * gap)
         penalty = torch.from_numpy(penalties(where, num_classes, reach, config.weight, config.cap)).to(out)
         objects = out[position, 1:]
         moved = objects - penalty[1:]

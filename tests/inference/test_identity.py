@@ -9,7 +9,7 @@ import torch
 
 from agent.config import AgentConfig, ConfigError, IdentityConfig, TransferConfig
 from agent.inference.agent import InteractiveAgent
-from agent.inference.identity import penalties, separate_objects, stroked_regions, sweep_order
+from agent.inference.identity import lookalikes, penalties, separate_objects, stroked_regions, sweep_order
 from agent.inference.plan import RoundPlan
 from agent.inference.propagate import propagate
 
@@ -91,7 +91,7 @@ def test_a_lone_object_and_weight_zero_are_untouched():
         assert separate_objects(three, np.arange(4), {0: np.ones((8, 40))}, off) is three
 
 
-@pytest.mark.parametrize("field", ["weight", "radius", "speed", "cap"])
+@pytest.mark.parametrize("field", ["weight", "radius", "speed", "cap", "alike_margin"])
 @pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf")])
 def test_config_refuses_bad_values(field, value):
     with pytest.raises(ConfigError, match=f"identity.{field}"):
@@ -151,3 +151,52 @@ def test_agent_leaves_a_lone_object_and_foreground_as_they_were(tiny_checkpoint,
         np.testing.assert_array_equal(labels[0.5] > 0, labels[0.0] > 0)
         if labels[0.0].max() <= 1:
             np.testing.assert_array_equal(labels[0.5], labels[0.0])
+
+
+def test_a_region_stroked_for_several_objects_goes_to_the_nearest_stroke():
+    labels = np.zeros((3, 12), np.int64)
+    labels[:, 1:11] = 2  # lookalikes touching: one region, all given to object 2 by the transfer
+    strokes = np.zeros((3, 12), np.int64)
+    strokes[1, 2], strokes[1, 9] = 1, 2
+    np.testing.assert_array_equal(stroked_regions(labels, strokes), labels)  # not lookalikes: the transfer's
+    np.testing.assert_array_equal(stroked_regions(labels, strokes, nearest={1}), labels)
+    out = stroked_regions(labels, strokes, nearest={1, 2})
+    assert (out[:, 1:6] == 1).all() and (out[:, 6:11] == 2).all()
+    assert not out[:, 0].any() and not out[:, 11].any()  # background stays background
+
+
+def test_penalty_reach_may_differ_per_object():
+    positions = np.zeros((1, 30), np.int64)
+    positions[0, 0], positions[0, 20] = 1, 2
+    out = penalties(positions, 3, reach=np.array([0.0, 0.0, 4.0]), weight=1.0)
+    assert out[1, 0, 12] == 4.0  # object 1: no reach, loses all 12 - 8 cells
+    # object 2: 4 cells of reach (cell 9 is 2 cells nearer object 1, cell 6 8 cells, cell 2 16)
+    assert out[2, 0, 9] == 0.0 and out[2, 0, 6] == 4.0 and out[2, 0, 2] == 12.0
+
+
+def test_lookalikes_are_the_objects_that_lead_their_rivals_by_little_at_their_strokes():
+    scores = torch.zeros(2, 4, 4, 10)
+    scores[0, 1, :, :5], scores[0, 2, :, :5] = 3.0, 2.5  # object 1's stroke cells: it leads object 2 by 0.5
+    scores[0, 2, :, 5:], scores[0, 3, :, 5:] = 4.0, 1.0  # object 2's: it leads object 3 by 3
+    strokes = np.zeros((4, 10), np.int64)
+    strokes[1, 1:4], strokes[1, 6:9] = 1, 2
+    assert lookalikes(scores, np.array([3, 7]), {3: strokes}, margin=1.75) == {1}
+    assert lookalikes(scores, np.array([3, 7]), {3: strokes}, margin=5.0) == {1, 2}
+    assert lookalikes(scores, np.array([3, 7]), {3: strokes}, margin=0.0) == set()
+    assert lookalikes(scores, np.array([3, 7]), {5: strokes}, margin=5.0) == set()  # not a keyframe: no evidence
+
+
+def test_only_lookalikes_are_held_to_their_place():
+    """Two blobs 2 cells apart; on frame 1 the transfer gives the left blob's right edge to object 2 by 1.0. Told
+    apart by appearance at the strokes (they lead by 3), objects keep a reach there and appearance decides;
+    lookalikes (they lead by less than alike_margin) have none, and the nearer place wins."""
+    scores = torch.zeros(2, 3, 4, 20)
+    scores[:, 0] = 1.0
+    scores[:, 1, :, 2:8], scores[:, 2, :, 10:16] = 5.0, 5.0
+    scores[1, 2, :, 6:8], scores[1, 1, :, 6:8] = 6.0, 5.0  # frame 1: the left blob's edge looks like object 2
+    strokes = np.zeros((4, 20), np.int64)
+    strokes[1, 3], strokes[1, 12] = 1, 2
+    distinct = separate_objects(scores, np.arange(2), {0: strokes}, IdentityConfig(alike_margin=1.75)).argmax(1)
+    assert (distinct[1, :, 6:8] == 2).all()  # within the reach: appearance decides
+    alike = separate_objects(scores, np.arange(2), {0: strokes}, IdentityConfig(alike_margin=10.0)).argmax(1)
+    assert (alike[1, :, 2:8] == 1).all() and (alike[1, :, 10:16] == 2).all()
