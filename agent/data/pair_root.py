@@ -22,8 +22,7 @@ import numpy as np
 from PIL import Image
 
 from .davis import VOID_LABEL, DatasetError, DavisReader
-from .robot_root import POSITIONS, root_command, write_first_scribbles, write_root
-from .synthetic import write_frames
+from .robot_root import POSITIONS, root_command, write_root, write_video
 
 SUFFIX = "-pair"
 
@@ -69,10 +68,7 @@ def _write_pair(reader: DavisReader, source_name: str, sequence: str, output: Pa
                                   reader.load_frames(other), _objects(reader, other))
     if not (labels == 1).any():
         raise DatasetError(f"{reader.annotations_dir(source_name)}: {other}'s object hides this video's in every frame")
-    image_dir = output / "JPEGImages" / reader.resolution / sequence
-    mask_dir = output / "Annotations" / reader.resolution / sequence
-    write_frames(image_dir, mask_dir, frames, labels, quality=90)
-    write_first_scribbles(output, sequence, labels, 2, positions)
+    write_video(reader, output, sequence, frames, labels, positions)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,7 @@ from ..errors import repeated
 from ..paths import file_in_the_way, path_arg
 from ..signals import exit_code, signal_name, terminate_as_interrupt
 from .davis import VOID_LABEL, DatasetError, DavisReader
-from .synthetic import initial_scribble
+from .synthetic import initial_scribble, write_frames
 from .validation import validate_sequence
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,14 @@ def check_new_root(reader: DavisReader, sequences: list[str] | tuple[str, ...], 
         raise DatasetError(f"{reader.root} has no sequence(s) {', '.join(missing)}")
     for sequence in sequences:  # before anything is written
         validate_sequence(reader, sequence, scribbles=False)
+
+
+def write_video(reader: DavisReader, output: Path, sequence: str, frames, labels, positions: tuple[float, ...]) -> None:
+    """A new video of the root at `output` (twin_root's, pair_root's): its frames as JPEG (quality 90), its labels
+    (T, H, W) as palette PNGs and the robot's first scribble near each position."""
+    write_frames(output / "JPEGImages" / reader.resolution / sequence,
+                 output / "Annotations" / reader.resolution / sequence, frames, labels, quality=90)
+    write_first_scribbles(output, sequence, labels, int(labels.max()), positions)
 
 
 def write_first_scribbles(output: Path, sequence: str, masks, num_objects: int,

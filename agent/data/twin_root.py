@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .davis import VOID_LABEL, DatasetError, DavisReader
-from .robot_root import POSITIONS, root_command, write_first_scribbles, write_root
-from .synthetic import write_frames
+from .robot_root import POSITIONS, root_command, write_root, write_video
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +69,7 @@ def _write_twins(reader: DavisReader, source_name: str, sequence: str, output: P
         frames, labels = twin_video(reader.load_frames(source_name), (masks > 0) & (masks != VOID_LABEL))
     except DatasetError as error:
         raise DatasetError(f"{reader.annotations_dir(source_name)}: {error}") from error
-    image_dir = output / "JPEGImages" / reader.resolution / sequence
-    mask_dir = output / "Annotations" / reader.resolution / sequence
-    write_frames(image_dir, mask_dir, frames, labels, quality=90)
-    write_first_scribbles(output, sequence, labels, 2, positions)
+    write_video(reader, output, sequence, frames, labels, positions)
 
 
 def main(argv: list[str] | None = None) -> int:
