@@ -107,17 +107,17 @@ def separate_objects(scores: torch.Tensor, keyframes: np.ndarray, strokes: dict[
     # Objects with a lookalike are held to their place (no reach) and split by their strokes where they touch;
     # distinct ones keep the reach, so that appearance decides where they meet.
     alike = lookalikes(scores, keyframes, strokes, config.alike_margin)
-    held = np.array([0.0] + [0.0 if cls in alike else 1.0 for cls in range(1, num_classes)])
+    reaching = np.array([0.0] + [0.0 if cls in alike else 1.0 for cls in range(1, num_classes)])
     for position, neighbour in sweep_order(keyframes, set(strokes)):
         if neighbour is None:  # a scribbled frame (or, without any, every keyframe on its own)
             where = out[position].argmax(0).cpu().numpy()
             frame_strokes = strokes.get(int(keyframes[position]))
             if frame_strokes is not None:
                 where = stroked_regions(where, np.asarray(frame_strokes), alike)
-            reach = held * config.radius
+            reach = reaching * config.radius
         else:
             gap = abs(int(keyframes[position]) - int(keyframes[neighbour]))
-            where, reach = labels[neighbour], held * (config.radius + config.speed * gap)
+            where, reach = labels[neighbour], reaching * (config.radius + config.speed * gap)
         penalty = torch.from_numpy(penalties(where, num_classes, reach, config.weight, config.cap)).to(out)
         objects = out[position, 1:]
         moved = objects - penalty[1:]
