@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from agent.data.davis import DavisReader
 from agent.data.pair_root import main, paste_object, write_pair_root
-from agent.data.synthetic import SyntheticSpec, write_dataset
 
 
 def test_paste_object_puts_the_other_object_at_its_own_place_over_this_one():
@@ -32,19 +30,11 @@ def test_paste_object_puts_the_other_object_at_its_own_place_over_this_one():
         assert (out[t][pasted] == 200).all() and not out[t][~pasted].any()
 
 
-@pytest.fixture(scope="module")
-def two_video_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("two")
-    write_dataset(root, SyntheticSpec(num_sequences=2, num_frames=6, height=96, width=200, max_objects=1,
-                                      subset="train", seed=7))
-    return root
-
-
-def test_pair_root_writes_two_object_videos_with_robot_scribbles(two_video_root: Path, tmp_path: Path):
-    out = write_pair_root(two_video_root, ["synth-000", "synth-001"], tmp_path / "pairs", positions=(0.5,))
+def test_pair_root_writes_two_object_videos_with_robot_scribbles(one_object_root: Path, tmp_path: Path):
+    out = write_pair_root(one_object_root, ["synth-000", "synth-001"], tmp_path / "pairs", positions=(0.5,))
     reader = DavisReader(out)
     assert reader.sequences("val") == ["synth-000-pair", "synth-001-pair"]
-    source = DavisReader(two_video_root)
+    source = DavisReader(one_object_root)
     labels = reader.load_annotations("synth-000-pair")
     assert set(np.unique(labels)) == {0, 1, 2}
     np.testing.assert_array_equal(labels == 2, source.load_annotations("synth-001") == 1)
@@ -57,9 +47,9 @@ def test_pair_root_writes_two_object_videos_with_robot_scribbles(two_video_root:
     assert len(marked) == 1 and {s["object_id"] for s in scribble["scribbles"][marked[0]]} == {1, 2}
 
 
-def test_pair_root_refuses_one_video_in_one_line_and_writes_nothing(two_video_root: Path, tmp_path: Path, capsys):
+def test_pair_root_refuses_one_video_in_one_line_and_writes_nothing(one_object_root: Path, tmp_path: Path, capsys):
     for names in ("synth-000", "synth-000,synth-000"):
-        assert main(["--davis-root", str(two_video_root), "--sequences", names, "--output", str(tmp_path / "x")]) == 2
+        assert main(["--davis-root", str(one_object_root), "--sequences", names, "--output", str(tmp_path / "x")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and "at least two videos" in err[0], err
     assert not (tmp_path / "x").exists()

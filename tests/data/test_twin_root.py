@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from agent.data.davis import DavisReader
-from agent.data.synthetic import SyntheticSpec, write_dataset
 from agent.data.twin_root import GAP, main, twin_video, write_twin_root
 
 
@@ -32,14 +31,6 @@ def test_twin_video_goes_to_the_side_with_room_and_clips_at_the_border():
     _, labels = twin_video(frames, masks)
     assert (labels[0, 2:6, 0:8] == 2).all() and (labels == 2).sum() == 4 * 8
     assert (labels[0, 2:6, 24:38] == 1).all()
-
-
-@pytest.fixture(scope="module")
-def one_object_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("one")
-    write_dataset(root, SyntheticSpec(num_sequences=1, num_frames=6, height=96, width=200, max_objects=1,
-                                      subset="train", seed=7))
-    return root
 
 
 def test_twin_root_writes_two_object_videos_with_robot_scribbles(one_object_root: Path, tmp_path: Path):
