@@ -971,19 +971,17 @@ def _own_section(cls, update: dict[str, Any], path) -> tuple[dict[str, Any], str
 
     if not isinstance(update, dict) or not update or any(key in {item.name for item in fields(cls)} for key in update):
         return update, str(path)
-    for whole in (RunConfig,):
-        names = {item.name for item in fields(whole)}
-        section = next((name for name, hint in typing.get_type_hints(whole).items() if hint is cls), None)
-        if section is None or section not in update or not set(map(str, update)) <= names:
-            continue
-        if not isinstance(update[section], dict):
-            raise ConfigError(f"config file {path}: section '{section}' must be a mapping of its fields, got "
-                              f"{type(update[section]).__name__}")
-        others = sorted(str(key) for key in update if key != section)
-        log.info("config file %s: a run's config.json; its '%s' section is read%s", path, section,
-                 f" ({', '.join(others)} ignored: not settings of this command)" if others else "")
-        return update[section], f"{path} (its {section} section)"
-    return update, str(path)
+    names = {item.name for item in fields(RunConfig)}
+    section = next((name for name, hint in typing.get_type_hints(RunConfig).items() if hint is cls), None)
+    if section is None or section not in update or not set(map(str, update)) <= names:
+        return update, str(path)
+    if not isinstance(update[section], dict):
+        raise ConfigError(f"config file {path}: section '{section}' must be a mapping of its fields, got "
+                          f"{type(update[section]).__name__}")
+    others = sorted(str(key) for key in update if key != section)
+    log.info("config file %s: a run's config.json; its '%s' section is read%s", path, section,
+             f" ({', '.join(others)} ignored: not settings of this command)" if others else "")
+    return update[section], f"{path} (its {section} section)"
 
 
 def _check_sections(base: dict[str, Any], update: dict[str, Any], path, prefix: str = "") -> None:
