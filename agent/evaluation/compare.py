@@ -50,7 +50,10 @@ def sample_results(run: Path) -> tuple[pd.DataFrame, dict]:
 
 
 def compare(first: Path, second: Path, top: int = 10) -> str:
-    """The comparison's text (module docstring); CompareError for runs of other metrics or no common sample."""
+    """The comparison's text (module docstring); CompareError for runs of other metrics or no common sample, and for
+    one run named twice."""
+    if Path(first).resolve() == Path(second).resolve():  # a typo: it printed a table of zeros
+        raise CompareError(f"{first} and {second} are the same run: name two runs to compare")
     (a, summary_a), (b, summary_b) = sample_results(first), sample_results(second)
     metric, other = summary_a["metric"], summary_b["metric"]
     if metric != other:

@@ -50,6 +50,9 @@ def test_runs_without_a_common_sample_or_results_are_one_line(tmp_path: Path, ca
     assert err == [f"error: {b / 'report.csv'} does not exist (pass the output directories of session runs)"], err
     assert main(["compare", str(a), str(tmp_path / "nothing")]) == 2
     assert "summary.json" in capsys.readouterr().err
+    assert main(["compare", str(a), str(tmp_path / "x" / ".." / "a")]) == 2  # one run twice: a table of zeros
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {a} and {tmp_path / 'x' / '..' / 'a'} are the same run: name two runs to compare"]
 
 
 def _edited(run: Path, where: Path, summary: dict | None = None, report=None) -> Path:
