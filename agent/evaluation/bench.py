@@ -213,8 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.davis_root is not None:
             # one-shot J reads frames and annotations
             infos = validate_subset(args.davis_root, "val", scribbles=False)
+            val = [info.name for info in infos]
             reader = DavisReader(args.davis_root)
-            held_out = held_out_videos(reader, args.holdout)
+            held_out = held_out_videos(reader, args.holdout, val)
             for sequence in held_out:  # measured too (one_shot_figures)
                 infos.append(validate_sequence(reader, sequence, scribbles=False))
             check_one_shot_videos(reader, infos)
@@ -245,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.one_shot_only:
         report.update(speed_figures(model, config, transfer, args.repeats, device))
     if args.davis_root is not None:
-        report.update(one_shot_figures(model, config, transfer, args.davis_root, args.stride, device, held_out))
+        report.update(one_shot_figures(model, config, transfer, args.davis_root, args.stride, device, val, held_out))
     report["peak_memory"] = peak_memory_mb(device)
 
     _print(report)
@@ -275,9 +276,10 @@ def speed_figures(model: SiameseEmbedder, config: ModelConfig, transfer: Transfe
     return report
 
 
-def held_out_videos(reader: DavisReader, given: str | None) -> list[str]:
-    """The held-out training videos one-shot J is measured on: `given` (comma-separated, each in the root; '' for
-    none), or by default those of TrainConfig.holdout the root has (a partial root has some)."""
+def held_out_videos(reader: DavisReader, given: str | None, val: list[str]) -> list[str]:
+    """The held-out training videos one-shot J is measured on: `given` (comma-separated, each in the root and not
+    one of the `val` videos; '' for none), or by default those of TrainConfig.holdout the root has (a partial root
+    has some)."""
     if given is None:
         return [s for s in HOLDOUT if reader.has_sequence(s)]
     names = [name.strip() for name in given.split(",") if name.strip()]
@@ -290,11 +292,8 @@ def held_out_videos(reader: DavisReader, given: str | None) -> list[str]:
     missing = [name for name in names if not reader.has_sequence(name)]
     if missing:  # a typo measured nothing in its place, without a word
         raise DatasetError(f"--holdout {', '.join(missing)}: not in {reader.root / 'JPEGImages' / reader.resolution}")
-    try:
-        val = set(reader.sequences("val"))
-    except DatasetError:  # no val list: nothing measured as val
-        val = set()
-    both = [name for name in names if name in val]
+    listed = set(val)
+    both = [name for name in names if name in listed]
     if both:  # measured twice, its val J counted into the held-out mean without a word
         raise DatasetError(f"--holdout {', '.join(both)}: a val video ({reader.subset_file('val')}), measured as val "
                            "already: held-out videos are the training videos agent.train --holdout left out")
@@ -302,12 +301,11 @@ def held_out_videos(reader: DavisReader, given: str | None) -> list[str]:
 
 
 def one_shot_figures(model: SiameseEmbedder, config: ModelConfig, transfer: TransferConfig, root: Path, stride: int,
-                     device: torch.device, held_out: list[str] | None = None) -> dict:
-    """One-shot J of the checkpoint and of the backbone's features without Siamese training, on the root's val
-    videos and on `held_out` (default: held_out_videos'), at the agent's frame size."""
+                     device: torch.device, val: list[str], held_out: list[str]) -> dict:
+    """One-shot J of the checkpoint and of the backbone's features without Siamese training, on the root's `val`
+    videos and on `held_out` (held_out_videos), at the agent's frame size."""
     reader = DavisReader(root)
-    splits = {"val": reader.sequences("val")}
-    held_out = held_out_videos(reader, None) if held_out is None else held_out
+    splits = {"val": val}
     if held_out:
         splits["held_out"] = held_out
     name, baseline, reason = untrained_baseline(config, device)
