@@ -86,9 +86,9 @@ def read_run(directory: Path, required: tuple[str, ...] = (*_SAME, "shard"),
         raise MergeError(f"{summary_path if not isinstance(summary, dict) else config_path}: not a run's JSON object")
     if "layout" not in summary:
         raise MergeError(f"{summary_path} has no sample layout (written before sharding existed): re-run it")
-    missing = [key for key in (*required, "metric", "threshold", "max_interactions", "max_time")
+    # `required` and the keys _check_summary_values reads, each named once
+    missing = [key for key in dict.fromkeys((*required, "metric", "threshold", "max_interactions", "max_time"))
                if key not in summary]
-    missing = list(dict.fromkeys(missing))
     if missing:
         raise MergeError(f"{summary_path}: no {', '.join(missing)} (not a session run's summary.json)")
     layout = summary["layout"]
