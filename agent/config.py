@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import codecs
 import functools
+import ipaddress
 import logging
 import math
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit
 
 from .errors import first_line, repeated
 from .paths import expand_user, special_file
@@ -58,6 +59,24 @@ MAX_CONFIG_VALUES = 100_000
 
 class ConfigError(ValueError):
     """A configuration key or value that does not fit the dataclasses; the message names it."""
+
+
+def _unbracketed_ipv6(url: str) -> str:
+    """A hint when `url`'s authority is an IPv6 address without its brackets (`http://::1:8000`: urlparse's
+    "Port could not be cast to integer value as ':1:8000'"), else ""."""
+    try:
+        netloc = urlsplit(url).netloc.rpartition("@")[2]
+    except ValueError:  # "Invalid IPv6 URL": a bracket is there already
+        return ""
+    head, _, port = netloc.rpartition(":")
+    # `::1:8000` is an address too: read as one with a port first, as it was most likely meant.
+    for bracketed in (f"[{head}]:{port}", f"[{netloc}]"):
+        try:
+            ipaddress.IPv6Address(bracketed[1:bracketed.index("]")])
+        except ValueError:
+            continue
+        return f"; an IPv6 address goes in brackets: {url.replace(netloc, bracketed, 1)}"
+    return ""
 
 
 def _require(condition: bool, message: str) -> None:
@@ -498,11 +517,19 @@ class SessionConfig:
     def __post_init__(self) -> None:
         _choice(self.subset, "session.subset", ("train", "val", "trainval", "test-dev"))
         if self.remote:
+            # urlparse drops tabs and newlines and keeps a space in the host name: `http://local host:8000` was
+            # found by the connection check, once the output folder and the checkpoint had been.
+            _require(not any(character.isspace() or not character.isprintable() for character in self.host),
+                     f"session.host {self.host!r} holds a space or control character: a URL has none (in its path, "
+                     "write a space as %20)")
             try:
                 url = urlparse(self.host)
                 url.port  # noqa: B018 (parses the port: a bad one raises here, not when connecting)
             except ValueError as error:
-                raise ConfigError(f"session.host {self.host!r} is not a valid URL ({error})") from error
+                raise ConfigError(f"session.host {self.host!r} is not a valid URL ({error}"
+                                  f"{_unbracketed_ipv6(self.host)})") from error
+            # requests drops a port 0 (the health check went to port 80), and no server listens on it.
+            _require(url.port != 0, f"session.host {self.host!r} has port 0: give the server's port, 1..65535")
             # A host name, not only a netloc: `http://:8000` passed, the preflight connected to this machine, and
             # requests refused the URL (InvalidURL) once the model was built.
             _require(url.scheme in ("http", "https") and bool(url.hostname),

@@ -18,6 +18,18 @@ def typed_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
 
 
+MAX_QUOTED_CHARS = 500  # of a foreign text (a server's message) quoted in an error: one readable line, whatever it is
+
+
+def one_line(text: object) -> str:
+    """`text` (a server's message, a URL it names) as one printable line of at most MAX_QUOTED_CHARS (and "..."),
+    to quote in an error: its words reach the terminal, so control characters (ANSI escapes, BEL, bidi overrides)
+    are escaped."""
+    text = " ".join(str(text).split())
+    text = text if len(text) <= MAX_QUOTED_CHARS else text[:MAX_QUOTED_CHARS] + "..."
+    return "".join(character if character.isprintable() else repr(character)[1:-1] for character in text)
+
+
 def os_error_line(error: OSError) -> str:
     """`<path>: <why>` for an OSError a path caused (a name too long for the file system, a full disk)."""
     return f"{error.filename or 'a path'}: {error.strerror or first_line(error)}"

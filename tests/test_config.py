@@ -60,6 +60,39 @@ def test_a_password_in_the_host_is_refused_without_being_repeated():
     assert "s3cret" not in str(error.value) and "for h holds" in str(error.value)
 
 
+@pytest.mark.parametrize("host, message", [
+    # Found only by the connection check, once the output folder and the checkpoint had been checked.
+    ("http://local host:8000", r"holds a space or control character: a URL has none \(in its path, write a space"),
+    ("http://h:8000/\tdavis", "holds a space or control character"),  # urlparse dropped the tab without a word
+    ("http://h:1\n", "holds a space or control character"),
+    # requests drops port 0: the health check went to port 80.
+    ("http://127.0.0.1:0", r"'http://127.0.0.1:0' has port 0: give the server's port, 1..65535"),
+    ("http://[::1]:0", "has port 0"),
+    # urlparse's "Port could not be cast to integer value as ':1:8000'" alone.
+    ("http://::1:8000/davis", r"an IPv6 address goes in brackets: http://\[::1\]:8000/davis\)$"),
+    ("https://::1", r"an IPv6 address goes in brackets: https://\[::1\]\)$"),
+    ("http://h:80:90", r"Port could not be cast to integer value as '80:90'\)$"),  # no IPv6: no hint
+])
+def test_a_malformed_host_url_is_one_error_before_any_work(host, message):
+    with pytest.raises(ConfigError, match=message):
+        SessionConfig(host=host, user_key="k", subset="test-dev")
+
+
+@pytest.mark.parametrize("host", ["http://h:1", "https://eval.example.org", "HTTP://Eval.Example.org:8443/davis/",
+                                  "http://[::1]:8000", "http://127.0.0.1:8000/davis%20server", "http://h_1:80"])
+def test_a_host_url_the_client_can_use_is_taken(host):
+    # The framework joins its API paths to the URL (os.path.join): a path prefix is kept.
+    assert SessionConfig(host=host, user_key="k", subset="test-dev").remote
+
+
+def test_cli_host_with_a_space_is_one_error_line_at_argument_checking(capsys):
+    # The arguments' line, before the preflight checks the output folder and the checkpoint.
+    assert session_runner.main(["--host", "http://local host:8000", "--user-key", "k"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: config: session.host 'http://local host:8000' holds a space or control character: a URL has "
+                   "none (in its path, write a space as %20)"], err
+
+
 def test_server_config_limits():
     assert ServerConfig().port == 8000
     with pytest.raises(ConfigError, match="server.max_time must be seconds in"):

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from agent.errors import first_line, os_error_line, repeated, validation_problems
+from agent.errors import MAX_QUOTED_CHARS, first_line, one_line, os_error_line, repeated, validation_problems
 
 
 def test_first_line_is_the_first_message_line_or_the_type():
     assert first_line(ValueError("\n  bad value\nsecond line")) == "bad value"
     assert first_line(KeyError()) == "KeyError"
     assert first_line(OSError("")) == "OSError"
+
+
+def test_one_line_quotes_a_foreign_text_as_one_short_printable_line():
+    assert one_line("  a server's\n\tmessage ") == "a server's message"
+    assert one_line("\x1b[2J\u202eevil\x07") == "\\x1b[2J\\u202eevil\\x07"  # escapes, not sent to the terminal
+    long = one_line("x" * 5000)
+    assert long == "x" * MAX_QUOTED_CHARS + "..."
+    assert one_line(ValueError("boom")) == "boom"
 
 
 def test_validation_problems_is_one_line():

@@ -35,9 +35,10 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
+from ..errors import one_line
+
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE_CHARS = 500  # of a server's message quoted in an error: one readable line, whatever it sends
 MAX_TIME, MAX_INTERACTIONS = 600, 16  # what the framework's session caps a client's own settings at
 MAX_ANSWER_BYTES = 256 * 2**20  # of one answer: DAVIS's largest report (16 rounds of test-dev) is about 60 MB
 
@@ -96,13 +97,6 @@ def configure(connect_timeout: float, read_timeout: float, retries: int) -> None
     settings.retries = retries
 
 
-def _one_line(text: object) -> str:
-    text = " ".join(str(text).split())
-    text = text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + "..."
-    # A server's words reach the terminal: its control characters (ANSI escapes, BEL, bidi overrides) escaped.
-    return "".join(character if character.isprintable() else repr(character)[1:-1] for character in text)
-
-
 def _short_reason(error: requests.RequestException) -> str:
     # After retries urllib3's reason is wrapped (MaxRetryError), and requests reports a read timeout as a
     # ConnectionError: look at the reason itself.
@@ -120,7 +114,7 @@ def _short_reason(error: requests.RequestException) -> str:
     inner = reason if reason is not None else (error.args[0] if error.args else None)
     while isinstance(inner, Exception) and inner.args and isinstance(inner.args[-1], Exception):
         inner = inner.args[-1]
-    text = _one_line(inner if isinstance(inner, Exception | str) else "")[:200]
+    text = one_line(inner if isinstance(inner, Exception | str) else "")[:200]
     return text or type(error).__name__
 
 
@@ -200,14 +194,14 @@ def _error_fields(response: requests.Response) -> tuple[str, str]:
     try:
         body = response.json()
     except (ValueError, RecursionError):  # RecursionError: nested too deeply
-        return "", _one_line(response.text)
+        return "", one_line(response.text)
     if not isinstance(body, dict):
-        return "", _one_line(body)
+        return "", one_line(body)
     name = body.get("error", "")
     message = body.get("message", body.get("detail", ""))
     if isinstance(message, list | tuple):  # the framework's servers send the error's args
         message = "; ".join(str(part) for part in message)
-    return (name if isinstance(name, str) else repr(name)), _one_line(message)
+    return (name if isinstance(name, str) else repr(name)), one_line(message)
 
 
 def _is_int(value) -> bool:
@@ -222,14 +216,14 @@ def _samples_problem(body) -> str | None:
     """What is wrong with a samples answer (`[[[sequence, scribble_idx], ...], max_time, max_interactions]`), or
     None. The framework unpacks and shuffles it unchecked, and the session indexes every sample."""
     if not (isinstance(body, list) and len(body) == 3):
-        return f"{_one_line(json.dumps(body))[:100]}, not [samples, max_time, max_interactions]"
+        return f"{one_line(json.dumps(body))[:100]}, not [samples, max_time, max_interactions]"
     samples, max_time, max_interactions = body
     if not isinstance(samples, list) or not samples:
-        return "no sample to play" if samples == [] else f"samples {_one_line(json.dumps(samples))[:100]}, not a list"
+        return "no sample to play" if samples == [] else f"samples {one_line(json.dumps(samples))[:100]}, not a list"
     seen: dict[str, set[int]] = {}  # each sequence's scribble indices
     for sample in samples:
         if not (isinstance(sample, list) and len(sample) == 2 and isinstance(sample[0], str) and _is_int(sample[1])):
-            return f"a sample {_one_line(json.dumps(sample))[:100]}, not [sequence name, scribble index]"
+            return f"a sample {one_line(json.dumps(sample))[:100]}, not [sequence name, scribble index]"
         name, index = sample
         if name in ("", ".", "..") or any(character in name for character in "/\\") or not name.isprintable():
             return f"a sample of sequence {name!r}, not a folder name (its frames are read from the DAVIS root)"
@@ -247,9 +241,9 @@ def _samples_problem(body) -> str | None:
                     "without a gap")
     # null leaves the client's own setting, as the framework does; anything else is played as given.
     if max_time is not None and not (_is_number(max_time) and 1 <= max_time <= MAX_TIME):
-        return f"max_time {_one_line(json.dumps(max_time))[:40]}, not a number of seconds in 1..{MAX_TIME}"
+        return f"max_time {one_line(json.dumps(max_time))[:40]}, not a number of seconds in 1..{MAX_TIME}"
     if max_interactions is not None and not (_is_int(max_interactions) and 1 <= max_interactions <= MAX_INTERACTIONS):
-        return (f"max_interactions {_one_line(json.dumps(max_interactions))[:40]}, not an integer in "
+        return (f"max_interactions {one_line(json.dumps(max_interactions))[:40]}, not an integer in "
                 f"1..{MAX_INTERACTIONS}")
     return None
 
@@ -259,9 +253,9 @@ def _answer_problem(path: str, body) -> str | None:
     if path.endswith("/api/dataset/samples"):
         return _samples_problem(body)
     if path.endswith("/api/evaluation/report") and not isinstance(body, dict | list):
-        return f"a report {_one_line(json.dumps(body))[:100]}, not a table"  # pandas reads columns or rows
+        return f"a report {one_line(json.dumps(body))[:100]}, not a table"  # pandas reads columns or rows
     if path.endswith("/api/evaluation/finish") and not isinstance(body, dict):
-        return f"a summary {_one_line(json.dumps(body))[:100]}, not a JSON object"
+        return f"a summary {one_line(json.dumps(body))[:100]}, not a JSON object"
     return None
 
 
@@ -279,18 +273,18 @@ def handle_response(self, response: requests.Response, raise_error: bool = False
                                     "deeply to read") from None
         except ValueError:
             raise RemoteServerError(f"evaluation server {self.host} answered {request} with something that is "
-                                    f"not JSON: {_one_line(response.text)[:100]!r}") from None
+                                    f"not JSON: {one_line(response.text)[:100]!r}") from None
         problem = _answer_problem(urllib.parse.urlsplit(response.url or "").path, body)
         if problem:
             raise RemoteServerError(f"evaluation server {self.host} answered {request} with {problem}")
         return False
     name, message = _error_fields(response)
     # Debug only: the error raised below is the one line the user sees.
-    log.debug("evaluation server %s: %s -> %d %s: %s", self.host, request, status, _one_line(name), message)
+    log.debug("evaluation server %s: %s -> %d %s: %s", self.host, request, status, one_line(name), message)
     error_class = SERVER_ERRORS.get(name) if status == 400 else None
     if error_class is not None:
         raise error_class(f"evaluation server {self.host}: {message}")
-    what = f"an unknown error {_one_line(name)[:80]!r}" if status == 400 and name else f"{status} {_one_line(name)}".strip()
+    what = f"an unknown error {one_line(name)[:80]!r}" if status == 400 and name else f"{status} {one_line(name)}".strip()
     raise RemoteServerError(f"evaluation server {self.host} answered {request} with {what}: {message}")
 
 
@@ -307,9 +301,9 @@ def _checked_scribbles(self, sequence: str, what: str, scribbles) -> dict:
         validate_scribbles(scribbles, source=source, num_frames=meta.get("num_frames"),
                            num_objects=meta.get("num_objects"))
     except DatasetError as error:
-        raise RemoteServerError(_one_line(error)) from None
+        raise RemoteServerError(one_line(error)) from None
     if scribbles.get("sequence") != sequence:
-        raise RemoteServerError(f"{source}: they name sequence {_one_line(scribbles.get('sequence'))[:80]!r}")
+        raise RemoteServerError(f"{source}: they name sequence {one_line(scribbles.get('sequence'))[:80]!r}")
     return scribbles
 
 
@@ -343,7 +337,7 @@ def get_report(self):
         if isinstance(error, RemoteServerError):
             raise
         raise RemoteServerError(f"evaluation server {self.host} answered the report with something that is not a "
-                                f"table: {_one_line(error)[:200]}") from None
+                                f"table: {one_line(error)[:200]}") from None
     missing = [column for column in AbstractStorage.COLUMNS if column not in report.columns]
     if missing and len(report):
         raise RemoteServerError(f"evaluation server {self.host} answered the report without column(s) "
@@ -375,7 +369,7 @@ def _report_values_problem(report) -> str | None:
             row = int(np.argmax(bad))
             value = report[column].iloc[row]
             value = value.item() if isinstance(value, np.generic) else value  # nan, not np.float64(nan)
-            return (f"{column} {_one_line(repr(value))[:40]} in row {row}, not a finite number "
+            return (f"{column} {one_line(repr(value))[:40]} in row {row}, not a finite number "
                     f"in {low:g}..{high:g}")
     return None
 
@@ -412,7 +406,7 @@ def _report_rows_problem(report, rounds_sent: dict[tuple[str, int], int]) -> str
             value = {column: report[column].iloc[row] for column in ("sequence", "scribble_idx", "interaction",
                                                                        "object_id", "frame")}
             value = {column: item.item() if isinstance(item, np.generic) else item for column, item in value.items()}
-            return (f"row {row} ({_one_line(repr(value['sequence']))[:80]} #{value['scribble_idx']} interaction "
+            return (f"row {row} ({one_line(repr(value['sequence']))[:80]} #{value['scribble_idx']} interaction "
                     f"{value['interaction']}, object {value['object_id']}, frame {value['frame']}) of {what}")
     return None
 

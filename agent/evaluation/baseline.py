@@ -9,7 +9,7 @@ from scipy import ndimage
 
 from ..data.davis import validate_scribbles
 from ..inference.plan import RoundPlan
-from ..inference.predictor import Predictor, check_num_objects, sample_frames
+from ..inference.predictor import Predictor, check_num_objects, check_sequence, sample_frames
 from ..inference.scribbles import UNLABELED, rasterize_scribbles
 
 
@@ -24,13 +24,14 @@ class ScribblePaintBaseline(Predictor):
         self.dilation = int(dilation)
         self.painted: dict[int, np.ndarray] = {}
 
-    def start(self, frames: np.ndarray, num_objects: int) -> None:
+    def start(self, frames: np.ndarray, num_objects: int, sequence: str | None = None) -> None:
         # As InteractiveAgent (a list was "'list' object has no attribute 'shape'", and num_objects 0 or -1 refused
         # every stroke in each later step as beyond "the video has -1 object(s)").
         frames = sample_frames(frames, copy=False)
         check_num_objects(num_objects)
         self.num_frames, self.height, self.width = frames.shape[:3]
         self.num_objects = num_objects
+        self.sequence = sequence
         self.painted = {}
 
     def step(self, scribbles: dict, plan: RoundPlan | None = None) -> np.ndarray:
@@ -38,6 +39,7 @@ class ScribblePaintBaseline(Predictor):
             raise RuntimeError("call start(frames, num_objects) before step(scribbles)")
         # As InteractiveAgent: an id above num_objects was dropped, 1.7 painted as 1, a stroke on a frame past
         # the video's end painted every frame, and a null id was int()'s TypeError (DatasetError, one line).
+        check_sequence(self.sequence, scribbles)
         validate_scribbles(scribbles, num_frames=self.num_frames, num_objects=self.num_objects)
         strokes = rasterize_scribbles(scribbles, (self.height, self.width))
         for frame, labels in strokes.items():

@@ -21,7 +21,7 @@ from ..config import ConfigError, RunConfig, SessionConfig, parse_shard
 from ..data.davis import DatasetError, SequenceInfo
 from ..data.registry import Registration, register_dataset
 from ..data.synthetic import default_dataset_root
-from ..errors import os_error_line
+from ..errors import one_line, os_error_line
 from ..inference.plan import Strategy, StrategyError, plan_round
 from ..model.checkpoint import (
     DEFAULT_CHECKPOINT,
@@ -130,10 +130,10 @@ def check_not_redirected(host: str) -> None:
     if not why:  # 307 or 308 on the same host: the framework's requests keep their method and key
         return
     base = target[:-len(HEALTHCHECK)].rstrip("/") if target.endswith(HEALTHCHECK) else None
-    advice = f"pass --host {remote_compat._one_line(base)[:200]}" if base else "pass the server's own URL as --host"
+    advice = f"pass --host {one_line(base)[:200]}" if base else "pass the server's own URL as --host"
     raise RemoteUnreachableError(
         f"--host {host}: the server redirects its requests ({response.status_code} to "
-        f"{remote_compat._one_line(target)[:200]}): {advice}; followed, {' and '.join(why)}")
+        f"{one_line(target)[:200]}): {advice}; followed, {' and '.join(why)}")
 
 
 def check_strategy(strategy: Strategy, videos: Iterable[SequenceInfo], max_interactions: int, max_time: float) -> None:

@@ -134,7 +134,7 @@ def run_session(
                 sequence, scribbles, new_sample = session.get_scribbles(only_last=True)
                 info = registration.infos[sequence]
                 if new_sample:
-                    predictor.start(_frames_as_checked(reader, info), info.num_objects)
+                    predictor.start(_frames_as_checked(reader, info), info.num_objects, sequence=sequence)
                 interaction = session.interaction_nb + 1
                 time_left = config.max_time * info.num_objects - (time.time() - session.sample_start_time)
                 plan = dataclasses.replace(plan_round(strategy, interaction, time_left, info), time_left=time_left)

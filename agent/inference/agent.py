@@ -55,7 +55,7 @@ from .embedding_cache import Embed, EmbeddingCache
 from .finetune import FinetuneStats, finetune
 from .footprint import TooManyObjects, available_bytes, sample_bytes
 from .plan import RoundPlan
-from .predictor import Predictor, check_num_objects, sample_frames
+from .predictor import Predictor, check_num_objects, check_sequence, sample_frames
 from .propagate import Detail, propagate, reference_set, select_keyframes
 from .reference_pool import ReferencePool
 from .round_fusion import RoundFusion
@@ -171,11 +171,14 @@ class InteractiveAgent(Predictor):
 
     # --- Predictor interface -----------------------------------------------------------------------
     @_one_call_at_a_time
-    def start(self, frames: np.ndarray, num_objects: int | None = None) -> None:
-        """A new sample: frames (T, H, W, 3) uint8; num_objects None = learn it from the scribbles."""
+    def start(self, frames: np.ndarray, num_objects: int | None = None, sequence: str | None = None) -> None:
+        """A new sample: frames (T, H, W, 3) uint8; num_objects None = learn it from the scribbles; sequence: the
+        video's name, if known: step() then refuses scribbles that name another (None: any are taken)."""
         # A copy: a caller that reuses its buffer for the next video must not change this sample's frames.
         frames = sample_frames(frames)
         check_num_objects(num_objects)
+        if sequence is not None and not isinstance(sequence, str):
+            raise TypeError(f"sequence must be the video's name (str) or None, got {type(sequence).__name__}")
         input_size = self.input_size_for(frames.shape[1:3])
         classes = 2 if num_objects is None else num_objects + 1  # None: one object until the scribbles say more
         self._check_memory(frames.shape[:3], input_size, classes)
@@ -186,6 +189,7 @@ class InteractiveAgent(Predictor):
         self._backbone_runtime = self._runtime_for(self.input_size)
         self._frames = frames
         self.num_objects = num_objects
+        self.sequence = sequence
         self._classes_checked = classes
         self._features: torch.Tensor | None = None  # (T, C, h, w), filled frame by frame as rounds need them
         self._have_features = np.zeros(len(frames), bool)
@@ -215,6 +219,7 @@ class InteractiveAgent(Predictor):
         if self._failed is not None:
             raise RuntimeError(f"the previous step failed midway ({self._failed}): this sample's state is half a "
                                "round ahead of its masks; call start(frames) again")
+        check_sequence(self.sequence, scribbles)
         started = time.perf_counter()
         # Validates them first (and that an object stroke exists): a refused round leaves the sample as it was.
         stroke_frames = self.memory.add(scribbles, require_object=True, check_ids=self._check_classes)

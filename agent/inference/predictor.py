@@ -34,6 +34,16 @@ def check_num_objects(num_objects) -> None:
         raise ValueError(f"num_objects must be None or an integer in 1..{MAX_OBJECT_ID}, got {num_objects!r}")
 
 
+def check_sequence(sequence: str | None, scribbles) -> None:
+    """A one-line ValueError when `scribbles` (a DAVIS dict) name another sequence than `sequence`, the video the
+    sample was started on: those of another video with as many frames were played on this one without a word.
+    Scribbles without a name, or a sample started without one, pass."""
+    named = scribbles.get("sequence") if isinstance(scribbles, dict) else None
+    if sequence is not None and named is not None and named != sequence:
+        raise ValueError(f"scribbles of sequence {named!r}, but the sample was started on {sequence!r}: call "
+                         "start() with that video's frames first")
+
+
 class Predictor(ABC):
     """Turns scribbles into a (T, H, W) integer label array for a whole video.
 
@@ -44,8 +54,8 @@ class Predictor(ABC):
     name: str = "predictor"
 
     @abstractmethod
-    def start(self, frames: np.ndarray, num_objects: int) -> None:
-        """frames: (T, H, W, 3) uint8 RGB of the sample's video."""
+    def start(self, frames: np.ndarray, num_objects: int, sequence: str | None = None) -> None:
+        """frames: (T, H, W, 3) uint8 RGB of the sample's video; sequence: its name, if known (check_sequence)."""
 
     @abstractmethod
     def step(self, scribbles: dict, plan: RoundPlan | None = None) -> np.ndarray:

@@ -111,9 +111,12 @@ def main(argv: list[str] | None = None) -> int:
             video = open_video(args.video)  # a wrong path ends here with one line
             # Every source read and checked now, as agent.segment does: a mistake was a red line on the page.
             sources = load_sources(args.scribbles, video)
-            for line in settings_warnings(sources, video, args):
+            warnings = settings_warnings(sources, video, args)
+            for line in warnings:
                 print(f"warning: {line}", file=sys.stderr)
-            state.open(video, sources)  # an export's recorded content is checked once the page has read the frames
+            # The page shows the same warnings beside the open job's message. An export's recorded content is
+            # checked once the page has read the frames.
+            state.open(video, sources, warnings)
     except (InputError, ConfigError, CheckpointError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -159,9 +159,11 @@ class AppState:
         return update
 
     # --- work ------------------------------------------------------------------------------------
-    def open(self, path: str | Path | VideoSource, sources: list[ScribbleSource] | None = None) -> Job:
+    def open(self, path: str | Path | VideoSource, sources: list[ScribbleSource] | None = None,
+             warnings: list[str] | None = None) -> Job:
         """Open a video; the rounds of `sources` (load_sources, read for this video: an earlier export's strokes) are
-        then played on it, so the page continues that result and its next export records them first."""
+        then played on it, so the page continues that result and its next export records them first. `warnings`:
+        replay_warnings of `sources` as the caller computed them (app_cli printed them), shown as they are."""
         def work(job: Job) -> str:
             try:
                 job.stage = "probe"
@@ -174,13 +176,15 @@ class AppState:
                 self._drop_unused_uploads()
             opened = f"opened {video.name}: {video.num_frames} frames of {video.width}x{video.height}"
             if sources:
-                return f"{opened}; {self._play(segmenter, sources, job)}"
+                return f"{opened}; {self._play(segmenter, sources, job, warnings)}"
             return opened
         return self.start_job("open", work)
 
-    def _play(self, segmenter: VideoSegmenter, sources: list[ScribbleSource], job: Job) -> str:
+    def _play(self, segmenter: VideoSegmenter, sources: list[ScribbleSource], job: Job,
+              warnings: list[str] | None = None) -> str:
         """Play scribble sources' rounds (as the page's Segment pressed once for each); one line for any failure,
-        naming the sources (the video stays open, without them): an export drawn on another video included."""
+        naming the sources (the video stays open, without them): an export drawn on another video included.
+        `warnings`: their replay_warnings if the caller has them (None: computed here)."""
         names = ", ".join(str(source.path) for source in sources)
         rounds = [round_ for source in sources for round_ in source.rounds]
         try:
@@ -189,7 +193,9 @@ class AppState:
         except (*USER_ERRORS, MemoryError) as error:  # MemoryError: TooManyObjects, a chunk too large
             raise InputError(f"the strokes of {names} were not played: {first_line(error)}") from error
         # agent.segment's warning: an export made with other settings gives other masks than it did
-        job.warning = "; ".join(replay_warnings(sources, segmenter.settings)) or None
+        if warnings is None:
+            warnings = replay_warnings(sources, segmenter.settings)
+        job.warning = "; ".join(warnings) or None
         return f"played {count_rounds(rounds)} of strokes from {names} (round {segmenter.rounds} now)"
 
     def load_strokes(self, path: str) -> Job:

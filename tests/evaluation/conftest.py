@@ -33,11 +33,11 @@ class StopsOnTheSecondVideo(ScribblePaintBaseline):
         super().__init__()
         self.stop, self.samples = stop, 0
 
-    def start(self, frames, num_objects):
+    def start(self, frames, num_objects, sequence=None):
         self.samples += 1
         if self.samples == 2:
             self.stop(frames)
-        super().start(frames, num_objects)
+        super().start(frames, num_objects, sequence)
 
 
 @pytest.fixture

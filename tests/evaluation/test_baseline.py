@@ -66,3 +66,12 @@ def test_a_bad_dilation_is_refused_by_the_constructor(dilation):
     with pytest.raises(ValueError, match=r"^dilation .*: the brush's width in pixels, an integer >= 1"):
         ScribblePaintBaseline(dilation=dilation)
     assert ScribblePaintBaseline(dilation=np.int64(1)).dilation == 1
+
+
+def test_scribbles_of_another_sequence_are_refused_as_the_agent_does():
+    baseline = ScribblePaintBaseline()
+    baseline.start(FRAMES, 2, sequence="dog")
+    with pytest.raises(ValueError, match="scribbles of sequence 'goat', but the sample was started on 'dog'"):
+        baseline.step({**_scribbles(), "sequence": "goat"})
+    assert not baseline.painted
+    assert set(np.unique(baseline.step({**_scribbles(), "sequence": "dog"}))) == {0, 1}

@@ -583,10 +583,10 @@ class _RemovesAFrameOfTheNextVideo(ScribblePaintBaseline):
         super().__init__()
         self.frames_dir = frames_dir
 
-    def start(self, frames, num_objects):
+    def start(self, frames, num_objects, sequence=None):
         for path in sorted(self.frames_dir.glob("*.jpg"))[-1:]:
             path.unlink()  # the dataset changing while the run reads it (a sync, another user)
-        super().start(frames, num_objects)
+        super().start(frames, num_objects, sequence)
 
 
 def test_a_video_that_changed_during_the_run_is_named_not_blamed_on_the_predictor(root, tmp_path, capsys,

@@ -97,11 +97,11 @@ class _ServerGoesAway(ScribblePaintBaseline):
         super().__init__()
         self.stop, self.samples = stop, 0
 
-    def start(self, frames, num_objects):
+    def start(self, frames, num_objects, sequence=None):
         self.samples += 1
         if self.samples == 2:
             self.stop()
-        super().start(frames, num_objects)
+        super().start(frames, num_objects, sequence)
 
 
 def test_server_going_away_is_one_line_and_keeps_results(tiny_synthetic_root, server, tmp_path, monkeypatch,

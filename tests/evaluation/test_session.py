@@ -33,9 +33,20 @@ def _config(root, tmp_path, **overrides) -> SessionConfig:
     return SessionConfig(**values)
 
 
+class _RecordsSequences(ScribblePaintBaseline):
+    def __init__(self):
+        super().__init__()
+        self.sequences = []
+
+    def start(self, frames, num_objects, sequence=None):
+        self.sequences.append(sequence)
+        super().start(frames, num_objects, sequence)
+
+
 def test_baseline_session_end_to_end(tiny_synthetic_root, tmp_path):
     config = _config(tiny_synthetic_root, tmp_path)
-    result = run_session(config, ScribblePaintBaseline(), get_strategy(config.strategy))
+    predictor = _RecordsSequences()
+    result = run_session(config, predictor, get_strategy(config.strategy))
     summary = result.summary
     assert not result.interrupted
     assert 0.0 <= summary["auc"] <= 1.0
@@ -48,6 +59,8 @@ def test_baseline_session_end_to_end(tiny_synthetic_root, tmp_path):
     report = load_report(result.paths["report"])
     samples = report.groupby(["sequence", "scribble_idx"])["interaction"].unique()
     assert len(samples) == 3
+    # Each sample's predictor knows its video: scribbles naming another are refused (check_sequence).
+    assert sorted(predictor.sequences) == sorted(name for name, _ in samples.index)
     for interactions in samples:
         assert sorted(interactions) == list(range(1, INTERACTIONS + 1))
     assert summary["evaluated_fraction"] == 1.0

@@ -58,6 +58,20 @@ def test_bad_scribbles_are_one_line_and_leave_the_sample_as_it_was(agent, num_ob
     assert masks.shape == FRAMES.shape[:3]
 
 
+def test_scribbles_of_another_sequence_are_refused_when_the_agent_knows_its_own(agent):
+    """A scribble of another video with as many frames was played on this one without a word."""
+    agent.start(FRAMES, 1, sequence="dog")
+    with pytest.raises(ValueError, match="scribbles of sequence 'goat', but the sample was started on 'dog'"):
+        agent.step({**_scribbles(), "sequence": "goat"})
+    assert len(agent.memory) == 0 and agent._round == 0  # refused before anything changed
+    agent.step({**_scribbles(), "sequence": "dog"})
+    agent.step(_scribbles(point=(0.4, 0.4)))  # no name: taken
+    agent.start(FRAMES, 1)  # started without a name (a user's own video): any name is taken
+    assert agent.step({**_scribbles(), "sequence": "goat"}).shape == FRAMES.shape[:3]
+    with pytest.raises(TypeError, match="sequence must be the video's name"):
+        agent.start(FRAMES, 1, sequence=5)
+
+
 @pytest.mark.parametrize(("frames", "num_objects", "fragment"), [
     (np.zeros((0, 32, 48, 3), np.uint8), 1, "T, H, W >= 1"),
     (np.zeros((3, 32, 48, 3), np.float32), 1, "uint8"),

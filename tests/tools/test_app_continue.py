@@ -277,6 +277,40 @@ def test_the_app_started_with_another_videos_export_opens_the_video_without_its_
     assert code == 0 and served
 
 
+def test_the_app_started_with_an_export_of_other_settings_warns_once_on_the_terminal_and_the_page(
+        small_video, tiny_checkpoint, earlier, monkeypatch, capsys):
+    """`python -m agent.app VIDEO --scribbles S` with other settings than S's export: the warning printed before the
+    server starts is the one the page shows beside the open job's message, computed once (it was computed twice,
+    once for the terminal and once for the page)."""
+    import uvicorn
+
+    from agent.tools import replay, webapp
+    from agent.tools.app_cli import main
+
+    calls, served, compute = [], [], replay.replay_warnings
+
+    def counted(*args):
+        calls.append(args)
+        return compute(*args)
+
+    def run(app, **options):
+        with serve(app) as base:
+            served.append(wait_for_job(base)["job"])
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    monkeypatch.setattr(replay, "replay_warnings", counted)
+    monkeypatch.setattr(webapp, "replay_warnings", counted)
+    code = main([str(small_video.folder), "--scribbles", str(earlier / "scribbles.json"), "--port", "0",
+                 "--checkpoint", str(tiny_checkpoint), *SETTINGS, "--working-size", "100"])
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert code == 0 and len(served) == 1 and len(warnings) == 1, warnings
+    job = served[0]
+    assert job["error"] is None and "played 2 rounds" in job["message"], job
+    assert "--working-size (frames of 213x120 then, 178x100 now)" in job["warning"]
+    assert warnings[0] == f"warning: {job['warning']}"
+    assert len(calls) == 1
+
+
 def test_load_strokes_of_an_export_made_with_other_settings_says_so_beside_the_message(tiny_page, small_video,
                                                                                      earlier, tmp_path):
     """agent.segment and agent.app --scribbles print a warning for an export made with other settings (its masks
