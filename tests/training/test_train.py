@@ -398,6 +398,22 @@ def test_resume_with_another_model_is_one_error_line(tmp_path: Path, capsys) -> 
     assert main([*TINY_ARGS, "--iterations", "4", "--resume", "--output-dir", str(out)]) == 0  # the same: resumes
 
 
+def test_resume_with_other_training_settings_is_one_error_line(tmp_path: Path, capsys, davis_train_root: Path) -> None:
+    """Another --holdout, loss or learning rate resumed without a word: the held-out video was trained on, and
+    train_info.json then named the new held-out videos only."""
+    out = tmp_path / "run"
+    args = [*TINY_ARGS, "--davis-root", str(davis_train_root), "--output-dir", str(out)]
+    assert main([*args, "--iterations", "2", "--holdout", "synth-000"]) == 0
+    capsys.readouterr()
+    assert main([*args, "--iterations", "4", "--resume", "--holdout", "", "--set", "train.loss=topk"]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert "last.pt was trained with train.loss='pairwise' (not 'topk'), train.holdout=['synth-000'] (not [])" in line
+    assert f"--config {out / 'train_config.json'}" in line
+    assert json.loads((out / "train_info.json").read_text())["held_out"] == ["synth-000"]
+    # its length, seed and saving may change; the same held-out set in another order is the same
+    assert main([*args, "--iterations", "4", "--resume", "--holdout", "synth-000,", "--seed", "3",
+                 "--checkpoint-every", "1"]) == 0
+
 def test_resume_never_replaces_a_model_it_cannot_continue(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     args = [*TINY_ARGS, "--checkpoint-every", "2", "--output-dir", str(out)]
