@@ -53,10 +53,10 @@ from ..config import (
     load_config,
     to_dict,
 )
-from ..data.davis import DatasetError, DavisReader
+from ..data.davis import DatasetError, DavisReader, is_sequence_name
 from ..data.validation import validate_sequence
 from ..device import resolve_device
-from ..errors import os_error_line, typed_line
+from ..errors import os_error_line, repeated, typed_line
 from ..model.backbones import WeightsUnavailableError, check_weights_installed
 from ..model.checkpoint import (
     CheckpointError,
@@ -624,7 +624,17 @@ def check_videos(config: TrainConfig) -> None:
             raise DatasetError(NO_TRAINING_VIDEOS)
         return
     reader = DavisReader(config.davis_root)
-    validation = list(config.val_sequences or (reader.sequences("val") if config.validate_every else []))
+    given = list(config.val_sequences or ())
+    # A path (`dog/` as a shell completes it, `../other/JPEGImages/480p/x`) was validated under that name: `dog,dog/`
+    # counted dog twice in the mean one-shot J, and another root's video was read.
+    odd = [name for name in given if not is_sequence_name(name)]
+    if odd:
+        raise ValueError(f"--val-sequences {', '.join(odd)}: not a sequence name (a folder name of "
+                         f"{reader.root / 'JPEGImages' / reader.resolution}, without a path)")
+    twice = sorted(repeated(given))
+    if twice:
+        raise ValueError(f"--val-sequences names {', '.join(twice)} more than once")
+    validation = given or (reader.sequences("val") if config.validate_every else [])
     for name in validation:
         if not reader.has_sequence(name):
             raise ValueError(f"--val-sequences: {reader.root} has no sequence {name!r}")

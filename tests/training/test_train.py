@@ -523,6 +523,19 @@ def test_augmentation_ranges_are_checked(tmp_path: Path, capsys, setting: str, f
     assert fragment in line and not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(("names", "fragment"), [
+    ("synth-001,synth-001/", "--val-sequences synth-001/: not a sequence name"),
+    ("synth-001,synth-001", "--val-sequences names synth-001 more than once"),
+])
+def test_a_validation_video_named_twice_or_as_a_path_is_one_line(tmp_path: Path, tiny_synthetic_root: Path, capsys,
+                                                                names: str, fragment: str) -> None:
+    """`dog,dog/` (a shell's completion) was validated twice, under both names, each in the mean one-shot J."""
+    assert main([*TINY_ARGS, "--davis-root", str(tiny_synthetic_root), "--val-sequences", names,
+                 "--output-dir", str(tmp_path / "run")]) == 2
+    assert fragment in error_lines(capsys.readouterr().err)[0]
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_feature_level_given_twice_is_one_error_line_before_any_work(tmp_path: Path, capsys) -> None:
     # Lite's decoder counted the stage's channels twice: a split_with_sizes traceback at the first step, once the
     # features were computed, leaving a losses.csv that refused the corrected run.
