@@ -148,6 +148,9 @@ class DavisReader:
         """Sequences of a subset (from ImageSets/2017/<subset>.txt), or every folder of JPEGImages."""
         if subset is not None:
             listing = self.subset_file(subset)
+            if listing.exists() and not listing.is_file():  # a folder or FIFO: it was "no list ...: add it"
+                raise DatasetError(f"{listing}: is {special_file(listing) or 'a folder'}, not a file (one sequence "
+                                   "name per line)")
             if not listing.is_file():
                 raise DatasetError(f"no list of '{subset}' sequences at {listing}: add it (one name per line)")
             try:  # utf-8-sig: a byte-order mark would otherwise become part of the first name

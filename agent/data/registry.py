@@ -206,9 +206,7 @@ def _check(reader: DavisReader, name: str) -> tuple[SequenceInfo | None, str | N
 def _candidates(reader: DavisReader, subset: str) -> tuple[list[str], str]:
     """Names of the subset and where they came from (a listing file, else the folders)."""
     listing = reader.subset_file(subset)
-    if listing.exists() and not listing.is_file():  # the folders would stand in for it silently
-        raise DatasetError(f"{listing}: is not a file (one sequence name per line)")
-    if listing.is_file():
+    if listing.exists():  # one that is no file (a folder, a FIFO) is refused: the folders would stand in for it silently
         return reader.sequences(subset), str(reader.subset_file(subset))
     parts = ("train", "val")
     if subset == "trainval" and all(reader.subset_file(p).is_file() for p in parts):

@@ -103,6 +103,10 @@ def check_new_root(reader: DavisReader, sequences: list[str] | tuple[str, ...], 
     blocker = file_in_the_way(output.parent)
     if blocker is not None:
         raise DatasetError(f"{blocker} is a file: --output {output} cannot be made below it")
+    source, target = reader.root.resolve(), output.resolve()
+    if target == source or target in source.parents:  # it was "is not empty: remove it", of the dataset itself
+        what = "is the --davis-root it reads" if target == source else f"holds the --davis-root {reader.root}"
+        raise DatasetError(f"--output {output} {what}: choose another --output (a new or empty folder)")
     if output.exists() and any(output.iterdir()):
         raise DatasetError(f"{output} is not empty: remove it or choose another --output")
     missing = [s for s in sequences if not reader.has_sequence(s)]

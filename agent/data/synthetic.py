@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from ..paths import cache_dir
+from ..paths import cache_dir, file_in_the_way
 from .davis import DatasetError
 
 log = logging.getLogger(__name__)
@@ -436,9 +436,11 @@ def ensure_default_dataset(spec: SyntheticSpec | None = None) -> Path:
         root.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
     except OSError as error:
-        raise DatasetError(f"{root.parent}: cannot write the built-in synthetic dataset there "
-                           f"({error.strerror or error}): set SIMLEARN_CACHE to a writable folder, or pass "
-                           "--davis-root") from error
+        blocker = file_in_the_way(root.parent)  # a $SIMLEARN_CACHE that is a file was "(File exists)"
+        why = (error.strerror or error if blocker is None else "a file, not a folder" if blocker == root.parent
+               else f"{blocker} is a file, not a folder")
+        raise DatasetError(f"{root.parent}: cannot write the built-in synthetic dataset there ({why}): set "
+                           "SIMLEARN_CACHE to a writable folder, or pass --davis-root") from error
     try:
         started = time.perf_counter()
         write_dataset(tmp, spec)

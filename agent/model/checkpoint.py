@@ -122,6 +122,18 @@ def load_plain(path: Path, map_location: Any = "cpu") -> Any:
                                          "code") from None
 
 
+def _what_instead(path: Path, payload: Any) -> str:
+    """What a .pt that is not a checkpoint holds, when it is one of the usual mix-ups (both were only "not a
+    simlearn-ivos/siamese-v1 checkpoint"): agent.train's last.pt, or a model's bare torch state_dict."""
+    if isinstance(payload, dict) and {"state_dict", "optimizer", "iteration"} <= payload.keys():
+        return (f": it is agent.train's training state (for --resume), pass the model.pt beside it "
+                f"({path.parent / 'model.pt'})")
+    if isinstance(payload, dict) and payload and all(torch.is_tensor(v) for v in payload.values()):
+        return (": it holds bare weights (a torch state_dict), without the model settings they fit; save the model "
+                "with agent.model.checkpoint.save_checkpoint(path, model)")
+    return ""
+
+
 def _read(path: Path) -> dict[str, Any]:
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a directory: name its .pt file (e.g. {path / 'model.pt'})")
@@ -140,7 +152,7 @@ def _read(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} is corrupt or not a checkpoint ({type(error).__name__} while "
                               "unpickling)") from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {path} is not a {FORMAT} checkpoint")
+        raise CheckpointError(f"checkpoint {path} is not a {FORMAT} checkpoint{_what_instead(path, payload)}")
     for key in ("model_config", "state_dict"):
         if not isinstance(payload.get(key), dict):
             raise CheckpointError(f"checkpoint {path} has no '{key}'")

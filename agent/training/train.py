@@ -54,10 +54,10 @@ from ..config import (
     load_config,
     to_dict,
 )
-from ..data.davis import DatasetError, DavisReader
+from ..data.davis import DatasetError, DavisReader, is_sequence_name
 from ..data.validation import validate_sequence
 from ..device import resolve_device
-from ..errors import os_error_line, typed_line
+from ..errors import os_error_line, repeated, typed_line
 from ..model.backbones import WeightsUnavailableError, check_weights_installed
 from ..model.checkpoint import (
     CheckpointError,
@@ -435,6 +435,27 @@ def _save_training_state(path: Path, model: SiameseEmbedder, optimizer, iteratio
 
 # How the first iteration's weights were made: a resumed run loads its weights from the state instead.
 RESUME_FREE_FIELDS = ("pretrained", "decoder_init")
+# Training settings a resumed run may change: its length (checked below), how often it saves or validates, where
+# it runs and writes, its seed, and the init checkpoint (the weights come from last.pt). train.mode has its own check.
+RESUME_FREE_TRAIN_FIELDS = ("iterations", "checkpoint_every", "validate_every", "max_seconds", "val_sequences",
+                            "device", "output_dir", "seed", "init_checkpoint", "mode")
+
+
+def _changed_training_settings(saved: dict, config: TrainConfig) -> list[tuple[str, object, object]]:
+    """(field, saved value, value now) of the training settings (data, loss, optimiser, augmentation) that differ
+    from those last.pt was trained with: another --holdout trained on the held-out videos without a word. The
+    root is compared by its folder's name (a dataset moved is the same one), the held-out videos as a set."""
+    now = json.loads(json.dumps(to_dict(config), default=str))
+
+    def same(name: str, a, b) -> bool:
+        if name == "davis_root":
+            return (a and Path(a).name) == (b and Path(b).name)
+        if name == "holdout" and isinstance(a, list) and isinstance(b, list):
+            return sorted(map(str, a)) == sorted(map(str, b))
+        return a == b
+
+    return [(name, value, now[name]) for name, value in saved.items()
+            if name in now and name not in RESUME_FREE_TRAIN_FIELDS and not same(name, value, now[name])]
 
 
 def check_training_state(path: Path, config: TrainConfig, model_config: ModelConfig) -> int:
@@ -474,6 +495,12 @@ def _load_training_state(path: Path, model: SiameseEmbedder, optimizer, device: 
             raise CheckpointError(f"{path} was trained with train.mode={mode}, not {config.mode}: resume with "
                                   f"--mode {mode}, or start another --output-dir from its model.pt "
                                   "(--set train.init_checkpoint=...)")
+        changed = _changed_training_settings(payload.get("train_config") or {}, config)
+        if changed:  # the run would go on under settings its first iterations never had, under the new ones' name
+            raise CheckpointError(
+                f"{path} was trained with {', '.join(f'train.{n}={a!r} (not {b!r})' for n, a, b in changed)}: "
+                "resume with the settings it was trained with "
+                f"(--config {path.parent / 'train_config.json'}), or pick another --output-dir")
         model.load_state_dict(payload["state_dict"])
         optimizer.load_state_dict(payload["optimizer"])
         iteration = int(payload["iteration"])
@@ -601,7 +628,17 @@ def check_videos(config: TrainConfig) -> None:
             raise DatasetError(NO_TRAINING_VIDEOS)
         return
     reader = DavisReader(config.davis_root)
-    validation = list(config.val_sequences or (reader.sequences("val") if config.validate_every else []))
+    given = list(config.val_sequences or ())
+    # A path (`dog/` as a shell completes it, `../other/JPEGImages/480p/x`) was validated under that name: `dog,dog/`
+    # counted dog twice in the mean one-shot J, and another root's video was read.
+    odd = [name for name in given if not is_sequence_name(name)]
+    if odd:
+        raise ValueError(f"--val-sequences {', '.join(odd)}: not a sequence name (a folder name of "
+                         f"{reader.root / 'JPEGImages' / reader.resolution}, without a path)")
+    twice = sorted(repeated(given))
+    if twice:
+        raise ValueError(f"--val-sequences names {', '.join(twice)} more than once")
+    validation = given or (reader.sequences("val") if config.validate_every else [])
     for name in validation:
         if not reader.has_sequence(name):
             raise ValueError(f"--val-sequences: {reader.root} has no sequence {name!r}")

@@ -132,7 +132,7 @@ def test_without_listing_the_folders_leave_out_the_other_subsets_listing(tmp_pat
 def test_a_listing_that_is_a_folder_is_an_error_not_replaced_by_the_folders(tmp_path: Path) -> None:
     make_sequence(tmp_path, "alpha")
     (tmp_path / "ImageSets" / "2017" / "train.txt").mkdir(parents=True)
-    with pytest.raises(DatasetError, match=r"train.txt: is not a file \(one sequence name per line\)"):
+    with pytest.raises(DatasetError, match=r"train.txt: is a folder, not a file \(one sequence name per line\)"):
         registry.register_dataset(tmp_path, "train")
 
 

@@ -45,6 +45,16 @@ def test_robot_root_refuses_a_non_empty_output_and_unknown_videos(train_root: Pa
     assert "has no sequence(s) nope" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("where", ["root", "parent"])
+def test_an_output_that_is_or_holds_the_source_root_is_not_advised_removed(train_root: Path, capsys, where: str):
+    """It was "<root> is not empty: remove it or choose another --output": the dataset itself."""
+    output = train_root if where == "root" else train_root.parent
+    assert main(["--davis-root", str(train_root), "--sequences", "synth-000", "--output", str(output)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: --output {output} ") and "remove" not in line
+    assert ("is the --davis-root it reads" if where == "root" else f"holds the --davis-root {train_root}") in line
+
+
 def test_robot_root_refuses_odd_names_and_outputs_before_writing(train_root: Path, tmp_path: Path, capsys):
     (tmp_path / "file").write_text("x")
     for sequences, output, fragment in ((",", "a", "--sequences names no sequence"),

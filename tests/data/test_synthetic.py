@@ -220,6 +220,20 @@ def test_no_home_folder_for_the_cache_is_one_line(monkeypatch):
         synthetic.default_dataset_root()
 
 
+def test_a_cache_that_is_a_file_says_so(tmp_path, monkeypatch):
+    """SIMLEARN_CACHE naming a file was "cannot write the built-in synthetic dataset there (File exists)"."""
+    from agent.data.davis import DatasetError
+
+    cache = tmp_path / "cache"
+    cache.write_text("not a folder")
+    for configured, why in ((cache, "a file"), (cache / "below", f"{cache} is a file")):
+        monkeypatch.setenv("SIMLEARN_CACHE", str(configured))
+        with pytest.raises(DatasetError, match=rf"^{configured}: cannot write the built-in synthetic dataset there "
+                                               rf"\({why}, not a folder\): set SIMLEARN_CACHE"):
+            ensure_default_dataset(SyntheticSpec(num_sequences=1, num_frames=2, height=64, width=96))
+    assert cache.read_text() == "not a folder"
+
+
 def test_robot_skips_round_objects_so_generation_redraws_them(tmp_path, monkeypatch):
     yy, xx = np.mgrid[:64, :96]
     masks = np.zeros((3, 64, 96), np.uint8)

@@ -383,6 +383,21 @@ def test_subset_listing_with_a_byte_order_mark_or_not_utf8(root: Path) -> None:
         validate_subset(root, "val")
 
 
+@pytest.mark.parametrize("kind", ["FIFO", "folder"])
+def test_subset_listing_that_is_no_file_says_what_it_is(root: Path, kind: str) -> None:
+    """agent.train's train.txt, agent.bench's val.txt and the root writers': it was "no list of 'val' sequences at
+    .../val.txt: add it", the file being there."""
+    listing = root / "ImageSets" / "2017" / "val.txt"
+    listing.unlink()
+    if kind == "FIFO":
+        os.mkfifo(listing)
+    else:
+        listing.mkdir()
+    what = "a FIFO \\(named pipe\\)" if kind == "FIFO" else "a folder"
+    with pytest.raises(DatasetError, match=rf"val.txt: is {what}, not a file \(one sequence name per line\)$"):
+        validate_subset(root, "val")
+
+
 @pytest.mark.parametrize("name", ["JPEGImages/480p/synth-001", "../other/synth-001", "."])
 def test_subset_listing_a_path_is_an_error(root: Path, name: str) -> None:
     # It was "not in the root" (left out of a session with an INFO line), or read from outside the root.

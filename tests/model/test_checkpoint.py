@@ -75,6 +75,22 @@ def test_missing_and_corrupt_files(tmp_path):
         load_checkpoint(tmp_path / "other.pt")
 
 
+def test_a_training_state_or_a_bare_state_dict_says_what_it_is(tmp_path):
+    """Both were only "not a simlearn-ivos/siamese-v1 checkpoint": agent.train's last.pt beside its model.pt, and
+    torch.save(model.state_dict(), path), PyTorch's usual way to save a model."""
+    model = _model()
+    torch.save({"model_config": {}, "state_dict": model.state_dict(), "optimizer": {}, "iteration": 2},
+               tmp_path / "last.pt")
+    with pytest.raises(CheckpointError, match=r"last.pt is not a .* checkpoint: it is agent.train's training state "
+                                              rf"\(for --resume\), pass the model.pt beside it \({tmp_path / 'model.pt'}\)"):
+        check_checkpoint_fits(tmp_path / "last.pt")
+    torch.save(model.state_dict(), tmp_path / "weights.pt")
+    with pytest.raises(CheckpointError, match=r"weights.pt is not a .* checkpoint: it holds bare weights \(a torch "
+                                              r"state_dict\), without the model settings they fit; save the model "
+                                              r"with agent.model.checkpoint.save_checkpoint\(path, model\)"):
+        load_checkpoint(tmp_path / "weights.pt")
+
+
 def _tampered(tmp_path, **config_changes):
     path = save_checkpoint(tmp_path / "m.pt", _model())
     payload = torch.load(path, weights_only=True)

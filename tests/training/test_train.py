@@ -398,6 +398,22 @@ def test_resume_with_another_model_is_one_error_line(tmp_path: Path, capsys) -> 
     assert main([*TINY_ARGS, "--iterations", "4", "--resume", "--output-dir", str(out)]) == 0  # the same: resumes
 
 
+def test_resume_with_other_training_settings_is_one_error_line(tmp_path: Path, capsys, davis_train_root: Path) -> None:
+    """Another --holdout, loss or learning rate resumed without a word: the held-out video was trained on, and
+    train_info.json then named the new held-out videos only."""
+    out = tmp_path / "run"
+    args = [*TINY_ARGS, "--davis-root", str(davis_train_root), "--output-dir", str(out)]
+    assert main([*args, "--iterations", "2", "--holdout", "synth-000"]) == 0
+    capsys.readouterr()
+    assert main([*args, "--iterations", "4", "--resume", "--holdout", "", "--set", "train.loss=topk"]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert "last.pt was trained with train.loss='pairwise' (not 'topk'), train.holdout=['synth-000'] (not [])" in line
+    assert f"--config {out / 'train_config.json'}" in line
+    assert json.loads((out / "train_info.json").read_text())["held_out"] == ["synth-000"]
+    # its length, seed and saving may change; the same held-out set in another order is the same
+    assert main([*args, "--iterations", "4", "--resume", "--holdout", "synth-000,", "--seed", "3",
+                 "--checkpoint-every", "1"]) == 0
+
 def test_resume_never_replaces_a_model_it_cannot_continue(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     args = [*TINY_ARGS, "--checkpoint-every", "2", "--output-dir", str(out)]
@@ -505,6 +521,19 @@ def test_augmentation_ranges_are_checked(tmp_path: Path, capsys, setting: str, f
     assert main([*args, "--set", setting]) == 2
     (line,) = error_lines(capsys.readouterr().err)
     assert fragment in line and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("names", "fragment"), [
+    ("synth-001,synth-001/", "--val-sequences synth-001/: not a sequence name"),
+    ("synth-001,synth-001", "--val-sequences names synth-001 more than once"),
+])
+def test_a_validation_video_named_twice_or_as_a_path_is_one_line(tmp_path: Path, tiny_synthetic_root: Path, capsys,
+                                                                names: str, fragment: str) -> None:
+    """`dog,dog/` (a shell's completion) was validated twice, under both names, each in the mean one-shot J."""
+    assert main([*TINY_ARGS, "--davis-root", str(tiny_synthetic_root), "--val-sequences", names,
+                 "--output-dir", str(tmp_path / "run")]) == 2
+    assert fragment in error_lines(capsys.readouterr().err)[0]
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_feature_level_given_twice_is_one_error_line_before_any_work(tmp_path: Path, capsys) -> None:
