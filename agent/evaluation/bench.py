@@ -33,6 +33,7 @@ from ..config import HOLDOUT, AgentConfig, CRFConfig, ModelConfig, TransferConfi
 from ..data.davis import DatasetError, DavisReader, is_sequence_name
 from ..data.validation import validate_sequence, validate_subset
 from ..device import resolve_device
+from ..errors import first_line, os_error_line
 from ..inference.crf import refine_frames, warm_up, worker_count
 from ..inference.reference_pool import ReferencePool
 from ..inference.transfer import transfer_labels
@@ -231,11 +232,17 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)
         model, config, extra = load_checkpoint(path, device)
         # Made once the checkpoint loads: a bad one left a new empty folder.
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=args.output.parent):
-            pass  # a writable place; an earlier --output stays as it is until the new figures replace it
-    except (DatasetError, CheckpointError, OutputDirError, ValueError, OSError) as error:
+        try:
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=args.output.parent):
+                pass  # a writable place; an earlier --output stays as it is until the new figures replace it
+        except OSError as error:  # it named the probe's temporary file, or none: the --output is what to change
+            raise OutputDirError(f"{args.output}: cannot write it ({error.strerror or first_line(error)})") from error
+    except (DatasetError, CheckpointError, OutputDirError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # it was Python's own text, "[Errno 13] Permission denied: '...'"
+        print(f"error: {os_error_line(error)}", file=sys.stderr)
         return 2
     report: dict = {"device": str(device), "threads": torch.get_num_threads(), "checkpoint": str(path),
                     "model": {"backbone": config.backbone, "output_stride": config.output_stride,

@@ -249,6 +249,24 @@ def test_a_full_disk_when_the_figures_are_written_is_one_line(tiny_checkpoint: P
     assert "one-shot J, checkpoint, val" in captured.out
 
 
+def test_an_output_the_file_system_refuses_is_one_line_naming_it(tiny_checkpoint: Path, tmp_path: Path, capsys,
+                                                                  monkeypatch) -> None:
+    """`--output /sys/fs/out` (as root) was Python's own text: "error: [Errno 1] Operation not permitted: ..."."""
+    from types import SimpleNamespace
+
+    from agent.evaluation import bench
+
+    def refused(dir=None):  # what /sys answers root, whatever os.access says
+        raise PermissionError(errno.EPERM, "Operation not permitted", str(Path(dir) / "tmpq1w2e3"))
+
+    monkeypatch.setattr(bench, "tempfile", SimpleNamespace(TemporaryFile=refused))
+    output = tmp_path / "bench.json"
+    args = ["--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--output", str(output)]
+    assert main(args) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {output}: cannot write it (Operation not permitted)"], errors
+
+
 def test_help_describes_every_flag(capsys) -> None:
     # --repeats, --device and --output had no help: what they do and their defaults were nowhere in --help.
     from tests.conftest import bare_flags
