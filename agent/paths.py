@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import stat
+import tempfile
 from contextlib import suppress
 from pathlib import Path
 
@@ -71,10 +72,21 @@ def unwritable_folder(path: Path) -> Path | None:
     why). Checked before any work: the write itself comes after minutes of it."""
     for candidate in (path, *path.parents):
         if candidate.is_dir():
-            return None if os.access(candidate, os.W_OK | os.X_OK) else candidate
+            return None if os.access(candidate, os.W_OK | os.X_OK) and _creates_files(candidate) else candidate
         if candidate.exists():
             return None
     return None
+
+
+def _creates_files(folder: Path) -> bool:
+    """False when making a file in `folder` is refused: os.access says yes to root everywhere, and /sys (or a
+    read-only mount) refuses the file itself; the output was found unwritable once the work was done."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:  # a full disk or the like is the write's to report, not "no permission"
+        return error.errno not in (errno.EACCES, errno.EPERM, errno.EROFS)
+    return True
 
 
 def special_file(path: Path) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -30,6 +31,31 @@ def test_output_file_problem_names_a_folder_it_may_not_write(tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
     assert "no permission to write in" in output_file_problem(locked / "out.csv", "the file")
+
+
+def test_output_file_problem_tries_a_file_where_os_access_says_yes(tmp_path, monkeypatch):
+    """os.access says yes to root everywhere: /sys refused the file itself, found once the study's work was done
+    (a sweep's or the fine-tuning study's CSV, agent.report's plot), naming a hidden temporary file."""
+    from types import SimpleNamespace
+
+    from agent import paths
+
+    def refusing(number, why):
+        def temporary_file(dir=None):
+            raise OSError(number, why, str(Path(dir) / "tmpq1w2e3"))
+        return SimpleNamespace(TemporaryFile=temporary_file)
+
+    monkeypatch.setattr(paths, "tempfile", refusing(errno.EPERM, "Operation not permitted"))
+    assert output_file_problem(tmp_path / "new" / "out.csv", "the file") == \
+        f"{tmp_path / 'new' / 'out.csv'}: cannot write it (no permission to write in {tmp_path})"
+    monkeypatch.setattr(paths, "tempfile", refusing(errno.ENOSPC, "No space left on device"))
+    assert output_file_problem(tmp_path / "out.csv", "the file") is None  # not "no permission": the write says
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/sys/fs").is_dir(), reason="root on Linux: /sys refuses files")
+def test_output_file_problem_names_sys_for_root():
+    assert output_file_problem(Path("/sys/fs/out.csv"), "the file") == \
+        "/sys/fs/out.csv: cannot write it (no permission to write in /sys/fs)"
 
 
 def test_not_a_file_says_what_the_path_is(tmp_path):

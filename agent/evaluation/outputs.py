@@ -189,7 +189,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     special = special_file(path)
     if special:  # os.replace would put a file in its place: /dev/null itself, as root
         raise OSError(errno.EINVAL, f"is {special}, not a file results can replace", str(path))
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    try:
+        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    except OSError as error:  # it named the hidden temporary file, a name the user never gave
+        raise OSError(error.errno, error.strerror, str(path)) from error
     os.close(handle)
     tmp = Path(tmp)
     try:

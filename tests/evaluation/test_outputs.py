@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
@@ -186,6 +187,19 @@ def test_report_cli_plots_a_partial_run(tmp_path: Path) -> None:
     write_outputs(run, _report(["a"]), summarize_run(_report(["a"]), LAYOUT, 2, 10.0, complete=False), "t")
     assert report_module.main([str(run), "--output", str(tmp_path / "curves.png")]) == 0
     assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_an_atomic_write_the_file_system_refuses_names_the_file_not_its_temporary(tmp_path: Path,
+                                                                                   monkeypatch) -> None:
+    import tempfile
+
+    def refused(prefix="", suffix="", dir=None):  # what /sys answers root
+        raise PermissionError(errno.EACCES, "Permission denied", str(Path(dir) / f"{prefix}q1w2e3{suffix}"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    with pytest.raises(OSError) as error:  # it named ".sweep.csv.q1w2e3.csv", a file the user never gave
+        atomic_write_text(tmp_path / "sweep.csv", "x")
+    assert (error.value.filename, error.value.strerror) == (str(tmp_path / "sweep.csv"), "Permission denied")
 
 
 def test_atomic_writes_never_replace_a_device_or_fifo(tmp_path: Path) -> None:
