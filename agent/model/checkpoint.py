@@ -142,6 +142,8 @@ def _read(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} is {special}, not a .pt file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:  # it was "corrupt or not a checkpoint (EOFError)": a save that never ran, a touch
+        raise CheckpointError(f"checkpoint {path} is an empty file (0 bytes), not a saved model")
     try:
         payload = load_plain(path)
     except PermissionError as error:  # it was "corrupt or not a checkpoint"

@@ -265,6 +265,13 @@ def test_the_command_never_replaces_a_device_or_fifo_and_names_an_unwritable_fol
     assert exit_info.value.code == 2 and "cannot write it (no permission to write in" in capsys.readouterr().err
 
 
+def test_an_empty_checkpoint_says_it_is_empty(tmp_path) -> None:
+    empty = tmp_path / "model.pt"
+    empty.touch()  # it was "corrupt or not a checkpoint (EOFError)"
+    with pytest.raises(CheckpointError, match=r"model.pt is an empty file \(0 bytes\), not a saved model$"):
+        read_checkpoint_config(empty)
+
+
 def test_a_checkpoint_that_cannot_be_read_says_so(tmp_path, monkeypatch) -> None:
     path = save_checkpoint(tmp_path / "model.pt", _model())
 
