@@ -275,7 +275,7 @@ def test_a_directory_as_config_file_or_checkpoint_says_so(tmp_path):
 
     with pytest.raises(ConfigError, match="is a directory, not a JSON or YAML file"):
         read_config_file(tmp_path)
-    with pytest.raises(CheckpointError, match="is a directory: name its .pt file"):
+    with pytest.raises(CheckpointError, match=r"is a directory: name a .pt file \(it holds no model.pt\)$"):
         read_checkpoint_config(tmp_path)
 
 

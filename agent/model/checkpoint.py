@@ -134,9 +134,19 @@ def _what_instead(path: Path, payload: Any) -> str:
     return ""
 
 
+def _folder_advice(folder: Path) -> str:
+    """What to pass for a folder given as a checkpoint: its model.pt when there is one. A training run's folder
+    before its first save was told to pass that model.pt, which did not exist."""
+    if (folder / "model.pt").is_file():
+        return f": name its .pt file (e.g. {folder / 'model.pt'})"
+    if any((folder / name).exists() for name in ("last.pt", "losses.csv", "train_config.json")):
+        return ": a training run's folder that holds no model.pt (training has not saved one yet)"
+    return ": name a .pt file (it holds no model.pt)"
+
+
 def _read(path: Path) -> dict[str, Any]:
     if path.is_dir():
-        raise CheckpointError(f"checkpoint {path} is a directory: name its .pt file (e.g. {path / 'model.pt'})")
+        raise CheckpointError(f"checkpoint {path} is a directory{_folder_advice(path)}")
     special = special_file(path)
     if special:  # it was "does not exist"
         raise CheckpointError(f"checkpoint {path} is {special}, not a .pt file")

@@ -272,6 +272,19 @@ def test_an_empty_checkpoint_says_it_is_empty(tmp_path) -> None:
         read_checkpoint_config(empty)
 
 
+def test_a_training_run_folder_without_model_pt_says_none_is_saved_yet(tmp_path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "train_config.json").write_text("{}")  # written when training starts; model.pt at the first save
+    with pytest.raises(CheckpointError) as error:  # it advised passing run/model.pt, which did not exist
+        read_checkpoint_config(run)
+    assert str(error.value) == (f"checkpoint {run} is a directory: a training run's folder that holds no model.pt "
+                                "(training has not saved one yet)")
+    save_checkpoint(run / "model.pt", _model())
+    with pytest.raises(CheckpointError, match=rf"name its .pt file \(e.g. {run / 'model.pt'}\)$"):
+        read_checkpoint_config(run)
+
+
 def test_a_checkpoint_that_cannot_be_read_says_so(tmp_path, monkeypatch) -> None:
     path = save_checkpoint(tmp_path / "model.pt", _model())
 
