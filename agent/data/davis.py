@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import first_line
+from ..errors import first_line, repeated
 from ..paths import read_json, special_file
 
 VOID_LABEL = 255
@@ -165,6 +165,10 @@ class DavisReader:
             if odd is not None:
                 raise DatasetError(f"{listing}: {odd!r} is not a sequence name (one folder name of "
                                    f"JPEGImages/{self.resolution} per line, without a path)")
+            # Every reader: a session played a repeated val video once without a word, training drew it twice as often.
+            twice = repeated(names)
+            if twice:
+                raise DatasetError(f"{listing}: lists {', '.join(twice)} more than once")
             return names
         base = self.root / "JPEGImages" / self.resolution
         return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []

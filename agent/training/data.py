@@ -19,7 +19,6 @@ from ..config import HOLDOUT, TrainConfig, TransferConfig
 from ..data.augment import random_affine, warp, warp_labels
 from ..data.davis import VOID_LABEL, DatasetError, DavisReader
 from ..data.synthetic import generate_sequence
-from ..errors import repeated
 from ..inference.scribbles import grid_labels
 from ..model.checkpoint import save_atomic
 from ..model.onnx_backbone import build_backbone_runtime
@@ -104,10 +103,7 @@ class TrainingSet:
 
 def training_sequences(reader: DavisReader, holdout: tuple[str, ...] = ()) -> list[str]:
     """The root's training videos that are present, without the held-out ones (which must be training videos)."""
-    train = reader.sequences("train")
-    twice = repeated(train)
-    if twice:  # each copy was another training video: drawn twice as often, its features held twice
-        raise DatasetError(f"{reader.subset_file('train')}: lists {', '.join(twice)} more than once")
+    train = reader.sequences("train")  # a video listed twice is refused there
     unknown = sorted(set(holdout) - set(train))
     if unknown and tuple(holdout) != HOLDOUT:  # the default split may not apply to a custom root
         raise DatasetError(f"held-out videos {', '.join(unknown)} are not in {reader.subset_file('train')}")

@@ -414,6 +414,23 @@ def test_subset_listing_a_path_is_an_error(root: Path, name: str) -> None:
         restore()
 
 
+
+def test_subset_listing_a_name_twice_is_an_error_for_every_reader(root: Path) -> None:
+    # agent.train refused a repeat in train.txt; a session played a repeated val video once without a word.
+    from agent.data.registry import register_dataset, restore
+
+    listing = root / "ImageSets" / "2017" / "val.txt"
+    first = listing.read_text().split()[0]
+    listing.write_text(listing.read_text() + f"{first}\n")
+    message = f"{listing}: lists {first} more than once"
+    with pytest.raises(DatasetError, match=f"^{re.escape(message)}$"):
+        validate_subset(root, "val")
+    try:
+        with pytest.raises(DatasetError, match=re.escape(message)):
+            register_dataset(root, "val")  # the session's reader
+    finally:
+        restore()
+
 def test_subset_without_scribbles_for_the_benchmark(root: Path) -> None:
     shutil.rmtree(root / "Scribbles")
     infos = validate_subset(root, "val", scribbles=False)  # one-shot J reads frames and annotations only
