@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from agent.config import AgentConfig, ConfigError, RunConfig, load_config, to_dict
+from agent.config import AgentConfig, ConfigError, RunConfig, comma_names, load_config, to_dict
 from strategies import describe_strategies
 
 log = logging.getLogger("session_runner")
@@ -74,9 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def resolve_config(args: argparse.Namespace) -> RunConfig:
     """Defaults < --config files < flags < --set; ConfigError names the bad key or value."""
-    sequences = None
-    if args.sequences is not None:
-        sequences = [s.strip() for s in args.sequences.split(",") if s.strip()]
+    sequences = comma_names(args.sequences, "--sequences")
     remote = args.host not in (None, "localhost")
     flags = {
         "session.subset": args.subset or ("test-dev" if remote else None),

@@ -663,6 +663,20 @@ def _field_error_class() -> type:
     return FieldError
 
 
+def comma_names(text: str | None, flag: str) -> list[str] | None:
+    """A comma-separated option (`--sequences a,b`) as its names, spaces stripped; '' is none, None not given. An
+    empty name among others (`a,,b`, a trailing comma, `"$A,$B"` with one unset) is a ConfigError naming the flag:
+    every command dropped it without a word."""
+    if text is None:
+        return None
+    names = [part.strip() for part in text.split(",")]
+    if names == [""]:
+        return []
+    if "" in names:
+        raise ConfigError(f"{flag} {text!r}: an empty name between commas (an unset variable?): name each one")
+    return names
+
+
 def _require_names(names: tuple[str, ...], field: str) -> None:
     """Sequence names: at least one, none empty, none twice (`--sequences dog,dog` played dog once without a word)."""
     _require(len(names) > 0 and all(names), f"{field} must name sequences")

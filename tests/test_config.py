@@ -573,3 +573,13 @@ def test_a_runs_config_json_gives_agent_segment_its_agent_section(tmp_path, capl
     path.write_text(json.dumps({"agent": {}, "session": {}, "train": {}}))  # not a run's: named as before
     with pytest.raises(ConfigError, match="unknown key\\(s\\) agent, session, train"):
         load_config(AgentConfig, [path])
+
+
+def test_comma_names_refuses_an_empty_name_among_others():
+    from agent.config import comma_names
+
+    assert comma_names(None, "--x") is None and comma_names(" ", "--x") == []  # not given; none ('' for none)
+    assert comma_names(" dog , goat", "--x") == ["dog", "goat"]
+    for text in ("dog,,goat", "dog,", ",dog", "dog, ,goat"):  # each dropped the empty name without a word
+        with pytest.raises(ConfigError, match=f"^--x {text!r}: an empty name between commas"):
+            comma_names(text, "--x")

@@ -21,7 +21,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from ..config import HOLDOUT
+from ..config import HOLDOUT, ConfigError, comma_names
 from ..errors import repeated
 from ..paths import file_in_the_way, path_arg
 from ..signals import exit_code, signal_name, terminate_as_interrupt
@@ -184,12 +184,11 @@ def root_command(prog: str, description: str, write, argv: list[str] | None = No
     logging.getLogger("absl").setLevel(logging.WARNING)
     try:
         with terminate_as_interrupt():  # SIGTERM killed it mid-way: a half-written root read as a finished one
-            root = write(args.davis_root, [s.strip() for s in args.sequences.split(",") if s.strip()], args.output,
-                         args.positions)
+            root = write(args.davis_root, comma_names(args.sequences, "--sequences"), args.output, args.positions)
     except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP: what was written is removed
         print(f"interrupted ({signal_name(interrupt)}): nothing written", file=sys.stderr)
         return exit_code(interrupt)
-    except DatasetError as error:
+    except (DatasetError, ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # e.g. a name too long, a full disk: what was written is removed

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from skimage import data as skimage_data
 
-from ..config import HOLDOUT, AgentConfig, CRFConfig, ModelConfig, TransferConfig
+from ..config import HOLDOUT, AgentConfig, CRFConfig, ModelConfig, TransferConfig, comma_names
 from ..data.davis import DatasetError, DavisReader, is_sequence_name
 from ..data.validation import validate_sequence, validate_subset
 from ..device import resolve_device
@@ -289,7 +289,7 @@ def held_out_videos(reader: DavisReader, given: str | None, val: list[str]) -> l
     has some)."""
     if given is None:
         return [s for s in HOLDOUT if reader.has_sequence(s)]
-    names = [name.strip() for name in given.split(",") if name.strip()]
+    names = comma_names(given, "--holdout")
     # A path (`dog/` as a shell completes it, `../other/JPEGImages/480p/x`) was measured under that name: a video
     # counted twice (`dog,dog/`), or another root's
     odd = [name for name in names if not is_sequence_name(name)]

@@ -37,7 +37,7 @@ from pydantic import BaseModel, Field, StrictInt, StrictStr, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..asgi import BodyTimeout, HeaderTimeoutProtocol
-from ..config import ServerConfig
+from ..config import ServerConfig, comma_names
 from ..data import compat  # noqa: F401  (patches davisinteractive before it is imported)
 from ..data.registry import register_dataset
 from ..errors import validation_problems
@@ -551,10 +551,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("absl").setLevel(logging.WARNING)  # davisinteractive logs every step at INFO
-    sequences = None
-    if args.sequences is not None:
-        sequences = tuple(s.strip() for s in args.sequences.split(",") if s.strip())
     try:
+        sequences = comma_names(args.sequences, "--sequences")
+        sequences = None if sequences is None else tuple(sequences)
         config = ServerConfig(davis_root=args.davis_root, subset=args.subset, sequences=sequences,
                               max_interactions=args.max_interactions, max_time=args.max_time, metric=args.metric,
                               port=args.port, user_keys=tuple(args.user_keys) if args.user_keys else None,

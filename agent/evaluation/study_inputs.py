@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from ..config import MAX_INTERACTIONS_LIMIT, ConfigError
+from ..config import MAX_INTERACTIONS_LIMIT, ConfigError, comma_names
 from ..data.davis import DatasetError, DavisReader, SequenceInfo
 from ..errors import os_error_line, repeated
 from ..inference.plan import Strategy
@@ -78,7 +78,7 @@ def study_videos(davis_root: Path, subset: str, sequences: str | None,
     allowed), each with the scribble files asked for."""
     from ..data.registry import register_dataset
 
-    wanted = None if sequences is None else [s.strip() for s in sequences.split(",") if s.strip()]
+    wanted = comma_names(sequences, "--sequences")
     registration = register_dataset(davis_root, subset, wanted)
     reader = DavisReader(registration.root)
     infos = [registration.infos[name] for name in registration.sequences]

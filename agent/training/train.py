@@ -50,6 +50,7 @@ from ..config import (
     TrainConfig,
     TrainRunConfig,
     TransferConfig,
+    comma_names,
     from_dict,
     load_config,
     to_dict,
@@ -564,10 +565,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _names(text: str | None) -> list[str] | None:
-    return None if text is None else [s.strip() for s in text.split(",") if s.strip()]
-
-
 def resolve_config(args: argparse.Namespace) -> TrainRunConfig:
     """Defaults < --config files < flags < --set; ConfigError names the bad key or value."""
     size = None
@@ -576,15 +573,15 @@ def resolve_config(args: argparse.Namespace) -> TrainRunConfig:
             size = [int(v) for v in args.input_size.lower().split("x")]
         except ValueError as error:
             raise ConfigError(f"--input-size must be HxW, e.g. 240x427, got {args.input_size!r}") from error
-    levels = _names(args.feature_levels)
+    levels = comma_names(args.feature_levels, "--feature-levels")
     flags = {
-        "train.davis_root": args.davis_root, "train.holdout": _names(args.holdout),
+        "train.davis_root": args.davis_root, "train.holdout": comma_names(args.holdout, "--holdout"),
         "train.synthetic_sequences": args.synthetic_sequences, "train.synthetic_frames": args.synthetic_frames,
         "train.mode": args.mode, "train.iterations": args.iterations, "train.lr_backbone": args.lr_backbone,
         "train.lr_decoder": args.lr_decoder, "train.max_frames_per_video": args.max_frames_per_video,
         "train.checkpoint_every": args.checkpoint_every, "train.validate_every": args.validate_every,
         "train.max_seconds": args.max_seconds,
-        "train.val_sequences": _names(args.val_sequences), "train.output_dir": args.output_dir,
+        "train.val_sequences": comma_names(args.val_sequences, "--val-sequences"), "train.output_dir": args.output_dir,
         "train.device": args.device, "train.seed": args.seed,
         "model.backbone": args.backbone, "model.pretrained": args.pretrained, "model.output_stride": args.output_stride,
         "model.feature_levels": [int(v) for v in levels] if levels and all(v.isdigit() for v in levels) else levels,

@@ -127,6 +127,14 @@ def test_bad_scribble_file(root, tmp_path, capsys, no_model, edit, fragment):
     _refused(capsys, "--davis-root", root, "--output-dir", tmp_path / "out", fragments=(f"{path}: ", fragment))
 
 
+@pytest.mark.parametrize("names", [f"{ONE},,synth-002", f"{ONE},", f",{ONE}"])
+def test_an_empty_name_in_sequences_is_one_line(root, tmp_path, capsys, no_model, names):
+    # It was dropped without a word (`"$A,$B"` with one variable unset played the other video alone).
+    _refused(capsys, "--davis-root", root, "--output-dir", tmp_path / "out", "--sequences", names,
+             fragments=(f"error: --sequences {names!r}: an empty name between commas",))
+    assert not (tmp_path / "out").exists()
+
+
 def test_named_sequence_that_cannot_be_used_is_an_error_or_skipped_and_listed(root, tmp_path, capsys):
     listing = root / "ImageSets" / "2017" / "val.txt"
     listing.write_text(listing.read_text() + "ghost\n")

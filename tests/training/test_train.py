@@ -976,3 +976,19 @@ def test_a_device_that_is_not_there_is_one_line_before_the_videos_are_read(tmp_p
     assert main(args) == 2
     assert "device" in error_lines(capsys.readouterr().err)[0]
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("flag", ["--holdout", "--val-sequences"])
+def test_an_empty_name_in_holdout_or_val_sequences_is_one_line(tmp_path: Path, capsys, monkeypatch,
+                                                                 flag: str) -> None:
+    # `--holdout dog,,goat` dropped the empty name without a word, as session_runner's --sequences did.
+    from agent.training import train as train_module
+
+    def past_the_arguments(*args, **kwargs):
+        raise AssertionError("the run went on past its arguments")
+
+    monkeypatch.setattr(train_module, "check_output_dir", past_the_arguments)
+    assert main([flag, "dog,,goat", "--output-dir", str(tmp_path / "run")]) == 2
+    assert error_lines(capsys.readouterr().err) == [
+        f"error: {flag} 'dog,,goat': an empty name between commas (an unset variable?): name each one"]
+    assert not (tmp_path / "run").exists()
