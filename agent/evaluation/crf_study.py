@@ -141,7 +141,7 @@ def capture_sample(
     predictor.score_observer = observe
     used = stroke_frames(scribble)
     try:
-        predictor.start(frames, info.num_objects)
+        predictor.start(frames, info.num_objects, sequence=info.name)  # its scribbles checked as a session's
         for interaction in range(1, rounds[-1] + 1):
             plan = plan_round(strategy, interaction, math.inf, info)
             kept.clear()

@@ -76,7 +76,7 @@ def study_sample(
         for name, finetune_config in variants.items():
             if finetune_config is not None:
                 agent.config = dataclasses.replace(base_config, finetune=finetune_config)
-            agent.start(frames, info.num_objects)
+            agent.start(frames, info.num_objects, sequence=info.name)  # its scribbles checked as a session's
             used = stroke_frames(strokes[0])
             before = None
             for interaction in range(1, study_round + 1):

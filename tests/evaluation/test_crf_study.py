@@ -62,6 +62,17 @@ def _play(agent, reader, sequence, rounds=(1, 3), every=1) -> tuple[CapturedSamp
     return sample, frames, truth
 
 
+def test_a_capture_refuses_scribbles_of_another_sequence(agent, reader):
+    # The agent was started without the video's name: another video's scribbles played as this one's.
+    sequence = reader.sequences("val")[0]
+    info = reader.info(sequence)
+    scribble = {**reader.load_scribble(sequence, 1), "sequence": "another"}
+    with pytest.raises(ValueError, match=f"scribbles of sequence 'another', but the sample was started on "
+                                         f"'{sequence}'"):
+        capture_sample(agent, TwoScales(), info, reader.load_frames(sequence), reader.load_annotations(sequence),
+                       scribble, 1, (1,), 1)
+
+
 def test_captured_scores_give_the_agents_masks(agent, reader):
     sequence = next(s for s in reader.sequences("val") if reader.info(s).num_objects == 2)
     sample, frames, truth = _play(agent, reader, sequence, rounds=(2, 3), every=1)

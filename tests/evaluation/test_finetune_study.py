@@ -55,6 +55,18 @@ def test_variants_fine_tune_after_the_same_strokes(agent, tiny_synthetic_root):
     assert table[["jaccard", "stroked"]].apply(lambda c: c.between(0, 1)).all().all()
 
 
+def test_a_study_refuses_scribbles_of_another_sequence(agent, tiny_synthetic_root):
+    # The agent was started without the video's name: another video's scribbles played as this one's.
+    reader = DavisReader(tiny_synthetic_root)
+    sequence = reader.sequences("val")[0]
+    info = reader.info(sequence)
+    scribble = {**reader.load_scribble(sequence, 1), "sequence": "another"}
+    with pytest.raises(ValueError, match=f"scribbles of sequence 'another', but the sample was started on "
+                                         f"'{sequence}'"):
+        study_sample(agent, EveryFrame(), info, reader.load_frames(sequence), reader.load_annotations(sequence),
+                     scribble, 1, {NONE: None}, study_round=1)
+
+
 def test_summary_compares_with_no_fine_tuning():
     results = pd.DataFrame([
         {"sample": s, "variant": v, "jaccard_before": 0.5, "jaccard": j, "stroked": j, "steps": n}
