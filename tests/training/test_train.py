@@ -414,6 +414,24 @@ def test_resume_with_other_training_settings_is_one_error_line(tmp_path: Path, c
     assert main([*args, "--iterations", "4", "--resume", "--holdout", " synth-000 ", "--seed", "3",
                  "--checkpoint-every", "1"]) == 0
 
+def test_resume_with_other_transfer_settings_is_one_error_line(tmp_path: Path, capsys) -> None:
+    """last.pt stored the training settings alone: another --samples-per-class or transfer.topk (both shape the
+    loss) resumed without a word. A last.pt written before it stored them still resumes."""
+    out = tmp_path / "run"
+    args = [*TINY_ARGS, "--output-dir", str(out)]
+    assert main([*args, "--iterations", "2"]) == 0
+    capsys.readouterr()
+    assert main([*args, "--iterations", "4", "--resume", "--samples-per-class", "20",
+                 "--set", "transfer.topk=5"]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert "last.pt was trained with transfer.samples_per_class=30 (not 20), transfer.topk=20 (not 5)" in line
+    state = torch.load(out / "last.pt", weights_only=True)
+    del state["transfer_config"]  # as written before it was stored: nothing to compare
+    torch.save(state, out / "last.pt")
+    assert main([*args, "--iterations", "3", "--resume", "--set", "transfer.topk=5"]) == 0
+    assert torch.load(out / "last.pt", weights_only=True)["transfer_config"]["topk"] == 5
+
+
 def test_resume_never_replaces_a_model_it_cannot_continue(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     args = [*TINY_ARGS, "--checkpoint-every", "2", "--output-dir", str(out)]
