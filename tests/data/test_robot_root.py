@@ -57,7 +57,7 @@ def test_an_output_that_is_or_holds_the_source_root_is_not_advised_removed(train
 
 def test_robot_root_refuses_odd_names_and_outputs_before_writing(train_root: Path, tmp_path: Path, capsys):
     (tmp_path / "file").write_text("x")
-    for sequences, output, fragment in ((",", "a", "--sequences names no sequence"),
+    for sequences, output, fragment in ((",", "a", "an empty name between commas"),
                                         ("synth-000,synth-000", "b", "names synth-000 more than once"),
                                         ("../480p/synth-000", "c", "without a path"),
                                         ("synth-000", "file/out", "is a file"),
