@@ -23,6 +23,17 @@ from ..paths import expand_user, odd_entry, special_file
 
 log = logging.getLogger(__name__)
 
+
+def _not_a_size_notice(record: logging.LogRecord) -> bool:
+    """imageio-ffmpeg warns "The frame size for reading (1080, 1920) is different from the source frame size
+    (1920, 1080)" whenever FFmpeg turns a phone's video by its rotation metadata (as players show it), or the stream
+    it reads is not the file's first: three WARNING lines for every portrait phone video, read as if the frames had
+    been resized. Neither is a fault; a size that really changes is decode_pass's to find."""
+    return "is different from the source frame size" not in record.getMessage()
+
+
+logging.getLogger("imageio_ffmpeg").addFilter(_not_a_size_notice)
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # The short side of the frames the agent sees: DAVIS's 480p, the size the method was tuned at (the backbone
 # itself sees at most 1.5x the checkpoint's 240 rows, see AgentConfig.inference_scale).
@@ -324,7 +335,10 @@ def _open_file(path: Path) -> VideoSource:
                     "are for those %d", path, num_frames, declared, num_frames)
     digits = len(str(num_frames - 1))
     names = [f"{i:0{max(5, digits)}d}" for i in range(num_frames)]
-    log.info("%s: %d frames of %dx%d at %.2f fps", path.name, num_frames, width, height, fps)
+    turned = ""
+    if sizes and sizes[0] == (height, width) != (width, height):  # a phone's portrait video, stored landscape
+        turned = f" (stored {height}x{width}: turned as its rotation metadata says, as players show it)"
+    log.info("%s: %d frames of %dx%d at %.2f fps%s", path.name, num_frames, width, height, fps, turned)
     return VideoSource(path, int(num_frames), height, width, fps, None, names)
 
 

@@ -292,3 +292,29 @@ def test_a_video_whose_first_stream_is_a_picture_is_read_whole(tmp_path):
     assert (video.num_frames, video.width, video.height, video.fps) == (12, 16, 16, pytest.approx(10))
     levels = [int(round(frame.mean() / 20)) for frame in video.frames()]
     assert levels == list(range(12))
+
+
+def test_a_phone_video_with_rotation_metadata_is_read_as_players_show_it_without_a_size_warning(tmp_path, caplog):
+    """A portrait phone video is stored landscape with a rotation to apply: FFmpeg turns it (the masks and the
+    scribbles are in the orientation the user sees), and imageio-ffmpeg warned "The frame size for reading (16, 32)
+    is different from the source frame size (32, 16)" three times a run, as if the frames had been resized."""
+    import logging
+    import subprocess
+
+    import imageio_ffmpeg
+
+    from tests.tools.conftest import write_mp4
+
+    frames = np.zeros((4, 16, 32, 3), np.uint8)
+    frames[:, :, 16:] = 250  # stored: dark left half, bright right half
+    stored = write_mp4(tmp_path / "stored.mp4", frames)
+    phone = tmp_path / "phone.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-display_rotation", "90", "-i",
+                    str(stored), "-c", "copy", str(phone)], check=True)
+    with caplog.at_level(logging.INFO):
+        video = open_video(phone)
+        shown = np.stack(list(video.frames()))
+    assert (video.width, video.height) == (16, 32) and shown.shape == (4, 32, 16, 3)
+    assert np.abs(shown.astype(int) - np.rot90(frames, 1, axes=(1, 2))).mean() < 8  # turned a quarter to the left
+    assert "different from the source frame size" not in caplog.text
+    assert "(stored 32x16: turned as its rotation metadata says, as players show it)" in caplog.text
