@@ -103,6 +103,11 @@ def prepare_output_dir(path: str | Path, overwrite: bool = False, inputs: tuple[
         if final.resolve() == here or final.resolve() in here.parents:  # `.` or `..`: a slip, not a results folder
             raise OutputDirError(f"{final}: --overwrite would replace the folder you are working in (or one holding "
                                  "it): pass another --output-dir")
+        # A mount point (a container's volume, `-v ~/results:/results`) cannot be renamed: the whole run was played,
+        # then publishing it was an OSError traceback ("Device or resource busy"), its results in a sibling folder.
+        if os.path.ismount(final):
+            raise OutputDirError(f"{final}: is a mount point, which --overwrite cannot replace (a run's results "
+                                 "replace the folder once it completes): pass a folder inside it as --output-dir")
         # Named by its absolute path: `.` (or `runs/a/..`) has no name to stage beside and replace, a ValueError
         # traceback once the run had completed, its results left in a hidden `.new-` folder inside it.
         final = Path(os.path.abspath(final))

@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from ..data.synthetic import davis_palette
+from ..errors import first_line
 from ..paths import file_in_the_way, unused_path, unwritable_folder
 from ..signals import deferred_signals
 from .video import InputError, Progress, VideoSource, ffmpeg_path, user_path
@@ -170,13 +171,19 @@ def export(video: VideoSource, labels_at: Callable[[int], np.ndarray], output: P
     `overwrite` False (prepare_output's): an export that another finished in `output` meanwhile is kept, and
     this one goes to `<output>-2` (InputError saying so)."""
     output = Path(output)
-    stage = Path(tempfile.mkdtemp(prefix=".export-", dir=output))
     try:
-        _write(video, labels_at, stage, num_objects, scribbles, progress)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        discard_empty_output(output)
-        raise
+        stage = Path(tempfile.mkdtemp(prefix=".export-", dir=output))
+        try:
+            _write(video, labels_at, stage, num_objects, scribbles, progress)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            discard_empty_output(output)
+            raise
+    except OSError as error:
+        line = _not_written(output, error)
+        if line is None:
+            raise
+        raise line from error
     # Ctrl-C or SIGTERM between removing the earlier export and moving the last new file in lost both (the rest
     # of the new one went with its hidden folder): the move completes first, the interrupt comes after it.
     try:
@@ -198,6 +205,22 @@ def export(video: VideoSource, labels_at: Callable[[int], np.ndarray], output: P
         shutil.rmtree(stage, ignore_errors=True)
     log.info("wrote %d masks, overlay.mp4 and masks.json to %s", video.num_frames, output)
     return output
+
+
+def _not_written(output: Path, error: OSError) -> InputError | None:
+    """The one line for an export the file system refused in `output`, naming it rather than the hidden folder
+    inside it that the OSError names (`out/.export-8f4_4jk0: No such file or directory` when the output folder was
+    removed while the masks were computed; `Permission denied` once made read-only); None for an OSError about
+    another file (the video's)."""
+    if not output.is_dir():
+        return InputError(f"{output}: the output folder was removed while this run went on, so nothing was written "
+                          "(run it again)")
+    if isinstance(error.filename, str | bytes | os.PathLike):
+        named, folder = Path(os.path.abspath(error.filename)), Path(os.path.abspath(output))
+        if named != folder and folder not in named.parents:
+            return None
+    return InputError(f"{output}: cannot write the export there ({error.strerror or first_line(error)}); the folder "
+                      "is as it was")
 
 
 def _write(video: VideoSource, labels_at: Callable[[int], np.ndarray], output: Path, num_objects: int,

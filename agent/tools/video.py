@@ -23,6 +23,17 @@ from ..paths import expand_user, odd_entry, special_file
 
 log = logging.getLogger(__name__)
 
+
+def _not_a_size_notice(record: logging.LogRecord) -> bool:
+    """imageio-ffmpeg warns "The frame size for reading (1080, 1920) is different from the source frame size
+    (1920, 1080)" whenever FFmpeg turns a phone's video by its rotation metadata (as players show it), or the stream
+    it reads is not the file's first: three WARNING lines for every portrait phone video, read as if the frames had
+    been resized. Neither is a fault; a size that really changes is decode_pass's to find."""
+    return "is different from the source frame size" not in record.getMessage()
+
+
+logging.getLogger("imageio_ffmpeg").addFilter(_not_a_size_notice)
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # The short side of the frames the agent sees: DAVIS's 480p, the size the method was tuned at (the backbone
 # itself sees at most 1.5x the checkpoint's 240 rows, see AgentConfig.inference_scale).
@@ -243,19 +254,32 @@ def _not_a_video(path: Path, error: Exception) -> InputError:
 # FFmpeg 7 and later, then the older wording.
 SIZE_CHANGED = (re.compile(r"video parameters changed to [^\n]*?, (\d+)x(\d+)"),
                 re.compile(r"frame changed from size:(\d+)x(\d+) .*?to size:(\d+)x(\d+)"))
-FIRST_STREAM_SIZE = re.compile(r"^\s*Stream #\S+: Video: [^\n]*?, (\d+)x(\d+)", re.MULTILINE)
+# The input stream FFmpeg decodes (its own choice, as read_frames gets it), then that stream's line in its listing.
+MAPPED_STREAM = re.compile(r"^Stream mapping:\s*\n\s*Stream #(\d+:\d+)\b", re.MULTILINE)
+STREAM_LINE = r"^\s*Stream #{}(?!\d)[^:\n]*: Video: [^\n]*"
 
 
-def decode_pass(path: str | Path) -> tuple[int, list[tuple[int, int]]]:
-    """(frames, sizes) of a video file's first video stream, decoded once to FFmpeg's null muxer, as
-    imageio_ffmpeg.count_frames_and_secs does: the frame count and each (width, height) its frames have, in order
-    (one, unless they change size); RuntimeError when FFmpeg fails."""
+@dataclass
+class DecodePass:
+    """What decode_pass found of the video stream FFmpeg decodes."""
+
+    num_frames: int
+    sizes: list[tuple[int, int]]  # each (width, height) its frames have, in order: one unless they change size
+    fps: float | None  # the stream's frame rate as FFmpeg lists it (None when it lists none)
+
+
+def decode_pass(path: str | Path) -> DecodePass:
+    """The video stream FFmpeg reads from `path` (read_frames' stream: FFmpeg's own choice among several), decoded
+    once to FFmpeg's null muxer, as imageio_ffmpeg.count_frames_and_secs does: its frame count, the sizes its frames
+    have and its frame rate; RuntimeError when FFmpeg fails. count_frames_and_secs counts the first video stream
+    (`-map 0:v:0`): a cover picture stored as an mkv's first stream counted 1 frame, and the video read was cut
+    there; imageio's metadata names the first stream too (its frame rate was the cover's 25 fps)."""
     import subprocess
 
     import imageio_ffmpeg
 
-    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-i", ffmpeg_path(path), "-map", "0:v:0", "-vf", "null", "-f", "null",
-               "-"]
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-i", ffmpeg_path(path), "-an", "-sn", "-dn", "-vf", "null", "-f",
+               "null", "-"]
     try:
         out = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, check=True).stderr.decode(
             errors="ignore")
@@ -265,16 +289,19 @@ def decode_pass(path: str | Path) -> tuple[int, list[tuple[int, int]]]:
     counts = re.findall(r"^frame=\s*(\d+)", out.replace("\r", "\n"), re.MULTILINE)
     if not counts:
         raise RuntimeError("Could not get number of frames")
-    first = FIRST_STREAM_SIZE.search(out)
+    mapped = MAPPED_STREAM.search(out)
+    line = re.search(STREAM_LINE.format(re.escape(mapped[1]) if mapped else r"\S+"), out, re.MULTILINE)
+    first = re.search(r", (\d+)x(\d+)", line[0]) if line else None
+    rate = re.search(r", (\d+(?:\.\d+)?) fps\b", line[0]) if line else None
     sizes = [(int(first[1]), int(first[2]))] if first else []
-    for line in out.splitlines():
+    for text in out.splitlines():
         for pattern in SIZE_CHANGED:
-            found = pattern.search(line)
+            found = pattern.search(text)
             if found:
                 size = (int(found[found.lastindex - 1]), int(found[found.lastindex]))
                 if not sizes or sizes[-1] != size:
                     sizes.append(size)
-    return int(counts[-1]), sizes
+    return DecodePass(int(counts[-1]), sizes, float(rate[1]) if rate else None)
 
 
 def _open_file(path: Path) -> VideoSource:
@@ -287,9 +314,10 @@ def _open_file(path: Path) -> VideoSource:
         meta = next(reader)
         reader.close()
         # An exact count needs a decode pass (container headers can be wrong); FFmpeg does it in seconds.
-        num_frames, sizes = decode_pass(path)
+        decoded = decode_pass(path)
     except (RuntimeError, OSError, StopIteration, KeyError, ValueError) as error:
         raise _not_a_video(path, error) from error
+    num_frames, sizes = decoded.num_frames, decoded.sizes
     if num_frames < 1:
         raise InputError(f"{path}: the video has no frames")
     if len(set(sizes)) > 1:
@@ -300,14 +328,17 @@ def _open_file(path: Path) -> VideoSource:
                          f"-i {path.name} -vf scale={largest[0]}:{largest[1]},setsar=1 one-size.mp4), or cut it where "
                          "the size changes")
     width, height = (int(v) for v in meta["size"])
-    fps = float(meta.get("fps") or 0) or DEFAULT_FPS
+    fps = decoded.fps or float(meta.get("fps") or 0) or DEFAULT_FPS
     declared = round(float(meta.get("duration") or 0) * fps)
     if declared > num_frames + 1:  # a truncated or damaged file: the frames after the damage were dropped unsaid
         log.warning("%s: FFmpeg decodes %d of the %d frames its header declares (truncated or damaged?): masks "
                     "are for those %d", path, num_frames, declared, num_frames)
     digits = len(str(num_frames - 1))
     names = [f"{i:0{max(5, digits)}d}" for i in range(num_frames)]
-    log.info("%s: %d frames of %dx%d at %.2f fps", path.name, num_frames, width, height, fps)
+    turned = ""
+    if sizes and sizes[0] == (height, width) != (width, height):  # a phone's portrait video, stored landscape
+        turned = f" (stored {height}x{width}: turned as its rotation metadata says, as players show it)"
+    log.info("%s: %d frames of %dx%d at %.2f fps%s", path.name, num_frames, width, height, fps, turned)
     return VideoSource(path, int(num_frames), height, width, fps, None, names)
 
 

@@ -81,6 +81,24 @@ def test_overwrite_stages_and_publishes_only_on_completion(tmp_path: Path) -> No
     assert (out / "summary.json").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_overwrite_of_a_mount_point_is_refused_before_the_run(tmp_path: Path, monkeypatch) -> None:
+    """A container's volume (`-v ~/results:/results`, `--output-dir /results --overwrite`) cannot be renamed: the
+    whole run was played, then publishing it was an OSError traceback ("Device or resource busy"), its results left
+    in a sibling folder. Tests cannot mount: the mount point is simulated."""
+    import os
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.json").write_text("earlier")
+    ismount = os.path.ismount
+    monkeypatch.setattr(os.path, "ismount", lambda path: Path(path) == out or ismount(path))
+    with pytest.raises(OutputDirError, match=r"out: is a mount point, which --overwrite cannot replace .*: pass a "
+                                             r"folder inside it as --output-dir"):
+        prepare_output_dir(out, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # nothing staged beside it
+    assert prepare_output_dir(out / "run1", overwrite=True).final == out / "run1"
+
+
 @pytest.mark.parametrize("name", ["out/.", "out/sub/.."])
 def test_overwrite_of_a_folder_named_by_dots_publishes(tmp_path: Path, monkeypatch, name: str) -> None:
     """`--output-dir out/sub/.. --overwrite` ran the whole session, then publishing was a ValueError traceback ("has

@@ -208,3 +208,36 @@ def test_ctrl_c_while_an_export_is_moved_into_place_loses_neither_export(small_v
     masks = np.stack([np.asarray(Image.open(out / "masks" / f"{i:05d}.png")) for i in range(8)])
     assert (masks == small_video.masks).all() and (out / "masks.json").exists() and (out / "overlay.mp4").exists()
     assert sorted(p.name for p in out.iterdir()) == ["masks", "masks.json", "overlay.mp4"]
+
+
+def test_an_output_folder_removed_or_made_read_only_while_the_masks_are_computed_is_one_line_naming_it(
+        small_video, tmp_path, monkeypatch):
+    """The error named the hidden folder inside the output (`out/.export-8f4_4jk0: No such file or directory`),
+    no path the user gave."""
+    import shutil
+    import tempfile
+
+    video = open_video(small_video.video)
+    out = prepare_output(tmp_path / "out")
+    shutil.rmtree(out)  # removed before the export began (while the masks were computed)
+    removed = f"{out}: the output folder was removed while this run went on, so nothing was written"
+    with pytest.raises(InputError, match=re.escape(removed)):
+        export(video, lambda i: small_video.masks[i], out, 2)
+    out = prepare_output(tmp_path / "out")
+
+    def removed_halfway(index):
+        if index == 3:
+            shutil.rmtree(out)
+        return small_video.masks[index]
+
+    with pytest.raises(InputError, match=re.escape(removed)):
+        export(video, removed_halfway, out, 2)
+    out = prepare_output(tmp_path / "out")
+
+    def read_only(prefix, dir):  # noqa: A002 (tests run as root, which may write anywhere: the refusal simulated)
+        raise PermissionError(13, "Permission denied", str(Path(dir) / f"{prefix}x1y2z3"))
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    with pytest.raises(InputError, match=re.escape(f"{out}: cannot write the export there (Permission denied); "
+                                                   "the folder is as it was")):
+        export(video, lambda i: small_video.masks[i], out, 2)

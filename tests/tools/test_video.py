@@ -81,7 +81,7 @@ def test_a_video_that_decodes_fewer_frames_than_declared_says_so(tmp_path, monke
     path = write_mp4(tmp_path / "clip.mp4", np.zeros((12, 16, 16, 3), np.uint8))
     assert open_video(path).num_frames == 12 and "header declares" not in caplog.text
     # a truncated file (moov first): FFmpeg decodes the frames before the cut, the rest went unmentioned
-    monkeypatch.setattr(video_module, "decode_pass", lambda path: (4, [(16, 16)]))
+    monkeypatch.setattr(video_module, "decode_pass", lambda path: video_module.DecodePass(4, [(16, 16)], 10.0))
     assert open_video(path).num_frames == 4
     assert "FFmpeg decodes 4 of the 12 frames its header declares (truncated or damaged?)" in caplog.text
 
@@ -268,3 +268,53 @@ def test_a_relative_video_name_with_a_colon_is_read(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     video = open_video("take:2.mp4")
     assert video.num_frames == 3 and len(list(video.frames())) == 3
+
+
+def test_a_video_whose_first_stream_is_a_picture_is_read_whole(tmp_path):
+    """An mkv whose first video stream is a cover picture (one frame) before the video: the frames were counted
+    in that first stream (1), so one frame of the video was read and segmented, with a "truncated or damaged?"
+    warning, and its frame rate was the picture's (25 fps: the overlay played at 2.5 times the speed)."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    from tests.tools.conftest import write_mp4
+
+    frames = np.zeros((12, 16, 16, 3), np.uint8)
+    for index in range(12):
+        frames[index] = 20 * index
+    clip = write_mp4(tmp_path / "clip.mp4", frames)
+    Image.fromarray(np.full((24, 32, 3), 200, np.uint8)).save(tmp_path / "cover.png")
+    covered = tmp_path / "covered.mkv"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-i", str(tmp_path / "cover.png"), "-i",
+                    str(clip), "-map", "0", "-map", "1", "-c:v:0", "mjpeg", "-c:v:1", "copy", str(covered)], check=True)
+    video = open_video(covered)
+    assert (video.num_frames, video.width, video.height, video.fps) == (12, 16, 16, pytest.approx(10))
+    levels = [int(round(frame.mean() / 20)) for frame in video.frames()]
+    assert levels == list(range(12))
+
+
+def test_a_phone_video_with_rotation_metadata_is_read_as_players_show_it_without_a_size_warning(tmp_path, caplog):
+    """A portrait phone video is stored landscape with a rotation to apply: FFmpeg turns it (the masks and the
+    scribbles are in the orientation the user sees), and imageio-ffmpeg warned "The frame size for reading (16, 32)
+    is different from the source frame size (32, 16)" three times a run, as if the frames had been resized."""
+    import logging
+    import subprocess
+
+    import imageio_ffmpeg
+
+    from tests.tools.conftest import write_mp4
+
+    frames = np.zeros((4, 16, 32, 3), np.uint8)
+    frames[:, :, 16:] = 250  # stored: dark left half, bright right half
+    stored = write_mp4(tmp_path / "stored.mp4", frames)
+    phone = tmp_path / "phone.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-display_rotation", "90", "-i",
+                    str(stored), "-c", "copy", str(phone)], check=True)
+    with caplog.at_level(logging.INFO):
+        video = open_video(phone)
+        shown = np.stack(list(video.frames()))
+    assert (video.width, video.height) == (16, 32) and shown.shape == (4, 32, 16, 3)
+    assert np.abs(shown.astype(int) - np.rot90(frames, 1, axes=(1, 2))).mean() < 8  # turned a quarter to the left
+    assert "different from the source frame size" not in caplog.text
+    assert "(stored 32x16: turned as its rotation metadata says, as players show it)" in caplog.text
