@@ -463,7 +463,8 @@ class AgentConfig:
     # PyTorch | torch | onnxruntime.
     backbone_runtime: str = "auto"
     # Each frame's decoder output kept between rounds while the model does not change (every later round
-    # reads every frame's embeddings twice); ~7 MB per frame at the shipped checkpoint's 1.5x. 0: none kept.
+    # reads every frame's embeddings, twice with transfer.detail_band); ~7 MB per frame at the shipped
+    # checkpoint's 1.5x. 0: none kept.
     embedding_cache_mb: int = 1024
 
     def __post_init__(self) -> None:

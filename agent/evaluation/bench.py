@@ -4,9 +4,9 @@ Prints (and writes as JSON): backbone milliseconds per frame at 240x427 and 480x
 frame size in PyTorch against ONNX Runtime (the agent's CPU runtime); label-transfer
 time per frame and its GFLOP/s beside this machine's matmul GFLOP/s measured in the same run; the
 decoder's time per frame; what a later round costs per frame (the incremental reference pool's update
-against a full transfer, and the dense CRF at half and full resolution, in one process and on every
-core); peak memory; and, with a DAVIS root, one-shot
-J on the validation videos for ImageNet features without Siamese training versus the checkpoint. A
+against a full transfer, and the dense CRF at quarter, half and full resolution, in one process and on
+every core); peak memory; and, with a DAVIS root, one-shot J on its val videos and its held-out training
+videos (--holdout) for ImageNet features without Siamese training versus the checkpoint. A
 backbone without ImageNet weights (the tiny test backbone; ResNet offline) is compared with its random
 initialisation instead, reported as "random_features" with the reason in "one_shot_baseline".
 Times depend on the machine: compare the ratios printed beside them.

@@ -357,7 +357,7 @@ def _main(argv: list[str] | None) -> int:
         return compare_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m agent.report", description=main.__doc__)
     parser.add_argument("runs", nargs="+", help="session output directories (with summary.json), optionally =LABEL")
-    parser.add_argument("--output", type=path_arg, required=True, help="PNG to write")
+    parser.add_argument("--output", type=path_arg, required=True, help="the image to write (.png, .pdf or .svg)")
     parser.add_argument("--title", default="J over time", help="the plot's title (default: J over time)")
     args = parser.parse_args(argv)
     problem = output_file_problem(args.output, "--output is the image file to write")  # a FIFO: savefig waited

@@ -1,9 +1,10 @@
 """InteractiveAgent: the paper's method behind the Predictor interface, one sample at a time.
 
-Each round: merge the new scribbles into the sample's scribble memory (dilated; on the first round's
-frames also far-away background and, while no background stroke exists, least-similar background),
-fine-tune decoder + head on every scribbled frame so far for the strategy's budget, then transfer labels
-from all scribbled pixels to every frame, again on a finer grid near the labels' boundaries (detail.py),
+Each round: merge the new scribbles into the sample's scribble memory (round 1's dilated, later ones by
+scribbles.correction_dilation: undilated; on the first round's frames also far-away background and, while no
+background stroke exists, least-similar background), fine-tune decoder + head on every scribbled frame so far
+for the strategy's budget, then transfer labels from all scribbled pixels to every frame (with
+transfer.detail_band, off by default, again on a finer grid near the labels' boundaries: detail.py),
 + dense CRF when the plan says so.
 
 Work is reused, not redone: rounds without fine-tuning only compare every frame with the pixels that are

@@ -9,9 +9,9 @@ RESERVE_MARGIN x estimate + RESERVE_SLACK_SECONDS exceeds the time left, takes t
 `lighter_plans`): the CRF at half the scale, down to MIN_CRF_SCALE; then keyframes only (every 2nd,
 4th, ... frame plus the scribbled ones, the others filled from their nearest keyframe: propagate.py)
 still with the quarter-scale CRF; the CRF is dropped last. Halving the CRF's scale costs least J
-(strategies/cpu.py: J 0.714 at quarter resolution vs 0.718 at half in round 1); dropping it costs most
-(a replayed val round, goat 3 round 7 after J 0.841: no CRF 0.680 in 4.8 s, the quarter-scale CRF on
-every 2nd frame 0.824 in 5.7-7.3 s), so fewer keyframes come before it.
+(docs/METHOD.md, "The cpu strategy": J 0.714 at quarter resolution vs 0.718 at half in round 1); dropping
+it costs most (a replayed val round, goat 3 round 7 after J 0.841: no CRF 0.680 in 4.8 s, the quarter-scale
+CRF on every 2nd frame 0.824 in 5.7-7.3 s), so fewer keyframes come before it.
 Before anything was measured (round 1 of a sample) the plan is kept: there is nothing to estimate from.
 """
 
@@ -30,7 +30,7 @@ from .propagate import select_keyframes
 # from earlier rounds; the machine may be busier now).
 RESERVE_MARGIN = 1.5
 RESERVE_SLACK_SECONDS = 2.0
-# A CRF round never measured costs this many plain rounds (the CRF dominates a round: README's benchmark).
+# A CRF round never measured costs this many plain rounds (the CRF dominates a round: docs/BENCHMARK.md).
 CRF_COST_FACTOR = 4.0
 MIN_CRF_SCALE = 0.25
 
@@ -46,7 +46,7 @@ class RoundCosts:
 
     def crf_at(self, scale: float) -> float | None:
         """The CRF's cost at `scale`, from the nearest measured scale: linear going down (the full-size
-        resizes stay), quadratic going up (the pixels): an overestimate either way (README benchmark)."""
+        resizes stay), quadratic going up (the pixels): an overestimate either way (docs/BENCHMARK.md)."""
         if scale in self.crf:
             return self.crf[scale]
         if not self.crf:

@@ -1,8 +1,9 @@
 """Each frame's embeddings kept between rounds while the model does not change.
 
-Without fine-tuning every round reads every frame's embeddings twice (the reference pool's fold on the
-transfer grid, the boundary detail on the decoder's grid), and the decoder's 1x1 convolution over the
-backbone features is most of that cost. The decoder's output before its bilinear step serves both grids.
+Without fine-tuning every round reads every frame's embeddings (the reference pool's fold on the transfer
+grid; with transfer.detail_band, off by default, the boundary detail on the decoder's grid too), and the
+decoder's 1x1 convolution over the backbone features is most of that cost. The decoder's output before its
+bilinear step serves both grids.
 """
 
 from __future__ import annotations

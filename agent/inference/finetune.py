@@ -2,7 +2,9 @@
 
 Each step draws two scribbled frames (the same one twice when there is only one), transforms each with
 its own random flip/scale/rotation (applied to the cached backbone features and the labels alike), pools
-K labelled pixels per class in both and minimises the pairwise "same object?" loss, as in pretraining.
+K labelled pixels per class in both (the top-k loss: TOPK_REFERENCES in the first) and minimises the loss the
+agent passes (FinetuneConfig.loss; by default the checkpoint's own: the pairwise "same object?" loss, or the
+top-k transfer's cross-entropy for the shipped checkpoint).
 It stops at the time budget, at FinetuneConfig.max_steps, or as soon as the largest of the recent step
 losses falls below the early-stop threshold (the paper's 0.04). With pseudo-labelled frames (not in the
 paper) the second view may be one of them.

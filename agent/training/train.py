@@ -12,7 +12,8 @@ Two modes:
                    computed once and the decoder + head train on them with flip/scale/rotation applied
                    to features and labels alike (the same machinery the interactive fine-tuning uses).
                    Hundreds of times cheaper per step, which is what makes training on a CPU possible.
-Validation videos are never used for training; validation is one-shot J on them.
+The root's val videos are never trained on (a --val-sequences video that is trained on is named in a
+warning: hold it out with --holdout); validation is one-shot J on them.
 
 Under torchrun (e.g. `torchrun --nproc_per_node=2 -m agent.train ...`) every process draws its own
 pairs and DistributedDataParallel averages the gradients; all processes start from the same weights and
