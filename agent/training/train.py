@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import gc
 import hashlib
 import json
 import logging
@@ -211,9 +210,6 @@ def train(config: TrainConfig, model_config: ModelConfig, transfer: TransferConf
         return _train(config, model_config, transfer, resume, rank, world, device, scribbles or ScribbleConfig())
     finally:
         if owns_group and dist.is_initialized():
-            # DDP sits in a reference cycle: freed by the collector at exit, its hold on the gloo group aborted a
-            # rank now and then ("terminate called without an active exception"); free it while all is alive.
-            gc.collect()
             dist.destroy_process_group()  # every rank, also on errors
 
 
