@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a non-empty --output once the merge completes (never one of the runs)")
     args = parser.parse_args(argv)
-    from .outputs import OutputDirError, discard, prepare_output_dir, publish
+    from .outputs import OutputDirError, PublishError, discard, prepare_output_dir, publish
 
     try:
         target = prepare_output_dir(args.output, args.overwrite, inputs=tuple(args.runs))
@@ -351,9 +351,12 @@ def main(argv: list[str] | None = None) -> int:
         discard(target)
         parser.exit(2, f"error: {os_error_line(error)}" + (f"; the incomplete merge is in {target.work}"
                                                            if target.work.is_dir() else "") + "\n")
-    publish(target)
     from .report import printed_figures
 
     print(printed_figures(summary))  # an interrupted shard: the figures over the samples played, said so
+    try:
+        publish(target)
+    except PublishError as error:  # the merge is complete: the line says where it lies
+        parser.exit(2, f"error: {error}\n")
     print(f"merged {len(args.runs)} runs into {args.output}")
     return 0
