@@ -236,9 +236,12 @@ def _write(video: VideoSource, labels_at: Callable[[int], np.ndarray], output: P
     if scale < 1:
         log.info("%s: %dx%d frames, more than H.264's %d pixels a side: overlay.mp4 is %dx%d", video.path,
                  video.width, video.height, MAX_OVERLAY_SIDE, *overlay_size)
+    # H.264's 4:2:0 needs even sides: an odd one is padded by a black pixel (FFmpeg's pad filter). imageio-ffmpeg's
+    # macro_block_size stretched a 641x359 overlay to 642x360 instead, with its WARNING.
     writer = imageio_ffmpeg.write_frames(
         ffmpeg_path(output / "overlay.mp4"), overlay_size, fps=video.fps, codec="libx264", quality=7,
-        macro_block_size=2, ffmpeg_log_level="error", output_params=["-preset", "veryfast", "-movflags", "+faststart"])
+        macro_block_size=1, ffmpeg_log_level="error",
+        output_params=["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-preset", "veryfast", "-movflags", "+faststart"])
     writer.send(None)
     frames_json = []
     try:

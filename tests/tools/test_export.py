@@ -177,6 +177,30 @@ def test_a_video_wider_than_h264_allows_gets_a_scaled_overlay(tmp_path):
     assert len(list(reader)) == 2
 
 
+def test_an_overlay_of_odd_size_is_padded_not_stretched(tmp_path, caplog):
+    """H.264 needs even sides: imageio-ffmpeg stretched a 641x359 overlay to 642x360 (a WARNING said so), each
+    column and row moved by up to a pixel against its mask. It is padded by a black column and row now."""
+    import imageio_ffmpeg
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    frame = np.zeros((359, 641, 3), np.uint8)
+    frame[:, -1] = frame[-1] = 255  # the last column and row white
+    for index in range(2):
+        Image.fromarray(frame).save(folder / f"{index:05d}.png")
+    video = open_video(folder)
+    output = export(video, lambda index: np.zeros((359, 641), np.uint8), prepare_output(tmp_path / "out"), 1)
+    reader = imageio_ffmpeg.read_frames(str(output / "overlay.mp4"))
+    size = next(reader)["size"]
+    assert size == (642, 360)
+    shown = np.frombuffer(next(reader), np.uint8).reshape(360, 642, 3).mean(axis=2)
+    assert shown[:358, 640].mean() > 240 and shown[:, 641].mean() < 15  # the white column in place, then the pad
+    assert shown[358, :640].mean() > 240 and shown[359].mean() < 15
+    assert (shown[:358, :640] < 15).mean() > 0.99  # nothing stretched into the black
+    assert "macro_block_size" not in caplog.text
+    reader.close()
+
+
 def test_an_export_into_a_relative_folder_with_a_colon_is_written(small_video, tmp_path, monkeypatch):
     """FFmpeg read `run:1/overlay.mp4` as the protocol `run:`: the export failed once every mask was computed."""
     monkeypatch.chdir(tmp_path)
