@@ -79,6 +79,48 @@ def test_an_export_finished_meanwhile_in_a_new_folder_is_kept_not_replaced(small
     assert not list(out.glob(".export-*"))
 
 
+def test_an_export_moved_aside_to_another_file_system_is_copied_never_lost(small_video, tmp_path, monkeypatch):
+    """An output folder that is a mount point: `<output>-2` lies on another file system, so moving this run's export
+    there failed (EXDEV), and its hidden staging folder was deleted with every mask. Simulated: tests cannot mount."""
+    import errno
+    import shutil
+
+    video = open_video(small_video.video)
+    out = prepare_output(tmp_path / "out")
+    kept = tmp_path / "out-2"
+    rename = os.rename
+
+    def across_devices(src, dst):
+        if Path(dst) == kept:
+            raise OSError(errno.EXDEV, "Invalid cross-device link", str(src), None, str(dst))
+        rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", across_devices)
+
+    def other_run_finishes_first(index):
+        if index == 0:
+            export(video, lambda i: small_video.masks[i], out, 2, {"scribbles": "first"}, overwrite=False)
+        return np.zeros_like(small_video.masks[index])
+
+    with pytest.raises(InputError, match=r"this one's results are in .*out-2$"):
+        export(video, other_run_finishes_first, out, 2, {"scribbles": "second"}, overwrite=False)
+    assert json.loads((kept / "scribbles.json").read_text()) == {"scribbles": "second"}
+    assert len(list((kept / "masks").glob("*.png"))) == 8 and (kept / "overlay.mp4").stat().st_size > 0
+    assert not list(out.glob(".export-*")) and json.loads((out / "scribbles.json").read_text()) == {"scribbles": "first"}
+
+    # The copy refused too (that file system full): the export stays in its staging folder, named.
+    shutil.rmtree(kept)
+    monkeypatch.setattr(shutil, "copytree", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.ENOSPC,
+                                                                                        "No space left on device")))
+    with pytest.raises(InputError, match=r"could not be moved to .*out-2 \(No space left on device\): they are in "
+                                         r".*out/\.export-\w+$") as refused:
+        export(video, lambda i: np.zeros_like(small_video.masks[i]), out, 2, {"scribbles": "third"}, overwrite=False)
+    (staged,) = out.glob(".export-*")
+    assert str(staged) in str(refused.value) and not kept.exists()
+    assert json.loads((staged / "scribbles.json").read_text()) == {"scribbles": "third"}
+    assert len(list((staged / "masks").glob("*.png"))) == 8
+
+
 def test_upsampling_is_smooth_and_keeps_classes():
     labels = np.zeros((10, 10), np.uint8)
     labels[2:8, 2:8] = 2
