@@ -485,6 +485,12 @@ def _load_training_state(path: Path, model: SiameseEmbedder, optimizer, device: 
                          scribbles: ScribbleConfig | None = None) -> int:
     """last.pt's weights and optimiser state loaded; its iteration. CheckpointError for a file that cannot be
     read, of other model settings or train.mode, or past train.iterations."""
+    if path.stat().st_size == 0:  # it was "(EOFError: Ran out of input)": a crash before the file's data was on disk
+        model_pt = path.parent / "model.pt"
+        start = (f", or start one from the model.pt beside it (--set train.init_checkpoint={model_pt})"
+                 if model_pt.is_file() else "")
+        raise CheckpointError(f"cannot resume from {path}: an empty file (0 bytes), not a training state: pick another "
+                              f"--output-dir{start}")
     try:
         payload = load_plain(path, map_location=device)
         if isinstance(payload, dict) and "state_dict" in payload and "optimizer" not in payload:

@@ -451,6 +451,19 @@ def test_resume_with_another_far_away_background_is_one_error_line(tmp_path: Pat
     assert main([*args, "--iterations", "3", "--resume", "--set", "scribbles.far_background_fraction=0.5"]) == 0
 
 
+def test_resume_from_an_empty_state_says_it_is_empty(tmp_path: Path, capsys) -> None:
+    """A 0-byte last.pt (a crash before its data reached the disk) was "cannot resume ... (EOFError: Ran out of
+    input)"."""
+    out = tmp_path / "run"
+    assert main([*TINY_ARGS, "--iterations", "1", "--output-dir", str(out)]) == 0
+    (out / "last.pt").write_bytes(b"")
+    capsys.readouterr()
+    assert main([*TINY_ARGS, "--iterations", "2", "--resume", "--output-dir", str(out)]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert f"cannot resume from {out / 'last.pt'}: an empty file (0 bytes), not a training state" in line
+    assert f"--set train.init_checkpoint={out / 'model.pt'}" in line and "EOFError" not in line
+
+
 def test_resume_never_replaces_a_model_it_cannot_continue(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     args = [*TINY_ARGS, "--checkpoint-every", "2", "--output-dir", str(out)]
