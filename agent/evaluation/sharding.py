@@ -23,7 +23,7 @@ import pandas as pd
 
 from ..config import MAX_INTERACTIONS_LIMIT, MAX_TIME_LIMIT, ConfigError, parse_shard
 from ..data.davis import MAX_OBJECT_ID, SequenceInfo
-from ..errors import first_line, os_error_line, repeated
+from ..errors import counted, first_line, os_error_line, repeated
 from ..paths import not_a_file, path_arg, read_json
 
 log = logging.getLogger(__name__)
@@ -358,5 +358,5 @@ def main(argv: list[str] | None = None) -> int:
         publish(target)
     except PublishError as error:  # the merge is complete: the line says where it lies
         parser.exit(2, f"error: {error}\n")
-    print(f"merged {len(args.runs)} runs into {args.output}")
+    print(f"merged {counted(len(args.runs), 'run')} into {args.output}")
     return 0

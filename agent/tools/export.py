@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from ..data.synthetic import davis_palette
-from ..errors import first_line
+from ..errors import counted, first_line
 from ..paths import file_in_the_way, unused_path, unwritable_folder
 from ..signals import deferred_signals
 from .video import InputError, Progress, VideoSource, ffmpeg_path, user_path
@@ -212,7 +212,7 @@ def export(video: VideoSource, labels_at: Callable[[int], np.ndarray], output: P
     finally:
         if not keep_stage:
             shutil.rmtree(stage, ignore_errors=True)
-    log.info("wrote %d masks, overlay.mp4 and masks.json to %s", video.num_frames, output)
+    log.info("wrote %s, overlay.mp4 and masks.json to %s", counted(video.num_frames, "mask"), output)
     return output
 
 

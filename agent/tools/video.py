@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..data.davis import IMAGE_ERRORS, WIDE_MODES, draft_jpeg
-from ..errors import first_line
+from ..errors import counted, first_line
 from ..paths import expand_user, odd_entry, special_file
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ class VideoSource:
         finally:
             reader.close()  # stops the ffmpeg process
         if count < self.num_frames:
-            raise InputError(f"{self.path}: FFmpeg delivered {count} frames, {self.num_frames} were counted")
+            raise InputError(f"{self.path}: FFmpeg delivered {counted(count, 'frame')}, {self.num_frames} were counted")
 
 
 # EXIF orientations (phone photos) that turn the stored pixels by 90 degrees: width and height swap.
@@ -338,7 +338,7 @@ def _open_file(path: Path) -> VideoSource:
     turned = ""
     if sizes and sizes[0] == (height, width) != (width, height):  # a phone's portrait video, stored landscape
         turned = f" (stored {height}x{width}: turned as its rotation metadata says, as players show it)"
-    log.info("%s: %d frames of %dx%d at %.2f fps%s", path.name, num_frames, width, height, fps, turned)
+    log.info("%s: %s of %dx%d at %.2f fps%s", path.name, counted(num_frames, "frame"), width, height, fps, turned)
     return VideoSource(path, int(num_frames), height, width, fps, None, names)
 
 
