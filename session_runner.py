@@ -133,7 +133,7 @@ def _run(config: RunConfig, args: argparse.Namespace) -> int:
     from agent.data.remote_compat import RemoteServerError
     from agent.device import resolve_device
     from agent.errors import first_line
-    from agent.evaluation.outputs import discard, publish, unused_dir
+    from agent.evaluation.outputs import PublishError, discard, publish, unused_dir
     from agent.evaluation.preflight import PREFLIGHT_ERRORS, check_run, with_output_dir
     from agent.evaluation.report import printed_figures
     from agent.evaluation.session import PredictionError, run_session
@@ -212,7 +212,11 @@ def _run(config: RunConfig, args: argparse.Namespace) -> int:
         print(f"interrupted ({signal_name(interrupt)})", file=sys.stderr)
         _say_where(output, "partial results")
         return exit_code(interrupt)
-    final = publish(output)
+    unpublished = None
+    try:
+        final = publish(output)
+    except PublishError as error:  # a full disk, the folder removed or made read-only: the results stay staged
+        unpublished = error
     summary = result.summary
     print(printed_figures(summary))
     unavailable = (summary.get("framework") or {}).get("unavailable")
@@ -224,6 +228,9 @@ def _run(config: RunConfig, args: argparse.Namespace) -> int:
               "framework scores no round submitted after its sample's time limit (session.max_time per object), "
               "and J stays at the last round scored; a faster --device, "
               "a lighter --strategy or a longer --set session.max_time=... fits them", file=sys.stderr)
+    if unpublished is not None:  # after the figures, which are this completed run's
+        print(f"error: {unpublished}", file=sys.stderr)
+        return 2
     print(f"results: {final}")
     return 0
 

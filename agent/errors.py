@@ -6,6 +6,11 @@ from collections import Counter
 from collections.abc import Hashable, Iterable
 
 
+def counted(number: int, noun: str) -> str:
+    """'1 frame', '2 frames': a count in a user-facing line ("masks for 1 frames" was printed for one image)."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 def first_line(error: BaseException) -> str:
     """An exception's first message line (its type name when it has no message), for one-line errors."""
     text = str(error).strip()

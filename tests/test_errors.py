@@ -58,3 +58,10 @@ def test_every_command_names_a_path_the_file_system_refuses_in_one_line(tmp_path
 def test_repeated_names_the_values_given_more_than_once_in_first_order():
     assert repeated([3, 1, 3, 2, 1, 3]) == [3, 1]
     assert repeated(["a", "b"]) == []
+
+
+def test_counts_are_singular_for_one() -> None:
+    """"masks for 1 frames" was printed for one image."""
+    from agent.errors import counted
+
+    assert [counted(n, "frame") for n in (0, 1, 2)] == ["0 frames", "1 frame", "2 frames"]

@@ -31,6 +31,11 @@ class OutputDirError(ValueError):
     """An output directory that cannot be used; the message names it and says what to do."""
 
 
+class PublishError(OSError):
+    """A completed run that could not be moved into place (a full disk, its folder removed or made read-only
+    meanwhile); the message names the folder and where the finished results lie (they stay there)."""
+
+
 @dataclass(frozen=True)
 class OutputTarget:
     final: Path  # where the results belong
@@ -165,7 +170,8 @@ def unused_dir(path: Path) -> Path:
 
 def publish(target: OutputTarget) -> Path:
     """Move a completed staged run into place (the old results go only after the new ones are there), and
-    release the directory's lock."""
+    release the directory's lock. PublishError when the file system refuses the move: it was an OSError
+    traceback that did not say where the finished results were."""
     try:
         return _publish(target)
     finally:
@@ -176,15 +182,26 @@ def _publish(target: OutputTarget) -> Path:
     if not target.staged:
         return target.final
     old = target.final.with_name(f"{target.final.name}.old-{os.getpid()}-{int(time.time())}")
-    os.replace(target.final, old)
+    try:
+        os.replace(target.final, old)
+    except OSError as error:
+        raise _not_published(target, error) from error
     try:
         os.replace(target.work, target.final)
-    except OSError:
-        os.replace(old, target.final)  # put the earlier results back
-        raise
+    except OSError as error:
+        try:
+            os.replace(old, target.final)  # put the earlier results back
+        except OSError:
+            raise _not_published(target, error, f"the earlier results are in {old}") from error
+        raise _not_published(target, error) from error
     shutil.rmtree(old, ignore_errors=True)
     log.info("replaced %s with this run's results", target.final)
     return target.final
+
+
+def _not_published(target: OutputTarget, error: OSError, earlier: str = "") -> PublishError:
+    return PublishError(f"{target.final}: cannot put this run's results there ({error.strerror or error}); the "
+                        f"finished results are in {target.work} ({earlier or f'{target.final} is as it was'})")
 
 
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ import pandas as pd
 
 from ..config import MAX_INTERACTIONS_LIMIT, MAX_TIME_LIMIT, ConfigError, parse_shard
 from ..data.davis import MAX_OBJECT_ID, SequenceInfo
-from ..errors import first_line, os_error_line, repeated
+from ..errors import counted, first_line, os_error_line, repeated
 from ..paths import not_a_file, path_arg, read_json
 
 log = logging.getLogger(__name__)
@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a non-empty --output once the merge completes (never one of the runs)")
     args = parser.parse_args(argv)
-    from .outputs import OutputDirError, discard, prepare_output_dir, publish
+    from .outputs import OutputDirError, PublishError, discard, prepare_output_dir, publish
 
     try:
         target = prepare_output_dir(args.output, args.overwrite, inputs=tuple(args.runs))
@@ -351,9 +351,12 @@ def main(argv: list[str] | None = None) -> int:
         discard(target)
         parser.exit(2, f"error: {os_error_line(error)}" + (f"; the incomplete merge is in {target.work}"
                                                            if target.work.is_dir() else "") + "\n")
-    publish(target)
     from .report import printed_figures
 
     print(printed_figures(summary))  # an interrupted shard: the figures over the samples played, said so
-    print(f"merged {len(args.runs)} runs into {args.output}")
+    try:
+        publish(target)
+    except PublishError as error:  # the merge is complete: the line says where it lies
+        parser.exit(2, f"error: {error}\n")
+    print(f"merged {counted(len(args.runs), 'run')} into {args.output}")
     return 0

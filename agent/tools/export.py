@@ -12,6 +12,7 @@ gives smooth edges instead of the staircase of a nearest-neighbour upscale.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from ..data.synthetic import davis_palette
-from ..errors import first_line
+from ..errors import counted, first_line
 from ..paths import file_in_the_way, unused_path, unwritable_folder
 from ..signals import deferred_signals
 from .video import InputError, Progress, VideoSource, ffmpeg_path, user_path
@@ -186,14 +187,21 @@ def export(video: VideoSource, labels_at: Callable[[int], np.ndarray], output: P
         raise line from error
     # Ctrl-C or SIGTERM between removing the earlier export and moving the last new file in lost both (the rest
     # of the new one went with its hidden folder): the move completes first, the interrupt comes after it.
+    keep_stage = False
     try:
         with deferred_signals():
             check_replaceable(output)  # again: the folder may have changed while the masks were computed
             if not overwrite and has_export(output):  # two runs given one new folder: the later replaced the first
                 kept = unused_path(output, keep_suffix=False)
-                os.rename(stage, kept)
-                raise InputError(f"{output}: another export was written there while this one ran; it is kept (not "
-                                 f"replaced without overwrite), and this one's results are in {kept}")
+                other = (f"{output}: another export was written there while this one ran; it is kept (not replaced "
+                         "without overwrite), and this one's results")
+                try:
+                    _move_aside(stage, kept)
+                except OSError as error:
+                    keep_stage = True
+                    raise InputError(f"{other} could not be moved to {kept} ({error.strerror or first_line(error)}):"
+                                     f" they are in {stage}") from error
+                raise InputError(f"{other} are in {kept}")
             _clear_output(output)
             (output / "masks").mkdir(parents=True, exist_ok=True)
             for png in (stage / "masks").iterdir():
@@ -202,9 +210,28 @@ def export(video: VideoSource, labels_at: Callable[[int], np.ndarray], output: P
                 if (stage / name).exists():
                     os.replace(stage / name, output / name)
     finally:
-        shutil.rmtree(stage, ignore_errors=True)
-    log.info("wrote %d masks, overlay.mp4 and masks.json to %s", video.num_frames, output)
+        if not keep_stage:
+            shutil.rmtree(stage, ignore_errors=True)
+    log.info("wrote %s, overlay.mp4 and masks.json to %s", counted(video.num_frames, "mask"), output)
     return output
+
+
+def _move_aside(stage: Path, kept: Path) -> None:
+    """Move the export staged inside the output folder to `kept`, its sibling: a rename, or a copy where `kept` lies
+    on another file system (the output a mount point: the rename failed with EXDEV, and the staged export was then
+    deleted). OSError when neither works, `stage` untouched; the caller removes `stage` once this returns."""
+    try:
+        os.rename(stage, kept)
+        return
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            raise
+    kept.mkdir()  # made here, so that a failed copy removes only what it wrote
+    try:
+        shutil.copytree(stage, kept, dirs_exist_ok=True)
+    except BaseException:
+        shutil.rmtree(kept, ignore_errors=True)
+        raise
 
 
 def _not_written(output: Path, error: OSError) -> InputError | None:
@@ -236,9 +263,12 @@ def _write(video: VideoSource, labels_at: Callable[[int], np.ndarray], output: P
     if scale < 1:
         log.info("%s: %dx%d frames, more than H.264's %d pixels a side: overlay.mp4 is %dx%d", video.path,
                  video.width, video.height, MAX_OVERLAY_SIDE, *overlay_size)
+    # H.264's 4:2:0 needs even sides: an odd one is padded by a black pixel (FFmpeg's pad filter). imageio-ffmpeg's
+    # macro_block_size stretched a 641x359 overlay to 642x360 instead, with its WARNING.
     writer = imageio_ffmpeg.write_frames(
         ffmpeg_path(output / "overlay.mp4"), overlay_size, fps=video.fps, codec="libx264", quality=7,
-        macro_block_size=2, ffmpeg_log_level="error", output_params=["-preset", "veryfast", "-movflags", "+faststart"])
+        macro_block_size=1, ffmpeg_log_level="error",
+        output_params=["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-preset", "veryfast", "-movflags", "+faststart"])
     writer.send(None)
     frames_json = []
     try:

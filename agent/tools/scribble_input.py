@@ -31,6 +31,7 @@ from PIL import Image
 
 from ..data.davis import IMAGE_ERRORS, WIDE_MODES, DatasetError, read_scribble_file, validate_scribbles
 from ..data.synthetic import davis_palette
+from ..errors import counted
 from ..paths import odd_entry, special_file
 from .video import IMAGE_SUFFIXES, InputError, VideoSource, image_entries, natural_key, upright, user_path
 
@@ -164,7 +165,7 @@ def load_sources(paths: list[str | Path], video: VideoSource) -> list[ScribbleSo
                 raise InputError(f"{path}: given twice: its rounds would be played twice (each --scribbles is "
                                  "played after the ones before it)")
             if rounds[:len(earlier)] == earlier:
-                raise InputError(f"{path}: begins with the {count_rounds(earlier)} of {earlier_path} (an export that "
+                raise InputError(f"{path}: begins with the {counted(len(earlier), 'round')} of {earlier_path} (an export that "
                                  f"continued it): they would be played twice; pass {path} alone")
             raise InputError(f"{path}: round {repeat[0]} repeats round {repeat[1]} of {earlier_path} stroke for "
                              "stroke: its strokes would be played twice")
@@ -180,11 +181,6 @@ def repeated_round(rounds: list[dict], earlier: list[dict]) -> tuple[int, int] |
             if round_["scribbles"] == before["scribbles"]:
                 return i, j
     return None
-
-
-def count_rounds(rounds: list[dict]) -> str:
-    """'1 round' or 'N rounds'."""
-    return "1 round" if len(rounds) == 1 else f"{len(rounds)} rounds"
 
 
 def _translucent(images: list[Path]) -> str:
@@ -305,7 +301,7 @@ def _check_segmented(path: Path, settings: object, video: VideoSource) -> None:
         raise InputError(f"{path}: 'segmented' must be what an export writes ({{\"num_frames\": 100, "
                          f"\"working_size\": [240, 426], ...}}), got {str(settings)[:80]}: {hint}")
     if frames != video.num_frames:
-        raise InputError(f"{path}: exported for a video of {frames} frames, but {video.path} has {video.num_frames}: "
+        raise InputError(f"{path}: exported for a video of {counted(frames, 'frame')}, but {video.path} has {video.num_frames}: "
                          f"it is another video (or another cut), and its strokes would land on other frames; {hint}")
     height, width = size
     ratio, expected = width / height, video.width / video.height
@@ -321,7 +317,7 @@ def _fit_frames(frames: list, num_frames: int, source: str) -> dict:
     a frame the video does not have. A list shorter than the video means no strokes on the frames it leaves out."""
     beyond = [f for f in range(num_frames, len(frames)) if frames[f]]
     if beyond:
-        raise InputError(f"{source}: scribbles for frame {beyond[0]} but the video has {num_frames} frames "
+        raise InputError(f"{source}: scribbles for frame {beyond[0]} but the video has {counted(num_frames, 'frame')} "
                          f"(0..{num_frames - 1})")
     return {"scribbles": [list(frames[f]) if f < len(frames) else [] for f in range(num_frames)]}
 
@@ -347,7 +343,7 @@ def frame_of(image_path: Path, video: VideoSource) -> int:
                              f"{video.frame_paths[0].name}), so the number {frame} is ambiguous: name the image "
                              f"after its frame (e.g. {example.stem}.png for {example.name})")
     if frame >= video.num_frames:
-        raise InputError(f"{image_path}: scribbles for frame {frame} but the video has {video.num_frames} frames "
+        raise InputError(f"{image_path}: scribbles for frame {frame} but the video has {counted(video.num_frames, 'frame')} "
                          f"(0..{video.num_frames - 1})")
     return frame
 

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from ..config import AgentConfig, ConfigError, load_config
-from ..errors import first_line, os_error_line
+from ..errors import counted, first_line, os_error_line
 from ..paths import path_arg
 from .video import DEFAULT_WORKING_SIDE, InputError
 
@@ -169,8 +169,9 @@ def main(argv: list[str] | None = None) -> int:
             ids = [object_ids(union_of_rounds(source.rounds, video.num_frames)) for source in sources]
             drawn, highest = len(set().union(*ids)), max(max(objects, default=0) for objects in ids)
             named = next(path for path, objects in zip(args.scribbles, ids, strict=True) if highest in objects)
-            fix = (f"{drawn} objects are drawn: number them 1..{drawn} (in a scribble image, the colours of objects "
-                   f"1..{drawn})" if highest > drawn else
+            fix = ((f"{drawn} objects are drawn: number them 1..{drawn} (in a scribble image, the colours of objects "
+                    f"1..{drawn})" if drawn > 1 else "1 object is drawn: number it 1 (in a scribble image, object 1's "
+                    "colour)") if highest > drawn else
                    "segment fewer objects, or pass a smaller --chunk-frames or --working-size")
             print(f"error: {named}: object id {highest} makes {highest + 1} classes, each holding scores of "
                   f"every frame, too many for the memory: {fix}", file=sys.stderr)
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt as interrupt:
             print(f"interrupted ({signal_name(interrupt)})", file=sys.stderr)
             return exit_code(interrupt)
-    print(f"masks for {video.num_frames} frames in {time.perf_counter() - started:.1f} s: {output}")
+    print(f"masks for {counted(video.num_frames, 'frame')} in {time.perf_counter() - started:.1f} s: {output}")
     return 0
 
 

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from ..data.davis import DatasetError, validate_scribbles
-from ..errors import first_line
+from ..errors import counted, first_line
 from ..inference.plan import RoundPlan
 from .replay import segmenting_settings, video_content
 from .scribble_input import draws, object_ids, scribbled_frames, scribbles_record, union_of_rounds
@@ -193,7 +193,7 @@ class VideoSegmenter:
             self._labels[frame] = data
             self._confidence[frame] = confidence
         self.history.extend(fresh)
-        log.info("round %d: %d frames in %.1f s", self.rounds, self.num_frames, time.perf_counter() - started)
+        log.info("round %d: %s in %.1f s", self.rounds, counted(self.num_frames, "frame"), time.perf_counter() - started)
 
     def _segment_persistent(self, new: dict, merged: dict, staged: dict, progress: Progress | None) -> None:
         if progress:

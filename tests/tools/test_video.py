@@ -147,6 +147,25 @@ def test_working_size_caps_the_short_side_and_never_upscales():
     assert working_size(240, 426) == (240, 426)
 
 
+def test_a_video_too_long_for_the_memory_is_refused_before_a_frame_is_read(tmp_path, monkeypatch):
+    """WorkingFrames keeps every frame (JPEG-encoded): a 100,000-frame 480p video (~15 GB) was read for ~17 minutes,
+    then a MemoryError blamed on --chunk-frames, or the process was killed. Estimated, not made: a fake source."""
+    from agent.inference import footprint
+    from agent.tools.video import VideoSource
+
+    class NeverRead(VideoSource):
+        def frames(self):
+            assert self.num_frames < 100_000, "a frame of the long video was read"
+            return iter(())
+
+    monkeypatch.setattr(footprint, "available_bytes", lambda: 8 * 2**30)
+    long = NeverRead(tmp_path / "long.mp4", 100_000, 1080, 1920, 30.0)
+    with pytest.raises(InputError, match=r"long.mp4: 100000 frames need about 14\.\d GiB in memory at the working "
+                                         r"size 853x480 .* more than the 8\.0 GiB available: cut the video"):
+        WorkingFrames.read(long)
+    assert len(WorkingFrames.read(NeverRead(tmp_path / "long.mp4", 10_000, 1080, 1920, 30.0))) == 0  # ~1.5 GB fit
+
+
 def test_working_frames_keep_every_frame_at_the_working_size(small_video):
     frames = WorkingFrames.read(open_video(small_video.folder), short_side=120)
     assert len(frames) == 8 and frames.size == (120, 213)

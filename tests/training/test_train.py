@@ -432,6 +432,38 @@ def test_resume_with_other_transfer_settings_is_one_error_line(tmp_path: Path, c
     assert torch.load(out / "last.pt", weights_only=True)["transfer_config"]["topk"] == 5
 
 
+def test_resume_with_another_far_away_background_is_one_error_line(tmp_path: Path, capsys) -> None:
+    """last.pt stored the training and transfer settings, not the scribbles': another
+    scribbles.far_background_fraction (it shapes the stroke references) resumed without a word. The scribbles'
+    inference settings may change, and a last.pt written before it stored them still resumes."""
+    out = tmp_path / "run"
+    args = [*TINY_ARGS, "--output-dir", str(out)]
+    assert main([*args, "--iterations", "1"]) == 0
+    capsys.readouterr()
+    assert main([*args, "--iterations", "2", "--resume", "--set", "scribbles.far_background_fraction=0.5"]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert "last.pt was trained with scribbles.far_background_fraction=0.25 (not 0.5)" in line
+    assert main([*args, "--iterations", "2", "--resume", "--set", "scribbles.dilation=5"]) == 0
+    state = torch.load(out / "last.pt", weights_only=True)
+    assert state["scribble_config"]["far_background_fraction"] == 0.25
+    del state["scribble_config"]  # as written before it was stored: nothing to compare
+    torch.save(state, out / "last.pt")
+    assert main([*args, "--iterations", "3", "--resume", "--set", "scribbles.far_background_fraction=0.5"]) == 0
+
+
+def test_resume_from_an_empty_state_says_it_is_empty(tmp_path: Path, capsys) -> None:
+    """A 0-byte last.pt (a crash before its data reached the disk) was "cannot resume ... (EOFError: Ran out of
+    input)"."""
+    out = tmp_path / "run"
+    assert main([*TINY_ARGS, "--iterations", "1", "--output-dir", str(out)]) == 0
+    (out / "last.pt").write_bytes(b"")
+    capsys.readouterr()
+    assert main([*TINY_ARGS, "--iterations", "2", "--resume", "--output-dir", str(out)]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert f"cannot resume from {out / 'last.pt'}: an empty file (0 bytes), not a training state" in line
+    assert f"--set train.init_checkpoint={out / 'model.pt'}" in line and "EOFError" not in line
+
+
 def test_resume_never_replaces_a_model_it_cannot_continue(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     args = [*TINY_ARGS, "--checkpoint-every", "2", "--output-dir", str(out)]
