@@ -1,6 +1,6 @@
 """Videos as the tools see them: a file (anything FFmpeg decodes: mp4, avi, mov, ...) or a folder of frame
 images, read frame by frame so that long videos never sit in memory at full resolution; and the same frames
-at a working size, kept JPEG-encoded in memory (a 1,000-frame 480p video takes ~60 MB instead of 1.2 GB).
+at a working size, kept JPEG-encoded in memory (a 1,000-frame 480p video takes ~140 MB instead of 1.2 GB).
 """
 
 from __future__ import annotations
