@@ -30,7 +30,8 @@ from .propagate import select_keyframes
 # from earlier rounds; the machine may be busier now).
 RESERVE_MARGIN = 1.5
 RESERVE_SLACK_SECONDS = 2.0
-# A CRF round never measured costs this many plain rounds (the CRF dominates a round: docs/BENCHMARK.md).
+# A CRF round never measured costs this many plain rounds: on the safe side (docs/BENCHMARK.md, Lite2: the CRF at
+# full scale on 2 workers about one round-1 transfer a frame; at the `cpu` plans' 0.25-0.5 scales far less).
 CRF_COST_FACTOR = 4.0
 MIN_CRF_SCALE = 0.25
 
