@@ -426,9 +426,8 @@ def _save_training_state(path: Path, model: SiameseEmbedder, optimizer, iteratio
                          config: TrainConfig, transfer: TransferConfig, scribbles: ScribbleConfig) -> None:
     payload = {"model_config": dataclasses.asdict(model.config), "state_dict": model.state_dict(),
                "optimizer": optimizer.state_dict(), "iteration": iteration,
-               "train_config": json.loads(json.dumps(to_dict(config), default=str)),
-               "transfer_config": json.loads(json.dumps(to_dict(transfer), default=str)),
-               "scribble_config": json.loads(json.dumps(to_dict(scribbles), default=str))}
+               **{key: _as_json(settings)
+                  for (key, _, _), settings in zip(STORED_SETTINGS, (config, transfer, scribbles), strict=True)}}
     payload["model_config"] = json.loads(json.dumps(payload["model_config"]))
     save_atomic(payload, path)
 
@@ -447,14 +446,25 @@ RESUME_FREE_SCRIBBLE_FIELDS = tuple(field.name for field in dataclasses.fields(S
                                     if field.name != "far_background_fraction")
 
 
-def _changed_training_settings(saved: dict, config: TrainConfig | TransferConfig | ScribbleConfig,
-                               free: tuple[str, ...] = RESUME_FREE_TRAIN_FIELDS) -> list[tuple[str, object, object]]:
-    """(field, saved value, value now) of the training settings (data, loss, optimiser, augmentation) that differ
-    from those last.pt was trained with: another --holdout trained on the held-out videos without a word. The
-    root is compared by its folder's name (a dataset moved is the same one), the held-out videos as a set. Also
-    the transfer settings (`config` a TransferConfig, `free` its own): pixels pooled and top-k shape the loss; and
-    the scribble settings (a ScribbleConfig): far-away background shapes the stroke references."""
-    now = json.loads(json.dumps(to_dict(config), default=str))
+# last.pt's settings sections, compared on resume: (its key, the section's name in messages, the fields a resumed
+# run may change). A last.pt written before a section was stored holds none of it: nothing to compare there.
+STORED_SETTINGS = (("train_config", "train", RESUME_FREE_TRAIN_FIELDS),
+                   ("transfer_config", "transfer", RESUME_FREE_TRANSFER_FIELDS),
+                   ("scribble_config", "scribbles", RESUME_FREE_SCRIBBLE_FIELDS))
+
+
+def _as_json(settings) -> dict:
+    """A settings dataclass as last.pt stores it (paths as text)."""
+    return json.loads(json.dumps(to_dict(settings), default=str))
+
+
+def _changed_settings(saved: dict, settings: TrainConfig | TransferConfig | ScribbleConfig,
+                      free: tuple[str, ...]) -> list[tuple[str, object, object]]:
+    """(field, saved value, value now) of the settings that differ from those last.pt was trained with, but the
+    `free` ones: another --holdout trained on the held-out videos without a word; the transfer's pooled pixels and
+    top-k shape the loss, the far-away background the stroke references. The root is compared by its folder's name
+    (a dataset moved is the same one), the held-out videos as a set."""
+    now = _as_json(settings)
 
     def same(name: str, a, b) -> bool:
         if name == "davis_root":
@@ -512,14 +522,9 @@ def _load_training_state(path: Path, model: SiameseEmbedder, optimizer, device: 
             raise CheckpointError(f"{path} was trained with train.mode={mode}, not {config.mode}: resume with "
                                   f"--mode {mode}, or start another --output-dir from its model.pt "
                                   "(--set train.init_checkpoint=...)")
-        changed = [(f"train.{n}", a, b) for n, a, b in
-                   _changed_training_settings(payload.get("train_config") or {}, config)]
-        if transfer is not None:  # a last.pt written before it stored them holds none: nothing to compare
-            changed += [(f"transfer.{n}", a, b) for n, a, b in _changed_training_settings(
-                payload.get("transfer_config") or {}, transfer, RESUME_FREE_TRANSFER_FIELDS)]
-        if scribbles is not None:  # likewise
-            changed += [(f"scribbles.{n}", a, b) for n, a, b in _changed_training_settings(
-                payload.get("scribble_config") or {}, scribbles, RESUME_FREE_SCRIBBLE_FIELDS)]
+        changed = [(f"{section}.{n}", a, b)
+                   for (key, section, free), settings in zip(STORED_SETTINGS, (config, transfer, scribbles), strict=True)
+                   if settings is not None for n, a, b in _changed_settings(payload.get(key) or {}, settings, free)]
         if changed:  # the run would go on under settings its first iterations never had, under the new ones' name
             raise CheckpointError(
                 f"{path} was trained with {', '.join(f'{n}={a!r} (not {b!r})' for n, a, b in changed)}: "
