@@ -207,7 +207,7 @@ def _candidates(reader: DavisReader, subset: str) -> tuple[list[str], str]:
     """Names of the subset and where they came from (a listing file, else the folders)."""
     listing = reader.subset_file(subset)
     if listing.exists():  # one that is no file (a folder, a FIFO) is refused: the folders would stand in for it silently
-        return reader.sequences(subset), str(reader.subset_file(subset))
+        return reader.sequences(subset), str(listing)
     parts = ("train", "val")
     if subset == "trainval" and all(reader.subset_file(p).is_file() for p in parts):
         names = [n for p in parts for n in reader.sequences(p)]
