@@ -176,6 +176,14 @@ class DavisReader:
     def has_sequence(self, sequence: str) -> bool:
         return self.frames_dir(sequence).is_dir()
 
+    def check_names(self, names: list[str], flag: str) -> None:
+        """DatasetError naming `flag` for names given as paths: `dog/` (as a shell completes it) was measured
+        under that name, `dog` counted twice with `dog,dog/`, and `../other/JPEGImages/480p/x` read another root."""
+        odd = [name for name in names if not is_sequence_name(name)]
+        if odd:
+            raise DatasetError(f"{flag} {', '.join(odd)}: not a sequence name (a folder name of "
+                               f"{self.root / 'JPEGImages' / self.resolution}, without a path)")
+
     # --- loading -------------------------------------------------------------------------------
     def load_frames(self, sequence: str) -> np.ndarray:
         """(T, H, W, 3) uint8 RGB."""

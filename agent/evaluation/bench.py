@@ -30,7 +30,7 @@ import torch
 from skimage import data as skimage_data
 
 from ..config import HOLDOUT, AgentConfig, CRFConfig, ModelConfig, TransferConfig, comma_names
-from ..data.davis import DatasetError, DavisReader, is_sequence_name
+from ..data.davis import DatasetError, DavisReader
 from ..data.validation import validate_sequence, validate_subset
 from ..device import resolve_device
 from ..errors import first_line, os_error_line
@@ -290,12 +290,7 @@ def held_out_videos(reader: DavisReader, given: str | None, val: list[str]) -> l
     if given is None:
         return [s for s in HOLDOUT if reader.has_sequence(s)]
     names = comma_names(given, "--holdout")
-    # A path (`dog/` as a shell completes it, `../other/JPEGImages/480p/x`) was measured under that name: a video
-    # counted twice (`dog,dog/`), or another root's
-    odd = [name for name in names if not is_sequence_name(name)]
-    if odd:
-        raise DatasetError(f"--holdout {', '.join(odd)}: not a sequence name (a folder name of "
-                           f"{reader.root / 'JPEGImages' / reader.resolution}, without a path)")
+    reader.check_names(names, "--holdout")  # a path was measured under that name
     missing = [name for name in names if not reader.has_sequence(name)]
     if missing:  # a typo measured nothing in its place, without a word
         raise DatasetError(f"--holdout {', '.join(missing)}: not in {reader.root / 'JPEGImages' / reader.resolution}")

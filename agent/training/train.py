@@ -55,7 +55,7 @@ from ..config import (
     load_config,
     to_dict,
 )
-from ..data.davis import DatasetError, DavisReader, is_sequence_name
+from ..data.davis import DatasetError, DavisReader
 from ..data.validation import validate_sequence
 from ..device import resolve_device
 from ..errors import os_error_line, repeated, typed_line
@@ -654,12 +654,7 @@ def check_videos(config: TrainConfig) -> None:
         return
     reader = DavisReader(config.davis_root)
     given = list(config.val_sequences or ())
-    # A path (`dog/` as a shell completes it, `../other/JPEGImages/480p/x`) was validated under that name: `dog,dog/`
-    # counted dog twice in the mean one-shot J, and another root's video was read.
-    odd = [name for name in given if not is_sequence_name(name)]
-    if odd:
-        raise ValueError(f"--val-sequences {', '.join(odd)}: not a sequence name (a folder name of "
-                         f"{reader.root / 'JPEGImages' / reader.resolution}, without a path)")
+    reader.check_names(given, "--val-sequences")  # a path was validated under that name
     twice = sorted(repeated(given))
     if twice:
         raise ValueError(f"--val-sequences names {', '.join(twice)} more than once")
