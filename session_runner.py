@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -69,7 +70,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default=None, help="auto (default), cpu or cuda")
     parser.add_argument("--seed", type=int, default=None, help=f"the agent's random seed (default {AgentConfig().seed})")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    return parser.parse_args(argv)
+    return parser.parse_args(_shard_glued(sys.argv[1:] if argv is None else list(argv)))
+
+
+def _shard_glued(argv: list) -> list:
+    """`--shard -1/2` as `--shard=-1/2`: argparse takes a value starting with '-' for an option unless it is a plain
+    number, so a negative shard was "argument --shard: expected one argument"; glued, the K/N check names it."""
+    out: list = []
+    for arg in argv:
+        if out and out[-1] == "--shard" and re.match(r"-\d", str(arg)):
+            out[-1] = f"--shard={arg}"
+        else:
+            out.append(arg)
+    return out
 
 
 def resolve_config(args: argparse.Namespace) -> RunConfig:

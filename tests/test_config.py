@@ -127,6 +127,16 @@ def test_cli_host_implies_test_dev_and_the_key_comes_from_the_environment(monkey
     assert (local.session.subset, local.session.user_key, local.session.remote) == ("val", None, False)
 
 
+@pytest.mark.parametrize(("argv", "given"), [(["--shard", "-1/2"], "-1/2"),
+                                             (["--shard", "-3/-2", "--seed", "1"], "-3/-2"),
+                                             (["--shard=-1/2"], "-1/2")])
+def test_a_negative_shard_is_one_line_about_it(capsys, argv, given):
+    # argparse took `-1/2` for an option: "argument --shard: expected one argument", below its usage text.
+    assert session_runner.main(argv) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == f"error: config: session.shard must be K/N with 1 <= K <= N (e.g. 2/4), got '{given}'"
+
+
 @pytest.mark.parametrize(("text", "section"), [('{"session": 5}', "session"), ('{"agent": {"crf": [1]}}', "agent.crf")])
 def test_a_config_section_that_is_not_a_mapping_is_one_error(tmp_path, text, section):
     # It used to be dropped silently whenever a flag set a field of the same section.
