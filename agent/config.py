@@ -693,6 +693,8 @@ def _field_error(message: str) -> Exception:
 def _int_hook(value: Any) -> Any:
     if isinstance(value, bool):
         raise _field_error(f"expected an integer, got {value!r}")
+    if isinstance(value, str):  # `0x10`, `0b11`, `1:30` among them (the reader keeps them text: _yaml_loader)
+        raise _field_error(f"expected a decimal integer, got the text {value!r}")
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
@@ -712,6 +714,8 @@ def _float_hook(value: Any) -> Any:
     # OverflowError (a traceback).
     if isinstance(value, bool):
         raise _field_error(f"expected a number, got {value!r}")
+    if isinstance(value, str):  # `nan`, `0x10`, `1:30` (dacite said only "should be float instead of ... str")
+        raise _field_error(f"expected a decimal number, got the text {value!r}")
     if isinstance(value, int):
         try:
             return float(value)
@@ -883,13 +887,20 @@ def _yaml_loader():
             return super().construct_mapping(node, deep=deep)
 
         def construct_yaml_int(self, node):
-            # A leading zero is decimal, as in YAML 1.2: YAML 1.1 read `010` as octal, `--set agent.seed=010` was 8.
-            text = str(self.construct_scalar(node)).replace("_", "")
-            if text.lstrip("+-").isdigit():
-                return int(text, 10)
-            return super().construct_yaml_int(node)
+            # Integers are decimal, as JSON writes them. A leading zero too, as in YAML 1.2: YAML 1.1 read `010` as
+            # octal (`--set agent.seed=010` was 8). Its other forms are text, refused where a number belongs: `0x10`
+            # was 16, `0b11` 3 and `1:30` 90 (base 60), which YAML 1.2 and JSON read otherwise or not at all.
+            text = str(self.construct_scalar(node))
+            if text.replace("_", "").lstrip("+-").isdigit():
+                return int(text.replace("_", ""), 10)
+            return text
+
+        def construct_yaml_float(self, node):
+            text = str(self.construct_scalar(node))
+            return text if ":" in text else super().construct_yaml_float(node)  # base 60: `1:30.5` was 90.5
 
     Loader.add_constructor("tag:yaml.org,2002:int", Loader.construct_yaml_int)
+    Loader.add_constructor("tag:yaml.org,2002:float", Loader.construct_yaml_float)
     Loader.add_implicit_resolver(
         "tag:yaml.org,2002:float",
         re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?

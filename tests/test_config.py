@@ -541,8 +541,28 @@ def test_an_integer_with_a_leading_zero_is_decimal_in_files_and_set(tmp_path):
     path.write_text("agent:\n  seed: 0100\n  crf: {iterations: +07}\n")
     config = load_config(RunConfig, [path], ["session.max_interactions=010"])
     assert (config.agent.seed, config.agent.crf.iterations, config.session.max_interactions) == (100, 7, 10)
-    assert load_config(RunConfig, [], ["agent.seed=0x10"]).agent.seed == 16  # an explicit base is kept
     assert load_config(RunConfig, [], ["agent.seed=1_000"]).agent.seed == 1000
+
+
+@pytest.mark.parametrize(("key", "value"), [("agent.seed", "0x10"), ("agent.seed", "0b11"), ("agent.seed", "0o7"),
+                                            ("agent.seed", "1:30"), ("session.max_time", "1:30"),
+                                            ("session.max_time", "4:00.5"), ("session.max_time", "0x10"),
+                                            ("session.max_time", "nan")])
+def test_a_number_not_written_in_decimal_is_one_error_naming_the_key_and_the_value(tmp_path, key, value):
+    """As JSON writes numbers. YAML 1.1 (PyYAML) read 0x10 as 16, 0b11 as 3 and 1:30 (base 60) as 90, in a file
+    and in --set alike: `--set session.max_time=1:30` played 90 s per object; YAML 1.2 and JSON read them otherwise
+    or not at all. A field that takes text keeps them as written."""
+    from agent.config import RunConfig, load_config
+
+    message = rf"{re.escape(key)}: expected a decimal (integer|number), got the text '{re.escape(value)}'"
+    with pytest.raises(ConfigError, match=message):
+        load_config(RunConfig, [], [f"{key}={value}"])
+    section, field = key.split(".")
+    path = tmp_path / "run.yaml"
+    path.write_text(f"{section}:\n  {field}: {value}\n")
+    with pytest.raises(ConfigError, match=message):
+        load_config(RunConfig, [path])
+    assert load_config(RunConfig, [], [f"session.user_key={value}"]).session.user_key == value
 
 
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-8-sig"])
