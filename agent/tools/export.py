@@ -229,9 +229,24 @@ def _move_aside(stage: Path, kept: Path) -> None:
     kept.mkdir()  # made here, so that a failed copy removes only what it wrote
     try:
         shutil.copytree(stage, kept, dirs_exist_ok=True)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(kept, ignore_errors=True)
+        if isinstance(error, shutil.Error):
+            raise OSError(_not_copied(error, kept)) from error
         raise
+
+
+def _not_copied(error: shutil.Error, kept: Path) -> str:
+    """copytree's error, one (source, destination, why) per file it could not copy, as one short line: the count
+    and the first file. Its text was the whole list (a full file system: every mask, thousands of characters)."""
+    failed = [entry for entry in error.args[0] if isinstance(entry, tuple) and len(entry) == 3]
+    if not failed:
+        return first_line(error)
+    _, first, why = failed[0]
+    why = str(why).removesuffix(f": {str(first)!r}")  # the OSError's text names the file again
+    with suppress(ValueError):
+        first = Path(first).relative_to(kept)
+    return f"{counted(len(failed), 'file')} not copied, the first {first}: {why}"
 
 
 def _not_written(output: Path, error: OSError) -> InputError | None:

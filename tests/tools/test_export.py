@@ -252,6 +252,38 @@ def test_an_export_into_a_relative_folder_with_a_colon_is_written(small_video, t
     assert (tmp_path / "run:1" / "overlay.mp4").stat().st_size > 0
 
 
+def test_a_copy_aside_that_fails_file_by_file_is_one_short_line(small_video, tmp_path, monkeypatch):
+    """copytree reports every file it could not copy: the error line quoted that whole list (a full file system:
+    every mask's source, destination and error, thousands of characters). Now the count and the first file."""
+    import errno
+    import shutil
+
+    video = open_video(small_video.video)
+    out = prepare_output(tmp_path / "out")
+    export(video, lambda i: small_video.masks[i], out, 2, {"scribbles": "first"}, overwrite=False)
+    rename = os.rename
+
+    def across_devices(src, dst):
+        if Path(dst).name == "out-2":
+            raise OSError(errno.EXDEV, "Invalid cross-device link", str(src), None, str(dst))
+        rename(src, dst)
+
+    def disk_full(src, dst, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+
+    monkeypatch.setattr(os, "rename", across_devices)
+    monkeypatch.setattr(shutil, "copyfile", disk_full)
+    with pytest.raises(InputError) as refused:
+        export(video, lambda i: np.zeros_like(small_video.masks[i]), out, 2, {"scribbles": "second"}, overwrite=False)
+    (staged,) = out.glob(".export-*")
+    line = str(refused.value)
+    assert re.fullmatch(rf".* could not be moved to {re.escape(str(tmp_path / 'out-2'))} \(11 files not copied, the "
+                        rf"first (masks/)?[\w.]+: \[Errno 28\] No space left on device\): they are in "
+                        rf"{re.escape(str(staged))}", line), line
+    assert len(line.replace(str(tmp_path), "")) < 300 and "\n" not in line  # the whole list before
+    assert len(list((staged / "masks").glob("*.png"))) == 8 and not (tmp_path / "out-2").exists()
+
+
 def test_ctrl_c_while_an_export_is_moved_into_place_loses_neither_export(small_video, tmp_path, monkeypatch):
     """Ctrl-C (or SIGTERM, as agent.segment turns it) once the earlier export's files were removed and before the
     new ones were all moved in: the rest of the new export was deleted with its hidden folder, so neither export
