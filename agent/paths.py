@@ -8,7 +8,8 @@ import json
 import os
 import stat
 import tempfile
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
@@ -183,6 +184,22 @@ def lock_folder(folder: Path) -> int | None:
             raise BlockingIOError(error.errno, f"{folder} is locked by another process") from error
         return None
     return fd
+
+
+@contextmanager
+def folder_held(folder: Path) -> Iterator[None]:
+    """An exclusive flock on `folder` for the block, waiting while another process holds it (its own block: an
+    export's final moves, milliseconds). Unguarded where none can be taken (no flock, the folder gone: the caller's
+    own checks say so)."""
+    fd = None
+    if fcntl is not None:
+        with suppress(OSError):
+            fd = os.open(folder, os.O_RDONLY)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        unlock_folder(fd)
 
 
 def unlock_folder(fd: int | None) -> None:

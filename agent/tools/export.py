@@ -28,7 +28,7 @@ from PIL import Image
 
 from ..data.synthetic import davis_palette
 from ..errors import counted, first_line
-from ..paths import file_in_the_way, unused_path, unwritable_folder
+from ..paths import file_in_the_way, folder_held, unused_path, unwritable_folder
 from ..signals import deferred_signals
 from .video import InputError, Progress, VideoSource, ffmpeg_path, user_path
 
@@ -174,6 +174,8 @@ def export(video: VideoSource, labels_at: Callable[[int], np.ndarray], output: P
     output = Path(output)
     try:
         stage = Path(tempfile.mkdtemp(prefix=".export-", dir=output))
+        with folder_held(output):  # not halfway through another run's moves
+            replacing = _export_id(output)
         try:
             _write(video, labels_at, stage, num_objects, scribbles, progress)
         except BaseException:
@@ -189,12 +191,17 @@ def export(video: VideoSource, labels_at: Callable[[int], np.ndarray], output: P
     # of the new one went with its hidden folder): the move completes first, the interrupt comes after it.
     keep_stage = False
     try:
-        with deferred_signals():
+        # Held while the files are moved in: two runs (overwrite or not) whose moves interleaved left one's masks
+        # beside the other's masks.json. The later finds the first's export and moves its own aside.
+        with folder_held(output), deferred_signals():
             check_replaceable(output)  # again: the folder may have changed while the masks were computed
-            if not overwrite and has_export(output):  # two runs given one new folder: the later replaced the first
+            # Two runs given one new folder (a script's `&`), or one folder with overwrite: the later replaced the
+            # first's export, which is not the one it was to replace.
+            if has_export(output) and (not overwrite or _export_id(output) != replacing):
                 kept = unused_path(output, keep_suffix=False)
-                other = (f"{output}: another export was written there while this one ran; it is kept (not replaced "
-                         "without overwrite), and this one's results")
+                why = "not the export this run was to replace" if overwrite else "not replaced without overwrite"
+                other = (f"{output}: another export was written there while this one ran; it is kept ({why}), and "
+                         "this one's results")
                 try:
                     _move_aside(stage, kept)
                 except OSError as error:
@@ -214,6 +221,15 @@ def export(video: VideoSource, labels_at: Callable[[int], np.ndarray], output: P
             shutil.rmtree(stage, ignore_errors=True)
     log.info("wrote %s, overlay.mp4 and masks.json to %s", counted(video.num_frames, "mask"), output)
     return output
+
+
+def _export_id(output: Path) -> tuple[int, int] | None:
+    """Which export `output` holds (its masks.json's inode and time; None: none), to tell the one a run was to
+    replace from one another run moved in meanwhile."""
+    with suppress(OSError):
+        stat = (output / "masks.json").stat()
+        return stat.st_ino, stat.st_mtime_ns
+    return None
 
 
 def _move_aside(stage: Path, kept: Path) -> None:

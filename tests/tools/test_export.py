@@ -284,6 +284,70 @@ def test_a_copy_aside_that_fails_file_by_file_is_one_short_line(small_video, tmp
     assert len(list((staged / "masks").glob("*.png"))) == 8 and not (tmp_path / "out-2").exists()
 
 
+def test_two_overwrite_exports_moved_in_at_once_never_mix(small_video, tmp_path, monkeypatch):
+    """Two runs with --overwrite on one folder, their final moves interleaved (a window of milliseconds, made
+    deterministic here: run A pauses between moving its masks and its other files while run B moves in): out held
+    B's masks beside A's masks.json and overlay. Now A's export is there whole, and B's, kept aside, in out-2."""
+    import threading
+
+    from agent.tools import export as export_module
+
+    video = open_video(small_video.video)
+    out = export(video, lambda i: np.zeros_like(small_video.masks[i]), prepare_output(tmp_path / "out"), 2,
+                 {"scribbles": "earlier"})
+    a_masks, b_masks = small_video.masks, np.where(small_video.masks > 0, 3 - small_video.masks, 0)
+    b_writing, a_paused, b_at_lock, release_a = (threading.Event() for _ in range(4))
+    errors: dict[str, BaseException] = {}
+    replace, held = os.replace, export_module.folder_held
+    threads: dict[str, threading.Thread] = {}
+
+    def pausing_replace(src, dst):
+        if threading.current_thread() is threads["A"] and Path(dst).name == "overlay.mp4":
+            a_paused.set()  # its masks are moved in, the rest not yet
+            release_a.wait(10)
+        replace(src, dst)
+
+    def watched_hold(folder):
+        if threading.current_thread() is threads["B"] and b_writing.is_set():
+            b_at_lock.set()  # B's final moves begin: it waits for A's (or, unguarded, goes on)
+        return held(folder)
+
+    def b_labels(index):
+        if index == 0:  # B's export has begun (and seen the earlier export) before A's moves
+            b_writing.set()
+            a_paused.wait(10)
+        return b_masks[index]
+
+    def run(name, labels_at, record):
+        try:
+            export(video, labels_at, prepare_output(out, overwrite=True), 2, {"scribbles": record})
+        except BaseException as error:  # noqa: BLE001 (asserted below)
+            errors[name] = error
+        finally:
+            if name == "B":  # done (unguarded, it never waits)
+                b_at_lock.set()
+
+    monkeypatch.setattr(os, "replace", pausing_replace)
+    monkeypatch.setattr(export_module, "folder_held", watched_hold)
+    threads["B"] = threading.Thread(target=run, args=("B", b_labels, "B"))
+    threads["A"] = threading.Thread(target=run, args=("A", lambda i: a_masks[i], "A"))
+    threads["B"].start()
+    assert b_writing.wait(10)
+    threads["A"].start()
+    assert a_paused.wait(10) and b_at_lock.wait(10)
+    release_a.set()
+    for thread in threads.values():
+        thread.join(10)
+    for folder, record, masks in ((out, "A", a_masks), (tmp_path / "out-2", "B", b_masks)):
+        assert json.loads((folder / "scribbles.json").read_text()) == {"scribbles": record}
+        written = np.stack([np.asarray(Image.open(folder / "masks" / f"{i:05d}.png")) for i in range(8)])
+        assert (written == masks).all(), folder
+    assert "A" not in errors and isinstance(errors.get("B"), InputError), errors
+    assert re.search(r"out: another export was written there while this one ran; it is kept \(not the export this "
+                     r"run was to replace\), and this one's results are in .*out-2$", str(errors["B"]))
+    assert not list(out.glob(".export-*"))
+
+
 def test_ctrl_c_while_an_export_is_moved_into_place_loses_neither_export(small_video, tmp_path, monkeypatch):
     """Ctrl-C (or SIGTERM, as agent.segment turns it) once the earlier export's files were removed and before the
     new ones were all moved in: the rest of the new export was deleted with its hidden folder, so neither export
