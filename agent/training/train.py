@@ -19,10 +19,11 @@ Under torchrun (e.g. `torchrun --nproc_per_node=2 -m agent.train ...`) every pro
 pairs and the gradients are averaged over the processes after each backward (one all_reduce; rank 0's
 weights and buffers are broadcast at the start, its buffers again before each forward: what
 DistributedDataParallel did, without it: its gloo threads outlived destroy_process_group and aborted a
-process at exit now and then); all processes start from the same weights and rank 0 alone writes files. Written to --output-dir: train_config.json, train_info.json (the training
-videos actually used, the held-out ones, the command), losses.csv (rank 0's loss and the decoder lr per
-iteration), last.pt (state for --resume), model.pt (the checkpoint, with the iteration count and a digest
-of every process's parameters in its extra) and validation.jsonl.
+process at exit now and then); all processes start from the same weights and rank 0 alone writes files.
+Written to --output-dir: train_config.json, train_info.json (the training videos actually used, the held-out
+ones, the command), losses.csv (rank 0's loss and the decoder lr per iteration), last.pt (state for
+--resume), model.pt (the checkpoint, with the iteration count and a digest of every process's parameters in
+its extra) and validation.jsonl.
 """
 
 from __future__ import annotations
@@ -89,8 +90,9 @@ class TrainingDiverged(ValueError):
 
 
 def finite_step(loss: float, model: nn.Module, world: int) -> bool:
-    """Whether an iteration's step may be taken: its loss is finite and, with several processes, the averaged gradients are
-    (the same on every rank, so every rank stops at the same iteration instead of one waiting for the others)."""
+    """Whether an iteration's step may be taken: its loss is finite and, with several processes, the averaged
+    gradients are (the same on every rank, so every rank stops at the same iteration instead of one waiting for
+    the others)."""
     if world == 1:
         return math.isfinite(loss)
     grads = [p.grad for p in model.parameters() if p.grad is not None]
@@ -416,7 +418,8 @@ def _train_mode(model: SiameseEmbedder, frozen: bool, freeze_bn: bool) -> None:
 
 
 def _out_of_time(started: float, max_seconds: float, world: int, device: torch.device) -> bool:
-    """Whether train.max_seconds has passed; with several processes rank 0's clock decides for all, so they stop together."""
+    """Whether train.max_seconds has passed; with several processes rank 0's clock decides for all, so they
+    stop together."""
     late = bool(max_seconds) and time.monotonic() - started >= max_seconds
     if world > 1 and max_seconds:
         flag = torch.tensor([float(late)], device=device)
