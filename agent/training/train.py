@@ -16,14 +16,11 @@ The root's val videos are never trained on (a --val-sequences video that is trai
 warning: hold it out with --holdout); validation is one-shot J on them.
 
 Under torchrun (e.g. `torchrun --nproc_per_node=2 -m agent.train ...`) every process draws its own
-pairs and the gradients are averaged over the processes after each backward (one all_reduce; rank 0's
-weights and buffers are broadcast at the start, its buffers again before each forward: what
-DistributedDataParallel did, without it: its gloo threads outlived destroy_process_group and aborted a
-process at exit now and then); all processes start from the same weights and rank 0 alone writes files.
-Written to --output-dir: train_config.json, train_info.json (the training videos actually used, the held-out
-ones, the command), losses.csv (rank 0's loss and the decoder lr per iteration), last.pt (state for
---resume), model.pt (the checkpoint, with the iteration count and a digest of every process's parameters in
-its extra) and validation.jsonl.
+pairs and DistributedDataParallel averages the gradients; all processes start from the same weights and
+rank 0 alone writes files. Written to --output-dir: train_config.json, train_info.json (the training
+videos actually used, the held-out ones, the command), losses.csv (rank 0's loss and the decoder lr per
+iteration), last.pt (state for --resume), model.pt (the checkpoint, with the iteration count and a digest
+of every process's parameters in its extra) and validation.jsonl.
 """
 
 from __future__ import annotations
@@ -44,7 +41,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 from tqdm import tqdm
 
 from ..config import (
@@ -90,9 +86,8 @@ class TrainingDiverged(ValueError):
 
 
 def finite_step(loss: float, model: nn.Module, world: int) -> bool:
-    """Whether an iteration's step may be taken: its loss is finite and, with several processes, the averaged
-    gradients are (the same on every rank, so every rank stops at the same iteration instead of one waiting for
-    the others)."""
+    """Whether an iteration's step may be taken: its loss is finite and, under DDP, the averaged gradients are
+    (the same on every rank, so every rank stops at the same iteration instead of one waiting for the others)."""
     if world == 1:
         return math.isfinite(loss)
     grads = [p.grad for p in model.parameters() if p.grad is not None]
@@ -105,7 +100,7 @@ def finite_weights(model: nn.Module) -> bool:
 
 
 class PairLoss(nn.Module):
-    """The Siamese step as one module: two views -> loss.
+    """The Siamese step as one module (so DistributedDataParallel can wrap it): two views -> loss.
 
     The pixels are pooled before the call (with the caller's generator), so the forward takes tensors only.
     Only the pooled pixels are decoded (SiameseEmbedder.decode_points).
@@ -148,7 +143,7 @@ def pool_pair(labels: list[torch.Tensor], config: TrainConfig, transfer: Transfe
 def draw_pair(data, config: TrainConfig, transfer: TransferConfig, generator: torch.Generator,
               scribbles: ScribbleConfig):
     """A pair and its pooled pixels, drawn again while a view has none to use (an augmentation can push every
-    labelled pixel out of the frame). Every rank takes a step each iteration, as the gradient averaging needs."""
+    labelled pixel out of the frame). Every rank takes a step each iteration, as DDP needs."""
     while True:
         inputs, labels = data.sample_pair(generator)
         pooled = pool_pair(labels, config, transfer, generator, scribbles)
@@ -181,41 +176,11 @@ def parameter_digest(model: nn.Module) -> str:
 
 
 def _replica_digests(model: nn.Module, world: int) -> list[str]:
-    """parameter_digest of every process (a collective call with several processes: every rank must make it)."""
+    """parameter_digest of every process (a collective call under DDP: every rank must make it)."""
     digests: list[str] = [parameter_digest(model)] * world
     if world > 1:
         dist.all_gather_object(digests, digests[0])
     return digests
-
-
-def _broadcast(tensors: list[torch.Tensor]) -> None:
-    """Rank 0's values of `tensors` copied into every rank's (one flattened broadcast per dtype)."""
-    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
-    for tensor in tensors:
-        by_dtype.setdefault(tensor.dtype, []).append(tensor)
-    with torch.no_grad():
-        for group in by_dtype.values():
-            flat = _flatten_dense_tensors(group)
-            dist.broadcast(flat, src=0)
-            for tensor, value in zip(group, _unflatten_dense_tensors(flat, group), strict=True):
-                tensor.copy_(value)
-
-
-def _average_gradients(model: nn.Module, world: int) -> None:
-    """Every rank's gradients of the trained parameters replaced by their mean over the ranks (one flattened
-    all_reduce; scaled by 1/world before the sum, as DDP does). Not DistributedDataParallel: its gloo threads
-    outlived destroy_process_group and a process aborted at exit (std::terminate) about once in 30 runs."""
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    for parameter in parameters:  # one unused in this step: zeros, so every rank reduces the same tensors
-        if parameter.grad is None:
-            parameter.grad = torch.zeros_like(parameter)
-    grads = [p.grad for p in parameters]
-    if not grads:
-        return
-    flat = _flatten_dense_tensors(grads).div_(world)
-    dist.all_reduce(flat)
-    for grad, value in zip(grads, _unflatten_dense_tensors(flat, grads), strict=True):
-        grad.copy_(value)
 
 
 def _distributed(device: torch.device) -> tuple[int, int, torch.device]:
@@ -256,7 +221,7 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
     state_path, model_path = output_dir / "last.pt", output_dir / "model.pt"
 
     # The same initial weights on every rank: frozen mode computes its training features with this
-    # backbone before rank 0's weights are broadcast.
+    # backbone before DDP broadcasts rank 0's weights.
     torch.manual_seed(config.seed)
     model = build_model(model_config).to(device)
     optimizer = make_optimizer(model, config, frozen)
@@ -296,8 +261,11 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
     if start_iteration == 0 and model_config.decoder_init == "pca" and not initialised:
         model.decoder.init_pca(data.decoder_inputs(model, PCA_SAMPLES, generator).to(device))
     step = PairLoss(model, frozen, config.loss, transfer.topk, config.hard_query_fraction).to(device)
-    if world > 1:  # rank 0's weights and buffers (the frozen backbone's too) on every rank (_average_gradients)
-        _broadcast([*model.parameters(), *model.buffers()])
+    if world > 1:
+        # DDP registers only the parameters that require grad (frozen: decoder + head, all used in every
+        # step, so find_unused_parameters can stay False) and broadcasts rank 0's weights here.
+        step = nn.parallel.DistributedDataParallel(
+            step, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
 
     loss_log = None
@@ -327,13 +295,9 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
             for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
                 group["lr"] = base * poly_factor(iteration, config.iterations, config.poly_power)
             inputs, labels, pooled = draw_pair(data, config, transfer, generator, scribbles)
-            if world > 1:  # BatchNorm statistics drift apart per rank: rank 0's before each forward
-                _broadcast(list(model.buffers()))
             loss = step(inputs.to(device), pooled, tuple(labels[0].shape))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if world > 1:
-                _average_gradients(model, world)
             value = float(loss.detach())
             if not finite_step(value, model, world):  # NaN weights were saved over every later checkpoint
                 raise _diverged(output_dir, f"the loss is {value} at iteration {iteration + 1}", saved)
@@ -418,8 +382,7 @@ def _train_mode(model: SiameseEmbedder, frozen: bool, freeze_bn: bool) -> None:
 
 
 def _out_of_time(started: float, max_seconds: float, world: int, device: torch.device) -> bool:
-    """Whether train.max_seconds has passed; with several processes rank 0's clock decides for all, so they
-    stop together."""
+    """Whether train.max_seconds has passed; under DDP rank 0's clock decides for all, so they stop together."""
     late = bool(max_seconds) and time.monotonic() - started >= max_seconds
     if world > 1 and max_seconds:
         flag = torch.tensor([float(late)], device=device)

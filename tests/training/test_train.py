@@ -911,7 +911,7 @@ def test_init_checkpoint_in_full_mode_starts_the_backbone_from_its_weights_too(t
 @pytest.mark.parametrize("mode", ["frozen-backbone", "full"])
 def test_torchrun_two_processes_on_cpu(tmp_path: Path, mode: str) -> None:
     """torchrun, gloo, 2 processes: finishes, rank 0 writes the files, and both ranks end with the same
-    weights although each drew its own pairs (so the gradients were averaged)."""
+    weights although each drew its own pairs (so DDP averaged the gradients)."""
     out = tmp_path / "run"
     env = {**os.environ, "SIMLEARN_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
