@@ -40,6 +40,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+
+# Before any process group exists: imported after init_process_group (torch._dynamo imports it, and the first
+# optimizer built or DDP's constructor imports torch._dynamo), its functions bind the default group as their
+# default argument (group=group.WORLD), so the group and its gloo threads outlive destroy_process_group and a
+# torchrun process now and then aborted at exit (std::terminate) after training had finished.
+import torch.distributed.nn.functional  # noqa: F401
 from torch import nn
 from tqdm import tqdm
 

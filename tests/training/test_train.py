@@ -945,6 +945,32 @@ def test_torchrun_two_processes_on_cpu(tmp_path: Path, mode: str) -> None:
     assert backbone_same == (mode == "frozen-backbone")
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="thread names from /proc (Linux)")
+def test_the_process_group_and_its_threads_end_with_destroy_process_group() -> None:
+    """torch.distributed.nn.functional, imported after init_process_group (by torch._dynamo: the first optimizer
+    built, DDP's constructor), bound the group as its functions' default argument: its gloo threads outlived
+    destroy_process_group and a torchrun process aborted at exit now and then. agent.train imports it first.
+    A fresh interpreter (this one has imported it long ago), one process."""
+    script = """
+import gc, os
+import torch, torch.distributed as dist
+import agent.training.train
+def gloo(): return sorted(n for n in (open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")) if "gloo" in n)
+dist.init_process_group("gloo", rank=0, world_size=1, store=dist.HashStore())
+torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], lr=0.1)  # imports torch._dynamo
+during = gloo()
+dist.destroy_process_group()
+gc.collect()
+print(bool(during), gloo())
+"""
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split("\n")[-2] == "True []", result.stdout
+
+
 # --- the skip connection -------------------------------------------------------------------------------
 
 
