@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import first_line, repeated
-from ..paths import read_json, special_file
+from ..paths import is_hidden, read_json, special_file
 
 VOID_LABEL = 255
 # Object ids 1..254: annotations are uint8 palette PNGs whose 255 is void. It also bounds the classes an API
@@ -82,9 +82,9 @@ class SequenceInfo:
 
 
 def file_kinds(folder: Path) -> Counter:
-    """How many files of each kind (suffix, or the name of one without) `folder` holds; OSError if it cannot be
-    listed."""
-    return Counter(path.suffix or path.name for path in folder.iterdir() if path.is_file())
+    """How many files of each kind (suffix, or the name of one without) `folder` holds, hidden ones left out;
+    OSError if it cannot be listed."""
+    return Counter(path.suffix or path.name for path in folder.iterdir() if path.is_file() and not is_hidden(path))
 
 
 def _other_files(folder: Path, rule: str) -> str:
@@ -127,18 +127,25 @@ class DavisReader:
     def scribbles_dir(self, sequence: str) -> Path:
         return self.root / "Scribbles" / sequence
 
+    @staticmethod
+    def listed(folder: Path, pattern: str) -> list[Path]:
+        """The entries of `folder` matching `pattern`, sorted, hidden ones (`.name`) left out: a root macOS copied
+        to a USB drive or share holds a `._00000.jpg` beside each frame (and `._00000.png`, `._001.json`), which
+        was refused as "not a DAVIS frame name". Its numbering check still finds a frame that is only hidden."""
+        return sorted(path for path in folder.glob(pattern) if not is_hidden(path))
+
     def frame_paths(self, sequence: str) -> list[Path]:
-        paths = sorted(self.frames_dir(sequence).glob("*.jpg"))
+        paths = self.listed(self.frames_dir(sequence), "*.jpg")
         if not paths:
             raise DatasetError(f"no frames for sequence '{sequence}' in {self.frames_dir(sequence)}"
                                + _other_files(self.frames_dir(sequence), "frames are .jpg files"))
         return paths
 
     def annotation_paths(self, sequence: str) -> list[Path]:
-        return sorted(self.annotations_dir(sequence).glob("*.png"))
+        return self.listed(self.annotations_dir(sequence), "*.png")
 
     def scribble_paths(self, sequence: str) -> list[Path]:
-        return sorted(self.scribbles_dir(sequence).glob("[0-9][0-9][0-9].json"))
+        return self.listed(self.scribbles_dir(sequence), "[0-9][0-9][0-9].json")
 
     # --- listings ------------------------------------------------------------------------------
     def subset_file(self, subset: str) -> Path:
@@ -171,7 +178,8 @@ class DavisReader:
                 raise DatasetError(f"{listing}: lists {', '.join(twice)} more than once")
             return names
         base = self.root / "JPEGImages" / self.resolution
-        return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+        # not a hidden folder: a `.ipynb_checkpoints` Jupyter made there is no sequence
+        return sorted(p.name for p in base.iterdir() if p.is_dir() and not is_hidden(p)) if base.is_dir() else []
 
     def has_sequence(self, sequence: str) -> bool:
         return self.frames_dir(sequence).is_dir()

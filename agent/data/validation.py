@@ -213,7 +213,7 @@ def count_scribble_files(reader: DavisReader, sequence: str) -> int:
     after = folder / f"{count + 1:03d}.json"
     if after.is_dir() or special_file(after):  # it and every later file were left out without a word
         raise DatasetError(f"{after}: {special_file(after) or 'a folder'}, not a scribble file")
-    misnamed = sorted(p for p in folder.glob("*.json") if not (len(p.stem) == 3 and p.stem.isdigit()))
+    misnamed = [p for p in reader.listed(folder, "*.json") if not (len(p.stem) == 3 and p.stem.isdigit())]
     if misnamed:  # e.g. 1.json for 001.json: it would never be played
         raise DatasetError(f"{misnamed[0]}: scribble files are named 001.json, 002.json, ... (three digits)")
     after_gap = [p for p in reader.scribble_paths(sequence) if int(p.stem) > count + 1]

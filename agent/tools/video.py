@@ -19,7 +19,7 @@ from PIL import Image, ImageOps
 
 from ..data.davis import IMAGE_ERRORS, WIDE_MODES, draft_jpeg
 from ..errors import counted, first_line
-from ..paths import expand_user, odd_entry, special_file
+from ..paths import expand_user, is_hidden, odd_entry, special_file
 
 log = logging.getLogger(__name__)
 
@@ -186,10 +186,10 @@ def image_entries(folder: Path) -> list[Path]:
     file that macOS writes on USB drives and network shares is no image (the folder was refused), and a hidden
     thumbnail was a frame no file manager shows."""
     images = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
-    hidden = sorted(p.name for p in images if p.name.startswith("."))
+    hidden = sorted(p.name for p in images if is_hidden(p))
     if hidden:
         log.info("%s: left out %d hidden file(s) (%s%s)", folder, len(hidden), hidden[0], ", ..." if hidden[1:] else "")
-    return [p for p in images if not p.name.startswith(".")]
+    return [p for p in images if not is_hidden(p)]
 
 
 def _open_folder(path: Path) -> VideoSource:

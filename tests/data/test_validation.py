@@ -117,6 +117,23 @@ def test_frames_are_read_as_stored_in_rgb(root: Path, mode: str) -> None:
     assert np.abs(frames[2].astype(int) - np.asarray(image.convert("RGB"), int)).mean() < (20 if mode == "L" else 3)
 
 
+def test_hidden_files_of_a_root_copied_by_macos_are_left_out(root: Path) -> None:
+    """macOS writes a `._name` AppleDouble file beside each file it copies to a USB drive or share: `._00000.jpg`
+    was "not a DAVIS frame name", `._001.json` a misnamed scribble file, a `.ipynb_checkpoints` folder a sequence."""
+    apple_double = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(64)
+    for path in (_frame(root, ONE, 0), _annotation(root, ONE, 0), _scribble(root, ONE)):
+        path.with_name("._" + path.name).write_bytes(apple_double)
+    (_frame(root, ONE, 0).parent / ".DS_Store").write_bytes(bytes(16))
+    (root / "JPEGImages" / "480p" / ".ipynb_checkpoints").mkdir()
+    reader = DavisReader(root)
+    info = validate_sequence(reader, ONE)
+    assert (info.num_frames, info.num_objects, info.num_scribbles) == (6, 1, 1)
+    assert reader.load_frames(ONE).shape == (6, 96, 160, 3)
+    assert ".ipynb_checkpoints" not in reader.sequences()
+    _frame(root, ONE, 3).rename(_frame(root, ONE, 3).with_name(".00003.jpg"))  # hidden, yet still a frame missing
+    _fails(root, ONE, f"{_frame(root, ONE, 3)}: missing")
+
+
 def test_frames_of_two_sizes_are_an_error(root: Path) -> None:
     path = _frame(root, ONE, 4)
     Image.open(path).resize((80, 48)).save(path)
