@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ..errors import first_line, repeated
 from ..paths import is_hidden, read_json, special_file
@@ -69,6 +69,32 @@ def draft_jpeg(image: Image.Image) -> bool:
     width, height = image.size
     image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
     return True
+
+
+# EXIF orientations (phone photos) that turn the stored pixels by 90 degrees: width and height swap.
+TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag (1 upright .. 8); 1 when there is none or it cannot be read. A PNG's is read
+    from its header chunks only: getexif() would load the pixels, which verify() must come before."""
+    try:
+        if image.format == "PNG":
+            exif = Image.Exif()
+            if image.info.get("exif"):
+                exif.load(image.info["exif"])
+        else:
+            exif = image.getexif()
+        orientation = exif.get(0x0112, 1)
+    except Exception:  # a damaged EXIF block: the pixels are read as stored, as before
+        return 1
+    return orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """`image` turned as its EXIF orientation says, as viewers and image editors show it (the scribbles are
+    painted on that view); the image itself when it has no orientation to apply."""
+    return ImageOps.exif_transpose(image) if exif_orientation(image) != 1 else image
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,16 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-from ..data.davis import IMAGE_ERRORS, WIDE_MODES, draft_jpeg
+from ..data.davis import (
+    IMAGE_ERRORS,
+    TRANSPOSING_ORIENTATIONS,
+    WIDE_MODES,
+    draft_jpeg,
+    exif_orientation,
+    upright,
+)
 from ..errors import counted, first_line
 from ..paths import expand_user, is_hidden, odd_entry, special_file
 
@@ -113,32 +120,6 @@ class VideoSource:
             reader.close()  # stops the ffmpeg process
         if count < self.num_frames:
             raise InputError(f"{self.path}: FFmpeg delivered {counted(count, 'frame')}, {self.num_frames} were counted")
-
-
-# EXIF orientations (phone photos) that turn the stored pixels by 90 degrees: width and height swap.
-TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
-
-
-def exif_orientation(image: Image.Image) -> int:
-    """The EXIF orientation tag (1 upright .. 8); 1 when there is none or it cannot be read. A PNG's is read
-    from its header chunks only: getexif() would load the pixels, which verify() must come before."""
-    try:
-        if image.format == "PNG":
-            exif = Image.Exif()
-            if image.info.get("exif"):
-                exif.load(image.info["exif"])
-        else:
-            exif = image.getexif()
-        orientation = exif.get(0x0112, 1)
-    except Exception:  # a damaged EXIF block: the pixels are read as stored, as before
-        return 1
-    return orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1
-
-
-def upright(image: Image.Image) -> Image.Image:
-    """`image` turned as its EXIF orientation says, as viewers and image editors show it (the scribbles are
-    painted on that view); the image itself when it has no orientation to apply."""
-    return ImageOps.exif_transpose(image) if exif_orientation(image) != 1 else image
 
 
 def _read_image(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
