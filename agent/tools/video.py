@@ -41,7 +41,12 @@ def _not_a_size_notice(record: logging.LogRecord) -> bool:
 
 logging.getLogger("imageio_ffmpeg").addFilter(_not_a_size_notice)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# .jpe and .jfif are JPEG too (Windows browsers save JPEGs as .jfif).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# Photo formats that are not read (HEIC from iPhones, which PIL cannot decode; GIF, camera raw, ...): a frame in
+# one, among the others, was left out without a word, its mask missing and JSON strokes after it on other frames.
+UNREAD_IMAGE_SUFFIXES = (".heic", ".heif", ".avif", ".jxl", ".gif", ".jp2", ".j2k", ".tga", ".ppm", ".pgm", ".pnm",
+                         ".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf", ".exr")
 # The short side of the frames the agent sees: DAVIS's 480p, the size the method was tuned at (the backbone
 # itself sees at most 1.5x the checkpoint's 240 rows, see AgentConfig.inference_scale).
 DEFAULT_WORKING_SIDE = 480
@@ -162,11 +167,20 @@ def open_video(path: str | Path) -> VideoSource:
     return _open_file(path)
 
 
-def image_entries(folder: Path) -> list[Path]:
+def image_entries(folder: Path, what: str = "frame") -> list[Path]:
     """The entries of `folder` named as images, hidden ones (`.name`) left out: the `._00001.jpg` beside each
     file that macOS writes on USB drives and network shares is no image (the folder was refused), and a hidden
-    thumbnail was a frame no file manager shows."""
-    images = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+    thumbnail was a frame no file manager shows. InputError for an image in a format that is not read (`what`:
+    "frame" or "scribble image", for its message)."""
+    entries = list(folder.iterdir())
+    unread = sorted((p for p in entries if p.suffix.lower() in UNREAD_IMAGE_SUFFIXES and not is_hidden(p)),
+                    key=natural_key)
+    if unread:
+        more = f" (and {len(unread) - 1} more)" if unread[1:] else ""
+        raise InputError(f"{unread[0]}{more}: a {unread[0].suffix.lower()[1:].upper()} image, which is not read as a "
+                         f"{what} ({', '.join(IMAGE_SUFFIXES)} are): convert it to one of those, or move it out of "
+                         "the folder")
+    images = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
     hidden = sorted(p.name for p in images if is_hidden(p))
     if hidden:
         log.info("%s: left out %d hidden file(s) (%s%s)", folder, len(hidden), hidden[0], ", ..." if hidden[1:] else "")

@@ -257,6 +257,20 @@ def test_hidden_files_in_a_frame_folder_are_not_frames(tmp_path, caplog):
     assert "left out 2 hidden file(s) (._00000.jpg, ...)" in caplog.text
 
 
+def test_a_frame_in_a_format_that_is_not_read_is_not_left_out(tmp_path):
+    """A JPEG saved as .jfif (Windows browsers do) is a frame; a HEIC among the frames (an iPhone's) is refused: both
+    were left out without a word, the video a frame short, its mask missing and JSON strokes shifted."""
+    for index, suffix in enumerate((".jpg", ".jfif", ".jpg")):
+        Image.fromarray(np.full((4, 6, 3), 40 * index, np.uint8)).save(tmp_path / f"{index:05d}{suffix}", "JPEG")
+    (tmp_path / "notes.txt").write_text("not an image: left out")
+    video = open_video(tmp_path)
+    assert video.frame_names == ["00000", "00001", "00002"]
+    assert [int(frame.mean()) // 10 for frame in video.frames()] == [0, 4, 8]
+    (tmp_path / "00003.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    with pytest.raises(InputError, match=r"00003.HEIC: a HEIC image, which is not read as a frame \(.jpg, "):
+        open_video(tmp_path)
+
+
 def test_a_variable_frame_rate_video_yields_each_frame_once(tmp_path):
     """Decoded to raw video at a constant rate, a VFR video's gaps were filled with repeated frames and the first
     N (of the N counted) taken: the frames after the gap were never segmented."""
