@@ -93,7 +93,10 @@ class VideoSource:
 
     @property
     def name(self) -> str:
-        return self.path.stem if self.frame_paths is None else self.path.name
+        # Of the absolute path: `agent.app .` in a frame folder named nothing, and the page offered `-masks` as the
+        # export folder (`..` too: `..-masks`).
+        path = Path(os.path.abspath(self.path))
+        return path.stem if self.frame_paths is None else path.name
 
     def frames(self) -> Iterator[np.ndarray]:
         if self.frame_paths is not None:

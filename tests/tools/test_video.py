@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -269,6 +270,18 @@ def test_a_frame_in_a_format_that_is_not_read_is_not_left_out(tmp_path):
     (tmp_path / "00003.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")
     with pytest.raises(InputError, match=r"00003.HEIC: a HEIC image, which is not read as a frame \(.jpg, "):
         open_video(tmp_path)
+
+
+def test_a_frame_folder_given_as_dot_is_named_as_its_folder(tmp_path, monkeypatch):
+    """`agent.app .` in the frame folder: its name was '' and the page offered `-masks` as the export folder."""
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(folder / "00000.jpg")
+    monkeypatch.chdir(folder)
+    assert open_video(".").name == "clip"
+    assert open_video(Path("..") / "clip" / ".").name == "clip"
+    (folder / "sub").mkdir()
+    assert open_video(Path("sub") / "..").name == "clip"
 
 
 def test_a_variable_frame_rate_video_yields_each_frame_once(tmp_path):
