@@ -97,6 +97,15 @@ def upright(image: Image.Image) -> Image.Image:
     return ImageOps.exif_transpose(image) if exif_orientation(image) != 1 else image
 
 
+def rgb_pixels(image: Image.Image) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a frame image. A palette image with transparency (pngquant's, a GIF's frames) goes
+    through RGBA, to the same pixels: PIL's direct conversion printed "UserWarning: Palette images with
+    Transparency expressed in bytes should be converted to RGBA images" and its source line amid the progress."""
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return np.asarray(image.convert("RGB"))
+
+
 @dataclass(frozen=True)
 class SequenceInfo:
     name: str
@@ -221,7 +230,7 @@ class DavisReader:
     # --- loading -------------------------------------------------------------------------------
     def load_frames(self, sequence: str) -> np.ndarray:
         """(T, H, W, 3) uint8 RGB."""
-        frames = [np.asarray(open_image(p, "frame").convert("RGB")) for p in self.frame_paths(sequence)]
+        frames = [rgb_pixels(open_image(p, "frame")) for p in self.frame_paths(sequence)]
         if len({f.shape for f in frames}) != 1:
             raise DatasetError(f"frames of '{sequence}' do not all have the same size")
         return np.stack(frames)

@@ -23,6 +23,7 @@ from ..data.davis import (
     WIDE_MODES,
     draft_jpeg,
     exif_orientation,
+    rgb_pixels,
     upright,
 )
 from ..errors import counted, first_line
@@ -133,7 +134,7 @@ class VideoSource:
 def _read_image(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
     try:
         with Image.open(path) as image:
-            frame = np.asarray(upright(image).convert("RGB"))
+            frame = rgb_pixels(upright(image))
     except IMAGE_ERRORS as error:
         raise InputError(f"cannot read image {path} ({error})") from error
     if shape is not None and frame.shape[:2] != shape:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -270,6 +271,19 @@ def test_a_frame_in_a_format_that_is_not_read_is_not_left_out(tmp_path):
     (tmp_path / "00003.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")
     with pytest.raises(InputError, match=r"00003.HEIC: a HEIC image, which is not read as a frame \(.jpg, "):
         open_video(tmp_path)
+
+
+def test_palette_frames_with_transparency_are_read_without_a_warning(tmp_path):
+    """pngquant's frames: PIL's conversion printed "UserWarning: Palette images with Transparency expressed in
+    bytes should be converted to RGBA images" with its source line; the pixels are the palette's colours."""
+    pixels = np.random.default_rng(0).integers(0, 4, (8, 10), np.uint8)
+    image = Image.fromarray(pixels, "P")
+    image.putpalette([0, 0, 0, 200, 0, 0, 0, 200, 0, 0, 0, 200])
+    image.save(tmp_path / "00000.png", transparency=bytes([0, 128, 255, 255]))  # not one index alone: bytes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        frame = next(open_video(tmp_path).frames())
+    np.testing.assert_array_equal(frame, np.asarray(image.convert("RGBA"))[..., :3])
 
 
 def test_a_frame_folder_given_as_dot_is_named_as_its_folder(tmp_path, monkeypatch):
