@@ -58,6 +58,13 @@ def path_arg(text: str) -> Path:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def is_hidden(path: Path) -> bool:
+    """Whether `path`'s name starts with `.`, which file managers and the shell's globs hide (pathlib's glob does
+    not): macOS writes a `._name` AppleDouble file, no image or JSON, beside each file it copies to a USB drive or
+    network share."""
+    return path.name.startswith(".")
+
+
 def file_in_the_way(path: Path) -> Path | None:
     """`path` or the nearest of its parents that exists and is not a directory (an output could not be made
     there), else None."""

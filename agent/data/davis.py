@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ..errors import first_line, repeated
-from ..paths import read_json, special_file
+from ..paths import is_hidden, read_json, special_file
 
 VOID_LABEL = 255
 # Object ids 1..254: annotations are uint8 palette PNGs whose 255 is void. It also bounds the classes an API
@@ -71,6 +71,41 @@ def draft_jpeg(image: Image.Image) -> bool:
     return True
 
 
+# EXIF orientations (phone photos) that turn the stored pixels by 90 degrees: width and height swap.
+TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag (1 upright .. 8); 1 when there is none or it cannot be read. A PNG's is read
+    from its header chunks only: getexif() would load the pixels, which verify() must come before."""
+    try:
+        if image.format == "PNG":
+            exif = Image.Exif()
+            if image.info.get("exif"):
+                exif.load(image.info["exif"])
+        else:
+            exif = image.getexif()
+        orientation = exif.get(0x0112, 1)
+    except Exception:  # a damaged EXIF block: the pixels are read as stored, as before
+        return 1
+    return orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """`image` turned as its EXIF orientation says, as viewers and image editors show it (the scribbles are
+    painted on that view); the image itself when it has no orientation to apply."""
+    return ImageOps.exif_transpose(image) if exif_orientation(image) != 1 else image
+
+
+def rgb_pixels(image: Image.Image) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a frame image. A palette image with transparency (pngquant's, a GIF's frames) goes
+    through RGBA, to the same pixels: PIL's direct conversion printed "UserWarning: Palette images with
+    Transparency expressed in bytes should be converted to RGBA images" and its source line amid the progress."""
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return np.asarray(image.convert("RGB"))
+
+
 @dataclass(frozen=True)
 class SequenceInfo:
     name: str
@@ -82,9 +117,9 @@ class SequenceInfo:
 
 
 def file_kinds(folder: Path) -> Counter:
-    """How many files of each kind (suffix, or the name of one without) `folder` holds; OSError if it cannot be
-    listed."""
-    return Counter(path.suffix or path.name for path in folder.iterdir() if path.is_file())
+    """How many files of each kind (suffix, or the name of one without) `folder` holds, hidden ones left out;
+    OSError if it cannot be listed."""
+    return Counter(path.suffix or path.name for path in folder.iterdir() if path.is_file() and not is_hidden(path))
 
 
 def _other_files(folder: Path, rule: str) -> str:
@@ -127,18 +162,25 @@ class DavisReader:
     def scribbles_dir(self, sequence: str) -> Path:
         return self.root / "Scribbles" / sequence
 
+    @staticmethod
+    def listed(folder: Path, pattern: str) -> list[Path]:
+        """The entries of `folder` matching `pattern`, sorted, hidden ones (`.name`) left out: a root macOS copied
+        to a USB drive or share holds a `._00000.jpg` beside each frame (and `._00000.png`, `._001.json`), which
+        was refused as "not a DAVIS frame name". Its numbering check still finds a frame that is only hidden."""
+        return sorted(path for path in folder.glob(pattern) if not is_hidden(path))
+
     def frame_paths(self, sequence: str) -> list[Path]:
-        paths = sorted(self.frames_dir(sequence).glob("*.jpg"))
+        paths = self.listed(self.frames_dir(sequence), "*.jpg")
         if not paths:
             raise DatasetError(f"no frames for sequence '{sequence}' in {self.frames_dir(sequence)}"
                                + _other_files(self.frames_dir(sequence), "frames are .jpg files"))
         return paths
 
     def annotation_paths(self, sequence: str) -> list[Path]:
-        return sorted(self.annotations_dir(sequence).glob("*.png"))
+        return self.listed(self.annotations_dir(sequence), "*.png")
 
     def scribble_paths(self, sequence: str) -> list[Path]:
-        return sorted(self.scribbles_dir(sequence).glob("[0-9][0-9][0-9].json"))
+        return self.listed(self.scribbles_dir(sequence), "[0-9][0-9][0-9].json")
 
     # --- listings ------------------------------------------------------------------------------
     def subset_file(self, subset: str) -> Path:
@@ -171,7 +213,8 @@ class DavisReader:
                 raise DatasetError(f"{listing}: lists {', '.join(twice)} more than once")
             return names
         base = self.root / "JPEGImages" / self.resolution
-        return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+        # not a hidden folder: a `.ipynb_checkpoints` Jupyter made there is no sequence
+        return sorted(p.name for p in base.iterdir() if p.is_dir() and not is_hidden(p)) if base.is_dir() else []
 
     def has_sequence(self, sequence: str) -> bool:
         return self.frames_dir(sequence).is_dir()
@@ -187,7 +230,7 @@ class DavisReader:
     # --- loading -------------------------------------------------------------------------------
     def load_frames(self, sequence: str) -> np.ndarray:
         """(T, H, W, 3) uint8 RGB."""
-        frames = [np.asarray(open_image(p, "frame").convert("RGB")) for p in self.frame_paths(sequence)]
+        frames = [rgb_pixels(open_image(p, "frame")) for p in self.frame_paths(sequence)]
         if len({f.shape for f in frames}) != 1:
             raise DatasetError(f"frames of '{sequence}' do not all have the same size")
         return np.stack(frames)

@@ -135,7 +135,7 @@ def _count_scribbles(reader: DavisReader, name: str) -> int:
 def _check_present(reader: DavisReader, name: str) -> str | None:
     if not reader.frames_dir(name).is_dir():
         return "not in the root"
-    if not any(reader.frames_dir(name).glob("*.jpg")):
+    if not reader.listed(reader.frames_dir(name), "*.jpg"):
         return "no frames"
     if not reader.annotation_paths(name):
         return "no annotations"
@@ -170,7 +170,7 @@ def _misfiled(reader: DavisReader, name: str) -> str | None:
         other = next((p for p in frames.parent.iterdir() if p.name.lower() == name.lower() and p.is_dir()), None)
         if other is not None:
             return f"{frames}: missing ({other.name} is there: sequence names are case-sensitive)"
-    if frames.is_dir() and not any(frames.glob("*.jpg")):
+    if frames.is_dir() and not reader.listed(frames, "*.jpg"):
         others = sorted(file_kinds(frames))
         if others:
             return (f"{frames}: no .jpg frame (it holds {', '.join(others)} files): frames must be 00000.jpg, "

@@ -19,17 +19,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import first_line
+from ..errors import counted, first_line
 from ..paths import special_file
 from .davis import (
     ANNOTATION_MODES,
     IMAGE_ERRORS,
+    TRANSPOSING_ORIENTATIONS,
     VOID_LABEL,
     WIDE_MODES,
     DatasetError,
     DavisReader,
     SequenceInfo,
     draft_jpeg,
+    exif_orientation,
     read_scribble_file,
     refuse_special_file,
     validate_scribbles,
@@ -72,9 +74,9 @@ def check_numbering(folder: Path, paths: list[Path], suffix: str, why: str) -> N
                            f"00000{suffix} to {max(numbers):05d}{suffix} without a gap ({why})")
 
 
-def _decode(path: Path, what: str) -> tuple[tuple[int, int], np.ndarray | None]:
-    """(width, height) from the header and, for PNGs, the pixels; every byte is decoded (a truncated or empty
-    file fails here, not inside the session)."""
+def _decode(path: Path, what: str) -> tuple[tuple[int, int], np.ndarray | None, int]:
+    """(width, height) from the header, for annotations the pixels, and the EXIF orientation (1: none); every byte
+    is decoded (a truncated or empty file fails here, not inside the session)."""
     refuse_special_file(path)  # a FIFO hung the run here
     try:
         with Image.open(path) as image:
@@ -91,13 +93,14 @@ def _decode(path: Path, what: str) -> tuple[tuple[int, int], np.ndarray | None]:
                     raise DatasetError(f"{path}: a {image.mode} image, expected a palette, grey or 1-bit PNG of "
                                        "object ids: save each mask as a palette PNG (as DAVIS's) or a grey one whose "
                                        "values are 0 background and 1..N the objects")
-                return size, np.asarray(image, dtype=np.uint8)
+                return size, np.asarray(image, dtype=np.uint8), 1
             if image.mode in WIDE_MODES:  # e.g. a 16-bit PNG named .jpg: it was played as a white video
                 raise DatasetError(f"{path}: a {image.mode} image ({WIDE_MODES[image.mode]}); frames must be 8-bit "
                                    "RGB or grey")
+            orientation = exif_orientation(image)
             draft_jpeg(image)
             image.load()
-            return size, None
+            return size, None, orientation
     except IMAGE_ERRORS as error:
         if isinstance(error, DatasetError):
             raise
@@ -110,15 +113,36 @@ def check_frames(reader: DavisReader, sequence: str) -> tuple[int, int, int]:
     paths = reader.frame_paths(sequence)
     check_numbering(folder, paths, ".jpg", "a gap would shift every later frame against its ground truth")
     first_size = None
+    turned = []
     for path in paths:
-        size, _ = _decode(path, "frame")
+        size, _, orientation = _decode(path, "frame")
+        if orientation != 1:
+            turned.append(path)
         if first_size is None:
             first_size = size
         elif size != first_size:
             raise DatasetError(f"{path}: frame is {size[0]}x{size[1]}, but {paths[0].name} is "
                                f"{first_size[0]}x{first_size[1]} (one size per sequence)")
+    if turned:  # a DAVIS root's frames are read as stored; annotations drawn on the shown frames would not fit them
+        log.warning("%s: %s with an EXIF orientation (%s%s), which is not applied: a DAVIS root's frames are read as "
+                    "stored, and its annotations must be on that grid, not turned as viewers show the frames (if they "
+                    "are, save the frames turned, e.g. with PIL's ImageOps.exif_transpose)", folder,
+                    counted(len(turned), "frame"), turned[0].name, ", ..." if turned[1:] else "")
     width, height = first_size
     return len(paths), height, width
+
+
+def _turned_by_exif(reader: DavisReader, sequence: str, size: tuple[int, int]) -> str:
+    """' as stored; 00000.jpg's EXIF orientation 6 shows it WxH, ...' when the frames' stored size, transposed, is
+    `size` (an annotation's): it was drawn on the frame as viewers show it; '' otherwise."""
+    first = reader.frame_paths(sequence)[0]
+    with Image.open(first) as image:
+        stored, orientation = image.size, exif_orientation(image)
+    if orientation not in TRANSPOSING_ORIENTATIONS or stored[::-1] != size:
+        return ""
+    return (f" as stored; {first.name}'s EXIF orientation {orientation} shows it {size[0]}x{size[1]}, as this "
+            "annotation is, but a DAVIS root's frames are read as stored (the annotations' grid, as davisinteractive "
+            "reads them): save the frames turned as shown, e.g. with PIL's ImageOps.exif_transpose")
 
 
 def check_annotations(
@@ -141,10 +165,10 @@ def check_annotations(
     filled = np.zeros(256, bool)  # labels that fill a 2x2 patch somewhere (every DAVIS object does)
     void_seen = False
     for path in paths:
-        image_size, pixels = _decode(path, "annotation")
+        image_size, pixels, _ = _decode(path, "annotation")
         if image_size != size:
             raise DatasetError(f"{path}: annotation is {image_size[0]}x{image_size[1]}, the frames are "
-                               f"{size[0]}x{size[1]}")
+                               f"{size[0]}x{size[1]}{_turned_by_exif(reader, sequence, image_size)}")
         counts = np.bincount(pixels.ravel(), minlength=256)
         void_seen = void_seen or bool(counts[VOID_LABEL])
         filled |= _labels_filling_a_patch(pixels)
@@ -213,7 +237,7 @@ def count_scribble_files(reader: DavisReader, sequence: str) -> int:
     after = folder / f"{count + 1:03d}.json"
     if after.is_dir() or special_file(after):  # it and every later file were left out without a word
         raise DatasetError(f"{after}: {special_file(after) or 'a folder'}, not a scribble file")
-    misnamed = sorted(p for p in folder.glob("*.json") if not (len(p.stem) == 3 and p.stem.isdigit()))
+    misnamed = [p for p in reader.listed(folder, "*.json") if not (len(p.stem) == 3 and p.stem.isdigit())]
     if misnamed:  # e.g. 1.json for 001.json: it would never be played
         raise DatasetError(f"{misnamed[0]}: scribble files are named 001.json, 002.json, ... (three digits)")
     after_gap = [p for p in reader.scribble_paths(sequence) if int(p.stem) > count + 1]

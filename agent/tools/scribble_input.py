@@ -229,7 +229,7 @@ def _scribble_images(folder: Path) -> list[Path]:
     """The scribble images in `folder`, in natural order; InputError for an image name that is a FIFO, a
     device or a broken link (left out, its strokes would have been lost without a word)."""
     images = []
-    for entry in image_entries(folder):
+    for entry in image_entries(folder, "scribble image"):
         if entry.is_dir():
             continue
         problem = odd_entry(entry)

@@ -15,11 +15,19 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-from ..data.davis import IMAGE_ERRORS, WIDE_MODES, draft_jpeg
+from ..data.davis import (
+    IMAGE_ERRORS,
+    TRANSPOSING_ORIENTATIONS,
+    WIDE_MODES,
+    draft_jpeg,
+    exif_orientation,
+    rgb_pixels,
+    upright,
+)
 from ..errors import counted, first_line
-from ..paths import expand_user, odd_entry, special_file
+from ..paths import expand_user, is_hidden, odd_entry, special_file
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +42,12 @@ def _not_a_size_notice(record: logging.LogRecord) -> bool:
 
 logging.getLogger("imageio_ffmpeg").addFilter(_not_a_size_notice)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# .jpe and .jfif are JPEG too (Windows browsers save JPEGs as .jfif).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# Photo formats that are not read (HEIC from iPhones, which PIL cannot decode; GIF, camera raw, ...): a frame in
+# one, among the others, was left out without a word, its mask missing and JSON strokes after it on other frames.
+UNREAD_IMAGE_SUFFIXES = (".heic", ".heif", ".avif", ".jxl", ".gif", ".jp2", ".j2k", ".tga", ".ppm", ".pgm", ".pnm",
+                         ".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf", ".exr")
 # The short side of the frames the agent sees: DAVIS's 480p, the size the method was tuned at (the backbone
 # itself sees at most 1.5x the checkpoint's 240 rows, see AgentConfig.inference_scale).
 DEFAULT_WORKING_SIDE = 480
@@ -81,7 +94,10 @@ class VideoSource:
 
     @property
     def name(self) -> str:
-        return self.path.stem if self.frame_paths is None else self.path.name
+        # Of the absolute path: `agent.app .` in a frame folder named nothing, and the page offered `-masks` as the
+        # export folder (`..` too: `..-masks`).
+        path = Path(os.path.abspath(self.path))
+        return path.stem if self.frame_paths is None else path.name
 
     def frames(self) -> Iterator[np.ndarray]:
         if self.frame_paths is not None:
@@ -115,36 +131,10 @@ class VideoSource:
             raise InputError(f"{self.path}: FFmpeg delivered {counted(count, 'frame')}, {self.num_frames} were counted")
 
 
-# EXIF orientations (phone photos) that turn the stored pixels by 90 degrees: width and height swap.
-TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
-
-
-def exif_orientation(image: Image.Image) -> int:
-    """The EXIF orientation tag (1 upright .. 8); 1 when there is none or it cannot be read. A PNG's is read
-    from its header chunks only: getexif() would load the pixels, which verify() must come before."""
-    try:
-        if image.format == "PNG":
-            exif = Image.Exif()
-            if image.info.get("exif"):
-                exif.load(image.info["exif"])
-        else:
-            exif = image.getexif()
-        orientation = exif.get(0x0112, 1)
-    except Exception:  # a damaged EXIF block: the pixels are read as stored, as before
-        return 1
-    return orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1
-
-
-def upright(image: Image.Image) -> Image.Image:
-    """`image` turned as its EXIF orientation says, as viewers and image editors show it (the scribbles are
-    painted on that view); the image itself when it has no orientation to apply."""
-    return ImageOps.exif_transpose(image) if exif_orientation(image) != 1 else image
-
-
 def _read_image(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
     try:
         with Image.open(path) as image:
-            frame = np.asarray(upright(image).convert("RGB"))
+            frame = rgb_pixels(upright(image))
     except IMAGE_ERRORS as error:
         raise InputError(f"cannot read image {path} ({error})") from error
     if shape is not None and frame.shape[:2] != shape:
@@ -181,15 +171,24 @@ def open_video(path: str | Path) -> VideoSource:
     return _open_file(path)
 
 
-def image_entries(folder: Path) -> list[Path]:
+def image_entries(folder: Path, what: str = "frame") -> list[Path]:
     """The entries of `folder` named as images, hidden ones (`.name`) left out: the `._00001.jpg` beside each
     file that macOS writes on USB drives and network shares is no image (the folder was refused), and a hidden
-    thumbnail was a frame no file manager shows."""
-    images = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
-    hidden = sorted(p.name for p in images if p.name.startswith("."))
+    thumbnail was a frame no file manager shows. InputError for an image in a format that is not read (`what`:
+    "frame" or "scribble image", for its message)."""
+    entries = list(folder.iterdir())
+    unread = sorted((p for p in entries if p.suffix.lower() in UNREAD_IMAGE_SUFFIXES and not is_hidden(p)),
+                    key=natural_key)
+    if unread:
+        more = f" (and {len(unread) - 1} more)" if unread[1:] else ""
+        raise InputError(f"{unread[0]}{more}: a {unread[0].suffix.lower()[1:].upper()} image, which is not read as a "
+                         f"{what} ({', '.join(IMAGE_SUFFIXES)} are): convert it to one of those, or move it out of "
+                         "the folder")
+    images = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
+    hidden = sorted(p.name for p in images if is_hidden(p))
     if hidden:
         log.info("%s: left out %d hidden file(s) (%s%s)", folder, len(hidden), hidden[0], ", ..." if hidden[1:] else "")
-    return [p for p in images if not p.name.startswith(".")]
+    return [p for p in images if not is_hidden(p)]
 
 
 def _open_folder(path: Path) -> VideoSource:

@@ -117,6 +117,38 @@ def test_frames_are_read_as_stored_in_rgb(root: Path, mode: str) -> None:
     assert np.abs(frames[2].astype(int) - np.asarray(image.convert("RGB"), int)).mean() < (20 if mode == "L" else 3)
 
 
+def test_frames_turned_by_exif_against_annotations_drawn_as_shown_say_so(root: Path, caplog) -> None:
+    """Phone frames stored 96 wide and 160 high, shown 160x96 by their EXIF orientation 6, as the annotations were
+    drawn: the error was "annotation is 160x96, the frames are 96x160", a size every viewer contradicts (and a square
+    video played against turned frames without a word: the warning says the orientation is not applied)."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to view"
+    for index in range(6):
+        path = _frame(root, ONE, index)
+        Image.open(path).transpose(Image.Transpose.ROTATE_90).save(path, quality=95, exif=exif)
+    with caplog.at_level("WARNING"):
+        _fails(root, ONE, f"{_annotation(root, ONE, 0)}: annotation is 160x96, the frames are 96x160 as stored; "
+               "00000.jpg's EXIF orientation 6 shows it 160x96", "ImageOps.exif_transpose")
+    assert "6 frames with an EXIF orientation (00000.jpg, ...), which is not applied" in caplog.text
+
+
+def test_hidden_files_of_a_root_copied_by_macos_are_left_out(root: Path) -> None:
+    """macOS writes a `._name` AppleDouble file beside each file it copies to a USB drive or share: `._00000.jpg`
+    was "not a DAVIS frame name", `._001.json` a misnamed scribble file, a `.ipynb_checkpoints` folder a sequence."""
+    apple_double = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(64)
+    for path in (_frame(root, ONE, 0), _annotation(root, ONE, 0), _scribble(root, ONE)):
+        path.with_name("._" + path.name).write_bytes(apple_double)
+    (_frame(root, ONE, 0).parent / ".DS_Store").write_bytes(bytes(16))
+    (root / "JPEGImages" / "480p" / ".ipynb_checkpoints").mkdir()
+    reader = DavisReader(root)
+    info = validate_sequence(reader, ONE)
+    assert (info.num_frames, info.num_objects, info.num_scribbles) == (6, 1, 1)
+    assert reader.load_frames(ONE).shape == (6, 96, 160, 3)
+    assert ".ipynb_checkpoints" not in reader.sequences()
+    _frame(root, ONE, 3).rename(_frame(root, ONE, 3).with_name(".00003.jpg"))  # hidden, yet still a frame missing
+    _fails(root, ONE, f"{_frame(root, ONE, 3)}: missing")
+
+
 def test_frames_of_two_sizes_are_an_error(root: Path) -> None:
     path = _frame(root, ONE, 4)
     Image.open(path).resize((80, 48)).save(path)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -255,6 +257,45 @@ def test_hidden_files_in_a_frame_folder_are_not_frames(tmp_path, caplog):
         video = open_video(tmp_path)
     assert video.frame_names == ["00000", "00001", "00002"] and len(list(video.frames())) == 3
     assert "left out 2 hidden file(s) (._00000.jpg, ...)" in caplog.text
+
+
+def test_a_frame_in_a_format_that_is_not_read_is_not_left_out(tmp_path):
+    """A JPEG saved as .jfif (Windows browsers do) is a frame; a HEIC among the frames (an iPhone's) is refused: both
+    were left out without a word, the video a frame short, its mask missing and JSON strokes shifted."""
+    for index, suffix in enumerate((".jpg", ".jfif", ".jpg")):
+        Image.fromarray(np.full((4, 6, 3), 40 * index, np.uint8)).save(tmp_path / f"{index:05d}{suffix}", "JPEG")
+    (tmp_path / "notes.txt").write_text("not an image: left out")
+    video = open_video(tmp_path)
+    assert video.frame_names == ["00000", "00001", "00002"]
+    assert [int(frame.mean()) // 10 for frame in video.frames()] == [0, 4, 8]
+    (tmp_path / "00003.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    with pytest.raises(InputError, match=r"00003.HEIC: a HEIC image, which is not read as a frame \(.jpg, "):
+        open_video(tmp_path)
+
+
+def test_palette_frames_with_transparency_are_read_without_a_warning(tmp_path):
+    """pngquant's frames: PIL's conversion printed "UserWarning: Palette images with Transparency expressed in
+    bytes should be converted to RGBA images" with its source line; the pixels are the palette's colours."""
+    pixels = np.random.default_rng(0).integers(0, 4, (8, 10), np.uint8)
+    image = Image.fromarray(pixels, "P")
+    image.putpalette([0, 0, 0, 200, 0, 0, 0, 200, 0, 0, 0, 200])
+    image.save(tmp_path / "00000.png", transparency=bytes([0, 128, 255, 255]))  # not one index alone: bytes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        frame = next(open_video(tmp_path).frames())
+    np.testing.assert_array_equal(frame, np.asarray(image.convert("RGBA"))[..., :3])
+
+
+def test_a_frame_folder_given_as_dot_is_named_as_its_folder(tmp_path, monkeypatch):
+    """`agent.app .` in the frame folder: its name was '' and the page offered `-masks` as the export folder."""
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(folder / "00000.jpg")
+    monkeypatch.chdir(folder)
+    assert open_video(".").name == "clip"
+    assert open_video(Path("..") / "clip" / ".").name == "clip"
+    (folder / "sub").mkdir()
+    assert open_video(Path("sub") / "..").name == "clip"
 
 
 def test_a_variable_frame_rate_video_yields_each_frame_once(tmp_path):
