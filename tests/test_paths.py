@@ -130,7 +130,9 @@ def test_an_empty_path_option_is_refused_not_the_working_directory(argv, tmp_pat
         else:
             runpy.run_path(str(Path(__file__).parents[1] / module), run_name="__main__")
     assert exit_info.value.code == 2
-    assert "an empty path (an unset variable?)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("error: argument ") and err.count("\n") == 1, err  # one line, as the other errors
+    assert "an empty path (an unset variable?)" in err
     assert not any(tmp_path.iterdir())
 
 

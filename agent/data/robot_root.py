@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from ..config import HOLDOUT, ConfigError, comma_names
-from ..errors import repeated
+from ..errors import CommandParser, repeated
 from ..paths import file_in_the_way, path_arg
 from ..signals import exit_code, signal_name, terminate_as_interrupt
 from .davis import VOID_LABEL, DatasetError, DavisReader
@@ -171,8 +171,8 @@ def root_command(prog: str, description: str, write, argv: list[str] | None = No
     """The command line of a root writer (this module's, twin_root's): write(source, sequences, output,
     positions) -> the root's path; a DatasetError or OSError is one `error:` line and exit code 2, a stop signal
     one `interrupted` line and 128 + the signal."""
-    parser = argparse.ArgumentParser(prog=prog, description=description,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(prog=prog, description=description,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--davis-root", type=path_arg, required=True, help="source DAVIS-format root")
     parser.add_argument("--sequences", default=",".join(HOLDOUT),
                         help="comma-separated (default: the held-out training videos, TrainConfig.holdout)")

@@ -33,7 +33,7 @@ from ..config import HOLDOUT, AgentConfig, CRFConfig, ModelConfig, TransferConfi
 from ..data.davis import DatasetError, DavisReader
 from ..data.validation import validate_sequence, validate_subset
 from ..device import resolve_device
-from ..errors import first_line, os_error_line
+from ..errors import CommandParser, first_line, os_error_line
 from ..inference.crf import refine_frames, warm_up, worker_count
 from ..inference.reference_pool import ReferencePool
 from ..inference.transfer import transfer_labels
@@ -183,7 +183,7 @@ def peak_memory_mb(device: torch.device) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=path_arg, default=None, help="default: the shipped checkpoint")
     parser.add_argument("--davis-root", type=path_arg, default=None,
                         help="for one-shot J on its val videos and the held-out training videos (TrainConfig.holdout)")

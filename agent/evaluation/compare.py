@@ -9,13 +9,12 @@ samples whose last interaction changed most.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from ..errors import first_line
+from ..errors import CommandParser, first_line
 from ..paths import path_arg
 from .report import (
     METRIC_COLUMNS,
@@ -93,7 +92,7 @@ def compare(first: Path, second: Path, top: int = 10) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """python -m agent.report compare RUN_A RUN_B: the second run against the first, on the samples both played."""
-    parser = argparse.ArgumentParser(prog="python -m agent.report compare", description=main.__doc__)
+    parser = CommandParser(prog="python -m agent.report compare", description=main.__doc__)
     parser.add_argument("first", type=path_arg, help="output directory of a session run (the baseline)")
     parser.add_argument("second", type=path_arg, help="output directory of the run compared with it")
     parser.add_argument("--top", type=int, default=10, help="samples listed by their last change (default %(default)s)")

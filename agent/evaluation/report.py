@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import first_line, os_error_line
+from ..errors import CommandParser, first_line, os_error_line
 from ..paths import json_ready, not_a_file, output_file_problem, path_arg, read_json
 from .outputs import atomic_path
 
@@ -343,7 +343,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    import argparse
     import sys
 
     argv = sys.argv[1:] if argv is None else argv
@@ -355,7 +354,7 @@ def _main(argv: list[str] | None) -> int:
         from .compare import main as compare_main
 
         return compare_main(argv[1:])
-    parser = argparse.ArgumentParser(prog="python -m agent.report", description=main.__doc__)
+    parser = CommandParser(prog="python -m agent.report", description=main.__doc__)
     parser.add_argument("runs", nargs="+", help="session output directories (with summary.json), optionally =LABEL")
     parser.add_argument("--output", type=path_arg, required=True, help="the image to write (.png, .pdf or .svg)")
     parser.add_argument("--title", default="J over time", help="the plot's title (default: J over time)")

@@ -40,7 +40,7 @@ from ..asgi import BodyTimeout, HeaderTimeoutProtocol
 from ..config import ServerConfig, comma_names
 from ..data import compat  # noqa: F401  (patches davisinteractive before it is imported)
 from ..data.registry import register_dataset
-from ..errors import validation_problems
+from ..errors import CommandParser, validation_problems
 from ..paths import json_ready, path_arg
 
 from davisinteractive.dataset.davis import Davis  # isort: skip  (after compat)
@@ -532,8 +532,8 @@ def main(argv: list[str] | None = None) -> int:
     from ..config import ConfigError
     from ..data.davis import DatasetError
 
-    parser = argparse.ArgumentParser(prog="python -m agent.server", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(prog="python -m agent.server", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--davis-root", type=path_arg, default=None,
                         help="DAVIS-format root with annotations and scribbles (default: built-in synthetic data)")
     parser.add_argument("--subset", default="val", help="served as the challenge's samples (default val)")

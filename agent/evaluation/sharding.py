@@ -23,7 +23,7 @@ import pandas as pd
 
 from ..config import MAX_INTERACTIONS_LIMIT, MAX_TIME_LIMIT, ConfigError, parse_shard
 from ..data.davis import MAX_OBJECT_ID, SequenceInfo
-from ..errors import counted, first_line, os_error_line, repeated
+from ..errors import CommandParser, counted, first_line, os_error_line, repeated
 from ..paths import not_a_file, path_arg, read_json
 
 log = logging.getLogger(__name__)
@@ -328,9 +328,8 @@ def merge_runs(directories: list[str | Path], output_dir: str | Path, final_dir:
 
 def main(argv: list[str] | None = None) -> int:
     """python -m agent.report merge RUN_DIR... --output DIR: the shards' results as one run's."""
-    import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m agent.report merge", description=main.__doc__)
+    parser = CommandParser(prog="python -m agent.report merge", description=main.__doc__)
     parser.add_argument("runs", nargs="+", type=path_arg, help="output directories of the shards' session runs")
     parser.add_argument("--output", type=path_arg, required=True, help="directory for the merged results")
     parser.add_argument("--overwrite", action="store_true",

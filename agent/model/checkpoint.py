@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ..config import ConfigError, ModelConfig, from_dict, to_dict
-from ..errors import first_line
+from ..errors import CommandParser, first_line
 from ..paths import output_file_problem, path_arg, special_file
 from .backbones import available_backbones
 from .siamese import SiameseEmbedder, build_model
@@ -276,9 +276,8 @@ def default_checkpoint_path() -> Path:
 def main(argv: list[str] | None = None) -> int:
     """python -m agent.model.checkpoint SRC DST [--half] [--overwrite]: re-save a checkpoint (e.g. fp16 for
     shipping)."""
-    import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m agent.model.checkpoint", description=main.__doc__)
+    parser = CommandParser(prog="python -m agent.model.checkpoint", description=main.__doc__)
     parser.add_argument("source", type=path_arg, help="the checkpoint to read")
     parser.add_argument("destination", type=path_arg, help="the .pt file to write (an existing one only with --overwrite)")
     parser.add_argument("--half", action="store_true", help="store weights as fp16 (half the size)")

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from ..config import ConfigError
-from ..errors import os_error_line
+from ..errors import CommandParser, os_error_line
 from ..paths import path_arg
 from .segment_cli import (
     add_agent_arguments,
@@ -39,8 +39,8 @@ log = logging.getLogger("agent.app")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m agent.app", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(prog="python -m agent.app", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("video", type=path_arg, nargs="?", help="video file or folder of frames to open at start")
     parser.add_argument("--scribbles", type=path_arg, action="append", default=[], metavar="S",
                         help="an earlier result to continue on VIDEO: an export's scribbles.json (its rounds), DAVIS "

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from ..config import AgentConfig, ConfigError, load_config
-from ..errors import counted, first_line, os_error_line
+from ..errors import CommandParser, counted, first_line, os_error_line
 from ..paths import path_arg
 from .video import DEFAULT_WORKING_SIDE, InputError
 
@@ -103,8 +103,8 @@ def setup_logging(verbose: bool) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m agent.segment", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(prog="python -m agent.segment", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("video", type=path_arg, help="video file or folder of frame images")
     parser.add_argument("--scribbles", type=path_arg, required=True, action="append", metavar="S",
                         help="DAVIS scribble JSON, a scribble image or a folder of scribble images; repeat it for "

@@ -64,7 +64,7 @@ from ..config import (
 from ..data.davis import DatasetError, DavisReader
 from ..data.validation import validate_sequence
 from ..device import resolve_device
-from ..errors import os_error_line, repeated, typed_line
+from ..errors import CommandParser, os_error_line, repeated, typed_line
 from ..model.backbones import WeightsUnavailableError, check_weights_installed
 from ..model.checkpoint import (
     CheckpointError,
@@ -553,7 +553,7 @@ def _load_training_state(path: Path, model: SiameseEmbedder, optimizer, device: 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     train, model = TrainConfig(), ModelConfig()  # the defaults the help names: one home, the config
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Every field of agent/config.py's TrainRunConfig can be set with --set section.field=value "
                "(sections: train, model, transfer, scribbles), e.g. --set train.lr_decoder=5e-3.")

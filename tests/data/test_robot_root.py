@@ -71,7 +71,9 @@ def test_robot_root_refuses_odd_names_and_outputs_before_writing(train_root: Pat
     with pytest.raises(SystemExit) as exit_info:
         main(["--davis-root", str(train_root), "--sequences", "synth-000", "--positions", "0.5,0.50",
               "--output", str(tmp_path / "d")])
-    assert exit_info.value.code == 2 and "position 0.5 given more than once" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error: argument --positions: '0.5,0.50': position 0.5 given "
+                                                        "more than once") and err.count("\n") == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
