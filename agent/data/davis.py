@@ -41,8 +41,11 @@ IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 # one object, read so by davisinteractive too). RGB and the rest are refused: a colour is no id.
 ANNOTATION_MODES = ("P", "L", "1")
 # Pixel modes with more than 8 bits per channel, which PIL's convert("RGB") does not rescale (every pixel white).
+# Scribble images of these modes are refused; frames of 16-bit grey are read (rgb_pixels, frame_mode_problem).
 WIDE_MODES = {"I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I": "32-bit integer",
               "F": "32-bit float"}
+# 16-bit grey, as PIL opens a 16-bit grey PNG or TIFF (older PIL opened the PNG as mode I: its values fit 16 bits).
+GREY16_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
 def refuse_special_file(path: Path) -> None:
@@ -97,10 +100,32 @@ def upright(image: Image.Image) -> Image.Image:
     return ImageOps.exif_transpose(image) if exif_orientation(image) != 1 else image
 
 
+def frame_mode_problem(image: Image.Image) -> str | None:
+    """Why `image`'s pixels are no frame, else None: 32-bit float (a depth map: which values are black and white
+    cannot be told), or a mode I image (32-bit integer) whose values go beyond 16 bits (it loads its pixels to
+    see). 16-bit grey is a frame: rgb_pixels reads it by its top 8 bits."""
+    if image.mode == "F":
+        return "a F image (32-bit float); frames must be 8-bit or 16-bit RGB or grey"
+    if image.mode == "I":
+        low, high = image.getextrema()
+        if low < 0 or high > 0xFFFF:
+            return (f"a I image (32-bit integer) of values {low}..{high}, not 16-bit (0..65535); frames must be "
+                    "8-bit or 16-bit RGB or grey")
+    return None
+
+
 def rgb_pixels(image: Image.Image) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of a frame image. A palette image with transparency (pngquant's, a GIF's frames) goes
-    through RGBA, to the same pixels: PIL's direct conversion printed "UserWarning: Palette images with
-    Transparency expressed in bytes should be converted to RGBA images" and its source line amid the progress."""
+    """(H, W, 3) uint8 RGB of a frame image. 16-bit grey is read by its top 8 bits, as PIL reads a 16-bit RGB
+    PNG (its own conversion clipped every value above 255: a white frame); a frame_mode_problem is a ValueError. A
+    palette image with transparency (pngquant's, a GIF's frames) goes through RGBA, to the same pixels: PIL's
+    direct conversion printed "UserWarning: Palette images with Transparency expressed in bytes should be
+    converted to RGBA images" and its source line amid the progress."""
+    problem = frame_mode_problem(image)
+    if problem:
+        raise ValueError(problem)
+    if image.mode in GREY16_MODES:
+        grey = (np.asarray(image).astype(np.uint32) >> 8).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)  # as PIL turns grey (L) into RGB
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     return np.asarray(image.convert("RGB"))

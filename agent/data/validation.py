@@ -26,12 +26,12 @@ from .davis import (
     IMAGE_ERRORS,
     TRANSPOSING_ORIENTATIONS,
     VOID_LABEL,
-    WIDE_MODES,
     DatasetError,
     DavisReader,
     SequenceInfo,
     draft_jpeg,
     exif_orientation,
+    frame_mode_problem,
     read_scribble_file,
     refuse_special_file,
     validate_scribbles,
@@ -94,12 +94,12 @@ def _decode(path: Path, what: str) -> tuple[tuple[int, int], np.ndarray | None, 
                                        "object ids: save each mask as a palette PNG (as DAVIS's) or a grey one whose "
                                        "values are 0 background and 1..N the objects")
                 return size, np.asarray(image, dtype=np.uint8), 1
-            if image.mode in WIDE_MODES:  # e.g. a 16-bit PNG named .jpg: it was played as a white video
-                raise DatasetError(f"{path}: a {image.mode} image ({WIDE_MODES[image.mode]}); frames must be 8-bit "
-                                   "RGB or grey")
             orientation = exif_orientation(image)
             draft_jpeg(image)
             image.load()
+            problem = frame_mode_problem(image)  # a float image; 16-bit grey is read (a PNG named .jpg too)
+            if problem:
+                raise DatasetError(f"{path}: {problem}")
             return size, None, orientation
     except IMAGE_ERRORS as error:
         if isinstance(error, DatasetError):

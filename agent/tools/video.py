@@ -20,9 +20,9 @@ from PIL import Image
 from ..data.davis import (
     IMAGE_ERRORS,
     TRANSPOSING_ORIENTATIONS,
-    WIDE_MODES,
     draft_jpeg,
     exif_orientation,
+    frame_mode_problem,
     rgb_pixels,
     upright,
 )
@@ -204,15 +204,16 @@ def _open_folder(path: Path) -> VideoSource:
     for frame_path in paths:  # every byte, cheaply: a truncated frame ends here, before the model loads
         try:
             with Image.open(frame_path) as image:
-                size, mode, orientation = image.size, image.mode, exif_orientation(image)
-                if draft_jpeg(image) or image.format != "PNG":
-                    image.load()  # JPEG at 1/8 scale; BMP, TIFF, ...: verify() would not read their pixels
+                size, orientation = image.size, exif_orientation(image)
+                if draft_jpeg(image) or image.format != "PNG" or image.mode == "I":
+                    image.load()  # JPEG at 1/8 scale; BMP, TIFF, mode I's values: verify() reads no pixels
                 else:
                     image.verify()  # chunk checksums (PNG), without decoding the pixels
+                problem = frame_mode_problem(image)  # a float image; 16-bit grey is read
         except IMAGE_ERRORS as error:
             raise InputError(f"cannot read image {frame_path} ({error})") from error
-        if mode in WIDE_MODES:  # PIL's RGB conversion clips them: every pixel would be white
-            raise InputError(f"{frame_path}: a {mode} image ({WIDE_MODES[mode]}); frames must be 8-bit RGB or grey")
+        if problem:
+            raise InputError(f"{frame_path}: {problem}")
         if orientation in TRANSPOSING_ORIENTATIONS:  # the size it is shown (and read) at
             size = size[::-1]
         first = first or size

@@ -356,10 +356,32 @@ def test_fifo_or_device_frame_is_an_error_not_a_hang(root: Path, which: str, kin
     _fails(root, ONE, f"{path}: a {'FIFO' if kind == 'fifo' else 'character device'}", "not a regular file")
 
 
-def test_sixteen_bit_frame_is_an_error_not_a_white_frame(root: Path) -> None:
-    path = _frame(root, ONE, 1)  # a 16-bit PNG under a .jpg name: PIL's RGB conversion made it white
-    Image.fromarray(np.full((96, 160), 30000, np.uint16)).save(path, format="PNG")
-    _fails(root, ONE, f"{path}: a I;16 image (16-bit); frames must be 8-bit RGB or grey")
+@pytest.mark.parametrize(("dtype", "image_format", "mode"), [(np.uint16, "PNG", "I;16"), (">u2", "TIFF", "I;16B"),
+                                                             (np.int32, "TIFF", "I")])
+def test_a_sixteen_bit_grey_frame_reads_as_its_eight_bit_version(root: Path, dtype, image_format, mode) -> None:
+    # PIL's RGB conversion clips 16-bit values: the frame was played white, then refused ("frames must be 8-bit"),
+    # though a 16-bit RGB PNG is read (PIL reduces it to 8 bits). By its top 8 bits it is the 8-bit frame.
+    path = _frame(root, ONE, 1)  # 16 bits under a .jpg name
+    grey = np.asarray(Image.open(path).convert("L"))
+    Image.fromarray(grey).save(path, format="PNG")
+    eight = DavisReader(root).load_frames(ONE)
+    np.testing.assert_array_equal(eight[1], np.repeat(grey[..., None], 3, axis=2))
+    Image.fromarray((grey.astype(np.int32) * 257).astype(dtype)).save(path, format=image_format)
+    assert Image.open(path).mode == mode
+    assert validate_sequence(DavisReader(root), ONE).num_frames == 6
+    np.testing.assert_array_equal(DavisReader(root).load_frames(ONE), eight)
+
+
+@pytest.mark.parametrize(("values", "problem"), [
+    (70000, "a I image (32-bit integer) of values 70000..70000, not 16-bit (0..65535)"),
+    (-1, "a I image (32-bit integer) of values -1..-1, not 16-bit (0..65535)"),
+    (0.5, "a F image (32-bit float)")])
+def test_a_frame_that_is_no_image_is_an_error(root: Path, values, problem) -> None:
+    # A float image (a depth map) and integers beyond 16 bits: which values are black and white cannot be told.
+    path = _frame(root, ONE, 1)
+    Image.fromarray(np.full((96, 160), values, np.float32 if isinstance(values, float) else np.int32)).save(
+        path, format="TIFF")
+    _fails(root, ONE, f"{path}: {problem}; frames must be 8-bit or 16-bit RGB or grey")
 
 
 @pytest.mark.parametrize("kind", ["fifo", "folder"])

@@ -127,14 +127,42 @@ def test_frames_of_different_sizes_are_refused(tmp_path):
         open_video(tmp_path)
 
 
-def test_16_bit_frames_and_oversized_headers_are_refused(tmp_path, monkeypatch):
-    # PIL's RGB conversion clips 16-bit values: every frame would be white, and segmented as such.
-    wide = tmp_path / "wide"
-    wide.mkdir()
-    Image.fromarray(np.full((8, 8), 40000, np.uint16)).save(wide / "00000.png")
-    assert Image.open(wide / "00000.png").mode.startswith("I")
-    with pytest.raises(InputError, match=r"00000.png: a I;16 image \(16-bit\); frames must be 8-bit"):
-        open_video(wide)
+def _grey_frames(folder: Path, grey: np.ndarray, dtype, suffix: str) -> Path:
+    """One frame per image of `grey` (uint8), saved as `dtype` (16-bit: each value x 257, as 8 bits scale to 16)."""
+    folder.mkdir()
+    for index, frame in enumerate(grey):
+        values = frame if dtype == np.uint8 else (frame.astype(np.int32) * 257).astype(dtype)
+        Image.fromarray(values).save(folder / f"{index}{suffix}")
+    return folder
+
+
+@pytest.mark.parametrize(("dtype", "suffix", "mode"), [(np.uint16, ".png", "I;16"), (">u2", ".tif", "I;16B"),
+                                                       (np.int32, ".tif", "I")])
+def test_16_bit_grey_frames_read_as_their_8_bit_version(tmp_path, dtype, suffix, mode):
+    # PIL's RGB conversion clips 16-bit values, so every frame was white; then they were refused ("frames must be
+    # 8-bit"), though 16-bit RGB PNGs were read (PIL reduces those to 8 bits). Read by their top 8 bits, they
+    # are the 8-bit frames.
+    grey = np.random.default_rng(0).integers(0, 256, (2, 8, 10), np.uint8)
+    eight = _grey_frames(tmp_path / "eight", grey, np.uint8, ".png")
+    wide = _grey_frames(tmp_path / "wide", grey, dtype, suffix)
+    assert Image.open(wide / f"0{suffix}").mode == mode
+    expected = list(open_video(eight).frames())
+    np.testing.assert_array_equal(expected[1], np.repeat(grey[1][..., None], 3, axis=2))
+    for frame, same in zip(open_video(wide).frames(), expected, strict=True):
+        np.testing.assert_array_equal(frame, same)
+
+
+@pytest.mark.parametrize(("values", "problem"), [
+    (np.full((8, 8), 70000, np.int32), r"a I image \(32-bit integer\) of values 70000..70000, not 16-bit \(0..65535\)"),
+    (np.full((8, 8), 0.5, np.float32), r"a F image \(32-bit float\)")])
+def test_frames_that_are_no_image_are_refused(tmp_path, values, problem):
+    # A float image (a depth map) and integers beyond 16 bits: which values are black and white cannot be told.
+    Image.fromarray(values).save(tmp_path / "00000.tif")
+    with pytest.raises(InputError, match=rf"00000.tif: {problem}; frames must be 8-bit or 16-bit RGB or grey"):
+        open_video(tmp_path)
+
+
+def test_oversized_headers_are_refused(tmp_path, monkeypatch):
     plain = tmp_path / "plain"
     plain.mkdir()
     Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(plain / "00000.png")
