@@ -185,7 +185,7 @@ def test_unwritable_cache_for_the_builtin_data(tmp_path, capsys, monkeypatch, no
     (["--seed", str(2**40)], "agent.seed must be in 0..2**32-1"),
     (["--set", "session.max_interactions=true"], "expected an integer"),
     (["--set", "agent.transfer.round_fusion_frames=-1"], "transfer.round_fusion_frames must be a finite number >= 0"),
-    (["--set", "agent.transfer.round_fusion_frames=nan"], 'value type for field "agent.transfer.round_fusion_frames"'),
+    (["--set", "agent.transfer.round_fusion_frames=nan"], "agent.transfer.round_fusion_frames: expected a decimal number, got the text 'nan'"),
     (["--set", "agent.crf.gaussian_compat=.nan"], "crf.gaussian_compat must be a finite number >= 0"),
     (["--set", "agent.crf.bilateral_compat=-5"], "crf.bilateral_compat must be a finite number >= 0"),
     (["--set", "agent.crf.workers=100000"], "crf.workers must be in 0..256"),
