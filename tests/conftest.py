@@ -68,3 +68,19 @@ def bare_flags(help_text: str) -> list[str]:
     return [line.split()[0] for index, line in enumerate(lines)
             if line.startswith("  -") and "  " not in line.strip()
             and not (index + 1 < len(lines) and lines[index + 1].startswith(" " * 8))]
+
+
+def run_command(argv: list[str], monkeypatch) -> int:
+    """A command as the shell runs it (`["-m", "agent.report", ...]` or `["session_runner.py", ...]`), in this
+    process; its exit code (it must exit: every test of it expects a SystemExit)."""
+    import runpy
+    import sys
+
+    module, *args = argv[1:] if argv[0] == "-m" else argv
+    monkeypatch.setattr(sys, "argv", [module, *args])
+    with pytest.raises(SystemExit) as exit_info:
+        if argv[0] == "-m":
+            runpy.run_module(module, run_name="__main__")
+        else:
+            runpy.run_path(str(REPO / module), run_name="__main__")
+    return exit_info.value.code

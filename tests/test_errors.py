@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agent.errors import MAX_QUOTED_CHARS, first_line, one_line, os_error_line, repeated, validation_problems
+from tests.conftest import run_command
 
 
 def test_first_line_is_the_first_message_line_or_the_type():
@@ -81,28 +82,12 @@ COMMANDS = [["session_runner.py"], ["crf_study.py", "capture", "--davis-root", "
             [".device/pack.py", "--davis-root", "r"]]
 
 
-def _run_command(argv: list[str], monkeypatch) -> int:
-    import runpy
-    import sys
-
-    from tests.conftest import REPO
-
-    module, *args = argv[1:] if argv[0] == "-m" else argv
-    monkeypatch.setattr(sys, "argv", [module, *args])
-    with pytest.raises(SystemExit) as exit_info:
-        if argv[0] == "-m":
-            runpy.run_module(module, run_name="__main__")
-        else:
-            runpy.run_path(str(REPO / module), run_name="__main__")
-    return exit_info.value.code
-
-
 @pytest.mark.parametrize("argv", COMMANDS, ids=lambda argv: " ".join(argv[:3]))
 @pytest.mark.filterwarnings(r"ignore:'agent\.[a-z_.]+' found in sys.modules:RuntimeWarning")  # runpy of an imported module
 def test_every_command_refuses_an_unknown_flag_in_one_line(argv, tmp_path, monkeypatch, capsys):
     # argparse printed the command's whole usage text, then `prog: error: unrecognized arguments: --bogus`.
     monkeypatch.chdir(tmp_path)
-    assert _run_command([*argv, "--bogus"], monkeypatch) == 2
+    assert run_command([*argv, "--bogus"], monkeypatch) == 2
     err = capsys.readouterr().err
     assert err == "error: unrecognized arguments: --bogus (see --help)\n"
     assert not any(tmp_path.iterdir())

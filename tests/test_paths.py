@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from agent.paths import broken_link, json_ready, not_a_file, odd_entry, output_file_problem, read_json
+from tests.conftest import run_command
 
 
 def test_output_file_problem_names_what_stands_in_the_way(tmp_path):
@@ -118,18 +119,8 @@ def test_json_ready_makes_numpy_values_and_paths_plain():
 @pytest.mark.filterwarnings(r"ignore:'agent\.[a-z_.]+' found in sys.modules:RuntimeWarning")  # runpy of an imported module
 def test_an_empty_path_option_is_refused_not_the_working_directory(argv, tmp_path: Path, monkeypatch, capsys):
     # `--output "$UNSET"` was Path("") == `.`: robot_root wrote its root into an empty working directory.
-    import runpy
-    import sys
-
     monkeypatch.chdir(tmp_path)
-    module, *args = argv[1:] if argv[0] == "-m" else argv
-    monkeypatch.setattr(sys, "argv", [module, *args])
-    with pytest.raises(SystemExit) as exit_info:
-        if argv[0] == "-m":
-            runpy.run_module(module, run_name="__main__")
-        else:
-            runpy.run_path(str(Path(__file__).parents[1] / module), run_name="__main__")
-    assert exit_info.value.code == 2
+    assert run_command(argv, monkeypatch) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: argument ") and err.count("\n") == 1, err  # one line, as the other errors
     assert "an empty path (an unset variable?)" in err
