@@ -20,7 +20,7 @@ pairs and DistributedDataParallel averages the gradients; all processes start fr
 rank 0 alone writes files. Written to --output-dir: train_config.json, train_info.json (the training
 videos actually used, the held-out ones, the command), losses.csv (rank 0's loss and the decoder lr per
 iteration), last.pt (state for --resume), model.pt (the checkpoint, with the iteration count and a digest
-of every process's parameters in its extra) and validation.jsonl.
+of every process's parameters in its extra) and, with --validate-every, validation.jsonl.
 """
 
 from __future__ import annotations
