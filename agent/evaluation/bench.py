@@ -183,7 +183,8 @@ def peak_memory_mb(device: torch.device) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = CommandParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(prog="python -m agent.bench", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=path_arg, default=None, help="default: the shipped checkpoint")
     parser.add_argument("--davis-root", type=path_arg, default=None,
                         help="for one-shot J on its val videos and the held-out training videos (TrainConfig.holdout)")

@@ -20,7 +20,7 @@ pairs and DistributedDataParallel averages the gradients; all processes start fr
 rank 0 alone writes files. Written to --output-dir: train_config.json, train_info.json (the training
 videos actually used, the held-out ones, the command), losses.csv (rank 0's loss and the decoder lr per
 iteration), last.pt (state for --resume), model.pt (the checkpoint, with the iteration count and a digest
-of every process's parameters in its extra) and validation.jsonl.
+of every process's parameters in its extra) and, with --validate-every, validation.jsonl.
 """
 
 from __future__ import annotations
@@ -554,7 +554,7 @@ def _load_training_state(path: Path, model: SiameseEmbedder, optimizer, device: 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     train, model = TrainConfig(), ModelConfig()  # the defaults the help names: one home, the config
     parser = CommandParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="python -m agent.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Every field of agent/config.py's TrainRunConfig can be set with --set section.field=value "
                "(sections: train, model, transfer, scribbles), e.g. --set train.lr_decoder=5e-3.")
     # Flags default to None: only the ones given override --config files (then --set overrides them).

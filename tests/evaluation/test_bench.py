@@ -274,3 +274,11 @@ def test_help_describes_every_flag(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["--help"])
     assert bare_flags(capsys.readouterr().out) == []
+
+
+def test_help_names_the_command(capsys) -> None:
+    """--help's usage line is the command a user types, not the file argparse found (`usage: bench.py`)."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: python -m agent.bench ")

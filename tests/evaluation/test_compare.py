@@ -39,6 +39,13 @@ def test_common_samples_per_interaction_drops_and_largest_changes(tmp_path: Path
     assert lines[-2:] == ["  dog 1: +0.150 (0.700 -> 0.850)", "  cat 1: -0.100 (0.600 -> 0.500)"]
 
 
+def test_one_common_sample_is_counted_as_one(tmp_path: Path) -> None:
+    # An interrupted run against a whole one: "1 samples in both (base: 2, new: 1)".
+    a = _run(tmp_path / "base", {"dog": [0.5, 0.8, 0.7], "cat": [0.4, 0.6, 0.6]})
+    b = _run(tmp_path / "new", {"dog": [0.5, 0.8, 0.85]})
+    assert compare(a, b).splitlines()[0].startswith("1 sample in both (base: 2, new: 1); ")
+
+
 def test_runs_without_a_common_sample_or_results_are_one_line(tmp_path: Path, capsys) -> None:
     a = _run(tmp_path / "a", {"dog": [0.5, 0.6, 0.7]})
     b = _run(tmp_path / "b", {"cat": [0.5, 0.6, 0.7]})

@@ -46,6 +46,10 @@ def test_unknown_colour_names_it_and_where():
     with pytest.raises(InputError, match=r"unknown colour \(255, 105, 180\) at x=3, y=2") as error:
         colours_to_labels(image, source="s.png")
     assert "\n" not in str(error.value)
+    assert "(1 pixel in 1 unknown colour)" in str(error.value)  # it said "(1 pixels in 1 unknown colours)"
+    image[4, 0] = image[4, 1] = (250, 250, 5, 255)
+    with pytest.raises(InputError, match=r"\(3 pixels in 2 unknown colours\)"):
+        colours_to_labels(image, source="s.png")
 
 
 def test_label_strokes_rasterise_back_to_the_labels():

@@ -1079,3 +1079,11 @@ def test_an_empty_name_in_holdout_or_val_sequences_is_one_line(tmp_path: Path, c
     assert error_lines(capsys.readouterr().err) == [
         f"error: {flag} 'dog,,goat': an empty name between commas (an unset variable?): name each one"]
     assert not (tmp_path / "run").exists()
+
+
+def test_help_names_the_command(capsys) -> None:
+    """--help's usage line is the command a user types, not the file argparse found (`usage: train.py`)."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: python -m agent.train ")
