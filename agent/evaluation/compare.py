@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import CommandParser, first_line
+from ..errors import CommandParser, counted, first_line
 from ..paths import path_arg
 from .report import (
     METRIC_COLUMNS,
@@ -69,7 +69,7 @@ def compare(first: Path, second: Path, top: int = 10) -> str:
     labels = {"a": first.name or str(first), "b": second.name or str(second)}
     width = max(12, *(len(label) for label in labels.values()))
     header = "".join(f"{f'{metric}@{r}':>8}" for r in rounds)
-    lines = [f"{len(common)} sample{'s' * (len(common) != 1)} in both ({labels['a']}: {len(per['a'])}, {labels['b']}: {len(per['b'])}); "
+    lines = [f"{counted(len(common), 'sample')} in both ({labels['a']}: {len(per['a'])}, {labels['b']}: {len(per['b'])}); "
              f"{metric} per interaction, mean over them:",
              f"{'':<{width}}{header}{'mean':>8}  drops > 0.02"]
     for name, table, results in (("a", a_table, a), ("b", b_table, b)):

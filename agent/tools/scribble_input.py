@@ -409,10 +409,9 @@ def colours_to_labels(rgba: np.ndarray, source: str = "scribble image", lossy: b
         worst = bad[counts.argmax()]
         rows, cols = np.nonzero(opaque)
         where = np.flatnonzero(inverse.ravel() == worst)[0]
-        pixels, kinds = int(counts.sum()), len(bad)
         raise InputError(
             f"{source}: unknown colour {tuple(int(c) for c in colours[worst])} at x={cols[where]}, y={rows[where]} "
-            f"({pixels} pixel{'s' * (pixels != 1)} in {kinds} unknown colour{'s' * (kinds != 1)}): {advice}")
+            f"({counted(int(counts.sum()), 'pixel')} in {counted(len(bad), 'unknown colour')}): {advice}")
     labels[opaque] = known_labels[nearest][inverse.ravel()]
     blend = _soft_edge(labels, opaque)
     if blend is not None:
