@@ -700,6 +700,16 @@ def _int_hook(value: Any) -> Any:
     return value
 
 
+def _bool_hook(value: Any) -> Any:
+    # `yes`, `on` are text (the reader keeps YAML 1.1's booleans so: _yaml_loader); dacite said only 'should be
+    # "bool" instead of value "yes" of type "str"'.
+    if isinstance(value, str):
+        raise _field_error(f"expected true or false, got the text {value!r}")
+    if not isinstance(value, bool):
+        raise _field_error(f"expected true or false, got {'null' if value is None else repr(value)}")
+    return value
+
+
 def _path_hook(value: Any) -> Any:
     if not isinstance(value, str | Path):
         return value
@@ -736,7 +746,7 @@ def from_dict(cls, data: dict[str, Any], strict: bool = True, where: str = "conf
     # `~` is the home folder in every path field, as the shell would make it: a config file's "~/runs/a" made a
     # folder named `~` for the outputs while the framework (pandas) wrote to the home folder's, which was missing.
     options = dacite.Config(strict=strict, cast=[tuple], type_hooks={int: _int_hook, float: _float_hook,
-                                                                      Path: _path_hook})
+                                                                      bool: _bool_hook, Path: _path_hook})
     _check_sequences(cls, data, where)
     try:
         return dacite.from_dict(cls, data, options)
@@ -895,10 +905,17 @@ def _yaml_loader():
                 return int(text.replace("_", ""), 10)
             return text
 
+        def construct_yaml_bool(self, node):
+            # Booleans are JSON's (and YAML 1.2's) true and false: YAML 1.1's yes/no/on/off, any case, stay text
+            # (`--set session.user_key=yes` was refused as "value True of type bool"; a bool field names them).
+            text = str(self.construct_scalar(node))
+            return text.lower() == "true" if text in ("true", "True", "TRUE", "false", "False", "FALSE") else text
+
         def construct_yaml_float(self, node):
             text = str(self.construct_scalar(node))
             return text if ":" in text else super().construct_yaml_float(node)  # base 60: `1:30.5` was 90.5
 
+    Loader.add_constructor("tag:yaml.org,2002:bool", Loader.construct_yaml_bool)
     Loader.add_constructor("tag:yaml.org,2002:int", Loader.construct_yaml_int)
     Loader.add_constructor("tag:yaml.org,2002:float", Loader.construct_yaml_float)
     Loader.add_implicit_resolver(

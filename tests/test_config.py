@@ -565,6 +565,23 @@ def test_a_number_not_written_in_decimal_is_one_error_naming_the_key_and_the_val
     assert load_config(RunConfig, [], [f"session.user_key={value}"]).session.user_key == value
 
 
+@pytest.mark.parametrize("value", ["yes", "no", "on", "off", "Yes", "NO", "On", "OFF"])
+def test_yaml_11_booleans_are_text_and_only_true_and_false_are_booleans(tmp_path, value):
+    """As JSON and YAML 1.2: `--set session.user_key=yes` was refused as "value True of type bool", as YAML 1.1
+    reads yes/no/on/off; a bool field given one names the key and what it takes."""
+    from agent.config import RunConfig, load_config
+
+    assert load_config(RunConfig, [], [f"session.user_key={value}"]).session.user_key == value
+    path = tmp_path / "run.yaml"
+    path.write_text(f"session:\n  user_key: {value}\n")
+    assert load_config(RunConfig, [path]).session.user_key == value
+    message = f"agent.flow.enabled: expected true or false, got the text '{value}'"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(RunConfig, [], [f"agent.flow.enabled={value}"])
+    for text, expected in [("true", True), ("True", True), ("TRUE", True), ("false", False), ("False", False)]:
+        assert load_config(RunConfig, [], [f"agent.flow.enabled={text}"]).agent.flow.enabled is expected
+
+
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-8-sig"])
 def test_a_config_file_saved_as_utf16_with_its_byte_order_mark_is_read(tmp_path, encoding):
     """Windows PowerShell 5's `>` writes UTF-16: it was "not valid JSON or YAML ('utf-8' codec can't decode byte
