@@ -255,10 +255,20 @@ class DavisReader:
     # --- loading -------------------------------------------------------------------------------
     def load_frames(self, sequence: str) -> np.ndarray:
         """(T, H, W, 3) uint8 RGB."""
-        frames = [rgb_pixels(open_image(p, "frame")) for p in self.frame_paths(sequence)]
+        frames = [self._frame_pixels(path) for path in self.frame_paths(sequence)]
         if len({f.shape for f in frames}) != 1:
             raise DatasetError(f"frames of '{sequence}' do not all have the same size")
         return np.stack(frames)
+
+    @staticmethod
+    def _frame_pixels(path: Path) -> np.ndarray:
+        # On a root not validated first (the Python API), a float frame was rgb_pixels' bare ValueError, naming
+        # no file; it is the line validation gives.
+        image = open_image(path, "frame")
+        try:
+            return rgb_pixels(image)
+        except IMAGE_ERRORS as error:
+            raise DatasetError(f"{path}: {first_line(error)}") from error
 
     def load_annotations(self, sequence: str) -> np.ndarray:
         """(T, H, W) uint8: 0 background, 1..N objects, 255 void."""

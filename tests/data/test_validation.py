@@ -382,6 +382,8 @@ def test_a_frame_that_is_no_image_is_an_error(root: Path, values, problem) -> No
     Image.fromarray(np.full((96, 160), values, np.float32 if isinstance(values, float) else np.int32)).save(
         path, format="TIFF")
     _fails(root, ONE, f"{path}: {problem}; frames must be 8-bit or 16-bit RGB or grey")
+    with pytest.raises(DatasetError, match=re.escape(f"{path}: {problem}")):  # unvalidated: a bare ValueError
+        DavisReader(root).load_frames(ONE)
 
 
 @pytest.mark.parametrize("kind", ["fifo", "folder"])
