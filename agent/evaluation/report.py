@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import CommandParser, first_line, os_error_line
+from ..errors import CommandParser, counted, first_line, os_error_line
 from ..paths import json_ready, not_a_file, output_file_problem, path_arg, read_json
 from .outputs import atomic_path
 
@@ -168,7 +168,7 @@ def drops_line(summary: dict) -> str | None:
     where = ", ".join(f"{d['sequence']} {d['scribble_idx']} round {d['interaction']} ({d['change']:+.3f})"
                       for d in found)
     return (f"{summary['metric']} fell by more than {drops['threshold']:g} after a new stroke in {len(found)} of "
-            f"{drops['rounds']} rounds" + (f": {where}" if where else ""))
+            f"{counted(drops['rounds'], 'round')}" + (f": {where}" if where else ""))
 
 
 def summarize_run(

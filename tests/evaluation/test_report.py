@@ -62,6 +62,8 @@ def test_drops_after_a_new_stroke_are_counted_per_sample(report):
     assert drops_line(summary) == "J fell by more than 0.02 after a new stroke in 1 of 6 rounds: seqB 1 round 2 (-0.050)"
     assert printed_figures(summary).splitlines()[-1] == drops_line(summary)
     assert drops_line({"metric": "J", "auc": 0.5}) is None  # a summary written before the count existed
+    one = {"metric": "J", "drops": {"threshold": 0.02, "rounds": 1, "samples": []}}  # 2 rounds of one sample
+    assert drops_line(one) == "J fell by more than 0.02 after a new stroke in 0 of 1 round"  # "of 1 rounds"
 
 
 def test_missing_sample_scores_zero(report):
