@@ -202,7 +202,14 @@ def folder_held(folder: Path) -> Iterator[None]:
     if fcntl is not None:
         with suppress(OSError):
             fd = os.open(folder, os.O_RDONLY)
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except BaseException as error:  # no lock (ENOLCK), or Ctrl-C while waiting: the descriptor was kept
+                os.close(fd)                # open, one per export (unlock_folder's LOCK_UN failed before its close)
+                fd = None
+                if not isinstance(error, OSError):
+                    raise
     try:
         yield
     finally:

@@ -132,3 +132,24 @@ def test_path_arg_expands_the_home_folder(monkeypatch, tmp_path: Path):
 
     monkeypatch.setenv("HOME", str(tmp_path))
     assert path_arg("~/runs/a") == tmp_path / "runs" / "a"  # `--output=~/runs/a`: no shell expands it
+
+
+@pytest.mark.skipif(os.name != "posix" or not Path("/proc/self/fd").is_dir(), reason="counts /proc/self/fd")
+def test_folder_held_closes_its_descriptor_where_no_lock_can_be_taken(tmp_path: Path, monkeypatch):
+    # A file system without flock (ENOLCK): the block runs unguarded, and the folder's descriptor was left open,
+    # one per export, as unlock_folder's LOCK_UN failed before it closed it.
+    import fcntl
+
+    from agent.paths import folder_held
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    before = len(os.listdir("/proc/self/fd"))
+    ran = 0
+    for _ in range(3):
+        with folder_held(tmp_path):
+            ran += 1
+    assert ran == 3
+    assert len(os.listdir("/proc/self/fd")) == before
