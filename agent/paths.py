@@ -176,17 +176,19 @@ def unused_path(path: Path, keep_suffix: bool = True) -> Path:
     return candidate
 
 
-def lock_folder(folder: Path) -> int | None:
+def lock_folder(folder: Path, wait: bool = False) -> int | None:
     """An open descriptor of `folder` holding an exclusive flock on it, for a run writing there; BlockingIOError
-    when another process holds it. The lock goes when the process does, however it ends: no stale lock to clear.
-    None where the file system has no flock (the run goes on unguarded)."""
+    when another process holds it (wait: wait for it instead). The lock goes when the process does, however it
+    ends: no stale lock to clear. None where the file system has no flock (the run goes on unguarded)."""
     if fcntl is None:
         return None
     fd = os.open(folder, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as error:
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BaseException as error:  # no lock (ENOLCK), held, or Ctrl-C while waiting: the descriptor is closed
         os.close(fd)
+        if not isinstance(error, OSError):
+            raise
         if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
             raise BlockingIOError(error.errno, f"{folder} is locked by another process") from error
         return None
@@ -199,17 +201,8 @@ def folder_held(folder: Path) -> Iterator[None]:
     export's final moves, milliseconds). Unguarded where none can be taken (no flock, the folder gone: the caller's
     own checks say so)."""
     fd = None
-    if fcntl is not None:
-        with suppress(OSError):
-            fd = os.open(folder, os.O_RDONLY)
-        if fd is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            except BaseException as error:  # no lock (ENOLCK), or Ctrl-C while waiting: the descriptor was kept
-                os.close(fd)                # open, one per export (unlock_folder's LOCK_UN failed before its close)
-                fd = None
-                if not isinstance(error, OSError):
-                    raise
+    with suppress(OSError):
+        fd = lock_folder(folder, wait=True)
     try:
         yield
     finally:
@@ -220,9 +213,12 @@ def unlock_folder(fd: int | None) -> None:
     """Release lock_folder's lock (None, or released already: nothing)."""
     if fd is None:
         return
-    with suppress(OSError):
-        fcntl.flock(fd, fcntl.LOCK_UN)  # explicitly: forked workers share the descriptor
-        os.close(fd)
+    try:
+        with suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)  # explicitly: forked workers share the descriptor
+    finally:
+        with suppress(OSError):  # closed even where the unlock failed (no flock there)
+            os.close(fd)
 
 
 def _refuse_repeated_keys(pairs: list[tuple[str, object]]) -> dict:
