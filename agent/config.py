@@ -323,6 +323,12 @@ class ScribbleConfig:
     # so a short late object stroke cannot make the rest of a large object background. Off: measured no
     # clear gain (docs/METHOD.md).
     spare_predicted_objects: bool = False
+    # Not in the paper: a frame the annotator corrects keeps the last round's labels where they drew nothing near
+    # (what they left alone on the frame they looked at, they accepted): as references, like strokes counted once.
+    confirm_corrected_frames: bool = True
+    confirmed_distance: int = 3  # grid cells: only labels farther than this from every stroke on the frame
+    confirmed_erosion: int = 2  # grid cells inside each label's region (its border is where masks err)
+    confirmed_background_band: int = 4  # grid cells: background only this near a predicted object (0: none)
 
     def __post_init__(self) -> None:
         _choice(self.derived_background_frames, "scribbles.derived_background_frames", ("all", "first-round"))
@@ -334,6 +340,8 @@ class ScribbleConfig:
                  f"scribbles.far_background_fraction must be >= 0, got {self.far_background_fraction}")
         _require(_finite(self.least_similar_fraction) and 0 <= self.least_similar_fraction <= 1,
                  f"scribbles.least_similar_fraction must be in [0, 1], got {self.least_similar_fraction}")
+        for name in ("confirmed_distance", "confirmed_erosion", "confirmed_background_band"):
+            _require(getattr(self, name) >= 0, f"scribbles.{name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass

@@ -60,7 +60,7 @@ from .predictor import Predictor, check_num_objects, check_sequence, sample_fram
 from .propagate import Detail, propagate, reference_set, select_keyframes
 from .reference_pool import ReferencePool
 from .round_fusion import RoundFusion
-from .scribbles import UNLABELED, ScribbleMemory, grid_labels, objects_on_grid
+from .scribbles import UNLABELED, ScribbleMemory, grid_labels, labels_on_grid, objects_on_grid
 from .transfer import head_affine, transfer_labels
 
 log = logging.getLogger(__name__)
@@ -241,6 +241,9 @@ class InteractiveAgent(Predictor):
         self.last_plan = plan
         keyframes = select_keyframes(len(self._frames), plan.frame_stride, self.memory.frames())
         features = self._backbone_features(keyframes)
+        if self.config.scribbles.confirm_corrected_frames and self._last_labels is not None:
+            for frame in stroke_frames:
+                self.memory.confirm(frame, labels_on_grid(self._last_labels[frame], self.grid))
         labels = self._scribble_labels(features)
 
         budget = self._finetune_budget(plan, time.perf_counter() - started)

@@ -206,6 +206,7 @@ class ScribbleMemory:
         self._labels: dict[int, np.ndarray] = {}
         self._first_round: dict[int, int] = {}  # frame -> the round that first scribbled it
         self._corrected: dict[int, np.ndarray] = {}  # frame -> (h, w) bool: labelled by a round after the first
+        self._confirmed: dict[int, np.ndarray] = {}  # frame -> (h, w) int64: see confirm()
 
     def add(self, scribbles: dict, require_object: bool = False,
             check_ids: Callable[[set[int]], None] | None = None) -> list[int]:
@@ -232,6 +233,40 @@ class ScribbleMemory:
         self.rounds += 1
         log.debug("scribble round %d: frames %s", self.rounds, sorted(new))
         return sorted(new)
+
+    def confirm(self, frame: int, predicted: np.ndarray) -> None:
+        """Take the last round's labels of a frame just corrected (`predicted`: (h, w) class ids on the grid, -1
+        where no class holds most of a cell; labels_on_grid) as the annotator's wherever they drew nothing near:
+        farther than config.confirmed_distance cells from every stroke on the frame, config.confirmed_erosion cells
+        inside the label's region, background only within config.confirmed_background_band cells of an object.
+        In labels() they take every cell no stroke holds, derived background's too; a later correction of the
+        frame confirms its newer labels instead. Without it, a stroke drawn along the object's lower edge could
+        turn the rest of the object, never marked, into background on that very frame (car-shadow, docs/METHOD.md)."""
+        self._require_frame(frame)
+        predicted = np.asarray(predicted)
+        if predicted.shape != self.shape:
+            raise ValueError(f"predicted labels {predicted.shape} != label grid {self.shape}")
+        config = self.config
+        far = ndimage.distance_transform_edt(self._labels[frame] == UNLABELED) > config.confirmed_distance
+        objects = predicted > BACKGROUND
+        near_object = np.zeros(self.shape, bool)
+        if config.confirmed_background_band and objects.any():
+            near_object = ndimage.distance_transform_edt(~objects) <= config.confirmed_background_band
+        out = np.full(self.shape, UNLABELED, np.int64)
+        for cls in np.unique(predicted[predicted >= 0]).tolist():
+            region = predicted == cls
+            if config.confirmed_erosion:
+                region = ndimage.binary_erosion(region, iterations=config.confirmed_erosion)
+            if cls == BACKGROUND:
+                region &= near_object
+            out[region & far] = cls
+        self._confirmed[frame] = out
+
+    def confirmed(self, frame: int) -> np.ndarray | None:
+        """(h, w) int64 the frame's confirmed labels (see confirm; a copy), None if it has none."""
+        self._require_frame(frame)
+        found = self._confirmed.get(frame)
+        return None if found is None else found.copy()
 
     def dilation(self) -> int:
         """The kernel side for the next round's strokes: `dilation` in the first round, then
@@ -267,6 +302,7 @@ class ScribbleMemory:
         stroke when `config.least_similar_until_stroke`, else no background of any kind (far-away included).
         With `predicted_objects` (h, w) bool, the previous round's object pixels on this frame, and
         `config.spare_predicted_objects`, none of them becomes derived background (strokes still apply).
+        Confirmed labels (confirm()) then take every cell no stroke holds.
         """
         out = self.raw_labels(frame)
         raw = self._labels[frame]  # read only: the strokes, to tell them from derived background
@@ -280,6 +316,10 @@ class ScribbleMemory:
             if predicted_objects.shape != out.shape:
                 raise ValueError(f"predicted objects {predicted_objects.shape} != label grid {out.shape}")
             out[(out == BACKGROUND) & (raw != BACKGROUND) & predicted_objects] = UNLABELED
+        confirmed = self._confirmed.get(frame)
+        if confirmed is not None:  # over derived background: the annotator saw these labels and left them
+            fill = (raw == UNLABELED) & (confirmed != UNLABELED)
+            out[fill] = confirmed[fill]
         return out
 
     def derives_background(self, frame: int) -> bool:
@@ -320,6 +360,16 @@ def objects_on_grid(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """(H, W) predicted labels -> (h, w) bool: grid cells whose area is more than half object (any id > 0)."""
     objects = torch.from_numpy(np.asarray(labels) > BACKGROUND)[None, None].float()
     return (F.interpolate(objects, size=size, mode="area")[0, 0] > 0.5).numpy()
+
+
+def labels_on_grid(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) predicted class ids -> (h, w) int64: each grid cell's class where it holds more than half the cell's
+    area, UNLABELED where none does."""
+    ids = torch.from_numpy(np.asarray(labels).astype(np.int64))
+    share = F.interpolate(F.one_hot(ids, int(ids.max()) + 1).permute(2, 0, 1)[None].float(), size=size,
+                          mode="area")[0]
+    best, cls = share.max(0)
+    return torch.where(best > 0.5, cls, UNLABELED).numpy()
 
 
 def grid_labels(mask: np.ndarray, size: tuple[int, int]) -> torch.Tensor:

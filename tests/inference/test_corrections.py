@@ -10,6 +10,7 @@ import torch
 from agent.config import AgentConfig, ModelConfig, ScribbleConfig, TransferConfig
 from agent.inference.agent import InteractiveAgent
 from agent.inference.plan import RoundPlan
+from agent.inference.scribbles import UNLABELED, labels_on_grid
 from agent.model.checkpoint import save_checkpoint
 from agent.model.siamese import build_model
 
@@ -96,9 +97,10 @@ def test_a_late_stroke_leaves_the_other_frames_right(checkpoint):
 
 
 def test_far_away_background_on_correction_frames_would_break_it(checkpoint):
-    """The failure the default avoids: with far-away background on every scribbled frame, the corner stroke
-    makes most of the object background evidence on its frame, and the object collapses elsewhere too."""
-    first, second, truth = _rounds(checkpoint, ScribbleConfig(derived_background_frames="all"))
+    """The failure the default avoids: with far-away background on every scribbled frame (and no confirmed
+    labels), the corner stroke makes most of the object background evidence on its frame, and the object
+    collapses elsewhere too."""
+    first, second, truth = _rounds(checkpoint, _all_frames_derive(confirm=False))
     others = np.arange(FRAMES) != CORRECTED
     assert (first == truth).mean() > 0.95
     lost = ((second[others] == 0) & (truth[others] == 1)).sum() / (truth[others] == 1).sum()
@@ -109,7 +111,7 @@ def test_round_fusion_keeps_frames_far_from_a_misleading_stroke(checkpoint):
     """The same misleading correction with round fusion (decay of one frame): the frames two or more frames
     from the stroke keep round 1's labels, the stroke's own frame takes the new transfer."""
     transfer = TransferConfig(round_fusion_frames=1.0)
-    first, second, truth = _rounds(checkpoint, ScribbleConfig(derived_background_frames="all"), transfer)
+    first, second, truth = _rounds(checkpoint, _all_frames_derive(confirm=False), transfer)
     far = np.abs(np.arange(FRAMES) - CORRECTED) >= 2
     assert (first == truth).mean() > 0.95
     assert (second[far] == first[far]).mean() > 0.99
@@ -117,8 +119,49 @@ def test_round_fusion_keeps_frames_far_from_a_misleading_stroke(checkpoint):
         return ((labels[far] == 0) & (truth[far] == 1)).sum() / (truth[far] == 1).sum()
     assert lost(second) <= lost(first) + 0.01
     # Without fusion the same rounds lose the object on those frames (as in the test above).
-    _, unfused, _ = _rounds(checkpoint, ScribbleConfig(derived_background_frames="all"))
+    _, unfused, _ = _rounds(checkpoint, _all_frames_derive(confirm=False))
     assert lost(unfused) > 0.3
+
+
+def _all_frames_derive(confirm: bool) -> ScribbleConfig:
+    return ScribbleConfig(derived_background_frames="all", confirm_corrected_frames=confirm)
+
+
+def test_confirmed_labels_keep_what_the_correction_left_alone(checkpoint):
+    """The same misleading corner stroke, far-away background on every scribbled frame, with the default's
+    confirmed labels: round 1's object on the corrected frame, away from the stroke, is the annotator's, so the
+    object survives there and on the other frames (but for its edges: the 2 cells along the object's border are
+    not confirmed, and far-away background takes them)."""
+    first, second, truth = _rounds(checkpoint, _all_frames_derive(confirm=True))
+    assert (first == truth).mean() > 0.95
+    right = (first == 1) & (truth == 1)
+
+    def lost(labels: np.ndarray) -> np.ndarray:
+        return ((labels == 0) & right).sum((1, 2)) / right.sum((1, 2))
+
+    assert (lost(second) < 0.15).all()
+    _, unconfirmed, _ = _rounds(checkpoint, _all_frames_derive(confirm=False))
+    assert (lost(unconfirmed) > 0.9).all()
+
+
+def test_the_corrected_frame_references_its_last_labels_away_from_the_stroke(checkpoint):
+    """With the default configuration: after the corner stroke, the corrected frame's labels hold round 1's object cells
+    away from the stroke and background near the object; off, only the stroke."""
+    def corrected_labels(confirm: bool) -> tuple[np.ndarray, np.ndarray]:
+        frames, _ = _video()
+        agent = InteractiveAgent.from_pretrained(checkpoint, AgentConfig(
+            device="cpu", scribbles=ScribbleConfig(confirm_corrected_frames=confirm), inference_scale=1.0))
+        agent.start(frames, 1)
+        first = agent.step(_middle_stroke(), RoundPlan())
+        agent.step(_corner_stroke(), RoundPlan())
+        return agent.memory.labels(CORRECTED), labels_on_grid(first[CORRECTED], agent.grid)
+
+    labels, before = corrected_labels(True)
+    plain, _ = corrected_labels(False)
+    assert (plain == 1).sum() < 10 and not (plain == 0).any()  # the corner stroke alone
+    confirmed = (labels != UNLABELED) & (plain == UNLABELED)
+    assert (labels[confirmed] == 1).sum() > 100 and (labels[confirmed] == 0).sum() > 100
+    assert (labels[confirmed] == before[confirmed]).all()  # round 1's labels there
 
 
 def _edge_correction(checkpoint, scribbles: ScribbleConfig,
@@ -146,9 +189,10 @@ def test_an_undilated_edge_correction_keeps_the_object(checkpoint, weight):
 
 def test_a_dilated_edge_correction_would_eat_the_object_edge(checkpoint):
     """The failure the default's undilated corrections avoid (the earlier default: corrections dilated as round 1,
-    counted once): the stroke's 3x3 halo reaches the object's top row of cells and makes them background
+    counted once, no confirmed labels): the stroke's 3x3 halo reaches the object's top row of cells and makes them background
     evidence, on the frame where they are most alike."""
-    first, second, truth = _edge_correction(checkpoint, ScribbleConfig(dilation=3, correction_dilation=3),
+    first, second, truth = _edge_correction(checkpoint, ScribbleConfig(dilation=3, correction_dilation=3,
+                                                                       confirm_corrected_frames=False),
                                             TransferConfig(correction_weight=1))
     on_frame, everywhere = _lost(first, second, truth)
     assert on_frame > 0.045 and everywhere > 0.03
@@ -157,10 +201,12 @@ def test_a_dilated_edge_correction_would_eat_the_object_edge(checkpoint):
 def test_weighted_corrections_agree_with_and_without_the_incremental_pool(checkpoint):
     """transfer.correction_weight reaches both reference paths: the weight changes the labels of each, and they
     agree but for a few pixels (they differ even unweighted: the pool keeps receded derived background and a full
-    transfer subsamples its references)."""
+    transfer subsamples its references). Without confirmed labels, as when the bound was set (with them the two
+    paths agree on 99.8% of the pixels here)."""
     def play(weight: int, incremental: bool) -> np.ndarray:
         transfer = TransferConfig(correction_weight=weight, incremental=incremental)
-        return _edge_correction(checkpoint, ScribbleConfig(correction_dilation=1), transfer)[1]
+        scribbles = ScribbleConfig(correction_dilation=1, confirm_corrected_frames=False)
+        return _edge_correction(checkpoint, scribbles, transfer)[1]
 
     weighted, full = play(3, True), play(3, False)
     assert (weighted == full).mean() > 0.999

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 from skimage.draw import line
 
-from agent.config import ScribbleConfig, TransferConfig
+from agent.config import ConfigError, ScribbleConfig, TransferConfig
 from agent.data.davis import DatasetError
 from agent.inference.scribbles import (
     UNLABELED,
     ScribbleMemory,
     far_background,
+    labels_on_grid,
     least_similar_background,
     objects_on_grid,
     rasterize_scribbles,
@@ -320,3 +321,61 @@ def test_points_outside_the_frame_are_refused():
     for point in ([-0.2, 0.5], [0.5, 1.2]):
         with pytest.raises(ValueError, match="outside the"):
             rasterize_scribbles({"scribbles": [[{"path": [[0.5, 0.5], point], "object_id": 1}]]}, (10, 20))
+
+
+def test_labels_on_grid_keep_a_class_only_where_it_holds_most_of_a_cell() -> None:
+    labels = np.zeros((4, 8), np.uint8)
+    labels[:, 4:] = 2
+    labels[0, 0:2] = 1  # half of the first 2x2 cell: no class holds more than half
+    labels[2:4, 2:4] = 1  # a whole cell
+    labels[0:2, 6] = 0  # half of the last top cell
+    expected = np.array([[UNLABELED, 0, 2, UNLABELED], [0, 1, 2, 2]])
+    np.testing.assert_array_equal(labels_on_grid(labels, (2, 4)), expected)
+
+
+def _confirmed_memory(**config) -> ScribbleMemory:
+    """A first round on frame 1, then a correction on frame 0: a background stroke at the top-left corner."""
+    memory = ScribbleMemory(SHAPE, ScribbleConfig(dilation=1, far_background_fraction=10.0, **config), num_frames=2)
+    memory.add(scribbles([], [stroke([(5, 10)], 1)]))
+    memory.add(scribbles([stroke([(0, 0), (0, 2)], 0)], []))
+    return memory
+
+
+def test_a_corrected_frame_keeps_its_last_labels_away_from_the_strokes() -> None:
+    """What the annotator left alone on the frame they corrected is theirs: the last round's labels, farther than
+    confirmed_distance cells from the strokes, confirmed_erosion cells inside each region (the frame's edge
+    bounds a region too), background only within confirmed_background_band cells of an object."""
+    predicted = np.zeros(SHAPE, np.int64)
+    predicted[2:9, 8:17] = 1  # the object the last round found on frame 0
+    predicted[5, 0] = UNLABELED  # a cell no class held most of
+    memory = _confirmed_memory(confirmed_distance=3, confirmed_erosion=1, confirmed_background_band=2)
+    memory.confirm(0, predicted)
+
+    def region(r: int, c: int) -> int:
+        inside = 0 <= r < SHAPE[0] and 0 <= c < SHAPE[1]
+        return predicted[r, c] if inside else -2
+
+    expected = np.full(SHAPE, UNLABELED)
+    objects = np.argwhere(predicted == 1)
+    for r, c in np.ndindex(SHAPE):
+        far = min(np.hypot(r - 0, c - k) for k in range(3)) > 3  # the stroke: row 0, columns 0-2
+        kept = all(region(r + dr, c + dc) == predicted[r, c] for dr, dc in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)))
+        near = np.hypot(*(objects - [r, c]).T).min() <= 2
+        if far and kept and (predicted[r, c] == 1 or near):
+            expected[r, c] = predicted[r, c]
+    assert (expected == 1).sum() == 5 * 7 and (expected == 0).sum() > 10  # the test covers both classes
+    np.testing.assert_array_equal(memory.confirmed(0), expected)
+    # They fill what the strokes leave unlabelled.
+    labels, raw = memory.labels(0), memory.raw_labels(0)
+    assert (labels[0, 0:3] == 0).all()
+    np.testing.assert_array_equal(labels[raw == UNLABELED], expected[raw == UNLABELED])
+    assert memory.confirmed(1) is None  # never confirmed
+    # A later correction of the frame confirms the labels then instead; no object: no background band.
+    memory.confirm(0, np.zeros(SHAPE, np.int64))
+    assert (memory.labels(0)[raw == UNLABELED] == UNLABELED).all()
+    with pytest.raises(ValueError, match="label grid"):
+        memory.confirm(0, np.zeros((3, 3), np.int64))
+    with pytest.raises(KeyError):
+        memory.confirm(5, predicted)
+    with pytest.raises(ConfigError, match="confirmed_erosion"):
+        ScribbleConfig(confirmed_erosion=-1)
