@@ -324,14 +324,16 @@ class ScribbleConfig:
     # clear gain (docs/METHOD.md).
     spare_predicted_objects: bool = False
     # Not in the paper: a frame the annotator corrects keeps the last round's labels where they drew nothing near
-    # (what they left alone on the frame they looked at, they accepted): as references, like strokes counted once.
-    confirm_corrected_frames: bool = True
+    # (what they left alone on the frame they looked at, they accepted), as references counted once: off |
+    # one-object (samples of one object: with two it lowered J, docs/METHOD.md) | all.
+    confirm_corrected_frames: str = "one-object"
     confirmed_distance: int = 3  # grid cells: only labels farther than this from every stroke on the frame
     confirmed_erosion: int = 2  # grid cells inside each label's region (its border is where masks err)
     confirmed_background_band: int = 4  # grid cells: background only this near a predicted object (0: none)
 
     def __post_init__(self) -> None:
         _choice(self.derived_background_frames, "scribbles.derived_background_frames", ("all", "first-round"))
+        _choice(self.confirm_corrected_frames, "scribbles.confirm_corrected_frames", ("off", "one-object", "all"))
         _require(1 <= self.dilation <= MAX_DILATION, f"scribbles.dilation must be in 1..{MAX_DILATION}, got {self.dilation}")
         _require(0 <= self.correction_dilation <= MAX_DILATION,
                  f"scribbles.correction_dilation must be in 0..{MAX_DILATION} (0: as dilation), got "

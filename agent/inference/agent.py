@@ -241,7 +241,8 @@ class InteractiveAgent(Predictor):
         self.last_plan = plan
         keyframes = select_keyframes(len(self._frames), plan.frame_stride, self.memory.frames())
         features = self._backbone_features(keyframes)
-        if self.config.scribbles.confirm_corrected_frames and self._last_labels is not None:
+        confirm = self.config.scribbles.confirm_corrected_frames
+        if self._last_labels is not None and (confirm == "all" or (confirm == "one-object" and num_classes == 2)):
             for frame in stroke_frames:
                 self.memory.confirm(frame, labels_on_grid(self._last_labels[frame], self.grid))
         labels = self._scribble_labels(features)

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..config import AgentConfig, ConfigError, load_config
+from ..config import AgentConfig, ConfigError, ScribbleConfig, load_config
 from ..errors import CommandParser, counted, first_line, os_error_line
 from ..paths import path_arg
 from .video import DEFAULT_WORKING_SIDE, InputError
@@ -46,9 +46,17 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
+def tools_default_config() -> AgentConfig:
+    """The agent's defaults but confirmed labels (ScribbleConfig.confirm_corrected_frames): they take a corrected
+    frame's other labels as accepted, which the benchmark's robot means (it marks every large error of the frame)
+    and a person fixing one part of a frame at a time does not (docs/OWN_VIDEOS.md)."""
+    return AgentConfig(scribbles=ScribbleConfig(confirm_corrected_frames="off"))
+
+
 def agent_config(args: argparse.Namespace) -> AgentConfig:
+    """tools_default_config() < --config files < --checkpoint/--device < --set."""
     return load_config(AgentConfig, args.config, args.assignments,
-                       {"checkpoint": args.checkpoint, "device": args.device})
+                       {"checkpoint": args.checkpoint, "device": args.device}, base=tools_default_config())
 
 
 def check_sizes(args: argparse.Namespace) -> None:

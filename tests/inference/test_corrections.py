@@ -124,7 +124,7 @@ def test_round_fusion_keeps_frames_far_from_a_misleading_stroke(checkpoint):
 
 
 def _all_frames_derive(confirm: bool) -> ScribbleConfig:
-    return ScribbleConfig(derived_background_frames="all", confirm_corrected_frames=confirm)
+    return ScribbleConfig(derived_background_frames="all", confirm_corrected_frames="all" if confirm else "off")
 
 
 def test_confirmed_labels_keep_what_the_correction_left_alone(checkpoint):
@@ -150,7 +150,7 @@ def test_the_corrected_frame_references_its_last_labels_away_from_the_stroke(che
     def corrected_labels(confirm: bool) -> tuple[np.ndarray, np.ndarray]:
         frames, _ = _video()
         agent = InteractiveAgent.from_pretrained(checkpoint, AgentConfig(
-            device="cpu", scribbles=ScribbleConfig(confirm_corrected_frames=confirm), inference_scale=1.0))
+            device="cpu", scribbles=ScribbleConfig(confirm_corrected_frames="all" if confirm else "off"), inference_scale=1.0))
         agent.start(frames, 1)
         first = agent.step(_middle_stroke(), RoundPlan())
         agent.step(_corner_stroke(), RoundPlan())
@@ -192,7 +192,7 @@ def test_a_dilated_edge_correction_would_eat_the_object_edge(checkpoint):
     counted once, no confirmed labels): the stroke's 3x3 halo reaches the object's top row of cells and makes them background
     evidence, on the frame where they are most alike."""
     first, second, truth = _edge_correction(checkpoint, ScribbleConfig(dilation=3, correction_dilation=3,
-                                                                       confirm_corrected_frames=False),
+                                                                       confirm_corrected_frames="off"),
                                             TransferConfig(correction_weight=1))
     on_frame, everywhere = _lost(first, second, truth)
     assert on_frame > 0.045 and everywhere > 0.03
@@ -205,9 +205,23 @@ def test_weighted_corrections_agree_with_and_without_the_incremental_pool(checkp
     paths agree on 99.8% of the pixels here)."""
     def play(weight: int, incremental: bool) -> np.ndarray:
         transfer = TransferConfig(correction_weight=weight, incremental=incremental)
-        scribbles = ScribbleConfig(correction_dilation=1, confirm_corrected_frames=False)
+        scribbles = ScribbleConfig(correction_dilation=1, confirm_corrected_frames="off")
         return _edge_correction(checkpoint, scribbles, transfer)[1]
 
     weighted, full = play(3, True), play(3, False)
     assert (weighted == full).mean() > 0.999
     assert (weighted != play(1, True)).any() and (full != play(1, False)).any()
+
+
+@pytest.mark.parametrize(("setting", "num_objects", "confirmed"),
+                         [("one-object", 1, True), ("one-object", 2, False), ("all", 2, True), ("off", 1, False)])
+def test_the_default_confirms_samples_of_one_object(checkpoint, setting, num_objects, confirmed):
+    """With two objects confirmed labels lowered J (docs/METHOD.md): the default confirms one-object samples only."""
+    frames, _ = _video()
+    agent = InteractiveAgent.from_pretrained(checkpoint, AgentConfig(
+        device="cpu", scribbles=ScribbleConfig(confirm_corrected_frames=setting), inference_scale=1.0))
+    agent.start(frames, num_objects)
+    agent.step(_middle_stroke(), RoundPlan())
+    agent.step(_corner_stroke(), RoundPlan())
+    assert (agent.memory.confirmed(CORRECTED) is not None) == confirmed
+    assert ScribbleConfig().confirm_corrected_frames == "one-object"

@@ -9,6 +9,7 @@ saves the page's screenshot there (docs/app.png is made so).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import os
@@ -22,7 +23,8 @@ import requests
 from PIL import Image
 from scipy import ndimage
 
-from agent.config import AgentConfig, CRFConfig
+from agent.config import CRFConfig
+from agent.tools.segment_cli import tools_default_config
 from agent.tools.webapp import AppState, create_app
 
 from .conftest import mean_j
@@ -69,7 +71,8 @@ def browser(tmp_path):
 def base():
     from agent.inference.agent import InteractiveAgent
 
-    config = AgentConfig(device="cpu", crf=CRFConfig(workers=1))
+    # The agent `python -m agent.app` builds, on one CRF worker.
+    config = dataclasses.replace(tools_default_config(), device="cpu", crf=CRFConfig(workers=1))
     # The shipped checkpoint: the J threshold needs the real model (seconds on an 8-frame video).
     with serve(create_app(AppState(lambda: InteractiveAgent.from_pretrained(config=config)))) as url:
         yield url

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from agent.config import AgentConfig
 from agent.tools.segment_cli import main
 
 from .conftest import mean_j
@@ -411,3 +412,21 @@ def test_one_frame_and_one_object_are_counted_in_the_singular(small_video, tiny_
                  *_tiny_run(tiny_checkpoint)]) == 2
     assert capsys.readouterr().err.strip().endswith("too many for the memory: 1 object is drawn: number it 1 (in a "
                                                     "scribble image, object 1's colour)")
+
+
+def test_the_tools_leave_confirmed_labels_off_unless_asked(tmp_path):
+    """A person may fix one part of a frame at a time, so the tools do not take the rest of a corrected frame as
+    accepted (the benchmark agent does); a config file (a benchmark run's config.json) or --set turns it on."""
+    from agent.tools.app_cli import parse_args as app_args
+    from agent.tools.segment_cli import agent_config, parse_args
+
+    assert AgentConfig().scribbles.confirm_corrected_frames == "one-object"
+    clip = ["clip.mp4", "--scribbles", "s.png", "--output", str(tmp_path / "out")]
+    assert agent_config(parse_args(clip)).scribbles.confirm_corrected_frames == "off"
+    assert agent_config(app_args([])).scribbles.confirm_corrected_frames == "off"
+    on = ["--set", "scribbles.confirm_corrected_frames=all"]
+    assert agent_config(parse_args([*clip, *on])).scribbles.confirm_corrected_frames == "all"
+    run = tmp_path / "config.json"
+    run.write_text(json.dumps({"agent": {"scribbles": {"confirm_corrected_frames": "one-object"}}, "session": {}}))
+    assert agent_config(parse_args([*clip, "--config", str(run)])).scribbles.confirm_corrected_frames == "one-object"
+    assert agent_config(parse_args([*clip, "--set", "crf.iterations=3"])).crf.iterations == 3  # the rest as given
