@@ -325,7 +325,7 @@ class ScribbleConfig:
     spare_predicted_objects: bool = False
     # Not in the paper: a frame the annotator corrects keeps the last round's labels where they drew nothing near
     # (what they left alone on the frame they looked at, they accepted), as references counted once: off |
-    # one-object (samples of one object: with two it lowered J, docs/METHOD.md) | all.
+    # one-object (samples started with num_objects=1: with two it lowered J, docs/METHOD.md) | all.
     confirm_corrected_frames: str = "one-object"
     confirmed_distance: int = 3  # grid cells: only labels farther than this from every stroke on the frame
     confirmed_erosion: int = 2  # grid cells inside each label's region (its border is where masks err)

@@ -242,7 +242,9 @@ class InteractiveAgent(Predictor):
         keyframes = select_keyframes(len(self._frames), plan.frame_stride, self.memory.frames())
         features = self._backbone_features(keyframes)
         confirm = self.config.scribbles.confirm_corrected_frames
-        if self._last_labels is not None and (confirm == "all" or (confirm == "one-object" and num_classes == 2)):
+        # one-object: only a sample known to hold one (num_objects=None may grow a second later, whose place the
+        # confirmed background would hold).
+        if self._last_labels is not None and (confirm == "all" or (confirm == "one-object" and self.num_objects == 1)):
             for frame in stroke_frames:
                 self.memory.confirm(frame, labels_on_grid(self._last_labels[frame], self.grid))
         labels = self._scribble_labels(features)

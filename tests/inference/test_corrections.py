@@ -214,9 +214,11 @@ def test_weighted_corrections_agree_with_and_without_the_incremental_pool(checkp
 
 
 @pytest.mark.parametrize(("setting", "num_objects", "confirmed"),
-                         [("one-object", 1, True), ("one-object", 2, False), ("all", 2, True), ("off", 1, False)])
+                         [("one-object", 1, True), ("one-object", 2, False), ("one-object", None, False),
+                          ("all", 2, True), ("all", None, True), ("off", 1, False)])
 def test_the_default_confirms_samples_of_one_object(checkpoint, setting, num_objects, confirmed):
-    """With two objects confirmed labels lowered J (docs/METHOD.md): the default confirms one-object samples only."""
+    """With two objects confirmed labels lowered J (docs/METHOD.md): the default confirms samples known to hold one
+    object only (with num_objects=None a second may come later, where confirmed background lies)."""
     frames, _ = _video()
     agent = InteractiveAgent.from_pretrained(checkpoint, AgentConfig(
         device="cpu", scribbles=ScribbleConfig(confirm_corrected_frames=setting), inference_scale=1.0))
