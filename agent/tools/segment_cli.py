@@ -47,9 +47,9 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def tools_default_config() -> AgentConfig:
-    """The agent's defaults but confirmed labels (ScribbleConfig.confirm_corrected_frames): they take a corrected
-    frame's other labels as accepted, which the benchmark's robot means (it marks every large error of the frame)
-    and a person fixing one part of a frame at a time does not (docs/OWN_VIDEOS.md)."""
+    """The agent's defaults, with confirmed labels (ScribbleConfig.confirm_corrected_frames) off: they take a
+    corrected frame's other labels as accepted, which the benchmark's robot means (it marks every large error of
+    the frame) and a person fixing one part of a frame at a time does not (docs/OWN_VIDEOS.md)."""
     return AgentConfig(scribbles=ScribbleConfig(confirm_corrected_frames="off"))
 
 
