@@ -379,3 +379,5 @@ def test_a_corrected_frame_keeps_its_last_labels_away_from_the_strokes() -> None
         memory.confirm(5, predicted)
     with pytest.raises(ConfigError, match="confirmed_erosion"):
         ScribbleConfig(confirmed_erosion=-1)
+    with pytest.raises(ConfigError, match="confirm_corrected_frames must be one of off, one-object, all, got 'yes'"):
+        ScribbleConfig(confirm_corrected_frames="yes")  # a yes/no answer: named, not taken
