@@ -264,11 +264,12 @@ class DavisReader:
     def _frame_pixels(path: Path) -> np.ndarray:
         # On a root not validated first (the Python API), a float frame was rgb_pixels' bare ValueError, naming
         # no file; it is the line validation gives.
-        image = open_image(path, "frame")
-        try:
-            return rgb_pixels(image)
-        except IMAGE_ERRORS as error:
-            raise DatasetError(f"{path}: {first_line(error)}") from error
+        # Closed here, not when the collector gets to it: a long video held every frame's file open.
+        with open_image(path, "frame") as image:
+            try:
+                return rgb_pixels(image)
+            except IMAGE_ERRORS as error:
+                raise DatasetError(f"{path}: {first_line(error)}") from error
 
     def load_annotations(self, sequence: str) -> np.ndarray:
         """(T, H, W) uint8: 0 background, 1..N objects, 255 void."""
@@ -277,10 +278,10 @@ class DavisReader:
             raise DatasetError(f"no annotations for sequence '{sequence}' in {self.annotations_dir(sequence)}")
         masks = []
         for path in paths:
-            image = open_image(path, "annotation")
-            if image.mode not in ANNOTATION_MODES:
-                raise DatasetError(f"{path} is not a palette, grey or 1-bit PNG of object ids")
-            masks.append(np.asarray(image, dtype=np.uint8))
+            with open_image(path, "annotation") as image:
+                if image.mode not in ANNOTATION_MODES:
+                    raise DatasetError(f"{path} is not a palette, grey or 1-bit PNG of object ids")
+                masks.append(np.asarray(image, dtype=np.uint8))
         return np.stack(masks)
 
     def load_scribble(self, sequence: str, index: int) -> dict:
@@ -295,7 +296,8 @@ class DavisReader:
     def info(self, sequence: str) -> SequenceInfo:
         """Metadata inferred from the files (reads every annotation to count objects)."""
         frame_paths = self.frame_paths(sequence)
-        width, height = open_image(frame_paths[0], "frame").size
+        with open_image(frame_paths[0], "frame") as image:
+            width, height = image.size
         annotations = self.load_annotations(sequence)
         labels = np.unique(annotations)
         objects = labels[(labels > 0) & (labels != VOID_LABEL)]

@@ -34,7 +34,8 @@ def official_metadata() -> dict[str, dict]:
 def _objects_in_annotations(reader: DavisReader, name: str) -> int:
     count = 0
     for path in reader.annotation_paths(name):
-        labels = np.unique(np.asarray(open_image(path, "annotation")))
+        with open_image(path, "annotation") as image:
+            labels = np.unique(np.asarray(image))
         labels = labels[(labels > 0) & (labels != VOID_LABEL)]
         count = max(count, int(labels.max()) if labels.size else 0)
     return count
@@ -44,7 +45,8 @@ def _info(reader: DavisReader, name: str, num_scribbles: int, official: dict | N
     if not reader.has_sequence(name):
         raise DatasetError(f"no frames of '{name}' in {reader.frames_dir(name)}")
     frames = reader.frame_paths(name)
-    width, height = open_image(frames[0], "frame").size
+    with open_image(frames[0], "frame") as image:
+        width, height = image.size
     if official is not None:
         expected = (official["num_frames"], *official["image_size"])
         if (len(frames), width, height) != expected:
