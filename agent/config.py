@@ -189,6 +189,10 @@ class TransferConfig:
     # Each pixel of a later round's stroke counts this many times among a query pixel's top-k: gives undilated
     # corrections (scribbles.correction_dilation=1) back the weight a halo had, without the halo; 1: once.
     correction_weight: int = 3
+    # ... but once where every stroke pixel of the cell lies within this many grid cells of where the last round
+    # already gave the stroke's class: along an error strip narrower than a cell the cell also holds what lies
+    # beyond it (a car's tyres beside its shadow), and weighted it won their top-k (docs/METHOD.md). 0: off.
+    narrow_correction_reach: float = 1.0
     # Transfer again on the decoder's finer native grid (90x160 at 1.5x frames), only within this many fine
     # cells of a change in the coarse labels (inference/detail.py); 0: off. Off: a band of 3 lowered J on
     # our held-out videos (docs/METHOD.md).
@@ -208,6 +212,8 @@ class TransferConfig:
                               ("correction_weight", MAX_TOPK)):
             value = getattr(self, name)
             _require(1 <= value <= highest, f"transfer.{name} must be in 1..{highest}, got {value}")
+        _require(_finite(self.narrow_correction_reach) and self.narrow_correction_reach >= 0,
+                 f"transfer.narrow_correction_reach must be a finite number >= 0, got {self.narrow_correction_reach}")
         _require(0 <= self.detail_band <= MAX_DILATION,
                  f"transfer.detail_band must be in 0..{MAX_DILATION}, got {self.detail_band}")
         _require(_finite(self.round_fusion_frames) and self.round_fusion_frames >= 0,

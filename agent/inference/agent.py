@@ -60,7 +60,14 @@ from .predictor import Predictor, check_num_objects, check_sequence, sample_fram
 from .propagate import Detail, propagate, reference_set, select_keyframes
 from .reference_pool import ReferencePool
 from .round_fusion import RoundFusion
-from .scribbles import UNLABELED, ScribbleMemory, grid_labels, labels_on_grid, objects_on_grid
+from .scribbles import (
+    UNLABELED,
+    ScribbleMemory,
+    grid_labels,
+    labels_on_grid,
+    narrow_stroke_cells,
+    objects_on_grid,
+)
 from .transfer import head_affine, transfer_labels
 
 log = logging.getLogger(__name__)
@@ -225,6 +232,9 @@ class InteractiveAgent(Predictor):
         # Validates them first (and that an object stroke exists): a refused round leaves the sample as it was.
         stroke_frames = self.memory.add(scribbles, require_object=True, check_ids=self._check_classes)
         try:
+            reach = self.config.transfer.narrow_correction_reach
+            if reach > 0 and self._last_labels is not None:
+                self.memory.mark_narrow(narrow_stroke_cells(scribbles, self._last_labels, self.grid, reach))
             return self._play_round(plan, stroke_frames, started)
         except BaseException as error:
             # The memory, the reference pool's top-k or the round fusion may hold part of this round (an
@@ -412,11 +422,12 @@ class InteractiveAgent(Predictor):
 
     def _reference_weights(self) -> dict[int, np.ndarray] | None:
         """{frame: (h, w)} how many times each labelled cell counts as a reference (transfer.correction_weight
-        for the cells a correction drew); None when every cell counts once."""
+        for the cells a correction drew, but once along a narrow error strip); None when every cell counts once."""
         weight = self.config.transfer.correction_weight
         if weight == 1:
             return None
-        return {f: np.where(self.memory.correction_cells(f), weight, 1) for f in self.memory.frames()}
+        return {f: np.where(self.memory.correction_cells(f) & ~self.memory.narrow_cells(f), weight, 1)
+                for f in self.memory.frames()}
 
     def _scribble_labels(self, features: torch.Tensor) -> dict[int, torch.Tensor]:
         """Label maps on the embedding grid for every scribbled frame (see ScribbleMemory)."""

@@ -154,6 +154,38 @@ def scribble_labels(
     }
 
 
+def narrow_stroke_cells(scribbles: dict, previous: np.ndarray, grid: tuple[int, int],
+                        reach: float) -> dict[int, np.ndarray]:
+    """{frame: (h, w) bool} for each stroked frame: the grid cells whose stroke pixels all lie within `reach` grid
+    cells of where `previous` ((T, H, W) the last round's labels) already gave the stroke's class. Such a stroke
+    runs along an error strip narrower than a cell, so its cells also hold what lies beyond the strip (the
+    tyres beside a car's shadow): weighted like the rest of a correction, they win the neighbours' top-k.
+    Cells without a stroke pixel at full size are False. `scribbles` must be valid (check_scribbles)."""
+    previous = np.asarray(previous)
+    shape = previous.shape[1:]
+    limit = reach * shape[0] / grid[0]
+    out = {}
+    for frame, strokes in rasterize_scribbles(scribbles, shape).items():
+        distance = np.zeros(shape, np.float32)
+        for cls in np.unique(strokes[strokes != UNLABELED]).tolist():
+            drawn, given = strokes == cls, previous[frame] == cls
+            # A class the last round gave nowhere on this frame: no strip, never narrow.
+            distance[drawn] = ndimage.distance_transform_edt(~given)[drawn] if given.any() else np.inf
+        # Each cell's farthest stroke pixel, a pixel going to the cell rasterize_scribbles draws its point in.
+        rows, cols = np.nonzero(strokes != UNLABELED)
+        farthest = np.full(grid, -1.0, np.float32)  # -1: no stroke pixel
+        np.maximum.at(farthest, (_to_grid(rows, shape[0], grid[0]), _to_grid(cols, shape[1], grid[1])),
+                      distance[rows, cols])
+        out[frame] = (farthest >= 0) & (farthest <= limit)
+    return out
+
+
+def _to_grid(index: np.ndarray, size: int, cells: int) -> np.ndarray:
+    """Pixel rows (or columns) of a `size`-pixel frame -> the cells of a `cells`-cell grid that a normalised point
+    there lands in (rasterize_scribbles scales [0, 1] by the side minus one)."""
+    return np.rint(index * ((cells - 1) / max(size - 1, 1))).astype(np.int64)
+
+
 def far_background(labels: np.ndarray, fraction: float) -> np.ndarray:
     """Pixels farther than `fraction` x image diagonal from every object pixel (all False without objects)."""
     if fraction < 0:
@@ -207,6 +239,8 @@ class ScribbleMemory:
         self._first_round: dict[int, int] = {}  # frame -> the round that first scribbled it
         self._corrected: dict[int, np.ndarray] = {}  # frame -> (h, w) bool: labelled by a round after the first
         self._confirmed: dict[int, np.ndarray] = {}  # frame -> (h, w) int64: see confirm()
+        self._painted: dict[int, np.ndarray] = {}  # frame -> (h, w) bool: the cells the latest round drew
+        self._narrow: dict[int, np.ndarray] = {}  # frame -> (h, w) bool: see mark_narrow()
 
     def add(self, scribbles: dict, require_object: bool = False,
             check_ids: Callable[[set[int]], None] | None = None) -> list[int]:
@@ -220,8 +254,11 @@ class ScribbleMemory:
                                "object_id >= 1")
         if check_ids is not None:
             check_ids(self.object_ids() | {int(v) for labels in new.values() for v in np.unique(labels) if v > BACKGROUND})
+        self._painted = {}
         for frame, fresh in new.items():
             painted = fresh != UNLABELED
+            self._painted[frame] = painted
+            self._narrow.setdefault(frame, np.zeros(self.shape, bool))[painted] = False
             merged = self._labels.get(frame)
             if merged is None:
                 self._labels[frame] = fresh
@@ -261,6 +298,23 @@ class ScribbleMemory:
                 region &= near_object
             out[region & far] = cls
         self._confirmed[frame] = out
+
+    def mark_narrow(self, narrow: dict[int, np.ndarray]) -> None:
+        """Of the cells the latest round drew, those `narrow` ({frame: (h, w) bool}, narrow_stroke_cells) marks
+        run along an error strip narrower than a cell; until a later stroke paints them again."""
+        for frame, cells in narrow.items():
+            painted = self._painted.get(frame)
+            if painted is None:
+                raise KeyError(f"frame {frame} was not stroked in the latest round (stroked: {sorted(self._painted)})")
+            cells = np.asarray(cells, bool)
+            if cells.shape != self.shape:
+                raise ValueError(f"narrow cells {cells.shape} != label grid {self.shape}")
+            self._narrow[frame][painted] = cells[painted]
+
+    def narrow_cells(self, frame: int) -> np.ndarray:
+        """(h, w) bool: the frame's stroke cells mark_narrow marked, as their latest stroke left them (a copy)."""
+        self._require_frame(frame)
+        return self._narrow[frame].copy()
 
     def confirmed(self, frame: int) -> np.ndarray | None:
         """(h, w) int64 the frame's confirmed labels (see confirm; a copy), None if it has none."""

@@ -202,15 +202,28 @@ def test_weighted_corrections_agree_with_and_without_the_incremental_pool(checkp
     """transfer.correction_weight reaches both reference paths: the weight changes the labels of each, and they
     agree but for a few pixels (they differ even unweighted: the pool keeps receded derived background and a full
     transfer subsamples its references). Without confirmed labels, as when the bound was set (with them the two
-    paths agree on 99.8% of the pixels here)."""
+    paths agree on 99.8% of the pixels here). Narrow strokes weighed as any: this one runs along a narrow strip."""
     def play(weight: int, incremental: bool) -> np.ndarray:
-        transfer = TransferConfig(correction_weight=weight, incremental=incremental)
+        transfer = TransferConfig(correction_weight=weight, incremental=incremental, narrow_correction_reach=0.0)
         scribbles = ScribbleConfig(correction_dilation=1, confirm_corrected_frames="off")
         return _edge_correction(checkpoint, scribbles, transfer)[1]
 
     weighted, full = play(3, True), play(3, False)
     assert (weighted == full).mean() > 0.999
     assert (weighted != play(1, True)).any() and (full != play(1, False)).any()
+
+
+def test_a_correction_along_a_narrow_strip_counts_once(checkpoint):
+    """transfer.narrow_correction_reach: the edge stroke runs a cell from where round 1 already gave background,
+    so its cells count once however heavy corrections are: round 2 is the unweighted one, to the pixel."""
+    def play(weight: int, reach: float) -> np.ndarray:
+        transfer = TransferConfig(correction_weight=weight, narrow_correction_reach=reach)
+        return _edge_correction(checkpoint, ScribbleConfig(), transfer)[1]
+
+    narrow = play(3, 1.0)
+    np.testing.assert_array_equal(narrow, play(1, 0.0))
+    assert (narrow != play(3, 0.0)).any()
+    assert TransferConfig().narrow_correction_reach == 1.0
 
 
 @pytest.mark.parametrize(("setting", "num_objects", "confirmed"),

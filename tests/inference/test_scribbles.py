@@ -14,6 +14,7 @@ from agent.inference.scribbles import (
     far_background,
     labels_on_grid,
     least_similar_background,
+    narrow_stroke_cells,
     objects_on_grid,
     rasterize_scribbles,
     scribble_labels,
@@ -381,3 +382,64 @@ def test_a_corrected_frame_keeps_its_last_labels_away_from_the_strokes() -> None
         ScribbleConfig(confirmed_erosion=-1)
     with pytest.raises(ConfigError, match="confirm_corrected_frames must be one of off, one-object, all, got 'yes'"):
         ScribbleConfig(confirm_corrected_frames="yes")  # a yes/no answer: named, not taken
+
+
+def test_narrow_stroke_cells_are_those_whose_strokes_all_lie_near_their_class() -> None:
+    """A cell is narrow when every stroke pixel in it lies within `reach` grid cells of a pixel the last round
+    gave the stroke's class (checked against a brute-force distance); cells without a stroke pixel never are."""
+    height, width, grid = 40, 80, (10, 20)  # 4 x 4 pixels per grid cell
+    previous = np.zeros((2, height, width), np.int64)
+    previous[0, 10:32, 20:60] = 1  # an object predicted 2 rows too low: a false-positive strip at rows 30-31
+    previous[0, 10:32, 60:80] = 1  # and a wide false positive on its right
+    previous[1, 5:15, 5:15] = 1
+
+    def at(row: int, col: int) -> list[float]:
+        return [col / (width - 1), row / (height - 1)]
+
+    strokes = [
+        {"path": [at(31, 22), at(31, 56)], "object_id": 0},  # along the strip, 1 px from the predicted background
+        {"path": [at(18, 70), at(24, 70)], "object_id": 0},  # deep in the wide one: 8-12 px from it
+        {"path": [at(36, 4), at(36, 16)], "object_id": 2},  # an object the last round gave nowhere
+    ]
+    drawn = {"sequence": "toy", "scribbles": [strokes, [{"path": [at(2, 2), at(2, 30)], "object_id": 1}]]}
+    narrow = narrow_stroke_cells(drawn, previous, grid, reach=1.0)
+    assert sorted(narrow) == [0, 1]
+    for frame, raster in rasterize_scribbles(drawn, (height, width)).items():
+        farthest = {}
+        for y, x in np.argwhere(raster != UNLABELED):
+            given = np.argwhere(previous[frame] == raster[y, x])
+            far = np.hypot(*(given - [y, x]).T).min() if len(given) else np.inf
+            # the cell a normalised point at this pixel lands in, as rasterize_scribbles draws it on the grid
+            cell = round(y / (height - 1) * (grid[0] - 1)), round(x / (width - 1) * (grid[1] - 1))
+            farthest[cell] = max(farthest.get(cell, 0.0), far)
+        expected = np.zeros(grid, bool)
+        for cell, far in farthest.items():
+            expected[cell] = far <= 4
+        np.testing.assert_array_equal(narrow[frame], expected)
+        # the cells the memory paints for these strokes (at the grid's size) are the ones weighed
+        on_grid = rasterize_scribbles(drawn, grid)[frame] != UNLABELED
+        assert not (narrow[frame] & ~on_grid).any() and (narrow[frame] == (on_grid & expected)).all()
+    assert narrow[0][7, 5:14].all() and not narrow[0][4:6, 17].any() and not narrow[0][9, 1:4].any()
+    assert 0 < narrow[1].sum() < 8  # frame 1's stroke runs through the object and out of it
+    assert not narrow_stroke_cells(drawn, previous, grid, reach=0.1)[0][4:6, 17].any()
+
+
+def test_narrow_marks_last_until_a_later_stroke_paints_the_cell_again() -> None:
+    memory = ScribbleMemory(SHAPE, ScribbleConfig(dilation=1), num_frames=2)
+    memory.add(scribbles([stroke([(3, 2), (3, 8)], 1)], []))
+    assert not memory.narrow_cells(0).any()
+    memory.add(scribbles([stroke([(5, 2), (5, 8)], 0)], []))
+    marks = np.ones(SHAPE, bool)
+    memory.mark_narrow({0: marks})
+    expected = np.zeros(SHAPE, bool)
+    expected[5, 2:9] = True  # only the cells the latest round drew
+    np.testing.assert_array_equal(memory.narrow_cells(0), expected)
+    memory.add(scribbles([stroke([(5, 2), (5, 4)], 0)], [stroke([(1, 1)], 1)]))  # repainted: unmarked
+    expected[5, 2:5] = False
+    np.testing.assert_array_equal(memory.narrow_cells(0), expected)
+    with pytest.raises(KeyError, match="latest round"):
+        memory.mark_narrow({3: marks})
+    with pytest.raises(ValueError, match="label grid"):
+        memory.mark_narrow({0: np.zeros((2, 2), bool)})
+    with pytest.raises(ConfigError, match="narrow_correction_reach"):
+        TransferConfig(narrow_correction_reach=-1.0)
