@@ -250,8 +250,7 @@ def test_a_narrow_strip_correction_leaves_the_lookalike_edge_beside_it(tmp_path)
     frames, edge, shadow = _shadowed_video()
     top, left = _corner(0)
     first = _stroke(0, [(left + 10, top + 40), (left + 140, top + 40)])
-    first["scribbles"][0].append({"path": [[(left + x) / (WIDTH - 1), (top + 76) / (HEIGHT - 1)] for x in (10, 140)],
-                                  "object_id": 1})
+    first["scribbles"][0] += _stroke(0, [(left + 10, top + 76), (left + 140, top + 76)])["scribbles"][0]  # the edge
     top, left = _corner(CORRECTED)
     along = _stroke(CORRECTED, [(left + 10, top + 83), (left + 140, top + 83)], object_id=0)
     others = np.arange(FRAMES) != CORRECTED
