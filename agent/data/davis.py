@@ -109,9 +109,18 @@ def frame_mode_problem(image: Image.Image) -> str | None:
     if image.mode == "I":
         low, high = image.getextrema()
         if low < 0 or high > 0xFFFF:
-            return (f"a I image (32-bit integer) of values {low}..{high}, not 16-bit (0..65535); frames must be "
-                    "8-bit or 16-bit RGB or grey")
+            kind = "a signed 16-bit image" if _signed_16_bit(image) else "a I image (32-bit integer)"
+            return (f"{kind} of values {low}..{high}, not 16-bit (0..65535); frames must be 8-bit or 16-bit RGB "
+                    "or grey")
     return None
+
+
+def _signed_16_bit(image: Image.Image) -> bool:
+    """Whether a mode I image is a TIFF of signed 16-bit samples (PIL widens them to 32 bits)."""
+    tags = getattr(image, "tag_v2", None)
+    if image.format != "TIFF" or tags is None:
+        return False
+    return tuple(np.atleast_1d(tags.get(258, ()))) == (16,) and tuple(np.atleast_1d(tags.get(339, ()))) == (2,)
 
 
 def rgb_pixels(image: Image.Image) -> np.ndarray:

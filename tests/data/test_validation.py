@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, TiffImagePlugin
 
 from agent.data.davis import MAX_OBJECT_ID, DatasetError, DavisReader, draft_jpeg, validate_scribbles
 from agent.data.validation import validate_sequence, validate_subset
@@ -384,6 +384,17 @@ def test_a_frame_that_is_no_image_is_an_error(root: Path, values, problem) -> No
     _fails(root, ONE, f"{path}: {problem}; frames must be 8-bit or 16-bit RGB or grey")
     with pytest.raises(DatasetError, match=re.escape(f"{path}: {problem}")):  # unvalidated: a bare ValueError
         DavisReader(root).load_frames(ONE)
+
+
+def test_a_signed_16_bit_frame_is_named_so(root: Path) -> None:
+    # PIL widens a TIFF of signed 16-bit samples to mode I (32-bit): the line names what the file holds.
+    path = _frame(root, ONE, 1)
+    values = np.arange(-2000, -2000 + 96 * 160, dtype="<i2").reshape(96, 160)
+    tags = TiffImagePlugin.ImageFileDirectory_v2()
+    tags[339] = 2  # SampleFormat: signed integer
+    Image.frombytes("I;16", (160, 96), values.tobytes()).save(path, format="TIFF", tiffinfo=tags)
+    problem = f"a signed 16-bit image of values -2000..{values.max()}, not 16-bit (0..65535)"
+    _fails(root, ONE, f"{path}: {problem}; frames must be 8-bit or 16-bit RGB or grey")
 
 
 @pytest.mark.parametrize("kind", ["fifo", "folder"])
