@@ -336,6 +336,12 @@ class ScribbleConfig:
     confirmed_distance: int = 3  # grid cells: only labels farther than this from every stroke on the frame
     confirmed_erosion: int = 2  # grid cells inside each label's region (its border is where masks err)
     confirmed_background_band: int = 4  # grid cells: background only this near a predicted object (0: none)
+    # Not in the paper: a cell the dilation adds around a stroke keeps the stroke's label only where a transfer from
+    # the frame's strokes (and derived background) alone gives it that class by halo_margin or more; a stroke drawn
+    # along an object's edge would otherwise label the background beside it. Off: it gained on real videos, but took
+    # the halo round 1 needed on a synthetic one whose features are weak (docs/METHOD.md).
+    check_halo: bool = False
+    halo_margin: float = 0.0  # the halo cell's score for its stroke's class minus the best other class's
 
     def __post_init__(self) -> None:
         _choice(self.derived_background_frames, "scribbles.derived_background_frames", ("all", "first-round"))
@@ -348,6 +354,7 @@ class ScribbleConfig:
                  f"scribbles.far_background_fraction must be >= 0, got {self.far_background_fraction}")
         _require(_finite(self.least_similar_fraction) and 0 <= self.least_similar_fraction <= 1,
                  f"scribbles.least_similar_fraction must be in [0, 1], got {self.least_similar_fraction}")
+        _require(_finite(self.halo_margin), f"scribbles.halo_margin must be a finite number, got {self.halo_margin}")
         for name in ("confirmed_distance", "confirmed_erosion", "confirmed_background_band"):
             _require(getattr(self, name) >= 0, f"scribbles.{name} must be >= 0, got {getattr(self, name)}")
 

@@ -257,6 +257,8 @@ class InteractiveAgent(Predictor):
         if self._last_labels is not None and (confirm == "all" or (confirm == "one-object" and self.num_objects == 1)):
             for frame in stroke_frames:
                 self.memory.confirm(frame, labels_on_grid(self._last_labels[frame], self.grid))
+        if self.config.scribbles.check_halo:
+            self._settle_halo(features)
         labels = self._scribble_labels(features)
 
         budget = self._finetune_budget(plan, time.perf_counter() - started)
@@ -443,6 +445,33 @@ class InteractiveAgent(Predictor):
             similarity = self._object_similarity(features[frame], raw)
             out[frame] = torch.from_numpy(self.memory.labels(frame, similarity, predicted[frame]))
         return out
+
+    @torch.no_grad()
+    def _settle_halo(self, features: torch.Tensor) -> None:
+        """Keep a dilation halo cell's label only where a transfer from the frame's labels without the halo (strokes,
+        derived background) scores its class above every other by scribbles.halo_margin: a stroke drawn along an object's
+        edge
+        (annotators' strokes often are) would otherwise make the background beside it the object's reference."""
+        for frame in self.memory.frames():
+            halo = self.memory.halo(frame)
+            if not halo.any():
+                continue
+            similarity = None
+            if self.memory.needs_least_similar():
+                strokes = self.memory.labels(frame, halo=False)
+                similarity = self._object_similarity(features[frame], torch.from_numpy(strokes))
+            labels = torch.from_numpy(self.memory.labels(frame, similarity, halo=False)).reshape(-1)
+            labelled = labels != UNLABELED
+            emb = self.model.decode(features[frame][None].float().to(self.device), self.grid)
+            refs = emb[0].reshape(emb.shape[1], -1).t()[labelled.to(self.device)]
+            raw = self.memory.raw_labels(frame)
+            num_classes = 1 + max(int(raw.max()), int(labels.max()))
+            scores = transfer_labels(emb, refs, labels[labelled], self.config.transfer, self.model.head,
+                                     num_classes=num_classes, generator=self._generator).scores[0].cpu().numpy()
+            cls = np.clip(raw, 0, None)[None]
+            own = np.take_along_axis(scores, cls, 0)[0]
+            np.put_along_axis(scores, cls, -np.inf, 0)
+            self.memory.settle_halo(frame, halo & (own - scores.max(0) >= self.config.scribbles.halo_margin))
 
     @torch.no_grad()
     def _object_similarity(self, frame_features: torch.Tensor, raw_labels: torch.Tensor) -> np.ndarray:

@@ -146,12 +146,17 @@ def scribble_labels(
     num_frames: int | None = None,
 ) -> dict[int, np.ndarray]:
     """Validated, rasterised at `shape` and dilated (see dilate_labels): {frame: (h, w) int64}."""
+    return {frame: dilated for frame, (dilated, _) in
+            _scribble_rasters(scribbles, shape, dilation, num_objects, num_frames).items()}
+
+
+def _scribble_rasters(scribbles: dict, shape: tuple[int, int], dilation: int, num_objects: int | None,
+                      num_frames: int | None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """scribble_labels, with each frame's undilated raster beside its dilated one."""
     check_scribbles(scribbles, num_objects=num_objects, num_frames=num_frames)
     shape = _check_shape(shape)
-    return {
-        frame: dilate_labels(raster, dilation)
-        for frame, raster in rasterize_scribbles(scribbles, shape).items()
-    }
+    return {frame: (dilate_labels(raster, dilation), raster)
+            for frame, raster in rasterize_scribbles(scribbles, shape).items()}
 
 
 def narrow_stroke_cells(scribbles: dict, previous: np.ndarray, grid: tuple[int, int],
@@ -241,6 +246,7 @@ class ScribbleMemory:
         self._confirmed: dict[int, np.ndarray] = {}  # frame -> (h, w) int64: see confirm()
         self._painted: dict[int, np.ndarray] = {}  # frame -> (h, w) bool: the cells the latest round drew
         self._narrow: dict[int, np.ndarray] = {}  # frame -> (h, w) bool: see mark_narrow()
+        self._halo: dict[int, np.ndarray] = {}  # frame -> (h, w) bool: dilation cells not yet settled (settle_halo)
 
     def add(self, scribbles: dict, require_object: bool = False,
             check_ids: Callable[[set[int]], None] | None = None) -> list[int]:
@@ -248,7 +254,8 @@ class ScribbleMemory:
         them while no object stroke exists, here or before (a first round of background alone). check_ids: called
         with the object ids the memory would hold, before it changes (it may raise to refuse the round)."""
         # Validates everything before touching memory, so a bad round leaves it unchanged.
-        new = scribble_labels(scribbles, self.shape, self.dilation(), self.num_objects, self.num_frames)
+        rasters = _scribble_rasters(scribbles, self.shape, self.dilation(), self.num_objects, self.num_frames)
+        new = {frame: dilated for frame, (dilated, _) in rasters.items()}
         if require_object and not self.object_ids() and not any((labels > BACKGROUND).any() for labels in new.values()):
             raise DatasetError("scribbles: no object stroke yet: the first round needs at least one stroke with "
                                "object_id >= 1")
@@ -267,6 +274,8 @@ class ScribbleMemory:
                 merged[painted] = fresh[painted]
             corrected = self._corrected.setdefault(frame, np.zeros(self.shape, bool))
             corrected[painted] = self.rounds > 0  # a round-1 stroke repainting a cell is not a correction
+            halo = self._halo.setdefault(frame, np.zeros(self.shape, bool))
+            halo[painted] = rasters[frame][1][painted] == UNLABELED
         self.rounds += 1
         log.debug("scribble round %d: frames %s", self.rounds, sorted(new))
         return sorted(new)
@@ -298,6 +307,26 @@ class ScribbleMemory:
                 region &= near_object
             out[region & far] = cls
         self._confirmed[frame] = out
+
+    def halo(self, frame: int) -> np.ndarray:
+        """(h, w) bool: the cells of `frame` that only a stroke's dilation labelled, not yet settled (a copy)."""
+        self._require_frame(frame)
+        return self._halo[frame].copy()
+
+    def settle_halo(self, frame: int, keep: np.ndarray) -> None:
+        """Of the frame's unsettled halo cells, keep the label of those `keep` ((h, w) bool) marks; the rest are
+        unlabelled again. Every halo cell of the frame is settled then."""
+        self._require_frame(frame)
+        halo = self._halo[frame]
+        keep = np.asarray(keep, bool)
+        if keep.shape != self.shape:
+            raise ValueError(f"kept halo cells {keep.shape} != label grid {self.shape}")
+        drop = halo & ~keep
+        self._labels[frame][drop] = UNLABELED
+        self._corrected[frame][drop] = False
+        if frame in self._painted:
+            self._painted[frame][drop] = False
+        halo[:] = False
 
     def mark_narrow(self, narrow: dict[int, np.ndarray]) -> None:
         """Of the cells the latest round drew, those `narrow` ({frame: (h, w) bool}, narrow_stroke_cells) marks
@@ -347,7 +376,8 @@ class ScribbleMemory:
         return self._labels[frame].copy()
 
     def labels(
-        self, frame: int, object_similarity: np.ndarray | None = None, predicted_objects: np.ndarray | None = None
+        self, frame: int, object_similarity: np.ndarray | None = None, predicted_objects: np.ndarray | None = None,
+        halo: bool = True,
     ) -> np.ndarray:
         """(h, w) int64 labels of a scribbled frame, with far-away background on unlabeled pixels.
 
@@ -356,10 +386,15 @@ class ScribbleMemory:
         stroke when `config.least_similar_until_stroke`, else no background of any kind (far-away included).
         With `predicted_objects` (h, w) bool, the previous round's object pixels on this frame, and
         `config.spare_predicted_objects`, none of them becomes derived background (strokes still apply).
-        Confirmed labels (confirm()) then take every cell no stroke holds.
+        Confirmed labels (confirm()) then take every cell no stroke holds. `halo` False: the unsettled halo cells
+        (settle_halo) are unlabelled, as if the strokes had not been dilated.
         """
         out = self.raw_labels(frame)
         raw = self._labels[frame]  # read only: the strokes, to tell them from derived background
+        if not halo:
+            raw = raw.copy()
+            raw[self._halo[frame]] = UNLABELED
+            out = raw.copy()
         if self.derives_background(frame):
             out[far_background(out, self.config.far_background_fraction) & (out == UNLABELED)] = BACKGROUND
         if object_similarity is not None and self.needs_least_similar() and self.derives_background(frame):

@@ -443,3 +443,37 @@ def test_narrow_marks_last_until_a_later_stroke_paints_the_cell_again() -> None:
         memory.mark_narrow({0: np.zeros((2, 2), bool)})
     with pytest.raises(ConfigError, match="narrow_correction_reach"):
         TransferConfig(narrow_correction_reach=-1.0)
+
+
+def test_halo_cells_are_the_dilations_until_settled() -> None:
+    memory = ScribbleMemory(SHAPE, ScribbleConfig(dilation=3, correction_dilation=1), num_frames=2)
+    first = scribbles([stroke([(3, 2), (3, 8)], 1)], [])
+    memory.add(first)
+    line_cells = rasterize_scribbles(first, SHAPE)[0] != UNLABELED
+    dilated = scribble_labels(first, SHAPE, 3)[0] != UNLABELED
+    np.testing.assert_array_equal(memory.halo(0), dilated & ~line_cells)
+    # Without the halo: the stroke alone, and far-away background derived from it alone.
+    undilated = ScribbleMemory(SHAPE, ScribbleConfig(dilation=1), num_frames=2)
+    undilated.add(first)
+    np.testing.assert_array_equal(memory.labels(0, halo=False), undilated.labels(0))
+    assert (memory.labels(0)[memory.halo(0)] == 1).all()  # with it (the default): the dilated stroke
+    # A correction repainting a halo cell takes it out of the halo; settling keeps only the cells marked.
+    memory.add(scribbles([stroke([(4, 2), (4, 3)], 0)], []))
+    halo = dilated & ~line_cells
+    halo[4, 2:4] = False
+    np.testing.assert_array_equal(memory.halo(0), halo)
+    keep = np.zeros(SHAPE, bool)
+    keep[2, :] = True
+    memory.settle_halo(0, keep)
+    assert not memory.halo(0).any()
+    expected = scribble_labels(first, SHAPE, 3)[0]
+    expected[halo & ~keep] = UNLABELED
+    expected[4, 2:4] = 0  # the correction
+    np.testing.assert_array_equal(memory.raw_labels(0), expected)
+    assert not memory.correction_cells(0)[halo & ~keep].any()
+    with pytest.raises(ValueError, match="label grid"):
+        memory.settle_halo(0, np.zeros((2, 2), bool))
+    with pytest.raises(KeyError):
+        memory.settle_halo(1, keep)
+    with pytest.raises(ConfigError, match="halo_margin"):
+        ScribbleConfig(halo_margin=float("nan"))
