@@ -449,9 +449,8 @@ class InteractiveAgent(Predictor):
     @torch.no_grad()
     def _settle_halo(self, features: torch.Tensor) -> None:
         """Keep a dilation halo cell's label only where a transfer from the frame's labels without the halo (strokes,
-        derived background) scores its class above every other by scribbles.halo_margin: a stroke drawn along an object's
-        edge
-        (annotators' strokes often are) would otherwise make the background beside it the object's reference."""
+        derived background) scores its class above every other by scribbles.halo_margin: a stroke drawn along an
+        object's edge (annotators' often are) would otherwise make the background beside it the object's reference."""
         for frame in self.memory.frames():
             halo = self.memory.halo(frame)
             if not halo.any():
