@@ -455,15 +455,15 @@ class InteractiveAgent(Predictor):
             halo = self.memory.halo(frame)
             if not halo.any():
                 continue
+            raw = self.memory.raw_labels(frame)
             similarity = None
             if self.memory.needs_least_similar():
-                strokes = self.memory.labels(frame, halo=False)
+                strokes = np.where(halo, UNLABELED, raw)
                 similarity = self._object_similarity(features[frame], torch.from_numpy(strokes))
             labels = torch.from_numpy(self.memory.labels(frame, similarity, halo=False)).reshape(-1)
             labelled = labels != UNLABELED
             emb = self.model.decode(features[frame][None].float().to(self.device), self.grid)
             refs = emb[0].reshape(emb.shape[1], -1).t()[labelled.to(self.device)]
-            raw = self.memory.raw_labels(frame)
             num_classes = 1 + max(int(raw.max()), int(labels.max()))
             scores = transfer_labels(emb, refs, labels[labelled], self.config.transfer, self.model.head,
                                      num_classes=num_classes, generator=self._generator).scores[0].cpu().numpy()

@@ -389,12 +389,11 @@ class ScribbleMemory:
         Confirmed labels (confirm()) then take every cell no stroke holds. `halo` False: the unsettled halo cells
         (settle_halo) are unlabelled, as if the strokes had not been dilated.
         """
-        out = self.raw_labels(frame)
+        self._require_frame(frame)
         raw = self._labels[frame]  # read only: the strokes, to tell them from derived background
         if not halo:
-            raw = raw.copy()
-            raw[self._halo[frame]] = UNLABELED
-            out = raw.copy()
+            raw = np.where(self._halo[frame], UNLABELED, raw)
+        out = raw.copy()
         if self.derives_background(frame):
             out[far_background(out, self.config.far_background_fraction) & (out == UNLABELED)] = BACKGROUND
         if object_similarity is not None and self.needs_least_similar() and self.derives_background(frame):
