@@ -312,6 +312,10 @@ class ScribbleConfig:
     """Scribbles -> sparse labels on the embedding grid."""
 
     dilation: int = 3  # square kernel side (paper: 3x3)
+    # Not in the paper: a class's strokes on a frame are dilated only while they hold fewer grid cells than this (0:
+    # always). A short stroke needs the halo's references; a long one has enough, and its halo mostly crosses the
+    # object's edge, which a human stroke often runs along (docs/METHOD.md).
+    dilate_below: int = 100
     # Kernel side for the strokes of later rounds (corrections); 0: as `dilation`. 1: a correction drawn along
     # a boundary puts no halo across it (with transfer.correction_weight, docs/METHOD.md).
     correction_dilation: int = 1
@@ -347,6 +351,7 @@ class ScribbleConfig:
         _choice(self.derived_background_frames, "scribbles.derived_background_frames", ("all", "first-round"))
         _choice(self.confirm_corrected_frames, "scribbles.confirm_corrected_frames", ("off", "one-object", "all"))
         _require(1 <= self.dilation <= MAX_DILATION, f"scribbles.dilation must be in 1..{MAX_DILATION}, got {self.dilation}")
+        _require(self.dilate_below >= 0, f"scribbles.dilate_below must be >= 0 (0: always dilate), got {self.dilate_below}")
         _require(0 <= self.correction_dilation <= MAX_DILATION,
                  f"scribbles.correction_dilation must be in 0..{MAX_DILATION} (0: as dilation), got "
                  f"{self.correction_dilation}")

@@ -109,7 +109,7 @@ def _check_shape(shape: tuple[int, int]) -> tuple[int, int]:
     return height, width
 
 
-def dilate_labels(raster: np.ndarray, dilation: int) -> np.ndarray:
+def dilate_labels(raster: np.ndarray, dilation: int, below: int = 0) -> np.ndarray:
     """Grow a rasterised stroke map with a `dilation x dilation` square.
 
     Overlaps are resolved so that no evidence is lost and objects are never eaten by background:
@@ -117,21 +117,28 @@ def dilate_labels(raster: np.ndarray, dilation: int) -> np.ndarray:
       2. a halo pixel within reach of any object stroke takes the label of the nearest object stroke
          pixel (Euclidean), so two objects' halos split down the middle;
       3. remaining halo pixels within reach of a background stroke become background.
-    Use an odd `dilation` to keep halos centred on the stroke (1 = no dilation).
+    Use an odd `dilation` to keep halos centred on the stroke (1 = no dilation). `below` > 0: only the classes
+    whose strokes hold fewer than `below` pixels of the map are dilated (the others are left as drawn).
     """
     if dilation < 1:
         raise ValueError(f"dilation must be >= 1, got {dilation}")
+    if below < 0:
+        raise ValueError(f"below must be >= 0, got {below}")
     out = raster.copy()
     if dilation == 1:
         return out
+    grown = raster != UNLABELED
+    if below:
+        classes, counts = np.unique(raster[grown], return_counts=True)
+        grown &= np.isin(raster, classes[counts < below])
     structure = np.ones((dilation, dilation), dtype=bool)
-    objects = raster > BACKGROUND
+    objects = grown & (raster > BACKGROUND)
     if objects.any():
         halo = ndimage.binary_dilation(objects, structure) & (raster == UNLABELED)
         # Indices of the nearest object pixel for every pixel: halo pixels copy its label.
         _, (rows, cols) = ndimage.distance_transform_edt(~objects, return_indices=True)
         out[halo] = raster[rows[halo], cols[halo]]
-    background = raster == BACKGROUND
+    background = grown & (raster == BACKGROUND)
     if background.any():
         halo = ndimage.binary_dilation(background, structure) & (out == UNLABELED)
         out[halo] = BACKGROUND
@@ -144,18 +151,19 @@ def scribble_labels(
     dilation: int,
     num_objects: int | None = None,
     num_frames: int | None = None,
+    below: int = 0,
 ) -> dict[int, np.ndarray]:
     """Validated, rasterised at `shape` and dilated (see dilate_labels): {frame: (h, w) int64}."""
     return {frame: dilated for frame, (dilated, _) in
-            _scribble_rasters(scribbles, shape, dilation, num_objects, num_frames).items()}
+            _scribble_rasters(scribbles, shape, dilation, num_objects, num_frames, below).items()}
 
 
 def _scribble_rasters(scribbles: dict, shape: tuple[int, int], dilation: int, num_objects: int | None,
-                      num_frames: int | None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+                      num_frames: int | None, below: int = 0) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """scribble_labels, with each frame's undilated raster beside its dilated one."""
     check_scribbles(scribbles, num_objects=num_objects, num_frames=num_frames)
     shape = _check_shape(shape)
-    return {frame: (dilate_labels(raster, dilation), raster)
+    return {frame: (dilate_labels(raster, dilation, below), raster)
             for frame, raster in rasterize_scribbles(scribbles, shape).items()}
 
 
@@ -254,7 +262,8 @@ class ScribbleMemory:
         them while no object stroke exists, here or before (a first round of background alone). check_ids: called
         with the object ids the memory would hold, before it changes (it may raise to refuse the round)."""
         # Validates everything before touching memory, so a bad round leaves it unchanged.
-        rasters = _scribble_rasters(scribbles, self.shape, self.dilation(), self.num_objects, self.num_frames)
+        rasters = _scribble_rasters(scribbles, self.shape, self.dilation(), self.num_objects, self.num_frames,
+                                    self.config.dilate_below)
         new = {frame: dilated for frame, (dilated, _) in rasters.items()}
         if require_object and not self.object_ids() and not any((labels > BACKGROUND).any() for labels in new.values()):
             raise DatasetError("scribbles: no object stroke yet: the first round needs at least one stroke with "

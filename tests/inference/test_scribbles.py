@@ -62,6 +62,37 @@ def test_background_stroke_is_dilated_too() -> None:
     assert (labels[4:7, 9:12] == 0).all()
 
 
+def test_only_classes_with_fewer_stroke_cells_than_below_are_dilated() -> None:
+    # Object 1 (row 3, 18 cells) and background (row 9, 20 cells) are long, object 2 (row 5, 3 cells) short.
+    data = scribbles([stroke([(3, 1), (3, 18)], 1), stroke([(5, 3), (5, 5)], 2), stroke([(9, 0), (9, 19)], 0)])
+    labels = scribble_labels(data, SHAPE, dilation=3, below=10)[0]
+    raw = rasterize_scribbles(data, SHAPE)[0]
+    long = np.isin(raw, [0, 1])
+    np.testing.assert_array_equal(labels[long], raw[long])
+    assert (labels[4:7, 2:7] == 2).all()  # object 2's halo, row 4 too although object 1's stroke touches it
+    assert (labels[2] == UNLABELED).all() and (labels[8] == UNLABELED).all()  # no halo of the long strokes
+    assert (labels[4, 7:] == UNLABELED).all()
+    np.testing.assert_array_equal(scribble_labels(data, SHAPE, dilation=3, below=0)[0],
+                                  scribble_labels(data, SHAPE, dilation=3)[0])  # 0: every class dilated
+
+
+def test_memory_leaves_a_long_first_stroke_undilated() -> None:
+    shape = (20, 240)  # cells: a stroke along a row holds as many as it spans
+    def row_stroke(row: int, first: int, last: int, object_id: int) -> dict:
+        return {"path": [[first / 239, row / 19], [last / 239, row / 19]], "object_id": object_id}
+    data = scribbles([row_stroke(5, 10, 130, 1), row_stroke(15, 10, 40, 2)])  # 121 and 31 cells
+    memory = ScribbleMemory(shape, ScribbleConfig(dilation=3, dilate_below=100))
+    memory.add(data)
+    labels = memory.raw_labels(0)
+    assert (labels == 1).sum() == 121 and (labels[4] == UNLABELED).all() and (labels[6] == UNLABELED).all()
+    assert (labels == 2).sum() == 3 * 33
+    always = ScribbleMemory(shape, ScribbleConfig(dilation=3, dilate_below=0))
+    always.add(data)
+    assert (always.raw_labels(0) == 1).sum() == 3 * 123
+    with pytest.raises(ConfigError, match=r"scribbles.dilate_below must be >= 0"):
+        ScribbleConfig(dilate_below=-1)
+
+
 def test_two_object_halos_split_by_nearest_stroke() -> None:
     data = scribbles([stroke([(2, 3), (2, 15)], 1), stroke([(5, 3), (5, 15)], 2)])
     labels = scribble_labels(data, SHAPE, dilation=5)[0]
