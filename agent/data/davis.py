@@ -100,10 +100,20 @@ def upright(image: Image.Image) -> Image.Image:
     return ImageOps.exif_transpose(image) if exif_orientation(image) != 1 else image
 
 
+# Formats whose files may hold several images. Not MPO: a camera's JPEG with a preview or depth image after the
+# photo, whose first image is the frame.
+MULTI_IMAGE_FORMATS = ("TIFF", "PNG", "WEBP", "GIF")
+
+
 def frame_mode_problem(image: Image.Image) -> str | None:
     """Why `image`'s pixels are no frame, else None: 32-bit float (a depth map: which values are black and white
     cannot be told), or a mode I image (32-bit integer) whose values go beyond 16 bits (it loads its pixels to
-    see). 16-bit grey is a frame: rgb_pixels reads it by its top 8 bits."""
+    see). 16-bit grey is a frame: rgb_pixels reads it by its top 8 bits. Also a file of several images (a
+    multi-page TIFF, an animated PNG or WebP): only its first would be read, the others dropped unsaid."""
+    pages = getattr(image, "n_frames", 1) if image.format in MULTI_IMAGE_FORMATS else 1
+    if pages > 1:
+        return (f"{pages} images in one file (a multi-page or animated {image.format}); a frame must be one image: "
+                "save each as its own file")
     if image.mode == "F":
         return "a F image (32-bit float); frames must be 8-bit or 16-bit RGB or grey"
     if image.mode == "I":

@@ -315,7 +315,7 @@ def register_dataset(
         others = f"; {len(bad) - 1} more unusable: {', '.join(bad[1:])}" if len(bad) > 1 else ""
         raise DatasetError(f"{message}{others}; --skip-bad-sequences evaluates the others without it")
     if bad:
-        log.warning("skipping %d unusable sequence(s) as asked (listed in summary.json): %s", len(bad),
+        log.warning("skipping %d unusable sequence(s) as asked: %s", len(bad),
                     _describe_missing({n: reasons[n] for n in bad}))
     chosen = list(infos)
     is_custom = any(n not in _PRISTINE.dataset for n in candidates)
@@ -325,6 +325,12 @@ def register_dataset(
             if name not in candidates:
                 reasons[name] = "not in the root"
     if not chosen:
+        frames = reader.root / "JPEGImages"
+        others = sorted(p.name for p in frames.iterdir() if p.is_dir()) if frames.is_dir() else []
+        if reader.resolution not in others and others:  # it listed every official video as "not in the root"
+            raise DatasetError(f"{frames / reader.resolution}: no such folder (the root's frames are in JPEGImages/"
+                               f"{', JPEGImages/'.join(others)}): the benchmark plays {reader.resolution} frames, "
+                               f"annotations and scribbles (DAVIS's {reader.resolution} download)")
         raise DatasetError(
             f"no sequence of subset '{subset}' in {root} can be evaluated ({_describe_missing(reasons)}): "
             "each needs JPEGImages/480p/<seq>, Annotations/480p/<seq>/00000.png... and Scribbles/<seq>/001.json"

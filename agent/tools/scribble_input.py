@@ -22,6 +22,7 @@ other content once its frames are read (`replay.check_drawn_on`).
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,21 @@ class ScribbleSource:
     path: str | Path  # as given
     rounds: list[dict]
     settings: dict | None  # an export's "segmented" (replay.segmenting_settings), else None
+
+
+def id_gap_warning(sources: list[ScribbleSource], num_frames: int) -> str | None:
+    """A warning when the sources' object ids skip some (1 and 5: objects 2-4 would be empty masks of every frame,
+    each a class the agent scores), else None. Not an error: an object may be left for a later round."""
+    ids = [object_ids(union_of_rounds(source.rounds, num_frames)) for source in sources]
+    drawn = set().union(*ids)
+    missing = sorted(set(range(1, max(drawn, default=0))) - drawn)
+    if not missing:
+        return None
+    named = next(source.path for source, objects in zip(sources, ids, strict=True) if max(drawn) in objects)
+    shown = ", ".join(map(str, missing[:5])) + (f" and {len(missing) - 5} more" if missing[5:] else "")
+    return (f"{named}: object {max(drawn)} is drawn but no stroke has object {shown}: {len(missing)} empty "
+            f"{'mask' if len(missing) == 1 else 'masks'} on every frame (objects are numbered 1..N; a scribble "
+            "image's colour is its object's)")
 
 
 def load_rounds(path: str | Path, video: VideoSource, first: bool = True) -> list[dict]:
@@ -249,6 +265,7 @@ def _load_json(path: Path, video: VideoSource) -> tuple[list[dict], dict | None]
         validate_scribbles(data, source=str(path))
     except DatasetError as error:
         raise InputError(str(error)) from error
+    _refuse_non_finite(path, data)
     settings = data.get("segmented")
     _check_segmented(path, settings, video)
     union = _fit_frames(data["scribbles"], num_frames, str(path))
@@ -280,6 +297,22 @@ def _load_json(path: Path, video: VideoSource) -> tuple[list[dict], dict | None]
                              "export writes every round's strokes, in order, in both): edit both alike, or remove "
                              "'rounds' to play every stroke of 'scribbles' as one round")
     return rounds, settings
+
+
+def _refuse_non_finite(path: Path, data: dict) -> None:
+    """InputError for a NaN or Infinity anywhere in a stroke (a "start_time": NaN): Python's JSON reads them, but they
+    are no JSON numbers, and the export's scribbles.json would carry them to readers that refuse it."""
+    def first(value: object, where: str) -> tuple[str, float] | None:
+        if isinstance(value, float) and not math.isfinite(value):
+            return where, value
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        return next((found for key, item in items if (found := first(item, f"{where}[{key!r}]"))), None)
+
+    for key in ("scribbles", "rounds"):
+        found = first(data.get(key), key)
+        if found:
+            raise InputError(f"{path}: {found[0]} is {found[1]}, which JSON does not allow (NaN and Infinity are no "
+                             "JSON numbers): give a finite number or remove it")
 
 
 def _check_segmented(path: Path, settings: object, video: VideoSource) -> None:
@@ -358,6 +391,8 @@ def read_scribble_image(path: Path, video: VideoSource) -> np.ndarray:
             rgba = np.asarray(upright(image).convert("RGBA"))
             lossy = image.format in LOSSY_FORMATS
             grey = image.mode in ("L", "LA")
+    except InputError:  # a ValueError too: it was wrapped as "cannot read scribble image PATH (PATH: ...)"
+        raise
     except IMAGE_ERRORS as error:
         raise InputError(f"cannot read scribble image {path} ({error})") from error
     if rgba.shape[:2] != (video.height, video.width):

@@ -61,7 +61,8 @@ def plain_stroke(stroke: dict) -> dict:
     and the record must not change when the caller reuses its dicts. TypeError or ValueError for a stroke that has
     no JSON form."""
     plain = dict(stroke, path=[[float(x), float(y)] for x, y in stroke["path"]], object_id=int(stroke["object_id"]))
-    return json.loads(json.dumps(plain, default=_json_value))
+    # allow_nan=False: a NaN start_time was written into scribbles.json, which strict JSON readers refuse.
+    return json.loads(json.dumps(plain, default=_json_value, allow_nan=False))
 
 
 class VideoSegmenter:
@@ -155,7 +156,7 @@ class VideoSegmenter:
                                             for strokes in scribbles["scribbles"]]})
             except (TypeError, ValueError) as error:  # ValueError: a value that holds itself
                 raise InputError(f"{where}: a stroke holds a value scribbles.json cannot hold "
-                                 f"({first_line(error)}): give numbers, strings, lists and dicts") from error
+                                 f"({first_line(error)}): give finite numbers, strings, lists and dicts") from error
         return fresh
 
     def segment(self, scribbles: dict, progress: Progress | None = None) -> None:

@@ -304,11 +304,24 @@ def decode_pass(path: str | Path) -> DecodePass:
     return DecodePass(int(counts[-1]), sizes, float(rate[1]) if rate else None)
 
 
+def _tiff_pages(path: Path) -> int:
+    """The number of pages of a TIFF file; 1 for any other file (or one PIL cannot open: FFmpeg judges it)."""
+    try:
+        with Image.open(path) as image:
+            return int(getattr(image, "n_frames", 1)) if image.format == "TIFF" else 1
+    except IMAGE_ERRORS:
+        return 1
+
+
 def _open_file(path: Path) -> VideoSource:
     import imageio_ffmpeg
 
     if path.stat().st_size == 0:  # "Could not load meta information", as a file in no known format
         raise InputError(f"{path}: an empty file (0 bytes), not a video")
+    pages = _tiff_pages(path)
+    if pages > 1:  # FFmpeg decodes a TIFF's first page only: the others were dropped unsaid
+        raise InputError(f"{path}: a multi-page TIFF ({pages} pages), read as a video of its first page only: save "
+                         "its pages as a folder of frames, one image file each")
     try:
         reader = imageio_ffmpeg.read_frames(ffmpeg_path(path))
         meta = next(reader)

@@ -84,13 +84,19 @@ class Job:
     warning: str | None = None  # said beside the message: an export replayed with other settings
 
 
+MAX_UPLOAD_MB = 2**30  # 1 PiB: more than any disk the upload lands on
+
+
 class AppState:
     """The page's video, its segmentation rounds and the one running job."""
 
     def __init__(self, agent_factory: Callable[[], object], working_side: int = DEFAULT_WORKING_SIDE,
                  segmenter_factory: Callable | None = None, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB) -> None:
-        if not (isinstance(max_upload_mb, (int, float)) and math.isfinite(max_upload_mb) and max_upload_mb > 0):
-            raise InputError(f"--max-upload-mb must be a positive number, got {max_upload_mb!r}")
+        # Bounded: 1e308 MB passed isfinite, and its bytes overflowed to infinity (a traceback at start).
+        if not (isinstance(max_upload_mb, (int, float)) and math.isfinite(max_upload_mb)
+                and 0 < max_upload_mb <= MAX_UPLOAD_MB):
+            raise InputError(f"--max-upload-mb must be a positive number of at most {MAX_UPLOAD_MB} (1 PiB), got "
+                             f"{max_upload_mb!r}")
         self.max_upload_bytes = int(max_upload_mb * 2**20)
         self._agent_factory = agent_factory
         self._agent = None

@@ -172,6 +172,15 @@ def test_an_empty_listing_is_named_not_expected(tmp_path: Path) -> None:
         registry.register_dataset(tmp_path, "val")
 
 
+def test_a_root_of_another_resolution_names_the_missing_480p_folder(custom_root: Path) -> None:
+    """Only Full-Resolution folders: the line listed every official val video as "not in the root"."""
+    for kind in ("JPEGImages", "Annotations"):
+        (custom_root / kind / "480p").rename(custom_root / kind / "Full-Resolution")
+    with pytest.raises(DatasetError, match=r"JPEGImages/480p: no such folder \(the root's frames are in "
+                                           r"JPEGImages/Full-Resolution\): the benchmark plays 480p frames"):
+        registry.register_dataset(custom_root, "val")
+
+
 def test_sequence_without_scribbles_is_missing(custom_root: Path, caplog: pytest.LogCaptureFixture) -> None:
     make_sequence(custom_root, "gamma", num_scribbles=0)
     write_listing(custom_root, "val", ["alpha", "beta", "gamma"])

@@ -397,6 +397,14 @@ def test_a_signed_16_bit_frame_is_named_so(root: Path) -> None:
     _fails(root, ONE, f"{path}: {problem}; frames must be 8-bit or 16-bit RGB or grey")
 
 
+def test_a_multi_page_frame_is_refused(root: Path) -> None:
+    # Its first page was read as the frame, the others dropped unsaid.
+    path = _frame(root, ONE, 1)
+    pages = [Image.fromarray(np.full((96, 160, 3), value, np.uint8)) for value in (10, 20)]
+    pages[0].save(path, format="TIFF", save_all=True, append_images=pages[1:])
+    _fails(root, ONE, f"{path}: 2 images in one file (a multi-page or animated TIFF); a frame must be one image")
+
+
 @pytest.mark.parametrize("kind", ["fifo", "folder"])
 def test_scribble_file_that_is_a_fifo_or_folder_is_an_error_not_a_sequence_without_scribbles(
         root: Path, kind: str) -> None:

@@ -157,6 +157,8 @@ def test_bad_scribbles_are_one_clear_line(small_video, tmp_path, case, message):
     with pytest.raises(InputError, match=message) as error:
         load_scribbles(path, video)
     assert "\n" not in str(error.value)
+    if case == "16-bit":  # not wrapped in "cannot read scribble image PATH (PATH: ...)"
+        assert str(error.value).startswith(f"{path}: a 16-bit image")
 
 
 def test_a_semi_transparent_brush_is_named_in_no_object_scribble(small_video, tmp_path):

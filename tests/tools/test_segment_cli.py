@@ -305,6 +305,7 @@ BACKGROUND = {"path": [[0.1, 0.1], [0.2, 0.1]], "object_id": 0}
     ("segmented not an export's", "'segmented' must be what an export writes"),
     ("content not an export's", "'segmented' 'content' must be what an export writes"),
     ("in_chunks not a bool", "'segmented' must be what an export writes"),
+    ("NaN time", "scribbles[4][0]['start_time'] is nan, which JSON does not allow"),  # it was written back out
 ])
 def test_bad_rounds_are_one_error_line_before_any_work(small_video, tmp_path, capsys, monkeypatch, case, message):
     from agent.inference.agent import InteractiveAgent
@@ -361,6 +362,8 @@ def test_bad_rounds_are_one_error_line_before_any_work(small_video, tmp_path, ca
     elif case == "content not an export's":  # checked once the frames are read, before the model loads
         segmented = {"num_frames": 8, "working_size": [240, 426], "content": {"frames": [0, 8], "means": [[1]] * 2}}
         path.write_text(json.dumps({"scribbles": first, "rounds": [first], "segmented": segmented}))
+    elif case == "NaN time":  # json.dumps writes NaN into the export's scribbles.json
+        path.write_text(json.dumps({"scribbles": _frames(f4=[{**OBJECT, "start_time": float("nan")}])}))
     elif case == "bad second source":  # of three: the third is good
         _rounds_file(path, [first, second])
         sources += [tmp_path / "missing", path]
@@ -374,6 +377,22 @@ def test_bad_rounds_are_one_error_line_before_any_work(small_video, tmp_path, ca
     assert code == 2 and len(err) == 1 and message in err[0], err
     assert err[0].startswith(f"error: {sources[1] if 'source' in case else path}: ")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_gap_in_the_object_ids_is_a_warning(small_video, tiny_checkpoint, tmp_path, capsys):
+    """Ids 1 and 4 (a typo, a palette colour): objects 2 and 3 were empty masks of every frame, unsaid."""
+    strokes = [[] for _ in range(8)]
+    strokes[4] = [{"path": [[0.3, 0.3], [0.4, 0.4]], "object_id": 1}, {"path": [[0.6, 0.6], [0.7, 0.7]], "object_id": 4}]
+    scribbles = tmp_path / "scribbles.json"
+    scribbles.write_text(json.dumps({"scribbles": strokes}))
+    out = tmp_path / "out"
+    code = main([str(small_video.folder), "--scribbles", str(scribbles), "--output", str(out),
+                 *_tiny_run(tiny_checkpoint)])
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert code == 0 and warned == [f"warning: {scribbles}: object 4 is drawn but no stroke has object 2, 3: 2 empty "
+                                    "masks on every frame (objects are numbered 1..N; a scribble image's colour is "
+                                    "its object's)"], warned
+    assert json.loads((out / "masks.json").read_text())["objects"] == [1, 2, 3, 4]
 
 
 def test_a_correction_source_may_hold_background_strokes_only(small_video, tiny_checkpoint, tmp_path, capsys):

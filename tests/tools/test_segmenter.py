@@ -88,9 +88,13 @@ def test_a_stroke_value_scribbles_json_cannot_hold_is_refused_before_the_round(t
     scribbles["scribbles"][4] = [{"path": [[0.4, 0.5], [0.5, 0.5]], "object_id": 1,
                                   "start_time": datetime.datetime(2024, 1, 1)}]
     with pytest.raises(InputError, match=r"scribbles: a stroke holds a value scribbles.json cannot hold \(a datetime "
-                                         r"is no JSON value\): give numbers"):
+                                         r"is no JSON value\): give finite numbers"):
         segmenter.segment(scribbles)
     assert segmenter.rounds == 0 and segmenter.scribbles == empty_scribbles(8)
+    scribbles["scribbles"][4][0]["start_time"] = float("nan")  # json.dumps wrote it: no JSON number
+    with pytest.raises(InputError, match=r"cannot hold \(Out of range float values are not JSON compliant"):
+        segmenter.segment(scribbles)
+    assert segmenter.rounds == 0
     scribbles["scribbles"][4][0]["start_time"] = [np.float32(1.5)]  # numpy inside a list: a plain copy
     segmenter.segment(scribbles)
     assert json.loads(json.dumps(segmenter.scribbles))["scribbles"][4][0]["start_time"] == [1.5]

@@ -162,6 +162,32 @@ def test_frames_that_are_no_image_are_refused(tmp_path, values, problem):
         open_video(tmp_path)
 
 
+def _pages(count: int) -> list[Image.Image]:
+    return [Image.fromarray(np.full((16, 24, 3), 40 * page, np.uint8)) for page in range(count)]
+
+
+def test_a_multi_page_tiff_video_is_refused_not_cut_to_its_first_page(tmp_path):
+    # FFmpeg reads a TIFF's first page only: a 6-page stack gave 1 mask, without a word.
+    first, *rest = _pages(6)
+    first.save(tmp_path / "stack.tif", save_all=True, append_images=rest)
+    with pytest.raises(InputError, match=r"stack.tif: a multi-page TIFF \(6 pages\), read as a video of its first page "
+                                         r"only: save its pages as a folder of frames"):
+        open_video(tmp_path / "stack.tif")
+    first.save(tmp_path / "one.tif")
+    assert open_video(tmp_path / "one.tif").num_frames == 1
+
+
+@pytest.mark.parametrize(("name", "kind"), [("00001.tif", "TIFF"), ("00001.png", "PNG"), ("00001.webp", "WEBP")])
+def test_a_frame_of_several_images_is_refused(tmp_path, name, kind):
+    # Only its first image was read as the frame.
+    _pages(1)[0].save(tmp_path / "00000.png")
+    first, *rest = _pages(3)
+    first.save(tmp_path / name, save_all=True, append_images=rest)
+    with pytest.raises(InputError, match=rf"{name}: 3 images in one file \(a multi-page or animated {kind}\); a "
+                                         "frame must be one image"):
+        open_video(tmp_path)
+
+
 def test_oversized_headers_are_refused(tmp_path, monkeypatch):
     plain = tmp_path / "plain"
     plain.mkdir()

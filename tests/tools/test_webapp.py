@@ -399,6 +399,16 @@ def test_app_command_takes_the_upload_limit():
     assert build_state(parse_args(["--max-upload-mb", "50"])).max_upload_bytes == 50 * 2**20
 
 
+@pytest.mark.parametrize("limit", ["1e308", "0", "nan"])
+def test_app_command_refuses_an_upload_limit_in_one_line(limit, capsys):
+    # 1e308 MB passed the finite check, and its bytes overflowed int(): a traceback at start.
+    from agent.tools.app_cli import main
+
+    assert main(["--max-upload-mb", limit, "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --max-upload-mb must be a positive number of at most") and err.count("\n") == 1
+
+
 def test_app_command_parses_flags_without_the_web_server():
     """`python -m agent.app --help` and bad flags answer before FastAPI is imported (build_state imports it)."""
     import subprocess
