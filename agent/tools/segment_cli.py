@@ -88,10 +88,9 @@ def build_segmenter(agent, frames, args: argparse.Namespace):
 def settings_warnings(sources: list, video, args: argparse.Namespace) -> list[str]:
     """replay.replay_warnings of `sources` (load_sources) against this run's settings, and a gap in their object ids."""
     from .replay import replay_warnings, segmenting_settings
+    from .scribble_input import id_gap_warning
     from .segmenter import DEFAULT_CHUNK_FRAMES
     from .video import working_size
-
-    from .scribble_input import id_gap_warning
 
     now = segmenting_settings(video.num_frames, working_size(video.height, video.width, args.working_size),
                               args.chunk_frames or DEFAULT_CHUNK_FRAMES, build_segmenter_plan(args))
