@@ -456,13 +456,13 @@ class InteractiveAgent(Predictor):
             if not halo.any():
                 continue
             raw = self.memory.raw_labels(frame)
+            emb = self.model.decode(features[frame][None].float().to(self.device), self.grid)
             similarity = None
             if self.memory.needs_least_similar():
                 strokes = np.where(halo, UNLABELED, raw)
-                similarity = self._object_similarity(features[frame], torch.from_numpy(strokes))
+                similarity = self._object_similarity(features[frame], torch.from_numpy(strokes), emb)
             labels = torch.from_numpy(self.memory.labels(frame, similarity, halo=False)).reshape(-1)
             labelled = labels != UNLABELED
-            emb = self.model.decode(features[frame][None].float().to(self.device), self.grid)
             refs = emb[0].reshape(emb.shape[1], -1).t()[labelled.to(self.device)]
             num_classes = 1 + max(int(raw.max()), int(labels.max()))
             scores = transfer_labels(emb, refs, labels[labelled], self.config.transfer, self.model.head,
@@ -473,9 +473,12 @@ class InteractiveAgent(Predictor):
             self.memory.settle_halo(frame, halo & (own - scores.max(0) >= self.config.scribbles.halo_margin))
 
     @torch.no_grad()
-    def _object_similarity(self, frame_features: torch.Tensor, raw_labels: torch.Tensor) -> np.ndarray:
-        """Per-pixel similarity to the closest object's scribbles under the current model."""
-        emb = self.model.decode(frame_features[None].float().to(self.device), self.grid)
+    def _object_similarity(self, frame_features: torch.Tensor, raw_labels: torch.Tensor,
+                           emb: torch.Tensor | None = None) -> np.ndarray:
+        """Per-pixel similarity to the closest object's scribbles under the current model (`emb`: the frame's
+        embeddings on the grid, when the caller decoded them already)."""
+        if emb is None:
+            emb = self.model.decode(frame_features[None].float().to(self.device), self.grid)
         flat_labels = raw_labels.reshape(-1).to(self.device)
         keep = flat_labels > 0
         refs = emb[0].reshape(emb.shape[1], -1).t()[keep]

@@ -105,15 +105,22 @@ class ScribbleSource:
     settings: dict | None  # an export's "segmented" (replay.segmenting_settings), else None
 
 
+def drawn_objects(sources: list[ScribbleSource], num_frames: int) -> tuple[set[int], str | Path | None]:
+    """The object ids the sources' strokes draw, and the first source that draws the highest (None: no object)."""
+    ids = [object_ids(union_of_rounds(source.rounds, num_frames)) for source in sources]
+    drawn = set().union(*ids)
+    if not drawn:
+        return drawn, None
+    return drawn, next(source.path for source, objects in zip(sources, ids, strict=True) if max(drawn) in objects)
+
+
 def id_gap_warning(sources: list[ScribbleSource], num_frames: int) -> str | None:
     """A warning when the sources' object ids skip some (1 and 5: objects 2-4 would be empty masks of every frame,
     each a class the agent scores), else None. Not an error: an object may be left for a later round."""
-    ids = [object_ids(union_of_rounds(source.rounds, num_frames)) for source in sources]
-    drawn = set().union(*ids)
+    drawn, named = drawn_objects(sources, num_frames)
     missing = sorted(set(range(1, max(drawn, default=0))) - drawn)
     if not missing:
         return None
-    named = next(source.path for source, objects in zip(sources, ids, strict=True) if max(drawn) in objects)
     shown = ", ".join(map(str, missing[:5])) + (f" and {len(missing) - 5} more" if missing[5:] else "")
     return (f"{named}: object {max(drawn)} is drawn but no stroke has object {shown}: {len(missing)} empty "
             f"{'mask' if len(missing) == 1 else 'masks'} on every frame (objects are numbered 1..N; a scribble "

@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..inference.footprint import TooManyObjects
     from ..model.checkpoint import CheckpointError, check_checkpoint_fits, default_checkpoint_path
     from ..signals import exit_code, signal_name, terminate_as_interrupt
-    from .scribble_input import object_ids, union_of_rounds
+    from .scribble_input import drawn_objects
     from .segmenter import DEFAULT_CHUNK_FRAMES
 
     # SIGTERM and SIGHUP (`timeout`, a scheduler, a closed terminal) end the run as Ctrl-C does: they killed it,
@@ -176,9 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         except TooManyObjects:  # every id up to the highest is a class: a stray high id (palette colour) made many
             if args.verbose:
                 raise
-            ids = [object_ids(union_of_rounds(source.rounds, video.num_frames)) for source in sources]
-            drawn, highest = len(set().union(*ids)), max(max(objects, default=0) for objects in ids)
-            named = next(path for path, objects in zip(args.scribbles, ids, strict=True) if highest in objects)
+            objects, named = drawn_objects(sources, video.num_frames)
+            drawn, highest = len(objects), max(objects)
             fix = ((f"{drawn} objects are drawn: number them 1..{drawn} (in a scribble image, the colours of objects "
                     f"1..{drawn})" if drawn > 1 else "1 object is drawn: number it 1 (in a scribble image, object 1's "
                     "colour)") if highest > drawn else
