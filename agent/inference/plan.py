@@ -35,8 +35,14 @@ class RoundPlan:
 
     def __post_init__(self) -> None:
         # A user's strategy builds these: a wrong value fails here, named, not deep inside a round.
-        def number(value) -> bool:
-            return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+        def number(value, finite: bool = True) -> bool:
+            if not isinstance(value, numbers.Real) or isinstance(value, bool):
+                return False
+            try:  # an integer beyond a float's range (10**400) was math's OverflowError, naming no field
+                value = float(value)
+            except OverflowError:
+                return False
+            return math.isfinite(value) if finite else not math.isnan(value)
 
         if not (number(self.finetune_seconds) and self.finetune_seconds >= 0):
             raise ValueError(f"RoundPlan.finetune_seconds must be a number >= 0, got {self.finetune_seconds!r}")
@@ -49,7 +55,7 @@ class RoundPlan:
             if (value is not None or name == "frame_stride") and not (
                     isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1):
                 raise ValueError(f"RoundPlan.{name} must be an integer >= 1, got {value!r}")
-        if self.time_left is not None and not (isinstance(self.time_left, numbers.Real) and not math.isnan(self.time_left)):
+        if self.time_left is not None and not number(self.time_left, finite=False):
             raise ValueError(f"RoundPlan.time_left must be a number of seconds, got {self.time_left!r}")
 
 

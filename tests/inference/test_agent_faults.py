@@ -157,6 +157,14 @@ def test_plan_of_the_wrong_type_is_refused(agent):
         agent.step(_scribbles(), {"use_crf": True})
 
 
+@pytest.mark.parametrize("field", ["finetune_seconds", "crf_scale", "time_left"])
+def test_a_round_plan_number_beyond_a_float_is_a_value_error_naming_its_field(field):
+    """10**400 was math's OverflowError ("int too large to convert to float"), naming no field."""
+    with pytest.raises(ValueError, match=f"RoundPlan.{field} must be"):
+        RoundPlan(**{field: 10**400})
+    assert RoundPlan(time_left=10**9).time_left == 10**9  # a large integer a float holds is a number
+
+
 def test_round_without_time_for_its_crf_is_lightened(agent, tiny_synthetic_root):
     """Costs injected as if measured in earlier rounds (no clock): 1 s per frame of transfer and 10 s per frame
     of CRF at half scale (5 s at quarter scale) on 6 frames, 2 of them scribbled. A round must fit 1.5 x its
