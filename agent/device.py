@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 
 
-def resolve_device(name: str = "auto") -> torch.device:
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    # The Python API's `device=`: a torch.device is one (it was "'torch.device' object has no attribute
+    # 'startswith'"), anything else but text a TypeError.
+    if isinstance(name, torch.device):
+        name = str(name)
+    if not isinstance(name, str):
+        raise TypeError(f"device must be auto, cpu, cuda, cuda:N or a torch.device, got {type(name).__name__}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():

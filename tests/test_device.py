@@ -26,3 +26,13 @@ def test_a_cuda_index_past_the_machines_devices_is_one_error(two_gpus):
 def test_a_device_torch_cannot_parse_is_one_error(two_gpus, name):
     with pytest.raises(ValueError, match=f"unknown device '{name}': use auto, cpu, cuda or cuda:N"):
         resolve_device(name)
+
+
+def test_a_torch_device_is_taken_and_a_device_that_is_not_text_is_a_type_error(two_gpus):
+    # The Python API's device=torch.device("cpu") was "'torch.device' object has no attribute 'startswith'".
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    assert resolve_device(torch.device("cuda", 1)) == torch.device("cuda:1")
+    with pytest.raises(ValueError, match="this machine has 2 CUDA device"):
+        resolve_device(torch.device("cuda", 2))
+    with pytest.raises(TypeError, match="device must be auto, cpu, cuda, cuda:N or a torch.device, got int"):
+        resolve_device(0)

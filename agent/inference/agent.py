@@ -161,7 +161,8 @@ class InteractiveAgent(Predictor):
 
     @classmethod
     def from_pretrained(
-        cls, checkpoint: str | Path | None = None, config: AgentConfig | None = None, device: str | None = None
+        cls, checkpoint: str | Path | None = None, config: AgentConfig | None = None,
+        device: str | torch.device | None = None,
     ) -> InteractiveAgent:
         """The agent with a checkpoint's weights (default: the shipped one)."""
         config = config or AgentConfig()
@@ -169,7 +170,9 @@ class InteractiveAgent(Predictor):
             raise TypeError(f"config must be an AgentConfig (agent.config), got {type(config).__name__}")
         given = checkpoint if checkpoint is not None else config.checkpoint
         path = default_checkpoint_path() if given is None else _checkpoint_path(given)
-        model, model_config, extra = load_checkpoint(path, resolve_device(device or config.device))
+        # `device or ...` took 0 and "" (an unset variable) for no device: the config's was used without a word.
+        device = resolve_device(config.device if device is None else device)
+        model, model_config, extra = load_checkpoint(path, device)
         config = dataclasses.replace(config, checkpoint=path)
         agent = cls(model, config, pretraining_loss=extra.get("loss", "pairwise"))  # older checkpoints: pairwise
         log.info("agent: %s (%s, d=%d, trained at %s, inference scale %s, transfer grid %s)", path.name,

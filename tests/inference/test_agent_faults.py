@@ -114,6 +114,18 @@ def test_from_pretrained_reads_a_checkpoint_path_as_the_commands_do(tmp_path, mo
     assert agent.config.checkpoint == tmp_path / "tiny.pt" and agent.trained_size == (48, 80)
 
 
+@pytest.mark.usefixtures("agent")
+def test_from_pretrained_takes_a_torch_device_and_refuses_an_empty_or_numeric_one(tiny_checkpoint):
+    """device=torch.device("cpu") was an AttributeError; "" (an unset variable) and 0 were taken for no device, the
+    config's used without a word."""
+    config = AgentConfig(device="cpu", crf=CRFConfig(workers=1))
+    assert InteractiveAgent.from_pretrained(tiny_checkpoint, config, device=torch.device("cpu")).device.type == "cpu"
+    with pytest.raises(ValueError, match="unknown device ''"):
+        InteractiveAgent.from_pretrained(tiny_checkpoint, config, device="")
+    with pytest.raises(TypeError, match="device must be .* or a torch.device, got int"):
+        InteractiveAgent.from_pretrained(tiny_checkpoint, config, device=0)
+
+
 def test_a_video_too_long_for_the_memory_is_refused_before_any_work(agent, monkeypatch):
     agent.start(FRAMES, 1)
     agent.step(_scribbles(), RoundPlan(use_crf=False))
