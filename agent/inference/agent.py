@@ -185,14 +185,18 @@ class InteractiveAgent(Predictor):
     def start(self, frames: np.ndarray, num_objects: int | None = None, sequence: str | None = None) -> None:
         """A new sample: frames (T, H, W, 3) uint8; num_objects None = learn it from the scribbles; sequence: the
         video's name, if known: step() then refuses scribbles that name another (None: any are taken)."""
-        # A copy: a caller that reuses its buffer for the next video must not change this sample's frames.
-        frames = sample_frames(frames)
+        # Checked before they are copied: the copy of a video too long for the memory (a memory-mapped file) was
+        # numpy's MemoryError, or the process was killed, before the line below that names it.
+        given, frames = frames, sample_frames(frames, copy=False)
         check_num_objects(num_objects)
         if sequence is not None and not isinstance(sequence, str):
             raise TypeError(f"sequence must be the video's name (str) or None, got {type(sequence).__name__}")
         input_size = self.input_size_for(frames.shape[1:3])
         classes = 2 if num_objects is None else num_objects + 1  # None: one object until the scribbles say more
         self._check_memory(frames.shape[:3], input_size, classes)
+        if not isinstance(given, list | tuple):  # a list's frames were stacked into a new array already
+            # A copy: a caller that reuses its buffer for the next video must not change this sample's frames.
+            frames = frames.copy()
         self.samples += 1
         self.model.load_state_dict(self._pretrained_state)
         self.model.eval()

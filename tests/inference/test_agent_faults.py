@@ -139,6 +139,22 @@ def test_a_video_too_long_for_the_memory_is_refused_before_any_work(agent, monke
     agent.start(FRAMES, 1)
 
 
+def test_frames_too_many_for_the_memory_are_refused_before_they_are_copied(agent, monkeypatch):
+    """start() copied the frames first: a video larger than the memory (a memory-mapped file; here a broadcast view
+    of 1.2 TB) was numpy's "Unable to allocate" MemoryError, or the process was killed, not the line naming it."""
+    monkeypatch.setattr("agent.inference.agent.available_bytes", lambda: 10_000)
+    huge = np.broadcast_to(np.zeros((1, 1, 1, 3), np.uint8), (10**6, 480, 854, 3))
+    with pytest.raises(MemoryError, match=r"frames: 1000000 frames of 480x854 need about .* segment a long video"):
+        agent.start(huge, 1)
+    monkeypatch.setattr("agent.inference.agent.available_bytes", lambda: None)
+    buffer = FRAMES.copy()
+    agent.start(buffer, 1)
+    buffer[:] = 255  # the caller reuses its buffer: the sample's frames are its own copy
+    assert not agent._frames.any() and agent._frames.flags.writeable
+    agent.start(list(FRAMES), 1)  # a list is stacked into an array of its own
+    assert agent._frames.shape == FRAMES.shape
+
+
 def test_a_high_object_id_without_num_objects_is_checked_against_the_memory(agent, monkeypatch):
     # start(frames) counted one object; an id of 254 alone made every frame's top-k hold 255 classes (8 480p
     # frames took 4 GB more, 50 frames would have been killed), unchecked.
