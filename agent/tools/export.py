@@ -73,6 +73,14 @@ def _prepare_output(output: str | Path, overwrite: bool = False, video: Path | N
     if output.is_dir() and any(output.iterdir()) and not overwrite:
         raise InputError(f"{output} is not empty: choose another output folder or {how_to_overwrite}")
     check_replaceable(output)
+    # Masks or an overlay beside no masks.json are no earlier export (another tool's masks, ground truth): overwrite
+    # deleted and replaced them without a word.
+    if overwrite and not (output / "masks.json").is_file():
+        foreign = sorted((output / "masks").glob("*.png")) + [p for p in [output / "overlay.mp4"] if p.is_file()]
+        if foreign:
+            more = f" (and {len(foreign) - 1} more)" if foreign[1:] else ""
+            raise InputError(f"{foreign[0]}{more}: not written by an export (no masks.json beside it), and the "
+                             "export would replace it: move it away or choose another output folder")
     # An earlier export's folder that may not be written (read-only, another user's) passed the mkdir below, and
     # the export failed only once every mask was computed.
     locked = unwritable_folder(output) or unwritable_folder(output / "masks")

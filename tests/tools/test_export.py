@@ -36,6 +36,25 @@ def test_non_empty_output_is_refused_and_overwrite_replaces_only_our_files_once_
     assert not (out / "masks" / "99999.png").exists() and json.loads((out / "masks.json").read_text())["frames"]
 
 
+def test_overwrite_never_replaces_masks_or_an_overlay_no_export_wrote(tmp_path):
+    """A folder's own masks/ (ground truth, another tool's results) or overlay.mp4, with no masks.json beside them,
+    were deleted and replaced by an export with overwrite, without a word."""
+    out = tmp_path / "clip"
+    (out / "masks").mkdir(parents=True)
+    for index in range(3):
+        (out / "masks" / f"{index:05d}.png").write_bytes(b"truth")
+    with pytest.raises(InputError, match=r"masks/00000.png \(and 2 more\): not written by an export \(no masks.json"):
+        prepare_output(out, overwrite=True)
+    for name in ("00000.png", "00001.png", "00002.png"):
+        (out / "masks" / name).unlink()
+    (out / "overlay.mp4").write_bytes(b"mine")
+    with pytest.raises(InputError, match=r"overlay.mp4: not written by an export"):
+        prepare_output(out, overwrite=True)
+    (out / "masks.json").write_text("{}")  # an earlier export's: replaced
+    assert prepare_output(out, overwrite=True) == out
+    assert (out / "overlay.mp4").read_bytes() == b"mine"  # nothing goes before the new masks are ready
+
+
 def test_an_output_below_a_file_is_one_error(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(InputError, match="is a file"):
@@ -46,6 +65,7 @@ def test_an_earlier_export_that_may_not_be_written_is_refused_before_any_work(tm
     out = tmp_path / "out"
     prepare_output(out)
     (out / "masks" / "00000.png").write_bytes(b"earlier")
+    (out / "masks.json").write_text("{}")
     locked = {out, out / "masks"}
     access = os.access
     # Tests run as root, which may write anywhere: a read-only folder (or read-only mount) simulated.

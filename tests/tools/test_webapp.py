@@ -665,6 +665,7 @@ def test_stopping_the_server_mid_export_leaves_the_folder_as_it_was(tiny_agent, 
     out = tmp_path / "out"
     if earlier:
         (prepare_output(out) / "masks" / "00000.png").write_bytes(b"earlier")
+        (out / "masks.json").write_text("{}")
     labels, halfway = state.segmenter.labels, threading.Event()
 
     def slow_labels(frame):
@@ -680,6 +681,7 @@ def test_stopping_the_server_mid_export_leaves_the_folder_as_it_was(tiny_agent, 
     state.close()
     assert finished().error == "export stopped: the server is shutting down"
     if earlier:
-        assert [p.relative_to(out).as_posix() for p in sorted(out.rglob("*"))] == ["masks", "masks/00000.png"]
+        assert [p.relative_to(out).as_posix() for p in sorted(out.rglob("*"))] == ["masks", "masks/00000.png",
+                                                                                 "masks.json"]
     else:
         assert not out.exists()
