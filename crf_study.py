@@ -23,6 +23,7 @@ from session_runner import setup_logging
 from strategies import describe_strategies
 
 log = logging.getLogger("crf_study")
+MAX_EVERY = 10**6  # --every: frames
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -88,8 +89,10 @@ def run_capture(args: argparse.Namespace) -> int:
     # Everything is checked before the model is built.
     rounds = int_list(args.rounds, "--rounds", at_most=MAX_INTERACTIONS_LIMIT)
     scribbles = int_list(args.scribbles, "--scribbles")
-    if args.every < 1:
-        raise ConfigError(f"--every {args.every}: expected an integer >= 1")
+    # Bounded: 10**23 passed, and was an OverflowError traceback in the first round's frame selection, once the
+    # model was built (a million is beyond any video's frames: DAVIS's hold about 100).
+    if not 1 <= args.every <= MAX_EVERY:
+        raise ConfigError(f"--every {args.every}: expected an integer in 1..{MAX_EVERY:,}")
     config = load_config(AgentConfig, args.config, args.assignments,
                          {"checkpoint": args.checkpoint, "device": args.device})
     checkpoint = check_checkpoint(config.checkpoint)

@@ -260,7 +260,9 @@ def test_capture_checks_the_strategy_and_rounds_before_the_model(tiny_synthetic_
     base = ["capture", "--davis-root", str(tiny_synthetic_root), "--output-dir", str(tmp_path / "out")]
     for extra, message in ((["--rounds", "1,2", "--strategy", f"{__name__}:RaisesAtTwo"],
                             "strategy 'raises-at-two': plan() failed at interaction 2 of"),
-                           (["--rounds", "1,17"], "--rounds '1,17': expected integers in 1..16")):
+                           (["--rounds", "1,17"], "--rounds '1,17': expected integers in 1..16"),
+                           # an OverflowError traceback in the first round, once the model was built
+                           (["--every", str(10**23)], f"--every {10**23}: expected an integer in 1..1,000,000")):
         assert crf_study.main(base + extra) == 2
         assert message in _one_error_line(capsys)
     assert not (tmp_path / "out").exists()
