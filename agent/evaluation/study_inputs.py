@@ -18,9 +18,10 @@ from .outputs import OutputDirError, replaced_input
 
 def int_list(text: str, name: str, at_most: int | None = None) -> list[int]:
     """`1,2,4` -> [1, 2, 4], each >= 1 (and <= `at_most` when given) and none twice; a ConfigError naming the flag
-    otherwise."""
+    otherwise, also for an empty item (`1,,4`, a trailing comma: it was dropped without a word)."""
+    parts = comma_names(text, name)
     try:
-        values = [int(part) for part in text.split(",") if part.strip()]
+        values = [int(part) for part in parts]
     except ValueError:
         raise ConfigError(f"{name} {text!r}: expected comma-separated integers") from None
     if not values or min(values) < 1:

@@ -200,6 +200,8 @@ def test_command_line_refuses_bad_input_in_one_line(tiny_synthetic_root, tmp_pat
     for extra, message in ((["--rounds", "0"], "--rounds '0': expected integers >= 1"),
                            (["--scribbles", "9"], "scribble file(s), --scribbles asks for 9"),
                            (["--rounds", "2,4,2"], "--rounds '2,4,2': 2 given more than once"),
+                           (["--rounds", "1,,2"], "--rounds '1,,2': an empty name between commas"),  # was dropped
+                           (["--scribbles", "1,"], "--scribbles '1,': an empty name between commas"),
                            (["--sequences", "absent"], "unknown sequence(s) absent"),
                            (["--strategy", "nope"], "unknown strategy 'nope'"),
                            (["--set", "crf.srgb=1"], "unknown key 'srgb'")):
