@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 from pathlib import Path
 
 from agent.config import AgentConfig, ConfigError, load_config
@@ -89,8 +90,10 @@ def run(args: argparse.Namespace) -> int:
     # Everything is checked before the model is built.
     scribbles = int_list(args.scribbles, "--scribbles")
     check_round(args.study_round, "--round")
-    if not args.seconds > 0:
-        raise ConfigError(f"--seconds {args.seconds}: expected a number > 0")
+    # Finite: inf (or 1e400, which float() reads as inf) passed, and was RoundPlan's ValueError traceback once the
+    # model was built and the first sample played.
+    if not (math.isfinite(args.seconds) and args.seconds > 0):
+        raise ConfigError(f"--seconds {args.seconds}: expected a finite number > 0")
     config = load_config(AgentConfig, args.config, args.assignments,
                          {"checkpoint": args.checkpoint, "device": args.device, "finetune.max_steps": args.steps})
     if config.finetune.max_steps == 0:

@@ -147,7 +147,10 @@ def test_command_line_checks_round_strategy_and_inputs_before_the_model(tiny_syn
                            ([*output, "--strategy", f"{__name__}:ReturnsADict"],
                             "strategy 'returns-a-dict': plan() returned dict at interaction 1"),
                            (["--output", str(tiny_checkpoint), "--overwrite"],
-                            f"--overwrite would replace the study's input {tiny_checkpoint}")):
+                            f"--overwrite would replace the study's input {tiny_checkpoint}"),
+                           # RoundPlan's ValueError traceback once the first sample had played
+                           ([*output, "--seconds", "inf"], "--seconds inf: expected a finite number > 0"),
+                           ([*output, "--seconds", "1e400"], "--seconds inf: expected a finite number > 0")):
         assert finetune_study.main(base + extra) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
