@@ -52,6 +52,18 @@ def test_max_steps_bounds_the_steps_whatever_the_clock(tiny_model):
     assert stats.steps == 3
 
 
+def test_a_step_whose_views_keep_one_labelled_pixel_each_is_skipped(tiny_model):
+    """Two labelled cells side by side: a transform that keeps one of them in both views gave the head's batch norm
+    a single score, torch's "Expected more than 1 value per channel when training" (finetune_study.py --steps 10**9
+    met it on the synthetic videos)."""
+    features, labels = _scribbled_frame(tiny_model)
+    labels[0][:] = -1
+    labels[0][5, 5], labels[0][6, 6] = 1, 0
+    stats = finetune(tiny_model, features, labels, 1e6, FinetuneConfig(max_steps=50), samples_per_class=20,
+                     early_stop_loss=0.0, clock=lambda: 0.0)
+    assert stats.steps == 50
+
+
 def test_pseudo_labelled_frames_are_only_ever_a_steps_second_view(tiny_model, monkeypatch):
     """finetune.pseudo_label_frames: every step pairs a scribbled frame (first view) with any labelled frame."""
     import agent.inference.finetune as finetune_module
