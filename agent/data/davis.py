@@ -105,12 +105,17 @@ def upright(image: Image.Image) -> Image.Image:
 MULTI_IMAGE_FORMATS = ("TIFF", "PNG", "WEBP", "GIF")
 
 
+def image_count(image: Image.Image) -> int:
+    """How many images the opened file holds (a multi-page TIFF, an animated PNG, WebP or GIF: more than one)."""
+    return getattr(image, "n_frames", 1) if image.format in MULTI_IMAGE_FORMATS else 1
+
+
 def frame_mode_problem(image: Image.Image) -> str | None:
     """Why `image`'s pixels are no frame, else None: 32-bit float (a depth map: which values are black and white
     cannot be told), or a mode I image (32-bit integer) whose values go beyond 16 bits (it loads its pixels to
     see). 16-bit grey is a frame: rgb_pixels reads it by its top 8 bits. Also a file of several images (a
     multi-page TIFF, an animated PNG or WebP): only its first would be read, the others dropped unsaid."""
-    pages = getattr(image, "n_frames", 1) if image.format in MULTI_IMAGE_FORMATS else 1
+    pages = image_count(image)
     if pages > 1:
         return (f"{pages} images in one file (a multi-page or animated {image.format}); a frame must be one image: "
                 "save each as its own file")

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..data.davis import IMAGE_ERRORS, WIDE_MODES, DatasetError, read_scribble_file, validate_scribbles
+from ..data.davis import (IMAGE_ERRORS, WIDE_MODES, DatasetError, image_count, read_scribble_file,
+                          validate_scribbles)
 from ..data.synthetic import davis_palette
 from ..errors import counted
 from ..paths import odd_entry, special_file
@@ -395,6 +396,10 @@ def read_scribble_image(path: Path, video: VideoSource) -> np.ndarray:
             if image.mode in WIDE_MODES:  # PIL clips them to white: every stroke read as no scribble at all
                 raise InputError(f"{path}: a {WIDE_MODES[image.mode]} image; paint the scribbles in 8-bit RGB or "
                                  "RGBA colours (docs/OWN_VIDEOS.md)")
+            pages = image_count(image)
+            if pages > 1:  # only the first was read, the others' strokes dropped without a word
+                raise InputError(f"{path}: {pages} images in one file (a multi-page or animated {image.format}); a "
+                                 "scribble image is one frame's: save each as its own file, named after its frame")
             rgba = np.asarray(upright(image).convert("RGBA"))
             lossy = image.format in LOSSY_FORMATS
             grey = image.mode in ("L", "LA")

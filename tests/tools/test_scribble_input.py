@@ -119,6 +119,7 @@ def test_hidden_files_in_a_scribble_folder_are_left_out(small_video, tmp_path):
     ("no number", "name it after its frame"),
     ("fifo", "a FIFO \\(named pipe\\), not a scribble file"),  # it was "Not a directory"
     ("16-bit", "a 16-bit image; paint the scribbles in 8-bit"),  # it was "no object scribble"
+    ("multi-page", "2 images in one file \\(a multi-page or animated TIFF\\)"),  # only its first page was read
     ("the video", "cannot read scribble image .*video.mp4"),  # swapped in: it was "name it after its frame"
 ])
 def test_bad_scribbles_are_one_clear_line(small_video, tmp_path, case, message):
@@ -150,6 +151,9 @@ def test_bad_scribbles_are_one_clear_line(small_video, tmp_path, case, message):
         path = tmp_path / "00001.png"
         Image.fromarray(grey).save(path)
         assert Image.open(path).mode.startswith("I;16")
+    elif case == "multi-page":
+        path = tmp_path / "00001.tif"
+        Image.fromarray(good).save(path, save_all=True, append_images=[Image.fromarray(good)])
     elif case == "the video":
         path = small_video.video
     else:
