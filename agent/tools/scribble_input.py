@@ -30,8 +30,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..data.davis import (IMAGE_ERRORS, WIDE_MODES, DatasetError, image_count, read_scribble_file,
-                          validate_scribbles)
+from ..data.davis import (
+    IMAGE_ERRORS,
+    WIDE_MODES,
+    DatasetError,
+    image_count,
+    read_scribble_file,
+    validate_scribbles,
+)
 from ..data.synthetic import davis_palette
 from ..errors import counted
 from ..paths import odd_entry, special_file
