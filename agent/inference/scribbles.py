@@ -266,6 +266,11 @@ class ScribbleMemory:
                                     self.config.dilate_below)
         new = {frame: dilated for frame, (dilated, _) in rasters.items()}
         if require_object and not self.object_ids() and not any((labels > BACKGROUND).any() for labels in new.values()):
+            if any(stroke["object_id"] > BACKGROUND and len(stroke["path"]) for strokes in scribbles["scribbles"]
+                   for stroke in strokes):  # drawn, then painted over: "no object stroke" named none of that
+                raise DatasetError(f"scribbles: every object stroke lies under a later background stroke on the "
+                                   f"{self.shape[0]}x{self.shape[1]} label grid; the first round needs an object "
+                                   "stroke apart from the background ones (or drawn after them)")
             raise DatasetError("scribbles: no object stroke yet: the first round needs at least one stroke with "
                                "object_id >= 1")
         if check_ids is not None:

@@ -508,3 +508,16 @@ def test_halo_cells_are_the_dilations_until_settled() -> None:
         memory.settle_halo(1, keep)
     with pytest.raises(ConfigError, match="halo_margin"):
         ScribbleConfig(halo_margin=float("nan"))
+
+
+def test_a_first_object_stroke_painted_over_by_background_says_so() -> None:
+    # Both strokes land on the same cells: "no object stroke yet" named a stroke the user had drawn.
+    memory = ScribbleMemory(SHAPE, ScribbleConfig(dilation=1), num_frames=1)
+    path = [[0.2, 0.5], [0.4, 0.5]]
+    covered = {"scribbles": [[{"path": path, "object_id": 1}, {"path": path, "object_id": 0}]]}
+    with pytest.raises(DatasetError, match=r"every object stroke lies under a later background stroke on the "
+                                           rf"{SHAPE[0]}x{SHAPE[1]} label grid"):
+        memory.add(covered, require_object=True)
+    assert memory.rounds == 0
+    with pytest.raises(DatasetError, match="no object stroke yet"):  # background alone keeps its line
+        memory.add({"scribbles": [[{"path": path, "object_id": 0}]]}, require_object=True)
