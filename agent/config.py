@@ -31,6 +31,15 @@ MAX_TIME_LIMIT = 600.0  # davisinteractive's DavisInteractiveSession caps max_ti
 MAX_INTERACTIONS_LIMIT = 16  # ... and max_nb_interactions at 16
 MAX_CRF_ITERATIONS = 1000
 MAX_CRF_WORKERS = 256
+# A CRF kernel narrower than a tenth of a pixel (or intensity level) reaches no neighbour, as one of 0.1 does not;
+# pydensecrf's lattice overflows once a pixel's position or colour over it passes ~3e7 (1e-6 of a level, or of a
+# pixel on a 80-pixel frame): it wrote out of its bounds, a segfault that killed the CRF worker (a BrokenProcessPool
+# traceback) or, with crf.workers=1, the run itself, its results unwritten.
+MIN_CRF_KERNEL = 0.1
+# The CRF's weights (compat) at most, its score temperature within 1/this..this: beyond, a softmax is already one-hot
+# or flat, and float32 (the softmax's, pydensecrf's) overflowed to inf (1e39, or 1e-40 for the temperature): NaN
+# probabilities or a pairwise term of inf, every label background (J = 0) without a word.
+MAX_CRF_FACTOR = 1e6
 MAX_INFERENCE_SCALE = 8.0  # 8x the checkpoint's 240x427 is already 1920x3416 per frame
 MAX_TOPK = 1024  # top-k and correction weight: the defaults are 20 and 3
 MAX_REFERENCE_PIXELS = 2**20  # per class (the default pools 4096); also chunk and pooled-sample sizes
@@ -420,12 +429,17 @@ class CRFConfig:
                  f"crf.iterations must be in 0..{MAX_CRF_ITERATIONS}, got {self.iterations}")
         _require(0 <= self.workers <= MAX_CRF_WORKERS, f"crf.workers must be in 0..{MAX_CRF_WORKERS}, got {self.workers}")
         _require(_finite(self.scale) and 0 < self.scale <= 1, f"crf.scale must be in (0, 1], got {self.scale}")
-        for name in ("gaussian_sxy", "bilateral_sxy", "bilateral_srgb", "score_temperature"):
+        for name in ("gaussian_sxy", "bilateral_sxy", "bilateral_srgb"):
             value = getattr(self, name)
-            _require(_finite(value) and value > 0, f"crf.{name} must be a finite number > 0, got {value}")
+            _require(_finite(value) and value >= MIN_CRF_KERNEL,
+                     f"crf.{name} must be a finite number >= {MIN_CRF_KERNEL:g}, got {value}")
+        _require(_finite(self.score_temperature) and 1 / MAX_CRF_FACTOR <= self.score_temperature <= MAX_CRF_FACTOR,
+                 f"crf.score_temperature must be a number in [{1 / MAX_CRF_FACTOR:g}, {MAX_CRF_FACTOR:g}], got "
+                 f"{self.score_temperature}")
         for name in ("gaussian_compat", "bilateral_compat"):  # NaN made every label background (J = 0)
             value = getattr(self, name)
-            _require(_finite(value) and value >= 0, f"crf.{name} must be a finite number >= 0, got {value}")
+            _require(_finite(value) and 0 <= value <= MAX_CRF_FACTOR,
+                     f"crf.{name} must be a finite number >= 0 and at most {MAX_CRF_FACTOR:g}, got {value}")
 
 
 @dataclass

@@ -147,7 +147,7 @@ def test_variant_parsing():
     assert (config.bilateral_srgb, config.scale, explicit) == (6.0, 0.5, {"bilateral_srgb", "scale"})
     with pytest.raises(ConfigError, match="unknown key 'srgb'"):
         parse_variant("srgb=6")
-    with pytest.raises(ConfigError, match="bilateral_srgb must be a finite number > 0"):
+    with pytest.raises(ConfigError, match="bilateral_srgb must be a finite number >= 0.1"):
         parse_variant("bilateral_srgb=0")
     with pytest.raises(ConfigError, match="sets bilateral_srgb more than once"):  # the last would win silently
         parse_variant("bilateral_srgb=6,scale=0.5,bilateral_srgb=4")

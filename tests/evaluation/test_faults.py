@@ -188,6 +188,13 @@ def test_unwritable_cache_for_the_builtin_data(tmp_path, capsys, monkeypatch, no
     (["--set", "agent.transfer.round_fusion_frames=nan"], "agent.transfer.round_fusion_frames: expected a decimal number, got the text 'nan'"),
     (["--set", "agent.crf.gaussian_compat=.nan"], "crf.gaussian_compat must be a finite number >= 0"),
     (["--set", "agent.crf.bilateral_compat=-5"], "crf.bilateral_compat must be a finite number >= 0"),
+    # A kernel of 1e-6 was a segfault in pydensecrf (a BrokenProcessPool traceback); a temperature or weight beyond
+    # float32's range scored J = 0 without a word.
+    (["--set", "agent.crf.bilateral_srgb=1e-6"], "crf.bilateral_srgb must be a finite number >= 0.1"),
+    (["--set", "agent.crf.gaussian_sxy=1e-300"], "crf.gaussian_sxy must be a finite number >= 0.1"),
+    (["--set", "agent.crf.score_temperature=1e-300"], "crf.score_temperature must be a number in [1e-06, 1e+06]"),
+    (["--set", "agent.crf.score_temperature=1e300"], "crf.score_temperature must be a number in [1e-06, 1e+06]"),
+    (["--set", "agent.crf.bilateral_compat=1e39"], "crf.bilateral_compat must be a finite number >= 0 and at most 1e+06"),
     (["--set", "agent.crf.workers=100000"], "crf.workers must be in 0..256"),
     (["--set", "agent.crf.iterations=100000000"], "crf.iterations must be in 0..1000"),
     (["--set", "agent.inference_scale=1000"], "agent.inference_scale must be 'auto' or a number in (0, 8]"),
@@ -195,7 +202,8 @@ def test_unwritable_cache_for_the_builtin_data(tmp_path, capsys, monkeypatch, no
     (["--strategy", "os:path"], "'os:path' is not a class"),
     (["--strategy", ":"], "give it as package.module:ClassName"),
 ], ids=["no-interactions", "17-interactions", "huge-interactions", "no-time", "tiny-time", "nan-time", "inf-time", "time-above-cap", "negative-seed", "huge-seed",
-        "bool-interactions", "negative-fusion", "nan-fusion", "nan-compat", "negative-compat", "many-workers",
+        "bool-interactions", "negative-fusion", "nan-fusion", "nan-compat", "negative-compat", "tiny-srgb", "tiny-sxy",
+        "tiny-temperature", "huge-temperature", "huge-compat", "many-workers",
         "many-iterations", "huge-scale", "inf-scale-range", "strategy-not-a-class", "strategy-empty"])
 def test_bad_argument(root, tmp_path, capsys, no_model, args, fragment):
     _refused(capsys, "--davis-root", root, "--output-dir", tmp_path / "out", *args, fragments=(fragment,))
