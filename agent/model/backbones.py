@@ -68,6 +68,13 @@ def _no_skip(name: str, skip_level: int | None) -> None:
         raise ValueError(f"{name} has no skip level: model.skip_level is for efficientnet-lite* and tiny")
 
 
+def _no_levels(name: str, feature_levels: Sequence[int] | None) -> None:
+    # Its one output is the features: levels were ignored without a word, and written into the checkpoint's settings.
+    if feature_levels is not None:
+        raise ValueError(f"{name} has no feature levels to choose (its last stage is the features): "
+                         f"model.feature_levels is for efficientnet-lite*, got {tuple(feature_levels)}")
+
+
 BackboneFactory = Callable[..., Backbone]
 _REGISTRY: dict[str, BackboneFactory] = {}
 
@@ -300,6 +307,7 @@ class DeepLabResNetBackbone(Backbone):
 def _resnet101(pretrained: str, output_stride: int, feature_levels: Sequence[int] | None,
                skip_level: int | None = None) -> Backbone:
     _no_skip("resnet101-deeplab", skip_level)
+    _no_levels("resnet101-deeplab", feature_levels)
     return DeepLabResNetBackbone(101, pretrained, output_stride)
 
 
@@ -307,6 +315,7 @@ def _resnet101(pretrained: str, output_stride: int, feature_levels: Sequence[int
 def _resnet50(pretrained: str, output_stride: int, feature_levels: Sequence[int] | None,
               skip_level: int | None = None) -> Backbone:
     _no_skip("resnet50-deeplab", skip_level)
+    _no_levels("resnet50-deeplab", feature_levels)
     return DeepLabResNetBackbone(50, pretrained, output_stride)
 
 

