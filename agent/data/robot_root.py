@@ -147,8 +147,12 @@ def write_first_scribbles(output: Path, sequence: str, masks, num_objects: int,
 
 def positions_arg(text: str) -> tuple[float, ...]:
     """--positions: comma-separated positions in the video, each in [0, 1] (argparse type)."""
+    items = [v.strip() for v in text.split(",")]
+    if len(items) > 1 and "" in items:  # `0.25,` or `0.25,,0.75` (an unset variable): it was dropped without a word
+        raise argparse.ArgumentTypeError(f"{text!r}: an empty item between commas (an unset variable?): give each "
+                                         "position")
     try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
+        values = tuple(float(v) for v in items if v)
     except ValueError:
         values = ()
     if not values or not all(0.0 <= v <= 1.0 for v in values):

@@ -75,6 +75,15 @@ def test_robot_root_refuses_odd_names_and_outputs_before_writing(train_root: Pat
     assert exit_info.value.code == 2 and err.startswith("error: argument --positions: '0.5,0.50': position 0.5 given "
                                                         "more than once") and err.count("\n") == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+    # An empty item (`0.25,`, an unset variable) was dropped without a word: one scribble a video instead of two.
+    for positions in ("0.25,", "0.25,,0.75", ",0.75"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--davis-root", str(train_root), "--sequences", "synth-000", "--positions", positions,
+                  "--output", str(tmp_path / "e")])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.startswith(f"error: argument --positions: {positions!r}: an empty "
+                                                            "item between commas") and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
 def test_robot_root_checks_every_annotation_before_writing(train_root: Path, tmp_path: Path, capsys):
