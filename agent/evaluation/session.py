@@ -130,7 +130,7 @@ def run_session(
     with keep_reports(session) as reports:
         progress = tqdm(total=len(session.samples) * config.max_interactions, desc="interactions", unit="it")
         try:
-            while session.next():
+            while _next(session):
                 sequence, scribbles, new_sample = session.get_scribbles(only_last=True)
                 info = registration.infos[sequence]
                 if new_sample:
@@ -172,6 +172,20 @@ def run_session(
             if interrupted:
                 log.warning("session stopped early: partial results written to %s", output_dir)
     return SessionResult(summary=summary, paths=paths, interrupted=interrupted)
+
+
+def _next(session) -> bool:
+    """session.next(), which after the last round fetches the server's own summary (the framework's post_finish):
+    when that fails, every round played and scored, the summary alone is unavailable (get_global_summary gives
+    `{"unavailable": why}`). It ended the run as an interrupted one: "results so far", exit 1, no AUC."""
+    try:
+        return session.next()
+    except remote_compat.RemoteServerError as error:
+        if session.sample_idx < len(session.samples):  # not the end: no summary was asked for
+            raise
+        session.global_summary, session.running = {"unavailable": first_line(error)}, False
+        log.warning("the evaluation server's own summary could not be fetched: %s", first_line(error))
+        return False
 
 
 def _write_results(output_dir, reports, layout, config, registration, predictor, strategy, interrupted,

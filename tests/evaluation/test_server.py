@@ -145,6 +145,35 @@ def test_a_server_summary_that_fails_after_every_round_leaves_a_complete_run(tin
     assert summary["framework"] == {"unavailable": "evaluation server unavailable: GET /api/evaluation/summary"}
 
 
+@pytest.mark.parametrize("status, body", [(500, "<html><h1>Internal Server Error</h1></html>"), (200, "null")],
+                         ids=["html-500", "null"])
+def test_a_server_summary_refused_after_every_round_leaves_a_complete_run(tiny_synthetic_root, tmp_path, capsys,
+                                                                          status, body):
+    """The framework asks for the server's own summary inside its last session.next(): a 500 or a summary that is not
+    an object there ended the run as an interrupted one ("results so far", exit 1, auc null), every round played."""
+    from starlette.responses import Response
+
+    app = create_app(ServerConfig(max_interactions=INTERACTIONS, max_time=60.0), tiny_synthetic_root)
+
+    @app.middleware("http")
+    async def failing_finish(request, call_next):
+        answer = await call_next(request)
+        finish = request.url.path.endswith("/api/evaluation/finish")
+        return Response(body, status_code=status, media_type="text/html") if finish else answer
+
+    output = tmp_path / "out"
+    with serving(app) as running:
+        assert _cli(tiny_synthetic_root, output, "--host", running.url, "--user-key", "tester",
+                    "--set", "session.retries=0") == 0
+    err = capsys.readouterr().err
+    assert "error:" not in err and "results so far" not in err, err
+    warnings = [line for line in err.splitlines() if line.startswith("warning: the evaluation server's own summary")]
+    assert len(warnings) == 1 and "/api/evaluation/finish" in warnings[0], err
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["complete"] is True and summary["interrupted"] is False and summary["auc"] > 0
+    assert "/api/evaluation/finish" in summary["framework"]["unavailable"]
+
+
 def _answering(root, path: str, body) -> object:
     """The local server, except that `path`'s answers are `body` (the request is still played)."""
     from starlette.responses import JSONResponse
