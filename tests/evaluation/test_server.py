@@ -145,8 +145,10 @@ def test_a_server_summary_that_fails_after_every_round_leaves_a_complete_run(tin
     assert summary["framework"] == {"unavailable": "evaluation server unavailable: GET /api/evaluation/summary"}
 
 
-@pytest.mark.parametrize("status, body", [(500, "<html><h1>Internal Server Error</h1></html>"), (200, "null")],
-                         ids=["html-500", "null"])
+@pytest.mark.parametrize("status, body", [(500, "<html><h1>Internal Server Error</h1></html>"), (200, "null"),
+                                          # Python's reader takes them: summary.json held NaN, which is no JSON
+                                          (200, '{"auc": NaN, "curve": {"J": [0.5, Infinity, 1e999]}}')],
+                         ids=["html-500", "null", "nan"])
 def test_a_server_summary_refused_after_every_round_leaves_a_complete_run(tiny_synthetic_root, tmp_path, capsys,
                                                                           status, body):
     """The framework asks for the server's own summary inside its last session.next(): a 500 or a summary that is not
@@ -169,7 +171,7 @@ def test_a_server_summary_refused_after_every_round_leaves_a_complete_run(tiny_s
     assert "error:" not in err and "results so far" not in err, err
     warnings = [line for line in err.splitlines() if line.startswith("warning: the evaluation server's own summary")]
     assert len(warnings) == 1 and "/api/evaluation/finish" in warnings[0], err
-    summary = json.loads((output / "summary.json").read_text())
+    summary = json.loads((output / "summary.json").read_text(), parse_constant=pytest.fail)  # strict JSON
     assert summary["complete"] is True and summary["interrupted"] is False and summary["auc"] > 0
     assert "/api/evaluation/finish" in summary["framework"]["unavailable"]
 
