@@ -41,6 +41,9 @@ MIN_CRF_KERNEL = 0.1
 # probabilities or a pairwise term of inf, every label background (J = 0) without a word.
 MAX_CRF_FACTOR = 1e6
 MAX_INFERENCE_SCALE = 8.0  # 8x the checkpoint's 240x427 is already 1920x3416 per frame
+# ... and 1/8 at least: the backbone sees a 240x427 checkpoint's frames at 30x53, 4x7 feature cells (1e-300 was
+# taken, one cell, AUC 0.28 instead of 0.94 without a word).
+MIN_INFERENCE_SCALE = 0.125
 MAX_TOPK = 1024  # top-k and correction weight: the defaults are 20 and 3
 MAX_REFERENCE_PIXELS = 2**20  # per class (the default pools 4096); also chunk and pooled-sample sizes
 MAX_GRID_STRIDE = 16  # the decoder's own grid is H/4; H/16 is already 15x27 cells at 240x427
@@ -283,8 +286,9 @@ class TrainConfig:
         _choice(self.loss, "train.loss", ("pairwise", "topk"))
         # Upper bounds: a typo asked for hundreds of GB once the videos were read (an allocator traceback), or
         # generated videos for hours. feature_scale is the agent's inference_scale; DAVIS's videos have <= 104 frames.
-        _require(_finite(self.feature_scale) and 0 < self.feature_scale <= MAX_INFERENCE_SCALE,
-                 f"train.feature_scale must be a number in (0, {MAX_INFERENCE_SCALE:g}], got {self.feature_scale}")
+        _require(_finite(self.feature_scale) and MIN_INFERENCE_SCALE <= self.feature_scale <= MAX_INFERENCE_SCALE,
+                 f"train.feature_scale must be a number in [{MIN_INFERENCE_SCALE:g}, {MAX_INFERENCE_SCALE:g}], got "
+                 f"{self.feature_scale}")
         _require(self.synthetic_sequences <= MAX_SYNTHETIC,
                  f"train.synthetic_sequences must be in 0..{MAX_SYNTHETIC}, got {self.synthetic_sequences}")
         _require(self.synthetic_frames <= MAX_SYNTHETIC,
@@ -514,8 +518,9 @@ class AgentConfig:
             _require(self.inference_scale == "auto",
                      f"agent.inference_scale must be 'auto' or a number > 0, got {self.inference_scale!r}")
         else:
-            _require(_finite(self.inference_scale) and 0 < self.inference_scale <= MAX_INFERENCE_SCALE,
-                     f"agent.inference_scale must be 'auto' or a number in (0, {MAX_INFERENCE_SCALE:g}], got "
+            _require(_finite(self.inference_scale) and MIN_INFERENCE_SCALE <= self.inference_scale <= MAX_INFERENCE_SCALE,
+                     f"agent.inference_scale must be 'auto' or a number in [{MIN_INFERENCE_SCALE:g}, "
+                     f"{MAX_INFERENCE_SCALE:g}], got "
                      f"{self.inference_scale}")
         _choice(self.backbone_runtime, "agent.backbone_runtime", ("auto", "torch", "onnxruntime"))
         _require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),

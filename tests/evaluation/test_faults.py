@@ -197,14 +197,15 @@ def test_unwritable_cache_for_the_builtin_data(tmp_path, capsys, monkeypatch, no
     (["--set", "agent.crf.bilateral_compat=1e39"], "crf.bilateral_compat must be a finite number >= 0 and at most 1e+06"),
     (["--set", "agent.crf.workers=100000"], "crf.workers must be in 0..256"),
     (["--set", "agent.crf.iterations=100000000"], "crf.iterations must be in 0..1000"),
-    (["--set", "agent.inference_scale=1000"], "agent.inference_scale must be 'auto' or a number in (0, 8]"),
+    (["--set", "agent.inference_scale=1000"], "agent.inference_scale must be 'auto' or a number in [0.125, 8]"),
+    (["--set", "agent.inference_scale=1e-300"], "agent.inference_scale must be 'auto' or a number in [0.125, 8]"),
     (["--set", "agent.finetune.scale_range=[0.5,.inf]"], "finetune.scale_range must be (low, high) with finite"),
     (["--strategy", "os:path"], "'os:path' is not a class"),
     (["--strategy", ":"], "give it as package.module:ClassName"),
 ], ids=["no-interactions", "17-interactions", "huge-interactions", "no-time", "tiny-time", "nan-time", "inf-time", "time-above-cap", "negative-seed", "huge-seed",
         "bool-interactions", "negative-fusion", "nan-fusion", "nan-compat", "negative-compat", "tiny-srgb", "tiny-sxy",
         "tiny-temperature", "huge-temperature", "huge-compat", "many-workers",
-        "many-iterations", "huge-scale", "inf-scale-range", "strategy-not-a-class", "strategy-empty"])
+        "many-iterations", "huge-scale", "tiny-scale", "inf-scale-range", "strategy-not-a-class", "strategy-empty"])
 def test_bad_argument(root, tmp_path, capsys, no_model, args, fragment):
     _refused(capsys, "--davis-root", root, "--output-dir", tmp_path / "out", *args, fragments=(fragment,))
 

@@ -296,7 +296,7 @@ def test_frames_at_the_inference_scale_and_transfer_on_the_checkpoint_grid(tmp_p
     assert masks[1.5, "torch"].shape == masks[1.0, "torch"].shape == frames.shape[:3]
     # ONNX Runtime's features differ from PyTorch's by ~1e-5: nearly every pixel gets the same label.
     assert (masks[1.5, "torch"] == masks[1.5, "onnxruntime"]).mean() > 0.99
-    with pytest.raises(ValueError, match=r"inference_scale must be 'auto' or a number in \(0, 8\]"):
+    with pytest.raises(ValueError, match=r"inference_scale must be 'auto' or a number in \[0.125, 8\]"):
         AgentConfig(device="cpu", inference_scale=0.0)
 
 
