@@ -622,7 +622,10 @@ def resolve_config(args: argparse.Namespace) -> TrainRunConfig:
         "model.embedding_dim": args.embedding_dim, "model.input_size": size, "model.decoder_init": args.decoder_init,
         "transfer.samples_per_class": args.samples_per_class,
     }
-    return load_config(TrainRunConfig, args.config, args.assignments, flags)
+    config = load_config(TrainRunConfig, args.config, args.assignments, flags)
+    if args.holdout is not None and config.train.davis_root is None:  # it was ignored without a word: synthetic only
+        raise ConfigError(f"--holdout {args.holdout!r}: names training videos of a DAVIS root: give --davis-root")
+    return config
 
 
 def check_output_dir(output_dir: Path, resume: bool) -> None:

@@ -1095,6 +1095,19 @@ def test_an_empty_name_in_holdout_or_val_sequences_is_one_line(tmp_path: Path, c
     assert not (tmp_path / "run").exists()
 
 
+def test_holdout_without_a_davis_root_is_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    # It was ignored without a word: the run trained on the synthetic videos alone, nothing held out.
+    from agent.training import train as train_module
+
+    def past_the_arguments(*args, **kwargs):
+        raise AssertionError("the run went on past its arguments")
+
+    monkeypatch.setattr(train_module, "check_output_dir", past_the_arguments)
+    assert main(["--holdout", "dog", "--output-dir", str(tmp_path / "run")]) == 2
+    assert error_lines(capsys.readouterr().err) == [
+        "error: --holdout 'dog': names training videos of a DAVIS root: give --davis-root"]
+
+
 def test_help_names_the_command(capsys) -> None:
     """--help's usage line is the command a user types, not the file argparse found (`usage: train.py`)."""
     with pytest.raises(SystemExit) as exit_:
