@@ -48,6 +48,7 @@ MAX_TOPK = 1024  # top-k and correction weight: the defaults are 20 and 3
 MAX_REFERENCE_PIXELS = 2**20  # per class (the default pools 4096); also chunk and pooled-sample sizes
 MAX_GRID_STRIDE = 16  # the decoder's own grid is H/4; H/16 is already 15x27 cells at 240x427
 MAX_DILATION = 64  # grid cells: a stroke's kernel side, the detail band
+MAX_SCORE_MARGIN = 1000.0  # a margin between transfer scores (they span about -1..10)
 # The model's d and frame side: the shipped 128 and 240x427; an identity decoder needs d = the backbone's channels
 # (ResNet: 2048). A typo (d = 10**8, 100000x100000 frames) asked for 100 GB when the model or the first frame was
 # built: a traceback, from a checkpoint's stored config too, or the process was killed.
@@ -224,8 +225,11 @@ class TransferConfig:
                               ("correction_weight", MAX_TOPK)):
             value = getattr(self, name)
             _require(1 <= value <= highest, f"transfer.{name} must be in 1..{highest}, got {value}")
-        _require(_finite(self.narrow_correction_reach) and self.narrow_correction_reach >= 0,
-                 f"transfer.narrow_correction_reach must be a finite number >= 0, got {self.narrow_correction_reach}")
+        # At most MAX_DILATION cells (beyond a grid's side every stroke cell is narrow alike): 1e300 overflowed a
+        # float32 distance limit, numpy's raw "overflow encountered in cast" warning in the progress bar.
+        _require(_finite(self.narrow_correction_reach) and 0 <= self.narrow_correction_reach <= MAX_DILATION,
+                 f"transfer.narrow_correction_reach must be a number in [0, {MAX_DILATION}], got "
+                 f"{self.narrow_correction_reach}")
         _require(0 <= self.detail_band <= MAX_DILATION,
                  f"transfer.detail_band must be in 0..{MAX_DILATION}, got {self.detail_band}")
         _require(_finite(self.round_fusion_frames) and self.round_fusion_frames >= 0,
@@ -372,7 +376,11 @@ class ScribbleConfig:
                  f"scribbles.far_background_fraction must be >= 0, got {self.far_background_fraction}")
         _require(_finite(self.least_similar_fraction) and 0 <= self.least_similar_fraction <= 1,
                  f"scribbles.least_similar_fraction must be in [0, 1], got {self.least_similar_fraction}")
-        _require(_finite(self.halo_margin), f"scribbles.halo_margin must be a finite number, got {self.halo_margin}")
+        # Scores span about -1..10: beyond +-MAX_SCORE_MARGIN every halo cell is kept (or dropped) alike, and 1e300
+        # overflowed float32 (numpy's raw "overflow encountered in cast" warning in the progress bar).
+        _require(_finite(self.halo_margin) and abs(self.halo_margin) <= MAX_SCORE_MARGIN,
+                 f"scribbles.halo_margin must be a number in [-{MAX_SCORE_MARGIN:g}, {MAX_SCORE_MARGIN:g}], got "
+                 f"{self.halo_margin}")
         for name in ("confirmed_distance", "confirmed_erosion", "confirmed_background_band"):
             _require(getattr(self, name) >= 0, f"scribbles.{name} must be >= 0, got {getattr(self, name)}")
 

@@ -199,13 +199,15 @@ def test_unwritable_cache_for_the_builtin_data(tmp_path, capsys, monkeypatch, no
     (["--set", "agent.crf.iterations=100000000"], "crf.iterations must be in 0..1000"),
     (["--set", "agent.inference_scale=1000"], "agent.inference_scale must be 'auto' or a number in [0.125, 8]"),
     (["--set", "agent.inference_scale=1e-300"], "agent.inference_scale must be 'auto' or a number in [0.125, 8]"),
+    (["--set", "agent.transfer.narrow_correction_reach=1e300"], "transfer.narrow_correction_reach must be a number in [0, 64]"),
+    (["--set", "agent.scribbles.halo_margin=-1e300"], "scribbles.halo_margin must be a number in [-1000, 1000]"),
     (["--set", "agent.finetune.scale_range=[0.5,.inf]"], "finetune.scale_range must be (low, high) with finite"),
     (["--strategy", "os:path"], "'os:path' is not a class"),
     (["--strategy", ":"], "give it as package.module:ClassName"),
 ], ids=["no-interactions", "17-interactions", "huge-interactions", "no-time", "tiny-time", "nan-time", "inf-time", "time-above-cap", "negative-seed", "huge-seed",
         "bool-interactions", "negative-fusion", "nan-fusion", "nan-compat", "negative-compat", "tiny-srgb", "tiny-sxy",
         "tiny-temperature", "huge-temperature", "huge-compat", "many-workers",
-        "many-iterations", "huge-scale", "tiny-scale", "inf-scale-range", "strategy-not-a-class", "strategy-empty"])
+        "many-iterations", "huge-scale", "tiny-scale", "huge-reach", "huge-margin", "inf-scale-range", "strategy-not-a-class", "strategy-empty"])
 def test_bad_argument(root, tmp_path, capsys, no_model, args, fragment):
     _refused(capsys, "--davis-root", root, "--output-dir", tmp_path / "out", *args, fragments=(fragment,))
 
