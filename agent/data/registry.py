@@ -313,7 +313,8 @@ def register_dataset(
         message = reasons[first] if first in broken else \
             f"{reader.frames_dir(first)}: sequence '{first}' cannot be evaluated ({reasons[first]})"
         others = f"; {len(bad) - 1} more unusable: {', '.join(bad[1:])}" if len(bad) > 1 else ""
-        raise DatasetError(f"{message}{others}; --skip-bad-sequences evaluates the others without it")
+        skip = "; --skip-bad-sequences evaluates the others without it" if infos else ""  # none to evaluate
+        raise DatasetError(f"{message}{others}{skip}")
     if bad:
         log.warning("skipping %d unusable sequence(s) as asked: %s", len(bad),
                     _describe_missing({n: reasons[n] for n in bad}))

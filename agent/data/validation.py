@@ -157,8 +157,10 @@ def check_annotations(
     check_numbering(folder, paths, ".png", "one annotation per frame")
     if len(paths) < num_frames:
         first = folder / f"{len(paths):05d}.png"
+        test_dev = ("; annotated on frame 0 only, as DAVIS test-dev, which is scored on an evaluation server: "
+                    "session_runner.py --host URL --user-key KEY") if len(paths) == 1 else ""
         raise DatasetError(f"{first}: {_missing(first)} ({num_frames} frames, {len(paths)} annotations; every frame "
-                           "needs one)")
+                           f"needs one{test_dev})")
     if len(paths) > num_frames:
         raise DatasetError(f"{paths[num_frames]}: annotation without a frame (the sequence has {num_frames} frames)")
     first_seen: dict[int, Path] = {}

@@ -262,6 +262,16 @@ def test_annotation_gap_is_an_error_naming_the_file(custom_root: Path) -> None:
     assert reg.sequences == ["beta"] and "00001.png" in reg.reasons["alpha"] and reg.bad == ["alpha"]
 
 
+def test_a_root_annotated_on_frame_0_only_points_to_a_server_not_to_skipping(custom_root: Path) -> None:
+    # DAVIS test-dev's layout: every sequence unusable here, so skipping them would leave nothing to evaluate.
+    for path in (custom_root / "Annotations" / "480p").rglob("*.png"):
+        if path.name != "00000.png":
+            path.unlink()
+    with pytest.raises(DatasetError, match=r"alpha/00001.png: missing .*evaluation server: session_runner.py --host") as error:
+        registry.register_dataset(custom_root, "val")
+    assert "\n" not in str(error.value) and "--skip-bad-sequences" not in str(error.value)
+
+
 def test_scribble_naming_another_sequence_is_an_error(custom_root: Path) -> None:
     path = custom_root / "Scribbles" / "beta" / "001.json"
     path.write_text(path.read_text().replace('"beta"', '"other"'))
