@@ -377,6 +377,10 @@ def frame_of(image_path: Path, video: VideoSource) -> int:
     """The frame a scribble image belongs to (see the module doc)."""
     if video.frame_paths is not None and image_path.stem in video.frame_names:
         return video.frame_names.index(image_path.stem)
+    if video.frame_paths is not None:  # img_0003.png for IMG_0003.JPG: one name where the file system ignores case
+        folded = [name.casefold() for name in video.frame_names]
+        if folded.count(image_path.stem.casefold()) == 1:
+            return folded.index(image_path.stem.casefold())
     numbers = re.findall(r"\d+", image_path.stem)
     if not numbers:
         raise InputError(f"{image_path}: name it after its frame (e.g. 00012.png for frame 12, counted from 0)")

@@ -246,6 +246,20 @@ def test_a_scribble_number_is_refused_where_the_frames_are_numbered_from_1(tmp_p
     assert [bool(strokes) for strokes in load_scribbles(scribbles, video)["scribbles"]] == [False, False, True, False]
 
 
+def test_a_scribble_named_after_its_frame_in_another_case_is_that_frame(tmp_path):
+    # A camera's IMG_0001.JPG, ... saved as img_0003.png by an editor (macOS and Windows ignore the case).
+    frames, scribbles = tmp_path / "frames", tmp_path / "scribbles"
+    frames.mkdir()
+    scribbles.mkdir()
+    for index in (1, 2, 3, 4):
+        Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(frames / f"IMG_{index:04d}.JPG")
+    stroke = _rgba()
+    stroke[2, 1:5] = (*object_colour(1), 255)
+    _save(scribbles / "img_0003.png", stroke)  # it was "the number 3 is ambiguous: ... IMG_0003.png for IMG_0003.JPG"
+    video = open_video(frames)
+    assert [bool(strokes) for strokes in load_scribbles(scribbles, video)["scribbles"]] == [False, False, True, False]
+
+
 def _save_turned(path, pixels, orientation=6):
     image = Image.fromarray(pixels)
     exif = image.getexif()
