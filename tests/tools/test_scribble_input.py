@@ -229,15 +229,20 @@ def test_a_scribble_image_that_cannot_be_read_is_not_left_out(small_video, tmp_p
         load_scribbles(tmp_path, video)
 
 
-def test_a_scribble_number_is_refused_where_the_frames_are_numbered_from_1(tmp_path):
+def _four_frames(tmp_path, name) -> tuple:
+    """Frames 1..4 of a folder named `name(index)`, an empty scribble folder and a one-stroke scribble image."""
     frames, scribbles = tmp_path / "frames", tmp_path / "scribbles"
     frames.mkdir()
     scribbles.mkdir()
     for index in (1, 2, 3, 4):
-        Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(frames / f"frame{index}.jpg")
-    video = open_video(frames)
+        Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(frames / name(index))
     stroke = _rgba()
     stroke[2, 1:5] = (*object_colour(1), 255)
+    return open_video(frames), scribbles, stroke
+
+
+def test_a_scribble_number_is_refused_where_the_frames_are_numbered_from_1(tmp_path):
+    video, scribbles, stroke = _four_frames(tmp_path, lambda index: f"frame{index}.jpg")
     _save(scribbles / "3.png", stroke)  # counted from 0 it was frame4.jpg: a silent off-by-one
     with pytest.raises(InputError, match=r"3.png: the frames of .* are not numbered 0, 1, 2, ... \(the first is "
                                          r"frame1.jpg\), so the number 3 is ambiguous: .*frame3.png for frame3.jpg"):
@@ -248,15 +253,8 @@ def test_a_scribble_number_is_refused_where_the_frames_are_numbered_from_1(tmp_p
 
 def test_a_scribble_named_after_its_frame_in_another_case_is_that_frame(tmp_path):
     # A camera's IMG_0001.JPG, ... saved as img_0003.png by an editor (macOS and Windows ignore the case).
-    frames, scribbles = tmp_path / "frames", tmp_path / "scribbles"
-    frames.mkdir()
-    scribbles.mkdir()
-    for index in (1, 2, 3, 4):
-        Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(frames / f"IMG_{index:04d}.JPG")
-    stroke = _rgba()
-    stroke[2, 1:5] = (*object_colour(1), 255)
+    video, scribbles, stroke = _four_frames(tmp_path, lambda index: f"IMG_{index:04d}.JPG")
     _save(scribbles / "img_0003.png", stroke)  # it was "the number 3 is ambiguous: ... IMG_0003.png for IMG_0003.JPG"
-    video = open_video(frames)
     assert [bool(strokes) for strokes in load_scribbles(scribbles, video)["scribbles"]] == [False, False, True, False]
 
 
