@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import math
 import os
 import stat
 import tempfile
@@ -236,6 +237,20 @@ def read_json(path: Path) -> object:
         return json.loads(path.read_text(encoding="utf-8-sig"), object_pairs_hook=_refuse_repeated_keys)
     except RecursionError as error:
         raise ValueError("nested too deeply to parse") from error
+
+
+def first_non_finite(value, where: str = "") -> tuple[str, float] | None:
+    """The place (`where[key][index]...`) and value of the first NaN or infinite number in a parsed JSON value, in
+    document order, else None: Python's reader takes NaN, Infinity and 1e999, which JSON has not (strict readers
+    refuse a file holding them). Walked without recursion: a value may be nested nearly as deep as the reader allows."""
+    pending = [(where, value)]
+    while pending:
+        place, item = pending.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return place, item
+        children = item.items() if isinstance(item, dict) else enumerate(item) if isinstance(item, list) else ()
+        pending.extend(reversed([(f"{place}[{key!r}]", child) for key, child in children]))
+    return None
 
 
 def json_ready(value):

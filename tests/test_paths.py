@@ -10,7 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.paths import broken_link, json_ready, not_a_file, odd_entry, output_file_problem, read_json
+from agent.paths import (
+    broken_link,
+    first_non_finite,
+    json_ready,
+    not_a_file,
+    odd_entry,
+    output_file_problem,
+    read_json,
+)
 from tests.conftest import run_command
 
 
@@ -153,3 +161,13 @@ def test_folder_held_closes_its_descriptor_where_no_lock_can_be_taken(tmp_path: 
             ran += 1
     assert ran == 3
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_first_non_finite_names_the_first_in_document_order_and_walks_deep_values():
+    value = json.loads('{"a": [1, {"b": NaN}], "c": Infinity}')
+    assert first_non_finite(value, "x") == ("x['a'][1]['b']", value["a"][1]["b"])
+    assert first_non_finite({"a": [1.5, "NaN", None, True]}) is None
+    deep = float("-inf")
+    for _ in range(5000):  # past Python's recursion limit
+        deep = [deep]
+    assert first_non_finite(deep) == ("[0]" * 5000, float("-inf"))

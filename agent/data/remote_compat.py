@@ -36,6 +36,7 @@ from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTime
 from urllib3.util.retry import Retry
 
 from ..errors import one_line
+from ..paths import first_non_finite
 
 log = logging.getLogger(__name__)
 
@@ -256,25 +257,10 @@ def _answer_problem(path: str, body) -> str | None:
         return f"a report {one_line(json.dumps(body))[:100]}, not a table"  # pandas reads columns or rows
     if path.endswith("/api/evaluation/finish") and not isinstance(body, dict):
         return f"a summary {one_line(json.dumps(body))[:100]}, not a JSON object"
-    if path.endswith("/api/evaluation/finish") and _has_non_finite(body):
+    if path.endswith("/api/evaluation/finish") and first_non_finite(body) is not None:
         # Python's reader takes NaN, Infinity and 1e999: written into summary.json, which strict JSON readers refuse
         return "a summary holding NaN or an infinite number, which JSON has not"
     return None
-
-
-def _has_non_finite(body) -> bool:
-    """Whether a parsed JSON value holds a NaN or infinite number anywhere (walked without recursion: an answer
-    may be nested nearly as deep as the reader allows)."""
-    pending = [body]
-    while pending:
-        value = pending.pop()
-        if isinstance(value, float) and not math.isfinite(value):
-            return True
-        if isinstance(value, dict):
-            pending.extend(value.values())
-        elif isinstance(value, list):
-            pending.extend(value)
-    return False
 
 
 def handle_response(self, response: requests.Response, raise_error: bool = False) -> bool:

@@ -22,7 +22,6 @@ other content once its frames are read (`replay.check_drawn_on`).
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,7 @@ from ..data.davis import (
 )
 from ..data.synthetic import davis_palette
 from ..errors import counted
-from ..paths import odd_entry, special_file
+from ..paths import first_non_finite, odd_entry, special_file
 from .video import IMAGE_SUFFIXES, InputError, VideoSource, image_entries, natural_key, upright, user_path
 
 NO_SCRIBBLE = -1
@@ -316,14 +315,8 @@ def _load_json(path: Path, video: VideoSource) -> tuple[list[dict], dict | None]
 def _refuse_non_finite(path: Path, data: dict) -> None:
     """InputError for a NaN or Infinity anywhere in a stroke (a "start_time": NaN): Python's JSON reads them, but they
     are no JSON numbers, and the export's scribbles.json would carry them to readers that refuse it."""
-    def first(value: object, where: str) -> tuple[str, float] | None:
-        if isinstance(value, float) and not math.isfinite(value):
-            return where, value
-        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-        return next((found for key, item in items if (found := first(item, f"{where}[{key!r}]"))), None)
-
     for key in ("scribbles", "rounds"):
-        found = first(data.get(key), key)
+        found = first_non_finite(data.get(key), key)
         if found:
             raise InputError(f"{path}: {found[0]} is {found[1]}, which JSON does not allow (NaN and Infinity are no "
                              "JSON numbers): give a finite number or remove it")
