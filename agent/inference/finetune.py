@@ -105,10 +105,10 @@ def finetune(
                 views.append((feats, labs))
             budgets = (TOPK_REFERENCES, samples_per_class) if loss == "topk" else (samples_per_class,) * 2
             pooled = [sample_pixels(labs, k, generator) for (_, labs), k in zip(views, budgets, strict=True)]
-            # A transform pushed every labelled pixel out of the frame, or all but one in both views: the head's
+            # A transform pushed every labelled pixel out of a view (none to pool), or all but one in both: the head's
             # batch norm needs two scores (a 1x1 was torch's "Expected more than 1 value per channel when training",
             # a traceback ending the round).
-            if any(len(p.indices) == 0 for p in pooled) or len(pooled[0].indices) * len(pooled[1].indices) < 2:
+            if len(pooled[0].indices) * len(pooled[1].indices) < 2:
                 continue
             if loss == "topk" and not torch.isin(pooled[1].classes, pooled[0].classes).any():
                 continue

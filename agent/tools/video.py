@@ -23,6 +23,7 @@ from ..data.davis import (
     draft_jpeg,
     exif_orientation,
     frame_mode_problem,
+    image_count,
     rgb_pixels,
     upright,
 )
@@ -308,7 +309,7 @@ def _tiff_pages(path: Path) -> int:
     """The number of pages of a TIFF file; 1 for any other file (or one PIL cannot open: FFmpeg judges it)."""
     try:
         with Image.open(path) as image:
-            return int(getattr(image, "n_frames", 1)) if image.format == "TIFF" else 1
+            return image_count(image) if image.format == "TIFF" else 1
     except IMAGE_ERRORS:
         return 1
 
