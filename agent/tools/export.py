@@ -184,14 +184,16 @@ def export(video: VideoSource, labels_at: Callable[[int], np.ndarray], output: P
         stage = Path(tempfile.mkdtemp(prefix=".export-", dir=output))
         with folder_held(output):  # not halfway through another run's moves
             replacing = _export_id(output)
-        try:
-            _write(video, labels_at, stage, num_objects, scribbles, progress)
-        except BaseException:
-            shutil.rmtree(stage, ignore_errors=True)
-            discard_empty_output(output)
-            raise
     except OSError as error:
-        line = _not_written(output, error)
+        raise _not_written(output, error) or error from error
+    try:
+        _write(video, labels_at, stage, num_objects, scribbles, progress)
+    except BaseException as error:
+        shutil.rmtree(stage, ignore_errors=True)
+        # Told before the empty folders prepare_output made go: a full disk in a new output folder was "the output
+        # folder was removed while this run went on".
+        line = _not_written(output, error) if isinstance(error, OSError) else None
+        discard_empty_output(output)
         if line is None:
             raise
         raise line from error

@@ -423,3 +423,19 @@ def test_an_output_folder_removed_or_made_read_only_while_the_masks_are_computed
     with pytest.raises(InputError, match=re.escape(f"{out}: cannot write the export there (Permission denied); "
                                                    "the folder is as it was")):
         export(video, lambda i: small_video.masks[i], out, 2)
+
+
+def test_a_full_disk_in_a_new_output_folder_is_named_so(small_video, tmp_path, monkeypatch):
+    """It was "the output folder was removed while this run went on": the empty folder the run made was removed
+    before the error was told."""
+    video = open_video(small_video.video)
+    out = prepare_output(tmp_path / "out")
+
+    def full(self, path, *args, **kwargs):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(Image.Image, "save", full)
+    with pytest.raises(InputError, match=re.escape(f"{out}: cannot write the export there (No space left on device); "
+                                                   "the folder is as it was")):
+        export(video, lambda i: small_video.masks[i], out, 2)
+    assert not out.exists()
