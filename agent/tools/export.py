@@ -17,9 +17,12 @@ import json
 import logging
 import os
 import shutil
+import signal
+import subprocess
 import tempfile
 from collections.abc import Callable
 from contextlib import suppress
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -27,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from ..data.synthetic import davis_palette
-from ..errors import counted, first_line
+from ..errors import counted, first_line, one_line
 from ..paths import file_in_the_way, folder_held, unused_path, unwritable_folder
 from ..signals import deferred_signals
 from .video import InputError, Progress, VideoSource, ffmpeg_path, user_path
@@ -291,10 +294,72 @@ def _not_written(output: Path, error: OSError) -> InputError | None:
                       "is as it was")
 
 
+class OverlayWriter:
+    """FFmpeg encoding raw RGB frames into `path` (H.264, `fps`). imageio-ffmpeg's write_frames never looks at
+    FFmpeg's exit status: a full disk or a file-size limit (FFmpeg killed by SIGXFSZ) cut overlay.mp4 short, with
+    no index (no player opens it), and the export was published, exit 0, FFmpeg's own error lines on the terminal.
+    Here FFmpeg's messages are kept, and a failure is an OSError naming the file and FFmpeg's last line."""
+
+    def __init__(self, path: Path, size: tuple[int, int], fps: float):
+        import imageio_ffmpeg
+
+        self.path = Path(path)
+        rate = Fraction(fps).limit_denominator()
+        # H.264's 4:2:0 needs even sides: an odd one is padded by a black pixel (FFmpeg's pad filter), not
+        # stretched to the even size (imageio-ffmpeg's macro_block_size did, with its WARNING). -crf 15 is
+        # imageio-ffmpeg's quality 7, which the overlays were written at.
+        command = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+                   "-s", f"{size[0]}x{size[1]}", "-r", str(rate), "-i", "-", "-an", "-vcodec", "libx264",
+                   "-pix_fmt", "yuv420p", "-crf", "15", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-preset", "veryfast",
+                   "-movflags", "+faststart", ffmpeg_path(self.path)]
+        self.messages = tempfile.TemporaryFile()  # a file, not a pipe: a pipe nobody reads fills and stalls FFmpeg
+        try:
+            # Its own session: Ctrl-C at the terminal reaches this process, which stops FFmpeg itself.
+            self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                            stderr=self.messages, start_new_session=True)
+        except BaseException:
+            self.messages.close()
+            raise
+
+    def send(self, frame: np.ndarray) -> None:
+        try:
+            self.process.stdin.write(np.ascontiguousarray(frame).tobytes())
+        except OSError:  # FFmpeg has stopped (a broken pipe): its own error says why
+            raise self._failure() from None
+
+    def close(self) -> None:
+        """Waits for FFmpeg to finish the file; OSError when it did not."""
+        with suppress(OSError):  # a broken pipe at the end: the exit status says it all
+            self.process.stdin.close()
+        if self.process.wait() != 0:
+            raise self._failure()
+        self.messages.close()
+
+    def abort(self) -> None:
+        """Stops FFmpeg (a failed or stopped export: its file is removed with the export's hidden folder)."""
+        if self.process.poll() is None:
+            self.process.kill()
+        with suppress(OSError):
+            self.process.stdin.close()
+        self.process.wait()
+        self.messages.close()
+
+    def _failure(self) -> OSError:
+        with suppress(OSError):  # FFmpeg has exited or is exiting: whatever is buffered cannot go
+            self.process.stdin.close()
+        code = self.process.wait()
+        self.messages.seek(0)
+        lines = [line.strip() for line in self.messages.read().decode("utf-8", "replace").splitlines() if line.strip()]
+        self.messages.close()
+        if code < 0:  # SIGXFSZ: a file-size limit
+            why = f"FFmpeg was killed by {signal.Signals(-code).name}, {signal.strsignal(-code)}"
+        else:  # "[out#0/mp4 @ 0x55d0e11dc500] Error closing file: No space left on device": the part after "] "
+            why = f"FFmpeg: {lines[-1].rpartition('] ')[2]}" if lines else f"FFmpeg exited with code {code}"
+        return OSError(errno.EIO, f"{self.path.name}: {one_line(why)}", str(self.path))
+
+
 def _write(video: VideoSource, labels_at: Callable[[int], np.ndarray], output: Path, num_objects: int,
            scribbles: dict | None, progress: Progress | None) -> None:
-    import imageio_ffmpeg
-
     (output / "masks").mkdir(parents=True, exist_ok=True)
     size = (video.height, video.width)
     objects = list(range(1, num_objects + 1))
@@ -304,13 +369,7 @@ def _write(video: VideoSource, labels_at: Callable[[int], np.ndarray], output: P
     if scale < 1:
         log.info("%s: %dx%d frames, more than H.264's %d pixels a side: overlay.mp4 is %dx%d", video.path,
                  video.width, video.height, MAX_OVERLAY_SIDE, *overlay_size)
-    # H.264's 4:2:0 needs even sides: an odd one is padded by a black pixel (FFmpeg's pad filter). imageio-ffmpeg's
-    # macro_block_size stretched a 641x359 overlay to 642x360 instead, with its WARNING.
-    writer = imageio_ffmpeg.write_frames(
-        ffmpeg_path(output / "overlay.mp4"), overlay_size, fps=video.fps, codec="libx264", quality=7,
-        macro_block_size=1, ffmpeg_log_level="error",
-        output_params=["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-preset", "veryfast", "-movflags", "+faststart"])
-    writer.send(None)
+    writer = OverlayWriter(output / "overlay.mp4", overlay_size, video.fps)
     frames_json = []
     try:
         for index, frame in enumerate(video.frames()):
@@ -322,12 +381,14 @@ def _write(video: VideoSource, labels_at: Callable[[int], np.ndarray], output: P
             tinted = overlay(frame, labels, colours)
             if scale < 1:
                 tinted = cv2.resize(tinted, overlay_size, interpolation=cv2.INTER_AREA)
-            writer.send(np.ascontiguousarray(tinted))
+            writer.send(tinted)
             frames_json.append({"index": index, "mask": name, "objects": rle(labels, objects)})
             if progress:
                 progress("export", index + 1, video.num_frames)
-    finally:
         writer.close()
+    except BaseException:
+        writer.abort()
+        raise
     meta = {"format": FORMAT, "rle": "coco", "video": str(video.path), "width": video.width,
             "height": video.height, "num_frames": video.num_frames, "fps": video.fps, "objects": objects,
             "frames": frames_json}

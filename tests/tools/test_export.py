@@ -425,6 +425,36 @@ def test_an_output_folder_removed_or_made_read_only_while_the_masks_are_computed
         export(video, lambda i: small_video.masks[i], out, 2)
 
 
+def test_an_overlay_ffmpeg_could_not_write_fails_the_export_and_publishes_nothing(small_video, tmp_path, monkeypatch):
+    """imageio-ffmpeg never looked at FFmpeg's exit status: a full disk or a file-size limit cut overlay.mp4 short
+    (no index, no player opens it), or left none, and the export was published, exit 0."""
+    import resource
+
+    from agent.tools import export as export_module
+
+    video = open_video(small_video.video)
+    earlier = export(video, lambda i: small_video.masks[i], prepare_output(tmp_path / "out"), 2)
+    before = {p.relative_to(earlier): p.read_bytes() for p in earlier.rglob("*") if p.is_file()}
+    # FFmpeg cannot open its output (a folder that is not there): the masks and masks.json are written all the same.
+    monkeypatch.setattr(export_module, "ffmpeg_path", lambda path: str(tmp_path / "gone" / "overlay.mp4"))
+    with pytest.raises(InputError, match=re.escape(f"{earlier}: cannot write the export there (overlay.mp4: FFmpeg: ")):
+        export(video, lambda i: small_video.masks[i], prepare_output(earlier, overwrite=True), 2)
+    assert {p.relative_to(earlier): p.read_bytes() for p in earlier.rglob("*") if p.is_file()} == before
+    monkeypatch.undo()
+    # A file-size limit: FFmpeg is killed by SIGXFSZ halfway through the overlay (this process ignores it, as
+    # Python does, and its small files fit).
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    fresh = tmp_path / "fresh"
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, hard))
+    try:
+        with pytest.raises(InputError, match=re.escape(f"{fresh}: cannot write the export there (overlay.mp4: FFmpeg "
+                                                       "was killed by SIGXFSZ")):
+            export(video, lambda i: small_video.masks[i], prepare_output(fresh), 2)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert not fresh.exists()
+
+
 def test_a_full_disk_in_a_new_output_folder_is_named_so(small_video, tmp_path, monkeypatch):
     """It was "the output folder was removed while this run went on": the empty folder the run made was removed
     before the error was told."""
