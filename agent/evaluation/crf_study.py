@@ -34,8 +34,9 @@ from ..errors import first_line
 from ..inference.crf import refine_frames
 from ..inference.plan import Strategy, plan_round
 from ..inference.predictor import Predictor
-from ..paths import special_file
+from ..paths import is_hidden, special_file
 from .error_location import BAND_PIXELS, boundary_distance, error_split
+from .outputs import atomic_path
 from .robot_play import frame_jaccard, next_scribble, stroke_frames
 from .study_inputs import variant_assignments
 
@@ -70,7 +71,13 @@ class CapturedSample:
             arrays.update({f"frames_{r}": self.frames[r], f"scores_{r}": self.scores[r],
                            f"crf_scale_{r}": np.float64(self.crf_scale[r]), f"jaccard_{r}": np.float64(self.jaccard[r])})
         path = folder / f"{self.name}.npz"
-        np.savez_compressed(path, **arrays)
+        # Atomic: a full disk (or Ctrl-C) mid-write left a truncated .npz that refused the whole folder's sweep, and
+        # the error ("a path: No space left on device") named no file.
+        try:
+            with atomic_path(path) as tmp:
+                np.savez_compressed(tmp, **arrays)
+        except OSError as error:
+            raise OSError(error.errno, error.strerror or first_line(error), str(path)) from error
         return path
 
     @classmethod
@@ -213,7 +220,7 @@ def score_sample(
 
 def load_captures(folder: Path, reader: DavisReader) -> list[CapturedSample]:
     """Every captured sample in `folder`, checked against the root's videos before any CRF runs."""
-    paths = sorted(Path(folder).glob("*.npz"))
+    paths = sorted(p for p in Path(folder).glob("*.npz") if not is_hidden(p))  # a save's temporary file is hidden
     if not paths:
         raise DatasetError(f"{folder}: no captured samples (*.npz); run `crf_study.py capture` first")
     samples = [CapturedSample.load(path) for path in paths]

@@ -142,6 +142,33 @@ def test_bad_captures_are_named(reader, tmp_path):
         load_captures(tmp_path, reader)
 
 
+
+def test_a_sample_the_disk_cannot_hold_leaves_no_truncated_npz(reader, tmp_path, monkeypatch):
+    """A full disk mid-save left a truncated .npz, which refused the whole capture's sweep ("cannot read it as a
+    captured sample"), and its error named no file ("error: a path: No space left on device")."""
+    sequence = reader.sequences("val")[0]
+    objects = int(reader.load_annotations(sequence).max())
+
+    def sample(scribble):
+        return CapturedSample(sequence, scribble, objects, {1: np.array([0])},
+                              {1: np.zeros((1, objects + 1, 4, 4), np.float32)}, {1: 0.5}, {1: 0.0})
+
+    sample(1).save(tmp_path)
+
+    def full_disk(file, **arrays):
+        Path(file).write_bytes(b"PK\x03\x04 the first bytes")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez_compressed", full_disk)
+    with pytest.raises(OSError) as raised:
+        sample(2).save(tmp_path)
+    assert (raised.value.filename, raised.value.strerror) == (str(tmp_path / f"{sequence}-002.npz"),
+                                                              "No space left on device")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{sequence}-001.npz"]
+    # a save's temporary file left by a process killed outright is no sample: the samples saved are swept
+    (tmp_path / f".{sequence}-002.npz.k3j2_x.npz").write_bytes(b"PK\x03\x04 the first bytes")
+    assert [s.scribble for s in load_captures(tmp_path, reader)] == [1]
+
 def test_variant_parsing():
     config, explicit = parse_variant("bilateral_srgb=6, scale=0.5")
     assert (config.bilateral_srgb, config.scale, explicit) == (6.0, 0.5, {"bilateral_srgb", "scale"})
