@@ -74,6 +74,7 @@ from ..model.checkpoint import (
     load_plain,
     save_atomic,
     save_checkpoint,
+    unreadable_why,
 )
 from ..model.siamese import SiameseEmbedder, build_model
 from ..model.similarity import Pooled, pair_loss, sample_pixels, topk_loss
@@ -497,10 +498,10 @@ def _load_training_state(path: Path, model: SiameseEmbedder, optimizer, device: 
                          scribbles: ScribbleConfig | None = None) -> int:
     """last.pt's weights and optimiser state loaded; its iteration. CheckpointError for a file that cannot be
     read, of other model settings or train.mode, or past train.iterations."""
+    model_pt = path.parent / "model.pt"
+    start = (f", or start one from the model.pt beside it (--set train.init_checkpoint={model_pt})"
+             if model_pt.is_file() else "")
     if path.stat().st_size == 0:  # it was "(EOFError: Ran out of input)": a crash before the file's data was on disk
-        model_pt = path.parent / "model.pt"
-        start = (f", or start one from the model.pt beside it (--set train.init_checkpoint={model_pt})"
-                 if model_pt.is_file() else "")
         raise CheckpointError(f"cannot resume from {path}: an empty file (0 bytes), not a training state: pick another "
                               f"--output-dir{start}")
     try:
@@ -542,9 +543,10 @@ def _load_training_state(path: Path, model: SiameseEmbedder, optimizer, device: 
     except CheckpointError:
         raise
     except Exception as error:  # corrupt file, wrong format
-        raise CheckpointError(
-            f"cannot resume from {path} ({typed_line(error)}): delete it or pick another --output-dir"
-        ) from error
+        # Not "delete it": --resume of a folder holding model.pt but no last.pt is refused (a fresh start would
+        # replace the model); a truncated last.pt quoted torch's five sentences.
+        why = unreadable_why(error) if str(error).startswith("PytorchStreamReader") else typed_line(error)
+        raise CheckpointError(f"cannot resume from {path} ({why}): pick another --output-dir{start}") from error
     if iteration > config.iterations:  # nothing would run: model.pt stays the longer run's, named as this one
         raise CheckpointError(f"{path} is at iteration {iteration}, past train.iterations={config.iterations}: "
                               f"resume with --iterations {iteration} or more, or pick another --output-dir")

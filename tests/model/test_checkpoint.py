@@ -272,6 +272,16 @@ def test_an_empty_checkpoint_says_it_is_empty(tmp_path) -> None:
         read_checkpoint_config(empty)
 
 
+
+def test_a_truncated_checkpoint_says_so_in_a_short_line(tmp_path) -> None:
+    """torch's zip reader's error went on for five sentences of advice, a 400-character line."""
+    path = save_checkpoint(tmp_path / "model.pt", _model())
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError) as error:
+        read_checkpoint_config(path)
+    assert str(error.value) == (f"checkpoint {path} is corrupt or not a checkpoint (truncated or damaged: "
+                                "PytorchStreamReader failed reading zip archive: failed finding central directory)")
+
 def test_a_training_run_folder_without_model_pt_says_none_is_saved_yet(tmp_path) -> None:
     run = tmp_path / "run"
     run.mkdir()

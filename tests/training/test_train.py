@@ -475,6 +475,21 @@ def test_resume_from_an_empty_state_says_it_is_empty(tmp_path: Path, capsys) -> 
     assert f"--set train.init_checkpoint={out / 'model.pt'}" in line and "EOFError" not in line
 
 
+
+def test_resume_from_a_truncated_state_says_so_and_names_the_model_beside_it(tmp_path: Path, capsys) -> None:
+    """A last.pt cut short (a crash or a full disk while it was copied) quoted torch's five sentences and advised
+    "delete it", after which --resume of a folder holding model.pt but no last.pt is refused."""
+    out = tmp_path / "run"
+    assert main([*TINY_ARGS, "--iterations", "1", "--output-dir", str(out)]) == 0
+    state = (out / "last.pt").read_bytes()
+    (out / "last.pt").write_bytes(state[: len(state) // 2])
+    capsys.readouterr()
+    assert main([*TINY_ARGS, "--iterations", "2", "--resume", "--output-dir", str(out)]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert f"cannot resume from {out / 'last.pt'} (truncated or damaged: PytorchStreamReader failed" in line
+    assert f"--set train.init_checkpoint={out / 'model.pt'}" in line
+    assert "delete it" not in line and "If you are seeing this error" not in line
+
 def test_resume_never_replaces_a_model_it_cannot_continue(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     args = [*TINY_ARGS, "--checkpoint-every", "2", "--output-dir", str(out)]
