@@ -253,7 +253,8 @@ def _say_where(output, what: str) -> None:
     """Where the stopped run's files are, and that earlier results were kept."""
     if not output.work.is_dir():
         return
-    print(f"{what}: {output.work}", file=sys.stderr)
+    if (output.work / "summary.json").is_file():  # none when the disk is full: no results there to point to
+        print(f"{what}: {output.work}", file=sys.stderr)
     if output.staged:
         print(f"{output.final} still holds the earlier run's results (not replaced)", file=sys.stderr)
 

@@ -169,8 +169,10 @@ def run_session(
             with deferred_signals():
                 summary, paths = _write_results(output_dir, reports, layout, config, registration, predictor,
                                                 strategy, interrupted, stopped_by, framework_summary, (submitted, late))
-            if interrupted:
+            if interrupted and "summary" in paths:
                 log.warning("session stopped early: partial results written to %s", output_dir)
+            elif interrupted:  # a full disk: it said "partial results written" of a folder holding none
+                log.warning("session stopped early: its results could not be written to %s", output_dir)
     return SessionResult(summary=summary, paths=paths, interrupted=interrupted)
 
 

@@ -616,6 +616,23 @@ def test_a_full_disk_during_the_session_is_one_line_and_keeps_what_finished(root
     assert summary["auc"] is None and summary["auc_partial"] > 0  # the second sample stopped after its round 1
 
 
+
+def test_a_disk_too_full_for_any_result_points_to_no_results(root, tmp_path, capsys, caplog, monkeypatch):
+    """Every file refused: the run said "partial results written to <out>" and "results so far: <out>" of a folder
+    holding only its config.json."""
+    from agent.evaluation import report, session
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(session, "_log_interaction", full)
+    monkeypatch.setattr(report, "atomic_path", full)
+    out = tmp_path / "out"
+    code, errors, err = _cli(capsys, *_baseline_run(root, out))
+    assert (code, errors) == (2, [f"error: {out}: No space left on device"]) and "results so far" not in err, err
+    assert not (out / "summary.json").exists()
+    assert "partial results written" not in caplog.text and f"its results could not be written to {out}" in caplog.text
+
 class _RemovesAFrameOfTheNextVideo(ScribblePaintBaseline):
     def __init__(self, frames_dir: Path):
         super().__init__()
