@@ -166,6 +166,18 @@ def output_file_problem(path: Path, what: str) -> str | None:
     return None
 
 
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """The block's OSError names `path` when it names no file: a write or flush the disk refuses (full, a file-size
+    limit) says only "No space left on device", and the commands' line was "error: a path: ..."."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is not None:
+            raise
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from error
+
+
 def unused_path(path: Path, keep_suffix: bool = True) -> Path:
     """`path`, or the first of `stem-2.ext`, `stem-3.ext`, ... that does not exist (keep_suffix False:
     `name-2`, `name-3`, ..., for names whose dots are not a suffix)."""

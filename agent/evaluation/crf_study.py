@@ -34,7 +34,7 @@ from ..errors import first_line
 from ..inference.crf import refine_frames
 from ..inference.plan import Strategy, plan_round
 from ..inference.predictor import Predictor
-from ..paths import is_hidden, special_file
+from ..paths import is_hidden, special_file, writing
 from .error_location import BAND_PIXELS, boundary_distance, error_split
 from .outputs import atomic_path
 from .robot_play import frame_jaccard, next_scribble, stroke_frames
@@ -73,11 +73,8 @@ class CapturedSample:
         path = folder / f"{self.name}.npz"
         # Atomic: a full disk (or Ctrl-C) mid-write left a truncated .npz that refused the whole folder's sweep, and
         # the error ("a path: No space left on device") named no file.
-        try:
-            with atomic_path(path) as tmp:
-                np.savez_compressed(tmp, **arrays)
-        except OSError as error:
-            raise OSError(error.errno, error.strerror or first_line(error), str(path)) from error
+        with writing(path), atomic_path(path) as tmp:
+            np.savez_compressed(tmp, **arrays)
         return path
 
     @classmethod

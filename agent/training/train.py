@@ -78,7 +78,15 @@ from ..model.checkpoint import (
 )
 from ..model.siamese import SiameseEmbedder, build_model
 from ..model.similarity import Pooled, pair_loss, sample_pixels, topk_loss
-from ..paths import file_in_the_way, lock_folder, path_arg, special_file, unlock_folder, unwritable_folder
+from ..paths import (
+    file_in_the_way,
+    lock_folder,
+    path_arg,
+    special_file,
+    unlock_folder,
+    unwritable_folder,
+    writing,
+)
 from ..signals import deferred_signals, exit_code, signal_name, terminate_as_interrupt
 from .data import NO_TRAINING_VIDEOS, load_training_set, training_sequences
 from .strokes import stroke_labels
@@ -312,7 +320,8 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
                 optimizer.step()
                 done = iteration + 1
                 if loss_log is not None:
-                    loss_log.write(f"{done},{value:.6f},{optimizer.param_groups[0]['lr']:.6g}\n")
+                    with writing(output_dir / "losses.csv"):  # a full disk's error names no file
+                        loss_log.write(f"{done},{value:.6f},{optimizer.param_groups[0]['lr']:.6g}\n")
             running = value if running is None else 0.98 * running + 0.02 * value
             progress.set_postfix(loss=f"{running:.4f}")
             synchronise = False
@@ -334,8 +343,8 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
                     record = {"iteration": done, "loss": running,
                               **_validate(model, config, transfer)}
                     log.info("validation at %d: %s", done, json.dumps(record))
-                    with (output_dir / "validation.jsonl").open("a") as handle:
-                        handle.write(json.dumps(record) + "\n")
+                    with writing(output_dir / "validation.jsonl"), (output_dir / "validation.jsonl").open("a") as f:
+                        f.write(json.dumps(record) + "\n")
                     _train_mode(model, frozen, config.freeze_backbone_bn)
                 synchronise = True
             if synchronise and world > 1:
@@ -358,7 +367,8 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
     finally:
         progress.close()
         if loss_log is not None:
-            loss_log.close()
+            with writing(output_dir / "losses.csv"):  # the line a full disk refused is flushed again here
+                loss_log.close()
     return model_path
 
 

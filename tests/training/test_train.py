@@ -490,6 +490,34 @@ def test_resume_from_a_truncated_state_says_so_and_names_the_model_beside_it(tmp
     assert f"--set train.init_checkpoint={out / 'model.pt'}" in line
     assert "delete it" not in line and "If you are seeing this error" not in line
 
+
+def test_a_full_disk_under_the_loss_log_names_it(tmp_path: Path, capsys, monkeypatch) -> None:
+    """A write's error names no file: the line was "error: a path: No space left on device"."""
+    import errno
+
+    import agent.training.train as training
+
+    class FullAfterTwoLines:
+        def __init__(self, handle):
+            self.handle, self.lines = handle, 0
+
+        def write(self, text):
+            self.lines += 1
+            if self.lines > 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.handle.write(text)
+
+        def close(self):
+            self.handle.close()
+
+    real = training._open_loss_log
+    monkeypatch.setattr(training, "_open_loss_log", lambda path, start: FullAfterTwoLines(real(path, start)))
+    out = tmp_path / "run"
+    assert main([*TINY_ARGS, "--iterations", "4", "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        f"error: {out / 'losses.csv'}: No space left on device"] and "Traceback" not in err
+
 def test_resume_never_replaces_a_model_it_cannot_continue(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     args = [*TINY_ARGS, "--checkpoint-every", "2", "--output-dir", str(out)]
