@@ -28,6 +28,7 @@ from ..data.registry import Registration, register_dataset
 from ..errors import first_line, typed_line
 from ..inference.plan import Strategy, plan_round
 from ..inference.predictor import Predictor
+from ..paths import writing
 from ..signals import deferred_signals, signal_name
 from .connection import keep_reports, open_session, redact
 from .outputs import atomic_write_text
@@ -249,6 +250,6 @@ def _log_interaction(path: Path, session, sequence: str, interaction: int, secon
         "crf_scale": plan.crf_scale,
         "frame_stride": plan.frame_stride,
     }
-    with path.open("a") as handle:
+    with writing(path), path.open("a") as handle:  # a full disk's error names no file: the run's folder was named
         handle.write(json.dumps(record) + "\n")
     return record["evaluated"]

@@ -617,6 +617,33 @@ def test_a_full_disk_during_the_session_is_one_line_and_keeps_what_finished(root
 
 
 
+
+def test_a_full_disk_under_the_interactions_log_names_it(root, tmp_path, capsys, monkeypatch):
+    """A write's error names no file: the line named the run's folder."""
+    real_open = Path.open
+
+    class Full:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def opened(self, mode="r", *args, **kwargs):
+        handle = real_open(self, mode, *args, **kwargs)
+        return Full(handle) if self.name == "interactions.jsonl" and mode == "a" else handle
+
+    monkeypatch.setattr(Path, "open", opened)
+    out = tmp_path / "out"
+    _refused(capsys, *_baseline_run(root, out), fragments=(f"error: {out / 'interactions.jsonl'}: No space left on device",))
+    assert json.loads((out / "summary.json").read_text())["stopped_by"].startswith("OSError")
+
 def test_a_disk_too_full_for_any_result_points_to_no_results(root, tmp_path, capsys, caplog, monkeypatch):
     """Every file refused: the run said "partial results written to <out>" and "results so far: <out>" of a folder
     holding only its config.json."""
