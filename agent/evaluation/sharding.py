@@ -24,7 +24,7 @@ import pandas as pd
 from ..config import MAX_INTERACTIONS_LIMIT, MAX_TIME_LIMIT, ConfigError, parse_shard
 from ..data.davis import MAX_OBJECT_ID, SequenceInfo
 from ..errors import CommandParser, counted, first_line, os_error_line, repeated
-from ..paths import not_a_file, path_arg, read_json
+from ..paths import lock_folder, not_a_file, path_arg, read_json, unlock_folder
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,21 @@ def shard_sequences(infos: dict[str, SequenceInfo], index: int, count: int) -> l
 _SAME = ("metric", "max_interactions", "max_time", "threshold", "predictor", "strategy")
 
 
+def _no_summary_yet(directory: Path) -> None:
+    """MergeError for a session run's folder (its config.json, written first) without its summary.json, written
+    last: the run is still going (it holds the folder's lock) or was killed. It was "summary.json does not exist
+    (pass the output directories of session runs)", of one."""
+    try:
+        unlock_folder(lock_folder(directory))
+    except BlockingIOError:
+        raise MergeError(f"{directory}: a run is still writing there (no summary.json yet): pass it once the run "
+                         "completes") from None
+    except OSError:  # cannot be opened to lock: the checks that follow say why
+        return
+    raise MergeError(f"{directory / 'summary.json'} does not exist: the run there stopped before writing its summary "
+                     "(killed?), so it has no results to read: run it again")
+
+
 def read_run(directory: Path, required: tuple[str, ...] = (*_SAME, "shard"),
              with_config: bool = True) -> tuple[dict, pd.DataFrame, dict]:
     """(summary.json, report.csv, config.json or {}) of a session run's folder, each checked as a session writes
@@ -75,6 +90,8 @@ def read_run(directory: Path, required: tuple[str, ...] = (*_SAME, "shard"),
     from .report import load_report
 
     summary_path, report_path = directory / "summary.json", directory / "report.csv"
+    if not summary_path.exists() and (directory / "config.json").is_file():
+        _no_summary_yet(directory)
     for path in (summary_path, report_path):
         why = not_a_file(path)
         if why:

@@ -305,6 +305,27 @@ def test_a_fifo_for_a_runs_file_is_named(tmp_path, capsys):
     assert "is a FIFO (named pipe), not a file" in _merge_error(capsys, run, "--output", tmp_path / "m")
 
 
+
+def test_a_run_still_going_or_killed_before_its_summary_is_named_so(tmp_path, capsys):
+    """A session run's folder without its summary.json (written last) was "summary.json does not exist (pass the
+    output directories of session runs)", of one."""
+    from agent.paths import lock_folder, unlock_folder
+
+    done = _fake_run(tmp_path / "done", ["a"], "1/2")
+    going = tmp_path / "going"
+    going.mkdir()
+    (going / "config.json").write_text("{}")  # the runner writes it first, the summary last
+    (going / "interactions.jsonl").write_text("")
+    lock = lock_folder(going)  # as a session holds its output folder until it completes
+    try:
+        err = _merge_error(capsys, done, going, "--output", tmp_path / "m")
+    finally:
+        unlock_folder(lock)
+    assert err == f"error: {going}: a run is still writing there (no summary.json yet): pass it once the run completes\n"
+    err = _merge_error(capsys, done, going, "--output", tmp_path / "m")
+    assert f"{going / 'summary.json'} does not exist: the run there stopped before writing its summary" in err
+    assert "pass the output directories of session runs" not in err and not (tmp_path / "m").exists()
+
 def test_merge_refuses_runs_of_other_settings_or_data_and_ignores_what_a_machine_sets(tmp_path, capsys):
     # Shard 1 of one experiment and shard 2 of another (a --set, another checkpoint or dataset) were published
     # as one evaluation.
