@@ -320,7 +320,8 @@ def write_outputs(
                 write(tmp)
             written[name] = paths[name]
         except Exception as error:  # noqa: BLE001  (one lost file must not lose the rest)
-            log.error("could not write %s: %s", paths[name], error)
+            if not (strict and not failed):  # strict: the first is the caller's error line (it was said twice)
+                log.error("could not write %s: %s", paths[name], error)
             failed[paths[name]] = error
     if strict and failed:
         path, error = next(iter(failed.items()))

@@ -192,7 +192,7 @@ def test_merge_names_the_malformed_file_and_never_writes_over_results(tmp_path, 
     assert (kept / "notes.txt").read_text() == "mine" and not (tmp_path / "m").exists()
 
 
-def test_a_merge_whose_files_cannot_all_be_written_is_not_published(tmp_path, capsys, monkeypatch):
+def test_a_merge_whose_files_cannot_all_be_written_is_not_published(tmp_path, capsys, caplog, monkeypatch):
     # A full disk: the merge was published without its report.csv over an earlier merge, and exited 0.
     from agent.evaluation import outputs
 
@@ -208,8 +208,10 @@ def test_a_merge_whose_files_cannot_all_be_written_is_not_published(tmp_path, ca
         return atomic_path(path)
 
     monkeypatch.setattr("agent.evaluation.report.atomic_path", full_for_csv)
+    caplog.set_level("ERROR")
     err = _merge_error(capsys, run, "--output", merged, "--overwrite")
     assert "report.csv: could not be written (No space left on device); the incomplete merge is in" in err, err
+    assert "could not write" not in caplog.text  # the one fault was told twice: a log line, then the error line
     assert sorted(p.name for p in merged.iterdir()) == ["summary.json"]
     assert (merged / "summary.json").read_text() == "an earlier merge"
 
