@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse, urlsplit
 
-from .errors import first_line, repeated
+from .errors import ascii_int, first_line, repeated
 from .paths import expand_user, special_file
 
 log = logging.getLogger(__name__)
@@ -632,7 +632,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     """'K/N' -> (K, N) with 1 <= K <= N; ConfigError otherwise."""
     index, sep, count = str(text).partition("/")
     try:
-        index, count = int(index), int(count)
+        index, count = ascii_int(index), ascii_int(count)
     except ValueError:
         index = count = 0
     _require(bool(sep) and 1 <= index <= count, f"session.shard must be K/N with 1 <= K <= N (e.g. 2/4), got {text!r}")
@@ -956,7 +956,7 @@ def _yaml_loader():
             # octal (`--set agent.seed=010` was 8). Its other forms are text, refused where a number belongs: `0x10`
             # was 16, `0b11` 3 and `1:30` 90 (base 60), which YAML 1.2 and JSON read otherwise or not at all.
             text = str(self.construct_scalar(node))
-            if text.replace("_", "").lstrip("+-").isdigit():
+            if text.replace("_", "").lstrip("+-").isdigit() and text.isascii():  # `!!int ١٢` was 12
                 return int(text.replace("_", ""), 10)
             return text
 
@@ -968,7 +968,8 @@ def _yaml_loader():
 
         def construct_yaml_float(self, node):
             text = str(self.construct_scalar(node))
-            return text if ":" in text else super().construct_yaml_float(node)  # base 60: `1:30.5` was 90.5
+            # Base 60: `1:30.5` was 90.5; `!!float ١.٥` was 1.5 (float() takes other scripts' digits).
+            return text if ":" in text or not text.isascii() else super().construct_yaml_float(node)
 
     Loader.add_constructor("tag:yaml.org,2002:bool", Loader.construct_yaml_bool)
     Loader.add_constructor("tag:yaml.org,2002:int", Loader.construct_yaml_int)

@@ -47,6 +47,21 @@ def validation_problems(problems) -> str:
     return "; ".join(f"{'.'.join(map(str, p.get('loc', ())))}: {p.get('msg')}" for p in problems)
 
 
+def ascii_int(text: object) -> int:
+    """int(text) of ASCII digits only: int() and str.isdigit() also take other scripts' digits, so `--shard ١/٢`
+    or a fullwidth `１/２` passed as 1/2."""
+    if not str(text).isascii():
+        raise ValueError(f"not a decimal integer in ASCII digits: {text!r}")
+    return int(text)
+
+
+def ascii_float(text: object) -> float:
+    """float(text) of ASCII characters only, as ascii_int (`--max-time ３０` was 30 s)."""
+    if not str(text).isascii():
+        raise ValueError(f"not a decimal number in ASCII digits: {text!r}")
+    return float(text)
+
+
 def repeated(values: Iterable[Hashable]) -> list:
     """The values given more than once, in the order of their first occurrence, for an error that names them
     (counted at once: list.count per value took minutes for 80,000 YAML keys)."""
@@ -57,7 +72,13 @@ class CommandParser(argparse.ArgumentParser):
     """The commands' argument parser: argparse's own errors (a bad value, an unknown flag, a missing argument, an
     invalid choice) are one `error: <what> (see --help)` line, exit code 2, as every other error of the commands;
     argparse printed its whole usage text above `prog: error: ...`. --help is argparse's own. Sub-commands'
-    parsers (add_subparsers) are of this class too."""
+    parsers (add_subparsers) are of this class too. `type=int` and `type=float` take ASCII digits only (ascii_int).
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("type", int, ascii_int)  # argparse looks a type up here first; its error still says "int"
+        self.register("type", float, ascii_float)
 
     def error(self, message: str) -> NoReturn:
         # one_line: an unknown argument is quoted as typed, and may hold a line break or an escape sequence.

@@ -137,6 +137,47 @@ def test_a_negative_shard_is_one_line_about_it(capsys, argv, given):
     assert line == f"error: config: session.shard must be K/N with 1 <= K <= N (e.g. 2/4), got '{given}'"
 
 
+SHARD_LINE = "error: config: session.shard must be K/N with 1 <= K <= N (e.g. 2/4), got '{}'"
+
+
+@pytest.mark.parametrize(("argv", "line"), [
+    (["--shard", "\u0661/\u0662"], SHARD_LINE.format("\u0661/\u0662")),  # Arabic-Indic 1/2
+    (["--shard", "\uff11/\uff12"], SHARD_LINE.format("\uff11/\uff12")),  # fullwidth 1/2
+    (["--max-interactions", "\u0668"], "error: argument --max-interactions: invalid int value: '\u0668' (see --help)"),
+    (["--seed", "\uff11\uff12"], "error: argument --seed: invalid int value: '\uff11\uff12' (see --help)"),
+    (["--max-time", "\uff13\uff10"], "error: argument --max-time: invalid float value: '\uff13\uff10' (see --help)"),
+    (["--set", "agent.seed=!!int \u0661\u0662"],
+     "error: config: agent.seed: expected a decimal integer, got the text '\u0661\u0662'"),
+    (["--set", "session.max_time=!!float \uff13\uff10"],
+     "error: config: session.max_time: expected a decimal number, got the text '\uff13\uff10'"),
+])
+def test_numbers_in_other_scripts_digits_are_one_line_naming_the_option(capsys, tmp_path, argv, line):
+    # int(), float() and str.isdigit() take any script's digits: `--shard ١/٢` played shard 1 of 2. (An absent root:
+    # a number taken is then a quick other error, not a session played.)
+    try:
+        code = session_runner.main([*argv, "--davis-root", str(tmp_path / "absent"), "--output-dir", str(tmp_path / "o")])
+    except SystemExit as exit_:  # argparse's own error (CommandParser's one line)
+        code = exit_.code
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [line]
+
+
+def test_ascii_digits_are_still_numbers():
+    args = session_runner.parse_args(["--max-interactions", "8", "--seed", "12", "--max-time", "30", "--shard", "1/2"])
+    config = session_runner.resolve_config(args)
+    assert (config.session.max_interactions, config.agent.seed, config.session.max_time) == (8, 12, 30.0)
+    assert parse_shard(config.session.shard) == (1, 2)
+
+
+def test_train_sizes_and_levels_in_other_scripts_digits_are_refused():
+    from agent.training import train
+
+    with pytest.raises(ConfigError, match="--input-size must be HxW"):
+        train.resolve_config(train.parse_args(["--input-size", "\uff14\uff18x80"]))
+    with pytest.raises(ConfigError, match="model.feature_levels: item 2 is str '\u0662'"):
+        train.resolve_config(train.parse_args(["--feature-levels", "1,\u0662"]))
+
+
 @pytest.mark.parametrize(("text", "section"), [('{"session": 5}', "session"), ('{"agent": {"crf": [1]}}', "agent.crf")])
 def test_a_config_section_that_is_not_a_mapping_is_one_error(tmp_path, text, section):
     # It used to be dropped silently whenever a flag set a field of the same section.

@@ -141,3 +141,20 @@ def test_help_is_still_argparses_own(capsys):
             crf_study.parse_args(argv)
         out, err = capsys.readouterr()
         assert exit_info.value.code == 0 and err == "" and out.startswith("usage: ") and "--davis-root" in out
+
+
+def test_command_parser_takes_ascii_digits_only_in_int_and_float_options_and_subcommands(capsys):
+    from agent.errors import CommandParser
+
+    parser = CommandParser(prog="p")
+    sub = parser.add_subparsers(dest="command").add_parser("run")
+    sub.add_argument("--count", type=int)
+    sub.add_argument("--scale", type=float)
+    assert vars(parser.parse_args(["run", "--count", "12", "--scale", "0.5"])) == \
+        {"command": "run", "count": 12, "scale": 0.5}
+    for argv, line in ((["--count", "\u0661\u0662"], "error: argument --count: invalid int value: '\u0661\u0662'"),
+                       (["--scale", "\uff10.5"], "error: argument --scale: invalid float value: '\uff10.5'")):
+        with pytest.raises(SystemExit) as exit_:
+            parser.parse_args(["run", *argv])  # int('١٢') is 12, float('０.5') 0.5
+        assert exit_.value.code == 2
+        assert capsys.readouterr().err.splitlines() == [f"{line} (see --help)"]

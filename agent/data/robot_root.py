@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from ..config import HOLDOUT, ConfigError, comma_names
-from ..errors import CommandParser, repeated
+from ..errors import CommandParser, ascii_float, repeated
 from ..paths import file_in_the_way, path_arg
 from ..signals import exit_code, signal_name, terminate_as_interrupt
 from .davis import VOID_LABEL, DatasetError, DavisReader
@@ -152,7 +152,7 @@ def positions_arg(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"{text!r}: an empty item between commas (an unset variable?): give each "
                                          "position")
     try:
-        values = tuple(float(v) for v in items if v)
+        values = tuple(ascii_float(v) for v in items if v)
     except ValueError:
         values = ()
     if not values or not all(0.0 <= v <= 1.0 for v in values):

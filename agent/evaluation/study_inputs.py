@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..config import MAX_INTERACTIONS_LIMIT, ConfigError, comma_names
 from ..data.davis import DatasetError, DavisReader, SequenceInfo
-from ..errors import os_error_line, repeated
+from ..errors import ascii_int, os_error_line, repeated
 from ..inference.plan import Strategy
 from ..paths import output_file_problem
 from .outputs import OutputDirError, replaced_input
@@ -21,7 +21,7 @@ def int_list(text: str, name: str, at_most: int | None = None) -> list[int]:
     otherwise, also for an empty item (`1,,4`, a trailing comma: it was dropped without a word)."""
     parts = comma_names(text, name)
     try:
-        values = [int(part) for part in parts]
+        values = [ascii_int(part) for part in parts]
     except ValueError:
         raise ConfigError(f"{name} {text!r}: expected comma-separated integers") from None
     if not values or min(values) < 1:

@@ -64,7 +64,7 @@ from ..config import (
 from ..data.davis import DatasetError, DavisReader
 from ..data.validation import validate_sequence
 from ..device import resolve_device
-from ..errors import CommandParser, os_error_line, repeated, typed_line
+from ..errors import CommandParser, ascii_int, os_error_line, repeated, typed_line
 from ..model.backbones import WeightsUnavailableError, check_weights_installed
 from ..model.checkpoint import (
     CheckpointError,
@@ -616,7 +616,7 @@ def resolve_config(args: argparse.Namespace) -> TrainRunConfig:
     size = None
     if args.input_size is not None:
         try:
-            size = [int(v) for v in args.input_size.lower().split("x")]
+            size = [ascii_int(v) for v in args.input_size.lower().split("x")]
         except ValueError as error:
             raise ConfigError(f"--input-size must be HxW, e.g. 240x427, got {args.input_size!r}") from error
     levels = comma_names(args.feature_levels, "--feature-levels")
@@ -630,7 +630,9 @@ def resolve_config(args: argparse.Namespace) -> TrainRunConfig:
         "train.val_sequences": comma_names(args.val_sequences, "--val-sequences"), "train.output_dir": args.output_dir,
         "train.device": args.device, "train.seed": args.seed,
         "model.backbone": args.backbone, "model.pretrained": args.pretrained, "model.output_stride": args.output_stride,
-        "model.feature_levels": [int(v) for v in levels] if levels and all(v.isdigit() for v in levels) else levels,
+        # Other scripts' digits (`٢`) and `²` stay text, the item named: int() read one and raised on the other.
+        "model.feature_levels": None if levels is None else [int(v) if v.isascii() and v.isdigit() else v
+                                                             for v in levels],
         "model.embedding_dim": args.embedding_dim, "model.input_size": size, "model.decoder_init": args.decoder_init,
         "transfer.samples_per_class": args.samples_per_class,
     }

@@ -114,6 +114,8 @@ def test_command_line_refuses_bad_input_in_one_line(tiny_synthetic_root, tmp_pat
                            (["--scribbles", "9"], "scribble file(s), --scribbles asks for 9"),
                            # played twice, then a traceback in the summary once the study had run
                            (["--scribbles", "1,1"], "--scribbles '1,1': 1 given more than once"),
+                           # int() took other scripts' digits: `١,٢` played samples 1 and 2
+                           (["--scribbles", "\u0661,\u0662"], "expected comma-separated integers"),
                            (["--variant", "momentum=x"], "--variant 'momentum=x'"),
                            (["--sequences", "absent"], "unknown sequence(s) absent"),
                            (["--set", "finetune.speed=1"], "unknown key 'speed'")):
