@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 MAX_TIME, MAX_INTERACTIONS = 600, 16  # what the framework's session caps a client's own settings at
 MAX_ANSWER_BYTES = 256 * 2**20  # of one answer: DAVIS's largest report (16 rounds of test-dev) is about 60 MB
+MAX_NAME_BYTES = 255  # of a sequence name: a folder's (JPEGImages/480p/<name>), NAME_MAX on Linux and macOS
 
 
 class RemoteServerError(Exception):
@@ -213,6 +214,12 @@ def _is_number(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _quoted_name(name: str) -> str:
+    """A server's sequence name quoted for an error, at most 80 characters of it: its words reach the terminal."""
+    text = repr(name)
+    return text if len(text) <= 80 else f"{text[:80]}... ({len(name)} characters)"
+
+
 def _samples_problem(body) -> str | None:
     """What is wrong with a samples answer (`[[[sequence, scribble_idx], ...], max_time, max_interactions]`), or
     None. The framework unpacks and shuffles it unchecked, and the session indexes every sample."""
@@ -227,7 +234,10 @@ def _samples_problem(body) -> str | None:
             return f"a sample {one_line(json.dumps(sample))[:100]}, not [sequence name, scribble index]"
         name, index = sample
         if name in ("", ".", "..") or any(character in name for character in "/\\") or not name.isprintable():
-            return f"a sample of sequence {name!r}, not a folder name (its frames are read from the DAVIS root)"
+            return f"a sample of sequence {_quoted_name(name)}, not a folder name (its frames are read from the DAVIS root)"
+        if len(name.encode()) > MAX_NAME_BYTES:  # a 5000-character name was a 5000-character "File name too long"
+            return (f"a sample of sequence {_quoted_name(name)}, a name longer than a folder's {MAX_NAME_BYTES} bytes "
+                    "(its frames are read from the DAVIS root)")
         if index < 1:
             return f"a sample {name} #{index}: scribble indices count from 1"
         if index in seen.setdefault(name, set()):  # the server refuses the second one's rounds, mid-session

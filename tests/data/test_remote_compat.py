@@ -147,6 +147,20 @@ def test_a_samples_answer_the_framework_cannot_play_is_one_error(body, expected)
         handle_response(_Connector(), answer, raise_error=True)
 
 
+@pytest.mark.parametrize("name", ["a" * 5000, "a/" * 2500, "\u00e9" * 128])
+def test_a_sequence_name_no_folder_can_have_is_one_short_error(name):
+    # A 5000-character name was a 5000-character "File name too long" line (its frames' folder, JPEGImages/480p/<name>).
+    answer = _response(200, json.dumps([[["dog", 1], [name, 1]], 60, 2]).encode(), url=SAMPLES)
+    with pytest.raises(RemoteServerError, match=f"answered GET {SAMPLES} with a sample of sequence '{name[:10]}") \
+            as error:
+        handle_response(_Connector(), answer, raise_error=True)
+    assert len(str(error.value)) < 300 and f"... ({len(name)} characters)" in str(error.value)
+    assert ("not a folder name" if "/" in name else "a name longer than a folder's 255 bytes") in str(error.value)
+    longest = "\u00e9" * 127 + "a"  # 255 bytes in UTF-8: a folder may have it
+    assert handle_response(_Connector(), _response(200, json.dumps([[[longest, 1]], 60, 2]).encode(), url=SAMPLES)) \
+        is False
+
+
 def test_good_samples_and_other_answers_pass():
     for body in ([[["dog", 1], ["dog", 2]], 30, 8], [[["dog", 1]], None, None]):  # null: the client's setting
         assert handle_response(_Connector(), _response(200, json.dumps(body).encode(), url=SAMPLES)) is False
