@@ -59,6 +59,18 @@ def path_arg(text: str) -> Path:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def root_or_home(path: Path) -> str | None:
+    """"the file system's root" or "your home folder" when `path` is that folder itself (an output there mixes its
+    files with everything else, and replacing it deletes them), else None."""
+    resolved = Path(os.path.abspath(path)).resolve()
+    if resolved == Path(resolved.anchor):
+        return "the file system's root"
+    with suppress(RuntimeError, KeyError, OSError):  # no home folder known: none to protect
+        if resolved == Path.home().resolve():
+            return "your home folder"
+    return None
+
+
 def is_hidden(path: Path) -> bool:
     """Whether `path`'s name starts with `.`, which file managers and the shell's globs hide (pathlib's glob does
     not): macOS writes a `._name` AppleDouble file, no image or JSON, beside each file it copies to a USB drive or

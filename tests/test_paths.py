@@ -18,6 +18,7 @@ from agent.paths import (
     odd_entry,
     output_file_problem,
     read_json,
+    root_or_home,
 )
 from tests.conftest import run_command
 
@@ -171,3 +172,18 @@ def test_first_non_finite_names_the_first_in_document_order_and_walks_deep_value
     for _ in range(5000):  # past Python's recursion limit
         deep = [deep]
     assert first_non_finite(deep) == ("[0]" * 5000, float("-inf"))
+
+
+def test_root_or_home_names_the_file_systems_root_and_the_home_folder_only(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    (home / "clips").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    assert root_or_home(Path("/")) == root_or_home(Path(str(tmp_path) + "/.." * len(tmp_path.parts))) == \
+        "the file system's root"
+    assert root_or_home(home) == root_or_home(home / "clips" / "..") == "your home folder"
+    (tmp_path / "link").symlink_to(home)
+    assert root_or_home(tmp_path / "link") == "your home folder"
+    assert root_or_home(home / "clips") is None and root_or_home(tmp_path) is None
+    monkeypatch.delenv("HOME")
+    monkeypatch.setattr(Path, "home", lambda: (_ for _ in ()).throw(RuntimeError("no home")))
+    assert root_or_home(home) is None and root_or_home(Path("/")) == "the file system's root"

@@ -31,7 +31,7 @@ from PIL import Image
 
 from ..data.synthetic import davis_palette
 from ..errors import counted, first_line, one_line
-from ..paths import file_in_the_way, folder_held, unused_path, unwritable_folder
+from ..paths import file_in_the_way, folder_held, root_or_home, unused_path, unwritable_folder
 from ..signals import deferred_signals
 from .video import InputError, Progress, VideoSource, ffmpeg_path, user_path
 
@@ -62,6 +62,10 @@ def _prepare_output(output: str | Path, overwrite: bool = False, video: Path | N
     if "\x00" in str(output):
         raise InputError("the output folder's path contains a NUL character")
     output = user_path(output)
+    where = root_or_home(output)
+    if where is not None:  # `/` as root, or `~`: the export's masks/ and files were written among everything there
+        raise InputError(f"{output}: is {where}: an export writes masks/, overlay.mp4, masks.json and scribbles.json "
+                         "into its folder: choose a folder of their own (a new one is made)")
     if video is not None and overwrite:
         replaced = [(output / name).resolve() for name in OUTPUT_FILES]
         source = Path(video).resolve()

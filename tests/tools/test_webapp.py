@@ -640,6 +640,33 @@ def test_a_non_empty_export_folder_names_the_pages_checkbox(tmp_path):
         prepare_output(tmp_path / "out")
 
 
+def test_an_export_into_the_file_systems_root_or_the_home_folder_is_refused(tmp_path, monkeypatch):
+    """As root, the page's export with "overwrite" wrote masks/, overlay.mp4, masks.json and scribbles.json into `/`
+    (and into the home folder itself, `~`). Nothing is made here even unfixed: mkdir and the job are recorded."""
+    from types import SimpleNamespace
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    made, started = [], []
+    monkeypatch.setattr(Path, "mkdir", lambda self, *args, **kwargs: made.append(self))
+    monkeypatch.setattr("agent.tools.export.unwritable_folder", lambda path: None)  # no probe file in `/`
+    state = AppState(lambda: None)
+    state.segmenter = SimpleNamespace(has_result=True)
+    state.video = SimpleNamespace(path=tmp_path / "clip.mp4")
+    monkeypatch.setattr(state, "start_job", lambda kind, work: started.append(kind))
+    up = str(tmp_path) + "/.." * len(tmp_path.parts)  # `/` by another name
+    for output, where in (("/", "the file system's root"), (up, "the file system's root"),
+                          ("~", "your home folder"), (f"{home}/.", "your home folder")):
+        for overwrite in (True, False):  # an empty home folder needs no "overwrite"
+            with pytest.raises(InputError, match=f": is {where}: an export writes masks/, overlay.mp4, masks.json "
+                                                 "and scribbles.json into its folder: choose a folder of their own"):
+                state.export(output, overwrite)
+    assert made == [] and started == []
+    state.export("~/clip-masks", False)  # a folder of its own in the home folder
+    assert made == [home / "clip-masks" / "masks"] and started == ["export"]
+
+
 @pytest.mark.parametrize("earlier", [False, True])
 def test_stopping_the_server_mid_export_leaves_the_folder_as_it_was(tiny_agent, small_video, tmp_path, earlier):
     """Ctrl-C on `python -m agent.app` ended the export's daemon thread where it was: its half-written hidden
