@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..paths import lock_folder, special_file, unlock_folder, unused_path
+from ..paths import lock_folder, root_or_home, special_file, unlock_folder, unused_path
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,10 @@ def prepare_output_dir(path: str | Path, overwrite: bool = False, inputs: tuple[
         if source is not None:
             raise OutputDirError(f"{final}: --overwrite would replace the run's input {source} (the output "
                                  "directory is it, holds it or lies inside it): pass another --output-dir")
+        where = root_or_home(final)
+        if where is not None:  # `--output-dir ~` run from elsewhere: the home folder was replaced by the results
+            raise OutputDirError(f"{final}: is {where}, which --overwrite would replace with this run's results: pass "
+                                 "another --output-dir")
         here = Path.cwd().resolve()
         if final.resolve() == here or final.resolve() in here.parents:  # `.` or `..`: a slip, not a results folder
             raise OutputDirError(f"{final}: --overwrite would replace the folder you are working in (or one holding "

@@ -164,6 +164,21 @@ def test_overwrite_of_the_working_folder_is_refused(tmp_path: Path, monkeypatch,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_overwrite_of_the_home_folder_is_refused_from_anywhere(tmp_path: Path, monkeypatch) -> None:
+    # `--output-dir ~ --overwrite` run from outside the home folder staged the run beside it, to replace the whole
+    # home folder with the results once it completed.
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "notes.txt").write_text("mine")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OutputDirError, match=f"{home}: is your home folder, which --overwrite would replace with this "
+                                             "run's results: pass another --output-dir"):
+        prepare_output_dir(Path("~").expanduser(), overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]  # nothing staged beside it
+    assert prepare_output_dir(home / "run1", overwrite=True).final == home / "run1"
+
+
 def test_a_second_run_in_the_same_folder_is_refused_while_the_first_runs(tmp_path: Path) -> None:
     # Two runs started together with one new --output-dir each found it empty: the later's files replaced the
     # first's finished results (and the framework's report of one was deleted by the other: a traceback).
