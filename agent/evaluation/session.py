@@ -131,7 +131,7 @@ def run_session(
     with keep_reports(session) as reports:
         progress = tqdm(total=len(session.samples) * config.max_interactions, desc="interactions", unit="it")
         try:
-            while _next(session):
+            while _next(session, reports):
                 sequence, scribbles, new_sample = session.get_scribbles(only_last=True)
                 info = registration.infos[sequence]
                 if new_sample:
@@ -177,10 +177,11 @@ def run_session(
     return SessionResult(summary=summary, paths=paths, interrupted=interrupted)
 
 
-def _next(session) -> bool:
+def _next(session, reports) -> bool:
     """session.next(), which after the last round fetches the server's own summary (the framework's post_finish):
     when that fails, every round played and scored, the summary alone is unavailable (get_global_summary gives
-    `{"unavailable": why}`). It ended the run as an interrupted one: "results so far", exit 1, no AUC."""
+    `{"unavailable": why}`). It ended the run as an interrupted one: "results so far", exit 1, no AUC. The
+    framework's report is then finished as it finishes it (`reports`: the connection.ReportKeeper)."""
     try:
         return session.next()
     except remote_compat.RemoteServerError as error:
@@ -188,7 +189,17 @@ def _next(session) -> bool:
             raise
         session.global_summary, session.running = {"unavailable": first_line(error)}, False
         log.warning("the evaluation server's own summary could not be fetched: %s", first_line(error))
+        _finish_framework_report(session, reports.latest())
         return False
+
+
+def _finish_framework_report(session, report: pd.DataFrame) -> None:
+    """What the framework's last next() does once post_finish answers: its report as `<report_name>.csv` and the
+    `.tmp.csv` it kept during the session removed. A failed finish left that `.tmp.csv` (without the last round)
+    and no report in `framework/`."""
+    folder = Path(session.report_save_dir)
+    report.to_csv(folder / f"{session.report_name}.csv")
+    (folder / f"{session.report_name}.tmp.csv").unlink(missing_ok=True)
 
 
 def _write_results(output_dir, reports, layout, config, registration, predictor, strategy, interrupted,

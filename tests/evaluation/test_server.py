@@ -174,6 +174,12 @@ def test_a_server_summary_refused_after_every_round_leaves_a_complete_run(tiny_s
     summary = json.loads((output / "summary.json").read_text(), parse_constant=pytest.fail)  # strict JSON
     assert summary["complete"] is True and summary["interrupted"] is False and summary["auc"] > 0
     assert "/api/evaluation/finish" in summary["framework"]["unavailable"]
+    # The framework's own report is finished as on a good finish: its `result_*.tmp.csv` was left behind, with no
+    # `result_*.csv`, the last round missing from it.
+    assert not list(output.rglob("*.tmp.csv"))
+    (framework,) = (output / "framework").glob("result_*.csv")
+    rows = pd.read_csv(framework, index_col=0)
+    assert len(rows) == len(pd.read_csv(output / "report.csv")) and rows["interaction"].max() == INTERACTIONS
 
 
 def _answering(root, path: str, body) -> object:
