@@ -145,22 +145,22 @@ def write_first_scribbles(output: Path, sequence: str, masks, num_objects: int,
         log.info("%s: scribble %d on frame %d of %d", sequence, len(written), frame, len(masks))
 
 
-def positions_arg(text: str) -> tuple[float, ...]:
-    """--positions: comma-separated positions in the video, each in [0, 1] (argparse type)."""
-    items = [v.strip() for v in text.split(",")]
-    if len(items) > 1 and "" in items:  # `0.25,` or `0.25,,0.75` (an unset variable): it was dropped without a word
-        raise argparse.ArgumentTypeError(f"{text!r}: an empty item between commas (an unset variable?): give each "
-                                         "position")
+def parse_positions(text: str | None) -> tuple[float, ...]:
+    """--positions: comma-separated positions in the video, each in [0, 1] (None: POSITIONS); a ConfigError naming
+    the flag otherwise. An empty item (`0.25,`, an unset variable) is config.comma_names' error: it was dropped."""
+    if text is None:
+        return POSITIONS
+    items = comma_names(text, "--positions")
     try:
-        values = tuple(ascii_float(v) for v in items if v)
+        values = tuple(ascii_float(v) for v in items)
     except ValueError:
         values = ()
     if not values or not all(0.0 <= v <= 1.0 for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated numbers in [0, 1], e.g. 0.25,0.75")
+        raise ConfigError(f"--positions {text!r}: comma-separated numbers in [0, 1], e.g. 0.25,0.75")
     twice = repeated(values)
     if twice:  # the robot draws the same scribble twice: one sample counted twice
-        raise argparse.ArgumentTypeError(f"{text!r}: position {twice[0]:g} given more than once (each would be the "
-                                         "same first scribble, one sample counted twice)")
+        raise ConfigError(f"--positions {text!r}: position {twice[0]:g} given more than once (each would be the same "
+                          "first scribble, one sample counted twice)")
     return values
 
 
@@ -181,14 +181,15 @@ def root_command(prog: str, description: str, write, argv: list[str] | None = No
     parser.add_argument("--sequences", default=",".join(HOLDOUT),
                         help="comma-separated (default: the held-out training videos, TrainConfig.holdout)")
     parser.add_argument("--output", type=path_arg, required=True)
-    parser.add_argument("--positions", type=positions_arg, default=POSITIONS,
+    parser.add_argument("--positions", default=None,
                         help="one first scribble near each of these positions in the video (default 0.25,0.75)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)
     try:
         with terminate_as_interrupt():  # SIGTERM killed it mid-way: a half-written root read as a finished one
-            root = write(args.davis_root, comma_names(args.sequences, "--sequences"), args.output, args.positions)
+            root = write(args.davis_root, comma_names(args.sequences, "--sequences"), args.output,
+                         parse_positions(args.positions))
     except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP: what was written is removed
         print(f"interrupted ({signal_name(interrupt)}): nothing written", file=sys.stderr)
         return exit_code(interrupt)
