@@ -205,7 +205,7 @@ def _run(config: RunConfig, args: argparse.Namespace) -> int:
         return 1
     # MemoryError: InteractiveAgent.start refuses a video too long for the memory (inference/footprint.py).
     except (DatasetError, UnknownStrategyError, CheckpointError, WeightsUnavailableError, PredictionError,
-            StrategyError, ValueError, MemoryError) as error:
+            StrategyError, ValueError, MemoryError, crf.CRFWorkerError) as error:
         if args.verbose:
             raise
         discard(output)

@@ -11,6 +11,8 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import suppress
 from functools import partial
 
 import cv2
@@ -129,6 +131,13 @@ def worker_count(config: CRFConfig) -> int:
 
 _POOLS: dict[int, ProcessPoolExecutor] = {}
 _PARENT_POLL_SECONDS = 1.0  # how soon a worker notices that its main process is gone
+_in_process_only = False  # a worker was killed: the rest of the run refines in this process (_pool_map)
+# How a process ends when its own code faults (pydensecrf): the same frames in this process would end the run.
+_CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGABRT}
+
+
+class CRFWorkerError(RuntimeError):
+    """A CRF worker process crashed (a fault in pydensecrf), where this process would crash on the same frames."""
 
 
 def worker_pool(workers: int) -> ProcessPoolExecutor:
@@ -179,6 +188,46 @@ def _worker_marginals(image: np.ndarray, prob: np.ndarray, scale: float, config:
     return _mean_field(image, prob, config, scale)
 
 
+def _pool_map(workers: int, function, *iterables, chunksize: int = 1) -> list | None:
+    """worker_pool(workers).map(...) as a list, or None for the caller to run in this process: once a worker was
+    killed (the out-of-memory killer, a `kill`), this call and every later one, with one warning (the pool's
+    BrokenProcessPool was a traceback that lost the round and ended the run). CRFWorkerError when a worker
+    crashed: the same frames in this process would end the run without writing its results."""
+    global _in_process_only
+    if _in_process_only:
+        return None
+    pool = worker_pool(workers)
+    try:
+        return list(pool.map(function, *iterables, chunksize=chunksize))
+    except BrokenProcessPool:
+        ends = _worker_ends(pool)
+        _POOLS.pop(workers, None)
+        pool.shutdown(wait=False, cancel_futures=True)
+        crashed = [end for end in ends if end in _CRASH_SIGNALS]
+        if crashed:
+            raise CRFWorkerError(f"a CRF worker process crashed ({crashed[0].name}: a fault in pydensecrf), which in "
+                                 "this process would end the run: set agent.crf nearer its defaults, or turn the CRF "
+                                 "off") from None
+        _in_process_only = True
+        how = next((end.name for end in ends if end != signal.SIGTERM), "terminated")  # the others get SIGTERM
+        log.warning("a CRF worker process was killed (%s: out of memory?): the CRF runs in this process from now on, "
+                    "one frame at a time", how)
+        return None
+
+
+def _worker_ends(pool: ProcessPoolExecutor) -> list[signal.Signals]:
+    """The signals that ended `pool`'s workers (a kill or a crash; the pool terminates the others): the exit codes
+    -N of the processes it holds."""
+    ends = []
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.join(5)  # its pipe closes before its exit status is there to read; the pool ends the others
+        code = process.exitcode
+        with suppress(ValueError):  # not a signal this platform names
+            if code is not None and code < 0:
+                ends.append(signal.Signals(-code))
+    return ends
+
+
 def warm_up(config: CRFConfig | None = None) -> None:
     """Start the worker processes and import pydensecrf in each (a one-off cost, kept out of timed work)."""
     config = config or CRFConfig()
@@ -186,8 +235,8 @@ def warm_up(config: CRFConfig | None = None) -> None:
     if workers > 1:
         image = np.zeros((8, 8, 3), np.uint8)
         prob = np.full((2, 8, 8), 0.5, np.float32)
-        list(worker_pool(workers).map(partial(_worker_marginals, config=config), [image] * workers,
-                                      [prob] * workers, [1.0] * workers))
+        _pool_map(workers, partial(_worker_marginals, config=config), [image] * workers, [prob] * workers,
+                  [1.0] * workers)
 
 
 def refine_frames(
@@ -203,7 +252,8 @@ def refine_frames(
     if len(images) == 0:
         raise ValueError("refine_frames needs at least one frame")
     workers = min(worker_count(config), len(images))
-    if workers > 1 and _runs_mean_field(scores[0].shape[0], config):
+    marginals = None
+    if workers > 1 and _runs_mean_field(scores[0].shape[0], config) and not _in_process_only:
         # Resizing stays here and only pydensecrf runs in the workers: OpenCV's thread pool does not
         # survive a fork (a forked child that touches it can hang), so the workers never call OpenCV.
         inputs = []
@@ -212,11 +262,12 @@ def refine_frames(
             inputs.append(_crf_inputs(image, score, config))
         small_images, small_probs, kernel_scales = zip(*inputs, strict=True)
         chunk = math.ceil(len(images) / workers)
-        marginals = worker_pool(worker_count(config)).map(
-            partial(_worker_marginals, config=config), small_images, small_probs, kernel_scales, chunksize=chunk)
+        marginals = _pool_map(worker_count(config), partial(_worker_marginals, config=config), small_images,
+                              small_probs, kernel_scales, chunksize=chunk)
+    if marginals is not None:
         size = scores[0].shape[1:]
         out = np.stack([_labels(_full_size(m, size)) for m in marginals])
-    else:
+    else:  # one worker, nothing to refine, or a worker was killed (_pool_map)
         out = np.stack([refine(image, score, config) for image, score in zip(images, scores, strict=True)])
     log.debug("CRF refined %d frames", len(out))
     return out

@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
     from ..data.davis import DatasetError
+    from ..inference.crf import CRFWorkerError
     from ..inference.footprint import TooManyObjects
     from ..model.checkpoint import CheckpointError, check_checkpoint_fits, default_checkpoint_path
     from ..signals import exit_code, signal_name, terminate_as_interrupt
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             except BaseException:  # a checkpoint that fails to load, Ctrl-C: no empty folder refuses the next try
                 discard_empty_output(output)
                 raise
-        except (InputError, ConfigError, DatasetError, CheckpointError) as error:
+        except (InputError, ConfigError, DatasetError, CheckpointError, CRFWorkerError) as error:
             if args.verbose:
                 raise
             print(f"error: {error}", file=sys.stderr)

@@ -697,6 +697,24 @@ def test_a_video_too_long_for_the_memory_is_one_line_and_keeps_the_results_so_fa
     assert json.loads((out / "summary.json").read_text())["samples_played"] == 1  # the first video's kept
 
 
+def _a_crf_worker_crashed(frames):  # as crf.refine_frames raises it when a worker faulted (SIGSEGV)
+    from agent.inference.crf import CRFWorkerError
+
+    raise CRFWorkerError("a CRF worker process crashed (SIGSEGV: a fault in pydensecrf), which in this process would "
+                         "end the run: set agent.crf nearer its defaults, or turn the CRF off")
+
+
+def test_a_crashed_crf_worker_is_one_line_and_keeps_the_results_so_far(root, tmp_path, capsys, monkeypatch):
+    # concurrent.futures' BrokenProcessPool was a traceback; a killed worker (out of memory) is no error at all now:
+    # tests/inference/test_crf.py.
+    monkeypatch.setattr(session_runner, "build_predictor",
+                        lambda *a, **k: StopsOnTheSecondVideo(_a_crf_worker_crashed))
+    out = tmp_path / "out"
+    line = _refused(capsys, *_baseline_run(root, out), "--sequences", f"{ONE},synth-001")
+    assert line.startswith("error: a CRF worker process crashed (SIGSEGV"), line
+    assert json.loads((out / "summary.json").read_text())["samples_played"] == 1  # the first video's kept
+
+
 # --- signals: SIGTERM like Ctrl-C, partial figures apart ----------------------------------------------
 
 

@@ -100,6 +100,59 @@ def test_worker_processes_give_the_in_process_labels() -> None:
         refine_frames(images, np.full_like(scores, np.nan), CRFConfig(workers=2))
 
 
+@pytest.fixture
+def dying_workers(monkeypatch):
+    """A fresh pool whose workers end themselves by the signal set in the list it yields, as the out-of-memory killer
+    (SIGKILL) or a fault (SIGSEGV) would end them; the main process runs the CRF as before."""
+    from agent.inference import crf
+
+    monkeypatch.setattr(crf, "_POOLS", {})  # forked after the patch below: an earlier test's pool has not got it
+    monkeypatch.setattr(crf, "_in_process_only", False, raising=False)
+    parent, mean_field, how = os.getpid(), crf._mean_field, []
+
+    def dying(*args, **kwargs):
+        if os.getpid() != parent:
+            os.kill(os.getpid(), how[0])
+        return mean_field(*args, **kwargs)
+
+    monkeypatch.setattr(crf, "_mean_field", dying)
+    try:
+        yield how
+    finally:
+        crf.shutdown_workers()  # this test's pools only
+
+
+def test_a_killed_worker_leaves_the_crf_to_this_process_for_the_rest_of_the_run(dying_workers, caplog):
+    """A worker killed (out of memory) was concurrent.futures' BrokenProcessPool: a traceback, the round lost and
+    the run ended. Its frames, and every later call's, are refined here, with one warning."""
+    from agent.inference import crf
+
+    dying_workers.append(signal.SIGKILL)
+    frames = [synthetic(seed) for seed in range(4)]
+    images, scores = np.stack([f[0] for f in frames]), np.stack([f[1] for f in frames])
+    serial = refine_frames(images, scores, CRFConfig(scale=0.5, workers=1))
+    with caplog.at_level("WARNING", logger="agent.inference.crf"):
+        np.testing.assert_array_equal(refine_frames(images, scores, CRFConfig(scale=0.5, workers=2)), serial)
+        np.testing.assert_array_equal(refine_frames(images, scores, CRFConfig(scale=0.5, workers=2)), serial)
+        crf.warm_up(CRFConfig(workers=2))
+    assert [record.getMessage() for record in caplog.records] == [
+        "a CRF worker process was killed (SIGKILL: out of memory?): the CRF runs in this process from now on, one "
+        "frame at a time"]
+    assert crf._in_process_only and crf._POOLS == {}  # the broken pool dropped, no other started
+
+
+def test_a_crashed_worker_ends_the_call_with_one_error(dying_workers):
+    """A worker that faulted (SIGSEGV in pydensecrf) would fault this process on the same frames, ending the run
+    without its results: one error instead, which the commands print as one line."""
+    from agent.inference import crf
+
+    dying_workers.append(signal.SIGSEGV)
+    image, scores, _ = synthetic()
+    with pytest.raises(crf.CRFWorkerError, match=r"a CRF worker process crashed \(SIGSEGV: a fault in pydensecrf\)"):
+        refine_frames(np.stack([image, image]), np.stack([scores, scores]), CRFConfig(scale=0.5, workers=2))
+    assert not crf._in_process_only and crf._POOLS == {}
+
+
 def test_workers_leave_ctrl_c_to_the_main_process():
     """Ctrl-C reaches the whole process group: workers ignore it (no traceback from each), SIGTERM ends them."""
     import signal
