@@ -449,7 +449,7 @@ class InteractiveAgent(Predictor):
         out = {}
         for frame in frames:
             raw = torch.from_numpy(self.memory.raw_labels(frame))
-            similarity = self._object_similarity(features[frame], raw)
+            similarity = self._object_similarity(features, frame, raw)
             out[frame] = torch.from_numpy(self.memory.labels(frame, similarity, predicted[frame]))
         return out
 
@@ -467,7 +467,7 @@ class InteractiveAgent(Predictor):
             similarity = None
             if self.memory.needs_least_similar():
                 strokes = np.where(halo, UNLABELED, raw)
-                similarity = self._object_similarity(features[frame], torch.from_numpy(strokes), emb)
+                similarity = self._object_similarity(features, frame, torch.from_numpy(strokes), emb)
             labels = torch.from_numpy(self.memory.labels(frame, similarity, halo=False)).reshape(-1)
             labelled = labels != UNLABELED
             refs = emb[0].reshape(emb.shape[1], -1).t()[labelled.to(self.device)]
@@ -480,16 +480,25 @@ class InteractiveAgent(Predictor):
             self.memory.settle_halo(frame, halo & (own - scores.max(0) >= self.config.scribbles.halo_margin))
 
     @torch.no_grad()
-    def _object_similarity(self, frame_features: torch.Tensor, raw_labels: torch.Tensor,
+    def _object_similarity(self, features: torch.Tensor, frame: int, raw_labels: torch.Tensor,
                            emb: torch.Tensor | None = None) -> np.ndarray:
-        """Per-pixel similarity to the closest object's scribbles under the current model (`emb`: the frame's
-        embeddings on the grid, when the caller decoded them already)."""
+        """Per-pixel similarity of `frame` to the closest object's scribbles under the current model: its own, and
+        those on other frames of the objects the first round stroked there but not here (memory.missing_objects),
+        which may be on this frame unstroked (`emb`: the frame's embeddings on the grid, when the caller decoded
+        them already)."""
         if emb is None:
-            emb = self.model.decode(frame_features[None].float().to(self.device), self.grid)
+            emb = self.model.decode(features[frame][None].float().to(self.device), self.grid)
         flat_labels = raw_labels.reshape(-1).to(self.device)
         keep = flat_labels > 0
-        refs = emb[0].reshape(emb.shape[1], -1).t()[keep]
-        result = transfer_labels(emb, refs, flat_labels[keep], self.config.transfer, self.model.head,
+        refs, ref_labels = [emb[0].reshape(emb.shape[1], -1).t()[keep]], [flat_labels[keep]]
+        missing = self.memory.missing_objects(frame)
+        for other in self.memory.object_frames(missing) if missing else []:
+            other_labels = torch.from_numpy(self.memory.raw_labels(other)).reshape(-1).to(self.device)
+            take = torch.isin(other_labels, torch.tensor(sorted(missing), device=self.device))
+            other_emb = self.model.decode(features[other][None].float().to(self.device), self.grid)
+            refs.append(other_emb[0].reshape(other_emb.shape[1], -1).t()[take])
+            ref_labels.append(other_labels[take])
+        result = transfer_labels(emb, torch.cat(refs), torch.cat(ref_labels), self.config.transfer, self.model.head,
                                  generator=self._generator)
         return result.scores[0, 1:].amax(0).cpu().numpy()
 

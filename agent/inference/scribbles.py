@@ -250,6 +250,7 @@ class ScribbleMemory:
         self.rounds = 0
         self._labels: dict[int, np.ndarray] = {}
         self._first_round: dict[int, int] = {}  # frame -> the round that first scribbled it
+        self._first_objects: dict[int, set[int]] = {}  # frame -> the object ids round 1 stroked there
         self._corrected: dict[int, np.ndarray] = {}  # frame -> (h, w) bool: labelled by a round after the first
         self._confirmed: dict[int, np.ndarray] = {}  # frame -> (h, w) int64: see confirm()
         self._painted: dict[int, np.ndarray] = {}  # frame -> (h, w) bool: the cells the latest round drew
@@ -286,6 +287,8 @@ class ScribbleMemory:
                 self._first_round[frame] = self.rounds + 1
             else:
                 merged[painted] = fresh[painted]
+            if self.rounds == 0:
+                self._first_objects[frame] = {int(v) for v in np.unique(fresh) if v > BACKGROUND}
             corrected = self._corrected.setdefault(frame, np.zeros(self.shape, bool))
             corrected[painted] = self.rounds > 0  # a round-1 stroke repainting a cell is not a correction
             halo = self._halo.setdefault(frame, np.zeros(self.shape, bool))
@@ -408,7 +411,8 @@ class ScribbleMemory:
         if not halo:
             raw = np.where(self._halo[frame], UNLABELED, raw)
         out = raw.copy()
-        if self.derives_background(frame):
+        # Far from this frame's strokes is no background where an object stroked on another frame may be.
+        if self.derives_background(frame) and not self.missing_objects(frame):
             out[far_background(out, self.config.far_background_fraction) & (out == UNLABELED)] = BACKGROUND
         if object_similarity is not None and self.needs_least_similar() and self.derives_background(frame):
             out[least_similar_background(object_similarity, out, self.config.least_similar_fraction)] = (
@@ -431,6 +435,21 @@ class ScribbleMemory:
         and the rest of the object may lie far from it, or look unlike it."""
         return self.config.derived_background_frames == "all" or self._first_round.get(frame) == 1
 
+    def missing_objects(self, frame: int) -> set[int]:
+        """The objects the first round stroked on other frames but not on `frame`, one it stroked (an object that
+        enters the video later, stroked on its own frame): they may be anywhere on `frame`, unstroked. Far-away
+        background is not derived there, and the least-similar background is measured against their strokes too
+        (it took the unstroked object for background: an object stroked on frame 0, another on frame 2 where both
+        show, and the first was background on frame 2 and lost on every frame, J 0)."""
+        if frame not in self._first_objects:
+            return set()
+        stroked = set().union(*self._first_objects.values())
+        return stroked - self._first_objects[frame]
+
+    def object_frames(self, objects: set[int]) -> list[int]:
+        """The frames whose strokes hold any of `objects`."""
+        return [frame for frame, raw in sorted(self._labels.items()) if np.isin(raw, list(objects)).any()]
+
     def needs_least_similar(self) -> bool:
         """Whether the least-similar background applies (see `labels`)."""
         if self.config.least_similar_until_stroke:
@@ -444,7 +463,8 @@ class ScribbleMemory:
         """Whether any frame has a background label (strokes or far-away background)."""
         fraction = self.config.far_background_fraction
         return any(
-            (raw == BACKGROUND).any() or (self.derives_background(frame) and far_background(raw, fraction).any())
+            (raw == BACKGROUND).any() or (self.derives_background(frame) and not self.missing_objects(frame)
+                                          and far_background(raw, fraction).any())
             for frame, raw in self._labels.items()
         )
 

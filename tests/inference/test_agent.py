@@ -14,6 +14,7 @@ from agent.inference.agent import InteractiveAgent
 from agent.inference.finetune import EARLY_STOP_WINDOW, finetune
 from agent.inference.flow import FlowWarper
 from agent.inference.propagate import fill_between_keyframes, nearest_keyframe
+from agent.inference.scribbles import ScribbleMemory
 from agent.model.checkpoint import save_checkpoint
 from strategies.base import RoundPlan
 from tests.conftest import TINY_MODEL
@@ -311,3 +312,26 @@ def test_auto_inference_scale_follows_the_video_height(tmp_path, tiny_model):
     assert not agent._runtimes
     agent.prepare([(96, 160), (60, 100)])
     assert set(agent._runtimes) == {(72, 120), (60, 100)}
+
+
+def test_least_similar_background_measures_objects_stroked_on_other_frames(tiny_agent, monkeypatch):
+    """Object 1 stroked on frame 0, object 2 on frame 1, the frames alike: on frame 1 the least-similar background
+    is measured against object 1's strokes too (frame 0's), so object 1's pixels there are as similar to an object
+    as on frame 0; they were measured against object 2 alone and became background."""
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    similarities = {}
+    labels = ScribbleMemory.labels
+
+    def spy(memory, index, object_similarity=None, *args, **kwargs):
+        similarities[index] = object_similarity
+        return labels(memory, index, object_similarity, *args, **kwargs)
+
+    monkeypatch.setattr(ScribbleMemory, "labels", spy)
+    tiny_agent.start(np.stack([frame, frame]), 2)
+    strokes = {"scribbles": [[{"path": [[0.1, 0.2], [0.3, 0.2]], "object_id": 1}],
+                             [{"path": [[0.7, 0.8], [0.9, 0.8]], "object_id": 2}]]}
+    tiny_agent.step(strokes, RoundPlan())
+    object_1 = tiny_agent.memory.raw_labels(0) == 1
+    assert similarities[0] is not None and similarities[1] is not None
+    np.testing.assert_allclose(similarities[1][object_1], similarities[0][object_1], atol=1e-5)

@@ -521,3 +521,19 @@ def test_a_first_object_stroke_painted_over_by_background_says_so() -> None:
     assert memory.rounds == 0
     with pytest.raises(DatasetError, match="no object stroke yet"):  # background alone keeps its line
         memory.add({"scribbles": [[{"path": path, "object_id": 0}]]}, require_object=True)
+
+
+def test_no_far_background_where_an_object_stroked_on_another_frame_may_be() -> None:
+    """A first round stroking object 1 on frame 0 and object 2 (entering later) on frame 1, where both show: far
+    from frame 1's stroke is object 1, unstroked; it was derived background, and object 1 lost on every frame."""
+    memory = ScribbleMemory(SHAPE, ScribbleConfig(dilation=1, far_background_fraction=0.25), num_frames=3)
+    memory.add(scribbles([stroke([(0, 0)], 1)], [stroke([(9, 19)], 2)], []))
+    assert (memory.missing_objects(0), memory.missing_objects(1)) == ({2}, {1})
+    for frame in (0, 1):
+        np.testing.assert_array_equal(memory.labels(frame), memory.raw_labels(frame))
+    assert memory.object_frames({1}) == [0] and not memory.has_background()
+    both = ScribbleMemory(SHAPE, ScribbleConfig(dilation=1, far_background_fraction=0.25), num_frames=3)
+    both.add(scribbles([stroke([(0, 0)], 1)], [stroke([(0, 0)], 1), stroke([(9, 19)], 2)], []))
+    assert both.missing_objects(1) == set() and (both.labels(1) == 0).any()  # every object stroked there: as before
+    both.add(scribbles([], [], [stroke([(5, 5)], 2)]))  # a later round's frame: no first-round objects to miss
+    assert both.missing_objects(2) == set()
