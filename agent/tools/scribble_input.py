@@ -405,7 +405,13 @@ def read_scribble_image(path: Path, video: VideoSource) -> np.ndarray:
                                  "scribble image is one frame's: save each as its own file, named after its frame")
             rgba = np.asarray(upright(image).convert("RGBA"))
             lossy = image.format in LOSSY_FORMATS
-            grey = image.mode in ("L", "LA")
+            grey = "grey image" if image.mode in ("L", "LA") else None
+            if image.mode == "P":
+                _refuse_indices_past_the_palette(path, image)
+            if image.mode in ("P", "PA") and _all_grey(rgba):
+                # Ids saved as a palette PNG without the DAVIS palette (PIL's default is grey, index k (k, k, k)):
+                # they read as nothing just as a grey image's do.
+                grey = "palette image of grey colours"
     except InputError:  # a ValueError too: it was wrapped as "cannot read scribble image PATH (PATH: ...)"
         raise
     except IMAGE_ERRORS as error:
@@ -414,11 +420,32 @@ def read_scribble_image(path: Path, video: VideoSource) -> np.ndarray:
         raise InputError(f"{path} is {rgba.shape[1]}x{rgba.shape[0]} but the video is {video.width}x{video.height}:"
                          " paint the scribbles on a frame of the video at its own size")
     if grey and not lossy:
-        _refuse_grey_ids(path, rgba)
+        _refuse_grey_ids(path, rgba, grey)
     return colours_to_labels(rgba, source=str(path), lossy=lossy)
 
 
-def _refuse_grey_ids(path: Path, rgba: np.ndarray) -> None:
+def _refuse_indices_past_the_palette(path: Path, image: Image.Image) -> None:
+    """InputError for a palette image whose pixels use indices its palette lacks (ids saved with numpy's
+    `Image.fromarray(ids, "P")` and no palette: PIL writes a 1-colour one), which every reader shows black, nothing."""
+    colours = len(image.getpalette() or []) // 3
+    indices = np.asarray(image)
+    past = indices >= colours
+    if past.any():
+        used = np.unique(indices[past])
+        held = f"index {used[0]}" if used.size == 1 else f"indices {used[0]}..{used[-1]}"
+        raise InputError(f"{path}: a palette image whose pixels hold {held} ({int(past.sum())} pixels) but whose "
+                         f"palette has {counted(colours, 'colour')}: object ids saved without a palette? They read as "
+                         "black, nothing: save the ids as a palette PNG with the DAVIS palette, as DAVIS annotations "
+                         "are (docs/OWN_VIDEOS.md)")
+
+
+def _all_grey(rgba: np.ndarray) -> bool:
+    """Whether every opaque pixel of `rgba` is grey (R == G == B)."""
+    opaque = rgba[rgba[..., 3] >= 128]
+    return bool(((opaque[:, 0] == opaque[:, 1]) & (opaque[:, 1] == opaque[:, 2])).all())
+
+
+def _refuse_grey_ids(path: Path, rgba: np.ndarray, what: str = "grey image") -> None:
     """InputError for a grey image holding levels 1..COLOUR_TOLERANCE: object ids (a grey mask of ids, as DAVIS
     annotations may be saved), which read as black, nothing. A first round was "no object scribble" without a word
     of why; a later one played its white (255) as background strokes alone, its objects dropped without a word."""
@@ -427,7 +454,7 @@ def _refuse_grey_ids(path: Path, rgba: np.ndarray) -> None:
     if ids.size:
         count = int(np.count_nonzero((levels >= 1) & (levels <= COLOUR_TOLERANCE)))
         held = f"level {ids[0]}" if ids.size == 1 else f"levels {ids[0]}..{ids[-1]}"
-        raise InputError(f"{path}: a grey image holding {held} ({count} pixels): object ids? They "
+        raise InputError(f"{path}: a {what} holding {held} ({count} pixels): object ids? They "
                          f"read as black, nothing: a scribble image gives object k its palette colour (object 1 "
                          f"{object_colour(1)}, 2 {object_colour(2)}, ...): save the ids as a palette PNG with the "
                          "DAVIS palette, as DAVIS annotations are (docs/OWN_VIDEOS.md)")

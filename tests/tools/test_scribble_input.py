@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from agent.data.synthetic import davis_palette
 from agent.inference.scribbles import UNLABELED, rasterize_scribbles
 from agent.tools.scribble_input import (
     BACKGROUND_COLOUR,
@@ -196,6 +197,31 @@ def test_a_grey_image_of_object_ids_is_refused_not_read_as_nothing(small_video, 
                                              r"ids\? They read as black, nothing: .* palette PNG") as error:
             load_rounds(tmp_path / "00001.png", video, first=first)
         assert "\n" not in str(error.value)
+
+
+def test_a_palette_image_of_object_ids_without_the_davis_palette_is_refused(small_video, tmp_path):
+    """Ids saved as a palette PNG with PIL's grey palette (index k is (k, k, k)), or with none (numpy's
+    `Image.fromarray(ids, "P")`: a 1-colour palette), read as black, nothing: a first round was "no object scribble"
+    without a word of why. With the DAVIS palette they are the objects."""
+    video = open_video(small_video.video)
+    ids = np.zeros((240, 426), np.uint8)
+    ids[20:24, 10:200] = 255  # background
+    ids[50:53, 20:300], ids[60:62, 20:300] = 1, 2
+    path = tmp_path / "00001.png"
+    Image.fromarray(ids).convert("P").save(path)
+    for first in (False, True):
+        with pytest.raises(InputError, match=r"00001.png: a palette image of grey colours holding levels 1..2 "
+                                             r"\(1400 pixels\): object ids\? .* DAVIS palette"):
+            load_rounds(path, video, first=first)
+    Image.fromarray(ids, "P").save(path)
+    with pytest.raises(InputError, match=r"00001.png: a palette image whose pixels hold index 1 .* palette has 1 "
+                                         r"colour: object ids saved without a palette\?"):
+        load_rounds(path, video, first=True)
+    image = Image.fromarray(np.where(ids == 255, 0, ids).astype(np.uint8), "P")  # 255 is DAVIS's void colour
+    image.putpalette(davis_palette())
+    image.save(path)
+    strokes = load_scribbles(path, video)["scribbles"][1]
+    assert {stroke["object_id"] for stroke in strokes} == {1, 2}
 
 
 def test_a_scribble_image_saved_as_jpeg_is_told_to_be_a_png(small_video, tmp_path):
