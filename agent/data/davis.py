@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from ..errors import first_line, repeated
+from ..errors import counted, first_line, repeated
 from ..paths import is_hidden, read_json, special_file
 
 VOID_LABEL = 255
@@ -357,7 +357,8 @@ def validate_scribbles(
     if not isinstance(data, dict) or "scribbles" not in data or not isinstance(data["scribbles"], list):
         raise DatasetError(f"{source}: expected a dict with a 'scribbles' list (one list of strokes per frame)")
     if num_frames is not None and len(data["scribbles"]) != num_frames:
-        raise DatasetError(f"{source}: has {len(data['scribbles'])} frames of strokes, the video has {num_frames}")
+        raise DatasetError(f"{source}: has {counted(len(data['scribbles']), 'frame')} of strokes, the video has "
+                           f"{num_frames}")
     highest = MAX_OBJECT_ID if num_objects is None else num_objects
     points_seen = 0
     for frame, strokes in enumerate(data["scribbles"]):

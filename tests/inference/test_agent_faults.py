@@ -47,7 +47,8 @@ def _scribbles(object_id=1, point=(0.5, 0.5), frames=3) -> dict:
     (None, _scribbles(object_id=1.0), "object ids are integers"),
     (None, _scribbles(object_id=None), "object ids are integers"),
     (1, _scribbles(frames=2), "has 2 frames of strokes, the video has 3"),
-], ids=["nan", "inf", "id-above-count", "huge-id", "float-id", "null-id", "wrong-length"])
+    (1, _scribbles(frames=1), "has 1 frame of strokes, the video has 3"),  # it was "1 frames"
+], ids=["nan", "inf", "id-above-count", "huge-id", "float-id", "null-id", "wrong-length", "one-frame-long"])
 def test_bad_scribbles_are_one_line_and_leave_the_sample_as_it_was(agent, num_objects, scribbles, fragment):
     agent.start(FRAMES, num_objects)
     with pytest.raises(DatasetError) as error:
