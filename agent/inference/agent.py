@@ -289,8 +289,11 @@ class InteractiveAgent(Predictor):
             self._fusion.begin(stroke_frames)
         if self._pool is not None:
             # The model changed if fine-tuning took a step: similarities to the old pool are stale.
+            # An object stroked for the first time after round 1 lifts the derived background where it may be
+            # (memory.missing_objects): the pooled pixels of that background go too.
             self._pool.update(self.model, features, labels, num_classes, rebuild=self.last_finetune.steps > 0,
-                              frames=keyframes, weights=self._reference_weights(), embed=embed)
+                              frames=keyframes, weights=self._reference_weights(), embed=embed,
+                              forget_receded=self._round > 1 and bool(self.memory.new_objects))
             refs = ref_labels = None
             scorer = lambda index: self._pool.scores(self.model, index)  # noqa: E731
         else:

@@ -17,7 +17,9 @@ within each budget), so the choice never reshuffles. The top-k starts over when 
 forget an element; it is then rebuilt against the same pooled pixels less the contradicted ones, so a
 correction changes the references by its own pixels only. Pooled pixels whose derived background label receded (far-away background
 shrinking as object strokes spread, the least-similar background ending at the first background stroke)
-are kept: it scored as dropping them did and saves a full transfer per such round (docs/METHOD.md).
+are kept: it scored as dropping them did and saves a full transfer per such round (docs/METHOD.md). A round that
+strokes an object for the first time after the first (update's forget_receded) drops them: the background lifted
+where that object may be held it down on every frame.
 
 A pixel may count several times (a weight, fixed when it is pooled): its similarity then fills as many of
 a query's top-k slots, as if the reference set held that many copies of it.
@@ -87,13 +89,19 @@ class ReferencePool:
             self._priority[frame] = np.random.default_rng([self.seed, frame]).random(self.grid[0] * self.grid[1])
         return self._priority[frame]
 
-    def _drop_contradicted(self, labels: dict[int, np.ndarray]) -> None:
+    def _has_receded(self, labels: dict[int, np.ndarray]) -> bool:
+        """Whether a pooled pixel is unlabelled now (its derived background receded)."""
+        return any(((pooled != UNPOOLED) & (labels[frame] < 0)).any()
+                   for frame, pooled in self._pooled.items() if frame in labels)
+
+    def _drop_contradicted(self, labels: dict[int, np.ndarray], receded: bool = False) -> None:
         """Unpool the pixels a stroke now gives another class; they become candidates for it (a changed label
-        counts as new)."""
+        counts as new). receded: also those unlabelled now."""
         for frame, pooled in self._pooled.items():
             current = labels.get(frame)
             if current is not None:
-                pooled[(pooled != UNPOOLED) & (current >= 0) & (current != pooled)] = UNPOOLED
+                changed = (current >= 0) | receded
+                pooled[(pooled != UNPOOLED) & changed & (current != pooled)] = UNPOOLED
 
     def _sample_new(self, labels: dict[int, np.ndarray], budget: int,
                     weights: dict[int, np.ndarray] | None = None) -> dict[int, list[tuple[int, np.ndarray]]]:
@@ -135,21 +143,26 @@ class ReferencePool:
         frames: np.ndarray | list[int] | None = None,
         weights: dict[int, np.ndarray] | None = None,
         embed: Embed | None = None,
+        forget_receded: bool = False,
     ) -> None:
         """Add this round's new labelled pixels (labels: {frame: (h, w)} on the grid, -1 unlabeled) and fold
         their similarities into the top-k of `frames` (None: every frame; the others catch up, against the
         whole pool, when a later update asks for them). rebuild=True (the model changed) starts the top-k over.
         features: (T, C', h', w') backbone features; only those of `frames` and the scribbled frames are read.
         weights: {frame: (h, w) int >= 1}, how many times a new pixel counts among the top-k (None: once).
-        embed: the frames' embeddings (embedding_cache.py; None: decoded from `features` each time)."""
+        embed: the frames' embeddings (embedding_cache.py; None: decoded from `features` each time).
+        forget_receded: unpool the pixels whose label receded too (an object stroked for the first time: the derived
+        background it lifted, where it may be unstroked, was background evidence against it) and start over."""
         embed = embed or uncached(model, features)
         flat = {f: np.asarray(torch.as_tensor(v).cpu()).reshape(-1).astype(np.int64) for f, v in labels.items()}
         if weights is not None:
             weights = {f: np.asarray(w).reshape(-1).astype(np.int64) for f, w in weights.items()}
-        if self._best is not None and (rebuild or self._is_stale(flat) or num_classes > self._best.shape[1]):
+        forget_receded = forget_receded and self._has_receded(flat)
+        if self._best is not None and (rebuild or forget_receded or self._is_stale(flat)
+                                       or num_classes > self._best.shape[1]):
             # The top-k of a set cannot forget an element: start it over, against the same pooled pixels but
             # those a stroke contradicts (so a correction changes the references by its own pixels only).
-            self._drop_contradicted(flat)
+            self._drop_contradicted(flat, forget_receded)
             self._best = None
             self._built[:] = False
             self.rebuilds += 1

@@ -250,7 +250,8 @@ class ScribbleMemory:
         self.rounds = 0
         self._labels: dict[int, np.ndarray] = {}
         self._first_round: dict[int, int] = {}  # frame -> the round that first scribbled it
-        self._first_objects: dict[int, set[int]] = {}  # frame -> the object ids round 1 stroked there
+        self._stroked: dict[int, set[int]] = {}  # frame -> the object ids stroked there, any round
+        self.new_objects: set[int] = set()  # the object ids the latest round stroked first
         self._corrected: dict[int, np.ndarray] = {}  # frame -> (h, w) bool: labelled by a round after the first
         self._confirmed: dict[int, np.ndarray] = {}  # frame -> (h, w) int64: see confirm()
         self._painted: dict[int, np.ndarray] = {}  # frame -> (h, w) bool: the cells the latest round drew
@@ -277,6 +278,10 @@ class ScribbleMemory:
         if check_ids is not None:
             check_ids(self.object_ids() | {int(v) for labels in new.values() for v in np.unique(labels) if v > BACKGROUND})
         self._painted = {}
+        known = self.object_ids()
+        for frame, fresh in new.items():
+            self._stroked.setdefault(frame, set()).update(int(v) for v in np.unique(fresh) if v > BACKGROUND)
+        self.new_objects = set().union(*self._stroked.values()) - known
         for frame, fresh in new.items():
             painted = fresh != UNLABELED
             self._painted[frame] = painted
@@ -287,8 +292,6 @@ class ScribbleMemory:
                 self._first_round[frame] = self.rounds + 1
             else:
                 merged[painted] = fresh[painted]
-            if self.rounds == 0:
-                self._first_objects[frame] = {int(v) for v in np.unique(fresh) if v > BACKGROUND}
             corrected = self._corrected.setdefault(frame, np.zeros(self.shape, bool))
             corrected[painted] = self.rounds > 0  # a round-1 stroke repainting a cell is not a correction
             halo = self._halo.setdefault(frame, np.zeros(self.shape, bool))
@@ -436,15 +439,15 @@ class ScribbleMemory:
         return self.config.derived_background_frames == "all" or self._first_round.get(frame) == 1
 
     def missing_objects(self, frame: int) -> set[int]:
-        """The objects the first round stroked on other frames but not on `frame`, one it stroked (an object that
-        enters the video later, stroked on its own frame): they may be anywhere on `frame`, unstroked. Far-away
-        background is not derived there, and the least-similar background is measured against their strokes too
-        (it took the unstroked object for background: an object stroked on frame 0, another on frame 2 where both
-        show, and the first was background on frame 2 and lost on every frame, J 0)."""
-        if frame not in self._first_objects:
+        """The objects stroked on other frames but never on `frame`, one that derives background (an object that
+        enters the video later, stroked on its own frame, or one added in a later round): they may be anywhere on
+        `frame`, unstroked. Far-away background is not derived there, and the least-similar background is
+        measured against their strokes too (it took the unstroked object for background: an object stroked on
+        frame 0, another on frame 2 where both show, and the first was background on frame 2 and lost on every
+        frame, J 0; a second object added in round 2 never showed, even on the frame it was stroked on)."""
+        if frame not in self._stroked or not self.derives_background(frame):
             return set()
-        stroked = set().union(*self._first_objects.values())
-        return stroked - self._first_objects[frame]
+        return set().union(*self._stroked.values()) - self._stroked[frame]
 
     def object_frames(self, objects: set[int]) -> list[int]:
         """The frames whose strokes hold any of `objects`."""

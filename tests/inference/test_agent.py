@@ -335,3 +335,15 @@ def test_least_similar_background_measures_objects_stroked_on_other_frames(tiny_
     object_1 = tiny_agent.memory.raw_labels(0) == 1
     assert similarities[0] is not None and similarities[1] is not None
     np.testing.assert_allclose(similarities[1][object_1], similarities[0][object_1], atol=1e-5)
+
+
+def test_an_object_added_in_a_later_round_drops_the_background_pooled_where_it_may_be(tiny_agent):
+    """Object 2 stroked first in round 2: round 1's far-away background on frame 0 (where object 2 may be,
+    unstroked) leaves the labels and the reference pool; it stayed pooled, and object 2 never showed."""
+    frames = np.random.default_rng(0).integers(0, 256, (2, 48, 64, 3), dtype=np.uint8)
+    tiny_agent.start(frames, 2)
+    tiny_agent.step({"scribbles": [[{"path": [[0.1, 0.2], [0.3, 0.2]], "object_id": 1}], []]}, RoundPlan())
+    background = tiny_agent._pool.references(0)
+    assert background > 0 and tiny_agent._pool.rebuilds == 0
+    tiny_agent.step({"scribbles": [[], [{"path": [[0.7, 0.8], [0.9, 0.8]], "object_id": 2}]]}, RoundPlan())
+    assert tiny_agent._pool.rebuilds == 1 and tiny_agent._pool.references(0) < background

@@ -86,6 +86,21 @@ def test_relabelled_pixel_rebuilds_the_pool_and_receded_background_stays(model_a
     assert pool.rebuilds == 2
 
 
+def test_receded_background_is_forgotten_when_asked(model_and_features):
+    """An object stroked for the first time in a later round lifts the derived background where it may be: the
+    pooled pixels of that background go (they stayed, background evidence against the new object on every frame)."""
+    model, features = model_and_features
+    grid = model.embedding_size(stride=4)
+    pool = ReferencePool(len(features), grid, NO_SUBSAMPLING)
+    pool.update(model, features, {1: _labels(grid, [(1, (1, 4, 1, 6)), (0, (8, 12, 10, 20))])}, num_classes=3)
+    receded = {1: _labels(grid, [(1, (1, 4, 1, 6)), (0, (8, 10, 10, 20))]), 2: _labels(grid, [(2, (3, 5, 3, 9))])}
+    pool.update(model, features, receded, num_classes=3, forget_receded=True)
+    assert pool.rebuilds == 1 and pool.references(0) == 2 * 10
+    _assert_equals_full_transfer(pool, model, features, receded, 3)
+    pool.update(model, features, receded, num_classes=3, forget_receded=True)  # nothing receded since: kept
+    assert pool.rebuilds == 1
+
+
 def test_new_pixels_per_round_are_capped(model_and_features):
     model, features = model_and_features
     grid = model.embedding_size(stride=4)

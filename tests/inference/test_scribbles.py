@@ -537,3 +537,16 @@ def test_no_far_background_where_an_object_stroked_on_another_frame_may_be() -> 
     assert both.missing_objects(1) == set() and (both.labels(1) == 0).any()  # every object stroked there: as before
     both.add(scribbles([], [], [stroke([(5, 5)], 2)]))  # a later round's frame: no first-round objects to miss
     assert both.missing_objects(2) == set()
+
+
+def test_an_object_added_in_a_later_round_lifts_the_first_rounds_far_background() -> None:
+    """Object 1 stroked in round 1 on frame 0, object 2 first in round 2 on frame 1: object 2 may be on frame 0,
+    unstroked, where far-away background held it (it never showed, even on the frame it was stroked on)."""
+    memory = ScribbleMemory(SHAPE, ScribbleConfig(dilation=1, far_background_fraction=0.25), num_frames=3)
+    memory.add(scribbles([stroke([(0, 0)], 1)], [], []))
+    assert memory.new_objects == {1} and (memory.labels(0) == 0).any()
+    memory.add(scribbles([], [stroke([(9, 19)], 2)], []))
+    assert memory.new_objects == {2} and memory.missing_objects(0) == {2}
+    np.testing.assert_array_equal(memory.labels(0), memory.raw_labels(0))
+    memory.add(scribbles([stroke([(9, 19)], 2)], [], []))  # object 2 stroked on frame 0 too: nothing missing there
+    assert memory.new_objects == set() and memory.missing_objects(0) == set() and (memory.labels(0) == 0).any()
