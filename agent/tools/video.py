@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ..data.davis import (
+    GREY16_MODES,
     IMAGE_ERRORS,
     TRANSPOSING_ORIENTATIONS,
     draft_jpeg,
@@ -92,6 +93,7 @@ class VideoSource:
     fps: float
     frame_paths: list[Path] | None = None  # a folder of frames; None for a video file
     frame_names: list[str] = field(default_factory=list)  # output file stems, one per frame
+    grey16_levels: tuple[int, int] | None = None  # 16-bit grey frames of a narrow range: read from lo..hi (see below)
 
     @property
     def name(self) -> str:
@@ -103,7 +105,7 @@ class VideoSource:
     def frames(self) -> Iterator[np.ndarray]:
         if self.frame_paths is not None:
             for path in self.frame_paths:
-                yield _read_image(path, (self.height, self.width))
+                yield _read_image(path, (self.height, self.width), self.grey16_levels)
             return
         import imageio_ffmpeg
 
@@ -132,10 +134,17 @@ class VideoSource:
             raise InputError(f"{self.path}: FFmpeg delivered {counted(count, 'frame')}, {self.num_frames} were counted")
 
 
-def _read_image(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
+def _read_image(path: Path, shape: tuple[int, int] | None = None,
+                grey16_levels: tuple[int, int] | None = None) -> np.ndarray:
     try:
         with Image.open(path) as image:
-            frame = rgb_pixels(upright(image))
+            image = upright(image)
+            if grey16_levels is not None and image.mode in GREY16_MODES:
+                low, high = grey16_levels
+                grey = (np.asarray(image).astype(np.float64) - low) * (255 / max(high - low, 1))
+                frame = np.repeat(np.clip(np.rint(grey), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+            else:
+                frame = rgb_pixels(image)
     except IMAGE_ERRORS as error:
         raise InputError(f"cannot read image {path} ({error})") from error
     if shape is not None and frame.shape[:2] != shape:
@@ -202,11 +211,15 @@ def _open_folder(path: Path) -> VideoSource:
     if not paths:
         raise InputError(f"{path}: no frame images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
     first = None
+    levels: list[tuple[int, int]] = []  # the extrema of the 16-bit grey frames
     for frame_path in paths:  # every byte, cheaply: a truncated frame ends here, before the model loads
         try:
             with Image.open(frame_path) as image:
                 size, orientation = image.size, exif_orientation(image)
-                if draft_jpeg(image) or image.format != "PNG" or image.mode == "I":
+                if image.mode in GREY16_MODES:
+                    pixels = np.asarray(image)  # its levels (below; getextrema refuses I;16B)
+                    levels.append((int(pixels.min()), int(pixels.max())))
+                elif draft_jpeg(image) or image.format != "PNG" or image.mode == "I":
                     image.load()  # JPEG at 1/8 scale; BMP, TIFF, mode I's values: verify() reads no pixels
                 else:
                     image.verify()  # chunk checksums (PNG), without decoding the pixels
@@ -234,7 +247,26 @@ def _open_folder(path: Path) -> VideoSource:
                              "not defined (frames are sorted by the numbers in their names): keep one of them or "
                              "rename it")
     width, height = first
-    return VideoSource(path, len(paths), height, width, DEFAULT_FPS, paths, [p.stem for p in paths])
+    return VideoSource(path, len(paths), height, width, DEFAULT_FPS, paths, [p.stem for p in paths],
+                       _narrow_grey16_levels(path, levels))
+
+
+# 16-bit grey frames are read by their top 8 bits, unless those hold fewer levels than this over the whole video.
+GREY16_MIN_LEVELS = 32
+
+
+def _narrow_grey16_levels(path: Path, levels: list[tuple[int, int]]) -> tuple[int, int] | None:
+    """(lo, hi) of a video's 16-bit grey frames when their top 8 bits span fewer than GREY16_MIN_LEVELS levels (a
+    thermal camera's raw values, 7000..8400: levels 27..32, an object a few levels off its surroundings, segmented
+    as nothing without a word): they are then read from lo (black) to hi (white), the same for every frame."""
+    if not levels:
+        return None
+    low, high = min(lo for lo, _ in levels), max(hi for _, hi in levels)
+    if (high >> 8) - (low >> 8) + 1 >= GREY16_MIN_LEVELS:
+        return None
+    log.info("%s: 16-bit grey frames of levels %d..%d, %d levels once cut to their top 8 bits: read from %d (black) "
+             "to %d (white) instead", path, low, high, (high >> 8) - (low >> 8) + 1, low, high)
+    return low, high
 
 
 # FFmpeg's listing of an input's streams, in the error imageio-ffmpeg raises: "Stream #0:0[0x1](und): Audio: aac ..."

@@ -152,6 +152,28 @@ def test_16_bit_grey_frames_read_as_their_8_bit_version(tmp_path, dtype, suffix,
         np.testing.assert_array_equal(frame, same)
 
 
+@pytest.mark.parametrize(("dtype", "suffix"), [(np.uint16, ".png"), (">u2", ".tif"), (np.int32, ".tif")])
+def test_16_bit_grey_frames_of_a_narrow_range_are_read_from_its_darkest_to_its_brightest(tmp_path, dtype, suffix):
+    """A thermal camera's raw values (7000..8400 of 65535) are levels 27..32 by their top 8 bits: the warm object,
+    5 levels off its surroundings, was segmented as nothing without a word. The video's own range is read instead,
+    the same for every frame; a range its top 8 bits span well is read by them, as before."""
+    folder = tmp_path / "thermal"
+    folder.mkdir()
+    raw = np.full((2, 8, 10), 7000, np.int32)
+    raw[0, 2:5, 3:7], raw[1, 4:7, 3:7], raw[1, 0, 0] = 8400, 8400, 7700
+    for index, frame in enumerate(raw):
+        Image.fromarray(frame.astype(dtype)).save(folder / f"{index}{suffix}")
+    video = open_video(folder)
+    assert video.grey16_levels == (7000, 8400)
+    frames = list(video.frames())
+    np.testing.assert_array_equal(frames[0][..., 0], np.where(raw[0] == 8400, 255, 0))
+    assert frames[1][0, 0, 0] == 128 and (frames[1][..., 0] == frames[1][..., 2]).all()
+    raw[1, 0, 0] = 7000 + 32 * 256  # 32 levels of the top 8 bits: read by them
+    Image.fromarray(raw[1].astype(dtype)).save(folder / f"1{suffix}")
+    video = open_video(folder)
+    assert video.grey16_levels is None and next(iter(video.frames()))[0, 0, 0] == 7000 >> 8
+
+
 @pytest.mark.parametrize(("values", "problem"), [
     (np.full((8, 8), 70000, np.int32), r"a I image \(32-bit integer\) of values 70000..70000, not 16-bit \(0..65535\)"),
     (np.full((8, 8), 0.5, np.float32), r"a F image \(32-bit float\)")])
