@@ -11,7 +11,7 @@ anything else is an error, so a mistake in the colour never silently becomes bac
 
 An image's frame is the frame of the same name in a frame folder (00012.png for 00012.jpg), else the last
 number in its name, counted from 0 (12.png, frame_0012.png); in a folder whose frames are numbered otherwise
-(frame1.jpg, ...), only the frame's own name.
+(frame1.jpg, ...), only the frame's own name. A second copy's suffix (`00012 (1).png`, `00012 copy 2.png`) is left out.
 
 Rounds: an export's scribbles.json keeps DAVIS's "scribbles" (every stroke segmented, per frame) and adds
 "rounds", one such list per round in the order they were segmented (`scribbles_record`); `load_rounds` plays
@@ -366,15 +366,23 @@ def _json_kind(value: object) -> str:
     return "an empty list" if value == [] else "null" if value is None else f"a {type(value).__name__}"
 
 
+# What a browser, Finder or Explorer appends to a file's name for a second copy: `00012 (1).png`, `00012 copy 2.png`,
+# `00012 - Copy (3).png`. Its number is no frame's: the last number of `00012 (1)` put the strokes on frame 1.
+COPY_SUFFIX = re.compile(r"(?: - copy(?: \(\d+\))?| copy(?: \d+)?| \(\d+\))$", re.IGNORECASE)
+
+
 def frame_of(image_path: Path, video: VideoSource) -> int:
     """The frame a scribble image belongs to (see the module doc)."""
-    if video.frame_paths is not None and image_path.stem in video.frame_names:
-        return video.frame_names.index(image_path.stem)
+    stem = image_path.stem
+    if video.frame_paths is None or stem not in video.frame_names:
+        stem = COPY_SUFFIX.sub("", stem) or stem
+    if video.frame_paths is not None and stem in video.frame_names:
+        return video.frame_names.index(stem)
     if video.frame_paths is not None:  # img_0003.png for IMG_0003.JPG: one name where the file system ignores case
         folded = [name.casefold() for name in video.frame_names]
-        if folded.count(image_path.stem.casefold()) == 1:
-            return folded.index(image_path.stem.casefold())
-    numbers = re.findall(r"\d+", image_path.stem)
+        if folded.count(stem.casefold()) == 1:
+            return folded.index(stem.casefold())
+    numbers = re.findall(r"\d+", stem)
     if not numbers:
         raise InputError(f"{image_path}: name it after its frame (e.g. 00012.png for frame 12, counted from 0)")
     frame = int(numbers[-1])

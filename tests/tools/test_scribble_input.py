@@ -284,6 +284,19 @@ def test_a_scribble_named_after_its_frame_in_another_case_is_that_frame(tmp_path
     assert [bool(strokes) for strokes in load_scribbles(scribbles, video)["scribbles"]] == [False, False, True, False]
 
 
+@pytest.mark.parametrize("name", ["00002 (1).png", "00002 copy 3.png", "00002 - Copy (3).png", "00002 copy.png"])
+def test_a_second_copys_suffix_is_no_frame_number(tmp_path, name):
+    """A browser's second download, `00002 (1).png`, or a Finder or Explorer copy, `00002 copy 3.png`: the last number
+    was the copy's, and the strokes went to frame 1 or 3 without a word."""
+    video, scribbles, stroke = _four_frames(tmp_path, lambda index: f"{index - 1:05d}.jpg")
+    _save(scribbles / name, stroke)
+    assert [bool(strokes) for strokes in load_scribbles(scribbles, video)["scribbles"]] == [False, False, True, False]
+    (tmp_path / "from-1").mkdir()
+    numbered, other, _ = _four_frames(tmp_path / "from-1", lambda index: f"frame{index}.jpg")
+    _save(other / "frame3 (1).png", stroke)  # its frame's own name once the suffix is left out
+    assert [bool(strokes) for strokes in load_scribbles(other, numbered)["scribbles"]] == [False, False, True, False]
+
+
 def _save_turned(path, pixels, orientation=6):
     image = Image.fromarray(pixels)
     exif = image.getexif()
