@@ -48,6 +48,22 @@ WIDE_MODES = {"I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I": "32-b
 GREY16_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
+def annotation_ids(image: Image.Image, path: Path) -> np.ndarray | None:
+    """(H, W) uint8 object ids of an annotation image: palette, grey or 1-bit, or 16-bit grey (OpenCV's
+    `imwrite` of a uint16 label map; davisinteractive reads its values as they are) whose ids are at most 255;
+    None for another mode (a colour is no id). A 16-bit id above 255 is a DatasetError."""
+    if image.mode in ANNOTATION_MODES:
+        return np.asarray(image, dtype=np.uint8)
+    if image.mode not in GREY16_MODES:
+        return None
+    ids = np.asarray(image)
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0 or high > VOID_LABEL:
+        raise DatasetError(f"{path}: a 16-bit grey annotation of values {low}..{high}: object ids are 0 (background), "
+                           f"1..254 and {VOID_LABEL} (void); save them as 8-bit ids, a palette PNG as DAVIS's")
+    return ids.astype(np.uint8)
+
+
 def refuse_special_file(path: Path) -> None:
     """DatasetError for a FIFO or a device where a file belongs: PIL would wait for a FIFO's writer forever."""
     special = special_file(path)
@@ -303,9 +319,10 @@ class DavisReader:
         masks = []
         for path in paths:
             with open_image(path, "annotation") as image:
-                if image.mode not in ANNOTATION_MODES:
+                ids = annotation_ids(image, path)
+                if ids is None:
                     raise DatasetError(f"{path} is not a palette, grey or 1-bit PNG of object ids")
-                masks.append(np.asarray(image, dtype=np.uint8))
+                masks.append(ids)
         return np.stack(masks)
 
     def load_scribble(self, sequence: str, index: int) -> dict:

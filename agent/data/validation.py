@@ -22,13 +22,13 @@ from PIL import Image
 from ..errors import counted, first_line
 from ..paths import special_file
 from .davis import (
-    ANNOTATION_MODES,
     IMAGE_ERRORS,
     TRANSPOSING_ORIENTATIONS,
     VOID_LABEL,
     DatasetError,
     DavisReader,
     SequenceInfo,
+    annotation_ids,
     draft_jpeg,
     exif_orientation,
     frame_mode_problem,
@@ -87,13 +87,14 @@ def _decode(path: Path, what: str) -> tuple[tuple[int, int], np.ndarray | None, 
                 if image.format in LOSSY_FORMATS:
                     raise DatasetError(f"{path}: a {image.format} file, expected a PNG: lossy compression changes "
                                        "the object ids at every edge (save annotations as palette PNGs)")
-                if image.mode not in ANNOTATION_MODES:
+                ids = annotation_ids(image, path)  # 16-bit grey too (it was refused as "a I;16 image")
+                if ids is None:
                     # A colour is no object id (which colour is which object, and whether an edge's blend is
                     # one, cannot be told): say how to save the masks instead.
                     raise DatasetError(f"{path}: a {image.mode} image, expected a palette, grey or 1-bit PNG of "
                                        "object ids: save each mask as a palette PNG (as DAVIS's) or a grey one whose "
                                        "values are 0 background and 1..N the objects")
-                return size, np.asarray(image, dtype=np.uint8), 1
+                return size, ids, 1
             orientation = exif_orientation(image)
             draft_jpeg(image)
             image.load()

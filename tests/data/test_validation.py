@@ -213,6 +213,25 @@ def test_one_bit_annotations_are_read_as_ids_0_and_1(root: Path) -> None:
     np.testing.assert_array_equal(reader.load_annotations(ONE), truth)
 
 
+def test_16_bit_grey_annotations_are_read_as_their_ids(root: Path) -> None:
+    """OpenCV's imwrite of a uint16 label map (a 16-bit grey PNG) holds the ids, as davisinteractive reads them: it
+    was refused as "a I;16 image, expected a palette, grey ... PNG", a grey one. An id above 255 is no DAVIS id."""
+    reader = DavisReader(root)
+    truth = reader.load_annotations(TWO)
+    for index in range(6):
+        Image.fromarray(truth[index].astype(np.uint16)).save(_annotation(root, TWO, index))
+    assert Image.open(_annotation(root, TWO, 0)).mode == "I;16"
+    assert validate_sequence(reader, TWO).num_objects == 2
+    np.testing.assert_array_equal(reader.load_annotations(TWO), truth)
+    wide = truth[3].astype(np.uint16)
+    wide[0, 0] = 300
+    Image.fromarray(wide).save(_annotation(root, TWO, 3))
+    path = _annotation(root, TWO, 3)
+    _fails(root, TWO, f"{path}: a 16-bit grey annotation of values 0..300: object ids are 0 (background), 1..254")
+    with pytest.raises(DatasetError, match="values 0..300"):
+        reader.load_annotations(TWO)
+
+
 def test_jpeg_annotation_is_an_error_not_an_extra_object(root: Path) -> None:
     """A 0/1 mask saved as JPEG under the .png name: its ringing left stray 2s, played as a second object."""
     for index in range(6):
