@@ -278,6 +278,10 @@ class BodyLimit:
 # A round's body is a few values per object and frame: JSON of many small values (a million empty lists, 3 bytes
 # each) parsed into objects dozens of times its size (1.6 GB for 57 MB) and held the event loop for seconds.
 MAX_JSON_VALUES = 1_000_000
+# Scoring a round holds its video's masks decoded and the framework's int64 copies of them (about 400 MB for a
+# 90-frame 480p video) whatever the body's size: a round of empty masks is a few hundred bytes, and 8 such rounds at
+# once took 3.2 GB. Rounds past this many wait for one to be scored (the scoring is CPU-bound: none is slower).
+MAX_ROUNDS_SCORED_AT_ONCE = 4
 
 
 class Interaction(BaseModel):
@@ -297,6 +301,7 @@ def create_app(config: ServerConfig, root: str | Path) -> FastAPI:
     sessions: dict[tuple[str, str], _Session] = {}
     closed: OrderedDict[tuple[str, str], None] = OrderedDict()  # keys of sessions closed to make room (bounded)
     sessions_lock = threading.Lock()
+    scoring = threading.BoundedSemaphore(MAX_ROUNDS_SCORED_AT_ONCE)  # rounds decoded and scored at once
     app = FastAPI(title="DAVIS Interactive evaluation server (local)", docs_url=None, redoc_url=None)
     app.state.registration = registration
     app.state.sessions = sessions  # read only (tests)
@@ -427,25 +432,26 @@ def create_app(config: ServerConfig, root: str | Path) -> FastAPI:
         budget = config.max_time * meta["num_objects"]
         sample = (body.sequence, body.scribble_idx)
         width, height = meta["image_size"]
-        masks = decode_masks(body.pred_masks, meta["num_frames"], height, width, meta["num_objects"])
-        # Checked here: the framework stores the round's scores before it reads them, and an index outside the
-        # video would then fail it and leave the sample unplayable.
-        outside = [f for f in body.next_scribble_frame_candidates or [] if not 0 <= f < meta["num_frames"]]
-        if outside:
-            raise ValueError(f"next_scribble_frame_candidates: frame {outside[0]} is not in 0..{meta['num_frames'] - 1} "
-                             f"({body.sequence} has {meta['num_frames']} frames)")
-        with state.lock:
-            if state.finished:
-                raise RuntimeError("this session is finished: start a new one")
-            spent = state.spent.get(sample, 0.0) + body.timing
-            if spent > budget:
-                raise ValueError(f"timing: {body.sequence} sample {body.scribble_idx} would have taken {spent:.6g} s, "
-                                 f"past its {budget:g} s ({config.max_time:g} s per object): a client does not "
-                                 "submit after the time is up")
-            scribble = state.service.post_predicted_masks(
-                body.sequence, body.scribble_idx, masks, body.timing, body.interaction, key[0], key[1],
-                next_scribble_frame_candidates=body.next_scribble_frame_candidates)
-            state.spent[sample] = spent
+        with scoring:
+            masks = decode_masks(body.pred_masks, meta["num_frames"], height, width, meta["num_objects"])
+            # Checked here: the framework stores the round's scores before it reads them, and an index outside the
+            # video would then fail it and leave the sample unplayable.
+            outside = [f for f in body.next_scribble_frame_candidates or [] if not 0 <= f < meta["num_frames"]]
+            if outside:
+                raise ValueError(f"next_scribble_frame_candidates: frame {outside[0]} is not in 0..{meta['num_frames'] - 1} "
+                                 f"({body.sequence} has {meta['num_frames']} frames)")
+            with state.lock:
+                if state.finished:
+                    raise RuntimeError("this session is finished: start a new one")
+                spent = state.spent.get(sample, 0.0) + body.timing
+                if spent > budget:
+                    raise ValueError(f"timing: {body.sequence} sample {body.scribble_idx} would have taken {spent:.6g} s, "
+                                     f"past its {budget:g} s ({config.max_time:g} s per object): a client does not "
+                                     "submit after the time is up")
+                scribble = state.service.post_predicted_masks(
+                    body.sequence, body.scribble_idx, masks, body.timing, body.interaction, key[0], key[1],
+                    next_scribble_frame_candidates=body.next_scribble_frame_candidates)
+                state.spent[sample] = spent
         return _json(scribble)
 
     @app.get("/api/evaluation/report")

@@ -419,6 +419,45 @@ def test_bodies_of_many_json_values_are_refused_before_they_are_parsed(server, m
     assert played.status_code == 200 and "scribbles" in played.json()
 
 
+def test_rounds_scored_at_once_are_bounded(tiny_synthetic_root, monkeypatch):
+    """A round's masks are decoded at the video's size whatever the body's (a few hundred bytes of empty masks took
+    400 MB for a 90-frame 480p video, 8 clients at once 3.2 GB): rounds past the limit wait, and all are scored."""
+    import threading
+    import time
+
+    from agent.evaluation import server as server_module
+
+    monkeypatch.setattr(server_module, "MAX_ROUNDS_SCORED_AT_ONCE", 1)
+    decoding, most = [0], [0]
+    counter = threading.Lock()
+
+    def slow_decode(*args):
+        with counter:
+            decoding[0] += 1
+            most[0] = max(most[0], decoding[0])
+        time.sleep(0.3)
+        with counter:
+            decoding[0] -= 1
+        return decode_masks(*args)
+
+    monkeypatch.setattr(server_module, "decode_masks", slow_decode)
+    with serving(create_app(ServerConfig(), tiny_synthetic_root)) as running:
+        bodies = {session: _first_round(running.url, _keys(session=session))[1] for session in ("a", "b", "c")}
+        answers = {}
+
+        def post(session):
+            answers[session] = requests.post(f"{running.url}/api/evaluation/interaction", headers=_keys(session=session),
+                                             json=bodies[session], timeout=30)
+
+        clients = [threading.Thread(target=post, args=(session,)) for session in bodies]
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join()
+    assert [answers[session].status_code for session in bodies] == [200, 200, 200]
+    assert most[0] == 1
+
+
 def test_framework_client_gets_server_errors_as_framework_classes(server, tiny_synthetic_root):
     from davisinteractive.connector.remote import RemoteConnector
 
