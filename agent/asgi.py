@@ -1,6 +1,6 @@
 """What both HTTP servers (the browser app, the local evaluation server) share: a request body that stops
 arriving is answered 408, and so are request headers that take too long (uvicorn has no such limits: either
-held its connection for ever).
+held its connection for ever); a request whose Host is not this machine (a DNS-rebinding page) is refused.
 
 Plain ASGI, no FastAPI import: each server passes its own error answer.
 """
@@ -8,7 +8,11 @@ Plain ASGI, no FastAPI import: each server passes its own error answer.
 from __future__ import annotations
 
 import asyncio
+import functools
+import ipaddress
+import socket
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -17,6 +21,28 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 BODY_TIMEOUT_SECONDS = 60.0
 # A request's headers must be complete this many seconds after its connection opened or its last answer was sent.
 HEADER_TIMEOUT_SECONDS = 60.0
+
+
+def foreign_host(host: str) -> str | None:
+    """Why a request's Host header does not name this machine (an IP address, localhost or its host name), or None.
+    Both servers listen on this machine only, but a page on any site the user visits can reach them by DNS
+    rebinding (its own name resolved to 127.0.0.1): its requests then carry that name as Host."""
+    try:  # urlsplit raises ValueError for a malformed address ("[::1" as Host): it was a 500
+        name = urlsplit(f"//{host}").hostname or ""
+    except ValueError:
+        name = ""
+    try:
+        ipaddress.ip_address(name)
+        return None
+    except ValueError:
+        if name == "localhost" or name in _machine_names():
+            return None
+    return f"Host {host!r} is not this machine: use the address the server printed when it started"
+
+
+@functools.cache
+def _machine_names() -> tuple[str, ...]:
+    return socket.gethostname().lower(), socket.getfqdn().lower()  # getfqdn may ask DNS: once
 
 
 class HeaderTimeoutProtocol(H11Protocol):

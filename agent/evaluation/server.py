@@ -10,7 +10,8 @@ error's class name and message); every request is logged in one line.
     python -m agent.server --davis-root ../shared/davis --port 8000      # then, elsewhere:
     python session_runner.py --host http://127.0.0.1:8000 --user-key me --davis-root ../shared/davis
 
-Bound to 127.0.0.1 only: the keys tell sessions apart, they authenticate nobody.
+Bound to 127.0.0.1 only, and answering only requests addressed to this machine (Host): the keys tell sessions
+apart, they authenticate nobody.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field, StrictInt, StrictStr, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..asgi import BodyTimeout, HeaderTimeoutProtocol
+from ..asgi import BodyTimeout, HeaderTimeoutProtocol, foreign_host
 from ..config import ServerConfig, comma_names
 from ..data import compat  # noqa: F401  (patches davisinteractive before it is imported)
 from ..data.registry import register_dataset
@@ -308,6 +309,15 @@ def create_app(config: ServerConfig, root: str | Path) -> FastAPI:
 
     app.add_middleware(BodyLimit)  # inside log_request (added after it runs first), so a 413 is logged too
     app.add_middleware(BodyTimeout, respond=lambda message: _error(408, "ValueError", message))  # around BodyLimit
+
+    @app.middleware("http")
+    async def this_machine_only(request: Request, call_next):
+        # Inside log_request, outside the body's: any web page the user visits could otherwise play sessions, fill the
+        # server's and read the root's scribbles by DNS rebinding (its own name resolved to 127.0.0.1, sent as Host).
+        refused = foreign_host(request.headers.get("host", ""))
+        if refused is not None:
+            return _error(403, "Forbidden", refused)
+        return await call_next(request)
 
     @app.middleware("http")
     async def log_request(request: Request, call_next):

@@ -7,13 +7,11 @@ traceback (unexpected ones are logged here in full).
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import math
 import os
 import re
-import socket
 import tempfile
 import threading
 import time
@@ -30,7 +28,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..asgi import BodyTimeout
+from ..asgi import BodyTimeout, foreign_host
 from ..config import ConfigError
 from ..data.davis import DatasetError
 from ..errors import counted, first_line, validation_problems
@@ -545,17 +543,9 @@ def foreign_request(host: str, origin: str | None, method: str) -> str | None:
     """Why a request did not come from this app's own page, or None. Host must name this machine (an IP
     address, localhost or its host name); a request that changes something must come from a page of that same
     host when the browser says where it came from (Origin)."""
-    try:  # urlsplit raises ValueError for a malformed address ("[::1" as Host or Origin): it was a 500
-        name = urlsplit(f"//{host}").hostname or ""
-    except ValueError:
-        name = ""
-    try:
-        ipaddress.ip_address(name)
-        local = True
-    except ValueError:
-        local = name in ("localhost", socket.gethostname().lower(), socket.getfqdn().lower())
-    if not local:
-        return f"Host {host!r} is not this machine: open the page at the address the app printed"
+    refused = foreign_host(host)
+    if refused is not None:
+        return refused
     if method not in ("GET", "HEAD", "OPTIONS") and origin is not None and _netloc(origin) != host:
         return f"a request from the page {origin} is refused: only this app's own page may change it"
     return None

@@ -458,6 +458,23 @@ def test_rounds_scored_at_once_are_bounded(tiny_synthetic_root, monkeypatch):
     assert most[0] == 1
 
 
+def test_a_host_that_is_not_this_machine_is_refused(tiny_synthetic_root):
+    """A web page the user visits reaches 127.0.0.1 by DNS rebinding, its own name as Host: it played sessions,
+    filled the server's and read the root's scribbles."""
+    app = create_app(ServerConfig(), tiny_synthetic_root)
+    with serving(app) as server:
+        port = server.url.rsplit(":", 1)[1]
+        for host in (f"evil.example:{port}", "[::1"):
+            refused = requests.get(f"{server.url}/api/dataset/samples", timeout=10,
+                                   headers={**_keys(session="rebound"), "Host": host})
+            assert refused.status_code == 403 and refused.json()["error"] == "Forbidden", refused.text
+            assert "is not this machine" in refused.json()["message"][0]
+        assert ("tester", "rebound") not in app.state.sessions
+        local = requests.get(f"{server.url}/api/dataset/samples", timeout=10,
+                             headers={**_keys(session="rebound"), "Host": f"localhost:{port}"})
+        assert local.status_code == 200
+
+
 def test_framework_client_gets_server_errors_as_framework_classes(server, tiny_synthetic_root):
     from davisinteractive.connector.remote import RemoteConnector
 
