@@ -367,9 +367,12 @@ def create_app(state: AppState) -> FastAPI:
         # Any web page the user visits could otherwise drive the app (open files, export anywhere): a browser
         # sends a cross-site POST with its Origin, and a DNS-rebinding page with its own host name as Host.
         refused = foreign_request(request.headers.get("host", ""), request.headers.get("origin"), request.method)
-        if refused is not None:
-            return error_response(refused, 403)
-        return await call_next(request)
+        response = error_response(refused, 403) if refused is not None else await call_next(request)
+        # Nor frame it: a foreign page showing the page in a frame under its own could have the user click through it
+        # (clickjacking: "Start over" forgets every stroke and mask at one click, and the frame's requests are its own).
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+        return response
 
     @app.exception_handler(InputError)
     @app.exception_handler(DatasetError)

@@ -461,6 +461,15 @@ def test_other_sites_cannot_drive_the_app(base, tmp_path):
     assert requests.get(f"{base}/api/state", timeout=10, headers={"Origin": "http://evil.example"}).status_code == 200
 
 
+def test_no_other_site_may_frame_the_page(base):
+    """A foreign page showed the app in a frame of its own and could have the user click through it (clickjacking:
+    "Start over" forgets every stroke and mask at one click)."""
+    for path in ("/", "/static/app.js", "/api/state"):
+        answer = requests.get(f"{base}{path}", timeout=10)
+        assert answer.headers.get("X-Frame-Options") == "DENY", path
+        assert answer.headers.get("Content-Security-Policy") == "frame-ancestors 'none'", path
+
+
 def test_a_malformed_host_or_origin_is_refused_not_a_500():
     from agent.tools.webapp import foreign_request
 
