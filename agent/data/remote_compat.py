@@ -21,6 +21,7 @@ The connector itself (its URLs, encoding, headers) stays the framework's; none o
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import math
@@ -191,12 +192,29 @@ def guarded_session(*_args, **_kwargs) -> requests.Session:
     return session
 
 
+_HTML = re.compile(r"\s*<(!doctype\s+html|html|head|body)\b", re.IGNORECASE)
+_HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
+_HTML_SKIPPED = re.compile(r"<(script|style)\b.*?</\1\s*>|<!--.*?-->", re.IGNORECASE | re.DOTALL)
+
+
+def _page_text(response: requests.Response) -> str:
+    """The text of an answer that is not JSON, as one line; an HTML page (a proxy's "502 Bad Gateway", a login
+    page, a framework's debug page) by its title, else its words without tags: its first 500 characters were
+    markup (`<html><head><style>...`)."""
+    text = response.text
+    if not (_HTML.match(text) or "html" in response.headers.get("content-type", "").lower()):
+        return one_line(text)
+    title = _HTML_TITLE.search(text)
+    words = title.group(1) if title else re.sub(r"<[^>]*>", " ", _HTML_SKIPPED.sub(" ", text))
+    return one_line(f"an HTML page: {html.unescape(words).strip()}" if words.strip() else "an HTML page")
+
+
 def _error_fields(response: requests.Response) -> tuple[str, str]:
     """(name, message) of an error answer; tolerant of anything a server may send."""
     try:
         body = response.json()
     except (ValueError, RecursionError):  # RecursionError: nested too deeply
-        return "", one_line(response.text)
+        return "", _page_text(response)
     if not isinstance(body, dict):
         return "", one_line(body)
     name = body.get("error", "")
@@ -287,7 +305,7 @@ def handle_response(self, response: requests.Response, raise_error: bool = False
                                     "deeply to read") from None
         except ValueError:
             raise RemoteServerError(f"evaluation server {self.host} answered {request} with something that is "
-                                    f"not JSON: {one_line(response.text)[:100]!r}") from None
+                                    f"not JSON: {_page_text(response)[:100]!r}") from None
         problem = _answer_problem(urllib.parse.urlsplit(response.url or "").path, body)
         if problem:
             raise RemoteServerError(f"evaluation server {self.host} answered {request} with {problem}")

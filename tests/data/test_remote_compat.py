@@ -103,6 +103,26 @@ def test_other_answers_are_one_clear_error(status, body, expected):
     assert "\n" not in str(error.value) and len(str(error.value)) < 700
 
 
+NGINX_502 = (b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1>"
+             b"</center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
+DEBUG_PAGE = (b"<!DOCTYPE html><html><head><style>body { font: 12px sans-serif; }" + b" " * 2000 + b"</style>"
+              b"<script>var x = 1;</script></head><body><h1>KeyError at /api/evaluation/interaction</h1>"
+              b"<p>&#x27;goat&#x27;</p></body></html>")
+
+
+@pytest.mark.parametrize("status, body, expected", [
+    (502, NGINX_502, r"with 502: an HTML page: 502 Bad Gateway$"),
+    (500, DEBUG_PAGE, r"with 500: an HTML page: KeyError at /api/evaluation/interaction 'goat'$"),
+    (200, b"<html><head><title>Sign in &amp; continue</title></head><body>" + b"x" * 5000 + b"</body></html>",
+     r"not JSON: 'an HTML page: Sign in & continue'$"),
+])
+def test_an_html_page_is_quoted_by_its_title_or_words(status, body, expected):
+    """A proxy's error page, a framework's debug page or a login page was quoted as its first 500 characters of
+    markup: its style sheet, not what went wrong."""
+    with pytest.raises(RemoteServerError, match=expected):
+        handle_response(_Connector(), _response(status, body), raise_error=True)
+
+
 def test_a_servers_control_characters_never_reach_the_terminal():
     """ANSI escapes and BEL in a server's error name or message, or in a sequence name, were printed as sent: a
     server could clear the screen, retitle the window, or hide the error line."""
