@@ -109,6 +109,7 @@ class AppState:
         self._lock = threading.RLock()  # segment, export and reset hold it around their check_idle
         self._uploads = tempfile.TemporaryDirectory(prefix="simlearn-app-")
         self.uploads_dir = self._uploads.name
+        self.partial_uploads: set[str] = set()  # names of the uploads streaming now (not yet named)
 
     @property
     def agent(self):
@@ -225,7 +226,8 @@ class AppState:
         otherwise fill the temporary folder until the app stops."""
         keep = Path(self.video.path).resolve() if self.video is not None else None
         for upload in Path(self.uploads_dir).iterdir():
-            if upload.is_file() and not upload.name.startswith(".upload-") and upload.resolve() != keep:
+            # The streaming ones by name: an upload may be named .upload-* too (it was kept until the app stopped).
+            if upload.is_file() and upload.name not in self.partial_uploads and upload.resolve() != keep:
                 upload.unlink(missing_ok=True)
 
     def segment(self, strokes: list[dict]) -> Job:
@@ -456,6 +458,7 @@ def create_app(state: AppState) -> FastAPI:
                                               "(python -m agent.app --max-upload-mb)")
         # Streamed to a hidden file, then named: a refused or broken upload leaves nothing behind.
         handle, partial = tempfile.mkstemp(prefix=".upload-", dir=state.uploads_dir)
+        state.partial_uploads.add(Path(partial).name)
         try:
             size = 0
             with os.fdopen(handle, "wb") as out:
@@ -468,6 +471,7 @@ def create_app(state: AppState) -> FastAPI:
             target = unused_path(Path(state.uploads_dir) / base)
             os.replace(partial, target)
         finally:
+            state.partial_uploads.discard(Path(partial).name)
             Path(partial).unlink(missing_ok=True)
         try:
             state.open(target)

@@ -193,6 +193,11 @@ def test_export_and_upload_never_replace_their_input(base, small_video, tmp_path
     for name in ("..", "."):
         odd = requests.post(f"{base}/api/upload?name={name}", data=data, timeout=30)
         assert odd.status_code == 400 and "not a usable file name" in odd.json()["error"]
+    # One named as the app names an upload still streaming was never deleted: kept until the app stopped.
+    for name in (".upload-clip.mp4", "clip.mp4"):
+        assert requests.post(f"{base}/api/upload?name={name}", data=data, timeout=30).status_code == 200
+        opened = wait_for_job(base)["video"]["path"]
+    assert [p.name for p in Path(opened).parent.iterdir()] == [Path(opened).name]
 
 
 def test_names_that_are_not_utf8_are_shown_not_a_500(base, small_video, tmp_path):
