@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse, urlsplit
 
-from .errors import ascii_int, first_line, repeated
+from .errors import ascii_digits, ascii_int, first_line, repeated
 from .paths import expand_user, special_file
 
 log = logging.getLogger(__name__)
@@ -956,7 +956,7 @@ def _yaml_loader():
             # octal (`--set agent.seed=010` was 8). Its other forms are text, refused where a number belongs: `0x10`
             # was 16, `0b11` 3 and `1:30` 90 (base 60), which YAML 1.2 and JSON read otherwise or not at all.
             text = str(self.construct_scalar(node))
-            if text.replace("_", "").lstrip("+-").isdigit() and text.isascii():  # `!!int ١٢` was 12
+            if ascii_digits(text.replace("_", "").lstrip("+-")):  # `!!int ١٢` was 12
                 return int(text.replace("_", ""), 10)
             return text
 

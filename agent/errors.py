@@ -47,6 +47,13 @@ def validation_problems(problems) -> str:
     return "; ".join(f"{'.'.join(map(str, p.get('loc', ())))}: {p.get('msg')}" for p in problems)
 
 
+def ascii_digits(text: str) -> bool:
+    """Whether `text` is one or more ASCII digits 0-9, as a number in a file name or header must be: str.isdigit()
+    also holds for other scripts' digits, which int() reads (a frame `٠٠٠٠١.jpg` passed as 00001.jpg), and for
+    `²`, which int() refuses (a ValueError traceback)."""
+    return text.isascii() and text.isdigit()
+
+
 def ascii_int(text: object) -> int:
     """int(text) of ASCII digits only: int() and str.isdigit() also take other scripts' digits, so `--shard ١/٢`
     or a fullwidth `１/２` passed as 1/2."""

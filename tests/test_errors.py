@@ -158,3 +158,12 @@ def test_command_parser_takes_ascii_digits_only_in_int_and_float_options_and_sub
             parser.parse_args(["run", *argv])  # int('١٢') is 12, float('０.5') 0.5
         assert exit_.value.code == 2
         assert capsys.readouterr().err.splitlines() == [f"{line} (see --help)"]
+
+
+def test_ascii_digits_holds_for_ascii_digits_only():
+    from agent.errors import ascii_digits
+
+    assert ascii_digits("00012") and ascii_digits("7")
+    # Arabic-Indic, fullwidth and superscript digits pass str.isdigit(); a sign, a space or nothing is no digit
+    for text in ("\u0661\u0662", "\uff11", "\u00b9", "", "+1", " 1", "1_0"):
+        assert not ascii_digits(text), text

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import counted, first_line
+from ..errors import ascii_digits, counted, first_line
 from ..paths import special_file
 from .davis import (
     IMAGE_ERRORS,
@@ -44,7 +44,7 @@ LOSSY_FORMATS = ("JPEG", "MPO")
 
 
 def _frame_number(path: Path) -> int | None:
-    return int(path.stem) if path.stem.isdigit() and len(path.stem) == 5 else None
+    return int(path.stem) if ascii_digits(path.stem) and len(path.stem) == 5 else None  # `٠٠٠٠١` is no frame 1
 
 
 def _missing(path: Path) -> str:
@@ -240,7 +240,7 @@ def count_scribble_files(reader: DavisReader, sequence: str) -> int:
     after = folder / f"{count + 1:03d}.json"
     if after.is_dir() or special_file(after):  # it and every later file were left out without a word
         raise DatasetError(f"{after}: {special_file(after) or 'a folder'}, not a scribble file")
-    misnamed = [p for p in reader.listed(folder, "*.json") if not (len(p.stem) == 3 and p.stem.isdigit())]
+    misnamed = [p for p in reader.listed(folder, "*.json") if not (len(p.stem) == 3 and ascii_digits(p.stem))]
     if misnamed:  # e.g. 1.json for 001.json: it would never be played
         raise DatasetError(f"{misnamed[0]}: scribble files are named 001.json, 002.json, ... (three digits)")
     after_gap = [p for p in reader.scribble_paths(sequence) if int(p.stem) > count + 1]

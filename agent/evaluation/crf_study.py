@@ -30,7 +30,7 @@ from tqdm import tqdm
 from ..config import ConfigError, CRFConfig, load_config
 from ..data import compat  # noqa: F401  (patches davisinteractive before it is imported)
 from ..data.davis import VOID_LABEL, DatasetError, DavisReader, SequenceInfo
-from ..errors import first_line
+from ..errors import ascii_digits, ascii_int, first_line
 from ..inference.crf import refine_frames
 from ..inference.plan import Strategy, plan_round
 from ..inference.predictor import Predictor
@@ -88,8 +88,9 @@ class CapturedSample:
             raise DatasetError(f"{path}: cannot read it as a captured sample ({what})")
         try:
             with np.load(path) as data:
-                rounds = sorted(int(k.split("_")[1]) for k in data.files if k.startswith("scores_"))
-                if not sequence or not scribble.isdigit() or not rounds:
+                # ASCII digits only: `dog-١.npz` was sample 1 (twice, beside dog-001.npz), `scores_١` round 1.
+                rounds = sorted(ascii_int(k.split("_")[1]) for k in data.files if k.startswith("scores_"))
+                if not sequence or not ascii_digits(scribble) or not rounds:
                     raise ValueError("not a captured sample (<sequence>-<scribble>.npz with scores_<round>)")
                 sample = cls(sequence, int(scribble), int(data["num_objects"]))
                 for r in rounds:

@@ -41,7 +41,7 @@ from ..asgi import BodyTimeout, HeaderTimeoutProtocol, foreign_host
 from ..config import ServerConfig, comma_names
 from ..data import compat  # noqa: F401  (patches davisinteractive before it is imported)
 from ..data.registry import register_dataset
-from ..errors import CommandParser, validation_problems
+from ..errors import CommandParser, ascii_digits, validation_problems
 from ..paths import json_ready, path_arg
 
 from davisinteractive.dataset.davis import Davis  # isort: skip  (after compat)
@@ -249,7 +249,7 @@ class BodyLimit:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None:  # the server reads exactly that many bytes, no more
             text = declared.decode("latin-1")
-            if not text.isdigit() or int(text) > MAX_BODY_BYTES:
+            if not ascii_digits(text) or int(text) > MAX_BODY_BYTES:  # `¹` passed isdigit(), then int() raised
                 await _error(413, "ValueError", f"the request declares {text!r} bytes: at most {limit}")(scope, receive, send)
                 return
             if not reserve(int(text)):

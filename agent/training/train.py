@@ -64,7 +64,7 @@ from ..config import (
 from ..data.davis import DatasetError, DavisReader
 from ..data.validation import validate_sequence
 from ..device import resolve_device
-from ..errors import CommandParser, ascii_int, os_error_line, repeated, typed_line
+from ..errors import CommandParser, ascii_digits, ascii_int, os_error_line, repeated, typed_line
 from ..model.backbones import WeightsUnavailableError, check_weights_installed
 from ..model.checkpoint import (
     CheckpointError,
@@ -631,7 +631,7 @@ def resolve_config(args: argparse.Namespace) -> TrainRunConfig:
         "train.device": args.device, "train.seed": args.seed,
         "model.backbone": args.backbone, "model.pretrained": args.pretrained, "model.output_stride": args.output_stride,
         # Other scripts' digits (`٢`) and `²` stay text, the item named: int() read one and raised on the other.
-        "model.feature_levels": None if levels is None else [int(v) if v.isascii() and v.isdigit() else v
+        "model.feature_levels": None if levels is None else [int(v) if ascii_digits(v) else v
                                                              for v in levels],
         "model.embedding_dim": args.embedding_dim, "model.input_size": size, "model.decoder_init": args.decoder_init,
         "transfer.samples_per_class": args.samples_per_class,

@@ -75,6 +75,12 @@ def test_frame_with_another_name_is_an_error(root: Path) -> None:
     _fails(root, ONE, "cover.jpg: not a DAVIS frame name")
 
 
+def test_frame_named_in_another_scripts_digits_is_not_that_frame(root: Path) -> None:
+    # str.isdigit() and int() read Arabic-Indic digits: `٠٠٠٠٥.jpg` passed as frame 5, sorted after 00004.jpg
+    path = _frame(root, ONE, 5).rename(_frame(root, ONE, 5).with_name("\u0660\u0660\u0660\u0660\u0665.jpg"))
+    _fails(root, ONE, f"{path}: not a DAVIS frame name (expected 00000.jpg")
+
+
 @pytest.mark.parametrize("keep", [0.5, 0.0], ids=["truncated", "zero-byte"])
 def test_undecodable_frame_names_the_file(root: Path, keep: float) -> None:
     path = _frame(root, ONE, 2)
@@ -364,6 +370,12 @@ def test_scribble_file_nested_too_deeply_to_parse(root: Path) -> None:
 def test_scribble_file_not_named_with_three_digits_is_an_error_not_ignored(root: Path) -> None:
     shutil.copy(_scribble(root, ONE), _scribble(root, ONE).with_name("2.json"))  # meant as 002.json
     _fails(root, ONE, f"{_scribble(root, ONE).with_name('2.json')}: scribble files are named 001.json")
+
+
+def test_scribble_file_named_in_another_scripts_digits_is_an_error_not_ignored(root: Path) -> None:
+    # `٠٠٢.json` passed str.isdigit(), and the listing of [0-9][0-9][0-9].json left it out without a word
+    path = Path(shutil.copy(_scribble(root, ONE), _scribble(root, ONE).with_name("\u0660\u0660\u0662.json")))
+    _fails(root, ONE, f"{path}: scribble files are named 001.json")
 
 
 @pytest.mark.parametrize("kind", ["fifo", "device"])

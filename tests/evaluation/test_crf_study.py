@@ -143,6 +143,21 @@ def test_bad_captures_are_named(reader, tmp_path):
 
 
 
+def test_a_capture_numbered_in_another_scripts_digits_is_refused(reader, tmp_path):
+    # str.isdigit() and int() read Arabic-Indic digits: `<sequence>-١.npz` was scribble 1, beside <sequence>-001.npz
+    sequence = reader.sequences("val")[0]
+    objects = int(reader.load_annotations(sequence).max())
+    arrays = {"frames": np.array([0]), "scores": np.zeros((1, objects + 1, 4, 4), np.float32),
+              "crf_scale": np.float64(0.5), "jaccard": np.float64(0.0)}
+    np.savez(tmp_path / f"{sequence}-\u0661.npz", num_objects=objects, **{f"{k}_1": v for k, v in arrays.items()})
+    with pytest.raises(DatasetError, match=r"\u0661.npz: cannot read it as a captured sample \(not a captured"):
+        load_captures(tmp_path, reader)
+    (tmp_path / f"{sequence}-\u0661.npz").unlink()
+    np.savez(tmp_path / f"{sequence}-001.npz", num_objects=objects, **{f"{k}_\u0661": v for k, v in arrays.items()})
+    with pytest.raises(DatasetError, match=r"-001.npz: cannot read it .*not a decimal integer in ASCII digits"):
+        load_captures(tmp_path, reader)
+
+
 def test_a_sample_the_disk_cannot_hold_leaves_no_truncated_npz(reader, tmp_path, monkeypatch):
     """A full disk mid-save left a truncated .npz, which refused the whole capture's sweep ("cannot read it as a
     captured sample"), and its error named no file ("error: a path: No space left on device")."""

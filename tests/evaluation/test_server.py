@@ -720,6 +720,31 @@ def test_bodies_read_at_once_are_bounded_together(monkeypatch):
     assert small == (200, b"ok") and after == (200, b"ok") and left == 0
 
 
+def test_a_content_length_in_other_digits_is_answered_413_not_a_traceback():
+    # `¹` (latin-1, as ASGI headers are decoded) passed str.isdigit(), then int() raised ValueError in the middleware
+    import asyncio
+
+    from agent.evaluation import server as server_module
+
+    async def app(scope, receive, send):  # never reached
+        raise AssertionError("the body was passed on")
+
+    async def scenario():
+        answers = []
+
+        async def receive():
+            return {"type": "http.request", "body": b"x", "more_body": False}
+
+        async def send(message):
+            answers.append(message)
+
+        await server_module.BodyLimit(app)({"type": "http", "headers": [(b"content-length", b"\xb9")]}, receive, send)
+        return answers[0]["status"], json.loads(b"".join(m.get("body", b"") for m in answers[1:]))
+
+    status, body = asyncio.run(scenario())
+    assert status == 413 and body["message"][0].startswith("the request declares '\u00b9' bytes: at most 64 MB")
+
+
 def test_headers_that_stop_arriving_are_answered_408(monkeypatch, tiny_synthetic_root):
     """Headers sent slowly (or never finished) held their connection for ever (uvicorn has no such limit)."""
     import socket

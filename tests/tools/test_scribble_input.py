@@ -297,6 +297,14 @@ def test_a_second_copys_suffix_is_no_frame_number(tmp_path, name):
     assert [bool(strokes) for strokes in load_scribbles(other, numbered)["scribbles"]] == [False, False, True, False]
 
 
+def test_a_scribble_named_in_another_scripts_digits_is_not_read_as_that_frame(tmp_path):
+    # re's \d and int() read Arabic-Indic digits: `٠٠٠٠٢.png` was frame 2 (00002.jpg)
+    video, scribbles, stroke = _four_frames(tmp_path, lambda index: f"{index - 1:05d}.jpg")
+    _save(scribbles / "\u0660\u0660\u0660\u0660\u0662.png", stroke)
+    with pytest.raises(InputError, match=r"\u0662.png: name it after its frame \(e.g. 00012.png"):
+        load_scribbles(scribbles, video)
+
+
 def _save_turned(path, pixels, orientation=6):
     image = Image.fromarray(pixels)
     exif = image.getexif()
