@@ -37,9 +37,10 @@ def int_list(text: str, name: str, at_most: int | None = None) -> list[int]:
 
 
 def variant_assignments(spec: str, config_name: str) -> list[str]:
-    """`field=value,field=value` -> the assignments; a ConfigError for none, or for a field given twice (the
-    last would win silently)."""
-    assignments = [part.strip() for part in spec.split(",") if part.strip()]
+    """`field=value,field=value` -> the assignments; a ConfigError for none, for an empty item between commas
+    (comma_names' line, as every comma list's: `a=1,,b=2` or a trailing comma was dropped without a word), or for
+    a field given twice (the last would win silently)."""
+    assignments = comma_names(spec, "--variant")
     if not assignments:
         raise ConfigError(f"--variant {spec!r}: expected field=value[,field=value] of {config_name}")
     fields = [a.partition("=")[0].strip() for a in assignments]

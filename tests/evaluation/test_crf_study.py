@@ -193,6 +193,13 @@ def test_variant_parsing():
         parse_variant("bilateral_srgb=0")
     with pytest.raises(ConfigError, match="sets bilateral_srgb more than once"):  # the last would win silently
         parse_variant("bilateral_srgb=6,scale=0.5,bilateral_srgb=4")
+    # an empty item (`a,,b`, a trailing comma) was dropped without a word; every other comma list refuses it so
+    for spec in ("bilateral_srgb=6,,scale=0.5", "bilateral_srgb=6,"):
+        with pytest.raises(ConfigError, match=f"--variant '{spec}': an empty name between commas"):
+            parse_variant(spec)
+    for spec in ("", ","):
+        with pytest.raises(ConfigError, match="expected field=value|an empty name"):
+            parse_variant(spec)
 
 
 def test_frame_jaccard_averages_objects():

@@ -88,6 +88,9 @@ def test_a_variant_is_finetune_fields_over_the_agents_own():
         parse_variant("speed=2", base)
     with pytest.raises(ConfigError, match="sets lr more than once"):
         parse_variant("lr=1e-4,lr=1e-5", base)
+    # an empty item was dropped without a word; every other comma list refuses it so
+    with pytest.raises(ConfigError, match=r"--variant 'lr=1e-4,,flip=false': an empty name between commas"):
+        parse_variant("lr=1e-4,,flip=false", base)
 
 
 def test_command_line_writes_a_row_per_sample_and_variant(tiny_synthetic_root, tiny_checkpoint, tmp_path, capsys):
