@@ -84,6 +84,7 @@ def run_capture(args: argparse.Namespace) -> int:
     from agent.evaluation.preflight import check_checkpoint
     from agent.evaluation.study_inputs import check_study_strategy, int_list, study_videos
     from agent.inference.agent import InteractiveAgent
+    from agent.inference.crf import CRFWorkerError
     from strategies import get_strategy, resolve_name
 
     # Everything is checked before the model is built.
@@ -120,6 +121,8 @@ def run_capture(args: argparse.Namespace) -> int:
         discard(target)
         if isinstance(error, KeyboardInterrupt) and target.work.is_dir():
             log.warning("the samples captured so far are in %s", target.work)
+        if isinstance(error, CRFWorkerError) and target.work.is_dir():  # its one line says where they are kept
+            raise CRFWorkerError(f"{error}; the samples captured so far are in {target.work}") from error
         raise
     print(f"written: {publish(target)}")
     return 0

@@ -100,8 +100,10 @@ def check_study_strategy(strategy: Strategy, infos: list[SequenceInfo], rounds: 
 
 
 def run_reporting_errors(run: Callable[[], int], *more: type[Exception]) -> int:
-    """run(), or one `error:` line and 2 for the errors a user's input causes (`more`: the command's own);
+    """run(), or one `error:` line and 2 for the errors a user's input causes (`more`: the command's own) and for a
+    crashed CRF worker (crf.CRFWorkerError, as a session says it: it was a traceback once the model was built);
     Ctrl-C, SIGTERM and SIGHUP end it with one `interrupted` line and 128 + the signal, as a session."""
+    from ..inference.crf import CRFWorkerError
     from ..model.backbones import WeightsUnavailableError
     from ..signals import exit_code, signal_name, terminate_as_interrupt
     from .preflight import PREFLIGHT_ERRORS
@@ -109,7 +111,7 @@ def run_reporting_errors(run: Callable[[], int], *more: type[Exception]) -> int:
     try:
         with terminate_as_interrupt():
             return run()
-    except (*PREFLIGHT_ERRORS, WeightsUnavailableError, *more) as error:
+    except (*PREFLIGHT_ERRORS, WeightsUnavailableError, CRFWorkerError, *more) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # a path the file system refuses (a name too long), a full disk

@@ -319,6 +319,39 @@ def test_capture_checks_the_strategy_and_rounds_before_the_model(tiny_synthetic_
     assert not (tmp_path / "out").exists()
 
 
+class NoModel:
+    """Stands for the agent where a test plays no round."""
+
+    def prepare(self, sizes):
+        pass
+
+
+def test_a_crashed_crf_worker_is_one_line_and_keeps_the_samples_captured(tiny_synthetic_root, tmp_path, capsys,
+                                                                        monkeypatch):
+    """crf.CRFWorkerError (a CRF worker's SIGSEGV) was a traceback once the model was built; session_runner and
+    agent.segment say it in one line."""
+    from agent.evaluation import crf_study as study
+    from agent.inference.crf import CRFWorkerError
+
+    def capture(agent, strategy, info, frames, truth, scribble, index, rounds, every):
+        if any(output.iterdir()):  # the first sample is saved: the second crashes
+            raise CRFWorkerError("a CRF worker process crashed (SIGSEGV: a fault in pydensecrf)")
+        return CapturedSample(info.name, index, info.num_objects, {1: np.array([0])},
+                              {1: np.zeros((1, info.num_objects + 1, 4, 4), np.float32)}, {1: 0.5}, {1: 0.0})
+
+    monkeypatch.setattr(InteractiveAgent, "from_pretrained", lambda config: NoModel())
+    monkeypatch.setattr(study, "capture_sample", capture)
+    output = tmp_path / "out"
+    assert crf_study.main(["capture", "--davis-root", str(tiny_synthetic_root), "--output-dir", str(output),
+                           "--rounds", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()  # below the progress bar's lines
+    assert err[-1] == ("error: a CRF worker process crashed (SIGSEGV: a fault in pydensecrf); the samples captured so "
+                       f"far are in {output}")
+    assert not any("Traceback" in line for line in err)
+    first = DavisReader(tiny_synthetic_root).sequences("val")[0]
+    assert [p.name for p in output.iterdir()] == [f"{first}-001.npz"]
+
+
 def test_capture_interrupted_ends_in_one_line_and_leaves_no_folder(tiny_synthetic_root, tiny_checkpoint, tmp_path,
                                                                    capsys, monkeypatch):
     def interrupted(*args, **kwargs):

@@ -162,6 +162,26 @@ def test_command_line_checks_round_strategy_and_inputs_before_the_model(tiny_syn
     assert not (tmp_path / "out").exists() and tiny_checkpoint.read_bytes() == kept
 
 
+def test_a_crashed_crf_worker_is_one_line(tiny_synthetic_root, tmp_path, capsys, monkeypatch):
+    """crf.CRFWorkerError (a CRF worker's SIGSEGV) was a traceback once the model was built."""
+    from agent.evaluation import finetune_study as study
+    from agent.inference.crf import CRFWorkerError
+
+    class NoModel:
+        def prepare(self, sizes):
+            pass
+
+    def crashed(*args, **kwargs):
+        raise CRFWorkerError("a CRF worker process crashed (SIGSEGV: a fault in pydensecrf)")
+
+    monkeypatch.setattr(InteractiveAgent, "from_pretrained", lambda config: NoModel())
+    monkeypatch.setattr(study, "study_sample", crashed)
+    assert finetune_study.main(["--davis-root", str(tiny_synthetic_root), "--output", str(tmp_path / "s.csv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "error: a CRF worker process crashed (SIGSEGV: a fault in pydensecrf)"
+    assert not any("Traceback" in line for line in err)
+
+
 def test_command_line_stopped_by_a_signal_ends_in_one_line(tiny_synthetic_root, tiny_checkpoint, tmp_path, capsys,
                                                            monkeypatch):
     import signal
