@@ -149,7 +149,7 @@ def _run(config: RunConfig, args: argparse.Namespace) -> int:
     from agent.errors import first_line
     from agent.evaluation.outputs import PublishError, discard, publish, unused_dir
     from agent.evaluation.preflight import PREFLIGHT_ERRORS, check_run, with_output_dir
-    from agent.evaluation.report import printed_figures
+    from agent.evaluation.report import ResultsNotWritten
     from agent.evaluation.session import PredictionError, run_session
     from agent.inference import crf
     from agent.inference.plan import StrategyError
@@ -216,6 +216,8 @@ def _run(config: RunConfig, args: argparse.Namespace) -> int:
         if args.verbose:
             raise
         discard(output)
+        if isinstance(error, ResultsNotWritten):  # a completed run: its figures all the same (they were lost)
+            _print_figures(error.summary)
         # A write's error names no file (the framework's report, interactions.jsonl): the run's folder then.
         print(f"error: {error.filename or output.work}: {error.strerror or first_line(error)}", file=sys.stderr)
         _say_where(output, "results so far")
@@ -231,7 +233,18 @@ def _run(config: RunConfig, args: argparse.Namespace) -> int:
         final = publish(output)
     except PublishError as error:  # a full disk, the folder removed or made read-only: the results stay staged
         unpublished = error
-    summary = result.summary
+    _print_figures(result.summary)
+    if unpublished is not None:  # after the figures, which are this completed run's
+        print(f"error: {unpublished}", file=sys.stderr)
+        return 2
+    print(f"results: {final}")
+    return 0
+
+
+def _print_figures(summary: dict) -> None:
+    """A completed run's figures, and warnings about how they were scored."""
+    from agent.evaluation.report import printed_figures
+
     print(printed_figures(summary))
     unavailable = (summary.get("framework") or {}).get("unavailable")
     if unavailable:  # every round played and scored: only the server's own summary is missing
@@ -242,11 +255,6 @@ def _run(config: RunConfig, args: argparse.Namespace) -> int:
               "framework scores no round submitted after its sample's time limit (session.max_time per object), "
               "and J stays at the last round scored; a faster --device, "
               "a lighter --strategy or a longer --set session.max_time=... fits them", file=sys.stderr)
-    if unpublished is not None:  # after the figures, which are this completed run's
-        print(f"error: {unpublished}", file=sys.stderr)
-        return 2
-    print(f"results: {final}")
-    return 0
 
 
 def _say_where(output, what: str) -> None:

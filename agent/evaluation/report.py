@@ -277,6 +277,14 @@ def plot_curves(summaries: dict[str, dict], path: str | Path, title: str) -> Non
     plt.close(fig)
 
 
+class ResultsNotWritten(OSError):
+    """A completed run's (or merge's) result file the disk refused (write_outputs, strict), named as an OSError;
+    `summary`: the run's figures, which the command prints all the same (a full disk at the end lost the AUC from
+    the terminal, though summary.json, written first, held it)."""
+
+    summary: dict | None = None
+
+
 def write_outputs(
     output_dir: Path,
     report: pd.DataFrame,
@@ -289,9 +297,9 @@ def write_outputs(
 
     summary.json goes first; a file that cannot be written is logged and skipped, so that one failure (a
     plot, a full disk) never costs the others, nor the exception that stopped the run. `strict` (a run that
-    completed): then OSError naming the first file not written, so that the caller does not publish results
-    without it (a full disk at the end replaced an earlier complete run's folder with one lacking its
-    report.csv or summary.json, and the command exited 0)."""
+    completed): then ResultsNotWritten (an OSError) naming the first file not written, so that the caller does not
+    publish results without it (a full disk at the end replaced an earlier complete run's folder with one lacking
+    its report.csv or summary.json, and the command exited 0); it holds `summary`, for the caller to print."""
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = {
         "summary": output_dir / "summary.json",
@@ -326,7 +334,9 @@ def write_outputs(
     if strict and failed:
         path, error = next(iter(failed.items()))
         why = getattr(error, "strerror", None) or first_line(error)
-        raise OSError(getattr(error, "errno", None), f"could not be written ({why})", str(path)) from error
+        unwritten = ResultsNotWritten(getattr(error, "errno", None), f"could not be written ({why})", str(path))
+        unwritten.summary = summary
+        raise unwritten from error
     return written
 
 

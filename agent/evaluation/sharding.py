@@ -353,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="replace a non-empty --output once the merge completes (never one of the runs)")
     args = parser.parse_args(argv)
     from .outputs import OutputDirError, PublishError, discard, prepare_output_dir, publish
+    from .report import ResultsNotWritten, printed_figures
 
     try:
         target = prepare_output_dir(args.output, args.overwrite, inputs=tuple(args.runs))
@@ -365,10 +366,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"error: {error}\n")
     except OSError as error:  # a file the disk refused: not published (an earlier merge stays)
         discard(target)
+        if isinstance(error, ResultsNotWritten):  # the merge completed: its figures all the same
+            print(printed_figures(error.summary))
         parser.exit(2, f"error: {os_error_line(error)}" + (f"; the incomplete merge is in {target.work}"
                                                            if target.work.is_dir() else "") + "\n")
-    from .report import printed_figures
-
     print(printed_figures(summary))  # an interrupted shard: the figures over the samples played, said so
     try:
         publish(target)

@@ -458,6 +458,41 @@ def test_a_run_whose_result_files_cannot_all_be_written_replaces_nothing(root, t
     assert len(staged) == 1 and json.loads((staged[0] / "summary.json").read_text())["complete"]
 
 
+def test_a_completed_run_whose_report_csv_the_disk_refuses_still_prints_its_figures(root, tmp_path, capsys,
+                                                                                   monkeypatch):
+    """A disk that filled at the very end: summary.json (written first) held the completed run's figures, but the
+    command ended with the report.csv line alone, exit 2, and printed no AUC. (The session's end without playing
+    it: write_outputs as a completed session calls it.)"""
+    import pandas as pd
+
+    from agent.evaluation import report, session
+
+    rows = pd.DataFrame([dict(session_id="s", sequence=ONE, scribble_idx=1, interaction=1, object_id=1, frame=0,
+                              jaccard=0.75, contour=0.75, j_and_f=0.75, timing=2.0)])
+    summary = report.summarize(rows, report.SampleLayout({ONE: 1}, {ONE: 1}), max_interactions=1, max_time=10.0)
+    atomic_path = report.atomic_path
+
+    def full_for_csv(path):
+        if Path(path).name == "report.csv":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return atomic_path(path)
+
+    def completed(config, *args, **kwargs):
+        report.write_outputs(Path(config.output_dir), rows, summary, "test", strict=True)
+
+    monkeypatch.setattr(report, "atomic_path", full_for_csv)
+    monkeypatch.setattr(session, "run_session", completed)
+    monkeypatch.setattr(session_runner, "build_predictor", lambda *a, **k: ScribblePaintBaseline())
+    out = tmp_path / "out"
+    code = session_runner.main([str(a) for a in _baseline_run(root, out)])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.out.splitlines()[:2] == [f"AUC-J: {summary['auc']:.3f}", f"J@60s: {summary['metric_at_threshold']:.3f}"]
+    assert captured.err.splitlines() == [f"error: {out / 'report.csv'}: could not be written (No space left on device)",
+                                         f"results so far: {out}"]
+    assert json.loads((out / "summary.json").read_text())["auc"] == pytest.approx(summary["auc"])
+
+
 def test_a_completed_run_that_cannot_be_published_says_where_its_results_are(root, tmp_path, capsys, monkeypatch):
     """The earlier results' folder removed while the run played (or made read-only, a full disk): publishing was an
     OSError traceback once every round was played, not saying where the finished results were."""

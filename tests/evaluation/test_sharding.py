@@ -209,8 +209,12 @@ def test_a_merge_whose_files_cannot_all_be_written_is_not_published(tmp_path, ca
 
     monkeypatch.setattr("agent.evaluation.report.atomic_path", full_for_csv)
     caplog.set_level("ERROR")
-    err = _merge_error(capsys, run, "--output", merged, "--overwrite")
+    with pytest.raises(SystemExit) as exit_info:
+        report_main(["merge", str(run), "--output", str(merged), "--overwrite"])
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
     assert "report.csv: could not be written (No space left on device); the incomplete merge is in" in err, err
+    assert out.startswith("AUC-J: 0.000\nJ@60s: 0.000\n")  # the completed merge's figures all the same (none)
     assert "could not write" not in caplog.text  # the one fault was told twice: a log line, then the error line
     assert sorted(p.name for p in merged.iterdir()) == ["summary.json"]
     assert (merged / "summary.json").read_text() == "an earlier merge"
