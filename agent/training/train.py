@@ -657,6 +657,10 @@ def check_output_dir(output_dir: Path, resume: bool) -> None:
         raise ValueError(f"{state}: {special_file(state) or 'a folder'}, not a checkpoint to resume from")
     # losses.csv alone: a run stopped before its first checkpoint; a new one would write over its log
     earlier = [name for name in ("model.pt", "last.pt", "losses.csv") if (output_dir / name).exists()]
+    if earlier == ["losses.csv"] and not resume:  # "pass --resume to continue it" of a run with nothing to continue
+        raise ValueError(f"{output_dir}: holds an earlier run that saved no checkpoint (losses.csv alone: it stopped "
+                         "before its first save, a full disk or a crash?): remove the folder or pass another "
+                         "--output-dir (--resume would start it again at iteration 0, replacing its losses.csv)")
     if earlier and not resume:
         raise ValueError(f"{output_dir}: holds an earlier run ({', '.join(earlier)}): pass --resume to continue it, "
                          "or another --output-dir")

@@ -701,9 +701,13 @@ def test_an_earlier_run_is_not_replaced_without_resume(tmp_path: Path, capsys) -
     assert "holds an earlier run (model.pt): pass --resume" in line
     assert (out / "model.pt").read_text() == "an earlier checkpoint"
     (out / "model.pt").unlink()
-    (out / "losses.csv").write_text("a run stopped before its first checkpoint")
+    (out / "losses.csv").write_text("a run stopped before its first checkpoint")  # a full disk, a crash
     assert main([*TINY_ARGS, "--output-dir", str(out)]) == 2
-    assert "holds an earlier run (losses.csv)" in error_lines(capsys.readouterr().err)[0]
+    # it was "holds an earlier run (losses.csv): pass --resume to continue it": there is nothing to continue
+    assert error_lines(capsys.readouterr().err) == [
+        f"error: {out}: holds an earlier run that saved no checkpoint (losses.csv alone: it stopped before its first "
+        "save, a full disk or a crash?): remove the folder or pass another --output-dir (--resume would start it "
+        "again at iteration 0, replacing its losses.csv)"]
     (tmp_path / "file").write_text("x")
     assert main([*TINY_ARGS, "--output-dir", str(tmp_path / "file" / "run")]) == 2
     (line,) = error_lines(capsys.readouterr().err)
