@@ -11,7 +11,8 @@ anything else is an error, so a mistake in the colour never silently becomes bac
 
 An image's frame is the frame of the same name in a frame folder (00012.png for 00012.jpg), else the last
 number in its name, counted from 0 (12.png, frame_0012.png); in a folder whose frames are numbered otherwise
-(frame1.jpg, ...), only the frame's own name. A second copy's suffix (`00012 (1).png`, `00012 copy 2.png`) is left out.
+(frame1.jpg, ...), only the frame's own name. A second copy's suffix (`00012 (1).png`, `00012 copy 2.png`) is left out;
+two images of one frame in a folder are refused (`_refuse_second_image`).
 
 Rounds: an export's scribbles.json keeps DAVIS's "scribbles" (every stroke segmented, per frame) and adds
 "rounds", one such list per round in the order they were segmented (`scribbles_record`); `load_rounds` plays
@@ -164,9 +165,14 @@ def load_source(given: str | Path, video: VideoSource, first: bool = True) -> Sc
         if not images:
             raise InputError(f"{path}: no scribble images ({', '.join(IMAGE_SUFFIXES)}) or JSON here")
         scribbles = empty_scribbles(video.num_frames)
+        read: dict[int, Path] = {}
         for image_path in images:  # read first: a file that is no image (the video, swapped in) is "cannot read"
             labels = read_scribble_image(image_path, video)
-            scribbles["scribbles"][frame_of(image_path, video)].extend(label_strokes(labels))
+            frame = frame_of(image_path, video)
+            if frame in read:
+                _refuse_second_image(frame, read[frame], image_path, video)
+            read[frame] = image_path
+            scribbles["scribbles"][frame].extend(label_strokes(labels))
         rounds = [scribbles]
     if len(rounds) > 1 and first and not object_ids(rounds[0]):
         raise InputError(f"{path}: round 1 has no object stroke, and the first round needs one (background strokes "
@@ -252,6 +258,16 @@ def _refuse_nested_images(folder: Path, beside: bool) -> None:
                          "of its own (each is a round, played in order) or move its images up")
     raise InputError(f"{folder}: no scribble images directly in it, but its subfolder(s) {names} hold some: pass "
                      "each subfolder as a --scribbles of its own (each is a round, played in order)")
+
+
+def _refuse_second_image(frame: int, first: Path, second: Path, video: VideoSource) -> None:
+    """InputError for two images of one frame in a scribble folder (`00002.png` and `00002 (1).png`, a stale and a
+    fresh download): their strokes were merged without a word, the later file's winning where they overlapped.
+    The copy (a second copy's suffix) is named as the second, whatever order the folder listed them in."""
+    first, second = sorted((first, second), key=lambda path: (bool(COPY_SUFFIX.search(path.stem)), natural_key(path),
+                                                              path.name))
+    named = f" ({video.frame_paths[frame].name})" if video.frame_paths is not None else ""
+    raise InputError(f"{second}: a second scribble image for frame {frame}{named} beside {first}: keep one")
 
 
 def _scribble_images(folder: Path) -> list[Path]:

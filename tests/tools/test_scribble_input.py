@@ -305,6 +305,26 @@ def test_a_scribble_named_in_another_scripts_digits_is_not_read_as_that_frame(tm
         load_scribbles(scribbles, video)
 
 
+@pytest.mark.parametrize("copy", ["00002 (1).png", "00002 copy.png", "2.png"])
+def test_two_scribble_images_of_one_frame_are_refused(tmp_path, copy):
+    """A stale and a fresh download, `00002.png` and `00002 (1).png`, were merged without a word, the later file's
+    strokes winning where they overlapped."""
+    video, scribbles, stroke = _four_frames(tmp_path, lambda index: f"{index - 1:05d}.jpg")
+    _save(scribbles / "00002.png", stroke)
+    _save(scribbles / copy, stroke)
+    with pytest.raises(InputError) as error:
+        load_scribbles(scribbles, video)
+    assert str(error.value) == (f"{scribbles / copy}: a second scribble image for frame 2 (00002.jpg) beside "
+                                f"{scribbles / '00002.png'}: keep one")
+    (tmp_path / "from-1").mkdir()  # frames numbered from 1: the frame's own name and its copy
+    numbered, other, _ = _four_frames(tmp_path / "from-1", lambda index: f"frame{index}.jpg")
+    _save(other / "frame3.png", stroke)
+    _save(other / "frame3 (1).png", stroke)
+    with pytest.raises(InputError, match=r"frame3 \(1\).png: a second scribble image for frame 2 \(frame3.jpg\) "
+                                         r"beside .*frame3.png: keep one"):
+        load_scribbles(other, numbered)
+
+
 def _save_turned(path, pixels, orientation=6):
     image = Image.fromarray(pixels)
     exif = image.getexif()
