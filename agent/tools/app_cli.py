@@ -11,12 +11,13 @@ page opens with those rounds played, their strokes shown as segmented, ready for
 export records them before the new ones. Checked before the server starts.
 
 The server listens on 127.0.0.1 only unless --host says otherwise: it reads and writes files wherever the
-page asks, so do not expose it to a network you do not trust.
+page asks, so do not expose it to a network you do not trust (another --host is a warning line at start).
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import socket
 import sys
@@ -80,6 +81,23 @@ def check_listen(host: str, port: int) -> int:
         raise InputError(f"cannot listen on {host}:{port} ({getattr(error, 'strerror', None) or error})") from error
 
 
+def exposure_warning(host: str, port: int) -> str | None:
+    """A warning when `host` is not this machine's loopback alone (0.0.0.0, a LAN address, a name resolving to one),
+    else None: the page then answers anyone who can reach the port, and any IP address is a Host it accepts
+    (asgi.foreign_host), so they may open, read and export files as this user. It started without a word."""
+    try:
+        addresses = {info[4][0].split("%")[0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
+        exposed = any(not ipaddress.ip_address(address).is_loopback for address in addresses)
+    except (OSError, ValueError):  # check_listen listened there: what it resolves to is unknown, so say it
+        exposed = True
+    if not exposed:
+        return None
+    where = "every network interface" if host.strip("[]") in ("0.0.0.0", "::") else "an address other machines may reach"
+    return (f"--host {host} listens on {where}: anyone who can reach port {port} can open, read and export files "
+            "as this user (the page reads and writes files wherever it asks); use --host 127.0.0.1 unless every "
+            "network it is on is trusted")
+
+
 def page_url(host: str, port: int) -> str:
     """The address to announce: an IPv6 address in brackets (http://[::1]:8000)."""
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
@@ -128,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     from ..asgi import HeaderTimeoutProtocol
     from .webapp import create_app
 
+    exposure = exposure_warning(args.host, port)
+    if exposure:  # once every check has passed: an error stays one line
+        print(f"warning: {exposure}", file=sys.stderr, flush=True)
     print(f"open {page_url(args.host, port)} in a browser (Ctrl+C stops the server)", flush=True)
     try:
         uvicorn.run(create_app(state), host=args.host, port=port, log_level="warning", http=HeaderTimeoutProtocol)

@@ -398,6 +398,26 @@ def test_app_command_serves_with_timed_headers(monkeypatch, capsys):
     assert served["http"] is HeaderTimeoutProtocol and served["host"] == "127.0.0.1"
 
 
+def test_app_command_warns_when_it_listens_beyond_this_machine(monkeypatch, capsys):
+    """`--host 0.0.0.0` started without a word, though anyone who can reach the port may then open and export files
+    as this user (any IP address is a Host the page accepts)."""
+    import uvicorn
+
+    from agent.tools.app_cli import exposure_warning, main
+
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: None)
+    assert main(["--host", "0.0.0.0", "--port", "0"]) == 0
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: --host 0.0.0.0 listens on every network interface: anyone "
+                                               "who can reach port "), err
+    assert "open, read and export files as this user" in err[0] and "--host 127.0.0.1" in err[0]
+    assert captured.out.startswith("open http://0.0.0.0:")
+    assert main(["--port", "0"]) == 0 and capsys.readouterr().err == ""  # 127.0.0.1: no warning
+    assert exposure_warning("192.0.2.7", 8000).startswith("--host 192.0.2.7 listens on an address other machines")
+    assert exposure_warning("localhost", 8000) is None and exposure_warning("127.0.0.2", 8000) is None
+
+
 def test_app_command_takes_the_upload_limit():
     from agent.tools.app_cli import build_state, parse_args
 
