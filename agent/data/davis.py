@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import logging
 import numbers
 from collections import Counter
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from PIL import Image, ImageOps
 
 from ..errors import counted, first_line, repeated
 from ..paths import is_hidden, read_json, special_file
+
+log = logging.getLogger(__name__)
 
 VOID_LABEL = 255
 # Object ids 1..254: annotations are uint8 palette PNGs whose 255 is void. It also bounds the classes an API
@@ -46,6 +49,8 @@ WIDE_MODES = {"I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I": "32-b
               "F": "32-bit float"}
 # 16-bit grey, as PIL opens a 16-bit grey PNG or TIFF (older PIL opened the PNG as mode I: its values fit 16 bits).
 GREY16_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+# 16-bit grey frames are read by their top 8 bits, unless those hold fewer levels than this over the whole video.
+GREY16_MIN_LEVELS = 32
 
 
 def annotation_ids(image: Image.Image, path: Path) -> np.ndarray | None:
@@ -129,7 +134,7 @@ def image_count(image: Image.Image) -> int:
 def frame_mode_problem(image: Image.Image) -> str | None:
     """Why `image`'s pixels are no frame, else None: 32-bit float (a depth map: which values are black and white
     cannot be told), or a mode I image (32-bit integer) whose values go beyond 16 bits (it loads its pixels to
-    see). 16-bit grey is a frame: rgb_pixels reads it by its top 8 bits. Also a file of several images (a
+    see). 16-bit grey is a frame: rgb_pixels reads it (grey16_rgb). Also a file of several images (a
     multi-page TIFF, an animated PNG or WebP): only its first would be read, the others dropped unsaid."""
     pages = image_count(image)
     if pages > 1:
@@ -154,18 +159,44 @@ def _signed_16_bit(image: Image.Image) -> bool:
     return tuple(np.atleast_1d(tags.get(258, ()))) == (16,) and tuple(np.atleast_1d(tags.get(339, ()))) == (2,)
 
 
-def rgb_pixels(image: Image.Image) -> np.ndarray:
+def narrow_grey16_levels(source: object, extrema: list[tuple[int, int]]) -> tuple[int, int] | None:
+    """(lo, hi) of a video's 16-bit grey frames, given each one's (min, max), when their top 8 bits span fewer
+    than GREY16_MIN_LEVELS levels (a thermal camera's raw values, 7000..8400: levels 27..32, an object a few levels
+    off its surroundings, segmented as nothing without a word): grey16_rgb then reads them from lo (black) to hi
+    (white), the same for every frame, with an INFO line naming `source`. None otherwise (their top 8 bits)."""
+    if not extrema:
+        return None
+    low, high = min(lo for lo, _ in extrema), max(hi for _, hi in extrema)
+    if (high >> 8) - (low >> 8) + 1 >= GREY16_MIN_LEVELS:
+        return None
+    log.info("%s: 16-bit grey frames of levels %d..%d, %d levels once cut to their top 8 bits: read from %d (black) "
+             "to %d (white) instead", source, low, high, (high >> 8) - (low >> 8) + 1, low, high)
+    return low, high
+
+
+def grey16_rgb(values: np.ndarray, levels: tuple[int, int] | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a 16-bit grey frame's (H, W) values: their top 8 bits, or `levels` (lo, hi, the
+    video's narrow_grey16_levels) stretched to black..white. The one mapping of both frame readers."""
+    if levels is None:
+        grey = (values.astype(np.uint32) >> 8).astype(np.uint8)
+    else:
+        low, high = levels
+        stretched = (values.astype(np.float64) - low) * (255 / max(high - low, 1))
+        grey = np.clip(np.rint(stretched), 0, 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2)  # as PIL turns grey (L) into RGB
+
+
+def rgb_pixels(image: Image.Image, grey16_levels: tuple[int, int] | None = None) -> np.ndarray:
     """(H, W, 3) uint8 RGB of a frame image. 16-bit grey is read by its top 8 bits, as PIL reads a 16-bit RGB
-    PNG (its own conversion clipped every value above 255: a white frame); a frame_mode_problem is a ValueError. A
-    palette image with transparency (pngquant's, a GIF's frames) goes through RGBA, to the same pixels: PIL's
-    direct conversion printed "UserWarning: Palette images with Transparency expressed in bytes should be
-    converted to RGBA images" and its source line amid the progress."""
+    PNG (its own conversion clipped every value above 255: a white frame), or from `grey16_levels` (grey16_rgb);
+    a frame_mode_problem is a ValueError. A palette image with transparency (pngquant's, a GIF's frames) goes
+    through RGBA, to the same pixels: PIL's direct conversion printed "UserWarning: Palette images with
+    Transparency expressed in bytes should be converted to RGBA images" and its source line amid the progress."""
     problem = frame_mode_problem(image)
     if problem:
         raise ValueError(problem)
     if image.mode in GREY16_MODES:
-        grey = (np.asarray(image).astype(np.uint32) >> 8).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2)  # as PIL turns grey (L) into RGB
+        return grey16_rgb(np.asarray(image), grey16_levels)
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     return np.asarray(image.convert("RGB"))
@@ -294,19 +325,26 @@ class DavisReader:
 
     # --- loading -------------------------------------------------------------------------------
     def load_frames(self, sequence: str) -> np.ndarray:
-        """(T, H, W, 3) uint8 RGB."""
+        """(T, H, W, 3) uint8 RGB. 16-bit grey frames of a narrow range are read from the sequence's darkest level
+        to its brightest, as a frame folder's are (by their top 8 bits, a thermal camera's were 6 levels)."""
         frames = [self._frame_pixels(path) for path in self.frame_paths(sequence)]
+        grey16 = [(int(f.min()), int(f.max())) for f in frames if f.ndim == 2]
+        levels = narrow_grey16_levels(self.frames_dir(sequence), grey16)
+        frames = [grey16_rgb(f, levels) if f.ndim == 2 else f for f in frames]
         if len({f.shape for f in frames}) != 1:
             raise DatasetError(f"frames of '{sequence}' do not all have the same size")
         return np.stack(frames)
 
     @staticmethod
     def _frame_pixels(path: Path) -> np.ndarray:
+        """(H, W, 3) uint8 RGB, or a 16-bit grey frame's (H, W) values: their mapping is the sequence's."""
         # On a root not validated first (the Python API), a float frame was rgb_pixels' bare ValueError, naming
         # no file; it is the line validation gives.
         # Closed here, not when the collector gets to it: a long video held every frame's file open.
         with open_image(path, "frame") as image:
             try:
+                if image.mode in GREY16_MODES and not frame_mode_problem(image):
+                    return np.asarray(image)
                 return rgb_pixels(image)
             except IMAGE_ERRORS as error:
                 raise DatasetError(f"{path}: {first_line(error)}") from error

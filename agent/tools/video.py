@@ -25,6 +25,7 @@ from ..data.davis import (
     exif_orientation,
     frame_mode_problem,
     image_count,
+    narrow_grey16_levels,
     rgb_pixels,
     upright,
 )
@@ -138,13 +139,7 @@ def _read_image(path: Path, shape: tuple[int, int] | None = None,
                 grey16_levels: tuple[int, int] | None = None) -> np.ndarray:
     try:
         with Image.open(path) as image:
-            image = upright(image)
-            if grey16_levels is not None and image.mode in GREY16_MODES:
-                low, high = grey16_levels
-                grey = (np.asarray(image).astype(np.float64) - low) * (255 / max(high - low, 1))
-                frame = np.repeat(np.clip(np.rint(grey), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
-            else:
-                frame = rgb_pixels(image)
+            frame = rgb_pixels(upright(image), grey16_levels)
     except IMAGE_ERRORS as error:
         raise InputError(f"cannot read image {path} ({error})") from error
     if shape is not None and frame.shape[:2] != shape:
@@ -248,25 +243,7 @@ def _open_folder(path: Path) -> VideoSource:
                              "rename it")
     width, height = first
     return VideoSource(path, len(paths), height, width, DEFAULT_FPS, paths, [p.stem for p in paths],
-                       _narrow_grey16_levels(path, levels))
-
-
-# 16-bit grey frames are read by their top 8 bits, unless those hold fewer levels than this over the whole video.
-GREY16_MIN_LEVELS = 32
-
-
-def _narrow_grey16_levels(path: Path, levels: list[tuple[int, int]]) -> tuple[int, int] | None:
-    """(lo, hi) of a video's 16-bit grey frames when their top 8 bits span fewer than GREY16_MIN_LEVELS levels (a
-    thermal camera's raw values, 7000..8400: levels 27..32, an object a few levels off its surroundings, segmented
-    as nothing without a word): they are then read from lo (black) to hi (white), the same for every frame."""
-    if not levels:
-        return None
-    low, high = min(lo for lo, _ in levels), max(hi for _, hi in levels)
-    if (high >> 8) - (low >> 8) + 1 >= GREY16_MIN_LEVELS:
-        return None
-    log.info("%s: 16-bit grey frames of levels %d..%d, %d levels once cut to their top 8 bits: read from %d (black) "
-             "to %d (white) instead", path, low, high, (high >> 8) - (low >> 8) + 1, low, high)
-    return low, high
+                       narrow_grey16_levels(path, levels))
 
 
 # FFmpeg's listing of an input's streams, in the error imageio-ffmpeg raises: "Stream #0:0[0x1](und): Audio: aac ..."
