@@ -15,7 +15,7 @@ from ..data.davis import VOID_LABEL, DatasetError, DavisReader, SequenceInfo, op
 from ..inference.scribbles import grid_labels
 from ..inference.transfer import transfer_labels
 from ..model.onnx_backbone import build_backbone_runtime
-from ..model.siamese import SiameseEmbedder, inference_size
+from ..model.siamese import SiameseEmbedder, inference_size, oriented
 
 from davisinteractive.metrics import batched_jaccard  # isort: skip  (after compat)
 
@@ -61,7 +61,7 @@ def one_shot_j(
     device = next(model.parameters()).device
     num_objects = int(masks[(masks != VOID_LABEL)].max())
     query_ids = list(range(stride, len(frames), stride)) or [len(frames) - 1]
-    grid = model.embedding_size(stride=transfer_config.grid_stride)
+    grid = model.embedding_size(oriented(tuple(model.config.input_size), frames.shape[1:3]), transfer_config.grid_stride)
     embed = model.feature_embeddings if raw_features else model.decode
 
     size = inference_size(tuple(model.config.input_size), frames.shape[1:3], inference_scale)

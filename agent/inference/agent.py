@@ -47,7 +47,7 @@ from ..device import resolve_device
 from ..errors import typed_line
 from ..model.checkpoint import default_checkpoint_path, load_checkpoint
 from ..model.onnx_backbone import OnnxBackbone, build_backbone_runtime
-from ..model.siamese import SiameseEmbedder, embedding_size, inference_size, scaled_size
+from ..model.siamese import SiameseEmbedder, embedding_size, inference_size, oriented, scaled_size
 from ..paths import expand_user
 from . import crf
 from .budget import RoundCosts, estimate_seconds, fit_plan, reserve_seconds
@@ -118,7 +118,8 @@ class InteractiveAgent(Predictor):
         self.model = model.eval()
         self._pretrained_state = copy.deepcopy(model.state_dict())
         self.trained_size = tuple(model.config.input_size)
-        # The transfer grid follows the checkpoint's size, not the inference size: its cost stays the same.
+        # The transfer grid follows the checkpoint's size, not the inference size: its cost stays the same
+        # (turned for a portrait video in start()).
         self.grid = embedding_size(self.trained_size, self.config.transfer.grid_stride)
         self._runtimes: dict[tuple[int, int], OnnxBackbone | None] = {}
         if self.config.inference_scale != "auto":  # the one frame size is known now
@@ -201,6 +202,8 @@ class InteractiveAgent(Predictor):
         self.model.load_state_dict(self._pretrained_state)
         self.model.eval()
         self.input_size = input_size
+        # A portrait video's grid is portrait too, as its frames are (model.siamese.oriented).
+        self.grid = embedding_size(oriented(self.trained_size, frames.shape[1:3]), self.config.transfer.grid_stride)
         self._backbone_runtime = self._runtime_for(self.input_size)
         self._frames = frames
         self.num_objects = num_objects

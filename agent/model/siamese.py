@@ -44,10 +44,18 @@ def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
 AUTO_MAX_SCALE = 1.5
 
 
+def oriented(size: tuple[int, int], frame_size: tuple[int, int]) -> tuple[int, int]:
+    """(H, W) `size` turned to the frames' orientation: a landscape size becomes portrait for portrait frames
+    (H > W), and back, so that a phone's upright video is not squeezed into the checkpoint's landscape shape."""
+    portrait = frame_size[0] > frame_size[1]
+    return (max(size), min(size)) if portrait else (min(size), max(size))
+
+
 def inference_size(trained_size: tuple[int, int], frame_size: tuple[int, int], scale: float | str = "auto") -> tuple[int, int]:
-    """The backbone's input size for frames of `frame_size` (H, W): `scale` times the checkpoint's size; auto:
-    the frames' height over the checkpoint's, clipped to [1, AUTO_MAX_SCALE] (small videos are not upscaled
-    beyond the size the model was trained at)."""
+    """The backbone's input size for frames of `frame_size` (H, W): `scale` times the checkpoint's size, turned
+    to the frames' orientation (`oriented`); auto: the frames' height over the checkpoint's, clipped to
+    [1, AUTO_MAX_SCALE] (small videos are not upscaled beyond the size the model was trained at)."""
+    trained_size = oriented(trained_size, frame_size)
     if scale == "auto":
         scale = min(AUTO_MAX_SCALE, max(1.0, frame_size[0] / trained_size[0]))
     return scaled_size(trained_size, float(scale))

@@ -301,6 +301,27 @@ def test_frames_at_the_inference_scale_and_transfer_on_the_checkpoint_grid(tmp_p
         AgentConfig(device="cpu", inference_scale=0.0)
 
 
+def test_a_portrait_video_runs_upright(tmp_path, tiny_model, tiny_synthetic_root):
+    """The synthetic video turned upright (frames and strokes transposed): its frames go to the backbone at the
+    checkpoint's size turned upright and transfer on a turned grid, not squeezed into the landscape ones."""
+    reader = DavisReader(tiny_synthetic_root)
+    sequence = reader.sequences("val")[0]
+    frames = np.ascontiguousarray(reader.load_frames(sequence).transpose(0, 2, 1, 3))
+    scribbles = reader.load_scribble(sequence, 1)
+    for strokes in scribbles["scribbles"]:
+        for stroke in strokes:
+            stroke["path"] = [[y, x] for x, y in stroke["path"]]
+    agent = InteractiveAgent.from_pretrained(save_checkpoint(tmp_path / "tiny.pt", tiny_model),
+                                             AgentConfig(device="cpu", inference_scale=1.5))
+    agent.start(frames, 1)
+    assert agent.input_size == (120, 72) and agent.grid == (20, 12)
+    masks = agent.step(scribbles, RoundPlan())
+    assert masks.shape == frames.shape[:3]
+    assert agent._features.shape[-2:] == (15, 9)
+    agent.start(np.ascontiguousarray(frames.transpose(0, 2, 1, 3)), 1)  # the next sample, landscape again
+    assert agent.input_size == (72, 120) and agent.grid == (12, 20)
+
+
 def test_auto_inference_scale_follows_the_video_height(tmp_path, tiny_model):
     """auto: the frames' height over the checkpoint's (48), clipped to [1, 1.5]; the runtime is built by prepare()."""
     agent = InteractiveAgent.from_pretrained(save_checkpoint(tmp_path / "tiny.pt", tiny_model),

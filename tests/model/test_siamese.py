@@ -23,6 +23,7 @@ from agent.model import (
     sample_pixels,
 )
 from agent.model.backbones import IMAGENET_MEAN, IMAGENET_STD, LITE_VARIANTS, lite_wheel_path
+from agent.model.siamese import inference_size, oriented
 from agent.model.similarity import gather_embeddings
 
 
@@ -381,3 +382,16 @@ def test_skip_decoder_starts_as_the_plain_one_and_then_adds_finer_detail():
     # a skip decoder refuses features without the stage
     with pytest.raises(ValueError, match="skip stage"):
         skip.decoder.coarse(torch.randn(1, 64, 8, 12))
+
+
+def test_a_portrait_video_gets_the_checkpoints_size_turned_upright():
+    """Phone videos are upright: squeezing 1080x1920 frames into the checkpoint's landscape 240x427 input (and
+    grid) cost J (docs/OWN_VIDEOS.md); landscape and square frames keep the size as trained."""
+    assert oriented((240, 427), (1920, 1080)) == (427, 240)
+    assert oriented((240, 427), (480, 854)) == (240, 427)
+    assert oriented((240, 427), (500, 500)) == (240, 427)
+    assert oriented((427, 240), (480, 854)) == (240, 427)  # a checkpoint trained upright, on landscape frames
+    assert inference_size((240, 427), (854, 480), 1.5) == (640, 360)
+    assert inference_size((240, 427), (480, 854), 1.5) == (360, 640)
+    assert inference_size((240, 427), (1920, 1080)) == (640, 360)  # auto: capped at 1.5 either way
+    assert inference_size((240, 427), (427, 240)) == (427, 240)  # a small upright video: the checkpoint's size
