@@ -82,7 +82,12 @@ def _one_call_at_a_time(method):
             raise RuntimeError(f"{method.__name__}() called while another start() or step() runs on this agent "
                                "(another thread?): an agent plays one sample at a time; build one agent per thread")
         try:
-            return method(self, *args, **kwargs)
+            # As the agent's own: a caller's torch.no_grad() or inference_mode() around step() left fine-tuning
+            # without gradients ("element 0 of tensors does not require grad"), and tensors a round made under
+            # inference_mode could not be updated by a later round outside it ("Inplace update to inference
+            # tensor"): either ended the sample.
+            with torch.inference_mode(False), torch.enable_grad():
+                return method(self, *args, **kwargs)
         finally:
             self._busy.release()
     return exclusive
@@ -110,6 +115,11 @@ class InteractiveAgent(Predictor):
         if not isinstance(model, SiameseEmbedder):
             raise TypeError(f"model must be a SiameseEmbedder (agent.model.siamese), got {type(model).__name__}: "
                             "InteractiveAgent.from_pretrained(path) loads a checkpoint")
+        # Weights made under torch.inference_mode() can be neither fine-tuned nor reset by start(): it failed with
+        # torch's "Inplace update to inference tensor outside InferenceMode", once per weight.
+        if any(tensor.is_inference() for tensor in model.state_dict().values()):
+            raise ValueError("model: its weights were made under torch.inference_mode(), so they cannot be fine-tuned "
+                             "or reset between samples: build or load it outside inference_mode")
         self.config = config or AgentConfig()
         if not isinstance(self.config, AgentConfig):
             raise TypeError(f"config must be an AgentConfig (agent.config), got {type(self.config).__name__}")
@@ -173,7 +183,8 @@ class InteractiveAgent(Predictor):
         path = default_checkpoint_path() if given is None else _checkpoint_path(given)
         # `device or ...` took 0 and "" (an unset variable) for no device: the config's was used without a word.
         device = resolve_device(config.device if device is None else device)
-        model, model_config, extra = load_checkpoint(path, device)
+        with torch.inference_mode(False):  # a caller's inference_mode() would make weights start() cannot reset
+            model, model_config, extra = load_checkpoint(path, device)
         config = dataclasses.replace(config, checkpoint=path)
         agent = cls(model, config, pretraining_loss=extra.get("loss", "pairwise"))  # older checkpoints: pairwise
         log.info("agent: %s (%s, d=%d, trained at %s, inference scale %s, transfer grid %s)", path.name,

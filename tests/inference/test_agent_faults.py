@@ -345,3 +345,31 @@ def test_confidence_and_candidates_before_any_sample_are_none():
     fresh = InteractiveAgent(build_model(TINY), AgentConfig(device="cpu", crf=CRFConfig(workers=1)))
     # "None before the first round", as documented: it was an AttributeError ('_confidence') before start()
     assert fresh.frame_confidence() is None and fresh.next_scribble_frame_candidates(3) is None
+
+
+def test_a_callers_no_grad_or_inference_mode_changes_nothing(agent, tiny_checkpoint):
+    frames = np.random.default_rng(3).integers(0, 255, (9, 32, 48, 3), np.uint8)
+    rounds = [_strokes(9, 0, 1, (0.2, 0.2), (0.5, 0.5)), _strokes(9, 4, 0, (0.6, 0.1), (0.9, 0.9))]
+    first = RoundPlan(frame_stride=4)
+    agent.start(frames, 1)
+    expected = [agent.step(rounds[0], first), agent.step(rounds[1])]
+    agent.start(frames, 1)
+    with torch.inference_mode():  # round 1's features of every 4th frame were inference tensors ...
+        masks = [agent.step(rounds[0], first)]
+    masks.append(agent.step(rounds[1]))  # ... which round 2 could not fill in: "Inplace update to inference tensor"
+    assert all(np.array_equal(m, e) for m, e in zip(masks, expected, strict=True))
+    agent.start(frames, 1)
+    with torch.no_grad():  # fine-tuning had no gradients: "element 0 of tensors does not require grad"
+        agent.step(rounds[0])
+        agent.step(rounds[1], RoundPlan(finetune_seconds=0.2))
+    assert agent.last_finetune.steps > 0
+    with torch.inference_mode():  # its weights were inference tensors: start() could not reset them
+        built = InteractiveAgent.from_pretrained(tiny_checkpoint, agent.config)
+    built.start(frames, 1)
+    built.step(rounds[0])
+    built.step(rounds[1], RoundPlan(finetune_seconds=0.2))
+    assert built.last_finetune.steps > 0
+    with torch.inference_mode():
+        model = build_model(TINY)
+    with pytest.raises(ValueError, match=r"made under torch.inference_mode\(\).*outside inference_mode"):
+        InteractiveAgent(model, agent.config)
