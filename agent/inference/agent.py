@@ -120,6 +120,11 @@ class InteractiveAgent(Predictor):
         if any(tensor.is_inference() for tensor in model.state_dict().values()):
             raise ValueError("model: its weights were made under torch.inference_mode(), so they cannot be fine-tuned "
                              "or reset between samples: build or load it outside inference_mode")
+        # Frames go in as float32: a model built under torch.set_default_dtype(torch.float64) failed in the first
+        # round, "Input type (float) and bias type (double) should be the same", and the sample with it.
+        wrong = sorted({str(p.dtype) for p in model.parameters() if p.dtype != torch.float32})
+        if wrong:
+            raise TypeError(f"model: its weights are {', '.join(wrong)}, the agent runs in float32: pass model.float()")
         self.config = config or AgentConfig()
         if not isinstance(self.config, AgentConfig):
             raise TypeError(f"config must be an AgentConfig (agent.config), got {type(self.config).__name__}")

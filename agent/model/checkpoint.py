@@ -265,7 +265,9 @@ def load_checkpoint(
     path = Path(path)
     model, config, state, payload = _fitted(path, expected)
     model.load_state_dict(state)
-    model.to(device).eval()
+    # float32 whatever torch.set_default_dtype() a caller set: a float64 model (built in float64, the weights cast to
+    # it) met float32 frames, "Input type (float) and bias type (double) should be the same" in the first round.
+    model.to(device=device, dtype=torch.float32).eval()
     log.info("loaded checkpoint %s (%s, d=%d)", path, config.backbone, config.embedding_dim)
     return model, model.config, payload.get("extra") or {}
 

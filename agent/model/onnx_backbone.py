@@ -44,7 +44,9 @@ class OnnxBackbone:
         self.input_size = tuple(input_size)
         was_training = backbone.training
         backbone.eval()
-        example = torch.zeros(1, 3, *self.input_size)
+        # float32, as the runtime is fed: in a caller's torch.set_default_dtype(torch.float64) the export failed
+        # ("Input type (double) and bias type (float)") and the agent fell back to PyTorch, with a warning.
+        example = torch.zeros(1, 3, *self.input_size, dtype=torch.float32)
         buffer = io.BytesIO()
         try:
             with warnings.catch_warnings():  # the tracer warns about shape-dependent Python branches

@@ -17,6 +17,7 @@ from agent.inference.budget import RoundCosts
 from agent.inference.footprint import TooManyObjects
 from agent.inference.plan import RoundPlan
 from agent.model.checkpoint import save_checkpoint
+from agent.model.onnx_backbone import OnnxBackbone
 from agent.model.siamese import build_model
 
 TINY = ModelConfig(backbone="tiny", pretrained="none", input_size=(48, 80), embedding_dim=16)
@@ -372,4 +373,22 @@ def test_a_callers_no_grad_or_inference_mode_changes_nothing(agent, tiny_checkpo
     with torch.inference_mode():
         model = build_model(TINY)
     with pytest.raises(ValueError, match=r"made under torch.inference_mode\(\).*outside inference_mode"):
+        InteractiveAgent(model, agent.config)
+
+
+def test_a_callers_default_dtype_float64_changes_nothing(agent, tiny_checkpoint):
+    frames = np.random.default_rng(4).integers(0, 255, (3, 32, 48, 3), np.uint8)
+    agent.start(frames, 1)
+    expected = agent.step(_scribbles())
+    torch.set_default_dtype(torch.float64)
+    try:  # the model was float64, fed float32 frames: "Input type (float) and bias type (double)" in round 1
+        built = InteractiveAgent.from_pretrained(tiny_checkpoint, agent.config)
+        model = build_model(TINY)
+    finally:
+        torch.set_default_dtype(torch.float32)
+    built.start(frames, 1)
+    assert np.array_equal(built.step(_scribbles()), expected)
+    # The ONNX export's example was float64 too: it fell back to PyTorch, with a warning.
+    assert isinstance(built._backbone_runtime, OnnxBackbone)
+    with pytest.raises(TypeError, match=r"its weights are torch.float64, the agent runs in float32: .*model.float\(\)"):
         InteractiveAgent(model, agent.config)
