@@ -137,8 +137,11 @@ def run_session(
                 if new_sample:
                     predictor.start(_frames_as_checked(reader, info), info.num_objects, sequence=sequence)
                 interaction = session.interaction_nb + 1
-                time_left = config.max_time * info.num_objects - (time.time() - session.sample_start_time)
-                plan = dataclasses.replace(plan_round(strategy, interaction, time_left, info), time_left=time_left)
+                budget = config.max_time * info.num_objects
+                planned = plan_round(strategy, interaction, budget - (time.time() - session.sample_start_time), info)
+                # The time left once plan() returned: the sample's clock ran meanwhile, and a slow plan() made the
+                # agent count on its seconds again (no round lightened for them, the round late).
+                plan = dataclasses.replace(planned, time_left=budget - (time.time() - session.sample_start_time))
                 started = time.time()
                 masks = check_masks(predictor.step(scribbles, plan), info)
                 candidates = None

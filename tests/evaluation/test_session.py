@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ from agent.data.registry import restore
 from agent.evaluation.baseline import ScribblePaintBaseline
 from agent.evaluation.report import load_report
 from agent.evaluation.session import PredictionError, run_session
+from agent.inference.plan import RoundPlan
 from strategies import get_strategy
 
 from .conftest import StopsOnTheSecondVideo
@@ -132,3 +134,34 @@ def test_a_user_without_a_name_plays_a_local_session(tiny_synthetic_root, tmp_pa
     config = _config(tiny_synthetic_root, tmp_path, max_interactions=1, sequences=("synth-000",))
     result = run_session(config, ScribblePaintBaseline(), get_strategy(config.strategy))
     assert not result.interrupted and result.summary["samples_total"] == 1
+
+
+class _SlowPlan:
+    name, description = "slow", "takes a while to plan"
+
+    def __init__(self):
+        self.given = []
+
+    def plan(self, interaction, time_left, info):
+        self.given.append(time_left)
+        time.sleep(0.3)
+        return RoundPlan()
+
+
+class _RecordsTimeLeft(ScribblePaintBaseline):
+    def __init__(self):
+        super().__init__()
+        self.time_left = []
+
+    def step(self, scribbles, plan=None):
+        self.time_left.append(plan.time_left)
+        return super().step(scribbles, plan)
+
+
+def test_the_round_plan_counts_the_seconds_a_slow_plan_took(tiny_synthetic_root, tmp_path):
+    strategy, predictor = _SlowPlan(), _RecordsTimeLeft()
+    run_session(_config(tiny_synthetic_root, tmp_path, max_interactions=1), predictor, strategy)
+    # The sample's clock runs while plan() does: the agent was given the time left before it, so it counted on
+    # seconds already spent (no round lightened for them, the round late).
+    assert len(predictor.time_left) == len(strategy.given) == 3
+    assert all(left <= given - 0.3 for left, given in zip(predictor.time_left, strategy.given, strict=True))
