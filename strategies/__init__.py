@@ -54,6 +54,15 @@ def get_strategy(name: str, device_type: str = "cpu") -> Strategy:
                                        f"{typed_line(error)}") from error
         if not isinstance(strategy, Strategy):
             raise UnknownStrategyError(f"'{name}' is not a strategy: it needs name, description and plan()")
+        # Its name labels the run (summary.json's "strategy", the curve's title): None was recorded as null, and a
+        # built-in's (a subclass of CPUStrategy keeps name = "cpu") made its results read as that strategy's.
+        own = strategy.name
+        if not isinstance(own, str) or not own.strip():
+            raise UnknownStrategyError(f"strategy '{name}': its name must be non-empty text (it labels the run's "
+                                       f"results), got {own!r}")
+        if (own == "auto" or own in REGISTRY) and cls is not REGISTRY.get(own):
+            raise UnknownStrategyError(f"strategy '{name}' is named '{own}', as a built-in strategy: its results would "
+                                       f"read as {own}'s; give the class a name of its own (name = \"...\")")
         return strategy
     raise UnknownStrategyError(
         f"unknown strategy '{name}': choose one of auto, {', '.join(sorted(REGISTRY))} or give module:Class"

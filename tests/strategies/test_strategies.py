@@ -2,6 +2,7 @@ import pytest
 
 from agent.data.davis import SequenceInfo
 from strategies import REGISTRY, RoundPlan, UnknownStrategyError, get_strategy
+from strategies.cpu import CPUStrategy
 
 INFO = SequenceInfo(name="s", num_frames=10, num_objects=2, height=48, width=64, num_scribbles=1)
 
@@ -81,3 +82,22 @@ def test_cpu_strategy_keyframes_and_quarter_resolution_crf_first_then_every_fram
     assert all(p.use_crf for p in plans)
     assert [p.crf_scale for p in plans[:3]] == [0.25, 0.5, 0.5]
     assert [p.frame_stride for p in plans[:3]] == [4, 1, 1]
+
+
+class WiderCRF(CPUStrategy):  # keeps the built-in's name = "cpu"
+    crf_scale = 0.75
+
+
+class Unnamed(MyStrategy):
+    name = None
+
+
+def test_a_user_strategy_named_as_a_built_in_or_not_named_is_refused():
+    """Its name labels the run (summary.json, the curve): a subclass of CPUStrategy was recorded as `cpu`, and a name of
+    None as null."""
+    with pytest.raises(UnknownStrategyError, match=r"^strategy 'tests.strategies.test_strategies:WiderCRF' is named "
+                                                   r"'cpu', as a built-in strategy: its results would read as cpu's"):
+        get_strategy("tests.strategies.test_strategies:WiderCRF")
+    with pytest.raises(UnknownStrategyError, match=r"its name must be non-empty text .*, got None$"):
+        get_strategy("tests.strategies.test_strategies:Unnamed")
+    assert isinstance(get_strategy("strategies.cpu:CPUStrategy"), CPUStrategy)  # the built-in itself, by its path
