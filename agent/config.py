@@ -13,6 +13,7 @@ import functools
 import ipaddress
 import logging
 import math
+import numbers
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,44 @@ def _finite(value: float) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
 
+@functools.cache
+def _plain_fields(cls) -> tuple[tuple[str, type, bool], ...]:
+    """(name, type, None allowed) of `cls`'s fields of one plain type: int, float, bool, text or a config section."""
+    import types
+    import typing
+
+    plain = []
+    for name, hint in typing.get_type_hints(cls).items():
+        arms = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        kinds = [arm for arm in arms if arm is not type(None)]
+        if len(kinds) == 1 and (kinds[0] in (int, float, bool, str) or is_dataclass(kinds[0])):
+            plain.append((name, kinds[0], len(kinds) < len(arms)))
+    return tuple(plain)
+
+
+_KINDS = {int: "an integer", float: "a number", bool: "True or False", str: "text"}
+
+
+def _check_types(config, section: str) -> None:
+    """A section built in Python (dataclasses.replace included) holds the types a config file must (from_dict checks
+    those): `incremental="no"` was true, `topk=2.5` or `crf={...}` a TypeError or AttributeError mid-round, and
+    `device=None` an AttributeError here."""
+    for name, kind, optional in _plain_fields(type(config)):
+        value = getattr(config, name)
+        if value is None and optional:
+            continue
+        if kind is int:
+            fits = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        elif kind is float:
+            fits = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        else:
+            fits = isinstance(value, kind)
+        if not fits:
+            wanted = _KINDS.get(kind) or f"a {kind.__name__}"
+            raise ConfigError(f"{section}.{name} must be {wanted}{' or None' if optional else ''}, got {value!r} "
+                              f"({type(value).__name__})")
+
+
 def _check_scale_range(value, name: str) -> None:
     low, high = value
     _require(_finite(low) and _finite(high) and 0 < low <= high,
@@ -216,6 +255,7 @@ class TransferConfig:
     round_fusion_frames: float = 0.0
 
     def __post_init__(self) -> None:
+        _check_types(self, "transfer")
         _choice(self.aggregation, "transfer.aggregation", ("eq3", "topk"))
         # Upper bounds: far beyond any useful value, a typo would otherwise ask for terabytes once the model is
         # built (top-k buffers, reference blocks) or shrink the transfer grid to a few cells.
@@ -365,6 +405,7 @@ class ScribbleConfig:
     halo_margin: float = 0.0  # the halo cell's score for its stroke's class minus the best other class's
 
     def __post_init__(self) -> None:
+        _check_types(self, "scribbles")
         _choice(self.derived_background_frames, "scribbles.derived_background_frames", ("all", "first-round"))
         _choice(self.confirm_corrected_frames, "scribbles.confirm_corrected_frames", ("off", "one-object", "all"))
         _require(1 <= self.dilation <= MAX_DILATION, f"scribbles.dilation must be in 1..{MAX_DILATION}, got {self.dilation}")
@@ -407,6 +448,7 @@ class FinetuneConfig:
     pseudo_label_frames: int = 0
 
     def __post_init__(self) -> None:
+        _check_types(self, "finetune")
         _choice(self.loss, "finetune.loss", ("pretraining", "pairwise", "topk"))
         _require(self.max_steps >= 0, f"finetune.max_steps must be >= 0, got {self.max_steps}")
         _require(self.pseudo_label_frames >= 0,
@@ -436,6 +478,7 @@ class CRFConfig:
     workers: int = 0
 
     def __post_init__(self) -> None:
+        _check_types(self, "crf")
         # Upper bounds: a typo of 100000 would otherwise start that many processes, or run for hours.
         _require(0 <= self.iterations <= MAX_CRF_ITERATIONS,
                  f"crf.iterations must be in 0..{MAX_CRF_ITERATIONS}, got {self.iterations}")
@@ -472,6 +515,7 @@ class IdentityConfig:
     alike_margin: float = 1.75
 
     def __post_init__(self) -> None:
+        _check_types(self, "identity")
         for name in ("weight", "radius", "speed", "cap", "alike_margin"):
             value = getattr(self, name)
             _require(_finite(value) and value >= 0, f"identity.{name} must be a finite number >= 0, got {value}")
@@ -491,6 +535,7 @@ class FlowConfig:
     chain: bool = True
 
     def __post_init__(self) -> None:
+        _check_types(self, "flow")
         _choice(self.preset, "flow.preset", ("ultrafast", "fast", "medium"))
         _require(isinstance(self.height, int) and not isinstance(self.height, bool) and 16 <= self.height <= 4320,
                  f"flow.height must be an integer in 16..4320, got {self.height!r}")
@@ -522,6 +567,7 @@ class AgentConfig:
     embedding_cache_mb: int = 1024
 
     def __post_init__(self) -> None:
+        _check_types(self, "agent")
         if isinstance(self.inference_scale, str):
             _require(self.inference_scale == "auto",
                      f"agent.inference_scale must be 'auto' or a number > 0, got {self.inference_scale!r}")

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import json
 import os
 import re
 
+import numpy as np
 import pytest
 
 import session_runner
-from agent.config import ConfigError, ServerConfig, SessionConfig, parse_shard
+from agent.config import AgentConfig, ConfigError, ServerConfig, SessionConfig, parse_shard
 from tests.conftest import bare_flags
 
 
@@ -671,3 +673,25 @@ def test_comma_names_refuses_an_empty_name_among_others():
     for text in ("dog,,goat", "dog,", ",dog", "dog, ,goat"):  # each dropped the empty name without a word
         with pytest.raises(ConfigError, match=f"^--x {text!r}: an empty name between commas"):
             comma_names(text, "--x")
+
+
+@pytest.mark.parametrize(("build", "message"), [
+    (lambda c: dataclasses.replace(c.transfer, incremental="no"),
+     "transfer.incremental must be True or False, got 'no' (str)"),  # it was true: the pool used, without a word
+    (lambda c: dataclasses.replace(c.flow, enabled="false"), "flow.enabled must be True or False, got 'false' (str)"),
+    (lambda c: dataclasses.replace(c.transfer, topk=2.5), "transfer.topk must be an integer, got 2.5 (float)"),
+    (lambda c: dataclasses.replace(c.crf, iterations=True), "crf.iterations must be an integer, got True (bool)"),
+    (lambda c: dataclasses.replace(c, seed=1.5), "agent.seed must be an integer, got 1.5 (float)"),
+    (lambda c: dataclasses.replace(c, crf={"iterations": 3}), "agent.crf must be a CRFConfig, got {'iterations': 3}"),
+    (lambda c: dataclasses.replace(c, device=None), "agent.device must be text, got None"),  # an AttributeError
+], ids=["bool-text", "flow-text", "int-float", "int-bool", "seed-float", "section-dict", "device-none"])
+def test_an_agent_config_built_in_python_is_type_checked_as_a_file_is(build, message):
+    with pytest.raises(ConfigError) as refused:
+        build(AgentConfig())
+    assert str(refused.value).startswith(message)
+
+
+def test_numbers_of_the_right_kind_pass_in_python():
+    config = dataclasses.replace(AgentConfig(), seed=np.int64(3), checkpoint="m.pt")  # a path may be text
+    assert dataclasses.replace(config.crf, scale=np.float64(0.5), iterations=np.int32(2)).iterations == 2
+    assert dataclasses.replace(config.transfer, round_fusion_frames=10).round_fusion_frames == 10  # an int is a number
