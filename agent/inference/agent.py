@@ -153,6 +153,35 @@ class InteractiveAgent(Predictor):
         torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.0)
         crf.warm_up(self.config.crf)  # likewise: start the CRF's worker processes now
 
+    def __deepcopy__(self, memo: dict) -> InteractiveAgent:
+        """An independent agent holding a copy of this one's sample (two corrections tried from one round): a lock of
+        its own; the backbone runtimes (ONNX Runtime sessions, which hold no sample and cannot be copied) and the
+        score_observer are shared. It was "cannot pickle '_thread.lock' object"."""
+        if not self._busy.acquire(blocking=False):  # a sample half-way through a round is no state to copy
+            raise RuntimeError("deepcopy() of an agent while a start() or step() runs on it (another thread?)")
+        try:
+            clone = object.__new__(type(self))
+            memo[id(self)] = clone
+            memo[id(self._busy)] = threading.Lock()
+            for shared in [*self._runtimes.values(), self.score_observer]:
+                memo[id(shared)] = shared
+            for name, value in self.__dict__.items():
+                setattr(clone, name, copy.deepcopy(value, memo))
+            return clone
+        finally:
+            self._busy.release()
+
+    def __copy__(self):
+        # A shallow copy shared the sample's state (its scribbles, pool and masks) with the agent it was copied from,
+        # and its lock: a round of one changed the other's without a word.
+        raise TypeError("copy.copy() of an InteractiveAgent would share its sample with the original: use "
+                        "copy.deepcopy(agent) for an independent one")
+
+    def __reduce_ex__(self, protocol):
+        raise TypeError("an InteractiveAgent cannot be pickled (its backbone runtime and CRF workers are this "
+                        "process's): save agent.model with agent.model.checkpoint.save_checkpoint and load it with "
+                        "InteractiveAgent.from_pretrained, or copy.deepcopy(agent) within the process")
+
     @property
     def finetune_loss(self) -> str:
         """The loss fine-tuning uses: FinetuneConfig.loss, where `pretraining` is the checkpoint's own."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
+import pickle
 import threading
 
 import numpy as np
@@ -392,3 +394,24 @@ def test_a_callers_default_dtype_float64_changes_nothing(agent, tiny_checkpoint)
     assert isinstance(built._backbone_runtime, OnnxBackbone)
     with pytest.raises(TypeError, match=r"its weights are torch.float64, the agent runs in float32: .*model.float\(\)"):
         InteractiveAgent(model, agent.config)
+
+
+def test_a_deep_copy_is_an_independent_agent_and_a_shallow_copy_or_pickle_is_refused(agent):
+    frames = np.random.default_rng(5).integers(0, 255, (9, 32, 48, 3), np.uint8)
+    rounds = [_strokes(9, 0, 1, (0.2, 0.2), (0.5, 0.5)), _strokes(9, 2, 0, (0.6, 0.1), (0.9, 0.9)),
+              _strokes(9, 5, 1, (0.3, 0.3), (0.4, 0.4))]
+    first = RoundPlan(frame_stride=4)
+    agent.start(frames, 1)
+    expected = [agent.step(rounds[0], first), agent.step(rounds[1]), agent.step(rounds[2])]
+    agent.start(frames, 1)
+    agent.step(rounds[0], first)
+    branch = copy.deepcopy(agent)  # "cannot pickle '_thread.lock' object"
+    assert branch.memory is not agent.memory and branch._busy is not agent._busy
+    # Each goes on from round 1 as the agent alone did, neither changing the other's sample.
+    assert all(np.array_equal(branch.step(strokes), masks) for strokes, masks in zip(rounds[1:], expected[1:], strict=True))
+    assert all(np.array_equal(agent.step(strokes), masks) for strokes, masks in zip(rounds[1:], expected[1:], strict=True))
+    # A shallow copy shared the sample (and the lock) with the original: a round of one changed the other's.
+    with pytest.raises(TypeError, match=r"would share its sample with the original: use copy.deepcopy\(agent\)"):
+        copy.copy(agent)
+    with pytest.raises(TypeError, match="an InteractiveAgent cannot be pickled .*from_pretrained"):
+        pickle.dumps(agent)
