@@ -72,6 +72,16 @@ def compare(first: Path, second: Path, top: int = 10) -> str:
     lines = [f"{counted(len(common), 'sample')} in both ({labels['a']}: {len(per['a'])}, {labels['b']}: {len(per['b'])}); "
              f"{metric} per interaction, mean over them:",
              f"{'':<{width}}{header}{'mean':>8}  drops > 0.02"]
+    # Runs of other interaction counts or clocks: the rounds one played beyond the other's were left out, and the
+    # whole-run figures below counted on other budgets, without a word.
+    notes = []
+    if summary_a["max_interactions"] != summary_b["max_interactions"]:
+        notes.append(f"note: {labels['a']} played up to {summary_a['max_interactions']} interactions, {labels['b']} "
+                     f"{summary_b['max_interactions']}: compared on {metric}@1..{rounds[-1]}")
+    if summary_a["max_time"] != summary_b["max_time"]:
+        notes.append(f"note: {labels['a']} had {summary_a['max_time']:g} s per object, {labels['b']} "
+                     f"{summary_b['max_time']:g} s: the whole-run figures below are on other clocks")
+    lines[:0] = notes
     for name, table, results in (("a", a_table, a), ("b", b_table, b)):
         keep = results.set_index(["sequence", "scribble_idx"]).index.isin(common)
         found = drops_after_strokes(results[keep & results["interaction"].isin(rounds)], column)

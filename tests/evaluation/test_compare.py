@@ -13,16 +13,16 @@ def _rows(sequence, interaction, obj, jaccard):
                  jaccard=jaccard, contour=jaccard, j_and_f=jaccard, timing=2.0) for f in range(2)]
 
 
-def _run(path: Path, values: dict[str, list[float | None]]) -> Path:
+def _run(path: Path, values: dict[str, list[float | None]], interactions: int = 3, max_time: float = 60.0) -> Path:
     """A run's results: per sequence (one object, scribble 1) the J of each interaction, None for a late one."""
     rows = [row for sequence, js in values.items() for i, j in enumerate(js, 1) if j is not None
             for row in _rows(sequence, i, 1, j)]
     report = pd.DataFrame(rows).astype(object)
     layout = SampleLayout(num_scribbles=dict.fromkeys(values, 1), num_objects=dict.fromkeys(values, 1))
-    summary = summarize(report, layout, max_interactions=3, max_time=60.0)
+    summary = summarize(report, layout, max_interactions=interactions, max_time=max_time)
     write_outputs(path, report, summary, "test", {"layout": {"num_scribbles": layout.num_scribbles,
                                                              "num_objects": layout.num_objects},
-                                                  "max_interactions": 3, "max_time": 60.0})
+                                                  "max_interactions": interactions, "max_time": max_time})
     return path
 
 
@@ -105,3 +105,13 @@ def test_a_hand_edited_or_truncated_run_is_one_line_as_in_merge(tmp_path: Path, 
         assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], (name, err)
     assert main(["compare", str(a), str(tmp_path / "metric-list" / "summary.json")]) == 2  # a file, not a run
     assert "summary.json/summary.json" in capsys.readouterr().err
+
+
+def test_runs_of_other_interaction_counts_or_clocks_say_so(tmp_path: Path) -> None:
+    a = _run(tmp_path / "a", {"dog": [0.5, 0.8, 0.7]})
+    b = _run(tmp_path / "b", {"dog": [0.5, 0.9]}, interactions=2, max_time=30.0)
+    lines = compare(a, b).splitlines()
+    # a's J@3 was left out, and the whole-run figures were on other budgets, without a word.
+    assert lines[:2] == ["note: a played up to 3 interactions, b 2: compared on J@1..2",
+                         "note: a had 60 s per object, b 30 s: the whole-run figures below are on other clocks"]
+    assert not any(line.startswith("note:") for line in compare(a, _run(tmp_path / "c", {"dog": [0.4] * 3})).splitlines())
