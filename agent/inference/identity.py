@@ -2,11 +2,11 @@
 
 Label transfer compares appearance only, so two objects that look alike (two dancers, a herd) get similar
 scores everywhere and the argmax mixes them. Position tells them apart: an object is near where it was in
-the neighbouring frame. The keyframes are swept outward from the scribbled frames. On a scribbled frame the
-objects are where the transfer put them, except in a connected foreground region holding strokes: strokes of
-one object only make it that object's, strokes of several lookalikes (touching) give each pixel the object of
-its nearest stroke; on any other keyframe, where this sweep left them on the neighbouring keyframe
-towards the nearest scribbled frame (`gap` frames away). A pixel d_c grid cells from object c's
+the neighbouring frame. The keyframes are swept outward from the anchors: the scribbled frames that stroke every
+object (anchor_frames). On an anchor the objects are where the transfer put them, except in a connected foreground
+region holding strokes: strokes of one object only make it that object's, strokes of several lookalikes (touching)
+give each pixel the object of its nearest stroke; on any other keyframe, where this sweep left them on the
+neighbouring keyframe towards the nearest anchor (`gap` frames away). A pixel d_c grid cells from object c's
 position, and d cells from the nearest object's, costs object c `weight` per cell that d_c - d exceeds the
 reach: `radius`, plus `speed * gap` from a neighbouring keyframe, or none for an object with a lookalike (the
 nearer object's place wins); at most `cap` in all, so that position breaks near-ties of appearance but does not
@@ -94,6 +94,17 @@ def lookalikes(scores: torch.Tensor, keyframes: np.ndarray, strokes: dict[int, n
     return {cls for cls, values in leads.items() if np.median(np.concatenate(values)) < margin}
 
 
+def anchor_frames(strokes: dict[int, np.ndarray]) -> set[int]:
+    """The scribbled frames the sweep starts from: those whose strokes hold every object stroked anywhere; without
+    such a frame (objects stroked on frames of their own), those holding any object stroke. A correction that strokes
+    the background alone, or some of the objects, places the others by appearance only: as an anchor, it carried that
+    mix of lookalikes to its neighbours (a background stroke in a corner cost twins 0.1 J)."""
+    stroked = {int(f): {int(v) for v in np.unique(np.asarray(g)) if v > 0} for f, g in strokes.items()}
+    objects = set().union(*stroked.values())
+    complete = {f for f, ids in stroked.items() if ids and ids >= objects}
+    return complete or {f for f, ids in stroked.items() if ids}
+
+
 def separate_objects(scores: torch.Tensor, keyframes: np.ndarray, strokes: dict[int, np.ndarray],
                      config: IdentityConfig) -> torch.Tensor:
     """scores (K, C, h, w) of the sorted `keyframes`, with the choice between objects moved by position (see
@@ -108,10 +119,11 @@ def separate_objects(scores: torch.Tensor, keyframes: np.ndarray, strokes: dict[
     # distinct ones keep the reach, so that appearance decides where they meet.
     alike = lookalikes(scores, keyframes, strokes, config.alike_margin)
     reaching = np.array([0.0] + [0.0 if cls in alike else 1.0 for cls in range(1, num_classes)])
-    for position, neighbour in sweep_order(keyframes, set(strokes)):
-        if neighbour is None:  # a scribbled frame (or, without any, every keyframe on its own)
+    anchors = anchor_frames(strokes)
+    for position, neighbour in sweep_order(keyframes, anchors):
+        if neighbour is None:  # an anchor (or, without any, every keyframe on its own)
             where = out[position].argmax(0).cpu().numpy()
-            frame_strokes = strokes.get(int(keyframes[position]))
+            frame_strokes = strokes.get(int(keyframes[position])) if int(keyframes[position]) in anchors else None
             if frame_strokes is not None:
                 where = stroked_regions(where, np.asarray(frame_strokes), alike)
             reach = reaching * config.radius

@@ -200,3 +200,19 @@ def test_only_lookalikes_are_held_to_their_place():
     assert (distinct[1, :, 6:8] == 2).all()  # within the reach: appearance decides
     alike = separate_objects(scores, np.arange(2), {0: strokes}, IdentityConfig(alike_margin=10.0)).argmax(1)
     assert (alike[1, :, 2:8] == 1).all() and (alike[1, :, 10:16] == 2).all()
+
+
+@pytest.mark.parametrize("correction", ["background", "one object"])
+def test_a_correction_stroking_not_every_object_is_no_anchor(correction):
+    """Lookalikes that swap in appearance from frame 2, both stroked on frame 0; a later round strokes frame 4 with
+    the background alone, or object 1 alone: each blob keeps its object on every frame. As an anchor, frame 4 placed
+    the objects by appearance (swapped) and carried that to frame 5."""
+    scores = _two_blobs(6, swap_from=2)
+    first = np.zeros((8, 40), np.int64)
+    first[3, 4], first[3, 26] = 1, 2
+    later = np.zeros((8, 40), np.int64)  # derived background and a background stroke: 0
+    if correction == "one object":
+        later[3, 6 + 4] = 1  # inside object 1's blob on frame 4 (columns 6..11)
+    labels = separate_objects(scores, np.arange(6), {0: first, 4: later}, IdentityConfig()).argmax(1)
+    for t in range(6):
+        assert (labels[t, 2:6, 2 + t:8 + t] == 1).all() and (labels[t, 2:6, 24 + t:30 + t] == 2).all(), t
