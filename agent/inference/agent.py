@@ -106,6 +106,18 @@ def _checkpoint_path(given) -> Path:
     return expand_user(given)
 
 
+def _frame_numbers(given, count: int) -> np.ndarray | None:
+    """start()'s frame_numbers as (T,) int64, None for None; ValueError unless `count` increasing integers >= 0."""
+    if given is None:
+        return None
+    numbers_ = np.asarray(given)
+    if (numbers_.shape != (count,) or not np.issubdtype(numbers_.dtype, np.integer)
+            or (numbers_ < 0).any() or (np.diff(numbers_) <= 0).any()):
+        raise ValueError(f"frame_numbers must be {count} increasing integers >= 0 (each frame's number in its "
+                         f"video), or None, got {given!r}"[:300])
+    return numbers_.astype(np.int64)
+
+
 class InteractiveAgent(Predictor):
     name = "simlearn"
 
@@ -228,13 +240,18 @@ class InteractiveAgent(Predictor):
 
     # --- Predictor interface -----------------------------------------------------------------------
     @_one_call_at_a_time
-    def start(self, frames: np.ndarray, num_objects: int | None = None, sequence: str | None = None) -> None:
+    def start(self, frames: np.ndarray, num_objects: int | None = None, sequence: str | None = None,
+              frame_numbers=None) -> None:
         """A new sample: frames (T, H, W, 3) uint8; num_objects None = learn it from the scribbles; sequence: the
-        video's name, if known: step() then refuses scribbles that name another (None: any are taken)."""
+        video's name, if known: step() then refuses scribbles that name another (None: any are taken);
+        frame_numbers: each frame's number in its video, increasing (a chunk of a longer one with its scribbled
+        frames: tools/segmenter.py), so that several objects' identity counts the frames between them (None:
+        0..T-1)."""
         # Checked before they are copied: the copy of a video too long for the memory (a memory-mapped file) was
         # numpy's MemoryError, or the process was killed, before the line below that names it.
         given, frames = frames, sample_frames(frames, copy=False)
         check_num_objects(num_objects)
+        frame_numbers = _frame_numbers(frame_numbers, len(frames))
         if sequence is not None and not isinstance(sequence, str):
             raise TypeError(f"sequence must be the video's name (str) or None, got {type(sequence).__name__}")
         input_size = self.input_size_for(frames.shape[1:3])
@@ -253,6 +270,7 @@ class InteractiveAgent(Predictor):
         self._frames = frames
         self.num_objects = num_objects
         self.sequence = sequence
+        self._frame_numbers = frame_numbers
         self._classes_checked = classes
         self._features: torch.Tensor | None = None  # (T, C, h, w), filled frame by frame as rounds need them
         self._have_features = np.zeros(len(frames), bool)
@@ -353,6 +371,7 @@ class InteractiveAgent(Predictor):
             detail=self._detail(features, refs, ref_labels, embed), fusion=self._fusion,
             on_scores=self.score_observer, previous=self._last_labels, identity=self.config.identity,
             strokes={f: grid.numpy() for f, grid in labels.items()}, flow=self.config.flow, embed=embed,
+            frame_numbers=self._frame_numbers,
         )
         propagation = time.perf_counter() - propagation_start
         self.costs.transfer = (propagation - result.crf_seconds - result.fill_seconds) / len(keyframes)

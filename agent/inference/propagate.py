@@ -102,6 +102,7 @@ def propagate(
     strokes: dict[int, np.ndarray] | None = None,
     flow: FlowConfig | None = None,
     embed: Embed | None = None,
+    frame_numbers: np.ndarray | None = None,
 ) -> Propagation:
     """Labels for every frame. features: (T, C, h8, w8) cached backbone features; frames: (T, H, W, 3)
     uint8 (the output size and the CRF's image); grid: the embedding grid; crf_config None = no CRF.
@@ -115,7 +116,8 @@ def propagate(
     (B, C, h, w) scores) sees the scores the CRF or argmax gets, before upsampling (evaluation/crf_study.py
     caches them). identity: with several objects, choose between them by position, sweeping the keyframes
     outward from the scribbled frames, `strokes` {frame: (h, w) its labels on the grid} (identity.py).
-    embed: the frames' embeddings (embedding_cache.py; None: decoded from `features` each time)."""
+    embed: the frames' embeddings (embedding_cache.py; None: decoded from `features` each time).
+    frame_numbers: (T,) each frame's number in its video, for the identity step's distances (None: its index)."""
     device = next(model.parameters()).device
     embed = embed or uncached(model, features)
     num_frames, height, width = frames.shape[:3]
@@ -136,9 +138,12 @@ def propagate(
     separated = None
     if identity is not None and num_classes > 2:
         # The sweep needs every keyframe's scores before any is final (grid-sized, so they fit in memory).
+        # Distances in the video's frames: a chunk's scribbled frame 3 beside its frame 50 is 47 frames away.
+        number = (lambda f: int(f)) if frame_numbers is None else (lambda f: int(frame_numbers[f]))  # noqa: E731
         separated = separate_objects(
             torch.cat([transferred(computed[lo:lo + batch]) for lo in range(0, len(computed), batch)]),
-            computed, strokes or {}, identity)
+            np.array([number(f) for f in computed], np.int64), {number(f): g for f, g in (strokes or {}).items()},
+            identity)
     for lo in range(0, len(computed), batch):
         index = computed[lo:lo + batch]
         scores = transferred(index) if separated is None else separated[lo:lo + batch]

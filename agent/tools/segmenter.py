@@ -220,7 +220,9 @@ class VideoSegmenter:
                 progress("segment", lo, self.num_frames)
             chunk = range(lo, min(self.num_frames, lo + self.chunk_frames))
             index = sorted(scribbled | set(chunk))
-            self.agent.start(self.frames.stack(index), num_objects)
+            # Its frame numbers: the identity of several objects counts the frames between a scribbled frame and
+            # the chunk's (they were adjacent rows, a chunk's own frames swept from a stroke 40 frames away).
+            self.agent.start(self.frames.stack(index), num_objects, frame_numbers=index)
             labels = self.agent.step({"scribbles": [merged["scribbles"][f] for f in index]}, self.plan)
             confidence = self.agent.frame_confidence()
             for row, frame in enumerate(index):

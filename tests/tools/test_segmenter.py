@@ -242,3 +242,23 @@ def test_segment_rounds_refuses_no_round_and_rounds_that_draw_nothing(tiny_agent
     segmenter.segment_rounds((scribbles, _correction(object_id=0)))  # a tuple (any sequence) of rounds
     assert segmenter.rounds == 2 and segmenter.num_objects() == max(
         s["object_id"] for strokes in scribbles["scribbles"] for s in strokes)
+
+
+def test_chunks_give_the_identity_step_the_videos_frame_numbers(tiny_agent, inputs, monkeypatch):
+    """Two objects, the scribble on frame 4, chunks of 3: each chunk's identity step sweeps over the video's frame
+    numbers (chunk 0..2 with frame 4, 4 beside 2: two frames away). They were the chunk's rows, frame 4 next to 2
+    and, in the last chunk, next to 6 (a position a frame away where it was two)."""
+    from agent.inference import propagate as propagate_module
+
+    seen, separate = [], propagate_module.separate_objects
+
+    def spy(scores, keyframes, strokes, config):
+        seen.append((np.asarray(keyframes).tolist(), sorted(strokes)))
+        return separate(scores, keyframes, strokes, config)
+
+    monkeypatch.setattr(propagate_module, "separate_objects", spy)
+    frames, scribbles = inputs
+    VideoSegmenter(tiny_agent, frames, chunk_frames=3, plan=PLAN).segment(scribbles)
+    assert seen == [([0, 1, 2, 4], [4]), ([3, 4, 5], [4]), ([4, 6, 7], [4])]
+    with pytest.raises(ValueError, match="frame_numbers must be 2 increasing integers"):
+        tiny_agent.start(frames.stack([0, 1]), frame_numbers=[3, 3])
