@@ -114,45 +114,73 @@ def _choice(value: str, name: str, choices: tuple[str, ...]) -> None:
 
 
 def _finite(value: float) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
+    # numbers.Real: numpy's float32 is no float, and was refused as "must be a finite number"
+    return isinstance(value, numbers.Real) and math.isfinite(value)
 
 
 @functools.cache
-def _plain_fields(cls) -> tuple[tuple[str, type, bool], ...]:
-    """(name, type, None allowed) of `cls`'s fields of one plain type: int, float, bool, text or a config section."""
-    import types
+def _plain_fields(cls) -> tuple[tuple[str, Any, bool], ...]:
+    """(name, type, None allowed) of `cls`'s fields of one type: int, float, bool, text, a path, a tuple of numbers
+    or text, or a config section (a union of several, `float | str`, is the field's own to check)."""
     import typing
 
     plain = []
     for name, hint in typing.get_type_hints(cls).items():
-        arms = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        arms = _arms(hint)
         kinds = [arm for arm in arms if arm is not type(None)]
-        if len(kinds) == 1 and (kinds[0] in (int, float, bool, str) or is_dataclass(kinds[0])):
+        if len(kinds) == 1 and (kinds[0] in (int, float, bool, str, Path) or is_dataclass(kinds[0])
+                                or typing.get_origin(kinds[0]) is tuple):
             plain.append((name, kinds[0], len(kinds) < len(arms)))
     return tuple(plain)
 
 
-_KINDS = {int: "an integer", float: "a number", bool: "True or False", str: "text"}
+_KINDS = {int: "an integer", float: "a number", bool: "True or False", str: "text", Path: "a path (str or Path)"}
+_PLURALS = {int: "integers", float: "numbers", str: "strings"}
+
+
+def _fits(value, kind) -> bool:
+    """`value` is of `kind` as a config file's value must be: numpy's numbers are numbers, a bool is no number, a path
+    is text or a Path, a tuple's items (a list's: what to_dict writes) are of its kinds, in its count when fixed."""
+    import os
+    import typing
+
+    if kind is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if kind is Path:
+        return isinstance(value, str | os.PathLike)
+    if typing.get_origin(kind) is tuple:
+        items = typing.get_args(kind)
+        if not isinstance(value, tuple | list):
+            return False
+        if Ellipsis in items:
+            return all(_fits(item, items[0]) for item in value)
+        return len(value) == len(items) and all(_fits(item, each) for item, each in zip(value, items, strict=True))
+    return isinstance(value, kind)
+
+
+def _wanted(kind) -> str:
+    import typing
+
+    if typing.get_origin(kind) is tuple:
+        items = typing.get_args(kind)
+        count = "" if Ellipsis in items else f"{len(items)} "
+        return f"a tuple (or list) of {count}{_PLURALS.get(items[0], items[0])}"
+    return _KINDS.get(kind) or f"a {kind.__name__}"
 
 
 def _check_types(config, section: str) -> None:
-    """A section built in Python (dataclasses.replace included) holds the types a config file must (from_dict checks
+    """A config built in Python (dataclasses.replace included) holds the types a config file must (from_dict checks
     those): `incremental="no"` was true, `topk=2.5` or `crf={...}` a TypeError or AttributeError mid-round, and
-    `device=None` an AttributeError here."""
+    `device=None` an AttributeError here; every config dataclass calls it first (`section` names its fields)."""
     for name, kind, optional in _plain_fields(type(config)):
         value = getattr(config, name)
         if value is None and optional:
             continue
-        if kind is int:
-            fits = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-        elif kind is float:
-            fits = isinstance(value, numbers.Real) and not isinstance(value, bool)
-        else:
-            fits = isinstance(value, kind)
-        if not fits:
-            wanted = _KINDS.get(kind) or f"a {kind.__name__}"
-            raise ConfigError(f"{section}.{name} must be {wanted}{' or None' if optional else ''}, got {value!r} "
-                              f"({type(value).__name__})")
+        if not _fits(value, kind):
+            raise ConfigError(f"{section + '.' if section else ''}{name} must be {_wanted(kind)}"
+                              f"{' or None' if optional else ''}, got {value!r} ({type(value).__name__})")
 
 
 def _check_scale_range(value, name: str) -> None:
@@ -194,6 +222,7 @@ class ModelConfig:
     skip_level: int | None = None
 
     def __post_init__(self) -> None:
+        _check_types(self, "model")
         _choice(self.pretrained, "model.pretrained", ("imagenet", "coco", "none"))
         _require(isinstance(self.decoder_hidden, int) and not isinstance(self.decoder_hidden, bool)
                  and 0 <= self.decoder_hidden <= 4096,
@@ -326,6 +355,7 @@ class TrainConfig:
     output_dir: Path = Path("runs/train")
 
     def __post_init__(self) -> None:
+        _check_types(self, "train")
         _choice(self.mode, "train.mode", ("frozen-backbone", "full"))
         _choice(self.loss, "train.loss", ("pairwise", "topk"))
         # Upper bounds: a typo asked for hundreds of GB once the videos were read (an allocator traceback), or
@@ -617,6 +647,7 @@ class SessionConfig:
         return self.host != "localhost"
 
     def __post_init__(self) -> None:
+        _check_types(self, "session")
         _choice(self.subset, "session.subset", ("train", "val", "trainval", "test-dev"))
         if self.remote:
             # urlparse drops tabs and newlines and keeps a space in the host name: `http://local host:8000` was
@@ -701,6 +732,7 @@ class ServerConfig:
     skip_bad_sequences: bool = False  # serve the others when a sequence's files are wrong (else: refuse to start)
 
     def __post_init__(self) -> None:
+        _check_types(self, "server")
         _choice(self.subset, "server.subset", ("train", "val", "trainval", "test-dev"))
         _choice(self.metric, "server.metric", ("J", "F", "J_AND_F"))
         _require(1 <= self.max_interactions <= MAX_INTERACTIONS_LIMIT,  # the framework's session caps it there
@@ -723,6 +755,9 @@ class RunConfig:
     session: SessionConfig = field(default_factory=SessionConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
 
+    def __post_init__(self) -> None:
+        _check_types(self, "")  # its sections: a dict of fields was an AttributeError later
+
 
 @dataclass
 class TrainRunConfig:
@@ -732,6 +767,9 @@ class TrainRunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
     scribbles: ScribbleConfig = field(default_factory=ScribbleConfig)  # stroke references' far-away background
+
+    def __post_init__(self) -> None:
+        _check_types(self, "")  # its sections: a dict of fields was an AttributeError later
 
 
 # --- loading, overriding, validating -------------------------------------------------------------------

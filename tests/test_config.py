@@ -12,7 +12,17 @@ import numpy as np
 import pytest
 
 import session_runner
-from agent.config import AgentConfig, ConfigError, ServerConfig, SessionConfig, parse_shard
+from agent.config import (
+    AgentConfig,
+    ConfigError,
+    ModelConfig,
+    RunConfig,
+    ServerConfig,
+    SessionConfig,
+    TrainConfig,
+    TrainRunConfig,
+    parse_shard,
+)
 from tests.conftest import bare_flags
 
 
@@ -695,3 +705,39 @@ def test_numbers_of_the_right_kind_pass_in_python():
     config = dataclasses.replace(AgentConfig(), seed=np.int64(3), checkpoint="m.pt")  # a path may be text
     assert dataclasses.replace(config.crf, scale=np.float64(0.5), iterations=np.int32(2)).iterations == 2
     assert dataclasses.replace(config.transfer, round_fusion_frames=10).round_fusion_frames == 10  # an int is a number
+
+
+@pytest.mark.parametrize(("build", "message"), [
+    # iterations=2.5 trained for 2.5 steps' schedule; embedding_dim="128" was a TypeError once the model was built
+    (lambda: TrainConfig(iterations=2.5), "train.iterations must be an integer, got 2.5 (float)"),
+    (lambda: ModelConfig(embedding_dim="128"), "model.embedding_dim must be an integer, got '128' (str)"),
+    (lambda: TrainConfig(freeze_backbone_bn="false"), "train.freeze_backbone_bn must be True or False, got 'false'"),
+    (lambda: dataclasses.replace(SessionConfig(), skip_bad_sequences="false"),
+     "session.skip_bad_sequences must be True or False, got 'false'"),  # it was true: bad videos skipped
+    (lambda: SessionConfig(sequences="dog"), "session.sequences must be a tuple (or list) of strings or None, got 'dog'"),
+    (lambda: SessionConfig(max_time=True), "session.max_time must be a number, got True (bool)"),
+    (lambda: ServerConfig(port="8000"), "server.port must be an integer, got '8000' (str)"),
+    (lambda: ModelConfig(input_size=(48, 80.5)), "model.input_size must be a tuple (or list) of 2 integers"),
+    (lambda: TrainConfig(output_dir=5), "train.output_dir must be a path (str or Path), got 5 (int)"),
+    (lambda: RunConfig(session={"max_time": 60}), "session must be a SessionConfig, got {'max_time': 60}"),
+    (lambda: TrainRunConfig(model=None), "model must be a ModelConfig, got None"),
+], ids=["train-int-float", "model-int-text", "train-bool-text", "session-bool-text", "session-names-text",
+        "session-float-bool", "server-int-text", "model-size-float", "train-path-int", "run-section-dict",
+        "trainrun-section-none"])
+def test_every_config_built_in_python_is_type_checked_as_a_file_is(build, message):
+    with pytest.raises(ConfigError) as refused:
+        build()
+    assert str(refused.value).startswith(message)
+
+
+def test_what_the_loaders_pass_still_passes_in_python():
+    """numpy numbers (float32 too: it is no float), lists for tuples (to_dict writes them) and paths as text."""
+    model = ModelConfig(input_size=[48, 80], embedding_dim=np.int64(8), mean=[0.5, 0.5, np.float32(0.5)],
+                        feature_levels=[2, 3])
+    assert model.embedding_dim == 8
+    train = TrainConfig(iterations=np.int32(5), lr_decoder=np.float32(0.1), output_dir="runs/x", holdout=["dog"],
+                        scale_range=(1, 2))
+    assert train.iterations == 5
+    assert SessionConfig(sequences=["dog"], max_time=np.float32(60), davis_root="~/davis").max_time == 60
+    assert ServerConfig(port=np.int64(0), user_keys=("alice",)).port == 0
+    assert RunConfig(session=SessionConfig(), agent=AgentConfig()).session.subset == "val"
