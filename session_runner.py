@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from agent.config import AgentConfig, ConfigError, RunConfig, comma_names, load_config, to_dict
+from agent.config import AgentConfig, ConfigError, RunConfig, comma_names, load_config, resolved_record
 from agent.errors import CommandParser
 from strategies import describe_strategies
 
@@ -193,7 +193,7 @@ def _run(config: RunConfig, args: argparse.Namespace) -> int:
     try:
         predictor = build_predictor(config.session.predictor, config.agent)
         result = run_session(with_output_dir(config, output.work).session, predictor, strategy,
-                             registration=checked.registration, run_config=to_dict(config))
+                             registration=checked.registration, run_config=resolved_record(config))
     except RemoteServerError as error:  # the server went away: one line, and what finished stays
         if args.verbose:
             raise

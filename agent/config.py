@@ -69,6 +69,10 @@ MAX_CONFIG_BYTES = 2**20
 # nine aliases ... (a "billion laughs") are read as shared lists in no time, but an error message printing one, or
 # any walk over it, never ended.
 MAX_CONFIG_VALUES = 100_000
+# The key a run's written config (config.json, train_config.json) holds, true: every field is there, so one that is
+# missing on reading it back was added since (resolved_record, load_config). A file without it (written by hand, or
+# before the key existed) may leave fields out without a word.
+RESOLVED_KEY = "resolved"
 
 
 class ConfigError(ValueError):
@@ -1157,11 +1161,14 @@ def load_config(cls, files: list[str | Path] = (), assignments: list[str] = (), 
     assignments."""
     data = to_dict(cls() if base is None else base)
     for path in files:
-        update, where = _own_section(cls, read_config_file(path), path)
+        raw, resolved = _resolved_marker(read_config_file(path), path)
+        update, where = _own_section(cls, raw, path)
         _check_sections(data, update, where)
         # Its keys and lists' shapes, naming the file: checked once merged, "config: unknown key(s) ..." left the
         # user to find which of several files (an old run's config.json: a field since removed) held it.
         _check_sequences(cls, update, f"config file {where}")
+        if resolved:
+            _warn_missing(cls, update, where)
         data = merge(data, update)
     overrides: dict[str, Any] = {}
     for key, value in (flags or {}).items():
@@ -1171,6 +1178,44 @@ def load_config(cls, files: list[str | Path] = (), assignments: list[str] = (), 
     for assignment in assignments:
         set_key(overrides, assignment, cls)
     return from_dict(cls, merge(data, overrides))
+
+
+def resolved_record(config) -> dict[str, Any]:
+    """`config` as a run writes it (config.json, train_config.json): every field, marked as such (RESOLVED_KEY), so
+    that reading it back can tell a field it lacks (written by an older version) from one a user left out."""
+    return {RESOLVED_KEY: True, **to_dict(config)}
+
+
+def _resolved_marker(data, path) -> tuple[Any, bool]:
+    """(`data` without RESOLVED_KEY, whether it said it is a run's resolved config)."""
+    if not isinstance(data, dict) or RESOLVED_KEY not in data:
+        return data, False
+    marker = data[RESOLVED_KEY]
+    _require(isinstance(marker, bool), f"config file {path}: '{RESOLVED_KEY}' must be true or false (a run writes "
+             f"true: its config holds every field), got {marker!r}")
+    return {key: value for key, value in data.items() if key != RESOLVED_KEY}, marker
+
+
+def _missing_fields(cls, data: dict[str, Any], prefix: str = "") -> list[str]:
+    """The fields of `cls` that `data` lacks, dotted; a section lacking as a whole is named once."""
+    missing = []
+    for item in fields(cls):
+        default = item.default_factory() if callable(item.default_factory) else None
+        if item.name not in data:
+            missing.append(f"{prefix}{item.name}{' (the whole section)' if is_dataclass(default) else ''}")
+        elif is_dataclass(default) and isinstance(data[item.name], dict):
+            missing += _missing_fields(type(default), data[item.name], f"{prefix}{item.name}.")
+    return missing
+
+
+def _warn_missing(cls, data: dict[str, Any], where: str) -> None:
+    """A run's resolved config (an older version's config.json) lacking fields is replayed with today's defaults
+    for them: one warning naming them, since that is not quite the run that wrote it (it was silent)."""
+    missing = _missing_fields(cls, data)
+    if missing:
+        log.warning("config file %s is a run's resolved config without %s (written by an older version?): today's "
+                    "defaults fill %s, so this is not exactly the run that wrote it", where, ", ".join(missing),
+                    "it" if len(missing) == 1 else "them")
 
 
 def _own_section(cls, update: dict[str, Any], path) -> tuple[dict[str, Any], str]:

@@ -741,3 +741,41 @@ def test_what_the_loaders_pass_still_passes_in_python():
     assert SessionConfig(sequences=["dog"], max_time=np.float32(60), davis_root="~/davis").max_time == 60
     assert ServerConfig(port=np.int64(0), user_keys=("alice",)).port == 0
     assert RunConfig(session=SessionConfig(), agent=AgentConfig()).session.subset == "val"
+
+
+def test_a_runs_config_json_is_marked_resolved_and_a_field_it_lacks_is_one_warning(tiny_synthetic_root, tmp_path,
+                                                                                   caplog):
+    """A run's config.json replayed with --config: one written by an older version, without fields added since (no
+    agent.flow), was replayed with today's defaults for them without a word. The run marks its config.json as its
+    whole resolved config; a file so marked that lacks fields names them in one warning. A file without the marker
+    (written by hand, or by a run before the marker) leaves fields out silently, as before."""
+    import logging
+
+    from agent.config import RunConfig, load_config
+
+    out = tmp_path / "run"
+    assert session_runner.main(["--davis-root", str(tiny_synthetic_root), "--predictor", "baseline", "--output-dir",
+                                str(out), "--sequences", "synth-000", "--max-interactions", "1"]) == 0
+    path = out / "config.json"
+    written = json.loads(path.read_text())
+    assert written["resolved"] is True
+    with caplog.at_level(logging.WARNING, logger="agent.config"):
+        replayed = load_config(RunConfig, [path])  # the whole run: silent
+        assert replayed.session.output_dir == out and replayed.session.max_interactions == 1
+        assert not caplog.records
+        older = {**written, "agent": {key: value for key, value in written["agent"].items() if key != "flow"}}
+        older["agent"]["crf"] = {key: value for key, value in older["agent"]["crf"].items() if key != "iterations"}
+        path.write_text(json.dumps(older))
+        assert load_config(RunConfig, [path]).agent.flow.enabled  # still loadable, with today's defaults
+        assert [record.getMessage() for record in caplog.records] == [
+            f"config file {path} is a run's resolved config without agent.crf.iterations, agent.flow (the whole "
+            "section) (written by an older version?): today's defaults fill them, so this is not exactly the run "
+            "that wrote it"]
+        caplog.clear()
+        del older["resolved"]  # a hand-written partial file (or a run's from before the marker): silent, as before
+        path.write_text(json.dumps(older))
+        assert load_config(RunConfig, [path]).agent.crf.iterations == RunConfig().agent.crf.iterations
+        assert not caplog.records
+    path.write_text(json.dumps({**older, "resolved": "yes"}))
+    with pytest.raises(ConfigError, match="'resolved' must be true or false"):
+        load_config(RunConfig, [path])

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import MAX_INTERACTIONS_LIMIT, MAX_TIME_LIMIT, ConfigError, parse_shard
+from ..config import MAX_INTERACTIONS_LIMIT, MAX_TIME_LIMIT, RESOLVED_KEY, ConfigError, parse_shard
 from ..data.davis import MAX_OBJECT_ID, SequenceInfo
 from ..errors import CommandParser, counted, first_line, os_error_line, repeated
 from ..paths import lock_folder, not_a_file, path_arg, read_json, unlock_folder
@@ -257,7 +257,9 @@ def _setup(summary: dict, config: dict) -> dict[str, str]:
         elif key not in _PER_MACHINE:
             flat[key] = value
 
-    walk(config, "")
+    # The marker that a run wrote the config whole (config.RESOLVED_KEY) is no setting: a run of an older version
+    # has none.
+    walk({key: value for key, value in config.items() if key != RESOLVED_KEY}, "")
     if "agent" in config and not flat.get("agent.checkpoint"):
         from ..model.checkpoint import DEFAULT_CHECKPOINT
 

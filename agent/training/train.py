@@ -59,6 +59,7 @@ from ..config import (
     comma_names,
     from_dict,
     load_config,
+    resolved_record,
     to_dict,
 )
 from ..data.davis import DatasetError, DavisReader
@@ -288,7 +289,7 @@ def _train(config: TrainConfig, model_config: ModelConfig, transfer: TransferCon
         output_dir.mkdir(parents=True, exist_ok=True)
         # train_config.json is a TrainRunConfig (--config reads it back); train_info.json what the run saw.
         run = TrainRunConfig(train=config, model=model.config, transfer=transfer, scribbles=scribbles)
-        (output_dir / "train_config.json").write_text(json.dumps(to_dict(run), indent=2))
+        (output_dir / "train_config.json").write_text(json.dumps(resolved_record(run), indent=2))
         (output_dir / "train_info.json").write_text(json.dumps(
             {"world_size": world, "training_videos": data.names, "held_out": list(config.holdout),
              "start_iteration": start_iteration, "command": " ".join(sys.argv)}, indent=2))

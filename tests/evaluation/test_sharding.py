@@ -355,3 +355,9 @@ def test_merge_refuses_runs_of_other_settings_or_data_and_ignores_what_a_machine
     # Another place for the same dataset, another device or CRF process count: one evaluation.
     same = run("e", "2/2", dataset="/scratch/node2/DAVIS", device="cpu", crf={"iterations": 5, "workers": 2})
     assert report_main(["merge", str(first), str(same), "--output", str(tmp_path / "m")]) == 0
+    # A shard of this version (its config.json marked as a run's resolved config) and one of an older version
+    # (without the marker): one evaluation (the marker is no setting).
+    marked = run("f", "2/2")
+    config = json.loads((marked / "config.json").read_text())
+    (marked / "config.json").write_text(json.dumps({"resolved": True, **config}))
+    assert report_main(["merge", str(first), str(marked), "--output", str(tmp_path / "m2")]) == 0

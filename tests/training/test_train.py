@@ -77,6 +77,7 @@ def test_main_writes_model_last_state_config_and_losses(tmp_path: Path) -> None:
     saved = json.loads((out / "train_config.json").read_text())
     assert saved["train"]["mode"] == "frozen-backbone" and saved["train"]["synthetic_frames"] == 4
     assert saved["model"]["backbone"] == "tiny"
+    assert saved["resolved"] is True  # every field: --config warns of one an older version's file lacks
     info = json.loads((out / "train_info.json").read_text())
     assert info["world_size"] == 1 and info["start_iteration"] == 0
     assert info["training_videos"] == ["synthetic-000", "synthetic-001"]
