@@ -319,7 +319,9 @@ class InteractiveAgent(Predictor):
     def _play_round(self, plan: RoundPlan, stroke_frames: list[int], started: float) -> np.ndarray:
         """The round after its scribbles joined the memory."""
         self._round += 1
-        num_classes = 1 + (self.num_objects or max(self.memory.object_ids() | {0}))
+        # Every id drawn, painted over since or not: an erased object keeps its (empty) class, as in a replay of the
+        # strokes in chunks (their num_objects), and the pool's classes never shrink.
+        num_classes = 1 + (self.num_objects or max(self.memory.drawn_ids | {0}))
         plan = self._fit_to_time(plan, time.perf_counter() - started)
         self.last_plan = plan
         keyframes = select_keyframes(len(self._frames), plan.frame_stride, self.memory.frames())

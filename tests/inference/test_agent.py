@@ -368,3 +368,20 @@ def test_an_object_added_in_a_later_round_drops_the_background_pooled_where_it_m
     assert background > 0 and tiny_agent._pool.rebuilds == 0
     tiny_agent.step({"scribbles": [[], [{"path": [[0.7, 0.8], [0.9, 0.8]], "object_id": 2}]]}, RoundPlan())
     assert tiny_agent._pool.rebuilds == 1 and tiny_agent._pool.references(0) < background
+
+
+def test_an_object_whose_strokes_a_correction_paints_over_leaves_the_reference_pool(tiny_agent):
+    """Objects 1 and 2 stroked in round 1, background painted over object 2's stroke in round 2: no reference of
+    object 2 is left, as when the strokes are one round. Its round-1 halo stayed pooled as object 2 (the page and
+    agent.segment keep one agent for a video of up to 50 frames; a longer one, in chunks, replays every stroke),
+    and object 2 kept the cells around its erased stroke."""
+    frames = np.random.default_rng(0).integers(0, 256, (2, 48, 64, 3), dtype=np.uint8)
+    two = {"scribbles": [[{"path": [[0.1, 0.2], [0.3, 0.2]], "object_id": 1},
+                          {"path": [[0.6, 0.7], [0.8, 0.7]], "object_id": 2}], []]}
+    erase = {"scribbles": [[{"path": [[0.6, 0.7], [0.8, 0.7]], "object_id": 0}], []]}
+    tiny_agent.start(frames)
+    tiny_agent.step(two, RoundPlan())
+    assert tiny_agent._pool.references(2) > 0
+    masks = tiny_agent.step(erase, RoundPlan())
+    assert tiny_agent._pool.references(2) == 0 and not (tiny_agent.memory.raw_labels(0) == 2).any()
+    assert masks.shape == frames.shape[:3] and masks.max() <= 2

@@ -550,3 +550,31 @@ def test_an_object_added_in_a_later_round_lifts_the_first_rounds_far_background(
     np.testing.assert_array_equal(memory.labels(0), memory.raw_labels(0))
     memory.add(scribbles([stroke([(9, 19)], 2)], [], []))  # object 2 stroked on frame 0 too: nothing missing there
     assert memory.new_objects == set() and memory.missing_objects(0) == set() and (memory.labels(0) == 0).any()
+
+
+def test_an_object_whose_every_stroke_a_later_round_paints_over_loses_its_halo_there() -> None:
+    """Objects 1 and 2 stroked in round 1 (dilated), object 2's stroke painted over with background in round 2
+    (undilated): its halo cells take the background too, as when the strokes are one round (chunks, longer videos).
+    They kept object 2, which stayed where it was erased. Part of an object's strokes painted over keeps its halo."""
+    config = ScribbleConfig(dilation=3, correction_dilation=1, far_background_fraction=0.25)
+    first = [stroke([(2, 2), (2, 6)], 1), stroke([(6, 10), (6, 15)], 2)]
+    erase = [stroke([(6, 10), (6, 15)], 0)]
+    memory = ScribbleMemory(SHAPE, config, num_frames=2)
+    memory.add(scribbles(first, [stroke([(6, 10), (6, 15)], 2)]))
+    memory.add(scribbles(erase, []))
+    labels = memory.raw_labels(0)
+    assert not (labels == 2).any()
+    replayed = scribble_labels(scribbles(first + erase, []), SHAPE, 3)[0]
+    was_halo = scribble_labels(scribbles(first, []), SHAPE, 3)[0] == 2
+    np.testing.assert_array_equal(labels[was_halo], replayed[was_halo])
+    assert memory.object_ids() == {1, 2} and memory.drawn_ids == {1, 2}  # frame 1 still strokes object 2
+    assert memory.missing_objects(0) == {2}  # object 2 may be on frame 0, unstroked now
+    memory.add(scribbles([], [stroke([(6, 10), (6, 15)], 0)]))
+    assert memory.object_ids() == {1} and memory.drawn_ids == {1, 2} and memory.missing_objects(0) == set()
+
+    partly = ScribbleMemory(SHAPE, config, num_frames=1)
+    partly.add(scribbles(first))
+    before = partly.raw_labels(0)
+    partly.add(scribbles([stroke([(6, 10), (6, 12)], 0)]))
+    kept = (before == 2) & (rasterize_scribbles(scribbles([stroke([(6, 10), (6, 12)], 0)]), SHAPE)[0] == UNLABELED)
+    assert (partly.raw_labels(0)[kept] == 2).all()
