@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import subprocess
@@ -112,6 +113,7 @@ def dying_workers(monkeypatch):
 
     def dying(*args, **kwargs):
         if os.getpid() != parent:
+            faulthandler.disable()  # pytest's handler dumped every thread and module of the dying worker into the log
             os.kill(os.getpid(), how[0])
         return mean_field(*args, **kwargs)
 
