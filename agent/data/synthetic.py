@@ -269,6 +269,9 @@ def generate_sequence(rng_or_seed: np.random.Generator | int, num_frames: int = 
     """
     if num_objects < 1 or num_frames < 1:
         raise ValueError("need at least one object and one frame")
+    if num_objects > len(OBJECT_SOURCES) - 1:  # 15 objects were an IndexError deep in the drawing
+        raise ValueError(f"num_objects: at most {len(OBJECT_SOURCES) - 1} (one photograph's texture each, none the "
+                         f"background's), got {num_objects}")
     rng = np.random.default_rng(rng_or_seed)
     for _ in range(MAX_ATTEMPTS):
         frames, masks, ok = _try_sequence(rng, num_frames, height, width, num_objects)

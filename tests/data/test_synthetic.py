@@ -58,6 +58,12 @@ def test_generate_sequence_is_deterministic_and_seed_dependent():
     assert not np.array_equal(generate_sequence(4, 4, 64, 96, 2)[0], frames)
 
 
+def test_more_objects_than_textures_is_one_value_error():
+    """Each object wears a texture of its own: 15 objects were an IndexError while the sequence was drawn."""
+    with pytest.raises(ValueError, match=r"num_objects: at most 10 .* got 15"):
+        generate_sequence(0, 4, num_objects=15)
+
+
 def test_layout_and_file_formats(dataset):
     root, names = dataset
     assert names == ["synth-000", "synth-001", "synth-002"]
