@@ -14,6 +14,9 @@ import ipaddress
 import logging
 import math
 import numbers
+import os
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -126,8 +129,6 @@ def _finite(value: float) -> bool:
 def _plain_fields(cls) -> tuple[tuple[str, Any, bool], ...]:
     """(name, type, None allowed) of `cls`'s fields of one type: int, float, bool, text, a path, a tuple of numbers
     or text, or a config section (a union of several, `float | str`, is the field's own to check)."""
-    import typing
-
     plain = []
     for name, hint in typing.get_type_hints(cls).items():
         arms = _arms(hint)
@@ -145,9 +146,6 @@ _PLURALS = {int: "integers", float: "numbers", str: "strings"}
 def _fits(value, kind) -> bool:
     """`value` is of `kind` as a config file's value must be: numpy's numbers are numbers, a bool is no number, a path
     is text or a Path, a tuple's items (a list's: what to_dict writes) are of its kinds, in its count when fixed."""
-    import os
-    import typing
-
     if kind is int:
         return isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if kind is float:
@@ -165,8 +163,6 @@ def _fits(value, kind) -> bool:
 
 
 def _wanted(kind) -> str:
-    import typing
-
     if typing.get_origin(kind) is tuple:
         items = typing.get_args(kind)
         count = "" if Ellipsis in items else f"{len(items)} "
@@ -905,8 +901,6 @@ def _check_sequences(cls, data: dict[str, Any], where: str, prefix: str = "") ->
     """A text where a list belongs (`--set session.sequences=dog`): dacite's tuple cast would split it into
     characters, so it is one error naming the field. Unknown keys are named with their section (dacite's error
     has none: `session.foo` listed the top level's keys as the known ones)."""
-    import typing
-
     hints = typing.get_type_hints(cls)
     names = [item.name for item in fields(cls)]
     unknown = sorted(str(key) for key in data if key not in names)  # YAML keys may be numbers or null (`1: 2`)
@@ -945,8 +939,6 @@ def _check_items(value: list | tuple, hint, where: str) -> None:
     """Each item of a list where a tuple of int, float or str belongs is one: dacite's message for one that is not
     ([48, "80"], sequences [1, 2], [dog, null]) was 'should be "tuple" instead of value "(48, '80')" of type
     "tuple"', naming the type the list had."""
-    import typing
-
     arm = next((arm for arm in _arms(hint) if typing.get_origin(arm) is tuple and typing.get_args(arm)), None)
     if arm is None:
         return
@@ -971,9 +963,6 @@ def _check_items(value: list | tuple, hint, where: str) -> None:
 
 def _arms(hint) -> tuple:
     """The types a hint allows: each arm of a union (`tuple[float, float] | None`), else the hint itself."""
-    import types
-    import typing
-
     return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
 
 
@@ -1222,8 +1211,6 @@ def _own_section(cls, update: dict[str, Any], path) -> tuple[dict[str, Any], str
     """(`update`, `path`), or for a run's config.json (session_runner's: `agent` and `session` sections) given where
     `cls` is read (agent.segment, agent.app and the studies read AgentConfig) its section of that type and where
     errors name it, said so. It was "unknown key(s) agent, session", as if the file were of no use there."""
-    import typing
-
     if not isinstance(update, dict) or not update or any(key in {item.name for item in fields(cls)} for key in update):
         return update, str(path)
     names = {item.name for item in fields(RunConfig)}

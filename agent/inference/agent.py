@@ -555,7 +555,7 @@ class InteractiveAgent(Predictor):
     def _object_similarity(self, features: torch.Tensor, frame: int, raw_labels: torch.Tensor,
                            emb: torch.Tensor | None = None) -> np.ndarray:
         """Per-pixel similarity of `frame` to the closest object's scribbles under the current model: its own, and
-        those on other frames of the objects the first round stroked there but not here (memory.missing_objects),
+        those on other frames of the objects stroked there but never here (memory.missing_objects),
         which may be on this frame unstroked (`emb`: the frame's embeddings on the grid, when the caller decoded
         them already)."""
         if emb is None:

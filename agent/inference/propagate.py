@@ -139,11 +139,10 @@ def propagate(
     if identity is not None and num_classes > 2:
         # The sweep needs every keyframe's scores before any is final (grid-sized, so they fit in memory).
         # Distances in the video's frames: a chunk's scribbled frame 3 beside its frame 50 is 47 frames away.
-        number = (lambda f: int(f)) if frame_numbers is None else (lambda f: int(frame_numbers[f]))  # noqa: E731
+        numbers = np.arange(num_frames) if frame_numbers is None else np.asarray(frame_numbers, np.int64)
         separated = separate_objects(
             torch.cat([transferred(computed[lo:lo + batch]) for lo in range(0, len(computed), batch)]),
-            np.array([number(f) for f in computed], np.int64), {number(f): g for f, g in (strokes or {}).items()},
-            identity)
+            numbers[computed], {int(numbers[f]): g for f, g in (strokes or {}).items()}, identity)
     for lo in range(0, len(computed), batch):
         index = computed[lo:lo + batch]
         scores = transferred(index) if separated is None else separated[lo:lo + batch]

@@ -104,13 +104,11 @@ def save_checkpoint(
     return path
 
 
-def unreadable_why(error: BaseException) -> str:
-    """Why torch could not read a .pt file, in a line: for a truncated or damaged archive (a copy or save cut short)
-    its zip reader's first sentence, not the four of advice after it (a 400-character line)."""
+def truncated_why(error: BaseException) -> str | None:
+    """For torch's error on a truncated or damaged archive (a copy or save cut short), its zip reader's first
+    sentence, not the four of advice after it (a 400-character line); None for any other error."""
     text = first_line(error)
-    if text.startswith("PytorchStreamReader failed"):
-        return f"truncated or damaged: {text.split('. ')[0]}"
-    return text
+    return f"truncated or damaged: {text.split('. ')[0]}" if text.startswith("PytorchStreamReader failed") else None
 
 
 def load_plain(path: Path, map_location: Any = "cpu") -> Any:
@@ -168,7 +166,7 @@ def _read(path: Path) -> dict[str, Any]:
     except PermissionError as error:  # it was "corrupt or not a checkpoint"
         raise CheckpointError(f"checkpoint {path} cannot be read ({error.strerror})") from error
     except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as error:
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a checkpoint ({unreadable_why(error)})") from error
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a checkpoint ({truncated_why(error) or first_line(error)})") from error
     except Exception as error:  # noqa: BLE001  (the weights-only unpickler fails on text with e.g. a KeyError)
         raise CheckpointError(f"checkpoint {path} is corrupt or not a checkpoint ({type(error).__name__} while "
                               "unpickling)") from error

@@ -385,6 +385,8 @@ def _json_kind(value: object) -> str:
 # What a browser, Finder or Explorer appends to a file's name for a second copy: `00012 (1).png`, `00012 copy 2.png`,
 # `00012 - Copy (3).png`. Its number is no frame's: the last number of `00012 (1)` put the strokes on frame 1.
 COPY_SUFFIX = re.compile(r"(?: - copy(?: \([0-9]+\))?| copy(?: [0-9]+)?| \([0-9]+\))$", re.IGNORECASE)
+# [0-9], not \d: \d matches other scripts' digits, which int() reads (`٠٠٠٠٣.png` was frame 3).
+NUMBER = re.compile(r"[0-9]+")
 
 
 def frame_of(image_path: Path, video: VideoSource) -> int:
@@ -398,13 +400,12 @@ def frame_of(image_path: Path, video: VideoSource) -> int:
         folded = [name.casefold() for name in video.frame_names]
         if folded.count(stem.casefold()) == 1:
             return folded.index(stem.casefold())
-    # [0-9], not \d: \d matches other scripts' digits, which int() reads (`٠٠٠٠٣.png` was frame 3).
-    numbers = re.findall(r"[0-9]+", stem)
+    numbers = NUMBER.findall(stem)
     if not numbers:
         raise InputError(f"{image_path}: name it after its frame (e.g. 00012.png for frame 12, counted from 0)")
     frame = int(numbers[-1])
     if video.frame_paths is not None:  # frame1.jpg, frame2.jpg, ...: is 3.png the third frame or the fourth?
-        numbers_of_frames = [int(n[-1]) if n else None for n in map(re.compile(r"[0-9]+").findall, video.frame_names)]
+        numbers_of_frames = [int(n[-1]) if n else None for n in map(NUMBER.findall, video.frame_names)]
         if any(n is not None for n in numbers_of_frames) and numbers_of_frames != list(range(video.num_frames)):
             example = video.frame_paths[numbers_of_frames.index(frame) if frame in numbers_of_frames
                                         else min(frame, video.num_frames - 1)]

@@ -75,7 +75,7 @@ from ..model.checkpoint import (
     load_plain,
     save_atomic,
     save_checkpoint,
-    unreadable_why,
+    truncated_why,
 )
 from ..model.siamese import SiameseEmbedder, build_model
 from ..model.similarity import Pooled, pair_loss, sample_pixels, topk_loss
@@ -556,7 +556,7 @@ def _load_training_state(path: Path, model: SiameseEmbedder, optimizer, device: 
     except Exception as error:  # corrupt file, wrong format
         # Not "delete it": --resume of a folder holding model.pt but no last.pt is refused (a fresh start would
         # replace the model); a truncated last.pt quoted torch's five sentences.
-        why = unreadable_why(error) if str(error).startswith("PytorchStreamReader") else typed_line(error)
+        why = truncated_why(error) or typed_line(error)
         raise CheckpointError(f"cannot resume from {path} ({why}): pick another --output-dir{start}") from error
     if iteration > config.iterations:  # nothing would run: model.pt stays the longer run's, named as this one
         raise CheckpointError(f"{path} is at iteration {iteration}, past train.iterations={config.iterations}: "
