@@ -218,10 +218,15 @@ def _pool_map(workers: int, function, *iterables, chunksize: int = 1) -> list | 
 def _worker_ends(pool: ProcessPoolExecutor) -> list[signal.Signals]:
     """The signals that ended `pool`'s workers (a kill or a crash; the pool terminates the others): the exit codes
     -N of the processes it holds."""
-    ends = []
+    ends, deadline = [], time.monotonic() + 5.0
     for process in list((getattr(pool, "_processes", None) or {}).values()):
-        process.join(5)  # its pipe closes before its exit status is there to read; the pool ends the others
+        # Its pipe closes before its exit status is there to read, and the pool's own thread reaps the workers too:
+        # a join that lost that race read no status (a crash taken for a kill), so the status is polled.
+        process.join(max(0.0, deadline - time.monotonic()))
         code = process.exitcode
+        while code is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+            code = process.exitcode
         with suppress(ValueError):  # not a signal this platform names
             if code is not None and code < 0:
                 ends.append(signal.Signals(-code))
