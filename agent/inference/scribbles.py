@@ -31,15 +31,15 @@ def rasterize_scribbles(scribbles: dict, shape: tuple[int, int]) -> dict[int, np
     Each segment covers the pixels skimage.draw.line gives it (Bresenham, from the earlier point to the later).
     """
     height, width = shape
-    scale = np.array([width - 1, height - 1], dtype=float)
     out: dict[int, np.ndarray] = {}
     for frame, strokes in enumerate(scribbles["scribbles"]):
         for stroke in strokes:
-            points = np.rint(np.asarray(stroke["path"], dtype=float).reshape(-1, 2) * scale).astype(np.int64)
-            if len(points) == 0:
+            path = np.asarray(stroke["path"], dtype=float).reshape(-1, 2)
+            if len(path) == 0:
                 continue
-            if not ((points >= 0) & (points < [width, height])).all():
+            if not ((path >= 0) & (path <= 1)).all():
                 raise ValueError(f"frame {frame}: a stroke has a point outside the [0, 1] x [0, 1] frame")
+            points = np.stack([_to_cells(path[:, 0], width), _to_cells(path[:, 1], height)], 1)
             canvas = out.setdefault(frame, np.full(shape, UNLABELED, dtype=np.int64))
             canvas[_stroke_pixels(points, (height, width))] = int(stroke["object_id"])
     return out
@@ -193,10 +193,19 @@ def narrow_stroke_cells(scribbles: dict, previous: np.ndarray, grid: tuple[int, 
     return out
 
 
+def _to_cells(coordinate: np.ndarray, cells: int) -> np.ndarray:
+    """Normalised [0, 1] coordinates -> the cells (pixels) of a side of `cells` they fall in. The robot writes
+    pixel p of a side of n as p / n: this gives back p at full size, and on a coarser grid the cell holding
+    that pixel, the cell whose centre the scores' bilinear upsampling puts nearest it. (Scaling by the side
+    minus one and rounding moved points half a cell towards the frame's centre near its edges, and pixels
+    right of or below the middle one pixel up or left.) The nudge absorbs p / n * n falling just below p."""
+    return np.clip(np.floor(coordinate * cells + 1e-6), 0, cells - 1).astype(np.int64)
+
+
 def _to_grid(index: np.ndarray, size: int, cells: int) -> np.ndarray:
     """Pixel rows (or columns) of a `size`-pixel frame -> the cells of a `cells`-cell grid that a normalised point
-    there lands in (rasterize_scribbles scales [0, 1] by the side minus one)."""
-    return np.rint(index * ((cells - 1) / max(size - 1, 1))).astype(np.int64)
+    there lands in (rasterize_scribbles, a pixel p being the point p / size)."""
+    return _to_cells(index / size, cells)
 
 
 def far_background(labels: np.ndarray, fraction: float) -> np.ndarray:
@@ -525,8 +534,12 @@ def labels_on_grid(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def grid_labels(mask: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
-    """A full-size (H, W) mask -> (h, w) int64 labels on the embedding grid (nearest); void -> -1."""
+    """A full-size (H, W) mask -> (h, w) int64 labels on the embedding grid, each cell's centre pixel; void -> -1.
+
+    The centre, as the bilinear upsampling of scores back to full size assumes (align_corners=False): the cell's
+    top-left pixel ("nearest") put every reference label half a cell up and left of its embedding, and the
+    transferred masks as far down and right."""
     labels = torch.from_numpy(mask.astype(np.int64))[None, None].float()
-    small = F.interpolate(labels, size=size, mode="nearest")[0, 0].long()
+    small = F.interpolate(labels, size=size, mode="nearest-exact")[0, 0].long()
     small[small == VOID_LABEL] = UNLABELED
     return small

@@ -587,9 +587,9 @@ def label_strokes(labels: np.ndarray, max_rows: int = STROKE_ROWS) -> list[dict]
     present = [int(v) for v in np.unique(labels) if v != NO_SCRIBBLE]
     for label in present:  # ascending: background (0) first, then objects in id order
         pooled[(blocks == label).any(axis=(1, 3))] = label
-    # Block centres in normalised frame coordinates (as DAVIS paths are).
-    xs = np.minimum((np.arange(cols) * factor + (factor - 1) / 2) / max(width - 1, 1), 1.0)
-    ys = np.minimum((np.arange(rows) * factor + (factor - 1) / 2) / max(height - 1, 1), 1.0)
+    # Block centres in normalised frame coordinates (as DAVIS paths are: pixel p of n spans [p / n, (p + 1) / n)).
+    xs = np.minimum((np.arange(cols) + 0.5) * factor / width, 1.0)
+    ys = np.minimum((np.arange(rows) + 0.5) * factor / height, 1.0)
     strokes: dict[int, list[dict]] = {label: [] for label in present}
     for row in range(rows):
         line = pooled[row]

@@ -129,7 +129,7 @@ def test_initial_scribble_strokes_every_object(dataset, reader):
             assert path.min() >= 0.0 and path.max() <= 1.0
             assert stroke["end_time"] > stroke["start_time"]
             # The stroke lies on its object (mostly: the robot's Bezier smoothing may cut corners).
-            xy = np.rint(path * [SPEC.width - 1, SPEC.height - 1]).astype(int)
+            xy = np.minimum(np.floor(path * [SPEC.width, SPEC.height]), [SPEC.width - 1, SPEC.height - 1]).astype(int)
             assert np.mean(masks[xy[:, 1], xy[:, 0]] == stroke["object_id"]) > 0.8
 
 

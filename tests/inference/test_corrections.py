@@ -61,10 +61,11 @@ def _corner_stroke() -> dict:
 
 
 def _edge_stroke() -> dict:
-    """A background stroke along the object's top edge, one grid cell (4 px) above it: where the robot draws a
-    correction of a thin false-positive rim."""
+    """A background stroke along the object's top edge, a pixel above it, in the grid cell that holds the edge's
+    first row (4 px cells; the object starts at row 19): where the robot draws a correction of a thin
+    false-positive rim."""
     top, left = _corner(CORRECTED)
-    return _stroke(CORRECTED, [(left + 10, top - 4), (left + 140, top - 4)], object_id=0)
+    return _stroke(CORRECTED, [(left + 10, top - 1), (left + 140, top - 1)], object_id=0)
 
 
 def _play(checkpoint, scribbles: ScribbleConfig, transfer: TransferConfig | None,
@@ -250,7 +251,7 @@ def test_a_narrow_strip_correction_leaves_the_lookalike_edge_beside_it(tmp_path)
     frames, edge, shadow = _shadowed_video()
     top, left = _corner(0)
     first = _stroke(0, [(left + 10, top + 40), (left + 140, top + 40)])
-    first["scribbles"][0] += _stroke(0, [(left + 10, top + 76), (left + 140, top + 76)])["scribbles"][0]  # the edge
+    first["scribbles"][0] += _stroke(0, [(left + 10, top + 73), (left + 140, top + 73)])["scribbles"][0]  # the edge
     top, left = _corner(CORRECTED)
     along = _stroke(CORRECTED, [(left + 10, top + 83), (left + 140, top + 83)], object_id=0)
     others = np.arange(FRAMES) != CORRECTED

@@ -31,6 +31,11 @@ def stroke(points: list[tuple[int, int]], object_id: int) -> dict:
     }
 
 
+def on_pixels(path: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(N, 2) normalised [x, y] -> the integer [x, y] pixels of `shape` they fall in (point p / n is pixel p)."""
+    return np.clip(np.floor(path * [shape[1], shape[0]] + 1e-6), 0, [shape[1] - 1, shape[0] - 1]).astype(int)
+
+
 def scribbles(*frames: list[dict]) -> dict:
     return {"sequence": "toy", "scribbles": list(frames)}
 
@@ -285,7 +290,7 @@ def test_dense_paths_draw_what_every_segment_draws():
     path = np.concatenate([path, path[::-1], path[:50]])  # back over the same path: repeated segments
     shape = (24, 40)
     raster = rasterize_scribbles({"scribbles": [[{"path": path.tolist(), "object_id": 2}]]}, shape)[0]
-    points = np.rint(path * [shape[1] - 1, shape[0] - 1]).astype(int)
+    points = on_pixels(path, shape)
     expected = np.full(shape, UNLABELED)
     expected[points[0, 1], points[0, 0]] = 2
     for (x0, y0), (x1, y1) in zip(points[:-1], points[1:], strict=True):
@@ -297,7 +302,7 @@ def _drawn_segment_by_segment(strokes: list[dict], shape: tuple[int, int]) -> np
     """The straightforward raster: skimage's line for every segment of every stroke, in turn."""
     expected = np.full(shape, UNLABELED)
     for item in strokes:
-        points = np.rint(np.asarray(item["path"], float).reshape(-1, 2) * [shape[1] - 1, shape[0] - 1]).astype(int)
+        points = on_pixels(np.asarray(item["path"], float).reshape(-1, 2), shape)
         expected[points[0, 1], points[0, 0]] = item["object_id"]
         for (x0, y0), (x1, y1) in zip(points[:-1], points[1:], strict=True):
             expected[line(y0, x0, y1, x1)] = item["object_id"]
@@ -345,7 +350,7 @@ def test_scattered_paths_draw_what_every_segment_draws():
                {"path": (0.3 + 0.4 * rng.random((2000, 2))).tolist(), "object_id": 2}]
     raster = rasterize_scribbles({"scribbles": [strokes]}, shape)[0]
     np.testing.assert_array_equal(raster, _drawn_segment_by_segment(strokes, shape))
-    assert set(np.unique(raster)) == {UNLABELED, 0, 1, 2}
+    assert {0, 1, 2} <= set(np.unique(raster).tolist())
 
 
 def test_points_outside_the_frame_are_refused():
@@ -441,7 +446,7 @@ def test_narrow_stroke_cells_are_those_whose_strokes_all_lie_near_their_class() 
             given = np.argwhere(previous[frame] == raster[y, x])
             far = np.hypot(*(given - [y, x]).T).min() if len(given) else np.inf
             # the cell a normalised point at this pixel lands in, as rasterize_scribbles draws it on the grid
-            cell = round(y / (height - 1) * (grid[0] - 1)), round(x / (width - 1) * (grid[1] - 1))
+            cell = tuple(on_pixels(np.array([[x / (width - 1), y / (height - 1)]]), grid)[0, ::-1])
             farthest[cell] = max(farthest.get(cell, 0.0), far)
         expected = np.zeros(grid, bool)
         for cell, far in farthest.items():

@@ -342,7 +342,7 @@ def test_scribbles_and_frames_are_read_as_their_exif_orientation_shows_them(tmp_
     painted[6, 1:5] = (*object_colour(1), 255)  # near the bottom of what the person saw
     _save(tmp_path / "00001.png", painted)  # it was "is 6x8 but the video is 8x6"
     (stroke,) = load_scribbles(tmp_path / "00001.png", video)["scribbles"][1]
-    assert stroke["object_id"] == 1 and all(y == pytest.approx(6 / 7) for _, y in stroke["path"])
+    assert stroke["object_id"] == 1 and all(y == pytest.approx(6.5 / 8) for _, y in stroke["path"])  # row 6 of 8
     _save_turned(tmp_path / "00001.png", np.rot90(painted, 1))  # stored turned too: read upright, the same
     (turned,) = load_scribbles(tmp_path / "00001.png", video)["scribbles"][1]
     assert turned["path"] == stroke["path"]
