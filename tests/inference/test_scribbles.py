@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from skimage.draw import line
 
 from agent.config import ConfigError, ScribbleConfig, TransferConfig
@@ -12,6 +13,7 @@ from agent.inference.scribbles import (
     UNLABELED,
     ScribbleMemory,
     far_background,
+    grid_labels,
     labels_on_grid,
     least_similar_background,
     narrow_stroke_cells,
@@ -583,3 +585,40 @@ def test_an_object_whose_every_stroke_a_later_round_paints_over_loses_its_halo_t
     partly.add(scribbles([stroke([(6, 10), (6, 12)], 0)]))
     kept = (before == 2) & (rasterize_scribbles(scribbles([stroke([(6, 10), (6, 12)], 0)]), SHAPE)[0] == UNLABELED)
     assert (partly.raw_labels(0)[kept] == 2).all()
+
+
+def test_grid_labels_stay_where_the_scores_upsampling_brings_them_back():
+    """A mask put on the grid and brought back to full size as the agent brings scores back (bilinear,
+    align_corners=False) keeps its place: each cell holds its centre pixel's label. The top-left pixel put every
+    label half a cell up and left of its cell, and the masks came back that far down and right."""
+    rng = np.random.default_rng(0)
+    height, width, grid = 96, 160, (12, 20)  # 8 x 8 pixels per cell
+    shifts = []
+    for _ in range(20):
+        top, left = rng.integers(4, 40), rng.integers(4, 80)
+        mask = np.zeros((height, width), np.int64)
+        mask[top:top + rng.integers(20, 50), left:left + rng.integers(20, 70)] = 1
+        cells = grid_labels(mask, grid)
+        scores = torch.nn.functional.one_hot(cells.clamp(min=0), 2).permute(2, 0, 1)[None].float()
+        back = torch.nn.functional.interpolate(scores, size=(height, width), mode="bilinear",
+                                               align_corners=False).argmax(1)[0].numpy()
+        shifts.append(np.mean(np.nonzero(back), 1) - np.mean(np.nonzero(mask), 1))
+    assert np.abs(np.mean(shifts, 0)).max() < 1.0  # pixels; top-left labels: +3.5 down and right
+    edge = np.zeros((height, width), np.int64)
+    edge[:, 4:12] = 1  # covers the centre (pixel 4) of column 0's cells, not that of column 1's (pixel 12)
+    assert (grid_labels(edge, grid)[:, 0] == 1).all() and (grid_labels(edge, grid)[:, 1] == 0).all()
+
+
+def test_a_robot_point_lands_on_its_own_pixel_and_the_cell_holding_it():
+    """The robot writes pixel p of a side of n as p / n: at full size the point is drawn on pixel p (scaling by
+    n - 1 and rounding drew pixels right of or below the middle one pixel up or left), and on a coarser grid in
+    the cell that holds the pixel (rounding moved points up to half a cell towards the frame's centre)."""
+    height, width = 48, 64
+    for row in range(0, height, 5):
+        for col in range(width):
+            drawn = rasterize_scribbles(scribbles([{"path": [[col / width, row / height]], "object_id": 1}]),
+                                        (height, width))[0]
+            assert np.argwhere(drawn != UNLABELED).tolist() == [[row, col]]
+            on_grid = rasterize_scribbles(scribbles([{"path": [[col / width, row / height]], "object_id": 1}]),
+                                          (6, 8))[0]
+            assert np.argwhere(on_grid != UNLABELED).tolist() == [[row // 8, col // 8]]
