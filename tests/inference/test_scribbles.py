@@ -606,7 +606,8 @@ def test_grid_labels_stay_where_the_scores_upsampling_brings_them_back():
     assert np.abs(np.mean(shifts, 0)).max() < 1.0  # pixels; top-left labels: +3.5 down and right
     edge = np.zeros((height, width), np.int64)
     edge[:, 4:12] = 1  # covers the centre (pixel 4) of column 0's cells, not that of column 1's (pixel 12)
-    assert (grid_labels(edge, grid)[:, 0] == 1).all() and (grid_labels(edge, grid)[:, 1] == 0).all()
+    on_grid = grid_labels(edge, grid)
+    assert (on_grid[:, 0] == 1).all() and (on_grid[:, 1] == 0).all()
 
 
 def test_a_robot_point_lands_on_its_own_pixel_and_the_cell_holding_it():
@@ -616,9 +617,8 @@ def test_a_robot_point_lands_on_its_own_pixel_and_the_cell_holding_it():
     height, width = 48, 64
     for row in range(0, height, 5):
         for col in range(width):
-            drawn = rasterize_scribbles(scribbles([{"path": [[col / width, row / height]], "object_id": 1}]),
-                                        (height, width))[0]
+            point = scribbles([{"path": [[col / width, row / height]], "object_id": 1}])
+            drawn = rasterize_scribbles(point, (height, width))[0]
             assert np.argwhere(drawn != UNLABELED).tolist() == [[row, col]]
-            on_grid = rasterize_scribbles(scribbles([{"path": [[col / width, row / height]], "object_id": 1}]),
-                                          (6, 8))[0]
+            on_grid = rasterize_scribbles(point, (6, 8))[0]
             assert np.argwhere(on_grid != UNLABELED).tolist() == [[row // 8, col // 8]]
